@@ -1,0 +1,1 @@
+"""The control plane: resources, reconcilers, runtime, autoscaling, builds and event delivery."""

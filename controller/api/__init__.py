@@ -1,0 +1,1 @@
+"""Resource types per API group: defaults and validation (pure)."""

@@ -1,0 +1,1 @@
+"""Autoscaling: the KPA decider (pure) and the scaler that applies it."""

@@ -1,0 +1,1 @@
+"""Builds and the content-addressed artifact store."""

@@ -1,0 +1,1 @@
+"""Event delivery: dispatcher, filters, sources."""

@@ -1,0 +1,1 @@
+"""Runtimes that run replicas: local processes now, Kubernetes Deployments later."""

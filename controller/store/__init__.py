@@ -1,0 +1,1 @@
+"""Resource stores: the Store protocol, SQLite for the embedded engine, Kubernetes later."""

@@ -1,0 +1,213 @@
+"""Gateway settings and the routing-snapshot wire schema: the gateway's own API to the controller."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How one gateway (all of its workers) listens, forwards and protects itself."""
+
+    host: str = "127.0.0.1"
+    """Address the proxy listens on. Loopback by default: Flint's embedded engine is one machine."""
+    port: int = 8080
+    """Port of the proxy (all workers share it with SO_REUSEPORT)."""
+    admin_port: int = 8082
+    """Port of the admin server: /healthz, /readyz, /metrics (aggregated over the workers)."""
+    workers: int = 1
+    """Worker processes sharing `port`. Each has its own event loop and controller link."""
+    domain: str = "localhost"
+    """DNS suffix of route hosts: `{route}.{namespace}.{domain}`."""
+    controller_url: str = "http://127.0.0.1:8081"
+    """Base URL of the controller; the link is the websocket at `/internal/gateway/link`."""
+    state_dir: Path = field(default_factory=lambda: Path(".flint"))
+    """Where the last routing snapshot is persisted (`gateway/snapshot.json`) and worker sockets live."""
+    max_request_body_bytes: int = 100 * 1024 * 1024
+    """Largest request body accepted (sized or chunked); more → 413. nginx: 1 MiB; we are an API
+    gateway for uploads too, so 100 MiB like many ingress defaults."""
+    max_header_bytes: int = 32 * 1024
+    """Largest request line plus header block; more → 431 (nginx's large_client_header_buffers 4×8k)."""
+    header_read_timeout_s: float = 30.0
+    """Seconds a client may take to send a complete header block (slowloris guard) → 408."""
+    client_keepalive_timeout_s: float = 75.0
+    """Seconds an idle client keep-alive connection is kept open (nginx: 75 s)."""
+    upstream_connect_timeout_s: float = 2.0
+    """Seconds to connect to a replica on loopback before trying another one."""
+    upstream_keepalive_per_endpoint: int = 64
+    """Idle pooled connections kept per replica."""
+    upstream_keepalive_idle_s: float = 30.0
+    """Seconds an idle pooled upstream connection lives (below the apps' typical 60 s)."""
+    replay_buffer_bytes: int = 64 * 1024
+    """Request bodies up to this size are kept so a failed reused connection can be retried."""
+    nofile_limit: int = 65536
+    """Open-file soft limit requested at start (clamped to the hard limit)."""
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.state_dir / "gateway" / "snapshot.json"
+
+    @property
+    def link_url(self) -> str:
+        base = self.controller_url.rstrip("/")
+        return base + LINK_PATH
+
+    @staticmethod
+    def from_env(**overrides: Any) -> GatewaySettings:
+        """Settings from `FLINT_GATEWAY_*` environment variables, then explicit overrides."""
+        values: dict[str, Any] = {}
+        for f in GatewaySettings.__dataclass_fields__.values():
+            raw = os.environ.get("FLINT_GATEWAY_" + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return GatewaySettings(**values)
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    name = str(type_name)
+    if name == "int":
+        return int(raw)
+    if name == "float":
+        return float(raw)
+    if name == "Path":
+        return Path(raw)
+    return raw
+
+
+LINK_PATH = "/internal/gateway/link"
+"""Path of the controller's websocket for gateway workers."""
+
+TAG_HEADER = "knative-serving-tag"
+"""Request header naming a route tag (Knative's `Knative-Serving-Tag`)."""
+
+# ---------------------------------------------------------------------------------------------
+# Snapshot wire schema (controller → gateway). Encoded with orjson (dataclasses serialise
+# natively); decoded with `Snapshot.from_wire`.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One replica of a revision that the gateway may forward to."""
+
+    id: str
+    """Stable replica id (unique across revisions)."""
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionTarget:
+    """What the gateway needs to forward to one revision."""
+
+    namespace: str
+    name: str
+    service: str
+    timeout_s: float
+    """`timeoutSeconds`: no response started by then → 504."""
+    response_start_timeout_s: float
+    """`responseStartTimeoutSeconds` (0 → `timeout_s`): max wait for the first response byte."""
+    idle_timeout_s: float
+    """`idleTimeoutSeconds` (0 → unlimited): max gap between bytes once a response streams."""
+    container_concurrency: int
+    """0 = unlimited; otherwise a hard per-replica limit."""
+    endpoints: tuple[Endpoint, ...]
+    """Ready replicas."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSplit:
+    revision: str
+    """Revision name (same namespace as the route)."""
+    percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagTarget:
+    tag: str
+    revision: str
+    hosts: tuple[str, ...]
+    """Hosts (no port) that address this tag directly, e.g. `blue-hello.default.localhost`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    namespace: str
+    name: str
+    hosts: tuple[str, ...]
+    """Hosts (no port) of the route's default traffic, e.g. `hello.default.localhost`."""
+    traffic: tuple[TrafficSplit, ...]
+    """Weighted targets of the default host; percents sum to 100 (entries with 0 % allowed)."""
+    tags: tuple[TagTarget, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a gateway worker needs to route; versions increase monotonically."""
+
+    version: int
+    routes: tuple[RouteEntry, ...]
+    revisions: tuple[RevisionTarget, ...]
+
+    @staticmethod
+    def empty() -> Snapshot:
+        return Snapshot(version=0, routes=(), revisions=())
+
+    @staticmethod
+    def from_wire(data: dict[str, Any]) -> Snapshot:
+        """Decode the JSON object produced by `orjson.dumps(snapshot)`; raises on a bad shape."""
+        routes = tuple(
+            RouteEntry(
+                namespace=r["namespace"],
+                name=r["name"],
+                hosts=tuple(r["hosts"]),
+                traffic=tuple(TrafficSplit(t["revision"], int(t["percent"])) for t in r["traffic"]),
+                tags=tuple(
+                    TagTarget(t["tag"], t["revision"], tuple(t["hosts"])) for t in r["tags"]
+                ),
+            )
+            for r in data["routes"]
+        )
+        revisions = tuple(
+            RevisionTarget(
+                namespace=v["namespace"],
+                name=v["name"],
+                service=v.get("service", ""),
+                timeout_s=float(v["timeout_s"]),
+                response_start_timeout_s=float(v["response_start_timeout_s"]),
+                idle_timeout_s=float(v["idle_timeout_s"]),
+                container_concurrency=int(v["container_concurrency"]),
+                endpoints=tuple(
+                    Endpoint(e["id"], e["host"], int(e["port"])) for e in v["endpoints"]
+                ),
+            )
+            for v in data["revisions"]
+        )
+        return Snapshot(version=int(data["version"]), routes=routes, revisions=revisions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Link messages (websocket, JSON text frames)
+#
+# down (controller → worker):
+#   {"type": "snapshot", "snapshot": <Snapshot>}
+# up (worker → controller):
+#   {"type": "hello", "worker": "<gateway-id>/<index>", "version": <last applied version>}
+#   {"type": "ack", "version": N, "draining": {"<endpoint id>": <in-flight count>, ...}}
+#       sent after applying snapshot N, and again whenever a draining endpoint's in-flight
+#       count changes to zero. `draining` lists endpoints no longer in the snapshot that still
+#       have requests in flight; an endpoint absent from it has none.
+# ---------------------------------------------------------------------------------------------
