@@ -65,7 +65,8 @@ class ReplicaStatus:
     restarts: int = 0
     last_exit_code: int | None = None
     message: str = ""
-    """Why the replica is not ready (e.g. exit code and last log lines, or 'not listening on $PORT')."""
+    """Why the replica is not ready (e.g. exit code and last log lines, or 'not listening on
+    $PORT')."""
     started_at: float = 0.0
     """Wall-clock time the current process started."""
 

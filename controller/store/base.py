@@ -1,4 +1,4 @@
-"""The Store protocol and its errors: what reconcilers and the API server need from a resource store."""
+"""The Store protocol and its errors: what reconcilers and the API server need from a store."""
 
 from __future__ import annotations
 
@@ -29,10 +29,20 @@ class WatchEvent:
 
 
 class StoreError(Exception):
-    """Base of store errors; `code` is the HTTP status the API server answers with."""
+    """Base of store errors; `code` is the HTTP status the API server answers with.
+
+    `kind` and `name`, when given, say which object the error is about (the API server puts
+    them in the Status' `details`).
+    """
 
     code = 500
     reason = "InternalError"
+
+    def __init__(self, message: str, *, kind: Kind | None = None, name: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.name = name
 
 
 class NotFound(StoreError):
@@ -50,6 +60,13 @@ class Conflict(StoreError):
 
     code = 409
     reason = "Conflict"
+
+
+class BadRequest(StoreError):
+    """The object cannot be stored as given (e.g. neither `name` nor `generateName`)."""
+
+    code = 400
+    reason = "BadRequest"
 
 
 class Gone(StoreError):

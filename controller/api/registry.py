@@ -1,0 +1,202 @@
+"""The served resource types, found by any name a client uses, and admission through their hooks."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Literal
+
+from controller.api import serving
+from controller.api.meta import err_invalid_value, metadata
+from controller.api.naming import GROUP as SERVING_GROUP
+from controller.api.naming import VERSION as SERVING_VERSION
+from controller.api.types import (
+    Defaulter,
+    FieldError,
+    Invalid,
+    Obj,
+    ResourceType,
+    Validator,
+    Warner,
+)
+
+Engine = Literal["embedded", "kubernetes"]
+
+
+class UnknownResource(KeyError):
+    """No served resource type answers to that name, group/version/plural or apiVersion/kind."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _serving_types(engine: Engine) -> tuple[ResourceType, ...]:
+    embedded = engine == "embedded"
+    no_warnings = engine != "embedded"
+
+    def kind(
+        kind: str,
+        plural: str,
+        short: tuple[str, ...],
+        default: Defaulter,
+        validate: Validator,
+        warnings: Warner,
+    ) -> ResourceType:
+        return ResourceType(
+            group=SERVING_GROUP,
+            version=SERVING_VERSION,
+            kind=kind,
+            plural=plural,
+            singular=kind.lower(),
+            short_names=short,
+            default=default,
+            validate=validate,
+            warnings=(lambda obj: []) if no_warnings else warnings,
+        )
+
+    return (
+        kind(
+            "Service",
+            "services",
+            ("kservice", "ksvc"),
+            serving.default_service,
+            partial(serving.validate_service, embedded=embedded),
+            serving.service_warnings,
+        ),
+        kind(
+            "Configuration",
+            "configurations",
+            ("config", "cfg"),
+            serving.default_configuration,
+            partial(serving.validate_configuration, embedded=embedded),
+            serving.configuration_warnings,
+        ),
+        kind(
+            "Revision",
+            "revisions",
+            ("rev",),
+            serving.default_revision,
+            partial(serving.validate_revision, embedded=embedded),
+            serving.revision_warnings,
+        ),
+        kind(
+            "Route",
+            "routes",
+            ("rt",),
+            serving.default_route,
+            serving.validate_route,
+            lambda obj: [],
+        ),
+    )
+
+
+SERVING_TYPES: tuple[ResourceType, ...] = _serving_types("embedded")
+"""Knative Serving's four kinds as the embedded engine serves them."""
+
+TYPES: tuple[ResourceType, ...] = SERVING_TYPES
+"""Every type served. Later groups (eventing's Broker and Trigger, builds) are appended here."""
+
+
+@dataclass(frozen=True)
+class Registry:
+    """An immutable set of resource types with lookups; `extend` gives a registry with more."""
+
+    types: tuple[ResourceType, ...]
+
+    def extend(self, more: Iterable[ResourceType]) -> Registry:
+        return replace(self, types=self.types + tuple(more))
+
+    def lookup(self, name: str) -> ResourceType:
+        """By plural, singular, short name or kind, any case; `plural.group` works too."""
+        wanted = name.strip().lower()
+        for rt in self.types:
+            names = {rt.plural, rt.singular, rt.kind.lower(), *rt.short_names}
+            qualified = {f"{n}.{rt.group}" for n in (rt.plural, rt.singular, rt.kind.lower())}
+            if wanted in names or wanted in qualified:
+                return rt
+        raise UnknownResource(
+            f'the server doesn\'t have a resource type "{name}"; known: {", ".join(self.known())}'
+        )
+
+    def for_group_version_plural(self, group: str, version: str, plural: str) -> ResourceType:
+        """The type behind `/apis/{group}/{version}/.../{plural}`."""
+        in_group = [rt for rt in self.types if rt.group == group]
+        if not in_group:
+            raise UnknownResource(f'unknown API group "{group}"')
+        in_version = [rt for rt in in_group if rt.version == version]
+        if not in_version:
+            raise UnknownResource(f'unknown version "{version}" of API group "{group}"')
+        for rt in in_version:
+            if rt.plural == plural:
+                return rt
+        raise UnknownResource(
+            f'unknown resource "{plural}" in {group}/{version}; known: '
+            + ", ".join(rt.plural for rt in in_version)
+        )
+
+    def for_api_version_kind(self, api_version: str, kind: str) -> ResourceType:
+        """The type of a manifest's `apiVersion` and `kind`."""
+        with_version = [rt for rt in self.types if rt.api_version == api_version]
+        if not with_version:
+            raise UnknownResource(f'unknown apiVersion "{api_version}"')
+        for rt in with_version:
+            if rt.kind == kind:
+                return rt
+        raise UnknownResource(
+            f'unknown kind "{kind}" in {api_version}; known: '
+            + ", ".join(rt.kind for rt in with_version)
+        )
+
+    def known(self) -> list[str]:
+        """`services (service, kservice, ksvc)` for each type: what `lookup` accepts."""
+        return [f"{rt.plural} ({', '.join((rt.singular, *rt.short_names))})" for rt in self.types]
+
+
+REGISTRY = Registry(TYPES)
+
+
+def registry_for(engine: Engine = "embedded") -> Registry:
+    """The embedded engine refuses and warns about fields it cannot honour; on Kubernetes the
+    cluster honours them, so only Knative's own rules apply."""
+    return (
+        REGISTRY
+        if engine == "embedded"
+        else Registry(_serving_types(engine) + TYPES[len(SERVING_TYPES) :])
+    )
+
+
+def lookup(name: str) -> ResourceType:
+    return REGISTRY.lookup(name)
+
+
+def for_group_version_plural(group: str, version: str, plural: str) -> ResourceType:
+    return REGISTRY.for_group_version_plural(group, version, plural)
+
+
+def for_api_version_kind(api_version: str, kind: str) -> ResourceType:
+    return REGISTRY.for_api_version_kind(api_version, kind)
+
+
+def admit(rt: ResourceType, new: Obj, old: Obj | None = None) -> tuple[Obj, list[str]]:
+    """Defaults a copy of `new`, validates it against `old` (None on create) and returns it with
+    the warnings for the client. Raises `Invalid` carrying every FieldError."""
+    obj = copy.deepcopy(new)
+    errs: list[FieldError] = []
+    for field, expected in (("apiVersion", rt.api_version), ("kind", rt.kind)):
+        value = obj.get(field)
+        if value is None or value == "":
+            obj[field] = expected
+        elif value != expected:
+            errs.append(err_invalid_value(value, field, f"expected {expected}"))
+    rt.default(obj)
+    errs += rt.validate(obj, old)
+    if errs:
+        meta = metadata(obj)
+        raise Invalid(rt.kind, str(meta.get("name") or meta.get("generateName") or ""), errs)
+    return obj, rt.warnings(obj)

@@ -1,0 +1,296 @@
+"""The embedded engine's controller process: store, informers, reconcilers, runtime and gateway hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from controller.apiserver import make_api_app
+from controller.builds.artifacts import ArtifactStore
+from controller.gatewayhub import GatewayHub
+from controller.informer import Informer
+from controller.logs_endpoint import add_log_routes
+from controller.reconcilers.configuration import reconcile_configuration
+from controller.reconcilers.context import (
+    CONFIGURATIONS,
+    LABEL_CONFIGURATION,
+    LABEL_SERVICE,
+    REVISIONS,
+    ROUTES,
+    SERVICES,
+    Context,
+    Key,
+    Obj,
+    ns_name,
+)
+from controller.reconcilers.publisher import SnapshotPublisher
+from controller.reconcilers.queue import WorkQueue
+from controller.reconcilers.revision import reconcile_revision
+from controller.reconcilers.route import reconcile_route
+from controller.reconcilers.service import reconcile_service
+from controller.runtime.base import ReplicaStatus, Runtime
+from controller.runtime.local import LocalRuntime
+from controller.settings import ControllerSettings
+from controller.store.base import Kind, NotFound, Store
+from controller.store.sqlite import SqliteStore
+from gateway.config import LINK_PATH
+
+log = logging.getLogger("flint.controller")
+
+Reconcile = Callable[[Context, Key], Awaitable[float | None]]
+
+
+class Controller:
+    """Wires the pieces; `start()` serves the API and the gateway link until `stop()`."""
+
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        *,
+        store: Store | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._runtime = runtime
+        self._runner: web.AppRunner | None = None
+        self._queues: dict[Kind, WorkQueue[Key]] = {}
+        self._informers: list[Informer] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self.ctx: Context | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._store is None:
+            sqlite = SqliteStore(s.store_path)
+            await sqlite.open()
+            self._store = sqlite
+        store = self._store
+        if self._runtime is None:
+            self._runtime = LocalRuntime(s.state_dir)
+        runtime = self._runtime
+        await runtime.start()
+        artifacts = ArtifactStore(s.artifacts_dir)
+
+        informers = {k: Informer(store, k) for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES)}
+        self._informers = list(informers.values())
+        hub = GatewayHub(on_progress=self._on_hub_progress)
+        self.publisher = SnapshotPublisher(
+            hub, runtime, informers[ROUTES], informers[REVISIONS], s.domain,
+            drain_timeout_s=s.drain_timeout_s, stop_grace_s=s.stop_grace_s,
+            on_published=lambda _v: self._requeue_unready_routes(),
+        )
+        self.hub = hub
+        ctx = Context(
+            store=store,
+            settings=s,
+            services=informers[SERVICES],
+            configurations=informers[CONFIGURATIONS],
+            revisions=informers[REVISIONS],
+            routes=informers[ROUTES],
+            runtime=runtime,
+            artifacts=artifacts,
+            hub=hub,
+            enqueue=self.enqueue,
+            snapshot_dirty=self.publisher.mark_dirty,
+            drain=self.publisher.drain,
+            publisher_is_draining=self.publisher.is_draining,
+        )
+        self.ctx = ctx
+        reconcilers: dict[Kind, Reconcile] = {
+            SERVICES: reconcile_service,
+            CONFIGURATIONS: reconcile_configuration,
+            REVISIONS: reconcile_revision,
+            ROUTES: reconcile_route,
+        }
+        for kind, fn in reconcilers.items():
+            self._queues[kind] = WorkQueue(
+                kind.plural, _bind(fn, ctx), workers=s.reconcile_workers
+            )
+        informers[SERVICES].on_change(self._on_service)
+        informers[CONFIGURATIONS].on_change(self._on_configuration)
+        informers[REVISIONS].on_change(self._on_revision)
+        informers[ROUTES].on_change(self._on_route)
+        runtime.subscribe(self._on_replica)
+        for inf in informers.values():
+            await inf.start()
+        for q in self._queues.values():
+            q.start()
+        # Orphaned replicas (their revision is gone) are reconciled too.
+        for r in runtime.replicas():
+            ns, _, name = r.revision_key.partition("/")
+            self.enqueue(REVISIONS, (ns, name))
+        self.publisher.mark_dirty()
+        self._ticker = asyncio.create_task(self._tick())
+
+        app = make_api_app(store)
+        app.router.add_get(LINK_PATH, hub.handle)
+        add_log_routes(app, runtime, informers[REVISIONS])
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.api_host, s.api_port, reuse_address=True)
+        await site.start()
+        log.info("controller: API and gateway link on http://%s:%d", s.api_host, s.api_port)
+
+    async def stop(self, *, stop_replicas: bool) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._runner is not None:
+            await self.hub.close()
+            await self._runner.cleanup()
+        for q in self._queues.values():
+            await q.stop()
+        for inf in self._informers:
+            await inf.stop()
+        if self.ctx is not None:
+            await self.publisher.close()
+        if self._runtime is not None:
+            await self._runtime.close(stop_replicas=stop_replicas)
+        if self._store is not None:
+            await self._store.close()
+
+    # -- event plumbing -------------------------------------------------------------------------
+
+    def enqueue(self, kind: Kind, key: Key) -> None:
+        q = self._queues.get(kind)
+        if q is not None:
+            q.add(key)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.publisher.check_drains()
+
+    def _on_hub_progress(self) -> None:
+        self.publisher.check_drains()
+        self._requeue_unready_routes()
+
+    def _requeue_unready_routes(self) -> None:
+        if self.ctx is None:
+            return
+        for r in self.ctx.routes:
+            conds = (r.get("status") or {}).get("conditions") or []
+            ingress = next((c for c in conds if c.get("type") == "IngressReady"), None)
+            if ingress is None or ingress.get("status") != "True":
+                self.enqueue(ROUTES, ns_name(r))
+
+    def _on_replica(self, replica: ReplicaStatus) -> None:
+        ns, _, name = replica.revision_key.partition("/")
+        self.enqueue(REVISIONS, (ns, name))
+        self.publisher.mark_dirty()
+
+    def _owner_key(self, obj: Obj, label: str) -> Key | None:
+        value = (obj["metadata"].get("labels") or {}).get(label)
+        if value:
+            return obj["metadata"].get("namespace", "default"), value
+        return None
+
+    def _on_service(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        if type_ == "DELETED":
+            self._collect(obj)
+            return
+        self.enqueue(SERVICES, ns_name(obj))
+
+    def _on_configuration(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        ns, name = ns_name(obj)
+        if type_ == "DELETED":
+            self._collect(obj)
+        else:
+            self.enqueue(CONFIGURATIONS, (ns, name))
+        owner = self._owner_key(obj, LABEL_SERVICE)
+        if owner:
+            self.enqueue(SERVICES, owner)
+        assert self.ctx is not None
+        for r in self.ctx.routes.list(ns):
+            if any(
+                t.get("configurationName") == name
+                for t in (r.get("spec") or {}).get("traffic") or []
+            ):
+                self.enqueue(ROUTES, ns_name(r))
+
+    def _on_revision(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        ns, name = ns_name(obj)
+        self.enqueue(REVISIONS, (ns, name))
+        owner = self._owner_key(obj, LABEL_CONFIGURATION)
+        if owner:
+            self.enqueue(CONFIGURATIONS, owner)
+        assert self.ctx is not None
+        for r in self.ctx.routes.list(ns):
+            self.enqueue(ROUTES, ns_name(r))
+        self.publisher.mark_dirty()
+
+    def _on_route(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        ns, name = ns_name(obj)
+        assert self.ctx is not None
+        if type_ in ("ADDED", "DELETED"):
+            for r in self.ctx.routes:  # host conflicts may appear or clear
+                self.enqueue(ROUTES, ns_name(r))
+        if type_ != "DELETED":
+            self.enqueue(ROUTES, (ns, name))
+        owner = self._owner_key(obj, LABEL_SERVICE)
+        if owner:
+            self.enqueue(SERVICES, owner)
+        for o in (obj, old):
+            for section in ("spec", "status"):
+                for t in ((o or {}).get(section) or {}).get("traffic") or []:
+                    if t.get("revisionName"):
+                        self.enqueue(REVISIONS, (ns, t["revisionName"]))
+        # Revisions that only the latest-ready rule points at follow their configuration.
+        for rev in self.ctx.revisions.list(ns):
+            self.enqueue(REVISIONS, ns_name(rev))
+        self.publisher.mark_dirty()
+
+    def _collect(self, owner: Obj) -> None:
+        """Delete what `owner` owned (Kubernetes' garbage collector, foreground-free)."""
+        assert self.ctx is not None
+        uid = owner["metadata"].get("uid")
+        ns = owner["metadata"].get("namespace", "default")
+        kinds = ((CONFIGURATIONS, self.ctx.configurations), (ROUTES, self.ctx.routes),
+                 (REVISIONS, self.ctx.revisions))
+        for kind, informer in kinds:
+            for child in informer.list(ns):
+                refs = child["metadata"].get("ownerReferences") or []
+                if any(ref.get("uid") == uid for ref in refs):
+                    asyncio.get_running_loop().create_task(self._delete(kind, child))
+
+    async def _delete(self, kind: Kind, obj: Obj) -> None:
+        assert self._store is not None
+        ns, name = ns_name(obj)
+        with contextlib.suppress(NotFound):
+            await self._store.delete(kind, ns, name)
+
+
+def _bind(fn: Reconcile, ctx: Context) -> Callable[[Key], Awaitable[float | None]]:
+    async def handler(key: Key) -> float | None:
+        return await fn(ctx, key)
+
+    return handler
+
+
+async def serve(settings: ControllerSettings, stop_replicas_on_exit: bool) -> None:
+    """Run until SIGTERM/SIGINT."""
+    import signal
+
+    controller = Controller(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await controller.start()
+    pid_file = settings.state_dir / "controller.pid"
+    await asyncio.to_thread(pid_file.write_text, f"{os.getpid()}\n")
+    print(f"controller: ready on http://{settings.api_host}:{settings.api_port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await controller.stop(stop_replicas=stop_replicas_on_exit)
+
+

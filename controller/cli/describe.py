@@ -1,0 +1,199 @@
+"""`flint describe`: human summaries of services, revisions, routes and any other kind."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from controller.cli.output import (
+    CONFIG_GENERATION_LABEL,
+    SERVICE_LABEL,
+    age,
+    conditions,
+    meta,
+    render_table,
+    status,
+)
+
+Obj = dict[str, Any]
+SYMBOLS = {"True": "++", "False": "!!", "Unknown": "??"}
+HIDDEN_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def _field(label: str, value: Any, width: int = 12) -> str:
+    return f"{label + ':':<{width}}{value}"
+
+
+def _map_lines(label: str, values: Any) -> list[str]:
+    shown = {k: v for k, v in (values or {}).items() if k not in HIDDEN_ANNOTATIONS}
+    if not shown:
+        return []
+    lines = [f"{label}:"]
+    lines += [f"  {k}={v}" for k, v in sorted(shown.items())]
+    return lines
+
+
+def header(obj: Obj, now: datetime) -> list[str]:
+    md = meta(obj)
+    lines = [
+        _field("Name:", md.get("name", "")),
+        _field("Namespace:", md.get("namespace", "")),
+    ]
+    lines += _map_lines("Labels", md.get("labels"))
+    lines += _map_lines("Annotations", md.get("annotations"))
+    lines.append(_field("Age:", age(md.get("creationTimestamp"), now)))
+    return lines
+
+
+def condition_lines(obj: Obj, now: datetime) -> list[str]:
+    """kn's condition table (`++` True, `!!` False, `??` Unknown), then non-True messages."""
+    cs = conditions(obj)
+    if not cs:
+        return []
+    rows = [
+        [
+            "I "
+            if c.get("severity") == "Info" and c.get("status") != "True"
+            else "W "
+            if c.get("severity") == "Warning" and c.get("status") != "True"
+            else SYMBOLS.get(str(c.get("status")), "??"),
+            str(c.get("type", "")),
+            age(c.get("lastTransitionTime"), now),
+            str(c.get("reason") or ""),
+        ]
+        for c in cs
+    ]
+    lines = ["Conditions:"]
+    lines += [
+        "  " + line for line in render_table(("OK", "TYPE", "AGE", "REASON"), rows).splitlines()
+    ]
+    for c in cs:
+        if c.get("status") != "True" and c.get("message"):
+            lines.append(f"  {c.get('type')}: {c.get('message')}")
+    return lines
+
+
+def _image(revision_or_template_spec: Obj) -> str:
+    containers = revision_or_template_spec.get("containers") or [{}]
+    return str(containers[0].get("image", ""))
+
+
+def _digest(revision: Obj) -> str:
+    for cs in status(revision).get("containerStatuses") or []:
+        if cs.get("imageDigest"):
+            return str(cs["imageDigest"])
+    return ""
+
+
+def traffic_lines(
+    traffic: Sequence[Obj], revisions: Sequence[Obj], now: datetime, latest_ready: str = ""
+) -> list[str]:
+    """One entry per traffic target: percent, `@latest (rev)` or the revision, tag, image."""
+    by_name = {meta(r).get("name"): r for r in revisions}
+    lines: list[str] = []
+    for t in traffic:
+        rev_name = str(t.get("revisionName") or latest_ready)
+        ref = f"@latest ({rev_name})" if t.get("latestRevision") else rev_name
+        rev = by_name.get(rev_name)
+        extra = []
+        if t.get("tag"):
+            extra.append(f"#{t['tag']}")
+        if rev is not None:
+            gen = (meta(rev).get("labels") or {}).get(CONFIG_GENERATION_LABEL)
+            if gen:
+                extra.append(f"[{gen}]")
+            extra.append(f"({age(meta(rev).get('creationTimestamp'), now)})")
+        lines.append(f"  {int(t.get('percent') or 0):>3}%  {' '.join([ref, *extra])}")
+        if rev is not None:
+            image = _image(rev.get("spec") or {})
+            digest = _digest(rev)
+            lines.append(
+                f"        Image:  {image}" + (f" (pinned to {digest[:12]})" if digest else "")
+            )
+        if t.get("url"):
+            lines.append(f"        URL:    {t['url']}")
+    return lines
+
+
+def describe_service(svc: Obj, revisions: Sequence[Obj], now: datetime) -> str:
+    st = status(svc)
+    lines = header(svc, now)
+    lines.append(_field("URL:", st.get("url", "")))
+    lines.append("")
+    lines.append("Revisions:")
+    ready = str(st.get("latestReadyRevisionName") or "")
+    traffic = st.get("traffic") or (svc.get("spec") or {}).get("traffic") or []
+    lines += traffic_lines(traffic, revisions, now, ready)
+    created = st.get("latestCreatedRevisionName")
+    if created and created != ready:
+        lines.append(
+            f"  (latest created revision {created} is not ready: latest ready is {ready or 'none'})"
+        )
+    lines.append("")
+    lines += condition_lines(svc, now)
+    return "\n".join(lines)
+
+
+def describe_revision(rev: Obj, now: datetime) -> str:
+    spec = rev.get("spec") or {}
+    labels = meta(rev).get("labels") or {}
+    container = (spec.get("containers") or [{}])[0]
+    lines = header(rev, now)
+    digest = _digest(rev)
+    lines.append(_field("Image:", container.get("image", "") + (f" ({digest})" if digest else "")))
+    if container.get("command"):
+        lines.append(_field("Command:", " ".join(map(str, container["command"]))))
+    if container.get("args"):
+        lines.append(_field("Args:", " ".join(map(str, container["args"]))))
+    env = container.get("env") or []
+    if env:
+        lines.append("Env:")
+        lines += [f"  {e.get('name')}={e.get('value', '')}" for e in env]
+    if spec.get("containerConcurrency") is not None:
+        lines.append(_field("Concurrency:", f"Limit: {spec['containerConcurrency']}"))
+    lines.append(_field("Service:", labels.get(SERVICE_LABEL, "")))
+    if labels.get(CONFIG_GENERATION_LABEL):
+        lines.append(_field("Generation:", labels[CONFIG_GENERATION_LABEL]))
+    lines.append("")
+    lines += condition_lines(rev, now)
+    return "\n".join(lines)
+
+
+def describe_route(route: Obj, revisions: Sequence[Obj], now: datetime) -> str:
+    st = status(route)
+    lines = header(route, now)
+    lines.append(_field("URL:", st.get("url", "")))
+    owner = (meta(route).get("labels") or {}).get(SERVICE_LABEL)
+    if owner:
+        lines.append(_field("Service:", owner))
+    lines.append("")
+    lines.append("Traffic Targets:")
+    lines += traffic_lines(
+        st.get("traffic") or (route.get("spec") or {}).get("traffic") or [], revisions, now
+    )
+    lines.append("")
+    lines += condition_lines(route, now)
+    return "\n".join(lines)
+
+
+def describe_generic(obj: Obj, now: datetime) -> str:
+    st = status(obj)
+    lines = header(obj, now)
+    for key in ("url", "latestCreatedRevisionName", "latestReadyRevisionName", "address"):
+        if st.get(key):
+            value = st[key].get("url") if isinstance(st[key], dict) else st[key]
+            lines.append(_field(f"{key[0].upper()}{key[1:]}:", value, 28))
+    lines.append("")
+    lines += condition_lines(obj, now)
+    return "\n".join(lines)
+
+
+def describe(kind: str, obj: Obj, revisions: Sequence[Obj], now: datetime) -> str:
+    if kind == "Service":
+        return describe_service(obj, revisions, now)
+    if kind == "Revision":
+        return describe_revision(obj, now)
+    if kind == "Route":
+        return describe_route(obj, revisions, now)
+    return describe_generic(obj, now)

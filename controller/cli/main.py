@@ -1,0 +1,83 @@
+"""The `flint` command: argparse root, global options, dispatch and exit codes (0, 1, 2 usage)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from controller.cli import logs, resource_cmd, service_cmd
+from controller.cli.client import DEFAULT_API, ApiClient, CliError, Unreachable
+
+Handler = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
+
+
+def common_options() -> argparse.ArgumentParser:
+    """`--api` and `-n` accepted after any command too (defaults live on the root parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--api",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="the Flint API (env FLINT_API; default http://127.0.0.1:8081)",
+    )
+    p.add_argument(
+        "-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: default)"
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="flint",
+        description="Flint: serverless with Knative's API. kubectl's and kn's verbs.",
+    )
+    root.add_argument(
+        "--api",
+        default=os.environ.get("FLINT_API") or DEFAULT_API,
+        metavar="URL",
+        help="the Flint API (env FLINT_API; default %(default)s)",
+    )
+    root.add_argument(
+        "-n", "--namespace", default="default", help="namespace (default: %(default)s)"
+    )
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("up", help="run Flint on this machine (flint up --help)", add_help=False)
+    common = common_options()
+    resource_cmd.add_parsers(sub, common)
+    service_cmd.add_parser(sub, common)
+    logs.add_parser(sub, common)
+    return root
+
+
+async def run(handler: Handler, args: argparse.Namespace) -> int:
+    async with ApiClient(args.api) as api:
+        api.on_warning = lambda text: print(f"Warning: {text}", file=sys.stderr, flush=True)
+        return await handler(api, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "up":
+        from controller.cli import up  # lazily: the supervisor pulls in the whole platform
+
+        return int(up.main(argv[1:]))
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return asyncio.run(run(handler, args))
+    except CliError as e:
+        plain = isinstance(e, Unreachable) or e.message.startswith("Error")
+        text = e.message if plain else f"Error: {e.message}"
+        print(text, file=sys.stderr, flush=True)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""`flint up`: run the embedded engine in the foreground and supervise its processes.
+
+It starts the controller and the gateway, restarts either if it dies, optionally applies
+manifests and prints their URLs once Ready, and on Ctrl-C or SIGTERM stops everything,
+replicas included: no process is left behind."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+from controller.settings import default_state_dir
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM it when `flint up` dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    started: float = 0.0
+    backoff_s: float = field(default=0.5)
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], state_dir: Path) -> None:
+        self.children = children
+        self.state_dir = state_dir
+        self.stopping = False
+
+    async def spawn(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+        child.started = time.monotonic()
+
+    async def watch(self, child: Child) -> None:
+        """Restart `child` whenever it exits, with backoff (reset after a minute of uptime)."""
+        while not self.stopping:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self.stopping:
+                return
+            uptime = time.monotonic() - child.started
+            child.backoff_s = 0.5 if uptime > 60 else min(child.backoff_s * 2, 30.0)
+            child.restarts += 1
+            print(
+                f"flint up: {child.name} exited with code {code}; restarting in "
+                f"{child.backoff_s:.1f}s (restart {child.restarts})",
+                file=sys.stderr, flush=True,
+            )
+            await asyncio.sleep(child.backoff_s)
+            if not self.stopping:
+                await self.spawn(child)
+
+    async def stop(self, grace_s: float = 20.0) -> None:
+        self.stopping = True
+        for child in self.children:
+            if child.proc is not None and child.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                await asyncio.wait_for(child.proc.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                await child.proc.wait()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.proc.pid, signal.SIGKILL)  # stragglers of its group
+        kill_recorded_replicas(self.state_dir)
+
+
+def kill_recorded_replicas(state_dir: Path) -> int:
+    """Backstop: SIGKILL the process group of every replica still recorded in the state dir."""
+    killed = 0
+    records = state_dir / "replicas"
+    if not records.is_dir():
+        return 0
+    for path in records.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pgid = data.get("pgid") or data.get("pid")
+        if isinstance(pgid, int) and pgid > 1:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                killed += 1
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return killed
+
+
+async def wait_http(url: str, deadline_s: float) -> bool:
+    end = time.monotonic() + deadline_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < end:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                    if r.status == 200:
+                        return True
+            await asyncio.sleep(0.05)
+    return False
+
+
+async def apply_and_report(api: str, files: list[str], timeout_s: float) -> int:
+    """Apply manifests with `flint apply`, then wait for each Service and print its URL."""
+    from controller.cli.main import main as cli_main
+
+    argv = ["--api", api, "apply"]
+    for f in files:
+        argv += ["-f", f]
+    code = await asyncio.to_thread(cli_main, argv)
+    if code != 0:
+        return code
+    services = await asyncio.to_thread(_services_in, files)
+    for ns, name in services:
+        code = await asyncio.to_thread(
+            cli_main,
+            ["--api", api, "service", "wait", name, "-n", ns, "--wait-timeout", str(timeout_s)],
+        )
+        if code != 0:
+            return code
+    return 0
+
+
+def _services_in(files: list[str]) -> list[tuple[str, str]]:
+    import yaml
+
+    out = []
+    for f in files:
+        paths = sorted(Path(f).glob("*.yaml")) if Path(f).is_dir() else [Path(f)]
+        for p in paths:
+            for doc in yaml.safe_load_all(p.read_text()):
+                if isinstance(doc, dict) and doc.get("kind") == "Service" and str(
+                    doc.get("apiVersion", "")
+                ).startswith("serving.knative.dev/"):
+                    meta = doc.get("metadata") or {}
+                    out.append((meta.get("namespace", "default"), meta.get("name", "")))
+    return out
+
+
+async def run(a: argparse.Namespace) -> int:
+    state_dir: Path = a.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    api = f"http://127.0.0.1:{a.api_port}"
+    controller = Child("controller", [
+        py, "-m", "controller", "--state-dir", str(state_dir), "--api-port", str(a.api_port),
+        "--gateway-port", str(a.port), "--domain", a.domain,
+        "--progress-deadline", str(a.progress_deadline),
+    ])
+    gateway = Child("gateway", [
+        py, "-m", "gateway", "--port", str(a.port), "--admin-port", str(a.admin_port),
+        "--workers", str(a.workers), "--controller", api, "--state-dir", str(state_dir),
+        "--domain", a.domain,
+    ])
+    sup = Supervisor([controller, gateway], state_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watchers: list[asyncio.Task[None]] = []
+    try:
+        for child in sup.children:
+            await sup.spawn(child)
+            watchers.append(asyncio.create_task(sup.watch(child)))
+        ok = await wait_http(api + "/healthz", 30) and await wait_http(
+            f"http://127.0.0.1:{a.admin_port}/healthz", 30
+        )
+        if not ok:
+            print("flint up: the controller or the gateway did not start", file=sys.stderr)
+            return 1
+        print(
+            f"Flint is up: gateway http://127.0.0.1:{a.port} (routes at "
+            f"http://{{service}}.{{namespace}}.{a.domain}:{a.port}), API {api}, "
+            f"admin http://127.0.0.1:{a.admin_port}, state {state_dir}",
+            flush=True,
+        )
+        if a.apply:
+            code = await apply_and_report(api, a.apply, a.wait_timeout)
+            if code != 0:
+                print("flint up: applying the manifests failed (Flint keeps running)",
+                      file=sys.stderr, flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        print("flint up: stopping", file=sys.stderr, flush=True)
+        for w in watchers:
+            w.cancel()
+        await sup.stop()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flint up", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--state-dir", type=Path, default=default_state_dir(),
+                   help="state directory (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    p.add_argument("--api-port", type=int, default=8081, help="API port (default 8081)")
+    p.add_argument("--admin-port", type=int, default=8082, help="gateway admin port (default 8082)")
+    p.add_argument("--domain", default="localhost", help="route domain (default localhost)")
+    p.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
+    p.add_argument("--progress-deadline", type=float, default=600.0,
+                   help="seconds a new revision may take to become ready (default 600)")
+    p.add_argument("--apply", action="append", default=[], metavar="FILE",
+                   help="apply this manifest once up and print the URLs of its services")
+    p.add_argument("--wait-timeout", type=float, default=300.0,
+                   help="seconds to wait for applied services to become Ready")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    a = parser().parse_args(argv)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run(a))

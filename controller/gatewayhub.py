@@ -1,0 +1,144 @@
+"""The controller's end of the gateway link: publishes versioned snapshots, tracks every worker's acks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from gateway.config import Snapshot
+
+log = logging.getLogger("flint.gatewayhub")
+
+
+@dataclass
+class WorkerState:
+    id: str
+    version: int = 0
+    """Last snapshot version the worker acked."""
+    draining: dict[str, int] = field(default_factory=dict)
+    """Endpoint id → requests still in flight on endpoints no longer in its snapshot."""
+
+
+class GatewayHub:
+    """Pushes the newest snapshot to every connected gateway worker and records their acks."""
+
+    def __init__(self, on_progress: Callable[[], None] | None = None) -> None:
+        self._snapshot = Snapshot.empty()
+        self._workers: dict[str, WorkerState] = {}
+        self._sockets: dict[str, web.WebSocketResponse] = {}
+        self._on_progress = on_progress
+        self._changed = asyncio.Event()
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def workers(self) -> list[WorkerState]:
+        return list(self._workers.values())
+
+    def _next_version(self, floor: int = 0) -> int:
+        # Versions are wall-clock milliseconds or more: a restarted controller never sends a
+        # version a gateway has already seen (gateways ignore versions ≤ their current one).
+        return max(self._snapshot.version + 1, floor + 1, int(time.time() * 1000))
+
+    def publish(self, snapshot: Snapshot) -> int:
+        """Send `snapshot` (its version is assigned here) if its content changed; returns the
+        version that carries this content."""
+        if (
+            self._snapshot.version
+            and snapshot.routes == self._snapshot.routes
+            and snapshot.revisions == self._snapshot.revisions
+        ):
+            return self._snapshot.version
+        self._snapshot = replace(snapshot, version=self._next_version())
+        self._broadcast()
+        return self._snapshot.version
+
+    def acked_by_all(self, version: int) -> bool:
+        """Every connected worker serves `version` or newer (vacuously true with none)."""
+        return all(w.version >= version for w in self._workers.values())
+
+    def connected(self) -> int:
+        return len(self._workers)
+
+    def draining(self, endpoint_id: str) -> bool:
+        return any(endpoint_id in w.draining for w in self._workers.values())
+
+    def _broadcast(self) -> None:
+        data = self._encode()
+        for ws in list(self._sockets.values()):
+            if not ws.closed:
+                asyncio.get_running_loop().create_task(self._send(ws, data))
+
+    def _encode(self) -> str:
+        return orjson.dumps({"type": "snapshot", "snapshot": self._snapshot}).decode()
+
+    async def _send(self, ws: web.WebSocketResponse, data: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(data)
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        """aiohttp handler for the link websocket (`gateway.config.LINK_PATH`)."""
+        ws = web.WebSocketResponse(heartbeat=5.0, max_msg_size=64 * 1024 * 1024)
+        await ws.prepare(request)
+        worker_id: str | None = None
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = orjson.loads(msg.data)
+                except orjson.JSONDecodeError:
+                    log.warning("bad link message from worker=%s", worker_id)
+                    continue
+                kind = data.get("type")
+                if kind == "hello":
+                    worker_id = str(data.get("worker"))
+                    old = self._sockets.pop(worker_id, None)
+                    if old is not None:
+                        await old.close()
+                    self._sockets[worker_id] = ws
+                    seen = int(data.get("version") or 0)
+                    self._workers[worker_id] = WorkerState(worker_id, version=0)
+                    if seen >= self._snapshot.version and self._snapshot.version:
+                        self._snapshot = replace(self._snapshot, version=self._next_version(seen))
+                        self._broadcast()
+                    elif self._snapshot.version:
+                        await ws.send_str(self._encode())
+                    log.info("gateway worker connected worker=%s version=%d", worker_id, seen)
+                elif kind == "ack" and worker_id is not None:
+                    state = self._workers.get(worker_id)
+                    if state is not None:
+                        state.version = max(state.version, int(data.get("version") or 0))
+                        state.draining = {
+                            str(k): int(v) for k, v in (data.get("draining") or {}).items()
+                        }
+                    self._progress()
+        finally:
+            if worker_id is not None and self._sockets.get(worker_id) is ws:
+                self._sockets.pop(worker_id, None)
+                self._workers.pop(worker_id, None)
+                log.info("gateway worker disconnected worker=%s", worker_id)
+                self._progress()
+        return ws
+
+    def _progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress()
+
+    async def close(self) -> None:
+        for ws in list(self._sockets.values()):
+            await ws.close()
+        self._sockets.clear()
+        self._workers.clear()

@@ -1,0 +1,77 @@
+"""Knative-style status conditions: set, read and roll up, with the time passed in (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Status = Literal["True", "False", "Unknown"]
+
+
+def rfc3339(now: float) -> str:
+    """Wall-clock seconds → RFC 3339 UTC with a `Z`, as Kubernetes writes timestamps."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def get_condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None
+
+
+def is_true(status: dict[str, Any], type_: str) -> bool:
+    c = get_condition(status, type_)
+    return c is not None and c.get("status") == "True"
+
+
+def set_condition(
+    status: dict[str, Any],
+    type_: str,
+    value: Status,
+    reason: str = "",
+    message: str = "",
+    *,
+    now: float,
+) -> None:
+    """Set one condition in place; `lastTransitionTime` changes only when the status flips."""
+    conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    new: dict[str, Any] = {"type": type_, "status": value}
+    if reason:
+        new["reason"] = reason
+    if message:
+        new["message"] = message
+    if old is not None and old.get("status") == value and old.get("lastTransitionTime"):
+        new["lastTransitionTime"] = old["lastTransitionTime"]
+    else:
+        new["lastTransitionTime"] = rfc3339(now)
+    conditions = [c for c in conditions if c.get("type") != type_] + [new]
+    conditions.sort(key=lambda c: (c["type"] != "Ready", c["type"]))
+    status["conditions"] = conditions
+
+
+def roll_up(
+    status: dict[str, Any], dependents: list[str], *, now: float, happy: str = "Ready"
+) -> None:
+    """Set `happy` from its dependents the way knative.dev/pkg's ConditionSet does: False if any
+    is False (with its reason and message), Unknown if any is Unknown, True when all are True."""
+    worst: dict[str, Any] | None = None
+    for type_ in dependents:
+        c = get_condition(status, type_) or {"type": type_, "status": "Unknown"}
+        if c["status"] == "False":
+            worst = c
+            break
+        if c["status"] == "Unknown" and worst is None:
+            worst = c
+    if worst is None:
+        set_condition(status, happy, "True", now=now)
+    else:
+        set_condition(
+            status,
+            happy,
+            worst["status"],
+            worst.get("reason", ""),
+            worst.get("message", ""),
+            now=now,
+        )

@@ -1,0 +1,97 @@
+"""Configuration reconciler: stamps one immutable Revision per generation and tracks the latest ready one."""
+
+from __future__ import annotations
+
+import copy
+
+from controller.api.serving import revision_from_configuration
+from controller.reconcilers.children import write_status
+from controller.reconcilers.conditions import get_condition, set_condition
+from controller.reconcilers.context import (
+    CONFIGURATIONS,
+    LABEL_CONFIGURATION,
+    LABEL_CONFIGURATION_GENERATION,
+    REVISIONS,
+    Context,
+    Key,
+    Obj,
+    owned_by,
+)
+from controller.store.base import AlreadyExists
+
+
+def _generation(rev: Obj) -> int:
+    labels = rev["metadata"].get("labels") or {}
+    try:
+        return int(labels.get(LABEL_CONFIGURATION_GENERATION, 0))
+    except ValueError:
+        return 0
+
+
+def configuration_status(cfg: Obj, latest: Obj | None, revisions: list[Obj], *, now: float) -> Obj:
+    """Status from the latest created revision and the newest Ready one (pure)."""
+    status = copy.deepcopy(cfg.get("status") or {})
+    status["observedGeneration"] = cfg["metadata"].get("generation", 1)
+    ready = [r for r in revisions if _is_ready(r)]
+    if ready:
+        newest = max(ready, key=lambda r: (_generation(r), r["metadata"]["name"]))
+        status["latestReadyRevisionName"] = newest["metadata"]["name"]
+    if latest is None:
+        set_condition(status, "Ready", "Unknown", "Deploying", "creating the revision", now=now)
+        return status
+    name = latest["metadata"]["name"]
+    status["latestCreatedRevisionName"] = name
+    cond = get_condition(latest.get("status") or {}, "Ready") or {"status": "Unknown"}
+    if cond["status"] == "True":
+        set_condition(status, "Ready", "True", now=now)
+    elif cond["status"] == "False":
+        set_condition(
+            status, "Ready", "False", "RevisionFailed",
+            f'Revision "{name}" failed with message: {cond.get("message", "")}',
+            now=now,
+        )
+    else:
+        set_condition(
+            status, "Ready", "Unknown", cond.get("reason") or "Deploying",
+            cond.get("message") or f'waiting for Revision "{name}" to become ready',
+            now=now,
+        )
+    return status
+
+
+def _is_ready(rev: Obj) -> bool:
+    c = get_condition(rev.get("status") or {}, "Ready")
+    return c is not None and c.get("status") == "True"
+
+
+async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
+    cfg = ctx.configurations.get(*key)
+    if cfg is None:
+        return None
+    now = ctx.clock()
+    desired = revision_from_configuration(cfg)
+    ns, rev_name = key[0], desired["metadata"]["name"]
+    latest = ctx.revisions.get(ns, rev_name)
+    if latest is None:
+        try:
+            latest = await ctx.store.create(REVISIONS, desired)
+        except AlreadyExists:
+            latest = await ctx.store.get(REVISIONS, ns, rev_name)
+    if not owned_by(latest, cfg) or latest.get("spec") != desired.get("spec"):
+        status = copy.deepcopy(cfg.get("status") or {})
+        status["observedGeneration"] = cfg["metadata"].get("generation", 1)
+        set_condition(
+            status, "Ready", "False", "RevisionNameTaken",
+            f'Revision "{rev_name}" already exists with a different spec; a changed template '
+            "needs a new spec.template.metadata.name (or none, to let Flint name it)",
+            now=now,
+        )
+        await write_status(ctx, CONFIGURATIONS, cfg, status)
+        return None
+    mine = [
+        r for r in ctx.revisions.list(ns)
+        if (r["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION) == key[1]
+        and owned_by(r, cfg)
+    ]
+    await write_status(ctx, CONFIGURATIONS, cfg, configuration_status(cfg, latest, mine, now=now))
+    return None

@@ -1,0 +1,135 @@
+"""Keeps the gateways' snapshot current and stops replicas only once no gateway routes to them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controller.gatewayhub import GatewayHub
+from controller.informer import Informer
+from controller.routing import build_snapshot, plan_hosts
+from controller.runtime.base import Runtime
+from gateway.config import Endpoint, Snapshot
+
+log = logging.getLogger("flint.publisher")
+
+
+@dataclass
+class _Drain:
+    started: float
+    version: int | None = None
+    """First snapshot version published without the replica."""
+
+
+class SnapshotPublisher:
+    """Builds snapshots from the informers and the runtime; drains replicas before stopping them.
+
+    A replica being drained is left out of every snapshot; it is stopped once every connected
+    worker has acked a snapshot without it and reports nothing in flight to it (or after
+    `drain_timeout_s`)."""
+
+    def __init__(
+        self,
+        hub: GatewayHub,
+        runtime: Runtime,
+        routes: Informer,
+        revisions: Informer,
+        domain: str,
+        *,
+        drain_timeout_s: float,
+        stop_grace_s: float,
+        on_published: Callable[[int], None] | None = None,
+    ) -> None:
+        self._hub = hub
+        self._runtime = runtime
+        self._routes = routes
+        self._revisions = revisions
+        self._domain = domain
+        self._drain_timeout_s = drain_timeout_s
+        self._stop_grace_s = stop_grace_s
+        self._on_published = on_published
+        self._draining: dict[str, _Drain] = {}
+        self._scheduled = False
+        self._stopping: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def mark_dirty(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._publish)
+
+    def endpoints(self) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
+        out: dict[tuple[str, str], list[Endpoint]] = {}
+        for r in self._runtime.replicas():
+            if r.state != "ready" or r.id in self._draining or r.id in self._stopping:
+                continue
+            ns, _, name = r.revision_key.partition("/")
+            out.setdefault((ns, name), []).append(Endpoint(r.id, r.host, r.port))
+        return {k: tuple(sorted(v, key=lambda e: e.id)) for k, v in out.items()}
+
+    def build(self) -> Snapshot:
+        routes = list(self._routes)
+        revisions = {
+            (o["metadata"].get("namespace", "default"), o["metadata"]["name"]): o
+            for o in self._revisions
+        }
+        return build_snapshot(
+            routes, revisions, self.endpoints(), plan_hosts(routes, self._domain), version=0
+        )
+
+    def _publish(self) -> None:
+        self._scheduled = False
+        version = self._hub.publish(self.build())
+        for d in self._draining.values():
+            if d.version is None:
+                d.version = version
+        if self._on_published is not None:
+            self._on_published(version)
+        self.check_drains()
+
+    # -- draining -----------------------------------------------------------------------------
+
+    def is_draining(self, replica_id: str) -> bool:
+        return replica_id in self._draining or replica_id in self._stopping
+
+    def drain(self, replica_id: str) -> None:
+        """Take the replica out of routing; stop it once the gateways let go of it."""
+        if replica_id in self._draining or replica_id in self._stopping:
+            return
+        self._draining[replica_id] = _Drain(started=time.monotonic())
+        self.mark_dirty()
+
+    def check_drains(self) -> None:
+        """Called on every ack and publish: stop the replicas that no gateway holds any more."""
+        now = time.monotonic()
+        for rid, d in list(self._draining.items()):
+            released = (
+                d.version is not None
+                and self._hub.acked_by_all(d.version)
+                and not self._hub.draining(rid)
+            )
+            if released or now - d.started > self._drain_timeout_s:
+                if not released:
+                    log.warning("drain timed out replica=%s; stopping it anyway", rid)
+                del self._draining[rid]
+                self._stopping.add(rid)
+                task = asyncio.get_running_loop().create_task(self._stop(rid))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _stop(self, replica_id: str) -> None:
+        try:
+            await self._runtime.stop_replica(replica_id, self._stop_grace_s)
+        except Exception:
+            log.exception("stopping replica failed replica=%s", replica_id)
+        finally:
+            self._stopping.discard(replica_id)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,216 @@
+"""Revision reconciler: snapshots the image, keeps one replica while routed, reports health."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from datetime import datetime
+from pathlib import Path
+
+from controller.reconcilers.children import write_status
+from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.context import REVISIONS, Context, Key, Obj
+from controller.reconcilers.replica_spec import (
+    NotRunnable,
+    is_local_image,
+    local_image_path,
+    procfile_web,
+    replica_spec,
+)
+from controller.runtime.base import ReplicaStatus
+
+log = logging.getLogger("flint.revision")
+
+PROGRESS_DEADLINE_ANNOTATION = "serving.knative.dev/progress-deadline"
+
+
+def referenced(routes: list[Obj], namespace: str, name: str, configuration: str) -> bool:
+    """A Route sends traffic to (or tags) the revision: by name in spec or status (0 % tags
+    included), or through `latestRevision` while it is its configuration's latest ready one."""
+    for r in routes:
+        if r["metadata"].get("namespace", "default") != namespace:
+            continue
+        for t in (r.get("status") or {}).get("traffic") or []:
+            if t.get("revisionName") == name:
+                return True
+        for t in (r.get("spec") or {}).get("traffic") or []:
+            if t.get("revisionName") == name:
+                return True
+    return False
+
+
+def _created_at(rev: Obj) -> float:
+    ts = rev["metadata"].get("creationTimestamp")
+    if not ts:
+        return 0.0
+    return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp()
+
+
+def _deadline_s(rev: Obj, default: float) -> float:
+    raw = (rev["metadata"].get("annotations") or {}).get(PROGRESS_DEADLINE_ANNOTATION)
+    if not raw:
+        return default
+    text = str(raw).strip()
+    factors = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    try:
+        if text[-1] in factors:
+            return float(text[:-1]) * factors[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        return default
+
+
+def ever_ready(rev: Obj) -> bool:
+    """Reached readiness once (Knative: initial scale achieved): ResourcesAvailable stays True."""
+    status = rev.get("status") or {}
+    return (get_condition(status, "ResourcesAvailable") or {}).get("status") == "True"
+
+
+def failed(rev: Obj) -> bool:
+    c = get_condition(rev.get("status") or {}, "Ready") or {}
+    return c.get("status") == "False" and c.get("reason") in (
+        "ProgressDeadlineExceeded", "ImageNotLocal", "ImageNotFound", "NotRunnable",
+    )
+
+
+def health_conditions(
+    status: Obj, replicas: list[ReplicaStatus], desired: int, *, now: float
+) -> None:
+    """ResourcesAvailable / ContainerHealthy / Ready from the replicas (pure)."""
+    ready = [r for r in replicas if r.state == "ready"]
+    reached = ever_ready({"status": status})
+    crashed = [r for r in replicas if r.state in ("crashed", "failed")]
+    status["actualReplicas"] = len(ready)
+    status["desiredReplicas"] = desired
+    if ready:
+        set_condition(status, "ResourcesAvailable", "True", now=now)
+        set_condition(status, "ContainerHealthy", "True", now=now)
+    elif crashed:
+        r = crashed[0]
+        code = r.last_exit_code
+        set_condition(
+            status, "ContainerHealthy", "False", "ExitCode" if code is not None else "Crashed",
+            f"Container failed with: {r.message}".strip(), now=now,
+        )
+        if not reached:
+            set_condition(status, "ResourcesAvailable", "Unknown", "Deploying",
+                          "waiting for a replica to become ready", now=now)
+    elif replicas:
+        msg = next((r.message for r in replicas if r.message), "")
+        if not reached:
+            set_condition(status, "ResourcesAvailable", "Unknown", "Deploying",
+                          msg or "waiting for a replica to become ready", now=now)
+            set_condition(status, "ContainerHealthy", "Unknown", "Deploying",
+                          msg or "waiting for the container to pass its readiness probe", now=now)
+    elif desired == 0 and reached:
+        set_condition(status, "Active", "False", "NoTraffic",
+                      "the revision is not routed, so it runs no replica", now=now)
+    if ready:
+        set_condition(status, "Active", "True", now=now)
+    roll_up(status, ["ResourcesAvailable", "ContainerHealthy"], now=now)
+
+
+async def _digest(ctx: Context, rev: Obj, status: Obj, now: float) -> str | None:
+    """Snapshot the image directory once; the digest lives in status.containerStatuses."""
+    container = ((rev.get("spec") or {}).get("containers") or [{}])[0]
+    for cs in status.get("containerStatuses") or []:
+        if cs.get("imageDigest"):
+            return str(cs["imageDigest"])
+    image = str(container.get("image", ""))
+    if not is_local_image(image):
+        set_condition(
+            status, "Ready", "False", "ImageNotLocal",
+            f'"{image}" is a registry image; the embedded engine runs local directories: set '
+            "image to a directory path (relative paths in a manifest resolve against its folder)",
+            now=now,
+        )
+        return None
+    path = local_image_path(image)
+    if not await asyncio.to_thread(path.is_dir):
+        set_condition(status, "Ready", "False", "ImageNotFound",
+                      f"image directory {path} does not exist", now=now)
+        return None
+    digest = await ctx.artifacts.asnapshot(path)
+    status["containerStatuses"] = [
+        {"name": container.get("name") or "user-container", "imageDigest": digest}
+    ]
+    return digest
+
+
+async def reconcile_revision(ctx: Context, key: Key) -> float | None:
+    ns, name = key
+    rev_key = f"{ns}/{name}"
+    rev = ctx.revisions.get(ns, name)
+    replicas = [
+        r for r in ctx.runtime.replicas(rev_key) if not ctx.publisher_is_draining(r.id)
+    ]
+    if rev is None:
+        for r in replicas:
+            ctx.drain(r.id)
+        return None
+    now = ctx.clock()
+    status = copy.deepcopy(rev.get("status") or {})
+    status["observedGeneration"] = rev["metadata"].get("generation", 1)
+    labels = rev["metadata"].get("labels") or {}
+    if failed(rev):
+        for r in replicas:
+            ctx.drain(r.id)
+        await write_status(ctx, REVISIONS, rev, status)
+        return None
+    try:
+        digest = await _digest(ctx, rev, status, now)
+    except NotRunnable as exc:
+        set_condition(status, "Ready", "False", "NotRunnable", str(exc), now=now)
+        digest = None
+    if digest is None:
+        await write_status(ctx, REVISIONS, rev, status)
+        return None
+
+    routed = referenced(list(ctx.routes), ns, name, labels.get("serving.knative.dev/configuration", ""))
+    deadline = _created_at(rev) + _deadline_s(rev, ctx.settings.progress_deadline_s)
+    if not ever_ready(dict(rev, status=status)) and now > deadline:
+        for r in replicas:
+            ctx.drain(r.id)
+        set_condition(
+            status, "Ready", "False", "ProgressDeadlineExceeded",
+            f"Initial scale was never achieved: no replica became ready within "
+            f"{_deadline_s(rev, ctx.settings.progress_deadline_s):.0f}s. "
+            + (next((r.message for r in replicas if r.message), "")),
+            now=now,
+        )
+        await write_status(ctx, REVISIONS, rev, status)
+        return None
+    desired = 1 if routed or not ever_ready(dict(rev, status=status)) else 0
+
+    if len(replicas) < desired:
+        image_dir = ctx.artifacts.materialise(digest, rev_key)
+        try:
+            procfile = await asyncio.to_thread(_read_procfile, image_dir)
+            spec = replica_spec(rev, image_dir, procfile)
+        except NotRunnable as exc:
+            set_condition(status, "Ready", "False", "NotRunnable", str(exc), now=now)
+            await write_status(ctx, REVISIONS, rev, status)
+            return None
+        started = await ctx.runtime.start_replica(spec)
+        replicas.append(started)
+        log.info("started replica revision=%s replica=%s port=%d", rev_key, started.id, started.port)
+    elif len(replicas) > desired:
+        # Keep the best ones (ready first), drain the rest.
+        ordered = sorted(replicas, key=lambda r: (r.state != "ready", r.id))
+        for r in ordered[desired:]:
+            ctx.drain(r.id)
+        replicas = ordered[:desired]
+
+    health_conditions(status, replicas, desired, now=now)
+    await write_status(ctx, REVISIONS, rev, status)
+    if not ever_ready(dict(rev, status=status)):
+        return max(0.05, min(5.0, deadline - now + 0.01))
+    return None
+
+
+def _read_procfile(image_dir: Path) -> str | None:
+    path = image_dir / "Procfile"
+    if not path.is_file():
+        return None
+    return procfile_web(path.read_text(encoding="utf-8", errors="replace"))

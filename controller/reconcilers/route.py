@@ -1,0 +1,164 @@
+"""Route reconciler: resolves traffic targets to revisions, publishes URLs, waits for the gateways."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from controller.api.naming import route_host, tag_host
+from controller.api.naming import url as url_for
+from controller.reconcilers.children import write_status
+from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.context import ROUTES, Context, Key, Obj
+from controller.routing import plan_hosts
+
+Lookup = Callable[[str, str], Obj | None]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    traffic: list[Obj] | None
+    """status.traffic when every target resolved, else None (the last good one is kept)."""
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+def _ready(obj: Obj) -> dict[str, str]:
+    c = get_condition(obj.get("status") or {}, "Ready")
+    return c if c is not None else {"status": "Unknown"}
+
+
+def resolve_traffic(route: Obj, configurations: Lookup, revisions: Lookup) -> Resolution:
+    """Turn spec.traffic into concrete revisions (pure). `latestRevision` targets follow the
+    configuration's latest *ready* revision."""
+    ns = route["metadata"].get("namespace", "default")
+    resolved: list[Obj] = []
+    pending: Resolution | None = None
+    for target in (route.get("spec") or {}).get("traffic") or []:
+        out: Obj = {}
+        if target.get("tag"):
+            out["tag"] = target["tag"]
+        cfg_name = target.get("configurationName")
+        rev_name = target.get("revisionName")
+        if target.get("latestRevision", not rev_name) and cfg_name:
+            cfg = configurations(ns, cfg_name)
+            if cfg is None:
+                return Resolution(
+                    None, "False", "ConfigurationMissing",
+                    f'Configuration "{cfg_name}" referenced in traffic not found',
+                )
+            rev_name = (cfg.get("status") or {}).get("latestReadyRevisionName")
+            if not rev_name:
+                cond = _ready(cfg)
+                if cond["status"] == "False":
+                    return Resolution(
+                        None, "False", "RevisionMissing",
+                        f'Configuration "{cfg_name}" does not have any ready Revision: '
+                        f'{cond.get("message", "")}',
+                    )
+                pending = pending or Resolution(
+                    None, "Unknown", "RevisionMissing",
+                    f'Configuration "{cfg_name}" does not have any ready Revision yet',
+                )
+                continue
+            out["latestRevision"] = True
+        else:
+            if not rev_name:
+                return Resolution(None, "False", "RevisionMissing", "traffic target names no revision")
+            rev = revisions(ns, rev_name)
+            if rev is None:
+                return Resolution(
+                    None, "False", "RevisionMissing",
+                    f'Revision "{rev_name}" referenced in traffic not found',
+                )
+            cond = _ready(rev)
+            if cond["status"] == "False":
+                return Resolution(
+                    None, "False", "RevisionFailed",
+                    f'Revision "{rev_name}" failed: {cond.get("message", "")}',
+                )
+            if cond["status"] != "True":
+                pending = pending or Resolution(
+                    None, "Unknown", "RevisionMissing",
+                    f'Revision "{rev_name}" is not ready yet',
+                )
+                continue
+            out["latestRevision"] = False
+        out["revisionName"] = rev_name
+        out["percent"] = int(target.get("percent") or 0)
+        resolved.append(out)
+    if pending is not None:
+        return pending
+    return Resolution(resolved, "True")
+
+
+def _with_urls(traffic: list[Obj], name: str, ns: str, domain: str, port: int) -> list[Obj]:
+    out = []
+    for t in traffic:
+        t = dict(t)
+        if t.get("tag"):
+            t["url"] = url_for(tag_host(t["tag"], name, ns, domain), port)
+        out.append(t)
+    return out
+
+
+def _published(ctx: Context, route: Obj) -> bool:
+    """The hub's current snapshot carries this route's status.traffic."""
+    ns, name = route["metadata"].get("namespace", "default"), route["metadata"]["name"]
+    want: dict[str, int] = {}
+    for t in (route.get("status") or {}).get("traffic") or []:
+        want[t["revisionName"]] = want.get(t["revisionName"], 0) + int(t.get("percent") or 0)
+    for entry in ctx.hub.snapshot.routes:
+        if entry.namespace == ns and entry.name == name:
+            return {s.revision: s.percent for s in entry.traffic} == want
+    return False
+
+
+async def reconcile_route(ctx: Context, key: Key) -> float | None:
+    route = ctx.routes.get(*key)
+    if route is None:
+        ctx.snapshot_dirty()
+        return None
+    now = ctx.clock()
+    ns, name = key
+    s = ctx.settings
+    status = copy.deepcopy(route.get("status") or {})
+    status["observedGeneration"] = route["metadata"].get("generation", 1)
+    status["url"] = url_for(route_host(name, ns, s.domain), s.gateway_port)
+    status["address"] = {"url": status["url"]}
+    res = resolve_traffic(route, ctx.configurations.get, ctx.revisions.get)
+    if res.traffic is not None:
+        status["traffic"] = _with_urls(res.traffic, name, ns, s.domain, s.gateway_port)
+    set_condition(status, "AllTrafficAssigned", res.status, res.reason, res.message, now=now)  # type: ignore[arg-type]
+
+    conflict = plan_hosts(ctx.routes, s.domain).conflicts.get(key)
+    requeue: float | None = None
+    if conflict:
+        set_condition(status, "IngressReady", "False", "HostConflict", conflict, now=now)
+    elif not status.get("traffic"):
+        set_condition(
+            status, "IngressReady", "Unknown", "NoTraffic", "no traffic target resolved yet",
+            now=now,
+        )
+    else:
+        candidate = dict(route, status=status)
+        if _published(ctx, candidate) and ctx.hub.acked_by_all(ctx.hub.version):
+            if ctx.hub.connected():
+                set_condition(status, "IngressReady", "True", now=now)
+            else:
+                set_condition(
+                    status, "IngressReady", "Unknown", "NoGateway",
+                    "no gateway worker is connected to the controller", now=now,
+                )
+                requeue = 1.0
+        else:
+            set_condition(
+                status, "IngressReady", "Unknown", "Programming",
+                "waiting for every gateway worker to apply the route", now=now,
+            )
+            ctx.snapshot_dirty()
+    roll_up(status, ["AllTrafficAssigned", "IngressReady"], now=now)
+    await write_status(ctx, ROUTES, route, status)
+    return requeue

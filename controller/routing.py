@@ -1,0 +1,129 @@
+"""Pure routing decisions of the controller: route hosts (and their collisions) and gateway snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.api.naming import route_host, tag_host
+from gateway.config import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Which route owns which host, and the routes that lost a host to an older one."""
+
+    owners: dict[str, tuple[str, str, str | None]]
+    """host → (namespace, route, tag or None)."""
+    conflicts: dict[tuple[str, str], str]
+    """(namespace, route) → a message naming the colliding host and its owner."""
+
+
+def _traffic_tags(route: Obj) -> list[str]:
+    tags = []
+    for t in (route.get("spec") or {}).get("traffic") or []:
+        if t.get("tag"):
+            tags.append(t["tag"])
+    return tags
+
+
+def plan_hosts(routes: Iterable[Obj], domain: str) -> HostPlan:
+    """Assign hosts; with `-` in names, `a-b` + route `c` and `a` + route `b-c` share a host:
+    the older route (by creationTimestamp, then name) keeps it, the other gets a conflict."""
+
+    def age(r: Obj) -> tuple[str, str, str]:
+        m = r["metadata"]
+        return (m.get("creationTimestamp", ""), m.get("namespace", "default"), m["name"])
+
+    owners: dict[str, tuple[str, str, str | None]] = {}
+    conflicts: dict[tuple[str, str], str] = {}
+    for r in sorted(routes, key=age):
+        ns = r["metadata"].get("namespace", "default")
+        name = r["metadata"]["name"]
+        wanted: list[tuple[str, str | None]] = [(route_host(name, ns, domain), None)]
+        wanted += [(tag_host(t, name, ns, domain), t) for t in _traffic_tags(r)]
+        clash = [(h, owners[h]) for h, _ in wanted if h in owners]
+        if clash:
+            host, (ons, oname, otag) = clash[0]
+            what = f'tag "{otag}" of route' if otag else "route"
+            conflicts[(ns, name)] = (
+                f'host "{host}" is already taken by {what} "{ons}/{oname}"; '
+                "rename the route or the tag so their names stay unambiguous"
+            )
+            continue
+        for h, t in wanted:
+            owners[h] = (ns, name, t)
+    return HostPlan(owners, conflicts)
+
+
+def revision_target(revision: Obj, endpoints: tuple[Endpoint, ...]) -> RevisionTarget:
+    spec = revision.get("spec") or {}
+    timeout = float(spec.get("timeoutSeconds") or 300)
+    labels = revision["metadata"].get("labels") or {}
+    return RevisionTarget(
+        namespace=revision["metadata"].get("namespace", "default"),
+        name=revision["metadata"]["name"],
+        service=labels.get("serving.knative.dev/service", ""),
+        timeout_s=timeout,
+        response_start_timeout_s=float(spec.get("responseStartTimeoutSeconds") or timeout),
+        idle_timeout_s=float(spec.get("idleTimeoutSeconds") or 0),
+        container_concurrency=int(spec.get("containerConcurrency") or 0),
+        endpoints=endpoints,
+    )
+
+
+def build_snapshot(
+    routes: Iterable[Obj],
+    revisions: Mapping[tuple[str, str], Obj],
+    endpoints: Mapping[tuple[str, str], tuple[Endpoint, ...]],
+    plan: HostPlan,
+    version: int,
+) -> Snapshot:
+    """Routes as their status says (the last fully resolved traffic), with their hosts from
+    `plan`; every revision a route references, with its ready, non-draining endpoints."""
+    entries: list[RouteEntry] = []
+    needed: set[tuple[str, str]] = set()
+    by_route: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    for host, (ns, name, tag) in plan.owners.items():
+        by_route.setdefault((ns, name), []).append((host, tag))
+    for r in sorted(routes, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])):
+        ns = r["metadata"].get("namespace", "default")
+        name = r["metadata"]["name"]
+        status_traffic = (r.get("status") or {}).get("traffic") or []
+        hosts = by_route.get((ns, name))
+        if not status_traffic or not hosts:
+            continue
+        split: dict[str, int] = {}
+        tags: dict[str, str] = {}
+        for t in status_traffic:
+            rev = t.get("revisionName")
+            if not rev:
+                continue
+            split[rev] = split.get(rev, 0) + int(t.get("percent") or 0)
+            if t.get("tag"):
+                tags[t["tag"]] = rev
+            needed.add((ns, rev))
+        default_hosts = tuple(sorted(h for h, tag in hosts if tag is None))
+        tag_targets = tuple(
+            TagTarget(tag, tags[tag], tuple(sorted(h for h, t in hosts if t == tag)))
+            for tag in sorted(tags)
+            if any(t == tag for _, t in hosts)
+        )
+        entries.append(
+            RouteEntry(
+                namespace=ns,
+                name=name,
+                hosts=default_hosts,
+                traffic=tuple(TrafficSplit(rev, pct) for rev, pct in sorted(split.items())),
+                tags=tag_targets,
+            )
+        )
+    targets = tuple(
+        revision_target(revisions[k], endpoints.get(k, ()))
+        for k in sorted(needed)
+        if k in revisions
+    )
+    return Snapshot(version=version, routes=tuple(entries), revisions=targets)

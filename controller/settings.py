@@ -1,0 +1,47 @@
+"""Controller settings: where state lives, how URLs look, and the replica lifecycle's deadlines."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_state_dir() -> Path:
+    """A per-user state directory: `$XDG_STATE_HOME/flint` or `~/.local/state/flint`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "flint"
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Settings of the embedded engine's controller (`flint up` passes them as flags)."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    """Holds store.db, artifacts/, replicas/, logs/ and the gateway's persisted snapshot."""
+    api_host: str = "127.0.0.1"
+    """Address of the API server and of the gateway link (loopback: one machine)."""
+    api_port: int = 8081
+    """Port of the Kubernetes-style API and of the gateway link websocket."""
+    domain: str = "localhost"
+    """DNS suffix of route URLs: `http://{route}.{namespace}.{domain}[:port]`."""
+    gateway_port: int = 8080
+    """The gateway's public port, written into `status.url` when it is not 80."""
+    progress_deadline_s: float = 600.0
+    """A revision not Ready by then is marked failed and stopped (Knative's default 600 s;
+    per revision: annotation `serving.knative.dev/progress-deadline`)."""
+    drain_timeout_s: float = 330.0
+    """Longest wait for gateways to drain a replica before it is stopped anyway
+    (max revision timeout 300 s plus a margin)."""
+    stop_grace_s: float = 10.0
+    """SIGTERM → SIGKILL grace for a stopped replica (seconds)."""
+    reconcile_workers: int = 4
+    """Concurrent reconciles per kind."""
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir / "store.db"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.state_dir / "artifacts"

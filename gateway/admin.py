@@ -1,0 +1,180 @@
+"""Admin endpoints: each worker's stats on a unix socket; /healthz, /readyz, /metrics over them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.metrics import GatewayCollector, WorkerStats, make_registry, render
+
+log = logging.getLogger("flint.gateway.admin")
+
+STATS_PATH = "/stats"
+"""Path of a worker's stats document on its unix socket."""
+WORKER_FETCH_TIMEOUT_S = 1.0
+"""Seconds the main process waits for one worker's stats before counting it as not answering."""
+SHUTDOWN_TIMEOUT_S = 2.0
+"""Seconds an admin server waits for requests in progress when it stops."""
+_MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the NUL
+
+
+def worker_socket_path(state_dir: Path, index: int) -> Path:
+    """Where worker `index` serves its stats."""
+    return state_dir / "gateway" / f"worker-{index}.sock"
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+# ---------------------------------------------------------------------------------------------
+
+
+async def start_worker_admin(path: Path, stats: Callable[[], WorkerStats]) -> web.AppRunner:
+    """Serve `GET /stats` (the worker's `WorkerStats` as JSON) on the unix socket `path`."""
+    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+        raise ValueError(f"unix socket path too long ({len(os.fsencode(path))} bytes): {path}")
+
+    async def handle_stats(_: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(stats().to_json()), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get(STATS_PATH, handle_stats)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()
+    await asyncio.to_thread(_prepare_socket_path, path)
+    site = web.UnixSite(runner, str(path))
+    await site.start()
+    return runner
+
+
+def _prepare_socket_path(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale socket of a previous incarnation of this worker
+
+
+# ---------------------------------------------------------------------------------------------
+# Main-process side
+# ---------------------------------------------------------------------------------------------
+
+
+class WorkerClient:
+    """Fetches one worker's stats over its unix socket."""
+
+    def __init__(self, index: int, path: Path) -> None:
+        self.index = index
+        self.path = path
+        self._session: aiohttp.ClientSession | None = None
+
+    async def fetch(self) -> WorkerStats | None:
+        """The worker's stats, or None when it does not answer in time."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(self.path)),
+                timeout=aiohttp.ClientTimeout(total=WORKER_FETCH_TIMEOUT_S),
+            )
+        try:
+            async with self._session.get("http://worker" + STATS_PATH) as resp:
+                if resp.status != 200:
+                    return None
+                return WorkerStats.from_json(orjson.loads(await resp.read()))
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError, TypeError):
+            return None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class AdminServer:
+    """The gateway's TCP admin port: /healthz, /readyz and /metrics aggregated over workers."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        state_dir: Path,
+        workers: int,
+        restarts: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._clients = [
+            WorkerClient(i, worker_socket_path(state_dir, i)) for i in range(workers)
+        ]
+        self._restarts = restarts
+        self._collector = GatewayCollector(workers)
+        self._registry = make_registry(self._collector)
+        self._runner: web.AppRunner | None = None
+        self.port = port
+        """The bound port (differs from the requested one when that was 0)."""
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            await self._runner.cleanup()
+            raise
+        self.port = int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock).start()
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for c in self._clients:
+            await c.close()
+
+    async def fetch_all(self) -> list[WorkerStats | None]:
+        """Every worker's stats (None for a worker that does not answer), concurrently."""
+        return list(await asyncio.gather(*(c.fetch() for c in self._clients)))
+
+    async def not_ready_reason(self) -> str | None:
+        """Why the gateway is not ready, or None when every worker answers with a snapshot."""
+        reasons: list[str] = []
+        for i, s in enumerate(await self.fetch_all()):
+            if s is None:
+                reasons.append(f"worker {i} not answering")
+            elif s.version <= 0:
+                reasons.append(f"worker {i} has no routing snapshot")
+        return "; ".join(reasons) or None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        reason = await self.not_ready_reason()
+        if reason is None:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        self._collector.update(await self.fetch_all(), self._restarts())
+        return web.Response(
+            body=render(self._registry),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )

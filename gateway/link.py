@@ -1,0 +1,311 @@
+"""A worker's websocket link to the controller: routing snapshots in, acks (and draining) out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+
+from gateway.config import GatewaySettings, Snapshot
+
+if TYPE_CHECKING:
+    from gateway.router import Router
+
+log = logging.getLogger("flint.gateway.link")
+
+BACKOFF_MIN_S = 0.1
+"""First reconnect delay (seconds)."""
+BACKOFF_MAX_S = 5.0
+"""Reconnect delay cap (seconds)."""
+HEARTBEAT_S = 10.0
+"""Websocket ping interval (seconds); a controller silent for 2 intervals is considered gone."""
+CONNECT_TIMEOUT_S = 5.0
+"""Seconds to establish the TCP connection and the websocket handshake."""
+DRAIN_ACK_COALESCE_S = 0.02
+"""Drained-endpoint notifications within this window (seconds) are sent as one ack."""
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""Largest down message accepted (a snapshot of a very large installation)."""
+
+
+class LinkProtocolError(ValueError):
+    """A down message that is not valid JSON or not of the documented shape."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Message codec (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_hello(worker_id: str, version: int) -> str:
+    """The first message of a connection: who we are and which snapshot version we serve."""
+    return orjson.dumps({"type": "hello", "worker": worker_id, "version": version}).decode()
+
+
+def encode_ack(version: int, draining: Mapping[str, int]) -> str:
+    """Snapshot `version` is applied; `draining` maps removed endpoints to in-flight counts."""
+    return orjson.dumps(
+        {"type": "ack", "version": version, "draining": {k: int(v) for k, v in draining.items()}}
+    ).decode()
+
+
+def decode_down(text: str | bytes) -> Snapshot | None:
+    """Decode a controller → worker message.
+
+    Returns the snapshot of a `snapshot` message and None for a message type this worker does
+    not know (newer controllers may send more; they are ignored). Raises `LinkProtocolError`
+    for invalid JSON, a non-object, a missing type, or a snapshot of a bad shape.
+    """
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise LinkProtocolError(f"invalid JSON: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise LinkProtocolError(f"message is a {type(msg).__name__}, not an object")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise LinkProtocolError("message has no string 'type'")
+    if kind != "snapshot":
+        return None
+    data = msg.get("snapshot")
+    if not isinstance(data, dict):
+        raise LinkProtocolError("snapshot message has no 'snapshot' object")
+    try:
+        return Snapshot.from_wire(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LinkProtocolError(f"bad snapshot: {exc!r}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Persistence (blocking: call through asyncio.to_thread)
+# ---------------------------------------------------------------------------------------------
+
+
+def load_snapshot_file(path: Path) -> Snapshot | None:
+    """The persisted snapshot, or None when there is none. Raises on a corrupt file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return Snapshot.from_wire(orjson.loads(raw))
+
+
+def persist_snapshot_file(path: Path, snapshot: Snapshot) -> bool:
+    """Atomically replace `path` with `snapshot` unless it already holds that version or newer.
+
+    Safe with several workers writing: an exclusive lock file serialises writers, the version
+    check keeps the newest, and temp file + fsync + os.replace make readers see whole files.
+    Returns whether the file was written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            current = _persisted_version(path)
+            if current is not None and current >= snapshot.version:
+                return False
+            data = orjson.dumps(snapshot)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return True
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _persisted_version(path: Path) -> int | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = orjson.loads(raw)
+        return int(data["version"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # corrupt: overwrite it
+
+
+# ---------------------------------------------------------------------------------------------
+# The link
+# ---------------------------------------------------------------------------------------------
+
+
+class ControllerLink:
+    """Keeps one worker's router fed with the controller's snapshots, reconnecting forever.
+
+    The data plane never waits for it: while disconnected the router keeps its last snapshot.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        router: Router,
+        worker_id: str,
+        *,
+        persist: bool = True,
+        rnd: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._router = router
+        self.worker_id = worker_id
+        self._persist = persist
+        self._rnd = rnd
+        self.connected = False
+        """Whether the websocket to the controller is open."""
+        self.last_version = router.version
+        """Version of the snapshot the router serves (from the controller or the persisted file)."""
+        self.connects = 0
+        """Successful connections so far (a reconnect counts again)."""
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_lock = asyncio.Lock()
+        self._drained = asyncio.Event()
+        router.on_drained = self._drained.set
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, *, load_persisted: bool = True) -> None:
+        """Load the persisted snapshot, then connect, serve and reconnect until cancelled."""
+        if load_persisted:
+            await self.load_persisted()
+        delay = BACKOFF_MIN_S
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S
+        )
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                url = self._settings.link_url
+                try:
+                    await self._connection(session, url)
+                    delay = BACKOFF_MIN_S  # it was up: come back quickly
+                except (aiohttp.ClientError, OSError, TimeoutError, LinkProtocolError) as exc:
+                    log.log(
+                        logging.INFO if self.connects == 0 else logging.WARNING,
+                        "event=link_down worker=%s url=%s error=%r retry_s=%.2f",
+                        self.worker_id, url, exc, delay,
+                    )
+                else:
+                    log.warning("event=link_closed worker=%s url=%s", self.worker_id, url)
+                # equal jitter: uniform in [delay/2, delay]
+                await asyncio.sleep(delay * (0.5 + 0.5 * self._rnd()))
+                delay = min(delay * 2.0, BACKOFF_MAX_S)
+
+    async def load_persisted(self) -> bool:
+        """Apply the snapshot persisted by an earlier run, if any; returns whether it did."""
+        path = self._settings.snapshot_path
+        try:
+            snapshot = await asyncio.to_thread(load_snapshot_file, path)
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("event=persisted_snapshot_unreadable path=%s error=%r", path, exc)
+            return False
+        if snapshot is None:
+            return False
+        self._router.apply(snapshot)
+        self.last_version = self._router.version
+        log.info("event=persisted_snapshot_loaded worker=%s version=%d",
+                 self.worker_id, snapshot.version)
+        return True
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def _connection(self, session: aiohttp.ClientSession, url: str) -> None:
+        async with session.ws_connect(
+            url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES
+        ) as ws:
+            self._ws = ws
+            self.connected = True
+            self.connects += 1
+            log.info("event=link_up worker=%s url=%s version=%d",
+                     self.worker_id, url, self._router.version)
+            drain_acks = asyncio.create_task(self._drain_acks(), name="link-drain-acks")
+            try:
+                await self._send(encode_hello(self.worker_id, self._router.version))
+                if self._router.version > 0:
+                    # tell a (re)started controller what we serve and what still drains
+                    await self._send_ack()
+                async for msg in ws:
+                    if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        await self._on_message(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.ERROR:
+                        raise aiohttp.ClientError(f"websocket error: {ws.exception()!r}")
+                    else:
+                        break
+            finally:
+                self.connected = False
+                self._ws = None
+                drain_acks.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain_acks
+
+    async def _on_message(self, data: str | bytes) -> None:
+        snapshot = decode_down(data)
+        if snapshot is None:
+            log.debug("event=link_message_ignored worker=%s", self.worker_id)
+            return
+        before = self._router.version
+        self._router.apply(snapshot)
+        self.last_version = self._router.version
+        if self._router.version != before:
+            log.info("event=snapshot_applied worker=%s version=%d routes=%d revisions=%d",
+                     self.worker_id, snapshot.version, len(snapshot.routes),
+                     len(snapshot.revisions))
+            if self._persist:
+                await self._persist_snapshot(snapshot)
+        await self._send_ack()
+
+    async def _persist_snapshot(self, snapshot: Snapshot) -> None:
+        path = self._settings.snapshot_path
+        try:
+            await asyncio.to_thread(persist_snapshot_file, path, snapshot)
+        except OSError as exc:  # serve it anyway; the file only matters after a restart
+            log.warning("event=snapshot_persist_failed path=%s version=%d error=%r",
+                        path, snapshot.version, exc)
+
+    # -- acks ---------------------------------------------------------------------------------
+
+    async def _drain_acks(self) -> None:
+        while True:
+            await self._drained.wait()
+            await asyncio.sleep(DRAIN_ACK_COALESCE_S)
+            self._drained.clear()
+            await self._send_ack()
+
+    async def _send_ack(self) -> None:
+        await self._send(encode_ack(self._router.version, self._router.draining()))
+
+    async def _send(self, text: str) -> bool:
+        """Send one up message; False (dropped) when not connected."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        async with self._send_lock:
+            try:
+                await ws.send_str(text)
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                log.debug("event=link_send_failed worker=%s error=%r", self.worker_id, exc)
+                return False
+        return True
+
+    async def send_up(self, message: Mapping[str, Any]) -> bool:
+        """Send another up message (e.g. stats) when connected; returns False when dropped."""
+        return await self._send(orjson.dumps(dict(message)).decode())

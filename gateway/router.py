@@ -1,0 +1,100 @@
+"""One worker's routing state: the table and balancer of the latest snapshot behind one facade."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.balancer import Balancer
+from gateway.config import Endpoint, RevisionTarget, Snapshot
+from gateway.table import RoutingTable, pick
+
+MissReason = Literal["unknown-host", "missing-revision", "no-traffic"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMiss:
+    """Why a request could not be routed: 404 for an unknown host, 503 otherwise."""
+
+    reason: MissReason
+    host: str
+    route: str = ""
+    """`namespace/name` of the matched route, empty for an unknown host."""
+    revision: str = ""
+    """The revision the route points at but the snapshot lacks."""
+
+    @property
+    def message(self) -> str:
+        if self.reason == "unknown-host":
+            return f"no route for host {self.host!r}"
+        if self.reason == "no-traffic":
+            return f"route {self.route} has no traffic target with a percent above 0"
+        return f"route {self.route} targets revision {self.revision!r}, which is not ready"
+
+
+class Router:
+    """Resolves hosts to revisions and reserves replica slots for one gateway worker."""
+
+    __slots__ = ("_balancer", "_rnd", "_snapshot", "_table", "on_drained")
+
+    def __init__(
+        self,
+        snapshot: Snapshot | None = None,
+        rnd: Callable[[], float] = random.random,
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
+        self._rnd = rnd
+        self._balancer = Balancer()
+        self._table = RoutingTable.empty()
+        self._snapshot = Snapshot.empty()
+        self.on_drained = on_drained
+        """Called when a draining endpoint's in-flight count reaches 0 (the link re-acks)."""
+        if snapshot is not None:
+            self.apply(snapshot)
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def balancer(self) -> Balancer:
+        return self._balancer
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Switch to a newer snapshot; versions not above the current one are ignored."""
+        if snapshot.version <= self._snapshot.version and self._snapshot.version != 0:
+            return
+        self._table = RoutingTable.from_snapshot(snapshot)
+        self._balancer.update(snapshot)
+        self._snapshot = snapshot
+
+    def resolve(self, host: str, tag: str | None = None) -> RevisionTarget | RouteMiss:
+        res = self._table.resolve(host, tag)
+        if res is None:
+            return RouteMiss("unknown-host", host)
+        if not res.candidates:
+            return RouteMiss("no-traffic", host, f"{res.namespace}/{res.route}")
+        name = pick(res, self._rnd())
+        rev = self._table.revision(res.namespace, name)
+        if rev is None:
+            return RouteMiss("missing-revision", host, f"{res.namespace}/{res.route}", name)
+        return rev
+
+    def acquire(self, rev: RevisionTarget, exclude: Collection[str] = ()) -> Endpoint | None:
+        return self._balancer.acquire(rev, self._rnd, exclude)
+
+    def release(self, endpoint_id: str) -> None:
+        if self._balancer.release(endpoint_id) and self.on_drained is not None:
+            self.on_drained()
+
+    def inflight(self, endpoint_id: str) -> int:
+        return self._balancer.inflight(endpoint_id)
+
+    def draining(self) -> dict[str, int]:
+        return self._balancer.draining()

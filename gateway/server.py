@@ -1,0 +1,376 @@
+"""Gateway process wiring: a supervising main process and N uvloop workers sharing one port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+
+from gateway.admin import AdminServer, start_worker_admin, worker_socket_path
+from gateway.config import GatewaySettings
+from gateway.limits import raise_nofile_limit
+from gateway.link import ControllerLink
+from gateway.metrics import WorkerStats, flatten_counters
+from gateway.router import Router
+
+log = logging.getLogger("flint.gateway.server")
+
+LISTEN_BACKLOG = 4096
+"""Accept queue length of each worker's listening socket."""
+WORKER_DRAIN_S = 5.0
+"""Seconds a stopping worker waits for in-flight requests before closing everything."""
+WORKER_STOP_TIMEOUT_S = 8.0
+"""Seconds the main process waits for a worker after SIGTERM before SIGKILL."""
+RESTART_BACKOFF_MIN_S = 0.1
+RESTART_BACKOFF_MAX_S = 5.0
+"""Backoff between restarts of a worker that keeps dying (seconds, doubling, capped)."""
+WORKER_STABLE_S = 10.0
+"""A worker that ran this long before dying is restarted at the minimum backoff again."""
+STARTUP_WAIT_S = 30.0
+"""Seconds to wait for every worker to answer before announcing anyway."""
+PARENT_POLL_S = 1.0
+"""How often a worker checks that its parent is alive (fallback to PR_SET_PDEATHSIG)."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="Flint gateway: ingress, activator and concurrency limiter.",
+    )
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="proxy port (default 8080; 0 = any free port)")
+    p.add_argument("--admin-port", type=int, help="admin port (default 8082; 0 = any)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--controller", dest="controller_url", help="controller base URL")
+    p.add_argument("--state-dir", type=Path, help="state directory (default .flint)")
+    p.add_argument("--domain", help="route domain suffix (default localhost)")
+    p.add_argument("--gateway-id", default=None, help="id reported to the controller "
+                   "(default: the host name)")
+    p.add_argument("--log-level", default=os.environ.get("FLINT_LOG_LEVEL", "INFO"))
+    # internal: run as worker N of the main process --parent-pid
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
+    """`GatewaySettings.from_env()` with the flags given on the command line on top."""
+    overrides = {
+        f.name: getattr(args, f.name) for f in fields(GatewaySettings) if hasattr(args, f.name)
+    }
+    return GatewaySettings.from_env(**overrides)
+
+
+def settings_env(settings: GatewaySettings) -> dict[str, str]:
+    """`settings` as the `FLINT_GATEWAY_*` variables `GatewaySettings.from_env` reads."""
+    return {
+        "FLINT_GATEWAY_" + f.name.upper(): str(getattr(settings, f.name))
+        for f in fields(GatewaySettings)
+    }
+
+
+def configure_logging(level: str, role: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level.upper(),
+        format=f"%(asctime)s level=%(levelname)s logger=%(name)s role={role} pid=%(process)d "
+        "%(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    gateway_id = args.gateway_id or socket.gethostname()
+    if args.worker is not None:
+        configure_logging(args.log_level, f"worker-{args.worker}")
+        return worker_main(settings, args.worker, gateway_id, args.parent_pid)
+    configure_logging(args.log_level, "main")
+    if settings.workers < 1:
+        log.error("event=bad_flag workers=%d", settings.workers)
+        return 2
+    settings = replace(settings, state_dir=settings.state_dir.resolve())
+    nofile = raise_nofile_limit(settings.nofile_limit)
+    log.info("event=nofile_limit soft=%d", nofile)
+    return asyncio.run(Supervisor(settings, gateway_id, args.log_level).run())
+
+
+# ---------------------------------------------------------------------------------------------
+# Main process: supervise the workers, serve the admin port
+# ---------------------------------------------------------------------------------------------
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound (not yet listening) TCP socket that shares `port` with the other workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Supervisor:
+    """Starts the workers, restarts those that die, stops them all on SIGTERM/SIGINT."""
+
+    def __init__(self, settings: GatewaySettings, gateway_id: str, log_level: str) -> None:
+        self.settings = settings
+        self.gateway_id = gateway_id
+        self.log_level = log_level
+        self.restarts = 0
+        self._stop = asyncio.Event()
+        self._started: list[asyncio.Event] = [asyncio.Event() for _ in range(settings.workers)]
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await asyncio.to_thread(
+            (self.settings.state_dir / "gateway").mkdir, parents=True, exist_ok=True
+        )
+        # Hold the port (bound, never listening: it receives no connections) so that a port
+        # taken by someone else fails here, once, and so that port 0 picks one for all workers.
+        try:
+            reservation = listen_socket(self.settings.host, self.settings.port)
+        except OSError as exc:
+            log.error("event=listen_failed host=%s port=%d error=%r",
+                      self.settings.host, self.settings.port, exc)
+            return 1
+        self.settings = replace(self.settings, port=int(reservation.getsockname()[1]))
+        admin = AdminServer(
+            self.settings.host, self.settings.admin_port, self.settings.state_dir,
+            self.settings.workers, restarts=lambda: self.restarts,
+        )
+        try:
+            admin_port = await admin.start()
+        except OSError as exc:
+            log.error("event=admin_listen_failed port=%d error=%r", self.settings.admin_port, exc)
+            reservation.close()
+            return 1
+        tasks = [
+            asyncio.create_task(self._supervise(i), name=f"supervise-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+        try:
+            await self._announce(admin, admin_port)
+            await self._stop.wait()
+            log.info("event=stopping workers=%d", self.settings.workers)
+        finally:
+            self._stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await admin.stop()
+            reservation.close()
+            await asyncio.to_thread(self._remove_sockets)
+        log.info("event=stopped")
+        return 0
+
+    async def _announce(self, admin: AdminServer, admin_port: int) -> None:
+        """Print the serving line once every worker answers (or after STARTUP_WAIT_S)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_WAIT_S
+        delay = 0.02
+        while not self._stop.is_set() and loop.time() < deadline:
+            stats = await admin.fetch_all()
+            if all(s is not None for s in stats):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, 0.5)
+        if self._stop.is_set():
+            return
+        s = self.settings
+        print(
+            f"gateway: serving on {s.host}:{s.port} with {s.workers} workers "
+            f"(admin {s.host}:{admin_port})",
+            flush=True,
+        )
+        log.info("event=serving host=%s port=%d admin_port=%d workers=%d controller=%s",
+                 s.host, s.port, admin_port, s.workers, s.controller_url)
+
+    def _worker_command(self, index: int) -> list[str]:
+        return [
+            sys.executable, "-m", "gateway",
+            "--worker", str(index),
+            "--parent-pid", str(os.getpid()),
+            "--gateway-id", self.gateway_id,
+            "--log-level", self.log_level,
+        ]
+
+    async def _supervise(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        env = {**os.environ, **settings_env(self.settings)}
+        delay = RESTART_BACKOFF_MIN_S
+        while not self._stop.is_set():
+            started = loop.time()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self._worker_command(index), env=env, stdin=asyncio.subprocess.DEVNULL
+                )
+            except OSError as exc:
+                log.error("event=worker_spawn_failed worker=%d error=%r", index, exc)
+            else:
+                try:
+                    await self._watch(index, proc)
+                finally:
+                    if proc.returncode is None:  # cancelled: never leave it behind
+                        proc.kill()
+                if self._stop.is_set():
+                    return
+                log.warning("event=worker_died worker=%d pid=%d returncode=%s ran_s=%.1f",
+                            index, proc.pid, proc.returncode, loop.time() - started)
+            if loop.time() - started >= WORKER_STABLE_S:
+                delay = RESTART_BACKOFF_MIN_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
+            if not self._stop.is_set():
+                self.restarts += 1
+
+    async def _watch(self, index: int, proc: asyncio.subprocess.Process) -> None:
+        """Return when the worker exits, or after stopping it once the supervisor stops."""
+        exited = asyncio.create_task(proc.wait())
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if exited.done():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), WORKER_STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("event=worker_kill worker=%d pid=%d", index, proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await exited
+
+    def _remove_sockets(self) -> None:
+        for i in range(self.settings.workers):
+            with contextlib.suppress(FileNotFoundError):
+                worker_socket_path(self.settings.state_dir, i).unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker process
+# ---------------------------------------------------------------------------------------------
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Ask the kernel for SIGTERM when the parent dies; exit now if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        sys.exit(0)
+
+
+def worker_main(
+    settings: GatewaySettings,
+    index: int,
+    gateway_id: str,
+    parent_pid: int | None,
+) -> int:
+    """Entry point of worker `index`: a uvloop event loop running the proxy until signalled."""
+    import uvloop
+
+    _die_with_parent(parent_pid)
+    raise_nofile_limit(settings.nofile_limit)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run_worker(settings, index, gateway_id, parent_pid))
+
+
+async def run_worker(
+    settings: GatewaySettings, index: int, gateway_id: str, parent_pid: int | None
+) -> int:
+    from gateway.proxy import ProxyMetrics, make_proxy_factory
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    router = Router()
+    metrics = ProxyMetrics()
+    link = ControllerLink(settings, router, f"{gateway_id}/{index}")
+    await link.load_persisted()  # serve the last known routes from the first connection on
+
+    sock = listen_socket(settings.host, settings.port)
+    server = await loop.create_server(
+        make_proxy_factory(router, settings, metrics), sock=sock, backlog=LISTEN_BACKLOG
+    )
+    link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
+
+    def stats() -> WorkerStats:
+        return WorkerStats(
+            index=index,
+            pid=os.getpid(),
+            version=router.version,
+            connected=link.connected,
+            draining_requests=sum(router.draining().values()),
+            counters=flatten_counters(metrics),
+        )
+
+    admin = await start_worker_admin(worker_socket_path(settings.state_dir, index), stats)
+    watcher = asyncio.create_task(_watch_parent(parent_pid, stop), name="watch-parent")
+    log.info("event=worker_serving worker=%d host=%s port=%d version=%d",
+             index, settings.host, settings.port, router.version)
+    try:
+        await stop.wait()
+    finally:
+        log.info("event=worker_stopping worker=%d", index)
+        server.close()  # stop accepting; connections in progress continue
+        watcher.cancel()
+        await _drain(router, loop.time() + WORKER_DRAIN_S)
+        link_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await link_task
+        await admin.cleanup()
+    log.info("event=worker_stopped worker=%d", index)
+    return 0
+
+
+async def _drain(router: Router, deadline: float) -> None:
+    """Wait (bounded) for the requests in flight to replicas to finish."""
+    loop = asyncio.get_running_loop()
+    delay = 0.01
+    while loop.time() < deadline and router.balancer.total_inflight() > 0:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+async def _watch_parent(parent_pid: int | None, stop: asyncio.Event) -> None:
+    if parent_pid is None:
+        return
+    while True:
+        await asyncio.sleep(PARENT_POLL_S)
+        if os.getppid() != parent_pid:
+            break
+    log.warning("event=parent_gone parent_pid=%d", parent_pid)
+    stop.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

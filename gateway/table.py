@@ -1,0 +1,124 @@
+"""Routing table: maps a request's host and tag header to weighted revision targets (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import RevisionTarget, RouteEntry, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where one host (+ tag) routes: a route and its weighted candidate revisions."""
+
+    namespace: str
+    route: str
+    candidates: tuple[tuple[str, int], ...]
+    """(revision name, percent) with percent > 0, in snapshot order."""
+    total: int
+    """Sum of the candidates' percents (100 for a well-formed route)."""
+    tag: str | None = None
+    """The tag this resolution addresses, None for the route's default traffic."""
+
+
+def pick(resolution: Resolution, r: float) -> str:
+    """Choose a revision by cumulative percent; `r` in [0, 1). 0 % entries are never picked."""
+    cands = resolution.candidates
+    if len(cands) == 1:
+        return cands[0][0]
+    if not cands:
+        raise ValueError(f"route {resolution.namespace}/{resolution.route} has no traffic")
+    point = r * resolution.total
+    acc = 0
+    for name, percent in cands:
+        acc += percent
+        if point < acc:
+            return name
+    return cands[-1][0]
+
+
+def normalize_host(host: str) -> str:
+    """Lowercase and strip a `:port` (IPv6 literals keep their brackets) and a trailing dot."""
+    h = host.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        if end != -1:
+            return h[: end + 1]
+        return h
+    colon = h.rfind(":")
+    if colon != -1:
+        h = h[:colon]
+    if h.endswith("."):
+        h = h[:-1]
+    return h
+
+
+def _resolution(entry: RouteEntry, tag: str | None, splits: list[tuple[str, int]]) -> Resolution:
+    positive = tuple((rev, pct) for rev, pct in splits if pct > 0)
+    return Resolution(entry.namespace, entry.name, positive, sum(p for _, p in positive), tag)
+
+
+class RoutingTable:
+    """Immutable lookup structure built once per snapshot; `resolve` is a couple of dict hits."""
+
+    __slots__ = ("_by_host", "_revisions", "_tags_by_route")
+
+    def __init__(
+        self,
+        by_host: dict[str, tuple[Resolution, str]],
+        tags_by_route: dict[tuple[str, str], dict[str, Resolution]],
+        revisions: dict[tuple[str, str], RevisionTarget],
+    ) -> None:
+        self._by_host = by_host
+        """host → (resolution, kind) where kind is "route" or "tag"."""
+        self._tags_by_route = tags_by_route
+        self._revisions = revisions
+
+    @staticmethod
+    def empty() -> RoutingTable:
+        return RoutingTable({}, {}, {})
+
+    @staticmethod
+    def from_snapshot(snapshot: Snapshot) -> RoutingTable:
+        by_host: dict[str, tuple[Resolution, str]] = {}
+        tags_by_route: dict[tuple[str, str], dict[str, Resolution]] = {}
+        for entry in snapshot.routes:
+            default = _resolution(entry, None, [(t.revision, t.percent) for t in entry.traffic])
+            for host in entry.hosts:
+                by_host[normalize_host(host)] = (default, "route")
+            tags: dict[str, Resolution] = {}
+            for tag in entry.tags:
+                res = _resolution(entry, tag.tag, [(tag.revision, 100)])
+                tags[tag.tag] = res
+                for host in tag.hosts:
+                    by_host[normalize_host(host)] = (res, "tag")
+            tags_by_route[(entry.namespace, entry.name)] = tags
+        revisions = {(r.namespace, r.name): r for r in snapshot.revisions}
+        return RoutingTable(by_host, tags_by_route, revisions)
+
+    def resolve(self, host: str, tag: str | None = None) -> Resolution | None:
+        """Resolution for a Host header value (port and case ignored) and a tag header, or None.
+
+        A tag host routes to its tag whatever the header says; a route host with a known tag
+        header routes to that tag; an unknown tag header falls back to the default traffic.
+        """
+        found = self._by_host.get(host)
+        if found is None:
+            found = self._by_host.get(normalize_host(host))
+            if found is None:
+                return None
+        res, kind = found
+        if tag and kind == "route":
+            tags = self._tags_by_route.get((res.namespace, res.route))
+            if tags:
+                tagged = tags.get(tag)
+                if tagged is not None:
+                    return tagged
+        return res
+
+    def revision(self, namespace: str, name: str) -> RevisionTarget | None:
+        return self._revisions.get((namespace, name))
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(self._by_host)

@@ -1,0 +1,360 @@
+"""Upstream side of the proxy: one protocol per replica connection and the keep-alive pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+import httptools
+
+from gateway.config import Endpoint, GatewaySettings
+from gateway.headers import (
+    R_CONNECTION,
+    R_CONTENT_LENGTH,
+    R_TRANSFER_ENCODING,
+    R_UPGRADE,
+    RESPONSE_KINDS,
+    STANDARD_CONNECTION_TOKENS,
+    connection_tokens,
+    drop_named,
+)
+
+
+class UpstreamOwner(Protocol):
+    """What an upstream connection reports to the client exchange currently using it."""
+
+    def up_headers(self, up: UpstreamConn, status: int) -> None: ...
+    def up_body(self, data: bytes) -> None: ...
+    def up_complete(self, up: UpstreamConn) -> None: ...
+    def up_upgrade(self, up: UpstreamConn, tail: bytes) -> None: ...
+    def up_lost(self, up: UpstreamConn, exc: Exception | None) -> None: ...
+    def up_pause(self) -> None: ...
+    def up_resume(self) -> None: ...
+    def splice_to_client(self, data: bytes) -> None: ...
+
+
+class UpstreamConn(asyncio.Protocol):
+    """An HTTP/1.1 connection to one replica; parses responses for its current owner."""
+
+    __slots__ = (
+        "chunked",
+        "closed",
+        "complete",
+        "conn_extra",
+        "content_length",
+        "endpoint_id",
+        "head_request",
+        "headers",
+        "idle_since",
+        "in_pool",
+        "interim",
+        "junk",
+        "keep_alive",
+        "owner",
+        "parser",
+        "pool",
+        "reason",
+        "splice",
+        "status",
+        "transport",
+        "upgrade",
+        "write_paused",
+    )
+
+    def __init__(self, pool: UpstreamPool, endpoint_id: str) -> None:
+        self.pool = pool
+        self.endpoint_id = endpoint_id
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.owner: UpstreamOwner | None = None
+        self.closed = False
+        self.in_pool = False
+        self.idle_since = 0.0
+        self.splice = False
+        self.write_paused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.status = 0
+        self.content_length: int | None = None
+        self.chunked = False
+        self.conn_extra: set[bytes] | None = None
+        self.upgrade: bytes | None = None
+        self.keep_alive = True
+        self.complete = False
+        self.interim = False
+        self.junk = False
+        self.head_request = False
+
+    # -- owner side ------------------------------------------------------------------------
+
+    def begin(self, owner: UpstreamOwner, head_request: bool) -> None:
+        """Attach to an exchange; the next response parsed belongs to `owner`."""
+        self._reset()
+        self.owner = owner
+        self.head_request = head_request
+        if self.parser is None:
+            self.parser = httptools.HttpResponseParser(self)
+
+    def detach(self) -> None:
+        self.owner = None
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            self.keep_alive
+            and not self.junk
+            and not self.closed
+            and not self.splice
+            and self.parser is not None
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    def close(self) -> None:
+        self.owner = None
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is None:
+            # Data (or a late response) on an idle pooled connection: it cannot be trusted.
+            self.close()
+            return
+        if self.splice:
+            owner.splice_to_client(data)
+            return
+        parser = self.parser
+        if parser is None:
+            self.close()
+            return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.parser = None
+            if self.owner is owner:
+                owner.up_upgrade(self, data[exc.args[0] :])
+            return
+        except httptools.HttpParserError:
+            self.parser = None
+            self.keep_alive = False
+            self.close()
+            if self.owner is None:
+                # close() detached us; still tell the exchange, once.
+                owner.up_lost(self, ConnectionError("malformed response from replica"))
+            return
+        if self.complete and self.owner is owner:
+            self.complete = False
+            if self.head_request:
+                self.parser = None  # it still expects the body a HEAD response never has
+            owner.up_complete(self)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.in_pool:
+            self.pool.forget(self)
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner.up_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.owner is not None:
+            self.owner.up_pause()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.owner is not None:
+            self.owner.up_resume()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.junk = True
+            return
+        if self.interim:
+            self.headers = []
+            self.reason = b""
+            self.content_length = None
+            self.chunked = False
+            self.conn_extra = None
+            self.upgrade = None
+
+    def on_status(self, status: bytes) -> None:
+        self.reason = self.reason + status if self.reason else status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
+        kind = RESPONSE_KINDS.get(name.lower())
+        if kind is None:
+            self.headers.append((name, value))
+        elif kind == R_CONTENT_LENGTH:
+            try:
+                self.content_length = int(value)
+            except ValueError:
+                self.content_length = None
+        elif kind == R_TRANSFER_ENCODING:
+            self.chunked = value.rstrip().lower().endswith(b"chunked")
+        elif kind == R_CONNECTION:
+            tokens = connection_tokens(value)
+            if not tokens <= STANDARD_CONNECTION_TOKENS:
+                self.conn_extra = (self.conn_extra or set()) | tokens
+        elif kind == R_UPGRADE:
+            self.upgrade = value
+
+    def on_headers_complete(self) -> None:
+        if self.complete:
+            return
+        parser = self.parser
+        assert parser is not None
+        status = parser.get_status_code()
+        self.status = status
+        self.keep_alive = parser.should_keep_alive()
+        if self.conn_extra:
+            self.headers = drop_named(self.headers, self.conn_extra)
+        owner = self.owner
+        if 100 <= status < 200 and status != 101:
+            self.interim = True
+            if owner is not None:
+                owner.up_headers(self, status)
+            return
+        self.interim = False
+        if owner is not None:
+            owner.up_headers(self, status)
+        if self.head_request and self.owner is owner:
+            self.complete = True
+
+    def on_body(self, data: bytes) -> None:
+        if self.complete:
+            self.junk = True
+            return
+        owner = self.owner
+        if owner is not None:
+            owner.up_body(data)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            return
+        self.complete = True
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per endpoint id, reused last-in first-out."""
+
+    __slots__ = ("_idle", "_loop", "_settings", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: GatewaySettings) -> None:
+        self._loop = loop
+        self._settings = settings
+        self._idle: dict[str, list[UpstreamConn]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def connect(self, endpoint: Endpoint) -> UpstreamConn:
+        """A fresh connection; raises OSError or TimeoutError."""
+        async with asyncio.timeout(self._settings.upstream_connect_timeout_s):
+            _, proto = await self._loop.create_connection(
+                lambda: UpstreamConn(self, endpoint.id), endpoint.host, endpoint.port
+            )
+        return proto
+
+    def get(self, endpoint_id: str) -> UpstreamConn | None:
+        conns = self._idle.get(endpoint_id)
+        if not conns:
+            return None
+        deadline = self._loop.time() - self._settings.upstream_keepalive_idle_s
+        while conns:
+            conn = conns.pop()
+            conn.in_pool = False
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            if conn.idle_since < deadline:
+                conn.close()
+                continue
+            return conn
+        return None
+
+    def put(self, conn: UpstreamConn) -> None:
+        limit = self._settings.upstream_keepalive_per_endpoint
+        if limit <= 0 or not conn.reusable:
+            conn.close()
+            return
+        transport = conn.transport
+        assert transport is not None
+        transport.resume_reading()
+        conns = self._idle.get(conn.endpoint_id)
+        if conns is None:
+            conns = self._idle[conn.endpoint_id] = []
+        if len(conns) >= limit:
+            oldest = conns.pop(0)
+            oldest.in_pool = False
+            oldest.close()
+        conn.owner = None
+        conn.in_pool = True
+        conn.idle_since = self._loop.time()
+        conns.append(conn)
+        if self._timer is None:
+            self._arm()
+
+    def forget(self, conn: UpstreamConn) -> None:
+        conn.in_pool = False
+        conns = self._idle.get(conn.endpoint_id)
+        if conns:
+            with contextlib.suppress(ValueError):
+                conns.remove(conn)
+            if not conns:
+                del self._idle[conn.endpoint_id]
+
+    def idle_count(self, endpoint_id: str | None = None) -> int:
+        if endpoint_id is not None:
+            return len(self._idle.get(endpoint_id, ()))
+        return sum(len(c) for c in self._idle.values())
+
+    def _arm(self) -> None:
+        period = max(0.05, min(5.0, self._settings.upstream_keepalive_idle_s / 2))
+        self._timer = self._loop.call_later(period, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        deadline = self._loop.time() - self._settings.upstream_keepalive_idle_s
+        for ep_id in list(self._idle):
+            conns = self._idle[ep_id]
+            keep = []
+            for conn in conns:
+                if conn.idle_since < deadline or conn.closed:
+                    conn.in_pool = False
+                    conn.close()
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[ep_id] = keep
+            else:
+                del self._idle[ep_id]
+        if self._idle:
+            self._arm()
+
+    def close(self) -> None:
+        """Close every idle connection (worker shutdown, tests)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.in_pool = False
+                conn.close()
+        self._idle.clear()

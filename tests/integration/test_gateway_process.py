@@ -1,0 +1,556 @@
+"""The gateway as real processes on loopback: link to a fake controller, workers, admin port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from gateway.config import (
+    LINK_PATH,
+    Endpoint,
+    GatewaySettings,
+    RevisionTarget,
+    RouteEntry,
+    Snapshot,
+    TrafficSplit,
+)
+from gateway.link import ControllerLink, load_snapshot_file
+from gateway.router import Router
+
+REPO = Path(__file__).resolve().parents[2]
+DEADLINE_S = 20.0
+SERVING = re.compile(rb"gateway: serving on ([\d.]+):(\d+) with (\d+) workers \(admin [\d.]+:(\d+)\)")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], object], what: str, deadline_s: float = DEADLINE_S
+) -> object:
+    """Poll `check` (sync or async) until it returns something truthy, or fail at the deadline."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    delay = 0.01
+    last: object = None
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            last = result
+            if result:
+                return result
+        except (aiohttp.ClientError, OSError, AssertionError) as exc:
+            last = exc
+        if loop.time() > end:
+            pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def snapshot(version: int, upstream_port: int, hosts: tuple[str, ...]) -> Snapshot:
+    return Snapshot(
+        version=version,
+        routes=(
+            RouteEntry(
+                namespace="default",
+                name="hello",
+                hosts=hosts,
+                traffic=(TrafficSplit("hello-00001", 100),),
+                tags=(),
+            ),
+        ),
+        revisions=(
+            RevisionTarget(
+                namespace="default",
+                name="hello-00001",
+                service="hello",
+                timeout_s=30.0,
+                response_start_timeout_s=0.0,
+                idle_timeout_s=0.0,
+                container_concurrency=0,
+                endpoints=(Endpoint("hello-00001-r1", "127.0.0.1", upstream_port),),
+            ),
+        ),
+    )
+
+
+@dataclass
+class FakeController:
+    """The controller's side of the link: sends its snapshot to every worker, records acks."""
+
+    snapshot: Snapshot | None = None
+    port: int = 0
+    hellos: list[dict[str, object]] = field(default_factory=list)
+    acks: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    runner: web.AppRunner | None = None
+    closing: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get(LINK_PATH, self._link)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        self.closing = False
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        self.closing = True
+        for ws in list(self.sockets):
+            await ws.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def publish(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+        for ws in list(self.sockets):
+            with contextlib.suppress(ConnectionError):
+                await ws.send_bytes(orjson.dumps({"type": "snapshot", "snapshot": snap}))
+
+    def acked(self, worker: str) -> int:
+        """Highest version `worker` acked (0 for none)."""
+        return max((int(str(a["version"])) for a in self.acks.get(worker, [])), default=0)
+
+    async def _link(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if self.closing:
+            await ws.close()
+            return ws
+        hello = orjson.loads((await ws.receive()).data)
+        assert hello["type"] == "hello"
+        self.hellos.append(hello)
+        worker = str(hello["worker"])
+        self.sockets.add(ws)
+        try:
+            if self.snapshot is not None:
+                await ws.send_str(
+                    orjson.dumps({"type": "snapshot", "snapshot": self.snapshot}).decode()
+                )
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    up = orjson.loads(msg.data)
+                    if up["type"] == "ack":
+                        self.acks.setdefault(worker, []).append(up)
+        finally:
+            self.sockets.discard(ws)
+        return ws
+
+
+@contextlib.asynccontextmanager
+async def upstream_server() -> AsyncIterator[int]:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"hello from upstream {request.path}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hello)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def controller(snap: Snapshot | None, port: int = 0) -> AsyncIterator[FakeController]:
+    c = FakeController(snapshot=snap, port=port)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+@dataclass
+class Gateway:
+    proc: asyncio.subprocess.Process
+    port: int
+    admin_port: int
+    workers: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def get(self, host: str, path: str = "/") -> tuple[int, str]:
+        async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Host": host}
+        ) as r:
+            return r.status, await r.text()
+
+    async def admin(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as s, s.get(
+            f"http://127.0.0.1:{self.admin_port}{path}"
+        ) as r:
+            return r.status, await r.text()
+
+    async def metrics(self) -> dict[str, float]:
+        status, text = await self.admin("/metrics")
+        assert status == 200
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    async def ready(self) -> bool:
+        status, _ = await self.admin("/readyz")
+        return status == 200
+
+    async def wait_ready(self) -> None:
+        await eventually(self.ready, "/readyz to answer 200")
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(
+    state_dir: Path, controller_url: str, workers: int = 2
+) -> AsyncIterator[Gateway]:
+    """`python -m gateway` on free ports; always killed (with its workers) on the way out."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway",
+        "--port", "0", "--admin-port", "0", "--workers", str(workers),
+        "--controller", controller_url, "--state-dir", str(state_dir),
+        "--domain", "localhost", "--gateway-id", "gw",
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+    )
+    workers_seen: set[int] = set()
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), DEADLINE_S)
+        m = SERVING.search(line)
+        assert m, f"unexpected first line {line!r}"
+        gw = Gateway(proc, int(m.group(2)), int(m.group(4)), int(m.group(3)))
+        assert gw.workers == workers
+        workers_seen.update(await child_pids(proc.pid))
+        yield gw
+    finally:
+        if proc.returncode is None:
+            workers_seen.update(await child_pids(proc.pid))
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        for pid in workers_seen:  # orphans would get SIGTERM from PDEATHSIG; be sure anyway
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _child_pids(parent: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(b")", 1)[1].split()[1]) == parent:
+            out.append(int(entry))
+    return out
+
+
+async def child_pids(parent: int) -> list[int]:
+    return await asyncio.to_thread(_child_pids, parent)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+async def alive(pid: int) -> bool:
+    return await asyncio.to_thread(_alive, pid)
+
+
+async def terminate(gw: Gateway) -> list[int]:
+    """SIGTERM the gateway, expect exit 0, and return its former worker pids."""
+    workers = await child_pids(gw.pid)
+    assert len(workers) == gw.workers
+    gw.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(gw.proc.wait(), DEADLINE_S) == 0
+    for pid in workers:
+        await eventually(lambda pid=pid: _not_alive(pid), f"worker {pid} to exit")
+    return workers
+
+
+async def _not_alive(pid: int) -> bool:
+    return not await alive(pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# The link on its own (in this process, against the fake controller)
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
+    async with upstream_server() as up, controller(snapshot(1, up, ("a.default.localhost",))) as c:
+        settings = GatewaySettings(controller_url=c.url, state_dir=tmp_path)
+        router = Router()
+        link = ControllerLink(settings, router, "gw/0")
+        task = asyncio.create_task(link.run())
+        try:
+            await eventually(lambda: c.acked("gw/0") == 1, "ack of version 1")
+            assert c.hellos == [{"type": "hello", "worker": "gw/0", "version": 0}]
+            assert link.connected and link.last_version == 1 and router.version == 1
+            assert load_snapshot_file(settings.snapshot_path) == c.snapshot
+            assert c.acks["gw/0"][-1]["draining"] == {}
+
+            await c.publish(snapshot(2, up, ("b.default.localhost",)))
+            await eventually(lambda: c.acked("gw/0") == 2, "ack of version 2")
+            assert not isinstance(router.resolve("b.default.localhost"), type(None))
+            assert load_snapshot_file(settings.snapshot_path) == snapshot(
+                2, up, ("b.default.localhost",)
+            )
+            # an older version is not applied (but acked with what is served)
+            await c.publish(snapshot(1, up, ("a.default.localhost",)))
+            await eventually(lambda: len(c.acks["gw/0"]) >= 3, "third ack")
+            assert router.version == 2 and c.acks["gw/0"][-1]["version"] == 2
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_link_reports_draining_endpoints_until_they_drain(tmp_path: Path) -> None:
+    async with upstream_server() as up, controller(snapshot(1, up, ("a.default.localhost",))) as c:
+        settings = GatewaySettings(controller_url=c.url, state_dir=tmp_path)
+        router = Router()
+        link = ControllerLink(settings, router, "gw/0", persist=False)
+        task = asyncio.create_task(link.run())
+        try:
+            await eventually(lambda: c.acked("gw/0") == 1, "ack of version 1")
+            rev = router.resolve("a.default.localhost")
+            assert isinstance(rev, RevisionTarget)
+            ep = router.acquire(rev)
+            assert ep is not None and ep.id == "hello-00001-r1"
+
+            moved = snapshot(2, up + 1, ("a.default.localhost",))
+            moved = Snapshot(2, moved.routes, (
+                RevisionTarget(**{**_fields(moved.revisions[0]),
+                                  "endpoints": (Endpoint("r2", "127.0.0.1", up),)}),
+            ))
+            await c.publish(moved)
+            await eventually(lambda: c.acked("gw/0") == 2, "ack of version 2")
+            assert c.acks["gw/0"][-1]["draining"] == {"hello-00001-r1": 1}
+
+            n = len(c.acks["gw/0"])
+            router.release(ep.id)
+            await eventually(lambda: len(c.acks["gw/0"]) > n, "ack after draining")
+            assert c.acks["gw/0"][-1] == {"type": "ack", "version": 2, "draining": {}}
+            assert not settings.snapshot_path.exists()  # persist=False
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _fields(rev: RevisionTarget) -> dict[str, object]:
+    return {name: getattr(rev, name) for name in RevisionTarget.__slots__}
+
+
+async def test_link_serves_persisted_snapshot_and_reconnects(tmp_path: Path) -> None:
+    async with upstream_server() as up:
+        async with controller(snapshot(3, up, ("a.default.localhost",))) as c:
+            port = c.port
+            settings = GatewaySettings(controller_url=c.url, state_dir=tmp_path)
+            first = Router()
+            task = asyncio.create_task(ControllerLink(settings, first, "gw/0").run())
+            try:
+                await eventually(lambda: c.acked("gw/0") == 3, "ack of version 3")
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        # controller down: a new link serves the persisted snapshot and keeps retrying
+        router = Router()
+        link = ControllerLink(settings, router, "gw/0")
+        task = asyncio.create_task(link.run())
+        try:
+            await eventually(lambda: router.version == 3, "persisted snapshot applied")
+            assert not link.connected
+            async with controller(snapshot(4, up, ("b.default.localhost",)), port=port) as c2:
+                await eventually(lambda: c2.acked("gw/0") == 4, "ack of version 4")
+                assert c2.hellos[0]["version"] == 3
+                assert link.connected
+                # the controller goes away and comes back: the link reconnects by itself
+                await c2.stop()
+                await eventually(lambda: not link.connected, "link to notice")
+                n = len(c2.hellos)
+                await c2.start()
+                await eventually(lambda: link.connected and len(c2.hellos) > n, "reconnect")
+                assert c2.hellos[-1]["version"] == 4
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway process
+# ---------------------------------------------------------------------------------------------
+
+HOST = "hello.default.localhost"
+
+
+async def test_gateway_serves_acks_aggregates_and_survives_controller_loss(
+    tmp_path: Path,
+) -> None:
+    async with upstream_server() as up, controller(snapshot(1, up, (HOST,))) as c:
+        async with gateway_process(tmp_path / "state", c.url, workers=2) as gw:
+            status, _ = await gw.admin("/healthz")
+            assert status == 200
+            await gw.wait_ready()
+            await eventually(lambda: c.acked("gw/0") == 1 and c.acked("gw/1") == 1,
+                             "both workers to ack version 1")
+            assert sorted(str(h["worker"]) for h in c.hellos) == ["gw/0", "gw/1"]
+
+            for i in range(20):
+                assert await gw.get(HOST, f"/p{i}") == (200, f"hello from upstream /p{i}")
+            status, _ = await gw.get("nope.default.localhost")
+            assert status == 404
+
+            m = await gw.metrics()
+            assert m['flint_gateway_requests_total{code="2xx"}'] == 20
+            assert m['flint_gateway_requests_total{code="4xx"}'] == 1
+            assert m["flint_gateway_workers_up"] == 2
+            assert m["flint_gateway_snapshot_version"] == 1
+            assert m["flint_gateway_link_connected_workers"] == 2
+
+            # a new version reaches both workers
+            await c.publish(snapshot(2, up, (HOST, "hi.default.localhost")))
+            await eventually(lambda: c.acked("gw/0") == 2 and c.acked("gw/1") == 2,
+                             "both workers to ack version 2")
+            for _ in range(4):
+                assert (await gw.get("hi.default.localhost"))[0] == 200
+
+            # the controller goes away: the data plane keeps serving, and stays ready
+            await c.stop()
+            await eventually(
+                lambda: _metric(gw, "flint_gateway_link_connected_workers", 0.0),
+                "workers to notice the controller is gone",
+            )
+            for _ in range(4):
+                assert (await gw.get(HOST))[0] == 200
+            assert await gw.ready()
+
+            await terminate(gw)
+        assert not list((tmp_path / "state" / "gateway").glob("*.sock"))
+
+
+async def _metric(gw: Gateway, name: str, value: float) -> bool:
+    return (await gw.metrics()).get(name) == value
+
+
+async def test_restarted_gateway_serves_persisted_snapshot_without_controller(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    async with upstream_server() as up:
+        async with controller(snapshot(5, up, (HOST,))) as c:
+            port = c.port
+            async with gateway_process(state, c.url) as gw:
+                await gw.wait_ready()
+                await eventually(lambda: c.acked("gw/0") == 5 and c.acked("gw/1") == 5, "acks")
+                await terminate(gw)
+        assert load_snapshot_file(state / "gateway" / "snapshot.json") == snapshot(5, up, (HOST,))
+
+        # controller down; a fresh gateway serves the persisted snapshot
+        url = f"http://127.0.0.1:{port}"
+        async with gateway_process(state, url) as gw:
+            await gw.wait_ready()
+            assert (await gw.get(HOST))[0] == 200
+            m = await gw.metrics()
+            assert m["flint_gateway_snapshot_version"] == 5
+            assert m["flint_gateway_link_connected_workers"] == 0
+
+            # the controller comes back with a newer version: applied and acked by both
+            async with controller(snapshot(6, up, ("new.default.localhost",)), port=port) as c2:
+                await eventually(lambda: c2.acked("gw/0") == 6 and c2.acked("gw/1") == 6,
+                                 "both workers to ack version 6")
+                assert sorted(int(str(h["version"])) for h in c2.hellos) == [5, 5]
+                assert (await gw.get("new.default.localhost"))[0] == 200
+                assert (await gw.get(HOST))[0] == 404
+                await terminate(gw)
+
+
+async def test_dead_worker_is_restarted(tmp_path: Path) -> None:
+    async with upstream_server() as up, controller(snapshot(1, up, (HOST,))) as c:
+        async with gateway_process(tmp_path / "state", c.url) as gw:
+            await gw.wait_ready()
+            victim, other = sorted(await child_pids(gw.pid))
+            os.kill(victim, signal.SIGKILL)
+            await eventually(
+                lambda: _metric(gw, "flint_gateway_worker_restarts_total", 1.0), "a restart"
+            )
+            await gw.wait_ready()
+            pids = await child_pids(gw.pid)
+            assert other in pids and victim not in pids and len(pids) == 2
+            for _ in range(4):
+                assert (await gw.get(HOST))[0] == 200
+            await terminate(gw)
+
+
+async def test_workers_die_with_the_main_process(tmp_path: Path) -> None:
+    async with upstream_server() as up, controller(snapshot(1, up, (HOST,))) as c:
+        async with gateway_process(tmp_path / "state", c.url) as gw:
+            await gw.wait_ready()
+            workers = await child_pids(gw.pid)
+            assert len(workers) == 2
+            gw.proc.kill()
+            await gw.proc.wait()
+            for pid in workers:
+                await eventually(lambda pid=pid: _not_alive(pid), f"orphan worker {pid} to exit")
+
+
+async def test_port_in_use_fails_fast(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "--port", str(port), "--admin-port", "0",
+            "--state-dir", str(tmp_path), "--controller", "http://127.0.0.1:9",
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), DEADLINE_S)
+            assert proc.returncode == 1
+            assert b"listen_failed" in err
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

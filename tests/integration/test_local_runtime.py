@@ -1,0 +1,468 @@
+"""The local runtime with real processes on loopback: readiness, crashes, probes, limits,
+process-group hygiene and re-adoption after the runtime dies."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+import uvloop
+
+from controller.runtime.base import Probe, ReplicaSpec, ReplicaStatus
+from controller.runtime.local import LocalRuntime, LocalRuntimeSettings, StateDirBusy
+from controller.runtime.process import is_alive
+
+APPS = Path(__file__).resolve().parent.parent / "apps"
+REPO = APPS.parent.parent
+
+FAST = LocalRuntimeSettings(
+    backoff_initial_s=0.05,
+    backoff_max_s=0.4,
+    ready_probe_period_s=0.05,
+    listen_timeout_s=0.3,
+    stop_grace_s=2.0,
+)
+
+
+async def wait_for(pred: Callable[[], object], within_s: float = 10.0, what: str = "") -> None:
+    """Poll `pred` until true, failing after `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.01)
+
+
+def alive(pid: int | None) -> bool:
+    return pid is not None and is_alive(pid)
+
+
+def spec(
+    control: Path,
+    *args: str,
+    revision: str = "hello-00001",
+    readiness: Probe | None = None,
+    liveness: Probe | None = None,
+    memory_limit_bytes: int | None = None,
+) -> ReplicaSpec:
+    return ReplicaSpec(
+        namespace="default",
+        revision=revision,
+        service="hello",
+        configuration="hello",
+        image_dir=APPS,
+        command=(sys.executable, "httpapp.py", *args),
+        env={"CONTROL_DIR": str(control), "GREETING": "hi"},
+        readiness=readiness or Probe(),
+        liveness=liveness,
+        memory_limit_bytes=memory_limit_bytes,
+    )
+
+
+class Harness:
+    def __init__(self, rt: LocalRuntime, control: Path) -> None:
+        self.rt = rt
+        self.control = control
+        self.events: list[ReplicaStatus] = []
+        rt.subscribe(self.events.append)
+
+    def status(self, rid: str) -> ReplicaStatus:
+        st = self.rt.replica(rid)
+        assert st is not None
+        return st
+
+    async def wait_state(self, rid: str, state: str, within_s: float = 10.0) -> ReplicaStatus:
+        await wait_for(lambda: self.status(rid).state == state, within_s, f"{rid} {state}")
+        return self.status(rid)
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    control = tmp_path / "control"
+    control.mkdir()
+    rt = LocalRuntime(tmp_path / "state", settings=FAST)
+    await rt.start()
+    harness = Harness(rt, control)
+    try:
+        yield harness
+    finally:
+        await rt.close(stop_replicas=True)
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}") as r:
+        return r.status, await r.text()
+
+
+# ---------------------------------------------------------------------------- basics
+
+
+def check_private_dirs_and_path(env: dict[str, str], state: Path, venv_bin: str) -> None:
+    assert os.path.isdir(env["HOME"]) and Path(env["HOME"]).is_relative_to(state)
+    assert os.path.isdir(env["TMPDIR"]) and Path(env["TMPDIR"]).is_relative_to(state)
+    assert env["HOME"] != env["TMPDIR"]
+    path_entries = env["PATH"].split(os.pathsep)
+    assert venv_bin not in path_entries
+    venv = os.path.realpath(sys.prefix)
+    assert not any(os.path.realpath(p).startswith(venv + os.sep) for p in path_entries)
+
+
+async def test_ready_env_and_logs(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    venv_bin = str(Path(sys.prefix) / "bin")
+    monkeypatch.setenv("PATH", venv_bin + os.pathsep + os.environ.get("PATH", ""))
+    monkeypatch.setenv("FLINT_SECRET", "must-not-leak")
+    st = await h.rt.start_replica(spec(h.control))
+    assert st.state == "starting" and st.pid is not None
+    assert FAST.port_min <= st.port <= FAST.port_max
+    st = await h.wait_state(st.id, "ready")
+    assert [e.state for e in h.events if e.id == st.id][-1] == "ready"
+    assert "starting" in [e.state for e in h.events if e.id == st.id]
+
+    code, body = await get(st.port, "/env")
+    assert code == 200
+    env = json.loads(body)
+    assert env["PORT"] == str(st.port)
+    assert env["K_SERVICE"] == "hello"
+    assert env["K_CONFIGURATION"] == "hello"
+    assert env["K_REVISION"] == "hello-00001"
+    assert env["GREETING"] == "hi"
+    assert env["LANG"] == env["LC_ALL"] == "C.UTF-8"
+    assert "FLINT_SECRET" not in env and "VIRTUAL_ENV" not in env
+    state = h.rt.state_dir
+    check_private_dirs_and_path(env, state, venv_bin)
+
+    # The process runs in its own session / process group.
+    assert st.pid is not None
+    assert os.getpgid(st.pid) == st.pid
+    assert os.getsid(st.pid) == st.pid
+
+    logs = h.rt.log_paths("default/hello-00001")
+    assert logs == [state / "logs" / "default" / "hello-00001" / f"{st.id}.log"]
+    await wait_for(lambda: "listening on" in logs[0].read_text(), what="log line")
+    record = json.loads((state / "replicas" / f"{st.id}.json").read_text())
+    assert record["pid"] == st.pid and record["port"] == st.port
+    assert record["start_time"] > 0 and record["revision_key"] == "default/hello-00001"
+    assert h.rt.replicas("default/hello-00001")[0].id == st.id
+    assert h.rt.replicas("default/other") == []
+
+    await h.rt.stop_replica(st.id, grace_s=2)
+    assert not alive(st.pid)
+    assert h.rt.replicas() == []
+    assert not (state / "replicas" / f"{st.id}.json").exists()
+    assert not (state / "sandbox" / st.id).exists()
+    assert h.events[-1].state == "stopped"
+    assert logs[0].exists()  # logs outlive the replica
+
+
+async def test_working_dir_and_relative_program(h: Harness, tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    (image / "bin").mkdir(parents=True)
+    script = image / "bin" / "serve.sh"
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} {APPS / "httpapp.py"} "$@"\n')
+    script.chmod(0o755)
+    s = ReplicaSpec(
+        namespace="default",
+        revision="wd-00001",
+        service="wd",
+        configuration="wd",
+        image_dir=image,
+        command=("./serve.sh",),
+        working_dir="bin",
+        env={"CONTROL_DIR": str(h.control)},
+    )
+    st = await h.rt.start_replica(s)
+    await h.wait_state(st.id, "ready")
+
+
+async def test_missing_executable_fails(h: Harness) -> None:
+    s = dataclasses.replace(spec(h.control), command=("no-such-program-flint",))
+    st = await h.rt.start_replica(s)
+    assert st.state == "failed"
+    assert "not found" in st.message
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+async def test_crash_restarts_with_backoff_and_log_tail(h: Harness) -> None:
+    st = await h.rt.start_replica(spec(h.control, "--exit-code", "3"))
+    crashed = await h.wait_state(st.id, "crashed")
+    assert crashed.last_exit_code == 3
+    assert crashed.message.startswith("exit code 3")
+    assert "boom: giving up" in crashed.message
+    assert "log line 29" in crashed.message
+    assert "log line 9\n" not in crashed.message  # only the last 20 lines
+    assert crashed.pid is None
+    await wait_for(lambda: h.status(st.id).restarts >= 3, what="restarts")
+    # Backoff doubles: the gaps between consecutive spawns grow.
+    starts = [e.started_at for e in h.events if e.id == st.id and e.state == "starting"]
+    starts = sorted(set(starts))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(gaps) >= 2 and gaps[1] > gaps[0]
+    assert all(g >= FAST.backoff_initial_s * 0.9 for g in gaps)
+
+
+async def test_never_listening_app_gets_a_message(h: Harness) -> None:
+    st = await h.rt.start_replica(spec(h.control, "--no-listen"))
+    await wait_for(lambda: "has not listened" in h.status(st.id).message, what="message")
+    s = h.status(st.id)
+    assert s.state == "starting"
+    assert f"$PORT ({s.port})" in s.message
+    assert "it must listen on the port in the PORT environment variable" in s.message
+
+
+async def test_http_readiness(h: Harness) -> None:
+    (h.control / "unready").touch()
+    probe = Probe(kind="http", path="/ready", failure_threshold=2)
+    st = await h.rt.start_replica(spec(h.control, readiness=probe))
+    await wait_for(lambda: "readiness probe has not passed" in h.status(st.id).message)
+    assert "returned 503" in h.status(st.id).message
+    assert h.status(st.id).state == "starting"
+    (h.control / "unready").unlink()
+    await h.wait_state(st.id, "ready")
+    assert h.status(st.id).message == ""
+    (h.control / "unready").touch()
+    unhealthy = await h.wait_state(st.id, "unhealthy")
+    assert "503" in unhealthy.message
+    (h.control / "unready").unlink()
+    await h.wait_state(st.id, "ready")
+    assert h.status(st.id).restarts == 0
+
+
+async def test_liveness_failure_restarts(h: Harness) -> None:
+    probe = Probe(kind="http", path="/live", failure_threshold=2)
+    st = await h.rt.start_replica(spec(h.control, liveness=probe))
+    st = await h.wait_state(st.id, "ready")
+    first_pid = st.pid
+    assert first_pid is not None
+    (h.control / "dead").touch()
+    await wait_for(lambda: h.status(st.id).restarts >= 1, what="restart")
+    crash = next(e for e in h.events if e.id == st.id and e.state == "crashed")
+    assert "liveness probe failed" in crash.message
+    assert crash.last_exit_code == 137
+    assert not alive(first_pid)
+    (h.control / "dead").unlink()
+    await h.wait_state(st.id, "ready")
+    assert h.status(st.id).pid != first_pid
+
+
+async def test_memory_limit_enforced(h: Harness) -> None:
+    limit = 256 * 1024 * 1024
+    st = await h.rt.start_replica(
+        spec(h.control, "--alloc", str(2 * limit), memory_limit_bytes=limit)
+    )
+    crashed = await h.wait_state(st.id, "crashed")
+    assert "MemoryError" in crashed.message
+    assert "memory limit" in crashed.message
+    assert crashed.last_exit_code == 1
+    # Within the limit, the same allocation works.
+    ok = await h.rt.start_replica(
+        spec(h.control, "--alloc", str(limit // 4), memory_limit_bytes=limit)
+    )
+    await h.wait_state(ok.id, "ready")
+
+
+async def test_stop_in_any_state_leaves_no_record(h: Harness) -> None:
+    crashing = await h.rt.start_replica(spec(h.control, "--exit-code", "2"))
+    await h.wait_state(crashing.id, "crashed")
+    await h.rt.stop_replica(crashing.id)  # during the backoff: no process
+    starting = await h.rt.start_replica(spec(h.control, "--no-listen"))
+    await h.rt.stop_replica(starting.id, grace_s=1)  # right after the spawn
+    await h.rt.stop_replica("no-such-replica")  # unknown ids are ignored
+    assert not alive(starting.pid)
+    assert h.rt.replicas() == []
+    assert list((h.rt.state_dir / "replicas").iterdir()) == []
+    assert {e.state for e in h.events if e.id == starting.id} >= {"stopping", "stopped"}
+
+
+# ---------------------------------------------------------------------------- process groups
+
+
+async def test_stop_kills_grandchildren(h: Harness) -> None:
+    st = await h.rt.start_replica(spec(h.control, "--fork", "--ignore-term"))
+    st = await h.wait_state(st.id, "ready")
+    gc_file = h.control / "grandchild.pid"
+    await wait_for(gc_file.exists, what="grandchild pid")
+    grandchild = int(gc_file.read_text())
+    assert alive(grandchild) and os.getpgid(grandchild) == st.pid
+    t0 = time.monotonic()
+    await h.rt.stop_replica(st.id, grace_s=0.3)
+    assert time.monotonic() - t0 < 5
+    assert not alive(grandchild)
+    assert not alive(st.pid)
+
+
+async def test_close_leaves_nothing_behind(tmp_path: Path) -> None:
+    control = tmp_path / "control"
+    control.mkdir()
+    rt = LocalRuntime(tmp_path / "state", settings=FAST)
+    h = Harness(rt, control)
+    sts = [await rt.start_replica(spec(control, "--fork")) for _ in range(2)]
+    sts.append(await rt.start_replica(spec(control, revision="other-00001")))
+    for st in sts:
+        await h.wait_state(st.id, "ready")
+    grandchild = int((control / "grandchild.pid").read_text())
+    pids = [st.pid for st in sts]
+    await rt.close(stop_replicas=True)
+    assert not any(alive(p) for p in pids if p is not None)
+    assert not alive(grandchild)
+    assert list((tmp_path / "state" / "replicas").iterdir()) == []
+    assert rt.replicas() == []
+
+
+# ---------------------------------------------------------------------------- re-adoption
+
+
+def app_pids(tag: str) -> list[int]:
+    """Live processes whose command line carries `tag`."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if tag.encode() in cmd and alive(int(name)):
+            out.append(int(name))
+    return out
+
+
+async def test_readopt_after_close_without_stopping(tmp_path: Path) -> None:
+    control = tmp_path / "control"
+    control.mkdir()
+    state = tmp_path / "state"
+    tag = uuid.uuid4().hex
+    rt1 = LocalRuntime(state, settings=FAST)
+    h1 = Harness(rt1, control)
+    st = await rt1.start_replica(spec(control, "--tag", tag))
+    st = await h1.wait_state(st.id, "ready")
+    rt_busy = LocalRuntime(state, settings=FAST)
+    with pytest.raises(StateDirBusy):
+        await rt_busy.start()
+    await rt1.close(stop_replicas=False)
+    assert alive(st.pid)
+    assert (await get(st.port, "/"))[0] == 200
+
+    rt2 = LocalRuntime(state, settings=FAST)
+    h2 = Harness(rt2, control)
+    try:
+        await rt2.start()
+        again = await h2.wait_state(st.id, "ready")
+        assert again.pid == st.pid and again.port == st.port and again.restarts == 0
+        assert app_pids(tag) == [st.pid]
+        # The adopted process is supervised: killing it restarts it (crash semantics).
+        assert st.pid is not None
+        os.kill(st.pid, signal.SIGKILL)
+        await wait_for(lambda: h2.status(st.id).restarts == 1, what="restart")
+        await h2.wait_state(st.id, "ready")
+        assert len(app_pids(tag)) == 1
+    finally:
+        await rt2.close(stop_replicas=True)
+    assert app_pids(tag) == []
+
+
+def _host_runtime(state: Path, tag: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """Run a runtime in a child process; return it once its replica is ready (blocking)."""
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            str(APPS / "runtime_host.py"),
+            str(state),
+            str(APPS),
+            sys.executable,
+            "httpapp.py",
+            "--tag",
+            tag,
+        ],
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert host.stdout is not None
+    line = host.stdout.readline()
+    host.stdout.close()
+    assert line, "the runtime host died"
+    result: dict[str, int] = json.loads(line)
+    return host, result
+
+
+async def test_readopt_after_runtime_sigkill_no_duplicates(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    tag = uuid.uuid4().hex
+    host, info = await asyncio.to_thread(_host_runtime, state, tag)
+    host.kill()  # the runtime dies without any cleanup
+    host.wait()
+    assert alive(info["pid"])
+    assert app_pids(tag) == [info["pid"]]
+
+    rt = LocalRuntime(state, settings=FAST)
+    h = Harness(rt, tmp_path)
+    try:
+        await rt.start()
+        st = await h.wait_state(str(info["id"]), "ready")
+        assert st.pid == info["pid"] and st.restarts == 0
+        # A second start is a no-op; nothing was spawned.
+        await rt.start()
+        assert app_pids(tag) == [info["pid"]]
+        assert len(rt.replicas()) == 1
+    finally:
+        await rt.close(stop_replicas=True)
+    assert app_pids(tag) == []
+
+
+async def test_dead_replica_is_restarted_on_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    tag = uuid.uuid4().hex
+    host, info = await asyncio.to_thread(_host_runtime, state, tag)
+    host.kill()
+    host.wait()
+    os.kill(info["pid"], signal.SIGKILL)
+    await wait_for(lambda: not alive(info["pid"]), what="replica death")
+
+    rt = LocalRuntime(state, settings=FAST)
+    h = Harness(rt, tmp_path)
+    try:
+        await rt.start()
+        st = await h.wait_state(str(info["id"]), "ready")
+        assert st.pid != info["pid"] and st.restarts == 1
+        crashed = [e for e in h.events if e.state == "crashed"]
+        assert crashed and "not running" in crashed[0].message
+        assert app_pids(tag) == [st.pid]
+    finally:
+        await rt.close(stop_replicas=True)
+    assert app_pids(tag) == []
+
+
+# ---------------------------------------------------------------------------- uvloop
+
+
+def test_on_uvloop(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        control = tmp_path / "control"
+        control.mkdir()
+        rt = LocalRuntime(tmp_path / "state", settings=FAST)
+        h = Harness(rt, control)
+        ok = await rt.start_replica(spec(control, "--fork"))
+        bad = await rt.start_replica(spec(control, "--exit-code", "4"))
+        await h.wait_state(ok.id, "ready")
+        crashed = await h.wait_state(bad.id, "crashed")
+        assert crashed.last_exit_code == 4
+        await wait_for(lambda: h.status(bad.id).restarts >= 1, what="restart")
+        grandchild = int((control / "grandchild.pid").read_text())
+        await rt.close(stop_replicas=True)
+        assert not alive(ok.pid) and not alive(grandchild)
+
+    uvloop.run(scenario())

@@ -1,0 +1,160 @@
+"""Test harness that runs the real thing: `flint up` on free loopback ports with a private state dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+APPS = REPO / "tests" / "apps"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Wait for `check()` with a deadline; fail the test naming `what` when it never holds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class Flint:
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    port: int
+    api_port: int
+    admin_port: int
+    log_path: Path
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, FLINT_API=self.api)
+        result = subprocess.run(
+            [str(BIN / "flint"), *args], input=input, capture_output=True, text=True,
+            env=env, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"flint {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def get(self, kind: str, name: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.cli("get", kind, name, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    def replica_records(self) -> list[dict]:  # type: ignore[type-arg]
+        out = []
+        for p in sorted((self.state_dir / "replicas").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads(p.read_text()))
+        return out
+
+    def host(self, service: str, namespace: str = "default") -> str:
+        return f"{service}.{namespace}.localhost"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+def start_flint(tmp: Path, *extra: str) -> Flint:
+    port, api_port, admin_port = free_port(), free_port(), free_port()
+    state_dir = tmp / "state"
+    log_path = tmp / "flint-up.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
+         "--api-port", str(api_port), "--admin-port", str(admin_port), *extra],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    f = Flint(proc, state_dir, port, api_port, admin_port, log_path)
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"flint up exited: {f.logs()}"
+        return "Flint is up" in f.logs()
+
+    try:
+        poll(ready, 60, "flint up to start")
+        poll(lambda: _http_ok(f"http://127.0.0.1:{admin_port}/readyz"), 30, "gateway /readyz")
+    except BaseException:
+        stop_flint(f)
+        raise
+    return f
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return bool(r.status == 200)
+
+
+def stop_flint(f: Flint) -> None:
+    """SIGTERM `flint up`, then check that every process it started is gone."""
+    pids = [r["pid"] for r in f.replica_records() if isinstance(r.get("pid"), int)]
+    if f.proc.poll() is None:
+        f.proc.send_signal(signal.SIGINT)
+        try:
+            f.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            f.proc.kill()
+            f.proc.wait()
+            raise AssertionError(f"flint up did not stop on SIGINT: {f.logs()}") from None
+    poll(lambda: not any(pid_alive(p) for p in pids), 10, "every replica to be gone")
+
+
+async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str] | None = None,
+                method: str = "GET", data: bytes | None = None,
+                timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """One request to the gateway with the Host header set (Python does not resolve *.localhost)."""
+    import aiohttp
+
+    h = {"Host": host, **(headers or {})}
+    async with aiohttp.ClientSession() as s, s.request(
+        method, f"http://127.0.0.1:{port}{path}", headers=h, data=data,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
