@@ -209,6 +209,9 @@ class Controller:
         if owner:
             self.enqueue(SERVICES, owner)
         assert self.ctx is not None
+        for rev in self.ctx.revisions.list(ns):
+            if (rev["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION) == name:
+                self.enqueue(REVISIONS, ns_name(rev))
         for r in self.ctx.routes.list(ns):
             if any(
                 t.get("configurationName") == name

@@ -24,7 +24,8 @@ WORKER_FETCH_TIMEOUT_S = 1.0
 """Seconds the main process waits for one worker's stats before counting it as not answering."""
 SHUTDOWN_TIMEOUT_S = 2.0
 """Seconds an admin server waits for requests in progress when it stops."""
-_MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the NUL
+MAX_UNIX_PATH_BYTES = 107
+"""Longest unix socket path (sun_path is 108 bytes including the NUL)."""
 
 
 def worker_socket_path(state_dir: Path, index: int) -> Path:
@@ -39,7 +40,7 @@ def worker_socket_path(state_dir: Path, index: int) -> Path:
 
 async def start_worker_admin(path: Path, stats: Callable[[], WorkerStats]) -> web.AppRunner:
     """Serve `GET /stats` (the worker's `WorkerStats` as JSON) on the unix socket `path`."""
-    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
         raise ValueError(f"unix socket path too long ({len(os.fsencode(path))} bytes): {path}")
 
     async def handle_stats(_: web.Request) -> web.Response:

@@ -254,8 +254,7 @@ class ControllerLink:
                 self.connected = False
                 self._ws = None
                 drain_acks.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await drain_acks
+                await asyncio.wait([drain_acks])  # (our own cancellation still propagates)
 
     async def _on_message(self, data: str | bytes) -> None:
         snapshot = decode_down(data)

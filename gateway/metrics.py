@@ -66,8 +66,12 @@ def flatten_counters(metrics: object) -> dict[str, int]:
     return out
 
 
+_RENAMES = {"requests_total": "requests_received"}
+"""Proxy counters whose field name would clash with an exported metric family."""
+
+
 def _metric_name(field_name: str) -> str:
-    name = re.sub(r"[^a-zA-Z0-9_]", "_", field_name)
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", _RENAMES.get(field_name, field_name))
     return name if name.startswith(PREFIX) else PREFIX + name
 
 
@@ -114,7 +118,7 @@ class GatewayCollector:
                 )
             else:
                 yield CounterMetricFamily(
-                    _metric_name(name.removesuffix("_total")),
+                    _metric_name(name),
                     f"Sum over workers of the proxy's {name} counter.",
                     value=value,
                 )

@@ -15,11 +15,17 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
-from gateway.admin import AdminServer, start_worker_admin, worker_socket_path
+from gateway.admin import (
+    MAX_UNIX_PATH_BYTES,
+    AdminServer,
+    start_worker_admin,
+    worker_socket_path,
+)
 from gateway.config import GatewaySettings
 from gateway.limits import raise_nofile_limit
 from gateway.link import ControllerLink
 from gateway.metrics import WorkerStats, flatten_counters
+from gateway.proxy import ProxyMetrics, make_proxy_factory
 from gateway.router import Router
 
 log = logging.getLogger("flint.gateway.server")
@@ -149,6 +155,11 @@ class Supervisor:
         await asyncio.to_thread(
             (self.settings.state_dir / "gateway").mkdir, parents=True, exist_ok=True
         )
+        longest = worker_socket_path(self.settings.state_dir, self.settings.workers - 1)
+        if len(os.fsencode(longest)) > MAX_UNIX_PATH_BYTES:
+            log.error("event=state_dir_too_long socket=%s max_bytes=%d",
+                      longest, MAX_UNIX_PATH_BYTES)
+            return 2
         # Hold the port (bound, never listening: it receives no connections) so that a port
         # taken by someone else fails here, once, and so that port 0 picks one for all workers.
         try:
@@ -199,6 +210,8 @@ class Supervisor:
             delay = min(delay * 2, 0.5)
         if self._stop.is_set():
             return
+        if loop.time() >= deadline:
+            log.warning("event=workers_not_answering wait_s=%.0f", STARTUP_WAIT_S)
         s = self.settings
         print(
             f"gateway: serving on {s.host}:{s.port} with {s.workers} workers "
@@ -305,12 +318,11 @@ def worker_main(
 async def run_worker(
     settings: GatewaySettings, index: int, gateway_id: str, parent_pid: int | None
 ) -> int:
-    from gateway.proxy import ProxyMetrics, make_proxy_factory
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C reaches the whole process group: the main process stops the workers in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     router = Router()
     metrics = ProxyMetrics()
@@ -318,9 +330,8 @@ async def run_worker(
     await link.load_persisted()  # serve the last known routes from the first connection on
 
     sock = listen_socket(settings.host, settings.port)
-    server = await loop.create_server(
-        make_proxy_factory(router, settings, metrics), sock=sock, backlog=LISTEN_BACKLOG
-    )
+    factory = make_proxy_factory(router, settings, metrics)
+    server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
     link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
 
     def stats() -> WorkerStats:
@@ -345,8 +356,8 @@ async def run_worker(
         watcher.cancel()
         await _drain(router, loop.time() + WORKER_DRAIN_S)
         link_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await link_task
+        await asyncio.wait([link_task])
+        factory.close()
         await admin.cleanup()
     log.info("event=worker_stopped worker=%d", index)
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from controller.cli.errors import CliError
 from controller.cli.kinds import (
     BUILTIN,
     ResourceInfo,
@@ -24,17 +25,10 @@ CONFLICT_RETRIES = 5
 """How many times a read-modify-write is retried after a 409 Conflict."""
 
 _WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
+__all__ = ["ApiClient", "ApiError", "CliError", "Unreachable"]
+
 _discovery: dict[str, list[ResourceInfo]] = {}
 """Discovered resources per API base URL, cached for the life of the process."""
-
-
-class CliError(Exception):
-    """An expected failure: printed as one message, exit status `code`, no traceback."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 class Unreachable(CliError):

@@ -22,7 +22,8 @@ HIDDEN_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
 def _field(label: str, value: Any, width: int = 12) -> str:
-    return f"{label + ':':<{width}}{value}"
+    """`Name:       hello`: the label padded to `width`, at least one space before the value."""
+    return f"{label.ljust(width - 1)} {value}"
 
 
 def _map_lines(label: str, values: Any) -> list[str]:
@@ -86,6 +87,11 @@ def _digest(revision: Obj) -> str:
     return ""
 
 
+def _short(digest: str) -> str:
+    """`sha256:0123456789abcdef…` → `0123456789ab`."""
+    return digest.rpartition(":")[2][:12]
+
+
 def traffic_lines(
     traffic: Sequence[Obj], revisions: Sequence[Obj], now: datetime, latest_ready: str = ""
 ) -> list[str]:
@@ -109,7 +115,7 @@ def traffic_lines(
             image = _image(rev.get("spec") or {})
             digest = _digest(rev)
             lines.append(
-                f"        Image:  {image}" + (f" (pinned to {digest[:12]})" if digest else "")
+                f"        Image:  {image}" + (f" (pinned to {_short(digest)})" if digest else "")
             )
         if t.get("url"):
             lines.append(f"        URL:    {t['url']}")

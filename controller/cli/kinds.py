@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.cli.errors import CliError
+
 
 @dataclass(frozen=True)
 class ResourceInfo:
@@ -32,7 +34,7 @@ class ResourceInfo:
         return {n.lower() for n in (self.plural, self.singular, self.kind, *self.short_names) if n}
 
 
-class UnknownKind(Exception):
+class UnknownKind(CliError):
     """A kind name that no served resource answers to."""
 
     def __init__(self, name: str, known: Iterable[ResourceInfo]) -> None:

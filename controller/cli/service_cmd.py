@@ -117,6 +117,23 @@ async def run_update(api: ApiClient, args: argparse.Namespace) -> int:
     return await _finish(api, info, args, written, "updated")
 
 
+async def run_wait(api: ApiClient, args: argparse.Namespace) -> int:
+    """kn's `service wait`: until the service's current generation is Ready; print its URL."""
+    info = await api.resolve("ksvc")
+    current = await api.get(info, args.namespace, args.name)
+    svc = await wait_ready(
+        api, info, args.namespace, args.name, generation_of(current), args.wait_timeout,
+        args.wait_window, echo=lambda line: _say(" " + line),
+    )
+    st = status(svc)
+    revision = st.get("latestReadyRevisionName") or ""
+    _say(
+        f"Service '{args.name}' with latest revision '{revision}' is available at URL:\n"
+        f"{st.get('url', '')}"
+    )
+    return 0
+
+
 async def run_delete(api: ApiClient, args: argparse.Namespace) -> int:
     info = await api.resolve("ksvc")
     for name in args.names:
@@ -234,6 +251,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = gsub.add_parser("delete", parents=[common], help="delete services")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(handler=run_delete)
+
+    p = gsub.add_parser("wait", parents=[common], help="wait until a service is ready")
+    p.add_argument("name")
+    add_wait_flags(p, default=True)
+    p.set_defaults(handler=run_wait)
 
     p = gsub.add_parser("list", aliases=["ls"], parents=[common], help="list services")
     p.add_argument("name", nargs="?")

@@ -9,16 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.cli.client import CliError
+from controller.cli.errors import CliError, usage
 from controller.cli.manifests import absolute_image
 
 Obj = dict[str, Any]
 AUTOSCALING_PREFIX = "autoscaling.knative.dev/"
 LATEST = "@latest"
-
-
-def usage(message: str) -> CliError:
-    return CliError(message, code=2)
 
 
 @dataclass

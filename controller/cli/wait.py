@@ -107,7 +107,7 @@ async def wait_ready(
             failing_since = None
         if elapsed >= timeout_s:
             raise CliError(
-                f"timeout: {info.kind.lower()} '{name}' not ready after {int(timeout_s)} seconds"
+                f"timeout: {info.kind.lower()} '{name}' not ready after {timeout_s:g} seconds"
             )
         await asyncio.sleep(interval)
 

@@ -25,9 +25,19 @@ log = logging.getLogger("flint.revision")
 PROGRESS_DEADLINE_ANNOTATION = "serving.knative.dev/progress-deadline"
 
 
-def referenced(routes: list[Obj], namespace: str, name: str, configuration: str) -> bool:
+def referenced(
+    routes: list[Obj],
+    configuration: Obj | None,
+    namespace: str,
+    name: str,
+) -> bool:
     """A Route sends traffic to (or tags) the revision: by name in spec or status (0 % tags
-    included), or through `latestRevision` while it is its configuration's latest ready one."""
+    included), or through a `latestRevision` target on its configuration while it is that
+    configuration's latest created or latest ready revision (so the newest revision keeps its
+    replica while the route catches up, and the previous one until the route has moved)."""
+    cfg_name = configuration["metadata"]["name"] if configuration else None
+    cfg_status = (configuration or {}).get("status") or {}
+    latest = {cfg_status.get("latestCreatedRevisionName"), cfg_status.get("latestReadyRevisionName")}
     for r in routes:
         if r["metadata"].get("namespace", "default") != namespace:
             continue
@@ -36,6 +46,13 @@ def referenced(routes: list[Obj], namespace: str, name: str, configuration: str)
                 return True
         for t in (r.get("spec") or {}).get("traffic") or []:
             if t.get("revisionName") == name:
+                return True
+            if (
+                cfg_name is not None
+                and t.get("configurationName") == cfg_name
+                and t.get("latestRevision", True)
+                and name in latest
+            ):
                 return True
     return False
 
@@ -167,7 +184,8 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
         await write_status(ctx, REVISIONS, rev, status)
         return None
 
-    routed = referenced(list(ctx.routes), ns, name, labels.get("serving.knative.dev/configuration", ""))
+    cfg_name = labels.get("serving.knative.dev/configuration", "")
+    routed = referenced(list(ctx.routes), ctx.configurations.get(ns, cfg_name), ns, name)
     deadline = _created_at(rev) + _deadline_s(rev, ctx.settings.progress_deadline_s)
     if not ever_ready(dict(rev, status=status)) and now > deadline:
         for r in replicas:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +32,9 @@ from gateway.router import Router
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
-SERVING = re.compile(rb"gateway: serving on ([\d.]+):(\d+) with (\d+) workers \(admin [\d.]+:(\d+)\)")
+SERVING = re.compile(
+    rb"gateway: serving on ([\d.]+):(\d+) with (\d+) workers \(admin [\d.]+:(\d+)\)"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ async def terminate(gw: Gateway) -> list[int]:
     gw.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(gw.proc.wait(), DEADLINE_S) == 0
     for pid in workers:
-        await eventually(lambda pid=pid: _not_alive(pid), f"worker {pid} to exit")
+        await eventually(functools.partial(_not_alive, pid), f"worker {pid} to exit")
     return workers
 
 
@@ -355,11 +358,9 @@ async def test_link_reports_draining_endpoints_until_they_drain(tmp_path: Path) 
             ep = router.acquire(rev)
             assert ep is not None and ep.id == "hello-00001-r1"
 
-            moved = snapshot(2, up + 1, ("a.default.localhost",))
-            moved = Snapshot(2, moved.routes, (
-                RevisionTarget(**{**_fields(moved.revisions[0]),
-                                  "endpoints": (Endpoint("r2", "127.0.0.1", up),)}),
-            ))
+            moved = snapshot(2, up, ("a.default.localhost",))
+            rev2 = replace(moved.revisions[0], endpoints=(Endpoint("r2", "127.0.0.1", up),))
+            moved = replace(moved, revisions=(rev2,))
             await c.publish(moved)
             await eventually(lambda: c.acked("gw/0") == 2, "ack of version 2")
             assert c.acks["gw/0"][-1]["draining"] == {"hello-00001-r1": 1}
@@ -373,10 +374,6 @@ async def test_link_reports_draining_endpoints_until_they_drain(tmp_path: Path) 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def _fields(rev: RevisionTarget) -> dict[str, object]:
-    return {name: getattr(rev, name) for name in RevisionTarget.__slots__}
 
 
 async def test_link_serves_persisted_snapshot_and_reconnects(tmp_path: Path) -> None:
@@ -506,32 +503,38 @@ async def test_restarted_gateway_serves_persisted_snapshot_without_controller(
 
 
 async def test_dead_worker_is_restarted(tmp_path: Path) -> None:
-    async with upstream_server() as up, controller(snapshot(1, up, (HOST,))) as c:
-        async with gateway_process(tmp_path / "state", c.url) as gw:
-            await gw.wait_ready()
-            victim, other = sorted(await child_pids(gw.pid))
-            os.kill(victim, signal.SIGKILL)
-            await eventually(
-                lambda: _metric(gw, "flint_gateway_worker_restarts_total", 1.0), "a restart"
-            )
-            await gw.wait_ready()
-            pids = await child_pids(gw.pid)
-            assert other in pids and victim not in pids and len(pids) == 2
-            for _ in range(4):
-                assert (await gw.get(HOST))[0] == 200
-            await terminate(gw)
+    async with (
+        upstream_server() as up,
+        controller(snapshot(1, up, (HOST,))) as c,
+        gateway_process(tmp_path / "state", c.url) as gw,
+    ):
+        await gw.wait_ready()
+        victim, other = sorted(await child_pids(gw.pid))
+        os.kill(victim, signal.SIGKILL)
+        await eventually(
+            lambda: _metric(gw, "flint_gateway_worker_restarts_total", 1.0), "a restart"
+        )
+        await gw.wait_ready()
+        pids = await child_pids(gw.pid)
+        assert other in pids and victim not in pids and len(pids) == 2
+        for _ in range(4):
+            assert (await gw.get(HOST))[0] == 200
+        await terminate(gw)
 
 
 async def test_workers_die_with_the_main_process(tmp_path: Path) -> None:
-    async with upstream_server() as up, controller(snapshot(1, up, (HOST,))) as c:
-        async with gateway_process(tmp_path / "state", c.url) as gw:
-            await gw.wait_ready()
-            workers = await child_pids(gw.pid)
-            assert len(workers) == 2
-            gw.proc.kill()
-            await gw.proc.wait()
-            for pid in workers:
-                await eventually(lambda pid=pid: _not_alive(pid), f"orphan worker {pid} to exit")
+    async with (
+        upstream_server() as up,
+        controller(snapshot(1, up, (HOST,))) as c,
+        gateway_process(tmp_path / "state", c.url) as gw,
+    ):
+        await gw.wait_ready()
+        workers = await child_pids(gw.pid)
+        assert len(workers) == 2
+        gw.proc.kill()
+        await gw.proc.wait()
+        for pid in workers:
+            await eventually(functools.partial(_not_alive, pid), f"orphan {pid} to exit")
 
 
 async def test_port_in_use_fails_fast(tmp_path: Path) -> None:
@@ -547,7 +550,7 @@ async def test_port_in_use_fails_fast(tmp_path: Path) -> None:
             cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), DEADLINE_S)
+            _, err = await asyncio.wait_for(proc.communicate(), DEADLINE_S)
             assert proc.returncode == 1
             assert b"listen_failed" in err
         finally:

@@ -1,4 +1,4 @@
-"""Manifest loading for `flint apply` and local image paths resolved against the manifest's folder."""
+"""Manifest loading for `flint apply`; local image paths resolved against the manifest folder."""
 
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ def test_parse_key_values() -> None:
 
 
 def test_edit_env_keeps_order_and_replaces_value_from() -> None:
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "A", "value": "1"},
         {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
         {"name": "B", "value": "2"},
