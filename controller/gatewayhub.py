@@ -34,7 +34,8 @@ class GatewayHub:
         self._workers: dict[str, WorkerState] = {}
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._on_progress = on_progress
-        self._changed = asyncio.Event()
+        self._floor = 0
+        """Highest version any worker reported serving: every version we send is above it."""
 
     @property
     def version(self) -> int:
@@ -50,7 +51,9 @@ class GatewayHub:
     def _next_version(self, floor: int = 0) -> int:
         # Versions are wall-clock milliseconds or more: a restarted controller never sends a
         # version a gateway has already seen (gateways ignore versions ≤ their current one).
-        return max(self._snapshot.version + 1, floor + 1, int(time.time() * 1000))
+        return max(
+            self._snapshot.version + 1, self._floor + 1, floor + 1, int(time.time() * 1000)
+        )
 
     def publish(self, snapshot: Snapshot) -> int:
         """Send `snapshot` (its version is assigned here) if its content changed; returns the
@@ -110,6 +113,7 @@ class GatewayHub:
                         await old.close()
                     self._sockets[worker_id] = ws
                     seen = int(data.get("version") or 0)
+                    self._floor = max(self._floor, seen)
                     self._workers[worker_id] = WorkerState(worker_id, version=0)
                     if seen >= self._snapshot.version and self._snapshot.version:
                         self._snapshot = replace(self._snapshot, version=self._next_version(seen))

@@ -84,6 +84,9 @@ class Informer:
                         self._emit(ev.type, ev.object, old)
             except Gone:
                 log.info("watch expired kind=%s; relisting", self.kind)
+                continue
+            # The watch ended without an error: the store is closing. Stop following it.
+            return
 
     def _emit(self, type_: str, obj: Obj, old: Obj | None) -> None:
         for h in self._handlers:

@@ -54,9 +54,11 @@ def argv(container: Obj, procfile: str | None) -> tuple[str, ...]:
             "nothing to run: set spec.template.spec.containers[0].command (and args) "
             "or add a Procfile with a `web:` line to the image directory"
         )
-    return ("/bin/sh", "-c", f"exec {procfile} \"$@\"", "web", *args) if args else (
-        "/bin/sh", "-c", f"exec {procfile}"
-    )
+    # Run as a shell command line (`a && b`, `FOO=1 cmd` work); the runtime signals the whole
+    # process group, so no `exec` is needed for the app to get SIGTERM.
+    if args:
+        return ("/bin/sh", "-c", f'{procfile} "$@"', "web", *args)
+    return ("/bin/sh", "-c", procfile)
 
 
 def _probe(raw: Obj | None, *, default: Probe | None) -> Probe | None:

@@ -8,6 +8,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
+from controller.api.autoscaling import parse_duration
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import REVISIONS, Context, Key, Obj
@@ -65,16 +66,17 @@ def _created_at(rev: Obj) -> float:
 
 
 def _deadline_s(rev: Obj, default: float) -> float:
+    """`serving.knative.dev/progress-deadline` as a Go duration (`90s`, `1m30s`), else `default`."""
     raw = (rev["metadata"].get("annotations") or {}).get(PROGRESS_DEADLINE_ANNOTATION)
     if not raw:
         return default
     text = str(raw).strip()
-    factors = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    parsed = parse_duration(text)
+    if parsed is not None:
+        return float(parsed)
     try:
-        if text[-1] in factors:
-            return float(text[:-1]) * factors[text[-1]]
-        return float(text)
-    except (ValueError, IndexError):
+        return float(text)  # bare seconds, as older Flint manifests wrote it
+    except ValueError:
         return default
 
 

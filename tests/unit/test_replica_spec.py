@@ -1,4 +1,4 @@
-"""What the local runtime runs for a revision: argv (command, args, Procfile), env, probes, limits."""
+"""What the local runtime runs for a revision: argv (command, args, Procfile), env, probes."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def run(command: tuple[str, ...], cwd: Path) -> str:
     ("text", "expected"),
     [
         ("web: python app.py\n", "python app.py"),
-        ("worker: celery\nweb:   gunicorn app:app --bind :$PORT  \n", "gunicorn app:app --bind :$PORT"),
+        ("worker: celery\nweb:   gunicorn app:app -b :$PORT  \n", "gunicorn app:app -b :$PORT"),
         ("  web  : node server.js", "node server.js"),
         ("web: python -c 'print(1)' # a: b", "python -c 'print(1)' # a: b"),
         ("worker: celery\n", None),
@@ -94,12 +94,6 @@ def test_procfile_command_sees_port_variable(tmp_path: Path) -> None:
     assert out.stdout.strip() == "4321"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: argv prefixes the Procfile command with `exec`, which breaks compound "
-    "commands (`migrate && gunicorn`: the second never runs) and leading variable "
-    "assignments (`FOO=1 cmd`: `exec` tries to run a program named FOO=1)",
-)
 @pytest.mark.parametrize(
     ("procfile", "expected"),
     [

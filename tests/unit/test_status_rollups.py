@@ -480,11 +480,6 @@ def test_deadline(value: str | None, expected: float) -> None:
     assert _deadline_s(rev_with_deadline(value), 600.0) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _deadline_s does not parse Go durations such as 1m30s or 500ms (Knative "
-    "parses the annotation with time.ParseDuration); it silently falls back to the default",
-)
 @pytest.mark.parametrize(("value", "expected"), [("1m30s", 90.0), ("500ms", 0.5)])
 def test_deadline_go_durations(value: str, expected: float) -> None:
     assert _deadline_s(rev_with_deadline(value), 600.0) == expected

@@ -1,0 +1,347 @@
+"""The controller's end of the gateway link: versioned snapshots and the workers' acks.
+
+The websocket tests run a real aiohttp server on loopback with the hub's handler at LINK_PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from controller.gatewayhub import GatewayHub
+from gateway.config import (
+    LINK_PATH,
+    Endpoint,
+    RevisionTarget,
+    RouteEntry,
+    Snapshot,
+    TrafficSplit,
+)
+
+WAIT = 2.0
+
+
+def snap(*endpoint_ids: str, percent: int = 100, version: int = 0) -> Snapshot:
+    return Snapshot(
+        version=version,
+        routes=(
+            RouteEntry(
+                namespace="default",
+                name="hello",
+                hosts=("hello.default.localhost",),
+                traffic=(TrafficSplit("hello-00001", percent),),
+                tags=(),
+            ),
+        ),
+        revisions=(
+            RevisionTarget(
+                namespace="default",
+                name="hello-00001",
+                service="hello",
+                timeout_s=300.0,
+                response_start_timeout_s=300.0,
+                idle_timeout_s=0.0,
+                container_concurrency=0,
+                endpoints=tuple(Endpoint(e, "127.0.0.1", 40000 + i)
+                                for i, e in enumerate(endpoint_ids)),
+            ),
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# publishing (no sockets)
+# ------------------------------------------------------------------------------------------
+
+
+async def test_publish_assigns_increasing_versions() -> None:
+    hub = GatewayHub()
+    assert hub.version == 0
+    assert hub.snapshot == Snapshot.empty()
+    before_ms = int(time.time() * 1000)
+    v1 = hub.publish(snap("a", version=99))
+    assert v1 >= before_ms  # wall-clock milliseconds, not the caller's version
+    assert hub.version == v1 == hub.snapshot.version
+    assert hub.snapshot.routes == snap("a").routes
+    v2 = hub.publish(snap("a", "b"))
+    v3 = hub.publish(snap("b"))
+    assert v1 < v2 < v3
+    assert hub.snapshot.revisions == snap("b").revisions
+
+
+async def test_publish_unchanged_content_keeps_the_version() -> None:
+    hub = GatewayHub()
+    v1 = hub.publish(snap("a"))
+    assert hub.publish(snap("a", version=12345)) == v1
+    assert hub.version == v1
+    assert hub.publish(snap("a", percent=100)) == v1
+
+
+async def test_first_publish_of_empty_content_gets_a_version() -> None:
+    hub = GatewayHub()
+    v = hub.publish(Snapshot.empty())
+    assert v > 0
+    assert hub.publish(Snapshot.empty()) == v
+
+
+async def test_acked_by_all_and_draining_without_workers() -> None:
+    hub = GatewayHub()
+    hub.publish(snap("a"))
+    assert hub.acked_by_all(hub.version)
+    assert hub.connected() == 0
+    assert hub.workers() == []
+    assert not hub.draining("a")
+
+
+# ------------------------------------------------------------------------------------------
+# the websocket link
+# ------------------------------------------------------------------------------------------
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.count = 0
+        self._event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self._event.set()
+
+    async def wait(self, count: int) -> None:
+        """Until on_progress has been called `count` times in total."""
+        async with asyncio.timeout(WAIT):
+            while self.count < count:
+                self._event.clear()
+                await self._event.wait()
+
+
+class Link:
+    def __init__(self, hub: GatewayHub, progress: Progress, client: TestClient[Any, Any]) -> None:
+        self.hub = hub
+        self.progress = progress
+        self.client = client
+
+    async def connect(self) -> Any:
+        return await self.client.ws_connect(LINK_PATH)
+
+
+@pytest.fixture
+async def link() -> AsyncIterator[Link]:
+    progress = Progress()
+    hub = GatewayHub(on_progress=progress)
+    app = web.Application()
+    app.router.add_get(LINK_PATH, hub.handle)
+    server = TestServer(app, host="127.0.0.1")
+    client: TestClient[Any, Any] = TestClient(server)
+    await client.start_server()
+    try:
+        yield Link(hub, progress, client)
+    finally:
+        await hub.close()
+        await client.close()
+
+
+async def hello(ws: Any, worker: str, version: int = 0) -> None:
+    msg = {"type": "hello", "worker": worker, "version": version}
+    await ws.send_str(orjson.dumps(msg).decode())
+
+
+async def ack(ws: Any, version: int, draining: dict[str, int] | None = None) -> None:
+    msg: dict[str, Any] = {"type": "ack", "version": version}
+    if draining is not None:
+        msg["draining"] = draining
+    await ws.send_str(orjson.dumps(msg).decode())
+
+
+async def receive_snapshot(ws: Any) -> Snapshot:
+    msg = await ws.receive(timeout=WAIT)
+    assert msg.type == WSMsgType.TEXT, msg
+    data = orjson.loads(msg.data)
+    assert data["type"] == "snapshot"
+    return Snapshot.from_wire(data["snapshot"])
+
+
+async def test_hello_receives_the_current_snapshot(link: Link) -> None:
+    v = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await hello(ws, "gw/0")
+    got = await receive_snapshot(ws)
+    assert got == link.hub.snapshot
+    assert got.version == v
+    assert [w.id for w in link.hub.workers()] == ["gw/0"]
+    assert link.hub.connected() == 1
+    # connected but not yet acked: the version is not served by everyone
+    assert not link.hub.acked_by_all(v)
+    await ws.close()
+
+
+async def test_ack_records_version_and_draining(link: Link) -> None:
+    v1 = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await hello(ws, "gw/0")
+    await receive_snapshot(ws)
+    await ack(ws, v1)
+    await link.progress.wait(1)
+    (state,) = link.hub.workers()
+    assert state.version == v1
+    assert link.hub.acked_by_all(v1)
+
+    v2 = link.hub.publish(snap("b"))
+    assert (await receive_snapshot(ws)).version == v2
+    assert not link.hub.acked_by_all(v2)
+    await ack(ws, v2, {"a": 3})
+    await link.progress.wait(2)
+    assert link.hub.acked_by_all(v2)
+    assert link.hub.draining("a")
+    assert not link.hub.draining("b")
+    assert link.hub.workers()[0].draining == {"a": 3}
+
+    await ack(ws, v2, {})
+    await link.progress.wait(3)
+    assert not link.hub.draining("a")
+
+    # an older ack (reordered) never lowers the worker's version
+    await ack(ws, v1)
+    await link.progress.wait(4)
+    assert link.hub.workers()[0].version == v2
+    await ws.close()
+
+
+async def test_hello_without_a_published_snapshot_gets_the_first_one(link: Link) -> None:
+    ws = await link.connect()
+    await hello(ws, "gw/0")
+    await ack(ws, 0)  # processed after the hello: syncs us with the handler
+    await link.progress.wait(1)
+    assert link.hub.connected() == 1
+    v = link.hub.publish(snap("a"))
+    got = await receive_snapshot(ws)
+    assert got.version == v
+    assert got.routes == snap("a").routes
+    await ws.close()
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 10**6])
+async def test_hello_at_or_beyond_the_hubs_version_forces_a_newer_one(
+    link: Link, ahead: int
+) -> None:
+    v = link.hub.publish(snap("a"))
+    seen = v + ahead
+    ws = await link.connect()
+    await hello(ws, "gw/0", version=seen)
+    got = await receive_snapshot(ws)
+    assert got.version > seen
+    assert link.hub.version == got.version
+    assert got.routes == snap("a").routes
+    assert got.revisions == snap("a").revisions
+    await ws.close()
+
+
+async def test_hello_behind_gets_the_current_version_unchanged(link: Link) -> None:
+    v = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await hello(ws, "gw/0", version=v - 1)
+    assert (await receive_snapshot(ws)).version == v
+    assert link.hub.version == v
+    await ws.close()
+
+
+async def test_disconnect_removes_the_worker(link: Link) -> None:
+    v = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await hello(ws, "gw/0")
+    await receive_snapshot(ws)
+    await ack(ws, v - 1, {"a": 1})
+    await link.progress.wait(1)
+    assert not link.hub.acked_by_all(v)
+    assert link.hub.draining("a")
+    await ws.close()
+    await link.progress.wait(2)
+    assert link.hub.connected() == 0
+    assert link.hub.acked_by_all(v)
+    assert not link.hub.draining("a")
+
+
+async def test_every_worker_must_ack(link: Link) -> None:
+    v = link.hub.publish(snap("a"))
+    ws0, ws1 = await link.connect(), await link.connect()
+    await hello(ws0, "gw/0")
+    await hello(ws1, "gw/1")
+    await receive_snapshot(ws0)
+    await receive_snapshot(ws1)
+    assert link.hub.connected() == 2
+    await ack(ws0, v)
+    await link.progress.wait(1)
+    assert not link.hub.acked_by_all(v)
+    await ack(ws1, v, {"x": 1})
+    await link.progress.wait(2)
+    assert link.hub.acked_by_all(v)
+    assert link.hub.draining("x")
+
+    # a publish reaches every connected worker
+    v2 = link.hub.publish(snap("b"))
+    assert (await receive_snapshot(ws0)).version == v2
+    assert (await receive_snapshot(ws1)).version == v2
+    await ws0.close()
+    await ws1.close()
+
+
+async def test_reconnect_with_the_same_id_replaces_the_old_socket(link: Link) -> None:
+    v = link.hub.publish(snap("a"))
+    old = await link.connect()
+    await hello(old, "gw/0")
+    await receive_snapshot(old)
+    new = await link.connect()
+    await hello(new, "gw/0")
+    await receive_snapshot(new)
+    # the hub closed the old socket
+    msg = await old.receive(timeout=WAIT)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+    await ack(new, v)
+    await link.progress.wait(1)
+    # the old socket going away did not unregister the worker's new connection
+    assert [w.id for w in link.hub.workers()] == ["gw/0"]
+    assert link.hub.workers()[0].version == v
+    v2 = link.hub.publish(snap("b"))
+    assert (await receive_snapshot(new)).version == v2
+    await new.close()
+    await link.progress.wait(2)
+    assert link.hub.connected() == 0
+
+
+async def test_garbage_and_early_acks_are_ignored(link: Link) -> None:
+    v = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await ws.send_str("{not json")
+    await ws.send_bytes(b"\x00\x01")
+    await ack(ws, v)  # before hello: no worker to credit
+    await hello(ws, "gw/0")
+    got = await receive_snapshot(ws)  # the connection survived
+    assert got.version == v
+    assert link.progress.count == 0
+    assert link.hub.workers()[0].version == 0
+    await ws.close()
+
+
+async def test_first_publish_after_a_hello_is_newer_than_what_the_worker_serves(
+    link: Link,
+) -> None:
+    seen = 10**15  # the worker serves a version from a controller whose clock ran ahead
+    ws = await link.connect()
+    await hello(ws, "gw/0", version=seen)
+    await ack(ws, seen)  # what gateway.link sends right after its hello
+    await link.progress.wait(1)
+    v = link.hub.publish(snap("a"))
+    got = await receive_snapshot(ws)
+    assert got.version == v
+    try:
+        assert v > seen
+        assert not link.hub.acked_by_all(v)
+    finally:
+        await ws.close()

@@ -1,0 +1,447 @@
+"""SnapshotPublisher: snapshots from routes, revisions and ready replicas; drain before stop."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any, cast
+
+import orjson
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from controller.gatewayhub import GatewayHub, WorkerState
+from controller.informer import Informer
+from controller.reconcilers import publisher as publisher_module
+from controller.reconcilers.publisher import SnapshotPublisher
+from controller.runtime.base import ReplicaState, ReplicaStatus, Runtime
+from gateway.config import LINK_PATH, Endpoint, Snapshot
+
+Obj = dict[str, Any]
+WAIT = 2.0
+TIMEOUT_S = 30.0
+GRACE_S = 7.0
+
+
+class FakeRuntime:
+    def __init__(self) -> None:
+        self.reps: dict[str, ReplicaStatus] = {}
+        self.stopped: list[tuple[str, float]] = []
+        self.fail_stop = False
+        self._stopped = asyncio.Event()
+
+    def add(self, rid: str, state: ReplicaState = "ready", rev: str = "default/hello-00001",
+            port: int = 0) -> None:
+        self.reps[rid] = ReplicaStatus(
+            id=rid, revision_key=rev, host="127.0.0.1", port=port or 40000 + len(self.reps),
+            pid=None, state=state,
+        )
+
+    def replicas(self, revision_key: str | None = None) -> list[ReplicaStatus]:
+        return [r for r in self.reps.values() if revision_key in (None, r.revision_key)]
+
+    async def stop_replica(self, replica_id: str, grace_s: float = 10.0) -> None:
+        self.stopped.append((replica_id, grace_s))
+        self._stopped.set()
+        if self.fail_stop:
+            raise RuntimeError("kill failed")
+        self.reps.pop(replica_id, None)
+
+    async def wait_stopped(self, count: int = 1) -> None:
+        async with asyncio.timeout(WAIT):
+            while len(self.stopped) < count:
+                self._stopped.clear()
+                await self._stopped.wait()
+
+
+class FakeHub:
+    """The three things the publisher asks of the hub, with workers the test acks for."""
+
+    def __init__(self) -> None:
+        self.snapshot = Snapshot.empty()
+        self.published: list[Snapshot] = []
+        self.workers: dict[str, WorkerState] = {}
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    def publish(self, s: Snapshot) -> int:
+        if self.version and (s.routes, s.revisions) == (self.snapshot.routes,
+                                                         self.snapshot.revisions):
+            return self.version
+        self.snapshot = replace(s, version=self.version + 1)
+        self.published.append(self.snapshot)
+        return self.version
+
+    def acked_by_all(self, version: int) -> bool:
+        return all(w.version >= version for w in self.workers.values())
+
+    def draining(self, endpoint_id: str) -> bool:
+        return any(endpoint_id in w.draining for w in self.workers.values())
+
+    def ack(self, worker: str, version: int, draining: dict[str, int] | None = None) -> None:
+        self.workers[worker] = WorkerState(worker, version, dict(draining or {}))
+
+
+def route(name: str = "hello", rev: str = "hello-00001") -> Obj:
+    return {
+        "metadata": {
+            "name": name, "namespace": "default", "creationTimestamp": "2024-01-01T00:00:00Z",
+        },
+        "spec": {"traffic": [{"configurationName": name, "percent": 100}]},
+        "status": {"traffic": [{"revisionName": rev, "percent": 100, "latestRevision": True}]},
+    }
+
+
+def revision(name: str = "hello-00001") -> Obj:
+    return {"metadata": {"name": name, "namespace": "default"}, "spec": {}}
+
+
+class Env:
+    def __init__(self, hub: Any, runtime: FakeRuntime, routes: list[Obj], revs: list[Obj]) -> None:
+        self.hub = hub
+        self.runtime = runtime
+        self.routes = routes
+        self.revisions = revs
+        self.published: list[int] = []
+        self.pub = SnapshotPublisher(
+            cast(GatewayHub, hub),
+            cast(Runtime, runtime),
+            cast(Informer, routes),
+            cast(Informer, revs),
+            "localhost",
+            drain_timeout_s=TIMEOUT_S,
+            stop_grace_s=GRACE_S,
+            on_published=self.published.append,
+        )
+
+    async def flush(self) -> None:
+        """Run what mark_dirty scheduled (call_soon) and the stop tasks it started."""
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    def endpoint_ids(self) -> list[str]:
+        snap = self.hub.snapshot
+        return [e.id for t in snap.revisions for e in t.endpoints]
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    e = Env(FakeHub(), FakeRuntime(), [route()], [revision()])
+    yield e
+    await e.pub.close()
+
+
+# ------------------------------------------------------------------------------------------
+# snapshots
+# ------------------------------------------------------------------------------------------
+
+
+async def test_build_uses_ready_replicas_as_endpoints(env: Env) -> None:
+    env.runtime.add("r2", port=40002)
+    env.runtime.add("r1", port=40001)
+    env.runtime.add("r3", "starting")
+    env.runtime.add("r4", "crashed")
+    env.runtime.add("other", rev="default/unrouted")
+    snap = env.pub.build()
+    assert [(r.namespace, r.name) for r in snap.routes] == [("default", "hello")]
+    (target,) = snap.revisions
+    assert target.name == "hello-00001"
+    assert target.endpoints == (
+        Endpoint("r1", "127.0.0.1", 40001),
+        Endpoint("r2", "127.0.0.1", 40002),
+    )
+    assert set(env.pub.endpoints()) == {("default", "hello-00001"), ("default", "unrouted")}
+
+
+async def test_mark_dirty_coalesces_and_publishes(env: Env) -> None:
+    env.runtime.add("r1")
+    env.pub.mark_dirty()
+    env.pub.mark_dirty()
+    env.pub.mark_dirty()
+    assert env.hub.published == []  # nothing before the loop runs
+    await env.flush()
+    assert len(env.hub.published) == 1
+    assert env.published == [env.hub.version]
+    assert env.endpoint_ids() == ["r1"]
+    env.pub.mark_dirty()
+    await env.flush()
+    assert env.published == [env.hub.version, env.hub.version]  # unchanged content
+    env.runtime.add("r2")
+    env.pub.mark_dirty()
+    await env.flush()
+    assert len(env.hub.published) == 2
+    assert env.endpoint_ids() == ["r1", "r2"]
+
+
+# ------------------------------------------------------------------------------------------
+# draining
+# ------------------------------------------------------------------------------------------
+
+
+async def published_with_worker(env: Env, *rids: str) -> int:
+    for rid in rids:
+        env.runtime.add(rid)
+    env.pub.mark_dirty()
+    await env.flush()
+    v = env.hub.version
+    env.hub.ack("gw/0", v)
+    env.pub.check_drains()
+    return int(v)
+
+
+async def test_drained_replica_leaves_the_snapshot_at_once(env: Env) -> None:
+    v1 = await published_with_worker(env, "r1", "r2")
+    assert env.endpoint_ids() == ["r1", "r2"]
+    env.pub.drain("r1")
+    assert env.pub.is_draining("r1")
+    await env.flush()
+    assert env.hub.version > v1
+    assert env.endpoint_ids() == ["r2"]
+    # later snapshots keep it out while it is still running
+    env.runtime.add("r3")
+    env.pub.mark_dirty()
+    await env.flush()
+    assert env.endpoint_ids() == ["r2", "r3"]
+
+
+async def test_drained_replica_stops_only_after_every_worker_acks_and_lets_go(env: Env) -> None:
+    v1 = await published_with_worker(env, "r1", "r2")
+    env.hub.ack("gw/1", v1)
+    env.pub.drain("r1")
+    await env.flush()
+    v2 = env.hub.version
+    assert env.runtime.stopped == []
+
+    # an ack of the old version does not release it
+    env.hub.ack("gw/0", v1)
+    env.pub.check_drains()
+    await env.flush()
+    assert env.runtime.stopped == []
+
+    # one worker on the new version with nothing in flight, the other still on the old one
+    env.hub.ack("gw/0", v2)
+    env.pub.check_drains()
+    await env.flush()
+    assert env.runtime.stopped == []
+
+    # both on the new version, but one still has requests in flight to r1
+    env.hub.ack("gw/1", v2, {"r1": 2})
+    env.pub.check_drains()
+    await env.flush()
+    assert env.runtime.stopped == []
+    assert env.pub.is_draining("r1")
+
+    env.hub.ack("gw/1", v2, {})
+    env.pub.check_drains()
+    await env.runtime.wait_stopped()
+    await env.flush()
+    assert env.runtime.stopped == [("r1", GRACE_S)]
+    assert not env.pub.is_draining("r1")
+    assert "r1" not in env.runtime.reps
+    assert "r2" in env.runtime.reps
+
+
+async def test_in_flight_on_another_endpoint_does_not_hold_the_drain(env: Env) -> None:
+    await published_with_worker(env, "r1", "r2")
+    env.pub.drain("r1")
+    await env.flush()
+    env.hub.ack("gw/0", env.hub.version, {"old-replica": 1})
+    env.pub.check_drains()
+    await env.runtime.wait_stopped()
+    assert env.runtime.stopped == [("r1", GRACE_S)]
+
+
+async def test_newer_ack_than_the_drain_version_releases(env: Env) -> None:
+    await published_with_worker(env, "r1", "r2")
+    env.pub.drain("r1")
+    await env.flush()
+    env.runtime.add("r3")
+    env.pub.mark_dirty()
+    await env.flush()
+    env.hub.ack("gw/0", env.hub.version)
+    env.pub.check_drains()
+    await env.runtime.wait_stopped()
+    assert [rid for rid, _ in env.runtime.stopped] == ["r1"]
+
+
+async def test_without_workers_a_drained_replica_is_stopped_after_the_publish(env: Env) -> None:
+    env.runtime.add("r1")
+    env.pub.drain("r1")
+    assert env.runtime.stopped == []  # not before the snapshot without it is published
+    await env.flush()
+    await env.runtime.wait_stopped()
+    assert env.runtime.stopped == [("r1", GRACE_S)]
+
+
+async def test_drain_before_the_first_publish_waits_for_it(env: Env) -> None:
+    env.runtime.add("r1")
+    env.hub.ack("gw/0", 0)
+    env.pub.drain("r1")
+    env.pub.check_drains()  # no version without it yet
+    await asyncio.sleep(0)
+    assert env.runtime.stopped == []
+    await env.flush()
+    env.hub.ack("gw/0", env.hub.version)
+    env.pub.check_drains()
+    await env.runtime.wait_stopped()
+
+
+async def test_drain_twice_stops_once(env: Env) -> None:
+    gate = asyncio.Event()
+    calls: list[str] = []
+
+    async def slow_stop(replica_id: str, grace_s: float = 10.0) -> None:
+        calls.append(replica_id)
+        await gate.wait()
+        env.runtime.reps.pop(replica_id, None)
+
+    env.runtime.stop_replica = slow_stop  # type: ignore[method-assign]
+    env.runtime.add("r1")
+    env.pub.drain("r1")
+    env.pub.drain("r1")
+    await env.flush()
+    assert calls == ["r1"]
+    env.pub.drain("r1")  # while it is being stopped: nothing more
+    await env.flush()
+    env.pub.check_drains()
+    await env.flush()
+    gate.set()
+    await env.pub.close()
+    assert calls == ["r1"]
+
+
+async def test_replica_being_stopped_is_not_routed(env: Env) -> None:
+    gate = asyncio.Event()
+    stopping = asyncio.Event()
+
+    async def slow_stop(replica_id: str, grace_s: float = 10.0) -> None:
+        stopping.set()
+        await gate.wait()
+        env.runtime.reps.pop(replica_id, None)
+
+    env.runtime.stop_replica = slow_stop  # type: ignore[method-assign]
+    env.runtime.add("r1")
+    env.pub.drain("r1")
+    await env.flush()
+    await asyncio.wait_for(stopping.wait(), WAIT)
+    assert env.pub.is_draining("r1")
+    assert env.pub.endpoints() == {}
+    env.pub.mark_dirty()
+    await env.flush()
+    assert env.endpoint_ids() == []
+    gate.set()
+    await env.pub.close()
+    assert not env.pub.is_draining("r1")
+
+
+async def test_drain_timeout(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    fake_time = types.SimpleNamespace(monotonic=lambda: now[0])
+    monkeypatch.setattr(publisher_module, "time", fake_time)
+    await published_with_worker(env, "r1", "r2")
+    env.pub.drain("r1")
+    await env.flush()
+    # the worker never acks the version without r1
+    now[0] += TIMEOUT_S - 0.5
+    env.pub.check_drains()
+    await env.flush()
+    assert env.runtime.stopped == []
+    now[0] += 1.0
+    env.pub.check_drains()
+    await env.runtime.wait_stopped()
+    await env.pub.close()
+    assert env.runtime.stopped == [("r1", GRACE_S)]
+    assert not env.pub.is_draining("r1")
+
+
+async def test_drain_timeout_before_any_publish(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [50.0]
+    monkeypatch.setattr(publisher_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    env.runtime.add("r1")
+    env.pub.drain("r1")
+    now[0] += TIMEOUT_S + 1
+    env.pub.check_drains()
+    await env.runtime.wait_stopped()
+
+
+async def test_failed_stop_is_logged_and_forgotten(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.runtime.fail_stop = True
+    env.runtime.add("r1")
+    env.pub.drain("r1")
+    await env.flush()
+    await env.runtime.wait_stopped()
+    await env.pub.close()
+    assert not env.pub.is_draining("r1")
+    assert any("r1" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+# ------------------------------------------------------------------------------------------
+# with the real hub over the loopback websocket
+# ------------------------------------------------------------------------------------------
+
+
+async def test_drain_end_to_end_with_the_real_hub() -> None:
+    runtime = FakeRuntime()
+    holder: dict[str, Callable[[], None]] = {}
+    progress = asyncio.Event()
+
+    def on_progress() -> None:  # what the controller app wires
+        holder["check"]()
+        progress.set()
+
+    async def progressed() -> None:
+        await asyncio.wait_for(progress.wait(), WAIT)
+        progress.clear()
+
+    hub = GatewayHub(on_progress=on_progress)
+    e = Env(hub, runtime, [route()], [revision()])
+    holder["check"] = e.pub.check_drains
+    app = web.Application()
+    app.router.add_get(LINK_PATH, hub.handle)
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        runtime.add("r1")
+        runtime.add("r2")
+        e.pub.mark_dirty()
+        await e.flush()
+        ws = await client.ws_connect(LINK_PATH)
+
+        async def receive() -> Snapshot:
+            msg = await ws.receive(timeout=WAIT)
+            assert msg.type == WSMsgType.TEXT
+            return Snapshot.from_wire(orjson.loads(msg.data)["snapshot"])
+
+        async def ack(version: int, draining: dict[str, int]) -> None:
+            await ws.send_str(orjson.dumps(
+                {"type": "ack", "version": version, "draining": draining}).decode())
+
+        await ws.send_str(orjson.dumps({"type": "hello", "worker": "gw/0", "version": 0}).decode())
+        first = await receive()
+        assert [x.id for x in first.revisions[0].endpoints] == ["r1", "r2"]
+        await ack(first.version, {})
+        await progressed()
+
+        e.pub.drain("r1")
+        second = await receive()
+        assert [x.id for x in second.revisions[0].endpoints] == ["r2"]
+        await ack(second.version, {"r1": 1})
+        await progressed()
+        await e.flush()
+        assert runtime.stopped == []  # acked, but a request to r1 is still in flight
+        assert e.pub.is_draining("r1")
+        await ack(second.version, {})
+        await runtime.wait_stopped()
+        assert runtime.stopped == [("r1", GRACE_S)]
+        await ws.close()
+    finally:
+        await hub.close()
+        await client.close()
+        await e.pub.close()
