@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable
 
 CRLF = b"\r\n"
@@ -87,11 +88,21 @@ def forwarded_node(peer: object) -> tuple[bytes, bytes]:
     return b"unknown", b"unknown"
 
 
+_NEEDS_QUOTES = re.compile(rb'[:\[\]"\\ ,;=]').search
+_host_cache: dict[bytes, bytes] = {}
+
+
 def _forwarded_host(host: bytes) -> bytes:
-    for ch in host:
-        if ch in b':[]"\\ ,;=':
-            return b'"' + host.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    return host
+    """`host=` value of a Forwarded element: quoted unless it is a plain token (cached)."""
+    quoted = _host_cache.get(host)
+    if quoted is None:
+        quoted = host
+        if _NEEDS_QUOTES(host):
+            quoted = b'"' + host.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        if len(_host_cache) >= 4096:
+            _host_cache.clear()
+        _host_cache[host] = quoted
+    return quoted
 
 
 def forwarding_headers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import cast
 
 import httptools
 
@@ -90,6 +91,23 @@ RAW_HEAD_SLACK = 256 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
+_REASONS: dict[int, bytes] = {
+    200: b"OK",
+    201: b"Created",
+    202: b"Accepted",
+    204: b"No Content",
+    301: b"Moved Permanently",
+    302: b"Found",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+}
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, r) for code, r in _REASONS.items()}
 
 
 class _Abort(Exception):
@@ -168,6 +186,59 @@ class _Request:
 class ProxyProtocol(asyncio.Protocol):
     """One client connection: parses requests, routes them and relays the exchanges."""
 
+    __slots__ = (
+        "_abort_status",
+        "_advance_again",
+        "_advancing",
+        "_broken",
+        "_client_ip",
+        "_client_write_paused",
+        "_closing",
+        "_connect_task",
+        "_ctimer",
+        "_cur",
+        "_cwhen",
+        "_ep",
+        "_failed_over",
+        "_for_node",
+        "_fresh",
+        "_head",
+        "_head_bytes",
+        "_head_since",
+        "_idle_since",
+        "_idle_timeout",
+        "_in_head",
+        "_last",
+        "_last_io",
+        "_loop",
+        "_max_body",
+        "_max_header",
+        "_metrics",
+        "_out_head",
+        "_parser",
+        "_pmask",
+        "_pool",
+        "_queue",
+        "_replay_limit",
+        "_req",
+        "_resp_close",
+        "_resp_mode",
+        "_resp_started",
+        "_retried",
+        "_reused",
+        "_rev",
+        "_router",
+        "_settings",
+        "_splice",
+        "_start_deadline",
+        "_start_timeout",
+        "_up",
+        "_up_ready",
+        "_utimer",
+        "_uwhen",
+        "transport",
+    )
+
     def __init__(
         self,
         router: Router,
@@ -199,8 +270,12 @@ class ProxyProtocol(asyncio.Protocol):
         self._closing = False
         self._broken = False
         self._client_write_paused = False
+        # Lazy timers: one handle each, re-armed only when it fires before its deadline.
         self._ctimer: asyncio.TimerHandle | None = None
-        self._ctimer_kind = ""
+        self._cwhen = 0.0
+        self._idle_since = 0.0
+        self._fresh = True
+        self._head_since = 0.0
         # Per exchange:
         self._rev: RevisionTarget | None = None
         self._ep: Endpoint | None = None
@@ -212,7 +287,10 @@ class ProxyProtocol(asyncio.Protocol):
         self._connect_task: asyncio.Task[None] | None = None
         self._head = b""
         self._utimer: asyncio.TimerHandle | None = None
+        self._uwhen = 0.0
+        self._start_deadline = 0.0
         self._start_timeout = 0.0
+        self._out_head: bytes | None = None
         self._idle_timeout = 0.0
         self._last_io = 0.0
         self._resp_started = False
@@ -225,11 +303,12 @@ class ProxyProtocol(asyncio.Protocol):
     # -- asyncio.Protocol: client side ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._for_node, self._client_ip = forwarded_node(transport.get_extra_info("peername"))
         self._metrics.active_connections += 1
-        self._arm_ctimer("header", self._settings.header_read_timeout_s)
+        self._idle_since = now = self._loop.time()
+        if self._settings.header_read_timeout_s > 0:
+            self._ensure_ctimer(now + self._settings.header_read_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         if self._splice:
@@ -266,9 +345,16 @@ class ProxyProtocol(asyncio.Protocol):
             self._protocol_error(400, f"malformed request: {exc}")
             return
         if self._in_head:
+            # Rare: a header block split over reads. Bound it in bytes and in time.
             self._head_bytes += len(data)
             if self._head_bytes > self._max_header + RAW_HEAD_SLACK:
                 self._protocol_error(431, "request header block too large")
+                return
+            req = self._req
+            if req is not None and req is self._cur and not self._head_since:
+                self._head_since = now = self._loop.time()
+                if self._settings.header_read_timeout_s > 0:
+                    self._ensure_ctimer(now + self._settings.header_read_timeout_s)
 
     def eof_received(self) -> bool | None:
         # A client that stops sending has gone away (like nginx without
@@ -280,7 +366,7 @@ class ProxyProtocol(asyncio.Protocol):
         if self._splice:
             self._metrics.active_upgrades -= 1
         self._closing = True
-        self._cancel_ctimer()
+        self._cancel_timers()
         self._end_exchange(reuse=False)
         self._cur = None
         self._queue.clear()
@@ -306,7 +392,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._head_bytes = 0
         if self._cur is None:
             self._cur = req
-            self._arm_ctimer("header", self._settings.header_read_timeout_s)
+            self._head_since = 0.0
         else:
             self._queue.append(req)
             self._pause(P_PIPELINE)
@@ -394,7 +480,6 @@ class ProxyProtocol(asyncio.Protocol):
                 f"{self._max_body} bytes",
             )
         if req is self._cur:
-            self._cancel_ctimer()
             self._start(req)
 
     def on_body(self, data: bytes) -> None:
@@ -500,7 +585,10 @@ class ProxyProtocol(asyncio.Protocol):
         self._start_timeout = timeout
         self._idle_timeout = target.idle_timeout_s
         if timeout > 0:
-            self._utimer = self._loop.call_later(timeout, self._on_start_timeout)
+            self._start_deadline = deadline = self._loop.time() + timeout
+            self._ensure_utimer(deadline)
+        else:
+            self._start_deadline = 0.0
         self._dispatch(ep, fresh=False)
 
     def _build_head(self, req: _Request, host: bytes) -> bytes:
@@ -564,6 +652,13 @@ class ProxyProtocol(asyncio.Protocol):
     def _attach(self, up: UpstreamConn, reused: bool) -> None:
         req = self._cur
         assert req is not None and up.transport is not None
+        if self._retried and req.replay is None:
+            # The body outgrew the replay buffer while the retry connected: cannot resend.
+            self._pool.put(up)
+            rev = self._rev
+            key = rev.key if rev is not None else "?"
+            self._upstream_failed(502, f"a replica of revision {key} dropped the connection")
+            return
         self._up = up
         self._reused = reused
         up.begin(self, req.method == b"HEAD")
@@ -600,12 +695,12 @@ class ProxyProtocol(asyncio.Protocol):
             if status == 100 and req.expect and not req.http10:
                 transport.write(_CONTINUE)
             return
-        if self._utimer is not None:
-            self._utimer.cancel()
-            self._utimer = None
         self._resp_started = True
         upgrade = status == 101 and req.upgrade
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, up.reason)]
+        line = _STATUS_LINES.get(status)
+        if line is None or up.reason != _REASONS.get(status):
+            line = b"HTTP/1.1 %d %s\r\n" % (status, up.reason)
+        parts = [line]
         join_headers(parts, up.headers)
         close = not req.keep_alive or self._broken or (req.upgrade and not upgrade)
         length = up.content_length
@@ -633,18 +728,39 @@ class ProxyProtocol(asyncio.Protocol):
         parts.append(CRLF)
         self._resp_mode = mode
         self._resp_close = close
-        transport.write(b"".join(parts))
+        # Held back so that a head and the body bytes of the same read go out in one write.
+        self._out_head = b"".join(parts)
         self._metrics.count_status(status)
         if self._idle_timeout > 0 and not upgrade:
-            self._last_io = self._loop.time()
-            self._utimer = self._loop.call_later(self._idle_timeout, self._on_idle)
+            self._last_io = now = self._loop.time()
+            self._ensure_utimer(now + self._idle_timeout)
+
+    def up_flush(self) -> None:
+        """End of one upstream read: write a response head still held back."""
+        head = self._out_head
+        if head is not None:
+            self._out_head = None
+            transport = self.transport
+            if transport is not None and not self._closing:
+                transport.write(head)
 
     def up_body(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or self._closing:
             return
+        head = self._out_head
         if self._resp_mode == M_CHUNKED:
-            transport.writelines((b"%x\r\n" % len(data), data, CRLF))
+            if head is not None:
+                self._out_head = None
+                transport.writelines((head, b"%x\r\n" % len(data), data, CRLF))
+            else:
+                transport.writelines((b"%x\r\n" % len(data), data, CRLF))
+        elif head is not None:
+            self._out_head = None
+            if len(data) <= 16384:
+                transport.write(head + data)
+            else:
+                transport.writelines((head, data))
         else:
             transport.write(data)
         if self._idle_timeout > 0:
@@ -659,8 +775,15 @@ class ProxyProtocol(asyncio.Protocol):
             self.up_upgrade(up, b"")
             return
         transport = self.transport
-        if self._resp_mode == M_CHUNKED and transport is not None and not self._closing:
-            transport.write(_LAST_CHUNK)
+        if transport is not None and not self._closing:
+            head = self._out_head
+            if head is not None:
+                self._out_head = None
+                if self._resp_mode == M_CHUNKED:
+                    head += _LAST_CHUNK
+                transport.write(head)
+            elif self._resp_mode == M_CHUNKED:
+                transport.write(_LAST_CHUNK)
         self._end_exchange(reuse=req.complete)
         req.response_done = True
         if self._resp_close or not req.complete:
@@ -672,13 +795,11 @@ class ProxyProtocol(asyncio.Protocol):
     def up_upgrade(self, up: UpstreamConn, tail: bytes) -> None:
         req = self._cur
         transport = self.transport
+        self.up_flush()
         if req is None or transport is None or not (up.status == 101 and req.upgrade):
             self._end_exchange(reuse=False)
             self._close_client()
             return
-        if self._utimer is not None:
-            self._utimer.cancel()
-            self._utimer = None
         self._splice = True
         up.splice = True
         self._metrics.active_upgrades += 1
@@ -693,6 +814,7 @@ class ProxyProtocol(asyncio.Protocol):
     def up_lost(self, up: UpstreamConn, exc: Exception | None) -> None:
         if up is not self._up:
             return
+        self.up_flush()
         self._up = None
         self._up_ready = False
         self._resume(P_UPWRITE)
@@ -752,10 +874,8 @@ class ProxyProtocol(asyncio.Protocol):
             self._router.release(ep.id)
 
     def _end_exchange(self, reuse: bool) -> None:
-        """Detach the upstream (pooling it if `reuse`), stop timers, free the slot. Idempotent."""
-        if self._utimer is not None:
-            self._utimer.cancel()
-            self._utimer = None
+        """Detach the upstream (pooling it if `reuse`), free the slot. Idempotent."""
+        self._start_deadline = 0.0
         task = self._connect_task
         if task is not None:
             self._connect_task = None
@@ -874,17 +994,22 @@ class ProxyProtocol(asyncio.Protocol):
             if nxt.head_done:
                 self._start(nxt)
             else:
-                self._arm_ctimer("header", self._settings.header_read_timeout_s)
+                self._head_since = now = self._loop.time()
+                if self._settings.header_read_timeout_s > 0:
+                    self._ensure_ctimer(now + self._settings.header_read_timeout_s)
             return
         self._resume(P_PIPELINE)
-        self._arm_ctimer("keepalive", self._settings.client_keepalive_timeout_s)
+        self._fresh = False
+        self._idle_since = now = self._loop.time()
+        if self._settings.client_keepalive_timeout_s > 0:
+            self._ensure_ctimer(now + self._settings.client_keepalive_timeout_s)
 
     def _close_client(self, linger: bool = False) -> None:
         transport = self.transport
         if self._closing or transport is None:
             return
         self._closing = True
-        self._cancel_ctimer()
+        self._cancel_timers()
         if linger and transport.can_write_eof() and not transport.is_closing():
             transport.write_eof()
             self._pmask = 0
@@ -895,25 +1020,61 @@ class ProxyProtocol(asyncio.Protocol):
 
     # -- timers -----------------------------------------------------------------------------
 
-    def _arm_ctimer(self, kind: str, delay: float) -> None:
-        if self._ctimer is not None:
-            self._ctimer.cancel()
-            self._ctimer = None
-        if delay > 0:
-            self._ctimer_kind = kind
-            self._ctimer = self._loop.call_later(delay, self._on_ctimer)
+    def _ensure_ctimer(self, when: float) -> None:
+        """Make the client timer fire no later than `when` (it re-checks state when it fires)."""
+        handle = self._ctimer
+        if handle is not None:
+            if self._cwhen <= when:
+                return
+            handle.cancel()
+        self._cwhen = when
+        self._ctimer = self._loop.call_at(when, self._on_ctimer)
 
-    def _cancel_ctimer(self) -> None:
+    def _ensure_utimer(self, when: float) -> None:
+        handle = self._utimer
+        if handle is not None:
+            if self._uwhen <= when:
+                return
+            handle.cancel()
+        self._uwhen = when
+        self._utimer = self._loop.call_at(when, self._on_utimer)
+
+    def _cancel_timers(self) -> None:
         if self._ctimer is not None:
             self._ctimer.cancel()
             self._ctimer = None
+        if self._utimer is not None:
+            self._utimer.cancel()
+            self._utimer = None
 
     def _on_ctimer(self) -> None:
+        """Client-side deadlines: idle keep-alive connection, slow header block."""
         self._ctimer = None
         if self._closing:
             return
+        now = self._loop.time()
+        settings = self._settings
         cur = self._cur
-        if cur is not None and not cur.head_done and self._req is cur:
+        if cur is None:
+            limit = (
+                settings.header_read_timeout_s
+                if self._fresh
+                else (settings.client_keepalive_timeout_s)
+            )
+            deadline = self._idle_since + limit
+            if limit <= 0:
+                return
+            if now >= deadline:
+                self._close_client()
+            else:
+                self._ensure_ctimer(deadline)
+            return
+        if not cur.head_done and self._req is cur and settings.header_read_timeout_s > 0:
+            since = self._head_since or self._idle_since
+            deadline = since + settings.header_read_timeout_s
+            if now < deadline:
+                self._ensure_ctimer(deadline)
+                return
             self._metrics.client_errors += 1
             self._parser = None
             transport = self.transport
@@ -921,26 +1082,34 @@ class ProxyProtocol(asyncio.Protocol):
             transport.write(error_response(408, "request headers not received in time", True))
             self._metrics.count_status(408)
             self._close_client(linger=True)
-        elif cur is None:
-            self._close_client()
+        # Otherwise an exchange is under way; `_advance` re-arms when it ends.
 
-    def _on_start_timeout(self) -> None:
+    def _on_utimer(self) -> None:
+        """Exchange deadlines: response start (504) and, once streaming, the idle gap."""
         self._utimer = None
-        if self._resp_started:
+        if self._closing or self._cur is None or self._rev is None or self._splice:
             return
-        self._metrics.upstream_timeouts += 1
-        self._metrics.upstream_errors += 1
-        rev = self._rev
-        key = rev.key if rev is not None else "?"
-        self._upstream_failed(
-            504, f"revision {key} did not start a response within {self._start_timeout:g} s"
-        )
-
-    def _on_idle(self) -> None:
-        self._utimer = None
-        remaining = self._last_io + self._idle_timeout - self._loop.time()
-        if remaining > 0:
-            self._utimer = self._loop.call_later(remaining, self._on_idle)
+        now = self._loop.time()
+        if not self._resp_started:
+            deadline = self._start_deadline
+            if not deadline:
+                return
+            if now < deadline:
+                self._ensure_utimer(deadline)
+                return
+            self._metrics.upstream_timeouts += 1
+            self._metrics.upstream_errors += 1
+            self._upstream_failed(
+                504,
+                f"revision {self._rev.key} did not start a response within "
+                f"{self._start_timeout:g} s",
+            )
+            return
+        if self._idle_timeout <= 0 or self._cur.response_done:
+            return
+        deadline = self._last_io + self._idle_timeout
+        if now < deadline:
+            self._ensure_utimer(deadline)
             return
         self._metrics.upstream_timeouts += 1
         self._end_exchange(reuse=False)

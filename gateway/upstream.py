@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -20,12 +20,15 @@ from gateway.headers import (
     drop_named,
 )
 
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
+
 
 class UpstreamOwner(Protocol):
     """What an upstream connection reports to the client exchange currently using it."""
 
     def up_headers(self, up: UpstreamConn, status: int) -> None: ...
     def up_body(self, data: bytes) -> None: ...
+    def up_flush(self) -> None: ...
     def up_complete(self, up: UpstreamConn) -> None: ...
     def up_upgrade(self, up: UpstreamConn, tail: bytes) -> None: ...
     def up_lost(self, up: UpstreamConn, exc: Exception | None) -> None: ...
@@ -122,8 +125,7 @@ class UpstreamConn(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
@@ -148,16 +150,20 @@ class UpstreamConn(asyncio.Protocol):
         except httptools.HttpParserError:
             self.parser = None
             self.keep_alive = False
-            self.close()
-            if self.owner is None:
-                # close() detached us; still tell the exchange, once.
+            attached = self.owner is owner
+            self.close()  # detaches: connection_lost will not report again
+            if attached:
                 owner.up_lost(self, ConnectionError("malformed response from replica"))
             return
-        if self.complete and self.owner is owner:
+        if self.owner is not owner:
+            return
+        if self.complete:
             self.complete = False
             if self.head_request:
                 self.parser = None  # it still expects the body a HEAD response never has
             owner.up_complete(self)
+        else:
+            owner.up_flush()
 
     def eof_received(self) -> bool | None:
         return None
@@ -212,6 +218,8 @@ class UpstreamConn(asyncio.Protocol):
         elif kind == R_TRANSFER_ENCODING:
             self.chunked = value.rstrip().lower().endswith(b"chunked")
         elif kind == R_CONNECTION:
+            if value in _PLAIN_CONNECTION:
+                return
             tokens = connection_tokens(value)
             if not tokens <= STANDARD_CONNECTION_TOKENS:
                 self.conn_extra = (self.conn_extra or set()) | tokens

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +61,8 @@ class Upstream:
     requests: list[dict[str, object]] = field(default_factory=list)
     peers: set[tuple[str, int]] = field(default_factory=set)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    progress: int = 0
+    """Bytes of the current /stream response written so far (backpressure tests)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -111,12 +115,23 @@ def make_app(up: Upstream) -> web.Application:
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         sent = 0
+        block = b"s" * chunk
         while sent < n:
             size = min(chunk, n - sent)
-            await resp.write(b"s" * size)
+            await resp.write(block if size == chunk else block[:size])
             sent += size
+            up.progress = sent
         await resp.write_eof()
         return resp
+
+    async def hold_upload(request: web.Request) -> web.StreamResponse:
+        await up.release.wait()
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+        info = _record(up, request, b"")
+        info["body_len"] = total
+        return web.json_response(info)
 
     async def slow(request: web.Request) -> web.StreamResponse:
         _record(up, request, b"")
@@ -163,6 +178,7 @@ def make_app(up: Upstream) -> web.Application:
     app.router.add_get("/sized", sized)
     app.router.add_get("/stream", stream)
     app.router.add_get("/slow", slow)
+    app.router.add_post("/hold-upload", hold_upload)
     app.router.add_get("/hang-stream", hang_stream)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/hop", hop)
@@ -324,8 +340,8 @@ class RawClient:
         self.writer = writer
 
     @staticmethod
-    async def connect(port: int) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**22)
+    async def connect(port: int, limit: int = 2**22) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=limit)
         return RawClient(reader, writer)
 
     async def send(self, data: bytes) -> None:
@@ -419,6 +435,15 @@ class RawUpstream:
                     return
                 self.bodies.append(body)
                 served += 1
+                if self.mode == "truncate":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+                    await writer.drain()
+                    writer.close()
+                    return
+                if self.mode == "garbage":
+                    writer.write(b"THIS IS NOT HTTP\r\n\r\n")
+                    await writer.drain()
+                    continue
                 if self.mode == "until-close":
                     writer.write(b"HTTP/1.1 200 OK\r\nX-Mode: eof\r\n\r\nall of it until close")
                     await writer.drain()
@@ -1021,4 +1046,128 @@ async def test_draining_endpoint_reports_when_done(upstreams: tuple[Upstream, Up
             assert resp.status == 200
         await wait_for(lambda: drained == [1], what="the drained hook")
         assert p.router.draining() == {}
+        await p.settled()
+
+
+# --------------------------------------------------------------------------------------------
+# The same scenarios on uvloop (what the worker runs)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.environ.get("FLINT_TEST_LOOP") == "uvloop", reason="already on uvloop")
+def test_whole_module_under_uvloop() -> None:
+    env = dict(os.environ, FLINT_TEST_LOOP="uvloop")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env,
+        capture_output=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout.decode()[-4000:] + proc.stderr.decode()[-2000:]
+
+
+# --------------------------------------------------------------------------------------------
+# Backpressure
+# --------------------------------------------------------------------------------------------
+
+BIG = 96 * 1024 * 1024
+
+
+async def wait_stable(value: Callable[[], int], what: str) -> int:
+    """Poll until `value()` stops changing for 30 consecutive polls (a stalled stream)."""
+    deadline = time.monotonic() + 20
+    last, same = value(), 0
+    while same < 30:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never stalled")
+        await asyncio.sleep(0.01)
+        now = value()
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+
+
+async def test_slow_client_pauses_the_upstream(
+    proxy: Proxy, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    a, _ = upstreams
+    c = await RawClient.connect(proxy.port, limit=65536)
+    await c.send(b"GET /stream?n=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (BIG, HELLO.encode()))
+    await wait_for(lambda: a.progress > 1024 * 1024, what="the response to start streaming")
+    stalled_at = await wait_stable(lambda: a.progress, "the upstream writer")
+    # Only socket buffers hold the difference: the proxy did not slurp the response.
+    assert stalled_at < BIG // 2, stalled_at
+    resp = await c.read_response(limit_s=60)
+    assert len(resp.body) == BIG
+    await c.close()
+
+
+async def test_slow_upstream_pauses_the_client(
+    proxy: Proxy, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    a, _ = upstreams
+    c = await RawClient.connect(proxy.port)
+    await c.send(
+        b"POST /hold-upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+        % (HELLO.encode(), BIG)
+    )
+    sent = 0
+    block = b"u" * 65536
+
+    async def upload() -> None:
+        nonlocal sent
+        while sent < BIG:
+            c.writer.write(block)
+            await c.writer.drain()
+            sent += len(block)
+
+    task = asyncio.create_task(upload())
+    stalled_at = await wait_stable(lambda: sent, "the client upload")
+    assert stalled_at < BIG // 2, stalled_at
+    a.release.set()
+    await asyncio.wait_for(task, 60)
+    resp = await c.read_response(limit_s=60)
+    assert resp.json()["body_len"] == BIG
+    await c.close()
+
+
+@pytest.mark.parametrize("mode", ["truncate", "garbage"])
+async def test_broken_replica_responses(mode: str) -> None:
+    async with raw_upstream(mode) as up:
+        snap = snapshot(
+            1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])]
+        )
+        async with running_proxy(snap) as p:
+            c = await RawClient.connect(p.port)
+            await c.send(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % HELLO.encode())
+            if mode == "garbage":
+                resp = await c.read_response()
+                assert resp.status == 502
+            else:
+                head = await asyncio.wait_for(c.reader.readuntil(b"\r\n\r\n"), 5)
+                assert b"Content-Length: 100" in head
+                # The response started, so the only honest signal left is closing.
+                rest = await asyncio.wait_for(c.reader.read(), 5)
+                assert rest == b"only ten.."
+            await c.close()
+            await p.settled()
+            assert p.metrics.upstream_errors >= 1
+
+
+async def test_pool_limits_and_idle_expiry(upstreams: tuple[Upstream, Upstream]) -> None:
+    a, b = upstreams
+    settings = GatewaySettings(upstream_keepalive_per_endpoint=2, upstream_keepalive_idle_s=0.3)
+    async with running_proxy(hello_snapshot(a, b), settings) as p, aiohttp.ClientSession() as s:
+
+        async def one() -> int:
+            async with s.get(url(p, "/slow?delay=0.2"), headers={"Host": HELLO}) as resp:
+                return resp.status
+
+        assert await asyncio.gather(*(one() for _ in range(5))) == [200] * 5
+        assert p.factory.pool.idle_count("a") == 2
+        await wait_for(lambda: p.factory.pool.idle_count() == 0, what="idle upstreams to expire")
+        async with s.get(url(p), headers={"Host": HELLO}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Server"] == "up/1"
         await p.settled()
