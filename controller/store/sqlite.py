@@ -212,10 +212,7 @@ class SqliteStore:
         with self._transaction() as db:
             stored = self._load_sync(kind, ns, name)
             logic.check_resource_version(kind, stored, obj)
-            if status_only:
-                new = logic.apply_status_update(stored, obj)
-            else:
-                new = logic.apply_update(stored, obj)
+            new = logic.apply_status_update(stored, obj) if status_only else logic.apply_update(stored, obj)
             if new == stored:
                 return stored
             result, change, compacted = self._write_sync(db, "MODIFIED", kind, ns, name, new)

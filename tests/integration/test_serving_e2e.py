@@ -28,7 +28,7 @@ def _ready(obj: dict) -> bool:  # type: ignore[type-arg]
 def test_create_answers_at_once_with_the_runtime_contract(flint: Flint) -> None:
     out = flint.cli("service", "create", "echo", "--image", ECHO, "--env", "TARGET=one")
     assert f"http://echo.default.localhost:{flint.port}" in out.stdout
-    status, headers, body = asyncio.run(
+    status, _, body = asyncio.run(
         fetch(flint.port, flint.host("echo"), "/hi?x=1", headers={"X-User": "kept"})
     )
     assert status == 200, body

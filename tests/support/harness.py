@@ -144,14 +144,14 @@ def stop_flint(f: Flint) -> None:
 
 async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str] | None = None,
                 method: str = "GET", data: bytes | None = None,
-                timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+                deadline_s: float = 30) -> tuple[int, dict[str, str], bytes]:
     """One request to the gateway with the Host header set (Python does not resolve *.localhost)."""
     import aiohttp
 
     h = {"Host": host, **(headers or {})}
     async with aiohttp.ClientSession() as s, s.request(
         method, f"http://127.0.0.1:{port}{path}", headers=h, data=data,
-        timeout=aiohttp.ClientTimeout(total=timeout),
+        timeout=aiohttp.ClientTimeout(total=deadline_s),
     ) as r:
         return r.status, dict(r.headers), await r.read()
 
