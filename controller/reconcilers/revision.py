@@ -195,8 +195,11 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
         set_condition(
             status, "Ready", "False", "ProgressDeadlineExceeded",
             f"Initial scale was never achieved: no replica became ready within "
-            f"{_deadline_s(rev, ctx.settings.progress_deadline_s):.0f}s. "
-            + (next((r.message for r in replicas if r.message), "")),
+            f"{_deadline_s(rev, ctx.settings.progress_deadline_s):g}s; "
+            + (
+                next((r.message for r in replicas if r.message), "")
+                or "the app never passed its readiness probe (by default a TCP connect to $PORT)"
+            ),
             now=now,
         )
         await write_status(ctx, REVISIONS, rev, status)

@@ -1,0 +1,92 @@
+"""Lifecycle end to end: what creates a revision, failing revisions, and routes that name unknown ones."""
+
+from __future__ import annotations
+
+import yaml
+from support.harness import APPS, Flint, poll
+
+
+def _cond(obj: dict, type_: str) -> dict:  # type: ignore[type-arg]
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return c  # type: ignore[no-any-return]
+    return {}
+
+
+def test_service_labels_create_no_revision_but_template_changes_do(flint: Flint) -> None:
+    flint.cli("service", "create", "labels", "--image", str(APPS / "echo"))
+    svc = flint.get("ksvc", "labels")
+    svc["metadata"].setdefault("labels", {})["team"] = "blue"
+    svc["metadata"].setdefault("annotations", {})["note"] = "top-level only"
+    flint.cli("apply", "-f", "-", input=yaml.safe_dump(svc))
+    poll(lambda: flint.get("config", "labels")["metadata"].get("labels", {}).get("team") == "blue",
+         20, "the label to propagate to the Configuration")
+    assert flint.get("ksvc", "labels")["status"]["latestCreatedRevisionName"] == "labels-00001"
+    assert flint.cli("get", "rev", "labels-00002", check=False).returncode != 0
+
+    svc = flint.get("ksvc", "labels")
+    template_meta = svc["spec"]["template"].setdefault("metadata", {})
+    template_meta.setdefault("annotations", {})["x"] = "y"
+    template_meta.setdefault("labels", {})["tier"] = "web"
+    flint.cli("apply", "-f", "-", input=yaml.safe_dump(svc))
+    flint.cli("service", "wait", "labels")
+    rev = flint.get("rev", "labels-00002")
+    assert rev["metadata"]["annotations"]["x"] == "y"
+    # As in Knative: the template's metadata goes to the revision, with the serving labels.
+    assert rev["metadata"]["labels"]["tier"] == "web"
+    assert rev["metadata"]["labels"]["serving.knative.dev/service"] == "labels"
+    assert flint.get("route", "labels")["metadata"]["labels"]["team"] == "blue"
+    flint.cli("service", "delete", "labels")
+
+
+def test_route_naming_an_unknown_revision_sets_a_condition(flint: Flint) -> None:
+    route = {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Route",
+        "metadata": {"name": "dangling"},
+        "spec": {"traffic": [{"revisionName": "nowhere-00001", "percent": 100}]},
+    }
+    flint.cli("apply", "-f", "-", input=yaml.safe_dump(route))
+
+    def missing() -> bool:
+        c = _cond(flint.get("route", "dangling"), "AllTrafficAssigned")
+        return c.get("status") == "False" and c.get("reason") == "RevisionMissing"
+
+    poll(missing, 20, "AllTrafficAssigned=False RevisionMissing")
+    assert "nowhere-00001" in _cond(flint.get("route", "dangling"), "Ready")["message"]
+    assert flint.cli("get", "ksvc").returncode == 0  # the controller is still fine
+    flint.cli("delete", "route", "dangling")
+
+
+def test_crashing_app_reports_exit_code_and_log_lines(flint: Flint) -> None:
+    out = flint.cli("service", "create", "crash", "--image", str(APPS / "crasher"), "--no-wait")
+    assert out.returncode == 0
+
+    def unhealthy() -> bool:
+        c = _cond(flint.get("rev", "crash-00001"), "ContainerHealthy")
+        return c.get("status") == "False" and "exit code 3" in c.get("message", "")
+
+    poll(unhealthy, 30, "ContainerHealthy=False with the exit code")
+    msg = _cond(flint.get("rev", "crash-00001"), "ContainerHealthy")["message"]
+    assert "about to fail on purpose" in msg
+    flint.cli("service", "delete", "crash")
+
+
+def test_progress_deadline_fails_and_stops_the_revision(flint: Flint) -> None:
+    manifest = {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "deaf"},
+        "spec": {"template": {
+            "metadata": {"annotations": {"serving.knative.dev/progress-deadline": "3s"}},
+            "spec": {"containers": [{"image": str(APPS / "deaf")}]},
+        }},
+    }
+    flint.cli("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    out = flint.cli("service", "wait", "deaf", "--wait-timeout", "30", check=False)
+    assert out.returncode != 0
+    assert "Initial scale was never achieved" in out.stderr and "within 3s" in out.stderr
+    rev = flint.get("rev", "deaf-00001")
+    ready = _cond(rev, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "ProgressDeadlineExceeded"
+    poll(lambda: not any(r["revision_key"] == "default/deaf-00001" for r in flint.replica_records()),
+         20, "the failed revision's replica to stop")
+    flint.cli("service", "delete", "deaf")
