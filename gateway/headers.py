@@ -164,7 +164,3 @@ def error_response(status: int, message: str, close: bool, retry_after: bool = F
             body,
         )
     )
-
-
-def chunk_header(size: int) -> bytes:
-    return b"%x\r\n" % size

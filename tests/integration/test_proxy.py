@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -247,15 +248,11 @@ def route(
         name=name,
         hosts=(f"{name}.{namespace}.localhost",),
         traffic=tuple(TrafficSplit(r, p) for r, p in traffic),
-        tags=tuple(
-            TagTarget(tag, rev, (f"{tag}-{name}.{namespace}.localhost",)) for tag, rev in tags
-        ),
+        tags=tuple(TagTarget(tag, rev, (f"{tag}-{name}.{namespace}.localhost",)) for tag, rev in tags),
     )
 
 
-def snapshot(
-    version: int, routes: Sequence[RouteEntry], revisions: Sequence[RevisionTarget]
-) -> Snapshot:
+def snapshot(version: int, routes: Sequence[RouteEntry], revisions: Sequence[RevisionTarget]) -> Snapshot:
     return Snapshot(version=version, routes=tuple(routes), revisions=tuple(revisions))
 
 
@@ -288,9 +285,7 @@ class Proxy:
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(
-    snap: Snapshot, settings: GatewaySettings | None = None
-) -> AsyncIterator[Proxy]:
+async def running_proxy(snap: Snapshot, settings: GatewaySettings | None = None) -> AsyncIterator[Proxy]:
     router = Router(snap)
     factory = ProxyFactory(router, settings or GatewaySettings())
     loop = asyncio.get_running_loop()
@@ -450,9 +445,7 @@ class RawUpstream:
                     writer.close()
                     return
                 payload = b"served %d on connection %d" % (served, self.connections)
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
-                )
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -552,9 +545,7 @@ def get_header(info: dict[str, object], name: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-async def test_routes_by_host_tag_host_and_tag_header(
-    proxy: Proxy, session: aiohttp.ClientSession
-) -> None:
+async def test_routes_by_host_tag_host_and_tag_header(proxy: Proxy, session: aiohttp.ClientSession) -> None:
     cases = [
         ({"Host": HELLO}, "a"),
         ({"Host": "HELLO.default.localhost:8080"}, "a"),
@@ -572,18 +563,14 @@ async def test_routes_by_host_tag_host_and_tag_header(
             assert get_header(info, "host") == [headers["Host"]]
 
 
-async def test_unknown_host_is_404_naming_the_host(
-    proxy: Proxy, session: aiohttp.ClientSession
-) -> None:
+async def test_unknown_host_is_404_naming_the_host(proxy: Proxy, session: aiohttp.ClientSession) -> None:
     async with session.get(url(proxy), headers={"Host": "nope.default.localhost"}) as resp:
         assert resp.status == 404
         assert resp.headers["Content-Type"].startswith("text/plain")
         assert "nope.default.localhost" in await resp.text()
 
 
-async def test_no_ready_replica_is_503_with_retry_after(
-    proxy: Proxy, session: aiohttp.ClientSession
-) -> None:
+async def test_no_ready_replica_is_503_with_retry_after(proxy: Proxy, session: aiohttp.ClientSession) -> None:
     async with session.get(url(proxy), headers={"Host": "empty.default.localhost"}) as resp:
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "1"
@@ -637,9 +624,7 @@ async def test_forwarded_headers_appended_and_traceparent_kept(proxy: Proxy) -> 
     assert get_header(info, "traceparent") == [tp]
 
 
-async def test_traceparent_generated_when_absent(
-    proxy: Proxy, session: aiohttp.ClientSession
-) -> None:
+async def test_traceparent_generated_when_absent(proxy: Proxy, session: aiohttp.ClientSession) -> None:
     seen = set()
     for _ in range(2):
         async with session.get(url(proxy), headers={"Host": HELLO}) as resp:
@@ -669,9 +654,7 @@ async def test_hop_by_hop_stripped_user_headers_untouched(proxy: Proxy) -> None:
         assert gone not in names, gone
     assert not [n for n in names if n.lower().startswith("x-flint-")]
     user = [
-        (k, v)
-        for k, v in header_pairs(info)
-        if k in ("X-Zeta", "Host", "x-MiXeD-case", "Accept", "X-Alpha")
+        (k, v) for k, v in header_pairs(info) if k in ("X-Zeta", "Host", "x-MiXeD-case", "Accept", "X-Alpha")
     ]
     assert user == [
         ("X-Zeta", "1"),
@@ -698,11 +681,9 @@ async def test_hop_by_hop_stripped_user_headers_untouched(proxy: Proxy) -> None:
 FIVE_MB = 5 * 1024 * 1024
 
 
-async def test_sized_and_chunked_request_bodies(
-    proxy: Proxy, session: aiohttp.ClientSession
-) -> None:
+async def test_sized_and_chunked_request_bodies(proxy: Proxy, session: aiohttp.ClientSession) -> None:
     payload = bytes(range(256)) * (FIVE_MB // 256)
-    async with session.post(url(proxy, "/upload"), data=payload, headers={"Host": HELLO}) as r:
+    async with session.post(url(proxy, "/upload"), data=io.BytesIO(payload), headers={"Host": HELLO}) as r:
         info = await r.json()
         assert info["body_len"] == FIVE_MB and info["chunked"] is False
 
@@ -744,9 +725,7 @@ async def test_sized_streamed_head_and_no_body_responses(proxy: Proxy) -> None:
 async def test_chunked_upload_with_streamed_echo_via_aiohttp(
     proxy: Proxy, session: aiohttp.ClientSession
 ) -> None:
-    async with session.get(
-        url(proxy, f"/stream?n={FIVE_MB}&chunk=1000"), headers={"Host": HELLO}
-    ) as r:
+    async with session.get(url(proxy, f"/stream?n={FIVE_MB}&chunk=1000"), headers={"Host": HELLO}) as r:
         total = 0
         async for chunk in r.content.iter_any():
             total += len(chunk)
@@ -786,9 +765,7 @@ async def test_pipelined_requests_answered_in_order(proxy: Proxy) -> None:
 
 async def test_close_delimited_response_is_relayed_then_closed() -> None:
     async with raw_upstream("until-close") as up:
-        snap = snapshot(
-            1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])]
-        )
+        snap = snapshot(1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])])
         async with running_proxy(snap) as p:
             c = await RawClient.connect(p.port)
             await c.send(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % HELLO.encode())
@@ -882,14 +859,11 @@ async def test_body_limits_are_413() -> None:
     settings = GatewaySettings(max_request_body_bytes=1000)
     up = await start_upstream("a")
     try:
-        snap = snapshot(
-            1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])]
-        )
+        snap = snapshot(1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])])
         async with running_proxy(snap, settings) as p:
             c = await RawClient.connect(p.port)
             await c.send(
-                b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: 1001\r\n\r\n"
-                % HELLO.encode()
+                b"POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Length: 1001\r\n\r\n" % HELLO.encode()
             )
             resp = await c.read_response()
             assert resp.status == 413 and resp.header("connection") == "close"
@@ -934,10 +908,8 @@ async def test_header_block_too_large_is_431() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
-        b"0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -973,15 +945,12 @@ async def test_keepalive_reuses_upstream_connection(
 
 async def test_retry_on_reused_connection_closed_by_the_replica() -> None:
     async with raw_upstream("close-second") as up:
-        snap = snapshot(
-            1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])]
-        )
+        snap = snapshot(1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])])
         async with running_proxy(snap) as p:
             c = await RawClient.connect(p.port)
             for _ in range(3):
                 await c.send(
-                    b"POST /r HTTP/1.1\r\nHost: %s\r\nContent-Length: 4\r\n\r\nbody"
-                    % HELLO.encode()
+                    b"POST /r HTTP/1.1\r\nHost: %s\r\nContent-Length: 4\r\n\r\nbody" % HELLO.encode()
                 )
                 resp = await c.read_response()
                 assert resp.status == 200, resp
@@ -1014,9 +983,7 @@ async def test_connect_failure_fails_over_then_502(upstreams: tuple[Upstream, Up
         assert p.metrics.upstream_connect_errors == 3
 
 
-async def test_client_disconnect_releases_slot(
-    proxy: Proxy, upstreams: tuple[Upstream, Upstream]
-) -> None:
+async def test_client_disconnect_releases_slot(proxy: Proxy, upstreams: tuple[Upstream, Upstream]) -> None:
     c = await RawClient.connect(proxy.port)
     await c.send(b"GET /slow?delay=10 HTTP/1.1\r\nHost: %s\r\n\r\n" % HELLO.encode())
     await wait_for(lambda: proxy.router.inflight("a") == 1, what="request in flight")
@@ -1088,9 +1055,7 @@ async def wait_stable(value: Callable[[], int], what: str) -> int:
     return last
 
 
-async def test_slow_client_pauses_the_upstream(
-    proxy: Proxy, upstreams: tuple[Upstream, Upstream]
-) -> None:
+async def test_slow_client_pauses_the_upstream(proxy: Proxy, upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     c = await RawClient.connect(proxy.port, limit=65536)
     await c.send(b"GET /stream?n=%d HTTP/1.1\r\nHost: %s\r\n\r\n" % (BIG, HELLO.encode()))
@@ -1103,14 +1068,11 @@ async def test_slow_client_pauses_the_upstream(
     await c.close()
 
 
-async def test_slow_upstream_pauses_the_client(
-    proxy: Proxy, upstreams: tuple[Upstream, Upstream]
-) -> None:
+async def test_slow_upstream_pauses_the_client(proxy: Proxy, upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     c = await RawClient.connect(proxy.port)
     await c.send(
-        b"POST /hold-upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
-        % (HELLO.encode(), BIG)
+        b"POST /hold-upload HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n" % (HELLO.encode(), BIG)
     )
     sent = 0
     block = b"u" * 65536
@@ -1135,9 +1097,7 @@ async def test_slow_upstream_pauses_the_client(
 @pytest.mark.parametrize("mode", ["truncate", "garbage"])
 async def test_broken_replica_responses(mode: str) -> None:
     async with raw_upstream(mode) as up:
-        snap = snapshot(
-            1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])]
-        )
+        snap = snapshot(1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])])
         async with running_proxy(snap) as p:
             c = await RawClient.connect(p.port)
             await c.send(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % HELLO.encode())
@@ -1171,3 +1131,17 @@ async def test_pool_limits_and_idle_expiry(upstreams: tuple[Upstream, Upstream])
             assert resp.status == 200
             assert resp.headers["Server"] == "up/1"
         await p.settled()
+
+
+async def test_http10_client_and_absolute_form(proxy: Proxy) -> None:
+    c = await RawClient.connect(proxy.port)
+    await c.send(b"GET /stream?n=3000 HTTP/1.0\r\nHost: %s\r\n\r\n" % HELLO.encode())
+    resp = await c.read_response()
+    assert resp.header("transfer-encoding") is None  # HTTP/1.0 cannot take chunked
+    assert resp.body == b"s" * 3000 and resp.header("connection") == "close"
+    await c.close()
+    c = await RawClient.connect(proxy.port)
+    await c.send(b"GET http://%s/abs?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n" % HELLO.encode())
+    resp = await c.read_response()
+    assert resp.json()["path"] == "/abs?x=1"
+    await c.close()
