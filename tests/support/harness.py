@@ -158,3 +158,43 @@ async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
+
+
+class Prober:
+    """Clients sending requests to one host through the gateway from a background thread, until
+    the `with` block ends; `seen` counts answers by revision (or `status N` for failures)."""
+
+    def __init__(self, port: int, host: str, clients: int = 4) -> None:
+        import collections
+        import threading
+
+        self.port, self.host, self.clients = port, host, clients
+        self.seen: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        async def client() -> None:
+            while not self._stop.is_set():
+                try:
+                    status, _, body = await fetch(self.port, self.host, deadline_s=10)
+                except Exception as exc:
+                    self.seen[f"error {exc!r}"] += 1
+                    continue
+                if status == 200:
+                    self.seen[str(json.loads(body)["revision"])] += 1
+                else:
+                    self.seen[f"status {status}"] += 1
+
+        await asyncio.gather(*(client() for _ in range(self.clients)))
+
+    def failures(self) -> dict[str, int]:
+        return {k: v for k, v in self.seen.items() if k.startswith(("status", "error"))}
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
