@@ -52,12 +52,14 @@ def add_log_routes(app: web.Application, runtime: Runtime, revisions: Informer) 
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         offsets: dict[Path, int] = {}
+        backlog: list[str] = []
         for key in keys:
             for path in runtime.log_paths(key):
                 lines, offsets[path] = await asyncio.to_thread(_tail, path, tail)
                 prefix = f"[{key.split('/', 1)[1]}/{path.stem}] "
-                if lines:
-                    await resp.write("".join(prefix + ln + "\n" for ln in lines).encode())
+                backlog += [prefix + ln + "\n" for ln in lines]
+        if tail > 0 and backlog:  # `tail` lines in all, the newest files' last
+            await resp.write("".join(backlog[-tail:]).encode())
         while follow:
             await asyncio.sleep(FOLLOW_POLL_S)
             for key in keys:

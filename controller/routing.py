@@ -32,7 +32,8 @@ def _traffic_tags(route: Obj) -> list[str]:
 
 def plan_hosts(routes: Iterable[Obj], domain: str) -> HostPlan:
     """Assign hosts; with `-` in names, `a-b` + route `c` and `a` + route `b-c` share a host:
-    the older route (by creationTimestamp, then name) keeps it, the other gets a conflict."""
+    the older route (by creationTimestamp, then name) keeps it; the other route loses only the
+    colliding host(s) and gets a conflict naming them."""
 
     def age(r: Obj) -> tuple[str, str, str]:
         m = r["metadata"]
@@ -45,17 +46,20 @@ def plan_hosts(routes: Iterable[Obj], domain: str) -> HostPlan:
         name = r["metadata"]["name"]
         wanted: list[tuple[str, str | None]] = [(route_host(name, ns, domain), None)]
         wanted += [(tag_host(t, name, ns, domain), t) for t in _traffic_tags(r)]
-        clash = [(h, owners[h]) for h, _ in wanted if h in owners]
-        if clash:
-            host, (ons, oname, otag) = clash[0]
-            what = f'tag "{otag}" of route' if otag else "route"
-            conflicts[(ns, name)] = (
-                f'host "{host}" is already taken by {what} "{ons}/{oname}"; '
-                "rename the route or the tag so their names stay unambiguous"
-            )
-            continue
+        clashes: list[str] = []
         for h, t in wanted:
-            owners[h] = (ns, name, t)
+            if h in owners:
+                ons, oname, otag = owners[h]
+                what = f'tag "{otag}" of route' if otag else "route"
+                clashes.append(f'host "{h}" is already taken by {what} "{ons}/{oname}"')
+            else:
+                owners[h] = (ns, name, t)
+        if clashes:
+            conflicts[(ns, name)] = (
+                "; ".join(clashes)
+                + ": rename the route or the tag so their names stay unambiguous (the route's other"
+                " hosts keep serving)"
+            )
     return HostPlan(owners, conflicts)
 
 

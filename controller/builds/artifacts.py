@@ -8,10 +8,11 @@ import os
 import re
 import shutil
 import stat
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,18 @@ _FORMAT = b"flint-artifact-v1\n"
 _CHUNK = 1 << 20
 _STALE_TMP_S = 3600.0
 """`gc` removes temp dirs of interrupted snapshots older than this (seconds)."""
+DEFAULT_MAX_BYTES = 2 * 1024**3
+"""Default cap on the total size of the regular files of one snapshot (2 GiB)."""
+DEFAULT_MAX_FILES = 100_000
+"""Default cap on the number of entries (files, directories, symlinks) of one snapshot."""
+
+
+class SnapshotTooLarge(ValueError):
+    """The image directory has more files or bytes than the store's limits allow."""
+
+
+class SnapshotCancelled(Exception):
+    """`snapshot` stopped because its `cancel` event was set (nothing was stored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,30 +45,123 @@ class _Entry:
     executable: bool = False
     target: str = ""
     """Symlink target, verbatim."""
+    size: int = 0
+    """Size in bytes of a regular file (as stat saw it during the walk)."""
 
 
 def _skipped(name: str) -> bool:
     return name in _SKIP_NAMES or name.endswith(_SKIP_SUFFIXES)
 
 
-def _walk(root: Path, rel: str = "") -> Iterator[_Entry]:
+@dataclass(slots=True)
+class _Guard:
+    """What a walk must stay out of, how much it may read, and when to give up."""
+
+    src: Path
+    """The walk's root, resolved."""
+    exclude: frozenset[Path] = frozenset()
+    """Resolved directories never descended into (the store's root, the state dir...)."""
+    exclude_ids: frozenset[tuple[int, int]] = frozenset()
+    """(st_dev, st_ino) of the excluded directories that exist (bind mounts, hard aliases)."""
+    max_bytes: int | None = None
+    max_files: int | None = None
+    cancel: threading.Event | None = None
+    files: int = field(default=0)
+    bytes: int = field(default=0)
+
+    @classmethod
+    def make(
+        cls,
+        src: Path,
+        exclude: Iterable[Path] = (),
+        max_bytes: int | None = None,
+        max_files: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> _Guard:
+        resolved = frozenset(Path(p).resolve() for p in exclude)
+        ids = set()
+        for p in resolved:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            ids.add((st.st_dev, st.st_ino))
+        return cls(
+            src=Path(src).resolve(),
+            exclude=resolved,
+            exclude_ids=frozenset(ids),
+            max_bytes=max_bytes,
+            max_files=max_files,
+            cancel=cancel,
+        )
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise SnapshotCancelled(f"snapshot of {self.src} cancelled")
+
+    def excluded(self, rel: str, st: os.stat_result) -> bool:
+        # Symlinks are never followed, so `src/rel` is already a resolved path.
+        return (st.st_dev, st.st_ino) in self.exclude_ids or (self.src / rel) in self.exclude
+
+    def count(self, entry: _Entry) -> None:
+        """Account for one entry; raise `SnapshotTooLarge` as soon as a limit is crossed."""
+        self.files += 1
+        self.bytes += entry.size
+        if self.max_files is not None and self.files > self.max_files:
+            raise SnapshotTooLarge(
+                f"image folder {self.src} has more than {self.max_files} files and directories "
+                f"(the snapshot limit); point image at the app's own folder, not a parent "
+                f"folder such as your home directory"
+            )
+        if self.max_bytes is not None and self.bytes > self.max_bytes:
+            raise SnapshotTooLarge(
+                f"image folder {self.src} holds more than {_human(self.max_bytes)} of files "
+                f"(the snapshot limit); point image at the app's own folder, not a parent "
+                f"folder such as your home directory"
+            )
+
+
+def _human(n: int) -> str:
+    """`n` bytes, readably: 2147483648 → "2 GiB"."""
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{round(size, 2):g} {unit}"
+
+
+def _walk(root: Path, guard: _Guard | None = None, rel: str = "") -> Iterator[_Entry]:
     """Entries below `root` in a deterministic order (sorted by name, depth first).
 
-    Symlinks are never followed; sockets, FIFOs and devices are skipped."""
+    Symlinks are never followed; sockets, FIFOs and devices are skipped, and so are the
+    guard's excluded directories (with everything below them)."""
     with os.scandir(root / rel if rel else root) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
         if _skipped(e.name):
             continue
+        if guard is not None:
+            guard.check_cancel()
         sub = f"{rel}/{e.name}" if rel else e.name
         st = e.stat(follow_symlinks=False)
         if stat.S_ISLNK(st.st_mode):
-            yield _Entry(sub, "link", target=os.readlink(e.path))
+            entry = _Entry(sub, "link", target=os.readlink(e.path))
         elif stat.S_ISDIR(st.st_mode):
-            yield _Entry(sub, "dir")
-            yield from _walk(root, sub)
+            if guard is not None and guard.excluded(sub, st):
+                continue
+            entry = _Entry(sub, "dir")
         elif stat.S_ISREG(st.st_mode):
-            yield _Entry(sub, "file", executable=bool(st.st_mode & 0o111))
+            entry = _Entry(sub, "file", executable=bool(st.st_mode & 0o111), size=st.st_size)
+        else:
+            continue
+        if guard is not None:
+            guard.count(entry)
+        yield entry
+        if entry.kind == "dir":
+            yield from _walk(root, guard, sub)
 
 
 def _entry_record(entry: _Entry, content_hex: str) -> bytes:
@@ -67,25 +173,29 @@ def _entry_record(entry: _Entry, content_hex: str) -> bytes:
     return b"F\0" + entry.rel.encode() + b"\0" + mode + b"\0" + content_hex.encode() + b"\n"
 
 
-def _hash_file(path: Path, copy_to: Path | None = None) -> str:
+def _hash_file(path: Path, copy_to: Path | None = None, guard: _Guard | None = None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as src:
         if copy_to is None:
             while chunk := src.read(_CHUNK):
                 h.update(chunk)
+                if guard is not None:
+                    guard.check_cancel()
         else:
             with open(copy_to, "xb") as dst:
                 while chunk := src.read(_CHUNK):
                     h.update(chunk)
                     dst.write(chunk)
+                    if guard is not None:
+                        guard.check_cancel()
     return h.hexdigest()
 
 
-def _digest_tree(src: Path, copy_to: Path | None = None) -> str:
+def _digest_tree(src: Path, copy_to: Path | None = None, guard: _Guard | None = None) -> str:
     """The tree's digest; with `copy_to`, also copy it there (hashing what is copied)."""
     h = hashlib.sha256(_FORMAT)
     dirs: list[Path] = []
-    for entry in _walk(src):
+    for entry in _walk(src, guard):
         content = ""
         if copy_to is not None:
             dst = copy_to / entry.rel
@@ -95,10 +205,10 @@ def _digest_tree(src: Path, copy_to: Path | None = None) -> str:
             elif entry.kind == "link":
                 os.symlink(entry.target, dst)
             else:
-                content = _hash_file(src / entry.rel, dst)
+                content = _hash_file(src / entry.rel, dst, guard)
                 os.chmod(dst, 0o555 if entry.executable else 0o444)
         elif entry.kind == "file":
-            content = _hash_file(src / entry.rel)
+            content = _hash_file(src / entry.rel, None, guard)
         h.update(_entry_record(entry, content))
     if copy_to is not None:
         for d in reversed(dirs):  # children before parents
@@ -120,34 +230,67 @@ class ArtifactStore:
     """Immutable directory snapshots under `root`, named by the sha256 digest of their content.
 
     Layout: `root/sha256-<hex>/` (read-only: files 0444 or 0555, directories 0555) and
-    `root/.tmp-*` while a snapshot is being written (renamed into place atomically)."""
+    `root/.tmp-*` while a snapshot is being written (renamed into place atomically).
 
-    def __init__(self, root: Path) -> None:
+    A snapshot never descends into `root` itself nor into an `exclude` directory (compared as
+    resolved paths, and by device and inode), so an image folder that contains the store (say
+    `image: ~` with the state dir under `~/.local/state/flint`) cannot copy the store into
+    itself. A folder with more than `max_files` entries (files, directories and symlinks) or
+    more than `max_bytes` of file content is refused with `SnapshotTooLarge` while it is being
+    hashed, before anything is copied."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        exclude: Iterable[Path] = (),
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_files: int = DEFAULT_MAX_FILES,
+    ) -> None:
         self.root = Path(root)
+        self.exclude: tuple[Path, ...] = tuple(Path(p) for p in exclude)
+        self.max_bytes = max_bytes
+        self.max_files = max_files
 
     @staticmethod
     def digest_of(src: Path) -> str:
-        """The digest `snapshot(src)` would return, without copying (blocking I/O)."""
+        """The digest `snapshot(src)` would return, without copying (blocking I/O).
+
+        Unlike `snapshot`, this applies no exclusions or limits."""
         return _digest_tree(Path(src))
 
-    def snapshot(self, src: Path) -> str:
+    def _guard(self, src: Path, cancel: threading.Event | None) -> _Guard:
+        return _Guard.make(
+            src,
+            exclude=(self.root, *self.exclude),
+            max_bytes=self.max_bytes,
+            max_files=self.max_files,
+            cancel=cancel,
+        )
+
+    def snapshot(self, src: Path, cancel: threading.Event | None = None) -> str:
         """Copy directory `src` into the store; return its `sha256:<hex>` digest (blocking I/O).
 
         The digest covers sorted relative paths, executable bits, symlink targets and file
-        contents; `__pycache__`, `.git` and `*.pyc` are left out. An existing identical
-        snapshot is reused."""
+        contents; `__pycache__`, `.git` and `*.pyc` are left out, and so are the store's root
+        and the `exclude` directories. An existing identical snapshot is reused.
+
+        Raises `SnapshotTooLarge` (a ValueError) when a limit is crossed, before anything is
+        copied, and `SnapshotCancelled` once `cancel` is set (checked for every file and every
+        MiB copied); either way nothing is left in the store."""
         src = Path(src)
         if not src.is_dir():
             raise NotADirectoryError(f"not a directory: {src}")
-        digest = _digest_tree(src)
+        digest = _digest_tree(src, guard=self._guard(src, cancel))
         if self.exists(digest):
             return digest
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
-            # The digest of what was copied is authoritative: `src` may change meanwhile.
-            digest = _digest_tree(src, copy_to=tmp)
+            # The digest of what was copied is authoritative: `src` may change meanwhile (the
+            # limits apply again, in case it grew).
+            digest = _digest_tree(src, copy_to=tmp, guard=self._guard(src, cancel))
             final = self.path(digest)
             try:
                 os.rename(tmp, final)
@@ -162,8 +305,20 @@ class ArtifactStore:
         return digest
 
     async def asnapshot(self, src: Path) -> str:
-        """`snapshot` in a worker thread, for use on an event loop."""
-        return await asyncio.to_thread(self.snapshot, src)
+        """`snapshot` in a worker thread, for use on an event loop.
+
+        If the awaiting task is cancelled, the worker is told to stop (it gives up within a
+        file or a MiB) and waited for, so no thread keeps copying after shutdown."""
+        cancel = threading.Event()
+        work = asyncio.ensure_future(asyncio.to_thread(self.snapshot, src, cancel))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancel.set()
+            await asyncio.wait([work])
+            if not work.cancelled():
+                work.exception()  # retrieved: SnapshotCancelled is the expected outcome
+            raise
 
     def path(self, digest: str) -> Path:
         """Where the snapshot with `digest` lives (it may not exist)."""

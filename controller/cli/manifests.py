@@ -38,6 +38,14 @@ def absolute_image(image: str, base: Path) -> str:
     return os.path.normpath(os.path.join(os.path.abspath(base), image))
 
 
+def command_line_image(image: str, cwd: Path) -> str:
+    """`--image` on the command line: an existing folder (`examples/hello`, `.`) becomes an
+    absolute path; anything else (`nginx:1.25`) is left for the server to judge."""
+    if is_local_path(image) or (":" not in image and (cwd / image).is_dir()):
+        return os.path.normpath(os.path.join(os.path.abspath(cwd), image))
+    return image
+
+
 def _containers(obj: Obj) -> list[Obj]:
     kind = obj.get("kind")
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else None

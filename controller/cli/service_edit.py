@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli.errors import CliError, usage
-from controller.cli.manifests import absolute_image
+from controller.cli.manifests import command_line_image
 
 Obj = dict[str, Any]
 AUTOSCALING_PREFIX = "autoscaling.knative.dev/"
@@ -207,7 +207,7 @@ def edit_template(svc: Obj, flags: ServiceFlags, cwd: Path) -> None:
     """Image, command, args, env, concurrency, annotations and labels, in place."""
     c = _container(svc)
     if flags.image is not None:
-        c["image"] = absolute_image(flags.image, cwd)
+        c["image"] = command_line_image(flags.image, cwd)
     if flags.cmd is not None:
         c["command"] = list(flags.cmd)
     if flags.args is not None:

@@ -94,7 +94,7 @@ class Supervisor:
                 await child.proc.wait()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.proc.pid, signal.SIGKILL)  # stragglers of its group
-        kill_recorded_replicas(self.state_dir)
+        await asyncio.to_thread(kill_recorded_replicas, self.state_dir)
 
 
 def kill_recorded_replicas(state_dir: Path) -> int:

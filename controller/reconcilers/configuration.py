@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 from controller.api.serving import revision_from_configuration
@@ -17,6 +18,8 @@ from controller.reconcilers.context import (
     Obj,
     owned_by,
 )
+from controller.reconcilers.replica_spec import NotRunnable
+from controller.reconcilers.revision import snapshot_image
 from controller.store.base import AlreadyExists
 
 
@@ -73,8 +76,16 @@ async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
     ns, rev_name = key[0], desired["metadata"]["name"]
     latest = ctx.revisions.get(ns, rev_name)
     if latest is None:
+        # Snapshot the image now, so the revision is the folder as it is when it is created.
+        image_status: Obj = {}
+        with contextlib.suppress(NotRunnable):  # the revision reconciler reports it
+            await snapshot_image(ctx, desired, image_status, now)
         try:
             latest = await ctx.store.create(REVISIONS, desired)
+            if image_status.get("containerStatuses"):
+                latest = await ctx.store.update_status(
+                    REVISIONS, dict(latest, status={"containerStatuses": image_status["containerStatuses"]})
+                )
         except AlreadyExists:
             latest = await ctx.store.get(REVISIONS, ns, rev_name)
     if not owned_by(latest, cfg) or latest.get("spec") != desired.get("spec"):

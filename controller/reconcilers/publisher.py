@@ -108,8 +108,11 @@ class SnapshotPublisher:
         """Called on every ack and publish: stop the replicas that no gateway holds any more."""
         now = time.monotonic()
         for rid, d in list(self._draining.items()):
+            # With no gateway connected nobody can ack: a gateway restarting from its persisted
+            # snapshot may still route to the replica, so wait (up to the drain timeout).
             released = (
                 d.version is not None
+                and self._hub.connected() > 0
                 and self._hub.acked_by_all(d.version)
                 and not self._hub.draining(rid)
             )

@@ -9,8 +9,15 @@ from datetime import datetime
 from pathlib import Path
 
 from controller.api.autoscaling import parse_duration
+from controller.api.naming import (
+    ROUTING_STATE_ACTIVE,
+    ROUTING_STATE_LABEL,
+    ROUTING_STATE_MODIFIED_ANNOTATION,
+    ROUTING_STATE_PENDING,
+    ROUTING_STATE_RESERVE,
+)
 from controller.reconcilers.children import write_status
-from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.conditions import get_condition, rfc3339, roll_up, set_condition
 from controller.reconcilers.context import REVISIONS, Context, Key, Obj
 from controller.reconcilers.replica_spec import (
     NotRunnable,
@@ -90,6 +97,7 @@ def failed(rev: Obj) -> bool:
     c = get_condition(rev.get("status") or {}, "Ready") or {}
     return c.get("status") == "False" and c.get("reason") in (
         "ProgressDeadlineExceeded", "ImageNotLocal", "ImageNotFound", "NotRunnable",
+        "ImageSnapshotFailed",
     )
 
 
@@ -130,8 +138,11 @@ def health_conditions(
     roll_up(status, ["ResourcesAvailable", "ContainerHealthy"], now=now)
 
 
-async def _digest(ctx: Context, rev: Obj, status: Obj, now: float) -> str | None:
-    """Snapshot the image directory once; the digest lives in status.containerStatuses."""
+async def snapshot_image(ctx: Context, rev: Obj, status: Obj, now: float) -> str | None:
+    """Snapshot the image directory once; the digest lives in status.containerStatuses. The
+    Configuration reconciler calls this as it creates the revision (so the revision is the folder
+    as it was then); the revision reconciler again only if that was interrupted. On failure a
+    `Ready=False` condition says why and None is returned."""
     container = ((rev.get("spec") or {}).get("containers") or [{}])[0]
     for cs in status.get("containerStatuses") or []:
         if cs.get("imageDigest"):
@@ -150,7 +161,11 @@ async def _digest(ctx: Context, rev: Obj, status: Obj, now: float) -> str | None
         set_condition(status, "Ready", "False", "ImageNotFound",
                       f"image directory {path} does not exist", now=now)
         return None
-    digest = await ctx.artifacts.asnapshot(path)
+    try:
+        digest = await ctx.artifacts.asnapshot(path)
+    except ValueError as exc:  # too large, or it would contain the state directory
+        set_condition(status, "Ready", "False", "ImageSnapshotFailed", str(exc), now=now)
+        return None
     status["containerStatuses"] = [
         {"name": container.get("name") or "user-container", "imageDigest": digest}
     ]
@@ -178,7 +193,7 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
         await write_status(ctx, REVISIONS, rev, status)
         return None
     try:
-        digest = await _digest(ctx, rev, status, now)
+        digest = await snapshot_image(ctx, rev, status, now)
     except NotRunnable as exc:
         set_condition(status, "Ready", "False", "NotRunnable", str(exc), now=now)
         digest = None
@@ -188,6 +203,7 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
 
     cfg_name = labels.get("serving.knative.dev/configuration", "")
     routed = referenced(list(ctx.routes), ctx.configurations.get(ns, cfg_name), ns, name)
+    rev = await _label_routing_state(ctx, rev, routed, now)
     deadline = _created_at(rev) + _deadline_s(rev, ctx.settings.progress_deadline_s)
     if not ever_ready(dict(rev, status=status)) and now > deadline:
         for r in replicas:
@@ -207,7 +223,7 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
     desired = 1 if routed or not ever_ready(dict(rev, status=status)) else 0
 
     if len(replicas) < desired:
-        image_dir = ctx.artifacts.materialise(digest, rev_key)
+        image_dir = await asyncio.to_thread(ctx.artifacts.materialise, digest, rev_key)
         try:
             procfile = await asyncio.to_thread(_read_procfile, image_dir)
             spec = replica_spec(rev, image_dir, procfile)
@@ -230,6 +246,29 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
     if not ever_ready(dict(rev, status=status)):
         return max(0.05, min(5.0, deadline - now + 0.01))
     return None
+
+
+def routing_state(current: str | None, routed: bool) -> str:
+    """Knative's `serving.knative.dev/routingState`: pending until first routed, then active
+    while routed and reserve after (pure)."""
+    if routed:
+        return ROUTING_STATE_ACTIVE
+    if current in (ROUTING_STATE_ACTIVE, ROUTING_STATE_RESERVE):
+        return ROUTING_STATE_RESERVE
+    return ROUTING_STATE_PENDING
+
+
+async def _label_routing_state(ctx: Context, rev: Obj, routed: bool, now: float) -> Obj:
+    """Keep the routingState label and its routingStateModified annotation current (the
+    revision GC reads the last time a revision was active from them)."""
+    labels = rev["metadata"].get("labels") or {}
+    state = routing_state(labels.get(ROUTING_STATE_LABEL), routed)
+    if labels.get(ROUTING_STATE_LABEL) == state:
+        return rev
+    new = copy.deepcopy(rev)
+    new["metadata"].setdefault("labels", {})[ROUTING_STATE_LABEL] = state
+    new["metadata"].setdefault("annotations", {})[ROUTING_STATE_MODIFIED_ANNOTATION] = rfc3339(now)
+    return await ctx.store.update(REVISIONS, new)
 
 
 def _read_procfile(image_dir: Path) -> str | None:

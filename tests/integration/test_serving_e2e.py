@@ -192,8 +192,9 @@ def test_controller_killed_gateway_keeps_serving_and_replicas_are_readopted(flin
 
 
 def test_delete_stops_the_replicas(flint: Flint) -> None:
+    pids = [r["pid"] for r in flint.replica_records() if r["revision_key"] == "default/slow-00001"]
+    assert pids and all(pid_alive(p) for p in pids)
     flint.cli("service", "delete", "slow")
-    pids = [r["pid"] for r in flint.replica_records() if "slow" in json.dumps(r)]
 
     def gone() -> bool:
         return flint.cli("get", "rev", "slow-00001", check=False).returncode != 0 and not any(

@@ -52,6 +52,24 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def procs_mentioning(needle: str) -> dict[int, str]:
+    """pid → cmdline of every live process whose cmdline or environment mentions `needle`."""
+    out: dict[int, str] = {}
+    me = os.getpid()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == me:
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = (d / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if (needle in cmd or needle in env) and pid_alive(int(d.name)):
+            out[int(d.name)] = cmd
+    return out
+
+
+
 @dataclass
 class Flint:
     proc: subprocess.Popen[bytes]
@@ -140,6 +158,9 @@ def stop_flint(f: Flint) -> None:
             f.proc.wait()
             raise AssertionError(f"flint up did not stop on SIGINT: {f.logs()}") from None
     poll(lambda: not any(pid_alive(p) for p in pids), 10, "every replica to be gone")
+    # Not only what the records say: nothing whose command line or environment names the state
+    # directory (controller, gateway workers, replicas, their children) may survive.
+    poll(lambda: not procs_mentioning(str(f.state_dir)), 15, "no process left behind")
 
 
 async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str] | None = None,

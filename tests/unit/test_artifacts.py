@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from controller.builds.artifacts import ArtifactStore
+from controller.builds import artifacts
+from controller.builds.artifacts import ArtifactStore, SnapshotCancelled, SnapshotTooLarge
 
 
 def make_tree(root: Path) -> Path:
@@ -188,3 +192,173 @@ async def test_asnapshot(tmp_path: Path, store: ArtifactStore) -> None:
     d = await store.asnapshot(src)
     assert d == store.snapshot(src)
     assert await store.agc(set()) == {d}
+
+
+# ---------------------------------------------------------------------------- self-inclusion, limits
+
+
+def tmp_dirs(store: ArtifactStore) -> list[str]:
+    if not store.root.is_dir():
+        return []
+    return [p.name for p in store.root.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_store_inside_image_is_not_copied_into_itself(tmp_path: Path) -> None:
+    """`image: ~` with the state dir under ~/.local/state/flint: the store and the state dir
+    stay out of the snapshot, and snapshotting again is stable (no recursion)."""
+    home = make_tree(tmp_path)
+    state = home / ".local" / "state" / "flint"
+    (state / "logs").mkdir(parents=True)
+    (state / "logs" / "x.log").write_text("log\n")
+    store = ArtifactStore(state / "artifacts", exclude=[state])
+    d1 = store.snapshot(home)
+    snap = store.path(d1)
+    assert (snap / ".local" / "state").is_dir()
+    assert not (snap / ".local" / "state" / "flint").exists()
+    assert (snap / "app.py").read_text() == "print('hi')\n"
+    # The store now exists inside the image folder: still left out, same digest.
+    assert store.snapshot(home) == d1
+    (state / "logs" / "y.log").write_text("more\n")  # state changes do not matter either
+    assert store.snapshot(home) == d1
+    assert store.digests() == {d1}
+    assert tmp_dirs(store) == []
+
+
+def test_store_root_is_excluded_without_being_listed(tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    store = ArtifactStore(src / "artifacts")
+    d1 = store.snapshot(src)
+    assert not (store.path(d1) / "artifacts").exists()
+    assert store.snapshot(src) == d1
+
+
+def test_exclude_compares_resolved_paths(tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    state = src / "state"
+    (state / "deep").mkdir(parents=True)
+    (state / "deep" / "f").write_text("x")
+    alias = tmp_path / "alias"
+    alias.symlink_to(src, target_is_directory=True)
+    # Excluded through a symlinked spelling; snapshotted through another one.
+    store = ArtifactStore(tmp_path / "artifacts", exclude=[alias / "state" / ".." / "state"])
+    d = store.snapshot(alias)
+    assert not (store.path(d) / "state").exists()
+    assert (store.path(d) / "pkg" / "mod.py").exists()
+    assert d == ArtifactStore(tmp_path / "a2", exclude=[state]).snapshot(src)
+
+
+def test_too_many_files_is_refused_before_copying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_tree(tmp_path)
+    for i in range(20):
+        (src / f"f{i}").write_text(str(i))
+    hashed: list[Path] = []
+    real_hash = artifacts._hash_file
+
+    def counting(path: Path, *a: object, **kw: object) -> str:
+        hashed.append(path)
+        return real_hash(path, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifacts, "_hash_file", counting)
+    store = ArtifactStore(tmp_path / "artifacts", max_files=5)
+    with pytest.raises(SnapshotTooLarge) as err:
+        store.snapshot(src)
+    msg = str(err.value)
+    assert str(src.resolve()) in msg and "5" in msg
+    assert "point image at the app's own folder" in msg
+    assert isinstance(err.value, ValueError)
+    assert len(hashed) <= 5  # stopped during the walk, not after it
+    assert not store.root.exists()  # nothing copied
+    assert ArtifactStore(tmp_path / "artifacts", max_files=100).snapshot(src)
+
+
+def test_too_many_bytes_is_refused_before_reading_the_big_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path)
+    with open(src / "big.bin", "wb") as f:
+        f.truncate(10 * 1024 * 1024)  # sparse
+    hashed: list[str] = []
+    real_hash = artifacts._hash_file
+
+    def counting(path: Path, *a: object, **kw: object) -> str:
+        hashed.append(path.name)
+        return real_hash(path, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifacts, "_hash_file", counting)
+    store = ArtifactStore(tmp_path / "artifacts", max_bytes=1024 * 1024)
+    with pytest.raises(SnapshotTooLarge) as err:
+        store.snapshot(src)
+    msg = str(err.value)
+    assert str(src.resolve()) in msg and "1 MiB" in msg
+    assert "point image at the app's own folder" in msg
+    assert "big.bin" not in hashed
+    assert not store.root.exists()
+
+
+def test_default_limits() -> None:
+    store = ArtifactStore(Path("/nonexistent"))
+    assert store.max_bytes == 2 * 1024**3
+    assert store.max_files == 100_000
+
+
+def test_cancel_event_stops_snapshot(tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    store = ArtifactStore(tmp_path / "artifacts")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(SnapshotCancelled):
+        store.snapshot(src, cancel=cancel)
+    assert store.digests() == set()
+    assert tmp_dirs(store) == []
+
+
+def test_cancel_during_copy_removes_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_tree(tmp_path)
+    store = ArtifactStore(tmp_path / "artifacts")
+    cancel = threading.Event()
+    real_hash = artifacts._hash_file
+
+    def cancel_on_copy(path: Path, copy_to: Path | None = None, *a: object) -> str:
+        if copy_to is not None:
+            cancel.set()  # the hash walk is done; cancel in the middle of copying
+        return real_hash(path, copy_to, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifacts, "_hash_file", cancel_on_copy)
+    with pytest.raises(SnapshotCancelled):
+        store.snapshot(src, cancel=cancel)
+    assert store.digests() == set()
+    assert tmp_dirs(store) == []
+
+
+async def test_cancelled_asnapshot_stops_its_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path)
+    for i in range(400):
+        (src / f"f{i:03}").write_text(str(i))
+    store = ArtifactStore(tmp_path / "artifacts")
+    hashed: list[Path] = []
+    started = threading.Event()
+    real_hash = artifacts._hash_file
+
+    def slow(path: Path, *a: object) -> str:
+        started.set()
+        hashed.append(path)
+        time.sleep(0.01)  # 400 files: ~4 s per walk unless cancelled
+        return real_hash(path, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifacts, "_hash_file", slow)
+    task = asyncio.create_task(store.asnapshot(src))
+    await asyncio.to_thread(started.wait, 5)
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - t0 < 1.0
+    # The worker thread has stopped: no more files are hashed.
+    n = len(hashed)
+    await asyncio.sleep(0.1)
+    assert len(hashed) == n < 400
+    assert store.digests() == set()
+    assert tmp_dirs(store) == []

@@ -203,3 +203,13 @@ def test_unchanged_needs_same_manifest_and_matching_live_object() -> None:
     smaller = _manifest()
     smaller["metadata"] = {"name": "hello"}
     assert not unchanged(live, desired(smaller, "default"))
+
+
+def test_command_line_image_takes_existing_folders_as_paths(tmp_path: Path) -> None:
+    from controller.cli.manifests import command_line_image
+
+    (tmp_path / "examples" / "hello").mkdir(parents=True)
+    assert command_line_image("examples/hello", tmp_path) == str(tmp_path / "examples" / "hello")
+    assert command_line_image(".", tmp_path) == str(tmp_path)
+    assert command_line_image("nginx:1.25", tmp_path) == "nginx:1.25"
+    assert command_line_image("missing/dir", tmp_path) == "missing/dir"

@@ -83,6 +83,9 @@ class FakeHub:
     def draining(self, endpoint_id: str) -> bool:
         return any(endpoint_id in w.draining for w in self.workers.values())
 
+    def connected(self) -> int:
+        return len(self.workers)
+
     def ack(self, worker: str, version: int, draining: dict[str, int] | None = None) -> None:
         self.workers[worker] = WorkerState(worker, version, dict(draining or {}))
 
@@ -269,11 +272,17 @@ async def test_newer_ack_than_the_drain_version_releases(env: Env) -> None:
     assert [rid for rid, _ in env.runtime.stopped] == ["r1"]
 
 
-async def test_without_workers_a_drained_replica_is_stopped_after_the_publish(env: Env) -> None:
+async def test_without_workers_a_drained_replica_waits_for_one_to_ack(env: Env) -> None:
+    """No gateway connected: a restarting gateway may still route to the replica from its
+    persisted snapshot, so the drain waits until a worker has acked a snapshot without it."""
     env.runtime.add("r1")
     env.pub.drain("r1")
-    assert env.runtime.stopped == []  # not before the snapshot without it is published
     await env.flush()
+    env.pub.check_drains()
+    await asyncio.sleep(0)
+    assert env.runtime.stopped == []
+    env.hub.ack("gw/0", env.hub.version)
+    env.pub.check_drains()
     await env.runtime.wait_stopped()
     assert env.runtime.stopped == [("r1", GRACE_S)]
 
@@ -302,6 +311,7 @@ async def test_drain_twice_stops_once(env: Env) -> None:
 
     env.runtime.stop_replica = slow_stop  # type: ignore[method-assign]
     env.runtime.add("r1")
+    env.hub.ack("gw/0", 10**12)  # a connected worker that has seen everything
     env.pub.drain("r1")
     env.pub.drain("r1")
     await env.flush()
@@ -326,6 +336,7 @@ async def test_replica_being_stopped_is_not_routed(env: Env) -> None:
 
     env.runtime.stop_replica = slow_stop  # type: ignore[method-assign]
     env.runtime.add("r1")
+    env.hub.ack("gw/0", 10**12)  # a connected worker that has seen everything
     env.pub.drain("r1")
     await env.flush()
     await asyncio.wait_for(stopping.wait(), WAIT)
@@ -374,6 +385,7 @@ async def test_failed_stop_is_logged_and_forgotten(
 ) -> None:
     env.runtime.fail_stop = True
     env.runtime.add("r1")
+    env.hub.ack("gw/0", 10**12)  # a connected worker that has seen everything
     env.pub.drain("r1")
     await env.flush()
     await env.runtime.wait_stopped()

@@ -115,14 +115,14 @@ def test_route_vs_tag_ambiguity_older_route_wins(order: tuple[int, ...]) -> None
     assert 'taken by route "default/b-c"' in msg
 
 
-def test_loser_gets_none_of_its_hosts() -> None:
+def test_loser_loses_only_the_colliding_host() -> None:
     older = route("b-c", created=T0)
     younger = route("c", created=T1, tags=("b", "green"))
     plan = plan_hosts([younger, older], "localhost")
-    # the younger route does not keep its unambiguous hosts either: it is wholly not ready
-    assert all(owner[1] != "c" for owner in plan.owners.values())
-    assert "c.default.localhost" not in plan.owners
-    assert "green-c.default.localhost" not in plan.owners
+    assert plan.owners["b-c.default.localhost"] == ("default", "b-c", None)
+    # the younger route keeps its unambiguous hosts: a tag collision takes nothing else offline
+    assert plan.owners["c.default.localhost"] == ("default", "c", None)
+    assert plan.owners["green-c.default.localhost"] == ("default", "c", "green")
     assert set(plan.conflicts) == {("default", "c")}
 
 
@@ -136,13 +136,13 @@ def test_same_creation_time_is_decided_by_name() -> None:
         assert set(plan.conflicts) == {("default", "c")}
 
 
-def test_third_route_can_take_a_host_the_loser_did_not_get() -> None:
+def test_a_younger_route_cannot_take_a_host_the_loser_still_owns() -> None:
     oldest = route("b-c", created=T0)
-    middle = route("c", created=T1, tags=("b", "x"))  # loses b-c.*, so gets no x-c.* either
+    middle = route("c", created=T1, tags=("b", "x"))  # loses b-c.*, keeps x-c.*
     youngest = route("x-c", created=T2)
     plan = plan_hosts([youngest, middle, oldest], "localhost")
-    assert plan.owners["x-c.default.localhost"] == ("default", "x-c", None)
-    assert set(plan.conflicts) == {("default", "c")}
+    assert plan.owners["x-c.default.localhost"] == ("default", "c", "x")
+    assert set(plan.conflicts) == {("default", "c"), ("default", "x-c")}
 
 
 def test_domain_is_used_for_collisions() -> None:
@@ -243,8 +243,17 @@ def test_snapshot_skips_routes_without_traffic_or_hosts() -> None:
     owner = route("b-c", created=T0, status=[{"revisionName": "x", "percent": 100}])
     loser = route("c", created=T1, tags=("b",), status=[{"revisionName": "y", "percent": 100}])
     snap = snapshot_of([no_status, empty_status, owner, loser], [revision("x"), revision("y")])
+    assert [(e.namespace, e.name) for e in snap.routes] == [("default", "b-c"), ("default", "c")]
+    # the loser keeps its own host but not the tag host it lost
+    assert snap.routes[1].hosts == ("c.default.localhost",) and snap.routes[1].tags == ()
+    assert [t.name for t in snap.revisions] == ["x", "y"]
+
+
+def test_snapshot_skips_revisions_only_unshipped_routes_reference() -> None:
+    no_status = route("a", created=T0)
+    owner = route("b-c", created=T0, status=[{"revisionName": "x", "percent": 100}])
+    snap = snapshot_of([no_status, owner], [revision("x"), revision("y")])
     assert [(e.namespace, e.name) for e in snap.routes] == [("default", "b-c")]
-    # revisions only the skipped routes reference are not shipped
     assert [t.name for t in snap.revisions] == ["x"]
 
 
