@@ -76,7 +76,7 @@ class Controller:
             self._runtime = LocalRuntime(s.state_dir)
         runtime = self._runtime
         await runtime.start()
-        artifacts = ArtifactStore(s.artifacts_dir)
+        artifacts = ArtifactStore(s.artifacts_dir, exclude=[s.state_dir])
 
         informers = {k: Informer(store, k) for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES)}
         self._informers = list(informers.values())

@@ -54,7 +54,7 @@ def add_log_routes(app: web.Application, runtime: Runtime, revisions: Informer) 
         offsets: dict[Path, int] = {}
         backlog: list[str] = []
         for key in keys:
-            for path in runtime.log_paths(key):
+            for path in await runtime.alog_paths(key):
                 lines, offsets[path] = await asyncio.to_thread(_tail, path, tail)
                 prefix = f"[{key.split('/', 1)[1]}/{path.stem}] "
                 backlog += [prefix + ln + "\n" for ln in lines]
@@ -63,7 +63,7 @@ def add_log_routes(app: web.Application, runtime: Runtime, revisions: Informer) 
         while follow:
             await asyncio.sleep(FOLLOW_POLL_S)
             for key in keys:
-                for path in runtime.log_paths(key):
+                for path in await runtime.alog_paths(key):
                     data, offsets[path] = await asyncio.to_thread(
                         _read_from, path, offsets.get(path, 0)
                     )

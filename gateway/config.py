@@ -49,6 +49,25 @@ class GatewaySettings:
     """Request bodies up to this size are kept so a failed reused connection can be retried."""
     nofile_limit: int = 65536
     """Open-file soft limit requested at start (clamped to the hard limit)."""
+    queue_limit_per_revision: int = 10_000
+    """Requests that may wait for capacity in one revision's queue (scale from zero, every
+    replica at its `container_concurrency`); one more → 503 with `Retry-After`. Counted per
+    worker; a limited revision (`container_concurrency` > 0) queues only at its home worker,
+    so for those it is exact. Knative's activator queue default is 10,000 as well."""
+    queue_memory_budget_bytes: int = 512 * 1024 * 1024
+    """Memory the wait queues of the whole gateway may hold, split evenly over the workers. A
+    queued request counts `queue_request_cost_bytes` plus the body bytes it may buffer
+    (`queue_body_buffer_bytes` at most); over budget → 503 with `Retry-After`. 512 MiB is
+    about 30,000 queued requests with small bodies."""
+    queue_request_cost_bytes: int = 16 * 1024
+    """Estimated memory of one queued request (bytes): its parsed head, protocol and transport
+    objects and socket buffers. Used only for `queue_memory_budget_bytes`."""
+    queue_body_buffer_bytes: int = 16 * 1024
+    """A queued request whose body (Content-Length) is at most this many bytes is read and
+    buffered while it waits; larger and chunked bodies stay unread in the socket (the client
+    transport is paused) until the request is forwarded."""
+    probe_interval_s: float = 0.005
+    """Seconds between the gateway's own TCP-connect probes of a `starting` endpoint."""
 
     @property
     def snapshot_path(self) -> Path:
@@ -103,6 +122,9 @@ class Endpoint:
     """Stable replica id (unique across revisions)."""
     host: str
     port: int
+    starting: bool = False
+    """Spawned but not yet known ready: the gateway probes it itself (every few milliseconds)
+    and forwards to it from its first successful connect, without waiting for the controller."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +143,10 @@ class RevisionTarget:
     container_concurrency: int
     """0 = unlimited; otherwise a hard per-replica limit."""
     endpoints: tuple[Endpoint, ...]
-    """Ready replicas."""
+    """Ready replicas, and starting ones (`Endpoint.starting`)."""
+    failure: str = ""
+    """Non-empty when requests must fail fast (503 with this reason) instead of waiting: the
+    revision failed, or its replica exited before becoming ready and none is left."""
 
     @property
     def key(self) -> str:
@@ -191,8 +216,10 @@ class Snapshot:
                 idle_timeout_s=float(v["idle_timeout_s"]),
                 container_concurrency=int(v["container_concurrency"]),
                 endpoints=tuple(
-                    Endpoint(e["id"], e["host"], int(e["port"])) for e in v["endpoints"]
+                    Endpoint(e["id"], e["host"], int(e["port"]), bool(e.get("starting", False)))
+                    for e in v["endpoints"]
                 ),
+                failure=str(v.get("failure", "")),
             )
             for v in data["revisions"]
         )
@@ -210,4 +237,13 @@ class Snapshot:
 #       sent after applying snapshot N, and again whenever a draining endpoint's in-flight
 #       count changes to zero. `draining` lists endpoints no longer in the snapshot that still
 #       have requests in flight; an endpoint absent from it has none.
+#   {"type": "stats", "bucket": <unix second>, "revisions": {"<ns>/<name>": {"concurrency": F,
+#       "requests": N}, ...}}
+#       every second, for the bucket that just ended: per revision the time-weighted average of
+#       requests queued plus in flight in this worker, and the requests that arrived. Every
+#       revision the worker saw in the last stable window is reported, with zeros when idle
+#       (a missing report means unknown, never zero).
+#   {"type": "poke", "revision": "<ns>/<name>", "waiting": N}
+#       at once when a request arrives for a revision with no ready replica (one per revision
+#       until a replica is ready again, not one per request).
 # ---------------------------------------------------------------------------------------------

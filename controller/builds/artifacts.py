@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -66,8 +66,10 @@ class _Guard:
     max_bytes: int | None = None
     max_files: int | None = None
     cancel: threading.Event | None = None
-    files: int = field(default=0)
-    bytes: int = field(default=0)
+    entries: int = 0
+    """Entries counted so far."""
+    total_bytes: int = 0
+    """Bytes of regular files counted so far."""
 
     @classmethod
     def make(
@@ -105,15 +107,15 @@ class _Guard:
 
     def count(self, entry: _Entry) -> None:
         """Account for one entry; raise `SnapshotTooLarge` as soon as a limit is crossed."""
-        self.files += 1
-        self.bytes += entry.size
-        if self.max_files is not None and self.files > self.max_files:
+        self.entries += 1
+        self.total_bytes += entry.size
+        if self.max_files is not None and self.entries > self.max_files:
             raise SnapshotTooLarge(
                 f"image folder {self.src} has more than {self.max_files} files and directories "
                 f"(the snapshot limit); point image at the app's own folder, not a parent "
                 f"folder such as your home directory"
             )
-        if self.max_bytes is not None and self.bytes > self.max_bytes:
+        if self.max_bytes is not None and self.total_bytes > self.max_bytes:
             raise SnapshotTooLarge(
                 f"image folder {self.src} holds more than {_human(self.max_bytes)} of files "
                 f"(the snapshot limit); point image at the app's own folder, not a parent "

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
+from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
 
 PR_SET_PDEATHSIG = 1
@@ -109,6 +110,9 @@ def kill_recorded_replicas(state_dir: Path) -> int:
         except (OSError, ValueError):
             continue
         pgid = data.get("pgid") or data.get("pid")
+        if not pgid and isinstance(data.get("id"), str):
+            # Recorded just before its spawn: find it by the FLINT_REPLICA_ID in its environment.
+            pgid = find_by_replica_id(data["id"])
         if isinstance(pgid, int) and pgid > 1:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)

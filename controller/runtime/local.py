@@ -83,12 +83,20 @@ class LocalRuntime:
         self._started = False
         self._closing = False
         self._start_lock = asyncio.Lock()
+        self._port_lock = asyncio.Lock()
+        self._port_claims: dict[str, int] = {}
+        """Ports handed out by `aallocate_port`, by replica id, until the replica is stopped
+        (only touched on the loop)."""
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Take the state dir and re-adopt recorded replicas: a live process (same pid and
-        start time) is watched and probed again; a dead one is restarted like a crash."""
+        start time) is watched and probed again; a dead one is restarted like a crash.
+
+        A record without a pid may have been written just before a spawn the previous runtime
+        did not live to record: its process is looked up by FLINT_REPLICA_ID in
+        /proc/*/environ, and adopted if found (so it is never started twice)."""
         async with self._start_lock:
             if self._started:
                 return
@@ -96,8 +104,12 @@ class LocalRuntime:
                 raise RuntimeError("the runtime is closed")
             recs = await asyncio.to_thread(self._take_state_dir)
             self._started = True
+            pidless = [r.id for r in recs if r.pid is None]
+            by_env = (
+                await asyncio.to_thread(process.processes_by_replica_id, pidless) if pidless else {}
+            )
             for rec in recs:
-                await self._adopt(rec)
+                await self._adopt(rec, by_env.get(rec.id, []))
 
     def _take_state_dir(self) -> list[records.ReplicaRecord]:
         for d in (self.records_dir, self.logs_dir, self.sandbox_dir):
@@ -115,7 +127,20 @@ class LocalRuntime:
         self._lock_fd = fd
         return records.read_all(self.records_dir)
 
-    async def _adopt(self, rec: records.ReplicaRecord) -> None:
+    async def _adopt(self, rec: records.ReplicaRecord, by_env: list[int]) -> None:
+        """Supervise a recorded replica again. `by_env`: live processes carrying its
+        FLINT_REPLICA_ID (looked up only for records without a pid)."""
+        down_reason = "the process exited while the runtime was not running"
+        if rec.pid is None and by_env:
+            main = await asyncio.to_thread(self._identify, by_env)
+            if main is not None:
+                rec.pid, rec.pgid, rec.start_time = main
+                log.info("found replica %s by FLINT_REPLICA_ID (pid %d)", rec.id, rec.pid)
+            else:  # children of a main process that is gone
+                for pgid in await asyncio.to_thread(self._groups_of, by_env):
+                    process.signal_group(pgid, signal.SIGKILL)
+        if rec.pid is None and rec.state == "spawning":
+            down_reason = "the runtime stopped while starting the process, which is not running"
         rep = LocalReplica(self, rec, self.sandbox_dir / rec.id, adopted=True)
         self._replicas[rec.id] = rep
         alive = rec.pid is not None and rec.start_time is not None
@@ -134,8 +159,25 @@ class LocalRuntime:
                 process.signal_group(rec.pgid, signal.SIGKILL)  # leftovers of the dead replica
             log.info("replica %s died while the runtime was down; restarting it", rec.id)
             rep.status.pid = None
-            rep.launch(None, exited_while_down=rec.pid is not None)
+            was_started = rec.pid is not None or rec.state == "spawning"
+            rep.launch(None, exited_while_down=was_started, down_reason=down_reason)
         self.notify(replace(rep.status))
+
+    @staticmethod
+    def _identify(pids: list[int]) -> tuple[int, int, int] | None:
+        """(pid, pgid, start time) of the main process among a replica's processes (blocking)."""
+        main = process.main_process(pids)
+        st = None if main is None else process.proc_stat(main)
+        if main is None or st is None:
+            return None
+        return main, st.pgid, st.start_time
+
+    @staticmethod
+    def _groups_of(pids: list[int]) -> set[int]:
+        """The process groups of `pids`, never our own (blocking)."""
+        groups = {st.pgid for st in map(process.proc_stat, pids) if st is not None}
+        groups.discard(os.getpgrp())
+        return {g for g in groups if g > 1}
 
     async def close(self, stop_replicas: bool = True) -> None:
         """Stop supervising. With `stop_replicas`, stop every replica and delete its record;
@@ -147,6 +189,7 @@ class LocalRuntime:
         else:
             await asyncio.gather(*(r.abandon() for r in reps))
             self._replicas.clear()
+            self._port_claims.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
@@ -205,6 +248,7 @@ class LocalRuntime:
             await rep.flushed()
         finally:
             self._replicas.pop(replica_id, None)
+            self._port_claims.pop(replica_id, None)
             await asyncio.to_thread(self._forget, replica_id)
 
     def _forget(self, replica_id: str) -> None:
@@ -225,19 +269,50 @@ class LocalRuntime:
         return None if r is None else replace(r.status)
 
     def log_paths(self, revision_key: str) -> list[Path]:
-        """Log files of the revision's replicas, past and present, oldest first."""
+        """Log files of the revision's replicas, past and present, oldest first (blocking:
+        on an event loop use `alog_paths`)."""
         namespace, _, revision = revision_key.partition("/")
         d = self.logs_dir / namespace / revision
         if not d.is_dir():
             return []
-        return sorted(d.glob("*.log"), key=lambda p: (p.stat().st_mtime, p.name))
+        dated = []
+        for p in d.glob("*.log"):
+            try:
+                dated.append((p.stat().st_mtime, p.name, p))
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+        return [p for _mtime, _name, p in sorted(dated)]
+
+    async def alog_paths(self, revision_key: str) -> list[Path]:
+        """`log_paths` in a worker thread (it globs and stats), for use on an event loop."""
+        return await asyncio.to_thread(self.log_paths, revision_key)
 
     # ------------------------------------------------------------------ ports
 
     def allocate_port(self, preferred: int | None, replica_id: str) -> int:
-        """A port no other replica uses and nothing listens on; `preferred` if possible."""
-        st = self.settings
+        """A port no other replica uses and nothing listens on; `preferred` if possible
+        (blocking: it binds test sockets; on the loop use `aallocate_port`)."""
+        return self._pick_port(preferred, self._taken_ports(replica_id))
+
+    async def aallocate_port(self, preferred: int | None, replica_id: str) -> int:
+        """`allocate_port` with the socket probing in a worker thread. Allocations are
+        serialised and the port stays claimed for `replica_id` until the replica is forgotten,
+        so two replicas starting at once never get the same port."""
+        async with self._port_lock:
+            taken = self._taken_ports(replica_id)
+            port = await asyncio.to_thread(self._pick_port, preferred, taken)
+            self._port_claims[replica_id] = port
+            return port
+
+    def _taken_ports(self, replica_id: str) -> set[int]:
+        """Ports of the other replicas (read on the loop: `_replicas` changes there)."""
         taken = {r.status.port for rid, r in self._replicas.items() if rid != replica_id}
+        taken.update(p for rid, p in self._port_claims.items() if rid != replica_id)
+        taken.discard(0)
+        return taken
+
+    def _pick_port(self, preferred: int | None, taken: set[int]) -> int:
+        st = self.settings
         if preferred and preferred not in taken and self._bindable(preferred):
             return preferred
         span = st.port_max - st.port_min + 1

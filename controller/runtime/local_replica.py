@@ -29,7 +29,7 @@ class Owner(Protocol):
 
     def notify(self, status: ReplicaStatus) -> None: ...
 
-    def allocate_port(self, preferred: int | None, replica_id: str) -> int: ...
+    async def aallocate_port(self, preferred: int | None, replica_id: str) -> int: ...
 
 
 class SpawnError(Exception):
@@ -81,7 +81,9 @@ class LocalReplica:
         if changed:
             self.owner.notify(replace(self.status))
 
-    async def persist(self) -> None:
+    async def persist(self, state: records.RecordState | None = None) -> None:
+        """Write the record: `running` with the pid of a live process, else `down`, or
+        `state` (`spawning`: written before a spawn, so a process never exists unrecorded)."""
         r = self.record
         h = self.handle
         r.port = self.status.port
@@ -91,6 +93,7 @@ class LocalReplica:
         r.pid = h.pid if h is not None and live else None
         r.pgid = h.pgid if h is not None and live else None
         r.start_time = h.start_time if h is not None and live else None
+        r.state = state or ("running" if live else "down")
         if self.stopping:
             return
         async with self._persist_lock:
@@ -109,20 +112,31 @@ class LocalReplica:
 
     # ------------------------------------------------------------------ supervision
 
-    def launch(self, adopted: process.ProcessHandle | None, exited_while_down: bool) -> None:
+    def launch(
+        self,
+        adopted: process.ProcessHandle | None,
+        exited_while_down: bool,
+        down_reason: str = "the process exited while the runtime was not running",
+    ) -> None:
+        """Supervise `adopted`, or spawn a process; `exited_while_down` → first go through the
+        crash path (backoff, `crashed` state with `down_reason`)."""
         self.task = asyncio.get_running_loop().create_task(
-            self._run(adopted, exited_while_down), name=f"replica {self.record.id}"
+            self._run(adopted, exited_while_down, down_reason), name=f"replica {self.record.id}"
         )
 
-    async def _run(self, handle: process.ProcessHandle | None, exited_while_down: bool) -> None:
+    async def _run(
+        self, handle: process.ProcessHandle | None, exited_while_down: bool, down_reason: str
+    ) -> None:
         try:
             if handle is not None:
                 self.handle = handle
                 handle.watch()
                 self.first_spawn.set()
+                if self.record.state != "running":
+                    await self.persist()  # found by FLINT_REPLICA_ID: record its pid now
             elif exited_while_down:
                 self.first_spawn.set()
-                await self._crashed(None, "the process exited while the runtime was not running")
+                await self._crashed(None, down_reason)
             while True:
                 if handle is None:
                     handle = await self._spawn()
@@ -145,7 +159,7 @@ class LocalReplica:
         """Start a process; None (state `failed`) if the image cannot run at all."""
         s = self.spec
         home, tmp = self.sandbox / "home", self.sandbox / "tmp"
-        port = self.owner.allocate_port(self.status.port or None, self.record.id)
+        port = await self.owner.aallocate_port(self.status.port or None, self.record.id)
         env = process.build_env(
             home=home,
             tmpdir=tmp,
@@ -155,6 +169,7 @@ class LocalReplica:
                 "K_SERVICE": s.service,
                 "K_CONFIGURATION": s.configuration,
                 "K_REVISION": s.revision,
+                process.REPLICA_ID_ENV: self.record.id,
             },
         )
 
@@ -179,6 +194,10 @@ class LocalReplica:
             self.status.restarts += 1
         self._has_run = True
         self.status.port = port
+        # Record first, spawn second: a runtime killed in between leaves a `spawning` record
+        # (no pid) whose process the next runtime finds by FLINT_REPLICA_ID, never an
+        # unrecorded process. Cancelled here, nothing was spawned.
+        await self.persist("spawning")
         spawning = asyncio.ensure_future(asyncio.to_thread(prepare_and_spawn))
         try:
             handle = await asyncio.shield(spawning)

@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 """Exit polling period (seconds) when pidfds are unavailable."""
+
+REPLICA_ID_ENV = "FLINT_REPLICA_ID"
+"""Set in every replica's environment (inherited by its children): finds a replica's processes
+when its record has no pid yet (the runtime died between writing the record and the spawn)."""
 
 _ABANDONED: list[subprocess.Popen[bytes]] = []
 """Children we stopped supervising but left running (`close(False)`); kept referenced so the
@@ -66,6 +70,58 @@ def group_members(pgid: int) -> list[int]:
         if st is not None and st.pgid == pgid and st.state not in ("Z", "X"):
             members.append(int(name))
     return members
+
+
+def _replica_id_of(pid: int) -> str | None:
+    """The FLINT_REPLICA_ID in /proc/<pid>/environ; None if absent or unreadable."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:  # gone, another user's, a kernel thread...
+        return None
+    prefix = REPLICA_ID_ENV.encode() + b"="
+    for entry in data.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode("utf-8", "replace")
+    return None
+
+
+def processes_by_replica_id(replica_ids: Collection[str]) -> dict[str, list[int]]:
+    """Live processes whose environment carries FLINT_REPLICA_ID=<id>, for each of the ids
+    (blocking: one scan of /proc/*/environ; processes we may not read are skipped). A replica's
+    children inherit the variable, so an id may map to several processes."""
+    wanted = set(replica_ids)
+    found: dict[str, list[int]] = {rid: [] for rid in wanted}
+    if not wanted:
+        return found
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        rid = _replica_id_of(int(name))
+        if rid in wanted and is_alive(int(name)):
+            found[rid].append(int(name))
+    return found
+
+
+def main_process(pids: Sequence[int]) -> int | None:
+    """Among a replica's processes, the one the runtime spawned: a process group leader
+    (replicas start in their own session), the oldest if several (children may setsid too)."""
+    leaders = []
+    for pid in pids:
+        st = proc_stat(pid)
+        if st is not None and st.pgid == pid and st.state not in ("Z", "X"):
+            leaders.append((st.start_time, pid))
+    return min(leaders)[1] if leaders else None
+
+
+def find_by_replica_id(replica_id: str) -> int | None:
+    """The pid of the live main process of replica `replica_id`, found by its
+    FLINT_REPLICA_ID environment variable, or None (blocking: scans /proc).
+
+    Use it for a record without a pid: it was written before the spawn (state `spawning`), so
+    a process may exist that the record does not name."""
+    return main_process(processes_by_replica_id([replica_id])[replica_id])
 
 
 def signal_group(pgid: int, sig: int) -> bool:

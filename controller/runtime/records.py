@@ -1,4 +1,12 @@
-"""On-disk replica records: how a restarted local runtime finds and re-adopts its replicas."""
+"""On-disk replica records: how a restarted local runtime finds and re-adopts its replicas.
+
+A record is written *before* its process is spawned (state `spawning`, no pid) and updated
+with the pid, process group and start time right after. So a record without a pid does not
+prove that no process runs: the runtime may have died between the spawn and the update. Such
+a process is found by its environment: every replica runs with `FLINT_REPLICA_ID=<record id>`
+(see `process.find_by_replica_id`). Anything that cleans up after a dead runtime (like
+`flint up`'s exit) must kill the process group `pgid` (or `pid`) of a record that has one,
+and look the replica up by FLINT_REPLICA_ID when it has none."""
 
 from __future__ import annotations
 
@@ -9,13 +17,17 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from controller.runtime.base import Probe, ReplicaSpec
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
+
+RecordState = Literal["spawning", "running", "down"]
+"""spawning: written just before a spawn, no pid yet (look the process up by FLINT_REPLICA_ID);
+running: pid, pgid and start_time name the process; down: no process (crash backoff, failed)."""
 
 
 @dataclass(slots=True)
@@ -30,13 +42,14 @@ class ReplicaRecord:
     cwd: Path
     """The resolved working directory."""
     pid: int | None = None
-    """None while no process runs (crash backoff)."""
+    """None while no process runs (crash backoff), or not known yet (state `spawning`)."""
     pgid: int | None = None
     start_time: int | None = None
     """/proc/<pid>/stat field 22 (clock ticks after boot): a pid is ours only if this matches."""
     restarts: int = 0
     started_at: float = 0.0
     """Wall-clock start of the current process."""
+    state: RecordState = "down"
 
 
 def _probe_to_dict(p: Probe) -> dict[str, Any]:
@@ -99,6 +112,7 @@ def to_json(r: ReplicaRecord) -> bytes:
     doc = {
         "version": VERSION,
         "id": r.id,
+        "state": r.state,
         "pid": r.pid,
         "pgid": r.pgid,
         "start_time": r.start_time,
@@ -118,8 +132,12 @@ def from_json(data: bytes) -> ReplicaRecord:
     d = json.loads(data)
     if d.get("version") != VERSION:
         raise ValueError(f"unsupported record version {d.get('version')!r}")
+    state = d.get("state")  # absent in records of older runtimes
+    if state not in get_args(RecordState):
+        state = "running" if d["pid"] is not None else "down"
     return ReplicaRecord(
         id=d["id"],
+        state=state,
         spec=spec_from_dict(d["spec"]),
         host=d["host"],
         port=d["port"],

@@ -4,13 +4,16 @@ process-group hygiene and re-adoption after the runtime dies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,9 +23,10 @@ import aiohttp
 import pytest
 import uvloop
 
+from controller.runtime import process, records
 from controller.runtime.base import Probe, ReplicaSpec, ReplicaStatus
 from controller.runtime.local import LocalRuntime, LocalRuntimeSettings, StateDirBusy
-from controller.runtime.process import is_alive
+from controller.runtime.process import find_by_replica_id, is_alive
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 REPO = APPS.parent.parent
@@ -139,6 +143,7 @@ async def test_ready_env_and_logs(h: Harness, monkeypatch: pytest.MonkeyPatch) -
     assert env["K_REVISION"] == "hello-00001"
     assert env["GREETING"] == "hi"
     assert env["LANG"] == env["LC_ALL"] == "C.UTF-8"
+    assert env["FLINT_REPLICA_ID"] == st.id
     assert "FLINT_SECRET" not in env and "VIRTUAL_ENV" not in env
     state = h.rt.state_dir
     check_private_dirs_and_path(env, state, venv_bin)
@@ -150,10 +155,13 @@ async def test_ready_env_and_logs(h: Harness, monkeypatch: pytest.MonkeyPatch) -
 
     logs = h.rt.log_paths("default/hello-00001")
     assert logs == [state / "logs" / "default" / "hello-00001" / f"{st.id}.log"]
+    assert await h.rt.alog_paths("default/hello-00001") == logs
+    assert await h.rt.alog_paths("default/no-such-revision") == []
     await wait_for(lambda: "listening on" in logs[0].read_text(), what="log line")
     record = json.loads((state / "replicas" / f"{st.id}.json").read_text())
     assert record["pid"] == st.pid and record["port"] == st.port
     assert record["start_time"] > 0 and record["revision_key"] == "default/hello-00001"
+    assert record["state"] == "running"
     assert h.rt.replicas("default/hello-00001")[0].id == st.id
     assert h.rt.replicas("default/other") == []
 
@@ -444,6 +452,177 @@ async def test_dead_replica_is_restarted_on_start(tmp_path: Path) -> None:
     finally:
         await rt.close(stop_replicas=True)
     assert app_pids(tag) == []
+
+
+# ---------------------------------------------------------------------------- spawn window
+
+
+async def test_record_is_written_before_the_spawn(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[dict[str, object], str | None]] = []
+    real_spawn = process.spawn
+
+    def checking_spawn(
+        argv: list[str], cwd: Path, env: dict[str, str], log_path: Path
+    ) -> process.ProcessHandle:
+        rid = log_path.stem
+        doc = json.loads((h.rt.records_dir / f"{rid}.json").read_text())
+        seen.append((doc, env.get("FLINT_REPLICA_ID")))
+        return real_spawn(argv, cwd, env, log_path)
+
+    monkeypatch.setattr(process, "spawn", checking_spawn)
+    st = await h.rt.start_replica(spec(h.control))
+    (doc, env_id), = seen
+    assert doc["state"] == "spawning" and doc["pid"] is None and doc["pgid"] is None
+    assert doc["port"] == st.port and doc["id"] == st.id
+    assert env_id == st.id
+    after = json.loads((h.rt.records_dir / f"{st.id}.json").read_text())
+    assert after["state"] == "running" and after["pid"] == st.pid and after["pgid"] == st.pid
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spawning_record(state: Path, control: Path, tag: str, *args: str) -> records.ReplicaRecord:
+    """The record a runtime writes just before spawning (as if it was SIGKILLed right after)."""
+    rid = f"hello-00001-{uuid.uuid4().hex[:8]}"
+    rec = records.ReplicaRecord(
+        id=rid,
+        spec=spec(control, "--tag", tag, *args),
+        host="127.0.0.1",
+        port=free_port(),
+        log_path=state / "logs" / "default" / "hello-00001" / f"{rid}.log",
+        cwd=APPS,
+        state="spawning",
+    )
+    records.write(state / "replicas", rec)
+    return rec
+
+
+def spawn_by_hand(rec: records.ReplicaRecord) -> subprocess.Popen[bytes]:
+    """The process that runtime spawned but did not live to record."""
+    rec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        **rec.spec.env,
+        "PORT": str(rec.port),
+        "FLINT_REPLICA_ID": rec.id,
+    }
+    with open(rec.log_path, "ab") as out:
+        return subprocess.Popen(
+            list(rec.spec.command),
+            cwd=rec.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+
+
+async def test_unrecorded_spawn_is_adopted_not_duplicated(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    control = tmp_path / "control"
+    control.mkdir()
+    tag = uuid.uuid4().hex
+    rec = spawning_record(state, control, tag)
+    assert json.loads((state / "replicas" / f"{rec.id}.json").read_text())["pid"] is None
+    proc = spawn_by_hand(rec)
+    try:
+        await wait_for(lambda: find_by_replica_id(rec.id) == proc.pid, what="env lookup")
+        assert find_by_replica_id("no-such-replica") is None
+        rt = LocalRuntime(state, settings=FAST)
+        h = Harness(rt, control)
+        try:
+            await rt.start()
+            st = await h.wait_state(rec.id, "ready")
+            assert st.pid == proc.pid and st.port == rec.port and st.restarts == 0
+            assert app_pids(tag) == [proc.pid]
+            assert len(rt.replicas()) == 1
+            doc = json.loads((state / "replicas" / f"{rec.id}.json").read_text())
+            assert doc["state"] == "running"
+            assert doc["pid"] == doc["pgid"] == proc.pid and doc["start_time"] > 0
+            assert (await get(st.port, "/"))[0] == 200
+        finally:
+            await rt.close(stop_replicas=True)
+        assert app_pids(tag) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+
+async def test_unrecorded_spawn_that_never_happened_is_restarted(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    control = tmp_path / "control"
+    control.mkdir()
+    tag = uuid.uuid4().hex
+    rec = spawning_record(state, control, tag)
+    rt = LocalRuntime(state, settings=FAST)
+    h = Harness(rt, control)
+    try:
+        await rt.start()
+        st = await h.wait_state(rec.id, "ready")
+        crashed = [e for e in h.events if e.state == "crashed"]
+        assert crashed and "while starting" in crashed[0].message
+        assert app_pids(tag) == [st.pid]
+        assert st.restarts == 1
+    finally:
+        await rt.close(stop_replicas=True)
+    assert app_pids(tag) == []
+
+
+async def test_unrecorded_spawn_whose_main_process_died_leaves_no_orphans(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    control = tmp_path / "control"
+    control.mkdir()
+    tag = uuid.uuid4().hex
+    rec = spawning_record(state, control, tag, "--fork")
+    proc = spawn_by_hand(rec)
+    gc_file = control / "grandchild.pid"
+    await wait_for(gc_file.exists, what="grandchild pid")
+    grandchild = int(gc_file.read_text())
+    proc.kill()
+    proc.wait(5)
+    assert alive(grandchild)
+    assert find_by_replica_id(rec.id) is None  # only a child is left, not the main process
+    gc_file.unlink()
+    rt = LocalRuntime(state, settings=FAST)
+    h = Harness(rt, control)
+    try:
+        await rt.start()
+        st = await h.wait_state(rec.id, "ready")
+        await wait_for(lambda: not alive(grandchild), what="orphan killed")
+        assert app_pids(tag) == [st.pid]
+    finally:
+        await rt.close(stop_replicas=True)
+    assert app_pids(tag) == []
+
+
+# ---------------------------------------------------------------------------- the event loop
+
+
+async def test_port_allocation_is_off_the_loop_and_unique(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    real = h.rt._bindable
+
+    def bindable(port: int) -> bool:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.005)  # widen the window for two allocations to overlap
+        return real(port)
+
+    monkeypatch.setattr(h.rt, "_bindable", bindable)
+    sts = await asyncio.gather(*(h.rt.start_replica(spec(h.control)) for _ in range(4)))
+    assert threads and threading.main_thread().name not in threads
+    assert len({st.port for st in sts}) == 4
+    for st in sts:
+        await h.wait_state(st.id, "ready")
 
 
 # ---------------------------------------------------------------------------- uvloop
