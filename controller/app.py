@@ -7,10 +7,12 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from controller.apiserver import make_api_app
+from controller.autoscaling.scaler import Scaler
 from controller.builds.artifacts import ArtifactStore
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
@@ -30,7 +32,7 @@ from controller.reconcilers.context import (
 )
 from controller.reconcilers.publisher import SnapshotPublisher
 from controller.reconcilers.queue import WorkQueue
-from controller.reconcilers.revision import reconcile_revision
+from controller.reconcilers.revision import reconcile_revision, referenced
 from controller.reconcilers.route import reconcile_route
 from controller.reconcilers.service import reconcile_service
 from controller.runtime.base import ReplicaStatus, Runtime
@@ -80,13 +82,20 @@ class Controller:
 
         informers = {k: Informer(store, k) for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES)}
         self._informers = list(informers.values())
-        hub = GatewayHub(on_progress=self._on_hub_progress)
+        hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report)
         self.publisher = SnapshotPublisher(
             hub, runtime, informers[ROUTES], informers[REVISIONS], s.domain,
             drain_timeout_s=s.drain_timeout_s, stop_grace_s=s.stop_grace_s,
             on_published=lambda _v: self._requeue_unready_routes(),
         )
         self.hub = hub
+        self.scaler = Scaler(
+            s.autoscaler,
+            revision=lambda key: informers[REVISIONS].get(*_split(key)),
+            ready_replicas=self._ready_replicas,
+            routed=self._routed,
+            on_change=lambda key: self.enqueue(REVISIONS, _split(key)),
+        )
         ctx = Context(
             store=store,
             settings=s,
@@ -101,6 +110,7 @@ class Controller:
             snapshot_dirty=self.publisher.mark_dirty,
             drain=self.publisher.drain,
             publisher_is_draining=self.publisher.is_draining,
+            desired_scale=self.scaler.desired,
         )
         self.ctx = ctx
         reconcilers: dict[Kind, Reconcile] = {
@@ -128,6 +138,7 @@ class Controller:
             self.enqueue(REVISIONS, (ns, name))
         self.publisher.mark_dirty()
         self._ticker = asyncio.create_task(self._tick())
+        self.scaler.start()
 
         app = make_api_app(store)
         app.router.add_get(LINK_PATH, hub.handle)
@@ -139,6 +150,8 @@ class Controller:
         log.info("controller: API and gateway link on http://%s:%d", s.api_host, s.api_port)
 
     async def stop(self, *, stop_replicas: bool) -> None:
+        if self.ctx is not None:
+            await self.scaler.stop()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +181,28 @@ class Controller:
         while True:
             await asyncio.sleep(1.0)
             self.publisher.check_drains()
+
+    def _on_report(self, worker: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "poke":
+            self.scaler.record_poke(worker, message)
+        else:
+            self.scaler.record_stats(worker, message)
+
+    def _ready_replicas(self, key: str) -> int:
+        assert self._runtime is not None
+        return sum(
+            1 for r in self._runtime.replicas(key)
+            if r.state == "ready" and not self.publisher.is_draining(r.id)
+        )
+
+    def _routed(self, key: str) -> bool:
+        assert self.ctx is not None
+        ns, name = _split(key)
+        rev = self.ctx.revisions.get(ns, name)
+        if rev is None:
+            return False
+        cfg = (rev["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION, "")
+        return referenced(list(self.ctx.routes), self.ctx.configurations.get(ns, cfg), ns, name)
 
     def _on_hub_progress(self) -> None:
         self.publisher.check_drains()
@@ -269,6 +304,11 @@ class Controller:
         ns, name = ns_name(obj)
         with contextlib.suppress(NotFound):
             await self._store.delete(kind, ns, name)
+
+
+def _split(key: str) -> Key:
+    ns, _, name = key.partition("/")
+    return ns, name
 
 
 def _bind(fn: Reconcile, ctx: Context) -> Callable[[Key], Awaitable[float | None]]:

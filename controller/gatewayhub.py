@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -29,11 +30,17 @@ class WorkerState:
 class GatewayHub:
     """Pushes the newest snapshot to every connected gateway worker and records their acks."""
 
-    def __init__(self, on_progress: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_progress: Callable[[], None] | None = None,
+        on_report: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self._snapshot = Snapshot.empty()
         self._workers: dict[str, WorkerState] = {}
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._on_progress = on_progress
+        self._on_report = on_report
+        """Called with (worker id, message) for `stats` and `poke` messages (the autoscaler)."""
         self._floor = 0
         """Highest version any worker reported serving: every version we send is above it."""
 
@@ -121,6 +128,12 @@ class GatewayHub:
                     elif self._snapshot.version:
                         await ws.send_str(self._encode())
                     log.info("gateway worker connected worker=%s version=%d", worker_id, seen)
+                elif kind in ("stats", "poke") and worker_id is not None:
+                    if self._on_report is not None:
+                        try:
+                            self._on_report(worker_id, data)
+                        except Exception:
+                            log.exception("handling a %s message failed worker=%s", kind, worker_id)
                 elif kind == "ack" and worker_id is not None:
                     state = self._workers.get(worker_id)
                     if state is not None:

@@ -63,7 +63,7 @@ def plan_hosts(routes: Iterable[Obj], domain: str) -> HostPlan:
     return HostPlan(owners, conflicts)
 
 
-def revision_target(revision: Obj, endpoints: tuple[Endpoint, ...]) -> RevisionTarget:
+def revision_target(revision: Obj, endpoints: tuple[Endpoint, ...], failure: str = "") -> RevisionTarget:
     spec = revision.get("spec") or {}
     timeout = float(spec.get("timeoutSeconds") or 300)
     labels = revision["metadata"].get("labels") or {}
@@ -76,6 +76,7 @@ def revision_target(revision: Obj, endpoints: tuple[Endpoint, ...]) -> RevisionT
         idle_timeout_s=float(spec.get("idleTimeoutSeconds") or 0),
         container_concurrency=int(spec.get("containerConcurrency") or 0),
         endpoints=endpoints,
+        failure=failure,
     )
 
 
@@ -85,6 +86,7 @@ def build_snapshot(
     endpoints: Mapping[tuple[str, str], tuple[Endpoint, ...]],
     plan: HostPlan,
     version: int,
+    failures: Mapping[tuple[str, str], str] | None = None,
 ) -> Snapshot:
     """Routes as their status says (the last fully resolved traffic), with their hosts from
     `plan`; every revision a route references, with its ready, non-draining endpoints."""
@@ -126,7 +128,7 @@ def build_snapshot(
             )
         )
     targets = tuple(
-        revision_target(revisions[k], endpoints.get(k, ()))
+        revision_target(revisions[k], endpoints.get(k, ()), (failures or {}).get(k, ""))
         for k in sorted(needed)
         if k in revisions
     )

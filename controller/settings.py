@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.autoscaling.settings import AutoscalerSettings
+
 
 def default_state_dir() -> Path:
     """A per-user state directory: `$XDG_STATE_HOME/flint` or `~/.local/state/flint`."""
@@ -37,6 +39,8 @@ class ControllerSettings:
     """SIGTERM → SIGKILL grace for a stopped replica (seconds)."""
     reconcile_workers: int = 4
     """Concurrent reconciles per kind."""
+    autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
+    """Global autoscaling settings (Knative's `config-autoscaler`); annotations override them."""
 
     @property
     def store_path(self) -> Path:

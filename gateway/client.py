@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from typing import cast
 
 import httptools
@@ -15,6 +16,8 @@ from gateway.headers import (
     H_EXPECT,
     H_FORWARDED,
     H_HOST,
+    H_INTERNAL_REVISION,
+    H_INTERNAL_ROUTE,
     H_TAG,
     H_TRACEPARENT,
     H_TRANSFER_ENCODING,
@@ -27,6 +30,28 @@ from gateway.headers import (
     error_response,
     forwarded_node,
 )
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)
+"""Upper bounds (seconds) of the latency histograms; fixed so workers' counts add up."""
+
+
+class Histogram:
+    """Counts per fixed bucket (`LATENCY_BUCKETS_S`, then +Inf) and the sum of observations."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS_S, value)] += 1
+        self.sum += value
+
+    def to_json(self) -> dict[str, object]:
+        return {"counts": list(self.counts), "sum": self.sum}
 
 
 @dataclass(slots=True)
@@ -48,6 +73,24 @@ class ProxyMetrics:
     """Malformed or oversized requests, header timeouts."""
     active_connections: int = 0
     active_upgrades: int = 0
+    home_forwards: int = 0
+    """Requests for a limited revision forwarded to its home worker (see `gateway.home`)."""
+    inflight_requests: int = 0
+    """Exchanges under way (queued, forwarded or answering), over all revisions."""
+    by_route: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(route `ns/name`, revision `ns/name`, status class "2xx"…) → requests answered."""
+    latency: dict[str, Histogram] = field(default_factory=dict)
+    """revision `ns/name` → time from the request head to the end of the response."""
+
+    def count_request(self, route: str, revision: str, status: int, seconds: float) -> None:
+        """One routed request answered with `status` after `seconds` (off the per-byte path)."""
+        key = (route, revision, _STATUS_CLASS[min(status // 100, 6)])
+        by_route = self.by_route
+        by_route[key] = by_route.get(key, 0) + 1
+        hist = self.latency.get(revision)
+        if hist is None:
+            hist = self.latency[revision] = Histogram()
+        hist.observe(seconds)
 
     def count_status(self, status: int) -> None:
         if status < 300:
@@ -63,11 +106,14 @@ class ProxyMetrics:
             self.responses_5xx += 1
 
 
+_STATUS_CLASS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
 # Reasons the client transport's reading is paused (bit mask).
 P_PIPELINE = 1
 P_PENDING = 2
 P_UPWRITE = 4
 P_UPGRADE = 8
+P_QUEUED = 16
 
 PENDING_HIGH_WATER = 256 * 1024
 """Request-body bytes buffered while the upstream connection is being set up."""
@@ -99,6 +145,8 @@ class ClientRequest:
         "host",
         "hsize",
         "http10",
+        "internal_rev",
+        "internal_route",
         "keep_alive",
         "method",
         "pending",
@@ -144,6 +192,9 @@ class ClientRequest:
         self.replay: list[bytes] | None = []
         self.replay_size = 0
         self.tail = b""
+        self.internal_rev: bytes | None = None
+        """`x-flint-revision` of a request forwarded by another worker (trusted socket only)."""
+        self.internal_route: bytes | None = None
 
     @property
     def body_expected(self) -> bool:
@@ -187,6 +238,7 @@ class ClientConnection(asyncio.Protocol):
         "_resp_started",
         "_settings",
         "_splice",
+        "_trusted",
         "_up_ready",
         "_utimer",
         "transport",
@@ -230,6 +282,9 @@ class ClientConnection(asyncio.Protocol):
         self._splice = False
         self._advancing = False
         self._advance_again = False
+        self._trusted = False
+        """A connection from another worker of this gateway: `x-flint-*` headers are honoured
+        and the forwarding headers it set are kept as they are."""
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -338,6 +393,11 @@ class ClientConnection(asyncio.Protocol):
         if kind is None:
             if not lname.startswith(INTERNAL_PREFIX):
                 req.headers.append((name, value))
+            elif self._trusted:
+                if lname == H_INTERNAL_REVISION:
+                    req.internal_rev = value
+                elif lname == H_INTERNAL_ROUTE:
+                    req.internal_route = value
         elif kind == H_HOST:
             if req.host is not None:
                 self._abort_status = (400, "more than one Host header")

@@ -43,6 +43,10 @@ REQUEST_KINDS: dict[bytes, int] = {
 """Request headers the proxy interprets or replaces. `x-flint-*` is dropped separately."""
 
 INTERNAL_PREFIX = b"x-flint-"
+H_INTERNAL_REVISION = b"x-flint-revision"
+"""Worker → home worker (trusted unix socket only): `namespace/name` of the routed revision."""
+H_INTERNAL_ROUTE = b"x-flint-route"
+"""Worker → home worker: `namespace/name` of the route that matched (for metrics)."""
 
 # Response header kinds.
 R_DROP = 0

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from gateway.client import LATENCY_BUCKETS_S, Histogram
 
 PREFIX = "flint_gateway_"
 
@@ -31,6 +38,20 @@ class WorkerStats:
     """Requests in flight to endpoints removed from the snapshot."""
     counters: dict[str, int] = field(default_factory=dict)
     """The worker's `ProxyMetrics`, flattened to name → integer."""
+    requests: list[tuple[str, str, str, int]] = field(default_factory=list)
+    """(route, revision, code class, count) of the requests this worker answered to clients."""
+    latency: dict[str, HistogramData] = field(default_factory=dict)
+    """revision → request latency histogram (`LATENCY_BUCKETS_S` counts then +Inf, and sum)."""
+    queue_depth: dict[str, int] = field(default_factory=dict)
+    """revision → requests waiting in this worker's queue now."""
+    inflight: dict[str, int] = field(default_factory=dict)
+    """revision → requests this worker has in flight to its replicas now."""
+    cold_starts: dict[str, int] = field(default_factory=dict)
+    """revision → requests that waited for a replica to start."""
+    cold_start_latency: dict[str, HistogramData] = field(default_factory=dict)
+    """revision → how long those requests waited."""
+    loop_lag_s: float = 0.0
+    """How late the worker's last 1-second tick fired (event-loop lag, seconds)."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -45,7 +66,55 @@ class WorkerStats:
             connected=bool(data["connected"]),
             draining_requests=int(data.get("draining_requests", 0)),
             counters={str(k): int(v) for k, v in counters.items()},
+            requests=[
+                (str(r), str(v), str(c), int(n)) for r, v, c, n in data.get("requests") or []
+            ],
+            latency={str(k): _hist(v) for k, v in (data.get("latency") or {}).items()},
+            queue_depth={str(k): int(v) for k, v in (data.get("queue_depth") or {}).items()},
+            inflight={str(k): int(v) for k, v in (data.get("inflight") or {}).items()},
+            cold_starts={str(k): int(v) for k, v in (data.get("cold_starts") or {}).items()},
+            cold_start_latency={
+                str(k): _hist(v) for k, v in (data.get("cold_start_latency") or {}).items()
+            },
+            loop_lag_s=float(data.get("loop_lag_s", 0.0)),
         )
+
+
+HistogramData = dict[str, Any]
+"""A histogram on the wire: {"counts": [per bucket of LATENCY_BUCKETS_S, then +Inf], "sum": s}."""
+
+
+def _hist(data: Mapping[str, Any]) -> HistogramData:
+    return {"counts": [int(c) for c in data["counts"]], "sum": float(data["sum"])}
+
+
+def histograms_json(hists: Mapping[str, Histogram]) -> dict[str, HistogramData]:
+    return {k: {"counts": list(h.counts), "sum": h.sum} for k, h in hists.items()}
+
+
+def _add_hist(into: dict[str, HistogramData], key: str, h: HistogramData) -> None:
+    cur = into.get(key)
+    if cur is None:
+        into[key] = {"counts": list(h["counts"]), "sum": h["sum"]}
+        return
+    counts = cur["counts"]
+    for i, c in enumerate(h["counts"]):
+        if i < len(counts):
+            counts[i] += c
+    cur["sum"] += h["sum"]
+
+
+def _prom_buckets(h: HistogramData) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs for `HistogramMetricFamily`."""
+    out: list[tuple[str, float]] = []
+    acc = 0
+    counts = h["counts"]
+    for bound, c in zip(LATENCY_BUCKETS_S, counts, strict=False):
+        acc += c
+        out.append((repr(float(bound)), float(acc)))
+    acc += sum(counts[len(LATENCY_BUCKETS_S) :])
+    out.append(("+Inf", float(acc)))
+    return out
 
 
 def flatten_counters(metrics: object) -> dict[str, int]:
@@ -61,7 +130,7 @@ def flatten_counters(metrics: object) -> dict[str, int]:
             out[f.name] = value
         elif isinstance(value, Mapping):
             for key, v in value.items():
-                if isinstance(v, int):
+                if isinstance(key, str) and isinstance(v, int):
                     out[f"{f.name}_{key}"] = int(v)
     return out
 
@@ -147,6 +216,62 @@ class GatewayCollector:
             PREFIX + "draining_requests",
             "Requests in flight to endpoints no longer in the snapshot.",
             value=sum(s.draining_requests for s in stats),
+        )
+        yield from self._per_revision(stats)
+
+    def _per_revision(self, stats: Sequence[WorkerStats]) -> Iterable[Metric]:
+        routed = CounterMetricFamily(
+            PREFIX + "routed_requests",
+            "Requests answered to clients, by route, revision and status code class.",
+            labels=["route", "revision", "code"],
+        )
+        by_key: dict[tuple[str, str, str], int] = {}
+        for s in stats:
+            for route, rev, code, n in s.requests:
+                by_key[(route, rev, code)] = by_key.get((route, rev, code), 0) + n
+        for (route, rev, code), n in sorted(by_key.items()):
+            routed.add_metric([route, rev, code], n)
+        yield routed
+
+        for name, attr, doc in (
+            ("request_duration_seconds", "latency",
+             "Time from a request's head to the end of its response, by revision."),
+            ("cold_start_wait_seconds", "cold_start_latency",
+             "How long requests waited for a starting replica, by revision."),
+        ):
+            merged: dict[str, HistogramData] = {}
+            for s in stats:
+                for key, h in getattr(s, attr).items():
+                    _add_hist(merged, key, h)
+            fam = HistogramMetricFamily(PREFIX + name, doc, labels=["revision"])
+            for key, h in sorted(merged.items()):
+                fam.add_metric([key], _prom_buckets(h), sum_value=h["sum"])
+            yield fam
+
+        for name, attr, doc, gauge in (
+            ("queue_depth_requests", "queue_depth", "Requests waiting for capacity, by revision.",
+             True),
+            ("revision_inflight_requests", "inflight",
+             "Requests in flight to a revision's replicas.", True),
+            ("cold_starts", "cold_starts", "Requests that waited for a replica to start.", False),
+        ):
+            sums: dict[str, int] = {}
+            for s in stats:
+                for key, n in getattr(s, attr).items():
+                    sums[key] = sums.get(key, 0) + n
+            family: GaugeMetricFamily | CounterMetricFamily = (
+                GaugeMetricFamily(PREFIX + name, doc, labels=["revision"])
+                if gauge
+                else CounterMetricFamily(PREFIX + name, doc, labels=["revision"])
+            )
+            for key, n in sorted(sums.items()):
+                family.add_metric([key], n)
+            yield family
+
+        yield GaugeMetricFamily(
+            PREFIX + "event_loop_lag_seconds",
+            "How late the slowest worker's last 1-second tick fired.",
+            value=max((s.loop_lag_s for s in stats), default=0.0),
         )
 
 

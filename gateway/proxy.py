@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import httptools
 
+from gateway.activator import INF, Activator, Rejection, StartingProber, Ticket
 from gateway.client import (
     P_PENDING,
     P_PIPELINE,
+    P_QUEUED,
     P_UPGRADE,
     P_UPWRITE,
     ClientConnection,
@@ -18,12 +22,20 @@ from gateway.client import (
 from gateway.config import Endpoint, GatewaySettings, RevisionTarget
 from gateway.headers import (
     CRLF,
+    H_INTERNAL_REVISION,
+    H_INTERNAL_ROUTE,
     forwarding_headers,
     join_headers,
     new_traceparent,
 )
+from gateway.home import HomeRouter
 from gateway.router import RouteMiss, Router
+from gateway.stats import RevStats, StatsAccumulator, poke_message
 from gateway.upstream import UpstreamConn, UpstreamPool
+
+HOME_SLACK_S = 1.0
+"""A request forwarded to its revision's home worker waits this much longer than the
+revision's timeout, so that the home worker's own 504 (which knows why) reaches the client."""
 
 __all__ = ["ProxyFactory", "ProxyMetrics", "ProxyProtocol", "make_proxy_factory"]
 
@@ -61,6 +73,7 @@ class ProxyProtocol(ClientConnection):
 
     __slots__ = (
         "_connect_task",
+        "_ctx",
         "_ep",
         "_failed_over",
         "_head",
@@ -73,11 +86,18 @@ class ProxyProtocol(ClientConnection):
         "_retried",
         "_reused",
         "_rev",
+        "_route_key",
         "_router",
+        "_rs",
         "_start_deadline",
         "_start_timeout",
+        "_status",
+        "_t0",
+        "_ticket",
+        "_total_deadline",
         "_up",
         "_uwhen",
+        "_via_home",
     )
 
     def __init__(
@@ -87,10 +107,20 @@ class ProxyProtocol(ClientConnection):
         metrics: ProxyMetrics,
         pool: UpstreamPool,
         loop: asyncio.AbstractEventLoop,
+        ctx: ProxyFactory | None = None,
     ) -> None:
         super().__init__(settings, metrics, loop)
         self._router = router
         self._pool = pool
+        self._ctx = ctx
+        self._trusted = ctx is not None and ctx.trusted
+        self._ticket: Ticket | None = None
+        self._rs: RevStats | None = None
+        self._route_key = ""
+        self._status = 0
+        self._t0 = 0.0
+        self._total_deadline = INF
+        self._via_home = False
         self._rev: RevisionTarget | None = None
         self._ep: Endpoint | None = None
         self._up: UpstreamConn | None = None
@@ -125,8 +155,9 @@ class ProxyProtocol(ClientConnection):
     # -- the exchange -----------------------------------------------------------------------
 
     def _start(self, req: ClientRequest) -> None:
-        """Route a request whose headers are complete and send it to a replica."""
-        self._metrics.requests_total += 1
+        """Route a request whose headers are complete and send it to a replica (or queue it)."""
+        metrics = self._metrics
+        metrics.requests_total += 1
         if req.error is not None:
             self._respond_error(*req.error)
             return
@@ -146,46 +177,152 @@ class ProxyProtocol(ClientConnection):
         if not host:
             self._respond_error(400, "missing Host header")
             return
-        host_s = host.decode("latin-1")
-        target = self._router.resolve(host_s, req.tag.decode("latin-1") if req.tag else None)
-        if isinstance(target, RouteMiss):
-            if target.reason == "unknown-host":
-                self._respond_error(404, f"no route for host {host_s!r}")
-            else:
-                self._respond_error(503, target.message, retry_after=True)
-            return
-        ep = self._router.acquire(target)
-        if ep is None:
-            if not target.endpoints:
-                msg = f"revision {target.key} has no ready replica"
-            else:
-                msg = (
-                    f"revision {target.key} has no free slot "
-                    f"(containerConcurrency={target.container_concurrency})"
+        router = self._router
+        if req.internal_rev is not None:
+            # Forwarded by another worker: this worker is the revision's home.
+            key = req.internal_rev.decode("latin-1")
+            current = router.current(key)
+            if current is None:
+                self._respond_error(
+                    503, f"revision {key} is not in this worker's routing snapshot", retry_after=True
                 )
-            self._respond_error(503, msg, retry_after=True)
-            return
+                return
+            target = current
+            self._route_key = (req.internal_route or b"").decode("latin-1")
+        else:
+            host_s = host.decode("latin-1")
+            found = router.route(host_s, req.tag.decode("latin-1") if req.tag else None)
+            if isinstance(found, RouteMiss):
+                if found.reason == "unknown-host":
+                    self._respond_error(404, f"no route for host {host_s!r}")
+                else:
+                    self._respond_error(503, found.message, retry_after=True)
+                return
+            self._route_key, target = found
         self._rev = target
+        self._t0 = now = self._loop.time()
+        self._status = 0
+        metrics.inflight_requests += 1
+        ctx = self._ctx
+        key = target.key
+        if ctx is not None and ctx.home is not None and target.container_concurrency > 0:
+            home_ep = ctx.home.endpoint_for(key) if req.internal_rev is None else None
+            if home_ep is not None:
+                # Another worker owns this revision's limit, queue and stats.
+                self._via_home = True
+                metrics.home_forwards += 1
+                self._head = self._build_head(req, host, key)
+                timeout = target.timeout_s
+                self._total_deadline = now + timeout + HOME_SLACK_S if timeout > 0 else INF
+                self._begin(home_ep, now)
+                return
+        self._head = self._build_head(req, host)
+        timeout = target.timeout_s
+        self._total_deadline = now + timeout if timeout > 0 else INF
+        act = ctx.activator if ctx is not None else None
+        if ctx is not None and ctx.stats is not None:
+            self._rs = ctx.stats.enter(key, now)
+        if act is None:
+            ep = router.acquire(target)
+            if ep is None:
+                if not target.endpoints:
+                    msg = f"revision {key} has no ready replica"
+                else:
+                    msg = (
+                        f"revision {key} has no free slot "
+                        f"(containerConcurrency={target.container_concurrency})"
+                    )
+                self._respond_error(503, msg, retry_after=True)
+                return
+            self._begin(ep, now)
+            return
+        if target.failure or not target.endpoints:
+            refusal = act.refuse(target)
+            if refusal is not None:
+                self._respond_error(refusal.status, refusal.message, retry_after=True)
+                return
+        ep = None if act.has_waiters(key) else router.acquire(target)
+        if ep is not None:
+            self._begin(ep, now)
+            return
+        self._enqueue(act, target, req, now)
+
+    def _enqueue(self, act: Activator, target: RevisionTarget, req: ClientRequest, now: float) -> None:
+        """No routable replica or no free slot: wait in the revision's queue."""
+        body_bytes = req.pending_size
+        if req.body_expected and not req.complete:
+            length = req.content_length
+            if length is not None and length <= self._settings.queue_body_buffer_bytes:
+                body_bytes = max(body_bytes, length)  # small: read and buffered while waiting
+            else:
+                self._pause(P_QUEUED)  # stays unread in the socket until forwarded
+        res = act.enqueue(target, self, now, deadline=self._total_deadline, body_bytes=body_bytes)
+        if isinstance(res, Rejection):
+            self._resume(P_QUEUED)
+            act.rejections += 1
+            self._respond_error(res.status, res.message, retry_after=True)
+            return
+        self._ticket = res
+
+    # -- Waiter (the activator's callbacks) ---------------------------------------------------
+
+    def granted(self, rev: RevisionTarget, ep: Endpoint, ticket: Ticket, now: float) -> None:
+        """A slot on `ep` was reserved for the queued request."""
+        if self._ticket is not ticket or self._cur is None or self._closing:
+            self._router.release(ep.id)
+            return
+        self._ticket = None
+        ctx = self._ctx
+        if ticket.cold and ctx is not None and ctx.activator is not None:
+            ctx.activator.count_cold_start(rev.key, now - ticket.enqueued)
+        self._rev = rev
+        self._resume(P_QUEUED)
+        self._begin(ep, now)
+
+    def rejected(self, status: int, message: str) -> None:
+        """The queued request failed (timed out, revision failed or gone)."""
+        self._ticket = None
+        self._resume(P_QUEUED)
+        self._respond_error(status, message, retry_after=status == 503)
+
+    def _begin(self, ep: Endpoint, now: float) -> None:
+        """Send the active request to `ep` (a reserved slot, or a home worker)."""
+        target = self._rev
+        assert target is not None
         self._ep = ep
         self._failed_over = False
         self._retried = False
-        self._head = self._build_head(req, host)
-        timeout = target.response_start_timeout_s or target.timeout_s
-        if target.timeout_s > 0:
-            timeout = min(timeout, target.timeout_s)
-        self._start_timeout = timeout
+        deadline = self._total_deadline
+        if not self._via_home:
+            start = target.response_start_timeout_s
+            if start > 0:
+                deadline = min(deadline, now + start)
+        self._start_timeout = (deadline - self._t0) if deadline < INF else 0.0
         self._idle_timeout = target.idle_timeout_s
-        if timeout > 0:
-            self._start_deadline = deadline = self._loop.time() + timeout
+        if deadline < INF:
+            self._start_deadline = deadline
             self._ensure_utimer(deadline)
         else:
             self._start_deadline = 0.0
         self._dispatch(ep, fresh=False)
 
-    def _build_head(self, req: ClientRequest, host: bytes) -> bytes:
+    def _build_head(self, req: ClientRequest, host: bytes, home_key: str | None = None) -> bytes:
         parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
         join_headers(parts, req.headers)
-        forwarding_headers(parts, req.forwarded, req.xff, self._for_node, self._client_ip, host)
+        if self._trusted:
+            # From another worker, which already appended this hop's forwarding headers.
+            if req.forwarded:
+                parts += (b"Forwarded: ", req.forwarded, CRLF)
+            if req.xff:
+                parts += (b"X-Forwarded-For: ", req.xff, CRLF)
+            parts += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host, CRLF)
+        else:
+            forwarding_headers(parts, req.forwarded, req.xff, self._for_node, self._client_ip, host)
+        if home_key is not None:
+            parts += (
+                H_INTERNAL_REVISION, b": ", home_key.encode("latin-1"), CRLF,
+                H_INTERNAL_ROUTE, b": ", self._route_key.encode("latin-1"), CRLF,
+            )
         if not req.traceparent:
             parts += (b"traceparent: ", new_traceparent(), CRLF)
         if req.chunked:
@@ -228,9 +365,18 @@ class ProxyProtocol(ClientConnection):
         rev = self._rev
         if rev is None or self._cur is None:
             return
+        if self._via_home:
+            self._upstream_failed(
+                503,
+                f"the gateway worker that owns revision {rev.key} is not reachable: "
+                f"{str(exc) or type(exc).__name__}",
+                retry_after=True,
+            )
+            return
         if not self._failed_over:
             self._failed_over = True
-            other = self._router.acquire(rev, exclude=(ep.id,))
+            current = self._router.current(rev.key)  # never a stale (maybe removed) endpoint
+            other = None if current is None else self._router.acquire(current, exclude=(ep.id,))
             if other is not None:
                 self._ep = other
                 self._dispatch(other, fresh=False)
@@ -291,7 +437,36 @@ class ProxyProtocol(ClientConnection):
         if up is not None and up.transport is not None:
             up.transport.write(data)
 
+    def _finish(self) -> None:
+        """The exchange is over: count it (stats, metrics) and leave any queue. Idempotent."""
+        ticket = self._ticket
+        if ticket is not None:
+            self._ticket = None
+            ctx = self._ctx
+            if ctx is not None and ctx.activator is not None:
+                ctx.activator.cancel(ticket)
+        rev = self._rev
+        if rev is None or not self._t0:
+            return
+        now = self._loop.time()
+        rs = self._rs
+        if rs is not None:
+            self._rs = None
+            rs.leave(now)
+        self._metrics.inflight_requests -= 1
+        if self._status and not self._trusted:
+            self._metrics.count_request(self._route_key, rev.key, self._status, now - self._t0)
+        self._t0 = 0.0
+
+    def _respond_error(self, status: int, message: str, retry_after: bool = False) -> None:
+        if self._rev is not None and not self._status:
+            self._status = status
+        super()._respond_error(status, message, retry_after)
+
     def _reset_exchange(self) -> None:
+        self._finish()
+        self._via_home = False
+        self._status = 0
         self._rev = None
         self._resp_mode = M_NONE
         self._resp_close = False
@@ -345,6 +520,7 @@ class ProxyProtocol(ClientConnection):
         # Held back so that a head and the body bytes of the same read go out in one write.
         self._out_head = b"".join(parts)
         self._metrics.count_status(status)
+        self._status = status
         if self._idle_timeout > 0 and not upgrade:
             self._last_io = now = self._loop.time()
             self._ensure_utimer(now + self._idle_timeout)
@@ -483,7 +659,8 @@ class ProxyProtocol(ClientConnection):
         ep = self._ep
         if ep is not None:
             self._ep = None
-            self._router.release(ep.id)
+            if not self._via_home:  # a home worker is not a balancer slot
+                self._router.release(ep.id)
 
     def _end_exchange(self, reuse: bool) -> None:
         """Detach the upstream (pooling it if `reuse`), free the slot. Idempotent."""
@@ -503,13 +680,19 @@ class ProxyProtocol(ClientConnection):
         self._up_ready = False
         self._resume(P_UPWRITE)
         self._release_ep()
+        if self._closing:
+            self._finish()
 
-    def _upstream_failed(self, status: int, message: str) -> None:
+    def _close_client(self, linger: bool = False) -> None:
+        super()._close_client(linger)
+        self._finish()  # a lingering close may take seconds: the exchange is over now
+
+    def _upstream_failed(self, status: int, message: str, retry_after: bool = False) -> None:
         self._end_exchange(reuse=False)
         if self._resp_started:
             self._close_client()
         else:
-            self._respond_error(status, message)
+            self._respond_error(status, message, retry_after)
 
     def _body_too_large(self, req: ClientRequest) -> None:
         self._metrics.client_errors += 1
@@ -563,15 +746,65 @@ class ProxyProtocol(ClientConnection):
 
 
 class ProxyFactory:
-    """Protocol factory for `loop.create_server`; owns the worker's upstream pool."""
+    """Protocol factory for `loop.create_server`: one worker's shared proxy state.
+
+    Owns the worker's upstream pool, activator (wait queues), starting-endpoint prober and
+    stats accumulator. `trusted=True` makes a factory for the unix socket on which the other
+    workers forward requests for revisions this worker is the home of; pass the public
+    factory as `shared` so both use the same state.
+    """
 
     def __init__(
-        self, router: Router, settings: GatewaySettings, metrics: ProxyMetrics | None = None
+        self,
+        router: Router,
+        settings: GatewaySettings,
+        metrics: ProxyMetrics | None = None,
+        *,
+        controller_connected: Callable[[], bool] | None = None,
+        send_up: Callable[[Mapping[str, Any]], Awaitable[bool]] | None = None,
+        worker_index: int = 0,
+        workers: int = 1,
+        trusted: bool = False,
+        shared: ProxyFactory | None = None,
     ) -> None:
         self.router = router
         self.settings = settings
         self.metrics = metrics if metrics is not None else ProxyMetrics()
+        self.trusted = trusted
+        self.send_up = send_up
+        """Sends an up message to the controller (pokes); None when there is no link."""
         self._pool: UpstreamPool | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        if shared is not None:
+            self._pool = shared.pool
+            self.activator: Activator | None = shared.activator
+            self.prober: StartingProber | None = shared.prober
+            self.stats: StatsAccumulator | None = shared.stats
+            self.home: HomeRouter | None = shared.home
+            self._owner = False
+            return
+        self._owner = True
+        loop = asyncio.get_running_loop()
+        self.home = (
+            HomeRouter(worker_index, workers, settings.state_dir) if workers > 1 else None
+        )
+        self.stats = StatsAccumulator(loop.time())
+        self.activator = Activator(
+            router,
+            settings,
+            workers=workers,
+            clock=loop.time,
+            loop=loop,
+            controller_connected=controller_connected or (lambda: False),
+            poke=self._poke,
+        )
+        self.prober = StartingProber(
+            router,
+            loop,
+            interval_s=settings.probe_interval_s,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            on_ready=self.activator.on_promoted,
+        )
 
     @property
     def pool(self) -> UpstreamPool:
@@ -580,16 +813,42 @@ class ProxyFactory:
         return self._pool
 
     def __call__(self) -> asyncio.Protocol:
-        return ProxyProtocol(self.router, self.settings, self.metrics, self.pool, asyncio.get_running_loop())
+        return ProxyProtocol(
+            self.router, self.settings, self.metrics, self.pool, asyncio.get_running_loop(), self
+        )
+
+    def _poke(self, key: str, waiting: int) -> None:
+        send = self.send_up
+        if send is None:
+            if self.activator is not None:
+                self.activator.pokes.failed(key)
+            return
+        task = asyncio.get_running_loop().create_task(self._send_poke(send, key, waiting))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_poke(
+        self, send: Callable[[Mapping[str, Any]], Awaitable[bool]], key: str, waiting: int
+    ) -> None:
+        if not await send(poke_message(key, waiting)) and self.activator is not None:
+            self.activator.pokes.failed(key)  # link down: the next cold request pokes again
 
     def close(self) -> None:
-        """Close the idle upstream connections (at shutdown)."""
+        """Close the idle upstream connections, stop probes and timers (at shutdown)."""
+        for task in self._tasks:
+            task.cancel()
+        if not self._owner:
+            return
+        if self.prober is not None:
+            self.prober.close()
+        if self.activator is not None:
+            self.activator.close()
         if self._pool is not None:
             self._pool.close()
 
 
 def make_proxy_factory(
-    router: Router, settings: GatewaySettings, metrics: ProxyMetrics | None = None
+    router: Router, settings: GatewaySettings, metrics: ProxyMetrics | None = None, **kw: Any
 ) -> ProxyFactory:
     """A protocol factory for `loop.create_server(factory, sock=sock)`; see `ProxyFactory`."""
-    return ProxyFactory(router, settings, metrics)
+    return ProxyFactory(router, settings, metrics, **kw)

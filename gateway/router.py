@@ -37,7 +37,7 @@ class RouteMiss:
 class Router:
     """Resolves hosts to revisions and reserves replica slots for one gateway worker."""
 
-    __slots__ = ("_balancer", "_rnd", "_snapshot", "_table", "on_drained")
+    __slots__ = ("_balancer", "_rnd", "_snapshot", "_table", "listeners", "on_drained", "on_release")
 
     def __init__(
         self,
@@ -51,6 +51,10 @@ class Router:
         self._snapshot = Snapshot.empty()
         self.on_drained = on_drained
         """Called when a draining endpoint's in-flight count reaches 0 (the link re-acks)."""
+        self.on_release: Callable[[str], None] | None = None
+        """Called with the endpoint id after every released slot (the activator's capacity event)."""
+        self.listeners: list[Callable[[Snapshot], None]] = []
+        """Called after a newer snapshot is applied (activator, prober)."""
         if snapshot is not None:
             self.apply(snapshot)
 
@@ -73,6 +77,8 @@ class Router:
         self._table = RoutingTable.from_snapshot(snapshot)
         self._balancer.update(snapshot)
         self._snapshot = snapshot
+        for listener in self.listeners:
+            listener(snapshot)
 
     def resolve(self, host: str, tag: str | None = None) -> RevisionTarget | RouteMiss:
         res = self._table.resolve(host, tag)
@@ -86,12 +92,40 @@ class Router:
             return RouteMiss("missing-revision", host, f"{res.namespace}/{res.route}", name)
         return rev
 
+    def route(self, host: str, tag: str | None = None) -> tuple[str, RevisionTarget] | RouteMiss:
+        """Like `resolve`, with the `namespace/name` of the matched route."""
+        res = self._table.resolve(host, tag)
+        if res is None:
+            return RouteMiss("unknown-host", host)
+        if not res.candidates:
+            return RouteMiss("no-traffic", host, res.key)
+        name = pick(res, self._rnd())
+        rev = self._table.revision(res.namespace, name)
+        if rev is None:
+            return RouteMiss("missing-revision", host, res.key, name)
+        return res.key, rev
+
+    def current(self, key: str) -> RevisionTarget | None:
+        """The current snapshot's revision `namespace/name`, or None."""
+        ns, _, name = key.partition("/")
+        return self._table.revision(ns, name)
+
+    def has_ready(self, rev: RevisionTarget) -> bool:
+        """Whether `rev` has an endpoint that may be routed (ready, or starting and probed)."""
+        return self._balancer.has_ready(rev)
+
+    def mark_ready(self, endpoint_id: str) -> str | None:
+        """A starting endpoint passed the gateway's probe; returns its revision key if it changed."""
+        return self._balancer.promote(endpoint_id)
+
     def acquire(self, rev: RevisionTarget, exclude: Collection[str] = ()) -> Endpoint | None:
         return self._balancer.acquire(rev, self._rnd, exclude)
 
     def release(self, endpoint_id: str) -> None:
         if self._balancer.release(endpoint_id) and self.on_drained is not None:
             self.on_drained()
+        if self.on_release is not None:
+            self.on_release(endpoint_id)
 
     def inflight(self, endpoint_id: str) -> int:
         return self._balancer.inflight(endpoint_id)

@@ -22,11 +22,13 @@ from gateway.admin import (
     worker_socket_path,
 )
 from gateway.config import GatewaySettings
+from gateway.home import proxy_socket_path
 from gateway.limits import raise_nofile_limit
 from gateway.link import ControllerLink
-from gateway.metrics import WorkerStats, flatten_counters
-from gateway.proxy import ProxyMetrics, make_proxy_factory
+from gateway.metrics import WorkerStats, flatten_counters, histograms_json
+from gateway.proxy import ProxyFactory, ProxyMetrics, make_proxy_factory
 from gateway.router import Router
+from gateway.stats import report_stats
 
 log = logging.getLogger("flint.gateway.server")
 
@@ -155,7 +157,7 @@ class Supervisor:
         await asyncio.to_thread(
             (self.settings.state_dir / "gateway").mkdir, parents=True, exist_ok=True
         )
-        longest = worker_socket_path(self.settings.state_dir, self.settings.workers - 1)
+        longest = proxy_socket_path(self.settings.state_dir, self.settings.workers - 1)
         if len(os.fsencode(longest)) > MAX_UNIX_PATH_BYTES:
             log.error("event=state_dir_too_long socket=%s max_bytes=%d",
                       longest, MAX_UNIX_PATH_BYTES)
@@ -284,6 +286,8 @@ class Supervisor:
         for i in range(self.settings.workers):
             with contextlib.suppress(FileNotFoundError):
                 worker_socket_path(self.settings.state_dir, i).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                proxy_socket_path(self.settings.state_dir, i).unlink()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,21 +331,62 @@ async def run_worker(
     router = Router()
     metrics = ProxyMetrics()
     link = ControllerLink(settings, router, f"{gateway_id}/{index}")
+    factory = make_proxy_factory(
+        router,
+        settings,
+        metrics,
+        controller_connected=lambda: link.connected,
+        send_up=link.send_up,
+        worker_index=index,
+        workers=settings.workers,
+    )
     await link.load_persisted()  # serve the last known routes from the first connection on
 
+    internal: asyncio.Server | None = None
+    internal_factory: ProxyFactory | None = None
+    if settings.workers > 1:
+        # The other workers forward requests for revisions this worker is the home of.
+        path = proxy_socket_path(settings.state_dir, index)
+        await asyncio.to_thread(_unlink, path)
+        internal_factory = ProxyFactory(
+            router, settings, ProxyMetrics(), trusted=True, shared=factory
+        )
+        internal = await loop.create_unix_server(internal_factory, str(path), backlog=LISTEN_BACKLOG)
+
     sock = listen_socket(settings.host, settings.port)
-    factory = make_proxy_factory(router, settings, metrics)
     server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
     link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
+    lag = [0.0]
+
+    def set_lag(value: float) -> None:
+        lag[0] = value
+
+    assert factory.stats is not None
+    reporter = asyncio.create_task(
+        report_stats(factory.stats, link.send_up, clock=loop.time, on_lag=set_lag),
+        name="stats-reporter",
+    )
+    activator = factory.activator
+    assert activator is not None
 
     def stats() -> WorkerStats:
+        counters = flatten_counters(metrics)
+        counters["queue_rejections"] = activator.rejections
+        counters["queue_timeouts"] = activator.timeouts
         return WorkerStats(
             index=index,
             pid=os.getpid(),
             version=router.version,
             connected=link.connected,
             draining_requests=sum(router.draining().values()),
-            counters=flatten_counters(metrics),
+            counters=counters,
+            requests=[(r, v, c, n) for (r, v, c), n in metrics.by_route.items()],
+            latency=histograms_json(metrics.latency),
+            queue_depth=activator.depths(),
+            inflight=router.balancer.inflight_by_revision(),
+            cold_starts=dict(activator.cold_starts),
+            cold_start_latency=histograms_json(activator.cold_start_latency),
+            loop_lag_s=lag[0],
         )
 
     admin = await start_worker_admin(worker_socket_path(settings.state_dir, index), stats)
@@ -354,20 +399,34 @@ async def run_worker(
         log.info("event=worker_stopping worker=%d", index)
         server.close()  # stop accepting; connections in progress continue
         watcher.cancel()
-        await _drain(router, loop.time() + WORKER_DRAIN_S)
+        activator.reject_all(503, "the gateway worker is stopping")
+        await _drain(router, metrics, loop.time() + WORKER_DRAIN_S)
+        if internal is not None:
+            internal.close()
+        reporter.cancel()
         link_task.cancel()
-        await asyncio.wait([link_task])
+        await asyncio.wait([link_task, reporter])
+        if internal_factory is not None:
+            internal_factory.close()
         factory.close()
         await admin.cleanup()
     log.info("event=worker_stopped worker=%d", index)
     return 0
 
 
-async def _drain(router: Router, deadline: float) -> None:
-    """Wait (bounded) for the requests in flight to replicas to finish."""
+def _unlink(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale socket of a previous incarnation of this worker
+
+
+async def _drain(router: Router, metrics: ProxyMetrics, deadline: float) -> None:
+    """Wait (bounded) for the requests in flight (to replicas and to home workers) to finish."""
     loop = asyncio.get_running_loop()
     delay = 0.01
-    while loop.time() < deadline and router.balancer.total_inflight() > 0:
+    while loop.time() < deadline and (
+        router.balancer.total_inflight() > 0 or metrics.inflight_requests > 0
+    ):
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import RevisionTarget, RouteEntry, Snapshot
 
@@ -19,6 +19,11 @@ class Resolution:
     """Sum of the candidates' percents (100 for a well-formed route)."""
     tag: str | None = None
     """The tag this resolution addresses, None for the route's default traffic."""
+    key: str = field(init=False, default="", compare=False)
+    """`namespace/route` (computed once)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.route}")
 
 
 def pick(resolution: Resolution, r: float) -> str:

@@ -19,6 +19,7 @@ from gateway.headers import (
     connection_tokens,
     drop_named,
 )
+from gateway.home import UNIX_PREFIX
 
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
 
@@ -274,11 +275,20 @@ class UpstreamPool:
         self._timer: asyncio.TimerHandle | None = None
 
     async def connect(self, endpoint: Endpoint) -> UpstreamConn:
-        """A fresh connection; raises OSError or TimeoutError."""
+        """A fresh connection; raises OSError or TimeoutError.
+
+        An endpoint whose host is `unix:<path>` is reached over that unix socket.
+        """
+        host = endpoint.host
         async with asyncio.timeout(self._settings.upstream_connect_timeout_s):
-            _, proto = await self._loop.create_connection(
-                lambda: UpstreamConn(self, endpoint.id), endpoint.host, endpoint.port
-            )
+            if host.startswith(UNIX_PREFIX):  # another worker of this gateway (home worker)
+                _, proto = await self._loop.create_unix_connection(
+                    lambda: UpstreamConn(self, endpoint.id), host[len(UNIX_PREFIX) :]
+                )
+            else:
+                _, proto = await self._loop.create_connection(
+                    lambda: UpstreamConn(self, endpoint.id), host, endpoint.port
+                )
         return proto
 
     def get(self, endpoint_id: str) -> UpstreamConn | None:

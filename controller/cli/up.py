@@ -180,6 +180,8 @@ async def run(a: argparse.Namespace) -> int:
         py, "-m", "controller", "--state-dir", str(state_dir), "--api-port", str(a.api_port),
         "--gateway-port", str(a.port), "--domain", a.domain,
         "--progress-deadline", str(a.progress_deadline),
+        *(["--config", os.path.abspath(a.config)] if a.config else []),
+        *[arg for kv in a.autoscaler for arg in ("--autoscaler", kv)],
     ])
     gateway = Child("gateway", [
         py, "-m", "gateway", "--port", str(a.port), "--admin-port", str(a.admin_port),
@@ -235,6 +237,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
     p.add_argument("--progress-deadline", type=float, default=600.0,
                    help="seconds a new revision may take to become ready (default 600)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML settings file (an `autoscaler:` map of Knative config-autoscaler keys)")
+    p.add_argument("--autoscaler", action="append", default=[], metavar="KEY=VALUE",
+                   help="an autoscaler setting, e.g. stable-window=6s or scale-to-zero-grace-period=0s; "
+                   "may go below Knative's minimums for tests and benchmarks (repeatable)")
     p.add_argument("--apply", action="append", default=[], metavar="FILE",
                    help="apply this manifest once up and print the URLs of its services")
     p.add_argument("--wait-timeout", type=float, default=300.0,

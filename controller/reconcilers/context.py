@@ -47,6 +47,9 @@ class Context:
     drain: Callable[[str], None]
     """Take a replica out of routing and stop it once no gateway holds it."""
     publisher_is_draining: Callable[[str], bool]
+    desired_scale: Callable[[str], int | None]
+    """The autoscaler's desired replicas for a revision key (`ns/name`); None: not decided by
+    the KPA (the caller keeps one replica)."""
     clock: Callable[[], float] = field(default=time.time)
     """Wall-clock seconds; replaced in tests."""
 

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
+from controller.reconcilers.conditions import get_condition
+from controller.reconcilers.revision import failed
 from controller.routing import build_snapshot, plan_hosts
-from controller.runtime.base import Runtime
+from controller.runtime.base import ReplicaStatus, Runtime
 from gateway.config import Endpoint, Snapshot
 
 log = logging.getLogger("flint.publisher")
@@ -66,11 +68,33 @@ class SnapshotPublisher:
     def endpoints(self) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
         out: dict[tuple[str, str], list[Endpoint]] = {}
         for r in self._runtime.replicas():
-            if r.state != "ready" or r.id in self._draining or r.id in self._stopping:
+            if r.state not in ("ready", "starting") or r.id in self._draining or r.id in self._stopping:
                 continue
             ns, _, name = r.revision_key.partition("/")
-            out.setdefault((ns, name), []).append(Endpoint(r.id, r.host, r.port))
+            out.setdefault((ns, name), []).append(
+                Endpoint(r.id, r.host, r.port, starting=r.state == "starting")
+            )
         return {k: tuple(sorted(v, key=lambda e: e.id)) for k, v in out.items()}
+
+    def failures(self) -> dict[tuple[str, str], str]:
+        """Revisions whose waiting requests should fail fast, with the reason: the revision
+        failed, or every replica it has exited before becoming ready."""
+        out: dict[tuple[str, str], str] = {}
+        by_rev: dict[str, list[ReplicaStatus]] = {}
+        for r in self._runtime.replicas():
+            if r.id not in self._draining and r.id not in self._stopping:
+                by_rev.setdefault(r.revision_key, []).append(r)
+        for rev in self._revisions:
+            key = (rev["metadata"].get("namespace", "default"), rev["metadata"]["name"])
+            if failed(rev):
+                ready = get_condition(rev.get("status") or {}, "Ready") or {}
+                out[key] = f'revision "{key[1]}" failed: {ready.get("message", "")}'.strip()
+                continue
+            replicas = by_rev.get(f"{key[0]}/{key[1]}", [])
+            if replicas and all(r.state in ("crashed", "failed") for r in replicas):
+                detail = replicas[0].message.splitlines()[0] if replicas[0].message else "no message"
+                out[key] = f'every replica of revision "{key[1]}" exited before becoming ready: {detail}'
+        return out
 
     def build(self) -> Snapshot:
         routes = list(self._routes)
@@ -79,7 +103,8 @@ class SnapshotPublisher:
             for o in self._revisions
         }
         return build_snapshot(
-            routes, revisions, self.endpoints(), plan_hosts(routes, self._domain), version=0
+            routes, revisions, self.endpoints(), plan_hosts(routes, self._domain), version=0,
+            failures=self.failures(),
         )
 
     def _publish(self) -> None:

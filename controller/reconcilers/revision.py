@@ -220,7 +220,9 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
         )
         await write_status(ctx, REVISIONS, rev, status)
         return None
-    desired = 1 if routed or not ever_ready(dict(rev, status=status)) else 0
+    desired = desired_replicas(
+        routed, ever_ready(dict(rev, status=status)), ctx.desired_scale(rev_key)
+    )
 
     if len(replicas) < desired:
         image_dir = await asyncio.to_thread(ctx.artifacts.materialise, digest, rev_key)
@@ -231,9 +233,13 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
             set_condition(status, "Ready", "False", "NotRunnable", str(exc), now=now)
             await write_status(ctx, REVISIONS, rev, status)
             return None
-        started = await ctx.runtime.start_replica(spec)
-        replicas.append(started)
-        log.info("started replica revision=%s replica=%s port=%d", rev_key, started.id, started.port)
+        started = await asyncio.gather(
+            *(ctx.runtime.start_replica(spec) for _ in range(desired - len(replicas)))
+        )
+        replicas.extend(started)
+        log.info(
+            "started replicas revision=%s replicas=%s", rev_key, ",".join(r.id for r in started)
+        )
     elif len(replicas) > desired:
         # Keep the best ones (ready first), drain the rest.
         ordered = sorted(replicas, key=lambda r: (r.state != "ready", r.id))
@@ -246,6 +252,17 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
     if not ever_ready(dict(rev, status=status)):
         return max(0.05, min(5.0, deadline - now + 0.01))
     return None
+
+
+def desired_replicas(routed: bool, was_ready: bool, autoscaled: int | None) -> int:
+    """Replicas the revision should run (pure): none once it has been ready and nothing routes
+    to it; otherwise the autoscaler's decision (at least one until it has first been ready, so
+    a new revision always starts); one when the autoscaler does not drive it."""
+    if not routed and was_ready:
+        return 0
+    if autoscaled is None:
+        return 1
+    return autoscaled if was_ready else max(1, autoscaled)
 
 
 def routing_state(current: str | None, routed: bool) -> str:

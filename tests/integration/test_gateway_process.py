@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -101,6 +102,8 @@ class FakeController:
     port: int = 0
     hellos: list[dict[str, object]] = field(default_factory=list)
     acks: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    ups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Other up messages (stats, pokes) per worker."""
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     runner: web.AppRunner | None = None
     closing: bool = False
@@ -158,6 +161,8 @@ class FakeController:
                     up = orjson.loads(msg.data)
                     if up["type"] == "ack":
                         self.acks.setdefault(worker, []).append(up)
+                    else:
+                        self.ups.setdefault(worker, []).append(up)
         finally:
             self.sockets.discard(ws)
         return ws
@@ -557,3 +562,142 @@ async def test_port_in_use_fails_fast(tmp_path: Path) -> None:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Activator, stats and exact limits across workers (issue 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def limited_snapshot(version: int, port: int | None, cc: int = 1) -> Snapshot:
+    base = snapshot(version, port or 9, (HOST,))
+    rev = replace(
+        base.revisions[0],
+        container_concurrency=cc,
+        endpoints=() if port is None else base.revisions[0].endpoints,
+    )
+    return replace(base, revisions=(rev,))
+
+
+@contextlib.asynccontextmanager
+async def overlap_server() -> AsyncIterator[tuple[int, dict[str, int]]]:
+    """An app answering 500 whenever it sees two requests at once."""
+    state = {"active": 0, "overlaps": 0, "served": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        state["active"] += 1
+        try:
+            if state["active"] > 1:
+                state["overlaps"] += 1
+                return web.Response(status=500, text="overlap")
+            await asyncio.sleep(0.002)
+            state["served"] += 1
+            return web.Response(text="ok")
+        finally:
+            state["active"] -= 1
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield int(runner.addresses[0][1]), state
+    finally:
+        await runner.cleanup()
+
+
+async def test_two_workers_enforce_container_concurrency_1_exactly(tmp_path: Path) -> None:
+    async with (
+        overlap_server() as (port, state),
+        controller(limited_snapshot(1, port)) as c,
+        gateway_process(tmp_path / "state", c.url, workers=2) as gw,
+    ):
+        await gw.wait_ready()
+        await eventually(lambda: c.acked("gw/0") == 1 and c.acked("gw/1") == 1, "acks")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5.0
+        codes: list[int] = []
+
+        async def client() -> None:
+            # a fresh connection per request, so that both workers receive requests
+            for _ in range(400):
+                if loop.time() > end:
+                    return
+                async with aiohttp.ClientSession() as s, s.get(
+                    f"http://127.0.0.1:{gw.port}/x", headers={"Host": HOST}
+                ) as r:
+                    await r.read()
+                    codes.append(r.status)
+
+        await asyncio.gather(*(client() for _ in range(5)))
+        assert codes and all(code == 200 for code in codes), sorted(set(codes))
+        assert state["overlaps"] == 0 and state["served"] == len(codes)
+        m = await gw.metrics()
+        # both workers answered clients; only the home worker forwarded to the replica
+        assert m['flint_gateway_requests_total{code="2xx"}'] == len(codes)
+        assert 0 < m["flint_gateway_home_forwards_total"] < len(codes)  # both workers took some
+        assert (
+            m['flint_gateway_routed_requests_total{code="2xx",revision="default/hello-00001",'
+              'route="default/hello"}'] == len(codes)
+        )
+        # stats come from the home worker only
+        await eventually(
+            lambda: any(u["type"] == "stats" for ups in c.ups.values() for u in ups), "stats"
+        )
+        reporting = {
+            w for w, ups in c.ups.items()
+            for u in ups
+            if u["type"] == "stats" and "default/hello-00001" in u["revisions"]
+        }
+        assert len(reporting) == 1
+        total = sum(
+            int(u["revisions"]["default/hello-00001"]["requests"])
+            for ups in c.ups.values() for u in ups if u["type"] == "stats"
+            and "default/hello-00001" in u["revisions"]
+        )
+        assert total <= len(codes)
+        await terminate(gw)
+
+
+async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -> None:
+    async with (
+        upstream_server() as up,
+        controller(limited_snapshot(1, None, cc=0)) as c,
+        gateway_process(tmp_path / "state", c.url, workers=1) as gw,
+    ):
+        await gw.wait_ready()
+        await eventually(lambda: c.acked("gw/0") == 1, "ack")
+        await eventually(lambda: len(c.sockets) == 1, "the link")
+        reqs = [asyncio.create_task(gw.get(HOST, f"/z{i}")) for i in range(3)]
+        await eventually(
+            lambda: [u for u in c.ups.get("gw/0", []) if u["type"] == "poke"], "a poke"
+        )
+        await eventually(
+            lambda: [
+                u for u in c.ups.get("gw/0", [])
+                if u["type"] == "stats"
+                and u["revisions"].get("default/hello-00001", {}).get("concurrency", 0) >= 2.5
+            ],
+            "a stats bucket with the 3 queued requests",
+        )
+        pokes = [u for u in c.ups["gw/0"] if u["type"] == "poke"]
+        assert pokes[0] == {"type": "poke", "revision": "default/hello-00001", "waiting": 1}
+        assert len(pokes) == 1  # one per revision, not one per request
+        await c.publish(snapshot(2, up, (HOST,)))
+        results = await asyncio.gather(*reqs)
+        assert [r[0] for r in results] == [200, 200, 200]
+        m = await gw.metrics()
+        assert m['flint_gateway_cold_starts_total{revision="default/hello-00001"}'] == 3
+        assert m.get('flint_gateway_queue_depth_requests{revision="default/hello-00001"}', 0) == 0
+        assert m['flint_gateway_cold_start_wait_seconds_count{revision="default/hello-00001"}'] == 3
+        # idle afterwards: zeros are still reported
+        await eventually(
+            lambda: [
+                u for u in c.ups["gw/0"][-2:]
+                if u["type"] == "stats"
+                and u["revisions"].get("default/hello-00001") == {"concurrency": 0.0, "requests": 0}
+            ],
+            "a zero stats bucket",
+        )
+        await terminate(gw)

@@ -580,7 +580,7 @@ async def test_no_ready_replica_is_503_with_retry_after(proxy: Proxy, session: a
         assert "ghost-1" in await resp.text()
 
 
-async def test_no_free_slot_is_503(upstreams: tuple[Upstream, Upstream]) -> None:
+async def test_no_free_slot_waits_for_the_slot(upstreams: tuple[Upstream, Upstream]) -> None:
     a, _ = upstreams
     snap = snapshot(
         1,
@@ -588,14 +588,20 @@ async def test_no_free_slot_is_503(upstreams: tuple[Upstream, Upstream]) -> None
         [revision("hello-1", [a.endpoint], container_concurrency=1)],
     )
     async with running_proxy(snap) as p, aiohttp.ClientSession() as s:
+        act = p.factory.activator
+        assert act is not None
         slow = asyncio.create_task(s.get(url(p, "/slow?delay=5"), headers={"Host": HELLO}))
         await wait_for(lambda: p.router.inflight("a") == 1, what="the slow request in flight")
-        async with s.get(url(p), headers={"Host": HELLO}) as resp:
-            assert resp.status == 503
-            assert "containerConcurrency=1" in await resp.text()
+        second = asyncio.create_task(s.get(url(p, "/second"), headers={"Host": HELLO}))
+        await wait_for(lambda: act.waiting("default/hello-1") == 1, what="the second request queued")
+        assert [r["path"] for r in a.requests] == ["/slow?delay=5"]
         a.release.set()
         async with await slow as resp:
             assert resp.status == 200
+        async with await second as resp:
+            assert resp.status == 200
+            assert (await resp.json())["path"] == "/second"
+        assert act.waiting("default/hello-1") == 0
         await p.settled()
 
 

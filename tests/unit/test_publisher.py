@@ -144,7 +144,9 @@ async def env() -> AsyncIterator[Env]:
 # ------------------------------------------------------------------------------------------
 
 
-async def test_build_uses_ready_replicas_as_endpoints(env: Env) -> None:
+async def test_build_uses_ready_and_starting_replicas_as_endpoints(env: Env) -> None:
+    """Starting replicas go out marked `starting` (the gateway probes them itself); crashed
+    ones do not go out at all."""
     env.runtime.add("r2", port=40002)
     env.runtime.add("r1", port=40001)
     env.runtime.add("r3", "starting")
@@ -157,7 +159,9 @@ async def test_build_uses_ready_replicas_as_endpoints(env: Env) -> None:
     assert target.endpoints == (
         Endpoint("r1", "127.0.0.1", 40001),
         Endpoint("r2", "127.0.0.1", 40002),
+        Endpoint("r3", "127.0.0.1", env.runtime.reps["r3"].port, starting=True),
     )
+    assert target.failure == ""
     assert set(env.pub.endpoints()) == {("default", "hello-00001"), ("default", "unrouted")}
 
 
@@ -457,3 +461,14 @@ async def test_drain_end_to_end_with_the_real_hub() -> None:
         await hub.close()
         await client.close()
         await e.pub.close()
+
+
+async def test_every_replica_crashed_before_ready_fails_fast(env: Env) -> None:
+    env.runtime.add("r1", "crashed")
+    env.runtime.reps["r1"].message = "exit code 3; restarting in 1s\nboom"
+    (target,) = env.pub.build().revisions
+    assert target.failure.startswith('every replica of revision "hello-00001" exited')
+    assert "exit code 3" in target.failure
+    env.runtime.add("r2", "starting")
+    (target,) = env.pub.build().revisions
+    assert target.failure == ""  # one is still on its way: keep waiting

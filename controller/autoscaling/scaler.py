@@ -1,0 +1,205 @@
+"""Applies the KPA decider: gateway reports in, a decision per revision every tick and on a poke."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.api.autoscaling import HPA
+from controller.autoscaling.annotations import RevisionScaling, effective
+from controller.autoscaling.kpa import Decision, KpaDecider
+from controller.autoscaling.settings import AutoscalerSettings
+from controller.autoscaling.windows import RevisionMetrics
+
+log = logging.getLogger("flint.scaler")
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class _Revision:
+    scaling: RevisionScaling
+    metrics: RevisionMetrics
+    decider: KpaDecider
+    decision: Decision | None = None
+
+
+def scaling_of(settings: AutoscalerSettings, revision: Obj) -> RevisionScaling:
+    """The revision's effective scaling knobs: its annotations over the global settings."""
+    annotations = revision["metadata"].get("annotations") or {}
+    cc = int((revision.get("spec") or {}).get("containerConcurrency") or 0)
+    return effective(settings, annotations, cc)
+
+
+class Scaler:
+    """Keeps one metrics window and one KPA decider per revision, fed by the gateways' `stats`
+    and `poke` messages. `desired(key)` is what the revision reconciler scales to; a change calls
+    `on_change(key)` so the reconciler runs at once."""
+
+    def __init__(
+        self,
+        settings: AutoscalerSettings,
+        *,
+        revision: Callable[[str], Obj | None],
+        ready_replicas: Callable[[str], int],
+        routed: Callable[[str], bool],
+        on_change: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._revision = revision
+        self._ready = ready_replicas
+        self._routed = routed
+        self._on_change = on_change
+        self._clock = clock
+        self._states: dict[str, _Revision] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def record_stats(self, worker: str, message: Mapping[str, Any]) -> None:
+        """A gateway worker's `stats` message: one bucket, every revision it saw recently."""
+        bucket = int(message.get("bucket") or 0)
+        for key, values in (message.get("revisions") or {}).items():
+            state = self._state(str(key))
+            if state is None:
+                continue
+            state.metrics.record_report(
+                worker, bucket, float(values.get("concurrency") or 0.0), int(values.get("requests") or 0)
+            )
+
+    def record_poke(self, worker: str, message: Mapping[str, Any]) -> None:
+        """A request waits for a revision with no ready replica: decide now, not at the tick."""
+        key = str(message.get("revision") or "")
+        state = self._state(key)
+        if state is None:
+            return
+        now = self._clock()
+        state.metrics.record_poke(worker, math.floor(now), int(message.get("waiting") or 1))
+        self._decide(key, state, now)
+
+    def forget(self, key: str) -> None:
+        self._states.pop(key, None)
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def desired(self, key: str) -> int | None:
+        """The last decision's scale, deciding once if there is none yet; None for a revision
+        this scaler does not drive (unknown, or the HPA class handled elsewhere)."""
+        state = self._state(key)
+        if state is None:
+            return None
+        if state.decision is None:
+            self._decide(key, state, self._clock())
+        return state.decision.desired_scale if state.decision is not None else None
+
+    def decision(self, key: str) -> Decision | None:
+        state = self._states.get(key)
+        return state.decision if state is not None else None
+
+    def view(self, key: str) -> dict[str, Any] | None:
+        """The autoscaler's view of a revision, for `flint describe revision` and /metrics."""
+        state = self._states.get(key)
+        if state is None or state.decision is None:
+            return None
+        d = state.decision
+        return {
+            "class": state.scaling.cls,
+            "metric": state.scaling.metric,
+            "target": d.target,
+            "mode": "panic" if d.in_panic else "stable",
+            "observedStable": d.observed_stable,
+            "observedPanic": d.observed_panic,
+            "readyReplicas": d.ready_pods,
+            "desiredScale": d.desired_scale,
+            "unclampedScale": d.unclamped_scale,
+            "clampedBy": d.clamped_by,
+            "reason": d.reason,
+            "stableWindowSeconds": state.scaling.stable_window_s,
+            "panicWindowSeconds": state.scaling.panic_window_s,
+            "warnings": list(state.scaling.warnings),
+        }
+
+    def keys(self) -> list[str]:
+        return list(self._states)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="scaler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_interval_s)
+            self.tick(self._clock())
+
+    def tick(self, now: float) -> None:
+        """One decision for every revision (Knative decides every tick-interval)."""
+        for key in list(self._states):
+            state = self._states.get(key)
+            if state is None:
+                continue
+            if self._revision(key) is None:
+                del self._states[key]
+                continue
+            try:
+                self._decide(key, state, now)
+            except Exception:
+                log.exception("autoscaler decision failed revision=%s", key)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _state(self, key: str) -> _Revision | None:
+        state = self._states.get(key)
+        rev = self._revision(key)
+        if rev is None:
+            self._states.pop(key, None)
+            return None
+        scaling = scaling_of(self.settings, rev)
+        if scaling.cls == HPA:
+            self._states.pop(key, None)
+            return None
+        if state is None:
+            state = _Revision(
+                scaling,
+                RevisionMetrics(scaling.stable_window_s, scaling.panic_window_s),
+                KpaDecider(scaling, initialized=_had_ready_replicas(rev)),
+            )
+            self._states[key] = state
+        elif scaling != state.scaling:
+            state.scaling = scaling
+            state.metrics.set_windows(scaling.stable_window_s, scaling.panic_window_s)
+            state.decider.update(scaling)
+        return state
+
+    def _decide(self, key: str, state: _Revision, now: float) -> None:
+        stable, panic = state.metrics.observed(now, state.scaling.metric)
+        decision = state.decider.decide(now, stable, panic, self._ready(key), routed=self._routed(key))
+        old = state.decision
+        state.decision = decision
+        if old is None or old.desired_scale != decision.desired_scale:
+            log.info(
+                "scale revision=%s from=%s to=%d reason=%s",
+                key, "-" if old is None else old.desired_scale, decision.desired_scale, decision.reason,
+            )
+            self._on_change(key)
+
+
+def _had_ready_replicas(rev: Obj) -> bool:
+    """A revision that has been ready before (a controller restart) needs no initial scale."""
+    for c in (rev.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "ResourcesAvailable" and c.get("status") == "True":
+            return True
+    return False

@@ -1,0 +1,103 @@
+"""Revision garbage collection (Knative's GC v2), pure: which old revisions of a configuration go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controller.api.naming import (
+    ROUTING_STATE_ACTIVE,
+    ROUTING_STATE_LABEL,
+    ROUTING_STATE_MODIFIED_ANNOTATION,
+)
+
+Obj = dict[str, Any]
+
+NO_GC_ANNOTATION = "serving.knative.dev/no-gc"
+"""`"true"` keeps a revision from ever being collected (Knative's RevisionPreservedAnnotationKey)."""
+
+DISABLED = -1
+"""A setting of -1 disables that rule, as Knative's "disabled"."""
+
+
+@dataclass(frozen=True)
+class GCSettings:
+    """Knative's `config-gc`, with its defaults."""
+
+    retain_since_create_time_s: float = 48 * 3600
+    """A revision younger than this is kept (seconds; default 48 h; -1 disables the rule)."""
+    retain_since_last_active_time_s: float = 15 * 3600
+    """A revision routed more recently than this is kept (seconds; default 15 h; -1 disables)."""
+    min_non_active_revisions: int = 20
+    """Always keep at least this many non-active revisions per configuration (default 20)."""
+    max_non_active_revisions: int = 1000
+    """Never keep more than this many non-active revisions (default 1000; -1: no maximum)."""
+
+
+def _time(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def created_at(rev: Obj) -> float:
+    return _time(rev["metadata"].get("creationTimestamp")) or 0.0
+
+
+def last_active(rev: Obj) -> float:
+    """When the revision last stopped being routed (routingStateModified), else its creation."""
+    annotations = rev["metadata"].get("annotations") or {}
+    return _time(annotations.get(ROUTING_STATE_MODIFIED_ANNOTATION)) or created_at(rev)
+
+
+def is_stale(rev: Obj, settings: GCSettings, now: float) -> bool:
+    since_create, since_active = (
+        settings.retain_since_create_time_s,
+        settings.retain_since_last_active_time_s,
+    )
+    if since_create == DISABLED and since_active == DISABLED:
+        return False
+    if since_create != DISABLED and now - created_at(rev) < since_create:
+        return False
+    return not (since_active != DISABLED and now - last_active(rev) < since_active)
+
+
+def collectable(
+    revisions: list[Obj], keep: set[str], settings: GCSettings, now: float
+) -> list[str]:
+    """Names of one configuration's revisions to delete. `keep` holds the names that must stay
+    whatever their age (routed ones, the latest created and latest ready). Active revisions
+    (routed, or in `keep`) and `serving.knative.dev/no-gc: "true"` ones never count as
+    collectable; of the rest, the stale are deleted oldest-active first while more than
+    `min_non_active_revisions` remain, then any beyond `max_non_active_revisions`."""
+    if len(revisions) <= settings.min_non_active_revisions:
+        return []
+    candidates = [
+        r for r in revisions
+        if r["metadata"]["name"] not in keep
+        and (r["metadata"].get("labels") or {}).get(ROUTING_STATE_LABEL) != ROUTING_STATE_ACTIVE
+        and (r["metadata"].get("annotations") or {}).get(NO_GC_ANNOTATION) != "true"
+    ]
+    # Newest activity first: the tail is the oldest, collected first.
+    candidates.sort(key=lambda r: (last_active(r), created_at(r), r["metadata"]["name"]), reverse=True)
+    remaining = len(candidates)
+    doomed: list[str] = []
+    fresh: list[Obj] = []
+    for rev in reversed(candidates):  # oldest first
+        if remaining <= settings.min_non_active_revisions:
+            fresh.append(rev)
+            continue
+        if is_stale(rev, settings, now):
+            doomed.append(rev["metadata"]["name"])
+            remaining -= 1
+        else:
+            fresh.append(rev)
+    limit = settings.max_non_active_revisions
+    if limit != DISABLED and len(fresh) > limit:
+        fresh.sort(key=lambda r: (last_active(r), created_at(r), r["metadata"]["name"]), reverse=True)
+        doomed += [r["metadata"]["name"] for r in fresh[limit:]]
+    return doomed

@@ -1,0 +1,188 @@
+"""Per-revision concurrency accounting for the autoscaler (pure: `now` is always passed in).
+
+What is counted is what Knative's activator counts: requests *queued plus in flight* in this
+worker. Each 1-second bucket reports the time-weighted average of that number and the requests
+that arrived. The link sends the report as the `stats` up message (see `gateway.config`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+REPORT_WINDOW_S = 60.0
+"""A revision seen (active or with arrivals) within this many seconds is reported, with zeros
+when idle: the autoscaler's stable window. A missing report means unknown, never zero."""
+
+
+class RevStats:
+    """One revision's accounting in the current bucket; the hot path calls `enter`/`leave`."""
+
+    __slots__ = ("area", "cur", "key", "last", "requests", "seen")
+
+    def __init__(self, key: str, now: float) -> None:
+        self.key = key
+        self.cur = 0
+        """Requests queued or in flight right now."""
+        self.last = now
+        """When `cur` last changed (or the bucket started)."""
+        self.area = 0.0
+        """Integral of `cur` over time since the bucket started (request·seconds)."""
+        self.requests = 0
+        """Arrivals in the current bucket."""
+        self.seen = now
+        """Last time anything happened (for `REPORT_WINDOW_S`)."""
+
+    def enter(self, now: float) -> None:
+        """A request arrived (it is queued or forwarded from now on)."""
+        self.area += self.cur * (now - self.last)
+        self.last = now
+        self.cur += 1
+        self.requests += 1
+
+    def leave(self, now: float) -> None:
+        """A request counted by `enter` is over (answered, failed or abandoned)."""
+        self.area += self.cur * (now - self.last)
+        self.last = self.seen = now
+        self.cur -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class BucketReport:
+    """One revision's numbers for one bucket."""
+
+    concurrency: float
+    """Time-weighted average of requests queued plus in flight."""
+    requests: int
+
+
+class StatsAccumulator:
+    """All revisions of one worker; `flush` closes a bucket and opens the next."""
+
+    __slots__ = ("_revs", "_start")
+
+    def __init__(self, now: float) -> None:
+        self._revs: dict[str, RevStats] = {}
+        self._start = now
+
+    def revision(self, key: str, now: float) -> RevStats:
+        rs = self._revs.get(key)
+        if rs is None:
+            rs = self._revs[key] = RevStats(key, now)
+            rs.last = max(now, self._start)
+        return rs
+
+    def enter(self, key: str, now: float) -> RevStats:
+        """Count an arrival for `key`; call `leave(now)` on the result when it is over."""
+        rs = self._revs.get(key)
+        if rs is None:
+            rs = self.revision(key, now)
+        rs.enter(now)
+        return rs
+
+    def flush(self, now: float) -> dict[str, BucketReport]:
+        """Close the bucket [previous flush, now): the report of every revision seen recently."""
+        span = now - self._start
+        self._start = now
+        out: dict[str, BucketReport] = {}
+        horizon = now - REPORT_WINDOW_S
+        for key in list(self._revs):
+            rs = self._revs[key]
+            area = rs.area + rs.cur * (now - rs.last)
+            if rs.cur > 0 or rs.requests > 0:
+                rs.seen = now
+            elif rs.seen < horizon:
+                del self._revs[key]  # idle for a whole window: forgotten
+                continue
+            out[key] = BucketReport(area / span if span > 0 else float(rs.cur), rs.requests)
+            rs.area = 0.0
+            rs.requests = 0
+            rs.last = now
+        return out
+
+    def current(self, key: str) -> int:
+        rs = self._revs.get(key)
+        return rs.cur if rs is not None else 0
+
+    def keys(self) -> Iterable[str]:
+        return self._revs.keys()
+
+
+def stats_message(bucket: int, report: dict[str, BucketReport]) -> dict[str, Any]:
+    """The `stats` up message for `bucket` (the unix second that just ended)."""
+    return {
+        "type": "stats",
+        "bucket": bucket,
+        "revisions": {
+            key: {"concurrency": round(r.concurrency, 6), "requests": r.requests}
+            for key, r in report.items()
+        },
+    }
+
+
+def poke_message(key: str, waiting: int) -> dict[str, Any]:
+    return {"type": "poke", "revision": key, "waiting": waiting}
+
+
+class Pokes:
+    """Deduplicates pokes: one per revision until it has a ready endpoint again."""
+
+    __slots__ = ("_sent",)
+
+    def __init__(self) -> None:
+        self._sent: set[str] = set()
+
+    def should_poke(self, key: str) -> bool:
+        """True once for `key` (then False until `ready(key)` or `failed(key)`)."""
+        if key in self._sent:
+            return False
+        self._sent.add(key)
+        return True
+
+    def ready(self, key: str) -> None:
+        """`key` has a ready endpoint: the next cold request pokes again."""
+        self._sent.discard(key)
+
+    def failed(self, key: str) -> None:
+        """The poke for `key` could not be sent (link down): the next request retries."""
+        self._sent.discard(key)
+
+    def retain(self, keys: Iterable[str]) -> None:
+        """Forget revisions not in `keys` (they left the snapshot)."""
+        self._sent &= set(keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting (the worker's loop)
+# ---------------------------------------------------------------------------------------------
+
+
+async def report_stats(
+    acc: StatsAccumulator,
+    send: Callable[[Mapping[str, Any]], Awaitable[bool]],
+    *,
+    clock: Callable[[], float],
+    wall: Callable[[], float] = time.time,
+    on_lag: Callable[[float], None] | None = None,
+) -> None:
+    """Every wall-clock second: close the bucket that just ended and send it (until cancelled).
+
+    `clock` is the loop's clock (the one the proxy passes to `enter`/`leave`). `on_lag` gets
+    how late each tick fired (the event loop's lag, seconds).
+    """
+    while True:
+        w = wall()
+        boundary = math.floor(w) + 1
+        delay = boundary - w
+        target = clock() + delay
+        await asyncio.sleep(delay)
+        now = clock()
+        if on_lag is not None:
+            on_lag(max(0.0, now - target))
+        report = acc.flush(now)
+        if report:
+            await send(stats_message(int(boundary) - 1, report))

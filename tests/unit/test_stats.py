@@ -1,0 +1,88 @@
+"""Concurrency accounting with explicit timestamps: time-weighted averages, zeros, pokes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.stats import REPORT_WINDOW_S, Pokes, StatsAccumulator, poke_message, stats_message
+
+
+def test_time_weighted_average_over_one_bucket() -> None:
+    acc = StatsAccumulator(now=100.0)
+    a = acc.enter("ns/a", 100.0)  # 1 from 100.0
+    b = acc.enter("ns/a", 100.25)  # 2 from 100.25
+    a.leave(100.5)  # 1 from 100.5
+    b.leave(100.75)  # 0 from 100.75
+    report = acc.flush(101.0)
+    # area = 0.25*1 + 0.25*2 + 0.25*1 + 0.25*0 = 1.0 request·s over 1 s
+    assert report["ns/a"].concurrency == pytest.approx(1.0)
+    assert report["ns/a"].requests == 2
+
+
+def test_requests_spanning_buckets_are_split() -> None:
+    acc = StatsAccumulator(now=0.0)
+    rs = acc.enter("ns/a", 0.5)  # in flight from 0.5 to 2.25
+    first = acc.flush(1.0)
+    assert first["ns/a"].concurrency == pytest.approx(0.5)
+    assert first["ns/a"].requests == 1
+    second = acc.flush(2.0)
+    assert second["ns/a"].concurrency == pytest.approx(1.0)
+    assert second["ns/a"].requests == 0  # arrivals are counted in their own bucket
+    rs.leave(2.25)
+    third = acc.flush(3.0)
+    assert third["ns/a"].concurrency == pytest.approx(0.25)
+
+
+def test_uneven_bucket_length_is_normalised() -> None:
+    acc = StatsAccumulator(now=0.0)
+    acc.enter("ns/a", 0.0)
+    report = acc.flush(1.1)  # a late tick: the average is still the level held
+    assert report["ns/a"].concurrency == pytest.approx(1.0)
+
+
+def test_idle_revisions_report_zeros_then_are_forgotten() -> None:
+    acc = StatsAccumulator(now=0.0)
+    acc.enter("ns/a", 0.1).leave(0.2)
+    assert acc.flush(1.0)["ns/a"].requests == 1
+    t = 1.0
+    while t < 1.0 + REPORT_WINDOW_S - 1:
+        t += 1.0
+        report = acc.flush(t)
+        assert report["ns/a"].concurrency == 0.0 and report["ns/a"].requests == 0
+    for _ in range(3):
+        t += 1.0
+        report = acc.flush(t)
+    assert "ns/a" not in report
+
+
+def test_queued_long_requests_keep_a_revision_reported() -> None:
+    acc = StatsAccumulator(now=0.0)
+    acc.enter("ns/a", 0.0)
+    for t in range(1, 200):
+        report = acc.flush(float(t))
+        assert report["ns/a"].concurrency == pytest.approx(1.0)
+
+
+def test_wire_messages() -> None:
+    acc = StatsAccumulator(now=10.0)
+    acc.enter("ns/a", 10.5)
+    msg = stats_message(10, acc.flush(11.0))
+    assert msg == {
+        "type": "stats",
+        "bucket": 10,
+        "revisions": {"ns/a": {"concurrency": 0.5, "requests": 1}},
+    }
+    assert poke_message("ns/a", 3) == {"type": "poke", "revision": "ns/a", "waiting": 3}
+
+
+def test_pokes_are_deduplicated_until_ready_or_failed() -> None:
+    p = Pokes()
+    assert p.should_poke("ns/a")
+    assert not p.should_poke("ns/a")
+    assert p.should_poke("ns/b")
+    p.ready("ns/a")
+    assert p.should_poke("ns/a")
+    p.failed("ns/a")  # the send was dropped: the next request retries
+    assert p.should_poke("ns/a")
+    p.retain(["ns/b"])
+    assert p.should_poke("ns/a") and not p.should_poke("ns/b")
