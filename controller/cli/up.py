@@ -180,7 +180,7 @@ async def run(a: argparse.Namespace) -> int:
         py, "-m", "controller", "--state-dir", str(state_dir), "--api-port", str(a.api_port),
         "--gateway-port", str(a.port), "--domain", a.domain,
         "--progress-deadline", str(a.progress_deadline),
-        *(["--config", os.path.abspath(a.config)] if a.config else []),
+        *(["--config", a.config] if a.config else []),
         *[arg for kv in a.autoscaler for arg in ("--autoscaler", kv)],
     ])
     gateway = Child("gateway", [
@@ -251,5 +251,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
+    if a.config:
+        a.config = os.path.abspath(a.config)  # the controller runs with another working directory
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run(a))
