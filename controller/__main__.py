@@ -12,6 +12,7 @@ import yaml
 
 from controller.app import serve
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
+from controller.reconcilers.gc import load_gc_settings
 from controller.settings import ControllerSettings, default_state_dir
 
 
@@ -29,15 +30,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="YAML file with an `autoscaler:` map of Knative config-autoscaler keys")
     p.add_argument("--autoscaler", action="append", default=[], metavar="KEY=VALUE",
                    help="a Knative config-autoscaler setting, e.g. stable-window=6s (repeatable)")
+    p.add_argument("--gc", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Knative config-gc setting, e.g. max-non-active-revisions=5 (repeatable)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         autoscaler = autoscaler_settings(a.config, a.autoscaler)
+        gc = load_gc_settings(_pairs(a.config, "gc", a.gc))
     except (SettingsError, ValueError, OSError) as exc:
         p.error(str(exc))
     settings = ControllerSettings(
         autoscaler=autoscaler,
+        gc=gc,
         state_dir=a.state_dir.resolve(),
         api_port=a.api_port,
         gateway_port=a.gateway_port,
@@ -49,22 +54,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def autoscaler_settings(config: Path | None, pairs: list[str]) -> AutoscalerSettings:
-    """Global autoscaler settings: the config file's `autoscaler:` map, then `--autoscaler` flags.
-    Like a test or benchmark profile, they may go below Knative's minimums (window, grace)."""
+def _pairs(config: Path | None, section_name: str, pairs: list[str]) -> dict[str, str]:
+    """One settings section: the config file's `<section>:` map, then `--<section> K=V` flags."""
     data: dict[str, str] = {}
     if config is not None:
         loaded = yaml.safe_load(config.read_text()) or {}
-        section = loaded.get("autoscaler") or {} if isinstance(loaded, dict) else {}
+        section = (loaded.get(section_name) or {}) if isinstance(loaded, dict) else {}
         if not isinstance(section, dict):
-            raise ValueError(f"{config}: `autoscaler` must be a map of setting names to values")
+            raise ValueError(f"{config}: `{section_name}` must be a map of setting names to values")
         data.update({str(k): str(v) for k, v in section.items()})
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"--autoscaler {pair!r}: expected KEY=VALUE, e.g. stable-window=6s")
+            raise ValueError(f"--{section_name} {pair!r}: expected KEY=VALUE")
         data[key.strip()] = value.strip()
-    return load_settings(data, allow_below_minimums=True)
+    return data
+
+
+def autoscaler_settings(config: Path | None, pairs: list[str]) -> AutoscalerSettings:
+    """Global autoscaler settings: the config file's `autoscaler:` map, then `--autoscaler` flags.
+    Like a test or benchmark profile, they may go below Knative's minimums (window, grace)."""
+    return load_settings(_pairs(config, "autoscaler", pairs), allow_below_minimums=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.autoscaling.settings import AutoscalerSettings
+from controller.reconcilers.gc import GCSettings
 
 
 def default_state_dir() -> Path:
@@ -41,6 +42,8 @@ class ControllerSettings:
     """Concurrent reconciles per kind."""
     autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
     """Global autoscaling settings (Knative's `config-autoscaler`); annotations override them."""
+    gc: GCSettings = field(default_factory=GCSettings)
+    """Revision garbage collection (Knative's `config-gc`)."""
 
     @property
     def store_path(self) -> Path:

@@ -351,10 +351,17 @@ class ArtifactStore:
             if p.name.startswith("sha256-") and p.is_dir()
         }
 
-    def gc(self, keep: set[str]) -> set[str]:
-        """Remove every snapshot not in `keep` (and stale temp dirs); return what was removed."""
+    def gc(self, keep: set[str], min_age_s: float = 0.0) -> set[str]:
+        """Remove every snapshot not in `keep` and older than `min_age_s` (a snapshot just taken
+        may not be recorded by its revision yet), and stale temp dirs; return what was removed."""
         removed = set()
+        cutoff = time.time() - min_age_s
         for digest in self.digests() - set(keep):
+            try:
+                if min_age_s and self.path(digest).stat().st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
             _make_writable_and_remove(self.path(digest))
             removed.add(digest)
         if self.root.is_dir():

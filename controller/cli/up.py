@@ -182,6 +182,7 @@ async def run(a: argparse.Namespace) -> int:
         "--progress-deadline", str(a.progress_deadline),
         *(["--config", a.config] if a.config else []),
         *[arg for kv in a.autoscaler for arg in ("--autoscaler", kv)],
+        *[arg for kv in a.gc for arg in ("--gc", kv)],
     ])
     gateway = Child("gateway", [
         py, "-m", "gateway", "--port", str(a.port), "--admin-port", str(a.admin_port),
@@ -242,6 +243,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--autoscaler", action="append", default=[], metavar="KEY=VALUE",
                    help="an autoscaler setting, e.g. stable-window=6s or scale-to-zero-grace-period=0s; "
                    "may go below Knative's minimums for tests and benchmarks (repeatable)")
+    p.add_argument("--gc", action="append", default=[], metavar="KEY=VALUE",
+                   help="a revision GC setting (Knative config-gc), e.g. max-non-active-revisions=5")
     p.add_argument("--apply", action="append", default=[], metavar="FILE",
                    help="apply this manifest once up and print the URLs of its services")
     p.add_argument("--wait-timeout", type=float, default=300.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 
 from controller.api.serving import revision_from_configuration
 from controller.reconcilers.children import write_status
@@ -18,9 +19,12 @@ from controller.reconcilers.context import (
     Obj,
     owned_by,
 )
+from controller.reconcilers.gc import collectable
 from controller.reconcilers.replica_spec import NotRunnable
-from controller.reconcilers.revision import snapshot_image
-from controller.store.base import AlreadyExists
+from controller.reconcilers.revision import referenced, snapshot_image
+from controller.store.base import AlreadyExists, NotFound
+
+log = logging.getLogger("flint.configuration")
 
 
 def _generation(rev: Obj) -> int:
@@ -104,5 +108,20 @@ async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
         if (r["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION) == key[1]
         and owned_by(r, cfg)
     ]
-    await write_status(ctx, CONFIGURATIONS, cfg, configuration_status(cfg, latest, mine, now=now))
+    cfg = await write_status(ctx, CONFIGURATIONS, cfg, configuration_status(cfg, latest, mine, now=now))
+    await collect_revisions(ctx, cfg, mine, now)
     return None
+
+
+async def collect_revisions(ctx: Context, cfg: Obj, mine: list[Obj], now: float) -> None:
+    """Delete the configuration's old revisions that Knative's GC rules let go: never the latest
+    created or ready one, never one a Route references."""
+    ns = cfg["metadata"].get("namespace", "default")
+    st = cfg.get("status") or {}
+    keep = {st.get("latestCreatedRevisionName"), st.get("latestReadyRevisionName")} - {None}
+    routes = list(ctx.routes)
+    keep |= {r["metadata"]["name"] for r in mine if referenced(routes, cfg, ns, r["metadata"]["name"])}
+    for name in collectable(mine, {str(k) for k in keep}, ctx.settings.gc, now):
+        log.info("collecting revision %s/%s (Knative GC rules)", ns, name)
+        with contextlib.suppress(NotFound):
+            await ctx.store.delete(REVISIONS, ns, name)

@@ -101,3 +101,40 @@ def collectable(
         fresh.sort(key=lambda r: (last_active(r), created_at(r), r["metadata"]["name"]), reverse=True)
         doomed += [r["metadata"]["name"] for r in fresh[limit:]]
     return doomed
+
+
+def load_gc_settings(data: dict[str, str], base: GCSettings | None = None) -> GCSettings:
+    """`GCSettings` from Knative `config-gc` keys (`retain-since-create-time: 48h`,
+    `max-non-active-revisions: disabled`, …); raises ValueError naming the key."""
+    from dataclasses import replace
+
+    from controller.api.autoscaling import parse_duration
+
+    out: dict[str, float | int] = {}
+    for key, raw in data.items():
+        text = str(raw).strip()
+        if key in ("retain-since-create-time", "retain-since-last-active-time"):
+            seconds = DISABLED if text == "disabled" else parse_duration(text)
+            if seconds is None or (seconds != DISABLED and seconds < 0):
+                raise ValueError(f"{key}: {text!r} is not a duration like 48h or `disabled`")
+            out[key.replace("-", "_") + "_s"] = float(seconds)
+        elif key in ("min-non-active-revisions", "max-non-active-revisions"):
+            try:
+                count = DISABLED if text == "disabled" else int(text)
+            except ValueError:
+                raise ValueError(f"{key}: {text!r} is not a whole number or `disabled`") from None
+            if count < DISABLED or (key.startswith("min") and count == DISABLED):
+                raise ValueError(f"{key}: {text!r} must be 0 or more")
+            out[key.replace("-", "_")] = count
+        else:
+            raise ValueError(
+                f"{key}: unknown gc setting (known: retain-since-create-time, "
+                "retain-since-last-active-time, min-non-active-revisions, max-non-active-revisions)"
+            )
+    settings = replace(base or GCSettings(), **out)  # type: ignore[arg-type]
+    if (
+        settings.max_non_active_revisions != DISABLED
+        and settings.max_non_active_revisions < settings.min_non_active_revisions
+    ):
+        raise ValueError("max-non-active-revisions must be at least min-non-active-revisions")
+    return settings

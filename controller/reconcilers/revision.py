@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -182,6 +183,9 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
     if rev is None:
         for r in replicas:
             ctx.drain(r.id)
+        if ctx.runtime.replicas(rev_key):
+            return 1.0  # clean up once the last replica has stopped
+        await asyncio.to_thread(_forget_revision_files, ctx, ns, name)
         return None
     now = ctx.clock()
     status = copy.deepcopy(rev.get("status") or {})
@@ -286,6 +290,18 @@ async def _label_routing_state(ctx: Context, rev: Obj, routed: bool, now: float)
     new["metadata"].setdefault("labels", {})[ROUTING_STATE_LABEL] = state
     new["metadata"].setdefault("annotations", {})[ROUTING_STATE_MODIFIED_ANNOTATION] = rfc3339(now)
     return await ctx.store.update(REVISIONS, new)
+
+
+def _forget_revision_files(ctx: Context, ns: str, name: str) -> None:
+    """A deleted revision's logs go, and artifacts no remaining revision uses (blocking)."""
+    shutil.rmtree(ctx.settings.state_dir / "logs" / ns / name, ignore_errors=True)
+    keep = {
+        str(cs["imageDigest"])
+        for r in ctx.revisions
+        for cs in (r.get("status") or {}).get("containerStatuses") or []
+        if cs.get("imageDigest")
+    }
+    ctx.artifacts.gc(keep, min_age_s=60.0)
 
 
 def _read_procfile(image_dir: Path) -> str | None:
