@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,10 +150,8 @@ def test_gc_removes_old_revisions_but_never_a_routed_one(fast: Flint) -> None:
     fast.cli("service", "update", "gc", "--env", "V=4")
 
     def names() -> set[str]:
-        import json
-
-        out = fast.cli("get", "rev", "-o", "json").stdout
-        return {i["metadata"]["name"] for i in json.loads(out)["items"] if i["metadata"]["name"].startswith("gc-")}
+        items = json.loads(fast.cli("get", "rev", "-o", "json").stdout)["items"]
+        return {i["metadata"]["name"] for i in items if i["metadata"]["name"].startswith("gc-")}
 
     # max-non-active-revisions=1: of 00002 and 00003 (not routed, not latest) the older goes.
     poll(lambda: names() == {"gc-00001", "gc-00003", "gc-00004"}, 30, "GC of gc-00002")
