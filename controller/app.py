@@ -17,6 +17,7 @@ from controller.builds.artifacts import ArtifactStore
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.logs_endpoint import add_log_routes
+from controller.observability import add_observability_routes
 from controller.reconcilers.configuration import reconcile_configuration
 from controller.reconcilers.context import (
     CONFIGURATIONS,
@@ -93,6 +94,7 @@ class Controller:
             s.autoscaler,
             revision=lambda key: informers[REVISIONS].get(*_split(key)),
             ready_replicas=self._ready_replicas,
+            replica_pids=self._replica_pids,
             routed=self._routed,
             on_change=lambda key: self.enqueue(REVISIONS, _split(key)),
         )
@@ -111,6 +113,7 @@ class Controller:
             drain=self.publisher.drain,
             publisher_is_draining=self.publisher.is_draining,
             desired_scale=self.scaler.desired,
+            scale_decision=self.scaler.decision,
         )
         self.ctx = ctx
         reconcilers: dict[Kind, Reconcile] = {
@@ -143,6 +146,7 @@ class Controller:
         app = make_api_app(store)
         app.router.add_get(LINK_PATH, hub.handle)
         add_log_routes(app, runtime, informers[REVISIONS])
+        add_observability_routes(app, self.scaler, runtime)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.api_host, s.api_port, reuse_address=True)
@@ -194,6 +198,14 @@ class Controller:
             1 for r in self._runtime.replicas(key)
             if r.state == "ready" and not self.publisher.is_draining(r.id)
         )
+
+    def _replica_pids(self, key: str) -> dict[str, int]:
+        """Ready replicas' process groups (a local replica leads its own group)."""
+        assert self._runtime is not None
+        return {
+            r.id: r.pid for r in self._runtime.replicas(key)
+            if r.state == "ready" and r.pid and not self.publisher.is_draining(r.id)
+        }
 
     def _routed(self, key: str) -> bool:
         assert self.ctx is not None

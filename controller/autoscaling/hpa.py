@@ -12,9 +12,9 @@ Knative's `hpa.autoscaling.knative.dev` class hands a revision to a Kubernetes H
   scale-down and as 0 % on a scale-up; replicas wanted but not ready yet count as 0 % on a
   scale-up. With them the ratio is computed again, and if it then falls in the tolerance or
   flips direction, the scale stays (Kubernetes' dampening of decisions on partial data);
-* scale-down stabilisation: the scale applied is at most the largest recommendation of the last
-  300 s (and never above the current scale when the newest recommendation is lower); scale-up
-  has no stabilisation window;
+* scale-down stabilisation: a lower recommendation is applied only down to the largest
+  recommendation of the last 300 s (the window (now - 300 s, now], now included); scale-up has
+  no stabilisation window;
 * scale-up rate (Kubernetes' default behavior): at most max(+4 replicas, +100 %) per 15 s,
   measured from the scale at the start of the trailing 15 s; the default scale-down rate
   (100 % per 15 s) never limits and is not modelled;
@@ -127,8 +127,7 @@ class HpaDecider:
         if s.metric != CPU:
             want = current
             reason = (
-                f"the {s.metric} metric is not supported by Flint's HPA class (only cpu): "
-                f"keeping {current}"
+                f"the {s.metric} metric is not supported by Flint's HPA class (only cpu): keeping {current}"
             )
         elif not samples:
             want = current
@@ -189,7 +188,7 @@ class HpaDecider:
         notes: list[str] = []
         self._recommendations.append((now, raw))
         cutoff = now - self.stabilization_window_s
-        while self._recommendations and self._recommendations[0][0] <= cutoff - _EPS:
+        while self._recommendations and self._recommendations[0][0] <= cutoff:
             self._recommendations.popleft()
         down = max(r for _, r in self._recommendations)
         want = current

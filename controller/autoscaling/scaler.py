@@ -8,11 +8,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.api.autoscaling import HPA
 from controller.autoscaling.annotations import RevisionScaling, effective
+from controller.autoscaling.cpu import CpuSampler, cpu_seconds_by_group
+from controller.autoscaling.hpa import HpaDecider
 from controller.autoscaling.kpa import Decision, KpaDecider
 from controller.autoscaling.settings import AutoscalerSettings
 from controller.autoscaling.windows import RevisionMetrics
@@ -26,8 +28,14 @@ Obj = dict[str, Any]
 class _Revision:
     scaling: RevisionScaling
     metrics: RevisionMetrics
-    decider: KpaDecider
+    decider: KpaDecider | HpaDecider
     decision: Decision | None = None
+    sampler: CpuSampler | None = None
+    """HPA class only: CPU utilisation of the ready replicas from /proc."""
+    metrics_cpu: dict[str, float] = field(default_factory=dict)
+    """HPA class only: the last utilisation per replica, percent of one core."""
+    clamps: dict[str, int] | None = None
+    """Decisions bounded, by what bounded them (a counter for /metrics)."""
 
 
 def scaling_of(settings: AutoscalerSettings, revision: Obj) -> RevisionScaling:
@@ -48,6 +56,7 @@ class Scaler:
         *,
         revision: Callable[[str], Obj | None],
         ready_replicas: Callable[[str], int],
+        replica_pids: Callable[[str], dict[str, int]] = lambda _key: {},
         routed: Callable[[str], bool],
         on_change: Callable[[str], None],
         clock: Callable[[], float] = time.time,
@@ -55,6 +64,8 @@ class Scaler:
         self.settings = settings
         self._revision = revision
         self._ready = ready_replicas
+        self._pids = replica_pids
+        """Ready replica id → process group, for the HPA class's CPU readings."""
         self._routed = routed
         self._on_change = on_change
         self._clock = clock
@@ -78,7 +89,7 @@ class Scaler:
         """A request waits for a revision with no ready replica: decide now, not at the tick."""
         key = str(message.get("revision") or "")
         state = self._state(key)
-        if state is None:
+        if state is None or state.sampler is not None:  # the HPA class never scales to zero
             return
         now = self._clock()
         state.metrics.record_poke(worker, math.floor(now), int(message.get("waiting") or 1))
@@ -91,7 +102,7 @@ class Scaler:
 
     def desired(self, key: str) -> int | None:
         """The last decision's scale, deciding once if there is none yet; None for a revision
-        this scaler does not drive (unknown, or the HPA class handled elsewhere)."""
+        this scaler does not know."""
         state = self._state(key)
         if state is None:
             return None
@@ -126,8 +137,12 @@ class Scaler:
             "warnings": list(state.scaling.warnings),
         }
 
-    def keys(self) -> list[str]:
+    def revision_keys(self) -> list[str]:
         return list(self._states)
+
+    def clamp_counts(self, key: str) -> dict[str, int]:
+        state = self._states.get(key)
+        return dict(state.clamps or {}) if state is not None else {}
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -143,7 +158,24 @@ class Scaler:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.settings.tick_interval_s)
+            await self._sample_cpu()
             self.tick(self._clock())
+
+    async def _sample_cpu(self) -> None:
+        """Feed the HPA-class revisions their replicas' CPU utilisation (one /proc scan)."""
+        hpa = {k: st for k, st in self._states.items() if st.sampler is not None}
+        if not hpa:
+            return
+        groups = {k: {f"{rid}/{pid}": pid for rid, pid in self._pids(k).items()} for k in hpa}
+        cpu = await asyncio.to_thread(
+            cpu_seconds_by_group, {pid for g in groups.values() for pid in g.values()}
+        )
+        mono = time.monotonic()
+        for key, st in hpa.items():
+            assert st.sampler is not None
+            readings = {rk: cpu.get(pid) for rk, pid in groups[key].items()}
+            util = st.sampler.update(mono, readings)
+            st.metrics_cpu = util
 
     def tick(self, now: float) -> None:
         """One decision for every revision (Knative decides every tick-interval)."""
@@ -168,15 +200,16 @@ class Scaler:
             self._states.pop(key, None)
             return None
         scaling = scaling_of(self.settings, rev)
-        if scaling.cls == HPA:
-            self._states.pop(key, None)
-            return None
+        if state is not None and (scaling.cls == HPA) != (state.sampler is not None):
+            state = None  # the class changed: start over
         if state is None:
-            state = _Revision(
-                scaling,
-                RevisionMetrics(scaling.stable_window_s, scaling.panic_window_s),
-                KpaDecider(scaling, initialized=_had_ready_replicas(rev)),
-            )
+            metrics = RevisionMetrics(scaling.stable_window_s, scaling.panic_window_s)
+            if scaling.cls == HPA:
+                state = _Revision(scaling, metrics, HpaDecider(scaling), sampler=CpuSampler())
+            else:
+                state = _Revision(
+                    scaling, metrics, KpaDecider(scaling, initialized=_had_ready_replicas(rev))
+                )
             self._states[key] = state
         elif scaling != state.scaling:
             state.scaling = scaling
@@ -185,11 +218,25 @@ class Scaler:
         return state
 
     def _decide(self, key: str, state: _Revision, now: float) -> None:
-        stable, panic = state.metrics.observed(now, state.scaling.metric)
-        decision = state.decider.decide(now, stable, panic, self._ready(key), routed=self._routed(key))
+        if isinstance(state.decider, HpaDecider):
+            decision = state.decider.decide(
+                now, state.metrics_cpu, self._ready(key), routed=self._routed(key)
+            )
+        else:
+            stable, panic = state.metrics.observed(now, state.scaling.metric)
+            decision = state.decider.decide(
+                now, stable, panic, self._ready(key), routed=self._routed(key)
+            )
         old = state.decision
         state.decision = decision
-        if old is None or old.desired_scale != decision.desired_scale:
+        if decision.clamped_by:
+            state.clamps = state.clamps or {}
+            state.clamps[decision.clamped_by] = state.clamps.get(decision.clamped_by, 0) + 1
+        if (
+            old is None
+            or old.desired_scale != decision.desired_scale
+            or old.clamped_by != decision.clamped_by
+        ):
             log.info(
                 "scale revision=%s from=%s to=%d reason=%s",
                 key, "-" if old is None else old.desired_scale, decision.desired_scale, decision.reason,

@@ -141,7 +141,32 @@ def describe_service(svc: Obj, revisions: Sequence[Obj], now: datetime) -> str:
     return "\n".join(lines)
 
 
-def describe_revision(rev: Obj, now: datetime) -> str:
+def autoscaler_lines(view: Obj) -> list[str]:
+    """The autoscaler's view of a revision (from the controller's /internal/autoscaler)."""
+
+    def num(x: object) -> str:
+        return "no data" if x is None else f"{float(x):.2f}"  # type: ignore[arg-type]
+
+    lines = ["Autoscaler:"]
+    lines.append(_field("  Class:", f"{view.get('class')} (metric {view.get('metric')})"))
+    lines.append(_field("  Mode:", str(view.get("mode"))))
+    lines.append(_field("  Target:", f"{num(view.get('target'))} per replica"))
+    lines.append(_field(
+        "  Observed:",
+        f"stable {num(view.get('observedStable'))} over {view.get('stableWindowSeconds')}s, "
+        f"panic {num(view.get('observedPanic'))} over {view.get('panicWindowSeconds')}s",
+    ))
+    scale = f"{view.get('desiredScale')} (ready {view.get('readyReplicas')})"
+    if view.get("clampedBy"):
+        scale += f", wanted {view.get('unclampedScale')} but {view.get('clampedBy')} bounds it"
+    lines.append(_field("  Desired scale:", scale))
+    lines.append(_field("  Why:", str(view.get("reason"))))
+    for w in view.get("warnings") or []:
+        lines.append(_field("  Warning:", str(w)))
+    return lines
+
+
+def describe_revision(rev: Obj, now: datetime, autoscaler: Obj | None = None) -> str:
     spec = rev.get("spec") or {}
     labels = meta(rev).get("labels") or {}
     container = (spec.get("containers") or [{}])[0]
@@ -161,6 +186,13 @@ def describe_revision(rev: Obj, now: datetime) -> str:
     lines.append(_field("Service:", labels.get(SERVICE_LABEL, "")))
     if labels.get(CONFIG_GENERATION_LABEL):
         lines.append(_field("Generation:", labels[CONFIG_GENERATION_LABEL]))
+    st = status(rev)
+    if "actualReplicas" in st or "desiredReplicas" in st:
+        ready, desired = st.get("actualReplicas", 0), st.get("desiredReplicas", 0)
+        lines.append(_field("Replicas:", f"{ready} ready, {desired} desired"))
+    if autoscaler:
+        lines.append("")
+        lines += autoscaler_lines(autoscaler)
     lines.append("")
     lines += condition_lines(rev, now)
     return "\n".join(lines)

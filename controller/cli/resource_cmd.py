@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.cli.apply import apply_one
 from controller.cli.client import ApiClient, ApiError, CliError, Unreachable
-from controller.cli.describe import describe
+from controller.cli.describe import describe, describe_revision
 from controller.cli.kinds import ResourceInfo
 from controller.cli.manifests import load
 from controller.cli.output import FORMATS, SERVICE_LABEL, render, status, to_json, to_yaml
@@ -142,6 +142,12 @@ async def describe_one(api: ApiClient, info: ResourceInfo, ns: str, name: str, f
     if fmt == "yaml":
         return to_yaml(obj).rstrip("\n")
     revisions: list[Obj] = []
+    if info.kind == "Revision":
+        try:
+            view = await api.request("GET", f"/internal/autoscaler/{ns}/{name}")
+        except ApiError:
+            view = None
+        return describe_revision(obj, datetime.now(UTC), view)
     if info.kind in ("Service", "Route"):
         try:
             rev = await api.resolve("revision")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.autoscaling.kpa import Decision
 from controller.builds.artifacts import ArtifactStore
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
@@ -50,6 +51,8 @@ class Context:
     desired_scale: Callable[[str], int | None]
     """The autoscaler's desired replicas for a revision key (`ns/name`); None: not decided by
     the KPA (the caller keeps one replica)."""
+    scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
+    """The autoscaler's last decision for a revision key, if any (for the ScaleClamped condition)."""
     clock: Callable[[], float] = field(default=time.time)
     """Wall-clock seconds; replaced in tests."""
 

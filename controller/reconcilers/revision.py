@@ -17,6 +17,7 @@ from controller.api.naming import (
     ROUTING_STATE_PENDING,
     ROUTING_STATE_RESERVE,
 )
+from controller.autoscaling.kpa import Decision
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, rfc3339, roll_up, set_condition
 from controller.reconcilers.context import REVISIONS, Context, Key, Obj
@@ -252,6 +253,7 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
         replicas = ordered[:desired]
 
     health_conditions(status, replicas, desired, now=now)
+    clamp_condition(status, ctx.scale_decision(rev_key), now=now)
     await write_status(ctx, REVISIONS, rev, status)
     if not ever_ready(dict(rev, status=status)):
         return max(0.05, min(5.0, deadline - now + 0.01))
@@ -267,6 +269,23 @@ def desired_replicas(routed: bool, was_ready: bool, autoscaled: int | None) -> i
     if autoscaled is None:
         return 1
     return autoscaled if was_ready else max(1, autoscaled)
+
+
+BUDGET_CLAMPS = {"max-scale-limit": "MaxScaleLimit", "max-replicas-per-machine": "MachineBudget"}
+
+
+def clamp_condition(status: Obj, decision: Decision | None, *, now: float) -> None:
+    """`ScaleClamped` (informational, not part of Ready): True with the reason when the
+    autoscaler wanted more replicas than max-scale-limit or the machine's budget allow (pure)."""
+    if decision is not None and decision.clamped_by in BUDGET_CLAMPS:
+        set_condition(
+            status, "ScaleClamped", "True", BUDGET_CLAMPS[decision.clamped_by],
+            f"the autoscaler wanted {decision.unclamped_scale} replicas; {decision.clamped_by} "
+            f"allows {decision.desired_scale}",
+            now=now,
+        )
+    elif get_condition(status, "ScaleClamped") is not None:
+        set_condition(status, "ScaleClamped", "False", now=now)
 
 
 def routing_state(current: str | None, routed: bool) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +52,14 @@ def test_idle_revision_goes_to_zero_and_the_first_request_wakes_it(fast: Flint) 
     status, _, body = asyncio.run(fetch(fast.port, fast.host("sleepy")))
     assert status == 200, body
     assert _replicas(fast, "sleepy-00001") == 1
+    described = fast.cli("describe", "rev", "sleepy-00001").stdout
+    assert "Autoscaler:" in described and "Desired scale:" in described and "Mode:" in described
+    with urllib.request.urlopen(f"{fast.api}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'flint_controller_desired_replicas{revision="default/sleepy-00001"}' in metrics
+    with urllib.request.urlopen(f"http://127.0.0.1:{fast.admin_port}/metrics", timeout=5) as r:
+        gateway_metrics = r.read().decode()
+    assert 'flint_gateway_cold_starts_total{revision="default/sleepy-00001"}' in gateway_metrics
 
 
 async def _hammer(port: int, host: str, clients: int, seconds: float) -> collections.Counter[int]:
@@ -158,3 +167,40 @@ def test_gc_removes_old_revisions_but_never_a_routed_one(fast: Flint) -> None:
     logs = fast.state_dir / "logs" / "default"
     poll(lambda: not (logs / "gc-00002").exists(), 30, "gc-00002's logs to go")
     assert (logs / "gc-00004").exists()
+
+
+def test_hpa_class_scales_on_cpu(fast: Flint) -> None:
+    manifest = {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "cpu"},
+        "spec": {"template": {
+            "metadata": {"annotations": {
+                "autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+                "autoscaling.knative.dev/metric": "cpu",
+                "autoscaling.knative.dev/target": "20",
+                "autoscaling.knative.dev/max-scale": "2",
+            }},
+            "spec": {"containers": [{"image": str(APPS / "burner")}]},
+        }},
+    }
+    fast.cli("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    fast.cli("service", "wait", "cpu")
+
+    async def burn(seconds: float) -> collections.Counter[int]:
+        codes: collections.Counter[int] = collections.Counter()
+        end = time.monotonic() + seconds
+
+        async def client() -> None:
+            while time.monotonic() < end and _replicas(fast, "cpu-00001") < 2:
+                status, _, _ = await fetch(fast.port, fast.host("cpu"), "/?ms=100", deadline_s=30)
+                codes[status] += 1
+
+        await asyncio.gather(*(client() for _ in range(2)))
+        return codes
+
+    codes = asyncio.run(burn(40))  # bounded; ends as soon as the second replica exists
+    assert set(codes) == {200}, codes
+    assert _replicas(fast, "cpu-00001") == 2, "a replica burning a core never scaled out at 20 %"
+    view = json.loads(urllib.request.urlopen(f"{fast.api}/internal/autoscaler/default/cpu-00001").read())
+    assert view["class"] == "hpa.autoscaling.knative.dev" and view["metric"] == "cpu"
+    fast.cli("service", "delete", "cpu")

@@ -1,0 +1,35 @@
+"""Smoke test of the scale-from-zero benchmark: a tiny bounded run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.harness import REPO, procs_mentioning
+
+
+@pytest.mark.timeout(150)
+def test_scale_from_zero_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "sfz.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtests.scale_from_zero", "--requests", "20", "--timeout", "60",
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert "| succeeded (200) | 20 |" in r.stdout
+    assert "| errors | none |" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["requests"] == 20 and data["successes"] == 20 and data["errors"] == {}
+    assert data["time_to_first_response_s"] <= data["time_to_all_complete_s"] <= 60
+    assert data["peak_replicas"] >= 1
+    assert data["peak_gateway_rss_mib"] > 0
+    assert data["config"]["revision"].startswith("sleepy-")
+    # Everything it started is gone: its temporary state dir is named in its log lines.
+    state = next(line.split("(state ", 1)[1].rstrip(")") for line in r.stderr.splitlines()
+                 if "(state " in line)
+    assert not procs_mentioning(state)
+    assert not Path(state).exists()
