@@ -97,6 +97,7 @@ class Controller:
             replica_pids=self._replica_pids,
             routed=self._routed,
             on_change=lambda key: self.enqueue(REVISIONS, _split(key)),
+            reporting=lambda: hub.connected() > 0,
         )
         ctx = Context(
             store=store,

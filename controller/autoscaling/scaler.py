@@ -59,6 +59,7 @@ class Scaler:
         replica_pids: Callable[[str], dict[str, int]] = lambda _key: {},
         routed: Callable[[str], bool],
         on_change: Callable[[str], None],
+        reporting: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -68,6 +69,9 @@ class Scaler:
         """Ready replica id → process group, for the HPA class's CPU readings."""
         self._routed = routed
         self._on_change = on_change
+        self._reporting = reporting
+        """Whether any gateway is connected: without one there are no reports, and "no data"
+        must not be taken for idleness (it would scale busy revisions to zero)."""
         self._clock = clock
         self._states: dict[str, _Revision] = {}
         self._task: asyncio.Task[None] | None = None
@@ -178,7 +182,10 @@ class Scaler:
             st.metrics_cpu = util
 
     def tick(self, now: float) -> None:
-        """One decision for every revision (Knative decides every tick-interval)."""
+        """One decision for every revision (Knative decides every tick-interval); none while no
+        gateway reports (the last decisions stand)."""
+        if not self._reporting():
+            return
         for key in list(self._states):
             state = self._states.get(key)
             if state is None:

@@ -1,0 +1,89 @@
+"""The scaler applies the KPA decider: reports in, decisions out, a poke decides at once."""
+
+from __future__ import annotations
+
+from controller.autoscaling.scaler import Scaler
+from controller.autoscaling.settings import AutoscalerSettings
+
+KEY = "default/hello-00001"
+
+
+def revision(ready_once: bool = True, annotations: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+    conds = [{"type": "ResourcesAvailable", "status": "True"}] if ready_once else []
+    return {
+        "metadata": {"namespace": "default", "name": "hello-00001", "annotations": annotations or {}},
+        "spec": {"containerConcurrency": 0},
+        "status": {"conditions": conds},
+    }
+
+
+class World:
+    def __init__(self) -> None:
+        self.rev: dict | None = revision()  # type: ignore[type-arg]
+        self.ready = 0
+        self.changed: list[str] = []
+        self.connected = True
+        self.now = 1000.0
+        self.scaler = Scaler(
+            AutoscalerSettings(stable_window_s=6.0, scale_to_zero_grace_period_s=0.0),
+            revision=lambda key: self.rev if key == KEY else None,
+            ready_replicas=lambda key: self.ready,
+            routed=lambda key: True,
+            on_change=self.changed.append,
+            reporting=lambda: self.connected,
+            clock=lambda: self.now,
+        )
+
+
+def test_a_poke_decides_at_once_from_zero() -> None:
+    w = World()
+    w.scaler.record_poke("gw/0", {"type": "poke", "revision": KEY, "waiting": 3})
+    assert w.scaler.desired(KEY) == 1  # ceil(3 / 70) = 1
+    assert w.changed == [KEY]
+
+
+def test_reports_drive_the_decision_every_tick() -> None:
+    w = World()
+    w.ready = 1
+    for second in range(994, 1001):
+        w.scaler.record_stats("gw/0", {"type": "stats", "bucket": second,
+                                       "revisions": {KEY: {"concurrency": 210.0, "requests": 50}}})
+    w.scaler.tick(w.now)
+    # 210 concurrent over a target of 100 × 70 % = 70 per replica: ceil(210 / 70) = 3.
+    assert w.scaler.desired(KEY) == 3
+    view = w.scaler.view(KEY)
+    assert view is not None and view["observedStable"] == 210.0 and view["desiredScale"] == 3
+
+
+def test_no_gateway_connected_means_no_decision() -> None:
+    """Without reports 'no data' is not idleness: a busy revision must not be scaled to zero."""
+    w = World()
+    w.ready = 2
+    for second in range(994, 1001):
+        w.scaler.record_stats("gw/0", {"type": "stats", "bucket": second,
+                                       "revisions": {KEY: {"concurrency": 100.0, "requests": 9}}})
+    w.scaler.tick(w.now)
+    before = w.scaler.desired(KEY)
+    w.connected = False
+    for _ in range(100):
+        w.now += 2
+        w.scaler.tick(w.now)
+    assert w.scaler.desired(KEY) == before
+
+
+def test_unknown_revision_is_not_driven() -> None:
+    w = World()
+    w.rev = None
+    assert w.scaler.desired(KEY) is None
+    w.scaler.record_poke("gw/0", {"revision": KEY})
+    assert w.changed == []
+
+
+def test_hpa_revisions_ignore_pokes() -> None:
+    w = World()
+    w.rev = revision(annotations={"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+                                  "autoscaling.knative.dev/metric": "cpu"})
+    w.scaler.record_poke("gw/0", {"revision": KEY})
+    assert w.changed == []
+    w.ready = 1
+    assert w.scaler.desired(KEY) == 1  # the HPA class never goes below one
