@@ -39,11 +39,9 @@ from collections.abc import Mapping
 from controller.api.autoscaling import CPU, HPA
 from controller.autoscaling.annotations import RevisionScaling
 from controller.autoscaling.kpa import (
-    CLAMP_MACHINE,
-    CLAMP_MAX_SCALE,
-    CLAMP_MAX_SCALE_LIMIT,
     CLAMP_MIN_SCALE,
     Decision,
+    upper_bound,
 )
 
 TOLERANCE = 0.1
@@ -260,16 +258,7 @@ class HpaDecider:
         )
 
     def _cap(self) -> tuple[int, str]:
-        s = self.scaling
-        best, name = 0, ""
-        for cap, cap_name in (
-            (s.max_scale, CLAMP_MAX_SCALE),
-            (s.max_scale_limit, CLAMP_MAX_SCALE_LIMIT),
-            (s.max_replicas_per_machine, CLAMP_MACHINE),
-        ):
-            if cap > 0 and (best == 0 or cap < best):
-                best, name = cap, cap_name
-        return best, name
+        return upper_bound(self.scaling)
 
 
 __all__ = ["SCALE_DOWN_STABILIZATION_S", "TOLERANCE", "HpaDecider"]

@@ -54,6 +54,20 @@ def _fmt_s(x: float) -> str:
     return f"{x:g}s"
 
 
+def upper_bound(s: RevisionScaling) -> tuple[int, str]:
+    """The tightest of max-scale, max-scale-limit and the machine budget, and its name (0: none);
+    shared by both deciders."""
+    best, name = 0, ""
+    for cap, cap_name in (
+        (s.max_scale, CLAMP_MAX_SCALE),
+        (s.max_scale_limit, CLAMP_MAX_SCALE_LIMIT),
+        (s.max_replicas_per_machine, CLAMP_MACHINE),
+    ):
+        if cap > 0 and (best == 0 or cap < best):
+            best, name = cap, cap_name
+    return best, name
+
+
 class KpaDecider:
     """Knative's `autoscaler.Scale` plus the bounds and scale-to-zero rules of its KPA reconciler,
     for one revision. Call `decide` every tick and on a poke; it keeps the panic state, the
@@ -276,16 +290,7 @@ class KpaDecider:
         )
 
     def _cap(self) -> tuple[int, str]:
-        s = self.scaling
-        best, name = 0, ""
-        for cap, cap_name in (
-            (s.max_scale, CLAMP_MAX_SCALE),
-            (s.max_scale_limit, CLAMP_MAX_SCALE_LIMIT),
-            (s.max_replicas_per_machine, CLAMP_MACHINE),
-        ):
-            if cap > 0 and (best == 0 or cap < best):
-                best, name = cap, cap_name
-        return best, name
+        return upper_bound(self.scaling)
 
     def _to_zero(self, now: float, ready: int, reason: str) -> tuple[int, str]:
         s = self.scaling
