@@ -65,6 +65,7 @@ class Controller:
         self._queues: dict[Kind, WorkQueue[Key]] = {}
         self._informers: list[Informer] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.ctx: Context | None = None
 
     async def start(self) -> None:
@@ -310,7 +311,9 @@ class Controller:
             for child in informer.list(ns):
                 refs = child["metadata"].get("ownerReferences") or []
                 if any(ref.get("uid") == uid for ref in refs):
-                    asyncio.get_running_loop().create_task(self._delete(kind, child))
+                    task = asyncio.get_running_loop().create_task(self._delete(kind, child))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
 
     async def _delete(self, kind: Kind, obj: Obj) -> None:
         assert self._store is not None

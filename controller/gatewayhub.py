@@ -41,6 +41,7 @@ class GatewayHub:
         self._on_progress = on_progress
         self._on_report = on_report
         """Called with (worker id, message) for `stats` and `poke` messages (the autoscaler)."""
+        self._sends: set[asyncio.Task[None]] = set()
         self._floor = 0
         """Highest version any worker reported serving: every version we send is above it."""
 
@@ -89,7 +90,9 @@ class GatewayHub:
         data = self._encode()
         for ws in list(self._sockets.values()):
             if not ws.closed:
-                asyncio.get_running_loop().create_task(self._send(ws, data))
+                task = asyncio.get_running_loop().create_task(self._send(ws, data))
+                self._sends.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self._sends.discard)
 
     def _encode(self) -> str:
         return orjson.dumps({"type": "snapshot", "snapshot": self._snapshot}).decode()
