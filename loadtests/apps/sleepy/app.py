@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_MS = float(os.environ.get("SLEEPY_MS", "100"))
@@ -96,7 +97,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"sleepy listening on {port} (revision {REVISION})", flush=True)
+    print(f"sleepy listening on {port} (revision {REVISION}) at {time.time():.3f}", flush=True)
     await stop.wait()
     server.close()  # no wait_closed(): idle keep-alive connections must not delay the exit
 
