@@ -9,8 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 drops connections in a burst
+    daemon_threads = True
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body go out in separate writes
 
     def do_GET(self) -> None:
         ms = float(parse_qs(urlparse(self.path).query).get("ms", ["200"])[0])
@@ -29,6 +35,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+server = Server(("127.0.0.1", int(os.environ["PORT"])), Handler)
 server.daemon_threads = True
 server.serve_forever()

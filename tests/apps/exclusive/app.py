@@ -7,12 +7,18 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 drops connections in a burst
+    daemon_threads = True
+
 _lock = threading.Lock()
 _active = 0
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body go out in separate writes
 
     def do_GET(self) -> None:
         global _active
@@ -35,7 +41,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server = Server(("127.0.0.1", int(os.environ["PORT"])), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()

@@ -6,6 +6,11 @@ import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 drops connections in a burst
+    daemon_threads = True
+
 marker = os.environ["MARKER"]
 if os.path.exists(marker):
     print("oneshot: second life, exiting with code 4", flush=True)
@@ -16,6 +21,7 @@ with open(marker, "w") as f:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body go out in separate writes
 
     def do_GET(self) -> None:
         self.send_response(200)
@@ -28,6 +34,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+server = Server(("127.0.0.1", int(os.environ["PORT"])), Handler)
 server.daemon_threads = True
 server.serve_forever()
