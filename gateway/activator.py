@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.client import Histogram
 from gateway.config import Endpoint, GatewaySettings, RevisionTarget, Snapshot
+from gateway.proxy_metrics import Histogram
 from gateway.router import Router
 from gateway.stats import Pokes
 

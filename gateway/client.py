@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
-from dataclasses import dataclass, field
 from typing import cast
 
 import httptools
@@ -30,83 +28,17 @@ from gateway.headers import (
     error_response,
     forwarded_node,
 )
+from gateway.proxy_metrics import LATENCY_BUCKETS_S, Histogram, ProxyMetrics, RouteCounter
 
-LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-)
-"""Upper bounds (seconds) of the latency histograms; fixed so workers' counts add up."""
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "ClientConnection",
+    "ClientRequest",
+    "Histogram",
+    "ProxyMetrics",
+    "RouteCounter",
+]
 
-
-class Histogram:
-    """Counts per fixed bucket (`LATENCY_BUCKETS_S`, then +Inf) and the sum of observations."""
-
-    __slots__ = ("counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS_S, value)] += 1
-        self.sum += value
-
-    def to_json(self) -> dict[str, object]:
-        return {"counts": list(self.counts), "sum": self.sum}
-
-
-@dataclass(slots=True)
-class ProxyMetrics:
-    """Plain counters of one worker; exported to Prometheus elsewhere (not in the hot path)."""
-
-    requests_total: int = 0
-    responses_1xx: int = 0
-    responses_2xx: int = 0
-    responses_3xx: int = 0
-    responses_4xx: int = 0
-    responses_5xx: int = 0
-    upstream_errors: int = 0
-    """Upstream failures of any kind: connect, reset, malformed response, timeouts."""
-    upstream_connect_errors: int = 0
-    upstream_timeouts: int = 0
-    upstream_retries: int = 0
-    client_errors: int = 0
-    """Malformed or oversized requests, header timeouts."""
-    active_connections: int = 0
-    active_upgrades: int = 0
-    home_forwards: int = 0
-    """Requests for a limited revision forwarded to its home worker (see `gateway.home`)."""
-    inflight_requests: int = 0
-    """Exchanges under way (queued, forwarded or answering), over all revisions."""
-    by_route: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """(route `ns/name`, revision `ns/name`, status class "2xx"…) → requests answered."""
-    latency: dict[str, Histogram] = field(default_factory=dict)
-    """revision `ns/name` → time from the request head to the end of the response."""
-
-    def count_request(self, route: str, revision: str, status: int, seconds: float) -> None:
-        """One routed request answered with `status` after `seconds` (off the per-byte path)."""
-        key = (route, revision, _STATUS_CLASS[min(status // 100, 6)])
-        by_route = self.by_route
-        by_route[key] = by_route.get(key, 0) + 1
-        hist = self.latency.get(revision)
-        if hist is None:
-            hist = self.latency[revision] = Histogram()
-        hist.observe(seconds)
-
-    def count_status(self, status: int) -> None:
-        if status < 300:
-            if status >= 200:
-                self.responses_2xx += 1
-            else:
-                self.responses_1xx += 1
-        elif status < 400:
-            self.responses_3xx += 1
-        elif status < 500:
-            self.responses_4xx += 1
-        else:
-            self.responses_5xx += 1
-
-
-_STATUS_CLASS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 # Reasons the client transport's reading is paused (bit mask).
 P_PIPELINE = 1
@@ -121,6 +53,13 @@ LINGER_S = 2.0
 """After an error response to a client still sending, read and discard for this long."""
 RAW_HEAD_SLACK = 256 * 1024
 """Raw bytes tolerated (besides max_header_bytes) before a header block is complete."""
+
+
+_PASS = -1
+_INTERNAL = -2
+_kinds: dict[bytes, int] = {}
+"""Request header name as sent → its kind in `REQUEST_KINDS`, `_PASS` or `_INTERNAL` (bounded)."""
+_KINDS_MAX = 1024
 
 
 class _Abort(Exception):
@@ -388,12 +327,19 @@ class ClientConnection(asyncio.Protocol):
                 f"request header block exceeds {self._max_header} bytes",
             )
             raise _Abort
-        lname = name.lower()
-        kind = REQUEST_KINDS.get(lname)
+        kind = _kinds.get(name)
         if kind is None:
-            if not lname.startswith(INTERNAL_PREFIX):
-                req.headers.append((name, value))
-            elif self._trusted:
+            lname = name.lower()
+            kind = REQUEST_KINDS.get(lname, _PASS)
+            if kind == _PASS and lname.startswith(INTERNAL_PREFIX):
+                kind = _INTERNAL
+            if len(_kinds) < _KINDS_MAX:
+                _kinds[name] = kind
+        if kind == _PASS:
+            req.headers.append((name, value))
+        elif kind == _INTERNAL:
+            if self._trusted:
+                lname = name.lower()
                 if lname == H_INTERNAL_REVISION:
                     req.internal_rev = value
                 elif lname == H_INTERNAL_ROUTE:
@@ -582,11 +528,13 @@ class ClientConnection(asyncio.Protocol):
                 if self._settings.header_read_timeout_s > 0:
                     self._ensure_ctimer(now + self._settings.header_read_timeout_s)
             return
-        self._resume(P_PIPELINE)
+        if self._pmask & P_PIPELINE:
+            self._resume(P_PIPELINE)
         self._fresh = False
         self._idle_since = now = self._loop.time()
-        if self._settings.client_keepalive_timeout_s > 0:
-            self._ensure_ctimer(now + self._settings.client_keepalive_timeout_s)
+        timeout = self._settings.client_keepalive_timeout_s
+        if timeout > 0 and (self._ctimer is None or self._cwhen > now + timeout):
+            self._ensure_ctimer(now + timeout)
 
     def _close_client(self, linger: bool = False) -> None:
         transport = self.transport

@@ -130,12 +130,21 @@ def forwarding_headers(
     )
 
 
+_randbytes = random.randbytes
+_ZERO_TRACE = "0" * 32
+_ZERO_PARENT = "0" * 16
+
+
 def new_traceparent() -> bytes:
     """A fresh W3C traceparent (version 00, random non-zero ids, not sampled)."""
-    bits = random.getrandbits
-    trace = bits(128) or 1
-    parent = bits(64) or 1
-    return b"00-%032x-%016x-00" % (trace, parent)
+    ids = _randbytes(24).hex()
+    trace = ids[:32]
+    parent = ids[32:]
+    if trace == _ZERO_TRACE:
+        trace = "0" * 31 + "1"
+    if parent == _ZERO_PARENT:
+        parent = "0" * 15 + "1"
+    return ("00-" + trace + "-" + parent + "-00").encode()
 
 
 def join_headers(parts: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> None:

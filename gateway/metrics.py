@@ -16,7 +16,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from gateway.client import LATENCY_BUCKETS_S, Histogram
+from gateway.proxy_metrics import LATENCY_BUCKETS_S, Histogram
 
 PREFIX = "flint_gateway_"
 

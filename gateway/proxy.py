@@ -18,6 +18,7 @@ from gateway.client import (
     ClientConnection,
     ClientRequest,
     ProxyMetrics,
+    RouteCounter,
 )
 from gateway.config import Endpoint, GatewaySettings, RevisionTarget
 from gateway.headers import (
@@ -73,9 +74,12 @@ class ProxyProtocol(ClientConnection):
 
     __slots__ = (
         "_connect_task",
+        "_counter",
         "_ctx",
         "_ep",
         "_failed_over",
+        "_fwd_block",
+        "_fwd_host",
         "_head",
         "_idle_timeout",
         "_last_io",
@@ -86,6 +90,7 @@ class ProxyProtocol(ClientConnection):
         "_retried",
         "_reused",
         "_rev",
+        "_rev_key",
         "_route_key",
         "_router",
         "_rs",
@@ -117,6 +122,8 @@ class ProxyProtocol(ClientConnection):
         self._ticket: Ticket | None = None
         self._rs: RevStats | None = None
         self._route_key = ""
+        self._rev_key = ""
+        self._counter: RouteCounter | None = None
         self._status = 0
         self._t0 = 0.0
         self._total_deadline = INF
@@ -129,6 +136,8 @@ class ProxyProtocol(ClientConnection):
         self._failed_over = False
         self._connect_task: asyncio.Task[None] | None = None
         self._head = b""
+        self._fwd_host = b""
+        self._fwd_block = b""
         self._uwhen = 0.0
         self._start_deadline = 0.0
         self._start_timeout = 0.0
@@ -190,21 +199,22 @@ class ProxyProtocol(ClientConnection):
             target = current
             self._route_key = (req.internal_route or b"").decode("latin-1")
         else:
-            host_s = host.decode("latin-1")
-            found = router.route(host_s, req.tag.decode("latin-1") if req.tag else None)
+            found = router.route_raw(host, req.tag)
             if isinstance(found, RouteMiss):
                 if found.reason == "unknown-host":
-                    self._respond_error(404, f"no route for host {host_s!r}")
+                    self._respond_error(404, f"no route for host {found.host!r}")
                 else:
                     self._respond_error(503, found.message, retry_after=True)
                 return
-            self._route_key, target = found
+            self._route_key = found.route
+            target = found.target
+            key = found.key
         self._rev = target
+        self._rev_key = key
         self._t0 = now = self._loop.time()
         self._status = 0
         metrics.inflight_requests += 1
         ctx = self._ctx
-        key = target.key
         if ctx is not None and ctx.home is not None and target.container_concurrency > 0:
             home_ep = ctx.home.endpoint_for(key) if req.internal_rev is None else None
             if home_ep is not None:
@@ -276,6 +286,7 @@ class ProxyProtocol(ClientConnection):
         if ticket.cold and ctx is not None and ctx.activator is not None:
             ctx.activator.count_cold_start(rev.key, now - ticket.enqueued)
         self._rev = rev
+        self._rev_key = rev.key
         self._resume(P_QUEUED)
         self._begin(ep, now)
 
@@ -301,7 +312,8 @@ class ProxyProtocol(ClientConnection):
         self._idle_timeout = target.idle_timeout_s
         if deadline < INF:
             self._start_deadline = deadline
-            self._ensure_utimer(deadline)
+            if self._utimer is None or self._uwhen > deadline:
+                self._ensure_utimer(deadline)
         else:
             self._start_deadline = 0.0
         self._dispatch(ep, fresh=False)
@@ -316,8 +328,15 @@ class ProxyProtocol(ClientConnection):
             if req.xff:
                 parts += (b"X-Forwarded-For: ", req.xff, CRLF)
             parts += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host, CRLF)
-        else:
+        elif req.forwarded or req.xff:
             forwarding_headers(parts, req.forwarded, req.xff, self._for_node, self._client_ip, host)
+        else:  # the usual case: the same block for every request of this connection to `host`
+            if host != self._fwd_host:
+                block: list[bytes] = []
+                forwarding_headers(block, None, None, self._for_node, self._client_ip, host)
+                self._fwd_block = b"".join(block)
+                self._fwd_host = host
+            parts.append(self._fwd_block)
         if home_key is not None:
             parts += (
                 H_INTERNAL_REVISION, b": ", home_key.encode("latin-1"), CRLF,
@@ -414,9 +433,11 @@ class ProxyProtocol(ClientConnection):
             else:
                 out += chunks
             up.transport.writelines(out)
-        req.pending = []
-        req.pending_size = 0
-        self._resume(P_PENDING)
+        if req.pending:
+            req.pending = []
+            req.pending_size = 0
+        if self._pmask & P_PENDING:
+            self._resume(P_PENDING)
         self._up_ready = True
 
     def _forward_body(self, req: ClientRequest, data: bytes) -> None:
@@ -455,7 +476,12 @@ class ProxyProtocol(ClientConnection):
             rs.leave(now)
         self._metrics.inflight_requests -= 1
         if self._status and not self._trusted:
-            self._metrics.count_request(self._route_key, rev.key, self._status, now - self._t0)
+            counter = self._counter
+            route = self._route_key
+            key = self._rev_key
+            if counter is None or counter.route != route or counter.revision != key:
+                counter = self._counter = self._metrics.counter(route, key)
+            counter.count(self._status, now - self._t0)
         self._t0 = 0.0
 
     def _respond_error(self, status: int, message: str, retry_after: bool = False) -> None:
@@ -672,13 +698,14 @@ class ProxyProtocol(ClientConnection):
         up = self._up
         if up is not None:
             self._up = None
-            up.detach()
-            if reuse and up.reusable:
-                self._pool.put(up)
+            up.owner = None  # detach
+            if reuse:
+                self._pool.put(up)  # closes it unless reusable
             else:
                 up.close()
         self._up_ready = False
-        self._resume(P_UPWRITE)
+        if self._pmask & P_UPWRITE:
+            self._resume(P_UPWRITE)
         self._release_ep()
         if self._closing:
             self._finish()

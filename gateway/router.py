@@ -34,10 +34,36 @@ class RouteMiss:
         return f"route {self.route} targets revision {self.revision!r}, which is not ready"
 
 
+ROUTE_CACHE_SIZE = 4096
+"""Distinct (Host, tag) header values whose routing is remembered per snapshot."""
+
+
+class Routed:
+    """Where a request routes: the matched route and the picked revision (with its key)."""
+
+    __slots__ = ("key", "route", "target")
+
+    def __init__(self, route: str, target: RevisionTarget, key: str) -> None:
+        self.route = route
+        """`namespace/name` of the matched route."""
+        self.target = target
+        self.key = key
+        """`target.key`, computed once."""
+
+
 class Router:
     """Resolves hosts to revisions and reserves replica slots for one gateway worker."""
 
-    __slots__ = ("_balancer", "_rnd", "_snapshot", "_table", "listeners", "on_drained", "on_release")
+    __slots__ = (
+        "_balancer",
+        "_cache",
+        "_rnd",
+        "_snapshot",
+        "_table",
+        "listeners",
+        "on_drained",
+        "on_release",
+    )
 
     def __init__(
         self,
@@ -49,6 +75,9 @@ class Router:
         self._balancer = Balancer()
         self._table = RoutingTable.empty()
         self._snapshot = Snapshot.empty()
+        self._cache: dict[bytes | tuple[bytes, bytes], Routed] = {}
+        """Raw Host header (and tag) → where it routes, for routes with a single target revision;
+        emptied by every snapshot."""
         self.on_drained = on_drained
         """Called when a draining endpoint's in-flight count reaches 0 (the link re-acks)."""
         self.on_release: Callable[[str], None] | None = None
@@ -75,6 +104,7 @@ class Router:
         if snapshot.version <= self._snapshot.version and self._snapshot.version != 0:
             return
         self._table = RoutingTable.from_snapshot(snapshot)
+        self._cache = {}
         self._balancer.update(snapshot)
         self._snapshot = snapshot
         for listener in self.listeners:
@@ -104,6 +134,30 @@ class Router:
         if rev is None:
             return RouteMiss("missing-revision", host, res.key, name)
         return res.key, rev
+
+    def route_raw(self, host: bytes, tag: bytes | None = None) -> Routed | RouteMiss:
+        """`route` for raw header values (latin-1), cached per snapshot for single-target routes."""
+        ck: bytes | tuple[bytes, bytes] = host if not tag else (host, tag)
+        hit = self._cache.get(ck)
+        if hit is not None:
+            return hit
+        host_s = host.decode("latin-1")
+        res = self._table.resolve(host_s, tag.decode("latin-1") if tag else None)
+        if res is None:
+            return RouteMiss("unknown-host", host_s)
+        if not res.candidates:
+            return RouteMiss("no-traffic", host_s, res.key)
+        name = pick(res, self._rnd())
+        rev = self._table.revision(res.namespace, name)
+        if rev is None:
+            return RouteMiss("missing-revision", host_s, res.key, name)
+        routed = Routed(res.key, rev, rev.key)
+        if len(res.candidates) == 1:  # the same answer every time until the next snapshot
+            cache = self._cache
+            if len(cache) >= ROUTE_CACHE_SIZE:
+                cache.clear()
+            cache[ck] = routed
+        return routed
 
     def current(self, key: str) -> RevisionTarget | None:
         """The current snapshot's revision `namespace/name`, or None."""

@@ -21,6 +21,11 @@ from gateway.headers import (
 )
 from gateway.home import UNIX_PREFIX
 
+_PASS = -1
+_kinds: dict[bytes, int] = {}
+"""Response header name as sent → its kind in `RESPONSE_KINDS` or `_PASS` (bounded cache)."""
+_KINDS_MAX = 1024
+
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close"))
 
 
@@ -97,7 +102,18 @@ class UpstreamConn(asyncio.Protocol):
 
     def begin(self, owner: UpstreamOwner, head_request: bool) -> None:
         """Attach to an exchange; the next response parsed belongs to `owner`."""
-        self._reset()
+        if self.status or self.reason or self.headers:  # used before: start clean (as `_reset`)
+            self.headers = []
+            self.reason = b""
+            self.status = 0
+            self.content_length = None
+            self.chunked = False
+            self.conn_extra = None
+            self.upgrade = None
+            self.keep_alive = True
+            self.complete = False
+            self.interim = False
+            self.junk = False
         self.owner = owner
         self.head_request = head_request
         if self.parser is None:
@@ -208,8 +224,12 @@ class UpstreamConn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.complete:
             return
-        kind = RESPONSE_KINDS.get(name.lower())
+        kind = _kinds.get(name)
         if kind is None:
+            kind = RESPONSE_KINDS.get(name.lower(), _PASS)
+            if len(_kinds) < _KINDS_MAX:
+                _kinds[name] = kind
+        if kind == _PASS:
             self.headers.append((name, value))
         elif kind == R_CONTENT_LENGTH:
             try:
