@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal
 
-from controller.api import serving
+from controller.api import eventing, messaging, serving
 from controller.api.meta import err_invalid_value, metadata
 from controller.api.naming import GROUP as SERVING_GROUP
 from controller.api.naming import VERSION as SERVING_VERSION
@@ -99,8 +99,65 @@ def _serving_types(engine: Engine) -> tuple[ResourceType, ...]:
 SERVING_TYPES: tuple[ResourceType, ...] = _serving_types("embedded")
 """Knative Serving's four kinds as the embedded engine serves them."""
 
+EVENTING_TYPES: tuple[ResourceType, ...] = (
+    ResourceType(
+        group=eventing.GROUP,
+        version=eventing.VERSION,
+        kind="Broker",
+        plural="brokers",
+        singular="broker",
+        default=eventing.default_broker,
+        validate=eventing.validate_broker,
+        warnings=eventing.broker_warnings,
+    ),
+    ResourceType(
+        group=eventing.GROUP,
+        version=eventing.VERSION,
+        kind="Trigger",
+        plural="triggers",
+        singular="trigger",
+        default=eventing.default_trigger,
+        validate=eventing.validate_trigger,
+    ),
+    ResourceType(
+        group=messaging.GROUP,
+        version=messaging.VERSION,
+        kind="Channel",
+        plural="channels",
+        singular="channel",
+        short_names=("ch",),
+        default=messaging.default_channel,
+        validate=messaging.validate_channel,
+        warnings=messaging.channel_warnings,
+    ),
+    ResourceType(
+        group=messaging.GROUP,
+        version=messaging.VERSION,
+        kind="InMemoryChannel",
+        plural="inmemorychannels",
+        singular="inmemorychannel",
+        short_names=("imc",),
+        default=messaging.default_in_memory_channel,
+        validate=messaging.validate_in_memory_channel,
+    ),
+    ResourceType(
+        group=messaging.GROUP,
+        version=messaging.VERSION,
+        kind="Subscription",
+        plural="subscriptions",
+        singular="subscription",
+        short_names=("sub",),
+        default=messaging.default_subscription,
+        validate=messaging.validate_subscription,
+    ),
+)
+"""Knative Eventing's eventing.knative.dev/v1 Broker, Trigger and messaging.knative.dev/v1
+Channel, InMemoryChannel, Subscription, with Knative's short names (none for Broker, Trigger)."""
+
 TYPES: tuple[ResourceType, ...] = SERVING_TYPES
-"""Every type served. Later groups (eventing's Broker and Trigger, builds) are appended here."""
+"""What the API serves. EVENTING_TYPES join once their reconcilers exist (issue 5): until then a
+Broker would be accepted and never get a status."""
+"""Every type served. Later groups (builds) are appended here."""
 
 
 @dataclass(frozen=True)
