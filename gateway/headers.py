@@ -130,14 +130,14 @@ def forwarding_headers(
     )
 
 
-_randbytes = random.randbytes
+_getrandbits = random.getrandbits
 _ZERO_TRACE = "0" * 32
 _ZERO_PARENT = "0" * 16
 
 
 def new_traceparent() -> bytes:
     """A fresh W3C traceparent (version 00, random non-zero ids, not sampled)."""
-    ids = _randbytes(24).hex()
+    ids = _getrandbits(192).to_bytes(24, "little").hex()  # as random.randbytes, one call less
     trace = ids[:32]
     parent = ids[32:]
     if trace == _ZERO_TRACE:

@@ -22,11 +22,11 @@ from gateway.client import (
 )
 from gateway.config import Endpoint, GatewaySettings, RevisionTarget
 from gateway.headers import (
+    COLON,
     CRLF,
     H_INTERNAL_REVISION,
     H_INTERNAL_ROUTE,
     forwarding_headers,
-    join_headers,
     new_traceparent,
 )
 from gateway.home import HomeRouter
@@ -316,11 +316,16 @@ class ProxyProtocol(ClientConnection):
                 self._ensure_utimer(deadline)
         else:
             self._start_deadline = 0.0
-        self._dispatch(ep, fresh=False)
+        up = self._pool.get(ep.id)  # _dispatch(ep, fresh=False), inlined (hot path)
+        if up is not None:
+            self._attach(up, reused=True)
+        else:
+            self._connect_task = self._loop.create_task(self._connect(ep))
 
     def _build_head(self, req: ClientRequest, host: bytes, home_key: str | None = None) -> bytes:
         parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
-        join_headers(parts, req.headers)
+        for name, value in req.headers:  # join_headers, inlined (hot path)
+            parts += (name, COLON, value, CRLF)
         if self._trusted:
             # From another worker, which already appended this hop's forwarding headers.
             if req.forwarded:
@@ -513,10 +518,11 @@ class ProxyProtocol(ClientConnection):
         self._resp_started = True
         upgrade = status == 101 and req.upgrade
         line = _STATUS_LINES.get(status)
-        if line is None or up.reason != _REASONS.get(status):
+        if line is None or up.reason != _REASONS[status]:
             line = b"HTTP/1.1 %d %s\r\n" % (status, up.reason)
         parts = [line]
-        join_headers(parts, up.headers)
+        for name, value in up.headers:  # join_headers, inlined (hot path)
+            parts += (name, COLON, value, CRLF)
         close = not req.keep_alive or self._broken or (req.upgrade and not upgrade)
         length = up.content_length
         if upgrade:
@@ -706,7 +712,11 @@ class ProxyProtocol(ClientConnection):
         self._up_ready = False
         if self._pmask & P_UPWRITE:
             self._resume(P_UPWRITE)
-        self._release_ep()
+        ep = self._ep  # _release_ep, inlined (hot path)
+        if ep is not None:
+            self._ep = None
+            if not self._via_home:  # a home worker is not a balancer slot
+                self._router.release(ep.id)
         if self._closing:
             self._finish()
 

@@ -329,11 +329,20 @@ class UpstreamPool:
 
     def put(self, conn: UpstreamConn) -> None:
         limit = self._settings.upstream_keepalive_per_endpoint
-        if limit <= 0 or not conn.reusable:
+        transport = conn.transport
+        # conn.reusable, inlined (hot path)
+        if (
+            limit <= 0
+            or not conn.keep_alive
+            or conn.junk
+            or conn.closed
+            or conn.splice
+            or conn.parser is None
+            or transport is None
+            or transport.is_closing()
+        ):
             conn.close()
             return
-        transport = conn.transport
-        assert transport is not None
         transport.resume_reading()
         conns = self._idle.get(conn.endpoint_id)
         if conns is None:
