@@ -26,7 +26,8 @@ from gateway.home import proxy_socket_path
 from gateway.limits import raise_nofile_limit
 from gateway.link import ControllerLink
 from gateway.metrics import WorkerStats, flatten_counters, histograms_json
-from gateway.proxy import ProxyFactory, ProxyMetrics, make_proxy_factory
+from gateway.proxy_factory import ProxyFactory, make_proxy_factory
+from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
 from gateway.stats import report_stats
 

@@ -157,7 +157,6 @@ Channel, InMemoryChannel, Subscription, with Knative's short names (none for Bro
 TYPES: tuple[ResourceType, ...] = SERVING_TYPES
 """What the API serves. EVENTING_TYPES join once their reconcilers exist (issue 5): until then a
 Broker would be accepted and never get a status."""
-"""Every type served. Later groups (builds) are appended here."""
 
 
 @dataclass(frozen=True)

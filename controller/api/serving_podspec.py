@@ -29,33 +29,6 @@ CONTAINER_CONCURRENCY_MAX = 1000
 USER_CONTAINER_NAME = "user-container"
 DEFAULT_PORT_NAME = "http"
 
-# Fields Knative's PodSpec mask lets through (some behind feature flags); anything else is refused.
-REVISION_SPEC_FIELDS = frozenset(
-    {
-        "containers",
-        "containerConcurrency",
-        "timeoutSeconds",
-        "responseStartTimeoutSeconds",
-        "idleTimeoutSeconds",
-        "volumes",
-        "imagePullSecrets",
-        "enableServiceLinks",
-        "serviceAccountName",
-        "automountServiceAccountToken",
-        "initContainers",
-        "nodeSelector",
-        "affinity",
-        "tolerations",
-        "topologySpreadConstraints",
-        "priorityClassName",
-        "schedulerName",
-        "runtimeClassName",
-        "dnsPolicy",
-        "dnsConfig",
-        "hostAliases",
-        "securityContext",
-    }
-)
 _POD_WARNED = (
     "serviceAccountName",
     "automountServiceAccountToken",
@@ -70,6 +43,22 @@ _POD_WARNED = (
     "dnsPolicy",
     "dnsConfig",
     "hostAliases",
+)
+
+# Fields Knative's PodSpec mask lets through (some behind feature flags); anything else is refused.
+REVISION_SPEC_FIELDS = frozenset(
+    (
+        "containers",
+        "containerConcurrency",
+        "timeoutSeconds",
+        "responseStartTimeoutSeconds",
+        "idleTimeoutSeconds",
+        "volumes",
+        "imagePullSecrets",
+        "enableServiceLinks",
+        "initContainers",
+        *_POD_WARNED,
+    )
 )
 
 

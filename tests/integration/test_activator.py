@@ -25,7 +25,7 @@ from integration.test_proxy import (
 )
 
 from gateway.config import Endpoint, GatewaySettings, Snapshot
-from gateway.proxy import ProxyFactory
+from gateway.proxy_factory import ProxyFactory
 from gateway.router import Router
 
 KEY = "default/hello-1"

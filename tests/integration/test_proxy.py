@@ -28,7 +28,8 @@ from gateway.config import (
     TagTarget,
     TrafficSplit,
 )
-from gateway.proxy import ProxyFactory, ProxyMetrics
+from gateway.proxy_factory import ProxyFactory
+from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
 
 if os.environ.get("FLINT_TEST_LOOP") == "uvloop":
