@@ -14,18 +14,23 @@ from aiohttp import web
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
 from controller.builds.artifacts import ArtifactStore
+from controller.dispatchhub import PLAN_PATH, DispatchHub
+from controller.eventing.plan import build_plan
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.logs_endpoint import add_log_routes
 from controller.observability import add_observability_routes
+from controller.reconcilers.broker import reconcile_broker
 from controller.reconcilers.configuration import reconcile_configuration
 from controller.reconcilers.context import (
+    BROKERS,
     CONFIGURATIONS,
     LABEL_CONFIGURATION,
     LABEL_SERVICE,
     REVISIONS,
     ROUTES,
     SERVICES,
+    TRIGGERS,
     Context,
     Key,
     Obj,
@@ -36,6 +41,7 @@ from controller.reconcilers.queue import WorkQueue
 from controller.reconcilers.revision import reconcile_revision, referenced
 from controller.reconcilers.route import reconcile_route
 from controller.reconcilers.service import reconcile_service
+from controller.reconcilers.trigger import reconcile_trigger
 from controller.runtime.base import ReplicaStatus, Runtime
 from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
@@ -82,14 +88,20 @@ class Controller:
         await runtime.start()
         artifacts = ArtifactStore(s.artifacts_dir, exclude=[s.state_dir])
 
-        informers = {k: Informer(store, k) for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES)}
+        informers = {
+            k: Informer(store, k)
+            for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES, BROKERS, TRIGGERS)
+        }
         self._informers = list(informers.values())
         hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report)
         self.publisher = SnapshotPublisher(
             hub, runtime, informers[ROUTES], informers[REVISIONS], s.domain,
             drain_timeout_s=s.drain_timeout_s, stop_grace_s=s.stop_grace_s,
             on_published=lambda _v: self._requeue_unready_routes(),
+            brokers=informers[BROKERS],
         )
+        self.dispatch = DispatchHub(on_progress=self._requeue_eventing)
+        self._plan_scheduled = False
         self.hub = hub
         self.scaler = Scaler(
             s.autoscaler,
@@ -115,6 +127,10 @@ class Controller:
             drain=self.publisher.drain,
             publisher_is_draining=self.publisher.is_draining,
             desired_scale=self.scaler.desired,
+            brokers=informers[BROKERS],
+            triggers=informers[TRIGGERS],
+            dispatch=self.dispatch,
+            plan_dirty=self._plan_dirty,
             scale_decision=self.scaler.decision,
         )
         self.ctx = ctx
@@ -123,6 +139,8 @@ class Controller:
             CONFIGURATIONS: reconcile_configuration,
             REVISIONS: reconcile_revision,
             ROUTES: reconcile_route,
+            BROKERS: reconcile_broker,
+            TRIGGERS: reconcile_trigger,
         }
         for kind, fn in reconcilers.items():
             self._queues[kind] = WorkQueue(
@@ -132,6 +150,8 @@ class Controller:
         informers[CONFIGURATIONS].on_change(self._on_configuration)
         informers[REVISIONS].on_change(self._on_revision)
         informers[ROUTES].on_change(self._on_route)
+        informers[BROKERS].on_change(self._on_broker)
+        informers[TRIGGERS].on_change(self._on_trigger)
         runtime.subscribe(self._on_replica)
         for inf in informers.values():
             await inf.start()
@@ -147,6 +167,7 @@ class Controller:
 
         app = make_api_app(store)
         app.router.add_get(LINK_PATH, hub.handle)
+        app.router.add_get(PLAN_PATH, self.dispatch.handle)
         add_log_routes(app, runtime, informers[REVISIONS])
         add_observability_routes(app, self.scaler, runtime)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -221,6 +242,56 @@ class Controller:
     def _on_hub_progress(self) -> None:
         self.publisher.check_drains()
         self._requeue_unready_routes()
+        self._requeue_eventing()
+
+    # -- eventing -------------------------------------------------------------------------------
+
+    def _plan_dirty(self) -> None:
+        if not self._plan_scheduled:
+            self._plan_scheduled = True
+            asyncio.get_running_loop().call_soon(self._publish_plan)
+
+    def _publish_plan(self) -> None:
+        self._plan_scheduled = False
+        assert self.ctx is not None
+        self.dispatch.publish(build_plan(self.ctx.brokers, self.ctx.triggers))
+
+    def _requeue_eventing(self) -> None:
+        """The dispatcher or the gateways made progress: brokers and triggers not yet Ready
+        may be now."""
+        if self.ctx is None:
+            return
+        for kind, informer in ((BROKERS, self.ctx.brokers), (TRIGGERS, self.ctx.triggers)):
+            for obj in informer:
+                conds = (obj.get("status") or {}).get("conditions") or []
+                ready = next((c for c in conds if c.get("type") == "Ready"), None)
+                if ready is None or ready.get("status") != "True":
+                    self.enqueue(kind, ns_name(obj))
+
+    def _on_broker(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        ns, name = ns_name(obj)
+        if type_ != "DELETED":
+            self.enqueue(BROKERS, (ns, name))
+        assert self.ctx is not None
+        for t in self.ctx.triggers.list(ns):
+            if (t.get("spec") or {}).get("broker") == name:
+                self.enqueue(TRIGGERS, ns_name(t))
+        self.publisher.mark_dirty()
+        self._plan_dirty()
+
+    def _on_trigger(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        if type_ != "DELETED":
+            self.enqueue(TRIGGERS, ns_name(obj))
+        self._plan_dirty()
+
+    def _requeue_referrers(self, namespace: str) -> None:
+        """An addressable changed: triggers and brokers in its namespace may resolve now."""
+        assert self.ctx is not None
+        for t in self.ctx.triggers.list(namespace):
+            self.enqueue(TRIGGERS, ns_name(t))
+        for b in self.ctx.brokers.list(namespace):
+            if ((b.get("spec") or {}).get("delivery") or {}).get("deadLetterSink"):
+                self.enqueue(BROKERS, ns_name(b))
 
     def _requeue_unready_routes(self) -> None:
         if self.ctx is None:
@@ -243,6 +314,7 @@ class Controller:
         return None
 
     def _on_service(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        self._requeue_referrers(ns_name(obj)[0])
         if type_ == "DELETED":
             self._collect(obj)
             return

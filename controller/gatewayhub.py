@@ -70,6 +70,7 @@ class GatewayHub:
             self._snapshot.version
             and snapshot.routes == self._snapshot.routes
             and snapshot.revisions == self._snapshot.revisions
+            and snapshot.brokers == self._snapshot.brokers
         ):
             return self._snapshot.version
         self._snapshot = replace(snapshot, version=self._next_version())

@@ -165,6 +165,7 @@ class ClientConnection(asyncio.Protocol):
         "_idle_since",
         "_in_head",
         "_last",
+        "_local",
         "_loop",
         "_max_body",
         "_max_header",
@@ -216,6 +217,9 @@ class ClientConnection(asyncio.Protocol):
         self._fresh = True
         self._head_since = 0.0
         self._up_ready = False
+        self._local = False
+        """The active exchange is answered by the gateway itself (the broker ingress): body
+        chunks go to `_forward_body` and the end of any body to `_forward_end`."""
         self._utimer: asyncio.TimerHandle | None = None
         self._resp_started = False
         self._splice = False
@@ -443,7 +447,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if req.response_done:
             self._advance()
-        elif self._up_ready and req.chunked and not req.discard:
+        elif self._up_ready and (req.chunked or self._local) and not req.discard:
             self._forward_end()
 
     # -- answers and endings ----------------------------------------------------------------

@@ -68,6 +68,10 @@ class GatewaySettings:
     transport is paused) until the request is forwarded."""
     probe_interval_s: float = 0.005
     """Seconds between the gateway's own TCP-connect probes of a `starting` endpoint."""
+    max_event_bytes: int = 4 * 1024 * 1024
+    """Largest CloudEvent the broker ingress accepts (its encoded size); more → 413."""
+    max_ingress_body_bytes: int = 16 * 1024 * 1024
+    """Largest request body the broker ingress reads (a batch of events); more → 413."""
 
     @property
     def snapshot_path(self) -> Path:
@@ -180,12 +184,31 @@ class RouteEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerEntry:
+    """A broker whose ingress this gateway serves, and the channel log its events go to."""
+
+    namespace: str
+    name: str
+    uid: str
+    """The broker's uid: a broker deleted and created again under its name gets a new log."""
+    log: str
+    """The log's database file, relative to the state dir (`eventing/logs/{uid}.db`)."""
+    durable: bool = True
+    """False for the in-memory channel kind (the same log without fsync)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything a gateway worker needs to route; versions increase monotonically."""
 
     version: int
     routes: tuple[RouteEntry, ...]
     revisions: tuple[RevisionTarget, ...]
+    brokers: tuple[BrokerEntry, ...] = ()
 
     @staticmethod
     def empty() -> Snapshot:
@@ -223,7 +246,11 @@ class Snapshot:
             )
             for v in data["revisions"]
         )
-        return Snapshot(version=int(data["version"]), routes=routes, revisions=revisions)
+        brokers = tuple(
+            BrokerEntry(b["namespace"], b["name"], b["uid"], b["log"], bool(b.get("durable", True)))
+            for b in data.get("brokers", ())
+        )
+        return Snapshot(version=int(data["version"]), routes=routes, revisions=revisions, brokers=brokers)
 
 
 # ---------------------------------------------------------------------------------------------

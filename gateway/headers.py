@@ -153,10 +153,14 @@ def join_headers(parts: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> 
 
 
 REASONS: dict[int, bytes] = {
+    200: b"OK",
+    202: b"Accepted",
     400: b"Bad Request",
     404: b"Not Found",
+    405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Content Too Large",
+    415: b"Unsupported Media Type",
     431: b"Request Header Fields Too Large",
     502: b"Bad Gateway",
     503: b"Service Unavailable",

@@ -19,15 +19,17 @@ from gateway.client import (
     ProxyMetrics,
     RouteCounter,
 )
-from gateway.config import Endpoint, GatewaySettings, RevisionTarget
+from gateway.config import BrokerEntry, Endpoint, GatewaySettings, RevisionTarget
 from gateway.headers import (
     COLON,
     CRLF,
     H_INTERNAL_REVISION,
     H_INTERNAL_ROUTE,
+    REASONS,
     forwarding_headers,
     new_traceparent,
 )
+from gateway.ingress import HOST_PREFIX, Answer, BrokerIngress, classify, home_key, ingress_target
 from gateway.router import RouteMiss, Router
 from gateway.stats import RevStats
 from gateway.upstream import UpstreamConn, UpstreamPool
@@ -82,7 +84,11 @@ class ProxyProtocol(ClientConnection):
         "_fwd_block",
         "_fwd_host",
         "_head",
+        "_ibody",
         "_idle_timeout",
+        "_ientry",
+        "_isize",
+        "_itask",
         "_last_io",
         "_out_head",
         "_pool",
@@ -147,6 +153,10 @@ class ProxyProtocol(ClientConnection):
         self._last_io = 0.0
         self._resp_mode = M_NONE
         self._resp_close = False
+        self._ibody: list[bytes] = []
+        self._isize = 0
+        self._ientry: BrokerEntry | None = None
+        self._itask: asyncio.Task[None] | None = None
 
     # -- flow control toward the upstream ---------------------------------------------------
 
@@ -187,6 +197,11 @@ class ProxyProtocol(ClientConnection):
         if not host:
             self._respond_error(400, "missing Host header")
             return
+        ctx = self._ctx
+        ingress = ctx.ingress if ctx is not None else None
+        if ingress is not None and host.startswith(HOST_PREFIX) and ingress.matches(host):
+            self._start_ingress(ingress, req, host)
+            return
         router = self._router
         if req.internal_rev is not None:
             # Forwarded by another worker: this worker is the revision's home.
@@ -215,7 +230,6 @@ class ProxyProtocol(ClientConnection):
         self._t0 = now = self._loop.time()
         self._status = 0
         metrics.inflight_requests += 1
-        ctx = self._ctx
         if ctx is not None and ctx.home is not None and target.container_concurrency > 0:
             home_ep = ctx.home.endpoint_for(key) if req.internal_rev is None else None
             if home_ep is not None:
@@ -274,6 +288,112 @@ class ProxyProtocol(ClientConnection):
             self._respond_error(res.status, res.message, retry_after=True)
             return
         self._ticket = res
+
+    # -- broker ingress (answered by the gateway itself) -----------------------------------
+
+    def _start_ingress(self, ingress: BrokerIngress, req: ClientRequest, host: bytes) -> None:
+        found = classify(req.method, req.url, req.headers)
+        if isinstance(found, Answer):
+            self._respond_answer(found)
+            return
+        entry = ingress.lookup(*found)
+        if entry is None:
+            self._respond_answer(Answer(404, f"broker {found[0]}/{found[1]} not found"))
+            return
+        ctx = self._ctx
+        if req.internal_rev is None and ctx is not None and ctx.home is not None:
+            home_ep = ctx.home.endpoint_for(home_key(entry))
+            if home_ep is not None:
+                # Another worker writes this broker's log: forward the request to it.
+                target = ingress_target(entry)
+                self._rev = target
+                self._rev_key = target.key
+                self._route_key = "broker-ingress"
+                self._t0 = now = self._loop.time()
+                self._status = 0
+                self._metrics.inflight_requests += 1
+                self._metrics.home_forwards += 1
+                self._via_home = True
+                self._head = self._build_head(req, host, target.key)
+                self._total_deadline = now + target.timeout_s
+                self._begin(home_ep, now)
+                return
+        limit = self._settings.max_ingress_body_bytes
+        if req.content_length is not None and req.content_length > limit:
+            self._respond_answer(
+                Answer(413, f"request body of {req.content_length} bytes exceeds the limit of {limit} bytes")
+            )
+            return
+        self._local = True
+        self._ientry = entry
+        self._ibody = req.pending
+        self._isize = req.pending_size
+        req.pending = []
+        req.pending_size = 0
+        self._up_ready = True
+        if self._pmask & P_PENDING:
+            self._resume(P_PENDING)
+        if req.complete or not req.body_expected:
+            self._ingress_run()
+
+    def _ingress_body(self, req: ClientRequest, data: bytes) -> None:
+        self._isize += len(data)
+        limit = self._settings.max_ingress_body_bytes
+        if self._isize > limit:
+            self._ibody = []
+            self._respond_answer(Answer(413, f"request body exceeds the limit of {limit} bytes"))
+            return
+        self._ibody.append(data)
+
+    def _ingress_run(self) -> None:
+        req = self._cur
+        ctx = self._ctx
+        entry = self._ientry
+        if req is None or req.response_done or entry is None or ctx is None or ctx.ingress is None:
+            return
+        body = b"".join(self._ibody)
+        self._ibody = []
+        self._itask = self._loop.create_task(self._ingress_accept(ctx.ingress, entry, req, body))
+
+    async def _ingress_accept(
+        self, ingress: BrokerIngress, entry: BrokerEntry, req: ClientRequest, body: bytes
+    ) -> None:
+        answer = await ingress.accept(entry, req.headers, body)
+        if self._cur is req and not self._closing:
+            self._respond_answer(answer)
+
+    def _respond_answer(self, answer: Answer) -> None:
+        """Write a response the gateway makes itself (keep-alive kept when possible)."""
+        req = self._cur
+        transport = self.transport
+        if req is None or transport is None or self._closing:
+            return
+        if answer.status >= 400 and not answer.headers:
+            self._respond_error(answer.status, answer.message, answer.retry_after)
+            return
+        body_pending = not req.complete and req.body_expected
+        close = not req.keep_alive or body_pending or self._broken
+        body = answer.message.encode("utf-8", "replace") + b"\n" if answer.message else b""
+        head = [b"HTTP/1.1 %d %s\r\n" % (answer.status, REASONS.get(answer.status, b"Status"))]
+        for name, value in answer.headers:
+            head += (name, COLON, value, CRLF)
+        if body:
+            head.append(b"Content-Type: text/plain; charset=utf-8\r\n")
+        head.append(b"Content-Length: %d\r\n" % len(body))
+        if close:
+            head.append(b"Connection: close\r\n")
+        head += (CRLF, body)
+        transport.writelines(head)
+        self._metrics.count_status(answer.status)
+        self._resp_started = True
+        req.response_done = True
+        if close:
+            req.keep_alive = False
+            self._close_client(linger=body_pending)
+        elif req.complete:
+            self._advance()
+        else:
+            req.discard = True
 
     # -- Waiter (the activator's callbacks) ---------------------------------------------------
 
@@ -448,7 +568,10 @@ class ProxyProtocol(ClientConnection):
 
     def _forward_body(self, req: ClientRequest, data: bytes) -> None:
         up = self._up
-        assert up is not None and up.transport is not None
+        if up is None:  # answered here (broker ingress): collect the body
+            self._ingress_body(req, data)
+            return
+        assert up.transport is not None
         if req.chunked:
             up.transport.writelines((b"%x\r\n" % len(data), data, CRLF))
         else:
@@ -456,7 +579,10 @@ class ProxyProtocol(ClientConnection):
 
     def _forward_end(self) -> None:
         up = self._up
-        assert up is not None and up.transport is not None
+        if up is None:  # answered here (broker ingress): the body is complete
+            self._ingress_run()
+            return
+        assert up.transport is not None
         up.transport.write(_LAST_CHUNK)
 
     def _splice_in(self, data: bytes) -> None:
@@ -497,6 +623,13 @@ class ProxyProtocol(ClientConnection):
 
     def _reset_exchange(self) -> None:
         self._finish()
+        if self._local:
+            self._local = False
+            self._up_ready = False
+            self._ientry = None
+            self._ibody = []
+            self._isize = 0
+            self._itask = None
         self._via_home = False
         self._status = 0
         self._rev = None

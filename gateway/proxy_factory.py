@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gateway.activator import Activator, StartingProber
+from gateway.channels.wake import WakeSender, wake_socket_path
 from gateway.config import GatewaySettings
 from gateway.home import HomeRouter
+from gateway.ingress import BrokerIngress
 from gateway.proxy import ProxyProtocol
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
@@ -54,6 +56,7 @@ class ProxyFactory:
             self.prober: StartingProber | None = shared.prober
             self.stats: StatsAccumulator | None = shared.stats
             self.home: HomeRouter | None = shared.home
+            self.ingress: BrokerIngress | None = shared.ingress
             self._owner = False
             return
         self._owner = True
@@ -62,6 +65,16 @@ class ProxyFactory:
             HomeRouter(worker_index, workers, settings.state_dir) if workers > 1 else None
         )
         self.stats = StatsAccumulator(loop.time())
+        self.ingress = BrokerIngress(
+            settings.state_dir,
+            settings.domain,
+            worker_index=worker_index,
+            workers=workers,
+            max_event_bytes=settings.max_event_bytes,
+            wake=WakeSender(wake_socket_path(settings.state_dir)),
+        )
+        router.listeners.append(self.ingress.apply)
+        self.ingress.apply(router.snapshot)
         self.activator = Activator(
             router,
             settings,
@@ -105,6 +118,12 @@ class ProxyFactory:
     ) -> None:
         if not await send(poke_message(key, waiting)) and self.activator is not None:
             self.activator.pokes.failed(key)  # link down: the next cold request pokes again
+
+    async def aclose(self) -> None:
+        """`close`, then finish pending broker-log writes and close the logs."""
+        self.close()
+        if self._owner and self.ingress is not None:
+            await self.ingress.close()
 
     def close(self) -> None:
         """Close the idle upstream connections, stop probes and timers (at shutdown)."""

@@ -409,7 +409,7 @@ async def run_worker(
         await asyncio.wait([link_task, reporter])
         if internal_factory is not None:
             internal_factory.close()
-        factory.close()
+        await factory.aclose()
         await admin.cleanup()
     log.info("event=worker_stopped worker=%d", index)
     return 0

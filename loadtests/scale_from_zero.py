@@ -337,7 +337,8 @@ def start_flint(workdir: Path, workers: int) -> Flint:
     state_dir = workdir / "state"
     log_path = workdir / "flint-up.log"
     argv = [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
-            "--api-port", str(api_port), "--admin-port", str(admin_port), "--workers", str(workers)]
+            "--api-port", str(api_port), "--admin-port", str(admin_port), "--workers", str(workers),
+            "--dispatcher-port", str(free_port())]
     for kv in TEST_PROFILE:
         argv += ["--autoscaler", kv]
     with log_path.open("wb") as log:

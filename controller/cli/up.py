@@ -189,7 +189,12 @@ async def run(a: argparse.Namespace) -> int:
         "--workers", str(a.workers), "--controller", api, "--state-dir", str(state_dir),
         "--domain", a.domain,
     ])
-    sup = Supervisor([controller, gateway], state_dir)
+    dispatcher = Child("dispatcher", [
+        py, "-m", "controller.eventing", "--state-dir", str(state_dir), "--controller", api,
+        "--gateway", f"http://127.0.0.1:{a.port}", "--domain", a.domain,
+        "--admin-port", str(a.dispatcher_port),
+    ])
+    sup = Supervisor([controller, gateway, dispatcher], state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -234,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
     p.add_argument("--api-port", type=int, default=8081, help="API port (default 8081)")
     p.add_argument("--admin-port", type=int, default=8082, help="gateway admin port (default 8082)")
+    p.add_argument("--dispatcher-port", type=int, default=8083,
+                   help="event dispatcher admin port: /metrics, dead letters (default 8083)")
     p.add_argument("--domain", default="localhost", help="route domain (default localhost)")
     p.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
     p.add_argument("--progress-deadline", type=float, default=600.0,

@@ -9,8 +9,10 @@ from typing import Any
 
 from controller.autoscaling.kpa import Decision
 from controller.builds.artifacts import ArtifactStore
+from controller.dispatchhub import DispatchHub
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
+from controller.reconcilers.destinations import resolve_destination
 from controller.runtime.base import Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, Store
@@ -19,6 +21,8 @@ SERVICES = Kind("serving.knative.dev", "services")
 CONFIGURATIONS = Kind("serving.knative.dev", "configurations")
 REVISIONS = Kind("serving.knative.dev", "revisions")
 ROUTES = Kind("serving.knative.dev", "routes")
+BROKERS = Kind("eventing.knative.dev", "brokers")
+TRIGGERS = Kind("eventing.knative.dev", "triggers")
 
 Key = tuple[str, str]
 """(namespace, name)."""
@@ -51,10 +55,32 @@ class Context:
     desired_scale: Callable[[str], int | None]
     """The autoscaler's desired replicas for a revision key (`ns/name`); None: not decided by
     the KPA (the caller keeps one replica)."""
+    brokers: Informer
+    triggers: Informer
+    dispatch: DispatchHub
+    """The dispatcher's link: which plan it runs."""
+    plan_dirty: Callable[[], None]
+    """Ask for a new dispatch plan (coalesced)."""
     scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
     """The autoscaler's last decision for a revision key, if any (for the ScaleClamped condition)."""
     clock: Callable[[], float] = field(default=time.time)
     """Wall-clock seconds; replaced in tests."""
+
+
+    def lookup(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """An object of a kind the controller caches, by group and kind (for references)."""
+        informers = {
+            ("serving.knative.dev", "Service"): self.services,
+            ("serving.knative.dev", "Route"): self.routes,
+            ("eventing.knative.dev", "Broker"): self.brokers,
+            ("eventing.knative.dev", "Trigger"): self.triggers,
+        }
+        informer = informers.get((group, kind))
+        return None if informer is None else informer.get(namespace, name)
+
+    def resolve(self, destination: Any, namespace: str) -> tuple[str | None, str]:
+        """A Destination's URL, or None and why (see `reconcilers.destinations`)."""
+        return resolve_destination(destination, namespace, self.lookup)
 
 
 def ns_name(obj: Obj) -> Key:

@@ -6,15 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from controller.api.eventing import FLINT_BROKER_CLASS, broker_class
+from controller.eventing.plan import broker_log_relpath
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.reconcilers.conditions import get_condition
 from controller.reconcilers.revision import failed
 from controller.routing import build_snapshot, plan_hosts
 from controller.runtime.base import ReplicaStatus, Runtime
-from gateway.config import Endpoint, Snapshot
+from gateway.config import BrokerEntry, Endpoint, Snapshot
 
 log = logging.getLogger("flint.publisher")
 
@@ -44,7 +46,9 @@ class SnapshotPublisher:
         drain_timeout_s: float,
         stop_grace_s: float,
         on_published: Callable[[int], None] | None = None,
+        brokers: Informer | None = None,
     ) -> None:
+        self._brokers = brokers
         self._hub = hub
         self._runtime = runtime
         self._routes = routes
@@ -102,10 +106,24 @@ class SnapshotPublisher:
             (o["metadata"].get("namespace", "default"), o["metadata"]["name"]): o
             for o in self._revisions
         }
-        return build_snapshot(
+        snapshot = build_snapshot(
             routes, revisions, self.endpoints(), plan_hosts(routes, self._domain), version=0,
             failures=self.failures(),
         )
+        return replace(snapshot, brokers=self.broker_entries())
+
+    def broker_entries(self) -> tuple[BrokerEntry, ...]:
+        """Every broker of Flint's class, with its log: the gateways' ingress serves them."""
+        out = []
+        for b in self._brokers or ():
+            meta = b["metadata"]
+            if broker_class(b) != FLINT_BROKER_CLASS or not meta.get("uid"):
+                continue
+            out.append(
+                BrokerEntry(meta.get("namespace", "default"), meta["name"], meta["uid"],
+                            broker_log_relpath(meta["uid"]))
+            )
+        return tuple(sorted(out, key=lambda e: e.key))
 
     def _publish(self) -> None:
         self._scheduled = False

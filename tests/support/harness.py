@@ -78,6 +78,7 @@ class Flint:
     api_port: int
     admin_port: int
     log_path: Path
+    dispatcher_port: int = 0
 
     @property
     def api(self) -> str:
@@ -115,16 +116,17 @@ class Flint:
 
 
 def start_flint(tmp: Path, *extra: str) -> Flint:
-    port, api_port, admin_port = free_port(), free_port(), free_port()
+    port, api_port, admin_port, dispatcher_port = free_port(), free_port(), free_port(), free_port()
     state_dir = tmp / "state"
     log_path = tmp / "flint-up.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
         [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
-         "--api-port", str(api_port), "--admin-port", str(admin_port), *extra],
+         "--api-port", str(api_port), "--admin-port", str(admin_port),
+         "--dispatcher-port", str(dispatcher_port), *extra],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
-    f = Flint(proc, state_dir, port, api_port, admin_port, log_path)
+    f = Flint(proc, state_dir, port, api_port, admin_port, log_path, dispatcher_port)
 
     def ready() -> bool:
         assert proc.poll() is None, f"flint up exited: {f.logs()}"

@@ -666,9 +666,12 @@ def test_registry_api_version_kind_and_plural() -> None:
     ]
 
 
-def test_the_api_does_not_serve_eventing_kinds_before_their_reconcilers() -> None:
-    with pytest.raises(UnknownResource):
-        served_lookup("broker")
+def test_the_api_serves_brokers_and_triggers_but_not_channels_before_their_reconcilers() -> None:
+    assert served_lookup("broker").kind == "Broker"
+    assert served_lookup("triggers").kind == "Trigger"
+    for name in ("channel", "imc", "subscription"):
+        with pytest.raises(UnknownResource):
+            served_lookup(name)
 
 
 def test_admit_defaults_and_refuses() -> None:

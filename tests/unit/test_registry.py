@@ -60,9 +60,11 @@ def test_lookup_unknown_lists_what_is_known() -> None:
     assert isinstance(info.value, KeyError)
 
 
-def test_types_are_the_four_serving_kinds() -> None:
-    assert [rt.kind for rt in TYPES] == ["Service", "Configuration", "Revision", "Route"]
-    for rt in TYPES:
+def test_types_are_the_four_serving_kinds_then_broker_and_trigger() -> None:
+    kinds = [rt.kind for rt in TYPES]
+    assert kinds == ["Service", "Configuration", "Revision", "Route", "Broker", "Trigger"]
+    assert [rt.api_version for rt in TYPES[4:]] == ["eventing.knative.dev/v1"] * 2
+    for rt in TYPES[:4]:
         assert rt.group == "serving.knative.dev"
         assert rt.version == "v1"
         assert rt.api_version == "serving.knative.dev/v1"
@@ -91,19 +93,19 @@ def test_for_api_version_kind() -> None:
 
 
 def test_registry_is_open_for_more_kinds() -> None:
-    broker = ResourceType(
-        group="eventing.knative.dev",
+    parallel = ResourceType(
+        group="flows.knative.dev",
         version="v1",
-        kind="Broker",
-        plural="brokers",
-        singular="broker",
+        kind="Parallel",
+        plural="parallels",
+        singular="parallel",
     )
-    more = REGISTRY.extend([broker])
-    assert more.lookup("brokers") is broker
-    assert more.for_api_version_kind("eventing.knative.dev/v1", "Broker") is broker
+    more = REGISTRY.extend([parallel])
+    assert more.lookup("parallels") is parallel
+    assert more.for_api_version_kind("flows.knative.dev/v1", "Parallel") is parallel
     assert more.lookup("ksvc").kind == "Service"
     with pytest.raises(UnknownResource):
-        REGISTRY.lookup("brokers")
+        REGISTRY.lookup("parallels")
     assert isinstance(more, Registry)
 
 

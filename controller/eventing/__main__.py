@@ -1,0 +1,45 @@
+"""`python -m controller.eventing`: run the event dispatcher in the foreground (`flint up` does)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import uvloop
+
+from controller.eventing.dispatcher import DispatcherSettings, run
+from controller.settings import default_state_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m controller.eventing", description=__doc__)
+    p.add_argument("--state-dir", type=Path, default=default_state_dir())
+    p.add_argument("--controller", default="http://127.0.0.1:8081", help="controller base URL")
+    p.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--admin-port", type=int, default=8083)
+    p.add_argument("--log-level", default="INFO")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = DispatcherSettings(
+        state_dir=a.state_dir.resolve(), controller_url=a.controller, gateway_url=a.gateway,
+        domain=a.domain, admin_port=a.admin_port,
+    )
+
+    async def main_async() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await run(settings, stop)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main_async())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""The dispatcher process: runs the controller's dispatch plan, one `TriggerRunner` per trigger.
+
+Its own process and event loop (a burst of events never delays the gateway or the controller),
+its own database (`eventing/dispatcher.db`: positions, pending retries, dead letters). It gets the
+plan from the controller by long poll, is woken by the gateway's datagram after each append
+(`gateway.channels.wake`), and serves an admin port: `/healthz`, `/metrics`, and the dead letters
+of a trigger (`GET /dead-letters/{namespace}/{trigger}`, `POST /redeliver/{namespace}/{trigger}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from controller.dispatchhub import PLAN_PATH
+from controller.eventing.logreader import LogReader
+from controller.eventing.metrics import DispatcherMetrics
+from controller.eventing.plan import DispatchPlan, TriggerPlan
+from controller.eventing.runner import TriggerRunner
+from controller.eventing.sender import Sender
+from controller.eventing.state import DispatcherState
+from gateway.channels.wake import WakeReceiver, wake_socket_path
+
+__all__ = ["Dispatcher", "DispatcherSettings"]
+
+log = logging.getLogger("flint.dispatcher")
+
+RESTART_DELAY_S = 1.0
+"""Pause before a runner that failed is started again."""
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """Where the dispatcher finds everything; `flint up` passes them as flags."""
+
+    state_dir: Path = field(default_factory=lambda: Path(".flint"))
+    """The state dir shared with the controller and the gateway (logs, wake socket, own DB)."""
+    controller_url: str = "http://127.0.0.1:8081"
+    """Base URL of the controller (the plan's long poll)."""
+    gateway_url: str = "http://127.0.0.1:8080"
+    """Where requests to hosts of `domain` go (subscribers that are Flint services, brokers)."""
+    domain: str = "localhost"
+    """The cluster domain: URLs whose host ends with it are sent through the gateway."""
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8083
+    """`/healthz`, `/metrics`, dead letters."""
+    durable: bool = True
+    """Commit the dispatcher's database with synchronous=FULL (else NORMAL)."""
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "eventing" / "dispatcher.db"
+
+
+class Dispatcher:
+    def __init__(self, settings: DispatcherSettings) -> None:
+        self.settings = settings
+        self.metrics = DispatcherMetrics()
+        self.version = 0
+        self.runners: dict[str, TriggerRunner] = {}
+        self._readers: dict[str, LogReader] = {}
+        self._state: DispatcherState | None = None
+        self._sender = Sender(domain=settings.domain, gateway=settings.gateway_url)
+        self._wake = WakeReceiver(wake_socket_path(settings.state_dir), self._on_wake)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._apply_lock = asyncio.Lock()
+        self._restarts: set[asyncio.Task[None]] = set()
+
+    @property
+    def state(self) -> DispatcherState:
+        assert self._state is not None
+        return self._state
+
+    async def start(self) -> None:
+        s = self.settings
+        self._state = DispatcherState(s.db_path, durable=s.durable)
+        await self._wake.start()
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/dead-letters/{namespace}/{name}", self._dead_letters)
+        app.router.add_post("/redeliver/{namespace}/{name}", self._redeliver)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, s.admin_host, s.admin_port, reuse_address=True).start()
+        self._tasks = [
+            asyncio.create_task(self._poll_plan(), name="plan-poll"),
+            asyncio.create_task(self._watch_lag(), name="loop-lag"),
+        ]
+        log.info("event=dispatcher_started admin=http://%s:%d", s.admin_host, s.admin_port)
+
+    async def stop(self) -> None:
+        for t in [*self._tasks, *self._restarts]:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for r in list(self.runners.values()):
+            await r.stop()
+        self.runners.clear()
+        for reader in self._readers.values():
+            await reader.close()
+        self._readers.clear()
+        self._wake.close()
+        await self._sender.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._state is not None:
+            await self._state.close()
+
+    # -- the plan ------------------------------------------------------------------------------
+
+    async def _poll_plan(self) -> None:
+        url = self.settings.controller_url.rstrip("/") + PLAN_PATH
+        backoff = 0.2
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    async with session.get(
+                        url, params={"version": str(self.version)}, timeout=aiohttp.ClientTimeout(total=60)
+                    ) as resp:
+                        resp.raise_for_status()
+                        plan = DispatchPlan.from_wire(orjson.loads(await resp.read()))
+                    backoff = 0.2
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
+                    log.debug("event=plan_poll_failed error=%r", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if plan.version != self.version:
+                    await self.apply(plan)
+
+    async def apply(self, plan: DispatchPlan) -> None:
+        """Run `plan`: start new triggers, restart changed ones (keeping their position), stop
+        the ones it no longer has (their position and retries stay in the database)."""
+        async with self._apply_lock:
+            wanted = {t.uid: t for t in plan.triggers}
+            for uid in [u for u, r in self.runners.items() if wanted.get(u) != r.plan]:
+                await self.runners.pop(uid).stop()
+            positions = await self.state.positions()
+            for uid, tp in wanted.items():
+                if uid in self.runners:
+                    continue
+                self._start_runner(tp, positions.get(uid))
+            used = {str(self.settings.state_dir / t.log) for t in plan.triggers}
+            for path in [p for p in self._readers if p not in used]:
+                await self._readers.pop(path).close()
+            self.version = plan.version
+            log.info("event=plan_applied version=%d triggers=%d", plan.version, len(self.runners))
+
+    def _start_runner(self, tp: TriggerPlan, position: int | None) -> None:
+        try:
+            runner = TriggerRunner(tp, self._reader(tp), self.state, self._sender, self.metrics)
+        except ValueError as exc:  # a filter or delivery the API let through but we cannot run
+            log.error("event=trigger_not_runnable trigger=%s error=%s", tp.key, exc)
+            return
+        runner.on_failure = self._runner_failed
+        runner.start(position)
+        self.runners[tp.uid] = runner
+
+    def _runner_failed(self, runner: TriggerRunner) -> None:
+        task = asyncio.create_task(self._restart(runner), name=f"restart:{runner.plan.key}")
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, runner: TriggerRunner) -> None:
+        """Start a failed runner again from its stored position (what it handled is kept)."""
+        await asyncio.sleep(RESTART_DELAY_S)
+        async with self._apply_lock:
+            if self.runners.get(runner.key) is not runner:
+                return
+            await runner.stop()
+            positions = await self.state.positions()
+            self._start_runner(runner.plan, positions.get(runner.key))
+            log.info("event=runner_restarted trigger=%s", runner.plan.key)
+
+    def _reader(self, tp: TriggerPlan) -> LogReader:
+        path = str(self.settings.state_dir / tp.log)
+        reader = self._readers.get(path)
+        if reader is None:
+            reader = self._readers[path] = LogReader(Path(path))
+        return reader
+
+    def _on_wake(self, log_id: str) -> None:
+        for r in self.runners.values():
+            if r.plan.broker_uid == log_id:
+                r.wake()
+
+    # -- health, metrics, dead letters ---------------------------------------------------------
+
+    async def _watch_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(0.5)
+            self.metrics.loop_lag.set(max(0.0, loop.time() - t0 - 0.5))
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "version": self.version, "triggers": len(self.runners)})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    def _runner_for(self, request: web.Request) -> TriggerRunner:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        for r in self.runners.values():
+            if r.plan.namespace == ns and r.plan.name == name:
+                return r
+        raise web.HTTPNotFound(text=f"the dispatcher runs no trigger {ns}/{name}")
+
+    async def _dead_letters(self, request: web.Request) -> web.Response:
+        runner = self._runner_for(request)
+        letters = await self.state.dead_letters(runner.key)
+        body = [
+            {
+                "id": d.id,
+                "offset": d.offset,
+                "reason": d.reason,
+                "status": d.status,
+                "detail": d.detail,
+                "at": d.at,
+                "event": orjson.Fragment(d.event),
+            }
+            for d in letters
+        ]
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def _redeliver(self, request: web.Request) -> web.Response:
+        runner = self._runner_for(request)
+        raw = request.query.get("ids")
+        try:
+            ids = [int(x) for x in raw.split(",") if x] if raw else None
+        except ValueError:
+            raise web.HTTPBadRequest(text="ids must be a comma-separated list of integers") from None
+        count = await self.state.requeue_dead_letters(runner.key, ids, time.time())
+        runner.requeued()
+        return web.json_response({"requeued": count})
+
+
+async def run(settings: DispatcherSettings, stop: asyncio.Event) -> None:
+    d = Dispatcher(settings)
+    await d.start()
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await d.stop()

@@ -1,0 +1,126 @@
+"""The dispatch plan: what the dispatcher delivers, built from Brokers and Triggers (pure).
+
+The controller builds it from its caches and serves it to the dispatcher process (a long poll
+on `/internal/dispatcher/plan`, `controller/dispatchhub.py`); the dispatcher needs nothing
+else from the API. Only triggers that can deliver are in it: their broker exists and is of
+Flint's class, and their subscriber resolved (`status.subscriberUri`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from controller.api.duck import resolve_delivery
+from controller.api.eventing import (
+    DELIVERY_ORDER_ANNOTATION,
+    DELIVERY_ORDERED,
+    FLINT_BROKER_CLASS,
+    broker_class,
+)
+
+__all__ = ["DispatchPlan", "TriggerPlan", "broker_log_relpath", "build_plan"]
+
+Obj = dict[str, Any]
+
+
+def broker_log_relpath(uid: str) -> str:
+    """A broker's channel log, relative to the state dir: one SQLite file per broker uid."""
+    return f"eventing/logs/{uid}.db"
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerPlan:
+    """One trigger as the dispatcher runs it."""
+
+    uid: str
+    namespace: str
+    name: str
+    broker: str
+    broker_uid: str
+    log: str
+    """The broker's log file relative to the state dir."""
+    subscriber: str
+    """The resolved subscriber URI (`status.subscriberUri`)."""
+    reply: str
+    """Where replies go: the broker's address."""
+    filter_attributes: dict[str, str] | None
+    filters: list[dict[str, Any]] | None
+    delivery: dict[str, Any]
+    """The delivery that applies (the trigger's, else its broker's, else Knative's default)."""
+    dead_letter_uri: str | None
+    ordered: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPlan:
+    version: int
+    triggers: tuple[TriggerPlan, ...] = field(default_factory=tuple)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"version": self.version, "triggers": [asdict(t) for t in self.triggers]}
+
+    @staticmethod
+    def from_wire(data: Mapping[str, Any]) -> DispatchPlan:
+        return DispatchPlan(
+            version=int(data["version"]),
+            triggers=tuple(TriggerPlan(**t) for t in data.get("triggers") or ()),
+        )
+
+
+def _meta(obj: Obj) -> Obj:
+    meta: Obj = obj.get("metadata") or {}
+    return meta
+
+
+def build_plan(brokers: Iterable[Obj], triggers: Iterable[Obj], *, version: int = 0) -> DispatchPlan:
+    by_key = {
+        (_meta(b).get("namespace", "default"), _meta(b)["name"]): b
+        for b in brokers
+        if broker_class(b) == FLINT_BROKER_CLASS and not _meta(b).get("deletionTimestamp")
+    }
+    out: list[TriggerPlan] = []
+    for t in triggers:
+        meta = _meta(t)
+        ns = meta.get("namespace", "default")
+        spec: Obj = t.get("spec") or {}
+        status: Obj = t.get("status") or {}
+        broker = by_key.get((ns, spec.get("broker", "")))
+        subscriber = status.get("subscriberUri")
+        if broker is None or not subscriber or not meta.get("uid"):
+            continue
+        bstatus: Obj = broker.get("status") or {}
+        reply = ((bstatus.get("address") or {}).get("url")) or ""
+        own_delivery = spec.get("delivery")
+        delivery = resolve_delivery(own_delivery, (broker.get("spec") or {}).get("delivery"))
+        if isinstance(own_delivery, dict) and own_delivery:
+            dead_letter = status.get("deadLetterSinkUri")
+        else:
+            dead_letter = bstatus.get("deadLetterSinkUri")
+        delivery.pop("deadLetterSink", None)
+        annotations = meta.get("annotations") or {}
+        filt = spec.get("filter") or {}
+        out.append(
+            TriggerPlan(
+                uid=meta["uid"],
+                namespace=ns,
+                name=meta["name"],
+                broker=spec["broker"],
+                broker_uid=_meta(broker)["uid"],
+                log=broker_log_relpath(_meta(broker)["uid"]),
+                subscriber=str(subscriber),
+                reply=reply,
+                filter_attributes=dict(filt.get("attributes") or {}) or None,
+                filters=list(spec.get("filters") or []) or None,
+                delivery=delivery,
+                dead_letter_uri=str(dead_letter) if dead_letter else None,
+                ordered=annotations.get(DELIVERY_ORDER_ANNOTATION) == DELIVERY_ORDERED,
+            )
+        )
+    out.sort(key=lambda p: (p.namespace, p.name))
+    return DispatchPlan(version=version, triggers=tuple(out))

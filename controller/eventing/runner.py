@@ -1,0 +1,389 @@
+"""One trigger's delivery loop: read its broker's log, filter, deliver at least once, retry.
+
+Position and retries make delivery at least once across crashes (`controller.eventing.state`):
+
+* events are read after the trigger's stored position and delivered in parallel, at most
+  `window` at a time (one at a time, in order, with the `delivery.order: ordered` annotation);
+* the position moves past an event only once it is handled: delivered, filtered out, stored as a
+  pending retry, or dead-lettered. It moves over a contiguous prefix, so a crash redelivers what
+  was in flight (duplicates), never skips;
+* a failed first attempt becomes a *pending retry* in the state DB (event, attempt, time), and the
+  position may move on: an event in its long backoff never holds the others back. A retry loop
+  delivers due retries; when they run out the event goes to the dead-letter sink with Knative's
+  `knativeerror*` extensions, or, without one or when the sink fails too, is kept as a dead letter
+  in the state DB (counted and logged; `flint trigger dead-letters` / `redeliver`);
+* in ordered mode a failed event is retried in place (the position waits), so order holds;
+* a reply is sent to the broker (its TTL one less; at 0 a recorded drop) and must be accepted
+  (202, so stored durably) before the original counts as delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from controller.eventing.delivery import (
+    DeliveryPolicy,
+    GiveUp,
+    Retry,
+    after_failure,
+    dead_letter_extensions,
+)
+from controller.eventing.filters import Matcher, compile_trigger_filter
+from controller.eventing.logreader import LogReader
+from controller.eventing.metrics import DispatcherMetrics
+from controller.eventing.plan import TriggerPlan
+from controller.eventing.sender import Outcome, Sender
+from controller.eventing.state import DispatcherState
+from gateway.cloudevents import Event
+from gateway.ingress import DEFAULT_TTL, TTL_ATTR
+
+__all__ = ["TriggerRunner"]
+
+log = logging.getLogger("flint.dispatcher")
+
+WINDOW = 64
+"""Events one trigger has in flight at most (unordered)."""
+READ_BATCH = 256
+POLL_S = 1.0
+"""Re-read the log's tail this often even without a wake-up (a lost datagram costs this much)."""
+REPLY_TIMEOUT_S = 30.0
+DLS_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class _Slot:
+    offset: int
+    done: bool = False
+
+
+def reply_ttl(event: Event) -> int:
+    """The TTL a reply to `event` gets: one less than the event's."""
+    raw = event.get(TTL_ATTR)
+    try:
+        ttl = int(raw) if raw is not None and not isinstance(raw, bool) else DEFAULT_TTL
+    except ValueError:
+        ttl = DEFAULT_TTL
+    return ttl - 1
+
+
+class TriggerRunner:
+    def __init__(
+        self,
+        plan: TriggerPlan,
+        reader: LogReader,
+        state: DispatcherState,
+        sender: Sender,
+        metrics: DispatcherMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.plan = plan
+        self.key = plan.uid
+        self._reader = reader
+        self._state = state
+        self._sender = sender
+        self._metrics = metrics
+        self._clock = clock
+        self.matcher: Matcher = compile_trigger_filter(plan.filter_attributes, plan.filters)
+        self.policy = DeliveryPolicy.from_spec(plan.delivery, dead_letter_uri=plan.dead_letter_uri)
+        self.window = 1 if plan.ordered else WINDOW
+        self._wake = asyncio.Event()
+        self._retry_wake = asyncio.Event()
+        self._slots: deque[_Slot] = deque()
+        self._by_offset: dict[int, _Slot] = {}
+        self._sem = asyncio.Semaphore(self.window)
+        self._retry_sem = asyncio.Semaphore(self.window)
+        self._retries: list[tuple[float, int, int, bytes, int]] = []  # (at, id, offset, raw, attempt)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._main: list[asyncio.Task[None]] = []
+        self.position = 0
+        self.tail = 0
+        self.failed = False
+        self.on_failure: Callable[[TriggerRunner], None] | None = None
+        self._labels = (plan.namespace, plan.name)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, position: int | None) -> None:
+        self._main = [
+            asyncio.create_task(self._run(position), name=f"trigger:{self.plan.key}"),
+            asyncio.create_task(self._run_retries(), name=f"trigger-retries:{self.plan.key}"),
+        ]
+        for task in self._main:
+            task.add_done_callback(self._crashed)
+
+    def _crashed(self, task: asyncio.Task[None]) -> None:
+        """A loop of this runner died: say so loudly; the dispatcher restarts the runner."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("event=runner_failed trigger=%s task=%s", self.plan.key, task.get_name(),
+                  exc_info=task.exception())
+        self.failed = True
+        if self.on_failure is not None:
+            self.on_failure(self)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for t in self._main:
+            t.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._main, *self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._crashed(task)
+
+    # -- reading the log -----------------------------------------------------------------------
+
+    async def _run(self, stored: int | None) -> None:
+        if stored is None:
+            # A new trigger starts at the log's tail, as Knative's do.
+            stored = await self._reader.tail()
+            await self._state.set_position(self.key, stored)
+            log.info("event=trigger_started trigger=%s position=%d (the tail)", self.plan.key, stored)
+        self.position = fetched = stored
+        while True:
+            self._wake.clear()
+            room = self.window - len(self._slots)
+            batch = await self._reader.read(fetched, min(READ_BATCH, max(room, 1))) if room > 0 else []
+            if not batch:
+                self.tail = max(self.tail, fetched)
+                self._metrics.backlog.labels(*self._labels).set(len(self._slots))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                continue
+            for offset, raw in batch:
+                fetched = offset
+                slot = _Slot(offset)
+                self._slots.append(slot)
+                self._by_offset[offset] = slot
+                event = Event.from_log(raw)
+                if not self.matcher(event.attributes):
+                    self._done(slot)
+                    continue
+                await self._sem.acquire()
+                if self.plan.ordered:
+                    try:
+                        await self._deliver_ordered(slot, raw, event)
+                    finally:
+                        self._sem.release()
+                else:
+                    self._spawn(self._deliver_first(slot, raw, event))
+            tail = await self._reader.tail()
+            self.tail = max(tail, fetched)
+            self._metrics.backlog.labels(*self._labels).set(self.tail - self.position)
+
+    def _done(self, slot: _Slot) -> None:
+        slot.done = True
+        moved = False
+        while self._slots and self._slots[0].done:
+            s = self._slots.popleft()
+            self._by_offset.pop(s.offset, None)
+            self.position = s.offset
+            moved = True
+        if moved:
+            self._spawn(self._state.set_position(self.key, self.position))
+            if len(self._slots) < self.window:
+                self._wake.set()
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    async def _deliver_first(self, slot: _Slot, raw: bytes, event: Event) -> None:
+        try:
+            outcome = await self._attempt(event)
+            if outcome.ok:
+                self._done(slot)
+                return
+            now = self._clock()
+            decision = after_failure(self.policy, 1, outcome.status, outcome.retry_after, now)
+            if isinstance(decision, Retry):
+                rid = await self._state.add_retry(self.key, slot.offset, raw, decision.attempt, decision.at)
+                self._metrics.retried.labels(*self._labels).inc()
+                self._schedule(decision.at, rid, slot.offset, raw, decision.attempt)
+            else:
+                await self._give_up(slot.offset, raw, event, outcome, decision, retry_id=None)
+            self._done(slot)
+        finally:
+            self._sem.release()
+
+    async def _deliver_ordered(self, slot: _Slot, raw: bytes, event: Event) -> None:
+        attempt = 1
+        while True:
+            outcome = await self._attempt(event)
+            if outcome.ok:
+                break
+            now = self._clock()
+            decision = after_failure(self.policy, attempt, outcome.status, outcome.retry_after, now)
+            if isinstance(decision, GiveUp):
+                await self._give_up(slot.offset, raw, event, outcome, decision, retry_id=None)
+                break
+            self._metrics.retried.labels(*self._labels).inc()
+            attempt = decision.attempt
+            await asyncio.sleep(max(0.0, decision.at - now))
+        self._done(slot)
+
+    async def _attempt(self, event: Event) -> Outcome:
+        t0 = time.monotonic()
+        outcome = await self._sender.send(
+            self.plan.subscriber,
+            event,
+            structured=self.policy.format == "json",
+            timeout_s=self.policy.timeout_s,
+        )
+        if outcome.ok and outcome.reply is not None:
+            outcome = await self._send_reply(event, outcome)
+        if outcome.ok:
+            self._metrics.delivered.labels(*self._labels).inc()
+            self._metrics.latency.labels(*self._labels).observe(time.monotonic() - t0)
+        else:
+            log.info(
+                "event=delivery_failed trigger=%s id=%s status=%s detail=%s",
+                self.plan.key,
+                event.id,
+                outcome.status,
+                outcome.detail,
+            )
+        return outcome
+
+    async def _send_reply(self, original: Event, outcome: Outcome) -> Outcome:
+        assert outcome.reply is not None
+        ttl = reply_ttl(original)
+        if ttl <= 0:
+            self._metrics.dropped.labels(*self._labels, "ttl-exhausted").inc()
+            log.warning(
+                "event=reply_dropped trigger=%s id=%s reason=ttl-exhausted", self.plan.key, outcome.reply.id
+            )
+            return outcome
+        reply = outcome.reply.with_extensions(**{TTL_ATTR: ttl})
+        sent = await self._sender.send(
+            self.plan.reply, reply, structured=True, timeout_s=REPLY_TIMEOUT_S, prefer_reply=False
+        )
+        if sent.status == 202:
+            return outcome
+        return Outcome(
+            False,
+            sent.status if sent.status is not None else None,
+            retry_after=sent.retry_after,
+            body=sent.body,
+            detail=f"the broker refused the reply: {sent.detail}",
+        )
+
+    async def _give_up(
+        self,
+        offset: int,
+        raw: bytes,
+        event: Event,
+        outcome: Outcome,
+        decision: GiveUp,
+        *,
+        retry_id: int | None,
+    ) -> None:
+        dls = self.policy.dead_letter_uri
+        if dls:
+            ext = dead_letter_extensions(self.plan.subscriber, outcome.status, outcome.body)
+            dead = event.with_extensions(**ext)
+            for i in range(DLS_ATTEMPTS):
+                sent = await self._sender.send(
+                    dls,
+                    dead,
+                    structured=self.policy.format == "json",
+                    timeout_s=self.policy.timeout_s,
+                    prefer_reply=False,
+                )
+                if sent.ok:
+                    if retry_id is not None:
+                        await self._state.remove_retry(retry_id)
+                    self._metrics.dead_lettered.labels(*self._labels).inc()
+                    log.warning(
+                        "event=dead_lettered trigger=%s id=%s reason=%s status=%s sink=%s",
+                        self.plan.key,
+                        event.id,
+                        decision.reason,
+                        outcome.status,
+                        dls,
+                    )
+                    return
+                await asyncio.sleep(self.policy.backoff_delay_s * (2**i))
+            reason = f"{decision.reason}; dead-letter sink failed"
+        else:
+            reason = decision.reason
+        await self._state.add_dead_letter(
+            self.key, offset, raw, reason, outcome.status, outcome.detail, self._clock(), retry_id=retry_id
+        )
+        self._metrics.dropped.labels(*self._labels, decision.reason).inc()
+        log.error(
+            "event=dropped trigger=%s id=%s reason=%s status=%s detail=%s",
+            self.plan.key,
+            event.id,
+            reason,
+            outcome.status,
+            outcome.detail,
+        )
+
+    # -- retries -------------------------------------------------------------------------------
+
+    def _schedule(self, at: float, rid: int, offset: int, raw: bytes, attempt: int) -> None:
+        heapq.heappush(self._retries, (at, rid, offset, raw, attempt))
+        self._retry_wake.set()
+
+    async def _run_retries(self) -> None:
+        for r in await self._state.retries(self.key):
+            heapq.heappush(self._retries, (r.next_at, r.id, r.offset, r.event, max(r.attempt, 1)))
+        while True:
+            self._retry_wake.clear()
+            if not self._retries:
+                await self._retry_wake.wait()
+                continue
+            delay = self._retries[0][0] - self._clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry_wake.wait(), delay)
+                continue
+            _, rid, offset, raw, attempt = heapq.heappop(self._retries)
+            await self._retry_sem.acquire()
+            self._spawn(self._retry(rid, offset, raw, attempt))
+
+    async def _retry(self, rid: int, offset: int, raw: bytes, attempt: int) -> None:
+        try:
+            event = Event.from_log(raw)
+            outcome = await self._attempt(event)
+            if outcome.ok:
+                await self._state.remove_retry(rid)
+                return
+            now = self._clock()
+            decision = after_failure(self.policy, attempt, outcome.status, outcome.retry_after, now)
+            if isinstance(decision, Retry):
+                await self._state.update_retry(rid, decision.attempt, decision.at)
+                self._metrics.retried.labels(*self._labels).inc()
+                self._schedule(decision.at, rid, offset, raw, decision.attempt)
+            else:
+                await self._give_up(offset, raw, event, outcome, decision, retry_id=rid)
+        finally:
+            self._retry_sem.release()
+
+    def requeued(self) -> None:
+        """Dead letters were turned into retries (`redeliver`): load them."""
+        self._spawn(self._reload_retries())
+
+    async def _reload_retries(self) -> None:
+        known = {r[1] for r in self._retries}
+        for r in await self._state.retries(self.key):
+            if r.id not in known:
+                self._schedule(r.next_at, r.id, r.offset, r.event, max(r.attempt, 1))

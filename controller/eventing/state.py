@@ -1,0 +1,627 @@
+"""The dispatcher's durable memory: positions, pending retries and dead letters, in one SQLite file.
+
+The event dispatcher reads channel logs and delivers each event to its consumers (a Trigger or a
+Subscription, keyed by a string such as the trigger's uid). Delivery is at least once: after a
+crash the dispatcher may deliver an event again, but never skip one. That promise rests on what
+this file remembers, and on the order it is told things:
+
+* **positions** — per consumer, the last log offset it has handled (delivered, queued for retry,
+  or dead-lettered). A restart resumes after it. Positions only move forward (the stored value is
+  the max of every value ever set), and many `set_position` calls between two commits cost one
+  row write per consumer (coalescing), so a busy consumer does not pay a write per event;
+* **pending retries** — events whose delivery failed and will be tried again at `next_at`;
+* **dead letters** — events that ran out of attempts (or were refused for good), kept for
+  inspection and for `redeliver` (`take_dead_letters`, `requeue_dead_letters`).
+
+Order is the safety argument: operations submitted in order (by one task awaiting each in turn,
+or queued without awaiting) commit in that order, each in the same transaction as its neighbours
+or an earlier one. So "await `add_retry`, then `set_position` past the event" can never persist
+the position without the retry; a crash in between only means the event is delivered again.
+`add_dead_letter(..., retry_id=...)` moves a failed retry to the dead letters in one transaction.
+
+Threads and commits follow `gateway.channels.sqlite` (the house style, simplified): SQLite is never
+called on the event loop. One writer thread owns the only writing connection (a lock file next to
+the database makes it the only writer in the host); operations that arrive while a commit is in
+flight queue up and go into the next transaction together (**group commit**, up to `group_max`
+operations), and every awaiting call resolves only after the commit that covers it. Each
+operation runs under its own savepoint, so one failing operation fails only its caller; a failed
+commit fails the whole group. Reads go to a separate read-only connection in a reader thread and
+see committed data only (WAL lets them run while the writer commits). The writer checkpoints the
+WAL itself (every `checkpoint_every` commits or past `checkpoint_bytes`, and on close).
+
+`durable=True` (the default) commits with ``synchronous=FULL``: a returned call survives a killed
+process and a power cut. `durable=False` uses ``synchronous=NORMAL``: it survives a killed process,
+but a power cut may lose the last commits (the dispatcher then redelivers: duplicates, no loss of
+events still in the channel log).
+
+A call whose caller is cancelled may still be committed (it was already queued): at least once.
+`transactions`, `operations`, `position_writes` and `checkpoints` count the writer's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
+
+__all__ = ["DeadLetter", "DispatcherState", "DispatcherStateClosed", "PendingRetry"]
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS positions (consumer TEXT PRIMARY KEY, off INTEGER NOT NULL) WITHOUT ROWID",
+    # AUTOINCREMENT: ids are shown to operators (`redeliver --id`) and must never be reused.
+    "CREATE TABLE IF NOT EXISTS retries ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, consumer TEXT NOT NULL, off INTEGER NOT NULL,"
+    " event BLOB NOT NULL, attempt INTEGER NOT NULL, next_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS retries_by_consumer ON retries (consumer, next_at, id)",
+    "CREATE TABLE IF NOT EXISTS dead_letters ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, consumer TEXT NOT NULL, off INTEGER NOT NULL,"
+    " event BLOB NOT NULL, reason TEXT NOT NULL, status INTEGER, detail TEXT NOT NULL, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS dead_letters_by_consumer ON dead_letters (consumer, id)",
+)
+
+_UPSERT_POSITION = (
+    "INSERT INTO positions (consumer, off) VALUES (?, ?)"
+    " ON CONFLICT (consumer) DO UPDATE SET off = MAX(off, excluded.off)"
+)
+
+_ID_CHUNK = 500  # ids per `IN (...)`, well under SQLite's bound-variable limit
+
+
+class DispatcherStateClosed(RuntimeError):
+    """The dispatcher state was closed (or failed to open); no further operations are possible."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRetry:
+    """An event waiting to be delivered to `consumer` again at `next_at` (unix seconds)."""
+
+    id: int
+    consumer: str
+    offset: int
+    event: bytes
+    attempt: int
+    next_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event `consumer` gave up on: why (`reason`, the last HTTP `status` if any, `detail`) and when."""
+
+    id: int
+    consumer: str
+    offset: int
+    event: bytes
+    reason: str
+    status: int | None
+    detail: str
+    at: float
+
+
+# -- what the loop side hands the writer ---------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Op:
+    """A write: runs in the writer's current transaction, under its own savepoint."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    # The consumer whose position the op deletes (`forget`): a position set earlier in the same
+    # group and not yet written must not be written after it.
+    forgets: str | None = None
+
+
+@dataclass(slots=True)
+class _Position:
+    """`set_position`: coalesced per consumer and written once per transaction."""
+
+    consumer: str
+    offset: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Stop:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+_Item = _Op | _Position
+_Answer = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+
+
+def _resolve(items: list[_Answer]) -> None:
+    for fut, result, exc in items:
+        if fut.done():  # the caller was cancelled; the write stands
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+def _post(answers: list[tuple[asyncio.AbstractEventLoop, _Answer]]) -> None:
+    """Resolve futures on their loops (from any thread): one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+    for loop, answer in answers:
+        by_loop.setdefault(loop, []).append(answer)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, items)
+
+
+def _id_chunks(ids: Sequence[int]) -> list[list[int]]:
+    unique = sorted({int(i) for i in ids})
+    return [unique[i : i + _ID_CHUNK] for i in range(0, len(unique), _ID_CHUNK)]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
+    id_, consumer, off, event, reason, status, detail, at = row
+    return DeadLetter(
+        int(id_),
+        str(consumer),
+        int(off),
+        bytes(event),
+        str(reason),
+        None if status is None else int(status),
+        str(detail),
+        float(at),
+    )
+
+
+_DEAD_LETTER_COLUMNS = "id, consumer, off, event, reason, status, detail, at"
+
+
+class DispatcherState:
+    """Positions, pending retries and dead letters of the dispatcher's consumers, in one SQLite file.
+
+    See the module docstring for ordering, group commit, threads and durability."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        group_max: int = 512,
+        checkpoint_every: int = 1000,
+        checkpoint_bytes: int = 64 << 20,
+        connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
+    ) -> None:
+        if group_max < 1:
+            raise ValueError("group_max must be at least 1")
+        self.path = os.fspath(path)
+        self.durable = durable
+        self.group_max = group_max
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_bytes = checkpoint_bytes
+        self._factory = connection_factory
+        # Counters (read them from any thread; written by the writer only).
+        self.transactions = 0  # committed write transactions
+        self.operations = 0  # calls those transactions covered (set_position calls included)
+        self.position_writes = 0  # position rows written (after coalescing)
+        self.checkpoints = 0
+        self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self._closed = False
+        self._close_future: asyncio.Future[None] | None = None
+        self._lockfile: IO[bytes] | None = None  # only touched in the writer thread
+        self._writer = threading.Thread(target=self._write_main, name=f"dispatcher-state-writer:{self.path}")
+        self._writer.daemon = True
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-state-reader")
+        self._rconn: sqlite3.Connection | None = None  # only touched in the reader thread
+        self._writer.start()
+
+    # -- positions ---------------------------------------------------------------------------
+
+    async def positions(self) -> dict[str, int]:
+        """Every consumer's last handled offset (committed values)."""
+
+        def q(conn: sqlite3.Connection) -> dict[str, int]:
+            return {str(c): int(o) for c, o in conn.execute("SELECT consumer, off FROM positions")}
+
+        return await self._read(q)
+
+    async def set_position(self, consumer: str, offset: int) -> None:
+        """Record that `consumer` has handled everything up to `offset`; never moves it backwards."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Position(consumer, int(offset), loop, fut))
+        await fut
+
+    # -- pending retries ---------------------------------------------------------------------
+
+    async def add_retry(self, consumer: str, offset: int, event: bytes, attempt: int, next_at: float) -> int:
+        """Queue `event` (from log `offset`) for another delivery attempt at `next_at`; returns its id."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO retries (consumer, off, event, attempt, next_at) VALUES (?, ?, ?, ?, ?)",
+                (consumer, offset, event, attempt, next_at),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return await self._write(op)
+
+    async def update_retry(self, retry_id: int, attempt: int, next_at: float) -> None:
+        """Note another failed attempt and the next due time (a missing id is not an error)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE retries SET attempt = ?, next_at = ? WHERE id = ?", (attempt, next_at, retry_id)
+            )
+
+        await self._write(op)
+
+    async def remove_retry(self, retry_id: int) -> None:
+        """Drop a pending retry (delivered at last); a missing id is not an error."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM retries WHERE id = ?", (retry_id,))
+
+        await self._write(op)
+
+    async def retries(self, consumer: str) -> list[PendingRetry]:
+        """`consumer`'s pending retries, soonest due first (then oldest)."""
+
+        def q(conn: sqlite3.Connection) -> list[PendingRetry]:
+            rows = conn.execute(
+                "SELECT id, consumer, off, event, attempt, next_at FROM retries"
+                " WHERE consumer = ? ORDER BY next_at, id",
+                (consumer,),
+            ).fetchall()
+            return [
+                PendingRetry(int(i), str(c), int(o), bytes(e), int(a), float(n)) for i, c, o, e, a, n in rows
+            ]
+
+        return await self._read(q)
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    async def add_dead_letter(
+        self,
+        consumer: str,
+        offset: int,
+        event: bytes,
+        reason: str,
+        status: int | None,
+        detail: str,
+        at: float,
+        *,
+        retry_id: int | None = None,
+    ) -> int:
+        """Keep `event` as a dead letter of `consumer`; returns its id.
+
+        With `retry_id`, that pending retry is removed in the same transaction (a failed retry
+        moves to the dead letters atomically; a retry already gone is not an error)."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            if retry_id is not None:
+                conn.execute("DELETE FROM retries WHERE id = ?", (retry_id,))
+            cur = conn.execute(
+                "INSERT INTO dead_letters (consumer, off, event, reason, status, detail, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (consumer, offset, event, reason, status, detail, at),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return await self._write(op)
+
+    async def dead_letters(self, consumer: str, limit: int = 1000) -> list[DeadLetter]:
+        """Up to `limit` of `consumer`'s dead letters, oldest (first recorded) first."""
+
+        def q(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE consumer = ? ORDER BY id LIMIT ?",
+                (consumer, limit),
+            ).fetchall()
+            return [_dead_letter(r) for r in rows]
+
+        if limit <= 0:
+            return []
+        return await self._read(q)
+
+    async def take_dead_letters(self, consumer: str, ids: Sequence[int] | None = None) -> list[DeadLetter]:
+        """Remove and return `consumer`'s dead letters (those of `ids` only, if given), oldest first.
+
+        Ids of other consumers' dead letters, or of none, are ignored."""
+        chunks = None if ids is None else _id_chunks(ids)
+
+        def op(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows: list[tuple[Any, ...]] = []
+            where: list[tuple[str, list[Any]]]
+            if chunks is None:
+                where = [("consumer = ?", [consumer])]
+            else:
+                where = [(f"consumer = ? AND id IN ({_marks(len(c))})", [consumer, *c]) for c in chunks]
+            for cond, args in where:
+                rows += conn.execute(f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {cond}", args)
+                conn.execute(f"DELETE FROM dead_letters WHERE {cond}", args)
+            return sorted((_dead_letter(r) for r in rows), key=lambda d: d.id)
+
+        if chunks == []:
+            return []
+        return await self._write(op)
+
+    async def requeue_dead_letters(self, consumer: str, ids: Sequence[int] | None, next_at: float) -> int:
+        """Turn `consumer`'s dead letters (those of `ids` only, if not None) back into pending
+        retries with attempt 0, due at `next_at`, in one transaction; returns how many."""
+        chunks = None if ids is None else _id_chunks(ids)
+
+        def op(conn: sqlite3.Connection) -> int:
+            where: list[tuple[str, list[Any]]]
+            if chunks is None:
+                where = [("consumer = ?", [consumer])]
+            else:
+                where = [(f"consumer = ? AND id IN ({_marks(len(c))})", [consumer, *c]) for c in chunks]
+            moved = 0
+            for cond, args in where:
+                conn.execute(
+                    "INSERT INTO retries (consumer, off, event, attempt, next_at)"
+                    f" SELECT consumer, off, event, 0, ? FROM dead_letters WHERE {cond} ORDER BY id",
+                    [next_at, *args],
+                )
+                moved += conn.execute(f"DELETE FROM dead_letters WHERE {cond}", args).rowcount
+            return moved
+
+        if chunks == []:
+            return 0
+        return int(await self._write(op))
+
+    # -- consumers ---------------------------------------------------------------------------
+
+    async def forget(self, consumer: str) -> None:
+        """The consumer was deleted: drop its position, pending retries and dead letters."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM positions WHERE consumer = ?", (consumer,))
+            conn.execute("DELETE FROM retries WHERE consumer = ?", (consumer,))
+            conn.execute("DELETE FROM dead_letters WHERE consumer = ?", (consumer,))
+
+        await self._write(op, forgets=consumer)
+
+    async def counts(self) -> dict[str, tuple[int, int]]:
+        """consumer → (pending retries, dead letters), for consumers with at least one of either."""
+
+        def q(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            rows = conn.execute(
+                "SELECT consumer, SUM(r), SUM(d) FROM ("
+                " SELECT consumer, COUNT(*) AS r, 0 AS d FROM retries GROUP BY consumer"
+                " UNION ALL"
+                " SELECT consumer, 0 AS r, COUNT(*) AS d FROM dead_letters GROUP BY consumer"
+                ") GROUP BY consumer"
+            ).fetchall()
+            return {str(c): (int(r), int(d)) for c, r, d in rows}
+
+        return await self._read(q)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Commit everything submitted before the call, then release the file; idempotent."""
+        if self._close_future is not None:
+            await asyncio.shield(self._close_future)
+            return
+        loop = asyncio.get_running_loop()
+        self._closed = True
+        self._close_future = loop.create_future()
+        stopped: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Stop(loop, stopped))
+        await stopped
+        await loop.run_in_executor(self._reader, self._close_reader)
+        self._reader.shutdown(wait=False)
+        await asyncio.to_thread(self._writer.join)
+        self._close_future.set_result(None)
+
+    # -- helpers for the loop side -----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._open_error is not None:
+            raise self._failed() from self._open_error
+        if self._closed:
+            raise DispatcherStateClosed(f"dispatcher state {self.path} is closed")
+
+    def _failed(self) -> DispatcherStateClosed:
+        return DispatcherStateClosed(f"dispatcher state {self.path} failed: {self._open_error}")
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, forgets: str | None = None) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, loop, fut, forgets))
+        return await fut
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._run_read, fn)
+
+    # -- reader thread -----------------------------------------------------------------------
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._rconn is None:
+            self._ready.wait()  # the writer creates the file and the schema first
+            if self._open_error is not None:
+                raise self._failed() from self._open_error
+            conn = sqlite3.connect(self.path, isolation_level=None, factory=self._factory)
+            conn.execute("PRAGMA query_only = ON")
+            self._rconn = conn
+        return fn(self._rconn)
+
+    def _close_reader(self) -> None:
+        if self._rconn is not None:
+            self._rconn.close()
+            self._rconn = None
+
+    # -- writer thread -----------------------------------------------------------------------
+
+    def _open_writer(self) -> sqlite3.Connection:
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        lockfile = open(self.path + ".lock", "a+b")  # noqa: SIM115 - held while the state is open
+        try:
+            fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lockfile.close()
+            raise DispatcherStateClosed(f"{self.path} already has a writer") from None
+        self._lockfile = lockfile
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, factory=self._factory)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute(f"PRAGMA journal_size_limit = {self.checkpoint_bytes}")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute("COMMIT")
+        except BaseException:
+            lockfile.close()
+            self._lockfile = None
+            raise
+        return conn
+
+    def _write_main(self) -> None:
+        try:
+            conn = self._open_writer()
+        except BaseException as exc:  # surfaced to every caller
+            self._open_error = exc
+            self._ready.set()
+            self._fail_forever(exc)
+            return
+        self._ready.set()
+        try:
+            self._serve(conn)
+        except BaseException as exc:  # a writer bug must not leave callers hanging
+            self._open_error = exc
+            conn.close()
+            self._release_lock()
+            self._fail_forever(exc)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        commits_since_checkpoint = 0
+        stop: _Stop | None = None
+        while stop is None:
+            first = self._queue.get()
+            if isinstance(first, _Stop):
+                stop = first
+                break
+            # Group commit: everything that queued up while the last commit ran goes in this one.
+            batch: list[_Item] = [first]
+            while len(batch) < self.group_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, _Stop):
+                    stop = nxt
+                    break
+                batch.append(nxt)
+            self._commit(conn, batch)
+            commits_since_checkpoint += 1
+            if commits_since_checkpoint >= self.checkpoint_every or self._wal_size() > self.checkpoint_bytes:
+                self._checkpoint(conn)
+                commits_since_checkpoint = 0
+        # Stopped: everything queued before the stop is committed; fail anything that raced in after.
+        leftovers: list[_Item | _Stop] = []
+        while True:
+            try:
+                leftovers.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            self._checkpoint(conn, "TRUNCATE")
+        except sqlite3.Error:
+            pass  # a reader elsewhere holds the WAL: the next writer checkpoints it
+        finally:
+            conn.close()
+            self._release_lock()
+        closed = DispatcherStateClosed(f"dispatcher state {self.path} is closed")
+        answers: list[tuple[asyncio.AbstractEventLoop, _Answer]] = [
+            (it.loop, (it.future, None, None if isinstance(it, _Stop) else closed)) for it in leftovers
+        ]
+        answers.append((stop.loop, (stop.future, None, None)))
+        _post(answers)
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        """Run `batch` in one transaction, in order; answer every caller after the commit."""
+        positions: dict[str, int] = {}  # coalesced set_position calls, written last
+        answers: list[tuple[asyncio.AbstractEventLoop, _Answer]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for it in batch:
+                if isinstance(it, _Position):
+                    seen = positions.get(it.consumer)
+                    if seen is None or it.offset > seen:
+                        positions[it.consumer] = it.offset
+                    answers.append((it.loop, (it.future, None, None)))
+                    continue
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = it.fn(conn)
+                except Exception as exc:  # this caller's error only; the rest of the group goes on
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    answers.append((it.loop, (it.future, None, exc)))
+                    continue
+                conn.execute("RELEASE op")
+                if it.forgets is not None:
+                    positions.pop(it.forgets, None)  # set before the forget: forgotten with it
+                answers.append((it.loop, (it.future, result, None)))
+            if positions:
+                conn.executemany(_UPSERT_POSITION, list(positions.items()))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # the commit failed: nothing of the group is stored
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            finally:
+                _post([(it.loop, (it.future, None, exc)) for it in batch])
+            return
+        self.transactions += 1
+        self.operations += len(batch)
+        self.position_writes += len(positions)
+        _post(answers)
+
+    def _wal_size(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str = "PASSIVE") -> None:
+        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        self.checkpoints += 1
+
+    def _release_lock(self) -> None:
+        if self._lockfile is not None:
+            self._lockfile.close()
+            self._lockfile = None
+
+    def _fail_forever(self, exc: BaseException) -> None:
+        """The writer could not open (or broke): answer every request with the error until closed."""
+        while True:
+            it = self._queue.get()
+            if isinstance(it, _Stop):
+                _post([(it.loop, (it.future, None, None))])
+                return
+            _post([(it.loop, (it.future, None, exc))])

@@ -1,0 +1,56 @@
+"""Resolving a Knative Destination (`ref` and/or `uri`) to the URL events are sent to (pure).
+
+`ref` names an Addressable: a Knative Service or Route (`status.url`, else
+`status.address.url`) or a Broker (`status.address.url`); a `uri` with a `ref` is resolved
+against the ref's URL (RFC 3986), a `uri` alone is used as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from controller.api.duck import resolve_uri
+
+Obj = dict[str, Any]
+Lookup = Callable[[str, str, str, str], Obj | None]
+"""(group, kind, namespace, name) → the object from the caches, or None."""
+
+ADDRESSABLE: dict[tuple[str, str], str] = {
+    ("serving.knative.dev", "Service"): "services.serving.knative.dev",
+    ("serving.knative.dev", "Route"): "routes.serving.knative.dev",
+    ("eventing.knative.dev", "Broker"): "brokers.eventing.knative.dev",
+}
+"""The kinds a `ref` may name, with the resource name used in messages."""
+
+
+def _group(ref: Obj) -> str:
+    if ref.get("group"):
+        return str(ref["group"])
+    return str(ref.get("apiVersion") or "").partition("/")[0]
+
+
+def resolve_destination(dest: Any, namespace: str, lookup: Lookup) -> tuple[str | None, str]:
+    """`(url, "")` or `(None, why not)` for a Destination whose ref lives in `namespace` unless
+    it says otherwise."""
+    if not isinstance(dest, dict):
+        return None, "no destination"
+    uri = dest.get("uri") or None
+    ref = dest.get("ref")
+    if not ref:
+        return (str(uri), "") if uri else (None, "the destination has neither ref nor uri")
+    group, kind = _group(ref), str(ref.get("kind") or "")
+    ns = str(ref.get("namespace") or namespace)
+    name = str(ref.get("name") or "")
+    resource = ADDRESSABLE.get((group, kind))
+    if resource is None:
+        return None, f"{kind} ({group or 'core'}) is not an addressable kind Flint resolves"
+    obj = lookup(group, kind, ns, name)
+    if obj is None:
+        return None, f'failed to get ref {ns}/{name}: {resource} "{name}" not found'
+    status: Obj = obj.get("status") or {}
+    url = status.get("url") if kind != "Broker" else None
+    url = url or (status.get("address") or {}).get("url")
+    if not url:
+        return None, f"{kind} {ns}/{name} does not have an address yet"
+    return resolve_uri(str(url), str(uri) if uri else None), ""

@@ -1,0 +1,115 @@
+"""Trigger reconciler: the broker, the subscriber's URI, the dead-letter sink, the dispatcher."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from controller.api.eventing import (
+    DEPENDENCY_ANNOTATION,
+    TRIGGER_CONDITION_BROKER,
+    TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED,
+    TRIGGER_CONDITION_DEPENDENCY,
+    TRIGGER_CONDITION_SUBSCRIBED,
+    TRIGGER_CONDITION_SUBSCRIBER_RESOLVED,
+    TRIGGER_CONDITIONS,
+)
+from controller.eventing.filters import UnsupportedFilter, compile_trigger_filter
+from controller.reconcilers.broker import dead_letter_sink
+from controller.reconcilers.children import write_status
+from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.context import TRIGGERS, Context, Key, Obj
+
+
+def _dependency(ctx: Context, trigger: Obj, ns: str) -> tuple[str, str, str]:
+    """(status, reason, message) of DependencyReady from the `knative.dev/dependency` annotation."""
+    raw = (trigger["metadata"].get("annotations") or {}).get(DEPENDENCY_ANNOTATION)
+    if not raw:
+        return "True", "", ""
+    ref = json.loads(raw)
+    group = str(ref.get("apiVersion") or "").partition("/")[0]
+    obj = ctx.lookup(group, str(ref.get("kind") or ""), ns, str(ref.get("name") or ""))
+    what = f"dependency {ref.get('kind')} {ns}/{ref.get('name')}"
+    if obj is None:
+        return "False", "DependencyDoesNotExist", f"{what} not found"
+    ready = get_condition(obj.get("status") or {}, "Ready") or {}
+    if ready.get("status") == "True":
+        return "True", "", ""
+    return "Unknown", "DependencyNotReady", f"{what} is not ready"
+
+
+async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
+    trigger = ctx.triggers.get(*key)
+    if trigger is None:
+        ctx.plan_dirty()
+        return None
+    now = ctx.clock()
+    ns, _ = key
+    spec = trigger.get("spec") or {}
+    status = copy.deepcopy(trigger.get("status") or {})
+    status["observedGeneration"] = trigger["metadata"].get("generation", 1)
+    requeue: float | None = None
+
+    broker = ctx.brokers.get(ns, str(spec.get("broker") or ""))
+    if broker is None:
+        set_condition(status, TRIGGER_CONDITION_BROKER, "False", "BrokerDoesNotExist",
+                      f'Broker "{spec.get("broker")}" does not exist', now=now)
+    else:
+        ready = get_condition(broker.get("status") or {}, "Ready") or {"status": "Unknown"}
+        set_condition(status, TRIGGER_CONDITION_BROKER, ready["status"], ready.get("reason", ""),
+                      ready.get("message", ""), now=now)
+
+    uri, err = ctx.resolve(spec.get("subscriber"), ns)
+    if uri is None:
+        status.pop("subscriberUri", None)
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBER_RESOLVED, "False",
+                      "Unable to get the Subscriber's URI", err, now=now)
+        requeue = 5.0
+    else:
+        status["subscriberUri"] = uri
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBER_RESOLVED, "True", now=now)
+
+    dls, dls_err, configured = dead_letter_sink(ctx, spec.get("delivery"), ns)
+    if not configured:
+        status.pop("deadLetterSinkUri", None)
+        set_condition(status, TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "True",
+                      "DeadLetterSinkNotConfigured", "No dead letter sink is configured.", now=now)
+    elif dls is None:
+        status.pop("deadLetterSinkUri", None)
+        set_condition(status, TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "False",
+                      "Unable to get the dead letter sink's URI", dls_err, now=now)
+        requeue = 5.0
+    else:
+        status["deadLetterSinkUri"] = dls
+        set_condition(status, TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "True", now=now)
+
+    dep_status, dep_reason, dep_message = _dependency(ctx, trigger, ns)
+    set_condition(status, TRIGGER_CONDITION_DEPENDENCY, dep_status, dep_reason, dep_message, now=now)  # type: ignore[arg-type]
+
+    try:
+        compile_trigger_filter((spec.get("filter") or {}).get("attributes"), spec.get("filters"))
+        filter_error = ""
+    except UnsupportedFilter as exc:
+        filter_error = str(exc)
+    uid = trigger["metadata"].get("uid", "")
+    if filter_error:
+        set_condition(
+            status, TRIGGER_CONDITION_SUBSCRIBED, "False", "UnsupportedFilter", filter_error, now=now
+        )
+    elif uri is None or broker is None:
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "NotSubscribed",
+                      "waiting for the broker and the subscriber", now=now)
+    elif not ctx.dispatch.connected():
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "NoDispatcher",
+                      "the dispatcher is not connected to the controller", now=now)
+        requeue = requeue or 2.0
+    elif ctx.dispatch.runs(uid):
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "True", now=now)
+    else:
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "Programming",
+                      "waiting for the dispatcher to run the trigger", now=now)
+        requeue = requeue or 1.0
+    roll_up(status, list(TRIGGER_CONDITIONS), now=now)
+    await write_status(ctx, TRIGGERS, trigger, status)
+    ctx.plan_dirty()
+    return requeue

@@ -1,0 +1,317 @@
+"""Broker ingress: CloudEvents POSTed to a broker's address are stored in its channel log.
+
+`http://broker-ingress.{domain}:{port}/{namespace}/{broker}` is served by the gateway itself
+(the proxy hands such requests to `BrokerIngress`). Each broker's log has one writing process:
+the broker's *home worker* (`home_index("broker:" + key)`, as for limited revisions); other
+workers forward the request to it over the internal unix socket.
+
+Answers (Knative's broker ingress, with the reason in the body):
+
+* 202 once every event of the request is committed to the log (durably, for a durable log);
+* 400 for an invalid event (or batch: the index of the first bad one), 415 for an event format
+  we do not read, 413 for an event over `max_event_bytes` or a body over `max_ingress_body_bytes`;
+* 404 for an unknown broker or a path that names none, 405 for a method other than POST
+  (`Allow: POST, OPTIONS`); OPTIONS is answered for CloudEvents webhook validation
+  (`WebHook-Allowed-Origin`, `WebHook-Allowed-Rate`);
+* 503 with `Retry-After` when the log cannot be written (nothing was acknowledged).
+
+Every stored event gets `knativearrivaltime` (RFC 3339, UTC) and `knativebrokerttl` (255 when
+absent). An event that arrives with a TTL of 0 or less has looped too often: it is a recorded
+drop (counted and logged), not stored, and the request is still answered 202 as Knative does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.channels.base import ChannelLog
+from gateway.channels.sqlite import SqliteChannelLog
+from gateway.channels.wake import WakeSender
+from gateway.cloudevents import (
+    AttrValue,
+    CloudEventError,
+    Event,
+    EventTooLarge,
+    Headers,
+    InvalidEvent,
+    UnsupportedFormat,
+    decode_http,
+)
+from gateway.config import BrokerEntry, RevisionTarget, Snapshot
+from gateway.home import home_index
+
+__all__ = [
+    "CHANNEL",
+    "DEFAULT_TTL",
+    "HOST_PREFIX",
+    "Answer",
+    "BrokerIngress",
+    "IngressMetrics",
+    "classify",
+    "home_key",
+    "ingress_target",
+    "stamp",
+]
+
+log = logging.getLogger("flint.gateway.ingress")
+
+HOST_PREFIX = b"broker-ingress."
+DEFAULT_TTL = 255
+"""Knative's `knativebrokerttl` for an event entering a broker without one."""
+CHANNEL = "events"
+"""The channel name inside a broker's log file (one broker per file)."""
+TTL_ATTR = "knativebrokerttl"
+ARRIVAL_ATTR = "knativearrivaltime"
+
+
+FORWARD_TIMEOUT_S = 30.0
+"""How long a worker waits for the home worker's answer to a forwarded ingress request."""
+
+
+def home_key(entry: BrokerEntry) -> str:
+    """The key whose home worker writes this broker's log."""
+    return "broker:" + entry.key
+
+
+def ingress_target(entry: BrokerEntry) -> RevisionTarget:
+    """The upstream description used to forward a broker's requests to its home worker."""
+    return RevisionTarget(
+        namespace=entry.namespace,
+        name=f"broker-ingress:{entry.name}",
+        service="",
+        timeout_s=FORWARD_TIMEOUT_S,
+        response_start_timeout_s=FORWARD_TIMEOUT_S,
+        idle_timeout_s=0.0,
+        container_concurrency=0,
+        endpoints=(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the ingress replies: a status, a text reason and extra headers."""
+
+    status: int
+    message: str = ""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    retry_after: bool = False
+
+
+ALLOW = ((b"Allow", b"POST, OPTIONS"),)
+
+
+def classify(
+    method: bytes, path: bytes, request_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[str, str] | Answer:
+    """`(namespace, broker)` for a POST to a broker path, else the answer to send (pure)."""
+    path = path.split(b"?", 1)[0].rstrip(b"/")
+    parts = path.split(b"/")
+    if len(parts) != 3 or parts[0] != b"" or not parts[1] or not parts[2]:
+        return Answer(404, "not a broker address: expected /{namespace}/{broker}")
+    ns, name = parts[1].decode("latin-1"), parts[2].decode("latin-1")
+    if method == b"OPTIONS":
+        origin = _header(request_headers, "webhook-request-origin")
+        extra: list[tuple[bytes, bytes]] = list(ALLOW)
+        if origin is not None:
+            extra += [(b"WebHook-Allowed-Origin", origin.encode("latin-1")), (b"WebHook-Allowed-Rate", b"*")]
+        return Answer(200, "", tuple(extra))
+    if method != b"POST":
+        return Answer(405, f"method {method.decode('latin-1')} is not allowed: POST events", ALLOW)
+    return ns, name
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
+    for k, v in headers:
+        if k.decode("latin-1").lower() == name:
+            return v.decode("latin-1")
+    return None
+
+
+def rfc3339_utc(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stamp(event: Event, now: float) -> Event | None:
+    """The event as stored: arrival time set, TTL defaulted; None when its TTL is exhausted.
+
+    Raises `InvalidEvent` for a TTL that is not an integer."""
+    raw = event.get(TTL_ATTR)
+    if raw is None:
+        ttl = DEFAULT_TTL
+    elif isinstance(raw, bool):
+        raise InvalidEvent(f"{TTL_ATTR} must be an integer, got a boolean")
+    elif isinstance(raw, int):
+        ttl = raw
+    else:
+        try:
+            ttl = int(str(raw).strip())
+        except ValueError:
+            raise InvalidEvent(f"{TTL_ATTR} must be an integer, got {raw!r}") from None
+    if ttl <= 0:
+        return None
+    values: dict[str, AttrValue | None] = {ARRIVAL_ATTR: rfc3339_utc(now), TTL_ATTR: ttl}
+    return event.with_extensions(**values)
+
+
+@dataclass
+class IngressMetrics:
+    """Counters per broker key (`ns/name`): accepted events and rejected requests by reason."""
+
+    accepted: dict[str, int] = field(default_factory=dict)
+    rejected: dict[tuple[str, str], int] = field(default_factory=dict)
+    dropped_ttl: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, broker: str, reason: str) -> None:
+        k = (broker, reason)
+        self.rejected[k] = self.rejected.get(k, 0) + 1
+
+
+_REASONS: tuple[tuple[type[CloudEventError], int, str], ...] = (
+    (EventTooLarge, 413, "too-large"),
+    (UnsupportedFormat, 415, "unsupported-format"),
+)
+
+
+class BrokerIngress:
+    """One worker's broker ingress: the brokers of the snapshot and the logs this worker owns."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        domain: str,
+        *,
+        worker_index: int = 0,
+        workers: int = 1,
+        max_event_bytes: int,
+        wake: WakeSender | None = None,
+        clock: Callable[[], float] = time.time,
+        open_log: Callable[[BrokerEntry], ChannelLog] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.host = HOST_PREFIX + domain.encode("ascii")
+        self.index = worker_index
+        self.workers = workers
+        self.max_event_bytes = max_event_bytes
+        self.metrics = IngressMetrics()
+        self._wake = wake
+        self._clock = clock
+        self._open_log = open_log or self._open_sqlite
+        self._brokers: dict[str, BrokerEntry] = {}
+        self._logs: dict[str, tuple[BrokerEntry, ChannelLog]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def matches(self, host: bytes) -> bool:
+        """Is `host` (as sent, maybe with a port) the broker ingress host?"""
+        h = self.host
+        return host == h or (host.startswith(h) and host[len(h) : len(h) + 1] == b":")
+
+    def lookup(self, namespace: str, name: str) -> BrokerEntry | None:
+        return self._brokers.get(f"{namespace}/{name}")
+
+    def is_home(self, entry: BrokerEntry) -> bool:
+        return home_index(home_key(entry), self.workers) == self.index
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Adopt a snapshot's brokers; close (and, at their home, delete) the logs of brokers
+        that are gone or were re-created under their name (a new uid)."""
+        new = {b.key: b for b in snapshot.brokers}
+        old = self._brokers
+        self._brokers = new
+        for key, entry in old.items():
+            cur = new.get(key)
+            if cur is not None and cur.uid == entry.uid:
+                continue
+            if self.is_home(entry):
+                self._spawn(self._retire(entry))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retire(self, entry: BrokerEntry) -> None:
+        held = self._logs.pop(entry.key, None)
+        if held is not None and held[0].uid == entry.uid:
+            await held[1].close()
+        elif held is not None:
+            self._logs[entry.key] = held
+        path = self.state_dir / entry.log
+        await asyncio.to_thread(_remove_log_files, path)
+        log.info("event=broker_log_deleted broker=%s uid=%s", entry.key, entry.uid)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _open_sqlite(self, entry: BrokerEntry) -> ChannelLog:
+        path = self.state_dir / entry.log
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteChannelLog(path, durable=entry.durable)
+
+    def _log_for(self, entry: BrokerEntry) -> ChannelLog:
+        held = self._logs.get(entry.key)
+        if held is not None and held[0].uid == entry.uid:
+            return held[1]
+        if held is not None:
+            self._spawn(held[1].close())
+        log_ = self._open_log(entry)
+        self._logs[entry.key] = (entry, log_)
+        return log_
+
+    async def accept(self, entry: BrokerEntry, headers: Headers, body: bytes) -> Answer:
+        """Decode, stamp and store the events of one request; the answer to send."""
+        key = entry.key
+        try:
+            events = decode_http(headers, body, max_event_bytes=self.max_event_bytes)
+            now = self._clock()
+            stamped = [stamp(e, now) for e in events]
+        except CloudEventError as exc:
+            for kind, status, reason in _REASONS:
+                if isinstance(exc, kind):
+                    self.metrics.reject(key, reason)
+                    return Answer(status, exc.message)
+            self.metrics.reject(key, "invalid-event")
+            return Answer(400, exc.message)
+        records = [e.to_log() for e in stamped if e is not None]
+        dropped = len(stamped) - len(records)
+        if dropped:
+            self.metrics.dropped_ttl[key] = self.metrics.dropped_ttl.get(key, 0) + dropped
+            log.warning("event=ttl_exhausted broker=%s dropped=%d", key, dropped)
+        if records:
+            try:
+                await self._log_for(entry).append(CHANNEL, records)
+            except Exception as exc:  # the log failed: nothing was acknowledged
+                log.error("event=append_failed broker=%s error=%r", key, exc)
+                self.metrics.reject(key, "log-unavailable")
+                self._logs.pop(key, None)
+                return Answer(503, f"the log of broker {key} is unavailable: {exc}", retry_after=True)
+            if self._wake is not None:
+                self._wake.notify(entry.uid)
+        self.metrics.accepted[key] = self.metrics.accepted.get(key, 0) + len(records)
+        return Answer(202)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        logs, self._logs = self._logs, {}
+        for _, log_ in logs.values():
+            with contextlib.suppress(Exception):
+                await log_.close()
+        if self._wake is not None:
+            self._wake.close()
+
+
+def _remove_log_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(str(path) + suffix)

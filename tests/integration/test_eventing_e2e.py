@@ -1,0 +1,417 @@
+"""Eventing end to end: `flint up`, a Broker, Triggers, real subscribers, real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support.harness import APPS, Flint, fetch, free_port, poll, start_flint, stop_flint
+
+SINK = str(APPS / "eventsink")
+INGRESS = "broker-ingress.localhost"
+
+
+@pytest.fixture(scope="module")
+def flint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flint]:
+    # Fast autoscaling so the scale-from-zero case is quick.
+    f = start_flint(
+        tmp_path_factory.mktemp("flint-eventing"),
+        "--autoscaler",
+        "stable-window=6s",
+        "--autoscaler",
+        "scale-to-zero-grace-period=0s",
+    )
+    try:
+        yield f
+    finally:
+        stop_flint(f)
+
+
+class Recorder:
+    """An in-test HTTP subscriber: records events, answers with `statuses` in turn (then 202)."""
+
+    def __init__(self, statuses: list[int] | None = None, fail_every: int = 0) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.requests = 0
+        self.statuses = list(statuses or [])
+        self.fail_every = fail_every
+        self.lock = threading.Lock()
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with rec.lock:
+                    rec.requests += 1
+                    n = rec.requests
+                    status = rec.statuses.pop(0) if rec.statuses else 202
+                    if rec.fail_every and n % rec.fail_every == 0:
+                        status = 500
+                    if status < 300:
+                        rec.events.append(
+                            {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                        )
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # the default backlog of 5 stalls connections in a burst
+
+        self.port = free_port()
+        self.server = Server(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [e["headers"].get("ce-id", "") for e in self.events]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextlib.contextmanager
+def recorder(**kw: Any) -> Iterator[Recorder]:
+    r = Recorder(**kw)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def apply(flint: Flint, *objs: dict[str, Any]) -> None:
+    flint.cli("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+
+
+def broker(name: str, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = {"delivery": delivery} if delivery else {}
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Broker",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def trigger(name: str, broker_name: str, subscriber: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": {"name": name},
+        "spec": {"broker": broker_name, "subscriber": subscriber, **spec},
+    }
+
+
+def ready(flint: Flint, kind: str, name: str) -> bool:
+    obj = flint.get(kind, name)
+    conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+    return conds.get("Ready", {}).get("status") == "True"
+
+
+def wait_ready(flint: Flint, kind: str, name: str, timeout: float = 60) -> None:
+    poll(lambda: ready(flint, kind, name), timeout, f"{kind} {name} Ready")
+
+
+def send(
+    flint: Flint,
+    broker_name: str,
+    *,
+    id: str,
+    type: str = "test.event",
+    data: bytes = b'{"n": 1}',
+    extra: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": id,
+        "ce-source": "/tests",
+        "ce-type": type,
+        "Content-Type": "application/json",
+        **(extra or {}),
+    }
+    status, _, body = asyncio.run(
+        fetch(flint.port, INGRESS, f"/default/{broker_name}", method="POST", headers=headers, data=data)
+    )
+    return status, body
+
+
+def test_broker_gets_its_address_and_the_ingress_refuses_bad_requests(flint: Flint) -> None:
+    apply(flint, broker("plain"))
+    wait_ready(flint, "broker", "plain")
+    b = flint.get("broker", "plain")
+    assert b["status"]["address"]["url"] == f"http://broker-ingress.localhost:{flint.port}/default/plain"
+    ok, _ = send(flint, "plain", id="a-1")
+    assert ok == 202
+    status, body = send(flint, "missing", id="x")
+    assert status == 404 and b"default/missing" in body
+    status, _, body = asyncio.run(fetch(flint.port, INGRESS, "/default/plain"))
+    assert status == 405
+    # An event without a type is refused with the reason.
+    status, _, body = asyncio.run(
+        fetch(
+            flint.port,
+            INGRESS,
+            "/default/plain",
+            method="POST",
+            data=b"{}",
+            headers={
+                "ce-specversion": "1.0",
+                "ce-id": "1",
+                "ce-source": "/s",
+                "Content-Type": "application/json",
+            },
+        )
+    )
+    assert status == 400 and b"type" in body
+    status, _, body = asyncio.run(
+        fetch(
+            flint.port,
+            INGRESS,
+            "/default/plain",
+            method="POST",
+            data=b"<x/>",
+            headers={"Content-Type": "application/cloudevents+xml"},
+        )
+    )
+    assert status == 415
+
+
+def test_events_reach_a_filtered_trigger_and_a_service_at_zero_scales_up(
+    flint: Flint, tmp_path: Path
+) -> None:
+    sink_file = tmp_path / "sink.jsonl"
+    flint.cli("service", "create", "sink", "--image", SINK, "--env", f"SINK_FILE={sink_file}")
+    apply(flint, broker("default"))
+    with recorder() as rec:
+        apply(
+            flint,
+            trigger(
+                "to-service",
+                "default",
+                {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "sink"}},
+            ),
+            trigger("only-orders", "default", {"uri": rec.url}, filter={"attributes": {"type": "order"}}),
+        )
+        for name in ("to-service", "only-orders"):
+            wait_ready(flint, "trigger", name)
+        t = flint.get("trigger", "to-service")
+        assert t["status"]["subscriberUri"] == f"http://sink.default.localhost:{flint.port}"
+        # Let the service scale to zero, so the first event has to wake it.
+        poll(
+            lambda: (
+                not [
+                    r
+                    for r in flint.replica_records()
+                    if str(r.get("revision_key", "")).startswith("default/sink-")
+                ]
+            ),
+            60,
+            "the sink service to scale to zero",
+        )
+        for i in range(20):
+            status, body = send(flint, "default", id=f"e-{i}", type="order" if i % 2 else "other")
+            assert status == 202, body
+
+        def lines() -> list[dict[str, Any]]:
+            if not sink_file.exists():
+                return []
+            return [json.loads(x) for x in sink_file.read_text().splitlines() if x.strip()]
+
+        poll(lambda: len({x["headers"]["ce-id"] for x in lines()}) == 20, 60, "all 20 events at the service")
+        got = lines()[0]["headers"]
+        assert got["ce-knativebrokerttl"] == "255"
+        assert got["ce-knativearrivaltime"].endswith("Z")
+        assert got["ce-source"] == "/tests"
+        poll(lambda: sorted(rec.ids()) == sorted(f"e-{i}" for i in range(1, 20, 2)), 30, "the orders")
+        assert len(rec.ids()) == 10
+
+
+def test_retries_recover_every_event_and_the_rest_goes_to_the_dead_letter_sink(flint: Flint) -> None:
+    apply(flint, broker("retry"))
+    delivery = {"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"}
+    with recorder(fail_every=2) as flaky, recorder() as dls, recorder(statuses=[400] * 100) as refusing:
+        apply(
+            flint,
+            trigger("flaky", "retry", {"uri": flaky.url}, delivery=delivery),
+            trigger(
+                "refusing",
+                "retry",
+                {"uri": refusing.url},
+                delivery={**delivery, "deadLetterSink": {"uri": dls.url}},
+            ),
+        )
+        wait_ready(flint, "trigger", "flaky")
+        wait_ready(flint, "trigger", "refusing")
+        ids = [f"r-{i}" for i in range(30)]
+        for i in ids:
+            assert send(flint, "retry", id=i)[0] == 202
+        poll(lambda: sorted(set(flaky.ids())) == sorted(ids), 60, "every event despite half failing")
+        assert flaky.requests > 30  # some were retries
+        # 400 is not retried: straight to the dead-letter sink, with Knative's extensions.
+        poll(lambda: sorted(dls.ids()) == sorted(ids), 60, "every refused event dead-lettered")
+        assert refusing.requests == 30
+        h = dls.events[0]["headers"]
+        assert h["ce-knativeerrorcode"] == "400"
+        assert h["ce-knativeerrordest"] == refusing.url
+
+
+def test_without_a_dead_letter_sink_a_failed_event_is_kept_and_can_be_redelivered(flint: Flint) -> None:
+    apply(flint, broker("keep"))
+    with recorder(statuses=[400]) as rec:
+        apply(flint, trigger("keeper", "keep", {"uri": rec.url}, delivery={"retry": 0}))
+        wait_ready(flint, "trigger", "keeper")
+        assert send(flint, "keep", id="k-1")[0] == 202
+        url = f"http://127.0.0.1:{flint.dispatcher_port}/dead-letters/default/keeper"
+
+        def letters() -> list[dict[str, Any]]:
+            import urllib.request
+
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.loads(r.read())  # type: ignore[no-any-return]
+
+        poll(lambda: len(letters()) == 1, 30, "the dead letter")
+        letter = letters()[0]
+        assert letter["status"] == 400 and letter["reason"] == "not-retryable"
+        assert letter["event"]["id"] == "k-1"
+        status, _, body = asyncio.run(
+            fetch(flint.dispatcher_port, "127.0.0.1", "/redeliver/default/keeper", method="POST")
+        )
+        assert status == 200 and json.loads(body)["requeued"] == 1
+        poll(lambda: rec.ids() == ["k-1"], 30, "the redelivered event")
+        assert letters() == []
+
+
+def test_a_reply_loop_is_stopped_by_the_ttl(flint: Flint, tmp_path: Path) -> None:
+    sink_file = tmp_path / "loop.jsonl"
+    flint.cli(
+        "service",
+        "create",
+        "looper",
+        "--image",
+        SINK,
+        "--env",
+        f"SINK_FILE={sink_file}",
+        "--env",
+        "REPLY_TYPE=loop",
+        "--scale-min",
+        "1",
+    )
+    apply(flint, broker("loop"))
+    apply(
+        flint,
+        trigger(
+            "looping",
+            "loop",
+            {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "looper"}},
+            filter={"attributes": {"type": "loop"}},
+        ),
+    )
+    wait_ready(flint, "trigger", "looping")
+    assert send(flint, "loop", id="seed", type="loop", extra={"ce-knativebrokerttl": "5"})[0] == 202
+
+    def count() -> int:
+        return len(sink_file.read_text().splitlines()) if sink_file.exists() else 0
+
+    poll(lambda: count() == 5, 30, "five passes of the loop")
+    ttls = [json.loads(x)["headers"]["ce-knativebrokerttl"] for x in sink_file.read_text().splitlines()]
+    assert ttls == ["5", "4", "3", "2", "1"]
+    dropped = (
+        "flint_dispatcher_events_dropped_total"
+        '{namespace="default",reason="ttl-exhausted",trigger="looping"} 1.0'
+    )
+
+    def metrics() -> str:
+        return asyncio.run(fetch(flint.dispatcher_port, "127.0.0.1", "/metrics"))[2].decode()
+
+    poll(lambda: dropped in metrics(), 10, "the TTL drop to be counted")
+    assert count() == 5  # and nothing after it
+
+
+def test_events_survive_a_dispatcher_killed_mid_stream(flint: Flint) -> None:
+    apply(flint, broker("crash"))
+    with recorder() as rec:
+        apply(flint, trigger("survivor", "crash", {"uri": rec.url}))
+        wait_ready(flint, "trigger", "survivor")
+        ids = [f"c-{i}" for i in range(300)]
+        for i in ids[:150]:
+            assert send(flint, "crash", id=i)[0] == 202
+        pids = [
+            int(p)
+            for p in os.popen(f"pgrep -f 'controller.eventing --state-dir {flint.state_dir}'").read().split()
+        ]
+        assert pids, "the dispatcher process"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for i in ids[150:]:
+            assert send(flint, "crash", id=i)[0] == 202
+        try:
+            poll(lambda: set(rec.ids()) == set(ids), 60, "every event after the dispatcher restarted")
+        except AssertionError as exc:
+            missing = sorted(set(ids) - set(rec.ids()), key=lambda x: int(x[2:]))
+            raise AssertionError(f"{exc}; missing {len(missing)}: {missing[:10]}...{missing[-3:]}") from None
+
+
+def test_structured_and_batched_events_keep_their_data(flint: Flint) -> None:
+    apply(flint, broker("modes"))
+    with recorder() as rec:
+        apply(flint, trigger("modes", "modes", {"uri": rec.url}))
+        wait_ready(flint, "trigger", "modes")
+        one = {"specversion": "1.0", "id": "s-1", "source": "/s", "type": "t", "data": {"a": [1, 2]}}
+        two = {
+            "specversion": "1.0",
+            "id": "s-2",
+            "source": "/s",
+            "type": "t",
+            "datacontenttype": "application/octet-stream",
+            "data_base64": base64.b64encode(b"\x00\xff").decode(),
+        }
+        status, _, _ = asyncio.run(
+            fetch(
+                flint.port,
+                INGRESS,
+                "/default/modes",
+                method="POST",
+                headers={"Content-Type": "application/cloudevents+json"},
+                data=json.dumps(one).encode(),
+            )
+        )
+        assert status == 202
+        status, _, _ = asyncio.run(
+            fetch(
+                flint.port,
+                INGRESS,
+                "/default/modes",
+                method="POST",
+                headers={"Content-Type": "application/cloudevents-batch+json"},
+                data=json.dumps([two]).encode(),
+            )
+        )
+        assert status == 202
+        poll(lambda: sorted(rec.ids()) == ["s-1", "s-2"], 30, "both events")
+        by_id = {e["headers"]["ce-id"]: e for e in rec.events}
+        assert json.loads(by_id["s-1"]["body"]) == {"a": [1, 2]}
+        assert by_id["s-2"]["body"] == b"\x00\xff"
+        assert by_id["s-2"]["headers"]["content-type"] == "application/octet-stream"
