@@ -174,6 +174,13 @@ class IngressMetrics:
         k = (broker, reason)
         self.rejected[k] = self.rejected.get(k, 0) + 1
 
+    def rows(self) -> list[tuple[str, str, str, int]]:
+        """(broker, outcome, reason, count) rows for the worker's stats."""
+        out = [(b, "accepted", "", n) for b, n in self.accepted.items()]
+        out += [(b, "rejected", r, n) for (b, r), n in self.rejected.items()]
+        out += [(b, "dropped", "ttl-exhausted", n) for b, n in self.dropped_ttl.items()]
+        return out
+
 
 _REASONS: tuple[tuple[type[CloudEventError], int, str], ...] = (
     (EventTooLarge, 413, "too-large"),

@@ -52,6 +52,9 @@ class WorkerStats:
     """revision → how long those requests waited."""
     loop_lag_s: float = 0.0
     """How late the worker's last 1-second tick fired (event-loop lag, seconds)."""
+    broker_events: list[tuple[str, str, str, int]] = field(default_factory=list)
+    """(broker `ns/name`, outcome `accepted|rejected|dropped`, reason, count) at the ingress;
+    rejected counts requests, the others events."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,6 +80,9 @@ class WorkerStats:
                 str(k): _hist(v) for k, v in (data.get("cold_start_latency") or {}).items()
             },
             loop_lag_s=float(data.get("loop_lag_s", 0.0)),
+            broker_events=[
+                (str(b), str(o), str(r), int(n)) for b, o, r, n in data.get("broker_events") or []
+            ],
         )
 
 
@@ -267,6 +273,20 @@ class GatewayCollector:
             for key, n in sorted(sums.items()):
                 family.add_metric([key], n)
             yield family
+
+        broker = CounterMetricFamily(
+            PREFIX + "broker_events",
+            "Broker ingress: events accepted (stored) and dropped (TTL exhausted), requests "
+            "rejected, by broker, outcome and reason.",
+            labels=["broker", "outcome", "reason"],
+        )
+        by_broker: dict[tuple[str, str, str], int] = {}
+        for s in stats:
+            for b, outcome, reason, n in s.broker_events:
+                by_broker[(b, outcome, reason)] = by_broker.get((b, outcome, reason), 0) + n
+        for (b, outcome, reason), n in sorted(by_broker.items()):
+            broker.add_metric([b, outcome, reason], n)
+        yield broker
 
         yield GaugeMetricFamily(
             PREFIX + "event_loop_lag_seconds",

@@ -388,6 +388,7 @@ async def run_worker(
             cold_starts=dict(activator.cold_starts),
             cold_start_latency=histograms_json(activator.cold_start_latency),
             loop_lag_s=lag[0],
+            broker_events=factory.ingress.metrics.rows() if factory.ingress is not None else [],
         )
 
     admin = await start_worker_admin(worker_socket_path(settings.state_dir, index), stats)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from controller.cli import dead_letters_cmd
 from controller.cli.client import ApiClient
 from controller.cli.describe import condition_lines, header
 from controller.cli.errors import usage
@@ -403,3 +404,4 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_dl_sink(p)
     p.set_defaults(handler=run_trigger_update)
     _add_common_verbs(gsub, common, TRIGGER)
+    dead_letters_cmd.add_verbs(gsub, common)

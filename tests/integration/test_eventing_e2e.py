@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from support.harness import APPS, Flint, fetch, free_port, poll, start_flint, stop_flint
@@ -415,3 +416,49 @@ def test_structured_and_batched_events_keep_their_data(flint: Flint) -> None:
         assert json.loads(by_id["s-1"]["body"]) == {"a": [1, 2]}
         assert by_id["s-2"]["body"] == b"\x00\xff"
         assert by_id["s-2"]["headers"]["content-type"] == "application/octet-stream"
+
+
+def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest(flint: Flint) -> None:
+    apply(flint, broker("ingest"))
+    with recorder() as rec:
+        apply(flint, trigger("ingested", "ingest", {"uri": rec.url}))
+        wait_ready(flint, "trigger", "ingested")
+        accepted: set[str] = set()
+        killed = asyncio.Event()
+
+        async def client(k: int, session: Any) -> None:
+            for i in range(60):
+                eid = f"g-{k}-{i}"
+                if k == 0 and i == 20:
+                    for pid in gateway_pids(flint):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    killed.set()
+                with contextlib.suppress(Exception):
+                    async with session.post(
+                        f"http://127.0.0.1:{flint.port}/default/ingest", data=b'{"n": 1}',
+                        headers={"Host": INGRESS, "ce-specversion": "1.0", "ce-id": eid, "ce-source": "/t",
+                                 "ce-type": "t", "Content-Type": "application/json"},
+                        timeout=aiohttp.ClientTimeout(total=5),
+                    ) as r:
+                        if r.status == 202:
+                            accepted.add(eid)
+
+        async def main() -> None:
+            async with aiohttp.ClientSession() as session:
+                await asyncio.gather(*(client(k, session) for k in range(8)))
+
+        asyncio.run(main())
+        assert killed.is_set() and len(accepted) > 50
+        # The gateway comes back (flint up restarts it) and serves the broker from its snapshot.
+        poll(lambda: send(flint, "ingest", id="after")[0] == 202, 60, "the restarted gateway")
+        accepted.add("after")
+        try:
+            poll(lambda: accepted <= set(rec.ids()), 60, "every accepted event")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; missing {sorted(accepted - set(rec.ids()))[:10]}") from None
+
+
+def gateway_pids(flint: Flint) -> list[int]:
+    out = os.popen(f"pgrep -f 'gateway.*{flint.state_dir}'").read().split()
+    return [int(p) for p in out if int(p) != os.getpid()]

@@ -10,6 +10,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from aiohttp import web
 from controller.apiserver import make_api_app
 from controller.cli import client as client_mod
 from controller.cli.client import ApiClient, CliError
+from controller.cli.dead_letters_cmd import dead_letter_row, dead_letters_table, truncate
 from controller.cli.event_send import EventFlags, build_event, encode, needs_gateway, parse_extensions, route
 from controller.cli.eventing_cmd import (
     BROKER,
@@ -555,3 +557,168 @@ def test_event_send_says_when_the_gateway_is_down(capsys: pytest.CaptureFixture[
                          "--source", "s", "--gateway", gateway)
     assert (code, out) == (1, "")
     assert err.endswith(f"Error: cannot reach the Flint gateway at {gateway}: is 'flint up' running?\n")
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+
+
+def letter(id_: int, at: float, **over: Any) -> Obj:
+    """A dead letter as the dispatcher's `GET /dead-letters/{ns}/{trigger}` lists it."""
+    return {
+        "id": id_,
+        "offset": 40 + id_,
+        "reason": "exhausted",
+        "status": 503,
+        "detail": "HTTP 503 after 4 attempts",
+        "at": at,
+        "event": {"specversion": "1.0", "id": f"e-{id_}", "type": "dev.x", "source": "/cli",
+                  "data": {"n": id_}},
+        **over,
+    }
+
+
+def test_dead_letter_rows() -> None:
+    now = NOW.timestamp()
+    long_detail = "connection reset\n  by peer " + "x" * 80
+    rows = [
+        dead_letter_row(letter(1, now - 125), now),
+        dead_letter_row(letter(12, now - 3 * 86400, status=None, reason="refused", detail=long_detail,
+                               event={"id": "only-id"}), now),
+        dead_letter_row({"id": 3, "at": "yesterday", "event": "not an object"}, now),
+    ]
+    assert rows[0] == ["1", "e-1", "dev.x", "/cli", "exhausted", "503", "2m5s", "HTTP 503 after 4 attempts"]
+    assert rows[1][:7] == ["12", "only-id", "", "", "refused", "", "3d"]
+    assert rows[1][7] == truncate(long_detail) and len(rows[1][7]) == 60
+    assert rows[1][7].startswith("connection reset by peer xxx") and rows[1][7].endswith("x...")
+    assert rows[2] == ["3", "", "", "", "", "", "", ""]
+    assert truncate("a\tb  c") == "a b c" and truncate("abcdef", 5) == "ab..."
+    text = dead_letters_table([letter(1, now - 125), letter(12, now - 59, detail="")], now)
+    assert text.splitlines() == [
+        "ID   EVENT ID   TYPE    SOURCE   REASON      STATUS   AGE    DETAIL",
+        "1    e-1        dev.x   /cli     exhausted   503      2m5s   HTTP 503 after 4 attempts",
+        "12   e-12       dev.x   /cli     exhausted   503      59s",
+    ]
+
+
+@dataclass
+class FakeDispatcher:
+    """Stands in for the dispatcher's admin port: the dead letters of the triggers it runs, and
+    every request it received as (method, path with query)."""
+
+    url: str
+    letters: dict[tuple[str, str], list[Obj]]
+    seen: list[tuple[str, str]]
+
+
+@pytest.fixture
+def dispatcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDispatcher]:
+    letters: dict[tuple[str, str], list[Obj]] = {}
+    seen: list[tuple[str, str]] = []
+
+    def runs(request: web.Request) -> list[Obj]:
+        seen.append((request.method, request.path_qs))
+        key = (request.match_info["namespace"], request.match_info["name"])
+        if key not in letters:  # the real dispatcher's answer
+            raise web.HTTPNotFound(text=f"the dispatcher runs no trigger {key[0]}/{key[1]}")
+        return letters[key]
+
+    async def dead_letters(request: web.Request) -> web.Response:
+        return web.json_response(runs(request))
+
+    async def redeliver(request: web.Request) -> web.Response:
+        found = runs(request)
+        raw = request.query.get("ids")
+        ids = {int(x) for x in raw.split(",")} if raw else {d["id"] for d in found}
+        return web.json_response({"requeued": sum(1 for d in found if d["id"] in ids)})
+
+    app = web.Application()
+    app.router.add_get("/dead-letters/{namespace}/{name}", dead_letters)
+    app.router.add_post("/redeliver/{namespace}/{name}", redeliver)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+
+    loop.run_until_complete(start())
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    monkeypatch.setenv("FLINT_DISPATCHER", url)
+    yield FakeDispatcher(url, letters, seen)
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+    loop.close()
+
+
+def test_trigger_dead_letters_table(dispatcher: FakeDispatcher, capsys: pytest.CaptureFixture[str]) -> None:
+    at = time.time() - (3 * 3600 + 20 * 60 + 5)  # 3h20m ago: the same AGE for the next minute
+    dispatcher.letters[("team", "t")] = [
+        letter(4, at, detail="Service Unavailable: " + "the upstream is overloaded, " * 5),
+        letter(7, at, status=None, reason="refused", detail="not a CloudEvent",
+               event={"id": "x-9", "type": "dev.y", "source": "urn:s"}),
+    ]
+    code, out, err = run(capsys, "trigger", "dead-letters", "t", "-n", "team")
+    assert (code, err) == (0, "")
+    assert dispatcher.seen == [("GET", "/dead-letters/team/t")]
+    lines = out.splitlines()
+    assert lines[0] == "ID   EVENT ID   TYPE    SOURCE   REASON      STATUS   AGE     DETAIL"
+    assert lines[1] == ("4    e-4        dev.x   /cli     exhausted   503      3h20m   "
+                        "Service Unavailable: the upstream is overloaded, the upst...")
+    assert lines[2] == "7    x-9        dev.y   urn:s    refused              3h20m   not a CloudEvent"
+    assert len(lines) == 3
+
+
+def test_trigger_dead_letters_json_yaml_and_empty(
+    dispatcher: FakeDispatcher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    letters = [letter(1, 1714564800.25), letter(2, 1714564801.0, detail="x" * 100)]
+    dispatcher.letters[("default", "t")] = letters
+    code, out, err = run(capsys, "trigger", "dead-letters", "t", "-o", "json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == letters  # the dispatcher's documents, whole
+    code, out, _ = run(capsys, "trigger", "dead-letters", "t", "-o", "yaml")
+    assert code == 0 and out.startswith("- id: 1\n  offset: 41\n") and "x" * 100 in out
+
+    dispatcher.letters[("default", "t")] = []
+    assert run(capsys, "trigger", "dead-letters", "t") == (0, "", "No dead letters.\n")
+    assert run(capsys, "trigger", "dead-letters", "t", "-o", "json") == (0, "[]\n", "")
+
+
+def test_trigger_redeliver(dispatcher: FakeDispatcher, capsys: pytest.CaptureFixture[str]) -> None:
+    dispatcher.letters[("default", "t")] = [letter(i, 0.0) for i in (1, 2, 5)]
+    code, out, err = run(capsys, "trigger", "redeliver", "t", "--id", "2", "--id", "5", "--id", "9")
+    assert (code, out, err) == (0, "2 dead letter(s) queued for redelivery\n", "")
+    assert dispatcher.seen[-1] == ("POST", "/redeliver/default/t?ids=2,5,9")
+    code, out, _ = run(capsys, "trigger", "redeliver", "t", "--dispatcher", dispatcher.url + "/")
+    assert (code, out) == (0, "3 dead letter(s) queued for redelivery\n")
+    assert dispatcher.seen[-1] == ("POST", "/redeliver/default/t")  # no ids: all of them
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "trigger", "redeliver", "t", "--id", "two")
+    assert exited.value.code == 2 and "invalid int value: 'two'" in capsys.readouterr().err
+
+
+def test_dead_letters_of_a_trigger_the_dispatcher_does_not_run(
+    dispatcher: FakeDispatcher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for verb in ("dead-letters", "redeliver"):
+        assert run(capsys, "trigger", verb, "nope", "-n", "team") == (
+            1, "", "Error: the dispatcher runs no trigger team/nope\n")
+    assert [path for _, path in dispatcher.seen] == ["/dead-letters/team/nope", "/redeliver/team/nope"]
+
+
+def test_dead_letters_when_the_dispatcher_is_down(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("FLINT_DISPATCHER", "http://127.0.0.1:1")  # the flag wins over the env
+    for verb in ("dead-letters", "redeliver"):
+        assert run(capsys, "trigger", verb, "t", "--dispatcher", url) == (
+            1, "", f"Error: cannot reach the Flint dispatcher at {url}: is 'flint up' running?\n")
+    code, _, err = run(capsys, "trigger", "dead-letters", "t", "--dispatcher", "127.0.0.1:8083")
+    assert code == 2 and "--dispatcher '127.0.0.1:8083': expected an http(s):// URL" in err

@@ -1,0 +1,205 @@
+"""`flint trigger dead-letters` and `flint trigger redeliver`: a trigger's dead letters.
+
+The dispatcher keeps the events a trigger gave up on in its own database and serves them on its
+admin port (`flint up --dispatcher-port`, default 8083): `GET /dead-letters/{ns}/{trigger}` lists
+them, `POST /redeliver/{ns}/{trigger}[?ids=1,2]` queues them for delivery again. These commands
+talk to that port, not to the API. The table is built by pure functions, testable alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import orjson
+import yaml
+
+from controller.cli.client import ApiClient
+from controller.cli.errors import CliError, usage
+from controller.cli.output import human_duration, render_table
+from controller.cli.resource_cmd import add_output
+
+Obj = dict[str, Any]
+Row = list[str]
+
+DEFAULT_DISPATCHER = "http://127.0.0.1:8083"
+DISPATCHER_TIMEOUT_S = 30.0
+DETAIL_WIDTH = 60
+"""DETAIL is cut to this many characters in the table (`-o json|yaml` has it whole)."""
+DEAD_LETTER_HEADERS = ("ID", "EVENT ID", "TYPE", "SOURCE", "REASON", "STATUS", "AGE", "DETAIL")
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+
+def truncate(text: str, width: int = DETAIL_WIDTH) -> str:
+    """`text` on one line (whitespace runs become one space), cut to `width` with `...`."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3].rstrip() + "..."
+
+
+def _age(at: Any, now: float) -> str:
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        return ""
+    return human_duration(now - at)
+
+
+def dead_letter_row(letter: Obj, now: float) -> Row:
+    """One dead letter as table cells; `now` is unix seconds (the dispatcher's `at` is too)."""
+    event = letter.get("event")
+    if not isinstance(event, dict):
+        event = {}
+    code = letter.get("status")
+    return [
+        str(letter.get("id", "")),
+        str(event.get("id") or ""),
+        str(event.get("type") or ""),
+        str(event.get("source") or ""),
+        str(letter.get("reason") or ""),
+        "" if code is None else str(code),
+        _age(letter.get("at"), now),
+        truncate(str(letter.get("detail") or "")),
+    ]
+
+
+def dead_letters_table(letters: Sequence[Obj], now: float) -> str:
+    return render_table(DEAD_LETTER_HEADERS, [dead_letter_row(d, now) for d in letters])
+
+
+# -- the dispatcher's admin port -------------------------------------------------------------------
+
+
+def dispatcher_path(base: str, action: str, namespace: str, name: str) -> str:
+    """`{base}/{action}/{namespace}/{name}`; a `--dispatcher` that is no http(s) URL is a usage error."""
+    try:
+        parts = urlsplit(base)
+        _ = parts.port  # a malformed port raises here
+    except ValueError as e:
+        raise usage(f"--dispatcher {base!r}: not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise usage(f"--dispatcher {base!r}: expected an http(s):// URL with a host")
+    return "/".join([base.rstrip("/"), action, quote(namespace, safe=""), quote(name, safe="")])
+
+
+def refusal(status: int, reason: str, raw: bytes) -> str:
+    """What to print for an error answer: the server's message (its text, or a JSON `message`)."""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and doc.get("message"):
+        text = str(doc["message"]).strip()
+    if status == 404 and text:
+        return text
+    answer = f"{status} {reason}".rstrip()
+    return f"the dispatcher answered {answer}" + (f": {text}" if text else "")
+
+
+async def call_dispatcher(
+    session: aiohttp.ClientSession,
+    method: str,
+    base: str,
+    url: str,
+    params: dict[str, str] | None = None,
+) -> Any:
+    """The JSON answer of one admin request; errors become CliErrors naming the dispatcher."""
+    try:
+        async with session.request(
+            method,
+            url,
+            params=params,
+            headers={"Accept": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=DISPATCHER_TIMEOUT_S, sock_connect=5),
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise CliError(refusal(resp.status, resp.reason or "", raw))
+    except aiohttp.ClientConnectionError:
+        raise CliError(f"cannot reach the Flint dispatcher at {base}: is 'flint up' running?") from None
+    except TimeoutError:
+        raise CliError(
+            f"the Flint dispatcher at {base} did not answer within {DISPATCHER_TIMEOUT_S:g}s"
+        ) from None
+    except aiohttp.ClientError as e:
+        raise CliError(f"cannot talk to the Flint dispatcher at {base}: {e}") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CliError(f"{url} answered with something that is not JSON: is it Flint's dispatcher?") from None
+
+
+# -- handlers --------------------------------------------------------------------------------------
+
+
+async def run_dead_letters(api: ApiClient, args: argparse.Namespace) -> int:
+    url = dispatcher_path(args.dispatcher, "dead-letters", args.namespace, args.name)
+    letters = await call_dispatcher(api.session, "GET", args.dispatcher, url)
+    if not isinstance(letters, list) or not all(isinstance(d, dict) for d in letters):
+        raise CliError(f"{url} answered with something that is not a list of dead letters")
+    if args.output == "json":
+        print(json.dumps(letters, indent=4, ensure_ascii=False), flush=True)
+    elif args.output == "yaml":
+        text = yaml.safe_dump(letters, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        print(str(text).rstrip("\n"), flush=True)
+    elif not letters:
+        print("No dead letters.", file=sys.stderr, flush=True)
+    else:
+        print(dead_letters_table(letters, time.time()), flush=True)
+    return 0
+
+
+async def run_redeliver(api: ApiClient, args: argparse.Namespace) -> int:
+    url = dispatcher_path(args.dispatcher, "redeliver", args.namespace, args.name)
+    ids: list[int] = args.id or []
+    params = {"ids": ",".join(str(i) for i in ids)} if ids else None
+    answer = await call_dispatcher(api.session, "POST", args.dispatcher, url, params)
+    count = answer.get("requeued") if isinstance(answer, dict) else None
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise CliError(f"{url} answered without a count of requeued dead letters")
+    print(f"{count} dead letter(s) queued for redelivery", flush=True)
+    return 0
+
+
+# -- parsers ---------------------------------------------------------------------------------------
+
+
+def _add_dispatcher(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dispatcher",
+        default=os.environ.get("FLINT_DISPATCHER") or DEFAULT_DISPATCHER,
+        metavar="URL",
+        help="the event dispatcher's admin port (env FLINT_DISPATCHER; default %(default)s)",
+    )
+
+
+def add_verbs(gsub: Any, common: argparse.ArgumentParser) -> None:
+    """`dead-letters` and `redeliver` under `flint trigger`."""
+    p = gsub.add_parser(
+        "dead-letters", parents=[common], help="list the events a trigger gave up on (from the dispatcher)"
+    )
+    p.add_argument("name", metavar="NAME")
+    add_output(p, ("table", "json", "yaml"))
+    _add_dispatcher(p)
+    p.set_defaults(handler=run_dead_letters)
+
+    p = gsub.add_parser(
+        "redeliver", parents=[common], help="queue a trigger's dead letters for delivery again"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--id",
+        type=int,
+        action="append",
+        metavar="N",
+        help="only the dead letter with this ID (repeatable; default: all of them)",
+    )
+    _add_dispatcher(p)
+    p.set_defaults(handler=run_redeliver)
