@@ -46,10 +46,10 @@ class DispatchHub:
 
     def publish(self, plan: DispatchPlan) -> int:
         """Serve `plan` under a new version unless it equals the current one; the version."""
-        if self._plan.version and plan.triggers == self._plan.triggers:
+        if self._plan.version and (plan.triggers, plan.known) == (self._plan.triggers, self._plan.known):
             return self._plan.version
         version = max(self._plan.version + 1, int(self._clock() * 1000))
-        self._plan = DispatchPlan(version=version, triggers=plan.triggers)
+        self._plan = DispatchPlan(version=version, triggers=plan.triggers, known=plan.known)
         self._changed.set()
         self._changed = asyncio.Event()
         return version
@@ -80,6 +80,9 @@ class DispatchHub:
 
     def _note(self, version: int) -> None:
         was_connected = self.connected()
+        # A version above the current plan's comes from an earlier controller run: it says
+        # nothing about the plans of this one.
+        version = version if version <= self._plan.version else 0
         progressed = version > self._acked
         self._acked = version
         self._seen = self._clock()

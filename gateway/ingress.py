@@ -15,6 +15,10 @@ Answers (Knative's broker ingress, with the reason in the body):
   (`WebHook-Allowed-Origin`, `WebHook-Allowed-Rate`);
 * 503 with `Retry-After` when the log cannot be written (nothing was acknowledged).
 
+Retention: every `COMPACT_EVERY_S` the home worker deletes the records that every trigger of
+the broker has handled (the floor the dispatcher writes next to the log, `channels/floor.py`);
+the log file goes when the broker leaves the snapshot.
+
 Every stored event gets `knativearrivaltime` (RFC 3339, UTC) and `knativebrokerttl` (255 when
 absent). An event that arrives with a TTL of 0 or less has looped too often: it is a recorded
 drop (counted and logged), not stored, and the request is still answered 202 as Knative does.
@@ -29,15 +33,14 @@ import os
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.channels.base import ChannelLog
+from gateway.channels.floor import read_floor
 from gateway.channels.sqlite import SqliteChannelLog
 from gateway.channels.wake import WakeSender
 from gateway.cloudevents import (
-    AttrValue,
     CloudEventError,
     Event,
     EventTooLarge,
@@ -46,6 +49,7 @@ from gateway.cloudevents import (
     UnsupportedFormat,
     decode_http,
 )
+from gateway.cloudevents_attrs import INT_MAX
 from gateway.config import BrokerEntry, RevisionTarget, Snapshot
 from gateway.home import home_index
 
@@ -67,6 +71,8 @@ log = logging.getLogger("flint.gateway.ingress")
 HOST_PREFIX = b"broker-ingress."
 DEFAULT_TTL = 255
 """Knative's `knativebrokerttl` for an event entering a broker without one."""
+COMPACT_EVERY_S = 30.0
+"""How often the home worker deletes the records every trigger of a broker has handled."""
 CHANNEL = "events"
 """The channel name inside a broker's log file (one broker per file)."""
 TTL_ATTR = "knativebrokerttl"
@@ -136,15 +142,24 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
     return None
 
 
+_second_cache: list[tuple[int, str]] = [(-1, "")]
+
+
 def rfc3339_utc(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`2026-12-05T23:11:43.123456Z`; the date-time part is formatted once per second."""
+    sec = int(now)
+    cached = _second_cache[0]
+    if cached[0] != sec:
+        cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+        _second_cache[0] = cached
+    return f"{cached[1]}.{int((now - sec) * 1_000_000):06d}Z"
 
 
 def stamp(event: Event, now: float) -> Event | None:
     """The event as stored: arrival time set, TTL defaulted; None when its TTL is exhausted.
 
     Raises `InvalidEvent` for a TTL that is not an integer."""
-    raw = event.get(TTL_ATTR)
+    raw = event.attributes.get(TTL_ATTR)
     if raw is None:
         ttl = DEFAULT_TTL
     elif isinstance(raw, bool):
@@ -158,8 +173,11 @@ def stamp(event: Event, now: float) -> Event | None:
             raise InvalidEvent(f"{TTL_ATTR} must be an integer, got {raw!r}") from None
     if ttl <= 0:
         return None
-    values: dict[str, AttrValue | None] = {ARRIVAL_ATTR: rfc3339_utc(now), TTL_ATTR: ttl}
-    return event.with_extensions(**values)
+    # The event was validated when decoded; both values are valid extensions by construction.
+    attrs = dict(event.attributes)
+    attrs[ARRIVAL_ATTR] = rfc3339_utc(now)
+    attrs[TTL_ATTR] = min(ttl, INT_MAX)
+    return Event(attrs, event.data, event.data_is_json)
 
 
 @dataclass
@@ -215,6 +233,9 @@ class BrokerIngress:
         self._brokers: dict[str, BrokerEntry] = {}
         self._logs: dict[str, tuple[BrokerEntry, ChannelLog]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._compactor: asyncio.Task[None] | None = None
+        self.compacted = 0
+        """Records deleted below the consumers' floors so far."""
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -272,7 +293,29 @@ class BrokerIngress:
             self._spawn(held[1].close())
         log_ = self._open_log(entry)
         self._logs[entry.key] = (entry, log_)
+        if self._compactor is None:
+            self._compactor = asyncio.get_running_loop().create_task(self._compact_forever())
         return log_
+
+    async def compact_once(self) -> int:
+        """Delete, in every log this worker writes, the records at or below its floor (the
+        lowest position of its triggers, written by the dispatcher). Returns how many."""
+        deleted = 0
+        for entry, log_ in list(self._logs.values()):
+            floor = await asyncio.to_thread(read_floor, self.state_dir / entry.log)
+            if floor is None or floor <= 0:
+                continue
+            try:
+                deleted += await log_.compact(CHANNEL, floor + 1)
+            except Exception as exc:  # the next round tries again
+                log.warning("event=compact_failed broker=%s error=%r", entry.key, exc)
+        self.compacted += deleted
+        return deleted
+
+    async def _compact_forever(self) -> None:
+        while True:
+            await asyncio.sleep(COMPACT_EVERY_S)
+            await self.compact_once()
 
     async def accept(self, entry: BrokerEntry, headers: Headers, body: bytes) -> Answer:
         """Decode, stamp and store the events of one request; the answer to send."""
@@ -280,7 +323,12 @@ class BrokerIngress:
         try:
             events = decode_http(headers, body, max_event_bytes=self.max_event_bytes)
             now = self._clock()
-            stamped = [stamp(e, now) for e in events]
+            stamped = []
+            for i, e in enumerate(events):
+                try:
+                    stamped.append(stamp(e, now))
+                except InvalidEvent as exc:
+                    raise InvalidEvent(exc.reason, index=i if len(events) > 1 else None) from None
         except CloudEventError as exc:
             for kind, status, reason in _REASONS:
                 if isinstance(exc, kind):
@@ -307,6 +355,10 @@ class BrokerIngress:
         return Answer(202)
 
     async def close(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compactor
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -319,6 +371,6 @@ class BrokerIngress:
 
 
 def _remove_log_files(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
+    for suffix in ("", "-wal", "-shm", ".lock", ".floor"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(path) + suffix)

@@ -28,12 +28,15 @@ from controller.eventing.plan import DispatchPlan, TriggerPlan
 from controller.eventing.runner import TriggerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.state import DispatcherState
+from gateway.channels.floor import write_floor
 from gateway.channels.wake import WakeReceiver, wake_socket_path
 
 __all__ = ["Dispatcher", "DispatcherSettings"]
 
 log = logging.getLogger("flint.dispatcher")
 
+FLOOR_EVERY_S = 5.0
+"""How often the consumers' floors are written next to the logs (their writer compacts below)."""
 RESTART_DELAY_S = 1.0
 """Pause before a runner that failed is started again."""
 
@@ -75,6 +78,10 @@ class Dispatcher:
         self._runner: web.AppRunner | None = None
         self._apply_lock = asyncio.Lock()
         self._restarts: set[asyncio.Task[None]] = set()
+        self._seen: dict[str, str] = {}
+        """Trigger uid → its log path, for every trigger ever run: one that leaves the plan
+        (not Ready for a while) keeps holding its log's floor with its stored position."""
+        self._floors: dict[str, int] = {}
 
     @property
     def state(self) -> DispatcherState:
@@ -96,6 +103,7 @@ class Dispatcher:
         self._tasks = [
             asyncio.create_task(self._poll_plan(), name="plan-poll"),
             asyncio.create_task(self._watch_lag(), name="loop-lag"),
+            asyncio.create_task(self._write_floors_forever(), name="floors"),
         ]
         log.info("event=dispatcher_started admin=http://%s:%d", s.admin_host, s.admin_port)
 
@@ -150,6 +158,12 @@ class Dispatcher:
                 if uid in self.runners:
                     continue
                 self._start_runner(tp, positions.get(uid))
+            known = set(plan.known)
+            for uid in [u for u in self._seen if u not in known]:
+                # The trigger was deleted: its position, retries and dead letters go too.
+                del self._seen[uid]
+                await self.state.forget(uid)
+                log.info("event=trigger_forgotten uid=%s", uid)
             used = {str(self.settings.state_dir / t.log) for t in plan.triggers}
             for path in [p for p in self._readers if p not in used]:
                 await self._readers.pop(path).close()
@@ -164,6 +178,7 @@ class Dispatcher:
             return
         runner.on_failure = self._runner_failed
         runner.start(position)
+        self._seen[tp.uid] = str(self.settings.state_dir / tp.log)
         self.runners[tp.uid] = runner
 
     def _runner_failed(self, runner: TriggerRunner) -> None:
@@ -181,6 +196,28 @@ class Dispatcher:
             positions = await self.state.positions()
             self._start_runner(runner.plan, positions.get(runner.key))
             log.info("event=runner_restarted trigger=%s", runner.plan.key)
+
+    async def write_floors(self) -> dict[str, int]:
+        """Write, for every log, the lowest position of the triggers that read it."""
+        stored = await self.state.positions()
+        floors: dict[str, int] = {}
+        for uid, log_path in self._seen.items():
+            runner = self.runners.get(uid)
+            pos = runner.position if runner is not None else stored.get(uid, 0)
+            floors[log_path] = min(floors.get(log_path, pos), pos)
+        for log_path, floor in floors.items():
+            if floor > 0 and self._floors.get(log_path) != floor:
+                await asyncio.to_thread(write_floor, Path(log_path), floor)
+                self._floors[log_path] = floor
+        return floors
+
+    async def _write_floors_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLOOR_EVERY_S)
+            try:
+                await self.write_floors()
+            except Exception as exc:  # the next round tries again
+                log.warning("event=floor_write_failed error=%r", exc)
 
     def _reader(self, tp: TriggerPlan) -> LogReader:
         path = str(self.settings.state_dir / tp.log)

@@ -61,15 +61,23 @@ class TriggerPlan:
 class DispatchPlan:
     version: int
     triggers: tuple[TriggerPlan, ...] = field(default_factory=tuple)
+    known: tuple[str, ...] = ()
+    """The uid of every trigger that exists, runnable or not: the dispatcher forgets the state
+    (position, retries, dead letters) of the others, which were deleted."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"version": self.version, "triggers": [asdict(t) for t in self.triggers]}
+        return {
+            "version": self.version,
+            "triggers": [asdict(t) for t in self.triggers],
+            "known": list(self.known),
+        }
 
     @staticmethod
     def from_wire(data: Mapping[str, Any]) -> DispatchPlan:
         return DispatchPlan(
             version=int(data["version"]),
             triggers=tuple(TriggerPlan(**t) for t in data.get("triggers") or ()),
+            known=tuple(str(u) for u in data.get("known") or ()),
         )
 
 
@@ -82,11 +90,16 @@ def build_plan(brokers: Iterable[Obj], triggers: Iterable[Obj], *, version: int 
     by_key = {
         (_meta(b).get("namespace", "default"), _meta(b)["name"]): b
         for b in brokers
-        if broker_class(b) == FLINT_BROKER_CLASS and not _meta(b).get("deletionTimestamp")
+        if broker_class(b) == FLINT_BROKER_CLASS
+        and _meta(b).get("uid")
+        and not _meta(b).get("deletionTimestamp")
     }
     out: list[TriggerPlan] = []
+    known: list[str] = []
     for t in triggers:
         meta = _meta(t)
+        if meta.get("uid"):
+            known.append(str(meta["uid"]))
         ns = meta.get("namespace", "default")
         spec: Obj = t.get("spec") or {}
         status: Obj = t.get("status") or {}
@@ -96,12 +109,14 @@ def build_plan(brokers: Iterable[Obj], triggers: Iterable[Obj], *, version: int 
             continue
         bstatus: Obj = broker.get("status") or {}
         reply = ((bstatus.get("address") or {}).get("url")) or ""
+        if not reply:  # the broker has no address yet: replies would have nowhere to go
+            continue
         own_delivery = spec.get("delivery")
         delivery = resolve_delivery(own_delivery, (broker.get("spec") or {}).get("delivery"))
-        if isinstance(own_delivery, dict) and own_delivery:
-            dead_letter = status.get("deadLetterSinkUri")
-        else:
-            dead_letter = bstatus.get("deadLetterSinkUri")
+        # The trigger's dead-letter sink, else its broker's (Knative's trigger reconciler).
+        own_sink = isinstance(own_delivery, dict) and bool(own_delivery.get("deadLetterSink"))
+        dead_letter = status.get("deadLetterSinkUri") if own_sink else None
+        dead_letter = dead_letter or bstatus.get("deadLetterSinkUri")
         delivery.pop("deadLetterSink", None)
         annotations = meta.get("annotations") or {}
         filt = spec.get("filter") or {}
@@ -123,4 +138,4 @@ def build_plan(brokers: Iterable[Obj], triggers: Iterable[Obj], *, version: int 
             )
         )
     out.sort(key=lambda p: (p.namespace, p.name))
-    return DispatchPlan(version=version, triggers=tuple(out))
+    return DispatchPlan(version=version, triggers=tuple(out), known=tuple(sorted(known)))

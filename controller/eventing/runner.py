@@ -320,7 +320,8 @@ class TriggerRunner:
                         dls,
                     )
                     return
-                await asyncio.sleep(self.policy.backoff_delay_s * (2**i))
+                if i + 1 < DLS_ATTEMPTS:
+                    await asyncio.sleep(self.policy.backoff_delay_s * (2**i))
             reason = f"{decision.reason}; dead-letter sink failed"
         else:
             reason = decision.reason

@@ -27,7 +27,8 @@ ADDRESSABLE: dict[tuple[str, str], str] = {
 def _group(ref: Obj) -> str:
     if ref.get("group"):
         return str(ref["group"])
-    return str(ref.get("apiVersion") or "").partition("/")[0]
+    group, slash, _ = str(ref.get("apiVersion") or "").partition("/")
+    return group if slash else ""  # `v1` alone is the core group
 
 
 def resolve_destination(dest: Any, namespace: str, lookup: Lookup) -> tuple[str | None, str]:

@@ -1,8 +1,9 @@
-"""Smoke test of the scale-from-zero benchmark: a tiny bounded run as a subprocess."""
+"""Smoke tests of the benchmarks: tiny bounded runs as subprocesses."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,23 @@ def test_scale_from_zero_smoke(tmp_path: Path) -> None:
                  if "(state " in line)
     assert not procs_mentioning(state)
     assert not Path(state).exists()
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (sh loadtests/setup-tools.sh)")
+def test_eventing_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "events.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench_events", "--duration", "1", "--rate", "50",
+         "--rate-duration", "1", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert "| lost = 0 | 0 | yes |" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["ingest_accepted"] > 0 and data["ingest_errors"] == 0
+    assert data["logged"] >= data["ingest_accepted"]
+    assert data["delivered_unique"] >= data["ingest_accepted"]
+    assert data["rate_sent"] == 50 and data["rate_accepted"] == 50 and data["rate_lost"] == 0
+    assert data["latency_ms"]["p50"] is not None
+    assert data["problems"] == []

@@ -355,6 +355,15 @@ async def test_accept_batch_with_one_bad_event_stores_none(tmp_path: Path) -> No
     assert all(not log.appends for _, log in factory.opened)
 
 
+async def test_accept_batch_with_a_bad_ttl_names_the_event(tmp_path: Path) -> None:
+    factory = LogFactory()
+    ingress, _ = make_ingress(tmp_path, factory)
+    body = orjson.dumps([structured("a"), structured("b", knativebrokerttl="lots")])
+    answer = await ingress.accept(entry(), [(b"content-type", b"application/cloudevents-batch+json")], body)
+    assert answer.status == 400
+    assert "event 1" in answer.message
+
+
 async def test_accept_too_large_is_413(tmp_path: Path) -> None:
     factory = LogFactory()
     ingress, wake = make_ingress(tmp_path, factory, max_event_bytes=64)

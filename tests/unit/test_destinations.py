@@ -173,11 +173,6 @@ def test_core_service_is_not_supported(cache: Cache) -> None:
     assert cache.calls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='_group takes apiVersion "v1" (core, no group) for group "v1": the message says '
-    '"Service (v1)" instead of "Service (core)"',
-)
 def test_core_service_message_names_the_core_group(cache: Cache) -> None:
     ref = {"apiVersion": "v1", "kind": "Service", "name": "hello"}
     _, why = resolve_destination({"ref": ref}, "ns", cache)

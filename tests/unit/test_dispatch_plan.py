@@ -188,7 +188,8 @@ def test_broker_delivery_applies_without_a_trigger_delivery() -> None:
 
 def test_trigger_delivery_wins_over_the_brokers() -> None:
     b = broker(delivery={"retry": 3}, dls_uri="http://dls.broker")
-    tr = trigger(delivery={"retry": 1, "timeout": "PT5S"}, dls_uri="http://dls.trigger")
+    sink = {"deadLetterSink": {"uri": "http://dls.trigger"}}
+    tr = trigger(delivery={"retry": 1, "timeout": "PT5S", **sink}, dls_uri="http://dls.trigger")
     t = only(build_plan([b], [tr]))
     assert t.delivery == {"retry": 1, "timeout": "PT5S"}
     assert t.dead_letter_uri == "http://dls.trigger"
@@ -201,10 +202,12 @@ def test_empty_trigger_delivery_falls_back_to_the_brokers() -> None:
     assert t.dead_letter_uri == "http://dls.broker"
 
 
-def test_trigger_delivery_without_dead_letter_status_has_none() -> None:
+def test_a_trigger_delivery_without_a_sink_falls_back_to_the_brokers_sink() -> None:
+    # Knative's trigger reconciler: the trigger's dead-letter sink, else its broker's.
     b = broker(dls_uri="http://dls.broker")
     t = only(build_plan([b], [trigger(delivery={"retry": 2})]))
-    assert t.dead_letter_uri is None
+    assert t.dead_letter_uri == "http://dls.broker"
+    assert only(build_plan([broker()], [trigger(delivery={"retry": 2})])).dead_letter_uri is None
 
 
 def test_dead_letter_sink_is_removed_from_the_delivery() -> None:
@@ -246,7 +249,7 @@ def test_ordered_from_the_annotation(annotations: dict[str, str] | None, ordered
 
 
 def test_filters_are_carried() -> None:
-    filters = [{"exact": {"type": "a"}}, {"not": {"prefix": {"source": "/x"}}}]
+    filters: list[dict[str, Any]] = [{"exact": {"type": "a"}}, {"not": {"prefix": {"source": "/x"}}}]
     tr = trigger(filter_attributes={"type": "a", "source": ""}, filters=filters)
     t = only(build_plan([broker()], [tr]))
     assert t.filter_attributes == {"type": "a", "source": ""}
@@ -283,7 +286,7 @@ def test_wire_round_trip() -> None:
 def test_from_wire_of_an_empty_plan() -> None:
     assert DispatchPlan.from_wire({"version": "5"}) == DispatchPlan(version=5)
     assert DispatchPlan.from_wire({"version": 5, "triggers": None}) == DispatchPlan(version=5)
-    assert DispatchPlan(version=3).to_wire() == {"version": 3, "triggers": []}
+    assert DispatchPlan(version=3).to_wire() == {"version": 3, "triggers": [], "known": []}
 
 
 def test_from_wire_rejects_unknown_fields() -> None:
@@ -291,3 +294,13 @@ def test_from_wire_rejects_unknown_fields() -> None:
     wire["triggers"][0]["surprise"] = 1
     with pytest.raises(TypeError):
         DispatchPlan.from_wire(wire)
+
+
+def test_known_lists_every_trigger_uid_even_the_unrunnable() -> None:
+    runnable = trigger()
+    orphan = trigger(name="orphan", broker_name="missing")
+    orphan["metadata"]["uid"] = "uid-orphan"
+    plan = build_plan([broker()], [runnable, orphan])
+    assert [t.name for t in plan.triggers] == [runnable["metadata"]["name"]]
+    assert set(plan.known) == {runnable["metadata"]["uid"], "uid-orphan"}
+    assert DispatchPlan.from_wire(plan.to_wire()) == plan

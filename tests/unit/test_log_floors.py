@@ -1,0 +1,72 @@
+"""Retention of broker logs: the dispatcher's floors, the writer's compaction, the read side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.eventing.logreader import LogReader
+from gateway.channels.floor import floor_path, read_floor, write_floor
+from gateway.config import BrokerEntry, Snapshot
+from gateway.ingress import BrokerIngress
+
+ENTRY = BrokerEntry("default", "b", "uid-1", "eventing/logs/uid-1.db")
+
+
+def headers(i: int) -> list[tuple[bytes, bytes]]:
+    return [(b"ce-specversion", b"1.0"), (b"ce-id", b"e-%d" % i), (b"ce-source", b"/t"),
+            (b"ce-type", b"t"), (b"content-type", b"application/json")]
+
+
+def test_floor_round_trip_and_unknown(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "x.db"
+    assert read_floor(log) is None
+    write_floor(log, 42)
+    assert read_floor(log) == 42
+    assert floor_path(log).name == "x.db.floor"
+    write_floor(log, 43)  # replaced atomically, no temporary file left behind
+    assert read_floor(log) == 43
+    assert sorted(p.name for p in log.parent.iterdir()) == ["x.db.floor"]
+    floor_path(log).write_text("garbage")
+    assert read_floor(log) is None
+
+
+async def test_the_writer_compacts_below_the_floor_and_readers_see_the_rest(tmp_path: Path) -> None:
+    ingress = BrokerIngress(tmp_path, "localhost", max_event_bytes=1 << 20)
+    ingress.apply(Snapshot(1, (), (), (ENTRY,)))
+    for i in range(10):
+        assert (await ingress.accept(ENTRY, headers(i), b'{"n": 1}')).status == 202
+    path = tmp_path / ENTRY.log
+    reader = LogReader(path)
+    try:
+        assert await ingress.compact_once() == 0  # no floor yet: nothing is known, nothing goes
+        assert [off for off, _ in await reader.read(0, 100)] == list(range(1, 11))
+        write_floor(path, 6)
+        assert await ingress.compact_once() == 6
+        assert [off for off, _ in await reader.read(0, 100)] == [7, 8, 9, 10]
+        assert await reader.tail() == 10  # offsets are never reused
+        assert await ingress.compact_once() == 0
+        assert ingress.compacted == 6
+    finally:
+        await reader.close()
+        await ingress.close()
+
+
+async def test_a_reader_of_a_log_not_written_yet_neither_fails_nor_creates_it(tmp_path: Path) -> None:
+    path = tmp_path / "eventing" / "logs" / "none.db"
+    reader = LogReader(path)
+    try:
+        assert await reader.read(0, 10) == []
+        assert await reader.tail() == 0
+        assert not path.exists()
+    finally:
+        await reader.close()
+
+
+async def test_a_deleted_broker_takes_its_floor_file_along(tmp_path: Path) -> None:
+    ingress = BrokerIngress(tmp_path, "localhost", max_event_bytes=1 << 20)
+    ingress.apply(Snapshot(1, (), (), (ENTRY,)))
+    assert (await ingress.accept(ENTRY, headers(1), b"{}")).status == 202
+    write_floor(tmp_path / ENTRY.log, 1)
+    ingress.apply(Snapshot(2, (), (), ()))
+    await ingress.close()
+    assert list((tmp_path / "eventing" / "logs").iterdir()) == []
