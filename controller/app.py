@@ -21,15 +21,19 @@ from controller.informer import Informer
 from controller.logs_endpoint import add_log_routes
 from controller.observability import add_observability_routes
 from controller.reconcilers.broker import reconcile_broker
+from controller.reconcilers.channels import reconcile_channel, reconcile_in_memory_channel
 from controller.reconcilers.configuration import reconcile_configuration
 from controller.reconcilers.context import (
     BROKERS,
+    CHANNELS,
     CONFIGURATIONS,
+    IN_MEMORY_CHANNELS,
     LABEL_CONFIGURATION,
     LABEL_SERVICE,
     REVISIONS,
     ROUTES,
     SERVICES,
+    SUBSCRIPTIONS,
     TRIGGERS,
     Context,
     Key,
@@ -41,6 +45,7 @@ from controller.reconcilers.queue import WorkQueue
 from controller.reconcilers.revision import reconcile_revision, referenced
 from controller.reconcilers.route import reconcile_route
 from controller.reconcilers.service import reconcile_service
+from controller.reconcilers.subscription import reconcile_subscription
 from controller.reconcilers.trigger import reconcile_trigger
 from controller.runtime.base import ReplicaStatus, Runtime
 from controller.runtime.local import LocalRuntime
@@ -90,7 +95,8 @@ class Controller:
 
         informers = {
             k: Informer(store, k)
-            for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES, BROKERS, TRIGGERS)
+            for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES, BROKERS, TRIGGERS, CHANNELS,
+                      IN_MEMORY_CHANNELS, SUBSCRIPTIONS)
         }
         self._informers = list(informers.values())
         hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report)
@@ -99,6 +105,7 @@ class Controller:
             drain_timeout_s=s.drain_timeout_s, stop_grace_s=s.stop_grace_s,
             on_published=lambda _v: self._requeue_unready_routes(),
             brokers=informers[BROKERS],
+            channels=informers[IN_MEMORY_CHANNELS],
         )
         self.dispatch = DispatchHub(on_progress=self._requeue_eventing)
         self._plan_scheduled = False
@@ -131,6 +138,9 @@ class Controller:
             triggers=informers[TRIGGERS],
             dispatch=self.dispatch,
             plan_dirty=self._plan_dirty,
+            channels=informers[CHANNELS],
+            imcs=informers[IN_MEMORY_CHANNELS],
+            subscriptions=informers[SUBSCRIPTIONS],
             scale_decision=self.scaler.decision,
         )
         self.ctx = ctx
@@ -141,6 +151,9 @@ class Controller:
             ROUTES: reconcile_route,
             BROKERS: reconcile_broker,
             TRIGGERS: reconcile_trigger,
+            CHANNELS: reconcile_channel,
+            IN_MEMORY_CHANNELS: reconcile_in_memory_channel,
+            SUBSCRIPTIONS: reconcile_subscription,
         }
         for kind, fn in reconcilers.items():
             self._queues[kind] = WorkQueue(
@@ -152,6 +165,9 @@ class Controller:
         informers[ROUTES].on_change(self._on_route)
         informers[BROKERS].on_change(self._on_broker)
         informers[TRIGGERS].on_change(self._on_trigger)
+        informers[CHANNELS].on_change(self._on_channel)
+        informers[IN_MEMORY_CHANNELS].on_change(self._on_imc)
+        informers[SUBSCRIPTIONS].on_change(self._on_subscription)
         runtime.subscribe(self._on_replica)
         for inf in informers.values():
             await inf.start()
@@ -254,14 +270,19 @@ class Controller:
     def _publish_plan(self) -> None:
         self._plan_scheduled = False
         assert self.ctx is not None
-        self.dispatch.publish(build_plan(self.ctx.brokers, self.ctx.triggers))
+        c = self.ctx
+        self.dispatch.publish(build_plan(
+            c.brokers, c.triggers, imcs=c.imcs, channels=c.channels, subscriptions=c.subscriptions
+        ))
 
     def _requeue_eventing(self) -> None:
         """The dispatcher or the gateways made progress: brokers and triggers not yet Ready
         may be now."""
         if self.ctx is None:
             return
-        for kind, informer in ((BROKERS, self.ctx.brokers), (TRIGGERS, self.ctx.triggers)):
+        c = self.ctx
+        for kind, informer in ((BROKERS, c.brokers), (TRIGGERS, c.triggers), (CHANNELS, c.channels),
+                               (IN_MEMORY_CHANNELS, c.imcs), (SUBSCRIPTIONS, c.subscriptions)):
             for obj in informer:
                 conds = (obj.get("status") or {}).get("conditions") or []
                 ready = next((c for c in conds if c.get("type") == "Ready"), None)
@@ -284,11 +305,41 @@ class Controller:
             self.enqueue(TRIGGERS, ns_name(obj))
         self._plan_dirty()
 
+    def _on_channel(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        if type_ == "DELETED":
+            self._collect(obj)
+        else:
+            self.enqueue(CHANNELS, ns_name(obj))
+        self._requeue_referrers(ns_name(obj)[0])
+
+    def _on_imc(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        ns, name = ns_name(obj)
+        if type_ != "DELETED":
+            self.enqueue(IN_MEMORY_CHANNELS, (ns, name))
+        for ref in obj["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Channel":
+                self.enqueue(CHANNELS, (ns, ref.get("name", "")))
+        self._requeue_referrers(ns)
+        self.publisher.mark_dirty()
+        self._plan_dirty()
+
+    def _on_subscription(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        ns = ns_name(obj)[0]
+        if type_ != "DELETED":
+            self.enqueue(SUBSCRIPTIONS, ns_name(obj))
+        assert self.ctx is not None
+        for imc in self.ctx.imcs.list(ns):  # their status.subscribers
+            self.enqueue(IN_MEMORY_CHANNELS, ns_name(imc))
+        self._plan_dirty()
+
     def _requeue_referrers(self, namespace: str) -> None:
-        """An addressable changed: triggers and brokers in its namespace may resolve now."""
+        """An addressable changed: triggers, subscriptions and brokers in its namespace may
+        resolve now."""
         assert self.ctx is not None
         for t in self.ctx.triggers.list(namespace):
             self.enqueue(TRIGGERS, ns_name(t))
+        for sub in self.ctx.subscriptions.list(namespace):
+            self.enqueue(SUBSCRIPTIONS, ns_name(sub))
         for b in self.ctx.brokers.list(namespace):
             if ((b.get("spec") or {}).get("delivery") or {}).get("deadLetterSink"):
                 self.enqueue(BROKERS, ns_name(b))
@@ -378,7 +429,7 @@ class Controller:
         uid = owner["metadata"].get("uid")
         ns = owner["metadata"].get("namespace", "default")
         kinds = ((CONFIGURATIONS, self.ctx.configurations), (ROUTES, self.ctx.routes),
-                 (REVISIONS, self.ctx.revisions))
+                 (REVISIONS, self.ctx.revisions), (IN_MEMORY_CHANNELS, self.ctx.imcs))
         for kind, informer in kinds:
             for child in informer.list(ns):
                 refs = child["metadata"].get("ownerReferences") or []

@@ -195,10 +195,18 @@ class BrokerEntry:
     """The log's database file, relative to the state dir (`eventing/logs/{uid}.db`)."""
     durable: bool = True
     """False for the in-memory channel kind (the same log without fsync)."""
+    kind: str = "broker"
+    """`broker` (at `broker-ingress.{domain}`) or `channel` (an InMemoryChannel, at
+    `channel-ingress.{domain}`)."""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def ident(self) -> str:
+        """`kind:namespace/name`: unique across brokers and channels."""
+        return f"{self.kind}:{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +255,10 @@ class Snapshot:
             for v in data["revisions"]
         )
         brokers = tuple(
-            BrokerEntry(b["namespace"], b["name"], b["uid"], b["log"], bool(b.get("durable", True)))
+            BrokerEntry(
+                b["namespace"], b["name"], b["uid"], b["log"], bool(b.get("durable", True)),
+                str(b.get("kind", "broker")),
+            )
             for b in data.get("brokers", ())
         )
         return Snapshot(version=int(data["version"]), routes=routes, revisions=revisions, brokers=brokers)

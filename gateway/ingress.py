@@ -1,9 +1,10 @@
-"""Broker ingress: CloudEvents POSTed to a broker's address are stored in its channel log.
+"""Broker and channel ingress: CloudEvents POSTed to their address are stored in their log.
 
-`http://broker-ingress.{domain}:{port}/{namespace}/{broker}` is served by the gateway itself
-(the proxy hands such requests to `BrokerIngress`). Each broker's log has one writing process:
-the broker's *home worker* (`home_index("broker:" + key)`, as for limited revisions); other
-workers forward the request to it over the internal unix socket.
+`http://broker-ingress.{domain}:{port}/{namespace}/{broker}` and, for an InMemoryChannel,
+`http://channel-ingress.{domain}:{port}/{namespace}/{channel}` are served by the gateway itself
+(the proxy hands such requests to `BrokerIngress`). Each log has one writing process: its
+*home worker* (`home_index(entry.ident)`, as for limited revisions); other workers forward the
+request to it over the internal unix socket.
 
 Answers (Knative's broker ingress, with the reason in the body):
 
@@ -19,9 +20,10 @@ Retention: every `COMPACT_EVERY_S` the home worker deletes the records that ever
 the broker has handled (the floor the dispatcher writes next to the log, `channels/floor.py`);
 the log file goes when the broker leaves the snapshot.
 
-Every stored event gets `knativearrivaltime` (RFC 3339, UTC) and `knativebrokerttl` (255 when
-absent). An event that arrives with a TTL of 0 or less has looped too often: it is a recorded
-drop (counted and logged), not stored, and the request is still answered 202 as Knative does.
+Every event stored in a broker gets `knativearrivaltime` (RFC 3339, UTC) and
+`knativebrokerttl` (255 when absent); a channel stores events as they came. An event that
+arrives at a broker with a TTL of 0 or less has looped too often: it is a recorded drop
+(counted and logged), not stored, and the request is still answered 202 as Knative does.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ __all__ = [
 log = logging.getLogger("flint.gateway.ingress")
 
 HOST_PREFIX = b"broker-ingress."
+CHANNEL_HOST_PREFIX = b"channel-ingress."
+HOST_PREFIXES = (HOST_PREFIX, CHANNEL_HOST_PREFIX)
+"""`host.startswith(HOST_PREFIXES)`: the proxy's one cheap test before `BrokerIngress.kind_of`."""
 DEFAULT_TTL = 255
 """Knative's `knativebrokerttl` for an event entering a broker without one."""
 COMPACT_EVERY_S = 30.0
@@ -84,15 +89,15 @@ FORWARD_TIMEOUT_S = 30.0
 
 
 def home_key(entry: BrokerEntry) -> str:
-    """The key whose home worker writes this broker's log."""
-    return "broker:" + entry.key
+    """The key whose home worker writes this broker's (or channel's) log."""
+    return entry.ident
 
 
 def ingress_target(entry: BrokerEntry) -> RevisionTarget:
     """The upstream description used to forward a broker's requests to its home worker."""
     return RevisionTarget(
         namespace=entry.namespace,
-        name=f"broker-ingress:{entry.name}",
+        name=f"{entry.kind}-ingress:{entry.name}",
         service="",
         timeout_s=FORWARD_TIMEOUT_S,
         response_start_timeout_s=FORWARD_TIMEOUT_S,
@@ -116,13 +121,13 @@ ALLOW = ((b"Allow", b"POST, OPTIONS"),)
 
 
 def classify(
-    method: bytes, path: bytes, request_headers: Sequence[tuple[bytes, bytes]] = ()
+    method: bytes, path: bytes, request_headers: Sequence[tuple[bytes, bytes]] = (), kind: str = "broker"
 ) -> tuple[str, str] | Answer:
-    """`(namespace, broker)` for a POST to a broker path, else the answer to send (pure)."""
+    """`(namespace, name)` for a POST to a broker (or channel) path, else the answer to send (pure)."""
     path = path.split(b"?", 1)[0].rstrip(b"/")
     parts = path.split(b"/")
     if len(parts) != 3 or parts[0] != b"" or not parts[1] or not parts[2]:
-        return Answer(404, "not a broker address: expected /{namespace}/{broker}")
+        return Answer(404, f"not a {kind} address: expected /{{namespace}}/{{{kind}}}")
     ns, name = parts[1].decode("latin-1"), parts[2].decode("latin-1")
     if method == b"OPTIONS":
         origin = _header(request_headers, "webhook-request-origin")
@@ -223,6 +228,7 @@ class BrokerIngress:
     ) -> None:
         self.state_dir = state_dir
         self.host = HOST_PREFIX + domain.encode("ascii")
+        self.channel_host = CHANNEL_HOST_PREFIX + domain.encode("ascii")
         self.index = worker_index
         self.workers = workers
         self.max_event_bytes = max_event_bytes
@@ -241,11 +247,18 @@ class BrokerIngress:
 
     def matches(self, host: bytes) -> bool:
         """Is `host` (as sent, maybe with a port) the broker ingress host?"""
-        h = self.host
-        return host == h or (host.startswith(h) and host[len(h) : len(h) + 1] == b":")
+        return _same_host(host, self.host)
 
-    def lookup(self, namespace: str, name: str) -> BrokerEntry | None:
-        return self._brokers.get(f"{namespace}/{name}")
+    def kind_of(self, host: bytes) -> str | None:
+        """`broker` or `channel` when `host` is one of the ingress hosts, else None."""
+        if _same_host(host, self.host):
+            return "broker"
+        if _same_host(host, self.channel_host):
+            return "channel"
+        return None
+
+    def lookup(self, namespace: str, name: str, kind: str = "broker") -> BrokerEntry | None:
+        return self._brokers.get(f"{kind}:{namespace}/{name}")
 
     def is_home(self, entry: BrokerEntry) -> bool:
         return home_index(home_key(entry), self.workers) == self.index
@@ -253,7 +266,7 @@ class BrokerIngress:
     def apply(self, snapshot: Snapshot) -> None:
         """Adopt a snapshot's brokers; close (and, at their home, delete) the logs of brokers
         that are gone or were re-created under their name (a new uid)."""
-        new = {b.key: b for b in snapshot.brokers}
+        new = {b.ident: b for b in snapshot.brokers}
         old = self._brokers
         self._brokers = new
         for key, entry in old.items():
@@ -269,11 +282,11 @@ class BrokerIngress:
         task.add_done_callback(self._tasks.discard)
 
     async def _retire(self, entry: BrokerEntry) -> None:
-        held = self._logs.pop(entry.key, None)
+        held = self._logs.pop(entry.ident, None)
         if held is not None and held[0].uid == entry.uid:
             await held[1].close()
         elif held is not None:
-            self._logs[entry.key] = held
+            self._logs[entry.ident] = held
         path = self.state_dir / entry.log
         await asyncio.to_thread(_remove_log_files, path)
         log.info("event=broker_log_deleted broker=%s uid=%s", entry.key, entry.uid)
@@ -286,13 +299,13 @@ class BrokerIngress:
         return SqliteChannelLog(path, durable=entry.durable)
 
     def _log_for(self, entry: BrokerEntry) -> ChannelLog:
-        held = self._logs.get(entry.key)
+        held = self._logs.get(entry.ident)
         if held is not None and held[0].uid == entry.uid:
             return held[1]
         if held is not None:
             self._spawn(held[1].close())
         log_ = self._open_log(entry)
-        self._logs[entry.key] = (entry, log_)
+        self._logs[entry.ident] = (entry, log_)
         if self._compactor is None:
             self._compactor = asyncio.get_running_loop().create_task(self._compact_forever())
         return log_
@@ -319,12 +332,15 @@ class BrokerIngress:
 
     async def accept(self, entry: BrokerEntry, headers: Headers, body: bytes) -> Answer:
         """Decode, stamp and store the events of one request; the answer to send."""
-        key = entry.key
+        key = entry.key if entry.kind == "broker" else entry.ident
         try:
             events = decode_http(headers, body, max_event_bytes=self.max_event_bytes)
             now = self._clock()
-            stamped = []
+            stamped: list[Event | None] = []
             for i, e in enumerate(events):
+                if entry.kind != "broker":
+                    stamped.append(e)  # a channel stores events as they came
+                    continue
                 try:
                     stamped.append(stamp(e, now))
                 except InvalidEvent as exc:
@@ -347,8 +363,9 @@ class BrokerIngress:
             except Exception as exc:  # the log failed: nothing was acknowledged
                 log.error("event=append_failed broker=%s error=%r", key, exc)
                 self.metrics.reject(key, "log-unavailable")
-                self._logs.pop(key, None)
-                return Answer(503, f"the log of broker {key} is unavailable: {exc}", retry_after=True)
+                self._logs.pop(entry.ident, None)
+                reason = f"the log of {entry.kind} {entry.key} is unavailable: {exc}"
+                return Answer(503, reason, retry_after=True)
             if self._wake is not None:
                 self._wake.notify(entry.uid)
         self.metrics.accepted[key] = self.metrics.accepted.get(key, 0) + len(records)
@@ -368,6 +385,10 @@ class BrokerIngress:
                 await log_.close()
         if self._wake is not None:
             self._wake.close()
+
+
+def _same_host(host: bytes, h: bytes) -> bool:
+    return host == h or (host.startswith(h) and host[len(h) : len(h) + 1] == b":")
 
 
 def _remove_log_files(path: Path) -> None:

@@ -29,7 +29,7 @@ from gateway.headers import (
     forwarding_headers,
     new_traceparent,
 )
-from gateway.ingress import HOST_PREFIX, Answer, BrokerIngress, classify, home_key, ingress_target
+from gateway.ingress import HOST_PREFIXES, Answer, BrokerIngress, classify, home_key, ingress_target
 from gateway.router import RouteMiss, Router
 from gateway.stats import RevStats
 from gateway.upstream import UpstreamConn, UpstreamPool
@@ -199,9 +199,11 @@ class ProxyProtocol(ClientConnection):
             return
         ctx = self._ctx
         ingress = ctx.ingress if ctx is not None else None
-        if ingress is not None and host.startswith(HOST_PREFIX) and ingress.matches(host):
-            self._start_ingress(ingress, req, host)
-            return
+        if ingress is not None and host.startswith(HOST_PREFIXES):
+            kind = ingress.kind_of(host)
+            if kind is not None:
+                self._start_ingress(ingress, kind, req, host)
+                return
         router = self._router
         if req.internal_rev is not None:
             # Forwarded by another worker: this worker is the revision's home.
@@ -291,14 +293,14 @@ class ProxyProtocol(ClientConnection):
 
     # -- broker ingress (answered by the gateway itself) -----------------------------------
 
-    def _start_ingress(self, ingress: BrokerIngress, req: ClientRequest, host: bytes) -> None:
-        found = classify(req.method, req.url, req.headers)
+    def _start_ingress(self, ingress: BrokerIngress, kind: str, req: ClientRequest, host: bytes) -> None:
+        found = classify(req.method, req.url, req.headers, kind)
         if isinstance(found, Answer):
             self._respond_answer(found)
             return
-        entry = ingress.lookup(*found)
+        entry = ingress.lookup(found[0], found[1], kind)
         if entry is None:
-            self._respond_answer(Answer(404, f"broker {found[0]}/{found[1]} not found"))
+            self._respond_answer(Answer(404, f"{kind} {found[0]}/{found[1]} not found"))
             return
         ctx = self._ctx
         if req.internal_rev is None and ctx is not None and ctx.home is not None:

@@ -89,6 +89,14 @@ SUBSCRIBER_SPEC_FIELDS = frozenset(
 # ---------------------------------------------------------------------------------------------
 
 
+def channel_address_url(namespace: str, name: str, domain: str = "localhost", port: int | None = None) -> str:
+    """An InMemoryChannel's (and its Channel's) `status.address.url`:
+    `http://channel-ingress.{domain}[:port]/{namespace}/{name}` (Knative's is a per-channel
+    cluster Service host; Flint's channels share the gateway, like its brokers)."""
+    host = f"channel-ingress.{domain}" + (f":{port}" if port else "")
+    return f"http://{host}/{namespace}/{name}"
+
+
 def _namespace(obj: Obj) -> str:
     return str(metadata(obj).get("namespace") or DEFAULT_NAMESPACE)
 
@@ -315,6 +323,7 @@ __all__ = [
     "SUBSCRIBABLE_DUCK_VERSION_ANNOTATION",
     "SUBSCRIPTION_CONDITIONS",
     "VERSION",
+    "channel_address_url",
     "channel_ref_key",
     "channel_template_errors",
     "channel_warnings",

@@ -154,9 +154,8 @@ EVENTING_TYPES: tuple[ResourceType, ...] = (
 """Knative Eventing's eventing.knative.dev/v1 Broker, Trigger and messaging.knative.dev/v1
 Channel, InMemoryChannel, Subscription, with Knative's short names (none for Broker, Trigger)."""
 
-TYPES: tuple[ResourceType, ...] = SERVING_TYPES + EVENTING_TYPES[:2]
-"""What the API serves: Serving, and Broker and Trigger. Channel, InMemoryChannel and Subscription
-join once their reconcilers exist: until then one would be accepted and never get a status."""
+TYPES: tuple[ResourceType, ...] = SERVING_TYPES + EVENTING_TYPES
+"""What the API serves: Knative Serving's and Eventing's kinds."""
 
 
 @dataclass(frozen=True)

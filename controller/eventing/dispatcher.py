@@ -1,10 +1,12 @@
-"""The dispatcher process: runs the controller's dispatch plan, one `TriggerRunner` per trigger.
+"""The dispatcher process: runs the controller's dispatch plan, one `TriggerRunner` per consumer.
 
 Its own process and event loop (a burst of events never delays the gateway or the controller),
-its own database (`eventing/dispatcher.db`: positions, pending retries, dead letters). It gets the
-plan from the controller by long poll, is woken by the gateway's datagram after each append
-(`gateway.channels.wake`), and serves an admin port: `/healthz`, `/metrics`, and the dead letters
-of a trigger (`GET /dead-letters/{namespace}/{trigger}`, `POST /redeliver/{namespace}/{trigger}`).
+its own database (`eventing/dispatcher.db`: positions, pending retries, dead letters); a runner
+per Trigger and per Subscription. It gets the plan from the controller by long poll, is woken
+by the gateway's datagram after each append (`gateway.channels.wake`), and serves an admin
+port: `/healthz`, `/metrics`, and the dead letters of a trigger (`GET
+/dead-letters/{namespace}/{trigger}`, `POST /redeliver/{namespace}/{trigger}`; add
+`?kind=subscription` for a subscription's).
 """
 
 from __future__ import annotations
@@ -250,10 +252,11 @@ class Dispatcher:
 
     def _runner_for(self, request: web.Request) -> TriggerRunner:
         ns, name = request.match_info["namespace"], request.match_info["name"]
+        kind = request.query.get("kind", "trigger")
         for r in self.runners.values():
-            if r.plan.namespace == ns and r.plan.name == name:
+            if r.plan.namespace == ns and r.plan.name == name and r.plan.kind == kind:
                 return r
-        raise web.HTTPNotFound(text=f"the dispatcher runs no trigger {ns}/{name}")
+        raise web.HTTPNotFound(text=f"the dispatcher runs no {kind} {ns}/{name}")
 
     async def _dead_letters(self, request: web.Request) -> web.Response:
         runner = self._runner_for(request)

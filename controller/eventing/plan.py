@@ -51,10 +51,18 @@ class TriggerPlan:
     """The delivery that applies (the trigger's, else its broker's, else Knative's default)."""
     dead_letter_uri: str | None
     ordered: bool
+    kind: str = "trigger"
+    """`trigger` (of a broker: filters, replies back into the broker with the TTL one less) or
+    `subscription` (of a channel: no filter, replies to `reply` when set, else dropped)."""
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        """The name in metrics and logs: the trigger's, or `subscription:<name>`."""
+        return self.name if self.kind == "trigger" else f"{self.kind}:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +94,15 @@ def _meta(obj: Obj) -> Obj:
     return meta
 
 
-def build_plan(brokers: Iterable[Obj], triggers: Iterable[Obj], *, version: int = 0) -> DispatchPlan:
+def build_plan(
+    brokers: Iterable[Obj],
+    triggers: Iterable[Obj],
+    *,
+    imcs: Iterable[Obj] = (),
+    channels: Iterable[Obj] = (),
+    subscriptions: Iterable[Obj] = (),
+    version: int = 0,
+) -> DispatchPlan:
     by_key = {
         (_meta(b).get("namespace", "default"), _meta(b)["name"]): b
         for b in brokers
@@ -137,5 +153,66 @@ def build_plan(brokers: Iterable[Obj], triggers: Iterable[Obj], *, version: int 
                 ordered=annotations.get(DELIVERY_ORDER_ANNOTATION) == DELIVERY_ORDERED,
             )
         )
-    out.sort(key=lambda p: (p.namespace, p.name))
+    subs, sub_uids = _subscription_plans(imcs, channels, subscriptions)
+    out += subs
+    known += sub_uids
+    out.sort(key=lambda p: (p.namespace, p.kind, p.name))
     return DispatchPlan(version=version, triggers=tuple(out), known=tuple(sorted(known)))
+
+
+def _subscription_plans(
+    imcs: Iterable[Obj], channels: Iterable[Obj], subscriptions: Iterable[Obj]
+) -> tuple[list[TriggerPlan], list[str]]:
+    """Subscriptions whose channel has a log and an address and whose references resolved."""
+    by_imc = {
+        (_meta(c).get("namespace", "default"), _meta(c)["name"]): c for c in imcs if _meta(c).get("uid")
+    }
+    by_channel = {(_meta(c).get("namespace", "default"), _meta(c)["name"]): c for c in channels}
+    out: list[TriggerPlan] = []
+    known: list[str] = []
+    for sub in subscriptions:
+        meta = _meta(sub)
+        ns = meta.get("namespace", "default")
+        if meta.get("uid"):
+            known.append(str(meta["uid"]))
+        spec: Obj = sub.get("spec") or {}
+        ref: Obj = spec.get("channel") or {}
+        imc: Obj | None = None
+        channel_delivery: Any = None
+        if ref.get("kind") == "InMemoryChannel":
+            imc = by_imc.get((ns, ref.get("name", "")))
+        elif ref.get("kind") == "Channel":
+            ch = by_channel.get((ns, ref.get("name", "")))
+            backing = ((ch or {}).get("status") or {}).get("channel") or {}
+            imc = by_imc.get((ns, backing.get("name", ""))) if backing else None
+            channel_delivery = ((ch or {}).get("spec") or {}).get("delivery")
+        physical: Obj = (sub.get("status") or {}).get("physicalSubscription") or {}
+        subscriber, reply = physical.get("subscriberUri"), physical.get("replyUri")
+        address = (((imc or {}).get("status") or {}).get("address") or {}).get("url")
+        if imc is None or not address or not meta.get("uid") or not (subscriber or reply):
+            continue
+        if channel_delivery is None:
+            channel_delivery = (imc.get("spec") or {}).get("delivery")
+        delivery = resolve_delivery(spec.get("delivery"), channel_delivery)
+        delivery.pop("deadLetterSink", None)
+        dead_letter = physical.get("deadLetterSinkUri")
+        out.append(
+            TriggerPlan(
+                uid=meta["uid"],
+                namespace=ns,
+                name=meta["name"],
+                broker=_meta(imc)["name"],
+                broker_uid=_meta(imc)["uid"],
+                log=broker_log_relpath(_meta(imc)["uid"]),
+                # No subscriber: the events go straight to `reply` (Knative's rule).
+                subscriber=str(subscriber or reply),
+                reply=str(reply) if subscriber and reply else "",
+                filter_attributes=None,
+                filters=None,
+                delivery=delivery,
+                dead_letter_uri=str(dead_letter) if dead_letter else None,
+                ordered=False,
+                kind="subscription",
+            )
+        )
+    return out, known

@@ -13,8 +13,9 @@ Position and retries make delivery at least once across crashes (`controller.eve
   `knativeerror*` extensions, or, without one or when the sink fails too, is kept as a dead letter
   in the state DB (counted and logged; `flint trigger dead-letters` / `redeliver`);
 * in ordered mode a failed event is retried in place (the position waits), so order holds;
-* a reply is sent to the broker (its TTL one less; at 0 a recorded drop) and must be accepted
-  (202, so stored durably) before the original counts as delivered.
+* a trigger's reply is sent to the broker (its TTL one less; at 0 a recorded drop) and must be
+  accepted (202, so stored durably) before the original counts as delivered; a subscription's
+  goes to its `reply` destination (any 2xx), or is dropped without one, as Knative does.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class TriggerRunner:
         self.tail = 0
         self.failed = False
         self.on_failure: Callable[[TriggerRunner], None] | None = None
-        self._labels = (plan.namespace, plan.name)
+        self._labels = (plan.namespace, plan.label)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -264,6 +265,8 @@ class TriggerRunner:
 
     async def _send_reply(self, original: Event, outcome: Outcome) -> Outcome:
         assert outcome.reply is not None
+        if self.plan.kind != "trigger":
+            return await self._send_channel_reply(outcome)
         ttl = reply_ttl(original)
         if ttl <= 0:
             self._metrics.dropped.labels(*self._labels, "ttl-exhausted").inc()
@@ -284,6 +287,20 @@ class TriggerRunner:
             body=sent.body,
             detail=f"the broker refused the reply: {sent.detail}",
         )
+
+    async def _send_channel_reply(self, outcome: Outcome) -> Outcome:
+        """A subscription's reply goes to its `reply` as it came; without one it is dropped."""
+        assert outcome.reply is not None
+        if not self.plan.reply:
+            return outcome
+        sent = await self._sender.send(
+            self.plan.reply, outcome.reply, structured=self.policy.format == "json",
+            timeout_s=self.policy.timeout_s, prefer_reply=False,
+        )
+        if sent.ok:
+            return outcome
+        return Outcome(False, sent.status, retry_after=sent.retry_after, body=sent.body,
+                       detail=f"the reply destination refused the reply: {sent.detail}")
 
     async def _give_up(
         self,

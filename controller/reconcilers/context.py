@@ -23,6 +23,9 @@ REVISIONS = Kind("serving.knative.dev", "revisions")
 ROUTES = Kind("serving.knative.dev", "routes")
 BROKERS = Kind("eventing.knative.dev", "brokers")
 TRIGGERS = Kind("eventing.knative.dev", "triggers")
+CHANNELS = Kind("messaging.knative.dev", "channels")
+IN_MEMORY_CHANNELS = Kind("messaging.knative.dev", "inmemorychannels")
+SUBSCRIPTIONS = Kind("messaging.knative.dev", "subscriptions")
 
 Key = tuple[str, str]
 """(namespace, name)."""
@@ -61,6 +64,10 @@ class Context:
     """The dispatcher's link: which plan it runs."""
     plan_dirty: Callable[[], None]
     """Ask for a new dispatch plan (coalesced)."""
+    channels: Informer
+    imcs: Informer
+    """InMemoryChannels: the channels Flint backs with a log."""
+    subscriptions: Informer
     scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
     """The autoscaler's last decision for a revision key, if any (for the ScaleClamped condition)."""
     clock: Callable[[], float] = field(default=time.time)
@@ -74,6 +81,9 @@ class Context:
             ("serving.knative.dev", "Route"): self.routes,
             ("eventing.knative.dev", "Broker"): self.brokers,
             ("eventing.knative.dev", "Trigger"): self.triggers,
+            ("messaging.knative.dev", "Channel"): self.channels,
+            ("messaging.knative.dev", "InMemoryChannel"): self.imcs,
+            ("messaging.knative.dev", "Subscription"): self.subscriptions,
         }
         informer = informers.get((group, kind))
         return None if informer is None else informer.get(namespace, name)

@@ -1,7 +1,8 @@
 """Resolving a Knative Destination (`ref` and/or `uri`) to the URL events are sent to (pure).
 
 `ref` names an Addressable: a Knative Service or Route (`status.url`, else
-`status.address.url`) or a Broker (`status.address.url`); a `uri` with a `ref` is resolved
+`status.address.url`), a Broker, Channel or InMemoryChannel (`status.address.url`); a `uri`
+with a `ref` is resolved
 against the ref's URL (RFC 3986), a `uri` alone is used as it is.
 """
 
@@ -20,6 +21,8 @@ ADDRESSABLE: dict[tuple[str, str], str] = {
     ("serving.knative.dev", "Service"): "services.serving.knative.dev",
     ("serving.knative.dev", "Route"): "routes.serving.knative.dev",
     ("eventing.knative.dev", "Broker"): "brokers.eventing.knative.dev",
+    ("messaging.knative.dev", "Channel"): "channels.messaging.knative.dev",
+    ("messaging.knative.dev", "InMemoryChannel"): "inmemorychannels.messaging.knative.dev",
 }
 """The kinds a `ref` may name, with the resource name used in messages."""
 
@@ -50,7 +53,7 @@ def resolve_destination(dest: Any, namespace: str, lookup: Lookup) -> tuple[str 
     if obj is None:
         return None, f'failed to get ref {ns}/{name}: {resource} "{name}" not found'
     status: Obj = obj.get("status") or {}
-    url = status.get("url") if kind != "Broker" else None
+    url = status.get("url") if group == "serving.knative.dev" else None
     url = url or (status.get("address") or {}).get("url")
     if not url:
         return None, f"{kind} {ns}/{name} does not have an address yet"

@@ -47,8 +47,10 @@ class SnapshotPublisher:
         stop_grace_s: float,
         on_published: Callable[[int], None] | None = None,
         brokers: Informer | None = None,
+        channels: Informer | None = None,
     ) -> None:
         self._brokers = brokers
+        self._channels = channels
         self._hub = hub
         self._runtime = runtime
         self._routes = routes
@@ -113,7 +115,8 @@ class SnapshotPublisher:
         return replace(snapshot, brokers=self.broker_entries())
 
     def broker_entries(self) -> tuple[BrokerEntry, ...]:
-        """Every broker of Flint's class, with its log: the gateways' ingress serves them."""
+        """Every broker of Flint's class and every InMemoryChannel, with its log: the gateways'
+        ingress serves them."""
         out = []
         for b in self._brokers or ():
             meta = b["metadata"]
@@ -123,7 +126,14 @@ class SnapshotPublisher:
                 BrokerEntry(meta.get("namespace", "default"), meta["name"], meta["uid"],
                             broker_log_relpath(meta["uid"]))
             )
-        return tuple(sorted(out, key=lambda e: e.key))
+        for c in self._channels or ():  # InMemoryChannels: the same log, without fsync
+            meta = c["metadata"]
+            if meta.get("uid"):
+                out.append(
+                    BrokerEntry(meta.get("namespace", "default"), meta["name"], meta["uid"],
+                                broker_log_relpath(meta["uid"]), durable=False, kind="channel")
+                )
+        return tuple(sorted(out, key=lambda e: e.ident))
 
     def _publish(self) -> None:
         self._scheduled = False

@@ -436,9 +436,16 @@ def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest
                     killed.set()
                 with contextlib.suppress(Exception):
                     async with session.post(
-                        f"http://127.0.0.1:{flint.port}/default/ingest", data=b'{"n": 1}',
-                        headers={"Host": INGRESS, "ce-specversion": "1.0", "ce-id": eid, "ce-source": "/t",
-                                 "ce-type": "t", "Content-Type": "application/json"},
+                        f"http://127.0.0.1:{flint.port}/default/ingest",
+                        data=b'{"n": 1}',
+                        headers={
+                            "Host": INGRESS,
+                            "ce-specversion": "1.0",
+                            "ce-id": eid,
+                            "ce-source": "/t",
+                            "ce-type": "t",
+                            "Content-Type": "application/json",
+                        },
                         timeout=aiohttp.ClientTimeout(total=5),
                     ) as r:
                         if r.status == 202:
@@ -462,3 +469,99 @@ def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest
 def gateway_pids(flint: Flint) -> list[int]:
     out = os.popen(f"pgrep -f 'gateway.*{flint.state_dir}'").read().split()
     return [int(p) for p in out if int(p) != os.getpid()]
+
+
+def test_a_channel_delivers_to_its_subscriptions_and_replies_go_to_reply(
+    flint: Flint, tmp_path: Path
+) -> None:
+    sink_file = tmp_path / "replier.jsonl"
+    flint.cli(
+        "service",
+        "create",
+        "replier",
+        "--image",
+        SINK,
+        "--env",
+        f"SINK_FILE={sink_file}",
+        "--env",
+        "REPLY_TYPE=answer",
+        "--scale-min",
+        "1",
+    )
+    channel = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "metadata": {"name": "orders"}}
+    with recorder() as direct, recorder() as replies:
+        subs = [
+            {
+                "apiVersion": "messaging.knative.dev/v1",
+                "kind": "Subscription",
+                "metadata": {"name": "direct"},
+                "spec": {
+                    "channel": {
+                        "apiVersion": "messaging.knative.dev/v1",
+                        "kind": "Channel",
+                        "name": "orders",
+                    },
+                    "subscriber": {"uri": direct.url},
+                },
+            },
+            {
+                "apiVersion": "messaging.knative.dev/v1",
+                "kind": "Subscription",
+                "metadata": {"name": "answers"},
+                "spec": {
+                    "channel": {
+                        "apiVersion": "messaging.knative.dev/v1",
+                        "kind": "Channel",
+                        "name": "orders",
+                    },
+                    "subscriber": {
+                        "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "replier"}
+                    },
+                    "reply": {"uri": replies.url},
+                },
+            },
+        ]
+        apply(flint, channel, *subs)
+        wait_ready(flint, "channel", "orders")
+        for name in ("direct", "answers"):
+            wait_ready(flint, "subscription", name)
+        ch = flint.get("channel", "orders")
+        assert (
+            ch["status"]["address"]["url"] == f"http://channel-ingress.localhost:{flint.port}/default/orders"
+        )
+        assert ch["status"]["channel"]["kind"] == "InMemoryChannel"
+        imc = flint.get("imc", "orders")
+        assert len(imc["status"]["subscribers"]) == 2
+        sub = flint.get("subscription", "answers")
+        assert sub["status"]["physicalSubscription"]["subscriberUri"] == (
+            f"http://replier.default.localhost:{flint.port}"
+        )
+        for i in range(10):
+            status, _, body = asyncio.run(
+                fetch(
+                    flint.port,
+                    "channel-ingress.localhost",
+                    "/default/orders",
+                    method="POST",
+                    data=b'{"n": 1}',
+                    headers={
+                        "ce-specversion": "1.0",
+                        "ce-id": f"o-{i}",
+                        "ce-source": "/t",
+                        "ce-type": "order",
+                        "Content-Type": "application/json",
+                    },
+                )
+            )
+            assert status == 202, body
+        ids = [f"o-{i}" for i in range(10)]
+        poll(lambda: sorted(direct.ids()) == sorted(ids), 30, "every event at the direct subscriber")
+        poll(lambda: sorted(replies.ids()) == sorted(f"r-{i}" for i in ids), 30, "every reply at reply")
+        # A channel stores events as they came: no broker extensions.
+        assert "ce-knativebrokerttl" not in direct.events[0]["headers"]
+        flint.cli("delete", "channel", "orders")
+        poll(
+            lambda: flint.cli("get", "imc", "orders", check=False).returncode != 0,
+            30,
+            "the backing InMemoryChannel to go with its Channel",
+        )

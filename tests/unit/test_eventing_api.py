@@ -666,12 +666,14 @@ def test_registry_api_version_kind_and_plural() -> None:
     ]
 
 
-def test_the_api_serves_brokers_and_triggers_but_not_channels_before_their_reconcilers() -> None:
+def test_the_api_serves_every_eventing_kind() -> None:
     assert served_lookup("broker").kind == "Broker"
     assert served_lookup("triggers").kind == "Trigger"
-    for name in ("channel", "imc", "subscription"):
-        with pytest.raises(UnknownResource):
-            served_lookup(name)
+    assert served_lookup("channel").kind == "Channel"
+    assert served_lookup("imc").kind == "InMemoryChannel"
+    assert served_lookup("sub").kind == "Subscription"
+    with pytest.raises(UnknownResource):
+        served_lookup("parallel")
 
 
 def test_admit_defaults_and_refuses() -> None:

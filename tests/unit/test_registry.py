@@ -60,10 +60,12 @@ def test_lookup_unknown_lists_what_is_known() -> None:
     assert isinstance(info.value, KeyError)
 
 
-def test_types_are_the_four_serving_kinds_then_broker_and_trigger() -> None:
+def test_types_are_the_four_serving_kinds_then_the_eventing_kinds() -> None:
     kinds = [rt.kind for rt in TYPES]
-    assert kinds == ["Service", "Configuration", "Revision", "Route", "Broker", "Trigger"]
-    assert [rt.api_version for rt in TYPES[4:]] == ["eventing.knative.dev/v1"] * 2
+    assert kinds == ["Service", "Configuration", "Revision", "Route", "Broker", "Trigger", "Channel",
+                     "InMemoryChannel", "Subscription"]
+    groups = [rt.api_version for rt in TYPES[4:]]
+    assert groups == ["eventing.knative.dev/v1"] * 2 + ["messaging.knative.dev/v1"] * 3
     for rt in TYPES[:4]:
         assert rt.group == "serving.knative.dev"
         assert rt.version == "v1"

@@ -1,0 +1,195 @@
+"""Channel and InMemoryChannel reconcilers: a Channel is backed by an InMemoryChannel, which has a log.
+
+An InMemoryChannel is what the gateway serves (`channel-ingress.{domain}/{ns}/{name}`) and what
+the dispatcher reads: the same log as a broker's, without fsync (Knative's name, documented as
+not durable). A Channel creates and owns an InMemoryChannel of its name from its
+`channelTemplate` (InMemoryChannel is the only kind Flint backs channels with), passes it its
+`delivery`, and mirrors its address, subscribers and readiness.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from controller.api import messaging
+from controller.reconcilers.broker import dead_letter_sink
+from controller.reconcilers.children import NotOwned, ensure_child, write_status
+from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.context import CHANNELS, IN_MEMORY_CHANNELS, Context, Key, Obj
+
+IMC_KIND = "InMemoryChannel"
+
+
+def backing_imc(ctx: Context, namespace: str, channel_ref: Obj) -> tuple[Obj | None, Obj | None, str]:
+    """(the InMemoryChannel, the object the ref names, why not) for a Subscription's `channel`."""
+    kind = str(channel_ref.get("kind") or "")
+    name = str(channel_ref.get("name") or "")
+    if kind == IMC_KIND:
+        imc = ctx.imcs.get(namespace, name)
+        return imc, imc, "" if imc is not None else f'InMemoryChannel "{name}" not found'
+    if kind == "Channel":
+        ch = ctx.channels.get(namespace, name)
+        if ch is None:
+            return None, None, f'Channel "{name}" not found'
+        backing = (ch.get("status") or {}).get("channel") or {}
+        imc = ctx.imcs.get(namespace, str(backing.get("name") or "")) if backing else None
+        return imc, ch, "" if imc is not None else f'Channel "{name}" has no backing channel yet'
+    return None, None, f"channel kind {kind!r} is not supported: use Channel or InMemoryChannel"
+
+
+def subscribers_of(ctx: Context, imc: Obj) -> list[Obj]:
+    """`status.subscribers` of a channel: every Subscription that delivers from it."""
+    ns = imc["metadata"].get("namespace", "default")
+    out = []
+    for sub in ctx.subscriptions.list(ns):
+        ref = (sub.get("spec") or {}).get("channel") or {}
+        found, _, _ = backing_imc(ctx, ns, ref)
+        if found is None or found["metadata"].get("uid") != imc["metadata"].get("uid"):
+            continue
+        uid = sub["metadata"].get("uid", "")
+        entry: Obj = {
+            "uid": uid,
+            "observedGeneration": sub["metadata"].get("generation", 1),
+            "ready": "True" if ctx.dispatch.runs(uid) else "Unknown",
+        }
+        if entry["ready"] != "True":
+            entry["message"] = "waiting for the dispatcher to run the subscription"
+        out.append(entry)
+    return sorted(out, key=lambda e: str(e["uid"]))
+
+
+async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
+    imc = ctx.imcs.get(*key)
+    if imc is None:
+        ctx.snapshot_dirty()
+        ctx.plan_dirty()
+        return None
+    now = ctx.clock()
+    ns, name = key
+    s = ctx.settings
+    status = copy.deepcopy(imc.get("status") or {})
+    status["observedGeneration"] = imc["metadata"].get("generation", 1)
+    status["address"] = {"url": messaging.channel_address_url(ns, name, s.domain, s.gateway_port)}
+    set_condition(status, "Addressable", "True", now=now)
+    set_condition(status, "EndpointsReady", "True", now=now)
+    set_condition(status, "ChannelServiceReady", "True", now=now)
+    requeue: float | None = None
+    served = any(
+        b.kind == "channel" and b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers
+    )
+    if not served:
+        ctx.snapshot_dirty()
+        set_condition(status, "ServiceReady", "Unknown", "Programming",
+                      "waiting for the gateway snapshot to carry the channel", now=now)
+    elif not ctx.hub.connected():
+        set_condition(status, "ServiceReady", "Unknown", "NoGateway",
+                      "no gateway worker is connected to the controller", now=now)
+        requeue = 1.0
+    elif ctx.hub.acked_by_all(ctx.hub.version):
+        set_condition(status, "ServiceReady", "True", now=now)
+    else:
+        set_condition(status, "ServiceReady", "Unknown", "Programming",
+                      "waiting for every gateway worker to apply the channel", now=now)
+    if ctx.dispatch.connected():
+        set_condition(status, "DispatcherReady", "True", now=now)
+    else:
+        set_condition(status, "DispatcherReady", "Unknown", "NoDispatcher",
+                      "the dispatcher is not connected to the controller", now=now)
+        requeue = 2.0
+    uri, err, configured = dead_letter_sink(ctx, (imc.get("spec") or {}).get("delivery"), ns)
+    if not configured:
+        status.pop("deadLetterSinkUri", None)
+        set_condition(status, "DeadLetterSinkResolved", "True", "DeadLetterSinkNotConfigured",
+                      "No dead letter sink is configured.", now=now)
+    elif uri is None:
+        status.pop("deadLetterSinkUri", None)
+        set_condition(status, "DeadLetterSinkResolved", "False",
+                      "Unable to get the dead letter sink's URI", err, now=now)
+        requeue = requeue or 5.0
+    else:
+        status["deadLetterSinkUri"] = uri
+        set_condition(status, "DeadLetterSinkResolved", "True", now=now)
+    status["subscribers"] = subscribers_of(ctx, imc)
+    if not status["subscribers"]:
+        del status["subscribers"]
+    roll_up(status, list(messaging.IN_MEMORY_CHANNEL_CONDITIONS), now=now)
+    await write_status(ctx, IN_MEMORY_CHANNELS, imc, status)
+    ctx.plan_dirty()
+    return requeue
+
+
+def backing_manifest(channel: Obj) -> Obj:
+    """The InMemoryChannel a Channel owns: its name, the template's spec, the Channel's delivery."""
+    meta = channel["metadata"]
+    spec = channel.get("spec") or {}
+    template = spec.get("channelTemplate") or dict(messaging.DEFAULT_CHANNEL_TEMPLATE)
+    imc_spec = copy.deepcopy(template.get("spec") or {})
+    if spec.get("delivery"):
+        imc_spec["delivery"] = copy.deepcopy(spec["delivery"])
+    return {
+        "apiVersion": messaging.API_VERSION,
+        "kind": IMC_KIND,
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta.get("namespace", "default"),
+            "labels": {"messaging.knative.dev/channel": meta["name"]},
+            "ownerReferences": [{
+                "apiVersion": messaging.API_VERSION, "kind": "Channel", "name": meta["name"],
+                "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": imc_spec,
+    }
+
+
+async def reconcile_channel(ctx: Context, key: Key) -> float | None:
+    ch = ctx.channels.get(*key)
+    if ch is None:
+        return None
+    now = ctx.clock()
+    status = copy.deepcopy(ch.get("status") or {})
+    status["observedGeneration"] = ch["metadata"].get("generation", 1)
+    template = (ch.get("spec") or {}).get("channelTemplate") or {}
+    imc: Obj | None = None
+    if template.get("kind", IMC_KIND) != IMC_KIND or template.get("apiVersion", messaging.API_VERSION) != (
+        messaging.API_VERSION
+    ):
+        set_condition(
+            status, "BackingChannelReady", "False", "ChannelTemplateUnsupported",
+            f"Flint backs channels with {messaging.API_VERSION} InMemoryChannel, not "
+            f"{template.get('apiVersion')} {template.get('kind')}", now=now,
+        )
+    else:
+        try:
+            imc = await ensure_child(ctx, IN_MEMORY_CHANNELS, ctx.imcs, ch, backing_manifest(ch))
+        except NotOwned as exc:
+            set_condition(status, "BackingChannelReady", "False", "NotOwned", str(exc), now=now)
+    if imc is not None:
+        status["channel"] = {
+            "apiVersion": messaging.API_VERSION, "kind": IMC_KIND,
+            "name": imc["metadata"]["name"], "namespace": imc["metadata"].get("namespace", "default"),
+        }
+        istatus = imc.get("status") or {}
+        ready = get_condition(istatus, "Ready") or {"status": "Unknown", "reason": "Creating"}
+        set_condition(status, "BackingChannelReady", ready["status"], ready.get("reason", ""),
+                      ready.get("message", ""), now=now)
+        if istatus.get("address"):
+            status["address"] = istatus["address"]
+            set_condition(status, "Addressable", "True", now=now)
+        else:
+            set_condition(status, "Addressable", "Unknown", "NoAddress",
+                          "the backing channel has no address yet", now=now)
+        dls = get_condition(istatus, "DeadLetterSinkResolved") or {"status": "Unknown"}
+        set_condition(status, "DeadLetterSinkResolved", dls["status"], dls.get("reason", ""),
+                      dls.get("message", ""), now=now)
+        for field in ("deadLetterSinkUri", "subscribers"):
+            if istatus.get(field):
+                status[field] = istatus[field]
+            else:
+                status.pop(field, None)
+    else:
+        set_condition(status, "Addressable", "Unknown", "NoBackingChannel", "", now=now)
+        set_condition(status, "DeadLetterSinkResolved", "Unknown", "NoBackingChannel", "", now=now)
+    roll_up(status, list(messaging.CHANNEL_CONDITIONS), now=now)
+    await write_status(ctx, CHANNELS, ch, status)
+    return None
