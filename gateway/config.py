@@ -72,6 +72,14 @@ class GatewaySettings:
     """Largest CloudEvent the broker ingress accepts (its encoded size); more → 413."""
     max_ingress_body_bytes: int = 16 * 1024 * 1024
     """Largest request body the broker ingress reads (a batch of events); more → 413."""
+    log_max_age_s: float = 7 * 24 * 3600.0
+    """Retention cap of a broker's or channel's log: records older than this are deleted even if
+    a trigger has not handled them yet (each such record is counted and logged as dropped, reason
+    `retention`). Records every trigger has handled go at once, whatever their age. 7 days, the
+    Kafka broker's default retention."""
+    log_max_records: int = 10_000_000
+    """Retention cap in records (the newest are kept); beyond it, as for `log_max_age_s`. About
+    10 GiB of 1 KiB events."""
 
     @property
     def snapshot_path(self) -> Path:

@@ -18,7 +18,9 @@ Answers (Knative's broker ingress, with the reason in the body):
 
 Retention: every `COMPACT_EVERY_S` the home worker deletes the records that every trigger of
 the broker has handled (the floor the dispatcher writes next to the log, `channels/floor.py`);
-the log file goes when the broker leaves the snapshot.
+past the age and size caps (`log_max_age_s`, `log_max_records`: 7 days, 10 M records) older
+records go even if unhandled, each counted and logged as a `retention` drop; the log file goes
+when the broker leaves the snapshot.
 
 Every event stored in a broker gets `knativearrivaltime` (RFC 3339, UTC) and
 `knativebrokerttl` (255 when absent); a channel stores events as they came. An event that
@@ -192,6 +194,7 @@ class IngressMetrics:
     accepted: dict[str, int] = field(default_factory=dict)
     rejected: dict[tuple[str, str], int] = field(default_factory=dict)
     dropped_ttl: dict[str, int] = field(default_factory=dict)
+    dropped_retention: dict[str, int] = field(default_factory=dict)
 
     def reject(self, broker: str, reason: str) -> None:
         k = (broker, reason)
@@ -202,6 +205,7 @@ class IngressMetrics:
         out = [(b, "accepted", "", n) for b, n in self.accepted.items()]
         out += [(b, "rejected", r, n) for (b, r), n in self.rejected.items()]
         out += [(b, "dropped", "ttl-exhausted", n) for b, n in self.dropped_ttl.items()]
+        out += [(b, "dropped", "retention", n) for b, n in self.dropped_retention.items()]
         return out
 
 
@@ -222,6 +226,8 @@ class BrokerIngress:
         worker_index: int = 0,
         workers: int = 1,
         max_event_bytes: int,
+        max_age_s: float | None = None,
+        max_records: int | None = None,
         wake: WakeSender | None = None,
         clock: Callable[[], float] = time.time,
         open_log: Callable[[BrokerEntry], ChannelLog] | None = None,
@@ -232,6 +238,8 @@ class BrokerIngress:
         self.index = worker_index
         self.workers = workers
         self.max_event_bytes = max_event_bytes
+        self.max_age_s = max_age_s
+        self.max_records = max_records
         self.metrics = IngressMetrics()
         self._wake = wake
         self._clock = clock
@@ -316,12 +324,25 @@ class BrokerIngress:
         deleted = 0
         for entry, log_ in list(self._logs.values()):
             floor = await asyncio.to_thread(read_floor, self.state_dir / entry.log)
-            if floor is None or floor <= 0:
-                continue
             try:
-                deleted += await log_.compact(CHANNEL, floor + 1)
+                if floor is not None and floor > 0:
+                    deleted += await log_.compact(CHANNEL, floor + 1)
+                if self.max_age_s is None and self.max_records is None:
+                    continue
+                # What is left was not handled by every trigger: past the caps it goes anyway.
+                lost = await log_.apply_retention(
+                    CHANNEL, max_age_s=self.max_age_s, max_records=self.max_records,
+                    keep_from=await log_.tail(CHANNEL) + 1,
+                )
             except Exception as exc:  # the next round tries again
                 log.warning("event=compact_failed broker=%s error=%r", entry.key, exc)
+                continue
+            if lost:
+                key = entry.key if entry.kind == "broker" else entry.ident
+                self.metrics.dropped_retention[key] = self.metrics.dropped_retention.get(key, 0) + lost
+                log.error("event=retention_dropped %s=%s records=%d (past the log's age or size cap "
+                          "before every trigger handled them)", entry.kind, entry.key, lost)
+                deleted += lost
         self.compacted += deleted
         return deleted
 

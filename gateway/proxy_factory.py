@@ -71,6 +71,8 @@ class ProxyFactory:
             worker_index=worker_index,
             workers=workers,
             max_event_bytes=settings.max_event_bytes,
+            max_age_s=settings.log_max_age_s,
+            max_records=settings.log_max_records,
             wake=WakeSender(wake_socket_path(settings.state_dir)),
         )
         router.listeners.append(self.ingress.apply)

@@ -565,3 +565,43 @@ def test_a_channel_delivers_to_its_subscriptions_and_replies_go_to_reply(
             30,
             "the backing InMemoryChannel to go with its Channel",
         )
+
+
+def test_ordered_delivery_keeps_the_order_through_retries_and_large_events_arrive_whole(flint: Flint) -> None:
+    apply(flint, broker("order"))
+    big = bytes(range(256)) * 400  # 100 KiB of binary data
+    # Every third request fails: in ordered mode the failed event is retried before the next.
+    with recorder(fail_every=3) as rec:
+        t = trigger(
+            "in-order",
+            "order",
+            {"uri": rec.url},
+            delivery={"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0.02S"},
+        )
+        t["metadata"]["annotations"] = {"kafka.eventing.knative.dev/delivery.order": "ordered"}
+        apply(flint, t)
+        wait_ready(flint, "trigger", "in-order")
+        ids = [f"o-{i}" for i in range(20)]
+        for i in ids:
+            assert send(flint, "order", id=i)[0] == 202
+        status, _, body = asyncio.run(
+            fetch(
+                flint.port,
+                INGRESS,
+                "/default/order",
+                method="POST",
+                data=big,
+                headers={
+                    "ce-specversion": "1.0",
+                    "ce-id": "big",
+                    "ce-source": "/t",
+                    "ce-type": "t",
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+        )
+        assert status == 202, body
+        poll(lambda: len(rec.ids()) == 21, 30, "all events, in order")
+        assert rec.ids() == [*ids, "big"]
+        assert rec.requests > 21  # some were retried
+        assert rec.events[-1]["body"] == big

@@ -70,3 +70,21 @@ async def test_a_deleted_broker_takes_its_floor_file_along(tmp_path: Path) -> No
     ingress.apply(Snapshot(2, (), (), ()))
     await ingress.close()
     assert list((tmp_path / "eventing" / "logs").iterdir()) == []
+
+
+async def test_past_the_size_cap_unhandled_records_go_and_are_counted(tmp_path: Path) -> None:
+    ingress = BrokerIngress(tmp_path, "localhost", max_event_bytes=1 << 20, max_records=4)
+    ingress.apply(Snapshot(1, (), (), (ENTRY,)))
+    for i in range(10):
+        assert (await ingress.accept(ENTRY, headers(i), b"{}")).status == 202
+    path = tmp_path / ENTRY.log
+    write_floor(path, 3)  # the slowest trigger handled 1..3
+    reader = LogReader(path)
+    try:
+        assert await ingress.compact_once() == 6  # 1..3 handled, 4..6 over the cap
+        assert [off for off, _ in await reader.read(0, 100)] == [7, 8, 9, 10]
+        assert ingress.metrics.dropped_retention == {"default/b": 3}
+        assert ("default/b", "dropped", "retention", 3) in ingress.metrics.rows()
+    finally:
+        await reader.close()
+        await ingress.close()
