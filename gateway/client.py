@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
 import httptools
@@ -453,13 +454,18 @@ class ClientConnection(asyncio.Protocol):
     # -- answers and endings ----------------------------------------------------------------
 
     def _respond_error(self, status: int, message: str, retry_after: bool = False) -> None:
+        self._respond_local(status, lambda close: error_response(status, message, close, retry_after))
+
+    def _respond_local(self, status: int, render: Callable[[bool], bytes]) -> None:
+        """Answer the active request from the gateway itself: `render(close)` is the whole
+        response; the connection is kept when the request allows it."""
         req = self._cur
         transport = self.transport
         if req is None or transport is None or self._closing:
             return
         body_pending = not req.complete and req.body_expected
         close = not req.keep_alive or body_pending or req.upgrade or self._broken or req.method == b"CONNECT"
-        transport.write(error_response(status, message, close, retry_after))
+        transport.write(render(close))
         self._metrics.count_status(status)
         self._resp_started = True
         req.response_done = True

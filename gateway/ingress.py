@@ -55,6 +55,7 @@ from gateway.cloudevents import (
 )
 from gateway.cloudevents_attrs import INT_MAX
 from gateway.config import BrokerEntry, RevisionTarget, Snapshot
+from gateway.headers import REASONS
 from gateway.home import home_index
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "classify",
     "home_key",
     "ingress_target",
+    "local_response",
     "stamp",
 ]
 
@@ -120,6 +122,23 @@ class Answer:
 
 
 ALLOW = ((b"Allow", b"POST, OPTIONS"),)
+
+
+def local_response(answer: Answer, close: bool) -> bytes:
+    """The bytes of an ingress answer (text/plain reason, its extra headers)."""
+    body = answer.message.encode("utf-8", "replace") + b"\n" if answer.message else b""
+    head = [b"HTTP/1.1 %d %s\r\n" % (answer.status, REASONS.get(answer.status, b"Status"))]
+    for name, value in answer.headers:
+        head += (name, b": ", value, b"\r\n")
+    if body:
+        head.append(b"Content-Type: text/plain; charset=utf-8\r\n")
+    if answer.retry_after:
+        head.append(b"Retry-After: 1\r\n")
+    head.append(b"Content-Length: %d\r\n" % len(body))
+    if close:
+        head.append(b"Connection: close\r\n")
+    head += (b"\r\n", body)
+    return b"".join(head)
 
 
 def classify(

@@ -25,11 +25,18 @@ from gateway.headers import (
     CRLF,
     H_INTERNAL_REVISION,
     H_INTERNAL_ROUTE,
-    REASONS,
     forwarding_headers,
     new_traceparent,
 )
-from gateway.ingress import HOST_PREFIXES, Answer, BrokerIngress, classify, home_key, ingress_target
+from gateway.ingress import (
+    HOST_PREFIXES,
+    Answer,
+    BrokerIngress,
+    classify,
+    home_key,
+    ingress_target,
+    local_response,
+)
 from gateway.router import RouteMiss, Router
 from gateway.stats import RevStats
 from gateway.upstream import UpstreamConn, UpstreamPool
@@ -366,36 +373,10 @@ class ProxyProtocol(ClientConnection):
 
     def _respond_answer(self, answer: Answer) -> None:
         """Write a response the gateway makes itself (keep-alive kept when possible)."""
-        req = self._cur
-        transport = self.transport
-        if req is None or transport is None or self._closing:
-            return
         if answer.status >= 400 and not answer.headers:
             self._respond_error(answer.status, answer.message, answer.retry_after)
-            return
-        body_pending = not req.complete and req.body_expected
-        close = not req.keep_alive or body_pending or self._broken
-        body = answer.message.encode("utf-8", "replace") + b"\n" if answer.message else b""
-        head = [b"HTTP/1.1 %d %s\r\n" % (answer.status, REASONS.get(answer.status, b"Status"))]
-        for name, value in answer.headers:
-            head += (name, COLON, value, CRLF)
-        if body:
-            head.append(b"Content-Type: text/plain; charset=utf-8\r\n")
-        head.append(b"Content-Length: %d\r\n" % len(body))
-        if close:
-            head.append(b"Connection: close\r\n")
-        head += (CRLF, body)
-        transport.writelines(head)
-        self._metrics.count_status(answer.status)
-        self._resp_started = True
-        req.response_done = True
-        if close:
-            req.keep_alive = False
-            self._close_client(linger=body_pending)
-        elif req.complete:
-            self._advance()
         else:
-            req.discard = True
+            self._respond_local(answer.status, lambda close: local_response(answer, close))
 
     # -- Waiter (the activator's callbacks) ---------------------------------------------------
 

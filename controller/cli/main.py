@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-from controller.cli import event_send, eventing_cmd, logs, resource_cmd, service_cmd
+from controller.cli import channel_cmd, event_send, eventing_cmd, logs, resource_cmd, service_cmd
 from controller.cli.client import DEFAULT_API, ApiClient, CliError, Unreachable
 
 Handler = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     resource_cmd.add_parsers(sub, common)
     service_cmd.add_parser(sub, common)
     eventing_cmd.add_parsers(sub, common)
+    channel_cmd.add_parsers(sub, common)
     event_send.add_parser(sub, common)
     logs.add_parser(sub, common)
     return root

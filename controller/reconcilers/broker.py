@@ -6,7 +6,6 @@ import copy
 
 from controller.api.eventing import (
     BROKER_CONDITION_ADDRESSABLE,
-    BROKER_CONDITION_DEAD_LETTER_SINK_RESOLVED,
     BROKER_CONDITION_FILTER,
     BROKER_CONDITION_INGRESS,
     BROKER_CONDITION_TRIGGER_CHANNEL,
@@ -19,15 +18,7 @@ from controller.eventing.plan import broker_log_relpath
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import roll_up, set_condition
 from controller.reconcilers.context import BROKERS, Context, Key
-from controller.reconcilers.destinations import resolve_destination
-
-
-def dead_letter_sink(ctx: Context, delivery: object, namespace: str) -> tuple[str | None, str, bool]:
-    """(uri, error, configured) for a delivery's deadLetterSink."""
-    if not isinstance(delivery, dict) or not delivery.get("deadLetterSink"):
-        return None, "", False
-    uri, err = resolve_destination(delivery["deadLetterSink"], namespace, ctx.lookup)
-    return uri, err, True
+from controller.reconcilers.deadletters import mark_dead_letter_sink
 
 
 async def reconcile_broker(ctx: Context, key: Key) -> float | None:
@@ -70,19 +61,8 @@ async def reconcile_broker(ctx: Context, key: Key) -> float | None:
         set_condition(status, BROKER_CONDITION_FILTER, "Unknown", "NoDispatcher",
                       "the dispatcher is not connected to the controller", now=now)
         requeue = 2.0
-    uri, err, configured = dead_letter_sink(ctx, (broker.get("spec") or {}).get("delivery"), ns)
-    if not configured:
-        status.pop("deadLetterSinkUri", None)
-        set_condition(status, BROKER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "True",
-                      "DeadLetterSinkNotConfigured", "No dead letter sink is configured.", now=now)
-    elif uri is None:
-        status.pop("deadLetterSinkUri", None)
-        set_condition(status, BROKER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "False",
-                      "Unable to get the dead letter sink's URI", err, now=now)
+    if not mark_dead_letter_sink(ctx, status, (broker.get("spec") or {}).get("delivery"), ns, now=now):
         requeue = requeue or 5.0
-    else:
-        status["deadLetterSinkUri"] = uri
-        set_condition(status, BROKER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "True", now=now)
     roll_up(status, list(BROKER_CONDITIONS), now=now)
     await write_status(ctx, BROKERS, broker, status)
     ctx.plan_dirty()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 
 from controller.api import messaging
-from controller.reconcilers.broker import dead_letter_sink
 from controller.reconcilers.children import NotOwned, ensure_child, write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import CHANNELS, IN_MEMORY_CHANNELS, Context, Key, Obj
+from controller.reconcilers.deadletters import mark_dead_letter_sink
 
 IMC_KIND = "InMemoryChannel"
 
@@ -96,19 +96,8 @@ async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
         set_condition(status, "DispatcherReady", "Unknown", "NoDispatcher",
                       "the dispatcher is not connected to the controller", now=now)
         requeue = 2.0
-    uri, err, configured = dead_letter_sink(ctx, (imc.get("spec") or {}).get("delivery"), ns)
-    if not configured:
-        status.pop("deadLetterSinkUri", None)
-        set_condition(status, "DeadLetterSinkResolved", "True", "DeadLetterSinkNotConfigured",
-                      "No dead letter sink is configured.", now=now)
-    elif uri is None:
-        status.pop("deadLetterSinkUri", None)
-        set_condition(status, "DeadLetterSinkResolved", "False",
-                      "Unable to get the dead letter sink's URI", err, now=now)
+    if not mark_dead_letter_sink(ctx, status, (imc.get("spec") or {}).get("delivery"), ns, now=now):
         requeue = requeue or 5.0
-    else:
-        status["deadLetterSinkUri"] = uri
-        set_condition(status, "DeadLetterSinkResolved", "True", now=now)
     status["subscribers"] = subscribers_of(ctx, imc)
     if not status["subscribers"]:
         del status["subscribers"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 
 from controller.api import messaging
-from controller.reconcilers.broker import dead_letter_sink
 from controller.reconcilers.channels import backing_imc
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import SUBSCRIPTIONS, Context, Key
+from controller.reconcilers.deadletters import dead_letter_sink
 
 
 async def reconcile_subscription(ctx: Context, key: Key) -> float | None:

@@ -8,17 +8,16 @@ import json
 from controller.api.eventing import (
     DEPENDENCY_ANNOTATION,
     TRIGGER_CONDITION_BROKER,
-    TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED,
     TRIGGER_CONDITION_DEPENDENCY,
     TRIGGER_CONDITION_SUBSCRIBED,
     TRIGGER_CONDITION_SUBSCRIBER_RESOLVED,
     TRIGGER_CONDITIONS,
 )
 from controller.eventing.filters import UnsupportedFilter, compile_trigger_filter
-from controller.reconcilers.broker import dead_letter_sink
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import TRIGGERS, Context, Key, Obj
+from controller.reconcilers.deadletters import mark_dead_letter_sink
 
 
 def _dependency(ctx: Context, trigger: Obj, ns: str) -> tuple[str, str, str]:
@@ -69,19 +68,8 @@ async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
         status["subscriberUri"] = uri
         set_condition(status, TRIGGER_CONDITION_SUBSCRIBER_RESOLVED, "True", now=now)
 
-    dls, dls_err, configured = dead_letter_sink(ctx, spec.get("delivery"), ns)
-    if not configured:
-        status.pop("deadLetterSinkUri", None)
-        set_condition(status, TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "True",
-                      "DeadLetterSinkNotConfigured", "No dead letter sink is configured.", now=now)
-    elif dls is None:
-        status.pop("deadLetterSinkUri", None)
-        set_condition(status, TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "False",
-                      "Unable to get the dead letter sink's URI", dls_err, now=now)
+    if not mark_dead_letter_sink(ctx, status, spec.get("delivery"), ns, now=now):
         requeue = 5.0
-    else:
-        status["deadLetterSinkUri"] = dls
-        set_condition(status, TRIGGER_CONDITION_DEAD_LETTER_SINK_RESOLVED, "True", now=now)
 
     dep_status, dep_reason, dep_message = _dependency(ctx, trigger, ns)
     set_condition(status, TRIGGER_CONDITION_DEPENDENCY, dep_status, dep_reason, dep_message, now=now)  # type: ignore[arg-type]
