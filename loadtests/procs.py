@@ -257,4 +257,8 @@ def reap_mentioning(needle: str, *, timeout_s: float = 15.0) -> dict[int, str]:
     for p in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(p, signal.SIGKILL)
+    # SIGKILL is asynchronous: wait (bounded) until the killed ones are really gone.
+    end = time.monotonic() + 5.0
+    while left and any(alive(p) for p in left) and time.monotonic() < end:
+        time.sleep(0.02)
     return left

@@ -19,15 +19,16 @@ or an earlier one. So "await `add_retry`, then `set_position` past the event" ca
 the position without the retry; a crash in between only means the event is delivered again.
 `add_dead_letter(..., retry_id=...)` moves a failed retry to the dead letters in one transaction.
 
-Threads and commits follow `gateway.channels.sqlite` (the house style, simplified): SQLite is never
-called on the event loop. One writer thread owns the only writing connection (a lock file next to
-the database makes it the only writer in the host); operations that arrive while a commit is in
-flight queue up and go into the next transaction together (**group commit**, up to `group_max`
-operations), and every awaiting call resolves only after the commit that covers it. Each
-operation runs under its own savepoint, so one failing operation fails only its caller; a failed
-commit fails the whole group. Reads go to a separate read-only connection in a reader thread and
-see committed data only (WAL lets them run while the writer commits). The writer checkpoints the
-WAL itself (every `checkpoint_every` commits or past `checkpoint_bytes`, and on close).
+Threads and commits follow `gateway.channels.sqlite` (the house style, simplified; both subclass
+`gateway.channels.sqlite_writer.SqliteWriter`): SQLite is never called on the event loop. One
+writer thread owns the only writing connection (a lock file next to the database makes it the only
+writer in the host); operations that arrive while a commit is in flight queue up and go into the
+next transaction together (**group commit**, up to `group_max` operations), and every awaiting call
+resolves only after the commit that covers it. Each operation runs under its own savepoint, so one
+failing operation fails only its caller; a failed commit fails the whole group. Reads go to a
+separate read-only connection in a reader thread and see committed data only (WAL lets them run
+while the writer commits). The writer checkpoints the WAL itself (every `checkpoint_every` commits
+or past `checkpoint_bytes`, and on close).
 
 `durable=True` (the default) commits with ``synchronous=FULL``: a returned call survives a killed
 process and a power cut. `durable=False` uses ``synchronous=NORMAL``: it survives a killed process,
@@ -41,16 +42,14 @@ A call whose caller is cancelled may still be committed (it was already queued):
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import os
 import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
+
+from gateway.channels.sqlite_writer import Answer, SqliteWriter, Stop, post
 
 __all__ = ["DeadLetter", "DispatcherState", "DispatcherStateClosed", "PendingRetry"]
 
@@ -132,34 +131,7 @@ class _Position:
     future: asyncio.Future[Any]
 
 
-@dataclass(slots=True)
-class _Stop:
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-
-
 _Item = _Op | _Position
-_Answer = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
-
-
-def _resolve(items: list[_Answer]) -> None:
-    for fut, result, exc in items:
-        if fut.done():  # the caller was cancelled; the write stands
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-
-
-def _post(answers: list[tuple[asyncio.AbstractEventLoop, _Answer]]) -> None:
-    """Resolve futures on their loops (from any thread): one wake-up per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
-    for loop, answer in answers:
-        by_loop.setdefault(loop, []).append(answer)
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_resolve, items)
 
 
 def _id_chunks(ids: Sequence[int]) -> list[list[int]]:
@@ -188,10 +160,13 @@ def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
 _DEAD_LETTER_COLUMNS = "id, consumer, off, event, reason, status, detail, at"
 
 
-class DispatcherState:
+class DispatcherState(SqliteWriter[_Item]):
     """Positions, pending retries and dead letters of the dispatcher's consumers, in one SQLite file.
 
     See the module docstring for ordering, group commit, threads and durability."""
+
+    closed_error = DispatcherStateClosed
+    noun = "dispatcher state"
 
     def __init__(
         self,
@@ -203,30 +178,17 @@ class DispatcherState:
         checkpoint_bytes: int = 64 << 20,
         connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
     ) -> None:
-        if group_max < 1:
-            raise ValueError("group_max must be at least 1")
-        self.path = os.fspath(path)
-        self.durable = durable
-        self.group_max = group_max
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_bytes = checkpoint_bytes
-        self._factory = connection_factory
-        # Counters (read them from any thread; written by the writer only).
-        self.transactions = 0  # committed write transactions
+        # Counters, like `transactions` and `checkpoints` (read from any thread, written by the writer).
         self.operations = 0  # calls those transactions covered (set_position calls included)
         self.position_writes = 0  # position rows written (after coalescing)
-        self.checkpoints = 0
-        self._queue: queue.SimpleQueue[_Item | _Stop] = queue.SimpleQueue()
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
-        self._closed = False
-        self._close_future: asyncio.Future[None] | None = None
-        self._lockfile: IO[bytes] | None = None  # only touched in the writer thread
-        self._writer = threading.Thread(target=self._write_main, name=f"dispatcher-state-writer:{self.path}")
-        self._writer.daemon = True
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-state-reader")
-        self._rconn: sqlite3.Connection | None = None  # only touched in the reader thread
-        self._writer.start()
+        super().__init__(  # starts the writer: last
+            path,
+            durable=durable,
+            group_max=group_max,
+            checkpoint_every=checkpoint_every,
+            checkpoint_bytes=checkpoint_bytes,
+            connection_factory=connection_factory,
+        )
 
     # -- positions ---------------------------------------------------------------------------
 
@@ -414,31 +376,7 @@ class DispatcherState:
 
         return await self._read(q)
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    async def close(self) -> None:
-        """Commit everything submitted before the call, then release the file; idempotent."""
-        if self._close_future is not None:
-            await asyncio.shield(self._close_future)
-            return
-        loop = asyncio.get_running_loop()
-        self._closed = True
-        self._close_future = loop.create_future()
-        stopped: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Stop(loop, stopped))
-        await stopped
-        await loop.run_in_executor(self._reader, self._close_reader)
-        self._reader.shutdown(wait=False)
-        await asyncio.to_thread(self._writer.join)
-        self._close_future.set_result(None)
-
-    # -- helpers for the loop side -----------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._open_error is not None:
-            raise self._failed() from self._open_error
-        if self._closed:
-            raise DispatcherStateClosed(f"dispatcher state {self.path} is closed")
+    # -- helpers for the loop side (`close()` is `SqliteWriter.close`) -------------------------
 
     def _failed(self) -> DispatcherStateClosed:
         return DispatcherStateClosed(f"dispatcher state {self.path} failed: {self._open_error}")
@@ -450,79 +388,28 @@ class DispatcherState:
         self._queue.put(_Op(fn, loop, fut, forgets))
         return await fut
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._run_read, fn)
-
-    # -- reader thread -----------------------------------------------------------------------
-
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._rconn is None:
-            self._ready.wait()  # the writer creates the file and the schema first
-            if self._open_error is not None:
-                raise self._failed() from self._open_error
-            conn = sqlite3.connect(self.path, isolation_level=None, factory=self._factory)
-            conn.execute("PRAGMA query_only = ON")
-            self._rconn = conn
-        return fn(self._rconn)
-
-    def _close_reader(self) -> None:
-        if self._rconn is not None:
-            self._rconn.close()
-            self._rconn = None
-
     # -- writer thread -----------------------------------------------------------------------
 
     def _open_writer(self) -> sqlite3.Connection:
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        lockfile = open(self.path + ".lock", "a+b")  # noqa: SIM115 - held while the state is open
+        self._acquire_lock()
         try:
-            fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lockfile.close()
-            raise DispatcherStateClosed(f"{self.path} already has a writer") from None
-        self._lockfile = lockfile
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, factory=self._factory)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            conn.execute(f"PRAGMA journal_size_limit = {self.checkpoint_bytes}")
+            conn = self._connect_writer("FULL" if self.durable else "NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA:
                 conn.execute(stmt)
             conn.execute("COMMIT")
         except BaseException:
-            lockfile.close()
-            self._lockfile = None
+            self._release_lock()
             raise
         return conn
 
-    def _write_main(self) -> None:
-        try:
-            conn = self._open_writer()
-        except BaseException as exc:  # surfaced to every caller
-            self._open_error = exc
-            self._ready.set()
-            self._fail_forever(exc)
-            return
-        self._ready.set()
-        try:
-            self._serve(conn)
-        except BaseException as exc:  # a writer bug must not leave callers hanging
-            self._open_error = exc
-            conn.close()
-            self._release_lock()
-            self._fail_forever(exc)
-
     def _serve(self, conn: sqlite3.Connection) -> None:
-        commits_since_checkpoint = 0
-        stop: _Stop | None = None
+        stop: Stop | None = None
         while stop is None:
             first = self._queue.get()
-            if isinstance(first, _Stop):
+            if isinstance(first, Stop):
                 stop = first
                 break
             # Group commit: everything that queued up while the last commit ran goes in this one.
@@ -532,40 +419,18 @@ class DispatcherState:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if isinstance(nxt, _Stop):
+                if isinstance(nxt, Stop):
                     stop = nxt
                     break
                 batch.append(nxt)
             self._commit(conn, batch)
-            commits_since_checkpoint += 1
-            if commits_since_checkpoint >= self.checkpoint_every or self._wal_size() > self.checkpoint_bytes:
-                self._checkpoint(conn)
-                commits_since_checkpoint = 0
-        # Stopped: everything queued before the stop is committed; fail anything that raced in after.
-        leftovers: list[_Item | _Stop] = []
-        while True:
-            try:
-                leftovers.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        try:
-            self._checkpoint(conn, "TRUNCATE")
-        except sqlite3.Error:
-            pass  # a reader elsewhere holds the WAL: the next writer checkpoints it
-        finally:
-            conn.close()
-            self._release_lock()
-        closed = DispatcherStateClosed(f"dispatcher state {self.path} is closed")
-        answers: list[tuple[asyncio.AbstractEventLoop, _Answer]] = [
-            (it.loop, (it.future, None, None if isinstance(it, _Stop) else closed)) for it in leftovers
-        ]
-        answers.append((stop.loop, (stop.future, None, None)))
-        _post(answers)
+            self._maybe_checkpoint(conn)
+        self._finish(conn, stop)
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         """Run `batch` in one transaction, in order; answer every caller after the commit."""
         positions: dict[str, int] = {}  # coalesced set_position calls, written last
-        answers: list[tuple[asyncio.AbstractEventLoop, _Answer]] = []
+        answers: list[tuple[asyncio.AbstractEventLoop, Answer]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for it in batch:
@@ -595,33 +460,9 @@ class DispatcherState:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             finally:
-                _post([(it.loop, (it.future, None, exc)) for it in batch])
+                post([(it.loop, (it.future, None, exc)) for it in batch])
             return
         self.transactions += 1
         self.operations += len(batch)
         self.position_writes += len(positions)
-        _post(answers)
-
-    def _wal_size(self) -> int:
-        try:
-            return os.path.getsize(self.path + "-wal")
-        except OSError:
-            return 0
-
-    def _checkpoint(self, conn: sqlite3.Connection, mode: str = "PASSIVE") -> None:
-        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-        self.checkpoints += 1
-
-    def _release_lock(self) -> None:
-        if self._lockfile is not None:
-            self._lockfile.close()
-            self._lockfile = None
-
-    def _fail_forever(self, exc: BaseException) -> None:
-        """The writer could not open (or broke): answer every request with the error until closed."""
-        while True:
-            it = self._queue.get()
-            if isinstance(it, _Stop):
-                _post([(it.loop, (it.future, None, None))])
-                return
-            _post([(it.loop, (it.future, None, exc))])
+        post(answers)

@@ -42,7 +42,6 @@ writer's work (group commit shows as `appended / transactions`).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import queue
 import sqlite3
@@ -50,11 +49,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gateway.channels.base import ChannelLogClosed
+from gateway.channels.sqlite_writer import SqliteWriter, Stop, post
 
 __all__ = ["SqliteChannelLog"]
 
@@ -87,37 +86,16 @@ class _Op:
     resets: list[str] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class _Stop:
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-
-
-_Answer = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
-
-
-def _post(loop: asyncio.AbstractEventLoop, items: list[_Answer]) -> None:
-    """Resolve futures on their loop (from any thread)."""
-    loop.call_soon_threadsafe(_resolve, items)
-
-
-def _resolve(items: list[_Answer]) -> None:
-    for fut, result, exc in items:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-
-
 def _wake(fut: asyncio.Future[bool]) -> None:
     if not fut.done():
         fut.set_result(True)
 
 
-class SqliteChannelLog:
+class SqliteChannelLog(SqliteWriter[_Append | _Op]):
     """A `ChannelLog` in one SQLite file. See the module docstring for threads and durability."""
+
+    closed_error = ChannelLogClosed
+    noun = "channel log"
 
     def __init__(
         self,
@@ -130,33 +108,20 @@ class SqliteChannelLog:
         checkpoint_bytes: int = 64 << 20,
         connection_factory: type[sqlite3.Connection] = sqlite3.Connection,
     ) -> None:
-        if group_max < 1:
-            raise ValueError("group_max must be at least 1")
-        self.path = os.fspath(path)
-        self.durable = durable
-        self.group_max = group_max
         self.group_wait_s = group_wait_s
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_bytes = checkpoint_bytes
-        self._factory = connection_factory
-        # Counters (read them from any thread; written by the writer only).
-        self.transactions = 0  # committed write transactions
-        self.appended = 0  # records committed
-        self.checkpoints = 0
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._ready = threading.Event()
-        self._open_error: BaseException | None = None
-        self._closed = False
-        self._close_future: asyncio.Future[None] | None = None
+        self.appended = 0  # records committed (a counter, like `transactions` and `checkpoints`)
         # Committed tails and the waiters on them, shared by the writer and the loop(s).
         self._lock = threading.Lock()
         self._tails: dict[str, int] = {}
         self._waiters: dict[str, list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[bool]]]] = {}
-        self._writer = threading.Thread(target=self._write_main, name=f"channel-log-writer:{self.path}")
-        self._writer.daemon = True
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="channel-log-reader")
-        self._rconn: sqlite3.Connection | None = None  # only touched in the reader thread
-        self._writer.start()
+        super().__init__(  # starts the writer: last
+            path,
+            durable=durable,
+            group_max=group_max,
+            checkpoint_every=checkpoint_every,
+            checkpoint_bytes=checkpoint_bytes,
+            connection_factory=connection_factory,
+        )
 
     # -- the ChannelLog API ------------------------------------------------------------------
 
@@ -256,33 +221,15 @@ class SqliteChannelLog:
 
         await self._write(op, resets=[channel])
 
-    async def close(self) -> None:
-        if self._close_future is not None:
-            await asyncio.shield(self._close_future)
-            return
-        loop = asyncio.get_running_loop()
-        self._closed = True
-        self._close_future = loop.create_future()
-        stopped: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Stop(loop, stopped))
-        await stopped
-        await loop.run_in_executor(self._reader, self._close_reader)
-        self._reader.shutdown(wait=False)
-        await asyncio.to_thread(self._writer.join)
+    # -- helpers for the loop side (`close()` is `SqliteWriter.close`) -------------------------
+
+    def _on_close(self) -> None:
+        """Wake every `wait` still waiting: its caller's next call fails with `ChannelLogClosed`."""
         with self._lock:
             waiters = [w for ws in self._waiters.values() for w in ws]
             self._waiters.clear()
         for _, wloop, fut in waiters:
             wloop.call_soon_threadsafe(_wake, fut)
-        self._close_future.set_result(None)
-
-    # -- helpers for the loop side -----------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._open_error is not None:
-            raise ChannelLogClosed(f"channel log {self.path} failed to open") from self._open_error
-        if self._closed:
-            raise ChannelLogClosed(f"channel log {self.path} is closed")
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], *, resets: Sequence[str] = ()) -> T:
         self._check_open()
@@ -291,72 +238,27 @@ class SqliteChannelLog:
         self._queue.put(_Op(fn, loop, fut, list(resets)))
         return await fut
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._run_read, fn)
-
-    # -- reader thread -----------------------------------------------------------------------
-
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._rconn is None:
-            self._ready.wait()
-            if self._open_error is not None:
-                raise ChannelLogClosed(f"channel log {self.path} failed to open") from self._open_error
-            conn = sqlite3.connect(self.path, isolation_level=None, factory=self._factory)
-            conn.execute("PRAGMA query_only = ON")
-            self._rconn = conn
-        return fn(self._rconn)
-
-    def _close_reader(self) -> None:
-        if self._rconn is not None:
-            self._rconn.close()
-            self._rconn = None
-
     # -- writer thread -----------------------------------------------------------------------
 
     def _open_writer(self) -> sqlite3.Connection:
-        self._lockfile = open(self.path + ".lock", "a+b")  # noqa: SIM115 - held for the log's life
+        self._acquire_lock()
         try:
-            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lockfile.close()
-            raise ChannelLogClosed(f"{self.path} already has a writer") from None
-        conn = sqlite3.connect(self.path, isolation_level=None, factory=self._factory)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'OFF'}")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        conn.execute(f"PRAGMA journal_size_limit = {self.checkpoint_bytes}")
-        for stmt in _SCHEMA:
-            conn.execute(stmt)
+            conn = self._connect_writer("FULL" if self.durable else "OFF")
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+        except BaseException:
+            self._release_lock()  # a later attempt (a new log object) may take the file
+            raise
         with self._lock:
             self._tails = {str(n): int(last) for n, last in conn.execute("SELECT name, last FROM channels")}
         return conn
 
-    def _write_main(self) -> None:
-        try:
-            conn = self._open_writer()
-        except BaseException as exc:  # surfaced to every caller
-            self._open_error = exc
-            self._ready.set()
-            self._fail_forever(exc)
-            return
-        self._ready.set()
-        try:
-            self._serve(conn)
-        except BaseException as exc:  # a writer bug must not leave callers hanging
-            self._open_error = exc
-            conn.close()
-            self._lockfile.close()
-            self._fail_forever(exc)
-
     def _serve(self, conn: sqlite3.Connection) -> None:
         nexts = dict(self._tails)  # next offset per channel, counting uncommitted batches
-        pending: deque[object] = deque()
-        commits_since_checkpoint = 0
+        pending: deque[_Append | _Op | Stop] = deque()
         while True:
             item = pending.popleft() if pending else self._queue.get()
-            if isinstance(item, _Stop):
+            if isinstance(item, Stop):
                 break
             if isinstance(item, _Op):
                 self._run_op(conn, item, nexts)
@@ -384,36 +286,8 @@ class SqliteChannelLog:
                     batch.append(nxt)
                     count += len(nxt.records)
                 self._commit_batch(conn, batch, nexts)
-            commits_since_checkpoint += 1
-            if commits_since_checkpoint >= self.checkpoint_every or self._wal_size() > self.checkpoint_bytes:
-                self._checkpoint(conn)
-                commits_since_checkpoint = 0
-        # Stopped: everything queued before the stop is done; fail anything that raced in after.
-        leftovers: list[object] = list(pending)
-        while not self._queue.empty():
-            leftovers.append(self._queue.get())
-        try:
-            self._checkpoint(conn, "TRUNCATE")
-        except sqlite3.Error:
-            pass  # a reader elsewhere holds the WAL: the next writer checkpoints it
-        finally:
-            conn.close()
-            self._lockfile.close()
-        closed = ChannelLogClosed(f"channel log {self.path} is closed")
-        for it in leftovers:
-            if isinstance(it, (_Op, _Append, _Stop)):
-                _post(it.loop, [(it.future, None, closed)])
-        _post(item.loop, [(item.future, None, None)])
-
-    def _wal_size(self) -> int:
-        try:
-            return os.path.getsize(self.path + "-wal")
-        except OSError:
-            return 0
-
-    def _checkpoint(self, conn: sqlite3.Connection, mode: str = "PASSIVE") -> None:
-        conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-        self.checkpoints += 1
+            self._maybe_checkpoint(conn)
+        self._finish(conn, item, pending)
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Append], nexts: dict[str, int]) -> None:
         now = time.time()
@@ -438,20 +312,12 @@ class SqliteChannelLog:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
-            for ap in batch:
-                by_loop.setdefault(ap.loop, []).append((ap.future, None, exc))
-            for loop, items in by_loop.items():
-                _post(loop, items)
+            post([(ap.loop, (ap.future, None, exc)) for ap in batch])
             return
         self.transactions += 1
         self.appended += len(rows)
         nexts.update(touched)
-        by_loop = {}  # (redefinition is fine: the failure path returned)
-        for ap, offs in zip(batch, offsets, strict=True):
-            by_loop.setdefault(ap.loop, []).append((ap.future, offs, None))
-        for loop, items in by_loop.items():
-            _post(loop, items)
+        post([(ap.loop, (ap.future, offs, None)) for ap, offs in zip(batch, offsets, strict=True)])
         self._publish(touched)
 
     def _run_op(self, conn: sqlite3.Connection, op: _Op, nexts: dict[str, int]) -> None:
@@ -462,14 +328,14 @@ class SqliteChannelLog:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            _post(op.loop, [(op.future, None, exc)])
+            post([(op.loop, (op.future, None, exc))])
             return
         self.transactions += 1
         for name in op.resets:
             nexts.pop(name, None)
             with self._lock:
                 self._tails.pop(name, None)
-        _post(op.loop, [(op.future, result, None)])
+        post([(op.loop, (op.future, result, None))])
 
     def _publish(self, tails: dict[str, int]) -> None:
         """Record committed tails and wake the waiters they satisfy (writer thread)."""
@@ -492,13 +358,3 @@ class SqliteChannelLog:
                     del self._waiters[name]
         for loop, fut in woken:
             loop.call_soon_threadsafe(_wake, fut)
-
-    def _fail_forever(self, exc: BaseException) -> None:
-        """The writer could not open: answer every request with the error until closed."""
-        while True:
-            it = self._queue.get()
-            if isinstance(it, (_Op, _Append)):
-                _post(it.loop, [(it.future, None, exc)])
-            elif isinstance(it, _Stop):
-                _post(it.loop, [(it.future, None, None)])
-                return
