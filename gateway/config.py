@@ -72,6 +72,9 @@ class GatewaySettings:
     """Largest CloudEvent the broker ingress accepts (its encoded size); more → 413."""
     max_ingress_body_bytes: int = 16 * 1024 * 1024
     """Largest request body the broker ingress reads (a batch of events); more → 413."""
+    log_compact_interval_s: float = 30.0
+    """Seconds between two retention passes over the logs a worker writes (deleting what every
+    trigger has handled, then applying the caps below)."""
     log_max_age_s: float = 7 * 24 * 3600.0
     """Retention cap of a broker's or channel's log: records older than this are deleted even if
     a trigger has not handled them yet (each such record is counted and logged as dropped, reason

@@ -81,7 +81,8 @@ HOST_PREFIXES = (HOST_PREFIX, CHANNEL_HOST_PREFIX)
 DEFAULT_TTL = 255
 """Knative's `knativebrokerttl` for an event entering a broker without one."""
 COMPACT_EVERY_S = 30.0
-"""How often the home worker deletes the records every trigger of a broker has handled."""
+"""How often the home worker deletes the records every trigger of a broker has handled (the
+default of `GatewaySettings.log_compact_interval_s`)."""
 CHANNEL = "events"
 """The channel name inside a broker's log file (one broker per file)."""
 TTL_ATTR = "knativebrokerttl"
@@ -247,6 +248,7 @@ class BrokerIngress:
         max_event_bytes: int,
         max_age_s: float | None = None,
         max_records: int | None = None,
+        compact_every_s: float = COMPACT_EVERY_S,
         wake: WakeSender | None = None,
         clock: Callable[[], float] = time.time,
         open_log: Callable[[BrokerEntry], ChannelLog] | None = None,
@@ -259,6 +261,7 @@ class BrokerIngress:
         self.max_event_bytes = max_event_bytes
         self.max_age_s = max_age_s
         self.max_records = max_records
+        self.compact_every_s = compact_every_s
         self.metrics = IngressMetrics()
         self._wake = wake
         self._clock = clock
@@ -367,7 +370,7 @@ class BrokerIngress:
 
     async def _compact_forever(self) -> None:
         while True:
-            await asyncio.sleep(COMPACT_EVERY_S)
+            await asyncio.sleep(self.compact_every_s)
             await self.compact_once()
 
     async def accept(self, entry: BrokerEntry, headers: Headers, body: bytes) -> Answer:

@@ -73,6 +73,7 @@ class ProxyFactory:
             max_event_bytes=settings.max_event_bytes,
             max_age_s=settings.log_max_age_s,
             max_records=settings.log_max_records,
+            compact_every_s=settings.log_compact_interval_s,
             wake=WakeSender(wake_socket_path(settings.state_dir)),
         )
         router.listeners.append(self.ingress.apply)

@@ -160,7 +160,7 @@ def start_gateway(
     state = workdir / "gateway-state"
     (state / "gateway").mkdir(parents=True, exist_ok=True)
     (state / "gateway" / "snapshot.json").write_text(json.dumps(snapshot(upstream_port)))
-    port, admin = free_port(), free_port()
+    port, admin = sfz.free_ports(2)
     argv = [sys.executable, "-m", "gateway", "--port", str(port), "--admin-port", str(admin),
             "--workers", str(workers), "--controller", "http://127.0.0.1:1", "--state-dir", str(state),
             "--log-level", "WARNING"]

@@ -202,6 +202,8 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
     sink_url = f"http://127.0.0.1:{sink_port}"
     try:
         wait_for(lambda: http_json(sink_url + "/stats") is not None, 30, "the subscriber")
+        # Keep every record in the log for the exact loss count (no retention pass during the run).
+        os.environ["FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S"] = "3600"
         f = start_flint(workdir, 1)
         f.cli("apply", "-f", "-", stdin=manifests(sink_url + "/"))
         wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")

@@ -273,9 +273,20 @@ def manifest(name: str, image: Path, *, delay_ms: float | None = None) -> dict[s
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports (all held open while they are picked, so no two are the
+    same; another process may still take one before it is used)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_for(check: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
@@ -333,12 +344,12 @@ class Flint:
 
 
 def start_flint(workdir: Path, workers: int) -> Flint:
-    port, api_port, admin_port = free_port(), free_port(), free_port()
+    port, api_port, admin_port, dispatcher_port = free_ports(4)
     state_dir = workdir / "state"
     log_path = workdir / "flint-up.log"
     argv = [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
             "--api-port", str(api_port), "--admin-port", str(admin_port), "--workers", str(workers),
-            "--dispatcher-port", str(free_port())]
+            "--dispatcher-port", str(dispatcher_port)]
     for kv in TEST_PROFILE:
         argv += ["--autoscaler", kv]
     with log_path.open("wb") as log:
@@ -353,8 +364,12 @@ def start_flint(workdir: Path, workers: int) -> Flint:
             raise BenchmarkError(f"flint up exited {proc.returncode}:\n{f.log_tail()}")
         return "Flint is up" in f.log_tail(100_000)
 
-    wait_for(up, 60, "flint up to start")
-    wait_for(lambda: _http_ok(f"http://127.0.0.1:{admin_port}/readyz"), 30, "the gateway's /readyz")
+    try:
+        wait_for(up, 60, "flint up to start")
+        wait_for(lambda: _http_ok(f"http://127.0.0.1:{admin_port}/readyz"), 30, "the gateway's /readyz")
+    except BaseException:
+        stop_flint(f)  # nothing it started may outlive a failed start
+        raise
     return f
 
 

@@ -21,9 +21,19 @@ APPS = REPO / "tests" / "apps"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports (held open together while picked, so never the same)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def poll(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
@@ -116,7 +126,7 @@ class Flint:
 
 
 def start_flint(tmp: Path, *extra: str) -> Flint:
-    port, api_port, admin_port, dispatcher_port = free_port(), free_port(), free_port(), free_port()
+    port, api_port, admin_port, dispatcher_port = free_ports(4)
     state_dir = tmp / "state"
     log_path = tmp / "flint-up.log"
     log = log_path.open("wb")
