@@ -1,8 +1,8 @@
 """`flint up`: run the embedded engine in the foreground and supervise its processes.
 
-It starts the controller and the gateway, restarts either if it dies, optionally applies
-manifests and prints their URLs once Ready, and on Ctrl-C or SIGTERM stops everything,
-replicas included: no process is left behind."""
+It starts the controller, the gateway and the event dispatcher, restarts any that dies,
+optionally applies manifests and prints their URLs once Ready, and on Ctrl-C or SIGTERM stops
+everything, replicas included: no process is left behind."""
 
 from __future__ import annotations
 
@@ -204,16 +204,20 @@ async def run(a: argparse.Namespace) -> int:
         for child in sup.children:
             await sup.spawn(child)
             watchers.append(asyncio.create_task(sup.watch(child)))
-        ok = await wait_http(api + "/healthz", 30) and await wait_http(
-            f"http://127.0.0.1:{a.admin_port}/healthz", 30
+        dispatcher_url = f"http://127.0.0.1:{a.dispatcher_port}"
+        ok = (
+            await wait_http(api + "/healthz", 30)
+            and await wait_http(f"http://127.0.0.1:{a.admin_port}/healthz", 30)
+            and await wait_http(dispatcher_url + "/healthz", 30)
         )
         if not ok:
-            print("flint up: the controller or the gateway did not start", file=sys.stderr)
+            print("flint up: the controller, the gateway or the dispatcher did not start", file=sys.stderr)
             return 1
         print(
             f"Flint is up: gateway http://127.0.0.1:{a.port} (routes at "
-            f"http://{{service}}.{{namespace}}.{a.domain}:{a.port}), API {api}, "
-            f"admin http://127.0.0.1:{a.admin_port}, state {state_dir}",
+            f"http://{{service}}.{{namespace}}.{a.domain}:{a.port}, brokers at "
+            f"http://broker-ingress.{a.domain}:{a.port}/{{namespace}}/{{broker}}), API {api}, "
+            f"admin http://127.0.0.1:{a.admin_port}, dispatcher {dispatcher_url}, state {state_dir}",
             flush=True,
         )
         if a.apply:
