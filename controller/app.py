@@ -200,6 +200,7 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         if self._runner is not None:
+            self.dispatch.close()  # its long polls would hold the cleanup up
             await self.hub.close()
             await self._runner.cleanup()
         for q in self._queues.values():

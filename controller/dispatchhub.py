@@ -39,6 +39,7 @@ class DispatchHub:
         self._acked = 0
         self._seen = 0.0
         self._on_progress = on_progress
+        self._closing = False
 
     @property
     def plan(self) -> DispatchPlan:
@@ -53,6 +54,11 @@ class DispatchHub:
         self._changed.set()
         self._changed = asyncio.Event()
         return version
+
+    def close(self) -> None:
+        """Answer every waiting long poll now (the controller is stopping)."""
+        self._closing = True
+        self._changed.set()
 
     def connected(self) -> bool:
         return self._seen > 0 and self._clock() - self._seen < SEEN_TIMEOUT_S
@@ -71,7 +77,7 @@ class DispatchHub:
         except ValueError:
             raise web.HTTPBadRequest(text="version must be an integer") from None
         self._note(have)
-        if have == self._plan.version:
+        if have == self._plan.version and not self._closing:
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), LONG_POLL_S)

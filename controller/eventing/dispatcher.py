@@ -31,7 +31,7 @@ from controller.eventing.runner import TriggerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.state import DispatcherState
 from gateway.channels.floor import write_floor
-from gateway.channels.wake import WakeReceiver, wake_socket_path
+from gateway.channels.wake import WakeReceiver, wake_address
 
 __all__ = ["Dispatcher", "DispatcherSettings"]
 
@@ -75,7 +75,7 @@ class Dispatcher:
         self._readers: dict[str, LogReader] = {}
         self._state: DispatcherState | None = None
         self._sender = Sender(domain=settings.domain, gateway=settings.gateway_url)
-        self._wake = WakeReceiver(wake_socket_path(settings.state_dir), self._on_wake)
+        self._wake = WakeReceiver(wake_address(settings.state_dir), self._on_wake)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._apply_lock = asyncio.Lock()
