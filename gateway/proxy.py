@@ -14,12 +14,11 @@ from gateway.client import (
     P_QUEUED,
     P_UPGRADE,
     P_UPWRITE,
-    ClientConnection,
     ClientRequest,
     ProxyMetrics,
     RouteCounter,
 )
-from gateway.config import BrokerEntry, Endpoint, GatewaySettings, RevisionTarget
+from gateway.config import Endpoint, GatewaySettings, RevisionTarget
 from gateway.headers import (
     COLON,
     CRLF,
@@ -28,15 +27,8 @@ from gateway.headers import (
     forwarding_headers,
     new_traceparent,
 )
-from gateway.ingress import (
-    HOST_PREFIXES,
-    Answer,
-    BrokerIngress,
-    classify,
-    home_key,
-    ingress_target,
-    local_response,
-)
+from gateway.ingress import HOST_PREFIXES
+from gateway.proxy_ingress import IngressExchange
 from gateway.router import RouteMiss, Router
 from gateway.stats import RevStats
 from gateway.upstream import UpstreamConn, UpstreamPool
@@ -79,7 +71,7 @@ _REASONS: dict[int, bytes] = {
 _STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, r) for code, r in _REASONS.items()}
 
 
-class ProxyProtocol(ClientConnection):
+class ProxyProtocol(IngressExchange):
     """A client connection that routes each request to a replica and relays the exchange."""
 
     __slots__ = (
@@ -91,11 +83,7 @@ class ProxyProtocol(ClientConnection):
         "_fwd_block",
         "_fwd_host",
         "_head",
-        "_ibody",
         "_idle_timeout",
-        "_ientry",
-        "_isize",
-        "_itask",
         "_last_io",
         "_out_head",
         "_pool",
@@ -160,10 +148,7 @@ class ProxyProtocol(ClientConnection):
         self._last_io = 0.0
         self._resp_mode = M_NONE
         self._resp_close = False
-        self._ibody: list[bytes] = []
-        self._isize = 0
-        self._ientry: BrokerEntry | None = None
-        self._itask: asyncio.Task[None] | None = None
+        self._init_ingress()
 
     # -- flow control toward the upstream ---------------------------------------------------
 
@@ -243,12 +228,7 @@ class ProxyProtocol(ClientConnection):
             home_ep = ctx.home.endpoint_for(key) if req.internal_rev is None else None
             if home_ep is not None:
                 # Another worker owns this revision's limit, queue and stats.
-                self._via_home = True
-                metrics.home_forwards += 1
-                self._head = self._build_head(req, host, key)
-                timeout = target.timeout_s
-                self._total_deadline = now + timeout + HOME_SLACK_S if timeout > 0 else INF
-                self._begin(home_ep, now)
+                self._to_home(home_ep, req, host, key, target.timeout_s, now)
                 return
         self._head = self._build_head(req, host)
         timeout = target.timeout_s
@@ -281,6 +261,28 @@ class ProxyProtocol(ClientConnection):
             return
         self._enqueue(act, target, req, now)
 
+    def _to_home(
+        self, home_ep: Endpoint, req: ClientRequest, host: bytes, key: str, timeout: float, now: float
+    ) -> None:
+        """Forward the active request to the worker that owns `key` (a limited revision's limit
+        and queue, or a log's writes); it waits a little longer than that worker would."""
+        self._via_home = True
+        self._metrics.home_forwards += 1
+        self._head = self._build_head(req, host, key)
+        self._total_deadline = now + timeout + HOME_SLACK_S if timeout > 0 else INF
+        self._begin(home_ep, now)
+
+    def _forward_ingress(
+        self, target: RevisionTarget, home: Endpoint, req: ClientRequest, host: bytes
+    ) -> None:
+        self._rev = target
+        self._rev_key = target.key
+        self._route_key = "broker-ingress"
+        self._t0 = now = self._loop.time()
+        self._status = 0
+        self._metrics.inflight_requests += 1
+        self._to_home(home, req, host, target.key, target.timeout_s, now)
+
     def _enqueue(self, act: Activator, target: RevisionTarget, req: ClientRequest, now: float) -> None:
         """No routable replica or no free slot: wait in the revision's queue."""
         body_bytes = req.pending_size
@@ -297,86 +299,6 @@ class ProxyProtocol(ClientConnection):
             self._respond_error(res.status, res.message, retry_after=True)
             return
         self._ticket = res
-
-    # -- broker ingress (answered by the gateway itself) -----------------------------------
-
-    def _start_ingress(self, ingress: BrokerIngress, kind: str, req: ClientRequest, host: bytes) -> None:
-        found = classify(req.method, req.url, req.headers, kind)
-        if isinstance(found, Answer):
-            self._respond_answer(found)
-            return
-        entry = ingress.lookup(found[0], found[1], kind)
-        if entry is None:
-            self._respond_answer(Answer(404, f"{kind} {found[0]}/{found[1]} not found"))
-            return
-        ctx = self._ctx
-        if req.internal_rev is None and ctx is not None and ctx.home is not None:
-            home_ep = ctx.home.endpoint_for(home_key(entry))
-            if home_ep is not None:
-                # Another worker writes this broker's log: forward the request to it.
-                target = ingress_target(entry)
-                self._rev = target
-                self._rev_key = target.key
-                self._route_key = "broker-ingress"
-                self._t0 = now = self._loop.time()
-                self._status = 0
-                self._metrics.inflight_requests += 1
-                self._metrics.home_forwards += 1
-                self._via_home = True
-                self._head = self._build_head(req, host, target.key)
-                self._total_deadline = now + target.timeout_s
-                self._begin(home_ep, now)
-                return
-        limit = self._settings.max_ingress_body_bytes
-        if req.content_length is not None and req.content_length > limit:
-            self._respond_answer(
-                Answer(413, f"request body of {req.content_length} bytes exceeds the limit of {limit} bytes")
-            )
-            return
-        self._local = True
-        self._ientry = entry
-        self._ibody = req.pending
-        self._isize = req.pending_size
-        req.pending = []
-        req.pending_size = 0
-        self._up_ready = True
-        if self._pmask & P_PENDING:
-            self._resume(P_PENDING)
-        if req.complete or not req.body_expected:
-            self._ingress_run()
-
-    def _ingress_body(self, req: ClientRequest, data: bytes) -> None:
-        self._isize += len(data)
-        limit = self._settings.max_ingress_body_bytes
-        if self._isize > limit:
-            self._ibody = []
-            self._respond_answer(Answer(413, f"request body exceeds the limit of {limit} bytes"))
-            return
-        self._ibody.append(data)
-
-    def _ingress_run(self) -> None:
-        req = self._cur
-        ctx = self._ctx
-        entry = self._ientry
-        if req is None or req.response_done or entry is None or ctx is None or ctx.ingress is None:
-            return
-        body = b"".join(self._ibody)
-        self._ibody = []
-        self._itask = self._loop.create_task(self._ingress_accept(ctx.ingress, entry, req, body))
-
-    async def _ingress_accept(
-        self, ingress: BrokerIngress, entry: BrokerEntry, req: ClientRequest, body: bytes
-    ) -> None:
-        answer = await ingress.accept(entry, req.headers, body)
-        if self._cur is req and not self._closing:
-            self._respond_answer(answer)
-
-    def _respond_answer(self, answer: Answer) -> None:
-        """Write a response the gateway makes itself (keep-alive kept when possible)."""
-        if answer.status >= 400 and not answer.headers:
-            self._respond_error(answer.status, answer.message, answer.retry_after)
-        else:
-            self._respond_local(answer.status, lambda close: local_response(answer, close))
 
     # -- Waiter (the activator's callbacks) ---------------------------------------------------
 
@@ -607,12 +529,7 @@ class ProxyProtocol(ClientConnection):
     def _reset_exchange(self) -> None:
         self._finish()
         if self._local:
-            self._local = False
-            self._up_ready = False
-            self._ientry = None
-            self._ibody = []
-            self._isize = 0
-            self._itask = None
+            self._reset_ingress()
         self._via_home = False
         self._status = 0
         self._rev = None

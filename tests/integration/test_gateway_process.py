@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -700,4 +701,39 @@ async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -
             ],
             "a zero stats bucket",
         )
+        await terminate(gw)
+
+
+async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Path) -> None:
+    """Events reach a broker through both workers; only its home worker writes the log, once each."""
+    from controller.eventing.logreader import LogReader
+    from gateway.cloudevents import Event
+    from gateway.config import BrokerEntry
+
+    entry = BrokerEntry("default", "b", "uid-b", "eventing/logs/uid-b.db")
+    snap = dataclasses.replace(snapshot(1, 1, ("unused.default.localhost",)), brokers=(entry,))
+    async with (
+        controller(snap) as c,
+        gateway_process(tmp_path / "state", c.url, workers=2) as gw,
+    ):
+        await gw.wait_ready()
+        await eventually(lambda: c.acked("gw/0") == 1 and c.acked("gw/1") == 1, "acks")
+        codes: list[int] = []
+        for i in range(40):  # a fresh connection each: both workers take some
+            async with aiohttp.ClientSession() as s, s.post(
+                f"http://127.0.0.1:{gw.port}/default/b", data=b'{"n": 1}',
+                headers={"Host": "broker-ingress.localhost", "ce-specversion": "1.0", "ce-id": f"e-{i}",
+                         "ce-source": "/t", "ce-type": "t", "Content-Type": "application/json"},
+            ) as r:
+                codes.append(r.status)
+        assert codes == [202] * 40
+        m = await gw.metrics()
+        assert 0 < m["flint_gateway_home_forwards_total"] < 40
+        assert m['flint_gateway_broker_events_total{broker="default/b",outcome="accepted",reason=""}'] == 40
+        reader = LogReader(tmp_path / "state" / entry.log)
+        try:
+            records = await reader.read(0, 100)
+        finally:
+            await reader.close()
+        assert sorted(Event.from_log(raw).id for _, raw in records) == sorted(f"e-{i}" for i in range(40))
         await terminate(gw)
