@@ -77,7 +77,9 @@ class DispatchHub:
         except ValueError:
             raise web.HTTPBadRequest(text="version must be an integer") from None
         self._note(have)
-        if have == self._plan.version and not self._closing:
+        # Nothing published yet (a controller just started): an empty plan would make the
+        # dispatcher stop and forget every trigger, so wait for the first real one.
+        if (have == self._plan.version or self._plan.version == 0) and not self._closing:
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), LONG_POLL_S)

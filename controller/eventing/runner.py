@@ -99,10 +99,11 @@ class TriggerRunner:
         self._wake = asyncio.Event()
         self._retry_wake = asyncio.Event()
         self._slots: deque[_Slot] = deque()
-        self._by_offset: dict[int, _Slot] = {}
         self._sem = asyncio.Semaphore(self.window)
         self._retry_sem = asyncio.Semaphore(self.window)
         self._retries: list[tuple[float, int, int, bytes, int]] = []  # (at, id, offset, raw, attempt)
+        self._retry_ids: set[int] = set()
+        """Retries this runner holds (waiting or being attempted): a reload never doubles one."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: list[asyncio.Task[None]] = []
         self.position = 0
@@ -174,7 +175,6 @@ class TriggerRunner:
                 fetched = offset
                 slot = _Slot(offset)
                 self._slots.append(slot)
-                self._by_offset[offset] = slot
                 event = Event.from_log(raw)
                 if not self.matcher(event.attributes):
                     self._done(slot)
@@ -196,7 +196,6 @@ class TriggerRunner:
         moved = False
         while self._slots and self._slots[0].done:
             s = self._slots.popleft()
-            self._by_offset.pop(s.offset, None)
             self.position = s.offset
             moved = True
         if moved:
@@ -282,7 +281,7 @@ class TriggerRunner:
             return outcome
         return Outcome(
             False,
-            sent.status if sent.status is not None else None,
+            sent.status,
             retry_after=sent.retry_after,
             body=sent.body,
             detail=f"the broker refused the reply: {sent.detail}",
@@ -357,13 +356,20 @@ class TriggerRunner:
 
     # -- retries -------------------------------------------------------------------------------
 
-    def _schedule(self, at: float, rid: int, offset: int, raw: bytes, attempt: int) -> None:
+    def _schedule(
+        self, at: float, rid: int, offset: int, raw: bytes, attempt: int, *, again: bool = False
+    ) -> None:
+        """Hold retry `rid` until `at`; `again` after its own failed attempt (else a retry this
+        runner already holds is not scheduled twice)."""
+        if rid in self._retry_ids and not again:
+            return
+        self._retry_ids.add(rid)
         heapq.heappush(self._retries, (at, rid, offset, raw, attempt))
         self._retry_wake.set()
 
     async def _run_retries(self) -> None:
         for r in await self._state.retries(self.key):
-            heapq.heappush(self._retries, (r.next_at, r.id, r.offset, r.event, max(r.attempt, 1)))
+            self._schedule(r.next_at, r.id, r.offset, r.event, max(r.attempt, 1))
         while True:
             self._retry_wake.clear()
             if not self._retries:
@@ -384,15 +390,17 @@ class TriggerRunner:
             outcome = await self._attempt(event)
             if outcome.ok:
                 await self._state.remove_retry(rid)
+                self._retry_ids.discard(rid)
                 return
             now = self._clock()
             decision = after_failure(self.policy, attempt, outcome.status, outcome.retry_after, now)
             if isinstance(decision, Retry):
                 await self._state.update_retry(rid, decision.attempt, decision.at)
                 self._metrics.retried.labels(*self._labels).inc()
-                self._schedule(decision.at, rid, offset, raw, decision.attempt)
+                self._schedule(decision.at, rid, offset, raw, decision.attempt, again=True)
             else:
                 await self._give_up(offset, raw, event, outcome, decision, retry_id=rid)
+                self._retry_ids.discard(rid)
         finally:
             self._retry_sem.release()
 
@@ -401,7 +409,5 @@ class TriggerRunner:
         self._spawn(self._reload_retries())
 
     async def _reload_retries(self) -> None:
-        known = {r[1] for r in self._retries}
         for r in await self._state.retries(self.key):
-            if r.id not in known:
-                self._schedule(r.next_at, r.id, r.offset, r.event, max(r.attempt, 1))
+            self._schedule(r.next_at, r.id, r.offset, r.event, max(r.attempt, 1))

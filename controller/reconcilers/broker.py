@@ -41,7 +41,9 @@ async def reconcile_broker(ctx: Context, key: Key) -> float | None:
         f"durable SQLite log {broker_log_relpath(broker['metadata']['uid'])}", now=now,
     )
     requeue: float | None = None
-    served = any(b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers)
+    served = any(
+        b.kind == "broker" and b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers
+    )
     if not served:
         ctx.snapshot_dirty()
         set_condition(status, BROKER_CONDITION_INGRESS, "Unknown", "Programming",

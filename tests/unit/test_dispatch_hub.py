@@ -288,3 +288,14 @@ async def test_on_progress_is_called_on_connect_and_on_a_newer_ack() -> None:
     hub.publish(plan("b"))
     await finished(task)
     assert len(calls) == 4
+
+
+async def test_a_fresh_controller_never_hands_out_its_empty_unpublished_plan() -> None:
+    # A dispatcher that ran a plan of the previous controller must not be told "no triggers".
+    hub = DispatchHub(clock=Clock())
+    task = asyncio.create_task(hub.handle(request("version=1700000000000")))
+    await settle()
+    assert not task.done()
+    v = hub.publish(plan("a"))
+    got = body(await finished(task))
+    assert got.version == v and [t.uid for t in got.triggers] == ["a"]
