@@ -406,7 +406,9 @@ class BrokerIngress:
             except Exception as exc:  # the log failed: nothing was acknowledged
                 log.error("event=append_failed broker=%s error=%r", key, exc)
                 self.metrics.reject(key, "log-unavailable")
-                self._logs.pop(entry.ident, None)
+                held = self._logs.pop(entry.ident, None)
+                if held is not None:  # release its writer and lock: the next request reopens
+                    self._spawn(held[1].close())
                 reason = f"the log of {entry.kind} {entry.key} is unavailable: {exc}"
                 return Answer(503, reason, retry_after=True)
             if self._wake is not None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["IngressExchange"]
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
 
 class IngressExchange(ClientConnection):
     """The ingress half of `ProxyProtocol` (which provides the forwarding it reuses)."""
@@ -76,8 +78,10 @@ class IngressExchange(ClientConnection):
         self._up_ready = True
         if self._pmask & P_PENDING:
             self._resume(P_PENDING)
-        if req.complete or not req.body_expected:
-            self._ingress_run()
+        if req.expect and not req.http10 and not req.complete and self.transport is not None:
+            self.transport.write(CONTINUE)  # no upstream will say it: the body is wanted
+        if req.complete:
+            self._ingress_run()  # else the end of the message runs it (`_forward_end`)
 
     def _ingress_body(self, req: ClientRequest, data: bytes) -> None:
         self._isize += len(data)
@@ -93,6 +97,8 @@ class IngressExchange(ClientConnection):
         ctx = self._ctx
         entry = self._ientry
         if req is None or req.response_done or entry is None or ctx is None or ctx.ingress is None:
+            return
+        if self._itask is not None:  # already started for this request
             return
         body = b"".join(self._ibody)
         self._ibody = []

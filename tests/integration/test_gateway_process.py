@@ -727,13 +727,25 @@ async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Pa
             ) as r:
                 codes.append(r.status)
         assert codes == [202] * 40
+        base = {"Host": "broker-ingress.localhost", "ce-specversion": "1.0", "ce-source": "/t",
+                "ce-type": "t"}
+        async with aiohttp.ClientSession() as s:
+            # An event without data is stored once; a client that waits for 100 Continue gets it.
+            async with s.post(f"http://127.0.0.1:{gw.port}/default/b", data=b"",
+                              headers={**base, "ce-id": "empty"}) as r:
+                assert r.status == 202
+            async with s.post(f"http://127.0.0.1:{gw.port}/default/b", data=b'{"n": 2}', expect100=True,
+                              headers={**base, "ce-id": "expect", "Content-Type": "application/json"},
+                              timeout=aiohttp.ClientTimeout(total=5)) as r:
+                assert r.status == 202
         m = await gw.metrics()
-        assert 0 < m["flint_gateway_home_forwards_total"] < 40
-        assert m['flint_gateway_broker_events_total{broker="default/b",outcome="accepted",reason=""}'] == 40
+        assert 0 < m["flint_gateway_home_forwards_total"] < 42
+        assert m['flint_gateway_broker_events_total{broker="default/b",outcome="accepted",reason=""}'] == 42
         reader = LogReader(tmp_path / "state" / entry.log)
         try:
             records = await reader.read(0, 100)
         finally:
             await reader.close()
-        assert sorted(Event.from_log(raw).id for _, raw in records) == sorted(f"e-{i}" for i in range(40))
+        ids = sorted(Event.from_log(raw).id for _, raw in records)
+        assert ids == sorted([*(f"e-{i}" for i in range(40)), "empty", "expect"])
         await terminate(gw)
