@@ -14,12 +14,19 @@ from controller.app import serve
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
 from controller.reconcilers.gc import load_gc_settings
 from controller.settings import ControllerSettings, default_state_dir
+from flint_common.addresses import parse_listen
+from flint_common.private import private_umask
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m controller", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
-    p.add_argument("--api-port", type=int, default=8081)
+    p.add_argument("--api-port", type=int, default=8081, help="plain-HTTP API port (loopback)")
+    p.add_argument("--api-tls-port", type=int, default=8443, help="HTTPS API port")
+    p.add_argument("--api-listen", action="append", default=[], metavar="ADDR[:PORT]",
+                   help="another address for the HTTPS API (repeatable; port default --api-tls-port)")
+    p.add_argument("--dispatcher-url", default="http://127.0.0.1:8083",
+                   help="the event dispatcher's admin URL (proxied under /internal/dispatcher/)")
     p.add_argument("--gateway-port", type=int, default=8080)
     p.add_argument("--domain", default="localhost")
     p.add_argument("--progress-deadline", type=float, default=600.0,
@@ -34,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="a Knative config-gc setting, e.g. max-non-active-revisions=5 (repeatable)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
+    private_umask()
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         autoscaler = autoscaler_settings(a.config, a.autoscaler)
         gc = load_gc_settings(_pairs(a.config, "gc", a.gc))
+        api_listen = tuple(parse_listen(v, a.api_tls_port) for v in a.api_listen)
     except (SettingsError, ValueError, OSError) as exc:
         p.error(str(exc))
     settings = ControllerSettings(
@@ -45,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         gc=gc,
         state_dir=a.state_dir.resolve(),
         api_port=a.api_port,
+        api_tls_port=a.api_tls_port,
+        api_listen=api_listen,
+        dispatcher_url=a.dispatcher_url,
         gateway_port=a.gateway_port,
         domain=a.domain,
         progress_deadline_s=a.progress_deadline,

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import MatchInfoError
 
 from controller.api.types import FieldError, Invalid, ResourceType
@@ -43,10 +44,13 @@ DISCONNECT_POLL_S = 0.5
 """How often an idle watch checks whether its client went away (aiohttp does not cancel it)."""
 
 
-def make_api_app(store: Store, registry: Registry | None = None) -> web.Application:
-    """The API server as an aiohttp application (mount it or run it with an AppRunner)."""
+def make_api_app(
+    store: Store, registry: Registry | None = None, *, guard: Middleware | None = None
+) -> web.Application:
+    """The API server as an aiohttp application (mount it or run it with an AppRunner); `guard`
+    is the credential check every request passes first (`flint_common.httpauth`)."""
     api = _Api(store, registry or default_registry())
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[*([guard] if guard else []), _errors])
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/apis", api.groups)
     app.router.add_get("/apis/{group}", api.group)

@@ -83,7 +83,7 @@ def decode_body(raw: bytes, content_type: str) -> Obj:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise bad_request(f"the request body is not valid YAML: {e}") from None
-    elif content_type in JSON_TYPES or content_type in ("", "application/octet-stream"):
+    elif content_type in JSON_TYPES:
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as e:

@@ -14,10 +14,13 @@ from aiohttp import web
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
 from controller.builds.artifacts import ArtifactStore
+from controller.credentials import Credentials, ensure_credentials
+from controller.dispatcher_proxy import DispatcherProxy
 from controller.dispatchhub import PLAN_PATH, DispatchHub
 from controller.eventing.plan import build_plan
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
+from controller.listeners import start_sites
 from controller.logs_endpoint import add_log_routes
 from controller.observability import add_observability_routes
 from controller.reconcilers.broker import reconcile_broker
@@ -52,6 +55,8 @@ from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
 from controller.store.sqlite import SqliteStore
+from flint_common.httpauth import auth_middleware
+from flint_common.private import ensure_private_dir
 from gateway.config import LINK_PATH
 
 log = logging.getLogger("flint.controller")
@@ -77,11 +82,23 @@ class Controller:
         self._informers: list[Informer] = []
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._dispatcher_proxy: DispatcherProxy | None = None
         self.ctx: Context | None = None
+        self.credentials: Credentials | None = None
+        self.urls: list[str] = []
 
     async def start(self) -> None:
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True)
+        tightened = await asyncio.to_thread(ensure_private_dir, s.state_dir)
+        if tightened:
+            log.warning("state dir %s was readable by others: tightened %d paths to owner-only",
+                        s.state_dir, tightened)
+        creds, reason = await asyncio.to_thread(
+            ensure_credentials, s.state_dir, [h for h, _ in s.api_listen]
+        )
+        if reason is not None:
+            log.info("issued the API's TLS certificate (%s)", reason)
+        self.credentials = creds
         if self._store is None:
             sqlite = SqliteStore(s.store_path)
             await sqlite.open()
@@ -181,16 +198,17 @@ class Controller:
         self._ticker = asyncio.create_task(self._tick())
         self.scaler.start()
 
-        app = make_api_app(store)
+        app = make_api_app(store, guard=auth_middleware(creds.token))
         app.router.add_get(LINK_PATH, hub.handle)
         app.router.add_get(PLAN_PATH, self.dispatch.handle)
         add_log_routes(app, runtime, informers[REVISIONS])
         add_observability_routes(app, self.scaler, runtime)
+        self._dispatcher_proxy = DispatcherProxy(s.dispatcher_url, creds.token)
+        self._dispatcher_proxy.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.api_host, s.api_port, reuse_address=True)
-        await site.start()
-        log.info("controller: API and gateway link on http://%s:%d", s.api_host, s.api_port)
+        self.urls = await start_sites(self._runner, s, creds)
+        log.info("controller: API and gateway link on %s", ", ".join(self.urls))
 
     async def stop(self, *, stop_replicas: bool) -> None:
         if self.ctx is not None:
@@ -203,6 +221,8 @@ class Controller:
             self.dispatch.close()  # its long polls would hold the cleanup up
             await self.hub.close()
             await self._runner.cleanup()
+        if self._dispatcher_proxy is not None:
+            await self._dispatcher_proxy.close()
         for q in self._queues.values():
             await q.stop()
         for inf in self._informers:
@@ -470,7 +490,7 @@ async def serve(settings: ControllerSettings, stop_replicas_on_exit: bool) -> No
     await controller.start()
     pid_file = settings.state_dir / "controller.pid"
     await asyncio.to_thread(pid_file.write_text, f"{os.getpid()}\n")
-    print(f"controller: ready on http://{settings.api_host}:{settings.api_port}", flush=True)
+    print(f"controller: ready on {', '.join(controller.urls)}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -1,6 +1,6 @@
 """The controller's end of the dispatcher link: serves the dispatch plan by long poll.
 
-The dispatcher asks `GET /internal/dispatcher/plan?version=N&id=X` with the version it runs;
+The dispatcher asks `GET /internal/dispatch/plan?version=N&id=X` with the version it runs;
 the answer comes at once when a newer plan exists, else when one is published or after
 `LONG_POLL_S` (the same plan again). Each request doubles as the dispatcher's ack: the hub
 knows which version it applied and when it was last seen, so Trigger status can say whether
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from controller.eventing.plan import DispatchPlan
 
-PLAN_PATH = "/internal/dispatcher/plan"
+PLAN_PATH = "/internal/dispatch/plan"
 LONG_POLL_S = 20.0
 SEEN_TIMEOUT_S = LONG_POLL_S + 10.0
 """A dispatcher not heard from for this long counts as disconnected."""

@@ -23,9 +23,18 @@ class ControllerSettings:
     state_dir: Path = field(default_factory=default_state_dir)
     """Holds store.db, artifacts/, replicas/, logs/ and the gateway's persisted snapshot."""
     api_host: str = "127.0.0.1"
-    """Address of the API server and of the gateway link (loopback: one machine)."""
+    """Loopback address of the API: plain HTTP on `api_port`, HTTPS on `api_tls_port`. Must be
+    loopback (plain HTTP is never served elsewhere)."""
     api_port: int = 8081
-    """Port of the Kubernetes-style API and of the gateway link websocket."""
+    """Plain-HTTP port of the Kubernetes-style API, the gateway link and the dispatch plan, for
+    processes on this machine."""
+    api_tls_port: int = 8443
+    """HTTPS port of the same API (the kubeconfig's URL: kubectl sends its token only over TLS)."""
+    api_listen: tuple[tuple[str, int], ...] = ()
+    """More (address, port) pairs served over HTTPS only (`--api-listen ADDR[:PORT]`); each
+    address joins the certificate's names."""
+    dispatcher_url: str = "http://127.0.0.1:8083"
+    """The event dispatcher's admin port, served through the API under `/internal/dispatcher/`."""
     domain: str = "localhost"
     """DNS suffix of route URLs: `http://{route}.{namespace}.{domain}[:port]`."""
     gateway_port: int = 8080

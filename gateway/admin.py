@@ -14,6 +14,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from flint_common.addresses import is_loopback
+from flint_common.httpauth import auth_middleware
+from flint_common.secret import Secret
 from gateway.metrics import GatewayCollector, WorkerStats, make_registry, render
 
 log = logging.getLogger("flint.gateway.admin")
@@ -108,7 +111,11 @@ class AdminServer:
         state_dir: Path,
         workers: int,
         restarts: Callable[[], int] = lambda: 0,
+        token: Secret | None = None,
     ) -> None:
+        if token is None and not is_loopback(host):
+            raise ValueError(f"admin address {host} is not loopback: its /metrics needs a token")
+        self._token = token
         self._host = host
         self._port = port
         self._clients = [
@@ -122,7 +129,7 @@ class AdminServer:
         """The bound port (differs from the requested one when that was 0)."""
 
     async def start(self) -> int:
-        app = web.Application()
+        app = web.Application(middlewares=[auth_middleware(self._token)] if self._token else [])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)

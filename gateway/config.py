@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flint_common.addresses import format_listen, parse_listen_list
+
 # ---------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------
@@ -17,11 +19,23 @@ class GatewaySettings:
     """How one gateway (all of its workers) listens, forwards and protects itself."""
 
     host: str = "127.0.0.1"
-    """Address the proxy listens on. Loopback by default: Flint's embedded engine is one machine."""
+    """Loopback address of the proxy: the listener the dispatcher's deliveries and replies and
+    `flint event send` use. Always served, whatever `listen` adds."""
     port: int = 8080
-    """Port of the proxy (all workers share it with SO_REUSEPORT)."""
+    """Port of the proxy on `host` (all workers share it with SO_REUSEPORT)."""
+    listen: tuple[tuple[str, int], ...] = ()
+    """More (address, port) pairs the proxy serves (`--listen ADDR[:PORT]`, IPv6 too): where
+    users reach their routes and the broker ingress on a real interface. Plain HTTP: put a TLS
+    terminator in front for public traffic."""
+    admin_host: str = "127.0.0.1"
+    """Address of the admin server. Its `/metrics` needs the owner's token unless this is a
+    loopback address."""
     admin_port: int = 8082
     """Port of the admin server: /healthz, /readyz, /metrics (aggregated over the workers)."""
+    token_file: Path | None = None
+    """0600 file holding the owner's token, sent on the controller link and checked on the admin
+    port. Default: `<state_dir>/auth/token`. The token itself is never a setting, a flag or an
+    environment variable."""
     workers: int = 1
     """Worker processes sharing `port`. Each has its own event loop and controller link."""
     domain: str = "localhost"
@@ -85,6 +99,10 @@ class GatewaySettings:
     10 GiB of 1 KiB events."""
 
     @property
+    def credential_path(self) -> Path:
+        return self.token_file or self.state_dir / "auth" / "token"
+
+    @property
     def snapshot_path(self) -> Path:
         return self.state_dir / "gateway" / "snapshot.json"
 
@@ -112,9 +130,18 @@ def _coerce(type_name: Any, raw: str) -> Any:
         return int(raw)
     if name == "float":
         return float(raw)
-    if name == "Path":
+    if name in ("Path", "Path | None"):
         return Path(raw)
+    if name == "tuple[tuple[str, int], ...]":
+        return parse_listen_list(raw, default_port=0)
     return raw
+
+
+def encode_setting(value: Any) -> str:
+    """A settings value as the text `_coerce` reads back (`FLINT_GATEWAY_*` variables)."""
+    if isinstance(value, tuple):
+        return format_listen(value)
+    return str(value)
 
 
 LINK_PATH = "/internal/gateway/link"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from flint_common.secret import Secret
 from gateway.config import GatewaySettings, Snapshot
 
 if TYPE_CHECKING:
@@ -165,8 +166,10 @@ class ControllerLink:
         *,
         persist: bool = True,
         rnd: Callable[[], float] = random.random,
+        token: Secret | None = None,
     ) -> None:
         self._settings = settings
+        self._token = token
         self._router = router
         self.worker_id = worker_id
         self._persist = persist
@@ -198,6 +201,12 @@ class ControllerLink:
                 try:
                     await self._connection(session, url)
                     delay = BACKOFF_MIN_S  # it was up: come back quickly
+                except aiohttp.WSServerHandshakeError as exc:
+                    level = logging.ERROR if exc.status in (401, 403) else logging.WARNING
+                    log.log(level, "event=link_refused worker=%s url=%s status=%d retry_s=%.2f%s",
+                            self.worker_id, url, exc.status, delay,
+                            " (the controller wants the owner's token: see --token-file)"
+                            if exc.status == 401 else "")
                 except (aiohttp.ClientError, OSError, TimeoutError, LinkProtocolError) as exc:
                     log.log(
                         logging.INFO if self.connects == 0 else logging.WARNING,
@@ -229,8 +238,9 @@ class ControllerLink:
     # -- one connection -----------------------------------------------------------------------
 
     async def _connection(self, session: aiohttp.ClientSession, url: str) -> None:
+        headers = {"Authorization": f"Bearer {self._token.reveal()}"} if self._token else None
         async with session.ws_connect(
-            url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES
+            url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES, headers=headers
         ) as ws:
             self._ws = ws
             self.connected = True

@@ -15,13 +15,16 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
+from flint_common.addresses import format_hostport, is_loopback, parse_listen
+from flint_common.private import private_umask
+from flint_common.secret import Secret, read_token
 from gateway.admin import (
     MAX_UNIX_PATH_BYTES,
     AdminServer,
     start_worker_admin,
     worker_socket_path,
 )
-from gateway.config import GatewaySettings
+from gateway.config import GatewaySettings, encode_setting
 from gateway.home import proxy_socket_path
 from gateway.limits import raise_nofile_limit
 from gateway.link import ControllerLink
@@ -62,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m gateway",
         description="Flint gateway: ingress, activator and concurrency limiter.",
     )
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", help="loopback address of the proxy (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="proxy port (default 8080; 0 = any free port)")
+    p.add_argument("--listen", action="append", default=None, metavar="ADDR[:PORT]",
+                   help="another address for the proxy, IPv6 as [::1]:8080 (repeatable; the "
+                   "port defaults to --port)")
+    p.add_argument("--admin-host", help="admin address (default 127.0.0.1)")
     p.add_argument("--admin-port", type=int, help="admin port (default 8082; 0 = any)")
+    p.add_argument("--token-file", type=Path, help="0600 file with the owner's token "
+                   "(default <state-dir>/auth/token)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--controller", dest="controller_url", help="controller base URL")
     p.add_argument("--state-dir", type=Path, help="state directory (default .flint)")
@@ -83,14 +92,20 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     overrides = {
         f.name: getattr(args, f.name) for f in fields(GatewaySettings) if hasattr(args, f.name)
     }
-    return GatewaySettings.from_env(**overrides)
+    settings = GatewaySettings.from_env(**{**overrides, "listen": None})
+    if args.listen:
+        own = (settings.host, settings.port)
+        settings = replace(settings, listen=tuple(dict.fromkeys(
+            hp for v in args.listen if (hp := parse_listen(v, settings.port)) != own)))
+    return settings
 
 
 def settings_env(settings: GatewaySettings) -> dict[str, str]:
     """`settings` as the `FLINT_GATEWAY_*` variables `GatewaySettings.from_env` reads."""
     return {
-        "FLINT_GATEWAY_" + f.name.upper(): str(getattr(settings, f.name))
+        "FLINT_GATEWAY_" + f.name.upper(): encode_setting(getattr(settings, f.name))
         for f in fields(GatewaySettings)
+        if getattr(settings, f.name) is not None
     }
 
 
@@ -104,20 +119,35 @@ def configure_logging(level: str, role: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
+    private_umask()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     gateway_id = args.gateway_id or socket.gethostname()
+    role = "main" if args.worker is None else f"worker-{args.worker}"
+    configure_logging(args.log_level, role)
+    try:
+        token = read_token(settings.credential_path)
+    except (OSError, ValueError) as exc:
+        log.error("event=no_token path=%s error=%r (the owner's token: flint up writes it; pass "
+                  "--token-file)", settings.credential_path, exc)
+        return 2
     if args.worker is not None:
-        configure_logging(args.log_level, f"worker-{args.worker}")
-        return worker_main(settings, args.worker, gateway_id, args.parent_pid)
-    configure_logging(args.log_level, "main")
+        return worker_main(settings, args.worker, gateway_id, args.parent_pid, token)
     if settings.workers < 1:
         log.error("event=bad_flag workers=%d", settings.workers)
         return 2
     settings = replace(settings, state_dir=settings.state_dir.resolve())
+    if not is_loopback(settings.host):
+        log.error("event=bad_flag host=%s reason=the proxy's own listener is loopback; use "
+                  "--listen for other addresses", settings.host)
+        return 2
     nofile = raise_nofile_limit(settings.nofile_limit)
     log.info("event=nofile_limit soft=%d", nofile)
-    return asyncio.run(Supervisor(settings, gateway_id, args.log_level).run())
+    return asyncio.run(Supervisor(settings, gateway_id, args.log_level, token).run())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,8 +173,11 @@ def listen_socket(host: str, port: int) -> socket.socket:
 class Supervisor:
     """Starts the workers, restarts those that die, stops them all on SIGTERM/SIGINT."""
 
-    def __init__(self, settings: GatewaySettings, gateway_id: str, log_level: str) -> None:
+    def __init__(
+        self, settings: GatewaySettings, gateway_id: str, log_level: str, token: Secret
+    ) -> None:
         self.settings = settings
+        self.token = token
         self.gateway_id = gateway_id
         self.log_level = log_level
         self.restarts = 0
@@ -165,23 +198,34 @@ class Supervisor:
             return 2
         # Hold the port (bound, never listening: it receives no connections) so that a port
         # taken by someone else fails here, once, and so that port 0 picks one for all workers.
+        reservations: list[socket.socket] = []
         try:
-            reservation = listen_socket(self.settings.host, self.settings.port)
-        except OSError as exc:
-            log.error("event=listen_failed host=%s port=%d error=%r",
-                      self.settings.host, self.settings.port, exc)
-            return 1
-        self.settings = replace(self.settings, port=int(reservation.getsockname()[1]))
-        admin = AdminServer(
-            self.settings.host, self.settings.admin_port, self.settings.state_dir,
-            self.settings.workers, restarts=lambda: self.restarts,
-        )
-        try:
-            admin_port = await admin.start()
-        except OSError as exc:
-            log.error("event=admin_listen_failed port=%d error=%r", self.settings.admin_port, exc)
-            reservation.close()
-            return 1
+            for host, port in [(self.settings.host, self.settings.port), *self.settings.listen]:
+                try:
+                    reservations.append(listen_socket(host, port))
+                except OSError as exc:
+                    log.error("event=listen_failed address=%s error=%r",
+                              format_hostport(host, port), exc)
+                    return 1
+            hosts = [self.settings.host, *(h for h, _ in self.settings.listen)]
+            bound = [(h, int(r.getsockname()[1])) for h, r in zip(hosts, reservations, strict=True)]
+            self.settings = replace(self.settings, port=bound[0][1], listen=tuple(bound[1:]))
+            admin = AdminServer(
+                self.settings.admin_host, self.settings.admin_port, self.settings.state_dir,
+                self.settings.workers, restarts=lambda: self.restarts, token=self.token,
+            )
+            try:
+                admin_port = await admin.start()
+            except OSError as exc:
+                log.error("event=admin_listen_failed port=%d error=%r",
+                          self.settings.admin_port, exc)
+                return 1
+            return await self._serve(admin, admin_port)
+        finally:
+            for r in reservations:
+                r.close()
+
+    async def _serve(self, admin: AdminServer, admin_port: int) -> int:
         tasks = [
             asyncio.create_task(self._supervise(i), name=f"supervise-worker-{i}")
             for i in range(self.settings.workers)
@@ -194,7 +238,6 @@ class Supervisor:
             self._stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await admin.stop()
-            reservation.close()
             await asyncio.to_thread(self._remove_sockets)
         log.info("event=stopped")
         return 0
@@ -216,13 +259,14 @@ class Supervisor:
         if loop.time() >= deadline:
             log.warning("event=workers_not_answering wait_s=%.0f", STARTUP_WAIT_S)
         s = self.settings
+        addresses = ", ".join(format_hostport(h, p) for h, p in [(s.host, s.port), *s.listen])
         print(
-            f"gateway: serving on {s.host}:{s.port} with {s.workers} workers "
-            f"(admin {s.host}:{admin_port})",
+            f"gateway: serving on {addresses} with {s.workers} workers "
+            f"(admin {format_hostport(s.admin_host, admin_port)})",
             flush=True,
         )
-        log.info("event=serving host=%s port=%d admin_port=%d workers=%d controller=%s",
-                 s.host, s.port, admin_port, s.workers, s.controller_url)
+        log.info("event=serving addresses=%s admin_port=%d workers=%d controller=%s",
+                 addresses, admin_port, s.workers, s.controller_url)
 
     def _worker_command(self, index: int) -> list[str]:
         return [
@@ -310,6 +354,7 @@ def worker_main(
     index: int,
     gateway_id: str,
     parent_pid: int | None,
+    token: Secret,
 ) -> int:
     """Entry point of worker `index`: a uvloop event loop running the proxy until signalled."""
     import uvloop
@@ -317,11 +362,12 @@ def worker_main(
     _die_with_parent(parent_pid)
     raise_nofile_limit(settings.nofile_limit)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(run_worker(settings, index, gateway_id, parent_pid))
+        return runner.run(run_worker(settings, index, gateway_id, parent_pid, token))
 
 
 async def run_worker(
-    settings: GatewaySettings, index: int, gateway_id: str, parent_pid: int | None
+    settings: GatewaySettings, index: int, gateway_id: str, parent_pid: int | None,
+    token: Secret,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -331,7 +377,7 @@ async def run_worker(
 
     router = Router()
     metrics = ProxyMetrics()
-    link = ControllerLink(settings, router, f"{gateway_id}/{index}")
+    link = ControllerLink(settings, router, f"{gateway_id}/{index}", token=token)
     factory = make_proxy_factory(
         router,
         settings,
@@ -354,8 +400,10 @@ async def run_worker(
         )
         internal = await loop.create_unix_server(internal_factory, str(path), backlog=LISTEN_BACKLOG)
 
-    sock = listen_socket(settings.host, settings.port)
-    server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
+    servers = [
+        await loop.create_server(factory, sock=listen_socket(host, port), backlog=LISTEN_BACKLOG)
+        for host, port in [(settings.host, settings.port), *settings.listen]
+    ]
     link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
     lag = [0.0]
 
@@ -399,7 +447,8 @@ async def run_worker(
         await stop.wait()
     finally:
         log.info("event=worker_stopping worker=%d", index)
-        server.close()  # stop accepting; connections in progress continue
+        for server in servers:
+            server.close()  # stop accepting; connections in progress continue
         watcher.cancel()
         activator.reject_all(503, "the gateway worker is stopping")
         await _drain(router, metrics, loop.time() + WORKER_DRAIN_S)

@@ -327,7 +327,9 @@ class Flint:
         return ""
 
     def cli(self, *args: str, stdin: str | None = None, timeout_s: float = 120) -> str:
-        r = subprocess.run([str(BIN / "flint"), "--api", self.api, *args], input=stdin,
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLINT_") and k != "KUBECONFIG"}
+        env["KUBECONFIG"] = str(self.state_dir / "kubeconfig")
+        r = subprocess.run([str(BIN / "flint"), "--api", self.api, *args], input=stdin, env=env,
                            capture_output=True, text=True, timeout=timeout_s)
         if r.returncode != 0:
             raise BenchmarkError(f"flint {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
@@ -344,12 +346,12 @@ class Flint:
 
 
 def start_flint(workdir: Path, workers: int) -> Flint:
-    port, api_port, admin_port, dispatcher_port = free_ports(4)
+    port, api_port, admin_port, dispatcher_port, api_tls_port = free_ports(5)
     state_dir = workdir / "state"
     log_path = workdir / "flint-up.log"
     argv = [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
             "--api-port", str(api_port), "--admin-port", str(admin_port), "--workers", str(workers),
-            "--dispatcher-port", str(dispatcher_port)]
+            "--dispatcher-port", str(dispatcher_port), "--api-tls-port", str(api_tls_port)]
     for kv in TEST_PROFILE:
         argv += ["--autoscaler", kv]
     with log_path.open("wb") as log:

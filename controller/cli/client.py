@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from controller.cli.endpoint import DEFAULT_API, Endpoint
 from controller.cli.errors import CliError
 from controller.cli.kinds import (
     BUILTIN,
@@ -20,12 +21,11 @@ from controller.cli.kinds import (
 from controller.cli.kinds import resolve as resolve_name
 
 Obj = dict[str, Any]
-DEFAULT_API = "http://127.0.0.1:8081"
 CONFLICT_RETRIES = 5
 """How many times a read-modify-write is retried after a 409 Conflict."""
 
 _WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
-__all__ = ["ApiClient", "ApiError", "CliError", "Unreachable"]
+__all__ = ["DEFAULT_API", "ApiClient", "ApiError", "CliError", "Endpoint", "Unreachable"]
 
 _discovery: dict[str, list[ResourceInfo]] = {}
 """Discovered resources per API base URL, cached for the life of the process."""
@@ -34,6 +34,17 @@ _discovery: dict[str, list[ResourceInfo]] = {}
 class Unreachable(CliError):
     def __init__(self, api: str) -> None:
         super().__init__(f"cannot reach the Flint API at {api}: is 'flint up' running?")
+
+
+class Unauthorized(CliError):
+    def __init__(self, endpoint: Endpoint) -> None:
+        had = "a token" if endpoint.token is not None else "no token"
+        super().__init__(
+            f"the Flint API at {endpoint.server} refused the request: 401 Unauthorized (sent "
+            f"{had}, from {endpoint.source}). `flint up` writes a kubeconfig with the owner's "
+            "token to <state-dir>/kubeconfig (and, for the default state dir, to "
+            "~/.config/flint/kubeconfig): use --kubeconfig, KUBECONFIG or FLINT_TOKEN"
+        )
 
 
 class ApiError(CliError):
@@ -67,10 +78,12 @@ def parse_warning(header: str) -> str:
 
 
 class ApiClient:
-    """One API endpoint; use as `async with ApiClient(url) as api:`."""
+    """One API endpoint; use as `async with ApiClient(endpoint) as api:` (a URL string is an
+    endpoint without a credential)."""
 
-    def __init__(self, base_url: str = DEFAULT_API, request_timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, endpoint: Endpoint | str = DEFAULT_API, request_timeout: float = 30.0) -> None:
+        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint(endpoint)
+        self.base_url = self.endpoint.server.rstrip("/")
         self.warnings: list[str] = []
         self.on_warning: Callable[[str], None] | None = None
         self._timeout = aiohttp.ClientTimeout(total=request_timeout, sock_connect=5)
@@ -94,6 +107,24 @@ class ApiClient:
 
     # -- raw HTTP --------------------------------------------------------------------------
 
+    def auth_headers(self) -> dict[str, str]:
+        """The credential, for a request to this endpoint (or the dispatcher it fronts) only."""
+        token = self.endpoint.token
+        return {"Authorization": f"Bearer {token.reveal()}"} if token is not None else {}
+
+    def transport(self) -> dict[str, Any]:
+        """aiohttp request options for this endpoint's TLS."""
+        options: dict[str, Any] = {}
+        if self.endpoint.ssl is not None:
+            options["ssl"] = self.endpoint.ssl
+        if self.endpoint.server_hostname:
+            options["server_hostname"] = self.endpoint.server_hostname
+        return options
+
+    def _refused(self, status: int) -> None:
+        if status == 401:
+            raise Unauthorized(self.endpoint)
+
     async def request(
         self,
         method: str,
@@ -104,7 +135,7 @@ class ApiClient:
     ) -> Obj:
         """A JSON request; a non-2xx answer raises ApiError, a dead endpoint Unreachable."""
         data = orjson.dumps(body) if body is not None else None
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **self.auth_headers()}
         if data is not None:
             headers["Content-Type"] = content_type
         try:
@@ -115,12 +146,17 @@ class ApiClient:
                 params=params,
                 headers=headers,
                 timeout=self._timeout,
+                **self.transport(),
             ) as resp:
                 raw = await resp.read()
                 self._collect_warnings(resp)
+                self._refused(resp.status)
                 if resp.status >= 400:
                     raise ApiError(_status_from(raw, resp.status, resp.reason), resp.status)
                 return _json_obj(raw)
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise CliError(f"the TLS certificate of {self.base_url} is not trusted "
+                           f"({self.endpoint.source}): {e.certificate_error}") from e
         except (TimeoutError, aiohttp.ClientConnectionError) as e:
             raise Unreachable(self.base_url) from e
 
@@ -128,9 +164,11 @@ class ApiClient:
         """The body of a streaming GET in chunks as they arrive."""
         try:
             async with self.session.get(
-                self.base_url + path, params=params, timeout=self._stream_timeout
+                self.base_url + path, params=params, timeout=self._stream_timeout,
+                headers=self.auth_headers(), **self.transport(),
             ) as resp:
                 self._collect_warnings(resp)
+                self._refused(resp.status)
                 if resp.status >= 400:
                     raw = await resp.read()
                     raise ApiError(_status_from(raw, resp.status, resp.reason), resp.status)

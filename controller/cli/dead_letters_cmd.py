@@ -2,8 +2,10 @@
 
 The dispatcher keeps the events a trigger gave up on in its own database and serves them on its
 admin port (`flint up --dispatcher-port`, default 8083): `GET /dead-letters/{ns}/{trigger}` lists
-them, `POST /redeliver/{ns}/{trigger}[?ids=1,2]` queues them for delivery again. These commands
-talk to that port, not to the API. The table is built by pure functions, testable alone.
+them, `POST /redeliver/{ns}/{trigger}[?ids=1,2]` queues them for delivery again. The API serves
+the same endpoints under `/internal/dispatcher/`, so these commands use the API's address and
+credential; `--dispatcher URL` (or FLINT_DISPATCHER) talks to an admin port directly, with the
+same token. The table is built by pure functions, testable alone.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import aiohttp
 import orjson
 import yaml
 
-from controller.cli.client import ApiClient
+from controller.cli.client import ApiClient, Unauthorized
 from controller.cli.errors import CliError, usage
 from controller.cli.output import human_duration, render_table
 from controller.cli.resource_cmd import add_output
@@ -29,7 +31,8 @@ from controller.cli.resource_cmd import add_output
 Obj = dict[str, Any]
 Row = list[str]
 
-DEFAULT_DISPATCHER = "http://127.0.0.1:8083"
+DISPATCHER_PREFIX = "/internal/dispatcher"
+"""Where the API proxies the dispatcher's admin endpoints."""
 DISPATCHER_TIMEOUT_S = 30.0
 DETAIL_WIDTH = 60
 """DETAIL is cut to this many characters in the table (`-o json|yaml` has it whole)."""
@@ -103,8 +106,13 @@ def refusal(status: int, reason: str, raw: bytes) -> str:
     return f"the dispatcher answered {answer}" + (f": {text}" if text else "")
 
 
+def dispatcher_base(api: ApiClient, override: str | None) -> str:
+    """`--dispatcher` when given, else the API's proxy of the dispatcher."""
+    return override or api.base_url + DISPATCHER_PREFIX
+
+
 async def call_dispatcher(
-    session: aiohttp.ClientSession,
+    api: ApiClient,
     method: str,
     base: str,
     url: str,
@@ -112,14 +120,17 @@ async def call_dispatcher(
 ) -> Any:
     """The JSON answer of one admin request; errors become CliErrors naming the dispatcher."""
     try:
-        async with session.request(
+        async with api.session.request(
             method,
             url,
             params=params,
-            headers={"Accept": "application/json"},
+            headers={"Accept": "application/json", **api.auth_headers()},
             timeout=aiohttp.ClientTimeout(total=DISPATCHER_TIMEOUT_S, sock_connect=5),
+            **api.transport(),
         ) as resp:
             raw = await resp.read()
+            if resp.status == 401:
+                raise Unauthorized(api.endpoint)
             if resp.status >= 400:
                 raise CliError(refusal(resp.status, resp.reason or "", raw))
     except aiohttp.ClientConnectionError:
@@ -140,8 +151,9 @@ async def call_dispatcher(
 
 
 async def run_dead_letters(api: ApiClient, args: argparse.Namespace) -> int:
-    url = dispatcher_path(args.dispatcher, "dead-letters", args.namespace, args.name)
-    letters = await call_dispatcher(api.session, "GET", args.dispatcher, url)
+    base = dispatcher_base(api, args.dispatcher)
+    url = dispatcher_path(base, "dead-letters", args.namespace, args.name)
+    letters = await call_dispatcher(api, "GET", base, url)
     if not isinstance(letters, list) or not all(isinstance(d, dict) for d in letters):
         raise CliError(f"{url} answered with something that is not a list of dead letters")
     if args.output == "json":
@@ -157,10 +169,11 @@ async def run_dead_letters(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def run_redeliver(api: ApiClient, args: argparse.Namespace) -> int:
-    url = dispatcher_path(args.dispatcher, "redeliver", args.namespace, args.name)
+    base = dispatcher_base(api, args.dispatcher)
+    url = dispatcher_path(base, "redeliver", args.namespace, args.name)
     ids: list[int] = args.id or []
     params = {"ids": ",".join(str(i) for i in ids)} if ids else None
-    answer = await call_dispatcher(api.session, "POST", args.dispatcher, url, params)
+    answer = await call_dispatcher(api, "POST", base, url, params)
     count = answer.get("requeued") if isinstance(answer, dict) else None
     if isinstance(count, bool) or not isinstance(count, int):
         raise CliError(f"{url} answered without a count of requeued dead letters")
@@ -174,9 +187,10 @@ async def run_redeliver(api: ApiClient, args: argparse.Namespace) -> int:
 def _add_dispatcher(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dispatcher",
-        default=os.environ.get("FLINT_DISPATCHER") or DEFAULT_DISPATCHER,
+        default=os.environ.get("FLINT_DISPATCHER") or None,
         metavar="URL",
-        help="the event dispatcher's admin port (env FLINT_DISPATCHER; default %(default)s)",
+        help="the event dispatcher's admin port, e.g. http://127.0.0.1:8083 (env "
+        "FLINT_DISPATCHER; default: through the API)",
     )
 
 

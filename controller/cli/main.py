@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 from controller.cli import channel_cmd, event_send, eventing_cmd, logs, resource_cmd, service_cmd
-from controller.cli.client import DEFAULT_API, ApiClient, CliError, Unreachable
+from controller.cli.client import ApiClient, CliError, Unreachable
+from controller.cli.endpoint import resolve
 
 Handler = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
 
 
-def common_options() -> argparse.ArgumentParser:
-    """`--api` and `-n` accepted after any command too (defaults live on the root parser)."""
-    p = argparse.ArgumentParser(add_help=False)
+def _connection_options(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument(
         "--api",
-        default=argparse.SUPPRESS,
+        default=default,
         metavar="URL",
-        help="the Flint API (env FLINT_API; default http://127.0.0.1:8081)",
+        help="the Flint API, replacing the kubeconfig's server (env FLINT_API)",
     )
+    p.add_argument(
+        "--kubeconfig",
+        default=default,
+        metavar="PATH",
+        help="kubeconfig to use (default: $KUBECONFIG, ${FLINT_KUBECONFIG:-~/.config/flint/"
+        "kubeconfig}, ~/.kube/config); flint up writes <state-dir>/kubeconfig",
+    )
+    p.add_argument(
+        "--context", default=default, metavar="NAME",
+        help="kubeconfig context (default: its current-context)",
+    )
+
+
+def common_options() -> argparse.ArgumentParser:
+    """`--api`, `--kubeconfig`, `--context` and `-n` accepted after any command too (defaults
+    live on the root parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    _connection_options(p, argparse.SUPPRESS)
     p.add_argument(
         "-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: default)"
     )
@@ -34,12 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flint",
         description="Flint: serverless with Knative's API. kubectl's and kn's verbs.",
     )
-    root.add_argument(
-        "--api",
-        default=os.environ.get("FLINT_API") or DEFAULT_API,
-        metavar="URL",
-        help="the Flint API (env FLINT_API; default %(default)s)",
-    )
+    _connection_options(root, None)
     root.add_argument(
         "-n", "--namespace", default="default", help="namespace (default: %(default)s)"
     )
@@ -56,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(handler: Handler, args: argparse.Namespace) -> int:
-    async with ApiClient(args.api) as api:
+    endpoint = await resolve(args.api, args.kubeconfig, args.context)
+    async with ApiClient(endpoint) as api:
         api.on_warning = lambda text: print(f"Warning: {text}", file=sys.stderr, flush=True)
         return await handler(api, args)
 

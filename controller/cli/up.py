@@ -21,8 +21,25 @@ from pathlib import Path
 import aiohttp
 import uvloop
 
+from controller.cli.apply import apply_one
+from controller.cli.client import ApiClient
+from controller.cli.endpoint import Endpoint, flint_kubeconfig
+from controller.cli.errors import CliError
+from controller.cli.kinds import ResourceInfo
+from controller.cli.manifests import load as load_manifests
+from controller.cli.wait import generation_of, wait_ready
+from controller.credentials import (
+    Credentials,
+    api_kubeconfig,
+    ensure_credentials,
+    kubeconfig_path,
+    token_path,
+)
 from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
+from flint_common import kubeconfig
+from flint_common.addresses import format_hostport, parse_listen
+from flint_common.private import ensure_private_dir, private_umask
 
 PR_SET_PDEATHSIG = 1
 
@@ -134,51 +151,79 @@ async def wait_http(url: str, deadline_s: float) -> bool:
     return False
 
 
-async def apply_and_report(api: str, files: list[str], timeout_s: float) -> int:
-    """Apply manifests with `flint apply`, then wait for each Service and print its URL."""
-    from controller.cli.main import main as cli_main
+async def apply_and_report(api: Endpoint, files: list[str], timeout_s: float) -> int:
+    """Apply manifests as `flint apply` does, then wait for each Service and print its URL."""
+    manifests = await asyncio.to_thread(load_manifests, files, sys.stdin)
+    failed = 0
+    async with ApiClient(api) as client:
+        client.on_warning = lambda text: print(f"Warning: {text}", file=sys.stderr, flush=True)
+        services: list[tuple[ResourceInfo, str, str, int]] = []
+        for m in manifests:
+            try:
+                done = await apply_one(client, m, "default")
+            except CliError as e:
+                failed += 1
+                print(f"flint up: applying {m.source} failed:\n{e.message}", file=sys.stderr,
+                      flush=True)
+                continue
+            print(done.line(), flush=True)
+            if done.info.kind == "Service" and done.info.group == "serving.knative.dev":
+                services.append((done.info, done.namespace, done.name, generation_of(done.obj)))
+        for info, ns, name, generation in services:
+            try:
+                svc = await wait_ready(client, info, ns, name, generation, timeout_s,
+                                       echo=lambda line: print(" " + line, flush=True))
+            except CliError as e:
+                print(f"flint up: {e.message}", file=sys.stderr, flush=True)
+                failed += 1
+                continue
+            url = (svc.get("status") or {}).get("url", "")
+            print(f"Service '{name}' is available at URL:\n{url}", flush=True)
+    return 1 if failed else 0
 
-    argv = ["--api", api, "apply"]
-    for f in files:
-        argv += ["-f", f]
-    code = await asyncio.to_thread(cli_main, argv)
-    if code != 0:
-        return code
-    services = await asyncio.to_thread(_services_in, files)
-    for ns, name in services:
-        code = await asyncio.to_thread(
-            cli_main,
-            ["--api", api, "service", "wait", name, "-n", ns, "--wait-timeout", str(timeout_s)],
-        )
-        if code != 0:
-            return code
-    return 0
 
-
-def _services_in(files: list[str]) -> list[tuple[str, str]]:
-    import yaml
-
-    out = []
-    for f in files:
-        paths = sorted(Path(f).glob("*.yaml")) if Path(f).is_dir() else [Path(f)]
-        for p in paths:
-            for doc in yaml.safe_load_all(p.read_text()):
-                if isinstance(doc, dict) and doc.get("kind") == "Service" and str(
-                    doc.get("apiVersion", "")
-                ).startswith("serving.knative.dev/"):
-                    meta = doc.get("metadata") or {}
-                    out.append((meta.get("namespace", "default"), meta.get("name", "")))
-    return out
+def write_kubeconfigs(a: argparse.Namespace, state_dir: Path, creds: Credentials) -> list[Path]:
+    """`<state-dir>/kubeconfig`, and the merges asked for; returns what was written. Blocking."""
+    config = api_kubeconfig(creds, f"https://127.0.0.1:{a.api_tls_port}")
+    written = [kubeconfig_path(state_dir)]
+    kubeconfig.write(written[0], config)
+    if a.write_config or state_dir == default_state_dir().resolve():
+        target = flint_kubeconfig(os.environ)
+        kubeconfig.merge_into(target, config)
+        written.append(target)
+    if a.merge_kubeconfig:
+        first = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
+        target = Path(first).expanduser() if first else Path.home() / ".kube" / "config"
+        kubeconfig.merge_into(target, config)
+        written.append(target)
+    return written
 
 
 async def run(a: argparse.Namespace) -> int:
     state_dir: Path = a.state_dir.resolve()
-    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
+    tightened = await asyncio.to_thread(ensure_private_dir, state_dir)
+    if tightened:
+        print(f"flint up: the state dir {state_dir} was readable by other users; tightened "
+              f"{tightened} paths to owner-only (0700 directories, 0600 files)",
+              file=sys.stderr, flush=True)
+    creds, reason = await asyncio.to_thread(
+        ensure_credentials, state_dir, [h for h, _ in a.api_listen]
+    )
+    if reason is not None:
+        print(f"flint up: issued the API's TLS certificate ({reason})", file=sys.stderr, flush=True)
+    kubeconfigs = await asyncio.to_thread(write_kubeconfigs, a, state_dir, creds)
+    token_file = str(token_path(state_dir))
     py = sys.executable
     api = f"http://127.0.0.1:{a.api_port}"
+    https = f"https://127.0.0.1:{a.api_tls_port}"
+    dispatcher_url = f"http://127.0.0.1:{a.dispatcher_port}"
+    # status.url names the port users reach: the first --listen address's, else the loopback one.
+    url_port = a.listen[0][1] if a.listen else a.port
     controller = Child("controller", [
         py, "-m", "controller", "--state-dir", str(state_dir), "--api-port", str(a.api_port),
-        "--gateway-port", str(a.port), "--domain", a.domain,
+        "--api-tls-port", str(a.api_tls_port),
+        *[arg for h, p in a.api_listen for arg in ("--api-listen", format_hostport(h, p))],
+        "--gateway-port", str(url_port), "--domain", a.domain, "--dispatcher-url", dispatcher_url,
         "--progress-deadline", str(a.progress_deadline),
         *(["--config", a.config] if a.config else []),
         *[arg for kv in a.autoscaler for arg in ("--autoscaler", kv)],
@@ -186,13 +231,14 @@ async def run(a: argparse.Namespace) -> int:
     ])
     gateway = Child("gateway", [
         py, "-m", "gateway", "--port", str(a.port), "--admin-port", str(a.admin_port),
+        *[arg for h, p in a.listen for arg in ("--listen", format_hostport(h, p))],
         "--workers", str(a.workers), "--controller", api, "--state-dir", str(state_dir),
-        "--domain", a.domain,
+        "--domain", a.domain, "--token-file", token_file,
     ])
     dispatcher = Child("dispatcher", [
         py, "-m", "controller.eventing", "--state-dir", str(state_dir), "--controller", api,
         "--gateway", f"http://127.0.0.1:{a.port}", "--domain", a.domain,
-        "--admin-port", str(a.dispatcher_port),
+        "--admin-port", str(a.dispatcher_port), "--token-file", token_file,
     ])
     sup = Supervisor([controller, gateway, dispatcher], state_dir)
     stop = asyncio.Event()
@@ -204,7 +250,6 @@ async def run(a: argparse.Namespace) -> int:
         for child in sup.children:
             await sup.spawn(child)
             watchers.append(asyncio.create_task(sup.watch(child)))
-        dispatcher_url = f"http://127.0.0.1:{a.dispatcher_port}"
         ok = (
             await wait_http(api + "/healthz", 30)
             and await wait_http(f"http://127.0.0.1:{a.admin_port}/healthz", 30)
@@ -213,15 +258,20 @@ async def run(a: argparse.Namespace) -> int:
         if not ok:
             print("flint up: the controller, the gateway or the dispatcher did not start", file=sys.stderr)
             return 1
+        public = "".join(f", {format_hostport(h, p)}" for h, p in a.listen)
         print(
-            f"Flint is up: gateway http://127.0.0.1:{a.port} (routes at "
-            f"http://{{service}}.{{namespace}}.{a.domain}:{a.port}, brokers at "
-            f"http://broker-ingress.{a.domain}:{a.port}/{{namespace}}/{{broker}}), API {api}, "
-            f"admin http://127.0.0.1:{a.admin_port}, dispatcher {dispatcher_url}, state {state_dir}",
+            f"Flint is up: gateway http://127.0.0.1:{a.port}{public} (routes at "
+            f"http://{{service}}.{{namespace}}.{a.domain}:{url_port}, brokers at "
+            f"http://broker-ingress.{a.domain}:{url_port}/{{namespace}}/{{broker}}), API {api} "
+            f"and {https}, admin http://127.0.0.1:{a.admin_port}, dispatcher {dispatcher_url}, "
+            f"state {state_dir}",
             flush=True,
         )
+        print(f"kubeconfig: {', '.join(map(str, kubeconfigs))} (context flint; e.g. kubectl "
+              f"--kubeconfig {kubeconfigs[0]} get ksvc)", flush=True)
         if a.apply:
-            code = await apply_and_report(api, a.apply, a.wait_timeout)
+            endpoint = Endpoint(api, creds.token, source="flint up")
+            code = await apply_and_report(endpoint, a.apply, a.wait_timeout)
             if code != 0:
                 print("flint up: applying the manifests failed (Flint keeps running)",
                       file=sys.stderr, flush=True)
@@ -241,7 +291,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=default_state_dir(),
                    help="state directory (default: %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-    p.add_argument("--api-port", type=int, default=8081, help="API port (default 8081)")
+    p.add_argument("--listen", action="append", default=[], metavar="ADDR[:PORT]",
+                   help="also serve routes and the broker ingress on this address, e.g. "
+                   "0.0.0.0:80 or [::]:8080 (repeatable; the port defaults to --port; status.url "
+                   "carries the first one's port). The loopback listener on --port stays")
+    p.add_argument("--api-port", type=int, default=8081,
+                   help="plain-HTTP API port, on 127.0.0.1 only (default 8081)")
+    p.add_argument("--api-tls-port", type=int, default=8443,
+                   help="HTTPS API port, the kubeconfig's (default 8443)")
+    p.add_argument("--api-listen", action="append", default=[], metavar="ADDR[:PORT]",
+                   help="also serve the API over HTTPS on this address (repeatable; the port "
+                   "defaults to --api-tls-port; the certificate names it)")
+    p.add_argument("--write-config", action="store_true",
+                   help="merge this state dir's context `flint` into ${FLINT_KUBECONFIG:-~/.config/"
+                   "flint/kubeconfig} (done anyway for the default state dir)")
+    p.add_argument("--merge-kubeconfig", action="store_true",
+                   help="also merge the context `flint` into kubectl's own kubeconfig "
+                   "($KUBECONFIG's first file or ~/.kube/config) and make it current")
     p.add_argument("--admin-port", type=int, default=8082, help="gateway admin port (default 8082)")
     p.add_argument("--dispatcher-port", type=int, default=8083,
                    help="event dispatcher admin port: /metrics, dead letters (default 8083)")
@@ -264,7 +330,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    a = parser().parse_args(argv)
+    private_umask()
+    p = parser()
+    a = p.parse_args(argv)
+    try:
+        a.listen = list(dict.fromkeys(parse_listen(v, a.port) for v in a.listen))
+        a.api_listen = list(dict.fromkeys(parse_listen(v, a.api_tls_port) for v in a.api_listen))
+    except ValueError as exc:
+        p.error(str(exc))
     if a.config:
         a.config = os.path.abspath(a.config)  # the controller runs with another working directory
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

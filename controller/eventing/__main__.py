@@ -12,6 +12,8 @@ import uvloop
 
 from controller.eventing.dispatcher import DispatcherSettings, run
 from controller.settings import default_state_dir
+from flint_common.private import private_umask
+from flint_common.secret import read_token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,12 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
     p.add_argument("--domain", default="localhost")
     p.add_argument("--admin-port", type=int, default=8083)
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="0600 file with the owner's token (default <state-dir>/auth/token)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
+    private_umask()
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    token_file = a.token_file or a.state_dir / "auth" / "token"
+    try:
+        token = read_token(token_file)
+    except (OSError, ValueError) as exc:
+        p.error(f"cannot read the owner's token from {token_file}: {exc}")
     settings = DispatcherSettings(
         state_dir=a.state_dir.resolve(), controller_url=a.controller, gateway_url=a.gateway,
-        domain=a.domain, admin_port=a.admin_port,
+        domain=a.domain, admin_port=a.admin_port, token=token,
     )
 
     async def main_async() -> None:

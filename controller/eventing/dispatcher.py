@@ -30,6 +30,8 @@ from controller.eventing.plan import DispatchPlan, TriggerPlan
 from controller.eventing.runner import TriggerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.state import DispatcherState
+from flint_common.httpauth import auth_middleware
+from flint_common.secret import Secret
 from gateway.channels.floor import write_floor
 from gateway.channels.wake import WakeReceiver, wake_address
 
@@ -60,6 +62,10 @@ class DispatcherSettings:
     """`/healthz`, `/metrics`, dead letters."""
     durable: bool = True
     """Commit the dispatcher's database with synchronous=FULL (else NORMAL)."""
+    token: Secret | None = None
+    """The owner's token (read from `--token-file`, never a flag): sent with the plan's long poll
+    and required on the admin port but for `/healthz` (and `/metrics` on loopback). Prints as
+    `***`."""
 
     @property
     def db_path(self) -> Path:
@@ -94,7 +100,9 @@ class Dispatcher:
         s = self.settings
         self._state = DispatcherState(s.db_path, durable=s.durable)
         await self._wake.start()
-        app = web.Application()
+        if s.token is None:
+            raise ValueError("the dispatcher needs the owner's token (--token-file)")
+        app = web.Application(middlewares=[auth_middleware(s.token)])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/dead-letters/{namespace}/{name}", self._dead_letters)
@@ -130,13 +138,18 @@ class Dispatcher:
 
     async def _poll_plan(self) -> None:
         url = self.settings.controller_url.rstrip("/") + PLAN_PATH
+        token = self.settings.token
+        headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
         backoff = 0.2
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 try:
                     async with session.get(
                         url, params={"version": str(self.version)}, timeout=aiohttp.ClientTimeout(total=60)
                     ) as resp:
+                        if resp.status == 401:
+                            log.error("event=plan_refused status=401 reason=the controller "
+                                      "wants the owner's token (see --token-file)")
                         resp.raise_for_status()
                         plan = DispatchPlan.from_wire(orjson.loads(await resp.read()))
                     backoff = 0.2

@@ -1,7 +1,7 @@
 """The dispatch plan: what the dispatcher delivers, built from Brokers and Triggers (pure).
 
 The controller builds it from its caches and serves it to the dispatcher process (a long poll
-on `/internal/dispatcher/plan`, `controller/dispatchhub.py`); the dispatcher needs nothing
+on `/internal/dispatch/plan`, `controller/dispatchhub.py`); the dispatcher needs nothing
 else from the API. Only triggers that can deliver are in it: their broker exists and is of
 Flint's class, and their subscriber resolved (`status.subscriberUri`).
 """

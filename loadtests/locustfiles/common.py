@@ -7,7 +7,8 @@ Options (on locust's command line, or from the environment):
   with `--host http://127.0.0.1:8080` (the gateway) and name the service here.
 - `--flint-path PATH` / `FLINT_PATH`: the path every user requests (default `/`).
 - `--flint-api URL` / `FLINT_API`: Flint's API (default `http://127.0.0.1:8081`), read by the
-  split check for the route's percentages.
+  split check for the route's percentages, with the owner's token from `FLINT_TOKEN` (an
+  environment variable only: a token on the command line would show in `ps`).
 - `--flint-service NAME`, `--flint-namespace NS`: the service the API is asked about (default:
   read from `--flint-host`, `{service}.{namespace}.{domain}`; give them for a tag's host).
 - `--user-rate N`: requests per second per user (`constant_throughput`); 0 (the default) sends
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -135,7 +137,10 @@ def fetch_object(api: str, namespace: str, plural: str, name: str,
     """A serving.knative.dev/v1 object (`services`, `revisions`, …) from Flint's API; raises on
     any error."""
     url = object_url(api, namespace, plural, name)
-    with urllib.request.urlopen(url, timeout=timeout_s) as r:
+    token = os.environ.get("FLINT_TOKEN", "").strip()
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout_s) as r:
         data = json.loads(r.read())
     if not isinstance(data, dict):
         raise ValueError(f"{url}: not an object")

@@ -201,6 +201,8 @@ def test_hpa_class_scales_on_cpu(fast: Flint) -> None:
     codes = asyncio.run(burn(40))  # bounded; ends as soon as the second replica exists
     assert set(codes) == {200}, codes
     assert _replicas(fast, "cpu-00001") == 2, "a replica burning a core never scaled out at 20 %"
-    view = json.loads(urllib.request.urlopen(f"{fast.api}/internal/autoscaler/default/cpu-00001").read())
+    request = urllib.request.Request(f"{fast.api}/internal/autoscaler/default/cpu-00001",
+                                     headers=fast.api_headers())
+    view = json.loads(urllib.request.urlopen(request).read())
     assert view["class"] == "hpa.autoscaling.knative.dev" and view["metric"] == "cpu"
     fast.cli("service", "delete", "cpu")

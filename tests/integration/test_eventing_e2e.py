@@ -290,7 +290,8 @@ def test_without_a_dead_letter_sink_a_failed_event_is_kept_and_can_be_redelivere
         def letters() -> list[dict[str, Any]]:
             import urllib.request
 
-            with urllib.request.urlopen(url, timeout=5) as r:
+            request = urllib.request.Request(url, headers=flint.api_headers())
+            with urllib.request.urlopen(request, timeout=5) as r:
                 return json.loads(r.read())  # type: ignore[no-any-return]
 
         poll(lambda: len(letters()) == 1, 30, "the dead letter")

@@ -56,6 +56,8 @@ def locust(f: Flint, scenario: str, service: str, tmp: Path, *extra: str, users:
     ]
     # No FLINT_*/LOCUST_* settings of the caller's, and no locust.conf but ours (none): run in tmp.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLINT_", "LOCUST_"))}
+    assert f.token is not None
+    env["FLINT_TOKEN"] = f.token.reveal()  # the split check reads the route's percentages
     r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=seconds + 45)
     totals = {"requests": 0, "failures": 0}
     stats_file = Path(f"{prefix}.json")

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.cli.endpoint import resolve
+from flint_common.secret import Secret
 from loadtests.scale_from_zero import free_ports
 
 BIN = Path(sys.executable).parent
@@ -78,14 +80,36 @@ class Flint:
     admin_port: int
     log_path: Path
     dispatcher_port: int = 0
+    api_tls_port: int = 0
+    token: Secret | None = None
+    """The owner's token, read from the state dir's kubeconfig once flint up is up."""
 
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    def api_headers(self) -> dict[str, str]:
+        """The credential for a raw HTTP request to the API."""
+        assert self.token is not None, "flint up has not written its kubeconfig yet"
+        return {"Authorization": f"Bearer {self.token.reveal()}"}
+
+    def cli_env(self) -> dict[str, str]:
+        """The CLI's environment: the API over loopback HTTP with the kubeconfig's token (no other
+        FLINT_* or KUBECONFIG of the test's own environment leaks in)."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("FLINT_") and k != "KUBECONFIG"}
+        env["FLINT_API"] = self.api
+        if self.token is not None:
+            env["FLINT_TOKEN"] = self.token.reveal()
+        return env
+
     def cli(self, *args: str, input: str | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, FLINT_API=self.api)
+        env = self.cli_env()
         result = subprocess.run(
             [str(BIN / "flint"), *args], input=input, capture_output=True, text=True,
             env=env, timeout=timeout,
@@ -114,18 +138,25 @@ class Flint:
         return self.log_path.read_text(errors="replace")[-5000:]
 
 
+def read_kubeconfig_token(path: Path) -> Secret:
+    """The token of the kubeconfig `flint up` wrote, read as the CLI reads it."""
+    endpoint = asyncio.run(resolve(None, str(path), None, env={}))
+    assert endpoint.token is not None, f"{path} has no token"
+    return endpoint.token
+
+
 def start_flint(tmp: Path, *extra: str) -> Flint:
-    port, api_port, admin_port, dispatcher_port = free_ports(4)
+    port, api_port, admin_port, dispatcher_port, api_tls_port = free_ports(5)
     state_dir = tmp / "state"
     log_path = tmp / "flint-up.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
         [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
          "--api-port", str(api_port), "--admin-port", str(admin_port),
-         "--dispatcher-port", str(dispatcher_port), *extra],
+         "--dispatcher-port", str(dispatcher_port), "--api-tls-port", str(api_tls_port), *extra],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
-    f = Flint(proc, state_dir, port, api_port, admin_port, log_path, dispatcher_port)
+    f = Flint(proc, state_dir, port, api_port, admin_port, log_path, dispatcher_port, api_tls_port)
 
     def ready() -> bool:
         assert proc.poll() is None, f"flint up exited: {f.logs()}"
@@ -133,6 +164,7 @@ def start_flint(tmp: Path, *extra: str) -> Flint:
 
     try:
         poll(ready, 60, "flint up to start")
+        f.token = read_kubeconfig_token(f.kubeconfig)
         poll(lambda: _http_ok(f"http://127.0.0.1:{admin_port}/readyz"), 30, "gateway /readyz")
     except BaseException:
         stop_flint(f)

@@ -1,0 +1,135 @@
+"""Which API the CLI talks to and with what credential, found by kubectl's rules.
+
+Order: `--api`/`FLINT_API` and `FLINT_TOKEN` when both are set (nothing is read); otherwise the
+kubeconfig — `--kubeconfig`, else `KUBECONFIG` (a `:`-separated list, merged), else Flint's own
+`${FLINT_KUBECONFIG:-~/.config/flint/kubeconfig}`, else `~/.kube/config` — in the context
+`--context` or its `current-context`, loaded by `kubernetes_asyncio.config` (so a Kubernetes
+cluster's kubeconfig works the same way); then `--api`/`FLINT_API` replaces its server and
+`FLINT_TOKEN` its token. With no kubeconfig at all: `http://127.0.0.1:8081` and no token, which
+the API refuses with a message saying where the credential is.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.cli.errors import CliError
+from flint_common.secret import Secret
+
+DEFAULT_API = "http://127.0.0.1:8081"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    server: str
+    token: Secret | None = None
+    ssl: ssl.SSLContext | None = None
+    """For an https server: trusts the kubeconfig's CA (None: the system's CAs)."""
+    server_hostname: str | None = None
+    """The kubeconfig's `tls-server-name`, checked instead of the URL's host."""
+    source: str = "the default address"
+    """Where server and credential came from, for error messages."""
+
+
+def flint_kubeconfig(env: Mapping[str, str]) -> Path:
+    """Where `flint up` merges its context for the default state dir."""
+    explicit = env.get("FLINT_KUBECONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".config" / "flint" / "kubeconfig"
+
+
+def kubeconfig_paths(flag: str | None, env: Mapping[str, str]) -> str | None:
+    """The kubeconfig path list to load, or None when there is none to load."""
+    if flag:
+        return flag
+    if env.get("KUBECONFIG"):
+        return env["KUBECONFIG"]
+    home = env.get("HOME") or str(Path.home())
+    for candidate in (flint_kubeconfig(env), Path(home) / ".kube" / "config"):
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _context_from(cafile: str | None, cert: str | None, key: str | None, verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=cafile)
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def from_kubeconfig(paths: str, context: str | None) -> Endpoint:
+    """The server, token and TLS settings of one context of the kubeconfig(s) at `paths`."""
+    # kubernetes_asyncio is imported here only: it costs ~0.3 s to import, which CLI calls that
+    # have FLINT_API and FLINT_TOKEN never pay.
+    from kubernetes_asyncio.client import Configuration
+    from kubernetes_asyncio.config.config_exception import ConfigException
+    from kubernetes_asyncio.config.kube_config import KubeConfigLoader, KubeConfigMerger
+
+    where = f"kubeconfig {paths}"
+    try:
+        merged = KubeConfigMerger(paths)
+        if merged.config is None:
+            raise CliError(f"no kubeconfig found at {paths}")
+        loader = KubeConfigLoader(config_dict=merged.config, active_context=context,
+                                  config_base_path=None)
+        cfg = Configuration()
+        await loader.load_and_set(cfg)
+    except ConfigException as e:
+        raise CliError(f"cannot use the {where}: {e}") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CliError(f"cannot read the {where}: {e}") from None
+    name = (loader.current_context or {}).get("name", context or "")
+    bearer = str(cfg.api_key.get("BearerToken") or "")
+    scheme, _, value = bearer.partition(" ")
+    value = value.strip()  # a tokenFile's newline, as client-go trims it
+    token = Secret(value) if scheme.lower() == "bearer" and value else None
+    tls = None
+    if str(cfg.host).startswith("https:"):
+        try:
+            tls = _context_from(cfg.ssl_ca_cert, cfg.cert_file, cfg.key_file, bool(cfg.verify_ssl))
+        except (OSError, ssl.SSLError) as e:
+            raise CliError(f"cannot use the TLS settings of the {where}: {e}") from None
+    return Endpoint(
+        server=str(cfg.host), token=token, ssl=tls,
+        server_hostname=getattr(cfg, "tls_server_name", None) or None,
+        source=f"{where}, context {name!r}",
+    )
+
+
+async def resolve(
+    api: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    env: Mapping[str, str] | None = None,
+) -> Endpoint:
+    """The endpoint by the rules in the module docstring; `api` is `--api` (else FLINT_API)."""
+    env = os.environ if env is None else env
+    api = api or env.get("FLINT_API") or None
+    raw_token = env.get("FLINT_TOKEN") or None
+    token = Secret(raw_token.strip()) if raw_token and raw_token.strip() else None
+    if api and token and not kubeconfig and not context:
+        return Endpoint(api, token, source="--api/FLINT_API and FLINT_TOKEN")
+    paths = kubeconfig_paths(kubeconfig, env)
+    if paths is None:
+        if context:
+            raise CliError(f"context {context!r} was asked for, but there is no kubeconfig")
+        return Endpoint(api or DEFAULT_API, token,
+                        source="no kubeconfig (FLINT_TOKEN)" if token else "no kubeconfig")
+    found = await from_kubeconfig(paths, context)
+    if api:
+        found = Endpoint(api, found.token, found.ssl, found.server_hostname,
+                         f"--api/FLINT_API with the credential of the {found.source}")
+    if token:
+        found = Endpoint(found.server, token, found.ssl, found.server_hostname,
+                         f"{found.source}, token from FLINT_TOKEN")
+    return found

@@ -1,0 +1,61 @@
+"""`/internal/dispatcher/…` on the API port: the dispatcher's admin endpoints through the API.
+
+The CLI then needs one endpoint and one credential: a request here (already authenticated by the
+API's guard) is forwarded to the dispatcher's admin port with the owner's token, and the answer
+comes back as it was. The dispatcher's port stays on loopback.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from flint_common.httpauth import status
+from flint_common.secret import Secret
+
+PREFIX = "/internal/dispatcher"
+TIMEOUT_S = 30.0
+"""Seconds to wait for the dispatcher's answer."""
+_PASSED_HEADERS = ("Content-Type", "Accept")
+
+
+class DispatcherProxy:
+    """Forwards requests under `PREFIX` to `base_url`; owns one client session."""
+
+    def __init__(self, base_url: str, token: Secret) -> None:
+        self._base = base_url.rstrip("/")
+        self._token = token
+        self._session: aiohttp.ClientSession | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", PREFIX + "/{tail:.*}", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT_S, sock_connect=5)
+            )
+        headers = {h: request.headers[h] for h in _PASSED_HEADERS if h in request.headers}
+        headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        url = f"{self._base}/{request.match_info['tail']}"
+        body = await request.read() if request.body_exists else None
+        try:
+            async with self._session.request(
+                request.method, url, params=request.query, data=body, headers=headers
+            ) as resp:
+                payload = await resp.read()
+                return web.Response(
+                    status=resp.status, body=payload,
+                    headers={"Content-Type": resp.headers.get("Content-Type", "text/plain")},
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return web.json_response(
+                status(503, "ServiceUnavailable",
+                       f"the event dispatcher at {self._base} did not answer: {type(exc).__name__}"),
+                status=503, headers={"Retry-After": "1"},
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,52 @@
+"""Where the API listens: plain HTTP on loopback only, HTTPS on loopback and each `--api-listen`.
+
+Plain HTTP is for processes on this machine (the CLI, Flint's own processes); HTTPS, with the
+certificate the state dir's CA signed, is what kubectl needs, since client-go never sends a bearer
+token to an `http://` server. A non-loopback address is served over HTTPS only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from aiohttp import web
+
+from controller.credentials import Credentials
+from controller.settings import ControllerSettings
+from flint_common.addresses import format_hostport, is_loopback
+from flint_common.tls import server_context
+
+
+class ListenError(ValueError):
+    """A listener setting that cannot be honoured."""
+
+
+def https_addresses(s: ControllerSettings) -> list[tuple[str, int]]:
+    """Loopback HTTPS first (the kubeconfig's URL), then every `--api-listen` address."""
+    return list(dict.fromkeys([(s.api_host, s.api_tls_port), *s.api_listen]))
+
+
+def https_url(s: ControllerSettings) -> str:
+    return f"https://{format_hostport(s.api_host, s.api_tls_port)}"
+
+
+async def start_sites(
+    runner: web.AppRunner, s: ControllerSettings, credentials: Credentials
+) -> list[str]:
+    """Start every listener of the API on `runner`; returns their URLs."""
+    if not is_loopback(s.api_host):
+        raise ListenError(
+            f"api_host {s.api_host} is not a loopback address: plain HTTP is served on loopback "
+            "only (use --api-listen for other addresses: they are served over HTTPS)"
+        )
+    ctx: ssl.SSLContext = await asyncio.to_thread(server_context, credentials.api_cert)
+    urls = []
+    plain = web.TCPSite(runner, s.api_host, s.api_port, reuse_address=True)
+    await plain.start()
+    urls.append(f"http://{format_hostport(s.api_host, s.api_port)}")
+    for host, port in https_addresses(s):
+        site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
+        await site.start()
+        urls.append(f"https://{format_hostport(host, port)}")
+    return urls

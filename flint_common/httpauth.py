@@ -1,0 +1,149 @@
+"""Who may ask: the owner's bearer token on every endpoint but the open ones, for aiohttp servers.
+
+One middleware guards the API, the gateway link, the dispatch plan, logs, and the admin ports of
+the gateway and the dispatcher. The rules, per path:
+
+- `/healthz`, `/readyz`: open (probes carry no credential).
+- `/metrics`: open when the request came in on a loopback address or a unix socket (it names
+  namespaces, services and revisions, so on any other address it needs the token).
+- everything else: `Authorization: Bearer <token>` (compared in constant time), else 401 with a
+  Kubernetes `Status` (`reason: Unauthorized`) that reveals nothing about what is served.
+
+It also refuses what a browser page could send on the owner's behalf: a request whose `Origin`
+is not the server's own origin gets 403, and a request with a body must say it is JSON, YAML or a
+merge patch (`Content-Type`), else 415: no form post or `text/plain` body is ever decoded.
+Credentials are taken from the header only, never from a cookie or the query string.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from flint_common.secret import Secret
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+"""Answered without a credential anywhere."""
+LOOPBACK_OPEN_PATHS = frozenset({"/metrics"})
+"""Answered without a credential on loopback addresses and unix sockets only."""
+BODY_TYPES = frozenset(
+    {
+        "application/json",
+        "text/json",
+        "application/yaml",
+        "application/x-yaml",
+        "text/yaml",
+        "text/x-yaml",
+        "application/merge-patch+json",
+        # refused later with their own message (the API names the patch types it supports):
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    }
+)
+"""Content-Types a request body may have; the empty and octet-stream cases are refused."""
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A Kubernetes `Status` failure object."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def _answer(code: int, reason: str, message: str, **headers: str) -> web.Response:
+    return web.Response(
+        status=code,
+        body=orjson.dumps(status(code, reason, message)),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value (scheme case-insensitive)."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    value = value.strip()
+    return value or None
+
+
+def is_loopback_address(sockname: Any) -> bool:
+    """Whether a socket's local address is loopback (127.0.0.0/8, ::1, v4-mapped) or a unix path."""
+    if isinstance(sockname, str | bytes):
+        return True  # AF_UNIX: only processes that may open the path reach it
+    if not isinstance(sockname, tuple) or not sockname:
+        return False
+    try:
+        addr = ipaddress.ip_address(str(sockname[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def came_in_on_loopback(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and is_loopback_address(transport.get_extra_info("sockname"))
+
+
+def own_origin(request: web.Request) -> str:
+    """`scheme://host[:port]` of this server as the request addressed it."""
+    return f"{request.scheme}://{request.host}".lower()
+
+
+def foreign_origin(request: web.Request) -> str | None:
+    """The request's `Origin` when it is not this server's own (a page elsewhere sent it)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    return None if origin.strip().lower() == own_origin(request) else origin
+
+
+def auth_middleware(
+    token: Secret,
+    *,
+    open_paths: Collection[str] = OPEN_PATHS,
+    loopback_open_paths: Collection[str] = LOOPBACK_OPEN_PATHS,
+) -> Middleware:
+    """The middleware described in the module docstring, for one server."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path in open_paths or (path in loopback_open_paths and came_in_on_loopback(request)):
+            return await handler(request)
+        origin = foreign_origin(request)
+        if origin is not None:
+            return _answer(403, "Forbidden", f"requests from origin {origin} are not accepted")
+        if not token.matches(bearer_token(request.headers.get("Authorization"))):
+            return _answer(401, "Unauthorized", "Unauthorized", **{
+                "WWW-Authenticate": 'Bearer realm="flint"'})
+        if request.body_exists and request.content_type not in BODY_TYPES:
+            given = request.headers.get("Content-Type") or "none"
+            return _answer(
+                415,
+                "UnsupportedMediaType",
+                f"unsupported Content-Type ({given}): send application/json, application/yaml "
+                "or application/merge-patch+json",
+            )
+        return await handler(request)
+
+    return guard
