@@ -31,7 +31,7 @@ from gateway.config import (
     TrafficSplit,
 )
 from gateway.link import ControllerLink, load_snapshot_file
-from gateway.router import Router
+from gateway.router import RouteMiss, Router
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
@@ -339,7 +339,10 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
 
             await c.publish(snapshot(2, up, ("b.default.localhost",)))
             await eventually(lambda: c.acked("gw/0") == 2, "ack of version 2")
-            assert not isinstance(router.resolve("b.default.localhost"), type(None))
+            # version 2 routes b (and no longer a) to the revision
+            rev = router.resolve("b.default.localhost")
+            assert isinstance(rev, RevisionTarget) and rev.key == "default/hello-00001", rev
+            assert router.resolve("a.default.localhost") == RouteMiss("unknown-host", "a.default.localhost")
             assert load_snapshot_file(settings.snapshot_path) == snapshot(
                 2, up, ("b.default.localhost",)
             )
@@ -347,6 +350,8 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
             await c.publish(snapshot(1, up, ("a.default.localhost",)))
             await eventually(lambda: len(c.acks["gw/0"]) >= 3, "third ack")
             assert router.version == 2 and c.acks["gw/0"][-1]["version"] == 2
+            assert isinstance(router.resolve("b.default.localhost"), RevisionTarget)
+            assert isinstance(router.resolve("a.default.localhost"), RouteMiss)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -470,8 +475,12 @@ async def test_gateway_serves_acks_aggregates_and_survives_controller_loss(
                 assert (await gw.get(HOST))[0] == 200
             assert await gw.ready()
 
+            sockets = tmp_path / "state" / "gateway"
+            assert sorted(p.name for p in sockets.glob("*.sock")) == [
+                "worker-0.proxy.sock", "worker-0.sock", "worker-1.proxy.sock", "worker-1.sock"
+            ]
             await terminate(gw)
-        assert not list((tmp_path / "state" / "gateway").glob("*.sock"))
+        assert not list(sockets.glob("*.sock"))  # removed on the way out
 
 
 async def _metric(gw: Gateway, name: str, value: float) -> bool:
@@ -685,6 +694,8 @@ async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -
             ],
             "a stats bucket with the 3 queued requests",
         )
+        depth = 'flint_gateway_queue_depth_requests{revision="default/hello-00001"}'
+        await eventually(lambda: _metric(gw, depth, 3.0), "the queue depth gauge at 3")
         pokes = [u for u in c.ups["gw/0"] if u["type"] == "poke"]
         assert pokes[0] == {"type": "poke", "revision": "default/hello-00001", "waiting": 1}
         assert len(pokes) == 1  # one per revision, not one per request
@@ -693,7 +704,7 @@ async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -
         assert [r[0] for r in results] == [200, 200, 200]
         m = await gw.metrics()
         assert m['flint_gateway_cold_starts_total{revision="default/hello-00001"}'] == 3
-        assert m.get('flint_gateway_queue_depth_requests{revision="default/hello-00001"}', 0) == 0
+        assert m.get(depth, 0) == 0  # an empty queue is no longer reported
         assert m['flint_gateway_cold_start_wait_seconds_count{revision="default/hello-00001"}'] == 3
         # idle afterwards: zeros are still reported
         await eventually(

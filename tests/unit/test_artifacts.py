@@ -338,27 +338,47 @@ async def test_cancelled_asnapshot_stops_its_worker(
         (src / f"f{i:03}").write_text(str(i))
     store = ArtifactStore(tmp_path / "artifacts")
     hashed: list[Path] = []
+    cancels: list[threading.Event] = []
+    outcome: list[BaseException | str] = []
     started = threading.Event()
     real_hash = artifacts._hash_file
+    real_snapshot = store.snapshot
 
-    def slow(path: Path, *a: object) -> str:
-        started.set()
+    def snapshot(src: Path, cancel: threading.Event | None = None) -> str:
+        assert cancel is not None
+        cancels.append(cancel)
+        try:
+            digest = real_snapshot(src, cancel)
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        outcome.append(digest)
+        return digest
+
+    def blocked(path: Path, *a: object) -> str:
         hashed.append(path)
-        time.sleep(0.01)  # 400 files: ~4 s per walk unless cancelled
+        started.set()
+        # Each file waits for the cancel: the walk only ends early if the cancel reaches the
+        # worker (else it takes 400 x 60 s, and the test times out).
+        if cancels[0].wait(60):
+            time.sleep(0.1)  # the worker is slow to stop (the scenario, not a wait)
         return real_hash(path, *a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(artifacts, "_hash_file", slow)
+    monkeypatch.setattr(store, "snapshot", snapshot)
+    monkeypatch.setattr(artifacts, "_hash_file", blocked)
     task = asyncio.create_task(store.asnapshot(src))
-    await asyncio.to_thread(started.wait, 5)
-    await asyncio.sleep(0.05)
-    t0 = time.monotonic()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - t0 < 1.0
-    # The worker thread has stopped: no more files are hashed.
-    n = len(hashed)
-    await asyncio.sleep(0.1)
-    assert len(hashed) == n < 400
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The cancel reached the worker, which gave up in the file it was hashing; and
+        # asnapshot returned only once the (slow) worker had stopped: its outcome is there.
+        assert len(cancels) == 1 and cancels[0].is_set()
+        assert len(outcome) == 1 and isinstance(outcome[0], SnapshotCancelled), outcome
+        assert len(hashed) == 1
+    finally:
+        for cancel in cancels:  # never leave the worker blocked, whatever failed
+            cancel.set()
     assert store.digests() == set()
     assert tmp_dirs(store) == []

@@ -213,10 +213,8 @@ def test_reap_stops_a_child_tree(tmp_path: Path) -> None:
     while len(procs.mentioning(str(tmp_path))) < 4 and time.monotonic() < end:
         time.sleep(0.05)
     assert len(procs.mentioning(str(tmp_path))) >= 4  # sh, 2 sleeps, the escaped one
-    t0 = time.monotonic()
     killed = bench.reap(started, timeout_s=0.5)
-    assert time.monotonic() - t0 < 10
-    assert tree.returncode == -signal.SIGKILL
+    assert tree.returncode == -signal.SIGKILL  # not 0 after the sleeps: killed once TERM was ignored
     assert len(killed) == 1  # the escaped one
     assert procs.mentioning(str(tmp_path)) == {}
     assert started.procs == []

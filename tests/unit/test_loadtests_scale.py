@@ -263,9 +263,9 @@ def test_stop_escalates_to_sigkill() -> None:
     )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
     assert p.stdout is not None and p.stdout.readline() == b"ok\n"
-    t0 = time.monotonic()
+    # It ignores SIGINT: killed after the 0.5 s (not exiting 0 after its 30 s sleep).
     assert procs.stop(p, sig=signal.SIGINT, timeout_s=0.5) is False
-    assert p.returncode == -signal.SIGKILL and time.monotonic() - t0 < 5
+    assert p.returncode == -signal.SIGKILL
     q = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     time.sleep(0.2)
     assert procs.stop(q, sig=signal.SIGTERM, timeout_s=5) is True

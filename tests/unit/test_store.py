@@ -69,6 +69,15 @@ def svc(name: str = "hello", ns: str | None = None, **spec: Any) -> Obj:
     }
 
 
+async def until_watched(store: Any, watchers: int = 1) -> None:
+    """Wait, with a deadline, until `watchers` watches have subscribed to the store's changes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while len(store._fanout._subscribers) < watchers:
+        assert loop.time() < deadline, f"timed out waiting for {watchers} watchers to subscribe"
+        await asyncio.sleep(0.001)
+
+
 async def take(it: AsyncIterator[WatchEvent], n: int) -> list[WatchEvent]:
     return [await asyncio.wait_for(anext(it), 5) for _ in range(n)]
 
@@ -334,7 +343,7 @@ async def test_slow_watcher_gets_gone(make_store: StoreFactory) -> None:
     await store.create(SVC, svc())
     it = store.watch(SVC, since=1)
     first = asyncio.create_task(anext(it))
-    await asyncio.sleep(0.01)  # the watcher subscribes
+    await until_watched(store)
     await store.update(SVC, svc(image="0"))
     assert (await asyncio.wait_for(first, 5)).resource_version == 2
     for i in range(1, 10):
@@ -347,7 +356,7 @@ async def test_close_ends_watches(make_store: StoreFactory) -> None:
     store = await make_store()
     it = store.watch(SVC)
     pending = asyncio.create_task(anext(it))
-    await asyncio.sleep(0.01)
+    await until_watched(store)
     await store.close()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(pending, 5)
