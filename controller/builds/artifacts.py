@@ -208,14 +208,14 @@ def _digest_tree(src: Path, copy_to: Path | None = None, guard: _Guard | None = 
                 os.symlink(entry.target, dst)
             else:
                 content = _hash_file(src / entry.rel, dst, guard)
-                os.chmod(dst, 0o555 if entry.executable else 0o444)
+                os.chmod(dst, 0o500 if entry.executable else 0o400)
         elif entry.kind == "file":
             content = _hash_file(src / entry.rel, None, guard)
         h.update(_entry_record(entry, content))
     if copy_to is not None:
         for d in reversed(dirs):  # children before parents
-            os.chmod(d, 0o555)
-        os.chmod(copy_to, 0o555)
+            os.chmod(d, 0o500)
+        os.chmod(copy_to, 0o500)
     return "sha256:" + h.hexdigest()
 
 
@@ -224,14 +224,14 @@ def _make_writable_and_remove(path: Path) -> None:
     if not path.exists() and not path.is_symlink():
         return
     for dirpath, _dirnames, _files in os.walk(path):
-        os.chmod(dirpath, 0o755)
+        os.chmod(dirpath, 0o700)
     shutil.rmtree(path)
 
 
 class ArtifactStore:
     """Immutable directory snapshots under `root`, named by the sha256 digest of their content.
 
-    Layout: `root/sha256-<hex>/` (read-only: files 0444 or 0555, directories 0555) and
+    Layout: `root/sha256-<hex>/` (read-only and the owner's alone: files 0400 or 0500, directories 0500) and
     `root/.tmp-*` while a snapshot is being written (renamed into place atomically).
 
     A snapshot never descends into `root` itself nor into an `exclude` directory (compared as

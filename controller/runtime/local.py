@@ -114,7 +114,7 @@ class LocalRuntime:
     def _take_state_dir(self) -> list[records.ReplicaRecord]:
         for d in (self.records_dir, self.logs_dir, self.sandbox_dir):
             d.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / "runtime.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.state_dir / "runtime.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -321,10 +321,10 @@ def test_without_a_dead_letter_sink_a_failed_event_is_kept_and_can_be_redelivere
         letter = letters()[0]
         assert letter["status"] == 400 and letter["reason"] == "not-retryable"
         assert letter["event"]["id"] == "k-1"
-        status, _, body = asyncio.run(
-            fetch(flint.dispatcher_port, "127.0.0.1", "/redeliver/default/keeper", method="POST")
-        )
-        assert status == 200 and json.loads(body)["requeued"] == 1
+        listed = json.loads(flint.cli("trigger", "dead-letters", "keeper", "-o", "json").stdout)
+        assert [d["event"]["id"] for d in listed] == ["k-1"]  # through the API's proxy
+        out = flint.cli("trigger", "redeliver", "keeper").stdout
+        assert out.strip() == "1 dead letter(s) queued for redelivery"
         poll(lambda: rec.ids() == ["k-1"], 30, "the redelivered event")
         assert letters() == []
 

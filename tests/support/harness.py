@@ -145,9 +145,12 @@ def read_kubeconfig_token(path: Path) -> Secret:
     return endpoint.token
 
 
-def start_flint(tmp: Path, *extra: str) -> Flint:
+def start_flint(tmp: Path, *extra: str, state_dir: Path | None = None,
+                env: dict[str, str] | None = None) -> Flint:
+    """`flint up` on free ports with its state in `tmp/state` (or `state_dir`); `env` replaces
+    variables of its environment."""
     port, api_port, admin_port, dispatcher_port, api_tls_port = free_ports(5)
-    state_dir = tmp / "state"
+    state_dir = state_dir or tmp / "state"
     log_path = tmp / "flint-up.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
@@ -155,6 +158,7 @@ def start_flint(tmp: Path, *extra: str) -> Flint:
          "--api-port", str(api_port), "--admin-port", str(admin_port),
          "--dispatcher-port", str(dispatcher_port), "--api-tls-port", str(api_tls_port), *extra],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     f = Flint(proc, state_dir, port, api_port, admin_port, log_path, dispatcher_port, api_tls_port)
 

@@ -122,12 +122,12 @@ def test_snapshot_is_read_only(tmp_path: Path, store: ArtifactStore) -> None:
     src = make_tree(tmp_path)
     snap = store.path(store.snapshot(src))
     listing = tree_listing(snap)
-    assert listing["app.py"][2] == 0o444
-    assert listing["pkg/mod.py"][2] == 0o444
-    assert listing["run.sh"][2] == 0o555
-    assert listing["pkg"][2] == 0o555
-    assert listing["empty"][2] == 0o555
-    assert stat.S_IMODE(snap.stat().st_mode) == 0o555
+    assert listing["app.py"][2] == 0o400
+    assert listing["pkg/mod.py"][2] == 0o400
+    assert listing["run.sh"][2] == 0o500
+    assert listing["pkg"][2] == 0o500
+    assert listing["empty"][2] == 0o500
+    assert stat.S_IMODE(snap.stat().st_mode) == 0o500
     if os.geteuid() != 0:  # root ignores permission bits
         with pytest.raises(PermissionError):
             (snap / "app.py").write_text("x")
