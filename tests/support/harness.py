@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flint_common import procinfo
 from loadtests.scale_from_zero import free_ports
 
 BIN = Path(sys.executable).parent
@@ -37,36 +38,13 @@ def poll(check: Callable[[], bool], timeout: float, what: str, interval: float =
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+    """The process exists and is not a zombie (a zombie is dead for our purposes)."""
+    return procinfo.alive(pid)
 
 
 def procs_mentioning(needle: str) -> dict[int, str]:
     """pid → cmdline of every live process whose cmdline or environment mentions `needle`."""
-    out: dict[int, str] = {}
-    me = os.getpid()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == me:
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            env = (d / "environ").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if (needle in cmd or needle in env) and pid_alive(int(d.name)):
-            out[int(d.name)] = cmd
-    return out
-
+    return procinfo.mentioning(needle)
 
 
 @dataclass
