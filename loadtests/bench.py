@@ -42,7 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests import bench_cpu, bench_nginx, bench_report, bench_stats, bench_tools, procs
+from loadtests import (
+    bench_cpu,
+    bench_nginx,
+    bench_report,
+    bench_stats,
+    bench_tools,
+    flint_process,
+    procs,
+)
 from loadtests import scale_from_zero as sfz
 
 HOST = "bench.default.localhost"
@@ -104,10 +112,6 @@ def reap(started: Started, timeout_s: float = 10.0) -> dict[int, str]:
 # --- waiting -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    return sfz.free_port()
-
-
 def get(port: int, host: str | None = None, timeout_s: float = 5.0) -> int:
     """One GET / to 127.0.0.1:`port` (Host `host`); the status code."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
@@ -124,12 +128,12 @@ def wait_status_200(port: int, host: str | None, what: str, alive: Callable[[], 
                     timeout_s: float = 30.0) -> None:
     def ok() -> bool:
         if not alive():
-            raise BenchError(f"{what} exited")
+            raise flint_process.FlintExited(f"{what} exited")
         return get(port, host, timeout_s=2) == 200
 
     try:
-        sfz.wait_for(ok, timeout_s, what, interval_s=0.05)
-    except sfz.BenchmarkError as exc:
+        flint_process.wait_for(ok, timeout_s, what, interval_s=0.05)
+    except flint_process.FlintError as exc:
         raise BenchError(str(exc)) from exc
 
 
@@ -160,7 +164,7 @@ def start_gateway(
     state = workdir / "gateway-state"
     (state / "gateway").mkdir(parents=True, exist_ok=True)
     (state / "gateway" / "snapshot.json").write_text(json.dumps(snapshot(upstream_port)))
-    port, admin = sfz.free_ports(2)
+    port, admin = flint_process.free_ports(2)
     argv = [sys.executable, "-m", "gateway", "--port", str(port), "--admin-port", str(admin),
             "--workers", str(workers), "--controller", "http://127.0.0.1:1", "--state-dir", str(state),
             "--log-level", "WARNING"]
@@ -173,7 +177,7 @@ def start_gateway(
 
 
 def start_nginx(started: Started, prefix: Path, config: Callable[[int], str], what: str) -> bench_nginx.Nginx:
-    port = free_port()
+    port = flint_process.free_port()
     n = bench_nginx.start(prefix, config(port), port)
     started.add(n.proc)
     wait_status_200(port, None, what, lambda: n.proc.poll() is None, timeout_s=10)
@@ -284,7 +288,7 @@ def timed_request(port: int, host: str | None, timeout_s: float = 30.0) -> tuple
 def bare_start(started: Started, timeout_s: float = 30.0) -> tuple[float, int | None]:
     """Spawn the sleepy app as Flint would (its Procfile's `python3 app.py`, `PORT` set), poll
     its port every 5 ms until it accepts, then one request: seconds from the spawn to the answer."""
-    port = free_port()
+    port = flint_process.free_port()
     python = shutil.which("python3") or sys.executable
     t0 = time.monotonic()
     proc = subprocess.Popen([python, "app.py"], cwd=sfz.APP_DIR, stdin=subprocess.DEVNULL,
@@ -309,7 +313,7 @@ def cold_start_phase(o: Options, workdir: Path, started: Started) -> list[bench_
     os.environ[MARKER_ENV] = started.marker  # `flint up` and its replicas inherit it
     try:
         (workdir / "cold").mkdir(parents=True, exist_ok=True)
-        f = sfz.start_flint(workdir / "cold", o.workers)
+        f = flint_process.start_flint(workdir / "cold", *sfz.PROFILE_ARGS, workers=o.workers)
     finally:
         del os.environ[MARKER_ENV]
     started.add(f.proc, signal.SIGINT)
@@ -325,10 +329,10 @@ def cold_start_phase(o: Options, workdir: Path, started: Started) -> list[bench_
             samples.append(bench_report.ColdSample(flint_s, bare_s, flint_status, bare_status))
             log(f"cold start {i + 1}/{o.cold_start_samples}: through Flint {1000 * flint_s:.1f} ms "
                 f"({flint_status}), bare {1000 * bare_s:.1f} ms ({bare_status})")
-    except sfz.BenchmarkError as exc:
-        raise BenchError(f"cold start: {exc}\n{f.log_tail()}") from exc
+    except flint_process.FlintError as exc:
+        raise BenchError(f"cold start: {exc}\n{f.logs()}") from exc
     finally:
-        for problem in sfz.stop_flint(f):
+        for problem in flint_process.stop_flint(f):
             log(f"warning: {problem}")
     return samples
 
@@ -415,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sfz.sigterm_as_interrupt():
             summary = run(o)
-    except (BenchError, sfz.BenchmarkError, bench_tools.ToolError) as exc:
+    except (BenchError, flint_process.FlintError, bench_tools.ToolError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

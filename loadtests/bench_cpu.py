@@ -1,43 +1,19 @@
-"""CPU accounting for the benchmark: utime + stime from `/proc/PID/stat`.
+"""CPU accounting for the benchmark: utime + stime of process trees, in clock ticks.
 
 The steadiest figure on a shared machine is the CPU time a process spends per request: read the
 clock ticks of a process tree (the gateway's main process and workers, nginx's master and
 workers) before and after the measured interval and divide the difference by the requests served.
-Parsing is pure (unit-tested); `tree_ticks` reads /proc and tolerates processes vanishing.
+The readings come from `flint_common.procinfo` (psutil); `tree_ticks` tolerates processes
+vanishing. The arithmetic on readings is pure (unit-tested).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-from loadtests import procs
+from flint_common import procinfo
 
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-@dataclass(frozen=True)
-class CpuTicks:
-    """`utime` and `stime` of one process (clock ticks, threads included)."""
-
-    utime: int
-    stime: int
-
-    @property
-    def total(self) -> int:
-        return self.utime + self.stime
-
-
-def parse_cpu_ticks(text: str) -> CpuTicks:
-    """utime (field 14) and stime (field 15) of a `/proc/PID/stat` text. `comm` may hold spaces and
-    parentheses, so the fields are counted after the last ')' (where field 3, the state, starts)."""
-    _, sep, rest = text.rpartition(")")
-    if not sep:
-        raise ValueError("not a /proc/PID/stat line")
-    fields = rest.split()
-    # rest starts at field 3 (state): utime is field 14 → index 11, stime field 15 → index 12.
-    return CpuTicks(utime=int(fields[11]), stime=int(fields[12]))
+CLK_TCK = procinfo.CLK_TCK
 
 
 def ticks_to_s(ticks: int, clk_tck: int = CLK_TCK) -> float:
@@ -66,22 +42,22 @@ def cpu_fraction(ticks: int, wall_s: float, clk_tck: int = CLK_TCK) -> float:
     return ticks / clk_tck / wall_s if wall_s > 0 else 0.0
 
 
-# --- reading /proc -----------------------------------------------------------------------------
+# --- reading the process table -----------------------------------------------------------------
 
 
 def process_ticks(pid: int) -> int | None:
-    """utime + stime of `pid` (also of a zombie not yet reaped: its final figure), None if gone."""
-    try:
-        return parse_cpu_ticks((procs.PROC / str(pid) / "stat").read_text()).total
-    except (OSError, ValueError, IndexError):
-        return None
+    """utime + stime of `pid` in clock ticks (also of a zombie not yet reaped: its final figure),
+    None if gone."""
+    seconds = procinfo.cpu_seconds(pid)
+    # psutil divides the kernel's ticks by CLK_TCK: rounding gives them back exactly.
+    return None if seconds is None else round(seconds * CLK_TCK)
 
 
 def tree_ticks(roots: Iterable[int]) -> dict[int, int]:
     """pid → utime + stime of every process in the trees under `roots` (roots included)."""
     out: dict[int, int] = {}
     for root in roots:
-        for p in [root, *procs.descendants(root)]:
+        for p in [root, *procinfo.children(root, recursive=True)]:
             if p in out:
                 continue
             t = process_ticks(p)

@@ -41,16 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import bench_cpu, bench_tools, procs
-from loadtests.scale_from_zero import (
-    BenchmarkError,
-    Flint,
-    free_port,
-    markdown_table,
-    percentile,
-    start_flint,
-    stop_flint,
-    wait_for,
-)
+from loadtests.flint_process import Flint, FlintError, free_port, start_flint, stop_flint, wait_for
+from loadtests.scale_from_zero import PROFILE_ARGS, markdown_table, percentile
 
 SINK_APP = Path(__file__).resolve().parent / "apps" / "eventsink" / "app.py"
 INGRESS_HOST = "broker-ingress.localhost"
@@ -204,8 +196,8 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
         wait_for(lambda: http_json(sink_url + "/stats") is not None, 30, "the subscriber")
         # Keep every record in the log for the exact loss count (no retention pass during the run).
         os.environ["FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S"] = "3600"
-        f = start_flint(workdir, 1)
-        f.cli("apply", "-f", "-", stdin=manifests(sink_url + "/"))
+        f = start_flint(workdir, *PROFILE_ARGS, workers=1)
+        f.cli("apply", "-f", "-", input=manifests(sink_url + "/"))
         wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")
         path = "/default/bench"
         gw = procs.find_child(f.proc.pid, "-m gateway")
@@ -245,7 +237,7 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
             stats = http_json(sink_url + "/stats")
             return bool(stats["unique"] >= res.ingest_accepted)
 
-        with contextlib.suppress(BenchmarkError):
+        with contextlib.suppress(FlintError):
             wait_for(caught_up, max(60.0, duration_s * 10), "the subscriber to receive every accepted event")
         time.sleep(1.0)  # let deliveries in flight land before counting (bounded, not a wait for state)
         stats = http_json(sink_url + "/stats")
@@ -272,7 +264,7 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
         def all_rate_delivered() -> bool:
             return bool(http_json(sink_url + "/stats")["unique"] >= len(accepted))
 
-        with contextlib.suppress(BenchmarkError):
+        with contextlib.suppress(FlintError):
             wait_for(all_rate_delivered, 60, "the fixed-rate events")
         ids = set(urllib.request.urlopen(sink_url + "/ids", timeout=30).read().decode().split())
         res.rate_lost = len(accepted - ids)
@@ -357,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="flint-bench-events-") as tmp:
         try:
             res = run_benchmark(a.duration, a.rate, a.rate_duration, Path(tmp))
-        except BenchmarkError as exc:
+        except FlintError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
     command = "python -m loadtests.bench_events " + " ".join(argv if argv is not None else sys.argv[1:])

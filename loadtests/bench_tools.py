@@ -1,8 +1,8 @@
 """The load generators: wrk (closed loop, throughput) and hey (fixed rate, latency).
 
-Both run as child processes with a hard wall-clock bound. Their CPU time comes from
-`/proc/PID/stat` of the exited-but-not-yet-reaped process (`waitid(WNOWAIT)`), so it is the
-whole run's figure. Parsing their text output is pure (unit-tested on captured outputs).
+Both run as child processes with a hard wall-clock bound. Their CPU time is read (through
+`flint_common.procinfo`) from the exited-but-not-yet-reaped process (`waitid(WNOWAIT)`), so it is
+the whole run's figure. Parsing their text output is pure (unit-tested on captured outputs).
 """
 
 from __future__ import annotations

@@ -29,13 +29,10 @@ import os
 import platform
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +42,7 @@ from typing import Any
 import aiohttp
 
 from loadtests import procs
+from loadtests.flint_process import Flint, FlintError, start_flint, stop_flint, wait_for
 
 APP_DIR = Path(__file__).resolve().parent / "apps" / "sleepy"
 BIN = Path(sys.executable).parent
@@ -54,10 +52,8 @@ CPU_LIMIT = 0.9
 BAR_ALL_COMPLETE_S = 5.0
 """Issue 3's bar: every request succeeds and all complete within this many seconds."""
 TEST_PROFILE = ("stable-window=6s", "scale-to-zero-grace-period=0s")
-
-
-class BenchmarkError(Exception):
-    """The benchmark could not run (Flint did not start, the service never got Ready, ...)."""
+PROFILE_ARGS = tuple(arg for kv in TEST_PROFILE for arg in ("--autoscaler", kv))
+"""`flint up` arguments of the test profile."""
 
 
 # --- pure parts --------------------------------------------------------------------------------
@@ -272,135 +268,14 @@ def manifest(name: str, image: Path, *, delay_ms: float | None = None) -> dict[s
 # --- Flint ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free loopback ports (all held open while they are picked, so no two are the
-    same; another process may still take one before it is used)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def wait_for(check: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> Any:
-    """Poll `check()` until it returns something truthy (returned) or fail after `timeout_s`."""
-    end = time.monotonic() + timeout_s
-    last: BaseException | None = None
-    while time.monotonic() < end:
-        try:
-            value = check()
-            if value:
-                return value
-        except BenchmarkError:
-            raise
-        except Exception as exc:
-            last = exc
-        time.sleep(interval_s)
-    raise BenchmarkError(f"timed out after {timeout_s:g} s waiting for {what}"
-                         + (f" (last error: {last!r})" if last else ""))
-
-
-@dataclass
-class Flint:
-    proc: subprocess.Popen[bytes]
-    state_dir: Path
-    log_path: Path
-    port: int
-    api_port: int
-    admin_port: int
-    argv: list[str]
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def log_tail(self, n: int = 4000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-n:]
-        return ""
-
-    def cli(self, *args: str, stdin: str | None = None, timeout_s: float = 120) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLINT_") and k != "KUBECONFIG"}
-        env["KUBECONFIG"] = str(self.state_dir / "kubeconfig")
-        r = subprocess.run([str(BIN / "flint"), "--api", self.api, *args], input=stdin, env=env,
-                           capture_output=True, text=True, timeout=timeout_s)
-        if r.returncode != 0:
-            raise BenchmarkError(f"flint {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}")
-        return r.stdout
-
-    def get(self, kind: str, name: str) -> dict[str, Any]:
-        data = json.loads(self.cli("get", kind, name, "-o", "json"))
-        if not isinstance(data, dict):
-            raise BenchmarkError(f"flint get {kind} {name}: not an object")
-        return data
-
-    def gateway_pid(self) -> int | None:
-        return procs.find_child(self.proc.pid, "-m gateway")
-
-
-def start_flint(workdir: Path, workers: int) -> Flint:
-    port, api_port, admin_port, dispatcher_port, api_tls_port = free_ports(5)
-    state_dir = workdir / "state"
-    log_path = workdir / "flint-up.log"
-    argv = [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
-            "--api-port", str(api_port), "--admin-port", str(admin_port), "--workers", str(workers),
-            "--dispatcher-port", str(dispatcher_port), "--api-tls-port", str(api_tls_port)]
-    for kv in TEST_PROFILE:
-        argv += ["--autoscaler", kv]
-    with log_path.open("wb") as log:
-        # Its own session: the benchmark decides when it stops (SIGINT in `finally`), and a
-        # SIGKILL of the group catches its direct children if it ignores SIGINT.
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    f = Flint(proc, state_dir, log_path, port, api_port, admin_port, argv)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise BenchmarkError(f"flint up exited {proc.returncode}:\n{f.log_tail()}")
-        return "Flint is up" in f.log_tail(100_000)
-
-    try:
-        wait_for(up, 60, "flint up to start")
-        wait_for(lambda: _http_ok(f"http://127.0.0.1:{admin_port}/readyz"), 30, "the gateway's /readyz")
-    except BaseException:
-        stop_flint(f)  # nothing it started may outlive a failed start
-        raise
-    return f
-
-
-def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as r:
-        return bool(r.status == 200)
-
-
-def stop_flint(f: Flint, timeout_s: float = 40) -> list[str]:
-    """SIGINT `flint up`, SIGKILL on timeout, then make sure no process mentioning its state dir
-    remains. Returns problems worth reporting (empty when the stop was clean)."""
-    problems: list[str] = []
-    if not procs.stop(f.proc, sig=signal.SIGINT, timeout_s=timeout_s):
-        problems.append(f"flint up did not stop within {timeout_s:g} s of SIGINT; killed it")
-    left = procs.reap_mentioning(str(f.state_dir), timeout_s=15)
-    if left:
-        problems.append("killed processes left behind: "
-                        + "; ".join(f"{p} {c[:120]}" for p, c in sorted(left.items())))
-    return problems
-
-
 def deploy(f: Flint, name: str, delay_ms: float | None, wait_s: float = 180) -> str:
     """Create the service and wait for it; return its ready revision's name."""
-    f.cli("apply", "-f", "-", stdin=json.dumps(manifest(name, APP_DIR, delay_ms=delay_ms)))
-    f.cli("service", "wait", name, "--wait-timeout", str(wait_s), timeout_s=wait_s + 30)
+    f.cli("apply", "-f", "-", input=json.dumps(manifest(name, APP_DIR, delay_ms=delay_ms)))
+    f.cli("service", "wait", name, "--wait-timeout", str(wait_s), timeout=wait_s + 30)
     ksvc = f.get("ksvc", name)
     rev = (ksvc.get("status") or {}).get("latestReadyRevisionName")
     if not isinstance(rev, str) or not rev:
-        raise BenchmarkError(f"service {name} has no ready revision: {ksvc.get('status')}")
+        raise FlintError(f"service {name} has no ready revision: {ksvc.get('status')}")
     return rev
 
 
@@ -531,7 +406,7 @@ def run_benchmark(o: Options) -> Result:
     failed = True
     try:
         t_setup = time.monotonic()
-        f = start_flint(workdir, o.workers)
+        f = start_flint(workdir, *PROFILE_ARGS, workers=o.workers)
         print(f"flint up ready in {time.monotonic() - t_setup:.1f} s (state {f.state_dir})",
               file=sys.stderr, flush=True)
         revision = deploy(f, o.name, o.delay_ms)
@@ -576,7 +451,7 @@ def run_benchmark(o: Options) -> Result:
         try:
             if f is not None:
                 if failed:
-                    print(f"flint up log (tail):\n{f.log_tail()}", file=sys.stderr)
+                    print(f"flint up log (tail):\n{f.logs()}", file=sys.stderr)
                 for problem in stop_flint(f):
                     print(f"warning: {problem}", file=sys.stderr)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -625,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             result = run_benchmark(o)
-    except BenchmarkError as exc:
+    except FlintError as exc:
         print(f"scale_from_zero: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

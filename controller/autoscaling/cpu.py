@@ -1,94 +1,53 @@
-"""CPU time of a replica's process group, read from /proc, and its utilisation per interval.
+"""CPU time of a replica's process group, read from the process table, and its utilisation.
 
 A replica of the local runtime runs in its own session, so its process group (pgid = the pid of
 the replica's main process) holds its whole process tree, unless a child starts a session of its
 own. The HPA class scales on the CPU this tree uses: 100 % is one core.
 
-What is counted, per process of the group (fields of /proc/<pid>/stat, in clock ticks):
-utime + stime (its own time) + cutime + cstime (the time of its children that exited and that it
-reaped). Counting the reaped children keeps the sum from dropping when a worker process of the
-replica exits: its time moves from its own line into its parent's cutime/cstime. Zombies are
-counted too (their time stays on their line until they are reaped). A child reaped by a process
-outside the group (an orphan reaped by init) takes its time with it: the sum then drops, and
-`CpuSampler` treats a drop as a restart of the counter.
+What is counted, per process of the group (psutil's `cpu_times()`, which reads /proc/<pid>/stat):
+user + system (its own time: utime + stime) + children_user + children_system (the time of its
+children that exited and that it reaped: cutime + cstime). Counting the reaped children keeps
+the sum from dropping when a worker process of the replica exits: its time moves from its own
+line into its parent's cutime/cstime. Zombies are counted too (their time stays on their line
+until they are reaped). A child reaped by a process outside the group (an orphan reaped by init)
+takes its time with it: the sum then drops, and `CpuSampler` treats a drop as a restart of the
+counter.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 
-_PROC = "/proc"
+from flint_common import procinfo
 
 
 def clock_ticks_per_second() -> int:
-    """`SC_CLK_TCK`: the unit of the CPU times of /proc/<pid>/stat (100 on Linux)."""
-    try:
-        ticks = os.sysconf("SC_CLK_TCK")
-    except (AttributeError, ValueError, OSError):
-        return 100
-    return ticks if ticks > 0 else 100
-
-
-_TICKS = clock_ticks_per_second()
-
-
-def _read_stat(pid: str) -> tuple[int, int] | None:
-    """(pgid, utime + stime + cutime + cstime in ticks) of /proc/<pid>/stat; None if unreadable."""
-    try:
-        fd = os.open(f"{_PROC}/{pid}/stat", os.O_RDONLY)
-    except OSError:  # gone, or not ours to read
-        return None
-    try:
-        raw = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    # comm (field 2) may hold spaces and parentheses: the fields start after the last ')'.
-    end = raw.rfind(b")")
-    if end < 0:
-        return None
-    fields = raw[end + 2 :].split()
-    # fields[0] is field 3 (state): field n is fields[n - 3].
-    try:
-        pgid = int(fields[2])  # field 5
-        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # fields 14-17
-    except (IndexError, ValueError):
-        return None
-    return pgid, ticks
+    """`SC_CLK_TCK`: the unit in which the kernel counts CPU time (100 on Linux)."""
+    return procinfo.CLK_TCK
 
 
 def cpu_seconds_by_group(pgids: Iterable[int]) -> dict[int, float]:
     """CPU seconds used so far by each process group of `pgids` (see the module docstring for
-    what is counted), in one scan of /proc. A group with no process is absent from the result.
+    what is counted), in one scan of the process table. A group with no process is absent from
+    the result.
 
-    Blocking (reads one file per process of the machine): run it in a thread
+    Blocking (reads something of every process of the machine): run it in a thread
     (`await asyncio.to_thread(cpu_seconds_by_group, pgids)`), never on an event loop."""
-    wanted = {int(p) for p in pgids if int(p) > 0}
-    ticks: dict[int, int] = {}
-    if not wanted:
-        return {}
-    try:
-        names = os.listdir(_PROC)
-    except OSError:
-        return {}
-    for name in names:
-        if not name.isdigit():
-            continue
-        stat = _read_stat(name)
-        if stat is not None and stat[0] in wanted:
-            ticks[stat[0]] = ticks.get(stat[0], 0) + stat[1]
-    return {pgid: t / _TICKS for pgid, t in ticks.items()}
+    out: dict[int, float] = {}
+    for pgid, pids in procinfo.groups(pgids, zombies=True).items():
+        times = [t for p in pids if (t := procinfo.cpu_seconds(p, reaped_children=True)) is not None]
+        if times:  # every member may have vanished since the scan
+            out[pgid] = sum(times)
+    return out
 
 
 def process_group_cpu_seconds(pgid: int) -> float | None:
-    """CPU seconds used so far by the processes of group `pgid`: utime + stime + cutime + cstime
-    of every process whose /proc/<pid>/stat names that group (zombies included), divided by
-    `SC_CLK_TCK`. None when no process has that group (the replica is gone).
+    """CPU seconds used so far by the processes of group `pgid`: user + system + the reaped
+    children's user + system time of every process of that group (zombies included). None when
+    no process has that group (the replica is gone).
 
-    Blocking (scans /proc): run it in a thread. To sample several replicas, one call of
-    `cpu_seconds_by_group` scans /proc once for all of them."""
+    Blocking (scans the process table): run it in a thread. To sample several replicas, one call
+    of `cpu_seconds_by_group` scans once for all of them."""
     return cpu_seconds_by_group((pgid,)).get(pgid)
 
 

@@ -167,15 +167,15 @@ class LocalRuntime:
     def _identify(pids: list[int]) -> tuple[int, int, int] | None:
         """(pid, pgid, start time) of the main process among a replica's processes (blocking)."""
         main = process.main_process(pids)
-        st = None if main is None else process.proc_stat(main)
+        st = None if main is None else process.proc_info(main)
         if main is None or st is None:
             return None
-        return main, st.pgid, st.start_time
+        return main, st.pgid, st.start_ticks
 
     @staticmethod
     def _groups_of(pids: list[int]) -> set[int]:
         """The process groups of `pids`, never our own (blocking)."""
-        groups = {st.pgid for st in map(process.proc_stat, pids) if st is not None}
+        groups = {st.pgid for st in map(process.proc_info, pids) if st is not None}
         groups.discard(os.getpgrp())
         return {g for g in groups if g > 1}
 

@@ -1,4 +1,4 @@
-"""Process plumbing for the local runtime: spawning in a clean session, /proc, exit watching."""
+"""Process plumbing for the local runtime: spawning in a clean session, the process table, exit watching."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from flint_common import procinfo
 
 log = logging.getLogger(__name__)
 
@@ -28,79 +29,36 @@ _ABANDONED: list[subprocess.Popen[bytes]] = []
 interpreter neither warns about nor reaps them behind a later runtime's back."""
 
 
-# ---------------------------------------------------------------------------- /proc
+# ---------------------------------------------------------------------------- the process table
+# Read through flint_common.procinfo (psutil); every function here blocks: run it in a thread.
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
-    state: str
-    """One letter: R, S, D, Z (zombie), T, ..."""
-    pgid: int
-    start_time: int
-    """Field 22 of /proc/<pid>/stat: start time in clock ticks after boot (guards pid reuse)."""
-
-
-def proc_stat(pid: int) -> ProcStat | None:
-    """The process's /proc/<pid>/stat essentials, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode("utf-8", "replace")
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return ProcStat(state=fields[0], pgid=int(fields[2]), start_time=int(fields[19]))
+def proc_info(pid: int) -> procinfo.ProcInfo | None:
+    """The process's group, start time (clock ticks after boot: guards pid reuse) and zombie
+    state, or None if there is no such process."""
+    return procinfo.info(pid)
 
 
 def is_alive(pid: int, start_time: int | None = None) -> bool:
     """The process exists, is not a zombie and (if given) started at `start_time`."""
-    st = proc_stat(pid)
-    if st is None or st.state in ("Z", "X"):
-        return False
-    return start_time is None or st.start_time == start_time
+    return procinfo.alive(pid, start_time)
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid` (blocking: scans /proc)."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        st = proc_stat(int(name))
-        if st is not None and st.pgid == pgid and st.state not in ("Z", "X"):
-            members.append(int(name))
-    return members
-
-
-def _replica_id_of(pid: int) -> str | None:
-    """The FLINT_REPLICA_ID in /proc/<pid>/environ; None if absent or unreadable."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            data = f.read()
-    except OSError:  # gone, another user's, a kernel thread...
-        return None
-    prefix = REPLICA_ID_ENV.encode() + b"="
-    for entry in data.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix) :].decode("utf-8", "replace")
-    return None
+    """Live (non-zombie) processes in process group `pgid` (blocking: scans the process table)."""
+    return procinfo.group_members(pgid)
 
 
 def processes_by_replica_id(replica_ids: Collection[str]) -> dict[str, list[int]]:
     """Live processes whose environment carries FLINT_REPLICA_ID=<id>, for each of the ids
-    (blocking: one scan of /proc/*/environ; processes we may not read are skipped). A replica's
-    children inherit the variable, so an id may map to several processes."""
+    (blocking: one scan of every process's environment; processes we may not read are skipped).
+    A replica's children inherit the variable, so an id may map to several processes."""
     wanted = set(replica_ids)
     found: dict[str, list[int]] = {rid: [] for rid in wanted}
     if not wanted:
         return found
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        rid = _replica_id_of(int(name))
-        if rid in wanted and is_alive(int(name)):
-            found[rid].append(int(name))
+    for pid, seen in sorted(procinfo.with_env(REPLICA_ID_ENV, wanted).items()):
+        found[seen.environ[REPLICA_ID_ENV]].append(pid)
     return found
 
 
@@ -109,9 +67,9 @@ def main_process(pids: Sequence[int]) -> int | None:
     (replicas start in their own session), the oldest if several (children may setsid too)."""
     leaders = []
     for pid in pids:
-        st = proc_stat(pid)
-        if st is not None and st.pgid == pid and st.state not in ("Z", "X"):
-            leaders.append((st.start_time, pid))
+        st = procinfo.info(pid)
+        if st is not None and st.pgid == pid and not st.zombie:
+            leaders.append((st.start_ticks, pid))
     return min(leaders)[1] if leaders else None
 
 
@@ -248,8 +206,8 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
             start_new_session=True,
             close_fds=True,
         )
-    st = proc_stat(popen.pid)  # a zombie until we reap it, so this cannot miss
-    start_time = st.start_time if st is not None else 0
+    st = procinfo.info(popen.pid)  # a zombie until we reap it, so this cannot miss
+    start_time = st.start_ticks if st is not None else 0
     return ProcessHandle(popen.pid, popen.pid, start_time, popen)
 
 

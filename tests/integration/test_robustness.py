@@ -30,30 +30,20 @@ from support.harness import (
     stop_flint,
 )
 
+from flint_common import procinfo
+
 ECHO = str(APPS / "echo")
 
 
 def _replica_pids(state_dir: Path) -> dict[int, str]:
-    """Replica process groups (their HOME is in the state dir's sandbox), found in /proc:
-    pgid → revision (a Procfile replica is `sh -c` plus its child, one group)."""
+    """Replica process groups (their HOME is in the state dir's sandbox), found in the process
+    table: pgid → revision (a Procfile replica is `sh -c` plus its child, one group)."""
     out: dict[int, str] = {}
-    sandbox = f"HOME={state_dir}/sandbox/"
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            env = (d / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        rev = [e for e in env if e.startswith(b"K_REVISION=")]
-        if any(e.decode(errors="replace").startswith(sandbox) for e in env) and rev and pid_alive(
-            int(d.name)
-        ):
-            try:
-                pgid = os.getpgid(int(d.name))
-            except ProcessLookupError:
-                continue
-            out[pgid] = rev[0].decode().split("=", 1)[1]
+    sandbox = f"{state_dir}/sandbox/"
+    for pid, seen in procinfo.with_env("K_REVISION").items():
+        pgid = procinfo.pgid(pid)
+        if seen.environ.get("HOME", "").startswith(sandbox) and pgid is not None:
+            out[pgid] = seen.environ["K_REVISION"]
     return out
 
 

@@ -222,7 +222,7 @@ def test_kubectl_lists_services_with_the_kubeconfig_over_https(trusted: Trusted,
 def test_the_state_dir_is_the_owners_alone(trusted: Trusted) -> None:
     f = trusted.flint
     state = f.state_dir
-    assert "tightened" in f.logs() and "readable by other users" in f.logs()
+    assert "tightened" in f.logs(None) and "readable by other users" in f.logs(None)
     loose = []
     for path in [state, *state.rglob("*")]:
         st = path.lstat()

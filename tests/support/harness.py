@@ -1,203 +1,64 @@
-"""Test harness that runs the real thing: `flint up` on free loopback ports with a private state dir."""
+"""The pytest side of the harness that runs the real thing: `flint up` on free loopback ports
+with a private state dir (`loadtests.flint_process`, which the benchmarks share), plus what only
+tests want: `poll`, a `stop_flint` that fails the test when it had to kill something, and the
+request helpers below."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from controller.cli.endpoint import resolve
-from flint_common.secret import Secret
-from loadtests.scale_from_zero import free_ports
+from flint_common import procinfo
+from loadtests import flint_process
+from loadtests.flint_process import BIN, Flint, FlintError, Joined, free_port, free_ports, start_flint
 
-BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
 
+__all__ = [
+    "APPS",
+    "BIN",
+    "REPO",
+    "Flint",
+    "FlintError",
+    "Joined",
+    "Prober",
+    "fetch",
+    "free_port",
+    "free_ports",
+    "pid_alive",
+    "poll",
+    "procs_mentioning",
+    "run",
+    "start_flint",
+    "stop_flint",
+]
 
-def free_port() -> int:
-    return free_ports(1)[0]
 
-
-def poll(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+def poll(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:
     """Wait for `check()` with a deadline; fail the test naming `what` when it never holds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    flint_process.wait_for(check, timeout, what, interval)
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+    """The process exists and is not a zombie (a zombie is dead for our purposes)."""
+    return procinfo.alive(pid)
 
 
 def procs_mentioning(needle: str) -> dict[int, str]:
     """pid → cmdline of every live process whose cmdline or environment mentions `needle`."""
-    out: dict[int, str] = {}
-    me = os.getpid()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == me:
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            env = (d / "environ").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if (needle in cmd or needle in env) and pid_alive(int(d.name)):
-            out[int(d.name)] = cmd
-    return out
-
-
-
-@dataclass
-class Flint:
-    proc: subprocess.Popen[bytes]
-    state_dir: Path
-    port: int
-    api_port: int
-    admin_port: int
-    log_path: Path
-    dispatcher_port: int = 0
-    api_tls_port: int = 0
-    token: Secret | None = None
-    """The owner's token, read from the state dir's kubeconfig once flint up is up."""
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.state_dir / "kubeconfig"
-
-    def api_headers(self) -> dict[str, str]:
-        """The credential for a raw HTTP request to the API."""
-        assert self.token is not None, "flint up has not written its kubeconfig yet"
-        return {"Authorization": f"Bearer {self.token.reveal()}"}
-
-    def cli_env(self) -> dict[str, str]:
-        """The CLI's environment: the API over loopback HTTP with the kubeconfig's token (no other
-        FLINT_* or KUBECONFIG of the test's own environment leaks in)."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("FLINT_") and k != "KUBECONFIG"}
-        env["FLINT_API"] = self.api
-        if self.token is not None:
-            env["FLINT_TOKEN"] = self.token.reveal()
-        return env
-
-    def cli(self, *args: str, input: str | None = None, check: bool = True,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = self.cli_env()
-        result = subprocess.run(
-            [str(BIN / "flint"), *args], input=input, capture_output=True, text=True,
-            env=env, timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"flint {' '.join(args)} exited {result.returncode}\n"
-                f"stdout: {result.stdout}\nstderr: {result.stderr}"
-            )
-        return result
-
-    def get(self, kind: str, name: str) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.cli("get", kind, name, "-o", "json").stdout)  # type: ignore[no-any-return]
-
-    def replica_records(self) -> list[dict]:  # type: ignore[type-arg]
-        out = []
-        for p in sorted((self.state_dir / "replicas").glob("*.json")):
-            with contextlib.suppress(OSError, ValueError):
-                out.append(json.loads(p.read_text()))
-        return out
-
-    def host(self, service: str, namespace: str = "default") -> str:
-        return f"{service}.{namespace}.localhost"
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-
-def read_kubeconfig_token(path: Path) -> Secret:
-    """The token of the kubeconfig `flint up` wrote, read as the CLI reads it."""
-    endpoint = asyncio.run(resolve(None, str(path), None, env={}))
-    assert endpoint.token is not None, f"{path} has no token"
-    return endpoint.token
-
-
-def start_flint(tmp: Path, *extra: str, state_dir: Path | None = None,
-                env: dict[str, str] | None = None) -> Flint:
-    """`flint up` on free ports with its state in `tmp/state` (or `state_dir`); `env` replaces
-    variables of its environment."""
-    port, api_port, admin_port, dispatcher_port, api_tls_port = free_ports(5)
-    state_dir = state_dir or tmp / "state"
-    log_path = tmp / "flint-up.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [str(BIN / "flint"), "up", "--state-dir", str(state_dir), "--port", str(port),
-         "--api-port", str(api_port), "--admin-port", str(admin_port),
-         "--dispatcher-port", str(dispatcher_port), "--api-tls-port", str(api_tls_port), *extra],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-    f = Flint(proc, state_dir, port, api_port, admin_port, log_path, dispatcher_port, api_tls_port)
-
-    def ready() -> bool:
-        assert proc.poll() is None, f"flint up exited: {f.logs()}"
-        return "Flint is up" in f.logs()
-
-    try:
-        poll(ready, 60, "flint up to start")
-        f.token = read_kubeconfig_token(f.kubeconfig)
-        poll(lambda: _http_ok(f"http://127.0.0.1:{admin_port}/readyz"), 30, "gateway /readyz")
-    except BaseException:
-        stop_flint(f)
-        raise
-    return f
-
-
-def _http_ok(url: str) -> bool:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=2) as r:
-        return bool(r.status == 200)
+    return procinfo.mentioning(needle)
 
 
 def stop_flint(f: Flint) -> None:
-    """SIGTERM `flint up`, then check that every process it started is gone."""
-    pids = [r["pid"] for r in f.replica_records() if isinstance(r.get("pid"), int)]
-    if f.proc.poll() is None:
-        f.proc.send_signal(signal.SIGINT)
-        try:
-            f.proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            f.proc.kill()
-            f.proc.wait()
-            raise AssertionError(f"flint up did not stop on SIGINT: {f.logs()}") from None
-    poll(lambda: not any(pid_alive(p) for p in pids), 10, "every replica to be gone")
-    # Not only what the records say: nothing whose command line or environment names the state
-    # directory (controller, gateway workers, replicas, their children) may survive.
-    poll(lambda: not procs_mentioning(str(f.state_dir)), 15, "no process left behind")
+    """Stop `flint up` and what joined it, and check that every process they started is gone
+    (not only what the records say: nothing whose command line or environment names the state
+    directory may survive). What had to be killed is killed, and fails the test."""
+    problems = flint_process.stop_flint(f)
+    if problems:
+        raise FlintError("stopping flint up was not clean:\n" + "\n".join(problems))
 
 
 async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str] | None = None,

@@ -295,26 +295,7 @@ def test_hey_argv_rate_is_per_worker() -> None:
     assert argv[argv.index("-host") + 1] == "h"
 
 
-# --- CPU from /proc/PID/stat ----------------------------------------------------------------------
-
-STAT_NGINX = (
-    "4242 (nginx) S 4241 4241 4241 0 -1 4194624 312 0 0 0 1234 567 0 0 20 0 1 0 987654 "
-    "11000000 800 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
-)
-STAT_WEIRD_COMM = (
-    "77 (we (ird) ) x) R 1 77 77 0 -1 4194560 0 0 0 0 10 20 30 40 20 0 3 0 5 0 0 "
-    "18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
-)
-
-
-def test_parse_cpu_ticks() -> None:
-    t = bench_cpu.parse_cpu_ticks(STAT_NGINX)
-    assert (t.utime, t.stime, t.total) == (1234, 567, 1801)
-    w = bench_cpu.parse_cpu_ticks(STAT_WEIRD_COMM)
-    assert (w.utime, w.stime) == (10, 20)  # cutime/cstime (30, 40) are not ours
-    with pytest.raises(ValueError):
-        bench_cpu.parse_cpu_ticks("garbage")
-
+# --- CPU of process trees ---------------------------------------------------------------------
 
 def test_cpu_accounting_from_synthetic_readings() -> None:
     before = {1: 100, 2: 50, 3: 10}

@@ -1,4 +1,4 @@
-"""CPU time of a process group from /proc, and the utilisation sampler."""
+"""CPU time of a process group from the process table, and the utilisation sampler."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from controller.autoscaling import cpu
 from controller.autoscaling.cpu import CpuSampler, cpu_seconds_by_group, process_group_cpu_seconds
+from flint_common import procinfo
 
 # ---------------------------------------------------------------------------- the sampler
 
@@ -43,40 +42,6 @@ def test_sampler_counter_reset_gone_and_no_time() -> None:
     assert s.update(6.0, {"a": 3.0}) == {"a": 50.0}
     s.forget("a")
     assert s.keys() == []
-
-
-# ---------------------------------------------------------------------------- /proc parsing
-
-
-def _stat(pid: int, comm: str, state: str, pgid: int, utime: int, stime: int, cu: int, cs: int) -> str:
-    # Fields 1..17 of /proc/<pid>/stat, then a few more.
-    # pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
-    # utime stime cutime cstime priority ...
-    return (
-        f"{pid} ({comm}) {state} 1 {pgid} {pgid} 0 -1 4194304 10 0 0 0 "
-        f"{utime} {stime} {cu} {cs} 20 0 1 0 12345 0 0\n"
-    )
-
-
-def test_fake_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    procs = {
-        100: _stat(100, "python3", "S", 100, 150, 50, 30, 20),  # 250 ticks
-        101: _stat(101, "odd ) (name) x", "R", 100, 10, 0, 0, 0),  # comm with ') (': 10 ticks
-        102: _stat(102, "zombie", "Z", 100, 5, 5, 0, 0),  # zombies count: 10 ticks
-        200: _stat(200, "other", "S", 200, 1000, 0, 0, 0),
-    }
-    for pid, text in procs.items():
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "stat").write_text(text)
-    (tmp_path / "self").mkdir()
-    (tmp_path / "999").mkdir()  # a process that went away between listdir and open
-    monkeypatch.setattr(cpu, "_PROC", str(tmp_path))
-    monkeypatch.setattr(cpu, "_TICKS", 100)
-    assert process_group_cpu_seconds(100) == pytest.approx(2.7)  # (250 + 10 + 10) / 100
-    assert process_group_cpu_seconds(200) == pytest.approx(10.0)
-    assert process_group_cpu_seconds(300) is None
-    assert cpu_seconds_by_group([100, 200, 300]) == {100: pytest.approx(2.7), 200: pytest.approx(10.0)}
-    assert cpu_seconds_by_group([]) == {}
 
 
 # ---------------------------------------------------------------------------- a real process
@@ -130,9 +95,9 @@ def test_reaped_children_count() -> None:
     try:
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
-            members = [n for n in os.listdir("/proc") if n.isdigit() and _pgid(int(n)) == p.pid]
+            members = procinfo.groups([p.pid], zombies=True).get(p.pid, [])
             reading = process_group_cpu_seconds(p.pid)
-            if members == [str(p.pid)] and reading is not None and reading > 0.25:
+            if members == [p.pid] and reading is not None and reading > 0.25:
                 break
             time.sleep(0.05)
         else:
@@ -141,10 +106,31 @@ def test_reaped_children_count() -> None:
         _stop(p)
 
 
-def _pgid(pid: int) -> int | None:
+def test_zombies_count_and_groups_are_read_in_one_scan() -> None:
+    # The leader forks a child that burns ~0.3 s and exits, and never reaps it: the zombie keeps
+    # its time on its own line, which still counts for the group. Another group reads apart.
+    code = (
+        "import os, time\n"
+        f"if os.fork() == 0:\n    exec({_BURN!r})\n    os._exit(0)\n"
+        "time.sleep(60)\n"
+    )
+    p, other = _spawn(code), _spawn("import time; time.sleep(60)")
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    return int(raw[raw.rfind(b")") + 2 :].split()[2])
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            members = procinfo.groups([p.pid], zombies=True).get(p.pid, [])
+            zombies = [m for m in members if m != p.pid and not procinfo.alive(m)]
+            readings = cpu_seconds_by_group([p.pid, other.pid, 0, -1])
+            if zombies and readings.get(p.pid, 0.0) > 0.25:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"group {p.pid}: members {members}, readings {readings}")
+        assert procinfo.group_members(p.pid) == [p.pid]  # the zombie is no live member
+        assert set(readings) == {p.pid, other.pid}
+        assert readings[other.pid] < 0.25
+        assert cpu_seconds_by_group([]) == {}
+        assert process_group_cpu_seconds(2**22 + 1) is None  # above pid_max: no such group
+    finally:
+        _stop(p)
+        _stop(other)

@@ -188,38 +188,7 @@ def test_parse_args_bounds() -> None:
             parse_args(bad)
 
 
-# --- /proc parsing -----------------------------------------------------------------------------
-
-STATUS = """Name:\tpython3
-State:\tS (sleeping)
-Pid:\t4242
-VmPeak:\t  300000 kB
-VmHWM:\t   51200 kB
-VmRSS:\t   40960 kB
-RssAnon:\t   30000 kB
-Threads:\t1
-"""
-
-
-def test_parse_status_memory() -> None:
-    assert procs.parse_status_memory(STATUS) == procs.Memory(rss_kib=40960, hwm_kib=51200)
-    assert procs.parse_status_memory("Name:\tkthreadd\nState:\tS\n") is None  # no memory
-    assert procs.parse_status_memory("VmRSS:\t 100 kB\n") == procs.Memory(100, 100)
-
-
-def test_parse_stat_with_awkward_comm() -> None:
-    st = procs.parse_stat("123 (we ird) (x)) S 1 123 123 0 -1 4194560 0 0")
-    assert st == procs.Stat(pid=123, comm="we ird) (x)", state="S", ppid=1, pgid=123)
-
-
-def test_parse_environ_and_cmdline() -> None:
-    env = procs.parse_environ(b"A=1\0K_REVISION=sleepy-00001\0EMPTY=\0junk\0B=x=y\0")
-    assert env == {"A": "1", "K_REVISION": "sleepy-00001", "EMPTY": "", "B": "x=y"}
-    assert procs.parse_cmdline(b"python\0-m\0gateway\0") == ["python", "-m", "gateway"]
-    assert procs.parse_cmdline(b"") == []
-
-
-# --- /proc reading on real processes -----------------------------------------------------------
+# --- the process table, on real processes -----------------------------------------------------
 
 
 def test_tree_memory_children_and_env_groups(tmp_path: Path) -> None:
