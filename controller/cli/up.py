@@ -69,6 +69,9 @@ class Supervisor:
     async def spawn(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
+            # The children read the token from its 0600 file; a FLINT_TOKEN the owner exported
+            # for the CLI stays out of their environment.
+            env={k: v for k, v in os.environ.items() if k != "FLINT_TOKEN"},
             stdin=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
             start_new_session=True,

@@ -67,7 +67,9 @@ def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trusted]:
     f = start_flint(
         tmp_path_factory.mktemp("trust"), "--listen", f"[::1]:{v6_port}",
         "--listen", f"127.0.0.2:{v4_port}", state_dir=state,
-        env={"HOME": str(home), "XDG_STATE_HOME": "", "XDG_CONFIG_HOME": ""},
+        # A token the owner exported for the CLI: flint up's children must not inherit it.
+        env={"HOME": str(home), "XDG_STATE_HOME": "", "XDG_CONFIG_HOME": "",
+             "FLINT_TOKEN": "exported-for-the-cli"},
     )
     try:
         f.cli("apply", "-f", "-", input=yaml.safe_dump(_echo("echo")))
@@ -267,7 +269,10 @@ def test_the_token_is_in_no_log_and_no_command_line(trusted: Trusted) -> None:
     assert "flint up" in args or "flint" in args  # ps did list our processes
     for pid in _flint_pids(f):
         with open(f"/proc/{pid}/environ", "rb") as env:
-            assert token.encode() not in env.read(), f"the token is in pid {pid}'s environment"
+            environ = env.read()
+        assert token.encode() not in environ, f"the token is in pid {pid}'s environment"
+        if pid != f.proc.pid:
+            assert b"FLINT_TOKEN=" not in environ, f"pid {pid} inherited FLINT_TOKEN"
 
 
 def _flint_pids(f: Flint) -> list[int]:
