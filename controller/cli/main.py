@@ -12,6 +12,9 @@ from controller.cli import channel_cmd, event_send, eventing_cmd, logs, resource
 from controller.cli.client import DEFAULT_API, ApiClient, CliError, Unreachable
 
 Handler = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
+Prepare = Callable[[argparse.Namespace], None]
+"""A command's local inputs (manifests, stdin, the folder an --image names, a data file), read
+into its arguments before its event loop starts: set as `prepare` next to the `handler`."""
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -69,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(up.main(argv[1:]))
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    prepare: Prepare | None = getattr(args, "prepare", None)
     try:
+        if prepare is not None:
+            prepare(args)  # files and stdin: never on the loop
         return asyncio.run(run(handler, args))
     except CliError as e:
         plain = isinstance(e, Unreachable) or e.message.startswith("Error")
