@@ -81,7 +81,7 @@ class Controller:
 
     async def start(self) -> None:
         s = self.settings
-        s.state_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(s.state_dir.mkdir, parents=True, exist_ok=True)
         if self._store is None:
             sqlite = SqliteStore(s.store_path)
             await sqlite.open()

@@ -18,6 +18,7 @@ from pathlib import Path
 from gateway.admin import (
     MAX_UNIX_PATH_BYTES,
     AdminServer,
+    bind_unix_socket,
     start_worker_admin,
     worker_socket_path,
 )
@@ -348,11 +349,11 @@ async def run_worker(
     if settings.workers > 1:
         # The other workers forward requests for revisions this worker is the home of.
         path = proxy_socket_path(settings.state_dir, index)
-        await asyncio.to_thread(_unlink, path)
+        unix_sock = await asyncio.to_thread(bind_unix_socket, path)
         internal_factory = ProxyFactory(
             router, settings, ProxyMetrics(), trusted=True, shared=factory
         )
-        internal = await loop.create_unix_server(internal_factory, str(path), backlog=LISTEN_BACKLOG)
+        internal = await loop.create_unix_server(internal_factory, sock=unix_sock, backlog=LISTEN_BACKLOG)
 
     sock = listen_socket(settings.host, settings.port)
     server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
@@ -414,12 +415,6 @@ async def run_worker(
         await admin.cleanup()
     log.info("event=worker_stopped worker=%d", index)
     return 0
-
-
-def _unlink(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a stale socket of a previous incarnation of this worker
 
 
 async def _drain(router: Router, metrics: ProxyMetrics, deadline: float) -> None:

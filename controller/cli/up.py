@@ -172,7 +172,7 @@ def _services_in(files: list[str]) -> list[tuple[str, str]]:
 
 
 async def run(a: argparse.Namespace) -> int:
-    state_dir: Path = a.state_dir.resolve()
+    state_dir: Path = await asyncio.to_thread(a.state_dir.resolve)
     await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
     py = sys.executable
     api = f"http://127.0.0.1:{a.api_port}"
