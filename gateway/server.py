@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
+from flint_common import guards
 from gateway.admin import (
     MAX_UNIX_PATH_BYTES,
     AdminServer,
@@ -105,6 +106,8 @@ def configure_logging(level: str, role: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # FLINT_BLOCKBUSTER=1 (the workers inherit it): blocking calls on the loop are logged and raise.
+    guards.enable_from_env()
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     gateway_id = args.gateway_id or socket.gethostname()

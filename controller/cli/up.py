@@ -23,6 +23,7 @@ import uvloop
 
 from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
+from flint_common import guards
 
 PR_SET_PDEATHSIG = 1
 
@@ -264,6 +265,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    # FLINT_BLOCKBUSTER=1 (its children inherit it): blocking calls on the loop are logged and raise.
+    guards.enable_from_env()
     a = parser().parse_args(argv)
     if a.config:
         a.config = os.path.abspath(a.config)  # the controller runs with another working directory

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flint_common import guards
 from loadtests.scale_from_zero import free_ports
 
 BIN = Path(sys.executable).parent
@@ -124,6 +125,7 @@ def start_flint(tmp: Path, *extra: str) -> Flint:
          "--api-port", str(api_port), "--admin-port", str(admin_port),
          "--dispatcher-port", str(dispatcher_port), *extra],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, guards.ENV_VAR: "1"},  # every process of it guards its event loop
     )
     f = Flint(proc, state_dir, port, api_port, admin_port, log_path, dispatcher_port)
 
@@ -162,6 +164,17 @@ def stop_flint(f: Flint) -> None:
     # Not only what the records say: nothing whose command line or environment names the state
     # directory (controller, gateway workers, replicas, their children) may survive.
     poll(lambda: not procs_mentioning(str(f.state_dir)), 15, "no process left behind")
+    check_no_blocking_calls(f)
+
+
+def check_no_blocking_calls(f: Flint) -> None:
+    """Fail when a process of `flint up` reported a blocking call on its event loop."""
+    reports = guards.blocking_reports(f.log_path.read_text(errors="replace"))
+    if reports:
+        raise AssertionError(
+            f"{len(reports)} blocking call(s) on an event loop in flint up's processes "
+            f"({f.log_path}):\n\n" + "\n\n".join(reports[:5])
+        )
 
 
 async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str] | None = None,
