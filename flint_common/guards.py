@@ -13,12 +13,13 @@
   Connections made while it was on stay guarded after `disable`.
 
 Both are off (nothing patched) until `enable` (the tests' autouse fixture) or `enable_from_env`
-(each Flint process at start-up, when ``FLINT_BLOCKBUSTER=1``). Every detection is kept as a
-report (`take_reports`) before the error is raised, so a caller that swallows the error cannot
-hide it; in a process the report is also logged, with its stack, as one ERROR record starting
-with `MARKER` — `blocking_reports` finds those in a log.
+(each Flint process at start-up, when ``FLINT_BLOCKBUSTER=1``). Every detection is reported
+before the error is raised, so a caller that swallows the error cannot hide it: under `enable`
+the report (message and stack) is kept for `take_reports`; in a process it is logged instead, as
+one ERROR record starting with `MARKER` — `blocking_reports` finds those in a log.
 
-A call allowed in `ALLOWED` is genuinely short and cannot leave the loop; each says why.
+The calls allowed in `ALLOWED` are genuinely short (no disk, microseconds); each says why.
+Writes to /dev/null are allowed too.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "enable",
     "enable_from_env",
     "enabled",
+    "guarded",
     "take_reports",
 ]
 
@@ -95,7 +97,8 @@ def enabled() -> bool:
 
 
 def enable(*, log_reports: bool = False) -> None:
-    """Turn both guards on (idempotent). `log_reports`: also log each report (processes do)."""
+    """Turn both guards on (idempotent). `log_reports`: log each report rather than keep it
+    (processes do: they run for long)."""
     g = _guards
     if g.active:
         g.log_reports = g.log_reports or log_reports
@@ -151,7 +154,8 @@ def enable_from_env(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def take_reports() -> list[str]:
-    """The blocking calls detected since the last call (each a message and its stack); clears them."""
+    """The blocking calls detected since the last call (each a message and its stack), unless
+    they are logged (`enable_from_env`); clears them."""
     reports = _guards.reports[:]
     del _guards.reports[: len(reports)]
     return reports
@@ -331,6 +335,7 @@ def _report(message: str) -> None:
     stack = "\n".join(f"  {f.filename}:{f.lineno} in {f.name}" for f in reversed(frames))
     text = message if MARKER in message else f"{MARKER}: {message}"
     report = f"{text} (thread {threading.current_thread().name}, pid {os.getpid()})\n{stack}"
-    _guards.reports.append(report)  # no lock: a lock taken here could block the loop itself
     if _guards.log_reports:
         log.error("%s", report)
+    else:
+        _guards.reports.append(report)  # no lock: a lock taken here could block the loop itself
