@@ -14,11 +14,13 @@ from controller.app import serve
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
 from controller.reconcilers.gc import load_gc_settings
 from controller.settings import ControllerSettings, default_state_dir
+from flint_common import guards
 from flint_common.addresses import parse_listen
 from flint_common.private import private_umask
 
 
 def main(argv: list[str] | None = None) -> int:
+    guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
     p = argparse.ArgumentParser(prog="python -m controller", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
     p.add_argument("--api-port", type=int, default=8081, help="plain-HTTP API port (loopback)")

@@ -55,16 +55,26 @@ async def start_worker_admin(path: Path, stats: Callable[[], WorkerStats]) -> we
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
-    await asyncio.to_thread(_prepare_socket_path, path)
-    site = web.UnixSite(runner, str(path))
+    site = web.SockSite(runner, await asyncio.to_thread(bind_unix_socket, path))
     await site.start()
     return runner
 
 
-def _prepare_socket_path(path: Path) -> None:
+def bind_unix_socket(path: Path) -> socket.socket:
+    """A non-blocking unix stream socket bound at `path`, for a server to listen on. File-system
+    work (the folder made, a stale socket of a previous incarnation of this worker removed, the
+    bind): run it in a thread. (`create_unix_server(path)` would stat the path on the loop.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a stale socket of a previous incarnation of this worker
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # ---------------------------------------------------------------------------------------------

@@ -324,9 +324,8 @@ class BrokerIngress:
     # -- events -------------------------------------------------------------------------------
 
     def _open_sqlite(self, entry: BrokerEntry) -> ChannelLog:
-        path = self.state_dir / entry.log
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteChannelLog(path, durable=entry.durable)
+        # The writer thread creates the log's folder (`SqliteWriter._acquire_lock`), off the loop.
+        return SqliteChannelLog(self.state_dir / entry.log, durable=entry.durable)
 
     def _log_for(self, entry: BrokerEntry) -> ChannelLog:
         held = self._logs.get(entry.ident)

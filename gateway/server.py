@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
+from flint_common import guards
 from flint_common.addresses import format_hostport, is_loopback, parse_listen
 from flint_common.private import private_umask
 from flint_common.secret import Secret, read_token
 from gateway.admin import (
     MAX_UNIX_PATH_BYTES,
     AdminServer,
+    bind_unix_socket,
     start_worker_admin,
     worker_socket_path,
 )
@@ -119,6 +121,8 @@ def configure_logging(level: str, role: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # FLINT_BLOCKBUSTER=1 (the workers inherit it): blocking calls on the loop are logged and raise.
+    guards.enable_from_env()
     private_umask()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -394,11 +398,11 @@ async def run_worker(
     if settings.workers > 1:
         # The other workers forward requests for revisions this worker is the home of.
         path = proxy_socket_path(settings.state_dir, index)
-        await asyncio.to_thread(_unlink, path)
+        unix_sock = await asyncio.to_thread(bind_unix_socket, path)
         internal_factory = ProxyFactory(
             router, settings, ProxyMetrics(), trusted=True, shared=factory
         )
-        internal = await loop.create_unix_server(internal_factory, str(path), backlog=LISTEN_BACKLOG)
+        internal = await loop.create_unix_server(internal_factory, sock=unix_sock, backlog=LISTEN_BACKLOG)
 
     servers = [
         await loop.create_server(factory, sock=listen_socket(host, port), backlog=LISTEN_BACKLOG)
@@ -463,12 +467,6 @@ async def run_worker(
         await admin.cleanup()
     log.info("event=worker_stopped worker=%d", index)
     return 0
-
-
-def _unlink(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a stale socket of a previous incarnation of this worker
 
 
 async def _drain(router: Router, metrics: ProxyMetrics, deadline: float) -> None:

@@ -178,6 +178,9 @@ class Flint:
     """Extra gateways and dispatchers, in start order; `stop_flint` stops them first."""
     token: Secret | None = None
     """The owner's token, read from the state dir's kubeconfig once `flint up` is up."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables set for `flint up` over the caller's environment; processes that join it get
+    them too."""
 
     @property
     def api(self) -> str:
@@ -273,8 +276,8 @@ class Flint:
                 "--state-dir", str(state_dir), "--port", str(port), "--admin-port", str(admin_port),
                 "--workers", str(workers), "--gateway-id", gateway_id]
         log_path = self.workdir / f"{name}.log"
-        j = Joined("gateway", name, _spawn(argv, log_path), state_dir, log_path, admin_port, port,
-                   gateway_id, argv)
+        j = Joined("gateway", name, _spawn(argv, log_path, self.env), state_dir, log_path,
+                   admin_port, port, gateway_id, argv)
         self.joined.append(j)
         _wait_joined(j, j.admin + "/readyz", timeout_s)
         return j
@@ -293,8 +296,8 @@ class Flint:
                 "--state-dir", str(state_dir), "--gateway", f"http://127.0.0.1:{gateway_port}",
                 "--admin-port", str(admin_port)]
         log_path = self.workdir / f"{name}.log"
-        j = Joined("dispatcher", name, _spawn(argv, log_path), state_dir, log_path, admin_port,
-                   argv=argv)
+        j = Joined("dispatcher", name, _spawn(argv, log_path, self.env), state_dir, log_path,
+                   admin_port, argv=argv)
         self.joined.append(j)
         _wait_joined(j, j.admin + "/healthz", timeout_s)
         return j
@@ -334,7 +337,7 @@ def start_flint(workdir: Path, *extra_args: str, workers: int | None = None,
     argv = flint_up_argv(state_dir, port, api_port, admin_port, dispatcher_port, api_tls_port,
                          domain, args)
     f = Flint(_spawn(argv, log_path, env), workdir, state_dir, log_path, port, api_port,
-              admin_port, dispatcher_port, api_tls_port, domain, argv)
+              admin_port, dispatcher_port, api_tls_port, domain, argv, env=dict(env or {}))
 
     def up() -> bool:
         if f.proc.poll() is not None:

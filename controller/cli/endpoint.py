@@ -11,11 +11,13 @@ the API refuses with a message saying where the credential is.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from controller.cli.errors import CliError
 from flint_common.secret import Secret
@@ -67,23 +69,32 @@ def _context_from(cafile: str | None, cert: str | None, key: str | None, verify:
     return ctx
 
 
-async def from_kubeconfig(paths: str, context: str | None) -> Endpoint:
-    """The server, token and TLS settings of one context of the kubeconfig(s) at `paths`."""
-    # kubernetes_asyncio is imported here only: it costs ~0.3 s to import, which CLI calls that
-    # have FLINT_API and FLINT_TOKEN never pay.
+def _library() -> tuple[Any, type[Exception], Any, Any]:
+    """kubernetes_asyncio's loader, imported on first use (in a thread: importing reads files)
+    and only here: it costs ~0.3 s, which CLI calls with FLINT_API and FLINT_TOKEN never pay."""
     from kubernetes_asyncio.client import Configuration
     from kubernetes_asyncio.config.config_exception import ConfigException
     from kubernetes_asyncio.config.kube_config import KubeConfigLoader, KubeConfigMerger
 
+    return Configuration, ConfigException, KubeConfigLoader, KubeConfigMerger
+
+
+async def from_kubeconfig(paths: str, context: str | None) -> Endpoint:
+    """The server, token and TLS settings of one context of the kubeconfig(s) at `paths`.
+
+    The library reads files and writes the CA data to a temp file inside its (async) loader, so
+    each step runs in a worker thread, the loader on a loop of its own there: never on ours."""
+    Configuration, ConfigException, KubeConfigLoader, KubeConfigMerger = await asyncio.to_thread(
+        _library)
     where = f"kubeconfig {paths}"
     try:
-        merged = KubeConfigMerger(paths)
+        merged = await asyncio.to_thread(KubeConfigMerger, paths)
         if merged.config is None:
             raise CliError(f"no kubeconfig found at {paths}")
         loader = KubeConfigLoader(config_dict=merged.config, active_context=context,
                                   config_base_path=None)
-        cfg = Configuration()
-        await loader.load_and_set(cfg)
+        cfg = await asyncio.to_thread(Configuration)
+        await asyncio.to_thread(asyncio.run, loader.load_and_set(cfg))
     except ConfigException as e:
         raise CliError(f"cannot use the {where}: {e}") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -96,7 +107,8 @@ async def from_kubeconfig(paths: str, context: str | None) -> Endpoint:
     tls = None
     if str(cfg.host).startswith("https:"):
         try:
-            tls = _context_from(cfg.ssl_ca_cert, cfg.cert_file, cfg.key_file, bool(cfg.verify_ssl))
+            tls = await asyncio.to_thread(
+                _context_from, cfg.ssl_ca_cert, cfg.cert_file, cfg.key_file, bool(cfg.verify_ssl))
         except (OSError, ssl.SSLError) as e:
             raise CliError(f"cannot use the TLS settings of the {where}: {e}") from None
     return Endpoint(
@@ -119,7 +131,7 @@ async def resolve(
     token = Secret(raw_token.strip()) if raw_token and raw_token.strip() else None
     if api and token and not kubeconfig and not context:
         return Endpoint(api, token, source="--api/FLINT_API and FLINT_TOKEN")
-    paths = kubeconfig_paths(kubeconfig, env)
+    paths = await asyncio.to_thread(kubeconfig_paths, kubeconfig, env)
     if paths is None:
         if context:
             raise CliError(f"context {context!r} was asked for, but there is no kubeconfig")

@@ -214,13 +214,15 @@ async def broker_url(api: ApiClient, namespace: str, name: str) -> str:
 # -- the command -----------------------------------------------------------------------------------
 
 
-def read_data(args: argparse.Namespace) -> bytes | None:
+def read_data(args: argparse.Namespace) -> None:
+    """`event send`'s `prepare`: the event's data (`--data-file` is read before the loop starts)."""
     if args.data_file is not None:
         try:
-            return Path(args.data_file).read_bytes()
+            args.event_data = Path(args.data_file).read_bytes()
         except OSError as e:
             raise usage(f"--data-file {args.data_file}: {e.strerror or e}") from None
-    return None if args.data is None else str(args.data).encode("utf-8")
+    else:
+        args.event_data = None if args.data is None else str(args.data).encode("utf-8")
 
 
 async def run_send(api: ApiClient, args: argparse.Namespace) -> int:
@@ -228,7 +230,7 @@ async def run_send(api: ApiClient, args: argparse.Namespace) -> int:
         type=args.type,
         source=args.source,
         id=args.id or "",
-        data=read_data(args),
+        data=args.event_data,
         content_type=args.content_type,
         extensions=args.ext or [],
     )
@@ -292,4 +294,4 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="where requests for *.localhost and broker-ingress.* hosts go "
         "(env FLINT_GATEWAY; default %(default)s)",
     )
-    p.set_defaults(handler=run_send)
+    p.set_defaults(handler=run_send, prepare=read_data)

@@ -12,6 +12,9 @@ from controller.cli.client import ApiClient, CliError, Unreachable
 from controller.cli.endpoint import resolve
 
 Handler = Callable[[ApiClient, argparse.Namespace], Awaitable[int]]
+Prepare = Callable[[argparse.Namespace], None]
+"""A command's local inputs (manifests, stdin, the folder an --image names, a data file), read
+into its arguments before its event loop starts: set as `prepare` next to the `handler`."""
 
 
 def _connection_options(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -81,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(up.main(argv[1:]))
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    prepare: Prepare | None = getattr(args, "prepare", None)
     try:
+        if prepare is not None:
+            prepare(args)  # files and stdin: never on the loop
         return asyncio.run(run(handler, args))
     except CliError as e:
         plain = isinstance(e, Unreachable) or e.message.startswith("Error")

@@ -11,7 +11,7 @@ from controller.cli.apply import apply_one
 from controller.cli.client import ApiClient, ApiError, CliError, Unreachable
 from controller.cli.describe import describe, describe_revision
 from controller.cli.kinds import ResourceInfo
-from controller.cli.manifests import load
+from controller.cli.manifests import Manifest, load
 from controller.cli.output import FORMATS, SERVICE_LABEL, render, status, to_json, to_yaml
 from controller.cli.wait import DEFAULT_TIMEOUT_S, DEFAULT_WINDOW_S, generation_of, wait_ready
 
@@ -30,8 +30,13 @@ def _err(text: str) -> None:
 # -- apply ---------------------------------------------------------------------------------------
 
 
+def read_manifests(args: argparse.Namespace) -> None:
+    """`apply`'s `prepare`: the files, folders and stdin named by `-f`, before the loop starts."""
+    args.manifests = load(args.filename, sys.stdin)
+
+
 async def run_apply(api: ApiClient, args: argparse.Namespace) -> int:
-    manifests = load(args.filename, sys.stdin)
+    manifests: list[Manifest] = args.manifests
     if not manifests:
         raise CliError("no objects passed to apply")
     failed = 0
@@ -263,7 +268,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="a manifest file, a folder of *.yaml, or - for stdin (repeatable)",
     )
     add_wait_flags(p, default=False)
-    p.set_defaults(handler=run_apply)
+    p.set_defaults(handler=run_apply, prepare=read_manifests)
 
     p = sub.add_parser("get", parents=[common], help="list objects or show some")
     p.add_argument("kind", help="kind, plural or short name (ksvc, rev, route, config, ...)")

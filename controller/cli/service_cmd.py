@@ -10,6 +10,7 @@ from typing import Any
 
 from controller.cli.client import ApiClient, ApiError, CliError
 from controller.cli.kinds import ResourceInfo
+from controller.cli.manifests import command_line_image
 from controller.cli.output import status
 from controller.cli.resource_cmd import (
     add_output,
@@ -84,8 +85,15 @@ async def _finish(
     return 0
 
 
+def resolve_image(args: argparse.Namespace) -> None:
+    """`create`'s and `update`'s `prepare`: an --image naming a local folder becomes its absolute
+    path (this may stat the folder: it runs before the loop starts)."""
+    if args.image is not None:
+        args.image = command_line_image(args.image, Path.cwd())
+
+
 async def run_create(api: ApiClient, args: argparse.Namespace) -> int:
-    svc = new_service(args.name, args.namespace, flags_from(args), Path.cwd(), random_consonants)
+    svc = new_service(args.name, args.namespace, flags_from(args), None, random_consonants)
     info = await api.resolve("ksvc")
     try:
         written = await api.create(info, args.namespace, svc)
@@ -107,12 +115,11 @@ async def run_update(api: ApiClient, args: argparse.Namespace) -> int:
     flags = flags_from(args)
     validate(flags)
     info = await api.resolve("ksvc")
-    here = Path.cwd()
     written = await api.update(
         info,
         args.namespace,
         args.name,
-        lambda cur: update_service(cur, flags, here, random_consonants),
+        lambda cur: update_service(cur, flags, None, random_consonants),
     )
     return await _finish(api, info, args, written, "updated")
 
@@ -241,12 +248,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="replace the service if it exists")
     _add_edit_flags(p)
-    p.set_defaults(handler=run_create)
+    p.set_defaults(handler=run_create, prepare=resolve_image)
 
     p = gsub.add_parser("update", parents=[common], help="update a service")
     p.add_argument("name")
     _add_edit_flags(p)
-    p.set_defaults(handler=run_update)
+    p.set_defaults(handler=run_update, prepare=resolve_image)
 
     p = gsub.add_parser("delete", parents=[common], help="delete services")
     p.add_argument("names", nargs="+", metavar="NAME")

@@ -203,11 +203,14 @@ def edit_annotations(svc: Obj, flags: ServiceFlags) -> None:
     _edit_map(template, "annotations", both | rev_only, both_rm + rev_rm)
 
 
-def edit_template(svc: Obj, flags: ServiceFlags, cwd: Path) -> None:
-    """Image, command, args, env, concurrency, annotations and labels, in place."""
+def edit_template(svc: Obj, flags: ServiceFlags, cwd: Path | None) -> None:
+    """Image, command, args, env, concurrency, annotations and labels, in place.
+
+    A local --image is resolved against `cwd`; `cwd=None`: `flags.image` is resolved already
+    (the commands do it before their loop starts: it may stat a folder)."""
     c = _container(svc)
     if flags.image is not None:
-        c["image"] = command_line_image(flags.image, cwd)
+        c["image"] = flags.image if cwd is None else command_line_image(flags.image, cwd)
     if flags.cmd is not None:
         c["command"] = list(flags.cmd)
     if flags.args is not None:
@@ -331,7 +334,7 @@ def edit_traffic(
 
 
 def _apply_flags(
-    svc: Obj, flags: ServiceFlags, cwd: Path, random: Callable[[int], str], generation: int
+    svc: Obj, flags: ServiceFlags, cwd: Path | None, random: Callable[[int], str], generation: int
 ) -> Obj:
     validate(flags)
     edit_template(svc, flags, cwd)
@@ -349,7 +352,7 @@ def _apply_flags(
 
 
 def new_service(
-    name: str, namespace: str, flags: ServiceFlags, cwd: Path, random: Callable[[int], str]
+    name: str, namespace: str, flags: ServiceFlags, cwd: Path | None, random: Callable[[int], str]
 ) -> Obj:
     """The Service `flint service create NAME` sends."""
     if not flags.image:
@@ -366,7 +369,7 @@ def new_service(
 
 
 def update_service(
-    current: Obj, flags: ServiceFlags, cwd: Path, random: Callable[[int], str]
+    current: Obj, flags: ServiceFlags, cwd: Path | None, random: Callable[[int], str]
 ) -> Obj:
     """The Service `flint service update` sends for the `current` one (status dropped).
 

@@ -37,7 +37,7 @@ from controller.credentials import (
 )
 from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
-from flint_common import kubeconfig
+from flint_common import guards, kubeconfig
 from flint_common.addresses import format_hostport, parse_listen
 from flint_common.private import ensure_private_dir, private_umask
 
@@ -203,7 +203,7 @@ def write_kubeconfigs(a: argparse.Namespace, state_dir: Path, creds: Credentials
 
 
 async def run(a: argparse.Namespace) -> int:
-    state_dir: Path = a.state_dir.resolve()
+    state_dir: Path = await asyncio.to_thread(a.state_dir.resolve)
     tightened = await asyncio.to_thread(ensure_private_dir, state_dir)
     if tightened:
         print(f"flint up: the state dir {state_dir} was readable by other users; tightened "
@@ -333,6 +333,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    # FLINT_BLOCKBUSTER=1 (its children inherit it): blocking calls on the loop are logged and raise.
+    guards.enable_from_env()
     private_umask()
     p = parser()
     a = p.parse_args(argv)

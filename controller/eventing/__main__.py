@@ -12,11 +12,13 @@ import uvloop
 
 from controller.eventing.dispatcher import DispatcherSettings, run
 from controller.settings import default_state_dir
+from flint_common import guards
 from flint_common.private import private_umask
 from flint_common.secret import read_token
 
 
 def main(argv: list[str] | None = None) -> int:
+    guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
     p = argparse.ArgumentParser(prog="python -m controller.eventing", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
     p.add_argument("--controller", default="http://127.0.0.1:8081", help="controller base URL")

@@ -391,9 +391,7 @@ class DispatcherState(SqliteWriter[_Item]):
     # -- writer thread -----------------------------------------------------------------------
 
     def _open_writer(self) -> sqlite3.Connection:
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._acquire_lock()
+        self._acquire_lock()  # creates the parent folders too
         try:
             conn = self._connect_writer("FULL" if self.durable else "NORMAL")
             conn.execute("BEGIN IMMEDIATE")

@@ -160,20 +160,20 @@ class LocalReplica:
         s = self.spec
         home, tmp = self.sandbox / "home", self.sandbox / "tmp"
         port = await self.owner.aallocate_port(self.status.port or None, self.record.id)
-        env = process.build_env(
-            home=home,
-            tmpdir=tmp,
-            user_env=s.env,
-            runtime_env={
-                "PORT": str(port),
-                "K_SERVICE": s.service,
-                "K_CONFIGURATION": s.configuration,
-                "K_REVISION": s.revision,
-                process.REPLICA_ID_ENV: self.record.id,
-            },
-        )
 
         def prepare_and_spawn() -> process.ProcessHandle:
+            env = process.build_env(  # its PATH resolves symlinks: file-system work, in this thread
+                home=home,
+                tmpdir=tmp,
+                user_env=s.env,
+                runtime_env={
+                    "PORT": str(port),
+                    "K_SERVICE": s.service,
+                    "K_CONFIGURATION": s.configuration,
+                    "K_REVISION": s.revision,
+                    process.REPLICA_ID_ENV: self.record.id,
+                },
+            )
             cwd = self.record.cwd
             if not cwd.is_dir():
                 raise SpawnError(f"workingDir {cwd} does not exist in the image")

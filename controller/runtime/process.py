@@ -234,6 +234,7 @@ class ProcessHandle:
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        self._verify_task: asyncio.Task[None] | None = None
         self.exited: asyncio.Future[int | None] | None = None
 
     @property
@@ -259,26 +260,38 @@ class ProcessHandle:
         except (OSError, AttributeError):
             self._fd = None
         if self._fd is not None:
-            loop.add_reader(self._fd, self._on_event)
-            self._on_event()  # it may have exited before the pidfd was opened
+            loop.add_reader(self._fd, self._on_event)  # readable once the process has exited
+            if self._popen is not None:
+                self._on_event()  # it may have exited before the pidfd was opened
+            else:  # is the pidfd this process, not a reused pid? (/proc: in a thread)
+                self._verify_task = loop.create_task(self._verify())
         else:
             self._poll_task = loop.create_task(self._poll())
         return self.exited
 
     def _on_event(self) -> None:
-        rc = self._reap()
+        # The pidfd is readable: the process has exited (an adopted one needs no /proc check).
+        rc = self._reap(force=True)
+        if not isinstance(rc, _Running):
+            self._finish(rc)
+
+    async def _verify(self) -> None:
+        rc = await asyncio.to_thread(self._reap)
         if not isinstance(rc, _Running):
             self._finish(rc)
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(_POLL_S)
-            rc = self._reap()
+            # An adopted process's check reads /proc: in a thread.
+            rc = self._reap() if self._popen is not None else await asyncio.to_thread(self._reap)
             if not isinstance(rc, _Running):
                 self._finish(rc)
                 return
 
     def _reap(self, force: bool = False) -> int | _Running | None:
+        """The exit code, `_RUNNING`, or None when unknown (reads /proc for an adopted process
+        unless `force`: blocking, then)."""
         if self._popen is not None:
             rc = self._popen.poll()
             return _RUNNING if rc is None else rc
@@ -309,9 +322,10 @@ class ProcessHandle:
                 self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            self._poll_task = None
+        for task in (self._poll_task, self._verify_task):
+            if task is not None:
+                task.cancel()  # harmless from within: it has nothing left to await
+        self._poll_task = self._verify_task = None
 
     def detach(self) -> None:
         """Stop watching without touching the process (it keeps running)."""

@@ -195,7 +195,10 @@ class SqliteWriter(ABC, Generic[ItemT]):
         """Answer queued requests until a `Stop`, then `_finish` (writer thread)."""
 
     def _acquire_lock(self) -> None:
-        """Lock ``<path>.lock`` for as long as the writer is open: one writer per file in the host."""
+        """Lock ``<path>.lock`` for as long as the writer is open: one writer per file in the host.
+
+        The file's folder is created first if missing (here, in the writer thread: never on the loop)."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         lockfile = open(self.path + ".lock", "a+b")  # noqa: SIM115 - held while the writer is open
         try:
             fcntl.flock(lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

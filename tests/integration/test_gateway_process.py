@@ -334,7 +334,7 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
             await eventually(lambda: c.acked("gw/0") == 1, "ack of version 1")
             assert c.hellos == [{"type": "hello", "worker": "gw/0", "version": 0}]
             assert link.connected and link.last_version == 1 and router.version == 1
-            assert load_snapshot_file(settings.snapshot_path) == c.snapshot
+            assert await asyncio.to_thread(load_snapshot_file, settings.snapshot_path) == c.snapshot
             assert c.acks["gw/0"][-1]["draining"] == {}
 
             await c.publish(snapshot(2, up, ("b.default.localhost",)))
@@ -343,7 +343,7 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
             rev = router.resolve("b.default.localhost")
             assert isinstance(rev, RevisionTarget) and rev.key == "default/hello-00001", rev
             assert router.resolve("a.default.localhost") == RouteMiss("unknown-host", "a.default.localhost")
-            assert load_snapshot_file(settings.snapshot_path) == snapshot(
+            assert await asyncio.to_thread(load_snapshot_file, settings.snapshot_path) == snapshot(
                 2, up, ("b.default.localhost",)
             )
             # an older version is not applied (but acked with what is served)
@@ -498,7 +498,8 @@ async def test_restarted_gateway_serves_persisted_snapshot_without_controller(
                 await gw.wait_ready()
                 await eventually(lambda: c.acked("gw/0") == 5 and c.acked("gw/1") == 5, "acks")
                 await terminate(gw)
-        assert load_snapshot_file(state / "gateway" / "snapshot.json") == snapshot(5, up, (HOST,))
+        persisted = await asyncio.to_thread(load_snapshot_file, state / "gateway" / "snapshot.json")
+        assert persisted == snapshot(5, up, (HOST,))
 
         # controller down; a fresh gateway serves the persisted snapshot
         url = f"http://127.0.0.1:{port}"

@@ -22,11 +22,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import uvloop
+from support.harness import pid_alive
 
 from controller.runtime import process, records
 from controller.runtime.base import Probe, ReplicaSpec, ReplicaStatus
 from controller.runtime.local import LocalRuntime, LocalRuntimeSettings, StateDirBusy
-from controller.runtime.process import find_by_replica_id, is_alive
+from controller.runtime.process import find_by_replica_id
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
 REPO = APPS.parent.parent
@@ -40,17 +41,22 @@ FAST = LocalRuntimeSettings(
 )
 
 
-async def wait_for(pred: Callable[[], object], within_s: float = 10.0, what: str = "") -> None:
-    """Poll `pred` until true, failing after `within_s` seconds."""
+async def wait_for(
+    pred: Callable[[], object], within_s: float = 10.0, what: str = "", *, in_thread: bool = False
+) -> None:
+    """Poll `pred` until true, failing after `within_s` seconds; `in_thread`: `pred` blocks (it
+    calls the runtime's /proc helpers), so it runs in a thread."""
     deadline = time.monotonic() + within_s
-    while not pred():
+    while not (await asyncio.to_thread(pred) if in_thread else pred()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or pred}")
         await asyncio.sleep(0.01)
 
 
 def alive(pid: int | None) -> bool:
-    return pid is not None and is_alive(pid)
+    # The harness's own check (a signal and /proc), not the runtime's `is_alive`: it is an
+    # independent oracle, and test code may read /proc on the loop (the runtime may not).
+    return pid is not None and pid_alive(pid)
 
 
 def spec(
@@ -153,7 +159,7 @@ async def test_ready_env_and_logs(h: Harness, monkeypatch: pytest.MonkeyPatch) -
     assert os.getpgid(st.pid) == st.pid
     assert os.getsid(st.pid) == st.pid
 
-    logs = h.rt.log_paths("default/hello-00001")
+    logs = await asyncio.to_thread(h.rt.log_paths, "default/hello-00001")
     assert logs == [state / "logs" / "default" / "hello-00001" / f"{st.id}.log"]
     assert await h.rt.alog_paths("default/hello-00001") == logs
     assert await h.rt.alog_paths("default/no-such-revision") == []
@@ -529,12 +535,12 @@ async def test_unrecorded_spawn_is_adopted_not_duplicated(tmp_path: Path) -> Non
     control = tmp_path / "control"
     control.mkdir()
     tag = uuid.uuid4().hex
-    rec = spawning_record(state, control, tag)
+    rec = await asyncio.to_thread(spawning_record, state, control, tag)
     assert json.loads((state / "replicas" / f"{rec.id}.json").read_text())["pid"] is None
     proc = spawn_by_hand(rec)
     try:
-        await wait_for(lambda: find_by_replica_id(rec.id) == proc.pid, what="env lookup")
-        assert find_by_replica_id("no-such-replica") is None
+        await wait_for(lambda: find_by_replica_id(rec.id) == proc.pid, what="env lookup", in_thread=True)
+        assert await asyncio.to_thread(find_by_replica_id, "no-such-replica") is None
         rt = LocalRuntime(state, settings=FAST)
         h = Harness(rt, control)
         try:
@@ -562,7 +568,7 @@ async def test_unrecorded_spawn_that_never_happened_is_restarted(tmp_path: Path)
     control = tmp_path / "control"
     control.mkdir()
     tag = uuid.uuid4().hex
-    rec = spawning_record(state, control, tag)
+    rec = await asyncio.to_thread(spawning_record, state, control, tag)
     rt = LocalRuntime(state, settings=FAST)
     h = Harness(rt, control)
     try:
@@ -582,7 +588,7 @@ async def test_unrecorded_spawn_whose_main_process_died_leaves_no_orphans(tmp_pa
     control = tmp_path / "control"
     control.mkdir()
     tag = uuid.uuid4().hex
-    rec = spawning_record(state, control, tag, "--fork")
+    rec = await asyncio.to_thread(spawning_record, state, control, tag, "--fork")
     proc = spawn_by_hand(rec)
     gc_file = control / "grandchild.pid"
     await wait_for(gc_file.exists, what="grandchild pid")
@@ -590,7 +596,8 @@ async def test_unrecorded_spawn_whose_main_process_died_leaves_no_orphans(tmp_pa
     proc.kill()
     proc.wait(5)
     assert alive(grandchild)
-    assert find_by_replica_id(rec.id) is None  # only a child is left, not the main process
+    # Only a child is left, not the main process.
+    assert await asyncio.to_thread(find_by_replica_id, rec.id) is None
     gc_file.unlink()
     rt = LocalRuntime(state, settings=FAST)
     h = Harness(rt, control)

@@ -9,10 +9,11 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from flint_common import procinfo
+from flint_common import guards, procinfo
 from loadtests import flint_process
-from loadtests.flint_process import BIN, Flint, FlintError, Joined, free_port, free_ports, start_flint
+from loadtests.flint_process import BIN, Flint, FlintError, Joined, free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
@@ -25,6 +26,7 @@ __all__ = [
     "FlintError",
     "Joined",
     "Prober",
+    "check_no_blocking_calls",
     "fetch",
     "free_port",
     "free_ports",
@@ -52,13 +54,37 @@ def procs_mentioning(needle: str) -> dict[int, str]:
     return procinfo.mentioning(needle)
 
 
+def start_flint(workdir: Path, *extra_args: str, env: dict[str, str] | None = None,
+                **kw: Any) -> Flint:
+    """`flint_process.start_flint`, with the blocking-call guard on in every process of it
+    (`FLINT_BLOCKBUSTER=1`: a blocking call on an event loop is logged, and `stop_flint` fails
+    the test). The benchmarks start Flint without it: they measure speed."""
+    return flint_process.start_flint(
+        workdir, *extra_args, env={guards.ENV_VAR: "1", **(env or {})}, **kw)
+
+
 def stop_flint(f: Flint) -> None:
     """Stop `flint up` and what joined it, and check that every process they started is gone
     (not only what the records say: nothing whose command line or environment names the state
-    directory may survive). What had to be killed is killed, and fails the test."""
+    directory may survive). What had to be killed is killed, and fails the test; so does a
+    blocking call any of them reported."""
     problems = flint_process.stop_flint(f)
     if problems:
         raise FlintError("stopping flint up was not clean:\n" + "\n".join(problems))
+    check_no_blocking_calls(f)
+
+
+def check_no_blocking_calls(f: Flint) -> None:
+    """Fail when a process of `flint up` (or one that joined it) reported a blocking call on its
+    event loop."""
+    reports = guards.blocking_reports(f.logs(None))
+    for j in f.joined:
+        reports += guards.blocking_reports(j.logs(None))
+    if reports:
+        raise FlintError(
+            f"{len(reports)} blocking call(s) on an event loop in flint up's processes "
+            f"({f.log_path}):\n\n" + "\n\n".join(reports[:5])
+        )
 
 
 async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str] | None = None,

@@ -190,7 +190,7 @@ def test_no_temp_dirs_left(tmp_path: Path, store: ArtifactStore) -> None:
 async def test_asnapshot(tmp_path: Path, store: ArtifactStore) -> None:
     src = make_tree(tmp_path)
     d = await store.asnapshot(src)
-    assert d == store.snapshot(src)
+    assert d == await asyncio.to_thread(store.snapshot, src)
     assert await store.agc(set()) == {d}
 
 
@@ -380,5 +380,5 @@ async def test_cancelled_asnapshot_stops_its_worker(
     finally:
         for cancel in cancels:  # never leave the worker blocked, whatever failed
             cancel.set()
-    assert store.digests() == set()
-    assert tmp_dirs(store) == []
+    assert await asyncio.to_thread(store.digests) == set()
+    assert await asyncio.to_thread(tmp_dirs, store) == []

@@ -90,9 +90,15 @@ async def test_durable_across_close_and_reopen(tmp_path: Path) -> None:
         assert await lg2.wait("a", 2, timeout=5)
     finally:
         await lg2.close()
+    assert await asyncio.to_thread(journal_mode, path) == "wal"
+
+
+def journal_mode(path: Path) -> str:
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    con.close()
+    try:
+        return str(con.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        con.close()
 
 
 async def test_one_writer_per_file(tmp_path: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
 import pytest
 import yaml
 
-from controller.cli.endpoint import DEFAULT_API, kubeconfig_paths, resolve
+from controller.cli.endpoint import DEFAULT_API, Endpoint, kubeconfig_paths, resolve
 from controller.cli.errors import CliError
 from flint_common import kubeconfig
 from flint_common.secret import Secret
@@ -22,72 +23,77 @@ def _write(path: Path, server: str, token: str, name: str = "flint") -> Path:
     return path
 
 
+def _resolve(*args: object, **kw: object) -> Endpoint:
+    """`resolve` on a loop of its own (the tests write their files outside any loop)."""
+    return asyncio.run(resolve(*args, **kw))  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "home").mkdir()
     return {"HOME": str(tmp_path / "home")}
 
 
-async def test_nothing_configured_is_the_default_address_without_a_token(home: dict[str, str]) -> None:
-    e = await resolve(None, None, None, env=home)
+def test_nothing_configured_is_the_default_address_without_a_token(home: dict[str, str]) -> None:
+    e = _resolve(None, None, None, env=home)
     assert (e.server, e.token) == (DEFAULT_API, None)
     assert "no kubeconfig" in e.source
 
 
-async def test_api_and_token_from_the_environment_read_no_file(home: dict[str, str]) -> None:
+def test_api_and_token_from_the_environment_read_no_file(home: dict[str, str]) -> None:
     env = {**home, "FLINT_API": "http://127.0.0.1:9", "FLINT_TOKEN": "t0k",
            "KUBECONFIG": "/nonexistent/on/purpose"}
-    e = await resolve(None, None, None, env=env)
+    e = _resolve(None, None, None, env=env)
     assert e.server == "http://127.0.0.1:9" and e.token == Secret("t0k") and e.ssl is None
 
 
-async def test_a_kubeconfig_flag_gives_server_token_and_the_ca(tmp_path: Path, home: dict[str, str]) -> None:
+def test_a_kubeconfig_flag_gives_server_token_and_the_ca(tmp_path: Path, home: dict[str, str]) -> None:
     path = _write(tmp_path / "kc", "https://127.0.0.1:8443", "from-file")
-    e = await resolve(None, str(path), None, env=home)
+    e = _resolve(None, str(path), None, env=home)
     assert e.server == "https://127.0.0.1:8443"
     assert e.token == Secret("from-file")
     assert e.ssl is not None and e.ssl.check_hostname
     assert str(path) in e.source and "'flint'" in e.source
 
 
-async def test_overrides_apply_on_top_of_the_kubeconfig(tmp_path: Path, home: dict[str, str]) -> None:
+def test_overrides_apply_on_top_of_the_kubeconfig(tmp_path: Path, home: dict[str, str]) -> None:
     path = _write(tmp_path / "kc", "https://127.0.0.1:8443", "from-file")
-    e = await resolve("http://127.0.0.1:8081", str(path), None, env=home)
+    e = _resolve("http://127.0.0.1:8081", str(path), None, env=home)
     assert (e.server, e.token) == ("http://127.0.0.1:8081", Secret("from-file"))
-    e = await resolve(None, str(path), None, env={**home, "FLINT_TOKEN": "override"})
+    e = _resolve(None, str(path), None, env={**home, "FLINT_TOKEN": "override"})
     assert (e.server, e.token) == ("https://127.0.0.1:8443", Secret("override"))
 
 
-async def test_kubeconfig_env_merges_a_list_and_context_picks_one(
+def test_kubeconfig_env_merges_a_list_and_context_picks_one(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
     a = _write(tmp_path / "a", "https://127.0.0.1:1001", "tok-a", name="a")
     b = _write(tmp_path / "b", "https://127.0.0.1:1002", "tok-b", name="b")
     env = {**home, "KUBECONFIG": f"{a}:{b}"}
-    e = await resolve(None, None, "b", env=env)
+    e = _resolve(None, None, "b", env=env)
     assert (e.server, e.token) == ("https://127.0.0.1:1002", Secret("tok-b"))
-    e = await resolve(None, None, "a", env=env)
+    e = _resolve(None, None, "a", env=env)
     assert e.token == Secret("tok-a")
     with pytest.raises(CliError, match="kubeconfig"):
-        await resolve(None, None, "missing", env=env)
+        _resolve(None, None, "missing", env=env)
 
 
-async def test_flints_own_kubeconfig_comes_before_kubectls(tmp_path: Path, home: dict[str, str]) -> None:
+def test_flints_own_kubeconfig_comes_before_kubectls(tmp_path: Path, home: dict[str, str]) -> None:
     kube = Path(home["HOME"]) / ".kube" / "config"
     _write(kube, "https://127.0.0.1:2001", "kubectl-one")
     assert kubeconfig_paths(None, home) == str(kube)
-    e = await resolve(None, None, None, env=home)
+    e = _resolve(None, None, None, env=home)
     assert e.token == Secret("kubectl-one")
     own = Path(home["HOME"]) / ".config" / "flint" / "kubeconfig"
     _write(own, "https://127.0.0.1:2002", "flint-one")
-    e = await resolve(None, None, None, env=home)
+    e = _resolve(None, None, None, env=home)
     assert e.token == Secret("flint-one")
     moved = _write(tmp_path / "elsewhere", "https://127.0.0.1:2003", "moved")
-    e = await resolve(None, None, None, env={**home, "FLINT_KUBECONFIG": str(moved)})
+    e = _resolve(None, None, None, env={**home, "FLINT_KUBECONFIG": str(moved)})
     assert e.token == Secret("moved")
 
 
-async def test_a_token_file_in_the_kubeconfig_is_read(tmp_path: Path, home: dict[str, str]) -> None:
+def test_a_token_file_in_the_kubeconfig_is_read(tmp_path: Path, home: dict[str, str]) -> None:
     (tmp_path / "tok").write_text("from-token-file\n")
     path = tmp_path / "kc"
     path.write_text(yaml.safe_dump({
@@ -96,14 +102,14 @@ async def test_a_token_file_in_the_kubeconfig_is_read(tmp_path: Path, home: dict
         "users": [{"name": "x", "user": {"tokenFile": str(tmp_path / "tok")}}],
         "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
     }))
-    e = await resolve(None, str(path), None, env=home)
+    e = _resolve(None, str(path), None, env=home)
     assert e.token == Secret("from-token-file") and e.ssl is None
 
 
-async def test_an_unreadable_kubeconfig_is_a_clear_error(tmp_path: Path, home: dict[str, str]) -> None:
+def test_an_unreadable_kubeconfig_is_a_clear_error(tmp_path: Path, home: dict[str, str]) -> None:
     path = tmp_path / "kc"
     path.write_text("current-context: nowhere\n")
     with pytest.raises(CliError, match="kubeconfig"):
-        await resolve(None, str(path), None, env=home)
+        _resolve(None, str(path), None, env=home)
     with pytest.raises(CliError, match="no kubeconfig"):
-        await resolve(None, str(tmp_path / "absent"), None, env=home)
+        _resolve(None, str(tmp_path / "absent"), None, env=home)

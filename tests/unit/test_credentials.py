@@ -218,8 +218,9 @@ async def test_a_client_trusting_the_ca_completes_a_handshake(tmp_path: Path) ->
     import asyncio
 
     now = dt.datetime.now(dt.UTC)
-    ca = ensure_authority(tmp_path, "flint CA", now)
-    files, _ = ensure_server_files(ca, tmp_path, "api", ["127.0.0.1", "localhost"], now)
+    ca = await asyncio.to_thread(ensure_authority, tmp_path, "flint CA", now)
+    files, _ = await asyncio.to_thread(
+        ensure_server_files, ca, tmp_path, "api", ["127.0.0.1", "localhost"], now)
     served = await asyncio.start_server(
         lambda r, w: (w.write(b"hi"), w.close()), "127.0.0.1", 0, ssl=server_context(files))
     port = served.sockets[0].getsockname()[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from controller.eventing.logreader import LogReader
@@ -40,7 +41,7 @@ async def test_the_writer_compacts_below_the_floor_and_readers_see_the_rest(tmp_
     try:
         assert await ingress.compact_once() == 0  # no floor yet: nothing is known, nothing goes
         assert [off for off, _ in await reader.read(0, 100)] == list(range(1, 11))
-        write_floor(path, 6)
+        await asyncio.to_thread(write_floor, path, 6)
         assert await ingress.compact_once() == 6
         assert [off for off, _ in await reader.read(0, 100)] == [7, 8, 9, 10]
         assert await reader.tail() == 10  # offsets are never reused
@@ -66,7 +67,7 @@ async def test_a_deleted_broker_takes_its_floor_file_along(tmp_path: Path) -> No
     ingress = BrokerIngress(tmp_path, "localhost", max_event_bytes=1 << 20)
     ingress.apply(Snapshot(1, (), (), (ENTRY,)))
     assert (await ingress.accept(ENTRY, headers(1), b"{}")).status == 202
-    write_floor(tmp_path / ENTRY.log, 1)
+    await asyncio.to_thread(write_floor, tmp_path / ENTRY.log, 1)
     ingress.apply(Snapshot(2, (), (), ()))
     await ingress.close()
     assert list((tmp_path / "eventing" / "logs").iterdir()) == []
@@ -78,7 +79,7 @@ async def test_past_the_size_cap_unhandled_records_go_and_are_counted(tmp_path: 
     for i in range(10):
         assert (await ingress.accept(ENTRY, headers(i), b"{}")).status == 202
     path = tmp_path / ENTRY.log
-    write_floor(path, 3)  # the slowest trigger handled 1..3
+    await asyncio.to_thread(write_floor, path, 3)  # the slowest trigger handled 1..3
     reader = LogReader(path)
     try:
         assert await ingress.compact_once() == 6  # 1..3 handled, 4..6 over the cap

@@ -393,11 +393,15 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
 async def test_sqlite_uses_wal(tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "s.db") as store:
         await store.create(SVC, svc())
-    conn = sqlite3.connect(tmp_path / "s.db")
-    try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        conn.close()
+
+    def journal_mode() -> str:
+        conn = sqlite3.connect(tmp_path / "s.db")
+        try:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        finally:
+            conn.close()
+
+    assert await asyncio.to_thread(journal_mode) == "wal"
 
 
 async def test_sqlite_never_runs_on_the_event_loop_thread(
