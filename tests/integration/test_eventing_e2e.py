@@ -451,7 +451,7 @@ def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest
             for i in range(60):
                 eid = f"g-{k}-{i}"
                 if k == 0 and i == 20:
-                    pids = flint_pids(flint, " -m gateway ")
+                    pids = await asyncio.to_thread(flint_pids, flint, " -m gateway ")
                     for pid in pids:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGKILL)

@@ -242,7 +242,7 @@ async def gateway_process(
     state_dir: Path, controller_url: str, workers: int = 2
 ) -> AsyncIterator[Gateway]:
     """`python -m gateway` on free ports; always killed (with its workers) on the way out."""
-    load_or_create_token(state_dir / "auth" / "token")  # as flint up does
+    await asyncio.to_thread(load_or_create_token, state_dir / "auth" / "token")  # as flint up does
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway",
         "--port", "0", "--admin-port", "0", "--workers", str(workers),
@@ -562,7 +562,7 @@ async def test_port_in_use_fails_fast(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        load_or_create_token(tmp_path / "auth" / "token")
+        await asyncio.to_thread(load_or_create_token, tmp_path / "auth" / "token")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--port", str(port), "--admin-port", "0",
             "--state-dir", str(tmp_path), "--controller", "http://127.0.0.1:9",

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
 import uvloop
-from support.harness import pid_alive
 
 from controller.runtime import process, records
 from controller.runtime.base import Probe, ReplicaSpec, ReplicaStatus
@@ -54,9 +54,14 @@ async def wait_for(
 
 
 def alive(pid: int | None) -> bool:
-    # The harness's own check (a signal and /proc), not the runtime's `is_alive`: it is an
+    # psutil directly, not the runtime's `is_alive` (nor flint_common.procinfo under it): an
     # independent oracle, and test code may read /proc on the loop (the runtime may not).
-    return pid is not None and pid_alive(pid)
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def spec(
