@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,9 @@ def test_edit_gives_new_digest_and_old_snapshot_unchanged(
     ],
     ids=["add", "rename", "exec-bit", "symlink-target", "empty-dir"],
 )
-def test_every_kind_of_change_changes_digest(tmp_path: Path, store: ArtifactStore, edit) -> None:  # type: ignore[no-untyped-def]
+def test_every_kind_of_change_changes_digest(
+    tmp_path: Path, store: ArtifactStore, edit: Callable[[Path], object]
+) -> None:
     src = make_tree(tmp_path)
     d1 = store.snapshot(src)
     edit(src)
