@@ -149,7 +149,7 @@ def trigger(name: str, broker_name: str, subscriber: dict[str, Any], **spec: Any
 def ready(flint: Flint, kind: str, name: str) -> bool:
     obj = flint.get(kind, name)
     conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
-    return conds.get("Ready", {}).get("status") == "True"
+    return bool(conds.get("Ready", {}).get("status") == "True")
 
 
 def wait_ready(flint: Flint, kind: str, name: str, timeout: float = 60) -> None:

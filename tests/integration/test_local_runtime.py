@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -474,7 +474,7 @@ async def test_record_is_written_before_the_spawn(h: Harness, monkeypatch: pytes
     real_spawn = process.spawn
 
     def checking_spawn(
-        argv: list[str], cwd: Path, env: dict[str, str], log_path: Path
+        argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
     ) -> process.ProcessHandle:
         rid = log_path.stem
         doc = json.loads((h.rt.records_dir / f"{rid}.json").read_text())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import os
 import signal
@@ -109,7 +110,7 @@ def test_rollouts_under_concurrent_load_fail_no_request(own_flint: Flint) -> Non
     with LoadProber(f.port, host) as prober:
         for n in (2, 3, 4):
             f.cli("service", "update", "load", "--env", f"TARGET={n}")
-            poll(lambda n=n: _revision_serves(f, host, f"load-{n:05d}"), 30, f"load-{n:05d}")
+            poll(functools.partial(_revision_serves, f, host, f"load-{n:05d}"), 30, f"load-{n:05d}")
         poll(lambda: set(_replica_pids(f.state_dir).values()) == {"load-00004"}, 40,
              "only load-00004's replica to run")
     assert prober.seen["load-00004"] > 0
@@ -125,9 +126,13 @@ def test_sigkill_controller_readopts_without_duplicate_processes(own_flint: Flin
         pid = int((f.state_dir / "controller.pid").read_text())
         with LoadProber(f.port, f.host("adopt"), clients=8) as prober:
             os.kill(pid, signal.SIGKILL)
-            poll(lambda pid=pid: int((f.state_dir / "controller.pid").read_text()) != pid
-                 and f.cli("service", "wait", "adopt", "--wait-timeout", "5",
-                           check=False).returncode == 0, 60, "a new controller")
+
+            def readopted(pid: int = pid) -> bool:
+                return int((f.state_dir / "controller.pid").read_text()) != pid and f.cli(
+                    "service", "wait", "adopt", "--wait-timeout", "5", check=False
+                ).returncode == 0
+
+            poll(readopted, 60, "a new controller")
         assert not prober.failures(), dict(prober.seen)
         assert _replica_pids(f.state_dir) == before  # same processes, none started
 

@@ -21,7 +21,7 @@ def _revision_of(body: bytes) -> str:
 
 def _ready(obj: dict) -> bool:  # type: ignore[type-arg]
     conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
-    return conds.get("Ready", {}).get("status") == "True"
+    return bool(conds.get("Ready", {}).get("status") == "True")
 
 
 def test_create_answers_at_once_with_the_runtime_contract(flint: Flint) -> None:

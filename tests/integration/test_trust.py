@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import tempfile
@@ -83,18 +84,16 @@ def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trusted]:
 
 
 def _status(url: str, headers: dict[str, str] | None = None, method: str = "GET",
-            data: bytes | None = None, context: object = None) -> tuple[int, bytes]:
+            data: bytes | None = None, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers=headers or {}, method=method, data=data)
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as r:  # type: ignore[arg-type]
+        with urllib.request.urlopen(request, timeout=10, context=context) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
 
 
-def _https_context(f: Flint) -> object:
-    import ssl
-
+def _https_context(f: Flint) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(f.state_dir / "tls" / "ca.crt"))
 
 

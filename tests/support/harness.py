@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flint_common import guards, procinfo
 from loadtests import flint_process
@@ -101,7 +101,10 @@ async def fetch(port: int, host: str, path: str = "/", *, headers: dict[str, str
         return r.status, dict(r.headers), await r.read()
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 

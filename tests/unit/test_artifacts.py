@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,9 @@ def test_edit_gives_new_digest_and_old_snapshot_unchanged(
     ],
     ids=["add", "rename", "exec-bit", "symlink-target", "empty-dir"],
 )
-def test_every_kind_of_change_changes_digest(tmp_path: Path, store: ArtifactStore, edit) -> None:  # type: ignore[no-untyped-def]
+def test_every_kind_of_change_changes_digest(
+    tmp_path: Path, store: ArtifactStore, edit: Callable[[Path], object]
+) -> None:
     src = make_tree(tmp_path)
     d1 = store.snapshot(src)
     edit(src)
@@ -254,9 +257,9 @@ def test_too_many_files_is_refused_before_copying(tmp_path: Path, monkeypatch: p
     hashed: list[Path] = []
     real_hash = artifacts._hash_file
 
-    def counting(path: Path, *a: object, **kw: object) -> str:
+    def counting(path: Path, copy_to: Path | None = None, guard: artifacts._Guard | None = None) -> str:
         hashed.append(path)
-        return real_hash(path, *a, **kw)  # type: ignore[arg-type]
+        return real_hash(path, copy_to, guard)
 
     monkeypatch.setattr(artifacts, "_hash_file", counting)
     store = ArtifactStore(tmp_path / "artifacts", max_files=5)
@@ -280,9 +283,9 @@ def test_too_many_bytes_is_refused_before_reading_the_big_file(
     hashed: list[str] = []
     real_hash = artifacts._hash_file
 
-    def counting(path: Path, *a: object, **kw: object) -> str:
+    def counting(path: Path, copy_to: Path | None = None, guard: artifacts._Guard | None = None) -> str:
         hashed.append(path.name)
-        return real_hash(path, *a, **kw)  # type: ignore[arg-type]
+        return real_hash(path, copy_to, guard)
 
     monkeypatch.setattr(artifacts, "_hash_file", counting)
     store = ArtifactStore(tmp_path / "artifacts", max_bytes=1024 * 1024)
@@ -318,10 +321,12 @@ def test_cancel_during_copy_removes_temp_dir(tmp_path: Path, monkeypatch: pytest
     cancel = threading.Event()
     real_hash = artifacts._hash_file
 
-    def cancel_on_copy(path: Path, copy_to: Path | None = None, *a: object) -> str:
+    def cancel_on_copy(
+        path: Path, copy_to: Path | None = None, guard: artifacts._Guard | None = None
+    ) -> str:
         if copy_to is not None:
             cancel.set()  # the hash walk is done; cancel in the middle of copying
-        return real_hash(path, copy_to, *a)  # type: ignore[arg-type]
+        return real_hash(path, copy_to, guard)
 
     monkeypatch.setattr(artifacts, "_hash_file", cancel_on_copy)
     with pytest.raises(SnapshotCancelled):
@@ -355,14 +360,14 @@ async def test_cancelled_asnapshot_stops_its_worker(
         outcome.append(digest)
         return digest
 
-    def blocked(path: Path, *a: object) -> str:
+    def blocked(path: Path, copy_to: Path | None = None, guard: artifacts._Guard | None = None) -> str:
         hashed.append(path)
         started.set()
         # Each file waits for the cancel: the walk only ends early if the cancel reaches the
         # worker (else it takes 400 x 60 s, and the test times out).
         if cancels[0].wait(60):
             time.sleep(0.1)  # the worker is slow to stop (the scenario, not a wait)
-        return real_hash(path, *a)  # type: ignore[arg-type]
+        return real_hash(path, copy_to, guard)
 
     monkeypatch.setattr(store, "snapshot", snapshot)
     monkeypatch.setattr(artifacts, "_hash_file", blocked)

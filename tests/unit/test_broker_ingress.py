@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from gateway.channels.base import ChannelLog
+from gateway.channels.wake import WakeSender
 from gateway.cloudevents import Event, InvalidEvent
 from gateway.config import BrokerEntry, Snapshot
 from gateway.home import home_index
@@ -78,7 +79,10 @@ class FakeLog:
         self.closed += 1
 
 
-class FakeWake:
+class FakeWake(WakeSender):
+    """Records the wake-ups. Subclasses the real sender only so that mypy checks the overrides'
+    signatures; never calls its __init__, so no socket is made."""
+
     def __init__(self) -> None:
         self.notified: list[str] = []
         self.closed = False
@@ -121,7 +125,7 @@ def make_ingress(
         worker_index=index,
         workers=workers,
         max_event_bytes=max_event_bytes,
-        wake=wake,  # type: ignore[arg-type]
+        wake=wake,
         clock=lambda: NOW,
         open_log=factory,
     )

@@ -11,6 +11,7 @@ import pickle
 import ssl
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -221,8 +222,13 @@ async def test_a_client_trusting_the_ca_completes_a_handshake(tmp_path: Path) ->
     ca = await asyncio.to_thread(ensure_authority, tmp_path, "flint CA", now)
     files, _ = await asyncio.to_thread(
         ensure_server_files, ca, tmp_path, "api", ["127.0.0.1", "localhost"], now)
-    served = await asyncio.start_server(
-        lambda r, w: (w.write(b"hi"), w.close()), "127.0.0.1", 0, ssl=server_context(files))
+
+    def hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hi")
+        writer.close()
+
+    context = await asyncio.to_thread(server_context, files)
+    served = await asyncio.start_server(hello, "127.0.0.1", 0, ssl=context)
     port = served.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.open_connection(
@@ -270,7 +276,7 @@ def test_the_flint_kubeconfig_names_server_ca_and_token() -> None:
 
 def test_merge_replaces_our_entries_and_keeps_the_others() -> None:
     ours = kubeconfig.flint_kubeconfig("https://127.0.0.1:8443", b"CA", Secret("new"))
-    theirs = {
+    theirs: dict[str, Any] = {
         "apiVersion": "v1", "kind": "Config", "current-context": "prod",
         "clusters": [{"name": "prod", "cluster": {"server": "https://prod"}},
                      {"name": "flint", "cluster": {"server": "https://old"}}],

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from controller.gatewayhub import GatewayHub, WorkerState
 from controller.informer import Informer
 from controller.reconcilers import publisher as publisher_module
 from controller.reconcilers.publisher import SnapshotPublisher
-from controller.runtime.base import ReplicaState, ReplicaStatus, Runtime
+from controller.runtime.base import ChangeCallback, ReplicaSpec, ReplicaState, ReplicaStatus
 from gateway.config import LINK_PATH, Endpoint, Snapshot
 
 Obj = dict[str, Any]
@@ -27,6 +28,9 @@ GRACE_S = 7.0
 
 
 class FakeRuntime:
+    """A `Runtime` (mypy checks it against the protocol where the publisher takes it) whose
+    replicas the test adds; the publisher only lists and stops them."""
+
     def __init__(self) -> None:
         self.reps: dict[str, ReplicaStatus] = {}
         self.stopped: list[tuple[str, float]] = []
@@ -56,38 +60,78 @@ class FakeRuntime:
                 self._stopped.clear()
                 await self._stopped.wait()
 
+    # The rest of the protocol: the publisher never calls it.
 
-class FakeHub:
-    """The three things the publisher asks of the hub, with workers the test acks for."""
+    async def start(self) -> None:
+        raise NotImplementedError("start")
+
+    async def close(self, stop_replicas: bool) -> None:
+        raise NotImplementedError("close")
+
+    def subscribe(self, callback: ChangeCallback) -> None:
+        raise NotImplementedError("subscribe")
+
+    async def start_replica(self, spec: ReplicaSpec) -> ReplicaStatus:
+        raise NotImplementedError("start_replica")
+
+    def log_paths(self, revision_key: str) -> list[Path]:
+        raise NotImplementedError("log_paths")
+
+    async def alog_paths(self, revision_key: str) -> list[Path]:
+        raise NotImplementedError("alog_paths")
+
+
+class FakeHub(GatewayHub):
+    """The four things the publisher asks of the hub, with versions 1, 2, 3... and workers the
+    test acks for. Subclasses the real hub only so that mypy checks every override against it;
+    never calls its __init__ (no sockets), so anything not faked here fails at once."""
 
     def __init__(self) -> None:
-        self.snapshot = Snapshot.empty()
+        self._snap = Snapshot.empty()
         self.published: list[Snapshot] = []
-        self.workers: dict[str, WorkerState] = {}
+        self.acks: dict[str, WorkerState] = {}
 
     @property
     def version(self) -> int:
-        return self.snapshot.version
+        return self._snap.version
 
-    def publish(self, s: Snapshot) -> int:
-        if self.version and (s.routes, s.revisions) == (self.snapshot.routes,
-                                                         self.snapshot.revisions):
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snap
+
+    def publish(self, snapshot: Snapshot) -> int:
+        old = self._snap
+        if self.version and (snapshot.routes, snapshot.revisions, snapshot.brokers) == (
+            old.routes, old.revisions, old.brokers
+        ):
             return self.version
-        self.snapshot = replace(s, version=self.version + 1)
-        self.published.append(self.snapshot)
+        self._snap = replace(snapshot, version=self.version + 1)
+        self.published.append(self._snap)
         return self.version
 
     def acked_by_all(self, version: int) -> bool:
-        return all(w.version >= version for w in self.workers.values())
+        return all(w.version >= version for w in self.acks.values())
 
     def draining(self, endpoint_id: str) -> bool:
-        return any(endpoint_id in w.draining for w in self.workers.values())
+        return any(endpoint_id in w.draining for w in self.acks.values())
 
     def connected(self) -> int:
-        return len(self.workers)
+        return len(self.acks)
 
     def ack(self, worker: str, version: int, draining: dict[str, int] | None = None) -> None:
-        self.workers[worker] = WorkerState(worker, version, dict(draining or {}))
+        self.acks[worker] = WorkerState(worker, version, dict(draining or {}))
+
+
+class ListInformer(Informer):
+    """An informer over a list the test edits in place; the publisher only iterates it.
+    Subclasses the real informer only so that mypy checks the override; never calls its
+    __init__ (no store), so anything not faked here fails at once."""
+
+    def __init__(self, objs: list[Obj]) -> None:
+        self.objs = objs
+
+    def __iter__(self) -> Iterator[Obj]:
+        return iter(list(self.objs))
 
 
 def route(name: str = "hello", rev: str = "hello-00001") -> Obj:
@@ -104,18 +148,21 @@ def revision(name: str = "hello-00001") -> Obj:
     return {"metadata": {"name": name, "namespace": "default"}, "spec": {}}
 
 
-class Env:
-    def __init__(self, hub: Any, runtime: FakeRuntime, routes: list[Obj], revs: list[Obj]) -> None:
+HubT = TypeVar("HubT", bound=GatewayHub)
+
+
+class Env(Generic[HubT]):
+    def __init__(self, hub: HubT, runtime: FakeRuntime, routes: list[Obj], revs: list[Obj]) -> None:
         self.hub = hub
         self.runtime = runtime
         self.routes = routes
         self.revisions = revs
         self.published: list[int] = []
         self.pub = SnapshotPublisher(
-            cast(GatewayHub, hub),
-            cast(Runtime, runtime),
-            cast(Informer, routes),
-            cast(Informer, revs),
+            hub,
+            runtime,
+            ListInformer(routes),
+            ListInformer(revs),
             "localhost",
             drain_timeout_s=TIMEOUT_S,
             stop_grace_s=GRACE_S,
@@ -133,7 +180,7 @@ class Env:
 
 
 @pytest.fixture
-async def env() -> AsyncIterator[Env]:
+async def env() -> AsyncIterator[Env[FakeHub]]:
     e = Env(FakeHub(), FakeRuntime(), [route()], [revision()])
     yield e
     await e.pub.close()
@@ -144,7 +191,7 @@ async def env() -> AsyncIterator[Env]:
 # ------------------------------------------------------------------------------------------
 
 
-async def test_build_uses_ready_and_starting_replicas_as_endpoints(env: Env) -> None:
+async def test_build_uses_ready_and_starting_replicas_as_endpoints(env: Env[FakeHub]) -> None:
     """Starting replicas go out marked `starting` (the gateway probes them itself); crashed
     ones do not go out at all."""
     env.runtime.add("r2", port=40002)
@@ -165,7 +212,7 @@ async def test_build_uses_ready_and_starting_replicas_as_endpoints(env: Env) -> 
     assert set(env.pub.endpoints()) == {("default", "hello-00001"), ("default", "unrouted")}
 
 
-async def test_mark_dirty_coalesces_and_publishes(env: Env) -> None:
+async def test_mark_dirty_coalesces_and_publishes(env: Env[FakeHub]) -> None:
     env.runtime.add("r1")
     env.pub.mark_dirty()
     env.pub.mark_dirty()
@@ -190,7 +237,7 @@ async def test_mark_dirty_coalesces_and_publishes(env: Env) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-async def published_with_worker(env: Env, *rids: str) -> int:
+async def published_with_worker(env: Env[FakeHub], *rids: str) -> int:
     for rid in rids:
         env.runtime.add(rid)
     env.pub.mark_dirty()
@@ -201,7 +248,7 @@ async def published_with_worker(env: Env, *rids: str) -> int:
     return int(v)
 
 
-async def test_drained_replica_leaves_the_snapshot_at_once(env: Env) -> None:
+async def test_drained_replica_leaves_the_snapshot_at_once(env: Env[FakeHub]) -> None:
     v1 = await published_with_worker(env, "r1", "r2")
     assert env.endpoint_ids() == ["r1", "r2"]
     env.pub.drain("r1")
@@ -216,7 +263,7 @@ async def test_drained_replica_leaves_the_snapshot_at_once(env: Env) -> None:
     assert env.endpoint_ids() == ["r2", "r3"]
 
 
-async def test_drained_replica_stops_only_after_every_worker_acks_and_lets_go(env: Env) -> None:
+async def test_drained_replica_stops_only_after_every_worker_acks_and_lets_go(env: Env[FakeHub]) -> None:
     v1 = await published_with_worker(env, "r1", "r2")
     env.hub.ack("gw/1", v1)
     env.pub.drain("r1")
@@ -253,7 +300,7 @@ async def test_drained_replica_stops_only_after_every_worker_acks_and_lets_go(en
     assert "r2" in env.runtime.reps
 
 
-async def test_in_flight_on_another_endpoint_does_not_hold_the_drain(env: Env) -> None:
+async def test_in_flight_on_another_endpoint_does_not_hold_the_drain(env: Env[FakeHub]) -> None:
     await published_with_worker(env, "r1", "r2")
     env.pub.drain("r1")
     await env.flush()
@@ -263,7 +310,7 @@ async def test_in_flight_on_another_endpoint_does_not_hold_the_drain(env: Env) -
     assert env.runtime.stopped == [("r1", GRACE_S)]
 
 
-async def test_newer_ack_than_the_drain_version_releases(env: Env) -> None:
+async def test_newer_ack_than_the_drain_version_releases(env: Env[FakeHub]) -> None:
     await published_with_worker(env, "r1", "r2")
     env.pub.drain("r1")
     await env.flush()
@@ -276,7 +323,7 @@ async def test_newer_ack_than_the_drain_version_releases(env: Env) -> None:
     assert [rid for rid, _ in env.runtime.stopped] == ["r1"]
 
 
-async def test_without_workers_a_drained_replica_waits_for_one_to_ack(env: Env) -> None:
+async def test_without_workers_a_drained_replica_waits_for_one_to_ack(env: Env[FakeHub]) -> None:
     """No gateway connected: a restarting gateway may still route to the replica from its
     persisted snapshot, so the drain waits until a worker has acked a snapshot without it."""
     env.runtime.add("r1")
@@ -291,7 +338,7 @@ async def test_without_workers_a_drained_replica_waits_for_one_to_ack(env: Env) 
     assert env.runtime.stopped == [("r1", GRACE_S)]
 
 
-async def test_drain_before_the_first_publish_waits_for_it(env: Env) -> None:
+async def test_drain_before_the_first_publish_waits_for_it(env: Env[FakeHub]) -> None:
     env.runtime.add("r1")
     env.hub.ack("gw/0", 0)
     env.pub.drain("r1")
@@ -304,7 +351,7 @@ async def test_drain_before_the_first_publish_waits_for_it(env: Env) -> None:
     await env.runtime.wait_stopped()
 
 
-async def test_drain_twice_stops_once(env: Env) -> None:
+async def test_drain_twice_stops_once(env: Env[FakeHub]) -> None:
     gate = asyncio.Event()
     calls: list[str] = []
 
@@ -329,7 +376,7 @@ async def test_drain_twice_stops_once(env: Env) -> None:
     assert calls == ["r1"]
 
 
-async def test_replica_being_stopped_is_not_routed(env: Env) -> None:
+async def test_replica_being_stopped_is_not_routed(env: Env[FakeHub]) -> None:
     gate = asyncio.Event()
     stopping = asyncio.Event()
 
@@ -354,7 +401,7 @@ async def test_replica_being_stopped_is_not_routed(env: Env) -> None:
     assert not env.pub.is_draining("r1")
 
 
-async def test_drain_timeout(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_drain_timeout(env: Env[FakeHub], monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     fake_time = types.SimpleNamespace(monotonic=lambda: now[0])
     monkeypatch.setattr(publisher_module, "time", fake_time)
@@ -374,7 +421,7 @@ async def test_drain_timeout(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not env.pub.is_draining("r1")
 
 
-async def test_drain_timeout_before_any_publish(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_drain_timeout_before_any_publish(env: Env[FakeHub], monkeypatch: pytest.MonkeyPatch) -> None:
     now = [50.0]
     monkeypatch.setattr(publisher_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     env.runtime.add("r1")
@@ -385,7 +432,7 @@ async def test_drain_timeout_before_any_publish(env: Env, monkeypatch: pytest.Mo
 
 
 async def test_failed_stop_is_logged_and_forgotten(
-    env: Env, caplog: pytest.LogCaptureFixture
+    env: Env[FakeHub], caplog: pytest.LogCaptureFixture
 ) -> None:
     env.runtime.fail_stop = True
     env.runtime.add("r1")
@@ -463,7 +510,7 @@ async def test_drain_end_to_end_with_the_real_hub() -> None:
         await e.pub.close()
 
 
-async def test_every_replica_crashed_before_ready_fails_fast(env: Env) -> None:
+async def test_every_replica_crashed_before_ready_fails_fast(env: Env[FakeHub]) -> None:
     env.runtime.add("r1", "crashed")
     env.runtime.reps["r1"].message = "exit code 3; restarting in 1s\nboom"
     (target,) = env.pub.build().revisions

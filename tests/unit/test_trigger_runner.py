@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from controller.eventing.logreader import LogReader
 from controller.eventing.metrics import DispatcherMetrics
 from controller.eventing.plan import TriggerPlan
 from controller.eventing.runner import TriggerRunner, reply_ttl
-from controller.eventing.sender import Outcome
-from controller.eventing.state import PendingRetry
+from controller.eventing.sender import Outcome, Sender
+from controller.eventing.state import DispatcherState, PendingRetry
 from gateway.cloudevents import Event
 
 T0 = 1_700_000_000.0
@@ -48,11 +49,16 @@ def test_reply_ttl(ttl: object, expected: int) -> None:
 
 # ------------------------------------------------------------------------------------------
 # fakes
+#
+# Each fake subclasses the real class it stands in for, only so that mypy checks every faked
+# method against the real signature (an override that drifts is an error). None calls the real
+# __init__: no file, thread or session is made, and a real method the fake does not override
+# fails at once on the attributes it lacks.
 # ------------------------------------------------------------------------------------------
 
 
-class FakeReader:
-    def __init__(self, events: list[Event] | None = None) -> None:
+class FakeReader(LogReader):
+    def __init__(self, events: list[Event] | None = None) -> None:  # no super().__init__: no file
         self.records: list[tuple[int, bytes]] = []
         for e in events or []:
             self.add(e)
@@ -70,19 +76,20 @@ class FakeReader:
 
 
 @dataclass
-class FakeState:
+class FakeState(DispatcherState):  # the dataclass __init__ replaces the real one: no SQLite
     stored_retries: list[PendingRetry] = field(default_factory=list)
-    positions: list[tuple[str, int]] = field(default_factory=list)
+    set_positions: list[tuple[str, int]] = field(default_factory=list)
+    """Every set_position call (`positions` is the real state's committed-positions query)."""
     added: list[tuple[str, int, bytes, int, float]] = field(default_factory=list)
     updated: list[tuple[int, int, float]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
 
     def last_position(self) -> tuple[str, int] | None:
-        return self.positions[-1] if self.positions else None
+        return self.set_positions[-1] if self.set_positions else None
 
     async def set_position(self, consumer: str, offset: int) -> None:
-        self.positions.append((consumer, offset))
+        self.set_positions.append((consumer, offset))
 
     async def add_retry(self, consumer: str, offset: int, event: bytes, attempt: int, next_at: float) -> int:
         self.added.append((consumer, offset, event, attempt, next_at))
@@ -123,10 +130,10 @@ class Sent:
     prefer_reply: bool
 
 
-class FakeSender:
+class FakeSender(Sender):
     """Answers each send with `answer(url, event)`."""
 
-    def __init__(self, answer: Callable[[str, Event], Outcome]) -> None:
+    def __init__(self, answer: Callable[[str, Event], Outcome]) -> None:  # no super().__init__
         self.answer = answer
         self.sent: list[Sent] = []
 
@@ -205,9 +212,9 @@ def make(rigs: list[Rig]) -> Callable[..., Rig]:
         metrics = DispatcherMetrics()
         runner = TriggerRunner(
             plan(**plan_args),
-            reader,  # type: ignore[arg-type]
-            st,  # type: ignore[arg-type]
-            sender,  # type: ignore[arg-type]
+            reader,
+            st,
+            sender,
             metrics,
             clock=lambda: T0,
         )
@@ -230,7 +237,7 @@ def ok(url: str, event: Event) -> Outcome:
 async def test_a_new_trigger_starts_at_the_tail(make: Callable[..., Rig]) -> None:
     rig = make([ev("old1"), ev("old2"), ev("old3")], ok)
     rig.runner.start(None)
-    await until(lambda: ("tuid", 3) in rig.state.positions)
+    await until(lambda: ("tuid", 3) in rig.state.set_positions)
     assert rig.runner.position == 3
     assert rig.sender.sent == []
     rig.reader.add(ev("new"))

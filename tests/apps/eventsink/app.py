@@ -50,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(202, b"", {})
 
-    def _send(self, status: int, body: bytes, headers: dict) -> None:
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
