@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import uvloop
@@ -16,7 +17,7 @@ from controller.reconcilers.gc import load_gc_settings
 from controller.settings import ControllerSettings, default_state_dir
 from flint_common import guards
 from flint_common.addresses import parse_listen
-from flint_common.private import private_umask
+from flint_common.private import UnsafeStateDir, private_umask
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         domain=a.domain,
         progress_deadline_s=a.progress_deadline,
     )
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings, stop_replicas_on_exit=not a.keep_replicas_on_exit))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings, stop_replicas_on_exit=not a.keep_replicas_on_exit))
+    except UnsafeStateDir as e:
+        print(f"controller: {e}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

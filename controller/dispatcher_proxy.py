@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from flint_common.httpauth import status
 from flint_common.secret import Secret
@@ -17,6 +18,9 @@ PREFIX = "/internal/dispatcher"
 TIMEOUT_S = 30.0
 """Seconds to wait for the dispatcher's answer."""
 _PASSED_HEADERS = ("Content-Type", "Accept")
+"""Request headers passed on (never the caller's Authorization: the proxy sends its own)."""
+_ANSWER_HEADERS = ("Content-Type", "Retry-After")
+"""Response headers passed back."""
 
 
 class DispatcherProxy:
@@ -37,17 +41,19 @@ class DispatcherProxy:
             )
         headers = {h: request.headers[h] for h in _PASSED_HEADERS if h in request.headers}
         headers["Authorization"] = f"Bearer {self._token.reveal()}"
-        url = f"{self._base}/{request.match_info['tail']}"
+        # The path after the prefix as the client encoded it (a decoded `%3F` must not become a
+        # query), on the dispatcher's own origin.
+        tail = request.rel_url.raw_path[len(PREFIX):]
+        url = URL(self._base + tail, encoded=True).with_query(request.rel_url.query)
         body = await request.read() if request.body_exists else None
         try:
             async with self._session.request(
-                request.method, url, params=request.query, data=body, headers=headers
+                request.method, url, data=body, headers=headers
             ) as resp:
                 payload = await resp.read()
-                return web.Response(
-                    status=resp.status, body=payload,
-                    headers={"Content-Type": resp.headers.get("Content-Type", "text/plain")},
-                )
+                answer = {h: resp.headers[h] for h in _ANSWER_HEADERS if h in resp.headers}
+                answer.setdefault("Content-Type", "text/plain")
+                return web.Response(status=resp.status, body=payload, headers=answer)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return web.json_response(
                 status(503, "ServiceUnavailable",

@@ -8,6 +8,7 @@ token to an `http://` server. A non-loopback address is served over HTTPS only.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 
 from aiohttp import web
@@ -23,12 +24,14 @@ class ListenError(ValueError):
 
 
 def https_addresses(s: ControllerSettings) -> list[tuple[str, int]]:
-    """Loopback HTTPS first (the kubeconfig's URL), then every `--api-listen` address."""
-    return list(dict.fromkeys([(s.api_host, s.api_tls_port), *s.api_listen]))
-
-
-def https_url(s: ControllerSettings) -> str:
-    return f"https://{format_hostport(s.api_host, s.api_tls_port)}"
+    """Where HTTPS is served: loopback first (the kubeconfig's URL), then every `--api-listen`
+    address, without duplicates. A wildcard (0.0.0.0, ::) already covers the addresses of its
+    family on its port, so those are not bound again (the second bind would fail); `::` is
+    IPv6 only (asyncio sets IPV6_V6ONLY), so it does not cover 127.0.0.1."""
+    wanted = list(dict.fromkeys([(s.api_host, s.api_tls_port), *s.api_listen]))
+    ips = {(h, p): ipaddress.ip_address(h) for h, p in wanted}
+    wild = {(ip.version, p) for (_, p), ip in ips.items() if ip.is_unspecified}
+    return [(h, p) for (h, p), ip in ips.items() if ip.is_unspecified or (ip.version, p) not in wild]
 
 
 async def start_sites(

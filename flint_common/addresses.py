@@ -50,8 +50,25 @@ def parse_listen_list(text: str, default_port: int) -> tuple[HostPort, ...]:
 
 
 def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 (and `localhost`)."""
+    """127.0.0.0/8, ::1, their IPv4-mapped forms (`::ffff:127.0.0.1`), and `localhost`; an
+    IPv6 zone (`%lo`) or surrounding brackets are ignored."""
+    name = host.strip("[]").split("%", 1)[0]
+    if name.lower() == "localhost":
+        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        addr = ipaddress.ip_address(name)
     except ValueError:
-        return host == "localhost"
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def host_of(authority: str) -> str:
+    """The host of a `Host` header value (`host`, `host:port`, `[v6]:port`)."""
+    text = authority.strip()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    if text.count(":") > 1:
+        return text  # a bare IPv6 address
+    return text.partition(":")[0]

@@ -4,8 +4,10 @@ One middleware guards the API, the gateway link, the dispatch plan, logs, and th
 the gateway and the dispatcher. The rules, per path:
 
 - `/healthz`, `/readyz`: open (probes carry no credential).
-- `/metrics`: open when the request came in on a loopback address or a unix socket (it names
-  namespaces, services and revisions, so on any other address it needs the token).
+- `/metrics`: open when the request came in on a loopback address or a unix socket *and* its
+  `Host` names a loopback address or `localhost` (so a web page whose name was rebound to
+  127.0.0.1 cannot read it); it names namespaces, services and revisions, so anywhere else it
+  needs the token.
 - everything else: `Authorization: Bearer <token>` (compared in constant time), else 401 with a
   Kubernetes `Status` (`reason: Unauthorized`) that reveals nothing about what is served.
 
@@ -17,7 +19,6 @@ Credentials are taken from the header only, never from a cookie or the query str
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -25,6 +26,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from flint_common.addresses import host_of, is_loopback
 from flint_common.secret import Secret
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -90,18 +92,15 @@ def is_loopback_address(sockname: Any) -> bool:
         return True  # AF_UNIX: only processes that may open the path reach it
     if not isinstance(sockname, tuple) or not sockname:
         return False
-    try:
-        addr = ipaddress.ip_address(str(sockname[0]).split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+    return is_loopback(str(sockname[0])) and str(sockname[0]).lower() != "localhost"
 
 
 def came_in_on_loopback(request: web.Request) -> bool:
+    """The request reached a loopback (or unix) socket and names a loopback host."""
     transport = request.transport
-    return transport is not None and is_loopback_address(transport.get_extra_info("sockname"))
+    if transport is None or not is_loopback_address(transport.get_extra_info("sockname")):
+        return False
+    return is_loopback(host_of(request.headers.get("Host", "")))
 
 
 def own_origin(request: web.Request) -> str:
@@ -117,6 +116,13 @@ def foreign_origin(request: web.Request) -> str | None:
     return None if origin.strip().lower() == own_origin(request) else origin
 
 
+def describe_error(exc: BaseException) -> str:
+    """An HTTP client error for a log line: its type and status, never its request (aiohttp's
+    `repr` of a response error carries the request's headers, the bearer token among them)."""
+    status = getattr(exc, "status", None)
+    return type(exc).__name__ + (f" status={status}" if isinstance(status, int) else "")
+
+
 def auth_middleware(
     token: Secret,
     *,
@@ -130,14 +136,14 @@ def auth_middleware(
         path = request.path
         if path in open_paths or (path in loopback_open_paths and came_in_on_loopback(request)):
             return await handler(request)
-        origin = foreign_origin(request)
-        if origin is not None:
-            return _answer(403, "Forbidden", f"requests from origin {origin} are not accepted")
+        if foreign_origin(request) is not None:
+            return _answer(403, "Forbidden", "requests from another origin are not accepted")
         if not token.matches(bearer_token(request.headers.get("Authorization"))):
             return _answer(401, "Unauthorized", "Unauthorized", **{
                 "WWW-Authenticate": 'Bearer realm="flint"'})
         if request.body_exists and request.content_type not in BODY_TYPES:
-            given = request.headers.get("Content-Type") or "none"
+            given = (request.headers.get("Content-Type") or "none").encode(
+                "ascii", "backslashreplace").decode("ascii")[:100]
             return _answer(
                 415,
                 "UnsupportedMediaType",

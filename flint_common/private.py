@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
@@ -23,29 +24,30 @@ def private_umask() -> int:
 
 
 def write_private(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
-    """Write `data` to `path` as a 0600 file, atomically (a temp file renamed into place), the
-    parent made 0700 if missing. With `exclusive`, an existing `path` is kept and False returned.
+    """Write `data` to `path` as a 0600 file, atomically: a complete temp file is renamed (or,
+    with `exclusive`, hard-linked) into place, so a reader never sees a partial file and a crash
+    leaves none. The parent is made 0700 if missing. A symlink at `path` is followed (its target
+    is replaced, the link kept). With `exclusive`, an existing `path` is kept and False returned.
     Blocking: file I/O."""
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if exclusive:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return True
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to a file left by a crash
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o600)
+        if exclusive:
+            try:
+                os.link(tmp, path)  # atomic, and fails if `path` exists
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -82,10 +84,38 @@ def tighten_tree(root: Path) -> int:
     return changed
 
 
+class UnsafeStateDir(ValueError):
+    """A directory that cannot be made a private state dir without harming what else is in it."""
+
+
+FLINT_ENTRIES = ("store.db", "replicas", "artifacts", "auth", "eventing", "gateway", "kubeconfig")
+"""Names only a Flint state dir holds: a loose directory with one of them is an older Flint's."""
+
+
 def ensure_private_dir(path: Path) -> int:
-    """Create `path` (0700) or tighten it and its contents if an older Flint left it readable by
-    others; returns how many paths were tightened (0 when it was already private). Blocking."""
+    """Create `path` (0700), or make sure it is private: owned by this user, not shared, and not
+    readable by others. A loose directory that an older Flint left (it holds Flint's entries) is
+    tightened with everything in it; an empty one just gets 0700; anything else is refused, so
+    a state dir given as `.` or `/tmp` never chmods files that are not Flint's. Returns how many
+    paths were tightened (0 when it was already private). Raises `UnsafeStateDir`. Blocking."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not is_loose(path.stat().st_mode):
+    st = path.stat()
+    if st.st_uid != os.geteuid():
+        raise UnsafeStateDir(f"state dir {path} belongs to another user (uid {st.st_uid})")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_ISVTX | stat.S_IWOTH):
+        raise UnsafeStateDir(
+            f"state dir {path} is a shared directory (mode {mode:o}): give Flint a directory "
+            "of its own, e.g. a new one under it")
+    if not is_loose(st.st_mode):
         return 0
+    entries = {e.name for e in os.scandir(path)}
+    if not entries:
+        os.chmod(path, 0o700)
+        return 1
+    if not entries & set(FLINT_ENTRIES):
+        raise UnsafeStateDir(
+            f"state dir {path} is readable by others (mode {mode:o}) and holds files that are "
+            "not Flint's: refusing to change their permissions; use an empty directory or "
+            f"`chmod 700 {path}` first")
     return tighten_tree(path)

@@ -35,7 +35,8 @@ class Secret:
         """Whether `candidate` is this secret, in time independent of where they differ."""
         if candidate is None:
             return False
-        given = candidate.encode() if isinstance(candidate, str) else candidate
+        # Header values may hold any byte (aiohttp decodes them with surrogateescape).
+        given = candidate.encode("utf-8", "surrogateescape") if isinstance(candidate, str) else candidate
         return hmac.compare_digest(given, self._value.encode())
 
     def __repr__(self) -> str:

@@ -160,19 +160,38 @@ def reissue_reason(
 # -- on disk (blocking) ----------------------------------------------------------------------------
 
 
-def ensure_authority(directory: Path, common_name: str, now: dt.datetime) -> Authority:
-    """The CA kept in `directory` (`ca.crt`, `ca.key`), made the first time. Blocking."""
-    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
-    if not (cert_path.exists() and key_path.exists()):
-        ca = new_authority(common_name, now)
-        write_private(key_path, _key_pem(ca.key))
-        write_private(cert_path, ca.cert_pem)
-        return ca
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{key_path}: not an EC private key")
-    return Authority(cert, key)
+        raise ValueError(f"{path}: not an EC private key")
+    return key
+
+
+def key_matches(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
+    """Whether `key` is the private half of `cert`'s public key."""
+    public = cert.public_key()
+    return isinstance(public, ec.EllipticCurvePublicKey) and (
+        public.public_numbers() == key.public_key().public_numbers())
+
+
+def ensure_authority(directory: Path, common_name: str, now: dt.datetime) -> Authority:
+    """The CA kept in `directory` (`ca.crt`, `ca.key`), made the first time, and made again when
+    the kept one is unreadable or its key and certificate do not belong together (clients learn
+    the new one from the kubeconfig `flint up` rewrites on every start). Blocking: file I/O; the
+    caller serialises processes (`controller.credentials` holds a lock)."""
+    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
+    if cert_path.exists() and key_path.exists():
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            key = _load_key(key_path)
+            if key_matches(cert, key):
+                return Authority(cert, key)
+        except ValueError:
+            pass
+    ca = new_authority(common_name, now)
+    write_private(key_path, _key_pem(ca.key))
+    write_private(cert_path, ca.cert_pem)
+    return ca
 
 
 def ensure_server_files(
@@ -185,9 +204,10 @@ def ensure_server_files(
     reason: str | None = "there was none"
     if files.cert.exists() and files.key.exists():
         try:
-            reason = reissue_reason(
-                x509.load_pem_x509_certificate(files.cert.read_bytes()), ca, names, now
-            )
+            cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+            reason = reissue_reason(cert, ca, names, now)
+            if reason is None and not key_matches(cert, _load_key(files.key)):
+                reason = "its key does not match it"
         except ValueError:
             reason = "the kept one is unreadable"
     if reason is not None:
@@ -206,9 +226,10 @@ def server_context(files: ServerFiles) -> ssl.SSLContext:
 
 
 def client_context(ca_pem: bytes | None = None, cafile: str | None = None) -> ssl.SSLContext:
-    """A verifying client context that trusts `ca_pem` (or `cafile`); the system's CAs when
-    neither is given."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
-    if ca_pem is not None:
-        ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))
+    """A verifying TLS 1.2+ client context that trusts only `ca_pem` or `cafile` (the system's
+    CAs when neither is given). Blocking when it reads `cafile`."""
+    ctx = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=cafile,
+        cadata=ca_pem.decode("ascii") if ca_pem is not None else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

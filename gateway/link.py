@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from flint_common.httpauth import describe_error
 from flint_common.secret import Secret
 from gateway.config import GatewaySettings, Snapshot
 
@@ -208,10 +209,13 @@ class ControllerLink:
                             " (the controller wants the owner's token: see --token-file)"
                             if exc.status == 401 else "")
                 except (aiohttp.ClientError, OSError, TimeoutError, LinkProtocolError) as exc:
+                    # never %r of an aiohttp response error: it carries the request's headers
+                    error = exc if isinstance(exc, OSError | LinkProtocolError) else (
+                        describe_error(exc))
                     log.log(
                         logging.INFO if self.connects == 0 else logging.WARNING,
                         "event=link_down worker=%s url=%s error=%r retry_s=%.2f",
-                        self.worker_id, url, exc, delay,
+                        self.worker_id, url, error, delay,
                     )
                 else:
                     log.warning("event=link_closed worker=%s url=%s", self.worker_id, url)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from gateway.activator import Activator, StartingProber
-from gateway.channels.wake import WakeSender, wake_address
+from gateway.channels.wake import WakeSender
 from gateway.config import GatewaySettings
 from gateway.home import HomeRouter
 from gateway.ingress import BrokerIngress
@@ -74,7 +74,7 @@ class ProxyFactory:
             max_age_s=settings.log_max_age_s,
             max_records=settings.log_max_records,
             compact_every_s=settings.log_compact_interval_s,
-            wake=WakeSender(wake_address(settings.state_dir)),
+            wake=WakeSender(settings.state_dir),
         )
         router.listeners.append(self.ingress.apply)
         self.ingress.apply(router.snapshot)

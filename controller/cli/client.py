@@ -119,7 +119,20 @@ class ApiClient:
             options["ssl"] = self.endpoint.ssl
         if self.endpoint.server_hostname:
             options["server_hostname"] = self.endpoint.server_hostname
+        if self.endpoint.proxy:
+            options["proxy"] = self.endpoint.proxy
         return options
+
+    def connection_error(self, e: BaseException, url: str | None = None) -> CliError:
+        """What to say when `url` (default: the API) could not be talked to: an untrusted
+        certificate is not "is flint up running?"."""
+        where = url or self.base_url
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):
+            return CliError(f"the TLS certificate of {where} is not trusted "
+                            f"({self.endpoint.source}): {e.certificate_error}")
+        if isinstance(e, aiohttp.ClientSSLError):
+            return CliError(f"TLS with {where} failed ({self.endpoint.source}): {e}")
+        return Unreachable(where)
 
     def _refused(self, status: int) -> None:
         if status == 401:
@@ -154,11 +167,8 @@ class ApiClient:
                 if resp.status >= 400:
                     raise ApiError(_status_from(raw, resp.status, resp.reason), resp.status)
                 return _json_obj(raw)
-        except aiohttp.ClientConnectorCertificateError as e:
-            raise CliError(f"the TLS certificate of {self.base_url} is not trusted "
-                           f"({self.endpoint.source}): {e.certificate_error}") from e
         except (TimeoutError, aiohttp.ClientConnectionError) as e:
-            raise Unreachable(self.base_url) from e
+            raise self.connection_error(e) from e
 
     async def stream(self, path: str, params: dict[str, str] | None = None) -> AsyncIterator[bytes]:
         """The body of a streaming GET in chunks as they arrive."""
@@ -175,7 +185,7 @@ class ApiClient:
                 async for chunk in resp.content.iter_any():
                     yield chunk
         except (TimeoutError, aiohttp.ClientConnectionError) as e:
-            raise Unreachable(self.base_url) from e
+            raise self.connection_error(e) from e
 
     def _collect_warnings(self, resp: aiohttp.ClientResponse) -> None:
         for header in resp.headers.getall("Warning", []):

@@ -24,6 +24,7 @@ import orjson
 import yaml
 
 from controller.cli.client import ApiClient, Unauthorized
+from controller.cli.endpoint import may_carry_token
 from controller.cli.errors import CliError, usage
 from controller.cli.output import human_duration, render_table
 from controller.cli.resource_cmd import add_output
@@ -118,7 +119,13 @@ async def call_dispatcher(
     url: str,
     params: dict[str, str] | None = None,
 ) -> Any:
-    """The JSON answer of one admin request; errors become CliErrors naming the dispatcher."""
+    """The JSON answer of one admin request; errors become CliErrors naming the dispatcher.
+    Through the API it goes as any API request; to a `--dispatcher` of its own, with the token
+    only over HTTPS or to a loopback address (and without the API's TLS and proxy settings)."""
+    via_api = base.startswith(api.base_url + DISPATCHER_PREFIX)
+    if not via_api and api.endpoint.token is not None and not may_carry_token(base):
+        raise usage(f"--dispatcher {base}: refusing to send the owner's token over plain HTTP "
+                    "to an address that is not loopback")
     try:
         async with api.session.request(
             method,
@@ -126,13 +133,15 @@ async def call_dispatcher(
             params=params,
             headers={"Accept": "application/json", **api.auth_headers()},
             timeout=aiohttp.ClientTimeout(total=DISPATCHER_TIMEOUT_S, sock_connect=5),
-            **api.transport(),
+            **(api.transport() if via_api else {}),
         ) as resp:
             raw = await resp.read()
             if resp.status == 401:
                 raise Unauthorized(api.endpoint)
             if resp.status >= 400:
                 raise CliError(refusal(resp.status, resp.reason or "", raw))
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
+        raise api.connection_error(e, base) from None
     except aiohttp.ClientConnectionError:
         raise CliError(f"cannot reach the Flint dispatcher at {base}: is 'flint up' running?") from None
     except TimeoutError:

@@ -15,12 +15,15 @@ import asyncio
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from controller.cli.errors import CliError
+from flint_common.addresses import is_loopback
 from flint_common.secret import Secret
+from flint_common.tls import client_context
 
 DEFAULT_API = "http://127.0.0.1:8081"
 
@@ -35,6 +38,24 @@ class Endpoint:
     """The kubeconfig's `tls-server-name`, checked instead of the URL's host."""
     source: str = "the default address"
     """Where server and credential came from, for error messages."""
+    proxy: str | None = None
+    """The kubeconfig's `proxy-url`."""
+
+
+def may_carry_token(url: str) -> bool:
+    """Whether a bearer token may be sent to `url`: over HTTPS, or plain HTTP to a loopback
+    address (client-go never sends one over plain HTTP; Flint's loopback API is plain HTTP)."""
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
+
+
+def checked(endpoint: Endpoint) -> Endpoint:
+    """`endpoint`, unless it would send its token where it must not go."""
+    if endpoint.token is not None and not may_carry_token(endpoint.server):
+        raise CliError(
+            f"refusing to send the owner's token over plain HTTP to {endpoint.server} "
+            f"({endpoint.source}): use the API's https:// address")
+    return endpoint
 
 
 def flint_kubeconfig(env: Mapping[str, str]) -> Path:
@@ -60,7 +81,12 @@ def kubeconfig_paths(flag: str | None, env: Mapping[str, str]) -> str | None:
 
 
 def _context_from(cafile: str | None, cert: str | None, key: str | None, verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=cafile)
+    """The TLS context of a kubeconfig cluster and user (blocking: reads the files)."""
+    if not verify and cafile:
+        raise CliError("the kubeconfig sets both a certificate authority and "
+                       "insecure-skip-tls-verify: specifying a root certificates file with the "
+                       "insecure flag is not allowed (as kubectl says)")
+    ctx = client_context(cafile=cafile)
     if cert:
         ctx.load_cert_chain(cert, key)
     if not verify:
@@ -115,6 +141,7 @@ async def from_kubeconfig(paths: str, context: str | None) -> Endpoint:
         server=str(cfg.host), token=token, ssl=tls,
         server_hostname=getattr(cfg, "tls_server_name", None) or None,
         source=f"{where}, context {name!r}",
+        proxy=getattr(cfg, "proxy", None) or None,
     )
 
 
@@ -130,18 +157,17 @@ async def resolve(
     raw_token = env.get("FLINT_TOKEN") or None
     token = Secret(raw_token.strip()) if raw_token and raw_token.strip() else None
     if api and token and not kubeconfig and not context:
-        return Endpoint(api, token, source="--api/FLINT_API and FLINT_TOKEN")
+        return checked(Endpoint(api, token, source="--api/FLINT_API and FLINT_TOKEN"))
     paths = await asyncio.to_thread(kubeconfig_paths, kubeconfig, env)
     if paths is None:
         if context:
             raise CliError(f"context {context!r} was asked for, but there is no kubeconfig")
-        return Endpoint(api or DEFAULT_API, token,
-                        source="no kubeconfig (FLINT_TOKEN)" if token else "no kubeconfig")
+        return checked(Endpoint(api or DEFAULT_API, token,
+                                source="no kubeconfig (FLINT_TOKEN)" if token else "no kubeconfig"))
     found = await from_kubeconfig(paths, context)
     if api:
-        found = Endpoint(api, found.token, found.ssl, found.server_hostname,
-                         f"--api/FLINT_API with the credential of the {found.source}")
+        found = replace(found, server=api,
+                        source=f"--api/FLINT_API with the credential of the {found.source}")
     if token:
-        found = Endpoint(found.server, token, found.ssl, found.server_hostname,
-                         f"{found.source}, token from FLINT_TOKEN")
-    return found
+        found = replace(found, token=token, source=f"{found.source}, token from FLINT_TOKEN")
+    return checked(found)

@@ -15,11 +15,13 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import uvloop
+import yaml
 
 from controller.cli.apply import apply_one
 from controller.cli.client import ApiClient
@@ -32,6 +34,7 @@ from controller.credentials import (
     Credentials,
     api_kubeconfig,
     ensure_credentials,
+    https_url,
     kubeconfig_path,
     token_path,
 )
@@ -39,7 +42,7 @@ from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
 from flint_common import guards, kubeconfig
 from flint_common.addresses import format_hostport, parse_listen
-from flint_common.private import ensure_private_dir, private_umask
+from flint_common.private import UnsafeStateDir, ensure_private_dir, private_umask
 
 PR_SET_PDEATHSIG = 1
 
@@ -185,26 +188,44 @@ async def apply_and_report(api: Endpoint, files: list[str], timeout_s: float) ->
     return 1 if failed else 0
 
 
+def kubectl_kubeconfig(env: Mapping[str, str]) -> Path:
+    """The file kubectl writes a new context to: `$KUBECONFIG`'s first existing file, else its
+    last one (client-go's rule), else `~/.kube/config`."""
+    listed = [Path(p).expanduser() for p in (env.get("KUBECONFIG") or "").split(os.pathsep) if p]
+    if listed:
+        return next((p for p in listed if p.exists()), listed[-1])
+    return Path(env.get("HOME") or Path.home()) / ".kube" / "config"
+
+
 def write_kubeconfigs(a: argparse.Namespace, state_dir: Path, creds: Credentials) -> list[Path]:
-    """`<state-dir>/kubeconfig`, and the merges asked for; returns what was written. Blocking."""
-    config = api_kubeconfig(creds, f"https://127.0.0.1:{a.api_tls_port}")
+    """`<state-dir>/kubeconfig`, and the merges asked for; returns what was written. A merge into
+    a file that is no kubeconfig is skipped with a message (Flint still starts). Blocking."""
+    config = api_kubeconfig(creds, https_url(a.api_tls_port))
     written = [kubeconfig_path(state_dir)]
     kubeconfig.write(written[0], config)
+    targets = []
     if a.write_config or state_dir == default_state_dir().resolve():
-        target = flint_kubeconfig(os.environ)
-        kubeconfig.merge_into(target, config)
-        written.append(target)
+        targets.append(flint_kubeconfig(os.environ))
     if a.merge_kubeconfig:
-        first = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0]
-        target = Path(first).expanduser() if first else Path.home() / ".kube" / "config"
-        kubeconfig.merge_into(target, config)
+        targets.append(kubectl_kubeconfig(os.environ))
+    for target in targets:
+        try:
+            kubeconfig.merge_into(target, config)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            print(f"flint up: not merging the context `flint` into {target}: {e}",
+                  file=sys.stderr, flush=True)
+            continue
         written.append(target)
     return written
 
 
 async def run(a: argparse.Namespace) -> int:
     state_dir: Path = await asyncio.to_thread(a.state_dir.resolve)
-    tightened = await asyncio.to_thread(ensure_private_dir, state_dir)
+    try:
+        tightened = await asyncio.to_thread(ensure_private_dir, state_dir)
+    except UnsafeStateDir as e:
+        print(f"flint up: {e}", file=sys.stderr, flush=True)
+        return 2
     if tightened:
         print(f"flint up: the state dir {state_dir} was readable by other users; tightened "
               f"{tightened} paths to owner-only (0700 directories, 0600 files)",
@@ -218,7 +239,7 @@ async def run(a: argparse.Namespace) -> int:
     token_file = str(token_path(state_dir))
     py = sys.executable
     api = f"http://127.0.0.1:{a.api_port}"
-    https = f"https://127.0.0.1:{a.api_tls_port}"
+    https = https_url(a.api_tls_port)
     dispatcher_url = f"http://127.0.0.1:{a.dispatcher_port}"
     # status.url names the port users reach: the first --listen address's, else the loopback one.
     url_port = a.listen[0][1] if a.listen else a.port

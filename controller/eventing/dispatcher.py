@@ -30,10 +30,10 @@ from controller.eventing.plan import DispatchPlan, TriggerPlan
 from controller.eventing.runner import TriggerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.state import DispatcherState
-from flint_common.httpauth import auth_middleware
+from flint_common.httpauth import auth_middleware, describe_error
 from flint_common.secret import Secret
 from gateway.channels.floor import write_floor
-from gateway.channels.wake import WakeReceiver, wake_address
+from gateway.channels.wake import WakeReceiver
 
 __all__ = ["Dispatcher", "DispatcherSettings"]
 
@@ -81,7 +81,7 @@ class Dispatcher:
         self._readers: dict[str, LogReader] = {}
         self._state: DispatcherState | None = None
         self._sender = Sender(domain=settings.domain, gateway=settings.gateway_url)
-        self._wake = WakeReceiver(wake_address(settings.state_dir), self._on_wake)
+        self._wake = WakeReceiver(settings.state_dir, self._on_wake)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._apply_lock = asyncio.Lock()
@@ -98,10 +98,10 @@ class Dispatcher:
 
     async def start(self) -> None:
         s = self.settings
+        if s.token is None:  # before anything is opened or bound
+            raise ValueError("the dispatcher needs the owner's token (--token-file)")
         self._state = DispatcherState(s.db_path, durable=s.durable)
         await self._wake.start()
-        if s.token is None:
-            raise ValueError("the dispatcher needs the owner's token (--token-file)")
         app = web.Application(middlewares=[auth_middleware(s.token)])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -154,7 +154,8 @@ class Dispatcher:
                         plan = DispatchPlan.from_wire(orjson.loads(await resp.read()))
                     backoff = 0.2
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
-                    log.debug("event=plan_poll_failed error=%r", exc)
+                    # never %r: an aiohttp response error's repr carries the request's headers
+                    log.debug("event=plan_poll_failed error=%s", describe_error(exc))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue

@@ -24,6 +24,10 @@ REPLICA_ID_ENV = "FLINT_REPLICA_ID"
 """Set in every replica's environment (inherited by its children): finds a replica's processes
 when its record has no pid yet (the runtime died between writing the record and the spawn)."""
 
+REPLICA_UMASK = 0o022
+"""A replica's umask: a container's usual one. Flint's own processes run with 077 (its state is
+private); the apps it runs keep the default their files expect."""
+
 _ABANDONED: list[subprocess.Popen[bytes]] = []
 """Children we stopped supervising but left running (`close(False)`); kept referenced so the
 interpreter neither warns about nor reaps them behind a later runtime's back."""
@@ -205,6 +209,7 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
             stderr=out,
             start_new_session=True,
             close_fds=True,
+            umask=REPLICA_UMASK,
         )
     st = procinfo.info(popen.pid)  # a zombie until we reap it, so this cannot miss
     start_time = st.start_ticks if st is not None else 0

@@ -46,8 +46,10 @@ def _echo(name: str) -> dict[str, object]:
 class Trusted:
     """The module's flint up and where it lives."""
 
-    def __init__(self, flint: Flint, parent: Path, home: Path, listen: list[tuple[str, int]]) -> None:
+    def __init__(self, flint: Flint, parent: Path, home: Path, listen: list[tuple[str, int]],
+                 api_listen: tuple[str, int]) -> None:
         self.flint, self.parent, self.home, self.listen = flint, parent, home, listen
+        self.api_listen = api_listen
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +59,20 @@ def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trusted]:
     parent = Path(tempfile.mkdtemp(prefix="flint-trust-", dir="/tmp"))
     parent.chmod(0o755)
     state = parent / "state"
-    # What an older Flint left: a world-readable state dir with a world-readable file in it.
+    # What an older Flint left: a world-readable state dir, its store and a file readable by all.
     state.mkdir(mode=0o755)
     state.chmod(0o755)
+    (state / "store.db").write_bytes(b"")  # an empty file is an empty SQLite database
     (state / "left-by-an-old-flint.txt").write_text("old\n")
-    (state / "left-by-an-old-flint.txt").chmod(0o644)
+    for old in ("store.db", "left-by-an-old-flint.txt"):
+        (state / old).chmod(0o644)
     home = tmp_path_factory.mktemp("home")
-    v6_port, v4_port = free_ports(2)
+    v6_port, v4_port, api_port = free_ports(3)
     listen = [("::1", v6_port), ("127.0.0.2", v4_port)]
     f = start_flint(
         tmp_path_factory.mktemp("trust"), "--listen", f"[::1]:{v6_port}",
-        "--listen", f"127.0.0.2:{v4_port}", state_dir=state,
+        "--listen", f"127.0.0.2:{v4_port}", "--api-listen", f"127.0.0.2:{api_port}",
+        state_dir=state,
         # A token the owner exported for the CLI: flint up's children must not inherit it.
         env={"HOME": str(home), "XDG_STATE_HOME": "", "XDG_CONFIG_HOME": "",
              "FLINT_TOKEN": "exported-for-the-cli"},
@@ -75,7 +80,7 @@ def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trusted]:
     try:
         f.cli("apply", "-f", "-", input=yaml.safe_dump(_echo("echo")))
         f.cli("service", "wait", "echo", "--wait-timeout", "120")
-        yield Trusted(f, parent, home, listen)
+        yield Trusted(f, parent, home, listen, ("127.0.0.2", api_port))
     finally:
         try:
             stop_flint(f)
@@ -215,6 +220,23 @@ def test_kubectl_lists_services_with_the_kubeconfig_over_https(trusted: Trusted,
     assert got.stdout.split() == ["service.serving.knative.dev/echo"]
     config = yaml.safe_load(f.kubeconfig.read_text())
     assert config["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{f.api_tls_port}"
+    # --api-listen: the same API over HTTPS on another address, which the certificate names
+    host, port = trusted.api_listen
+    other = subprocess.run([kubectl, "--kubeconfig", str(f.kubeconfig), "--server",
+                            f"https://{host}:{port}", "get", "ksvc", "-o", "name"],
+                           env=_clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.split() == ["service.serving.knative.dev/echo"]
+    status, _ = _status(f"https://{host}:{port}/apis", context=_https_context(f))
+    assert status == 401
+    plain = socket.socket()  # no plain HTTP there: only TLS answers on that port
+    try:
+        plain.settimeout(10)
+        plain.connect((host, port))
+        plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert not plain.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        plain.close()
 
 
 # -- private state -------------------------------------------------------------------------------------
@@ -263,9 +285,12 @@ def test_the_token_is_in_no_log_and_no_command_line(trusted: Trusted) -> None:
     logs = (f.log_path, *f.state_dir.rglob("*.log"))
     hits = [str(p) for p in logs if token in p.read_text(errors="replace")]
     assert not hits, hits
-    args = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=30).stdout
+    args = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, timeout=30).stdout
     assert token not in args
-    assert "flint up" in args or "flint" in args  # ps did list our processes
+    listed = [line for line in args.splitlines() if str(f.state_dir) in line]
+    assert any(" up " in line for line in listed), listed  # ps did show flint up...
+    assert any("-m gateway" in line for line in listed)  # ...and its children
+    assert any("-m controller.eventing" in line for line in listed)
     for pid in _flint_pids(f):
         with open(f"/proc/{pid}/environ", "rb") as env:
             environ = env.read()
@@ -287,6 +312,13 @@ def _flint_pids(f: Flint) -> list[int]:
 
 def test_flint_up_wrote_nothing_in_home(trusted: Trusted) -> None:
     assert list(trusted.home.iterdir()) == []
+
+
+def test_replicas_keep_the_usual_umask(trusted: Trusted) -> None:
+    """Flint's own processes create private files (umask 077); the apps it runs do not inherit it."""
+    f = trusted.flint
+    status, _, body = asyncio.run(fetch(f.port, f.host("echo")))
+    assert status == 200 and orjson.loads(body)["umask"] == 0o022
 
 
 # -- the ingress on more addresses ----------------------------------------------------------------------

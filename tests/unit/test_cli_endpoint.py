@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.cli.endpoint import DEFAULT_API, Endpoint, kubeconfig_paths, resolve
+from controller.cli.endpoint import DEFAULT_API, Endpoint, kubeconfig_paths, may_carry_token, resolve
 from controller.cli.errors import CliError
 from flint_common import kubeconfig
 from flint_common.secret import Secret
@@ -113,3 +113,35 @@ def test_an_unreadable_kubeconfig_is_a_clear_error(tmp_path: Path, home: dict[st
         _resolve(None, str(path), None, env=home)
     with pytest.raises(CliError, match="no kubeconfig"):
         _resolve(None, str(tmp_path / "absent"), None, env=home)
+
+
+def test_the_token_never_goes_over_plain_http_to_another_machine(
+    tmp_path: Path, home: dict[str, str]
+) -> None:
+    env = {**home, "FLINT_TOKEN": "t0k"}
+    assert _resolve("http://127.0.0.1:8081", None, None, env=env).token == Secret("t0k")
+    assert _resolve("http://[::1]:8081", None, None, env=env).token == Secret("t0k")
+    assert _resolve("https://flint.example:8443", None, None, env=env).token == Secret("t0k")
+    with pytest.raises(CliError, match="plain HTTP"):
+        _resolve("http://flint.example:8081", None, None, env=env)
+    path = _write(tmp_path / "kc", "https://127.0.0.1:8443", "from-file")
+    with pytest.raises(CliError, match="plain HTTP"):
+        _resolve("http://10.0.0.5:8081", str(path), None, env=home)
+
+
+def test_a_ca_with_insecure_skip_tls_verify_is_refused_as_kubectl_does(
+    tmp_path: Path, home: dict[str, str]
+) -> None:
+    path = _write(tmp_path / "kc", "https://127.0.0.1:8443", "t")
+    config = yaml.safe_load(path.read_text())
+    config["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = True
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(CliError, match="insecure"):
+        _resolve(None, str(path), None, env=home)
+
+
+def test_may_carry_token() -> None:
+    assert may_carry_token("https://example.com")
+    assert may_carry_token("http://127.0.0.1:8083") and may_carry_token("http://localhost:1")
+    assert not may_carry_token("http://192.0.2.1:8083")
+    assert not may_carry_token("ftp://127.0.0.1")

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer, make_mocked_request
 
 from controller.apiserver import make_api_app
 from controller.store.memory import MemoryStore
-from flint_common.httpauth import auth_middleware, bearer_token, is_loopback_address
+from flint_common.httpauth import auth_middleware, bearer_token, describe_error, is_loopback_address
 from flint_common.secret import Secret
 
 TOKEN = Secret("the-owners-token-0123456789")
@@ -168,3 +168,50 @@ async def test_metrics_need_the_token_on_other_addresses() -> None:
     assert (await guard(request, handler)).status == 200
     request = make_mocked_request("GET", "/healthz", transport=transport)
     assert (await guard(request, handler)).status == 200
+
+
+async def _raw(api: str, head: bytes) -> int:
+    """The status of a request sent as raw bytes (headers no client library would send)."""
+    import asyncio
+
+    host, port = api.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head)
+    await writer.drain()
+    line = await reader.readline()
+    writer.close()
+    return int(line.split()[1])
+
+
+async def test_bytes_that_are_not_utf_8_are_refused_not_a_crash(api: str) -> None:
+    token = TOKEN.reveal().encode()
+    assert await _raw(api, b"GET /apis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+                      b"Connection: close\r\n\r\n") == 401
+    assert await _raw(api, b"GET /apis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+                      b"\r\nOrigin: http://\xff.example\r\nConnection: close\r\n\r\n") == 403
+    assert await _raw(api, b"POST " + SERVICES.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                      b"Authorization: Bearer " + token + b"\r\nContent-Type: text/\xff\r\n"
+                      b"Content-Length: 2\r\nConnection: close\r\n\r\n{}") == 415
+
+
+async def test_metrics_on_loopback_need_a_loopback_host(api: str) -> None:
+    """A page whose name was rebound to 127.0.0.1 sends its own name as Host: no metrics for it."""
+    for host in ("evil.example", "evil.example:8081", "10.0.0.1"):
+        status, _, _ = await _call("GET", api + "/metrics", headers={"Host": host})
+        assert status == 401, host
+    for host in ("127.0.0.1", "localhost:8081", "[::1]:8081", "127.0.0.2"):
+        status, _, _ = await _call("GET", api + "/metrics", headers={"Host": host})
+        assert status == 200, host
+
+
+def test_an_http_error_is_described_without_its_request() -> None:
+    from aiohttp import ClientResponseError, RequestInfo
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    info = RequestInfo(URL("http://127.0.0.1:8081/x"), "GET",
+                       CIMultiDictProxy(CIMultiDict(GOOD)), URL("http://127.0.0.1:8081/x"))
+    exc = ClientResponseError(info, (), status=500, message="boom")
+    assert TOKEN.reveal() in repr(exc)  # why describe_error exists
+    assert describe_error(exc) == "ClientResponseError status=500"
+    assert describe_error(TimeoutError()) == "TimeoutError"

@@ -8,6 +8,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+UMASK = os.umask(0o022)  # the umask the replica was started with (read by setting it, then put back)
+os.umask(UMASK)
+
 
 class Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the default backlog of 5 drops connections in a burst
@@ -37,6 +40,7 @@ class Handler(BaseHTTPRequestHandler):
             "headers": [[k, v] for k, v in self.headers.items()],
             "body_length": len(body),
             "pid": os.getpid(),
+            "umask": UMASK,
         }
         out = json.dumps(data).encode()
         self.send_response(200)
