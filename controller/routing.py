@@ -6,7 +6,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.naming import route_host, tag_host
+from controller.api.naming import (
+    VISIBILITY_CLUSTER_LOCAL,
+    VISIBILITY_LABEL,
+    route_host,
+    tag_host,
+)
 from gateway.config import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
 
 Obj = dict[str, Any]
@@ -28,6 +33,13 @@ def _traffic_tags(route: Obj) -> list[str]:
         if t.get("tag"):
             tags.append(t["tag"])
     return tags
+
+
+def is_cluster_local(route: Obj) -> bool:
+    """The route carries `networking.knative.dev/visibility: cluster-local` (its Service's
+    labels propagate to it): not served on the gateway's `--listen` addresses."""
+    labels = route["metadata"].get("labels") or {}
+    return labels.get(VISIBILITY_LABEL) == VISIBILITY_CLUSTER_LOCAL
 
 
 def plan_hosts(routes: Iterable[Obj], domain: str) -> HostPlan:
@@ -125,6 +137,7 @@ def build_snapshot(
                 hosts=default_hosts,
                 traffic=tuple(TrafficSplit(rev, pct) for rev, pct in sorted(split.items())),
                 tags=tag_targets,
+                cluster_local=is_cluster_local(r),
             )
         )
     targets = tuple(

@@ -219,6 +219,11 @@ class RouteEntry:
     traffic: tuple[TrafficSplit, ...]
     """Weighted targets of the default host; percents sum to 100 (entries with 0 % allowed)."""
     tags: tuple[TagTarget, ...]
+    cluster_local: bool = False
+    """Knative's `networking.knative.dev/visibility: cluster-local`: the route and its tags are
+    served on the gateway's loopback listener (and its workers' internal sockets) only; on a
+    `--listen` address their hosts answer 404 as unknown hosts do. Absent in snapshots written
+    before the field existed: public."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +277,7 @@ class Snapshot:
                 tags=tuple(
                     TagTarget(t["tag"], t["revision"], tuple(t["hosts"])) for t in r["tags"]
                 ),
+                cluster_local=bool(r.get("cluster_local", False)),
             )
             for r in data["routes"]
         )

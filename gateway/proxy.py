@@ -87,6 +87,7 @@ class ProxyProtocol(IngressExchange):
         "_last_io",
         "_out_head",
         "_pool",
+        "_public",
         "_resp_close",
         "_resp_mode",
         "_retried",
@@ -121,6 +122,8 @@ class ProxyProtocol(IngressExchange):
         self._pool = pool
         self._ctx = ctx
         self._trusted = ctx is not None and ctx.trusted
+        self._public = ctx is not None and ctx.public
+        """Accepted on a `--listen` address: cluster-local routes are not served here."""
         self._ticket: Ticket | None = None
         self._rs: RevStats | None = None
         self._route_key = ""
@@ -212,9 +215,15 @@ class ProxyProtocol(IngressExchange):
             found = router.route_raw(host, req.tag)
             if isinstance(found, RouteMiss):
                 if found.reason == "unknown-host":
-                    self._respond_error(404, f"no route for host {found.host!r}")
+                    self._respond_unknown_host(found.host)
                 else:
                     self._respond_error(503, found.message, retry_after=True)
+                return
+            if found.cluster_local and self._public:
+                # Knative's cluster-local visibility: not exposed on a public listener, and
+                # answered exactly as a host nothing routes (this worker accepted the client,
+                # so a request forwarded to a home worker has passed here first).
+                self._respond_unknown_host(host.decode("latin-1"))
                 return
             self._route_key = found.route
             target = found.target
@@ -260,6 +269,9 @@ class ProxyProtocol(IngressExchange):
             self._begin(ep, now)
             return
         self._enqueue(act, target, req, now)
+
+    def _respond_unknown_host(self, host: str) -> None:
+        self._respond_error(404, f"no route for host {host!r}")
 
     def _to_home(
         self, home_ep: Endpoint, req: ClientRequest, host: bytes, key: str, timeout: float, now: float

@@ -25,8 +25,9 @@ class ProxyFactory:
 
     Owns the worker's upstream pool, activator (wait queues), starting-endpoint prober and
     stats accumulator. `trusted=True` makes a factory for the unix socket on which the other
-    workers forward requests for revisions this worker is the home of; pass the public
-    factory as `shared` so both use the same state.
+    workers forward requests for revisions this worker is the home of; `public=True` one for
+    the `--listen` sockets, whose connections are not served cluster-local routes. Pass the
+    loopback listener's factory as `shared` so all of them use the same state.
     """
 
     def __init__(
@@ -40,12 +41,15 @@ class ProxyFactory:
         worker_index: int = 0,
         workers: int = 1,
         trusted: bool = False,
+        public: bool = False,
         shared: ProxyFactory | None = None,
     ) -> None:
         self.router = router
         self.settings = settings
         self.metrics = metrics if metrics is not None else ProxyMetrics()
         self.trusted = trusted
+        self.public = public
+        """Its connections came in on a `--listen` address (not the loopback listener)."""
         self.send_up = send_up
         """Sends an up message to the controller (pokes); None when there is no link."""
         self._pool: UpstreamPool | None = None

@@ -41,14 +41,19 @@ ROUTE_CACHE_SIZE = 4096
 class Routed:
     """Where a request routes: the matched route and the picked revision (with its key)."""
 
-    __slots__ = ("key", "route", "target")
+    __slots__ = ("cluster_local", "key", "route", "target")
 
-    def __init__(self, route: str, target: RevisionTarget, key: str) -> None:
+    def __init__(
+        self, route: str, target: RevisionTarget, key: str, cluster_local: bool = False
+    ) -> None:
         self.route = route
         """`namespace/name` of the matched route."""
         self.target = target
         self.key = key
         """`target.key`, computed once."""
+        self.cluster_local = cluster_local
+        """The route is cluster-local: a connection accepted on a `--listen` address must get
+        the unknown host's 404 instead (the proxy checks; the router knows no listeners)."""
 
 
 class Router:
@@ -151,7 +156,7 @@ class Router:
         rev = self._table.revision(res.namespace, name)
         if rev is None:
             return RouteMiss("missing-revision", host_s, res.key, name)
-        routed = Routed(res.key, rev, rev.key)
+        routed = Routed(res.key, rev, rev.key, res.cluster_local)
         if len(res.candidates) == 1:  # the same answer every time until the next snapshot
             cache = self._cache
             if len(cache) >= ROUTE_CACHE_SIZE:

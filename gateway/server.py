@@ -407,9 +407,20 @@ async def run_worker(
         internal = await loop.create_unix_server(internal_factory, sock=unix_sock, backlog=LISTEN_BACKLOG)
 
     servers = [
-        await loop.create_server(factory, sock=listen_socket(host, port), backlog=LISTEN_BACKLOG)
-        for host, port in [(settings.host, settings.port), *settings.listen]
+        await loop.create_server(
+            factory, sock=listen_socket(settings.host, settings.port), backlog=LISTEN_BACKLOG
+        )
     ]
+    public_factory: ProxyFactory | None = None
+    if settings.listen:
+        # The `--listen` addresses get their own factory (the same state): their connections
+        # are not served cluster-local routes, which only the loopback listener (and the unix
+        # sockets the workers forward on) serves.
+        public_factory = ProxyFactory(router, settings, metrics, public=True, shared=factory)
+        for host, port in settings.listen:
+            servers.append(await loop.create_server(
+                public_factory, sock=listen_socket(host, port), backlog=LISTEN_BACKLOG
+            ))
     link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
     lag = [0.0]
 
@@ -465,6 +476,8 @@ async def run_worker(
         await asyncio.wait([link_task, reporter])
         if internal_factory is not None:
             internal_factory.close()
+        if public_factory is not None:
+            public_factory.close()
         await factory.aclose()
         await admin.cleanup()
     log.info("event=worker_stopped worker=%d", index)

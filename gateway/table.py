@@ -19,6 +19,8 @@ class Resolution:
     """Sum of the candidates' percents (100 for a well-formed route)."""
     tag: str | None = None
     """The tag this resolution addresses, None for the route's default traffic."""
+    cluster_local: bool = False
+    """The route is cluster-local (`RouteEntry.cluster_local`): loopback listener only."""
     key: str = field(init=False, default="", compare=False)
     """`namespace/route` (computed once)."""
 
@@ -60,7 +62,9 @@ def normalize_host(host: str) -> str:
 
 def _resolution(entry: RouteEntry, tag: str | None, splits: list[tuple[str, int]]) -> Resolution:
     positive = tuple((rev, pct) for rev, pct in splits if pct > 0)
-    return Resolution(entry.namespace, entry.name, positive, sum(p for _, p in positive), tag)
+    return Resolution(
+        entry.namespace, entry.name, positive, sum(p for _, p in positive), tag, entry.cluster_local
+    )
 
 
 class RoutingTable:

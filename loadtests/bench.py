@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flint_common.secret import load_or_create_token
 from loadtests import (
     bench_cpu,
     bench_nginx,
@@ -164,6 +165,8 @@ def start_gateway(
     state = workdir / "gateway-state"
     (state / "gateway").mkdir(parents=True, exist_ok=True)
     (state / "gateway" / "snapshot.json").write_text(json.dumps(snapshot(upstream_port)))
+    # The gateway starts only with the owner's token (for its controller link, unreachable here).
+    load_or_create_token(state / "auth" / "token")
     port, admin = flint_process.free_ports(2)
     argv = [sys.executable, "-m", "gateway", "--port", str(port), "--admin-port", str(admin),
             "--workers", str(workers), "--controller", "http://127.0.0.1:1", "--state-dir", str(state),

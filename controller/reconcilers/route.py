@@ -11,7 +11,8 @@ from controller.api.naming import url as url_for
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import ROUTES, Context, Key, Obj
-from controller.routing import plan_hosts
+from controller.routing import is_cluster_local, plan_hosts
+from gateway.config import Snapshot
 
 Lookup = Callable[[str, str], Obj | None]
 
@@ -104,15 +105,18 @@ def _with_urls(traffic: list[Obj], name: str, ns: str, domain: str, port: int) -
     return out
 
 
-def _published(ctx: Context, route: Obj) -> bool:
-    """The hub's current snapshot carries this route's status.traffic."""
+def published_in(snapshot: Snapshot, route: Obj) -> bool:
+    """`snapshot` carries this route's status.traffic and its visibility (pure)."""
     ns, name = route["metadata"].get("namespace", "default"), route["metadata"]["name"]
     want: dict[str, int] = {}
     for t in (route.get("status") or {}).get("traffic") or []:
         want[t["revisionName"]] = want.get(t["revisionName"], 0) + int(t.get("percent") or 0)
-    for entry in ctx.hub.snapshot.routes:
+    for entry in snapshot.routes:
         if entry.namespace == ns and entry.name == name:
-            return {s.revision: s.percent for s in entry.traffic} == want
+            return (
+                {s.revision: s.percent for s in entry.traffic} == want
+                and entry.cluster_local == is_cluster_local(route)
+            )
     return False
 
 
@@ -144,7 +148,7 @@ async def reconcile_route(ctx: Context, key: Key) -> float | None:
         )
     else:
         candidate = dict(route, status=status)
-        if _published(ctx, candidate) and ctx.hub.acked_by_all(ctx.hub.version):
+        if published_in(ctx.hub.snapshot, candidate) and ctx.hub.acked_by_all(ctx.hub.version):
             if ctx.hub.connected():
                 set_condition(status, "IngressReady", "True", now=now)
             else:

@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from support.harness import free_port
 
 from flint_common.secret import load_or_create_token
 from gateway.config import (
@@ -28,6 +29,7 @@ from gateway.config import (
     RevisionTarget,
     RouteEntry,
     Snapshot,
+    TagTarget,
     TrafficSplit,
 )
 from gateway.link import ControllerLink, load_snapshot_file
@@ -36,7 +38,7 @@ from gateway.router import RouteMiss, Router
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
 SERVING = re.compile(
-    rb"gateway: serving on ([\d.]+):(\d+) with (\d+) workers \(admin [\d.]+:(\d+)\)"
+    rb"gateway: serving on ([\d.]+):(\d+)(?:, \S+)* with (\d+) workers \(admin [\d.]+:(\d+)\)"
 )
 
 
@@ -239,15 +241,17 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    state_dir: Path, controller_url: str, workers: int = 2
+    state_dir: Path, controller_url: str, workers: int = 2, listen: tuple[str, ...] = ()
 ) -> AsyncIterator[Gateway]:
-    """`python -m gateway` on free ports; always killed (with its workers) on the way out."""
+    """`python -m gateway` on free ports (and `--listen` each of `listen`); always killed (with
+    its workers) on the way out."""
     await asyncio.to_thread(load_or_create_token, state_dir / "auth" / "token")  # as flint up does
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway",
         "--port", "0", "--admin-port", "0", "--workers", str(workers),
         "--controller", controller_url, "--state-dir", str(state_dir),
         "--domain", "localhost", "--gateway-id", "gw",
+        *[arg for address in listen for arg in ("--listen", address)],
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
     )
     workers_seen: set[int] = set()
@@ -761,3 +765,62 @@ async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Pa
         ids = sorted(Event.from_log(raw).id for _, raw in records)
         assert ids == sorted([*(f"e-{i}" for i in range(40)), "empty", "expect"])
         await terminate(gw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster-local routes: the worker that accepted the client decides, before any forwarding
+# ---------------------------------------------------------------------------------------------
+
+
+def visibility_snapshot(version: int, port: int) -> Snapshot:
+    """`internal` (cluster-local) and `hello`, both limited: requests go to their home worker."""
+    base = limited_snapshot(version, port, cc=100)
+    hello_rev = base.revisions[0]
+    internal_rev = replace(hello_rev, name="internal-00001", service="internal",
+                           endpoints=(Endpoint("internal-00001-r1", "127.0.0.1", port),))
+    internal = RouteEntry(
+        namespace="default", name="internal", hosts=("internal.default.localhost",),
+        traffic=(TrafficSplit("internal-00001", 100),),
+        tags=(TagTarget("canary", "internal-00001", ("canary-internal.default.localhost",)),),
+        cluster_local=True,
+    )
+    return replace(base, routes=(*base.routes, internal), revisions=(hello_rev, internal_rev))
+
+
+async def test_two_workers_serve_cluster_local_routes_on_loopback_only(tmp_path: Path) -> None:
+    public_port = await asyncio.to_thread(free_port)
+    async with (
+        upstream_server() as up,
+        controller(visibility_snapshot(1, up)) as c,
+        gateway_process(tmp_path / "state", c.url, workers=2,
+                        listen=(f"127.0.0.2:{public_port}",)) as gw,
+    ):
+        await gw.wait_ready()
+        await eventually(lambda: c.acked("gw/0") == 1 and c.acked("gw/1") == 1, "acks")
+
+        async def statuses(address: str, host: str) -> set[int]:
+            out = set()
+            for _ in range(16):  # a fresh connection each: both workers take some
+                async with aiohttp.ClientSession() as s, s.get(
+                    f"http://{address}/v", headers={"Host": host},
+                    timeout=aiohttp.ClientTimeout(total=DEADLINE_S),
+                ) as r:
+                    out.add(r.status)
+                    if r.status == 404:
+                        assert await r.text() == f"no route for host {host!r}\n"
+            return out
+
+        loopback, public = f"127.0.0.1:{gw.port}", f"127.0.0.2:{public_port}"
+        hidden = ("internal.default.localhost", "canary-internal.default.localhost")
+        for host in hidden:
+            assert await statuses(loopback, host) == {200}, host
+        assert await statuses(loopback, HOST) == {200}
+        assert await statuses(public, HOST) == {200}
+        forwards = (await gw.metrics())["flint_gateway_home_forwards_total"]
+        assert forwards > 0  # both workers answered: half of it through the home worker
+        for host in hidden:
+            assert await statuses(public, host) == {404}, host
+        # Refused where the client came in: nothing went to a home worker.
+        assert (await gw.metrics())["flint_gateway_home_forwards_total"] == forwards
+        await terminate(gw)
+

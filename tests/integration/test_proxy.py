@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 import pytest
@@ -569,6 +569,60 @@ async def test_unknown_host_is_404_naming_the_host(proxy: Proxy, session: aiohtt
         assert resp.status == 404
         assert resp.headers["Content-Type"].startswith("text/plain")
         assert "nope.default.localhost" in await resp.text()
+
+
+async def test_cluster_local_routes_are_unknown_hosts_on_a_public_listener() -> None:
+    """The `--listen` sockets' factory (public=True, the same state): a cluster-local route and
+    its tags answer exactly as a host nothing routes; the loopback listener serves them."""
+    up = await start_upstream("a")
+    local = replace(route("internal", [("internal-1", 100)], tags=[("canary", "internal-1")]),
+                    cluster_local=True)
+    snap = snapshot(1, [local, route("hello", [("hello-1", 100)])],
+                    [revision("internal-1", [up.endpoint]), revision("hello-1", [up.endpoint])])
+    try:
+        async with running_proxy(snap) as loopback:
+            public = ProxyFactory(loopback.router, GatewaySettings(), loopback.metrics,
+                                  public=True, shared=loopback.factory)
+            server = await asyncio.get_running_loop().create_server(public, "127.0.0.1", 0)
+            public_port = int(server.sockets[0].getsockname()[1])
+            try:
+                hidden = [b"internal.default.localhost", b"canary-internal.default.localhost",
+                          b"INTERNAL.default.localhost:8080"]
+                for port, visible in ((loopback.port, True), (public_port, False)):
+                    c = await RawClient.connect(port)
+                    for host in hidden:
+                        # Twice: the second answer comes from the router's cache.
+                        for _ in range(2):
+                            await c.send(b"GET /x HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+                            resp = await c.read_response()
+                            assert resp.status == (200 if visible else 404), (port, host)
+                        # An absolute-form target names the host too.
+                        await c.send(b"GET http://%s/x HTTP/1.1\r\nHost: x\r\n\r\n" % host)
+                        assert (await c.read_response()).status == (200 if visible else 404)
+                    await c.send(b"GET /x HTTP/1.1\r\nHost: internal.default.localhost\r\n"
+                                 b"Knative-Serving-Tag: canary\r\n\r\n")
+                    assert (await c.read_response()).status == (200 if visible else 404)
+                    # The connection stays usable, and an ordinary route is served on both.
+                    await c.send(b"GET /y HTTP/1.1\r\nHost: hello.default.localhost\r\n\r\n")
+                    assert (await c.read_response()).json()["path"] == "/y"
+                    await c.close()
+                # Byte for byte the 404 of an unknown host (the body names the host asked for).
+                c = await RawClient.connect(public_port)
+                answers = []
+                for host in (b"internal.default.localhost", b"internax.default.localhost"):
+                    await c.send(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host)
+                    answers.append(await c.read_response())
+                await c.close()
+                hidden_404, unknown_404 = answers
+                assert hidden_404.status == unknown_404.status == 404
+                assert hidden_404.headers == unknown_404.headers
+                assert hidden_404.body == unknown_404.body.replace(b"internax", b"internal")
+                await loopback.settled()
+            finally:
+                server.close()
+                public.close()
+    finally:
+        await stop_upstream(up)
 
 
 async def test_no_ready_replica_is_503_with_retry_after(proxy: Proxy, session: aiohttp.ClientSession) -> None:

@@ -43,6 +43,19 @@ def _echo(name: str) -> dict[str, object]:
     }
 
 
+def _internal(*, cluster_local: bool = True) -> dict[str, object]:
+    """A Service its owner marked cluster-local, with a tag (`canary-internal.default.…`)."""
+    svc = _echo("internal")
+    if cluster_local:
+        svc["metadata"] = {"name": "internal",
+                           "labels": {"networking.knative.dev/visibility": "cluster-local"}}
+    spec = svc["spec"]
+    assert isinstance(spec, dict)
+    spec["traffic"] = [{"latestRevision": True, "percent": 100},
+                       {"latestRevision": True, "tag": "canary", "percent": 0}]
+    return svc
+
+
 class Trusted:
     """The module's flint up and where it lives."""
 
@@ -78,8 +91,9 @@ def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trusted]:
              "FLINT_TOKEN": "exported-for-the-cli"},
     )
     try:
-        f.cli("apply", "-f", "-", input=yaml.safe_dump(_echo("echo")))
+        f.cli("apply", "-f", "-", input=yaml.safe_dump_all([_echo("echo"), _internal()]))
         f.cli("service", "wait", "echo", "--wait-timeout", "120")
+        f.cli("service", "wait", "internal", "--wait-timeout", "120")
         yield Trusted(f, parent, home, listen, ("127.0.0.2", api_port))
     finally:
         try:
@@ -217,7 +231,8 @@ def test_kubectl_lists_services_with_the_kubeconfig_over_https(trusted: Trusted,
     got = subprocess.run([kubectl, "--kubeconfig", str(f.kubeconfig), "get", "ksvc", "-o", "name"],
                          env=_clean_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
-    assert got.stdout.split() == ["service.serving.knative.dev/echo"]
+    assert got.stdout.split() == ["service.serving.knative.dev/echo",
+                                  "service.serving.knative.dev/internal"]
     config = yaml.safe_load(f.kubeconfig.read_text())
     assert config["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{f.api_tls_port}"
     # --api-listen: the same API over HTTPS on another address, which the certificate names
@@ -226,7 +241,7 @@ def test_kubectl_lists_services_with_the_kubeconfig_over_https(trusted: Trusted,
                             f"https://{host}:{port}", "get", "ksvc", "-o", "name"],
                            env=_clean_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert other.returncode == 0, other.stderr
-    assert other.stdout.split() == ["service.serving.knative.dev/echo"]
+    assert other.stdout.split() == got.stdout.split()
     status, _ = _status(f"https://{host}:{port}/apis", context=_https_context(f))
     assert status == 401
     plain = socket.socket()  # no plain HTTP there: only TLS answers on that port
@@ -352,6 +367,41 @@ def test_listen_addresses_serve_routes_and_the_broker_ingress(trusted: Trusted) 
         assert s.connect_ex(("127.0.0.2", f.admin_port)) != 0
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", f.admin_port)) == 0
+
+
+def test_a_cluster_local_service_is_served_on_the_loopback_listener_only(trusted: Trusted) -> None:
+    f = trusted.flint
+    (v6, v6_port), (v4, v4_port) = trusted.listen
+    ksvc = f.get("ksvc", "internal")
+    # The URL keeps Flint's domain: the same host works on the loopback listener.
+    assert ksvc["status"]["url"] == f"http://internal.default.localhost:{v6_port}"
+    hosts = ("internal.default.localhost", "canary-internal.default.localhost")
+    listeners = [("127.0.0.1", f.port), (v6, v6_port), (v4, v4_port)]
+
+    async def statuses(host: str) -> list[tuple[int, bytes]]:
+        out = []
+        async with aiohttp.ClientSession() as s:
+            for address, port in listeners:
+                url_host = f"[{address}]" if ":" in address else address
+                async with s.get(f"http://{url_host}:{port}/", headers={"Host": host}) as r:
+                    out.append((r.status, await r.read()))
+        return out
+
+    for host in hosts:
+        (loopback, _), *public = asyncio.run(statuses(host))
+        assert loopback == 200, host
+        # The 404 of a host nothing routes, on both --listen addresses.
+        assert public == [(404, f"no route for host {host!r}\n".encode())] * 2, host
+    assert [code for code, _ in asyncio.run(statuses("echo.default.localhost"))] == [200] * 3
+    assert asyncio.run(statuses("nope.default.localhost"))[1][0] == 404
+
+    # The label follows the Service: without it the route is public, with it hidden again.
+    f.cli("apply", "-f", "-", input=yaml.safe_dump(_internal(cluster_local=False)))
+    poll(lambda: [c for c, _ in asyncio.run(statuses(hosts[1]))] == [200] * 3, 30,
+         "the unlabelled service on every listener")
+    f.cli("apply", "-f", "-", input=yaml.safe_dump(_internal()))
+    poll(lambda: [c for c, _ in asyncio.run(statuses(hosts[0]))] == [200, 404, 404], 30,
+         "the labelled service hidden from the --listen addresses again")
 
 
 # -- the default state dir ------------------------------------------------------------------------------

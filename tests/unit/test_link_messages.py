@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -186,3 +187,29 @@ def test_concurrent_writers_end_with_the_newest(tmp_path: Path) -> None:
         t.join()
     assert load_snapshot_file(path) == snapshot(40)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+# --- cluster-local routes (a field newer than some persisted snapshots) ---------------------
+
+
+def test_a_cluster_local_route_round_trips() -> None:
+    snap = snapshot()
+    local = dataclasses.replace(snap.routes[0], cluster_local=True)
+    snap = dataclasses.replace(snap, routes=(local,))
+    wire = orjson.loads(down(snap))["snapshot"]
+    assert wire["routes"][0]["cluster_local"] is True
+    decoded = decode_down(down(snap))
+    assert decoded == snap and decoded.routes[0].cluster_local
+
+
+def test_a_snapshot_written_before_cluster_local_existed_decodes_as_public(tmp_path: Path) -> None:
+    wire = orjson.loads(orjson.dumps(snapshot(7)))
+    for route in wire["routes"]:
+        del route["cluster_local"]  # what an older Flint wrote
+    assert Snapshot.from_wire(wire) == snapshot(7)
+    assert not Snapshot.from_wire(wire).routes[0].cluster_local
+    path = tmp_path / "gateway" / "snapshot.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(orjson.dumps(wire))  # a persisted snapshot left by the older gateway
+    loaded = load_snapshot_file(path)
+    assert loaded == snapshot(7) and not loaded.routes[0].cluster_local

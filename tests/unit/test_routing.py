@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from controller.routing import HostPlan, build_snapshot, plan_hosts
+from controller.api.serving import route_from_service
+from controller.reconcilers.route import published_in
+from controller.routing import HostPlan, build_snapshot, is_cluster_local, plan_hosts
 from gateway.config import Endpoint, RevisionTarget, RouteEntry, TagTarget, TrafficSplit
 
 Obj = dict[str, Any]
@@ -353,3 +355,41 @@ def test_snapshot_is_deterministic() -> None:
     assert one == two
     assert [e.name for e in one.routes] == ["a", "b"]
     assert [t.tag for t in one.routes[0].tags] == ["t1", "t2"]
+
+
+def test_snapshot_marks_cluster_local_routes_from_their_label() -> None:
+    traffic = [{"revisionName": "a-00001", "percent": 100}]
+    local = route("a", tags=("blue",), status=[*traffic, {"revisionName": "a-00001", "tag": "blue",
+                                                          "percent": 0}])
+    local["metadata"]["labels"] = {"networking.knative.dev/visibility": "cluster-local",
+                                   "serving.knative.dev/service": "a"}
+    other = route("b", status=[{"revisionName": "b-00001", "percent": 100}])
+    other["metadata"]["labels"] = {"networking.knative.dev/visibility": "public"}  # not ours
+    plain = route("c", status=[{"revisionName": "c-00001", "percent": 100}])
+    snap = snapshot_of([local, other, plain], [revision("a-00001"), revision("b-00001"),
+                                               revision("c-00001")])
+    by_name = {e.name: e for e in snap.routes}
+    assert by_name["a"].cluster_local
+    assert by_name["a"].tags == (TagTarget("blue", "a-00001", ("blue-a.default.localhost",)),)
+    assert not by_name["b"].cluster_local and not by_name["c"].cluster_local
+
+
+def test_a_services_visibility_label_reaches_its_route() -> None:
+    svc: Obj = {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "a", "namespace": "default", "uid": "u1",
+                     "labels": {"networking.knative.dev/visibility": "cluster-local"}},
+        "spec": {"template": {"spec": {"containers": [{"image": "x"}]}}},
+    }
+    assert is_cluster_local(route_from_service(svc))
+    del svc["metadata"]["labels"]
+    assert not is_cluster_local(route_from_service(svc))
+
+
+def test_a_route_is_published_only_once_the_snapshot_has_its_visibility() -> None:
+    r = route("a", status=[{"revisionName": "a-00001", "percent": 100}])
+    public = snapshot_of([r], [revision("a-00001")])
+    assert published_in(public, r)
+    r["metadata"]["labels"] = {"networking.knative.dev/visibility": "cluster-local"}
+    assert not published_in(public, r)  # IngressReady waits until the gateways hide it
+    assert published_in(snapshot_of([r], [revision("a-00001")]), r)

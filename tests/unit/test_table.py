@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway.config import (
@@ -12,7 +14,7 @@ from gateway.config import (
     TagTarget,
     TrafficSplit,
 )
-from gateway.router import RouteMiss, Router
+from gateway.router import Routed, RouteMiss, Router
 from gateway.table import Resolution, RoutingTable, normalize_host, pick
 
 
@@ -172,3 +174,88 @@ def test_router_ignores_stale_versions() -> None:
     router.apply(Snapshot(version=4, routes=(), revisions=()))
     assert router.version == 4
     assert isinstance(router.resolve("hello.default.localhost", None), RouteMiss)
+
+
+# -- cluster-local routes ---------------------------------------------------------------------
+
+LOCAL_SNAP = Snapshot(
+    version=5,
+    routes=(
+        RouteEntry(
+            namespace="default",
+            name="internal",
+            hosts=("internal.default.localhost",),
+            traffic=(TrafficSplit("internal-1", 100),),
+            tags=(TagTarget("canary", "internal-1", ("canary-internal.default.localhost",)),),
+            cluster_local=True,
+        ),
+        RouteEntry(
+            namespace="default",
+            name="split",
+            hosts=("split.default.localhost",),
+            traffic=(TrafficSplit("internal-1", 50), TrafficSplit("public-1", 50)),
+            tags=(),
+            cluster_local=True,
+        ),
+        RouteEntry(
+            namespace="default",
+            name="public",
+            hosts=("public.default.localhost",),
+            traffic=(TrafficSplit("public-1", 100),),
+            tags=(TagTarget("canary", "public-1", ("canary-public.default.localhost",)),),
+        ),
+    ),
+    revisions=(rev("internal-1", "i1"), rev("public-1", "p1")),
+)
+
+
+def test_resolutions_carry_the_routes_visibility() -> None:
+    table = RoutingTable.from_snapshot(LOCAL_SNAP)
+    for host, tag in (
+        ("internal.default.localhost", None),
+        ("INTERNAL.default.localhost:8080", None),
+        ("canary-internal.default.localhost", None),  # a tag host
+        ("internal.default.localhost", "canary"),  # the tag header on the route host
+        ("split.default.localhost", None),
+    ):
+        res = table.resolve(host, tag)
+        assert res is not None and res.cluster_local, (host, tag)
+    for host, tag in (
+        ("public.default.localhost", None),
+        ("canary-public.default.localhost", None),
+        ("public.default.localhost", "canary"),
+    ):
+        res = table.resolve(host, tag)
+        assert res is not None and not res.cluster_local, (host, tag)
+    default = RoutingTable.from_snapshot(SNAP).resolve("hello.default.localhost")
+    assert default is not None and not default.cluster_local  # public unless the entry says so
+
+
+def test_route_raw_carries_the_visibility_cached_or_not() -> None:
+    router = Router(LOCAL_SNAP, rnd=lambda: 0.75)
+    for host, tag in (
+        (b"internal.default.localhost", None),
+        (b"canary-internal.default.localhost", None),
+        (b"internal.default.localhost", b"canary"),
+        (b"split.default.localhost", None),  # two targets: never cached
+    ):
+        first, again = router.route_raw(host, tag), router.route_raw(host, tag)
+        assert isinstance(first, Routed) and isinstance(again, Routed)
+        assert first.cluster_local and again.cluster_local, (host, tag)
+    assert router.route_raw(b"internal.default.localhost") is router.route_raw(
+        b"internal.default.localhost"
+    )  # single target: cached, flag and all
+    for host in (b"public.default.localhost", b"canary-public.default.localhost"):
+        found = router.route_raw(host)
+        assert isinstance(found, Routed) and not found.cluster_local
+        assert found.target.name == "public-1"
+
+
+def test_a_new_snapshot_changes_the_cached_visibility() -> None:
+    router = Router(LOCAL_SNAP)
+    found = router.route_raw(b"internal.default.localhost")
+    assert isinstance(found, Routed) and found.cluster_local
+    public = replace(LOCAL_SNAP.routes[0], cluster_local=False)
+    router.apply(replace(LOCAL_SNAP, version=6, routes=(public, *LOCAL_SNAP.routes[1:])))
+    found = router.route_raw(b"internal.default.localhost")
+    assert isinstance(found, Routed) and not found.cluster_local
