@@ -10,6 +10,7 @@ import yaml
 from aiohttp import web
 
 from controller.store.base import Obj
+from flint_common.status import failure
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -59,18 +60,7 @@ def bad_request(message: str) -> ApiError:
 
 
 def failure_status(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
-    status: Obj = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if details:
-        status["details"] = details
-    return status
+    return failure(code, reason, message, details)
 
 
 def decode_body(raw: bytes, content_type: str) -> Obj:

@@ -11,8 +11,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from flint_common.httpauth import status
 from flint_common.secret import Secret
+from flint_common.status import failure
 
 PREFIX = "/internal/dispatcher"
 TIMEOUT_S = 30.0
@@ -56,7 +56,7 @@ class DispatcherProxy:
                 return web.Response(status=resp.status, body=payload, headers=answer)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return web.json_response(
-                status(503, "ServiceUnavailable",
+                failure(503, "ServiceUnavailable",
                        f"the event dispatcher at {self._base} did not answer: {type(exc).__name__}"),
                 status=503, headers={"Retry-After": "1"},
             )

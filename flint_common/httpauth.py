@@ -28,6 +28,7 @@ from aiohttp.typedefs import Middleware
 
 from flint_common.addresses import host_of, is_loopback
 from flint_common.secret import Secret
+from flint_common.status import failure
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,23 +54,10 @@ BODY_TYPES = frozenset(
 """Content-Types a request body may have; the empty and octet-stream cases are refused."""
 
 
-def status(code: int, reason: str, message: str) -> dict[str, Any]:
-    """A Kubernetes `Status` failure object."""
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
 def _answer(code: int, reason: str, message: str, **headers: str) -> web.Response:
     return web.Response(
         status=code,
-        body=orjson.dumps(status(code, reason, message)),
+        body=orjson.dumps(failure(code, reason, message)),
         content_type="application/json",
         headers=headers,
     )
