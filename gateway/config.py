@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,24 +117,26 @@ class GatewaySettings:
     def from_env(**overrides: Any) -> GatewaySettings:
         """Settings from `FLINT_GATEWAY_*` environment variables, then explicit overrides."""
         values: dict[str, Any] = {}
+        hints = typing.get_type_hints(GatewaySettings)
         for f in GatewaySettings.__dataclass_fields__.values():
             raw = os.environ.get("FLINT_GATEWAY_" + f.name.upper())
             if raw is None:
                 continue
-            values[f.name] = _coerce(f.type, raw)
+            values[f.name] = _coerce(hints[f.name], raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return GatewaySettings(**values)
 
 
-def _coerce(type_name: Any, raw: str) -> Any:
-    name = str(type_name)
-    if name == "int":
-        return int(raw)
-    if name == "float":
-        return float(raw)
-    if name in ("Path", "Path | None"):
-        return Path(raw)
-    if name == "tuple[tuple[str, int], ...]":
+def _coerce(kind: Any, raw: str) -> Any:
+    """`raw` as a value of the field type `kind` (an Optional is its inner type)."""
+    inner = [t for t in typing.get_args(kind) if t is not type(None)]
+    if isinstance(kind, types.UnionType) and len(inner) == 1:
+        kind = inner[0]
+    if kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind in (int, float, Path):
+        return kind(raw)
+    if typing.get_origin(kind) is tuple:  # the listen addresses
         return parse_listen_list(raw, default_port=0)
     return raw
 

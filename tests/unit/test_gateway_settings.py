@@ -45,3 +45,13 @@ def test_a_bad_listen_flag_names_the_problem() -> None:
 
 def test_settings_never_hold_the_token() -> None:
     assert "token" not in {f for f in GatewaySettings.__dataclass_fields__ if f != "token_file"}
+
+
+def test_values_are_read_by_their_field_types() -> None:
+    from gateway.config import _coerce
+
+    assert _coerce(int, "7") == 7 and _coerce(float, "0.5") == 0.5
+    assert _coerce(Path | None, "/x") == Path("/x")
+    assert _coerce(bool, "false") is False and _coerce(bool, "1") is True
+    assert _coerce(tuple[tuple[str, int], ...], "[::1]:80") == (("::1", 80),)
+    assert _coerce(str, "text") == "text"
