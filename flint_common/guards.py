@@ -64,9 +64,6 @@ ALLOWED: Mapping[str, tuple[tuple[str, frozenset[str]], ...]] = {
     # dicts (never around SQLite once the log is open), so a loop that finds it taken waits
     # microseconds; a lock-free handoff would cost the writer a loop wake-up per commit.
     "threading.Lock.acquire": (("gateway/channels/sqlite.py", frozenset({"wait", "_on_close"})),),
-    # The dispatcher's wake address, named once per process at start-up after the state dir (which
-    # both planes pass absolute: abspath is then string work; at worst one getcwd, no disk I/O).
-    "os.path.abspath": (("gateway/channels/wake.py", frozenset({"wake_address"})),),
 }
 """blockbuster function → (file name suffix, functions) on the stack where that call may block."""
 

@@ -9,6 +9,7 @@ readable by an older Flint is tightened once, on start.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -44,6 +45,10 @@ def write_private(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
                 os.link(tmp, path)  # atomic, and fails if `path` exists
             except FileExistsError:
                 return False
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                return _create_exclusive(path, data)  # a filesystem without hard links
             finally:
                 tmp.unlink()
         else:
@@ -52,6 +57,19 @@ def write_private(path: Path, data: bytes, *, exclusive: bool = False) -> bool:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    return True
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """O_EXCL create, then write: not atomic for readers (callers that race hold a lock)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return True
 
 
@@ -88,15 +106,19 @@ class UnsafeStateDir(ValueError):
     """A directory that cannot be made a private state dir without harming what else is in it."""
 
 
-FLINT_ENTRIES = ("store.db", "replicas", "artifacts", "auth", "eventing", "gateway", "kubeconfig")
-"""Names only a Flint state dir holds: a loose directory with one of them is an older Flint's."""
+FLINT_ENTRIES = frozenset({
+    "store.db", "store.db-wal", "store.db-shm", "replicas", "artifacts", "auth", "eventing",
+    "gateway", "kubeconfig", "tls", "logs", "sandbox", "runtime.lock", "controller.pid",
+})
+"""What a Flint state dir holds. A loose directory is taken for an older Flint's (and tightened
+with everything in it) only when it has a store and nothing else but these."""
 
 
 def ensure_private_dir(path: Path) -> int:
     """Create `path` (0700), or make sure it is private: owned by this user, not shared, and not
-    readable by others. A loose directory that an older Flint left (it holds Flint's entries) is
-    tightened with everything in it; an empty one just gets 0700; anything else is refused, so
-    a state dir given as `.` or `/tmp` never chmods files that are not Flint's. Returns how many
+    readable by others. A loose directory that an older Flint left (a store and only Flint's
+    entries) is tightened with everything in it; an empty one just gets 0700; anything else is
+    refused, so a state dir given as `.` or `/tmp` never chmods files that are not Flint's. Returns how many
     paths were tightened (0 when it was already private). Raises `UnsafeStateDir`. Blocking."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.stat()
@@ -113,9 +135,10 @@ def ensure_private_dir(path: Path) -> int:
     if not entries:
         os.chmod(path, 0o700)
         return 1
-    if not entries & set(FLINT_ENTRIES):
+    if "store.db" not in entries or not entries <= FLINT_ENTRIES:
+        others = sorted(entries - FLINT_ENTRIES)[:3]
         raise UnsafeStateDir(
-            f"state dir {path} is readable by others (mode {mode:o}) and holds files that are "
-            "not Flint's: refusing to change their permissions; use an empty directory or "
-            f"`chmod 700 {path}` first")
+            f"state dir {path} is readable by others (mode {mode:o}) and is not a Flint state "
+            f"dir ({', '.join(others) if others else 'no store.db'}): refusing to change the "
+            f"permissions of what is in it; use a new directory or `chmod 700 {path}` first")
     return tighten_tree(path)

@@ -55,6 +55,10 @@ def checked(endpoint: Endpoint) -> Endpoint:
         raise CliError(
             f"refusing to send the owner's token over plain HTTP to {endpoint.server} "
             f"({endpoint.source}): use the API's https:// address")
+    if endpoint.token is not None and endpoint.proxy and not endpoint.server.startswith("https:"):
+        raise CliError(
+            f"refusing to send the owner's token over plain HTTP through the proxy "
+            f"{endpoint.proxy} ({endpoint.source}): use the API's https:// address")
     return endpoint
 
 
@@ -166,7 +170,8 @@ async def resolve(
                                 source="no kubeconfig (FLINT_TOKEN)" if token else "no kubeconfig"))
     found = await from_kubeconfig(paths, context)
     if api:
-        found = replace(found, server=api,
+        # the kubeconfig's proxy was for its own server, not for this one
+        found = replace(found, server=api, proxy=None,
                         source=f"--api/FLINT_API with the credential of the {found.source}")
     if token:
         found = replace(found, token=token, source=f"{found.source}, token from FLINT_TOKEN")

@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 
 import uvloop
 
-from controller.eventing.dispatcher import DispatcherSettings, run
+from controller.eventing.dispatcher import AlreadyRunning, DispatcherSettings, run
 from controller.settings import default_state_dir
 from flint_common import guards
 from flint_common.private import private_umask
@@ -48,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         await run(settings, stop)
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main_async())
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main_async())
+    except (AlreadyRunning, ValueError) as e:  # a second dispatcher; a state dir too deep
+        print(f"dispatcher: {e}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

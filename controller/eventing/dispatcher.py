@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from flint_common.secret import Secret
 from gateway.channels.floor import write_floor
 from gateway.channels.wake import WakeReceiver
 
-__all__ = ["Dispatcher", "DispatcherSettings"]
+__all__ = ["AlreadyRunning", "Dispatcher", "DispatcherLock", "DispatcherSettings"]
 
 log = logging.getLogger("flint.dispatcher")
 
@@ -43,6 +45,36 @@ FLOOR_EVERY_S = 5.0
 """How often the consumers' floors are written next to the logs (their writer compacts below)."""
 RESTART_DELAY_S = 1.0
 """Pause before a runner that failed is started again."""
+
+
+class AlreadyRunning(RuntimeError):
+    """Another dispatcher holds this state dir."""
+
+
+class DispatcherLock:
+    """One dispatcher per state dir: an exclusive lock on `eventing/dispatcher.lock`, held for
+    the dispatcher's life (the kernel drops it when the process dies), taken before its database
+    and its wake socket are touched. Blocking: file I/O."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "eventing" / "dispatcher.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another dispatcher runs for this state dir (it holds {self.path})") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,7 @@ class Dispatcher:
         self._state: DispatcherState | None = None
         self._sender = Sender(domain=settings.domain, gateway=settings.gateway_url)
         self._wake = WakeReceiver(settings.state_dir, self._on_wake)
+        self._lock = DispatcherLock(settings.state_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._apply_lock = asyncio.Lock()
@@ -100,6 +133,8 @@ class Dispatcher:
         s = self.settings
         if s.token is None:  # before anything is opened or bound
             raise ValueError("the dispatcher needs the owner's token (--token-file)")
+        # One dispatcher per state dir, before its database or its wake socket is touched.
+        await asyncio.to_thread(self._lock.acquire)
         self._state = DispatcherState(s.db_path, durable=s.durable)
         await self._wake.start()
         app = web.Application(middlewares=[auth_middleware(s.token)])
@@ -133,6 +168,7 @@ class Dispatcher:
             await self._runner.cleanup()
         if self._state is not None:
             await self._state.close()
+        self._lock.release()
 
     # -- the plan ------------------------------------------------------------------------------
 
@@ -303,7 +339,12 @@ class Dispatcher:
 
 async def run(settings: DispatcherSettings, stop: asyncio.Event) -> None:
     d = Dispatcher(settings)
-    await d.start()
+    try:
+        await d.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await d.stop()  # what it opened before failing (its lock, database, socket)
+        raise
     try:
         await stop.wait()
     finally:

@@ -76,9 +76,11 @@ def trusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trusted]:
     state.mkdir(mode=0o755)
     state.chmod(0o755)
     (state / "store.db").write_bytes(b"")  # an empty file is an empty SQLite database
-    (state / "left-by-an-old-flint.txt").write_text("old\n")
-    for old in ("store.db", "left-by-an-old-flint.txt"):
+    (state / "logs").mkdir(mode=0o755)
+    (state / "logs" / "left-by-an-old-flint.log").write_text("old\n")
+    for old in ("store.db", "logs/left-by-an-old-flint.log"):
         (state / old).chmod(0o644)
+    (state / "logs").chmod(0o755)
     home = tmp_path_factory.mktemp("home")
     v6_port, v4_port, api_port = free_ports(3)
     listen = [("::1", v6_port), ("127.0.0.2", v4_port)]
@@ -271,7 +273,7 @@ def test_the_state_dir_is_the_owners_alone(trusted: Trusted) -> None:
     assert not loose, loose
     named = [state / "store.db", state / "store.db-wal", state / "store.db-shm",
              state / "auth" / "token", state / "kubeconfig", state / "tls" / "ca.key",
-             state / "left-by-an-old-flint.txt"]
+             state / "logs" / "left-by-an-old-flint.log"]
     for path in named:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for path in (state, state / "auth", state / "tls", state / "logs"):

@@ -145,3 +145,20 @@ def test_may_carry_token() -> None:
     assert may_carry_token("http://127.0.0.1:8083") and may_carry_token("http://localhost:1")
     assert not may_carry_token("http://192.0.2.1:8083")
     assert not may_carry_token("ftp://127.0.0.1")
+
+
+def test_a_kubeconfig_proxy_never_carries_the_token_in_clear(
+    tmp_path: Path, home: dict[str, str]
+) -> None:
+    path = _write(tmp_path / "kc", "https://127.0.0.1:8443", "t")
+    config = yaml.safe_load(path.read_text())
+    config["clusters"][0]["cluster"]["proxy-url"] = "http://proxy.example:3128"
+    path.write_text(yaml.safe_dump(config))
+    e = _resolve(None, str(path), None, env=home)
+    assert e.proxy == "http://proxy.example:3128"  # to the https server: the proxy sees TLS only
+    e = _resolve("http://127.0.0.1:8081", str(path), None, env=home)
+    assert e.proxy is None  # --api replaced the server: its proxy does not apply
+    config["clusters"][0]["cluster"]["server"] = "http://127.0.0.1:8081"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(CliError, match="through the proxy"):
+        _resolve(None, str(path), None, env=home)

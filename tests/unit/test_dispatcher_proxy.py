@@ -9,6 +9,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from controller.dispatcher_proxy import DispatcherProxy
 from flint_common.httpauth import auth_middleware
@@ -29,9 +30,14 @@ async def dispatcher() -> AsyncIterator[tuple[str, list[web.Request]]]:
         seen.append(request)
         return web.json_response({"requeued": len(request.query.get("ids", "").split(","))})
 
+    async def busy(request: web.Request) -> web.Response:
+        seen.append(request)
+        return web.json_response({"busy": True}, status=503, headers={"Retry-After": "7"})
+
     app = web.Application(middlewares=[auth_middleware(TOKEN)])
     app.router.add_get("/dead-letters/{ns}/{name}", letters)
     app.router.add_post("/redeliver/{ns}/{name}", redeliver)
+    app.router.add_get("/busy", busy)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -41,14 +47,20 @@ async def dispatcher() -> AsyncIterator[tuple[str, list[web.Request]]]:
 
 
 async def _through(base: str, method: str, path: str) -> tuple[int, bytes]:
+    status, body, _ = await _answer(base, method, path)
+    return status, body
+
+
+async def _answer(base: str, method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
     proxy = DispatcherProxy(base, TOKEN)
     app = web.Application()
     proxy.add_routes(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        async with aiohttp.ClientSession() as s, s.request(method, server.make_url(path)) as r:
-            return r.status, await r.read()
+        url = URL(str(server.make_url("")).rstrip("/") + path, encoded=True)
+        async with aiohttp.ClientSession() as s, s.request(method, url) as r:
+            return r.status, await r.read(), dict(r.headers)
     finally:
         await server.close()
         await proxy.close()
@@ -81,3 +93,14 @@ async def test_a_dispatcher_that_is_down_is_a_503_with_retry_after() -> None:
     doc = orjson.loads(body)
     assert status == 503 and doc["reason"] == "ServiceUnavailable"
     assert "did not answer" in doc["message"]
+
+
+async def test_the_clients_encoding_and_the_dispatchers_retry_after_are_kept(
+    dispatcher: tuple[str, list[web.Request]],
+) -> None:
+    base, seen = dispatcher
+    status, body = await _through(base, "GET", "/internal/dispatcher/dead-letters/team/a%3Fb")
+    assert status == 200 and orjson.loads(body) == [{"id": 1, "ns": "team"}]
+    assert seen[-1].match_info["name"] == "a?b" and not seen[-1].query  # not a query string
+    status, _, headers = await _answer(base, "GET", "/internal/dispatcher/busy")
+    assert status == 503 and headers["Retry-After"] == "7"

@@ -1,5 +1,5 @@
-"""Wake-ups from the log's writer to the dispatcher: abstract unix datagrams of a secret name,
-hints only."""
+"""Wake-ups from the log's writer to the dispatcher: datagrams to a socket file in the private
+state dir, hints only; one dispatcher per state dir."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.channels.wake import PREFIX, WakeReceiver, WakeSender, wake_name_path
+import pytest
+
+from controller.eventing.dispatcher import DispatcherLock
+from gateway.channels.wake import WakeReceiver, WakeSender, wake_path
 
 
 async def eventually(check: Callable[[], bool], what: str, deadline_s: float = 5.0) -> None:
-    """Poll `check` (it is a state change in another thread or socket) with a deadline."""
+    """Poll `check` (a datagram arriving from another socket) with a deadline."""
     for _ in range(int(deadline_s / 0.005)):
         if check():
             return
@@ -26,66 +29,64 @@ async def test_a_sender_wakes_the_receiver_with_the_log_id(tmp_path: Path) -> No
     await receiver.start()
     sender = WakeSender(tmp_path)
     try:
-        sender.notify("uid-1")  # the first one only starts reading the name (in a thread)
-        await eventually(lambda: sender.address is not None, "the name read")
-        sender.notify("uid-2")
+        sender.notify("uid-1")
         await eventually(lambda: len(got) == 1, "the datagram")
-        assert got == ["uid-2"] and sender.sent == 1 and sender.failed == 1
+        assert got == ["uid-1"] and sender.sent == 1 and sender.failed == 0
     finally:
         sender.close()
         receiver.close()
 
 
-async def test_the_name_is_random_private_and_new_at_every_start(tmp_path: Path) -> None:
-    first = WakeReceiver(tmp_path, lambda _: None)
-    await first.start()
-    name_file = wake_name_path(tmp_path)
-    a = (await asyncio.to_thread(name_file.read_text)).strip()
-    assert a.startswith(PREFIX) and len(a) == len(PREFIX) + 32
-    assert stat.S_IMODE((await asyncio.to_thread(name_file.stat)).st_mode) == 0o600
-    first.close()
-    second = WakeReceiver(tmp_path, lambda _: None)
-    await second.start()
+async def test_the_socket_is_a_file_only_the_owner_may_use(tmp_path: Path) -> None:
+    receiver = WakeReceiver(tmp_path, lambda _: None)
+    await receiver.start()
     try:
-        b = (await asyncio.to_thread(name_file.read_text)).strip()
-        assert b != a and second.address == "\0" + b
+        st = await asyncio.to_thread(wake_path(tmp_path).stat)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077 == 0
+        mode = await asyncio.to_thread(lambda: stat.S_IMODE((tmp_path / "eventing").stat().st_mode))
+        assert mode == 0o700
     finally:
-        second.close()
+        receiver.close()
 
 
-async def test_a_sender_follows_a_restarted_dispatcher(tmp_path: Path) -> None:
+async def test_a_restarted_dispatcher_replaces_a_stale_socket(tmp_path: Path) -> None:
     got: list[str] = []
-    now = [0.0]
-    sender = WakeSender(tmp_path, clock=lambda: now[0])
     first = WakeReceiver(tmp_path, got.append)
     await first.start()
+    first.close()  # as a killed dispatcher leaves it: the file stays
+    second = WakeReceiver(tmp_path, got.append)
+    await second.start()
+    sender = WakeSender(tmp_path)
     try:
-        now[0] += 2  # the sender looked (and found no name) when it was made: past its throttle
-        sender.notify("x")
-        await eventually(lambda: sender.address == first.address, "the first name")
-        old = first.address
-        first.close()
-        second = WakeReceiver(tmp_path, got.append)
-        await second.start()
-        now[0] += 2  # past the re-read throttle
-        sender.notify("lost")  # refused by the closed socket: the name is read again
-        assert sender.address is None
-        await eventually(lambda: sender.address == second.address, "the new name")
-        assert second.address != old
         sender.notify("after")
-        await eventually(lambda: len(got) == 1, "the datagram")
-        assert got == ["after"]
-        second.close()
+        await eventually(lambda: got == ["after"], "the datagram")
     finally:
         sender.close()
-        first.close()
+        second.close()
+
+
+def test_a_second_dispatcher_for_a_state_dir_is_refused(tmp_path: Path) -> None:
+    first, second = DispatcherLock(tmp_path), DispatcherLock(tmp_path)
+    first.acquire()
+    try:
+        with pytest.raises(RuntimeError, match="another dispatcher"):
+            second.acquire()
+    finally:
+        first.release()
+    second.acquire()  # free once the first is gone
+    second.release()
+
+
+async def test_a_state_dir_too_deep_for_a_socket_says_so(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120)
+    with pytest.raises(ValueError, match="too long for a unix socket"):
+        await WakeReceiver(deep, lambda _: None).start()
 
 
 def test_without_a_receiver_notify_neither_blocks_nor_raises(tmp_path: Path) -> None:
     sender = WakeSender(tmp_path / "nobody")
     try:
         sender.notify("uid-1")
-        sender.notify("uid-2")
-        assert sender.sent == 0 and sender.failed == 2 and sender.address is None
+        assert sender.sent == 0 and sender.failed == 1
     finally:
         sender.close()
