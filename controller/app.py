@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -58,6 +57,7 @@ from controller.store.sqlite import SqliteStore
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
 from gateway.config import LINK_PATH
+from gateway.wire import Poke, Stats
 
 log = logging.getLogger("flint.controller")
 
@@ -246,8 +246,8 @@ class Controller:
             await asyncio.sleep(1.0)
             self.publisher.check_drains()
 
-    def _on_report(self, worker: str, message: dict[str, Any]) -> None:
-        if message.get("type") == "poke":
+    def _on_report(self, worker: str, message: Stats | Poke) -> None:
+        if isinstance(message, Poke):
             self.scaler.record_poke(worker, message)
         else:
             self.scaler.record_stats(worker, message)

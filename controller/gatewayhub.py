@@ -8,12 +8,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-import orjson
 from aiohttp import WSMsgType, web
 
 from gateway.config import Snapshot
+from gateway.wire import Ack, Hello, Poke, SnapshotMessage, Stats, WireError, decode_up
 
 log = logging.getLogger("flint.gatewayhub")
 
@@ -33,7 +32,7 @@ class GatewayHub:
     def __init__(
         self,
         on_progress: Callable[[], None] | None = None,
-        on_report: Callable[[str, dict[str, Any]], None] | None = None,
+        on_report: Callable[[str, Stats | Poke], None] | None = None,
     ) -> None:
         self._snapshot = Snapshot.empty()
         self._workers: dict[str, WorkerState] = {}
@@ -96,7 +95,7 @@ class GatewayHub:
                 task.add_done_callback(self._sends.discard)
 
     def _encode(self) -> str:
-        return orjson.dumps({"type": "snapshot", "snapshot": self._snapshot}).decode()
+        return SnapshotMessage(self._snapshot).encode()
 
     async def _send(self, ws: web.WebSocketResponse, data: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -112,39 +111,25 @@ class GatewayHub:
                 if msg.type != WSMsgType.TEXT:
                     continue
                 try:
-                    data = orjson.loads(msg.data)
-                except orjson.JSONDecodeError:
-                    log.warning("bad link message from worker=%s", worker_id)
+                    message = decode_up(msg.data)
+                except WireError as exc:
+                    log.warning("refused a link message from worker=%s: %s", worker_id, exc)
                     continue
-                kind = data.get("type")
-                if kind == "hello":
-                    worker_id = str(data.get("worker"))
-                    old = self._sockets.pop(worker_id, None)
-                    if old is not None:
-                        await old.close()
-                    self._sockets[worker_id] = ws
-                    seen = int(data.get("version") or 0)
-                    self._floor = max(self._floor, seen)
-                    self._workers[worker_id] = WorkerState(worker_id, version=0)
-                    if seen >= self._snapshot.version and self._snapshot.version:
-                        self._snapshot = replace(self._snapshot, version=self._next_version(seen))
-                        self._broadcast()
-                    elif self._snapshot.version:
-                        await ws.send_str(self._encode())
-                    log.info("gateway worker connected worker=%s version=%d", worker_id, seen)
-                elif kind in ("stats", "poke") and worker_id is not None:
+                if isinstance(message, Hello):
+                    worker_id = message.worker
+                    await self._hello(ws, message)
+                elif isinstance(message, Stats | Poke) and worker_id is not None:
                     if self._on_report is not None:
                         try:
-                            self._on_report(worker_id, data)
+                            self._on_report(worker_id, message)
                         except Exception:
-                            log.exception("handling a %s message failed worker=%s", kind, worker_id)
-                elif kind == "ack" and worker_id is not None:
+                            log.exception("handling a %s message failed worker=%s",
+                                          message.type, worker_id)
+                elif isinstance(message, Ack) and worker_id is not None:
                     state = self._workers.get(worker_id)
                     if state is not None:
-                        state.version = max(state.version, int(data.get("version") or 0))
-                        state.draining = {
-                            str(k): int(v) for k, v in (data.get("draining") or {}).items()
-                        }
+                        state.version = max(state.version, message.version)
+                        state.draining = dict(message.draining)
                     self._progress()
         finally:
             if worker_id is not None and self._sockets.get(worker_id) is ws:
@@ -153,6 +138,20 @@ class GatewayHub:
                 log.info("gateway worker disconnected worker=%s", worker_id)
                 self._progress()
         return ws
+
+    async def _hello(self, ws: web.WebSocketResponse, hello: Hello) -> None:
+        old = self._sockets.pop(hello.worker, None)
+        if old is not None:
+            await old.close()
+        self._sockets[hello.worker] = ws
+        self._floor = max(self._floor, hello.version)
+        self._workers[hello.worker] = WorkerState(hello.worker, version=0)
+        if hello.version >= self._snapshot.version and self._snapshot.version:
+            self._snapshot = replace(self._snapshot, version=self._next_version(hello.version))
+            self._broadcast()
+        elif self._snapshot.version:
+            await ws.send_str(self._encode())
+        log.info("gateway worker connected worker=%s version=%d", hello.worker, hello.version)
 
     def _progress(self) -> None:
         if self._on_progress is not None:

@@ -1,4 +1,4 @@
-"""Gateway settings and the routing-snapshot wire schema: the gateway's own API to the controller."""
+"""Gateway settings, and the routing snapshot the controller sends (its wire form: `gateway.wire`)."""
 
 from __future__ import annotations
 
@@ -155,8 +155,9 @@ TAG_HEADER = "knative-serving-tag"
 """Request header naming a route tag (Knative's `Knative-Serving-Tag`)."""
 
 # ---------------------------------------------------------------------------------------------
-# Snapshot wire schema (controller → gateway). Encoded with orjson (dataclasses serialise
-# natively); decoded with `Snapshot.from_wire`.
+# The routing snapshot (controller → gateway). Its wire form, and every other link message, is in
+# `gateway.wire`: orjson serialises these dataclasses as they are, `wire.decode_snapshot` reads
+# them back (a field added later needs a default there and here).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -268,68 +269,3 @@ class Snapshot:
     @staticmethod
     def empty() -> Snapshot:
         return Snapshot(version=0, routes=(), revisions=())
-
-    @staticmethod
-    def from_wire(data: dict[str, Any]) -> Snapshot:
-        """Decode the JSON object produced by `orjson.dumps(snapshot)`; raises on a bad shape."""
-        routes = tuple(
-            RouteEntry(
-                namespace=r["namespace"],
-                name=r["name"],
-                hosts=tuple(r["hosts"]),
-                traffic=tuple(TrafficSplit(t["revision"], int(t["percent"])) for t in r["traffic"]),
-                tags=tuple(
-                    TagTarget(t["tag"], t["revision"], tuple(t["hosts"])) for t in r["tags"]
-                ),
-                cluster_local=bool(r.get("cluster_local", False)),
-            )
-            for r in data["routes"]
-        )
-        revisions = tuple(
-            RevisionTarget(
-                namespace=v["namespace"],
-                name=v["name"],
-                service=v.get("service", ""),
-                timeout_s=float(v["timeout_s"]),
-                response_start_timeout_s=float(v["response_start_timeout_s"]),
-                idle_timeout_s=float(v["idle_timeout_s"]),
-                container_concurrency=int(v["container_concurrency"]),
-                endpoints=tuple(
-                    Endpoint(e["id"], e["host"], int(e["port"]), bool(e.get("starting", False)))
-                    for e in v["endpoints"]
-                ),
-                failure=str(v.get("failure", "")),
-            )
-            for v in data["revisions"]
-        )
-        brokers = tuple(
-            BrokerEntry(
-                b["namespace"], b["name"], b["uid"], b["log"], bool(b.get("durable", True)),
-                str(b.get("kind", "broker")),
-            )
-            for b in data.get("brokers", ())
-        )
-        return Snapshot(version=int(data["version"]), routes=routes, revisions=revisions, brokers=brokers)
-
-
-# ---------------------------------------------------------------------------------------------
-# Link messages (websocket, JSON text frames)
-#
-# down (controller → worker):
-#   {"type": "snapshot", "snapshot": <Snapshot>}
-# up (worker → controller):
-#   {"type": "hello", "worker": "<gateway-id>/<index>", "version": <last applied version>}
-#   {"type": "ack", "version": N, "draining": {"<endpoint id>": <in-flight count>, ...}}
-#       sent after applying snapshot N, and again whenever a draining endpoint's in-flight
-#       count changes to zero. `draining` lists endpoints no longer in the snapshot that still
-#       have requests in flight; an endpoint absent from it has none.
-#   {"type": "stats", "bucket": <unix second>, "revisions": {"<ns>/<name>": {"concurrency": F,
-#       "requests": N}, ...}}
-#       every second, for the bucket that just ended: per revision the time-weighted average of
-#       requests queued plus in flight in this worker, and the requests that arrived. Every
-#       revision the worker saw in the last stable window is reported, with zeros when idle
-#       (a missing report means unknown, never zero).
-#   {"type": "poke", "revision": "<ns>/<name>", "waiting": N}
-#       at once when a request arrives for a revision with no ready replica (one per revision
-#       until a replica is ready again, not one per request).
-# ---------------------------------------------------------------------------------------------

@@ -18,6 +18,15 @@ import orjson
 from flint_common.httpauth import describe_error
 from flint_common.secret import Secret
 from gateway.config import GatewaySettings, Snapshot
+from gateway.wire import (
+    Ack,
+    Hello,
+    UpMessage,
+    WireError,
+    decode_down,
+    encode_snapshot,
+    load_snapshot,
+)
 
 if TYPE_CHECKING:
     from gateway.router import Router
@@ -38,66 +47,18 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """Largest down message accepted (a snapshot of a very large installation)."""
 
 
-class LinkProtocolError(ValueError):
-    """A down message that is not valid JSON or not of the documented shape."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Message codec (pure)
-# ---------------------------------------------------------------------------------------------
-
-
-def encode_hello(worker_id: str, version: int) -> str:
-    """The first message of a connection: who we are and which snapshot version we serve."""
-    return orjson.dumps({"type": "hello", "worker": worker_id, "version": version}).decode()
-
-
-def encode_ack(version: int, draining: Mapping[str, int]) -> str:
-    """Snapshot `version` is applied; `draining` maps removed endpoints to in-flight counts."""
-    return orjson.dumps(
-        {"type": "ack", "version": version, "draining": {k: int(v) for k, v in draining.items()}}
-    ).decode()
-
-
-def decode_down(text: str | bytes) -> Snapshot | None:
-    """Decode a controller → worker message.
-
-    Returns the snapshot of a `snapshot` message and None for a message type this worker does
-    not know (newer controllers may send more; they are ignored). Raises `LinkProtocolError`
-    for invalid JSON, a non-object, a missing type, or a snapshot of a bad shape.
-    """
-    try:
-        msg = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise LinkProtocolError(f"invalid JSON: {exc}") from exc
-    if not isinstance(msg, dict):
-        raise LinkProtocolError(f"message is a {type(msg).__name__}, not an object")
-    kind = msg.get("type")
-    if not isinstance(kind, str):
-        raise LinkProtocolError("message has no string 'type'")
-    if kind != "snapshot":
-        return None
-    data = msg.get("snapshot")
-    if not isinstance(data, dict):
-        raise LinkProtocolError("snapshot message has no 'snapshot' object")
-    try:
-        return Snapshot.from_wire(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LinkProtocolError(f"bad snapshot: {exc!r}") from exc
-
-
 # ---------------------------------------------------------------------------------------------
 # Persistence (blocking: call through asyncio.to_thread)
 # ---------------------------------------------------------------------------------------------
 
 
 def load_snapshot_file(path: Path) -> Snapshot | None:
-    """The persisted snapshot, or None when there is none. Raises on a corrupt file."""
+    """The persisted snapshot, or None when there is none. Raises `WireError` on a corrupt file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    return Snapshot.from_wire(orjson.loads(raw))
+    return load_snapshot(raw)
 
 
 def persist_snapshot_file(path: Path, snapshot: Snapshot) -> bool:
@@ -115,7 +76,7 @@ def persist_snapshot_file(path: Path, snapshot: Snapshot) -> bool:
             current = _persisted_version(path)
             if current is not None and current >= snapshot.version:
                 return False
-            data = orjson.dumps(snapshot)
+            data = encode_snapshot(snapshot)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
                 with open(tmp, "wb") as f:
@@ -208,9 +169,9 @@ class ControllerLink:
                             self.worker_id, url, exc.status, delay,
                             " (the controller wants the owner's token: see --token-file)"
                             if exc.status == 401 else "")
-                except (aiohttp.ClientError, OSError, TimeoutError, LinkProtocolError) as exc:
+                except (aiohttp.ClientError, OSError, TimeoutError, WireError) as exc:
                     # never %r of an aiohttp response error: it carries the request's headers
-                    error = exc if isinstance(exc, OSError | LinkProtocolError) else (
+                    error = exc if isinstance(exc, OSError | WireError) else (
                         describe_error(exc))
                     log.log(
                         logging.INFO if self.connects == 0 else logging.WARNING,
@@ -228,7 +189,7 @@ class ControllerLink:
         path = self._settings.snapshot_path
         try:
             snapshot = await asyncio.to_thread(load_snapshot_file, path)
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # a WireError is a ValueError
             log.warning("event=persisted_snapshot_unreadable path=%s error=%r", path, exc)
             return False
         if snapshot is None:
@@ -253,7 +214,7 @@ class ControllerLink:
                      self.worker_id, url, self._router.version)
             drain_acks = asyncio.create_task(self._drain_acks(), name="link-drain-acks")
             try:
-                await self._send(encode_hello(self.worker_id, self._router.version))
+                await self._send(Hello(self.worker_id, self._router.version).encode())
                 if self._router.version > 0:
                     # tell a (re)started controller what we serve and what still drains
                     await self._send_ack()
@@ -271,10 +232,11 @@ class ControllerLink:
                 await asyncio.wait([drain_acks])  # (our own cancellation still propagates)
 
     async def _on_message(self, data: str | bytes) -> None:
-        snapshot = decode_down(data)
-        if snapshot is None:
+        message = decode_down(data)
+        if message is None:
             log.debug("event=link_message_ignored worker=%s", self.worker_id)
             return
+        snapshot = message.snapshot
         before = self._router.version
         self._router.apply(snapshot)
         self.last_version = self._router.version
@@ -304,7 +266,7 @@ class ControllerLink:
             await self._send_ack()
 
     async def _send_ack(self) -> None:
-        await self._send(encode_ack(self._router.version, self._router.draining()))
+        await self._send(Ack(self._router.version, self._router.draining()).encode())
 
     async def _send(self, text: str) -> bool:
         """Send one up message; False (dropped) when not connected."""
@@ -319,6 +281,12 @@ class ControllerLink:
                 return False
         return True
 
-    async def send_up(self, message: Mapping[str, Any]) -> bool:
-        """Send another up message (e.g. stats) when connected; returns False when dropped."""
-        return await self._send(orjson.dumps(dict(message)).decode())
+    async def send_up(self, message: UpMessage | Mapping[str, Any]) -> bool:
+        """Send another up message (stats, a poke) when connected; returns False when dropped.
+
+        A mapping is a message's `to_wire()` form (`gateway.stats.poke_message`, for callers
+        typed on mappings); it is sent as it is.
+        """
+        if isinstance(message, Mapping):
+            return await self._send(orjson.dumps(dict(message)).decode())
+        return await self._send(message.encode())

@@ -2,7 +2,9 @@
 
 What is counted is what Knative's activator counts: requests *queued plus in flight* in this
 worker. Each 1-second bucket reports the time-weighted average of that number and the requests
-that arrived. The link sends the report as the `stats` up message (see `gateway.config`).
+that arrived. The link sends the report as the `stats` up message (`gateway.wire.Stats`).
+
+`report_stats` at the end is the worker's loop around the accumulator (asyncio); the rest is pure.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from gateway.wire import BucketLoad, Poke, Stats
 
 REPORT_WINDOW_S = 60.0
 """A revision seen (active or with arrivals) within this many seconds is reported, with zeros
@@ -51,15 +54,6 @@ class RevStats:
         self.cur -= 1
 
 
-@dataclass(frozen=True, slots=True)
-class BucketReport:
-    """One revision's numbers for one bucket."""
-
-    concurrency: float
-    """Time-weighted average of requests queued plus in flight."""
-    requests: int
-
-
 class StatsAccumulator:
     """All revisions of one worker; `flush` closes a bucket and opens the next."""
 
@@ -84,11 +78,11 @@ class StatsAccumulator:
         rs.enter(now)
         return rs
 
-    def flush(self, now: float) -> dict[str, BucketReport]:
+    def flush(self, now: float) -> dict[str, BucketLoad]:
         """Close the bucket [previous flush, now): the report of every revision seen recently."""
         span = now - self._start
         self._start = now
-        out: dict[str, BucketReport] = {}
+        out: dict[str, BucketLoad] = {}
         horizon = now - REPORT_WINDOW_S
         for key in list(self._revs):
             rs = self._revs[key]
@@ -98,7 +92,7 @@ class StatsAccumulator:
             elif rs.seen < horizon:
                 del self._revs[key]  # idle for a whole window: forgotten
                 continue
-            out[key] = BucketReport(area / span if span > 0 else float(rs.cur), rs.requests)
+            out[key] = BucketLoad(area / span if span > 0 else float(rs.cur), rs.requests)
             rs.area = 0.0
             rs.requests = 0
             rs.last = now
@@ -112,20 +106,17 @@ class StatsAccumulator:
         return self._revs.keys()
 
 
-def stats_message(bucket: int, report: dict[str, BucketReport]) -> dict[str, Any]:
+def stats_message(bucket: int, report: Mapping[str, BucketLoad]) -> Stats:
     """The `stats` up message for `bucket` (the unix second that just ended)."""
-    return {
-        "type": "stats",
-        "bucket": bucket,
-        "revisions": {
-            key: {"concurrency": round(r.concurrency, 6), "requests": r.requests}
-            for key, r in report.items()
-        },
-    }
+    return Stats(bucket, {
+        key: BucketLoad(round(r.concurrency, 6), r.requests) for key, r in report.items()
+    })
 
 
 def poke_message(key: str, waiting: int) -> dict[str, Any]:
-    return {"type": "poke", "revision": key, "waiting": waiting}
+    """The `poke` up message (`gateway.wire.Poke`) in its JSON-object form, for senders typed
+    on mappings (`ControllerLink.send_up` takes a `Poke` as well)."""
+    return Poke(key, waiting).to_wire()
 
 
 class Pokes:
@@ -163,7 +154,7 @@ class Pokes:
 
 async def report_stats(
     acc: StatsAccumulator,
-    send: Callable[[Mapping[str, Any]], Awaitable[bool]],
+    send: Callable[[Stats], Awaitable[bool]],
     *,
     clock: Callable[[], float],
     wall: Callable[[], float] = time.time,

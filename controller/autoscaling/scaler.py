@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from controller.autoscaling.hpa import HpaDecider
 from controller.autoscaling.kpa import Decision, KpaDecider
 from controller.autoscaling.settings import AutoscalerSettings
 from controller.autoscaling.windows import RevisionMetrics
+from gateway.wire import Poke, Stats
 
 log = logging.getLogger("flint.scaler")
 
@@ -78,25 +79,22 @@ class Scaler:
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def record_stats(self, worker: str, message: Mapping[str, Any]) -> None:
+    def record_stats(self, worker: str, stats: Stats) -> None:
         """A gateway worker's `stats` message: one bucket, every revision it saw recently."""
-        bucket = int(message.get("bucket") or 0)
-        for key, values in (message.get("revisions") or {}).items():
-            state = self._state(str(key))
+        for key, load in stats.revisions.items():
+            state = self._state(key)
             if state is None:
                 continue
-            state.metrics.record_report(
-                worker, bucket, float(values.get("concurrency") or 0.0), int(values.get("requests") or 0)
-            )
+            state.metrics.record_report(worker, stats.bucket, load.concurrency, load.requests)
 
-    def record_poke(self, worker: str, message: Mapping[str, Any]) -> None:
+    def record_poke(self, worker: str, poke: Poke) -> None:
         """A request waits for a revision with no ready replica: decide now, not at the tick."""
-        key = str(message.get("revision") or "")
+        key = poke.revision
         state = self._state(key)
         if state is None or state.sampler is not None:  # the HPA class never scales to zero
             return
         now = self._clock()
-        state.metrics.record_poke(worker, math.floor(now), int(message.get("waiting") or 1))
+        state.metrics.record_poke(worker, math.floor(now), poke.waiting)
         self._decide(key, state, now)
 
     def forget(self, key: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Snapshot
+from gateway.wire import decode_snapshot
 from loadtests import bench, bench_nginx, bench_report, bench_stats, procs
 from loadtests.bench_report import ColdSample, LatencyRun, ThroughputRun
 
@@ -180,7 +180,7 @@ def test_nginx_configs(tmp_path: Path) -> None:
 
 
 def test_snapshot_decodes_as_the_gateway_does() -> None:
-    snap = Snapshot.from_wire(bench.snapshot(9001))
+    snap = decode_snapshot(bench.snapshot(9001))
     assert snap.routes[0].hosts == (bench.HOST,)
     assert snap.revisions[0].endpoints[0].port == 9001
     assert snap.revisions[0].container_concurrency == 0

@@ -24,6 +24,7 @@ from gateway.config import (
     Snapshot,
     TrafficSplit,
 )
+from gateway.wire import Ack, BucketLoad, Hello, Poke, SnapshotMessage, Stats
 
 WAIT = 2.0
 
@@ -123,10 +124,15 @@ class Progress:
 
 
 class Link:
-    def __init__(self, hub: GatewayHub, progress: Progress, client: TestClient[Any, Any]) -> None:
+    def __init__(
+        self, hub: GatewayHub, progress: Progress, client: TestClient[Any, Any],
+        reports: list[tuple[str, Stats | Poke]],
+    ) -> None:
         self.hub = hub
         self.progress = progress
         self.client = client
+        self.reports = reports
+        """(worker, message) of every `stats` and `poke` message, as the hub decoded it."""
 
     async def connect(self) -> Any:
         return await self.client.ws_connect(LINK_PATH)
@@ -135,14 +141,15 @@ class Link:
 @pytest.fixture
 async def link() -> AsyncIterator[Link]:
     progress = Progress()
-    hub = GatewayHub(on_progress=progress)
+    reports: list[tuple[str, Stats | Poke]] = []
+    hub = GatewayHub(on_progress=progress, on_report=lambda w, m: reports.append((w, m)))
     app = web.Application()
     app.router.add_get(LINK_PATH, hub.handle)
     server = TestServer(app, host="127.0.0.1")
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
     try:
-        yield Link(hub, progress, client)
+        yield Link(hub, progress, client, reports)
     finally:
         await hub.close()
         await client.close()
@@ -163,9 +170,7 @@ async def ack(ws: Any, version: int, draining: dict[str, int] | None = None) -> 
 async def receive_snapshot(ws: Any) -> Snapshot:
     msg = await ws.receive(timeout=WAIT)
     assert msg.type == WSMsgType.TEXT, msg
-    data = orjson.loads(msg.data)
-    assert data["type"] == "snapshot"
-    return Snapshot.from_wire(data["snapshot"])
+    return SnapshotMessage.decode(msg.data).snapshot
 
 
 async def test_hello_receives_the_current_snapshot(link: Link) -> None:
@@ -345,3 +350,80 @@ async def test_first_publish_after_a_hello_is_newer_than_what_the_worker_serves(
         assert not link.hub.acked_by_all(v)
     finally:
         await ws.close()
+
+
+# ------------------------------------------------------------------------------------------
+# the messages, typed by gateway.wire
+# ------------------------------------------------------------------------------------------
+
+
+async def test_the_previous_gateways_frames_are_understood(link: Link) -> None:
+    """Frames byte for byte as a gateway of the commit before `gateway.wire` sent them."""
+    v = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await ws.send_str('{"type":"hello","worker":"gw/0","version":0}')
+    frame = await ws.receive(timeout=WAIT)
+    # and the frame is what that gateway decodes: the snapshot as orjson serialises it
+    assert frame.data == orjson.dumps({"type": "snapshot", "snapshot": link.hub.snapshot}).decode()
+    await ws.send_str(f'{{"type":"ack","version":{v},"draining":{{"a":2}}}}')
+    await link.progress.wait(1)
+    assert link.hub.workers()[0].version == v and link.hub.draining("a")
+    await ws.send_str('{"type":"stats","bucket":1733480000,"revisions":{"default/hello-00001":'
+                      '{"concurrency":2.333333,"requests":7}}}')
+    await ws.send_str('{"type":"poke","revision":"default/hello-00001","waiting":1}')
+    await ack(ws, v, {})  # processed after the two reports
+    await link.progress.wait(2)
+    assert link.reports == [
+        ("gw/0", Stats(1733480000, {"default/hello-00001": BucketLoad(2.333333, 7)})),
+        ("gw/0", Poke("default/hello-00001", 1)),
+    ]
+    await ws.close()
+
+
+async def test_the_gateways_own_encodings_are_understood(link: Link) -> None:
+    ws = await link.connect()
+    await ws.send_str(Hello("gw/0", 0).encode())
+    await ws.send_str(Poke("ns/a", 3).encode())
+    await ws.send_str(Ack(0).encode())
+    await link.progress.wait(1)
+    assert link.reports == [("gw/0", Poke("ns/a", 3))]
+    await ws.close()
+
+
+async def test_unknown_fields_and_types_from_a_newer_gateway_are_ignored(link: Link) -> None:
+    v = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await ws.send_str(orjson.dumps(
+        {"type": "hello", "worker": "gw/0", "version": 0, "features": ["zstd"]}).decode())
+    await receive_snapshot(ws)
+    await ws.send_str('{"type": "metrics", "rss": 1024}')
+    await ws.send_str(orjson.dumps(
+        {"type": "ack", "version": v, "draining": {"a": 1}, "queued": 4}).decode())
+    await link.progress.wait(1)
+    assert link.hub.workers()[0].version == v
+    assert link.hub.workers()[0].draining == {"a": 1}
+    await ws.close()
+
+
+async def test_a_malformed_message_is_refused_with_the_reason_and_the_link_survives(
+    link: Link, caplog: pytest.LogCaptureFixture
+) -> None:
+    v = link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await hello(ws, "gw/0")
+    await receive_snapshot(ws)
+    with caplog.at_level("WARNING", logger="flint.gatewayhub"):
+        await ws.send_str('{"type": "ack", "version": "soon"}')
+        await ws.send_str('{"type": "stats", "bucket": 1, "revisions": {"ns/a": {"requests": 1}}}')
+        await ws.send_str('{"type": "hello", "worker": 7, "version": 0}')
+        await ack(ws, v)
+        await link.progress.wait(1)
+    assert link.progress.count == 1 and link.reports == []
+    assert [w.id for w in link.hub.workers()] == ["gw/0"]  # the bad hello changed nothing
+    assert link.hub.workers()[0].version == v
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 3
+    assert "ack.version: expected an integer, got string" in refused[0]
+    assert "stats.revisions['ns/a'].concurrency: missing" in refused[1]
+    assert "hello.worker: expected a string, got integer" in refused[2]
+    await ws.close()

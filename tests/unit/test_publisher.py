@@ -20,6 +20,7 @@ from controller.reconcilers import publisher as publisher_module
 from controller.reconcilers.publisher import SnapshotPublisher
 from controller.runtime.base import ChangeCallback, ReplicaSpec, ReplicaState, ReplicaStatus
 from gateway.config import LINK_PATH, Endpoint, Snapshot
+from gateway.wire import SnapshotMessage
 
 Obj = dict[str, Any]
 WAIT = 2.0
@@ -480,7 +481,7 @@ async def test_drain_end_to_end_with_the_real_hub() -> None:
         async def receive() -> Snapshot:
             msg = await ws.receive(timeout=WAIT)
             assert msg.type == WSMsgType.TEXT
-            return Snapshot.from_wire(orjson.loads(msg.data)["snapshot"])
+            return SnapshotMessage.decode(msg.data).snapshot
 
         async def ack(version: int, draining: dict[str, int]) -> None:
             await ws.send_str(orjson.dumps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controller.autoscaling.scaler import Scaler
 from controller.autoscaling.settings import AutoscalerSettings
+from gateway.wire import BucketLoad, Poke, Stats, decode_up
 
 KEY = "default/hello-00001"
 
@@ -37,7 +38,7 @@ class World:
 
 def test_a_poke_decides_at_once_from_zero() -> None:
     w = World()
-    w.scaler.record_poke("gw/0", {"type": "poke", "revision": KEY, "waiting": 3})
+    w.scaler.record_poke("gw/0", Poke(KEY, 3))
     assert w.scaler.desired(KEY) == 1  # ceil(3 / 70) = 1
     assert w.changed == [KEY]
 
@@ -46,8 +47,7 @@ def test_reports_drive_the_decision_every_tick() -> None:
     w = World()
     w.ready = 1
     for second in range(994, 1001):
-        w.scaler.record_stats("gw/0", {"type": "stats", "bucket": second,
-                                       "revisions": {KEY: {"concurrency": 210.0, "requests": 50}}})
+        w.scaler.record_stats("gw/0", Stats(second, {KEY: BucketLoad(210.0, 50)}))
     w.scaler.tick(w.now)
     # 210 concurrent over a target of 100 × 70 % = 70 per replica: ceil(210 / 70) = 3.
     assert w.scaler.desired(KEY) == 3
@@ -55,13 +55,29 @@ def test_reports_drive_the_decision_every_tick() -> None:
     assert view is not None and view["observedStable"] == 210.0 and view["desiredScale"] == 3
 
 
+def test_the_gateways_frames_decode_into_what_the_scaler_takes() -> None:
+    """What a gateway sends (its encodings as of the link's first typed version) drives the
+    scaler through `gateway.wire`, not through raw dicts."""
+    w = World()
+    w.ready = 1
+    for second in range(994, 1001):
+        frame = (f'{{"type":"stats","bucket":{second},"revisions":{{"{KEY}":{{"concurrency":210.0,'
+                 '"requests":50},"other/gone-00001":{"concurrency":0.0,"requests":0}}}')
+        stats = decode_up(frame)
+        assert isinstance(stats, Stats)
+        w.scaler.record_stats("gw/0", stats)  # an unknown revision in the report is skipped
+    w.scaler.tick(w.now)
+    assert w.scaler.desired(KEY) == 3
+    poke = decode_up(f'{{"type":"poke","revision":"{KEY}","waiting":1}}')
+    assert poke == Poke(KEY, 1)
+
+
 def test_no_gateway_connected_means_no_decision() -> None:
     """Without reports 'no data' is not idleness: a busy revision must not be scaled to zero."""
     w = World()
     w.ready = 2
     for second in range(994, 1001):
-        w.scaler.record_stats("gw/0", {"type": "stats", "bucket": second,
-                                       "revisions": {KEY: {"concurrency": 100.0, "requests": 9}}})
+        w.scaler.record_stats("gw/0", Stats(second, {KEY: BucketLoad(100.0, 9)}))
     w.scaler.tick(w.now)
     before = w.scaler.desired(KEY)
     w.connected = False
@@ -75,7 +91,7 @@ def test_unknown_revision_is_not_driven() -> None:
     w = World()
     w.rev = None
     assert w.scaler.desired(KEY) is None
-    w.scaler.record_poke("gw/0", {"revision": KEY})
+    w.scaler.record_poke("gw/0", Poke(KEY, 1))
     assert w.changed == []
 
 
@@ -83,7 +99,7 @@ def test_hpa_revisions_ignore_pokes() -> None:
     w = World()
     w.rev = revision(annotations={"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
                                   "autoscaling.knative.dev/metric": "cpu"})
-    w.scaler.record_poke("gw/0", {"revision": KEY})
+    w.scaler.record_poke("gw/0", Poke(KEY, 1))
     assert w.changed == []
     w.ready = 1
     assert w.scaler.desired(KEY) == 1  # the HPA class never goes below one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.stats import REPORT_WINDOW_S, Pokes, StatsAccumulator, poke_message, stats_message
+from gateway.wire import BucketLoad, Poke, Stats
 
 
 def test_time_weighted_average_over_one_bucket() -> None:
@@ -67,12 +68,16 @@ def test_wire_messages() -> None:
     acc = StatsAccumulator(now=10.0)
     acc.enter("ns/a", 10.5)
     msg = stats_message(10, acc.flush(11.0))
-    assert msg == {
-        "type": "stats",
-        "bucket": 10,
-        "revisions": {"ns/a": {"concurrency": 0.5, "requests": 1}},
-    }
+    assert msg == Stats(10, {"ns/a": BucketLoad(0.5, 1)})
+    assert msg.encode() == (
+        '{"type":"stats","bucket":10,"revisions":{"ns/a":{"concurrency":0.5,"requests":1}}}')
     assert poke_message("ns/a", 3) == {"type": "poke", "revision": "ns/a", "waiting": 3}
+    assert poke_message("ns/a", 3) == Poke("ns/a", 3).to_wire()
+
+
+def test_stats_messages_round_concurrency_to_micro_requests() -> None:
+    msg = stats_message(10, {"ns/a": BucketLoad(2 / 3, 2)})
+    assert msg.revisions["ns/a"] == BucketLoad(0.666667, 2)
 
 
 def test_pokes_are_deduplicated_until_ready_or_failed() -> None:

@@ -1,0 +1,429 @@
+"""The gateway ↔ controller link protocol: every message, its JSON form and its decoder (pure).
+
+The link is one websocket per gateway worker at `gateway.config.LINK_PATH`; each message is one
+JSON text frame, an object whose `type` names it. Both planes import this module: the gateway
+encodes the up messages and decodes the down one, the controller the other way round.
+
+down (controller → worker):
+    `SnapshotMessage`  {"type": "snapshot", "snapshot": <Snapshot>}
+        The routing snapshot (`gateway.config.Snapshot` as orjson serialises the dataclasses;
+        `decode_snapshot` reads it back). The worker persists the same object to
+        `GatewaySettings.snapshot_path` and loads it at start.
+up (worker → controller):
+    `Hello`  {"type": "hello", "worker": "<gateway-id>/<index>", "version": <last applied version>}
+        The first message of a connection.
+    `Ack`    {"type": "ack", "version": N, "draining": {"<endpoint id>": <in-flight count>, ...}}
+        Sent after applying snapshot N, and again whenever a draining endpoint's in-flight
+        count changes to zero. `draining` lists endpoints no longer in the snapshot that still
+        have requests in flight; an endpoint absent from it has none (so does an absent map).
+    `Stats`  {"type": "stats", "bucket": <unix second>,
+              "revisions": {"<ns>/<name>": {"concurrency": F, "requests": N}, ...}}
+        Every second, for the bucket that just ended: per revision the time-weighted average of
+        requests queued plus in flight in this worker, and the requests that arrived. Every
+        revision the worker saw in the last stable window is reported, with zeros when idle
+        (a missing report means unknown, never zero).
+    `Poke`   {"type": "poke", "revision": "<ns>/<name>", "waiting": N}
+        At once when a request arrives for a revision with no ready replica (one per revision
+        until a replica is ready again, not one per request).
+
+Compatibility: a decoder ignores fields it does not know, and `decode_up` / `decode_down`
+return None for a message type they do not know, so either side may be newer. Fields added
+after the first release have defaults (the snapshot's `cluster_local`, `starting`, `failure`,
+`service`, `brokers`, ...). Anything else that is not of the documented shape raises `WireError`,
+whose text names the field (`snapshot.routes[0].hosts: expected an array, got string`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self, TypeVar
+
+import orjson
+
+from gateway.config import (
+    BrokerEntry,
+    Endpoint,
+    RevisionTarget,
+    RouteEntry,
+    Snapshot,
+    TagTarget,
+    TrafficSplit,
+)
+
+T = TypeVar("T")
+
+
+class WireError(ValueError):
+    """A link message (or persisted snapshot) that is not JSON or not of the documented shape."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+
+
+class _Message:
+    """What every message has: its `type` tag, its JSON object form and its text encoding."""
+
+    __slots__ = ()
+    type: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        """The message from its JSON object (the `type` is not checked); raises `WireError`."""
+        raise NotImplementedError
+
+    def encode(self) -> str:
+        """The websocket text frame."""
+        return orjson.dumps(self.to_wire()).decode()
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> Self:
+        """This message from a text frame; raises `WireError` (for another type too)."""
+        obj = _parse(text)
+        kind = _type_of(obj)
+        if kind != cls.type:
+            raise WireError(f"expected a '{cls.type}' message, got '{kind}'")
+        return cls.from_wire(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(_Message):
+    """worker → controller, first on every connection: who it is and what it serves."""
+
+    type: ClassVar[str] = "hello"
+    worker: str
+    """`<gateway-id>/<worker index>`: a reconnect with the same id replaces the old socket."""
+    version: int
+    """Version of the snapshot the worker serves (0: none yet)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "worker": self.worker, "version": self.version}
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(_req(obj, "hello", "worker", _str), _req(obj, "hello", "version", _int))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(_Message):
+    """worker → controller: snapshot `version` is applied; what still drains."""
+
+    type: ClassVar[str] = "ack"
+    version: int
+    draining: Mapping[str, int] = field(default_factory=dict)
+    """Endpoint id → requests in flight, for endpoints no longer in the snapshot."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "version": self.version, "draining": dict(self.draining)}
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(
+            _req(obj, "ack", "version", _int),
+            _opt(obj, "ack", "draining", _map_of(_int), {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketLoad:
+    """One revision's numbers for one bucket (a second) in one worker."""
+
+    concurrency: float
+    """Time-weighted average of requests queued plus in flight."""
+    requests: int
+    """Requests that arrived."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "requests": self.requests}
+
+    @staticmethod
+    def from_wire(value: Any, parent: str, key: str | int) -> BucketLoad:
+        at = _join(parent, key)
+        obj = _obj(value, parent, key)
+        return BucketLoad(_req(obj, at, "concurrency", _float), _req(obj, at, "requests", _int))
+
+
+@dataclass(frozen=True, slots=True)
+class Stats(_Message):
+    """worker → controller, every second: the load of every revision it saw recently."""
+
+    type: ClassVar[str] = "stats"
+    bucket: int
+    """The unix second that just ended."""
+    revisions: Mapping[str, BucketLoad]
+    """Revision key (`namespace/name`) → its load in the bucket."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "bucket": self.bucket,
+            "revisions": {key: load.to_wire() for key, load in self.revisions.items()},
+        }
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(
+            _req(obj, "stats", "bucket", _int),
+            _req(obj, "stats", "revisions", _map_of(BucketLoad.from_wire)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Poke(_Message):
+    """worker → controller, at once: requests wait for a revision with no ready replica."""
+
+    type: ClassVar[str] = "poke"
+    revision: str
+    """Revision key (`namespace/name`)."""
+    waiting: int
+    """Requests waiting for it in this worker."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "revision": self.revision, "waiting": self.waiting}
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(_req(obj, "poke", "revision", _str), _req(obj, "poke", "waiting", _int))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMessage(_Message):
+    """controller → worker: the routing snapshot to serve."""
+
+    type: ClassVar[str] = "snapshot"
+    snapshot: Snapshot
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "snapshot": self.snapshot}  # orjson serialises the dataclasses
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        return cls(_req(obj, "", "snapshot", _snapshot))
+
+
+UpMessage = Hello | Ack | Stats | Poke
+"""A message a gateway worker sends."""
+
+_UP: dict[str, type[UpMessage]] = {m.type: m for m in (Hello, Ack, Stats, Poke)}
+
+
+def decode_up(text: str | bytes) -> UpMessage | None:
+    """A worker → controller frame; None for a type this controller does not know."""
+    obj = _parse(text)
+    kind = _UP.get(_type_of(obj))
+    return kind.from_wire(obj) if kind is not None else None
+
+
+def decode_down(text: str | bytes) -> SnapshotMessage | None:
+    """A controller → worker frame; None for a type this worker does not know."""
+    obj = _parse(text)
+    return SnapshotMessage.from_wire(obj) if _type_of(obj) == SnapshotMessage.type else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The snapshot (the down message's payload and the persisted file)
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    """The snapshot's JSON object as bytes: what the worker persists."""
+    return orjson.dumps(snapshot)
+
+
+def load_snapshot(data: str | bytes) -> Snapshot:
+    """A persisted snapshot (`encode_snapshot`'s bytes); raises `WireError`."""
+    return decode_snapshot(_parse(data, "snapshot"))
+
+
+def decode_snapshot(value: Any) -> Snapshot:
+    """The snapshot from its JSON object (orjson's serialisation of `Snapshot`)."""
+    return _snapshot(value, "", "snapshot")
+
+
+def _snapshot(value: Any, parent: str, key: str | int) -> Snapshot:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return Snapshot(
+        version=_req(obj, at, "version", _int),
+        routes=_req(obj, at, "routes", _tuple_of(_route)),
+        revisions=_req(obj, at, "revisions", _tuple_of(_revision)),
+        brokers=_opt(obj, at, "brokers", _tuple_of(_broker), ()),
+    )
+
+
+def _route(value: Any, parent: str, key: str | int) -> RouteEntry:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return RouteEntry(
+        namespace=_req(obj, at, "namespace", _str),
+        name=_req(obj, at, "name", _str),
+        hosts=_req(obj, at, "hosts", _tuple_of(_str)),
+        traffic=_req(obj, at, "traffic", _tuple_of(_split)),
+        tags=_req(obj, at, "tags", _tuple_of(_tag)),
+        cluster_local=_opt(obj, at, "cluster_local", _bool, False),
+    )
+
+
+def _split(value: Any, parent: str, key: str | int) -> TrafficSplit:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return TrafficSplit(_req(obj, at, "revision", _str), _req(obj, at, "percent", _int))
+
+
+def _tag(value: Any, parent: str, key: str | int) -> TagTarget:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return TagTarget(
+        _req(obj, at, "tag", _str), _req(obj, at, "revision", _str),
+        _req(obj, at, "hosts", _tuple_of(_str)),
+    )
+
+
+def _revision(value: Any, parent: str, key: str | int) -> RevisionTarget:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return RevisionTarget(
+        namespace=_req(obj, at, "namespace", _str),
+        name=_req(obj, at, "name", _str),
+        service=_opt(obj, at, "service", _str, ""),
+        timeout_s=_req(obj, at, "timeout_s", _float),
+        response_start_timeout_s=_req(obj, at, "response_start_timeout_s", _float),
+        idle_timeout_s=_req(obj, at, "idle_timeout_s", _float),
+        container_concurrency=_req(obj, at, "container_concurrency", _int),
+        endpoints=_req(obj, at, "endpoints", _tuple_of(_endpoint)),
+        failure=_opt(obj, at, "failure", _str, ""),
+    )
+
+
+def _endpoint(value: Any, parent: str, key: str | int) -> Endpoint:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return Endpoint(
+        _req(obj, at, "id", _str), _req(obj, at, "host", _str), _req(obj, at, "port", _int),
+        _opt(obj, at, "starting", _bool, False),
+    )
+
+
+def _broker(value: Any, parent: str, key: str | int) -> BrokerEntry:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return BrokerEntry(
+        namespace=_req(obj, at, "namespace", _str),
+        name=_req(obj, at, "name", _str),
+        uid=_req(obj, at, "uid", _str),
+        log=_req(obj, at, "log", _str),
+        durable=_opt(obj, at, "durable", _bool, True),
+        kind=_opt(obj, at, "kind", _str, "broker"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading JSON values. A reader gets the value and where it is, as its parent's path and its key
+# (a field name, an array index or a map key in brackets): the path is joined only for an error
+# or to descend, so a large snapshot does not cost a string per field.
+# ---------------------------------------------------------------------------------------------
+
+Read = Callable[[Any, str, str | int], T]
+
+
+def _join(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    if not parent or key.startswith("["):
+        return parent + key
+    return f"{parent}.{key}"
+
+
+def _parse(text: str | bytes, what: str = "message") -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"invalid JSON: {exc}") from exc
+    return _obj(value, "", what)
+
+
+def _type_of(obj: Mapping[str, Any]) -> str:
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise WireError("message: 'type' is missing or not a string")
+    return kind
+
+
+def _req(obj: Mapping[str, Any], at: str, name: str, read: Read[T]) -> T:
+    try:
+        value = obj[name]
+    except KeyError:
+        raise WireError(f"{_join(at, name)}: missing") from None
+    return read(value, at, name)
+
+
+def _opt(obj: Mapping[str, Any], at: str, name: str, read: Read[T], default: T) -> T:
+    return read(obj[name], at, name) if name in obj else default
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a decoded value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _wrong(value: Any, parent: str, key: str | int, expected: str) -> WireError:
+    return WireError(f"{_join(parent, key)}: expected {expected}, got {_kind(value)}")
+
+
+def _obj(value: Any, parent: str, key: str | int) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _wrong(value, parent, key, "an object")
+    return value
+
+
+def _str(value: Any, parent: str, key: str | int) -> str:
+    if not isinstance(value, str):
+        raise _wrong(value, parent, key, "a string")
+    return value
+
+
+def _int(value: Any, parent: str, key: str | int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong(value, parent, key, "an integer")
+    return value
+
+
+def _float(value: Any, parent: str, key: str | int) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _wrong(value, parent, key, "a number")
+    return float(value)
+
+
+def _bool(value: Any, parent: str, key: str | int) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong(value, parent, key, "a boolean")
+    return value
+
+
+def _tuple_of(read: Read[T]) -> Read[tuple[T, ...]]:
+    def read_array(value: Any, parent: str, key: str | int) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise _wrong(value, parent, key, "an array")
+        at = _join(parent, key)
+        return tuple([read(item, at, i) for i, item in enumerate(value)])
+
+    return read_array
+
+
+def _map_of(read: Read[T]) -> Read[dict[str, T]]:
+    def read_object(value: Any, parent: str, key: str | int) -> dict[str, T]:
+        at = _join(parent, key)
+        return {k: read(item, at, f"[{k!r}]") for k, item in _obj(value, parent, key).items()}
+
+    return read_object
