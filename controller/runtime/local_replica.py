@@ -9,14 +9,12 @@ import signal
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from controller.runtime import process, records
 from controller.runtime.base import Probe, ReplicaSpec, ReplicaState, ReplicaStatus
+from controller.runtime.local_settings import LocalRuntimeSettings
 from controller.runtime.probes import run_probe
-
-if TYPE_CHECKING:
-    from controller.runtime.local import LocalRuntimeSettings
 
 log = logging.getLogger(__name__)
 

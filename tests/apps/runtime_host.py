@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from controller.runtime.base import ReplicaSpec
-from controller.runtime.local import LocalRuntime, LocalRuntimeSettings
+from controller.runtime.local import LocalRuntime
+from controller.runtime.local_settings import LocalRuntimeSettings
 
 
 async def main(state_dir: Path, image_dir: Path, argv: list[str]) -> None:

@@ -26,7 +26,8 @@ import uvloop
 
 from controller.runtime import process, records
 from controller.runtime.base import Probe, ReplicaSpec, ReplicaStatus
-from controller.runtime.local import LocalRuntime, LocalRuntimeSettings, StateDirBusy
+from controller.runtime.local import LocalRuntime, StateDirBusy
+from controller.runtime.local_settings import LocalRuntimeSettings
 from controller.runtime.process import find_by_replica_id
 
 APPS = Path(__file__).resolve().parent.parent / "apps"
