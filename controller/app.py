@@ -15,8 +15,8 @@ from controller.autoscaling.scaler import Scaler
 from controller.builds.artifacts import ArtifactStore
 from controller.credentials import Credentials, ensure_credentials
 from controller.dispatcher_proxy import DispatcherProxy
-from controller.dispatchhub import PLAN_PATH, DispatchHub
-from controller.eventing.plan import build_plan
+from controller.dispatchhub import DispatchHub
+from controller.eventing.plan import PLAN_PATH, build_plan
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.listeners import start_sites

@@ -20,7 +20,6 @@ from aiohttp import web
 
 from controller.eventing.plan import DispatchPlan
 
-PLAN_PATH = "/internal/dispatch/plan"
 LONG_POLL_S = 20.0
 SEEN_TIMEOUT_S = LONG_POLL_S + 10.0
 """A dispatcher not heard from for this long counts as disconnected."""

@@ -7,13 +7,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.autoscaling.settings import AutoscalerSettings
-from controller.reconcilers.gc import GCSettings
 
 
 def default_state_dir() -> Path:
     """A per-user state directory: `$XDG_STATE_HOME/flint` or `~/.local/state/flint`."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "flint"
+
+
+@dataclass(frozen=True)
+class GCSettings:
+    """Knative's `config-gc`, with its defaults (applied by `controller.reconcilers.gc`)."""
+
+    retain_since_create_time_s: float = 48 * 3600
+    """A revision younger than this is kept (seconds; default 48 h; -1 disables the rule)."""
+    retain_since_last_active_time_s: float = 15 * 3600
+    """A revision routed more recently than this is kept (seconds; default 15 h; -1 disables)."""
+    min_non_active_revisions: int = 20
+    """Always keep at least this many non-active revisions per configuration (default 20)."""
+    max_non_active_revisions: int = 1000
+    """Never keep more than this many non-active revisions (default 1000; -1: no maximum)."""
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,9 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.dispatchhub import PLAN_PATH
 from controller.eventing.logreader import LogReader
 from controller.eventing.metrics import DispatcherMetrics
-from controller.eventing.plan import DispatchPlan, TriggerPlan
+from controller.eventing.plan import PLAN_PATH, DispatchPlan, TriggerPlan
 from controller.eventing.runner import TriggerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.state import DispatcherState

@@ -20,9 +20,12 @@ from controller.api.eventing import (
     broker_class,
 )
 
-__all__ = ["DispatchPlan", "TriggerPlan", "broker_log_relpath", "build_plan"]
+__all__ = ["PLAN_PATH", "DispatchPlan", "TriggerPlan", "broker_log_relpath", "build_plan"]
 
 Obj = dict[str, Any]
+
+PLAN_PATH = "/internal/dispatch/plan"
+"""Path of the controller's long poll that serves the plan to the dispatcher."""
 
 
 def broker_log_relpath(uid: str) -> str:

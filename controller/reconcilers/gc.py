@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +10,7 @@ from controller.api.naming import (
     ROUTING_STATE_LABEL,
     ROUTING_STATE_MODIFIED_ANNOTATION,
 )
+from controller.settings import GCSettings
 
 Obj = dict[str, Any]
 
@@ -19,20 +19,6 @@ NO_GC_ANNOTATION = "serving.knative.dev/no-gc"
 
 DISABLED = -1
 """A setting of -1 disables that rule, as Knative's "disabled"."""
-
-
-@dataclass(frozen=True)
-class GCSettings:
-    """Knative's `config-gc`, with its defaults."""
-
-    retain_since_create_time_s: float = 48 * 3600
-    """A revision younger than this is kept (seconds; default 48 h; -1 disables the rule)."""
-    retain_since_last_active_time_s: float = 15 * 3600
-    """A revision routed more recently than this is kept (seconds; default 15 h; -1 disables)."""
-    min_non_active_revisions: int = 20
-    """Always keep at least this many non-active revisions per configuration (default 20)."""
-    max_non_active_revisions: int = 1000
-    """Never keep more than this many non-active revisions (default 1000; -1: no maximum)."""
 
 
 def _time(ts: str | None) -> float | None:

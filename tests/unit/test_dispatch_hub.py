@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from controller import dispatchhub
-from controller.dispatchhub import PLAN_PATH, SEEN_TIMEOUT_S, DispatchHub
-from controller.eventing.plan import DispatchPlan, TriggerPlan
+from controller.dispatchhub import SEEN_TIMEOUT_S, DispatchHub
+from controller.eventing.plan import PLAN_PATH, DispatchPlan, TriggerPlan
 
 T0 = 1_700_000_000.0
 
