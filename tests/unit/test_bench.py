@@ -346,3 +346,7 @@ def test_baseline_errors_are_warned() -> None:
     assert "WARNING: errors in the compared runs (gateway 5, baseline 0)" in \
         bench_report.baseline_markdown(cmp, {"rev": "main"})[-1]
 
+
+def test_parse_args_baseline() -> None:
+    assert bench.parse_args([]).baseline is None
+    assert bench.parse_args(["--baseline", "HEAD~3"]).baseline == "HEAD~3"
