@@ -6,9 +6,9 @@ gateway measured beside the current one in the same run.
 2. `probe`: with the interpreter, environment (`PYTHONPATH=<tree>` first) and working directory
    the baseline gateway will get, `import gateway.__main__` must load every `gateway` and
    `flint_common` module from that tree and none from the current checkout (the editable install
-   would supply a package the old tree lacks); the old `Snapshot.from_wire` must read the
-   benchmark's snapshot; and `python -m gateway --help` tells which flags it takes (revisions
-   before the trust work have no `--token-file`);
+   would supply a package the old tree lacks); its snapshot decoder (`gateway.wire.decode_snapshot`,
+   `Snapshot.from_wire` before it) must read the benchmark's snapshot; and `python -m gateway
+   --help` tells which flags it takes (revisions before the trust work have no `--token-file`);
 3. `gateway_argv`: the command line for those flags, or an error naming what REV's gateway lacks.
 
 Everything that runs here is short-lived and waited for; the pure parts are unit-tested.
@@ -31,22 +31,35 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("gateway", "flint_common")
 """Top-level packages the gateway's process imports from the repository."""
 REQUIRED_FLAGS = ("--port", "--admin-port", "--workers", "--controller", "--state-dir", "--log-level")
+SNAPSHOT_DECODERS = (("gateway.wire", "decode_snapshot"), ("gateway.config", "Snapshot.from_wire"))
+"""Where revisions decode the persisted snapshot, newest first; the first one found is tried on the
+benchmark's snapshot (a revision with none is started anyway: its log tells if it cannot route)."""
 PROBE_MARK = "flint-bench-probe: "
 TIMEOUT_S = 60.0
 
 _PROBE = f"""
-import json, sys
+import importlib, json, sys
 import gateway.__main__  # the command's imports: server, worker, proxy, ...
+decoder = snapshot_error = None
+with open(sys.argv[1]) as f:
+    snapshot = json.load(f)
+for module, attr in {SNAPSHOT_DECODERS!r}:
+    try:
+        decode = importlib.import_module(module)
+        for part in attr.split("."):
+            decode = getattr(decode, part)
+    except (ImportError, AttributeError):
+        continue
+    decoder = module + "." + attr
+    try:
+        decode(snapshot)
+    except Exception as exc:
+        snapshot_error = repr(exc)
+    break
 modules = {{name: getattr(m, "__file__", None) for name, m in list(sys.modules.items())
             if name.split(".")[0] in {PACKAGES!r}}}
-try:
-    from gateway.config import Snapshot
-    with open(sys.argv[1]) as f:
-        Snapshot.from_wire(json.load(f))
-    snapshot_error = None
-except Exception as exc:
-    snapshot_error = repr(exc)
-print({PROBE_MARK!r} + json.dumps({{"modules": modules, "snapshot_error": snapshot_error}}))
+print({PROBE_MARK!r} + json.dumps({{"modules": modules, "decoder": decoder,
+                                    "snapshot_error": snapshot_error}}))
 """
 
 
@@ -75,6 +88,8 @@ class Baseline:
     """Long options REV's `python -m gateway --help` lists."""
     modules: dict[str, str] = field(default_factory=dict)
     """Module → file, as the probe imported them (all under `tree`)."""
+    decoder: str | None = None
+    """The snapshot decoder the probe found and tried (None: none of `SNAPSHOT_DECODERS`)."""
 
     def env(self, base: Mapping[str, str]) -> dict[str, str]:
         return {**base, "PYTHONPATH": pythonpath(self.tree, base.get("PYTHONPATH"))}
@@ -82,7 +97,7 @@ class Baseline:
     def to_json(self) -> dict[str, Any]:
         return {"rev": self.rev, "commit": self.commit.id, "subject": self.commit.subject,
                 "token_file_flag": "--token-file" in self.flags,
-                "gateway_file": self.modules.get("gateway")}
+                "gateway_file": self.modules.get("gateway"), "snapshot_decoder": self.decoder}
 
 
 def git(repo: Path, *args: str) -> str:
@@ -169,10 +184,20 @@ def _tail(text: str, n: int = 1500) -> str:
     return text.strip()[-n:]
 
 
+@dataclass(frozen=True)
+class Probe:
+    modules: dict[str, str]
+    """Module → file of every `gateway` and `flint_common` module imported."""
+    flags: frozenset[str]
+    """The long options of its `python -m gateway --help`."""
+    decoder: str | None
+    """The snapshot decoder found (and tried), if any."""
+
+
 def probe(tree: Path, env: Mapping[str, str], snapshot: Mapping[str, Any],
-          python: str = sys.executable) -> tuple[dict[str, str], frozenset[str]]:
+          python: str = sys.executable) -> Probe:
     """Check that `python` with `env` and cwd `tree` runs the tree's gateway and that it reads
-    `snapshot`; returns its modules (name → file) and the flags of its `--help`."""
+    `snapshot` (with the first of `SNAPSHOT_DECODERS` it has)."""
     if not (tree / "gateway" / "__main__.py").is_file():
         raise BaselineError("it has no gateway/__main__.py (`python -m gateway` cannot run it)")
     snap = tree.parent / f"{tree.name}-probe-snapshot.json"
@@ -192,14 +217,15 @@ def probe(tree: Path, env: Mapping[str, str], snapshot: Mapping[str, Any],
         raise BaselineError(f"with PYTHONPATH={tree} the gateway does not run that revision's code only: "
                             + "; ".join(strays[:8]) + (" …" if len(strays) > 8 else ""))
     if found["snapshot_error"] is not None:
-        raise BaselineError(f"its gateway cannot read the benchmark's routing snapshot: "
-                            f"{found['snapshot_error']}")
+        raise BaselineError(f"its gateway cannot read the benchmark's routing snapshot "
+                            f"({found['decoder']}): {found['snapshot_error']}")
     h = subprocess.run([python, "-m", "gateway", "--help"], cwd=tree, env=dict(env), capture_output=True,
                        text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT_S)
     if h.returncode != 0:
         raise BaselineError(f"`python -m gateway --help` exited {h.returncode}:\n"
                             f"{_tail(h.stderr + h.stdout)}")
-    return {k: v for k, v in modules.items() if v is not None}, gateway_flags(h.stdout)
+    files = {k: v for k, v in modules.items() if v is not None}
+    return Probe(files, gateway_flags(h.stdout), found["decoder"])
 
 
 def prepare(rev: str, dest: Path, env: Mapping[str, str], snapshot: Mapping[str, Any],
@@ -209,7 +235,8 @@ def prepare(rev: str, dest: Path, env: Mapping[str, str], snapshot: Mapping[str,
     tree = dest.resolve()
     b = Baseline(rev=rev, commit=commit, tree=tree, flags=frozenset())
     try:
-        modules, flags = probe(tree, b.env(env), snapshot, python)
+        found = probe(tree, b.env(env), snapshot, python)
     except BaselineError as exc:
         raise BaselineError(f"{commit.short} ({commit.subject[:60]}): {exc}") from None
-    return Baseline(rev=rev, commit=commit, tree=tree, flags=flags, modules=modules)
+    return Baseline(rev=rev, commit=commit, tree=tree, flags=found.flags, modules=found.modules,
+                    decoder=found.decoder)

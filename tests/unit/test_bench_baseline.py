@@ -116,10 +116,19 @@ MAIN = ("import sys\nimport flint_common.secret\nif __name__ == '__main__':\n"
 def test_probe_accepts_a_tree_that_runs_its_own_code(tmp_path: Path) -> None:
     tree = _fake_tree(tmp_path / "ok", MAIN)
     env = {**os.environ, "PYTHONPATH": bench_baseline.pythonpath(tree, os.environ.get("PYTHONPATH"))}
-    modules, flags = bench_baseline.probe(tree, env, {"version": 1})
-    assert modules["gateway"] == str(tree / "gateway" / "__init__.py")
-    assert modules["flint_common.secret"] == str(tree / "flint_common" / "secret.py")
-    assert set(bench_baseline.REQUIRED_FLAGS) <= flags
+    found = bench_baseline.probe(tree, env, {"version": 1})
+    assert found.modules["gateway"] == str(tree / "gateway" / "__init__.py")
+    assert found.modules["flint_common.secret"] == str(tree / "flint_common" / "secret.py")
+    assert found.modules["gateway.config"] == str(tree / "gateway" / "config.py")  # the decoder's module
+    assert set(bench_baseline.REQUIRED_FLAGS) <= found.flags
+    assert found.decoder == "gateway.config.Snapshot.from_wire"
+    # a newer layout: gateway.wire.decode_snapshot is preferred
+    (tree / "gateway" / "wire.py").write_text("def decode_snapshot(d):\n    return d['version']\n")
+    assert bench_baseline.probe(tree, env, {"version": 1}).decoder == "gateway.wire.decode_snapshot"
+    # no decoder known: nothing to try, the start will tell
+    (tree / "gateway" / "wire.py").unlink()
+    (tree / "gateway" / "config.py").write_text("")
+    assert bench_baseline.probe(tree, env, {"version": 1}).decoder is None
 
 
 def test_probe_fails_clearly(tmp_path: Path) -> None:
@@ -131,7 +140,8 @@ def test_probe_fails_clearly(tmp_path: Path) -> None:
     broken = _fake_tree(tmp_path / "broken", "import not_a_module_anywhere\n")
     with pytest.raises(BaselineError, match=r"(?s)cannot be imported.*not_a_module_anywhere"):
         bench_baseline.probe(broken, {**env, "PYTHONPATH": str(broken)}, {"version": 1})
-    with pytest.raises(BaselineError, match="cannot read the benchmark's routing snapshot: KeyError"):
+    with pytest.raises(BaselineError, match=r"cannot read the benchmark's routing snapshot "
+                                            r"\(gateway\.config\.Snapshot\.from_wire\): KeyError"):
         tree = _fake_tree(tmp_path / "snap", MAIN)
         bench_baseline.probe(tree, {**env, "PYTHONPATH": str(tree)}, {"no": "version"})
     (tmp_path / "empty").mkdir()
@@ -150,3 +160,4 @@ def test_prepare_this_repositorys_head(tmp_path: Path) -> None:
     assert "--token-file" in b.flags
     assert b.env({"PYTHONPATH": "/x"})["PYTHONPATH"] == f"{b.tree}{os.pathsep}/x"
     assert b.to_json()["commit"] == head and b.to_json()["token_file_flag"] is True
+    assert b.decoder in {f"{m}.{a}" for m, a in bench_baseline.SNAPSHOT_DECODERS}
