@@ -1,7 +1,7 @@
 """The side-by-side benchmark: Flint's gateway against direct access and nginx (issue 4).
 
 `python -m loadtests.bench [--rounds 3] [--duration 5] [--connections 32] [--workers 1]
-[--json out.json] [--cold-start-samples 5] [--skip-cold-start] [--skip-scale]`
+[--json out.json] [--cold-start-samples 5] [--skip-cold-start] [--skip-scale] [--baseline REV]`
 
 1. starts, in a private temporary directory, the upstream (nginx, one worker, `return 200`),
    nginx as a reverse proxy to it (`--workers` workers, upstream keep-alive) and the Flint
@@ -16,6 +16,18 @@
    poll the port every 5 ms, one request), `--cold-start-samples` times;
 5. scale from zero to 1,000 concurrent requests (`loadtests.scale_from_zero`);
 6. prints markdown tables and writes JSON to `--json`.
+
+`--baseline REV` (a git revision of this repository: `main`, `HEAD~3`, a commit id) runs REV's
+gateway beside the current one in the same run (issue 10): REV's tree is exported into the
+temporary directory (`git archive`), checked to import its own `gateway` and `flint_common` with
+this interpreter and `PYTHONPATH=<tree>` (`loadtests.bench_baseline`), and started like the
+current gateway (same upstream, workers and flags, its own port and state dir). It is a fourth
+path, "(b0)", measured in every round (direct, gateway, baseline, nginx, …) in the throughput and
+the latency phases; the report compares the current gateway with it: the median CPU µs per
+request (no regression: at most +3 %) and the gateway/nginx throughput ratio (at most 0.02
+lower), each also paired by round, and a verdict line. To check a change against main:
+`python -m loadtests.bench --baseline main --rounds 5 --skip-cold-start --skip-scale`
+(`--baseline HEAD` compares uncommitted changes with the last commit).
 
 Loopback only, bounded in requests and time. Every process it starts carries the temporary
 directory in its command line or environment; all are stopped in `finally` and /proc is checked
@@ -44,6 +56,7 @@ from typing import Any
 
 from flint_common.secret import load_or_create_token
 from loadtests import (
+    bench_baseline,
     bench_cpu,
     bench_nginx,
     bench_report,
@@ -77,6 +90,8 @@ class Options:
     skip_cold_start: bool = False
     skip_scale: bool = False
     scale_requests: int = 1000
+    baseline: str | None = None
+    """A git revision whose gateway runs beside the current one (`--baseline`)."""
     argv: list[str] = field(default_factory=list)
 
 
@@ -159,23 +174,73 @@ def snapshot(upstream_port: int) -> dict[str, Any]:
     }
 
 
+CONTROLLER_URL = "http://127.0.0.1:1"
+"""The gateway's controller link: unreachable on purpose (it serves the persisted snapshot)."""
+
+
+def write_state(state: Path, upstream_port: int) -> Path:
+    """A gateway state dir: the persisted snapshot and the owner's token (the gateway starts only
+    with it, for its controller link). Returns the token file."""
+    (state / "gateway").mkdir(parents=True, exist_ok=True)
+    (state / "gateway" / "snapshot.json").write_text(json.dumps(snapshot(upstream_port)))
+    token = state / "auth" / "token"
+    load_or_create_token(token)
+    return token
+
+
+def _spawn_gateway(started: Started, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path,
+                   port: int, what: str) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        proc = started.add(subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, cwd=str(cwd)))
+    try:
+        wait_status_200(port, HOST, what, lambda: proc.poll() is None)
+    except BenchError as exc:
+        tail = log_path.read_text(errors="replace").strip()[-1500:]
+        raise BenchError(f"{exc}; its log ({log_path.name}):\n{tail}") from exc
+    return proc
+
+
 def start_gateway(
     started: Started, workdir: Path, upstream_port: int, workers: int
 ) -> tuple[int, subprocess.Popen[bytes]]:
     state = workdir / "gateway-state"
-    (state / "gateway").mkdir(parents=True, exist_ok=True)
-    (state / "gateway" / "snapshot.json").write_text(json.dumps(snapshot(upstream_port)))
-    # The gateway starts only with the owner's token (for its controller link, unreachable here).
-    load_or_create_token(state / "auth" / "token")
+    write_state(state, upstream_port)
     port, admin = flint_process.free_ports(2)
     argv = [sys.executable, "-m", "gateway", "--port", str(port), "--admin-port", str(admin),
-            "--workers", str(workers), "--controller", "http://127.0.0.1:1", "--state-dir", str(state),
+            "--workers", str(workers), "--controller", CONTROLLER_URL, "--state-dir", str(state),
             "--log-level", "WARNING"]
-    with (workdir / "gateway.log").open("wb") as log:
-        proc = started.add(subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=started.env(),
-            start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent)))
-    wait_status_200(port, HOST, "the gateway", lambda: proc.poll() is None)
+    proc = _spawn_gateway(started, argv, workdir / "gateway.log", started.env(),
+                          Path(__file__).resolve().parent.parent, port, "the gateway")
+    return port, proc
+
+
+def prepare_baseline(rev: str, workdir: Path, started: Started) -> bench_baseline.Baseline:
+    """Export `rev` into `workdir/baseline` and check that it runs as its own code."""
+    try:
+        b = bench_baseline.prepare(rev, workdir / "baseline", started.env(), snapshot(1))
+    except bench_baseline.BaselineError as exc:
+        raise BenchError(f"--baseline {rev}: {exc}") from exc
+    log(f"baseline {rev}: {b.commit.short} {b.commit.subject[:70]!r}, gateway from {b.modules['gateway']}")
+    return b
+
+
+def start_baseline_gateway(started: Started, workdir: Path, b: bench_baseline.Baseline, upstream_port: int,
+                           workers: int) -> tuple[int, subprocess.Popen[bytes]]:
+    """REV's gateway: the same interpreter and venv, `PYTHONPATH=<its tree>` first and cwd there,
+    its own port and state dir (snapshot + token), the same upstream and workers."""
+    state = workdir / "baseline-state"
+    token = write_state(state, upstream_port)
+    port, admin = flint_process.free_ports(2)
+    try:
+        argv = bench_baseline.gateway_argv(b.flags, sys.executable, port=port, admin_port=admin,
+                                           workers=workers, controller=CONTROLLER_URL, state_dir=state,
+                                           token_file=token)
+    except bench_baseline.BaselineError as exc:
+        raise BenchError(f"--baseline {b.rev} ({b.commit.short}): {exc}") from exc
+    proc = _spawn_gateway(started, argv, workdir / "baseline-gateway.log", b.env(started.env()), b.tree,
+                          port, f"the baseline gateway ({b.rev}, {b.commit.short})")
     return port, proc
 
 
@@ -239,7 +304,8 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def proxy_phase(o: Options, workdir: Path, started: Started) -> tuple[
+def proxy_phase(o: Options, workdir: Path, started: Started,
+                baseline: bench_baseline.Baseline | None = None) -> tuple[
         list[bench_report.ThroughputRun], list[bench_report.LatencyRun]]:
     up_dir, px_dir = workdir / "nginx-upstream", workdir / "nginx-proxy"
     up = start_nginx(started, up_dir, lambda port: bench_nginx.upstream_config(up_dir, port),
@@ -250,8 +316,12 @@ def proxy_phase(o: Options, workdir: Path, started: Started) -> tuple[
     paths = {
         "direct": Path_("direct", up.port, None, []),
         "gateway": Path_("gateway", gw_port, HOST, [gw.pid]),
-        "nginx": Path_("nginx", px.port, HOST, [px.pid]),
     }
+    if baseline is not None:
+        bl_port, bl = start_baseline_gateway(started, workdir, baseline, up.port, o.workers)
+        paths["baseline"] = Path_("baseline", bl_port, HOST, [bl.pid])
+        log(f"baseline gateway ({baseline.rev}, {baseline.commit.short}) :{bl_port}")
+    paths["nginx"] = Path_("nginx", px.port, HOST, [px.pid])
     log(f"upstream nginx :{up.port}, nginx proxy :{px.port}, gateway :{gw_port} ({o.workers} worker(s))")
     for p in paths.values():  # warm up: connections, pools, caches; not counted
         bench_tools.run(bench_tools.wrk_argv(f"http://127.0.0.1:{p.port}/", connections=o.connections,
@@ -358,8 +428,11 @@ def run(o: Options) -> bench_report.Summary:
     workdir = Path(tempfile.mkdtemp(prefix="flint-bench-"))
     started = Started(str(workdir))
     leftovers: dict[int, str] = {}
+    baseline: bench_baseline.Baseline | None = None
     try:
-        throughput, latency = proxy_phase(o, workdir, started)
+        if o.baseline is not None:
+            baseline = prepare_baseline(o.baseline, workdir, started)
+        throughput, latency = proxy_phase(o, workdir, started, baseline)
         leftovers |= reap(started)  # the proxies must not compete with what follows
         cold = None if o.skip_cold_start else cold_start_phase(o, workdir, started)
         leftovers |= reap(started)
@@ -380,9 +453,21 @@ def run(o: Options) -> bench_report.Summary:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
     }
+    if baseline is not None:
+        config["baseline"] = baseline.to_json() | {"new": current_build()}
     s = bench_report.summarize(throughput, latency, cold, scale, config)
     s.leftover_processes = {str(k): v for k, v in leftovers.items()}
     return s
+
+
+def current_build() -> dict[str, Any]:
+    """The checkout the current gateway runs from: its HEAD and whether it has local changes."""
+    try:
+        head = bench_baseline.resolve(bench_baseline.REPO, "HEAD")
+        dirty = bool(bench_baseline.git(bench_baseline.REPO, "status", "--porcelain", "--untracked-files=no"))
+    except bench_baseline.BaselineError:
+        return {"head": None, "dirty": None}
+    return {"head": head.id, "dirty": dirty}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -397,6 +482,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--skip-cold-start", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--scale-requests", type=int, default=1000, help=argparse.SUPPRESS)
+    p.add_argument("--baseline", metavar="REV", default=None,
+                   help="also run the gateway of git revision REV (e.g. main, HEAD~3) and compare")
     args = list(sys.argv[1:] if argv is None else argv)
     a = p.parse_args(args)
     if not 1 <= a.rounds <= 20:
@@ -414,7 +501,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(rounds=a.rounds, duration_s=a.duration, connections=a.connections, workers=a.workers,
                    json_path=a.json, cold_start_samples=a.cold_start_samples,
                    skip_cold_start=a.skip_cold_start, skip_scale=a.skip_scale,
-                   scale_requests=a.scale_requests, argv=args)
+                   scale_requests=a.scale_requests, baseline=a.baseline, argv=args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

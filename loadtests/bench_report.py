@@ -4,6 +4,11 @@ Everything here is pure: `summarize` turns the alternated runs into the figures 
 quotes, `markdown` prints them. A run whose load generator used more than 90 % of a core is
 marked invalid (the generator, not the proxy, may have set the pace); invalid runs are still
 shown, and counted, but the summary says how many there were.
+
+With `--baseline REV` a fourth path, `baseline` (REV's gateway), is measured in every round;
+`compare_baseline` sets the current gateway against it as issue 10 asks: the median CPU µs per
+request (new within +3 % of the baseline's) and the gateway/nginx throughput ratio (the ratio of
+the medians, as in the targets; new within −0.02 of the baseline's), each also paired by round.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from loadtests import bench_stats as st
 
 CPU_LIMIT = 0.9
 """A load generator above this fraction of one core makes its run invalid."""
-PATHS = ("direct", "gateway", "nginx")
+PATHS = ("direct", "gateway", "baseline", "nginx")
 PATH_LABELS = {
     "direct": "(a) direct to the upstream",
     "gateway": "(b) Flint gateway",
+    "baseline": "(b0) Flint gateway, baseline",
     "nginx": "(c) nginx reverse proxy",
 }
 
@@ -31,6 +37,13 @@ TARGET_ADDED_P50_MS = 1.0
 TARGET_ADDED_P99_MS = 3.0
 TARGET_COLD_OVERHEAD_MS = 20.0
 TARGET_SCALE_ALL_S = 5.0
+
+BASELINE_CPU_CHANGE = 0.03
+"""No regression: the new gateway's median CPU per request ≤ the baseline's × (1 + this)."""
+BASELINE_RATIO_DIFFERENCE = -0.02
+"""No regression: the new gateway/nginx throughput ratio ≥ the baseline's + this."""
+VERDICT = "no regression: CPU within +3 %, throughput ratio within −0.02"
+_EPS = 1e-9
 
 
 def invalid(loadgen_cpu_fraction: float, limit: float = CPU_LIMIT) -> bool:
@@ -110,9 +123,14 @@ class Summary:
     scale_from_zero: dict[str, Any] | None = None
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     leftover_processes: dict[str, str] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    """`compare_baseline` of the runs, with `--baseline` only (absent from the JSON otherwise)."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["baseline"] is None:
+            del data["baseline"]
+        return data
 
 
 def _ms(v: float | None) -> float | None:
@@ -244,7 +262,80 @@ def summarize(
         s.targets["1,000 from zero: all succeed within 5 s"] = t
     s.runs = {"throughput": [asdict(r) | {"invalid": r.invalid} for r in throughput],
               "latency": [asdict(r) | {"invalid": r.invalid} for r in latency]}
+    s.baseline = compare_baseline(throughput)
     return s
+
+
+# --- the baseline comparison (issue 10) ----------------------------------------------------------
+
+
+def change(new: float | None, old: float | None) -> float | None:
+    """new / old − 1 (+0.03 = 3 % more); None when either is unknown or old is 0."""
+    r = st.ratio(new, old)
+    return None if r is None else r - 1
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def within(cpu_change: float | None, ratio_difference: float | None) -> dict[str, bool | None]:
+    """The verdict of issue 10: CPU per request at most +3 % and the gateway/nginx throughput
+    ratio at most 0.02 lower than the baseline's (None when a figure is unknown)."""
+    cpu = None if cpu_change is None else cpu_change <= BASELINE_CPU_CHANGE + _EPS
+    rps = None if ratio_difference is None else ratio_difference >= BASELINE_RATIO_DIFFERENCE - _EPS
+    both = None if cpu is None or rps is None else cpu and rps
+    return {"cpu_within": cpu, "rps_ratio_within": rps, "no_regression": both}
+
+
+def compare_baseline(runs: Sequence[ThroughputRun], new: str = "gateway", old: str = "baseline",
+                     ref: str = "nginx") -> dict[str, Any] | None:
+    """The current gateway (`new`) against the baseline build (`old`) from alternated throughput
+    runs: medians over the rounds, the same paired by round, each round's figures and the verdict.
+    None when no run measured `old`."""
+    by = st.by_path([(r.round, r.path, r) for r in runs])
+    if old not in by:
+        return None
+
+    def med(path: str, key: str) -> float | None:
+        return st.median([getattr(r, key) for r in by.get(path, [])])
+
+    cpu_new, cpu_old = med(new, "proxy_cpu_us"), med(old, "proxy_cpu_us")
+    rps_ref = med(ref, "rps")
+    ratio_new, ratio_old = st.ratio(med(new, "rps"), rps_ref), st.ratio(med(old, "rps"), rps_ref)
+    rounds: list[dict[str, Any]] = []
+    for rnd, slot in sorted(st.pair_rounds([(r.round, r.path, r) for r in runs]).items()):
+        n, o, x = slot.get(new), slot.get(old), slot.get(ref)
+        rn = st.ratio(n.rps, x.rps) if n and x else None
+        ro = st.ratio(o.rps, x.rps) if o and x else None
+        cn = n.proxy_cpu_us if n else None
+        co = o.proxy_cpu_us if o else None
+        rounds.append({"round": rnd, "cpu_us_new": cn, "cpu_us_baseline": co, "cpu_change": change(cn, co),
+                       "rps_new": n.rps if n else None, "rps_baseline": o.rps if o else None,
+                       "rps_nginx": x.rps if x else None, "rps_ratio_new": rn, "rps_ratio_baseline": ro,
+                       "rps_ratio_difference": _difference(rn, ro)})
+    cpu_change = change(cpu_new, cpu_old)
+    ratio_difference = _difference(ratio_new, ratio_old)
+    return {
+        "cpu_us_new": cpu_new,
+        "cpu_us_baseline": cpu_old,
+        "cpu_change": cpu_change,
+        "rps_ratio_new": ratio_new,
+        "rps_ratio_baseline": ratio_old,
+        "rps_ratio_difference": ratio_difference,
+        "paired": {
+            "cpu_change": st.median([r["cpu_change"] for r in rounds]),
+            "rps_ratio_new": st.median([r["rps_ratio_new"] for r in rounds]),
+            "rps_ratio_baseline": st.median([r["rps_ratio_baseline"] for r in rounds]),
+            "rps_ratio_difference": st.median([r["rps_ratio_difference"] for r in rounds]),
+        },
+        "rounds": rounds,
+        "limits": {"cpu_change_at_most": BASELINE_CPU_CHANGE,
+                   "rps_ratio_difference_at_least": BASELINE_RATIO_DIFFERENCE},
+        **within(cpu_change, ratio_difference),
+        "errors": {new: sum(r.errors for r in by.get(new, [])), old: sum(r.errors for r in by[old])},
+        "invalid_runs": {p: sum(r.invalid for r in by.get(p, [])) for p in (new, old, ref)},
+    }
 
 
 def _paired_values(runs: Sequence[tuple[int, str, LatencyRun]], a: str, b: str,
@@ -284,6 +375,104 @@ def _validity(d: Mapping[str, Any]) -> str:
     return text + (f" — INVALID {bad}/{d.get('runs')}" if bad else "")
 
 
+def path_label(path: str, config: Mapping[str, Any]) -> str:
+    """A path's row label; the baseline's names its revision."""
+    label = PATH_LABELS.get(path, path)
+    if path == "baseline":
+        rev = (config.get("baseline") or {}).get("rev")
+        label += f" {rev}" if rev else ""
+    return label
+
+
+def _signed(v: float | None, fmt: str, unit: str = "") -> str:
+    """`+1.2` / `−1.2` (a true minus sign, as in the limits), `—` when unknown."""
+    if v is None:
+        return "—"
+    text = f"{abs(v):{fmt}}"
+    sign = "−" if v < 0 and float(text) != 0 else "+"
+    return f"{sign}{text}{unit}"
+
+
+def _yes(v: bool | None) -> str:
+    return {True: "yes", False: "NO", None: "—"}[v]
+
+
+def verdict_line(cmp: Mapping[str, Any]) -> str:
+    """`no regression: CPU within +3 %, throughput ratio within −0.02: yes` (or NO, with what
+    missed; — when a figure is unknown)."""
+    why = []
+    if cmp.get("cpu_within") is False:
+        why.append(f"CPU {_signed(100 * cmp['cpu_change'], '.1f', ' %')}")
+    if cmp.get("rps_ratio_within") is False:
+        why.append(f"throughput ratio {_signed(cmp['rps_ratio_difference'], '.3f')}")
+    return f"{VERDICT}: {_yes(cmp.get('no_regression'))}" + (f" ({'; '.join(why)})" if why else "")
+
+
+def baseline_rows(cmp: Mapping[str, Any]) -> list[list[str]]:
+    """The comparison table's rows: the two figures of the verdict, then the same paired by round."""
+    pct = 100 * BASELINE_CPU_CHANGE
+    cpu_change = cmp.get("cpu_change")
+    paired = cmp.get("paired") or {}
+    paired_cpu = paired.get("cpu_change")
+    return [
+        ["gateway CPU µs/request (median of the rounds)", _f(cmp.get("cpu_us_new"), ".1f"),
+         _f(cmp.get("cpu_us_baseline"), ".1f"),
+         _signed(None if cpu_change is None else 100 * cpu_change, ".1f", " %"),
+         f"≤ +{pct:.0f} %", _yes(cmp.get("cpu_within"))],
+        ["gateway / nginx req/s (ratio of the medians)", _f(cmp.get("rps_ratio_new"), ".3f"),
+         _f(cmp.get("rps_ratio_baseline"), ".3f"), _signed(cmp.get("rps_ratio_difference"), ".3f"),
+         f"≥ {_signed(BASELINE_RATIO_DIFFERENCE, '.2f')}", _yes(cmp.get("rps_ratio_within"))],
+        ["gateway CPU µs/request, paired by round (median of new/baseline − 1)", "", "",
+         _signed(None if paired_cpu is None else 100 * paired_cpu, ".1f", " %"), "", ""],
+        ["gateway / nginx req/s, paired by round (medians; median difference)",
+         _f(paired.get("rps_ratio_new"), ".3f"), _f(paired.get("rps_ratio_baseline"), ".3f"),
+         _signed(paired.get("rps_ratio_difference"), ".3f"), "", ""],
+    ]
+
+
+def baseline_round_rows(cmp: Mapping[str, Any]) -> list[list[str]]:
+    """One row per round: CPU per request and gateway/nginx ratio, new against baseline."""
+    rows = []
+    for r in cmp.get("rounds", []):
+        ch = r.get("cpu_change")
+        rows.append([str(r["round"] + 1),
+                     f"{_f(r.get('cpu_us_new'), '.1f')} / {_f(r.get('cpu_us_baseline'), '.1f')}",
+                     _signed(None if ch is None else 100 * ch, ".1f", " %"),
+                     f"{_f(r.get('rps_ratio_new'), '.3f')} / {_f(r.get('rps_ratio_baseline'), '.3f')}",
+                     _signed(r.get("rps_ratio_difference"), ".3f")])
+    return rows
+
+
+def baseline_markdown(cmp: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
+    """The comparison with the baseline build: its table, the rounds, the verdict (and warnings)."""
+    rev = info.get("rev", "baseline")
+    commit = str(info.get("commit") or "")[:10]
+    name = f"baseline {rev}" + (f" ({commit})" if commit else "")
+    build = info.get("new") or {}
+    new = "new gateway"
+    if build.get("head"):
+        new += f" ({str(build['head'])[:10]}{' + local changes' if build.get('dirty') else ''})"
+    out = [
+        table([f"{new} vs {name}", "new", "baseline", "change", "limit", "within"],
+              baseline_rows(cmp)),
+        table(["round", "CPU µs/req new / baseline", "CPU change", "gateway / nginx req/s new / baseline",
+               "difference"], baseline_round_rows(cmp)),
+    ]
+    out.append(verdict_line(cmp))
+    warnings = []
+    errors = cmp.get("errors") or {}
+    if any(errors.values()):
+        warnings.append("errors in the compared runs (" + ", ".join(f"{k} {v}" for k, v in errors.items())
+                        + "): the figures may not compare")
+    invalid_runs = cmp.get("invalid_runs") or {}
+    if any(invalid_runs.values()):
+        warnings.append("invalid runs, the load generator saturated its core ("
+                        + ", ".join(f"{k} {v}" for k, v in invalid_runs.items() if v) + ")")
+    if warnings:
+        out.append("WARNING: " + "; ".join(warnings))
+    return out
+
+
 def markdown(s: Summary) -> str:
     """The report: paths side by side, ratios against the targets, cold start, scale from zero."""
     c = s.config
@@ -295,7 +484,7 @@ def markdown(s: Summary) -> str:
         if t is None:
             continue
         rows.append([
-            PATH_LABELS[path],
+            path_label(path, c),
             _f(t["rps"]),
             "—" if path == "direct" else _f(t["proxy_cpu_us"], ".1f"),
             _f(t["upstream_cpu_us"], ".1f"),
@@ -324,6 +513,8 @@ def markdown(s: Summary) -> str:
                                              f"{_f(r.get('added_p99_ms_nginx'), '.2f')} ms"],
     ]
     parts.append(table(["ratio", "value"], ratio_rows))
+    if s.baseline is not None:
+        parts += baseline_markdown(s.baseline, c.get("baseline") or {})
     if s.cold_start is not None:
         cs = s.cold_start
         lo, hi = cs["overhead_ms_min_max"]

@@ -54,3 +54,38 @@ def test_eventing_benchmark_smoke(tmp_path: Path) -> None:
     assert data["rate_sent"] == 50 and data["rate_accepted"] == 50 and data["rate_lost"] == 0
     assert data["latency_ms"]["p50"] is not None
     assert data["problems"] == []
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("wrk", "hey", "nginx")),
+                    reason="wrk, hey or nginx is not installed (sh loadtests/setup-tools.sh)")
+def test_side_by_side_benchmark_with_a_baseline_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench", "--baseline", "HEAD", "--rounds", "1", "--duration", "1",
+         "--skip-cold-start", "--skip-scale", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("| (b0) Flint gateway, baseline HEAD | ") for line in lines)
+    assert any(line.startswith(f"| new gateway ({head[:10]}") and f"vs baseline HEAD ({head[:10]})" in line
+               for line in lines)
+    # HEAD against HEAD: the verdict is printed (yes or NO: one 1-s round is noise, not a verdict)
+    verdict = [line for line in lines if line.startswith("no regression: CPU within +3 %")]
+    assert len(verdict) == 1 and verdict[0].split(": ")[-1].split(" ")[0] in ("yes", "NO")
+    data = json.loads(out.read_text())
+    assert data["config"]["baseline"]["commit"] == head
+    assert data["throughput"]["baseline"]["requests"] > 0 and data["throughput"]["baseline"]["errors"] == 0
+    assert data["baseline"]["cpu_us_baseline"] > 0 and data["baseline"]["rps_ratio_baseline"] > 0
+    assert [x["path"] for x in data["runs"]["throughput"]] == ["direct", "gateway", "baseline", "nginx"]
+    assert data["leftover_processes"] == {}
+    # the baseline ran from the exported tree in the benchmark's temporary dir, now gone with its processes
+    gateway_file = Path(data["config"]["baseline"]["gateway_file"])
+    workdir = gateway_file.parent.parent.parent
+    assert gateway_file == workdir / "baseline" / "gateway" / "__init__.py"
+    assert workdir.name.startswith("flint-bench-")
+    assert not workdir.exists()
+    assert not procs_mentioning(str(workdir))

@@ -3,6 +3,7 @@ its table, the invalid flag, nginx configs, the gateway snapshot, argument bound
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -227,3 +228,125 @@ def test_reap_of_a_clean_exit_kills_nothing(tmp_path: Path) -> None:
     assert bench.reap(started) == {}
     assert procs.mentioning(str(tmp_path)) == {}
     assert os.environ.get(bench.MARKER_ENV) is None
+
+
+# --- the baseline comparison (issue 10) ------------------------------------------------------------
+
+
+def _rounds(gw: list[tuple[float, float]], bl: list[tuple[float, float]],
+            nginx_rps: list[float]) -> list[ThroughputRun]:
+    """Alternated runs: per round (rps, cpu) of the gateway and the baseline, nginx's rps."""
+    runs = []
+    for rnd, ((g_rps, g_cpu), (b_rps, b_cpu), n_rps) in enumerate(zip(gw, bl, nginx_rps, strict=True)):
+        runs += [_tp(rnd, "direct", 100_000, None), _tp(rnd, "gateway", g_rps, g_cpu),
+                 _tp(rnd, "baseline", b_rps, b_cpu), _tp(rnd, "nginx", n_rps, 14.0)]
+    return runs
+
+
+def test_compare_baseline_medians_paired_and_rounds() -> None:
+    runs = _rounds(gw=[(30_000, 24.0), (32_000, 22.0), (31_000, 23.0)],
+                   bl=[(31_000, 23.0), (33_000, 22.0), (30_000, 22.5)],
+                   nginx_rps=[60_000, 64_000, 62_000])
+    cmp = bench_report.compare_baseline(runs)
+    assert cmp is not None
+    assert cmp["cpu_us_new"] == 23.0 and cmp["cpu_us_baseline"] == 22.5
+    assert cmp["cpu_change"] == pytest.approx(23.0 / 22.5 - 1)
+    assert cmp["rps_ratio_new"] == pytest.approx(31_000 / 62_000)
+    assert cmp["rps_ratio_baseline"] == pytest.approx(31_000 / 62_000)
+    assert cmp["rps_ratio_difference"] == pytest.approx(0.0)
+    r = cmp["rounds"]
+    assert [x["round"] for x in r] == [0, 1, 2]
+    assert r[0]["cpu_change"] == pytest.approx(24 / 23 - 1)
+    assert r[1]["cpu_change"] == pytest.approx(0.0)
+    assert r[0]["rps_ratio_new"] == pytest.approx(0.5)
+    assert r[0]["rps_ratio_difference"] == pytest.approx(30_000 / 60_000 - 31_000 / 60_000)
+    assert cmp["paired"]["cpu_change"] == pytest.approx(23 / 22.5 - 1)  # median of +4.3, 0, +2.2 %
+    assert cmp["paired"]["rps_ratio_difference"] == pytest.approx(-1_000 / 64_000)
+    assert cmp["no_regression"] is True and cmp["cpu_within"] and cmp["rps_ratio_within"]
+    assert cmp["errors"] == {"gateway": 0, "baseline": 0}
+
+
+def test_compare_baseline_without_baseline_runs() -> None:
+    assert bench_report.compare_baseline(_rounds([(1, 1)], [(1, 1)], [1])[:2]) is None
+    s = _summary()
+    assert s.baseline is None and "baseline" not in s.to_json()
+    assert "no regression" not in bench_report.markdown(s)
+    assert "(b0)" not in bench_report.markdown(s)
+
+
+def test_verdict_limits() -> None:
+    assert bench_report.within(0.03, -0.02) == {"cpu_within": True, "rps_ratio_within": True,
+                                                "no_regression": True}
+    # exactly at the limits after floating-point arithmetic still passes
+    assert bench_report.within(bench_report.change(20.6, 20.0), 0.48 - 0.5)["no_regression"] is True
+    assert bench_report.within(0.031, 0.0) == {"cpu_within": False, "rps_ratio_within": True,
+                                               "no_regression": False}
+    assert bench_report.within(-0.5, -0.021)["rps_ratio_within"] is False
+    assert bench_report.within(None, 0.0) == {"cpu_within": None, "rps_ratio_within": True,
+                                              "no_regression": None}
+    assert bench_report.change(1.0, 0.0) is None and bench_report.change(None, 1.0) is None
+
+
+def test_verdict_line() -> None:
+    line = bench_report.verdict_line
+    assert line(bench_report.within(0.01, 0.0)) == \
+        "no regression: CPU within +3 %, throughput ratio within −0.02: yes"
+    cmp = {"cpu_change": 0.052, "rps_ratio_difference": -0.031, **bench_report.within(0.052, -0.031)}
+    assert line(cmp) == ("no regression: CPU within +3 %, throughput ratio within −0.02: NO "
+                         "(CPU +5.2 %; throughput ratio −0.031)")
+    assert line(bench_report.within(None, None)).endswith(": —")
+
+
+def test_baseline_markdown_rows() -> None:
+    runs = _rounds(gw=[(30_000, 24.0), (30_000, 24.0)], bl=[(32_000, 22.0), (32_000, 22.0)],
+                   nginx_rps=[60_000, 60_000])
+    cmp = bench_report.compare_baseline(runs)
+    assert cmp is not None
+    rows = bench_report.baseline_rows(cmp)
+    assert rows[0] == ["gateway CPU µs/request (median of the rounds)", "24.0", "22.0", "+9.1 %", "≤ +3 %",
+                       "NO"]
+    assert rows[1] == ["gateway / nginx req/s (ratio of the medians)", "0.500", "0.533", "−0.033", "≥ −0.02",
+                       "NO"]
+    assert bench_report.baseline_round_rows(cmp) == [
+        ["1", "24.0 / 22.0", "+9.1 %", "0.500 / 0.533", "−0.033"],
+        ["2", "24.0 / 22.0", "+9.1 %", "0.500 / 0.533", "−0.033"]]
+
+
+def test_summary_and_markdown_with_a_baseline() -> None:
+    runs = _rounds(gw=[(30_000, 22.0)], bl=[(30_300, 22.0)], nginx_rps=[60_000])
+    config = {"command": "python -m loadtests.bench --baseline main", "rounds": 1,
+              "baseline": {"rev": "main", "commit": "0123456789abcdef", "subject": "s",
+                           "new": {"head": "fedcba9876543210", "dirty": True}}}
+    s = bench_report.summarize(runs, [], None, None, config)
+    assert s.baseline is not None and s.baseline["no_regression"] is True
+    data = s.to_json()
+    assert data["baseline"]["cpu_us_baseline"] == 22.0 and data["throughput"]["baseline"]["rps"] == 30_300
+    out = bench_report.markdown(s)
+    lines = out.splitlines()
+    assert any(x.startswith("| (b0) Flint gateway, baseline main | 30300 | 22.0 |") for x in lines)
+    assert ("| new gateway (fedcba9876 + local changes) vs baseline main (0123456789) | new | baseline "
+            "| change | limit | within |") in lines
+    assert "| 1 | 22.0 / 22.0 | +0.0 % | 0.500 / 0.505 | −0.005 |" in lines
+    assert "no regression: CPU within +3 %, throughput ratio within −0.02: yes" in lines
+    assert "WARNING" not in out
+    order = [x.split(" |")[0] for x in lines if x.startswith("| (")]
+    assert order == ["| (a) direct to the upstream", "| (b) Flint gateway",
+                     "| (b0) Flint gateway, baseline main", "| (c) nginx reverse proxy"]
+    for block in out.split("\n\n"):
+        rows = [r for r in block.splitlines() if r.startswith("|")]
+        if rows:
+            assert len({r.count(" | ") for r in rows if "---" not in r}) == 1
+
+
+def test_baseline_errors_are_warned() -> None:
+    runs = _rounds(gw=[(30_000, 22.0)], bl=[(30_000, 22.0)], nginx_rps=[60_000])
+    runs[1] = dataclasses.replace(runs[1], errors=5)
+    cmp = bench_report.compare_baseline(runs)
+    assert cmp is not None and cmp["errors"] == {"gateway": 5, "baseline": 0}
+    assert "WARNING: errors in the compared runs (gateway 5, baseline 0)" in \
+        bench_report.baseline_markdown(cmp, {"rev": "main"})[-1]
+
+
+def test_parse_args_baseline() -> None:
+    assert bench.parse_args([]).baseline is None
+    assert bench.parse_args(["--baseline", "HEAD~3"]).baseline == "HEAD~3"
