@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from gateway.activator import Activator, StartingProber
+from gateway.activator import Activator
 from gateway.channels.wake import WakeSender
 from gateway.config import GatewaySettings
 from gateway.home import HomeRouter
 from gateway.ingress import BrokerIngress
+from gateway.prober import StartingProber
 from gateway.proxy import ProxyProtocol
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
