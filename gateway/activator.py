@@ -97,7 +97,11 @@ class Activator:
         loop: asyncio.AbstractEventLoop | None = None,
         controller_connected: Callable[[], bool] = lambda: False,
         poke: Callable[[str, int], None] | None = None,
+        pokes: Pokes | None = None,
     ) -> None:
+        """Tell it about capacity: `on_release`, `on_snapshot` and `on_promoted` (the router's
+        and the prober's events, wired by `gateway.worker.build_context`). `poke(key, waiting)`
+        asks the autoscaler for a replica of a revision at zero; `pokes` deduplicates them."""
         self._router = router
         self.queue_limit = settings.queue_limit_per_revision
         self.budget = settings.queue_memory_budget_bytes // max(1, workers)
@@ -109,7 +113,7 @@ class Activator:
         self._loop = loop
         self.controller_connected = controller_connected
         self._poke = poke
-        self.pokes = Pokes()
+        self.pokes = pokes if pokes is not None else Pokes()
         self._queues: dict[str, _Queue] = {}
         self._busy: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -123,8 +127,6 @@ class Activator:
         """revision key → requests that waited for a replica to start (queued with none ready)."""
         self.cold_start_latency: dict[str, Histogram] = {}
         """revision key → how long those requests waited (seconds)."""
-        router.on_release = self._on_release
-        router.listeners.append(self.on_snapshot)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -315,7 +317,8 @@ class Activator:
         if key in self._queues:
             self.dispatch(key, self._clock())
 
-    def _on_release(self, endpoint_id: str) -> None:
+    def on_release(self, endpoint_id: str) -> None:
+        """A slot of `endpoint_id` was released: its revision's queue may move."""
         if not self._queues:
             return
         key = self._router.balancer.revision_of(endpoint_id)

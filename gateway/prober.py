@@ -42,7 +42,6 @@ class StartingProber:
         self.connect_timeout_s = connect_timeout_s
         self.on_ready = on_ready
         self._tasks: dict[str, tuple[Endpoint, asyncio.Task[None]]] = {}
-        router.listeners.append(self.sync)
         self.sync()
 
     @property
@@ -50,6 +49,8 @@ class StartingProber:
         return sorted(self._tasks)
 
     def sync(self, _: Snapshot | None = None) -> None:
+        """Probe the router's unprobed starting endpoints, stop the probes of the others (after
+        every snapshot)."""
         wanted = {ep.id: ep for ep in self._router.balancer.unprobed()}
         for ep_id in list(self._tasks):
             ep, task = self._tasks[ep_id]

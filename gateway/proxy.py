@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import httptools
 
@@ -18,7 +17,8 @@ from gateway.client import (
     ProxyMetrics,
     RouteCounter,
 )
-from gateway.config import Endpoint, GatewaySettings, RevisionTarget
+from gateway.config import Endpoint, RevisionTarget
+from gateway.context import WorkerContext
 from gateway.headers import (
     COLON,
     CRLF,
@@ -29,12 +29,9 @@ from gateway.headers import (
 )
 from gateway.ingress import HOST_PREFIXES
 from gateway.proxy_ingress import IngressExchange
-from gateway.router import RouteMiss, Router
+from gateway.router import RouteMiss
 from gateway.stats import RevStats
-from gateway.upstream import UpstreamConn, UpstreamPool
-
-if TYPE_CHECKING:
-    from gateway.proxy_factory import ProxyFactory
+from gateway.upstream import UpstreamConn
 
 HOME_SLACK_S = 1.0
 """A request forwarded to its revision's home worker waits this much longer than the
@@ -108,22 +105,16 @@ class ProxyProtocol(IngressExchange):
         "_via_home",
     )
 
-    def __init__(
-        self,
-        router: Router,
-        settings: GatewaySettings,
-        metrics: ProxyMetrics,
-        pool: UpstreamPool,
-        loop: asyncio.AbstractEventLoop,
-        ctx: ProxyFactory | None = None,
-    ) -> None:
-        super().__init__(settings, metrics, loop)
-        self._router = router
-        self._pool = pool
+    def __init__(self, ctx: WorkerContext, *, trusted: bool = False, public: bool = False) -> None:
+        """`trusted`: accepted on the unix socket on which the other workers forward requests
+        (their `x-flint-*` headers are honoured; counted in `ctx.home_metrics`). `public`:
+        accepted on a `--listen` address, where cluster-local routes are not served."""
+        super().__init__(ctx.settings, ctx.home_metrics if trusted else ctx.metrics, ctx.loop)
+        self._router = ctx.router
+        self._pool = ctx.pool
         self._ctx = ctx
-        self._trusted = ctx is not None and ctx.trusted
-        self._public = ctx is not None and ctx.public
-        """Accepted on a `--listen` address: cluster-local routes are not served here."""
+        self._trusted = trusted
+        self._public = public
         self._ticket: Ticket | None = None
         self._rs: RevStats | None = None
         self._route_key = ""
@@ -193,8 +184,8 @@ class ProxyProtocol(IngressExchange):
             self._respond_error(400, "missing Host header")
             return
         ctx = self._ctx
-        ingress = ctx.ingress if ctx is not None else None
-        if ingress is not None and host.startswith(HOST_PREFIXES):
+        if host.startswith(HOST_PREFIXES):
+            ingress = ctx.ingress
             kind = ingress.kind_of(host)
             if kind is not None:
                 self._start_ingress(ingress, kind, req, host)
@@ -233,8 +224,9 @@ class ProxyProtocol(IngressExchange):
         self._t0 = now = self._loop.time()
         self._status = 0
         metrics.inflight_requests += 1
-        if ctx is not None and ctx.home is not None and target.container_concurrency > 0:
-            home_ep = ctx.home.endpoint_for(key) if req.internal_rev is None else None
+        home = ctx.home
+        if home is not None and target.container_concurrency > 0:
+            home_ep = home.endpoint_for(key) if req.internal_rev is None else None
             if home_ep is not None:
                 # Another worker owns this revision's limit, queue and stats.
                 self._to_home(home_ep, req, host, key, target.timeout_s, now)
@@ -242,23 +234,8 @@ class ProxyProtocol(IngressExchange):
         self._head = self._build_head(req, host)
         timeout = target.timeout_s
         self._total_deadline = now + timeout if timeout > 0 else INF
-        act = ctx.activator if ctx is not None else None
-        if ctx is not None and ctx.stats is not None:
-            self._rs = ctx.stats.enter(key, now)
-        if act is None:
-            ep = router.acquire(target)
-            if ep is None:
-                if not target.endpoints:
-                    msg = f"revision {key} has no ready replica"
-                else:
-                    msg = (
-                        f"revision {key} has no free slot "
-                        f"(containerConcurrency={target.container_concurrency})"
-                    )
-                self._respond_error(503, msg, retry_after=True)
-                return
-            self._begin(ep, now)
-            return
+        act = ctx.activator
+        self._rs = ctx.stats.enter(key, now)
         if target.failure or not target.endpoints:
             refusal = act.refuse(target)
             if refusal is not None:
@@ -320,9 +297,8 @@ class ProxyProtocol(IngressExchange):
             self._router.release(ep.id)
             return
         self._ticket = None
-        ctx = self._ctx
-        if ticket.cold and ctx is not None and ctx.activator is not None:
-            ctx.activator.count_cold_start(rev.key, now - ticket.enqueued)
+        if ticket.cold:
+            self._ctx.activator.count_cold_start(rev.key, now - ticket.enqueued)
         self._rev = rev
         self._rev_key = rev.key
         self._resume(P_QUEUED)
@@ -512,9 +488,7 @@ class ProxyProtocol(IngressExchange):
         ticket = self._ticket
         if ticket is not None:
             self._ticket = None
-            ctx = self._ctx
-            if ctx is not None and ctx.activator is not None:
-                ctx.activator.cancel(ticket)
+            self._ctx.activator.cancel(ticket)
         rev = self._rev
         if rev is None or not self._t0:
             return

@@ -9,14 +9,11 @@ it is forwarded to the log's home worker, or its body is collected (the client s
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from gateway.client import P_PENDING, ClientConnection, ClientRequest
 from gateway.config import BrokerEntry, Endpoint, RevisionTarget
+from gateway.context import WorkerContext
 from gateway.ingress import Answer, BrokerIngress, classify, home_key, ingress_target, local_response
-
-if TYPE_CHECKING:
-    from gateway.proxy_factory import ProxyFactory
 
 __all__ = ["IngressExchange"]
 
@@ -28,7 +25,7 @@ class IngressExchange(ClientConnection):
 
     __slots__ = ("_ibody", "_ientry", "_isize", "_itask")
 
-    _ctx: ProxyFactory | None  # ProxyProtocol's (in its __slots__)
+    _ctx: WorkerContext  # ProxyProtocol's (in its __slots__)
 
     def _forward_ingress(
         self, target: RevisionTarget, home: Endpoint, req: ClientRequest, host: bytes
@@ -57,9 +54,9 @@ class IngressExchange(ClientConnection):
         if entry is None:
             self._respond_answer(Answer(404, f"{kind} {found[0]}/{found[1]} not found"))
             return
-        ctx = self._ctx
-        if req.internal_rev is None and ctx is not None and ctx.home is not None:
-            home_ep = ctx.home.endpoint_for(home_key(entry))
+        home = self._ctx.home
+        if req.internal_rev is None and home is not None:
+            home_ep = home.endpoint_for(home_key(entry))
             if home_ep is not None:  # another worker writes this log: forward the request to it
                 self._forward_ingress(ingress_target(entry), home_ep, req, host)
                 return
@@ -94,15 +91,14 @@ class IngressExchange(ClientConnection):
 
     def _ingress_run(self) -> None:
         req = self._cur
-        ctx = self._ctx
         entry = self._ientry
-        if req is None or req.response_done or entry is None or ctx is None or ctx.ingress is None:
+        if req is None or req.response_done or entry is None:
             return
         if self._itask is not None:  # already started for this request
             return
         body = b"".join(self._ibody)
         self._ibody = []
-        self._itask = self._loop.create_task(self._ingress_accept(ctx.ingress, entry, req, body))
+        self._itask = self._loop.create_task(self._ingress_accept(self._ctx.ingress, entry, req, body))
 
     async def _ingress_accept(
         self, ingress: BrokerIngress, entry: BrokerEntry, req: ClientRequest, body: bytes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,20 +62,30 @@ class Router:
     __slots__ = (
         "_balancer",
         "_cache",
+        "_listeners",
+        "_on_drained",
+        "_on_release",
         "_rnd",
         "_snapshot",
         "_table",
-        "listeners",
-        "on_drained",
-        "on_release",
     )
 
     def __init__(
         self,
         snapshot: Snapshot | None = None,
         rnd: Callable[[], float] = random.random,
+        *,
+        on_release: Callable[[str], None] | None = None,
+        listeners: Sequence[Callable[[Snapshot], None]] = (),
         on_drained: Callable[[], None] | None = None,
     ) -> None:
+        """`snapshot` is applied at once (before any listener is told). The callbacks are the
+        router's events, wired once by `gateway.worker.build_context`:
+
+        - `on_release(endpoint_id)` after every released slot (the activator's capacity event);
+        - `listeners`, in this order, after a newer snapshot is applied;
+        - `on_drained()` when a draining endpoint's in-flight count reaches 0 (the link re-acks).
+        """
         self._rnd = rnd
         self._balancer = Balancer()
         self._table = RoutingTable.empty()
@@ -83,14 +93,12 @@ class Router:
         self._cache: dict[bytes | tuple[bytes, bytes], Routed] = {}
         """Raw Host header (and tag) → where it routes, for routes with a single target revision;
         emptied by every snapshot."""
-        self.on_drained = on_drained
-        """Called when a draining endpoint's in-flight count reaches 0 (the link re-acks)."""
-        self.on_release: Callable[[str], None] | None = None
-        """Called with the endpoint id after every released slot (the activator's capacity event)."""
-        self.listeners: list[Callable[[Snapshot], None]] = []
-        """Called after a newer snapshot is applied (activator, prober)."""
+        self._on_release = on_release
+        self._listeners: tuple[Callable[[Snapshot], None], ...] = ()
+        self._on_drained = on_drained
         if snapshot is not None:
             self.apply(snapshot)
+        self._listeners = tuple(listeners)
 
     @property
     def version(self) -> int:
@@ -112,7 +120,7 @@ class Router:
         self._cache = {}
         self._balancer.update(snapshot)
         self._snapshot = snapshot
-        for listener in self.listeners:
+        for listener in self._listeners:
             listener(snapshot)
 
     def resolve(self, host: str, tag: str | None = None) -> RevisionTarget | RouteMiss:
@@ -181,10 +189,10 @@ class Router:
         return self._balancer.acquire(rev, self._rnd, exclude)
 
     def release(self, endpoint_id: str) -> None:
-        if self._balancer.release(endpoint_id) and self.on_drained is not None:
-            self.on_drained()
-        if self.on_release is not None:
-            self.on_release(endpoint_id)
+        if self._balancer.release(endpoint_id) and self._on_drained is not None:
+            self._on_drained()
+        if self._on_release is not None:
+            self._on_release(endpoint_id)
 
     def inflight(self, endpoint_id: str) -> int:
         return self._balancer.inflight(endpoint_id)

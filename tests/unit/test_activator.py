@@ -54,7 +54,12 @@ class W:
 def make(
     r: RevisionTarget, *, connected: bool = True, pokes: list[tuple[str, int]] | None = None, **kw: int
 ) -> tuple[Router, Activator]:
-    router = Router(snap(1, r))
+    # The router's capacity events, wired as `gateway.worker.build_context` does.
+    router = Router(
+        snap(1, r),
+        on_release=lambda endpoint_id: act.on_release(endpoint_id),
+        listeners=(lambda snapshot: act.on_snapshot(snapshot),),
+    )
     settings = GatewaySettings(**kw)  # type: ignore[arg-type]
     act = Activator(
         router,
