@@ -21,9 +21,12 @@ from gateway.config import Endpoint, RevisionTarget
 from gateway.context import WorkerContext
 from gateway.headers import (
     COLON,
+    CONTINUE,
     CRLF,
     H_INTERNAL_REVISION,
     H_INTERNAL_ROUTE,
+    REASONS,
+    STATUS_LINES,
     forwarding_headers,
     new_traceparent,
 )
@@ -46,26 +49,8 @@ M_SIZED = 1
 M_CHUNKED = 2
 M_CLOSE = 3
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _NO_BODY_STATUS = frozenset((204, 304))
-_REASONS: dict[int, bytes] = {
-    200: b"OK",
-    201: b"Created",
-    202: b"Accepted",
-    204: b"No Content",
-    301: b"Moved Permanently",
-    302: b"Found",
-    304: b"Not Modified",
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    500: b"Internal Server Error",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-}
-_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, r) for code, r in _REASONS.items()}
 
 
 class ProxyProtocol(IngressExchange):
@@ -533,12 +518,12 @@ class ProxyProtocol(IngressExchange):
             return
         if status < 200 and status != 101:
             if status == 100 and req.expect and not req.http10:
-                transport.write(_CONTINUE)
+                transport.write(CONTINUE)
             return
         self._resp_started = True
         upgrade = status == 101 and req.upgrade
-        line = _STATUS_LINES.get(status)
-        if line is None or up.reason != _REASONS[status]:
+        line = STATUS_LINES.get(status)
+        if line is None or up.reason != REASONS[status]:
             line = b"HTTP/1.1 %d %s\r\n" % (status, up.reason)
         parts = [line]
         for name, value in up.headers:  # join_headers, inlined (hot path)

@@ -13,11 +13,10 @@ import asyncio
 from gateway.client import P_PENDING, ClientConnection, ClientRequest
 from gateway.config import BrokerEntry, Endpoint, RevisionTarget
 from gateway.context import WorkerContext
+from gateway.headers import CONTINUE
 from gateway.ingress import Answer, BrokerIngress, classify, home_key, ingress_target, local_response
 
 __all__ = ["IngressExchange"]
-
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class IngressExchange(ClientConnection):
