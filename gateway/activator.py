@@ -140,10 +140,6 @@ class Activator:
     def depths(self) -> dict[str, int]:
         return {key: q.live for key, q in self._queues.items()}
 
-    @property
-    def total_waiting(self) -> int:
-        return sum(q.live for q in self._queues.values())
-
     # -- admission ---------------------------------------------------------------------------
 
     def refuse(self, rev: RevisionTarget) -> Rejection | None:
@@ -321,7 +317,7 @@ class Activator:
         """A slot of `endpoint_id` was released: its revision's queue may move."""
         if not self._queues:
             return
-        key = self._router.balancer.revision_of(endpoint_id)
+        key = self._router.revision_of(endpoint_id)
         if key is not None and key in self._queues:
             self.dispatch(key, self._clock())
 

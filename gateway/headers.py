@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
 from http import HTTPStatus
 
 CRLF = b"\r\n"
@@ -146,11 +145,6 @@ def new_traceparent() -> bytes:
     if parent == _ZERO_PARENT:
         parent = "0" * 15 + "1"
     return ("00-" + trace + "-" + parent + "-00").encode()
-
-
-def join_headers(parts: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> None:
-    for name, value in headers:
-        parts += (name, COLON, value, CRLF)
 
 
 def _reason_table() -> dict[int, bytes]:

@@ -51,7 +51,7 @@ class StartingProber:
     def sync(self, _: Snapshot | None = None) -> None:
         """Probe the router's unprobed starting endpoints, stop the probes of the others (after
         every snapshot)."""
-        wanted = {ep.id: ep for ep in self._router.balancer.unprobed()}
+        wanted = {ep.id: ep for ep in self._router.unprobed()}
         for ep_id in list(self._tasks):
             ep, task = self._tasks[ep_id]
             if wanted.get(ep_id) != ep:

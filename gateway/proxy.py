@@ -75,7 +75,6 @@ class ProxyProtocol(IngressExchange):
         "_retried",
         "_reused",
         "_rev",
-        "_rev_key",
         "_route_key",
         "_router",
         "_rs",
@@ -103,7 +102,6 @@ class ProxyProtocol(IngressExchange):
         self._ticket: Ticket | None = None
         self._rs: RevStats | None = None
         self._route_key = ""
-        self._rev_key = ""
         self._counter: RouteCounter | None = None
         self._status = 0
         self._t0 = 0.0
@@ -203,9 +201,8 @@ class ProxyProtocol(IngressExchange):
                 return
             self._route_key = found.route
             target = found.target
-            key = found.key
+            key = target.key
         self._rev = target
-        self._rev_key = key
         self._t0 = now = self._loop.time()
         self._status = 0
         metrics.inflight_requests += 1
@@ -250,7 +247,6 @@ class ProxyProtocol(IngressExchange):
         self, target: RevisionTarget, home: Endpoint, req: ClientRequest, host: bytes
     ) -> None:
         self._rev = target
-        self._rev_key = target.key
         self._route_key = "broker-ingress"
         self._t0 = now = self._loop.time()
         self._status = 0
@@ -285,7 +281,6 @@ class ProxyProtocol(IngressExchange):
         if ticket.cold:
             self._ctx.activator.count_cold_start(rev.key, now - ticket.enqueued)
         self._rev = rev
-        self._rev_key = rev.key
         self._resume(P_QUEUED)
         self._begin(ep, now)
 
@@ -315,15 +310,11 @@ class ProxyProtocol(IngressExchange):
                 self._ensure_utimer(deadline)
         else:
             self._start_deadline = 0.0
-        up = self._pool.get(ep.id)  # _dispatch(ep, fresh=False), inlined (hot path)
-        if up is not None:
-            self._attach(up, reused=True)
-        else:
-            self._connect_task = self._loop.create_task(self._connect(ep))
+        self._dispatch(ep, fresh=False)
 
     def _build_head(self, req: ClientRequest, host: bytes, home_key: str | None = None) -> bytes:
         parts = [req.method, b" ", req.url, b" HTTP/1.1\r\n"]
-        for name, value in req.headers:  # join_headers, inlined (hot path)
+        for name, value in req.headers:
             parts += (name, COLON, value, CRLF)
         if self._trusted:
             # From another worker, which already appended this hop's forwarding headers.
@@ -358,6 +349,7 @@ class ProxyProtocol(IngressExchange):
         return b"".join(parts)
 
     def _dispatch(self, ep: Endpoint, fresh: bool) -> None:
+        """Attach a pooled connection to `ep` (unless `fresh`), or connect a new one."""
         if not fresh:
             up = self._pool.get(ep.id)
             if up is not None:
@@ -486,7 +478,7 @@ class ProxyProtocol(IngressExchange):
         if self._status and not self._trusted:
             counter = self._counter
             route = self._route_key
-            key = self._rev_key
+            key = rev.key
             if counter is None or counter.route != route or counter.revision != key:
                 counter = self._counter = self._metrics.counter(route, key)
             counter.count(self._status, now - self._t0)
@@ -526,7 +518,7 @@ class ProxyProtocol(IngressExchange):
         if line is None or up.reason != REASONS[status]:
             line = b"HTTP/1.1 %d %s\r\n" % (status, up.reason)
         parts = [line]
-        for name, value in up.headers:  # join_headers, inlined (hot path)
+        for name, value in up.headers:
             parts += (name, COLON, value, CRLF)
         close = not req.keep_alive or self._broken or (req.upgrade and not upgrade)
         length = up.content_length
@@ -717,11 +709,7 @@ class ProxyProtocol(IngressExchange):
         self._up_ready = False
         if self._pmask & P_UPWRITE:
             self._resume(P_UPWRITE)
-        ep = self._ep  # _release_ep, inlined (hot path)
-        if ep is not None:
-            self._ep = None
-            if not self._via_home:  # a home worker is not a balancer slot
-                self._router.release(ep.id)
+        self._release_ep()
         if self._closing:
             self._finish()
 

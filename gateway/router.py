@@ -39,18 +39,14 @@ ROUTE_CACHE_SIZE = 4096
 
 
 class Routed:
-    """Where a request routes: the matched route and the picked revision (with its key)."""
+    """Where a request routes: the matched route and the picked revision."""
 
-    __slots__ = ("cluster_local", "key", "route", "target")
+    __slots__ = ("cluster_local", "route", "target")
 
-    def __init__(
-        self, route: str, target: RevisionTarget, key: str, cluster_local: bool = False
-    ) -> None:
+    def __init__(self, route: str, target: RevisionTarget, cluster_local: bool = False) -> None:
         self.route = route
         """`namespace/name` of the matched route."""
         self.target = target
-        self.key = key
-        """`target.key`, computed once."""
         self.cluster_local = cluster_local
         """The route is cluster-local: a connection accepted on a `--listen` address must get
         the unknown host's 404 instead (the proxy checks; the router knows no listeners)."""
@@ -108,10 +104,6 @@ class Router:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    @property
-    def balancer(self) -> Balancer:
-        return self._balancer
-
     def apply(self, snapshot: Snapshot) -> None:
         """Switch to a newer snapshot; versions not above the current one are ignored."""
         if snapshot.version <= self._snapshot.version and self._snapshot.version != 0:
@@ -124,32 +116,14 @@ class Router:
             listener(snapshot)
 
     def resolve(self, host: str, tag: str | None = None) -> RevisionTarget | RouteMiss:
-        res = self._table.resolve(host, tag)
-        if res is None:
-            return RouteMiss("unknown-host", host)
-        if not res.candidates:
-            return RouteMiss("no-traffic", host, f"{res.namespace}/{res.route}")
-        name = pick(res, self._rnd())
-        rev = self._table.revision(res.namespace, name)
-        if rev is None:
-            return RouteMiss("missing-revision", host, f"{res.namespace}/{res.route}", name)
-        return rev
-
-    def route(self, host: str, tag: str | None = None) -> tuple[str, RevisionTarget] | RouteMiss:
-        """Like `resolve`, with the `namespace/name` of the matched route."""
-        res = self._table.resolve(host, tag)
-        if res is None:
-            return RouteMiss("unknown-host", host)
-        if not res.candidates:
-            return RouteMiss("no-traffic", host, res.key)
-        name = pick(res, self._rnd())
-        rev = self._table.revision(res.namespace, name)
-        if rev is None:
-            return RouteMiss("missing-revision", host, res.key, name)
-        return res.key, rev
+        """`route_raw` for str values, without the route."""
+        found = self.route_raw(host.encode("latin-1"), tag.encode("latin-1") if tag else None)
+        return found if isinstance(found, RouteMiss) else found.target
 
     def route_raw(self, host: bytes, tag: bytes | None = None) -> Routed | RouteMiss:
-        """`route` for raw header values (latin-1), cached per snapshot for single-target routes."""
+        """Where a request with these Host and tag header values (latin-1) goes: the matched
+        route and the revision picked by its traffic split. Cached per snapshot for routes with
+        a single target revision (the same answer every time)."""
         ck: bytes | tuple[bytes, bytes] = host if not tag else (host, tag)
         hit = self._cache.get(ck)
         if hit is not None:
@@ -164,7 +138,7 @@ class Router:
         rev = self._table.revision(res.namespace, name)
         if rev is None:
             return RouteMiss("missing-revision", host_s, res.key, name)
-        routed = Routed(res.key, rev, rev.key, res.cluster_local)
+        routed = Routed(res.key, rev, res.cluster_local)
         if len(res.candidates) == 1:  # the same answer every time until the next snapshot
             cache = self._cache
             if len(cache) >= ROUTE_CACHE_SIZE:
@@ -194,8 +168,24 @@ class Router:
         if self._on_release is not None:
             self._on_release(endpoint_id)
 
+    def revision_of(self, endpoint_id: str) -> str | None:
+        """The revision key of an endpoint of the current snapshot."""
+        return self._balancer.revision_of(endpoint_id)
+
+    def unprobed(self) -> list[Endpoint]:
+        """Starting endpoints not yet promoted (the prober's work list)."""
+        return self._balancer.unprobed()
+
     def inflight(self, endpoint_id: str) -> int:
         return self._balancer.inflight(endpoint_id)
+
+    def total_inflight(self) -> int:
+        """Requests in flight to replicas (the current endpoints and draining ones)."""
+        return self._balancer.total_inflight()
+
+    def inflight_by_revision(self) -> dict[str, int]:
+        """revision key → requests in flight to its current endpoints (off the hot path)."""
+        return self._balancer.inflight_by_revision()
 
     def draining(self) -> dict[str, int]:
         return self._balancer.draining()

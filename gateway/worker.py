@@ -270,7 +270,7 @@ async def run_worker(
             requests=[(r, v, c, n) for (r, v, c), n in metrics.by_route.items()],
             latency=histograms_json(metrics.latency),
             queue_depth=activator.depths(),
-            inflight=router.balancer.inflight_by_revision(),
+            inflight=router.inflight_by_revision(),
             cold_starts=dict(activator.cold_starts),
             cold_start_latency=histograms_json(activator.cold_start_latency),
             loop_lag_s=lag[0],
@@ -306,7 +306,7 @@ async def _drain(router: Router, metrics: ProxyMetrics, deadline: float) -> None
     loop = asyncio.get_running_loop()
     delay = 0.01
     while loop.time() < deadline and (
-        router.balancer.total_inflight() > 0 or metrics.inflight_requests > 0
+        router.total_inflight() > 0 or metrics.inflight_requests > 0
     ):
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)

@@ -280,7 +280,7 @@ class Proxy:
     async def settled(self, limit_s: float = 5.0) -> None:
         """Every acquired slot released (the invariant every scenario must restore)."""
         await wait_for(
-            lambda: self.router.balancer.total_inflight() == 0,
+            lambda: self.router.total_inflight() == 0,
             limit_s,
             "in-flight counts to return to 0",
         )

@@ -108,17 +108,17 @@ def test_starting_endpoint_is_not_routed_until_promoted() -> None:
     router, act = make(r)
     assert router.acquire(r) is None
     assert not router.has_ready(r)
-    assert [e.id for e in router.balancer.unprobed()] == ["s"]
+    assert [e.id for e in router.unprobed()] == ["s"]
     w = W("w")
     act.enqueue(r, w, 0.0)
     assert router.mark_ready("s") == KEY
     act.on_promoted(KEY)
     assert w.log == ["w"] and w.eps == ["s"]
-    assert router.balancer.unprobed() == []
+    assert router.unprobed() == []
     # the controller later sends it as ready: still routable, nothing left to probe
     router.apply(snap(2, rev(0, ep("s"))))
     assert router.has_ready(router.snapshot.revisions[0])
-    assert router.balancer.unprobed() == []
+    assert router.unprobed() == []
 
 
 def test_queue_limit_overflow_is_503() -> None:
