@@ -26,6 +26,7 @@ from gateway.admin import (
     worker_socket_path,
 )
 from gateway.channels.wake import WakeSender
+from gateway.client import ClientConnection
 from gateway.config import GatewaySettings, Snapshot
 from gateway.context import PokeSender, SendUp, WorkerContext
 from gateway.home import HomeRouter, proxy_socket_path
@@ -34,7 +35,6 @@ from gateway.limits import raise_nofile_limit
 from gateway.link import ControllerLink
 from gateway.metrics import WorkerStats, flatten_counters, histograms_json
 from gateway.prober import StartingProber
-from gateway.proxy import ProxyProtocol
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
 from gateway.stats import Pokes, StatsAccumulator, report_stats
@@ -153,7 +153,7 @@ def protocol_factory(
     """The `loop.create_server` factory of one kind of listener: the loopback one (the
     default), the unix socket on which the other workers forward requests (`trusted`) or a
     `--listen` address (`public`: cluster-local routes answer 404 there)."""
-    return lambda: ProxyProtocol(ctx, trusted=trusted, public=public)
+    return lambda: ClientConnection(ctx, trusted=trusted, public=public)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
