@@ -7,7 +7,7 @@ capacity appears: a slot released (`Router.on_release`), an endpoint added by a 
 (`gateway.prober.StartingProber`).
 
 The queue logic is synchronous and takes `now`; only the expiry timer touches the event loop.
-Owners (client connections) implement `Waiter`.
+Owners (each connection's `gateway.exchange.Exchange`) implement `Waiter`.
 """
 
 from __future__ import annotations

@@ -69,7 +69,6 @@ class Exchange:
         "_ticket",
         "_total_deadline",
         "_trusted",
-        "_via_home",
     )
 
     def __init__(
@@ -92,7 +91,6 @@ class Exchange:
         self._req: ClientRequest | None = None
         self._rev: RevisionTarget | None = None
         self._route_key = ""
-        self._via_home = False
         self._t0 = 0.0
         self._total_deadline = INF
         self._ticket: Ticket | None = None
@@ -174,7 +172,7 @@ class Exchange:
             home_ep = home.endpoint_for(key) if req.internal_rev is None else None
             if home_ep is not None:
                 # Another worker owns this revision's limit, queue and stats.
-                self._to_home(home_ep, req, host, key, target.timeout_s, now)
+                self._to_home(target, home_ep, req, host, now)
                 return
         head = self._build_head(req, host)
         timeout = target.timeout_s
@@ -216,7 +214,7 @@ class Exchange:
                 self._route_key = INGRESS_ROUTE
                 self._t0 = now = self._loop.time()
                 self._metrics.inflight_requests += 1
-                self._to_home(home_ep, req, host, target.key, target.timeout_s, now)
+                self._to_home(target, home_ep, req, host, now)
                 return
         local = self._local
         if local is None:
@@ -225,16 +223,15 @@ class Exchange:
         local.start(entry, req)
 
     def _to_home(
-        self, home_ep: Endpoint, req: ClientRequest, host: bytes, key: str, timeout: float, now: float
+        self, target: RevisionTarget, home_ep: Endpoint, req: ClientRequest, host: bytes, now: float
     ) -> None:
-        """Forward the active request to the worker that owns `key` (a limited revision's limit
-        and queue, or a log's writes); it waits a little longer than that worker would."""
-        assert self._rev is not None
-        self._via_home = True
+        """Forward the active request to the worker that owns `target` (a limited revision's
+        limit and queue, or a log's writes); it waits a little longer than that worker would."""
         self._metrics.home_forwards += 1
+        timeout = target.timeout_s
         deadline = self._total_deadline = now + timeout + HOME_SLACK_S if timeout > 0 else INF
-        head = self._build_head(req, host, key)
-        self._relay.begin(self._rev, home_ep, head, now, self._t0, deadline, True)
+        head = self._build_head(req, host, target.key)
+        self._relay.begin(target, home_ep, head, now, self._t0, deadline, True)
 
     def _build_head(self, req: ClientRequest, host: bytes, home_key: str | None = None) -> bytes:
         """The request head as the upstream gets it: hop-by-hop headers dropped, this hop's
@@ -358,7 +355,6 @@ class Exchange:
         local = self._local
         if local is not None:
             local.reset()
-        self._via_home = False
         self._rev = None
         self._req = None
 

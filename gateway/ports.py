@@ -3,7 +3,7 @@
 `ClientSink` is what an exchange may do to its client connection (write, pause or resume its
 reading, answer, move on, close); `gateway.client.ClientConnection` implements it.
 `UpstreamPort` is where the client connection sends the active request's body once the
-upstream side is ready: `gateway.relay.ReplicaUpstream` (a replica, or another worker) and
+upstream side is ready: `gateway.replica.ReplicaUpstream` (a replica, or another worker) and
 `gateway.local_upstream.LocalUpstream` (the broker ingress, answered by the gateway itself).
 Typing against these keeps the modules free of import cycles.
 """

@@ -30,7 +30,7 @@ _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close")
 
 
 class UpstreamOwner(Protocol):
-    """What an upstream connection reports to the client exchange currently using it."""
+    """What an upstream connection reports to the exchange using it (`gateway.relay.Relay`)."""
 
     def up_headers(self, up: UpstreamConn, status: int) -> None: ...
     def up_body(self, data: bytes) -> None: ...
