@@ -3,23 +3,22 @@
 A request for a revision with no routable replica, or with every replica at its
 `container_concurrency`, is queued (FIFO per revision, per worker) and forwarded the moment
 capacity appears: a slot released (`Router.on_release`), an endpoint added by a snapshot
-(`Router.listeners`), a starting endpoint passing the gateway's own probe (`StartingProber`).
+(`Router.listeners`), a starting endpoint passing the gateway's own probe
+(`gateway.prober.StartingProber`).
 
-The queue logic is synchronous and takes `now`; only the expiry timer and the prober touch
-the event loop. Owners (client connections) implement `Waiter`.
+The queue logic is synchronous and takes `now`; only the expiry timer touches the event loop.
+Owners (each connection's `gateway.exchange.Exchange`) implement `Waiter`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway.config import Endpoint, GatewaySettings, RevisionTarget, Snapshot
 from gateway.proxy_metrics import Histogram
@@ -98,7 +97,11 @@ class Activator:
         loop: asyncio.AbstractEventLoop | None = None,
         controller_connected: Callable[[], bool] = lambda: False,
         poke: Callable[[str, int], None] | None = None,
+        pokes: Pokes | None = None,
     ) -> None:
+        """Tell it about capacity: `on_release`, `on_snapshot` and `on_promoted` (the router's
+        and the prober's events, wired by `gateway.worker.build_context`). `poke(key, waiting)`
+        asks the autoscaler for a replica of a revision at zero; `pokes` deduplicates them."""
         self._router = router
         self.queue_limit = settings.queue_limit_per_revision
         self.budget = settings.queue_memory_budget_bytes // max(1, workers)
@@ -110,7 +113,7 @@ class Activator:
         self._loop = loop
         self.controller_connected = controller_connected
         self._poke = poke
-        self.pokes = Pokes()
+        self.pokes = pokes if pokes is not None else Pokes()
         self._queues: dict[str, _Queue] = {}
         self._busy: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -124,8 +127,6 @@ class Activator:
         """revision key → requests that waited for a replica to start (queued with none ready)."""
         self.cold_start_latency: dict[str, Histogram] = {}
         """revision key → how long those requests waited (seconds)."""
-        router.on_release = self._on_release
-        router.listeners.append(self.on_snapshot)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -138,10 +139,6 @@ class Activator:
 
     def depths(self) -> dict[str, int]:
         return {key: q.live for key, q in self._queues.items()}
-
-    @property
-    def total_waiting(self) -> int:
-        return sum(q.live for q in self._queues.values())
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -316,10 +313,11 @@ class Activator:
         if key in self._queues:
             self.dispatch(key, self._clock())
 
-    def _on_release(self, endpoint_id: str) -> None:
+    def on_release(self, endpoint_id: str) -> None:
+        """A slot of `endpoint_id` was released: its revision's queue may move."""
         if not self._queues:
             return
-        key = self._router.balancer.revision_of(endpoint_id)
+        key = self._router.revision_of(endpoint_id)
         if key is not None and key in self._queues:
             self.dispatch(key, self._clock())
 
@@ -362,90 +360,3 @@ class Activator:
             self._timer.cancel()
             self._timer = None
         self._timer_when = INF
-
-
-class StartingProber:
-    """Probes `starting` endpoints with a TCP connect every few milliseconds, one task each.
-
-    The first successful connect promotes the endpoint (routed at once); a probe stops when
-    its endpoint leaves the snapshot or arrives as ready.
-    """
-
-    def __init__(
-        self,
-        router: Router,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        interval_s: float = 0.005,
-        connect_timeout_s: float = 2.0,
-        on_ready: Callable[[str], None] | None = None,
-    ) -> None:
-        self._router = router
-        self._loop = loop
-        self.interval_s = interval_s
-        self.connect_timeout_s = connect_timeout_s
-        self.on_ready = on_ready
-        self._tasks: dict[str, tuple[Endpoint, asyncio.Task[None]]] = {}
-        router.listeners.append(self.sync)
-        self.sync()
-
-    @property
-    def probing(self) -> list[str]:
-        return sorted(self._tasks)
-
-    def sync(self, _: Snapshot | None = None) -> None:
-        wanted = {ep.id: ep for ep in self._router.balancer.unprobed()}
-        for ep_id in list(self._tasks):
-            ep, task = self._tasks[ep_id]
-            if wanted.get(ep_id) != ep:
-                del self._tasks[ep_id]
-                task.cancel()
-        for ep_id, ep in wanted.items():
-            if ep_id not in self._tasks:
-                task = self._loop.create_task(self._probe(ep), name=f"probe-{ep_id}")
-                self._tasks[ep_id] = (ep, task)
-
-    async def _probe(self, ep: Endpoint) -> None:
-        while True:
-            if await self._connects(ep):
-                break
-            await asyncio.sleep(self.interval_s)  # polling a port: no event to wait for
-        entry = self._tasks.get(ep.id)
-        if entry is not None and entry[0] == ep:
-            del self._tasks[ep.id]
-        key = self._router.mark_ready(ep.id)
-        if key is not None and self.on_ready is not None:
-            self.on_ready(key)
-
-    async def _connects(self, ep: Endpoint) -> bool:
-        try:
-            if _is_ip(ep.host):
-                family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
-                addr: Any = (ep.host, ep.port)
-            else:
-                infos = await self._loop.getaddrinfo(ep.host, ep.port, type=socket.SOCK_STREAM)
-                family, addr = infos[0][0], infos[0][4]
-            sock = socket.socket(family, socket.SOCK_STREAM)
-        except (OSError, IndexError):
-            return False
-        try:
-            sock.setblocking(False)
-            async with asyncio.timeout(self.connect_timeout_s):
-                await self._loop.sock_connect(sock, addr)
-            return True
-        except (OSError, TimeoutError):
-            return False
-        finally:
-            sock.close()
-
-    def close(self) -> None:
-        for _, task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
-
-
-def _is_ip(host: str) -> bool:
-    with contextlib.suppress(OSError):
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return True
-    return False

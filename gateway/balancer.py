@@ -120,11 +120,7 @@ class Balancer:
         `rev` must be the current snapshot's (endpoints of an older one may be gone). Starting
         endpoints are skipped until promoted; draining ones always are.
         """
-        eps = rev.endpoints
-        if self._routable:
-            routable = self._routable.get(rev.key)
-            if routable is not None:
-                eps = routable
+        eps = self.routable(rev)
         if exclude or self._draining:
             draining = self._draining
             eps = tuple(e for e in eps if e.id not in exclude and e.id not in draining)

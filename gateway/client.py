@@ -1,4 +1,12 @@
-"""Client side of the proxy: parses HTTP/1.1 requests, guards limits, keep-alive and pipelining."""
+"""The client side of an exchange: one HTTP/1.1 connection from a client, parsed with httptools.
+
+`ClientConnection` is the asyncio protocol of an accepted connection. It parses requests
+(bounding the head in bytes and time, the body in bytes), keeps pipelined requests in order,
+applies keep-alive and client-side deadlines, and writes the answers the gateway makes itself.
+Everything between a request's head and its answer is its `Exchange`'s job; the connection
+talks to that exchange by method calls, and sends request bodies to the upstream port the
+exchange has made ready (`ClientSink.sink`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,8 @@ from typing import cast
 
 import httptools
 
-from gateway.config import GatewaySettings
+from gateway.context import WorkerContext
+from gateway.exchange import Exchange
 from gateway.headers import (
     H_CONNECTION,
     H_CONTENT_LENGTH,
@@ -29,24 +38,10 @@ from gateway.headers import (
     error_response,
     forwarded_node,
 )
-from gateway.proxy_metrics import LATENCY_BUCKETS_S, Histogram, ProxyMetrics, RouteCounter
+from gateway.ports import P_PENDING, P_PIPELINE, P_UPGRADE, UpstreamPort
+from gateway.request import ClientRequest
 
-__all__ = [
-    "LATENCY_BUCKETS_S",
-    "ClientConnection",
-    "ClientRequest",
-    "Histogram",
-    "ProxyMetrics",
-    "RouteCounter",
-]
-
-
-# Reasons the client transport's reading is paused (bit mask).
-P_PIPELINE = 1
-P_PENDING = 2
-P_UPWRITE = 4
-P_UPGRADE = 8
-P_QUEUED = 16
+__all__ = ["ClientConnection"]
 
 PENDING_HIGH_WATER = 256 * 1024
 """Request-body bytes buffered while the upstream connection is being set up."""
@@ -67,184 +62,106 @@ class _Abort(Exception):
     """Raised inside a parser callback to stop parsing with an error status."""
 
 
-class ClientRequest:
-    """One client request as parsed so far."""
-
-    __slots__ = (
-        "body_size",
-        "chunked",
-        "complete",
-        "conn",
-        "content_length",
-        "discard",
-        "error",
-        "expect",
-        "forwarded",
-        "head_done",
-        "headers",
-        "host",
-        "hsize",
-        "http10",
-        "internal_rev",
-        "internal_route",
-        "keep_alive",
-        "method",
-        "pending",
-        "pending_size",
-        "replay",
-        "replay_size",
-        "response_done",
-        "tag",
-        "tail",
-        "traceparent",
-        "upgrade",
-        "upgrade_value",
-        "url",
-        "xff",
-    )
-
-    def __init__(self) -> None:
-        self.method = b"GET"
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.hsize = 0
-        self.host: bytes | None = None
-        self.tag: bytes | None = None
-        self.conn: bytes | None = None
-        self.forwarded: bytes | None = None
-        self.xff: bytes | None = None
-        self.traceparent = False
-        self.expect = False
-        self.upgrade_value: bytes | None = None
-        self.upgrade = False
-        self.content_length: int | None = None
-        self.chunked = False
-        self.http10 = False
-        self.keep_alive = True
-        self.head_done = False
-        self.complete = False
-        self.response_done = False
-        self.discard = False
-        self.error: tuple[int, str] | None = None
-        self.body_size = 0
-        self.pending: list[bytes] = []
-        self.pending_size = 0
-        self.replay: list[bytes] | None = []
-        self.replay_size = 0
-        self.tail = b""
-        self.internal_rev: bytes | None = None
-        """`x-flint-revision` of a request forwarded by another worker (trusted socket only)."""
-        self.internal_route: bytes | None = None
-
-    @property
-    def body_expected(self) -> bool:
-        return self.chunked or bool(self.content_length)
-
-
 class ClientConnection(asyncio.Protocol):
     """One client connection: request parsing, limits, pipelining, keep-alive, error replies.
 
-    The exchange with a replica (routing, upstream I/O, response relay) is the subclass's
-    job, through the hooks at the end of this class.
+    Its public attributes and methods are the `ClientSink` its exchange and upstream ports use.
     """
 
     __slots__ = (
         "_abort_status",
         "_advance_again",
         "_advancing",
-        "_broken",
-        "_client_ip",
-        "_client_write_paused",
-        "_closing",
         "_ctimer",
-        "_cur",
         "_cwhen",
-        "_for_node",
+        "_exchange",
         "_fresh",
         "_head_bytes",
         "_head_since",
         "_idle_since",
         "_in_head",
         "_last",
-        "_local",
         "_loop",
         "_max_body",
         "_max_header",
         "_metrics",
         "_parser",
-        "_pmask",
         "_queue",
         "_replay_limit",
         "_req",
-        "_resp_started",
         "_settings",
-        "_splice",
-        "_trusted",
-        "_up_ready",
-        "_utimer",
+        "broken",
+        "client_ip",
+        "closing",
+        "cur",
+        "for_node",
+        "pmask",
+        "response_started",
+        "sink",
+        "splice",
         "transport",
+        "trusted",
+        "write_paused",
     )
 
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        metrics: ProxyMetrics,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
+    def __init__(self, ctx: WorkerContext, *, trusted: bool = False, public: bool = False) -> None:
+        """`trusted`: accepted on the unix socket on which the other workers forward requests
+        (their `x-flint-*` headers are honoured, the forwarding headers they set are kept, and
+        they are counted in `ctx.home_metrics`). `public`: accepted on a `--listen` address,
+        where cluster-local routes are not served."""
+        settings = ctx.settings
+        metrics = ctx.home_metrics if trusted else ctx.metrics
         self._settings = settings
         self._metrics = metrics
-        self._loop = loop
+        self._loop = ctx.loop
         self._max_header = settings.max_header_bytes
         self._max_body = settings.max_request_body_bytes
         self._replay_limit = settings.replay_buffer_bytes
+        self.trusted = trusted
         self.transport: asyncio.Transport | None = None
         self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
-        self._for_node = b"unknown"
-        self._client_ip = b"unknown"
+        self.for_node = b"unknown"
+        self.client_ip = b"unknown"
         self._req: ClientRequest | None = None
+        """The request being parsed."""
         self._last: ClientRequest | None = None
-        self._cur: ClientRequest | None = None
+        self.cur: ClientRequest | None = None
         self._queue: list[ClientRequest] = []
+        """Pipelined requests after `cur`, in order."""
         self._in_head = False
         self._head_bytes = 0
         self._abort_status: tuple[int, str] | None = None
-        self._pmask = 0
-        self._closing = False
-        self._broken = False
-        self._client_write_paused = False
+        self.pmask = 0
+        self.closing = False
+        self.broken = False
+        self.write_paused = False
         self._ctimer: asyncio.TimerHandle | None = None
         self._cwhen = 0.0
         self._idle_since = 0.0
         self._fresh = True
         self._head_since = 0.0
-        self._up_ready = False
-        self._local = False
-        """The active exchange is answered by the gateway itself (the broker ingress): body
-        chunks go to `_forward_body` and the end of any body to `_forward_end`."""
-        self._utimer: asyncio.TimerHandle | None = None
-        self._resp_started = False
-        self._splice = False
+        self.sink: UpstreamPort | None = None
+        self.response_started = False
+        self.splice = False
         self._advancing = False
         self._advance_again = False
-        self._trusted = False
-        """A connection from another worker of this gateway: `x-flint-*` headers are honoured
-        and the forwarding headers it set are kept as they are."""
+        self._exchange = Exchange(ctx, self, metrics, trusted=trusted, public=public)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._for_node, self._client_ip = forwarded_node(transport.get_extra_info("peername"))
+        self.for_node, self.client_ip = forwarded_node(transport.get_extra_info("peername"))
         self._metrics.active_connections += 1
         self._idle_since = now = self._loop.time()
         if self._settings.header_read_timeout_s > 0:
             self._ensure_ctimer(now + self._settings.header_read_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        if self._splice:
-            self._splice_in(data)
+        if self.splice:
+            self._exchange.splice_in(data)
             return
-        if self._closing:
+        if self.closing:
             return
         parser = self._parser
         if parser is None:
@@ -256,11 +173,11 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self._parser = None
             req = self._last
-            if req is not None and req.upgrade and not self._closing:
+            if req is not None and req.upgrade and not self.closing:
                 req.tail = data[exc.args[0] :]
-                self._pause(P_UPGRADE)
+                self.pause(P_UPGRADE)
             else:
-                self._close_client()  # CONNECT: its 405 is already written
+                self.close()  # CONNECT: its 405 is already written
             return
         except httptools.HttpParserCallbackError:
             if self._abort_status is not None:
@@ -279,10 +196,18 @@ class ClientConnection(asyncio.Protocol):
                 self._protocol_error(431, "request header block too large")
                 return
             req = self._req
-            if req is not None and req is self._cur and not self._head_since:
+            if req is not None and req is self.cur and not self._head_since:
                 self._head_since = now = self._loop.time()
                 if self._settings.header_read_timeout_s > 0:
                     self._ensure_ctimer(now + self._settings.header_read_timeout_s)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._exchange.client_paused(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._exchange.client_paused(False)
 
     def eof_received(self) -> bool | None:
         # A client that stops sending has gone away (like nginx without
@@ -291,12 +216,12 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._metrics.active_connections -= 1
-        if self._splice:
+        if self.splice:
             self._metrics.active_upgrades -= 1
-        self._closing = True
-        self._cancel_timers()
-        self._end_exchange(reuse=False)
-        self._cur = None
+        self.closing = True
+        self._cancel_ctimer()
+        self._exchange.abandon()
+        self.cur = None
         self._queue.clear()
 
     # -- httptools request callbacks --------------------------------------------------------
@@ -306,12 +231,12 @@ class ClientConnection(asyncio.Protocol):
         self._req = req
         self._in_head = True
         self._head_bytes = 0
-        if self._cur is None:
-            self._cur = req
+        if self.cur is None:
+            self.cur = req
             self._head_since = 0.0
         else:
             self._queue.append(req)
-            self._pause(P_PIPELINE)
+            self.pause(P_PIPELINE)
 
     def on_url(self, url: bytes) -> None:
         req = self._req
@@ -343,7 +268,7 @@ class ClientConnection(asyncio.Protocol):
         if kind == _PASS:
             req.headers.append((name, value))
         elif kind == _INTERNAL:
-            if self._trusted:
+            if self.trusted:
                 lname = name.lower()
                 if lname == H_INTERNAL_REVISION:
                     req.internal_rev = value
@@ -406,8 +331,8 @@ class ClientConnection(asyncio.Protocol):
                 413,
                 f"request body of {req.content_length} bytes exceeds the limit of {self._max_body} bytes",
             )
-        if req is self._cur:
-            self._start(req)
+        if req is self.cur:
+            self._exchange.start(req)
 
     def on_body(self, data: bytes) -> None:
         req = self._req
@@ -417,8 +342,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if req.body_size > self._max_body:
             req.discard = True
-            if req is self._cur:
-                self._body_too_large(req)
+            if req is self.cur:
+                self._exchange.too_large()
             else:
                 req.error = (413, f"request body exceeds the limit of {self._max_body} bytes")
             return
@@ -430,13 +355,14 @@ class ClientConnection(asyncio.Protocol):
                 req.replay_size = size
             else:
                 req.replay = None
-        if req is self._cur and self._up_ready:
-            self._forward_body(req, data)
+        sink = self.sink
+        if sink is not None and req is self.cur:
+            sink.body(req, data)
         else:
             req.pending.append(data)
             req.pending_size += len(data)
-            if req is self._cur and req.pending_size > PENDING_HIGH_WATER:
-                self._pause(P_PENDING)
+            if req is self.cur and req.pending_size > PENDING_HIGH_WATER:
+                self.pause(P_PENDING)
 
     def on_message_complete(self) -> None:
         req = self._req
@@ -444,36 +370,42 @@ class ClientConnection(asyncio.Protocol):
         self._req = None
         self._last = req
         req.complete = True
-        if req is not self._cur:
+        if req is not self.cur:
             return
         if req.response_done:
-            self._advance()
-        elif self._up_ready and (req.chunked or self._local) and not req.discard:
-            self._forward_end()
+            self.advance()
+        else:
+            sink = self.sink
+            if sink is not None and (req.chunked or sink.needs_end) and not req.discard:
+                sink.end(req)
 
     # -- answers and endings ----------------------------------------------------------------
 
-    def _respond_error(self, status: int, message: str, retry_after: bool = False) -> None:
-        self._respond_local(status, lambda close: error_response(status, message, close, retry_after))
+    def respond_error(self, status: int, message: str, retry_after: bool = False) -> None:
+        """Answer the active request with a short text/plain error (the reason in the body)."""
+        req = self.cur
+        if req is not None and not req.status:
+            req.status = status
+        self.respond_local(status, lambda close: error_response(status, message, close, retry_after))
 
-    def _respond_local(self, status: int, render: Callable[[bool], bytes]) -> None:
+    def respond_local(self, status: int, render: Callable[[bool], bytes]) -> None:
         """Answer the active request from the gateway itself: `render(close)` is the whole
         response; the connection is kept when the request allows it."""
-        req = self._cur
+        req = self.cur
         transport = self.transport
-        if req is None or transport is None or self._closing:
+        if req is None or transport is None or self.closing:
             return
         body_pending = not req.complete and req.body_expected
-        close = not req.keep_alive or body_pending or req.upgrade or self._broken or req.method == b"CONNECT"
+        close = not req.keep_alive or body_pending or req.upgrade or self.broken or req.method == b"CONNECT"
         transport.write(render(close))
         self._metrics.count_status(status)
-        self._resp_started = True
+        self.response_started = True
         req.response_done = True
         if close:
             req.keep_alive = False
-            self._close_client(linger=body_pending)
+            self.close(linger=body_pending)
         elif req.complete:
-            self._advance()
+            self.advance()
         else:
             req.discard = True
 
@@ -481,84 +413,83 @@ class ClientConnection(asyncio.Protocol):
         """The request stream is unusable: answer `status` if nothing was answered, close."""
         self._metrics.client_errors += 1
         self._parser = None
-        cur = self._cur
-        if self._closing:
+        cur = self.cur
+        if self.closing:
             return
         if cur is not None and cur is not self._req:
             # A pipelined request is broken: finish the active exchange, then close.
-            self._broken = True
+            self.broken = True
             cur.keep_alive = False
-            self._pause(P_PIPELINE)
+            self.pause(P_PIPELINE)
             return
-        started = self._resp_started
-        self._end_exchange(reuse=False)
+        started = self.response_started
+        self._exchange.abandon()
         transport = self.transport
         if started or transport is None:
-            self._close_client()
+            self.close()
             return
         transport.write(error_response(status, message, True))
         self._metrics.count_status(status)
-        self._close_client(linger=True)
+        self.close(linger=True)
 
-    def _advance(self) -> None:
+    def advance(self) -> None:
         """The active exchange is over: start the next pipelined request or wait for one.
 
-        Iterative, so a long run of pipelined requests answered at once cannot recurse deeply.
+        Iterative, so a long run of pipelined requests answered at once cannot recurse deeply:
+        an `advance` from within (the next request answered at once) runs as the next turn.
         """
         if self._advancing:
             self._advance_again = True
             return
         self._advancing = True
         try:
-            while True:
+            again = True
+            while again:
                 self._advance_again = False
-                self._advance_once()
-                if not self._advance_again:
-                    break
+                req = self.cur
+                self.cur = None
+                self.response_started = False
+                self._exchange.next()
+                if req is None or not req.keep_alive or self.broken:
+                    self.close()
+                elif self._queue:
+                    nxt = self.cur = self._queue.pop(0)
+                    if not self._queue:
+                        self.resume(P_PIPELINE)
+                    if nxt.head_done:
+                        self._exchange.start(nxt)
+                    else:
+                        self._head_since = now = self._loop.time()
+                        if self._settings.header_read_timeout_s > 0:
+                            self._ensure_ctimer(now + self._settings.header_read_timeout_s)
+                else:
+                    if self.pmask & P_PIPELINE:
+                        self.resume(P_PIPELINE)
+                    self._fresh = False
+                    self._idle_since = now = self._loop.time()
+                    timeout = self._settings.client_keepalive_timeout_s
+                    if timeout > 0 and (self._ctimer is None or self._cwhen > now + timeout):
+                        self._ensure_ctimer(now + timeout)
+                again = self._advance_again
         finally:
             self._advancing = False
 
-    def _advance_once(self) -> None:
-        req = self._cur
-        self._cur = None
-        self._resp_started = False
-        self._reset_exchange()
-        if req is None or not req.keep_alive or self._broken:
-            self._close_client()
-            return
-        if self._queue:
-            nxt = self._queue.pop(0)
-            self._cur = nxt
-            if not self._queue:
-                self._resume(P_PIPELINE)
-            if nxt.head_done:
-                self._start(nxt)
-            else:
-                self._head_since = now = self._loop.time()
-                if self._settings.header_read_timeout_s > 0:
-                    self._ensure_ctimer(now + self._settings.header_read_timeout_s)
-            return
-        if self._pmask & P_PIPELINE:
-            self._resume(P_PIPELINE)
-        self._fresh = False
-        self._idle_since = now = self._loop.time()
-        timeout = self._settings.client_keepalive_timeout_s
-        if timeout > 0 and (self._ctimer is None or self._cwhen > now + timeout):
-            self._ensure_ctimer(now + timeout)
-
-    def _close_client(self, linger: bool = False) -> None:
+    def close(self, linger: bool = False) -> None:
+        """Close the connection once what is written is sent. With `linger`, half-close and
+        read and discard for `LINGER_S` first, so that a client still sending sees the answer.
+        The exchange is over now, even if the close takes seconds."""
         transport = self.transport
-        if self._closing or transport is None:
-            return
-        self._closing = True
-        self._cancel_timers()
-        if linger and transport.can_write_eof() and not transport.is_closing():
-            transport.write_eof()
-            self._pmask = 0
-            transport.resume_reading()
-            self._ctimer = self._loop.call_later(LINGER_S, transport.close)
-        else:
-            transport.close()
+        if not self.closing and transport is not None:
+            self.closing = True
+            self._cancel_ctimer()
+            if linger and transport.can_write_eof() and not transport.is_closing():
+                transport.write_eof()
+                self.pmask = 0
+                transport.resume_reading()
+                self._ctimer = self._loop.call_later(LINGER_S, transport.close)
+            else:
+                transport.close()
+        self._exchange.close()
 
     # -- client timer and flow control -------------------------------------------------------
 
@@ -572,29 +503,26 @@ class ClientConnection(asyncio.Protocol):
         self._cwhen = when
         self._ctimer = self._loop.call_at(when, self._on_ctimer)
 
-    def _cancel_timers(self) -> None:
+    def _cancel_ctimer(self) -> None:
         if self._ctimer is not None:
             self._ctimer.cancel()
             self._ctimer = None
-        if self._utimer is not None:
-            self._utimer.cancel()
-            self._utimer = None
 
     def _on_ctimer(self) -> None:
         """Client-side deadlines: idle keep-alive connection, slow header block."""
         self._ctimer = None
-        if self._closing:
+        if self.closing:
             return
         now = self._loop.time()
         settings = self._settings
-        cur = self._cur
+        cur = self.cur
         if cur is None:
             limit = settings.header_read_timeout_s if self._fresh else (settings.client_keepalive_timeout_s)
             deadline = self._idle_since + limit
             if limit <= 0:
                 return
             if now >= deadline:
-                self._close_client()
+                self.close()
             else:
                 self._ensure_ctimer(deadline)
             return
@@ -610,49 +538,21 @@ class ClientConnection(asyncio.Protocol):
             assert transport is not None
             transport.write(error_response(408, "request headers not received in time", True))
             self._metrics.count_status(408)
-            self._close_client(linger=True)
+            self.close(linger=True)
         # Otherwise an exchange is under way; `_advance` re-arms when it ends.
 
-    def _pause(self, reason: int) -> None:
-        if not self._pmask:
+    def pause(self, reason: int) -> None:
+        """Stop reading from the client for `reason` (a `P_*` bit) until `resume(reason)`."""
+        if not self.pmask:
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.pause_reading()
-        self._pmask |= reason
+        self.pmask |= reason
 
-    def _resume(self, reason: int) -> None:
-        if self._pmask & reason:
-            self._pmask &= ~reason
-            if not self._pmask:
+    def resume(self, reason: int) -> None:
+        if self.pmask & reason:
+            self.pmask &= ~reason
+            if not self.pmask:
                 transport = self.transport
                 if transport is not None and not transport.is_closing():
                     transport.resume_reading()
-
-    # -- hooks for the exchange (implemented by the proxy) -----------------------------------
-
-    def _start(self, req: ClientRequest) -> None:
-        """Headers of the active request are complete: route it and start the exchange."""
-        raise NotImplementedError
-
-    def _forward_body(self, req: ClientRequest, data: bytes) -> None:
-        """A body chunk of the active request, with the upstream ready."""
-        raise NotImplementedError
-
-    def _forward_end(self) -> None:
-        """The active chunked request body ended, with the upstream ready."""
-        raise NotImplementedError
-
-    def _body_too_large(self, req: ClientRequest) -> None:
-        raise NotImplementedError
-
-    def _end_exchange(self, reuse: bool) -> None:
-        """Abandon or finish the upstream side of the exchange; idempotent."""
-        raise NotImplementedError
-
-    def _reset_exchange(self) -> None:
-        """Forget per-exchange state before the next request."""
-        raise NotImplementedError
-
-    def _splice_in(self, data: bytes) -> None:
-        """Raw bytes from the client of an upgraded connection."""
-        raise NotImplementedError

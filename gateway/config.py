@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +151,6 @@ def encode_setting(value: Any) -> str:
 LINK_PATH = "/internal/gateway/link"
 """Path of the controller's websocket for gateway workers."""
 
-TAG_HEADER = "knative-serving-tag"
-"""Request header naming a route tag (Knative's `Knative-Serving-Tag`)."""
-
 # ---------------------------------------------------------------------------------------------
 # The routing snapshot (controller → gateway). Its wire form, and every other link message, is in
 # `gateway.wire`: orjson serialises these dataclasses as they are, `wire.decode_snapshot` reads
@@ -174,8 +171,17 @@ class Endpoint:
     and forwards to it from its first successful connect, without waiting for the controller."""
 
 
+class _Keyed:
+    """Holds `RevisionTarget.key` in a slot outside the dataclass fields, so that the snapshot's
+    wire form (orjson writes the fields), equality and `repr` stay as they were."""
+
+    __slots__ = ("key",)
+    key: str
+    """`namespace/name`, computed once when the target is built (the hot path reads it)."""
+
+
 @dataclass(frozen=True, slots=True)
-class RevisionTarget:
+class RevisionTarget(_Keyed):
     """What the gateway needs to forward to one revision."""
 
     namespace: str
@@ -195,9 +201,12 @@ class RevisionTarget:
     """Non-empty when requests must fail fast (503 with this reason) instead of waiting: the
     revision failed, or its replica exited before becoming ready and none is left."""
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
+
+    def __reduce__(self) -> tuple[type[RevisionTarget], tuple[Any, ...]]:
+        # Copies and pickles rebuild through __init__, so `key` is set again.
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self)))
 
 
 @dataclass(frozen=True, slots=True)

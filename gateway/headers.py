@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from http import HTTPStatus
 
 CRLF = b"\r\n"
 COLON = b": "
@@ -147,25 +147,18 @@ def new_traceparent() -> bytes:
     return ("00-" + trace + "-" + parent + "-00").encode()
 
 
-def join_headers(parts: list[bytes], headers: Iterable[tuple[bytes, bytes]]) -> None:
-    for name, value in headers:
-        parts += (name, COLON, value, CRLF)
+def _reason_table() -> dict[int, bytes]:
+    table = {status.value: status.phrase.encode("latin-1") for status in HTTPStatus}
+    table[413] = b"Content Too Large"  # RFC 9110's name; Python 3.11 still says "Request Entity…"
+    return table
 
 
-REASONS: dict[int, bytes] = {
-    200: b"OK",
-    202: b"Accepted",
-    400: b"Bad Request",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    415: b"Unsupported Media Type",
-    431: b"Request Header Fields Too Large",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
+REASONS: dict[int, bytes] = _reason_table()
+"""Status code → reason phrase (RFC 9110's), for the responses the gateway writes itself."""
+STATUS_LINES: dict[int, bytes] = {code: b"HTTP/1.1 %d %s\r\n" % (code, r) for code, r in REASONS.items()}
+"""Status code → its status line, as relayed when a replica sends the standard phrase."""
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+"""The interim response that asks a client for the body it announced with `Expect`."""
 
 
 def error_response(status: int, message: str, close: bool, retry_after: bool = False) -> bytes:

@@ -229,7 +229,7 @@ class IngressMetrics:
         return out
 
 
-_REASONS: tuple[tuple[type[CloudEventError], int, str], ...] = (
+_ERROR_ANSWERS: tuple[tuple[type[CloudEventError], int, str], ...] = (
     (EventTooLarge, 413, "too-large"),
     (UnsupportedFormat, 415, "unsupported-format"),
 )
@@ -388,7 +388,7 @@ class BrokerIngress:
                 except InvalidEvent as exc:
                     raise InvalidEvent(exc.reason, index=i if len(events) > 1 else None) from None
         except CloudEventError as exc:
-            for kind, status, reason in _REASONS:
+            for kind, status, reason in _ERROR_ANSWERS:
                 if isinstance(exc, kind):
                     self.metrics.reject(key, reason)
                     return Answer(status, exc.message)

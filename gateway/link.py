@@ -145,7 +145,10 @@ class ControllerLink:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
         self._drained = asyncio.Event()
-        router.on_drained = self._drained.set
+
+    def endpoint_drained(self) -> None:
+        """The last request of a draining endpoint ended (the router's `on_drained`): re-ack."""
+        self._drained.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 

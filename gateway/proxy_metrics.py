@@ -100,10 +100,6 @@ class ProxyMetrics:
             c = self.counters[(route, revision)] = RouteCounter(route, revision, hist)
         return c
 
-    def count_request(self, route: str, revision: str, status: int, seconds: float) -> None:
-        """One routed request answered with `status` after `seconds` (off the per-byte path)."""
-        self.counter(route, revision).count(status, seconds)
-
     def count_status(self, status: int) -> None:
         if status < 300:
             if status >= 200:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,18 +39,14 @@ ROUTE_CACHE_SIZE = 4096
 
 
 class Routed:
-    """Where a request routes: the matched route and the picked revision (with its key)."""
+    """Where a request routes: the matched route and the picked revision."""
 
-    __slots__ = ("cluster_local", "key", "route", "target")
+    __slots__ = ("cluster_local", "route", "target")
 
-    def __init__(
-        self, route: str, target: RevisionTarget, key: str, cluster_local: bool = False
-    ) -> None:
+    def __init__(self, route: str, target: RevisionTarget, cluster_local: bool = False) -> None:
         self.route = route
         """`namespace/name` of the matched route."""
         self.target = target
-        self.key = key
-        """`target.key`, computed once."""
         self.cluster_local = cluster_local
         """The route is cluster-local: a connection accepted on a `--listen` address must get
         the unknown host's 404 instead (the proxy checks; the router knows no listeners)."""
@@ -62,20 +58,30 @@ class Router:
     __slots__ = (
         "_balancer",
         "_cache",
+        "_listeners",
+        "_on_drained",
+        "_on_release",
         "_rnd",
         "_snapshot",
         "_table",
-        "listeners",
-        "on_drained",
-        "on_release",
     )
 
     def __init__(
         self,
         snapshot: Snapshot | None = None,
         rnd: Callable[[], float] = random.random,
+        *,
+        on_release: Callable[[str], None] | None = None,
+        listeners: Sequence[Callable[[Snapshot], None]] = (),
         on_drained: Callable[[], None] | None = None,
     ) -> None:
+        """`snapshot` is applied at once (before any listener is told). The callbacks are the
+        router's events, wired once by `gateway.worker.build_context`:
+
+        - `on_release(endpoint_id)` after every released slot (the activator's capacity event);
+        - `listeners`, in this order, after a newer snapshot is applied;
+        - `on_drained()` when a draining endpoint's in-flight count reaches 0 (the link re-acks).
+        """
         self._rnd = rnd
         self._balancer = Balancer()
         self._table = RoutingTable.empty()
@@ -83,14 +89,12 @@ class Router:
         self._cache: dict[bytes | tuple[bytes, bytes], Routed] = {}
         """Raw Host header (and tag) → where it routes, for routes with a single target revision;
         emptied by every snapshot."""
-        self.on_drained = on_drained
-        """Called when a draining endpoint's in-flight count reaches 0 (the link re-acks)."""
-        self.on_release: Callable[[str], None] | None = None
-        """Called with the endpoint id after every released slot (the activator's capacity event)."""
-        self.listeners: list[Callable[[Snapshot], None]] = []
-        """Called after a newer snapshot is applied (activator, prober)."""
+        self._on_release = on_release
+        self._listeners: tuple[Callable[[Snapshot], None], ...] = ()
+        self._on_drained = on_drained
         if snapshot is not None:
             self.apply(snapshot)
+        self._listeners = tuple(listeners)
 
     @property
     def version(self) -> int:
@@ -100,10 +104,6 @@ class Router:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    @property
-    def balancer(self) -> Balancer:
-        return self._balancer
-
     def apply(self, snapshot: Snapshot) -> None:
         """Switch to a newer snapshot; versions not above the current one are ignored."""
         if snapshot.version <= self._snapshot.version and self._snapshot.version != 0:
@@ -112,36 +112,18 @@ class Router:
         self._cache = {}
         self._balancer.update(snapshot)
         self._snapshot = snapshot
-        for listener in self.listeners:
+        for listener in self._listeners:
             listener(snapshot)
 
     def resolve(self, host: str, tag: str | None = None) -> RevisionTarget | RouteMiss:
-        res = self._table.resolve(host, tag)
-        if res is None:
-            return RouteMiss("unknown-host", host)
-        if not res.candidates:
-            return RouteMiss("no-traffic", host, f"{res.namespace}/{res.route}")
-        name = pick(res, self._rnd())
-        rev = self._table.revision(res.namespace, name)
-        if rev is None:
-            return RouteMiss("missing-revision", host, f"{res.namespace}/{res.route}", name)
-        return rev
-
-    def route(self, host: str, tag: str | None = None) -> tuple[str, RevisionTarget] | RouteMiss:
-        """Like `resolve`, with the `namespace/name` of the matched route."""
-        res = self._table.resolve(host, tag)
-        if res is None:
-            return RouteMiss("unknown-host", host)
-        if not res.candidates:
-            return RouteMiss("no-traffic", host, res.key)
-        name = pick(res, self._rnd())
-        rev = self._table.revision(res.namespace, name)
-        if rev is None:
-            return RouteMiss("missing-revision", host, res.key, name)
-        return res.key, rev
+        """`route_raw` for str values, without the route."""
+        found = self.route_raw(host.encode("latin-1"), tag.encode("latin-1") if tag else None)
+        return found if isinstance(found, RouteMiss) else found.target
 
     def route_raw(self, host: bytes, tag: bytes | None = None) -> Routed | RouteMiss:
-        """`route` for raw header values (latin-1), cached per snapshot for single-target routes."""
+        """Where a request with these Host and tag header values (latin-1) goes: the matched
+        route and the revision picked by its traffic split. Cached per snapshot for routes with
+        a single target revision (the same answer every time)."""
         ck: bytes | tuple[bytes, bytes] = host if not tag else (host, tag)
         hit = self._cache.get(ck)
         if hit is not None:
@@ -156,7 +138,7 @@ class Router:
         rev = self._table.revision(res.namespace, name)
         if rev is None:
             return RouteMiss("missing-revision", host_s, res.key, name)
-        routed = Routed(res.key, rev, rev.key, res.cluster_local)
+        routed = Routed(res.key, rev, res.cluster_local)
         if len(res.candidates) == 1:  # the same answer every time until the next snapshot
             cache = self._cache
             if len(cache) >= ROUTE_CACHE_SIZE:
@@ -181,13 +163,29 @@ class Router:
         return self._balancer.acquire(rev, self._rnd, exclude)
 
     def release(self, endpoint_id: str) -> None:
-        if self._balancer.release(endpoint_id) and self.on_drained is not None:
-            self.on_drained()
-        if self.on_release is not None:
-            self.on_release(endpoint_id)
+        if self._balancer.release(endpoint_id) and self._on_drained is not None:
+            self._on_drained()
+        if self._on_release is not None:
+            self._on_release(endpoint_id)
+
+    def revision_of(self, endpoint_id: str) -> str | None:
+        """The revision key of an endpoint of the current snapshot."""
+        return self._balancer.revision_of(endpoint_id)
+
+    def unprobed(self) -> list[Endpoint]:
+        """Starting endpoints not yet promoted (the prober's work list)."""
+        return self._balancer.unprobed()
 
     def inflight(self, endpoint_id: str) -> int:
         return self._balancer.inflight(endpoint_id)
+
+    def total_inflight(self) -> int:
+        """Requests in flight to replicas (the current endpoints and draining ones)."""
+        return self._balancer.total_inflight()
+
+    def inflight_by_revision(self) -> dict[str, int]:
+        """revision key → requests in flight to its current endpoints (off the hot path)."""
+        return self._balancer.inflight_by_revision()
 
     def draining(self) -> dict[str, int]:
         return self._balancer.draining()

@@ -30,7 +30,7 @@ _PLAIN_CONNECTION = frozenset((b"keep-alive", b"Keep-Alive", b"close", b"Close")
 
 
 class UpstreamOwner(Protocol):
-    """What an upstream connection reports to the client exchange currently using it."""
+    """What an upstream connection reports to the exchange using it (`gateway.relay.Relay`)."""
 
     def up_headers(self, up: UpstreamConn, status: int) -> None: ...
     def up_body(self, data: bytes) -> None: ...
@@ -82,9 +82,11 @@ class UpstreamConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.splice = False
         self.write_paused = False
-        self._reset()
+        self.head_request = False
+        self._reset_response()
 
-    def _reset(self) -> None:
+    def _reset_response(self) -> None:
+        """Forget the response parsed last (or the interim one before the final response)."""
         self.headers: list[tuple[bytes, bytes]] = []
         self.reason = b""
         self.status = 0
@@ -96,43 +98,17 @@ class UpstreamConn(asyncio.Protocol):
         self.complete = False
         self.interim = False
         self.junk = False
-        self.head_request = False
 
     # -- owner side ------------------------------------------------------------------------
 
     def begin(self, owner: UpstreamOwner, head_request: bool) -> None:
         """Attach to an exchange; the next response parsed belongs to `owner`."""
-        if self.status or self.reason or self.headers:  # used before: start clean (as `_reset`)
-            self.headers = []
-            self.reason = b""
-            self.status = 0
-            self.content_length = None
-            self.chunked = False
-            self.conn_extra = None
-            self.upgrade = None
-            self.keep_alive = True
-            self.complete = False
-            self.interim = False
-            self.junk = False
+        if self.status or self.reason or self.headers:  # used before: start clean
+            self._reset_response()
         self.owner = owner
         self.head_request = head_request
         if self.parser is None:
             self.parser = httptools.HttpResponseParser(self)
-
-    def detach(self) -> None:
-        self.owner = None
-
-    @property
-    def reusable(self) -> bool:
-        return (
-            self.keep_alive
-            and not self.junk
-            and not self.closed
-            and not self.splice
-            and self.parser is not None
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
 
     def close(self) -> None:
         self.owner = None
@@ -210,13 +186,8 @@ class UpstreamConn(asyncio.Protocol):
         if self.complete:
             self.junk = True
             return
-        if self.interim:
-            self.headers = []
-            self.reason = b""
-            self.content_length = None
-            self.chunked = False
-            self.conn_extra = None
-            self.upgrade = None
+        if self.interim:  # the final response after a 1xx
+            self._reset_response()
 
     def on_status(self, status: bytes) -> None:
         self.reason = self.reason + status if self.reason else status
@@ -328,9 +299,9 @@ class UpstreamPool:
         return None
 
     def put(self, conn: UpstreamConn) -> None:
+        """Keep `conn` for the next request to its endpoint, or close it if it cannot be reused."""
         limit = self._settings.upstream_keepalive_per_endpoint
         transport = conn.transport
-        # conn.reusable, inlined (hot path)
         if (
             limit <= 0
             or not conn.keep_alive

@@ -15,22 +15,30 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flint_common.secret import Secret
+from gateway.activator import Activator
 from gateway.admin import (
     bind_unix_socket,
     start_worker_admin,
     worker_socket_path,
 )
-from gateway.config import GatewaySettings
-from gateway.home import proxy_socket_path
+from gateway.channels.wake import WakeSender
+from gateway.client import ClientConnection
+from gateway.config import GatewaySettings, Snapshot
+from gateway.context import PokeSender, SendUp, WorkerContext
+from gateway.home import HomeRouter, proxy_socket_path
+from gateway.ingress import BrokerIngress
 from gateway.limits import raise_nofile_limit
 from gateway.link import ControllerLink
 from gateway.metrics import WorkerStats, flatten_counters, histograms_json
-from gateway.proxy_factory import ProxyFactory, make_proxy_factory
+from gateway.prober import StartingProber
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
-from gateway.stats import report_stats
+from gateway.stats import Pokes, StatsAccumulator, report_stats
+from gateway.upstream import UpstreamPool
 
 log = logging.getLogger("flint.gateway.worker")
 
@@ -41,7 +49,112 @@ WORKER_DRAIN_S = 5.0
 PARENT_POLL_S = 1.0
 """How often a worker checks that its parent is alive (fallback to PR_SET_PDEATHSIG)."""
 
+HOME_SIDE_COUNTERS = ("upstream_errors", "upstream_connect_errors", "upstream_timeouts", "upstream_retries")
+"""Counters of requests forwarded by the other workers that the forwarding worker cannot see
+(it gets an answer): added to this worker's on `/metrics`. Its requests and answers are not,
+since the forwarding worker counts those already."""
+
 _PR_SET_PDEATHSIG = 1
+
+
+async def _unlinked(_: Mapping[str, Any]) -> bool:
+    """`send_up` without a controller link: nothing is sent."""
+    return False
+
+
+def build_context(
+    settings: GatewaySettings,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    index: int = 0,
+    snapshot: Snapshot | None = None,
+    send_up: SendUp = _unlinked,
+    controller_connected: Callable[[], bool] = lambda: False,
+    on_drained: Callable[[], None] | None = None,
+) -> WorkerContext:
+    """Worker `index`'s proxy state, with every callback between its parts wired here.
+
+    The router is built first, since the others read it; its events name them late, and run
+    in this order:
+
+    1. a released slot → the activator dispatches that revision's queue;
+    2. a newer snapshot → the ingress opens the logs this worker writes (and retires the
+       others), then the activator fails the queues of failed or vanished revisions and
+       dispatches the rest, then the prober starts and stops probes;
+    3. the last request of a draining endpoint → `on_drained` (the link re-acks);
+    4. a starting endpoint passing the prober's connect → the activator dispatches.
+
+    `snapshot`, when given, is applied last (through the same events); a worker gets its own
+    from the link (`ControllerLink.load_persisted`).
+    """
+    workers = settings.workers
+    router = Router(
+        on_release=lambda endpoint_id: activator.on_release(endpoint_id),
+        listeners=(
+            lambda snap: ingress.apply(snap),
+            lambda snap: activator.on_snapshot(snap),
+            lambda snap: prober.sync(snap),
+        ),
+        on_drained=on_drained,
+    )
+    ingress = BrokerIngress(
+        settings.state_dir,
+        settings.domain,
+        worker_index=index,
+        workers=workers,
+        max_event_bytes=settings.max_event_bytes,
+        max_age_s=settings.log_max_age_s,
+        max_records=settings.log_max_records,
+        compact_every_s=settings.log_compact_interval_s,
+        wake=WakeSender(settings.state_dir),
+    )
+    pokes = Pokes()
+    poke = PokeSender(loop, send_up, pokes)
+    activator = Activator(
+        router,
+        settings,
+        workers=workers,
+        clock=loop.time,
+        loop=loop,
+        controller_connected=controller_connected,
+        poke=poke,
+        pokes=pokes,
+    )
+    prober = StartingProber(
+        router,
+        loop,
+        interval_s=settings.probe_interval_s,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        on_ready=activator.on_promoted,
+    )
+    ctx = WorkerContext(
+        settings=settings,
+        loop=loop,
+        router=router,
+        pool=UpstreamPool(loop, settings),
+        activator=activator,
+        prober=prober,
+        stats=StatsAccumulator(loop.time()),
+        ingress=ingress,
+        home=HomeRouter(index, workers, settings.state_dir) if workers > 1 else None,
+        metrics=ProxyMetrics(),
+        home_metrics=ProxyMetrics(),
+        send_up=send_up,
+        poke=poke,
+    )
+    if snapshot is not None:
+        router.apply(snapshot)
+    return ctx
+
+
+def protocol_factory(
+    ctx: WorkerContext, *, trusted: bool = False, public: bool = False
+) -> Callable[[], asyncio.Protocol]:
+    """The `loop.create_server` factory of one kind of listener: the loopback one (the
+    default), the unix socket on which the other workers forward requests (`trusted`) or a
+    `--listen` address (`public`: cluster-local routes answer 404 there)."""
+    return lambda: ClientConnection(ctx, trusted=trusted, public=public)
+
 
 def listen_socket(host: str, port: int) -> socket.socket:
     """A bound (not yet listening) TCP socket that shares `port` with the other workers."""
@@ -95,62 +208,56 @@ async def run_worker(
     # Ctrl-C reaches the whole process group: the main process stops the workers in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    router = Router()
-    metrics = ProxyMetrics()
-    link = ControllerLink(settings, router, f"{gateway_id}/{index}", token=token)
-    factory = make_proxy_factory(
-        router,
+    # The link feeds the router that the context builds, so the context reaches it late.
+    ctx = build_context(
         settings,
-        metrics,
+        loop,
+        index=index,
+        send_up=lambda message: link.send_up(message),
         controller_connected=lambda: link.connected,
-        send_up=link.send_up,
-        worker_index=index,
-        workers=settings.workers,
+        on_drained=lambda: link.endpoint_drained(),
     )
+    router, metrics, activator = ctx.router, ctx.metrics, ctx.activator
+    link = ControllerLink(settings, router, f"{gateway_id}/{index}", token=token)
     await link.load_persisted()  # serve the last known routes from the first connection on
 
     internal: asyncio.Server | None = None
-    internal_factory: ProxyFactory | None = None
     if settings.workers > 1:
         # The other workers forward requests for revisions this worker is the home of.
         path = proxy_socket_path(settings.state_dir, index)
         unix_sock = await asyncio.to_thread(bind_unix_socket, path)
-        internal_factory = ProxyFactory(
-            router, settings, ProxyMetrics(), trusted=True, shared=factory
+        internal = await loop.create_unix_server(
+            protocol_factory(ctx, trusted=True), sock=unix_sock, backlog=LISTEN_BACKLOG
         )
-        internal = await loop.create_unix_server(internal_factory, sock=unix_sock, backlog=LISTEN_BACKLOG)
 
     servers = [
         await loop.create_server(
-            factory, sock=listen_socket(settings.host, settings.port), backlog=LISTEN_BACKLOG
+            protocol_factory(ctx), sock=listen_socket(settings.host, settings.port),
+            backlog=LISTEN_BACKLOG,
         )
     ]
-    public_factory: ProxyFactory | None = None
-    if settings.listen:
-        # The `--listen` addresses get their own factory (the same state): their connections
-        # are not served cluster-local routes, which only the loopback listener (and the unix
-        # sockets the workers forward on) serves.
-        public_factory = ProxyFactory(router, settings, metrics, public=True, shared=factory)
-        for host, port in settings.listen:
-            servers.append(await loop.create_server(
-                public_factory, sock=listen_socket(host, port), backlog=LISTEN_BACKLOG
-            ))
+    # The `--listen` addresses: their connections are not served cluster-local routes, which
+    # only the loopback listener (and the unix sockets the workers forward on) serves.
+    public = protocol_factory(ctx, public=True)
+    for host, port in settings.listen:
+        servers.append(await loop.create_server(
+            public, sock=listen_socket(host, port), backlog=LISTEN_BACKLOG
+        ))
     link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
     lag = [0.0]
 
     def set_lag(value: float) -> None:
         lag[0] = value
 
-    assert factory.stats is not None
     reporter = asyncio.create_task(
-        report_stats(factory.stats, link.send_up, clock=loop.time, on_lag=set_lag),
+        report_stats(ctx.stats, ctx.send_up, clock=loop.time, on_lag=set_lag),
         name="stats-reporter",
     )
-    activator = factory.activator
-    assert activator is not None
 
     def stats() -> WorkerStats:
         counters = flatten_counters(metrics)
+        for name in HOME_SIDE_COUNTERS:
+            counters[name] += getattr(ctx.home_metrics, name)
         counters["queue_rejections"] = activator.rejections
         counters["queue_timeouts"] = activator.timeouts
         return WorkerStats(
@@ -163,11 +270,11 @@ async def run_worker(
             requests=[(r, v, c, n) for (r, v, c), n in metrics.by_route.items()],
             latency=histograms_json(metrics.latency),
             queue_depth=activator.depths(),
-            inflight=router.balancer.inflight_by_revision(),
+            inflight=router.inflight_by_revision(),
             cold_starts=dict(activator.cold_starts),
             cold_start_latency=histograms_json(activator.cold_start_latency),
             loop_lag_s=lag[0],
-            broker_events=factory.ingress.metrics.rows() if factory.ingress is not None else [],
+            broker_events=ctx.ingress.metrics.rows(),
         )
 
     admin = await start_worker_admin(worker_socket_path(settings.state_dir, index), stats)
@@ -188,11 +295,7 @@ async def run_worker(
         reporter.cancel()
         link_task.cancel()
         await asyncio.wait([link_task, reporter])
-        if internal_factory is not None:
-            internal_factory.close()
-        if public_factory is not None:
-            public_factory.close()
-        await factory.aclose()
+        await ctx.aclose()
         await admin.cleanup()
     log.info("event=worker_stopped worker=%d", index)
     return 0
@@ -203,7 +306,7 @@ async def _drain(router: Router, metrics: ProxyMetrics, deadline: float) -> None
     loop = asyncio.get_running_loop()
     delay = 0.01
     while loop.time() < deadline and (
-        router.balancer.total_inflight() > 0 or metrics.inflight_requests > 0
+        router.total_inflight() > 0 or metrics.inflight_requests > 0
     ):
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)

@@ -27,8 +27,7 @@ from integration.test_proxy import (
 
 from gateway.activator import Activator, Rejection, Ticket
 from gateway.config import Endpoint, GatewaySettings, Snapshot
-from gateway.proxy_factory import ProxyFactory
-from gateway.router import Router
+from gateway.worker import build_context, protocol_factory
 
 KEY = "default/hello-1"
 
@@ -38,15 +37,17 @@ async def activating_proxy(
     snap: Snapshot, settings: GatewaySettings | None = None, connected: bool = True
 ) -> AsyncIterator[Proxy]:
     """The proxy as a worker runs it, with a controller link that is up (or not)."""
-    router = Router(snap)
-    factory = ProxyFactory(router, settings or GatewaySettings(), controller_connected=lambda: connected)
-    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    ctx = build_context(
+        settings or GatewaySettings(), loop, snapshot=snap, controller_connected=lambda: connected
+    )
+    server = await loop.create_server(protocol_factory(ctx), "127.0.0.1", 0)
     port = int(server.sockets[0].getsockname()[1])
     try:
-        yield Proxy(router, factory, server, port)
+        yield Proxy(ctx.router, ctx, server, port)
     finally:
         server.close()
-        factory.close()
+        ctx.close()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 2.0)
 
@@ -101,20 +102,20 @@ async def test_starting_endpoint_listening_300ms_later_gets_the_request() -> Non
     app = OverlapApp()
     snap = one_revision(Endpoint("s1", "127.0.0.1", port, starting=True))
     async with activating_proxy(snap) as p, aiohttp.ClientSession() as s:
-        act = p.factory.activator
+        act = p.ctx.activator
         assert act is not None
         req = asyncio.create_task(s.get(url(p, "/cold"), headers={"Host": HELLO}))
         await wait_for(lambda: act.waiting(KEY) == 1, what="request queued")
-        assert p.factory.prober is not None and p.factory.prober.probing == ["s1"]
+        assert p.ctx.prober is not None and p.ctx.prober.probing == ["s1"]
         await asyncio.sleep(0.3)  # the replica takes 300 ms to listen (the scenario, not a wait)
         # still held, not failed, while nothing listens
-        assert not req.done() and act.waiting(KEY) == 1 and p.factory.prober.probing == ["s1"]
+        assert not req.done() and act.waiting(KEY) == 1 and p.ctx.prober.probing == ["s1"]
         await app.start(port)
         try:
             async with await req as resp:
                 assert resp.status == 200 and await resp.text() == "ok"
             assert act.cold_starts == {KEY: 1}
-            assert p.factory.prober.probing == []
+            assert p.ctx.prober.probing == []
             assert p.router.has_ready(p.router.snapshot.revisions[0])
             # the controller later marks it ready: nothing changes for the data plane
             p.router.apply(replace(one_revision(Endpoint("s1", "127.0.0.1", port)), version=2))
@@ -129,14 +130,14 @@ async def test_requests_wait_at_zero_until_a_snapshot_adds_an_endpoint() -> None
     up = await start_upstream("a")
     try:
         async with activating_proxy(one_revision()) as p, aiohttp.ClientSession() as s:
-            act = p.factory.activator
+            act = p.ctx.activator
             assert act is not None
             reqs = [
                 asyncio.create_task(s.get(url(p, f"/q{i}"), headers={"Host": HELLO}))
                 for i in range(8)
             ]
             await wait_for(lambda: act.waiting(KEY) == 8, what="8 requests queued")
-            assert p.factory.stats is not None and p.factory.stats.current(KEY) == 8
+            assert p.ctx.stats is not None and p.ctx.stats.current(KEY) == 8
             p.router.apply(replace(one_revision(up.endpoint), version=2))
             paths = []
             for r in reqs:
@@ -146,7 +147,7 @@ async def test_requests_wait_at_zero_until_a_snapshot_adds_an_endpoint() -> None
             assert sorted(paths) == sorted(f"/q{i}" for i in range(8))
             assert act.waiting(KEY) == 0 and act.used == 0
             await p.settled()
-            await wait_for(lambda: p.factory.stats is not None and p.factory.stats.current(KEY) == 0)
+            await wait_for(lambda: p.ctx.stats is not None and p.ctx.stats.current(KEY) == 0)
     finally:
         await stop_upstream(up)
 
@@ -178,7 +179,7 @@ async def test_container_concurrency_1_is_never_exceeded() -> None:
 async def test_queue_overflow_is_503_with_retry_after() -> None:
     settings = GatewaySettings(queue_limit_per_revision=2)
     async with activating_proxy(one_revision(), settings) as p, aiohttp.ClientSession() as s:
-        act = p.factory.activator
+        act = p.ctx.activator
         assert act is not None
         waiting = [asyncio.create_task(s.get(url(p), headers={"Host": HELLO})) for _ in range(2)]
         await wait_for(lambda: act.waiting(KEY) == 2, what="2 requests queued")
@@ -210,7 +211,7 @@ def record_enqueues(act: Activator) -> list[Ticket | Rejection]:
 
 async def test_waiting_past_the_timeout_is_504() -> None:
     async with activating_proxy(one_revision(timeout_s=0.3)) as p, aiohttp.ClientSession() as s:
-        act = p.factory.activator
+        act = p.ctx.activator
         assert act is not None
         queued = record_enqueues(act)
         async with s.get(url(p), headers={"Host": HELLO}) as resp:
@@ -237,7 +238,7 @@ async def test_failed_revision_and_unreachable_controller_fail_fast() -> None:
         ),
     )
     async with activating_proxy(failed) as p, aiohttp.ClientSession() as s:
-        act = p.factory.activator
+        act = p.ctx.activator
         assert act is not None
         queued = record_enqueues(act)
         async with s.get(url(p), headers={"Host": HELLO}) as resp:
@@ -248,8 +249,8 @@ async def test_failed_revision_and_unreachable_controller_fail_fast() -> None:
         # Refused before queueing: it never waited for the (30 s) timeout nor for a replica.
         assert queued == [] and act.timeouts == 0 and act.waiting(KEY) == 0
     async with activating_proxy(one_revision(), connected=False) as p, aiohttp.ClientSession() as s:
-        assert p.factory.activator is not None
-        queued = record_enqueues(p.factory.activator)
+        assert p.ctx.activator is not None
+        queued = record_enqueues(p.ctx.activator)
         async with s.get(url(p), headers={"Host": HELLO}) as resp:
             assert resp.status == 503
             assert "controller is unreachable" in await resp.text()
@@ -259,7 +260,7 @@ async def test_failed_revision_and_unreachable_controller_fail_fast() -> None:
 async def test_failure_published_while_waiting_answers_503_at_once() -> None:
     snap = one_revision(Endpoint("s1", "127.0.0.1", free_port(), starting=True))
     async with activating_proxy(snap) as p, aiohttp.ClientSession() as s:
-        act = p.factory.activator
+        act = p.ctx.activator
         assert act is not None
         req = asyncio.create_task(s.get(url(p), headers={"Host": HELLO}))
         await wait_for(lambda: act.waiting(KEY) == 1, what="request queued")
@@ -268,13 +269,13 @@ async def test_failure_published_while_waiting_answers_503_at_once() -> None:
         async with await req as resp:
             assert resp.status == 503
             assert "exit code 2" in await resp.text()
-        assert p.factory.prober is not None and p.factory.prober.probing == []
+        assert p.ctx.prober is not None and p.ctx.prober.probing == []
 
 
 async def test_queued_client_disconnecting_leaves_no_entry() -> None:
     async with activating_proxy(one_revision()) as p:
-        act = p.factory.activator
-        stats = p.factory.stats
+        act = p.ctx.activator
+        stats = p.ctx.stats
         assert act is not None and stats is not None
         clients = []
         for i in range(3):
@@ -294,7 +295,7 @@ async def test_queued_bodies_small_buffered_large_left_in_the_socket() -> None:
     up = await start_upstream("a")
     try:
         async with activating_proxy(one_revision()) as p:
-            act = p.factory.activator
+            act = p.ctx.activator
             assert act is not None
             small = await RawClient.connect(p.port)
             await small.send(

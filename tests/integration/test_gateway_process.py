@@ -365,7 +365,7 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
 async def test_link_reports_draining_endpoints_until_they_drain(tmp_path: Path) -> None:
     async with upstream_server() as up, controller(snapshot(1, up, ("a.default.localhost",))) as c:
         settings = GatewaySettings(controller_url=c.url, state_dir=tmp_path)
-        router = Router()
+        router = Router(on_drained=lambda: link.endpoint_drained())
         link = ControllerLink(settings, router, "gw/0", persist=False)
         task = asyncio.create_task(link.run())
         try:

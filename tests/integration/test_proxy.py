@@ -28,9 +28,10 @@ from gateway.config import (
     TagTarget,
     TrafficSplit,
 )
-from gateway.proxy_factory import ProxyFactory
+from gateway.context import WorkerContext
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
+from gateway.worker import build_context, protocol_factory
 
 if os.environ.get("FLINT_TEST_LOOP") == "uvloop":
     # The worker runs on uvloop; `test_whole_module_under_uvloop` reruns this file that way.
@@ -265,13 +266,13 @@ def snapshot(version: int, routes: Sequence[RouteEntry], revisions: Sequence[Rev
 @dataclass
 class Proxy:
     router: Router
-    factory: ProxyFactory
+    ctx: WorkerContext
     server: asyncio.Server
     port: int
 
     @property
     def metrics(self) -> ProxyMetrics:
-        return self.factory.metrics
+        return self.ctx.metrics
 
     def all_endpoint_ids(self) -> list[str]:
         return [ep.id for rev in self.router.snapshot.revisions for ep in rev.endpoints]
@@ -279,24 +280,25 @@ class Proxy:
     async def settled(self, limit_s: float = 5.0) -> None:
         """Every acquired slot released (the invariant every scenario must restore)."""
         await wait_for(
-            lambda: self.router.balancer.total_inflight() == 0,
+            lambda: self.router.total_inflight() == 0,
             limit_s,
             "in-flight counts to return to 0",
         )
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(snap: Snapshot, settings: GatewaySettings | None = None) -> AsyncIterator[Proxy]:
-    router = Router(snap)
-    factory = ProxyFactory(router, settings or GatewaySettings())
+async def running_proxy(
+    snap: Snapshot, settings: GatewaySettings | None = None, on_drained: Callable[[], None] | None = None
+) -> AsyncIterator[Proxy]:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, "127.0.0.1", 0)
+    ctx = build_context(settings or GatewaySettings(), loop, snapshot=snap, on_drained=on_drained)
+    server = await loop.create_server(protocol_factory(ctx), "127.0.0.1", 0)
     port = int(server.sockets[0].getsockname()[1])
     try:
-        yield Proxy(router, factory, server, port)
+        yield Proxy(ctx.router, ctx, server, port)
     finally:
         server.close()
-        factory.close()
+        ctx.close()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 2.0)
 
@@ -581,8 +583,7 @@ async def test_cluster_local_routes_are_unknown_hosts_on_a_public_listener() -> 
                     [revision("internal-1", [up.endpoint]), revision("hello-1", [up.endpoint])])
     try:
         async with running_proxy(snap) as loopback:
-            public = ProxyFactory(loopback.router, GatewaySettings(), loopback.metrics,
-                                  public=True, shared=loopback.factory)
+            public = protocol_factory(loopback.ctx, public=True)
             server = await asyncio.get_running_loop().create_server(public, "127.0.0.1", 0)
             public_port = int(server.sockets[0].getsockname()[1])
             try:
@@ -620,7 +621,6 @@ async def test_cluster_local_routes_are_unknown_hosts_on_a_public_listener() -> 
                 await loopback.settled()
             finally:
                 server.close()
-                public.close()
     finally:
         await stop_upstream(up)
 
@@ -643,7 +643,7 @@ async def test_no_free_slot_waits_for_the_slot(upstreams: tuple[Upstream, Upstre
         [revision("hello-1", [a.endpoint], container_concurrency=1)],
     )
     async with running_proxy(snap) as p, aiohttp.ClientSession() as s:
-        act = p.factory.activator
+        act = p.ctx.activator
         assert act is not None
         slow = asyncio.create_task(s.get(url(p, "/slow?delay=5"), headers={"Host": HELLO}))
         await wait_for(lambda: p.router.inflight("a") == 1, what="the slow request in flight")
@@ -1001,7 +1001,7 @@ async def test_keepalive_reuses_upstream_connection(
         async with session.get(url(proxy), headers={"Host": HELLO}) as resp:
             assert resp.status == 200
     assert len({r["peer_port"] for r in a.requests}) == 1
-    assert proxy.factory.pool.idle_count("a") == 1
+    assert proxy.ctx.pool.idle_count("a") == 1
 
 
 async def test_retry_on_reused_connection_closed_by_the_replica() -> None:
@@ -1055,8 +1055,8 @@ async def test_client_disconnect_releases_slot(proxy: Proxy, upstreams: tuple[Up
 async def test_draining_endpoint_reports_when_done(upstreams: tuple[Upstream, Upstream]) -> None:
     a, b = upstreams
     drained: list[int] = []
-    async with running_proxy(hello_snapshot(a, b)) as p, aiohttp.ClientSession() as s:
-        p.router.on_drained = lambda: drained.append(1)
+    async with running_proxy(hello_snapshot(a, b), on_drained=lambda: drained.append(1)) as p, \
+            aiohttp.ClientSession() as s:
         slow = asyncio.create_task(s.get(url(p, "/slow?delay=5"), headers={"Host": HELLO}))
         await wait_for(lambda: p.router.inflight("a") == 1, what="request in flight")
         p.router.apply(
@@ -1186,8 +1186,8 @@ async def test_pool_limits_and_idle_expiry(upstreams: tuple[Upstream, Upstream])
                 return resp.status
 
         assert await asyncio.gather(*(one() for _ in range(5))) == [200] * 5
-        assert p.factory.pool.idle_count("a") == 2
-        await wait_for(lambda: p.factory.pool.idle_count() == 0, what="idle upstreams to expire")
+        assert p.ctx.pool.idle_count("a") == 2
+        await wait_for(lambda: p.ctx.pool.idle_count() == 0, what="idle upstreams to expire")
         async with s.get(url(p), headers={"Host": HELLO}) as resp:
             assert resp.status == 200
             assert resp.headers["Server"] == "up/1"

@@ -54,7 +54,12 @@ class W:
 def make(
     r: RevisionTarget, *, connected: bool = True, pokes: list[tuple[str, int]] | None = None, **kw: int
 ) -> tuple[Router, Activator]:
-    router = Router(snap(1, r))
+    # The router's capacity events, wired as `gateway.worker.build_context` does.
+    router = Router(
+        snap(1, r),
+        on_release=lambda endpoint_id: act.on_release(endpoint_id),
+        listeners=(lambda snapshot: act.on_snapshot(snapshot),),
+    )
     settings = GatewaySettings(**kw)  # type: ignore[arg-type]
     act = Activator(
         router,
@@ -103,17 +108,17 @@ def test_starting_endpoint_is_not_routed_until_promoted() -> None:
     router, act = make(r)
     assert router.acquire(r) is None
     assert not router.has_ready(r)
-    assert [e.id for e in router.balancer.unprobed()] == ["s"]
+    assert [e.id for e in router.unprobed()] == ["s"]
     w = W("w")
     act.enqueue(r, w, 0.0)
     assert router.mark_ready("s") == KEY
     act.on_promoted(KEY)
     assert w.log == ["w"] and w.eps == ["s"]
-    assert router.balancer.unprobed() == []
+    assert router.unprobed() == []
     # the controller later sends it as ready: still routable, nothing left to probe
     router.apply(snap(2, rev(0, ep("s"))))
     assert router.has_ready(router.snapshot.revisions[0])
-    assert router.balancer.unprobed() == []
+    assert router.unprobed() == []
 
 
 def test_queue_limit_overflow_is_503() -> None:

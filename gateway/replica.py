@@ -1,0 +1,265 @@
+"""The connection side of an exchange with a replica (or with another worker): send the request.
+
+`ReplicaUpstream` takes a request the exchange has routed to an endpoint, with a slot reserved
+on it. It takes a pooled keep-alive connection or opens one (failing over once to another
+replica of the revision when the connect fails), writes the head and the body buffered so far,
+then streams the rest of the body as the client sends it (it is the client's `UpstreamPort`).
+When a reused connection is closed before it answers, it sends the request again over a fresh
+one, once, if the body could be kept for that (`replay_buffer_bytes`). At the end it pools the
+connection (or closes it) and releases the slot. The response is its `Relay`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from gateway.config import Endpoint, RevisionTarget
+from gateway.headers import CRLF
+from gateway.ports import P_PENDING, P_UPWRITE, ClientSink
+from gateway.proxy_metrics import ProxyMetrics
+from gateway.request import ClientRequest
+from gateway.router import Router
+from gateway.upstream import UpstreamConn, UpstreamOwner, UpstreamPool
+
+__all__ = ["LAST_CHUNK", "Failed", "ReplicaUpstream"]
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+Failed = Callable[[int, str, bool], None]
+"""Told that the exchange failed before a response: (status, message, retry_after)."""
+
+
+class ReplicaUpstream:
+    """One client connection's upstream port toward replicas and home workers."""
+
+    needs_end = False  # only a chunked body needs its last chunk written
+
+    __slots__ = (
+        "_client",
+        "_connect_task",
+        "_ep",
+        "_failed_over",
+        "_head",
+        "_loop",
+        "_metrics",
+        "_on_failed",
+        "_owner",
+        "_pool",
+        "_retried",
+        "_reused",
+        "_rev",
+        "_router",
+        "_via_home",
+        "up",
+    )
+
+    def __init__(
+        self,
+        client: ClientSink,
+        router: Router,
+        pool: UpstreamPool,
+        loop: asyncio.AbstractEventLoop,
+        metrics: ProxyMetrics,
+        *,
+        owner: UpstreamOwner,
+        on_failed: Failed,
+    ) -> None:
+        """`owner` gets the responses of the connections used (the relay); `on_failed` is told
+        when no connection could be had (or used)."""
+        self._client = client
+        self._router = router
+        self._pool = pool
+        self._loop = loop
+        self._metrics = metrics
+        self._owner = owner
+        self._on_failed = on_failed
+        self._rev: RevisionTarget | None = None
+        self._ep: Endpoint | None = None
+        self._via_home = False
+        self._head = b""
+        self.up: UpstreamConn | None = None
+        """The connection the active request is (being) sent on."""
+        self._reused = False
+        self._retried = False
+        self._failed_over = False
+        self._connect_task: asyncio.Task[None] | None = None
+
+    def begin(self, rev: RevisionTarget, ep: Endpoint, head: bytes, via_home: bool) -> None:
+        """Send the active request (`head`, then its body) to `ep`: a slot reserved on a
+        replica of `rev`, or a home worker (`via_home`)."""
+        self._rev = rev
+        self._ep = ep
+        self._head = head
+        self._via_home = via_home
+        self._failed_over = False
+        self._retried = False
+        self._dispatch(ep, fresh=False)
+
+    def _dispatch(self, ep: Endpoint, fresh: bool) -> None:
+        """Attach a pooled connection to `ep` (unless `fresh`), or connect a new one."""
+        if not fresh:
+            up = self._pool.get(ep.id)
+            if up is not None:
+                self._attach(up, reused=True)
+                return
+        self._connect_task = self._loop.create_task(self._connect(ep))
+
+    async def _connect(self, ep: Endpoint) -> None:
+        try:
+            up = await self._pool.connect(ep)
+        except (OSError, TimeoutError) as exc:
+            self._connect_task = None
+            self._connect_failed(ep, exc)
+            return
+        self._connect_task = None
+        if self._ep is not ep or self._client.cur is None or self._client.closing:
+            self._pool.put(up)
+            return
+        self._attach(up, reused=False)
+
+    def _connect_failed(self, ep: Endpoint, exc: BaseException) -> None:
+        metrics = self._metrics
+        metrics.upstream_errors += 1
+        metrics.upstream_connect_errors += 1
+        if self._ep is not ep:
+            return
+        self.release()
+        rev = self._rev
+        if rev is None or self._client.cur is None:
+            return
+        if self._via_home:
+            self._on_failed(
+                503,
+                f"the gateway worker that owns revision {rev.key} is not reachable: "
+                f"{str(exc) or type(exc).__name__}",
+                True,
+            )
+            return
+        if not self._failed_over:
+            self._failed_over = True
+            current = self._router.current(rev.key)  # never a stale (maybe removed) endpoint
+            other = None if current is None else self._router.acquire(current, exclude=(ep.id,))
+            if other is not None:
+                self._ep = other
+                self._dispatch(other, fresh=False)
+                return
+        reason = str(exc) or type(exc).__name__
+        self._on_failed(502, f"could not connect to a replica of revision {rev.key}: {reason}", False)
+
+    def _attach(self, up: UpstreamConn, reused: bool) -> None:
+        client = self._client
+        req = client.cur
+        assert req is not None and up.transport is not None
+        if self._retried and req.replay is None:
+            # The body outgrew the replay buffer while the retry connected: cannot resend.
+            self._pool.put(up)
+            rev = self._rev
+            key = rev.key if rev is not None else "?"
+            self._on_failed(502, f"a replica of revision {key} dropped the connection", False)
+            return
+        self.up = up
+        self._reused = reused
+        up.begin(self._owner, req.method == b"HEAD")
+        if client.write_paused:
+            up.transport.pause_reading()
+        if up.write_paused:
+            client.pause(P_UPWRITE)
+        chunks = req.replay if self._retried and req.replay is not None else req.pending
+        if not chunks and not (req.complete and req.chunked):
+            up.transport.write(self._head)
+        else:
+            out = [self._head]
+            if req.chunked:
+                for data in chunks:
+                    out += (b"%x\r\n" % len(data), data, CRLF)
+                if req.complete:
+                    out.append(LAST_CHUNK)
+            else:
+                out += chunks
+            up.transport.writelines(out)
+        if req.pending:
+            req.pending = []
+            req.pending_size = 0
+        if client.pmask & P_PENDING:
+            client.resume(P_PENDING)
+        client.sink = self
+
+    # -- UpstreamPort: the rest of the body -------------------------------------------------
+
+    def body(self, req: ClientRequest, data: bytes) -> None:
+        up = self.up
+        assert up is not None and up.transport is not None
+        if req.chunked:
+            up.transport.writelines((b"%x\r\n" % len(data), data, CRLF))
+        else:
+            up.transport.write(data)
+
+    def end(self, req: ClientRequest) -> None:
+        up = self.up
+        assert up is not None and up.transport is not None
+        up.transport.write(LAST_CHUNK)
+
+    def splice_in(self, data: bytes) -> None:
+        """Raw bytes from the client of an upgraded connection."""
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.write(data)
+
+    def client_paused(self, paused: bool) -> None:
+        """The client's write buffer filled up (or drained): stop (or resume) reading the replica."""
+        up = self.up
+        if up is not None and up.transport is not None and not up.closed:
+            if paused:
+                up.transport.pause_reading()
+            else:
+                up.transport.resume_reading()
+
+    # -- after a lost connection, and at the end ----------------------------------------------
+
+    def lost(self) -> None:
+        """The connection closed under the exchange: forget it (the relay decides what next)."""
+        self.up = None
+        client = self._client
+        client.sink = None
+        client.resume(P_UPWRITE)
+
+    def retry(self, req: ClientRequest) -> bool:
+        """Send `req` again over a fresh connection if the lost one was reused (a replica may
+        close an idle keep-alive connection just as a request goes out), once, and only if its
+        body could be kept; False when it cannot be."""
+        ep = self._ep
+        if self._reused and not self._retried and req.replay is not None and ep is not None:
+            self._retried = True
+            self._metrics.upstream_retries += 1
+            self._dispatch(ep, fresh=True)
+            return True
+        return False
+
+    def release(self) -> None:
+        """Free the reserved slot (once)."""
+        ep = self._ep
+        if ep is not None:
+            self._ep = None
+            if not self._via_home:  # a home worker is not a balancer slot
+                self._router.release(ep.id)
+
+    def stop(self, reuse: bool) -> None:
+        """Detach the connection (pooling it if `reuse`), free the slot. Idempotent."""
+        task = self._connect_task
+        if task is not None:
+            self._connect_task = None
+            task.cancel()
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.owner = None  # detach
+            if reuse:
+                self._pool.put(up)  # closes it unless reusable
+            else:
+                up.close()
+        client = self._client
+        client.sink = None
+        if client.pmask & P_UPWRITE:
+            client.resume(P_UPWRITE)
+        self.release()

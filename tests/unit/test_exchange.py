@@ -1,0 +1,209 @@
+"""The proxy's exchange without sockets: a client connection and replica connections on fake
+transports, driven by feeding bytes in and reading what was written (the real wiring of a
+worker, `build_context`, with the pool's connect replaced)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from gateway.client import ClientConnection
+from gateway.config import Endpoint, GatewaySettings, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
+from gateway.context import WorkerContext
+from gateway.upstream import UpstreamConn, UpstreamPool
+from gateway.worker import build_context
+
+HOST = b"hello.default.localhost"
+KEY = "default/hello-1"
+
+
+class FakeTransport:
+    """Enough of `asyncio.Transport` for the proxy: collects what is written."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("10.0.0.7", 40000) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.out += chunk
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = bytes(self.out)
+        self.out.clear()
+        return data
+
+
+def snapshot(cc: int) -> Snapshot:
+    rev = RevisionTarget(
+        namespace="default", name="hello-1", service="hello", timeout_s=30.0,
+        response_start_timeout_s=0.0, idle_timeout_s=0.0, container_concurrency=cc,
+        endpoints=(Endpoint("a", "127.0.0.1", 9),),
+    )
+    route = RouteEntry("default", "hello", (HOST.decode(),), (TrafficSplit("hello-1", 100),), ())
+    return Snapshot(version=1, routes=(route,), revisions=(rev,))
+
+
+Upstreams = list[tuple[UpstreamConn, FakeTransport]]
+
+
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cc: int = 0) -> tuple[WorkerContext, Upstreams]:
+    """A worker's context over `snapshot(cc)`, whose pool 'connects' to fake transports."""
+    settings = GatewaySettings(state_dir=tmp_path)
+    ctx = build_context(settings, asyncio.get_running_loop(), snapshot=snapshot(cc))
+    opened: Upstreams = []
+
+    async def connect(pool: UpstreamPool, endpoint: Endpoint) -> UpstreamConn:
+        up = UpstreamConn(pool, endpoint.id)
+        transport = FakeTransport()
+        up.connection_made(transport)  # type: ignore[arg-type]
+        opened.append((up, transport))
+        return up
+
+    monkeypatch.setattr(UpstreamPool, "connect", connect)
+    return ctx, opened
+
+
+def client(ctx: WorkerContext) -> tuple[ClientConnection, FakeTransport]:
+    conn = ClientConnection(ctx)
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn, transport
+
+
+async def test_a_request_goes_to_a_replica_and_its_answer_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, opened = worker(tmp_path, monkeypatch)
+    conn, out = client(ctx)
+    conn.data_received(b"GET /x HTTP/1.1\r\nHost: %s\r\nConnection: keep-alive\r\n\r\n" % HOST)
+    await asyncio.sleep(0)  # the connect task
+    [(up, sent)] = opened
+    head = sent.take()
+    assert head.startswith(b"GET /x HTTP/1.1\r\nHost: %s\r\n" % HOST)
+    assert b"Connection" not in head  # hop-by-hop
+    assert b"X-Forwarded-For: 10.0.0.7\r\n" in head and b"\r\ntraceparent: 00-" in head
+    assert ctx.router.inflight("a") == 1 and ctx.stats.current(KEY) == 1
+
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n\r\nok")
+    assert out.take() == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert ctx.router.inflight("a") == 0 and ctx.stats.current(KEY) == 0
+    assert ctx.pool.idle_count("a") == 1
+    assert ctx.metrics.by_route == {("default/hello", KEY, "2xx"): 1}
+
+    # The next request on the connection reuses the pooled replica connection at once.
+    conn.data_received(b"GET /y HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST)
+    assert sent.take().startswith(b"GET /y HTTP/1.1\r\n") and len(opened) == 1
+    up.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert out.take() == b"HTTP/1.1 204 No Content\r\n\r\n" and not out.closed
+    ctx.close()
+
+
+async def test_an_unknown_host_is_answered_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, opened = worker(tmp_path, monkeypatch)
+    conn, out = client(ctx)
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: nope.default.localhost\r\n\r\n")
+    await asyncio.sleep(0)
+    answer = out.take()
+    assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n") and b"X-Flint-Error: gateway" in answer
+    assert b"no route for host 'nope.default.localhost'" in answer
+    assert opened == [] and not out.closed  # kept alive
+    ctx.close()
+
+
+async def test_an_unknown_broker_is_answered_by_the_ingress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, opened = worker(tmp_path, monkeypatch)
+    conn, out = client(ctx)
+    conn.data_received(
+        b"POST /default/nope HTTP/1.1\r\nHost: broker-ingress.localhost\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    answer = out.take()
+    assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n") and b"broker default/nope not found" in answer
+    assert opened == []
+    ctx.close()
+
+
+async def test_a_request_waits_for_a_slot_and_is_sent_when_one_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, opened = worker(tmp_path, monkeypatch, cc=1)
+    first, first_out = client(ctx)
+    second, second_out = client(ctx)
+    first.data_received(b"GET /1 HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST)
+    await asyncio.sleep(0)
+    second.data_received(b"GET /2 HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST)
+    assert ctx.activator.waiting(KEY) == 1 and ctx.stats.current(KEY) == 2
+    [(up, sent)] = opened
+    assert sent.take().startswith(b"GET /1 ")
+
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    # The released slot goes to the waiting request, over the connection just pooled.
+    assert first_out.take().endswith(b"\r\n\r\n1")
+    assert ctx.activator.waiting(KEY) == 0 and sent.take().startswith(b"GET /2 ")
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+    assert second_out.take().endswith(b"\r\n\r\n2") and ctx.router.inflight("a") == 0
+    ctx.close()
+
+
+async def test_a_chunked_body_streams_to_the_replica(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, opened = worker(tmp_path, monkeypatch)
+    conn, out = client(ctx)
+    conn.data_received(
+        b"POST /u HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n" % HOST
+    )
+    await asyncio.sleep(0)  # connected: the head and the chunk read so far go out together
+    [(up, sent)] = opened
+    data = sent.take()
+    assert b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n" in data
+    conn.data_received(b"6\r\n world\r\n0\r\n\r\n")
+    assert sent.take() == b"6\r\n world\r\n0\r\n\r\n"
+    up.data_received(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    assert out.take() == b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    ctx.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, opened = worker(tmp_path, monkeypatch)
+    conn, out = client(ctx)
+    conn.data_received(
+        b"GET /a HTTP/1.1\r\nHost: %s\r\n\r\nGET /b HTTP/1.1\r\nHost: nope.localhost\r\n\r\n" % HOST
+    )
+    await asyncio.sleep(0)
+    assert out.take() == b""  # the 404 for /b waits for /a's answer
+    [(up, _)] = opened
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+    answers = out.take()
+    assert answers.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\n\r\naHTTP/1.1 404 Not Found\r\n" in answers
+    ctx.close()
