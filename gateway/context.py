@@ -9,9 +9,8 @@ where the callbacks between these parts are wired. A connection owns nothing in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.activator import Activator
 from gateway.config import GatewaySettings
@@ -20,12 +19,13 @@ from gateway.ingress import BrokerIngress
 from gateway.prober import StartingProber
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
-from gateway.stats import Pokes, StatsAccumulator, poke_message
+from gateway.stats import Pokes, StatsAccumulator
 from gateway.upstream import UpstreamPool
+from gateway.wire import Poke, UpMessage
 
 __all__ = ["PokeSender", "SendUp", "WorkerContext"]
 
-SendUp = Callable[[Mapping[str, Any]], Awaitable[bool]]
+SendUp = Callable[[UpMessage], Awaitable[bool]]
 """Sends one message up the controller link; False when the link could not carry it."""
 
 
@@ -50,7 +50,7 @@ class PokeSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, key: str, waiting: int) -> None:
-        if not await self._send_up(poke_message(key, waiting)):
+        if not await self._send_up(Poke(key, waiting)):
             self._pokes.failed(key)  # link down: the next cold request pokes again
 
     def close(self) -> None:

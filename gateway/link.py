@@ -8,9 +8,9 @@ import fcntl
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -284,12 +284,6 @@ class ControllerLink:
                 return False
         return True
 
-    async def send_up(self, message: UpMessage | Mapping[str, Any]) -> bool:
-        """Send another up message (stats, a poke) when connected; returns False when dropped.
-
-        A mapping is a message's `to_wire()` form (`gateway.stats.poke_message`, for callers
-        typed on mappings); it is sent as it is.
-        """
-        if isinstance(message, Mapping):
-            return await self._send(orjson.dumps(dict(message)).decode())
+    async def send_up(self, message: UpMessage) -> bool:
+        """Send another up message (stats, a poke) when connected; returns False when dropped."""
         return await self._send(message.encode())

@@ -13,9 +13,8 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 
-from gateway.wire import BucketLoad, Poke, Stats
+from gateway.wire import BucketLoad, Stats
 
 REPORT_WINDOW_S = 60.0
 """A revision seen (active or with arrivals) within this many seconds is reported, with zeros
@@ -111,12 +110,6 @@ def stats_message(bucket: int, report: Mapping[str, BucketLoad]) -> Stats:
     return Stats(bucket, {
         key: BucketLoad(round(r.concurrency, 6), r.requests) for key, r in report.items()
     })
-
-
-def poke_message(key: str, waiting: int) -> dict[str, Any]:
-    """The `poke` up message (`gateway.wire.Poke`) in its JSON-object form, for senders typed
-    on mappings (`ControllerLink.send_up` takes a `Poke` as well)."""
-    return Poke(key, waiting).to_wire()
 
 
 class Pokes:

@@ -15,8 +15,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from flint_common.secret import Secret
 from gateway.activator import Activator
@@ -39,6 +38,7 @@ from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
 from gateway.stats import Pokes, StatsAccumulator, report_stats
 from gateway.upstream import UpstreamPool
+from gateway.wire import UpMessage
 
 log = logging.getLogger("flint.gateway.worker")
 
@@ -57,7 +57,7 @@ since the forwarding worker counts those already."""
 _PR_SET_PDEATHSIG = 1
 
 
-async def _unlinked(_: Mapping[str, Any]) -> bool:
+async def _unlinked(_: UpMessage) -> bool:
     """`send_up` without a controller link: nothing is sent."""
     return False
 

@@ -154,14 +154,3 @@ def test_an_import_cycle_is_caught(tmp_path: Path, files: dict[str, str]) -> Non
     result = lint(root, "--contract", "no-import-cycles", pythonpath=root)
     assert result.returncode != 0, result.stdout
     assert "BROKEN" in result.stdout and "No cycles are allowed in" in result.stdout
-
-
-def test_the_known_cycles_ignores_only_warn_once_the_imports_are_gone(tmp_path: Path) -> None:
-    """After the request-path rewrite drops the two ignored imports the contract still holds
-    (and says that its ignore lines are unmatched) until they are deleted."""
-    root = stand_ins(tmp_path, {})
-    result = lint(root, "--contract", "no-import-cycles", pythonpath=root)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = words(result.stdout + result.stderr)
-    assert "KEPT" in out
-    assert "gateway.proxy -> gateway.proxy_factory" in out  # named in the warning

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.stats import REPORT_WINDOW_S, Pokes, StatsAccumulator, poke_message, stats_message
+from gateway.stats import REPORT_WINDOW_S, Pokes, StatsAccumulator, stats_message
 from gateway.wire import BucketLoad, Poke, Stats
 
 
@@ -71,8 +71,7 @@ def test_wire_messages() -> None:
     assert msg == Stats(10, {"ns/a": BucketLoad(0.5, 1)})
     assert msg.encode() == (
         '{"type":"stats","bucket":10,"revisions":{"ns/a":{"concurrency":0.5,"requests":1}}}')
-    assert poke_message("ns/a", 3) == {"type": "poke", "revision": "ns/a", "waiting": 3}
-    assert poke_message("ns/a", 3) == Poke("ns/a", 3).to_wire()
+    assert Poke("ns/a", 3).to_wire() == {"type": "poke", "revision": "ns/a", "waiting": 3}
 
 
 def test_stats_messages_round_concurrency_to_micro_requests() -> None:
