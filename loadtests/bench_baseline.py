@@ -38,13 +38,16 @@ PROBE_MARK = "flint-bench-probe: "
 TIMEOUT_S = 60.0
 
 _PROBE = f"""
-import importlib, json, sys
+import importlib, importlib.util, json, os, sys
 import gateway.__main__  # the command's imports: server, worker, proxy, ...
 decoder = snapshot_error = None
 with open(sys.argv[1]) as f:
     snapshot = json.load(f)
 for module, attr in {SNAPSHOT_DECODERS!r}:
     try:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not str(spec.origin).startswith(os.getcwd() + os.sep):
+            continue  # not in this tree (the editable install would lend today's)
         decode = importlib.import_module(module)
         for part in attr.split("."):
             decode = getattr(decode, part)
