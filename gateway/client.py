@@ -87,9 +87,10 @@ class ClientConnection(asyncio.Protocol):
         "_metrics",
         "_parser",
         "_queue",
+        "_header_timeout",
+        "_keepalive_timeout",
         "_replay_limit",
         "_req",
-        "_settings",
         "broken",
         "client_ip",
         "closing",
@@ -111,12 +112,15 @@ class ClientConnection(asyncio.Protocol):
         where cluster-local routes are not served."""
         settings = ctx.settings
         metrics = ctx.home_metrics if trusted else ctx.metrics
-        self._settings = settings
         self._metrics = metrics
         self._loop = ctx.loop
         self._max_header = settings.max_header_bytes
         self._max_body = settings.max_request_body_bytes
         self._replay_limit = settings.replay_buffer_bytes
+        self._header_timeout = settings.header_read_timeout_s
+        """A header block must arrive within this (0: no limit)."""
+        self._keepalive_timeout = settings.client_keepalive_timeout_s
+        """An idle keep-alive connection is closed after this (0: never)."""
         self.trusted = trusted
         self.transport: asyncio.Transport | None = None
         self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
@@ -154,8 +158,8 @@ class ClientConnection(asyncio.Protocol):
         self.for_node, self.client_ip = forwarded_node(transport.get_extra_info("peername"))
         self._metrics.active_connections += 1
         self._idle_since = now = self._loop.time()
-        if self._settings.header_read_timeout_s > 0:
-            self._ensure_ctimer(now + self._settings.header_read_timeout_s)
+        if self._header_timeout > 0:
+            self._ensure_ctimer(now + self._header_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.splice:
@@ -198,8 +202,8 @@ class ClientConnection(asyncio.Protocol):
             req = self._req
             if req is not None and req is self.cur and not self._head_since:
                 self._head_since = now = self._loop.time()
-                if self._settings.header_read_timeout_s > 0:
-                    self._ensure_ctimer(now + self._settings.header_read_timeout_s)
+                if self._header_timeout > 0:
+                    self._ensure_ctimer(now + self._header_timeout)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -449,7 +453,8 @@ class ClientConnection(asyncio.Protocol):
                 req = self.cur
                 self.cur = None
                 self.response_started = False
-                self._exchange.next()
+                now = self._loop.time()
+                self._exchange.next(now)
                 if req is None or not req.keep_alive or self.broken:
                     self.close()
                 elif self._queue:
@@ -459,15 +464,15 @@ class ClientConnection(asyncio.Protocol):
                     if nxt.head_done:
                         self._exchange.start(nxt)
                     else:
-                        self._head_since = now = self._loop.time()
-                        if self._settings.header_read_timeout_s > 0:
-                            self._ensure_ctimer(now + self._settings.header_read_timeout_s)
+                        self._head_since = now
+                        if self._header_timeout > 0:
+                            self._ensure_ctimer(now + self._header_timeout)
                 else:
                     if self.pmask & P_PIPELINE:
                         self.resume(P_PIPELINE)
                     self._fresh = False
-                    self._idle_since = now = self._loop.time()
-                    timeout = self._settings.client_keepalive_timeout_s
+                    self._idle_since = now
+                    timeout = self._keepalive_timeout
                     if timeout > 0 and (self._ctimer is None or self._cwhen > now + timeout):
                         self._ensure_ctimer(now + timeout)
                 again = self._advance_again
@@ -514,10 +519,10 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         now = self._loop.time()
-        settings = self._settings
+        header_timeout = self._header_timeout
         cur = self.cur
         if cur is None:
-            limit = settings.header_read_timeout_s if self._fresh else (settings.client_keepalive_timeout_s)
+            limit = header_timeout if self._fresh else self._keepalive_timeout
             deadline = self._idle_since + limit
             if limit <= 0:
                 return
@@ -526,9 +531,9 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self._ensure_ctimer(deadline)
             return
-        if not cur.head_done and self._req is cur and settings.header_read_timeout_s > 0:
+        if not cur.head_done and self._req is cur and header_timeout > 0:
             since = self._head_since or self._idle_since
-            deadline = since + settings.header_read_timeout_s
+            deadline = since + header_timeout
             if now < deadline:
                 self._ensure_ctimer(deadline)
                 return

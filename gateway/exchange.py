@@ -342,16 +342,16 @@ class Exchange:
         self._relay.cancel_timer()
         self._relay.stop(reuse=False)
         if self._client.closing:
-            self.finish()
+            self.finish(self._loop.time())
 
     def close(self) -> None:
         """The client connection is closing (maybe lingering for seconds): the exchange is over."""
         self._relay.cancel_timer()
-        self.finish()
+        self.finish(self._loop.time())
 
-    def next(self) -> None:
-        """The active request is answered: forget it before the next one."""
-        self.finish()
+    def next(self, now: float) -> None:
+        """The active request is answered (at `now`): forget it before the next one."""
+        self.finish(now)
         local = self._local
         if local is not None:
             local.reset()
@@ -360,8 +360,9 @@ class Exchange:
 
     # -- finish -------------------------------------------------------------------------------
 
-    def finish(self) -> None:
-        """The exchange is over: count it (stats, metrics) and leave any queue. Idempotent."""
+    def finish(self, now: float) -> None:
+        """The exchange is over (at `now`, the loop's time): count it (stats, metrics) and leave
+        any queue. Idempotent."""
         ticket = self._ticket
         if ticket is not None:
             self._ticket = None
@@ -370,7 +371,6 @@ class Exchange:
         req = self._req
         if rev is None or not self._t0 or req is None:
             return
-        now = self._loop.time()
         rs = self._rs
         if rs is not None:
             self._rs = None

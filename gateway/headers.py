@@ -131,20 +131,16 @@ def forwarding_headers(
 
 
 _getrandbits = random.getrandbits
-_ZERO_TRACE = "0" * 32
-_ZERO_PARENT = "0" * 16
+_TRACE_BITS = (1 << 128) - 1
 
 
 def new_traceparent() -> bytes:
     """A fresh W3C traceparent (version 00, random non-zero ids, not sampled)."""
-    ids = _getrandbits(192).to_bytes(24, "little").hex()  # as random.randbytes, one call less
-    trace = ids[:32]
-    parent = ids[32:]
-    if trace == _ZERO_TRACE:
-        trace = "0" * 31 + "1"
-    if parent == _ZERO_PARENT:
-        parent = "0" * 15 + "1"
-    return ("00-" + trace + "-" + parent + "-00").encode()
+    ids = _getrandbits(192)  # the trace id in the low 128 bits, the parent id above
+    if not ids & _TRACE_BITS or not ids >> 128:  # an all-zero id is invalid
+        ids |= 1 | 1 << 128
+    # Little-endian bytes: the trace id's 16 first, hex'd as "<32 digits>-<16 digits>".
+    return b"00-" + ids.to_bytes(24, "little").hex("-", -16).encode() + b"-00"
 
 
 def _reason_table() -> dict[int, bytes]:
