@@ -267,7 +267,7 @@ class Exchange:
         if req.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif req.content_length is not None:
-            parts += (b"Content-Length: ", b"%d" % req.content_length, CRLF)
+            parts.append(b"Content-Length: %d\r\n" % req.content_length)
         if req.upgrade:
             parts += (b"Connection: Upgrade\r\nUpgrade: ", req.upgrade_value or b"", CRLF)
         parts.append(CRLF)

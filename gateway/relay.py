@@ -90,8 +90,8 @@ class Relay:
         self._resp_close = False
         if not via_home:  # a home worker applies the revision's own response-start timeout
             start = rev.response_start_timeout_s
-            if start > 0:
-                deadline = min(deadline, now + start)
+            if start > 0 and now + start < deadline:
+                deadline = now + start
         self._start_timeout = (deadline - t0) if deadline < INF else 0.0
         self._idle_timeout = rev.idle_timeout_s
         if deadline < INF:
@@ -138,10 +138,10 @@ class Relay:
         elif req.method == b"HEAD" or status in _NO_BODY_STATUS:
             mode = M_NONE
             if length is not None:
-                parts += (b"Content-Length: ", b"%d" % length, CRLF)
+                parts.append(b"Content-Length: %d\r\n" % length)
         elif length is not None and not up.chunked:
             mode = M_SIZED
-            parts += (b"Content-Length: ", b"%d" % length, CRLF)
+            parts.append(b"Content-Length: %d\r\n" % length)
         elif up.chunked and not req.http10:
             mode = M_CHUNKED
             parts.append(b"Transfer-Encoding: chunked\r\n")
@@ -216,7 +216,7 @@ class Relay:
                 transport.write(head)
             elif self._resp_mode == M_CHUNKED:
                 transport.write(LAST_CHUNK)
-        self.stop(reuse=req.complete)
+        self._replica.stop(reuse=req.complete)
         req.response_done = True
         if self._resp_close or not req.complete:
             req.keep_alive = False
@@ -230,7 +230,7 @@ class Relay:
         transport = client.transport
         self.up_flush()
         if req is None or transport is None or not (up.status == 101 and req.upgrade):
-            self.stop(reuse=False)
+            self._replica.stop(reuse=False)
             client.close()
             return
         client.splice = True
@@ -262,13 +262,13 @@ class Relay:
         if client.response_started:
             if self._resp_mode == M_CLOSE:
                 # Close-delimited response: the upstream's EOF ends it.
-                self.stop(reuse=False)
+                self._replica.stop(reuse=False)
                 req.response_done = True
                 req.keep_alive = False
                 client.close(linger=not req.complete)
             else:
                 self._metrics.upstream_errors += 1
-                self.stop(reuse=False)
+                self._replica.stop(reuse=False)
                 client.close()
             return
         self._metrics.upstream_errors += 1
@@ -293,13 +293,13 @@ class Relay:
 
     def stop(self, reuse: bool) -> None:
         """End the upstream side: the connection pooled (if `reuse`) or closed, the slot
-        released, no deadline left. Idempotent."""
-        self._start_deadline = 0.0
+        released. Idempotent. The response-start deadline needs no reset: it only counts
+        before a response starts (`begin` sets it again for the next request)."""
         self._replica.stop(reuse)
 
     def _failed(self, status: int, message: str, retry_after: bool = False) -> None:
         """The exchange failed before or while relaying: answer `status` if nothing was."""
-        self.stop(reuse=False)
+        self._replica.stop(reuse=False)
         client = self._client
         if client.response_started:
             client.close()
@@ -351,5 +351,5 @@ class Relay:
             self._ensure_utimer(deadline)
             return
         self._metrics.upstream_timeouts += 1
-        self.stop(reuse=False)
+        self._replica.stop(reuse=False)
         client.close()
