@@ -26,6 +26,7 @@ from gateway.headers import (
     H_HOST,
     H_INTERNAL_REVISION,
     H_INTERNAL_ROUTE,
+    H_PROXY_CONNECTION,
     H_TAG,
     H_TRACEPARENT,
     H_TRANSFER_ENCODING,
@@ -78,8 +79,10 @@ class ClientConnection(asyncio.Protocol):
         "_fresh",
         "_head_bytes",
         "_head_since",
+        "_header_timeout",
         "_idle_since",
         "_in_head",
+        "_keepalive_timeout",
         "_last",
         "_loop",
         "_max_body",
@@ -87,8 +90,6 @@ class ClientConnection(asyncio.Protocol):
         "_metrics",
         "_parser",
         "_queue",
-        "_header_timeout",
-        "_keepalive_timeout",
         "_replay_limit",
         "_req",
         "broken",
@@ -311,6 +312,8 @@ class ClientConnection(asyncio.Protocol):
         elif kind == H_EXPECT:
             req.expect = value.strip().lower() == b"100-continue"
             req.headers.append((name, value))
+        elif kind == H_PROXY_CONNECTION:
+            req.proxy_connection = True
 
     def on_headers_complete(self) -> None:
         req = self._req
@@ -321,8 +324,12 @@ class ClientConnection(asyncio.Protocol):
             self._abort_status = (400, "both Content-Length and Transfer-Encoding present")
             raise _Abort
         req.method = parser.get_method()
-        req.http10 = parser.get_http_version() == "1.0"
-        req.keep_alive = parser.should_keep_alive()
+        keep_alive = req.keep_alive = parser.should_keep_alive()
+        # Persistent without a Connection (or Proxy-Connection) header: llhttp says so for
+        # HTTP/1.1 only. Otherwise ask the version (a str.format in httptools: not for free).
+        req.http10 = not (
+            keep_alive and req.conn is None and not req.proxy_connection
+        ) and parser.get_http_version() == "1.0"
         req.upgrade = req.upgrade_value is not None and parser.should_upgrade()
         if req.conn is not None:
             tokens = connection_tokens(req.conn)

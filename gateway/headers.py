@@ -21,6 +21,7 @@ H_XFF = 7
 H_TAG = 8
 H_TRACEPARENT = 9
 H_EXPECT = 10
+H_PROXY_CONNECTION = 11
 
 REQUEST_KINDS: dict[bytes, int] = {
     b"host": H_HOST,
@@ -34,7 +35,7 @@ REQUEST_KINDS: dict[bytes, int] = {
     b"traceparent": H_TRACEPARENT,
     b"expect": H_EXPECT,
     b"keep-alive": H_DROP,
-    b"proxy-connection": H_DROP,
+    b"proxy-connection": H_PROXY_CONNECTION,  # dropped, but llhttp's keep-alive decision reads it
     b"te": H_DROP,
     b"trailer": H_DROP,
     b"x-forwarded-proto": H_DROP,

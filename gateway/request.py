@@ -34,6 +34,7 @@ class ClientRequest:
         "method",
         "pending",
         "pending_size",
+        "proxy_connection",
         "replay",
         "replay_size",
         "response_done",
@@ -55,6 +56,8 @@ class ClientRequest:
         self.host: bytes | None = None
         self.tag: bytes | None = None
         self.conn: bytes | None = None
+        self.proxy_connection = False
+        """A Proxy-Connection header came (dropped; llhttp reads it as it reads Connection)."""
         self.forwarded: bytes | None = None
         self.xff: bytes | None = None
         self.traceparent = False

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import statistics
@@ -105,10 +106,12 @@ def _client_factory(loop: asyncio.AbstractEventLoop, state_dir: Path) -> Callabl
     # The tree's own modules only: the editable install would lend this checkout's.
     if not (Path(gateway.__file__).parent / "worker.py").exists():
         # Before the composition rework: the protocol factory held the worker's state.
-        from gateway.proxy_factory import ProxyFactory
         from gateway.router import Router
 
-        return ProxyFactory(Router(_snapshot()), settings)  # type: ignore[no-any-return]
+        factory: Callable[[], Any] = importlib.import_module("gateway.proxy_factory").ProxyFactory(
+            Router(_snapshot()), settings
+        )
+        return factory
     from gateway.client import ClientConnection
     from gateway.worker import build_context
 
@@ -122,13 +125,13 @@ async def _measure(requests: int, state_dir: Path) -> float:
 
     opened: list[UpstreamConn] = []
 
-    async def connect(pool: UpstreamPool, endpoint: Any) -> UpstreamConn:
+    async def connect(pool: UpstreamPool, endpoint: Any, *_: Any) -> UpstreamConn:
         up = UpstreamConn(pool, endpoint.id)
         up.connection_made(FakeTransport())  # type: ignore[arg-type]
         opened.append(up)
         return up
 
-    UpstreamPool.connect = connect  # type: ignore[method-assign]
+    UpstreamPool.connect = connect  # type: ignore[method-assign,assignment]
     loop = asyncio.get_running_loop()
     conn = _client_factory(loop, state_dir)()
     client_transport = FakeTransport()

@@ -207,3 +207,49 @@ async def test_pipelined_requests_are_answered_in_order(
     answers = out.take()
     assert answers.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\n\r\naHTTP/1.1 404 Not Found\r\n" in answers
     ctx.close()
+
+
+@pytest.mark.parametrize(
+    ("request_line", "conn_header", "http10", "keep_alive"),
+    [
+        (b"GET /v HTTP/1.1", b"", False, True),
+        (b"GET /v HTTP/1.1", b"Connection: close\r\n", False, False),
+        (b"GET /v HTTP/1.1", b"Proxy-Connection: close\r\n", False, False),
+        (b"GET /v HTTP/1.0", b"", True, False),
+        (b"GET /v HTTP/1.0", b"Connection: keep-alive\r\n", True, True),
+        (b"GET /v HTTP/1.0", b"Proxy-Connection: keep-alive\r\n", True, True),
+    ],
+)
+async def test_the_client_version_and_persistence_shape_the_response(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    request_line: bytes, conn_header: bytes, http10: bool, keep_alive: bool,
+) -> None:
+    """HTTP/1.0 is told when the connection stays open and never gets a chunked response, as
+    llhttp decides persistence (a Proxy-Connection header counts, as Connection does)."""
+    ctx, opened = worker(tmp_path, monkeypatch)
+    conn, out = client(ctx)
+    conn.data_received(request_line + b"\r\nHost: %s\r\n%s\r\n" % (HOST, conn_header))
+    await asyncio.sleep(0)
+    [(up, sent)] = opened
+    assert b"Proxy-Connection" not in sent.take()
+    up.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    answer = out.take()
+    if http10:  # close-delimited, whatever the request asked
+        assert answer == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok" and out.closed
+    elif keep_alive:
+        assert answer == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        assert not out.closed
+    else:
+        assert b"Connection: close\r\n" in answer and b"Transfer-Encoding: chunked" in answer
+        assert out.closed
+    up.data_received(b"")  # nothing more
+    conn2, out2 = client(ctx)
+    conn2.data_received(request_line + b"\r\nHost: %s\r\n%s\r\n" % (HOST, conn_header))
+    await asyncio.sleep(0)
+    up2, _ = opened[-1]
+    up2.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    answer = out2.take()
+    assert (b"Connection: keep-alive\r\n" in answer) == (http10 and keep_alive)
+    assert (b"Connection: close\r\n" in answer) == (not keep_alive)
+    assert out2.closed == (not keep_alive)
+    ctx.close()
