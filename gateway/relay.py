@@ -216,6 +216,7 @@ class Relay:
                 transport.write(head)
             elif self._resp_mode == M_CHUNKED:
                 transport.write(LAST_CHUNK)
+        # `stop` less its start-deadline reset, moot once a response has started (hot path)
         self._replica.stop(reuse=req.complete)
         req.response_done = True
         if self._resp_close or not req.complete:
@@ -230,7 +231,7 @@ class Relay:
         transport = client.transport
         self.up_flush()
         if req is None or transport is None or not (up.status == 101 and req.upgrade):
-            self._replica.stop(reuse=False)
+            self.stop(reuse=False)
             client.close()
             return
         client.splice = True
@@ -262,13 +263,13 @@ class Relay:
         if client.response_started:
             if self._resp_mode == M_CLOSE:
                 # Close-delimited response: the upstream's EOF ends it.
-                self._replica.stop(reuse=False)
+                self.stop(reuse=False)
                 req.response_done = True
                 req.keep_alive = False
                 client.close(linger=not req.complete)
             else:
                 self._metrics.upstream_errors += 1
-                self._replica.stop(reuse=False)
+                self.stop(reuse=False)
                 client.close()
             return
         self._metrics.upstream_errors += 1
@@ -293,13 +294,13 @@ class Relay:
 
     def stop(self, reuse: bool) -> None:
         """End the upstream side: the connection pooled (if `reuse`) or closed, the slot
-        released. Idempotent. The response-start deadline needs no reset: it only counts
-        before a response starts (`begin` sets it again for the next request)."""
+        released, no deadline left. Idempotent."""
+        self._start_deadline = 0.0
         self._replica.stop(reuse)
 
     def _failed(self, status: int, message: str, retry_after: bool = False) -> None:
         """The exchange failed before or while relaying: answer `status` if nothing was."""
-        self._replica.stop(reuse=False)
+        self.stop(reuse=False)
         client = self._client
         if client.response_started:
             client.close()
@@ -351,5 +352,5 @@ class Relay:
             self._ensure_utimer(deadline)
             return
         self._metrics.upstream_timeouts += 1
-        self._replica.stop(reuse=False)
+        self.stop(reuse=False)
         client.close()
