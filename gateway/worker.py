@@ -36,7 +36,7 @@ from gateway.metrics import WorkerStats, flatten_counters, histograms_json
 from gateway.prober import StartingProber
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
-from gateway.stats import Pokes, StatsAccumulator, report_stats
+from gateway.stats import Pokes, StatsAccumulator, learned_limits, report_stats
 from gateway.upstream import UpstreamPool
 from gateway.wire import UpMessage
 
@@ -96,6 +96,7 @@ def build_context(
             lambda snap: prober.sync(snap),
         ),
         on_drained=on_drained,
+        learned_growth=settings.learned_limit_growth,
     )
     ingress = BrokerIngress(
         settings.state_dir,
@@ -250,7 +251,10 @@ async def run_worker(
         lag[0] = value
 
     reporter = asyncio.create_task(
-        report_stats(ctx.stats, ctx.send_up, clock=loop.time, on_lag=set_lag),
+        report_stats(
+            ctx.stats, ctx.send_up, clock=loop.time, on_lag=set_lag,
+            limits=lambda: learned_limits(router.learned_by_revision(), router.limit_changes()),
+        ),
         name="stats-reporter",
     )
 
@@ -275,6 +279,8 @@ async def run_worker(
             cold_start_latency=histograms_json(activator.cold_start_latency),
             loop_lag_s=lag[0],
             broker_events=ctx.ingress.metrics.rows(),
+            learned_limits=router.learned_by_revision(),
+            limit_changes={k: list(v) for k, v in router.limit_changes().items()},
         )
 
     admin = await start_worker_admin(worker_socket_path(settings.state_dir, index), stats)

@@ -29,6 +29,7 @@ from gateway.config import (
     TrafficSplit,
 )
 from gateway.context import WorkerContext
+from gateway.exchange import ALONE_RETRIES
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
 from gateway.worker import build_context, protocol_factory
@@ -1023,6 +1024,9 @@ async def test_retry_on_reused_connection_closed_by_the_replica() -> None:
 
 
 async def test_connect_failure_fails_over_then_502(upstreams: tuple[Upstream, Upstream]) -> None:
+    """A refused fresh connection with nothing else in flight on that replica: another replica
+    with room at once; with none, the request waits and is sent again a few times (the replica
+    may only have been busy), then 502."""
     a, _ = upstreams
     dead1, dead2 = dead_endpoint("dead1"), dead_endpoint("dead2")
     snap = snapshot(
@@ -1041,7 +1045,10 @@ async def test_connect_failure_fails_over_then_502(upstreams: tuple[Upstream, Up
             assert resp.status == 502
             assert "could not connect" in await resp.text()
         await p.settled()
-        assert p.metrics.upstream_connect_errors == 3
+        # hello: dead1, then a; gone: dead1 or dead2, the other, then ALONE_RETRIES more.
+        assert p.metrics.upstream_connect_errors == 1 + 2 + ALONE_RETRIES
+        assert p.metrics.upstream_requeues == ALONE_RETRIES
+        assert p.router.learned == {"dead1": 1, "dead2": 1}  # refused with nothing in flight
 
 
 async def test_client_disconnect_releases_slot(proxy: Proxy, upstreams: tuple[Upstream, Upstream]) -> None:

@@ -88,7 +88,7 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cc: int = 0) -> tupl
         opened.append((up, transport))
         return up
 
-    monkeypatch.setattr(UpstreamPool, "connect", connect)
+    monkeypatch.setattr(UpstreamPool, "_open_connection", connect)
     return ctx, opened
 
 
