@@ -176,6 +176,7 @@ async def report_stats(
     how late each tick fired (the event loop's lag, seconds). `limits` gives the learned limits
     sent with each bucket (a bucket with no load is sent when there are some).
     """
+    had_limits = False
     while True:
         w = wall()
         boundary = math.floor(w) + 1
@@ -187,5 +188,6 @@ async def report_stats(
             on_lag(max(0.0, now - target))
         report = acc.flush(now)
         learned = limits()
-        if report or learned:
+        if report or learned or had_limits:  # once more when the last limit goes
             await send(stats_message(int(boundary) - 1, report, learned))
+        had_limits = bool(learned)
