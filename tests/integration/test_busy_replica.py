@@ -84,6 +84,6 @@ def test_a_burst_at_one_warm_replica_with_a_backlog_of_5_is_answered_200(flint: 
     def described() -> bool:
         text = flint.cli("describe", "rev", "thready-00001").stdout
         line = next((x for x in text.splitlines() if "Learned limit:" in x), "")
-        return "lowered" in line and "in flight per replica" in line or "none now" in line
+        return ("lowered" in line and "in flight per replica" in line) or "none now" in line
 
     poll(described, 30, "`flint describe revision` to show the learned limit")
