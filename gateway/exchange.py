@@ -38,6 +38,9 @@ HOME_SLACK_S = 1.0
 """A request forwarded to its revision's home worker waits this much longer than the
 revision's timeout, so that the home worker's own 504 (which knows why) reaches the client."""
 
+REQUEUE_LIMIT = 16
+"""Times one request may be put back in its queue because a replica did not take it: a
+request that kills every connection it is sent on is not sent on forever."""
 ALONE_RETRIES = 4
 ALONE_BACKOFF_S = 0.02
 """A request a replica did not take while nothing else was in flight there waits this long
@@ -67,6 +70,7 @@ class Exchange:
         "_public",
         "_relay",
         "_req",
+        "_requeues",
         "_rev",
         "_route_key",
         "_router",
@@ -108,6 +112,8 @@ class Exchange:
         """The head of a request waiting in a queue, sent when it is granted a slot."""
         self._alone = 0
         """Times the active request was put back in its queue with nothing else in flight."""
+        self._requeues = 0
+        """Times the active request was put back in its queue."""
         self._fwd_host = b""
         self._fwd_block = b""
         """The forwarding headers of this connection's requests to `_fwd_host`."""
@@ -315,7 +321,7 @@ class Exchange:
         if rev is None or req is None or self._ticket is not None:
             return False
         now = self._loop.time()
-        if now >= self._total_deadline:
+        if now >= self._total_deadline or self._requeues >= REQUEUE_LIMIT:
             return False
         current = self._router.current(rev.key)
         if current is None:
@@ -335,6 +341,7 @@ class Exchange:
             return False
         self._ticket = res
         self._head = head
+        self._requeues += 1
         return True
 
     def granted(self, rev: RevisionTarget, ep: Endpoint, ticket: Ticket, now: float) -> None:
@@ -399,7 +406,7 @@ class Exchange:
             local.reset()
         self._rev = None
         self._req = None
-        self._alone = 0
+        self._alone = self._requeues = 0
 
     # -- finish -------------------------------------------------------------------------------
 
