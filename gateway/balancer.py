@@ -168,9 +168,10 @@ class Balancer:
         inflight = self._inflight
         limit = rev.container_concurrency
         chosen: Endpoint | None = None
-        learned = self.learned
-        if learned:  # rare: some replica of this worker has a learned limit
-            eps = tuple(e for e in eps if self._has_room(e.id, limit))
+        if self.learned:  # rare: some replica of this worker has a learned limit
+            # (a method, not a generator expression here: one would make `self` and `limit`
+            # closure cells, and every request pay for it)
+            eps = self._with_room(eps, limit)
             n = len(eps)
             if n == 0:
                 return None
@@ -202,13 +203,21 @@ class Balancer:
             inflight[chosen.id] = inflight.get(chosen.id, 0) + 1
         return chosen
 
-    def _has_room(self, endpoint_id: str, limit: int) -> bool:
-        """Below both `limit` (the revision's, if > 0) and the endpoint's learned limit."""
-        n = self._inflight.get(endpoint_id, 0)
-        if 0 < limit <= n:
-            return False
-        learned = self.learned.get(endpoint_id)
-        return learned is None or n - self._exempt.get(endpoint_id, 0) < learned
+    def _with_room(self, eps: tuple[Endpoint, ...], limit: int) -> tuple[Endpoint, ...]:
+        """Those of `eps` below both `limit` (the revision's, if > 0) and their learned limit."""
+        inflight = self._inflight
+        learned = self.learned
+        exempt = self._exempt
+        room: list[Endpoint] = []
+        for ep in eps:
+            ep_id = ep.id
+            n = inflight.get(ep_id, 0)
+            if 0 < limit <= n:
+                continue
+            cap = learned.get(ep_id)
+            if cap is None or n - exempt.get(ep_id, 0) < cap:
+                room.append(ep)
+        return eps if len(room) == len(eps) else tuple(room)
 
     # -- learned limits ------------------------------------------------------------------------
 
