@@ -141,9 +141,9 @@ async def test_the_reporter_sends_a_bucket_without_load_when_there_are_limits(
         await real_sleep(0)
 
     monkeypatch.setattr(gateway.stats, "asyncio", SimpleNamespace(sleep=sleep))
-    walls = iter([100.25, 101.0, 102.0, 103.0])
+    walls = iter([100.25, 101.0, 102.0, 103.0, 104.0])
     lim = {"ns/a": LearnedLimits({"r1": 3}, 1, 0)}
-    plan: list[Mapping[str, LearnedLimits]] = [{}, lim, {}]
+    plan: list[Mapping[str, LearnedLimits]] = [{}, lim, {}, {}]
     sent: list[Stats] = []
 
     def limits() -> Mapping[str, LearnedLimits]:
@@ -160,6 +160,7 @@ async def test_the_reporter_sends_a_bucket_without_load_when_there_are_limits(
         await report_stats(
             acc, send, clock=lambda: 0.0, wall=lambda: next(walls), limits=limits
         )
-    assert delays == [0.75, 1.0, 1.0, 1.0]
-    # Tick 1 (bucket 100) and tick 3 (102): no load, no limits, nothing sent. Tick 2: limits.
-    assert sent == [Stats(101, {}, lim)]
+    assert delays == [0.75, 1.0, 1.0, 1.0, 1.0]
+    # Tick 1 (bucket 100): no load, no limits, nothing sent. Tick 2 (101): the limits. Tick 3
+    # (102): once more without them, so the controller forgets them. Tick 4: nothing.
+    assert sent == [Stats(101, {}, lim), Stats(102, {}, {})]
