@@ -169,7 +169,6 @@ class Supervisor:
         self.log_level = log_level
         self.restarts = 0
         self._stop = asyncio.Event()
-        self._started: list[asyncio.Event] = [asyncio.Event() for _ in range(settings.workers)]
         self._slots: list[SlotSockets] = []
         """Each worker slot's listening sockets (`gateway.slots`), open from start to stop."""
 
