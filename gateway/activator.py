@@ -162,11 +162,14 @@ class Activator:
         *,
         deadline: float = INF,
         body_bytes: int = 0,
+        front: bool = False,
     ) -> Ticket | Rejection:
         """Queue a request for `rev` (call only when `acquire` failed or others wait already).
 
         `deadline` (same clock as `now`) is when it fails with 504; `body_bytes` is what it
         may buffer while waiting. Pokes the autoscaler when `rev` has no routable replica.
+        `front`: a request that had a slot already and must wait again (a busy replica did not
+        take it); it arrived before every waiting one, so deadlines still grow along the queue.
         """
         key = rev.key
         cold = not self._router.has_ready(rev)
@@ -190,7 +193,10 @@ class Activator:
         if q is None:
             q = self._queues[key] = _Queue()
         ticket = Ticket(owner, key, deadline, cost, now, cold)
-        q.entries.append(ticket)
+        if front:
+            q.entries.appendleft(ticket)
+        else:
+            q.entries.append(ticket)
         q.live += 1
         self.used += cost
         if deadline < self._timer_when:
@@ -258,6 +264,10 @@ class Activator:
             if q.live <= 0 and self._queues.get(key) is q:
                 del self._queues[key]
         return granted
+
+    def dispatch_now(self, key: str) -> None:
+        """`dispatch` at the clock's now (a timer's callback)."""
+        self.dispatch(key, self._clock())
 
     def expire(self, now: float) -> int:
         """Fail (504) the waiting requests whose deadline has passed; returns how many.

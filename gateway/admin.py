@@ -62,8 +62,8 @@ async def start_worker_admin(path: Path, stats: Callable[[], WorkerStats]) -> we
 
 def bind_unix_socket(path: Path) -> socket.socket:
     """A non-blocking unix stream socket bound at `path`, for a server to listen on. File-system
-    work (the folder made, a stale socket of a previous incarnation of this worker removed, the
-    bind): run it in a thread. (`create_unix_server(path)` would stat the path on the loop.)"""
+    work (the folder made, a stale socket left by an earlier process removed, the bind): run it
+    in a thread. (`create_unix_server(path)` would stat the path on the loop.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()

@@ -1,4 +1,13 @@
-"""Per-replica in-flight counts, concurrency limits and the load-balancing policy (pure)."""
+"""Per-replica in-flight counts, concurrency limits and the load-balancing policy (pure).
+
+Besides a revision's `container_concurrency`, each replica may have a *learned* in-flight
+limit: it starts unlimited and is lowered only by hard signals the upstream side reports
+(`lower`: a fresh connection refused, reset, timed out, stalled or closed before any response
+byte), to what the replica was serving when that happened; it grows by one every
+`growth` successes (`succeeded`), never goes below 1, and is forgotten with the replica (a
+replaced replica has a new endpoint id). Exchanges that upgraded or stream their response
+(`exempt`) do not count against it. With `container_concurrency` > 0 the smaller limit applies.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +23,33 @@ activator for small limits, it packs requests onto the fewest replicas); above i
 class Balancer:
     """Tracks requests in flight per endpoint and picks an endpoint for each new request."""
 
-    __slots__ = ("_draining", "_inflight", "_promoted", "_rev_of", "_routable", "_rr", "_starting")
+    __slots__ = (
+        "_draining",
+        "_exempt",
+        "_grown",
+        "_inflight",
+        "_promoted",
+        "_rev_of",
+        "_routable",
+        "_rr",
+        "_starting",
+        "changes",
+        "growth",
+        "learned",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, growth: int = 16) -> None:
+        """`growth`: successes after which a learned limit grows by one."""
+        self.growth = max(1, growth)
+        self.learned: dict[str, int] = {}
+        """endpoint id → learned in-flight limit (absent: unlimited). Read on the hot path
+        (`if learned`): empty unless some replica has refused or stalled a connection."""
+        self._grown: dict[str, int] = {}
+        """endpoint id → successes since its learned limit last changed."""
+        self._exempt: dict[str, int] = {}
+        """endpoint id → requests in flight that do not count against its learned limit."""
+        self.changes: dict[str, list[int]] = {}
+        """revision key → [times lowered, times raised] of its replicas' learned limits."""
         self._inflight: dict[str, int] = {}
         """endpoint id → requests in flight (known endpoints and draining ones)."""
         self._draining: set[str] = set()
@@ -60,6 +93,11 @@ class Balancer:
         for key in list(self._rr):
             if key not in keys:
                 del self._rr[key]
+        for table in (self.learned, self._grown, self._exempt):
+            for ep_id in [e for e in table if e not in current]:
+                del table[ep_id]
+        for key in [k for k in self.changes if k not in keys]:
+            del self.changes[key]
         self._rev_of = rev_of
         self._promoted &= still_starting  # ready now, or gone: no longer needed
         self._starting = starting
@@ -130,6 +168,13 @@ class Balancer:
         inflight = self._inflight
         limit = rev.container_concurrency
         chosen: Endpoint | None = None
+        if self.learned:  # rare: some replica of this worker has a learned limit
+            # (a method, not a generator expression here: one would make `self` and `limit`
+            # closure cells, and every request pay for it)
+            eps = self._with_room(eps, limit)
+            n = len(eps)
+            if n == 0:
+                return None
         if limit <= 0:
             if n == 1:
                 chosen = eps[0]
@@ -158,8 +203,90 @@ class Balancer:
             inflight[chosen.id] = inflight.get(chosen.id, 0) + 1
         return chosen
 
-    def release(self, endpoint_id: str) -> bool:
-        """Free a slot; True when this was the last request of a draining endpoint."""
+    def _with_room(self, eps: tuple[Endpoint, ...], limit: int) -> tuple[Endpoint, ...]:
+        """Those of `eps` below both `limit` (the revision's, if > 0) and their learned limit."""
+        inflight = self._inflight
+        learned = self.learned
+        exempt = self._exempt
+        room: list[Endpoint] = []
+        for ep in eps:
+            ep_id = ep.id
+            n = inflight.get(ep_id, 0)
+            if 0 < limit <= n:
+                continue
+            cap = learned.get(ep_id)
+            if cap is None or n - exempt.get(ep_id, 0) < cap:
+                room.append(ep)
+        return eps if len(room) == len(eps) else tuple(room)
+
+    # -- learned limits ------------------------------------------------------------------------
+
+    def within_learned(self, endpoint_id: str) -> bool:
+        """The requests holding slots on `endpoint_id` (this one among them) do not exceed its
+        learned limit: slots reserved before the limit was lowered may be over it."""
+        learned = self.learned.get(endpoint_id)
+        if learned is None:
+            return True
+        counted = self._inflight.get(endpoint_id, 0) - self._exempt.get(endpoint_id, 0)
+        return counted <= learned
+
+    def lower(self, endpoint_id: str, serving: int) -> int | None:
+        """A hard overload signal from `endpoint_id` while it was serving `serving` other
+        requests: its learned limit drops to that (at least 1). Returns the new limit, or None
+        when it was already that low (or the endpoint is not current)."""
+        key = self._rev_of.get(endpoint_id)
+        if key is None:
+            return None
+        new = max(1, serving)
+        old = self.learned.get(endpoint_id)
+        self._grown[endpoint_id] = 0
+        if old is not None and old <= new:
+            return None
+        self.learned[endpoint_id] = new
+        self.changes.setdefault(key, [0, 0])[0] += 1
+        return new
+
+    def succeeded(self, endpoint_id: str) -> None:
+        """A response came back from `endpoint_id`: every `growth` of them, its learned limit
+        (if it has one) grows by one."""
+        limit = self.learned.get(endpoint_id)
+        if limit is None:
+            return
+        wins = self._grown.get(endpoint_id, 0) + 1
+        if wins < self.growth:
+            self._grown[endpoint_id] = wins
+            return
+        self._grown[endpoint_id] = 0
+        self.learned[endpoint_id] = limit + 1
+        key = self._rev_of.get(endpoint_id)
+        if key is not None:
+            self.changes.setdefault(key, [0, 0])[1] += 1
+
+    def exempt(self, endpoint_id: str) -> None:
+        """A request in flight on `endpoint_id` upgraded or streams: it stops counting against
+        the learned limit (release it with `exempt=True`)."""
+        self._exempt[endpoint_id] = self._exempt.get(endpoint_id, 0) + 1
+
+    def learned_by_revision(self) -> dict[str, dict[str, int]]:
+        """revision key → {endpoint id: learned limit} (off the hot path)."""
+        out: dict[str, dict[str, int]] = {}
+        for ep_id, limit in self.learned.items():
+            key = self._rev_of.get(ep_id)
+            if key is not None:
+                out.setdefault(key, {})[ep_id] = limit
+        return out
+
+    # -- release -------------------------------------------------------------------------------
+
+    def release(self, endpoint_id: str, exempt: bool = False) -> bool:
+        """Free a slot (one `exempt` earlier if so); True when this was the last request of a
+        draining endpoint."""
+        if exempt:
+            left = self._exempt.get(endpoint_id, 0) - 1
+            if left > 0:
+                self._exempt[endpoint_id] = left
+            else:
+                self._exempt.pop(endpoint_id, None)
         count = self._inflight.get(endpoint_id)
         if count is None:
             return False

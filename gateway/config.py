@@ -55,14 +55,29 @@ class GatewaySettings:
     """Seconds a client may take to send a complete header block (slowloris guard) → 408."""
     client_keepalive_timeout_s: float = 75.0
     """Seconds an idle client keep-alive connection is kept open (nginx: 75 s)."""
-    upstream_connect_timeout_s: float = 2.0
-    """Seconds to connect to a replica on loopback before trying another one."""
+    upstream_connect_timeout_s: float = 0.1
+    """Seconds to connect to a replica on loopback; longer means its SYN was dropped (the
+    replica's accept queue is full: the kernel would send it again only after 1 s), an overload
+    signal: the request waits for room on a replica (`learned_limit_growth`)."""
     upstream_keepalive_per_endpoint: int = 64
     """Idle pooled connections kept per replica."""
     upstream_keepalive_idle_s: float = 30.0
     """Seconds an idle pooled upstream connection lives (below the apps' typical 60 s)."""
     replay_buffer_bytes: int = 64 * 1024
-    """Request bodies up to this size are kept so a failed reused connection can be retried."""
+    """Request bodies up to this size are kept so that a request can be sent again: over a fresh
+    connection when a reused one fails, or to a replica with room when a fresh one fails before
+    any response byte (the replica was overloaded)."""
+    upstream_connecting_per_replica: int = 8
+    """Connections being opened at once to one replica (per worker); more requests wait for one
+    of those (or for a pooled connection) instead of connecting. A burst of 1,000 to an app with
+    a listen backlog of 5 is otherwise 1,000 simultaneous connects, most of them dropped."""
+    upstream_user_timeout_s: float = 2.0
+    """`TCP_USER_TIMEOUT` of a fresh upstream connection until its first response: a replica
+    whose accept queue overflowed never acknowledges the request, and this catches it (Linux
+    would retransmit for minutes). 0 leaves the kernel's default."""
+    learned_limit_growth: int = 16
+    """Successes after which a replica's learned in-flight limit (`containerConcurrency: 0`:
+    learned from refused, reset, stalled or dropped fresh connections) grows by one."""
     nofile_limit: int = 65536
     """Open-file soft limit requested at start (clamped to the hard limit)."""
     queue_limit_per_revision: int = 10_000

@@ -38,6 +38,15 @@ HOME_SLACK_S = 1.0
 """A request forwarded to its revision's home worker waits this much longer than the
 revision's timeout, so that the home worker's own 504 (which knows why) reaches the client."""
 
+REQUEUE_LIMIT = 16
+"""Times one request may be put back in its queue because a replica did not take it: a
+request that kills every connection it is sent on is not sent on forever."""
+ALONE_RETRIES = 4
+ALONE_BACKOFF_S = 0.02
+"""A request a replica did not take while nothing else was in flight there waits this long
+(doubling) before its queue is dispatched again, this many times; then it fails over or
+fails (the replica is likely dead, not busy)."""
+
 INGRESS_ROUTE = "broker-ingress"
 """The route an ingress request forwarded to its log's home worker is counted under."""
 
@@ -47,6 +56,7 @@ class Exchange:
 
     __slots__ = (
         "_activator",
+        "_alone",
         "_client",
         "_counter",
         "_ctx",
@@ -60,6 +70,7 @@ class Exchange:
         "_public",
         "_relay",
         "_req",
+        "_requeues",
         "_rev",
         "_route_key",
         "_router",
@@ -85,7 +96,7 @@ class Exchange:
         self._activator = ctx.activator
         self._stats = ctx.stats
         self._home = ctx.home
-        self._relay = Relay(client, ctx.router, ctx.pool, ctx.loop, metrics)
+        self._relay = Relay(client, ctx.router, ctx.pool, ctx.loop, metrics, self.requeue)
         self._local: LocalUpstream | None = None
         """The ingress port, made by the connection's first ingress request."""
         self._req: ClientRequest | None = None
@@ -99,6 +110,10 @@ class Exchange:
         """The last route's answer counter (the same one, request after request)."""
         self._head = b""
         """The head of a request waiting in a queue, sent when it is granted a slot."""
+        self._alone = 0
+        """Times the active request was put back in its queue with nothing else in flight."""
+        self._requeues = 0
+        """Times the active request was put back in its queue."""
         self._fwd_host = b""
         self._fwd_block = b""
         """The forwarding headers of this connection's requests to `_fwd_host`."""
@@ -295,6 +310,40 @@ class Exchange:
         self._ticket = res
         self._head = head
 
+    def requeue(self, head: bytes, alone: bool) -> bool:
+        """A replica did not take a fresh connection (`ReplicaUpstream._overloaded`): wait
+        again, at the front of the revision's queue, within the same deadline; `alone`
+        (nothing else was in flight there, so no release will dispatch the queue): dispatch
+        it after a backoff, a few times. False when it cannot wait (gone, past its deadline,
+        queue full, out of retries)."""
+        rev = self._rev
+        req = self._client.cur
+        if rev is None or req is None or self._ticket is not None:
+            return False
+        now = self._loop.time()
+        if now >= self._total_deadline or self._requeues >= REQUEUE_LIMIT:
+            return False
+        current = self._router.current(rev.key)
+        if current is None:
+            return False
+        if alone:
+            if self._alone >= ALONE_RETRIES:
+                return False
+            self._loop.call_later(
+                ALONE_BACKOFF_S * (1 << self._alone), self._activator.dispatch_now, rev.key
+            )
+            self._alone += 1
+        res = self._activator.enqueue(
+            current, self, now, deadline=self._total_deadline, body_bytes=req.replay_size,
+            front=True,
+        )
+        if isinstance(res, Rejection):
+            return False
+        self._ticket = res
+        self._head = head
+        self._requeues += 1
+        return True
+
     def granted(self, rev: RevisionTarget, ep: Endpoint, ticket: Ticket, now: float) -> None:
         """A slot on `ep` was reserved for the queued request (the activator's `Waiter`)."""
         client = self._client
@@ -357,6 +406,7 @@ class Exchange:
             local.reset()
         self._rev = None
         self._req = None
+        self._alone = self._requeues = 0
 
     # -- finish -------------------------------------------------------------------------------
 

@@ -55,6 +55,10 @@ class WorkerStats:
     broker_events: list[tuple[str, str, str, int]] = field(default_factory=list)
     """(broker `ns/name`, outcome `accepted|rejected|dropped`, reason, count) at the ingress;
     rejected counts requests, the others events."""
+    learned_limits: dict[str, dict[str, int]] = field(default_factory=dict)
+    """revision → {replica (endpoint id): its learned in-flight limit in this worker}."""
+    limit_changes: dict[str, list[int]] = field(default_factory=dict)
+    """revision → [times lowered, times raised] of its replicas' learned limits."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +87,13 @@ class WorkerStats:
             broker_events=[
                 (str(b), str(o), str(r), int(n)) for b, o, r, n in data.get("broker_events") or []
             ],
+            learned_limits={
+                str(k): {str(e): int(n) for e, n in v.items()}
+                for k, v in (data.get("learned_limits") or {}).items()
+            },
+            limit_changes={
+                str(k): [int(v[0]), int(v[1])] for k, v in (data.get("limit_changes") or {}).items()
+            },
         )
 
 
@@ -287,6 +298,35 @@ class GatewayCollector:
         for (b, outcome, reason), n in sorted(by_broker.items()):
             broker.add_metric([b, outcome, reason], n)
         yield broker
+
+        lowest: dict[tuple[str, str], int] = {}
+        for s in stats:
+            for key, replicas in s.learned_limits.items():
+                for ep_id, n in replicas.items():
+                    k = (key, ep_id)
+                    lowest[k] = min(n, lowest.get(k, n))
+        learned = GaugeMetricFamily(
+            PREFIX + "learned_limit_requests",
+            "A replica's learned in-flight limit (lowest over the workers): lowered by refused, "
+            "reset, stalled or dropped fresh connections, raised by successes.",
+            labels=["revision", "replica"],
+        )
+        for (key, ep_id), n in sorted(lowest.items()):
+            learned.add_metric([key, ep_id], n)
+        yield learned
+        changes = CounterMetricFamily(
+            PREFIX + "learned_limit_changes",
+            "Changes of the replicas' learned in-flight limits, by revision and direction.",
+            labels=["revision", "direction"],
+        )
+        totals: dict[tuple[str, str], int] = {}
+        for s in stats:
+            for key, (down, up) in s.limit_changes.items():
+                totals[(key, "lowered")] = totals.get((key, "lowered"), 0) + down
+                totals[(key, "raised")] = totals.get((key, "raised"), 0) + up
+        for (key, direction), n in sorted(totals.items()):
+            changes.add_metric([key, direction], n)
+        yield changes
 
         yield GaugeMetricFamily(
             PREFIX + "event_loop_lag_seconds",

@@ -67,6 +67,12 @@ class ProxyMetrics:
     upstream_connect_errors: int = 0
     upstream_timeouts: int = 0
     upstream_retries: int = 0
+    """Requests sent again over a fresh connection after a reused one failed."""
+    upstream_requeues: int = 0
+    """Requests put back in their revision's queue after a fresh connection to a busy replica
+    failed before any response byte (then sent to a replica with room)."""
+    learned_limit_lowered: int = 0
+    """Hard overload signals that lowered a replica's learned in-flight limit."""
     client_errors: int = 0
     """Malformed or oversized requests, header timeouts."""
     active_connections: int = 0

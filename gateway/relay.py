@@ -18,7 +18,7 @@ from gateway.config import Endpoint, RevisionTarget
 from gateway.headers import COLON, CONTINUE, CRLF, REASONS, STATUS_LINES
 from gateway.ports import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPWRITE, ClientSink
 from gateway.proxy_metrics import ProxyMetrics
-from gateway.replica import LAST_CHUNK, ReplicaUpstream
+from gateway.replica import LAST_CHUNK, ReplicaUpstream, Requeue
 from gateway.router import Router
 from gateway.upstream import UpstreamConn, UpstreamPool
 
@@ -60,12 +60,15 @@ class Relay:
         pool: UpstreamPool,
         loop: asyncio.AbstractEventLoop,
         metrics: ProxyMetrics,
+        on_requeue: Requeue | None = None,
     ) -> None:
+        """`on_requeue`: the exchange's, for a request a busy replica did not take."""
         self._client = client
         self._loop = loop
         self._metrics = metrics
         self._replica = ReplicaUpstream(
-            client, router, pool, loop, metrics, owner=self, on_failed=self._failed
+            client, router, pool, loop, metrics, owner=self, on_failed=self._failed,
+            on_requeue=on_requeue,
         )
         self._rev: RevisionTarget | None = None
         self._utimer: asyncio.TimerHandle | None = None
@@ -148,6 +151,8 @@ class Relay:
         else:
             mode = M_CLOSE
             close = True
+        if upgrade or mode >= M_CHUNKED:  # long-lived: not counted against a learned limit
+            self._replica.streaming()
         if not upgrade:
             if close:
                 parts.append(b"Connection: close\r\n")
@@ -273,7 +278,7 @@ class Relay:
                 client.close()
             return
         self._metrics.upstream_errors += 1
-        if replica.retry(req):
+        if replica.retry(req, up.fresh):
             return
         rev = self._rev
         key = rev.key if rev is not None else "?"

@@ -5,8 +5,13 @@ on it. It takes a pooled keep-alive connection or opens one (failing over once t
 replica of the revision when the connect fails), writes the head and the body buffered so far,
 then streams the rest of the body as the client sends it (it is the client's `UpstreamPort`).
 When a reused connection is closed before it answers, it sends the request again over a fresh
-one, once, if the body could be kept for that (`replay_buffer_bytes`). At the end it pools the
-connection (or closes it) and releases the slot. The response is its `Relay`'s.
+one, once, if the body could be kept for that (`replay_buffer_bytes`). A *fresh* connection
+that fails before any response byte (refused, reset, timed out, stalled past
+`TCP_USER_TIMEOUT`, closed) is a hard overload signal: the replica's learned in-flight limit
+drops to what it was serving (`gateway.balancer`), and a request that can be replayed goes back
+to the front of its revision's queue (`on_requeue`), to be sent again on a replica with room,
+within its deadline. At the end it pools the connection (or closes it) and releases the slot.
+The response is its `Relay`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from gateway.ports import P_PENDING, P_UPWRITE, ClientSink
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.request import ClientRequest
 from gateway.router import Router
-from gateway.upstream import UpstreamConn, UpstreamOwner, UpstreamPool
+from gateway.upstream import OverLimit, UpstreamConn, UpstreamOwner, UpstreamPool
 
 __all__ = ["LAST_CHUNK", "Failed", "ReplicaUpstream"]
 
@@ -28,6 +33,10 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 Failed = Callable[[int, str, bool], None]
 """Told that the exchange failed before a response: (status, message, retry_after)."""
+Requeue = Callable[[bytes, bool], bool]
+"""Told to put the active request (with its head) back at the front of its revision's queue,
+`alone` when nothing else was in flight on the replica (no release will make room: the queue
+must be retried after a backoff); False when it could not be queued."""
 
 
 class ReplicaUpstream:
@@ -39,13 +48,18 @@ class ReplicaUpstream:
         "_client",
         "_connect_task",
         "_ep",
+        "_exempt",
         "_failed_over",
         "_head",
+        "_learned",
         "_loop",
         "_metrics",
         "_on_failed",
+        "_on_requeue",
         "_owner",
         "_pool",
+        "_replay",
+        "_requeued",
         "_retried",
         "_reused",
         "_rev",
@@ -64,9 +78,11 @@ class ReplicaUpstream:
         *,
         owner: UpstreamOwner,
         on_failed: Failed,
+        on_requeue: Requeue | None = None,
     ) -> None:
         """`owner` gets the responses of the connections used (the relay); `on_failed` is told
-        when no connection could be had (or used)."""
+        when no connection could be had (or used); `on_requeue` when the request goes back to
+        its revision's queue (an overloaded replica; without it such a request fails)."""
         self._client = client
         self._router = router
         self._pool = pool
@@ -74,6 +90,8 @@ class ReplicaUpstream:
         self._metrics = metrics
         self._owner = owner
         self._on_failed = on_failed
+        self._on_requeue = on_requeue
+        self._learned = router.learned
         self._rev: RevisionTarget | None = None
         self._ep: Endpoint | None = None
         self._via_home = False
@@ -82,6 +100,12 @@ class ReplicaUpstream:
         """The connection the active request is (being) sent on."""
         self._reused = False
         self._retried = False
+        self._replay = False
+        """Send the body from `req.replay` (it went out once already)."""
+        self._requeued = False
+        """The request was put back in the queue: its next `begin` resends the body."""
+        self._exempt = False
+        """The slot was marked exempt from the learned limit (`streaming`)."""
         self._failed_over = False
         self._connect_task: asyncio.Task[None] | None = None
 
@@ -92,8 +116,11 @@ class ReplicaUpstream:
         self._ep = ep
         self._head = head
         self._via_home = via_home
-        self._failed_over = False
-        self._retried = False
+        if self._requeued:  # sent again after waiting: the same request, the same retries
+            self._requeued = False
+            self._replay = True
+        else:
+            self._failed_over = self._retried = self._replay = False
         self._dispatch(ep, fresh=False)
 
     def _dispatch(self, ep: Endpoint, fresh: bool) -> None:
@@ -106,8 +133,17 @@ class ReplicaUpstream:
         self._connect_task = self._loop.create_task(self._connect(ep))
 
     async def _connect(self, ep: Endpoint) -> None:
+        pool = self._pool
         try:
-            up = await self._pool.connect(ep)
+            try:
+                up = await pool.connect(ep, self._admit if self._learned else None)
+            except OverLimit:
+                # Reserved before the replica's learned limit was lowered: wait for room again.
+                req = self._client.cur
+                if self._ep is not ep or req is None or self._requeue(req):
+                    self._connect_task = None
+                    return
+                up = await pool.connect(ep)  # cannot wait again: send it anyway
         except (OSError, TimeoutError) as exc:
             self._connect_task = None
             self._connect_failed(ep, exc)
@@ -116,13 +152,20 @@ class ReplicaUpstream:
         if self._ep is not ep or self._client.cur is None or self._client.closing:
             self._pool.put(up)
             return
-        self._attach(up, reused=False)
+        self._attach(up, reused=not up.fresh)  # a pooled one if it waited for a connect slot
+
+    def _admit(self) -> bool:
+        ep = self._ep
+        return ep is None or self._via_home or self._router.within_learned(ep.id)
 
     def _connect_failed(self, ep: Endpoint, exc: BaseException) -> None:
         metrics = self._metrics
         metrics.upstream_errors += 1
         metrics.upstream_connect_errors += 1
         if self._ep is not ep:
+            return
+        req = self._client.cur
+        if req is not None and not self._via_home and self._overloaded(ep, req):
             return
         self.release()
         rev = self._rev
@@ -136,23 +179,31 @@ class ReplicaUpstream:
                 True,
             )
             return
-        if not self._failed_over:
-            self._failed_over = True
-            current = self._router.current(rev.key)  # never a stale (maybe removed) endpoint
-            other = None if current is None else self._router.acquire(current, exclude=(ep.id,))
-            if other is not None:
-                self._ep = other
-                self._dispatch(other, fresh=False)
-                return
+        if self._fail_over(rev, ep):
+            return
         reason = str(exc) or type(exc).__name__
         self._on_failed(502, f"could not connect to a replica of revision {rev.key}: {reason}", False)
+
+    def _fail_over(self, rev: RevisionTarget, failed: Endpoint) -> bool:
+        """Once per request: send it to another replica of `rev` with room (the slot on
+        `failed` is released already); False when there is none."""
+        if self._failed_over:
+            return False
+        self._failed_over = True
+        current = self._router.current(rev.key)  # never a stale (maybe removed) endpoint
+        other = None if current is None else self._router.acquire(current, exclude=(failed.id,))
+        if other is None:
+            return False
+        self._ep = other
+        self._dispatch(other, fresh=False)
+        return True
 
     def _attach(self, up: UpstreamConn, reused: bool) -> None:
         client = self._client
         req = client.cur
         assert req is not None and up.transport is not None
-        if self._retried and req.replay is None:
-            # The body outgrew the replay buffer while the retry connected: cannot resend.
+        if self._replay and req.replay is None:
+            # The body outgrew the replay buffer while waiting to be resent: cannot resend.
             self._pool.put(up)
             rev = self._rev
             key = rev.key if rev is not None else "?"
@@ -165,7 +216,7 @@ class ReplicaUpstream:
             up.transport.pause_reading()
         if up.write_paused:
             client.pause(P_UPWRITE)
-        chunks = req.replay if self._retried and req.replay is not None else req.pending
+        chunks = req.replay if self._replay and req.replay is not None else req.pending
         if not chunks and not (req.complete and req.chunked):
             up.transport.write(self._head)
         else:
@@ -224,17 +275,73 @@ class ReplicaUpstream:
         client.sink = None
         client.resume(P_UPWRITE)
 
-    def retry(self, req: ClientRequest) -> bool:
-        """Send `req` again over a fresh connection if the lost one was reused (a replica may
-        close an idle keep-alive connection just as a request goes out), once, and only if its
-        body could be kept; False when it cannot be."""
+    def retry(self, req: ClientRequest, fresh: bool) -> bool:
+        """The connection closed before a response (`fresh`: before any byte of one, on a
+        connection that never answered). Send `req` again if its body could be kept: over a
+        fresh connection if the lost one was reused (a replica may close an idle keep-alive
+        connection just as a request goes out), once; through the queue if the replica did
+        not take a fresh one (`_overloaded`). False when it is not sent again."""
         ep = self._ep
-        if self._reused and not self._retried and req.replay is not None and ep is not None:
-            self._retried = True
-            self._metrics.upstream_retries += 1
-            self._dispatch(ep, fresh=True)
+        if ep is None:
+            return False
+        if self._reused:
+            if not self._retried and req.replay is not None:
+                self._retried = self._replay = True
+                self._metrics.upstream_retries += 1
+                self._dispatch(ep, fresh=True)
+                return True
+            return False
+        if not fresh or self._via_home:
+            return False
+        if self._overloaded(ep, req):
             return True
-        return False
+        rev = self._rev
+        if req.replay is None or rev is None:
+            return False
+        self.release()
+        self._replay = True
+        return self._fail_over(rev, ep)
+
+    def _overloaded(self, ep: Endpoint, req: ClientRequest) -> bool:
+        """A fresh connection to `ep` failed before any response byte: lower its learned
+        limit to what it serves now, and, if the body can be replayed, put the request back at
+        the front of the revision's queue (True); else the caller fails over to another
+        replica, or fails."""
+        serving = self._pool.serving(ep.id) + self._pool.connecting(ep.id)
+        if self._router.lower(ep.id, serving) is not None:
+            self._metrics.learned_limit_lowered += 1
+        if req.replay is None:
+            return False
+        if self._router.inflight(ep.id) > 1:
+            return self._requeue(req)  # a request ending there (or elsewhere) makes room
+        # Nothing else in flight there: another replica with room now, else wait and retry.
+        rev = self._rev
+        self.release()
+        self._replay = True
+        if rev is not None and self._fail_over(rev, ep):
+            return True
+        return self._requeue(req, alone=True)
+
+    def _requeue(self, req: ClientRequest, alone: bool = False) -> bool:
+        """Put the request back at the front of its revision's queue and free its slot, if its
+        body can be replayed; False when it cannot wait again."""
+        if req.replay is None or self._on_requeue is None:
+            return False
+        self._requeued = True
+        if not self._on_requeue(self._head, alone):  # queued first: the slot released next can be its
+            self._requeued = False
+            return False
+        self._metrics.upstream_requeues += 1
+        self.release()
+        return True
+
+    def streaming(self) -> None:
+        """The response upgraded or streams: the slot stops counting against the replica's
+        learned limit (`Balancer.exempt`)."""
+        ep = self._ep
+        if ep is not None and not self._exempt and not self._via_home:
+            self._exempt = True
+            self._router.exempt(ep.id)
 
     def release(self) -> None:
         """Free the reserved slot (once)."""
@@ -242,7 +349,8 @@ class ReplicaUpstream:
         if ep is not None:
             self._ep = None
             if not self._via_home:  # a home worker is not a balancer slot
-                self._router.release(ep.id)
+                exempt, self._exempt = self._exempt, False
+                self._router.release(ep.id, exempt)
 
     def stop(self, reuse: bool) -> None:
         """Detach the connection (pooling it if `reuse`), free the slot. Idempotent."""
@@ -255,6 +363,10 @@ class ReplicaUpstream:
             self.up = None
             up.owner = None  # detach
             if reuse:
+                if self._learned:  # rare: some replica has a learned limit
+                    ep = self._ep
+                    if ep is not None and ep.id in self._learned:
+                        self._router.succeeded(ep.id)
                 self._pool.put(up)  # closes it unless reusable
             else:
                 up.close()

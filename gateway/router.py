@@ -64,6 +64,7 @@ class Router:
         "_rnd",
         "_snapshot",
         "_table",
+        "learned",
     )
 
     def __init__(
@@ -74,6 +75,7 @@ class Router:
         on_release: Callable[[str], None] | None = None,
         listeners: Sequence[Callable[[Snapshot], None]] = (),
         on_drained: Callable[[], None] | None = None,
+        learned_growth: int = 16,
     ) -> None:
         """`snapshot` is applied at once (before any listener is told). The callbacks are the
         router's events, wired once by `gateway.worker.build_context`:
@@ -81,9 +83,13 @@ class Router:
         - `on_release(endpoint_id)` after every released slot (the activator's capacity event);
         - `listeners`, in this order, after a newer snapshot is applied;
         - `on_drained()` when a draining endpoint's in-flight count reaches 0 (the link re-acks).
+
+        `learned_growth`: successes per step up of a replica's learned limit (`Balancer`).
         """
         self._rnd = rnd
-        self._balancer = Balancer()
+        self._balancer = Balancer(learned_growth)
+        self.learned = self._balancer.learned
+        """endpoint id → learned in-flight limit (the balancer's; empty unless one was learned)."""
         self._table = RoutingTable.empty()
         self._snapshot = Snapshot.empty()
         self._cache: dict[bytes | tuple[bytes, bytes], Routed] = {}
@@ -162,11 +168,37 @@ class Router:
     def acquire(self, rev: RevisionTarget, exclude: Collection[str] = ()) -> Endpoint | None:
         return self._balancer.acquire(rev, self._rnd, exclude)
 
-    def release(self, endpoint_id: str) -> None:
-        if self._balancer.release(endpoint_id) and self._on_drained is not None:
+    def release(self, endpoint_id: str, exempt: bool = False) -> None:
+        """Free a slot of `endpoint_id` (`exempt`: one marked by `exempt` earlier)."""
+        if self._balancer.release(endpoint_id, exempt) and self._on_drained is not None:
             self._on_drained()
         if self._on_release is not None:
             self._on_release(endpoint_id)
+
+    def lower(self, endpoint_id: str, serving: int) -> int | None:
+        """A hard overload signal from a replica serving `serving` other requests: lower its
+        learned limit (`Balancer.lower`); the new limit, or None if unchanged."""
+        return self._balancer.lower(endpoint_id, serving)
+
+    def within_learned(self, endpoint_id: str) -> bool:
+        """`Balancer.within_learned`: the slots held there do not exceed its learned limit."""
+        return self._balancer.within_learned(endpoint_id)
+
+    def succeeded(self, endpoint_id: str) -> None:
+        """A response came back from a replica with a learned limit (`Balancer.succeeded`)."""
+        self._balancer.succeeded(endpoint_id)
+
+    def exempt(self, endpoint_id: str) -> None:
+        """An upgraded or streaming exchange stops counting against the learned limit."""
+        self._balancer.exempt(endpoint_id)
+
+    def learned_by_revision(self) -> dict[str, dict[str, int]]:
+        """revision key → {endpoint id: learned limit} (off the hot path)."""
+        return self._balancer.learned_by_revision()
+
+    def limit_changes(self) -> dict[str, list[int]]:
+        """revision key → [times lowered, times raised] of its replicas' learned limits."""
+        return self._balancer.changes
 
     def revision_of(self, endpoint_id: str) -> str | None:
         """The revision key of an endpoint of the current snapshot."""

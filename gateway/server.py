@@ -27,7 +27,8 @@ from gateway.admin import (
 from gateway.config import GatewaySettings, encode_setting
 from gateway.home import proxy_socket_path
 from gateway.limits import raise_nofile_limit
-from gateway.worker import listen_socket, worker_main
+from gateway.slots import ListenFailed, SlotSockets, adopt, format_fds, open_slots, parse_fds
+from gateway.worker import worker_main
 
 log = logging.getLogger("flint.gateway.server")
 
@@ -69,9 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-id", default=None, help="id reported to the controller "
                    "(default: the host name)")
     p.add_argument("--log-level", default=os.environ.get("FLINT_LOG_LEVEL", "INFO"))
-    # internal: run as worker N of the main process --parent-pid
+    # internal: run as worker N of the main process --parent-pid, serving the listening sockets
+    # it passed as the fds --fds names (`gateway.slots.format_fds`: the loopback listener, each
+    # --listen address, then the forwarding unix socket when --workers > 1)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--fds", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -126,7 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "--token-file)", settings.credential_path, exc)
         return 2
     if args.worker is not None:
-        return worker_main(settings, args.worker, gateway_id, args.parent_pid, token)
+        if args.fds is None:
+            parser.error("--worker needs --fds (the main process passes its sockets)")
+        try:
+            sockets = adopt(parse_fds(args.fds), 1 + len(settings.listen), settings.workers > 1)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return worker_main(settings, args.worker, gateway_id, args.parent_pid, token, sockets)
     if settings.workers < 1:
         log.error("event=bad_flag workers=%d", settings.workers)
         return 2
@@ -159,7 +169,8 @@ class Supervisor:
         self.log_level = log_level
         self.restarts = 0
         self._stop = asyncio.Event()
-        self._started: list[asyncio.Event] = [asyncio.Event() for _ in range(settings.workers)]
+        self._slots: list[SlotSockets] = []
+        """Each worker slot's listening sockets (`gateway.slots`), open from start to stop."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -173,19 +184,22 @@ class Supervisor:
             log.error("event=state_dir_too_long socket=%s max_bytes=%d",
                       longest, MAX_UNIX_PATH_BYTES)
             return 2
-        # Hold the port (bound, never listening: it receives no connections) so that a port
-        # taken by someone else fails here, once, and so that port 0 picks one for all workers.
-        reservations: list[socket.socket] = []
+        # Every slot's sockets, opened here once: a port taken by someone else fails here, port 0
+        # picks one port for all slots, and a dead worker's connections wait in its slot's queue.
+        addresses = [(self.settings.host, self.settings.port), *self.settings.listen]
+        paths = None
+        if self.settings.workers > 1:
+            paths = [proxy_socket_path(self.settings.state_dir, i)
+                     for i in range(self.settings.workers)]
         try:
-            for host, port in [(self.settings.host, self.settings.port), *self.settings.listen]:
-                try:
-                    reservations.append(listen_socket(host, port))
-                except OSError as exc:
-                    log.error("event=listen_failed address=%s error=%r",
-                              format_hostport(host, port), exc)
-                    return 1
-            hosts = [self.settings.host, *(h for h, _ in self.settings.listen)]
-            bound = [(h, int(r.getsockname()[1])) for h, r in zip(hosts, reservations, strict=True)]
+            try:
+                self._slots = await asyncio.to_thread(open_slots, addresses, paths)
+            except ListenFailed as exc:
+                log.error("event=listen_failed address=%s error=%r", exc.address, exc.error)
+                return 1
+            first = self._slots[0]
+            bound = [(h, int(s.getsockname()[1]))
+                     for (h, _), s in zip(addresses, (first.loopback, *first.public), strict=True)]
             self.settings = replace(self.settings, port=bound[0][1], listen=tuple(bound[1:]))
             admin = AdminServer(
                 self.settings.admin_host, self.settings.admin_port, self.settings.state_dir,
@@ -199,8 +213,8 @@ class Supervisor:
                 return 1
             return await self._serve(admin, admin_port)
         finally:
-            for r in reservations:
-                r.close()
+            self._close_slots()
+            await asyncio.to_thread(self._remove_sockets)
 
     async def _serve(self, admin: AdminServer, admin_port: int) -> int:
         tasks = [
@@ -213,9 +227,11 @@ class Supervisor:
             log.info("event=stopping workers=%d", self.settings.workers)
         finally:
             self._stop.set()
+            # No worker starts again: new connections are refused once the workers close their
+            # copies, rather than queued where no one would accept them.
+            self._close_slots()
             await asyncio.gather(*tasks, return_exceptions=True)
             await admin.stop()
-            await asyncio.to_thread(self._remove_sockets)
         log.info("event=stopped")
         return 0
 
@@ -250,6 +266,7 @@ class Supervisor:
             sys.executable, "-m", "gateway",
             "--worker", str(index),
             "--parent-pid", str(os.getpid()),
+            "--fds", format_fds(self._slots[index].fds()),
             "--gateway-id", self.gateway_id,
             "--log-level", self.log_level,
         ]
@@ -261,8 +278,10 @@ class Supervisor:
         while not self._stop.is_set():
             started = loop.time()
             try:
+                # Every incarnation of worker `index` inherits its slot's sockets (only those).
                 proc = await asyncio.create_subprocess_exec(
-                    *self._worker_command(index), env=env, stdin=asyncio.subprocess.DEVNULL
+                    *self._worker_command(index), env=env, stdin=asyncio.subprocess.DEVNULL,
+                    pass_fds=self._slots[index].fds(),
                 )
             except OSError as exc:
                 log.error("event=worker_spawn_failed worker=%d error=%r", index, exc)
@@ -303,6 +322,11 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await exited
+
+    def _close_slots(self) -> None:
+        """Close this process's copies of the slots' sockets (a worker's stay open in it)."""
+        for slot in self._slots:
+            slot.close()
 
     def _remove_sockets(self) -> None:
         for i in range(self.settings.workers):

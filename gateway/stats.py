@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from gateway.wire import BucketLoad, Stats
+from gateway.wire import BucketLoad, LearnedLimits, Stats
 
 REPORT_WINDOW_S = 60.0
 """A revision seen (active or with arrivals) within this many seconds is reported, with zeros
@@ -105,11 +105,27 @@ class StatsAccumulator:
         return self._revs.keys()
 
 
-def stats_message(bucket: int, report: Mapping[str, BucketLoad]) -> Stats:
+def stats_message(
+    bucket: int,
+    report: Mapping[str, BucketLoad],
+    limits: Mapping[str, LearnedLimits] | None = None,
+) -> Stats:
     """The `stats` up message for `bucket` (the unix second that just ended)."""
     return Stats(bucket, {
         key: BucketLoad(round(r.concurrency, 6), r.requests) for key, r in report.items()
-    })
+    }, dict(limits or {}))
+
+
+def learned_limits(
+    by_revision: Mapping[str, Mapping[str, int]], changes: Mapping[str, Sequence[int]]
+) -> dict[str, LearnedLimits]:
+    """The router's learned limits and their change counts as the `stats` message's `limits`."""
+    return {
+        key: LearnedLimits(
+            dict(by_revision.get(key, {})), *(changes.get(key) or (0, 0))
+        )
+        for key in sorted({*by_revision, *changes})
+    }
 
 
 class Pokes:
@@ -152,12 +168,15 @@ async def report_stats(
     clock: Callable[[], float],
     wall: Callable[[], float] = time.time,
     on_lag: Callable[[float], None] | None = None,
+    limits: Callable[[], Mapping[str, LearnedLimits]] = dict,
 ) -> None:
     """Every wall-clock second: close the bucket that just ended and send it (until cancelled).
 
     `clock` is the loop's clock (the one the proxy passes to `enter`/`leave`). `on_lag` gets
-    how late each tick fired (the event loop's lag, seconds).
+    how late each tick fired (the event loop's lag, seconds). `limits` gives the learned limits
+    sent with each bucket (a bucket with no load is sent when there are some).
     """
+    had_limits = False
     while True:
         w = wall()
         boundary = math.floor(w) + 1
@@ -168,5 +187,7 @@ async def report_stats(
         if on_lag is not None:
             on_lag(max(0.0, now - target))
         report = acc.flush(now)
-        if report:
-            await send(stats_message(int(boundary) - 1, report))
+        learned = limits()
+        if report or learned or had_limits:  # once more when the last limit goes
+            await send(stats_message(int(boundary) - 1, report, learned))
+        had_limits = bool(learned)

@@ -1,9 +1,18 @@
-"""Upstream side of the proxy: one protocol per replica connection and the keep-alive pool."""
+"""Upstream side of the proxy: one protocol per replica connection and the keep-alive pool.
+
+The pool also bounds the connections being opened at once to one replica
+(`upstream_connecting_per_replica`; the others wait for one of those, or for a pooled
+connection) and sets `TCP_USER_TIMEOUT` on a fresh connection until its first response byte,
+so that a replica whose accept queue overflowed is noticed in seconds, not minutes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from collections import deque
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -53,6 +62,7 @@ class UpstreamConn(asyncio.Protocol):
         "conn_extra",
         "content_length",
         "endpoint_id",
+        "fresh",
         "head_request",
         "headers",
         "idle_since",
@@ -83,6 +93,9 @@ class UpstreamConn(asyncio.Protocol):
         self.splice = False
         self.write_paused = False
         self.head_request = False
+        self.fresh = True
+        """No byte of a response has come yet (a new connection): a failure now means the
+        replica did not take the connection (`gateway.replica` treats it as overload)."""
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -119,8 +132,11 @@ class UpstreamConn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.pool.opened(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.fresh:
+            self._answered()
         owner = self.owner
         if owner is None:
             # Data (or a late response) on an idle pooled connection: it cannot be trusted.
@@ -158,11 +174,23 @@ class UpstreamConn(asyncio.Protocol):
         else:
             owner.up_flush()
 
+    def _answered(self) -> None:
+        """The first response bytes: the replica took the connection; the accept-stall timeout
+        is no longer wanted (a slow upload to a busy app must not be cut by it)."""
+        self.fresh = False
+        transport = self.transport
+        if transport is not None and self.pool.user_timeout_ms:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family != socket.AF_UNIX:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 0)
+
     def eof_received(self) -> bool | None:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.pool.closed(self)
         if self.in_pool:
             self.pool.forget(self)
         owner = self.owner
@@ -254,33 +282,135 @@ class UpstreamConn(asyncio.Protocol):
         self.complete = True
 
 
-class UpstreamPool:
-    """Idle keep-alive connections per endpoint id, reused last-in first-out."""
+class OverLimit(Exception):
+    """`UpstreamPool.connect`'s `admit` said no: the endpoint is over its learned limit."""
 
-    __slots__ = ("_idle", "_loop", "_settings", "_timer")
+
+class UpstreamPool:
+    """Idle keep-alive connections per endpoint id, reused last-in first-out, and the bound
+    on connections being opened at once per endpoint."""
+
+    __slots__ = (
+        "_connecting",
+        "_idle",
+        "_loop",
+        "_max_connecting",
+        "_open",
+        "_settings",
+        "_timer",
+        "_waiting",
+        "user_timeout_ms",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, settings: GatewaySettings) -> None:
         self._loop = loop
         self._settings = settings
         self._idle: dict[str, list[UpstreamConn]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._open: dict[str, int] = {}
+        """endpoint id → open connections (idle or in use)."""
+        self._connecting: dict[str, int] = {}
+        """endpoint id → connections being opened."""
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        """endpoint id → requests waiting for one of its connect slots, in order."""
+        self._max_connecting = max(1, settings.upstream_connecting_per_replica)
+        self.user_timeout_ms = int(settings.upstream_user_timeout_s * 1000)
 
-    async def connect(self, endpoint: Endpoint) -> UpstreamConn:
-        """A fresh connection; raises OSError or TimeoutError.
+    async def connect(
+        self, endpoint: Endpoint, admit: Callable[[], bool] | None = None
+    ) -> UpstreamConn:
+        """A connection for a request to `endpoint`: a fresh one, or, when the request had to
+        wait for a connect slot, one that came back to the pool meanwhile (`fresh` False).
+        Raises OSError or TimeoutError (the connect timeout does not count the wait), or
+        `OverLimit` when `admit()`, asked once a connect slot is had, says no.
 
         An endpoint whose host is `unix:<path>` is reached over that unix socket.
         """
+        ep_id = endpoint.id
+        n = self._connecting.get(ep_id, 0)
+        if n < self._max_connecting:
+            self._connecting[ep_id] = n + 1
+        else:
+            await self._wait_for_slot(ep_id)
+            pooled = self.get(ep_id)
+            if pooled is not None:
+                self._slot_done(ep_id)
+                return pooled
+        if admit is not None and not admit():
+            self._slot_done(ep_id)
+            raise OverLimit(ep_id)
+        try:
+            return await self._open_connection(endpoint)
+        finally:
+            self._slot_done(ep_id)
+
+    async def _wait_for_slot(self, ep_id: str) -> None:
+        """Wait until a connect slot of `ep_id` is handed over (FIFO)."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._waiting.setdefault(ep_id, deque()).append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._slot_done(ep_id)  # handed over just as the request went away: pass it on
+            raise
+
+    def _slot_done(self, ep_id: str) -> None:
+        """A connect of `ep_id` ended: hand its slot to the first waiter, or free it."""
+        waiting = self._waiting.get(ep_id)
+        while waiting:
+            fut = waiting.popleft()
+            if not fut.done():
+                if not waiting:
+                    del self._waiting[ep_id]
+                fut.set_result(None)
+                return
+        self._waiting.pop(ep_id, None)
+        n = self._connecting.get(ep_id, 0) - 1
+        if n > 0:
+            self._connecting[ep_id] = n
+        else:
+            self._connecting.pop(ep_id, None)
+
+    async def _open_connection(self, endpoint: Endpoint) -> UpstreamConn:
         host = endpoint.host
         async with asyncio.timeout(self._settings.upstream_connect_timeout_s):
             if host.startswith(UNIX_PREFIX):  # another worker of this gateway (home worker)
-                _, proto = await self._loop.create_unix_connection(
+                transport, proto = await self._loop.create_unix_connection(
                     lambda: UpstreamConn(self, endpoint.id), host[len(UNIX_PREFIX) :]
                 )
             else:
-                _, proto = await self._loop.create_connection(
+                transport, proto = await self._loop.create_connection(
                     lambda: UpstreamConn(self, endpoint.id), host, endpoint.port
                 )
+                sock = transport.get_extra_info("socket")
+                if self.user_timeout_ms and sock is not None:
+                    with contextlib.suppress(OSError):  # not Linux, or already closed
+                        sock.setsockopt(
+                            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, self.user_timeout_ms
+                        )
         return proto
+
+    def opened(self, conn: UpstreamConn) -> None:
+        """`conn` is connected: one open connection more for its endpoint."""
+        self._open[conn.endpoint_id] = self._open.get(conn.endpoint_id, 0) + 1
+
+    def closed(self, conn: UpstreamConn) -> None:
+        """`conn` is closed: one open connection fewer for its endpoint."""
+        ep_id = conn.endpoint_id
+        n = self._open.get(ep_id, 0) - 1
+        if n > 0:
+            self._open[ep_id] = n
+        else:
+            self._open.pop(ep_id, None)
+
+    def serving(self, endpoint_id: str) -> int:
+        """Connections to `endpoint_id` in use (open and not idle in the pool)."""
+        return max(0, self._open.get(endpoint_id, 0) - len(self._idle.get(endpoint_id, ())))
+
+    def connecting(self, endpoint_id: str) -> int:
+        """Connections to `endpoint_id` being opened now."""
+        return self._connecting.get(endpoint_id, 0)
 
     def get(self, endpoint_id: str) -> UpstreamConn | None:
         conns = self._idle.get(endpoint_id)

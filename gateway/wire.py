@@ -149,6 +149,31 @@ class BucketLoad:
 
 
 @dataclass(frozen=True, slots=True)
+class LearnedLimits:
+    """One revision's learned per-replica in-flight limits in one worker (`gateway.balancer`)."""
+
+    replicas: Mapping[str, int]
+    """Endpoint (replica) id → its learned limit; replicas without one are absent."""
+    lowered: int = 0
+    """Times a replica's limit was lowered by a hard signal, since the worker started."""
+    raised: int = 0
+    """Times one grew by a step after successes, since the worker started."""
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"replicas": dict(self.replicas), "lowered": self.lowered, "raised": self.raised}
+
+    @staticmethod
+    def from_wire(value: Any, parent: str, key: str | int) -> LearnedLimits:
+        at = _join(parent, key)
+        obj = _obj(value, parent, key)
+        return LearnedLimits(
+            _req(obj, at, "replicas", _map_of(_int)),
+            _opt(obj, at, "lowered", _int, 0),
+            _opt(obj, at, "raised", _int, 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Stats(_Message):
     """worker → controller, every second: the load of every revision it saw recently."""
 
@@ -157,19 +182,26 @@ class Stats(_Message):
     """The unix second that just ended."""
     revisions: Mapping[str, BucketLoad]
     """Revision key (`namespace/name`) → its load in the bucket."""
+    limits: Mapping[str, LearnedLimits] = field(default_factory=dict)
+    """Revision key → its replicas' learned limits in this worker (only revisions that have
+    one or had one changed; absent from a message: none)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "type": self.type,
             "bucket": self.bucket,
             "revisions": {key: load.to_wire() for key, load in self.revisions.items()},
         }
+        if self.limits:
+            out["limits"] = {key: lim.to_wire() for key, lim in self.limits.items()}
+        return out
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Self:
         return cls(
             _req(obj, "stats", "bucket", _int),
             _req(obj, "stats", "revisions", _map_of(BucketLoad.from_wire)),
+            _opt(obj, "stats", "limits", _map_of(LearnedLimits.from_wire), {}),
         )
 
 

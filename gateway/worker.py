@@ -1,8 +1,9 @@
 """A gateway worker process: one uvloop event loop serving the proxy on every listener.
 
-The main process (`gateway.server`) starts N of these with the same settings; each binds its
-listeners with SO_REUSEPORT, links to the controller, serves its stats on a unix socket for the
-main process's admin port, and drains before it exits.
+The main process (`gateway.server`) starts N of these with the same settings, and hands worker
+i the listening sockets of slot i, which it owns (`gateway.slots`); each worker serves them,
+links to the controller, serves its stats on a unix socket for the main process's admin port,
+and drains before it exits.
 """
 
 from __future__ import annotations
@@ -13,22 +14,17 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 
 from flint_common.secret import Secret
 from gateway.activator import Activator
-from gateway.admin import (
-    bind_unix_socket,
-    start_worker_admin,
-    worker_socket_path,
-)
+from gateway.admin import start_worker_admin, worker_socket_path
 from gateway.channels.wake import WakeSender
 from gateway.client import ClientConnection
 from gateway.config import GatewaySettings, Snapshot
 from gateway.context import PokeSender, SendUp, WorkerContext
-from gateway.home import HomeRouter, proxy_socket_path
+from gateway.home import HomeRouter
 from gateway.ingress import BrokerIngress
 from gateway.limits import raise_nofile_limit
 from gateway.link import ControllerLink
@@ -36,14 +32,13 @@ from gateway.metrics import WorkerStats, flatten_counters, histograms_json
 from gateway.prober import StartingProber
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
-from gateway.stats import Pokes, StatsAccumulator, report_stats
+from gateway.slots import LISTEN_BACKLOG, SlotSockets
+from gateway.stats import Pokes, StatsAccumulator, learned_limits, report_stats
 from gateway.upstream import UpstreamPool
 from gateway.wire import UpMessage
 
 log = logging.getLogger("flint.gateway.worker")
 
-LISTEN_BACKLOG = 4096
-"""Accept queue length of each worker's listening socket."""
 WORKER_DRAIN_S = 5.0
 """Seconds a stopping worker waits for in-flight requests before closing everything."""
 PARENT_POLL_S = 1.0
@@ -96,6 +91,7 @@ def build_context(
             lambda snap: prober.sync(snap),
         ),
         on_drained=on_drained,
+        learned_growth=settings.learned_limit_growth,
     )
     ingress = BrokerIngress(
         settings.state_dir,
@@ -156,23 +152,6 @@ def protocol_factory(
     return lambda: ClientConnection(ctx, trusted=trusted, public=public)
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A bound (not yet listening) TCP socket that shares `port` with the other workers."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:  # `[::]` is IPv6 only, as the API's listeners are
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def _die_with_parent(parent_pid: int | None) -> None:
     """Ask the kernel for SIGTERM when the parent dies; exit now if it already has."""
     with contextlib.suppress(OSError, AttributeError):
@@ -188,19 +167,20 @@ def worker_main(
     gateway_id: str,
     parent_pid: int | None,
     token: Secret,
+    sockets: SlotSockets,
 ) -> int:
-    """Entry point of worker `index`: a uvloop event loop running the proxy until signalled."""
+    """Entry point of worker `index`: a uvloop event loop serving `sockets` until signalled."""
     import uvloop
 
     _die_with_parent(parent_pid)
     raise_nofile_limit(settings.nofile_limit)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(run_worker(settings, index, gateway_id, parent_pid, token))
+        return runner.run(run_worker(settings, index, gateway_id, parent_pid, token, sockets))
 
 
 async def run_worker(
     settings: GatewaySettings, index: int, gateway_id: str, parent_pid: int | None,
-    token: Secret,
+    token: Secret, sockets: SlotSockets,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -221,28 +201,25 @@ async def run_worker(
     link = ControllerLink(settings, router, f"{gateway_id}/{index}", token=token)
     await link.load_persisted()  # serve the last known routes from the first connection on
 
+    # Closing a server closes this process's copy of its socket only: the main process keeps
+    # the slot's sockets listening until the next incarnation of this worker serves them.
     internal: asyncio.Server | None = None
-    if settings.workers > 1:
+    if sockets.internal is not None:
         # The other workers forward requests for revisions this worker is the home of.
-        path = proxy_socket_path(settings.state_dir, index)
-        unix_sock = await asyncio.to_thread(bind_unix_socket, path)
         internal = await loop.create_unix_server(
-            protocol_factory(ctx, trusted=True), sock=unix_sock, backlog=LISTEN_BACKLOG
+            protocol_factory(ctx, trusted=True), sock=sockets.internal, backlog=LISTEN_BACKLOG
         )
 
     servers = [
         await loop.create_server(
-            protocol_factory(ctx), sock=listen_socket(settings.host, settings.port),
-            backlog=LISTEN_BACKLOG,
+            protocol_factory(ctx), sock=sockets.loopback, backlog=LISTEN_BACKLOG
         )
     ]
     # The `--listen` addresses: their connections are not served cluster-local routes, which
     # only the loopback listener (and the unix sockets the workers forward on) serves.
     public = protocol_factory(ctx, public=True)
-    for host, port in settings.listen:
-        servers.append(await loop.create_server(
-            public, sock=listen_socket(host, port), backlog=LISTEN_BACKLOG
-        ))
+    for sock in sockets.public:
+        servers.append(await loop.create_server(public, sock=sock, backlog=LISTEN_BACKLOG))
     link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
     lag = [0.0]
 
@@ -250,7 +227,10 @@ async def run_worker(
         lag[0] = value
 
     reporter = asyncio.create_task(
-        report_stats(ctx.stats, ctx.send_up, clock=loop.time, on_lag=set_lag),
+        report_stats(
+            ctx.stats, ctx.send_up, clock=loop.time, on_lag=set_lag,
+            limits=lambda: learned_limits(router.learned_by_revision(), router.limit_changes()),
+        ),
         name="stats-reporter",
     )
 
@@ -275,6 +255,8 @@ async def run_worker(
             cold_start_latency=histograms_json(activator.cold_start_latency),
             loop_lag_s=lag[0],
             broker_events=ctx.ingress.metrics.rows(),
+            learned_limits=router.learned_by_revision(),
+            limit_changes={k: list(v) for k, v in router.limit_changes().items()},
         )
 
     admin = await start_worker_admin(worker_socket_path(settings.state_dir, index), stats)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from controller.autoscaling.hpa import HpaDecider
 from controller.autoscaling.kpa import Decision, KpaDecider
 from controller.autoscaling.settings import AutoscalerSettings
 from controller.autoscaling.windows import RevisionMetrics
-from gateway.wire import Poke, Stats
+from gateway.wire import LearnedLimits, Poke, Stats
 
 log = logging.getLogger("flint.scaler")
 
@@ -76,6 +76,10 @@ class Scaler:
         self._clock = clock
         self._states: dict[str, _Revision] = {}
         self._task: asyncio.Task[None] | None = None
+        self._limits: dict[str, dict[str, LearnedLimits]] = {}
+        """revision key → gateway worker → the learned limits it reported last."""
+        self._limit_keys: dict[str, set[str]] = {}
+        """gateway worker → the revisions of its last report's limits."""
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -86,6 +90,38 @@ class Scaler:
             if state is None:
                 continue
             state.metrics.record_report(worker, stats.bucket, load.concurrency, load.requests)
+        self._record_limits(worker, stats.limits)
+
+    def _record_limits(self, worker: str, limits: Mapping[str, LearnedLimits]) -> None:
+        """The worker's learned limits replace what it reported before (absent: none now)."""
+        for key in self._limit_keys.get(worker, set()) - limits.keys():
+            by_worker = self._limits.get(key)
+            if by_worker is not None:
+                by_worker.pop(worker, None)
+                if not by_worker:
+                    del self._limits[key]
+        for key, lim in limits.items():
+            self._limits.setdefault(key, {})[worker] = lim
+        if limits:
+            self._limit_keys[worker] = set(limits)
+        else:
+            self._limit_keys.pop(worker, None)
+
+    def learned_limits(self, key: str) -> dict[str, Any] | None:
+        """What the gateways learned about revision `key`'s replicas: the lowest limit per
+        replica over the workers, and how often they changed; None when nothing was learned."""
+        by_worker = self._limits.get(key)
+        if not by_worker:
+            return None
+        replicas: dict[str, int] = {}
+        for lim in by_worker.values():
+            for ep_id, n in lim.replicas.items():
+                replicas[ep_id] = min(n, replicas.get(ep_id, n))
+        return {
+            "replicas": dict(sorted(replicas.items())),
+            "lowered": sum(lim.lowered for lim in by_worker.values()),
+            "raised": sum(lim.raised for lim in by_worker.values()),
+        }
 
     def record_poke(self, worker: str, poke: Poke) -> None:
         """A request waits for a revision with no ready replica: decide now, not at the tick."""
@@ -99,6 +135,7 @@ class Scaler:
 
     def forget(self, key: str) -> None:
         self._states.pop(key, None)
+        self._limits.pop(key, None)
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -137,6 +174,7 @@ class Scaler:
             "stableWindowSeconds": state.scaling.stable_window_s,
             "panicWindowSeconds": state.scaling.panic_window_s,
             "warnings": list(state.scaling.warnings),
+            "learnedLimits": self.learned_limits(key),
         }
 
     def revision_keys(self) -> list[str]:

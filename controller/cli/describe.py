@@ -161,9 +161,24 @@ def autoscaler_lines(view: Obj) -> list[str]:
         scale += f", wanted {view.get('unclampedScale')} but {view.get('clampedBy')} bounds it"
     lines.append(_field("  Desired scale:", scale))
     lines.append(_field("  Why:", str(view.get("reason"))))
+    lines.append(_field("  Learned limit:", learned_limit_text(view.get("learnedLimits"))))
     for w in view.get("warnings") or []:
         lines.append(_field("  Warning:", str(w)))
     return lines
+
+
+def learned_limit_text(learned: Obj | None) -> str:
+    """The gateways' learned per-replica in-flight limits (`containerConcurrency` 0 or above
+    it: lowered by refused or stalled connections, raised by successes), in a few words."""
+    if not learned:
+        return "none (no replica has refused or stalled a connection)"
+    values = sorted(int(n) for n in (learned.get("replicas") or {}).values())
+    changes = f"lowered {learned.get('lowered', 0)}×, raised {learned.get('raised', 0)}×"
+    if not values:
+        return f"none now ({changes} before)"
+    shown = str(values[0]) if values[0] == values[-1] else f"{values[0]}–{values[-1]}"
+    count = f"{len(values)} replica" + ("s" if len(values) != 1 else "")
+    return f"{shown} in flight per replica on {count} ({changes})"
 
 
 def describe_revision(rev: Obj, now: datetime, autoscaler: Obj | None = None) -> str:

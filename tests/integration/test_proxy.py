@@ -29,8 +29,10 @@ from gateway.config import (
     TrafficSplit,
 )
 from gateway.context import WorkerContext
+from gateway.exchange import ALONE_RETRIES
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
+from gateway.upstream import UpstreamConn, UpstreamPool
 from gateway.worker import build_context, protocol_factory
 
 if os.environ.get("FLINT_TEST_LOOP") == "uvloop":
@@ -1004,6 +1006,42 @@ async def test_keepalive_reuses_upstream_connection(
     assert proxy.ctx.pool.idle_count("a") == 1
 
 
+async def test_accept_stall_timeout_is_set_until_the_first_response_byte(
+    upstreams: tuple[Upstream, Upstream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh upstream socket carries TCP_USER_TIMEOUT (a replica whose accept queue overflowed
+    never acknowledges the request); the first response byte clears it, so that a slow upload
+    to a busy app is not cut by it later."""
+    a, _ = upstreams
+    opened: list[UpstreamConn] = []
+    real_opened = UpstreamPool.opened
+
+    def record(pool: UpstreamPool, conn: UpstreamConn) -> None:
+        opened.append(conn)
+        real_opened(pool, conn)
+
+    monkeypatch.setattr(UpstreamPool, "opened", record)
+
+    def user_timeout_ms(conn: UpstreamConn) -> int:
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
+        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+
+    snap = snapshot(1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [a.endpoint])])
+    settings = GatewaySettings(upstream_user_timeout_s=1.5)
+    async with running_proxy(snap, settings) as p, aiohttp.ClientSession() as s:
+        slow = asyncio.create_task(s.get(url(p, "/slow?delay=10"), headers={"Host": HELLO}))
+        await wait_for(lambda: len(a.requests) == 1, what="the request at the replica")
+        (conn,) = opened
+        assert conn.fresh and user_timeout_ms(conn) == 1500
+        a.release.set()
+        async with await slow as resp:
+            assert resp.status == 200
+        assert not conn.fresh and user_timeout_ms(conn) == 0
+        await p.settled()
+        assert p.router.learned == {}  # a slow answer is no overload signal
+
+
 async def test_retry_on_reused_connection_closed_by_the_replica() -> None:
     async with raw_upstream("close-second") as up:
         snap = snapshot(1, [route("hello", [("hello-1", 100)])], [revision("hello-1", [up.endpoint])])
@@ -1023,6 +1061,9 @@ async def test_retry_on_reused_connection_closed_by_the_replica() -> None:
 
 
 async def test_connect_failure_fails_over_then_502(upstreams: tuple[Upstream, Upstream]) -> None:
+    """A refused fresh connection with nothing else in flight on that replica: another replica
+    with room at once; with none, the request waits and is sent again a few times (the replica
+    may only have been busy), then 502."""
     a, _ = upstreams
     dead1, dead2 = dead_endpoint("dead1"), dead_endpoint("dead2")
     snap = snapshot(
@@ -1041,7 +1082,10 @@ async def test_connect_failure_fails_over_then_502(upstreams: tuple[Upstream, Up
             assert resp.status == 502
             assert "could not connect" in await resp.text()
         await p.settled()
-        assert p.metrics.upstream_connect_errors == 3
+        # hello: dead1, then a; gone: dead1 or dead2, the other, then ALONE_RETRIES more.
+        assert p.metrics.upstream_connect_errors == 1 + 2 + ALONE_RETRIES
+        assert p.metrics.upstream_requeues == ALONE_RETRIES
+        assert p.router.learned == {"dead1": 1, "dead2": 1}  # refused with nothing in flight
 
 
 async def test_client_disconnect_releases_slot(proxy: Proxy, upstreams: tuple[Upstream, Upstream]) -> None:

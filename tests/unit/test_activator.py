@@ -292,3 +292,67 @@ def test_timeout_zero_never_expires() -> None:
     w = W("w")
     act.enqueue(r, w, 0.0)
     assert act.expire(1e9) == 0 and w.failures == []
+
+
+def test_a_request_queued_again_waits_at_the_front() -> None:
+    r = rev(1, ep("a"))
+    router, act = make(r)
+    assert router.acquire(r) is not None
+    log: list[str] = []
+    for name in ("0", "1"):
+        assert isinstance(act.enqueue(r, W(name, log), 0.0, deadline=10.0), Ticket)
+    again = act.enqueue(r, W("again", log), 0.0, deadline=9.0, front=True)
+    assert isinstance(again, Ticket) and act.waiting(KEY) == 3
+    for _ in range(3):
+        router.release("a")
+    assert log == ["again", "0", "1"]
+    assert act.used == 0 and not act.has_waiters(KEY)
+
+
+def test_a_request_at_the_front_still_expires_first() -> None:
+    r = rev(1, ep("a"))
+    router, act = make(r)
+    assert router.acquire(r) is not None
+    late, early = W("late"), W("early")
+    act.enqueue(r, late, 1.0, deadline=11.0)
+    act.enqueue(r, early, 1.0, deadline=10.0, front=True)  # it arrived before `late`
+    assert act.next_deadline() == 10.0
+    assert act.expire(10.5) == 1
+    assert early.failures and early.failures[0][0] == 504 and not late.failures
+    assert act.waiting(KEY) == 1
+
+
+def test_dispatch_now_dispatches_at_the_clocks_time_without_a_release() -> None:
+    r = rev(1, ep("a"))
+    router = Router(snap(1, r))  # no capacity events wired: only `dispatch_now` moves the queue
+    grants: list[tuple[str, float]] = []
+
+    class Timed(W):
+        def granted(self, rev: RevisionTarget, ep: Endpoint, ticket: Ticket, now: float) -> None:
+            grants.append((ep.id, now))
+
+    act = Activator(router, GatewaySettings(), clock=lambda: 42.0, controller_connected=lambda: True)
+    assert router.acquire(r) is not None
+    act.enqueue(r, Timed("w"), 0.0, deadline=100.0, front=True)
+    act.dispatch_now(KEY)
+    assert grants == [] and act.waiting(KEY) == 1  # still full
+    router.release("a")
+    assert act.waiting(KEY) == 1  # nobody told the activator
+    act.dispatch_now(KEY)
+    assert grants == [("a", 42.0)] and act.waiting(KEY) == 0
+    act.dispatch_now(KEY)  # nothing waits: nothing happens
+    assert grants == [("a", 42.0)] and router.inflight("a") == 1
+
+
+def test_a_learned_limit_holds_queued_requests_back() -> None:
+    r = rev(0, ep("a"))
+    router, act = make(r)
+    assert router.acquire(r) is not None and router.acquire(r) is not None
+    assert router.lower("a", 1) == 1
+    log: list[str] = []
+    act.enqueue(r, W("0", log), 0.0, deadline=10.0)
+    act.enqueue(r, W("1", log), 0.0, deadline=10.0)
+    router.release("a")  # 1 in flight, limit 1: no room yet
+    assert log == []
+    router.release("a")
+    assert log == ["0"] and act.waiting(KEY) == 1

@@ -88,7 +88,7 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cc: int = 0) -> tupl
         opened.append((up, transport))
         return up
 
-    monkeypatch.setattr(UpstreamPool, "connect", connect)
+    monkeypatch.setattr(UpstreamPool, "_open_connection", connect)
     return ctx, opened
 
 
@@ -206,6 +206,56 @@ async def test_pipelined_requests_are_answered_in_order(
     up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
     answers = out.take()
     assert answers.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\n\r\naHTTP/1.1 404 Not Found\r\n" in answers
+    ctx.close()
+
+
+async def test_a_busy_replica_that_drops_a_fresh_connection_gets_the_request_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 10 §2: a fresh connection lost before any response byte, with another request in
+    # flight on that replica, is an overload signal, not a 502: the replica's learned limit
+    # drops to what it was serving, the request waits again at the front of the queue and is
+    # sent again, with its body, once a slot frees.
+    ctx, opened = worker(tmp_path, monkeypatch)
+    first, first_out = client(ctx)
+    second, second_out = client(ctx)
+    third, third_out = client(ctx)
+    first.data_received(b"GET /1 HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST)
+    await asyncio.sleep(0)
+    second.data_received(b"POST /2 HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\n\r\nhello" % HOST)
+    await asyncio.sleep(0)
+    [(up1, sent1), (up2, sent2)] = opened
+    assert sent1.take().startswith(b"GET /1 ")
+    assert sent2.take().endswith(b"\r\n\r\nhello") and up2.fresh
+    assert ctx.router.inflight("a") == 2 and ctx.router.learned == {}
+
+    up2.connection_lost(ConnectionResetError("reset by peer"))  # the replica did not take it
+    assert ctx.router.learned == {"a": 1}  # it was serving one other request
+    assert ctx.router.limit_changes() == {KEY: [1, 0]}
+    assert ctx.activator.waiting(KEY) == 1 and ctx.router.inflight("a") == 1
+    assert ctx.metrics.upstream_requeues == 1 and ctx.metrics.learned_limit_lowered == 1
+    assert second_out.take() == b"" and not second_out.closed  # no 502
+
+    # A request arriving now queues behind it (the learned limit is reached, one waits already).
+    third.data_received(b"GET /3 HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST)
+    await asyncio.sleep(0)
+    assert ctx.activator.waiting(KEY) == 2 and len(opened) == 2
+
+    up1.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    assert first_out.take().endswith(b"\r\n\r\n1")
+    # The freed slot goes to the request queued again (at the front), over the pooled
+    # connection, with its body replayed.
+    resent = sent1.take()
+    assert resent.startswith(b"POST /2 HTTP/1.1\r\n") and resent.endswith(b"\r\n\r\nhello")
+    assert ctx.activator.waiting(KEY) == 1 and len(opened) == 2
+    up1.data_received(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    answer = second_out.take()
+    assert answer.startswith(b"HTTP/1.1 201 Created\r\n") and answer.endswith(b"\r\n\r\nok")
+    assert sent1.take().startswith(b"GET /3 ")
+    up1.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3")
+    assert third_out.take().endswith(b"\r\n\r\n3")
+    assert ctx.router.inflight("a") == 0 and ctx.activator.waiting(KEY) == 0
+    assert ctx.metrics.by_route == {("default/hello", KEY, "2xx"): 3}
     ctx.close()
 
 

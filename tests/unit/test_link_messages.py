@@ -24,6 +24,7 @@ from gateway.wire import (
     Ack,
     BucketLoad,
     Hello,
+    LearnedLimits,
     Poke,
     SnapshotMessage,
     Stats,
@@ -156,6 +157,54 @@ def test_up_messages_round_trip(message: UpMessage) -> None:
     assert decode_up(message.encode()) == message
     assert type(message).from_wire(message.to_wire()) == message
     assert isinstance(message.encode(), str)  # websocket text frames
+
+
+def test_stats_with_learned_limits_round_trip_and_name_them_on_the_wire() -> None:
+    msg = Stats(
+        7,
+        {"ns/a": BucketLoad(1.5, 3)},
+        {"ns/a": LearnedLimits({"r1": 4, "r2": 1}, lowered=3, raised=1), "ns/b": LearnedLimits({})},
+    )
+    assert msg.encode() == (
+        '{"type":"stats","bucket":7,"revisions":{"ns/a":{"concurrency":1.5,"requests":3}},'
+        '"limits":{"ns/a":{"replicas":{"r1":4,"r2":1},"lowered":3,"raised":1},'
+        '"ns/b":{"replicas":{},"lowered":0,"raised":0}}}'
+    )
+    assert decode_up(msg.encode()) == msg
+    assert Stats.from_wire(msg.to_wire()) == msg
+
+
+def test_stats_without_limits_leave_them_off_the_wire() -> None:
+    # An older controller never sees the field; a message without it decodes as no limits.
+    wire = Stats(5, {}).to_wire()
+    assert "limits" not in wire
+    decoded = decode_up('{"type":"stats","bucket":5,"revisions":{}}')
+    assert isinstance(decoded, Stats) and decoded.limits == {}
+
+
+def test_learned_limits_counts_default_to_zero() -> None:
+    decoded = decode_up('{"type":"stats","bucket":1,"revisions":{},"limits":{"ns/a":{"replicas":{"r":2}}}}')
+    assert isinstance(decoded, Stats)
+    assert decoded.limits == {"ns/a": LearnedLimits({"r": 2}, 0, 0)}
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ('{"type":"stats","bucket":1,"revisions":{},"limits":[]}',
+         "stats.limits: expected an object, got array"),
+        ('{"type":"stats","bucket":1,"revisions":{},"limits":{"ns/a":{}}}',
+         "stats.limits['ns/a'].replicas: missing"),
+        ('{"type":"stats","bucket":1,"revisions":{},"limits":{"ns/a":{"replicas":{"r":"2"}}}}',
+         "stats.limits['ns/a'].replicas['r']: expected an integer, got string"),
+        ('{"type":"stats","bucket":1,"revisions":{},"limits":{"ns/a":{"replicas":{},"lowered":1.5}}}',
+         "stats.limits['ns/a'].lowered: expected an integer, got number"),
+    ],
+)
+def test_malformed_learned_limits_are_refused_with_the_reason(frame: str, reason: str) -> None:
+    with pytest.raises(WireError) as err:
+        decode_up(frame)
+    assert reason in str(err.value)
 
 
 def test_an_ack_without_draining_means_nothing_drains() -> None:

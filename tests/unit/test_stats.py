@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from types import SimpleNamespace
+
 import pytest
 
-from gateway.stats import REPORT_WINDOW_S, Pokes, StatsAccumulator, stats_message
-from gateway.wire import BucketLoad, Poke, Stats
+import gateway.stats
+from gateway.stats import (
+    REPORT_WINDOW_S,
+    Pokes,
+    StatsAccumulator,
+    learned_limits,
+    report_stats,
+    stats_message,
+)
+from gateway.wire import BucketLoad, LearnedLimits, Poke, Stats
 
 
 def test_time_weighted_average_over_one_bucket() -> None:
@@ -90,3 +102,65 @@ def test_pokes_are_deduplicated_until_ready_or_failed() -> None:
     assert p.should_poke("ns/a")
     p.retain(["ns/b"])
     assert p.should_poke("ns/a") and not p.should_poke("ns/b")
+
+
+def test_learned_limits_join_the_limits_and_their_change_counts() -> None:
+    limits = learned_limits(
+        {"ns/a": {"r1": 2, "r2": 5}},
+        {"ns/a": [3, 1], "ns/b": [1, 0]},  # ns/b's replica was replaced: counts only
+    )
+    assert limits == {
+        "ns/a": LearnedLimits({"r1": 2, "r2": 5}, 3, 1),
+        "ns/b": LearnedLimits({}, 1, 0),
+    }
+    assert list(limits) == ["ns/a", "ns/b"]
+    assert learned_limits({"ns/c": {"r": 1}}, {}) == {"ns/c": LearnedLimits({"r": 1}, 0, 0)}
+    assert learned_limits({}, {}) == {}
+
+
+def test_stats_message_carries_the_limits() -> None:
+    lim = {"ns/a": LearnedLimits({"r1": 2}, 1, 0)}
+    msg = stats_message(10, {"ns/a": BucketLoad(0.5, 1)}, lim)
+    assert msg == Stats(10, {"ns/a": BucketLoad(0.5, 1)}, lim)
+    assert msg.to_wire()["limits"] == {"ns/a": {"replicas": {"r1": 2}, "lowered": 1, "raised": 0}}
+    assert stats_message(10, {}).limits == {}
+
+
+class Stop(Exception):
+    """Ends the reporter loop from a callback."""
+
+
+async def test_the_reporter_sends_a_bucket_without_load_when_there_are_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_sleep = asyncio.sleep
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:  # no wall-clock wait: the tick fires at once
+        delays.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(gateway.stats, "asyncio", SimpleNamespace(sleep=sleep))
+    walls = iter([100.25, 101.0, 102.0, 103.0, 104.0])
+    lim = {"ns/a": LearnedLimits({"r1": 3}, 1, 0)}
+    plan: list[Mapping[str, LearnedLimits]] = [{}, lim, {}, {}]
+    sent: list[Stats] = []
+
+    def limits() -> Mapping[str, LearnedLimits]:
+        if not plan:
+            raise Stop
+        return plan.pop(0)
+
+    async def send(msg: Stats) -> bool:
+        sent.append(msg)
+        return True
+
+    acc = StatsAccumulator(now=0.0)  # nothing ever arrives: no load to report
+    with pytest.raises(Stop):
+        await report_stats(
+            acc, send, clock=lambda: 0.0, wall=lambda: next(walls), limits=limits
+        )
+    assert delays == [0.75, 1.0, 1.0, 1.0, 1.0]
+    # Tick 1 (bucket 100): no load, no limits, nothing sent. Tick 2 (101): the limits. Tick 3
+    # (102): once more without them, so the controller forgets them. Tick 4: nothing.
+    assert sent == [Stats(101, {}, lim), Stats(102, {}, {})]
