@@ -10,7 +10,9 @@ Modes are chosen by Content-Type as the HTTP binding says (3.):
 
 Data is kept exactly:
 
-* binary mode: the body bytes as they came (a JSON Content-Type must carry valid JSON);
+* binary mode: the body bytes as they came, opaque (HTTP binding 3.1): a JSON Content-Type whose
+  body does not parse is kept byte for byte, as data that is not JSON (`data_base64` in the
+  structured form); structured and batched bodies must be valid JSON;
 * structured and batched: `data` is the raw JSON text slice of the member (byte for byte, no
   re-serialisation) when the data is JSON (datacontenttype JSON or absent, or a non-string value);
   a JSON string with a non-JSON datacontenttype is its UTF-8 bytes; `data_base64` is decoded;
@@ -157,7 +159,8 @@ class Event:
         if self.data_is_json:
             doc["data"] = orjson.Fragment(self.data)
             return doc
-        if is_text_media_type(self.datacontenttype):
+        # A JSON string under a JSON type would read back as that string value: base64 then.
+        if is_text_media_type(self.datacontenttype) and not is_json_media_type(self.datacontenttype):
             try:
                 doc["data"] = self.data.decode("utf-8")
                 return doc
@@ -282,18 +285,20 @@ def _decode_binary(hdrs: list[tuple[str, bytes]], ctype: str | None, body: bytes
     if data is None:
         return Event(attrs, None, False)
     if dct is None:  # unknown type: JSON if it parses (what the JSON format assumes), else opaque
-        try:
-            orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return Event(attrs, data, False)
-        return Event(attrs, data, True)
+        return Event(attrs, data, _parses(data))
     if not is_json_media_type(str(dct)):
         return Event(attrs, data, False)
+    # The body is the data, opaque to the binding (HTTP binding 3.1): JSON-typed bytes that do
+    # not parse are kept as they came, like Knative's ingress does.
+    return Event(attrs, data, _parses(data))
+
+
+def _parses(data: bytes) -> bool:
     try:
         orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f'data is not valid JSON but datacontenttype is "{dct}": {exc}') from None
-    return Event(attrs, data, True)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _loads(body: bytes) -> Any:

@@ -439,6 +439,30 @@ def test_structured_and_batched_events_keep_their_data(flint: Flint) -> None:
         assert by_id["s-2"]["headers"]["content-type"] == "application/octet-stream"
 
 
+def test_binary_mode_data_is_opaque_and_delivered_byte_for_byte(flint: Flint) -> None:
+    """HTTP binding 3.1: a binary event's body is its data, even when its type says JSON and it
+    is not JSON; it is accepted and delivered as it came (binary) or as base64 (structured)."""
+    apply(flint, broker("opaque"))
+    with recorder() as bin_rec, recorder() as json_rec:
+        apply(
+            flint,
+            trigger("opaque-binary", "opaque", {"uri": bin_rec.url}),
+            trigger("opaque-json", "opaque", {"uri": json_rec.url}, delivery={"format": "json"}),
+        )
+        for name in ("opaque-binary", "opaque-json"):
+            wait_ready(flint, "trigger", name)
+        data = b'{"truncated": [1, 2\n'
+        status, body = send(flint, "opaque", id="op-1", data=data)
+        assert status == 202, body
+        poll(lambda: bin_rec.ids() == ["op-1"], 30, "the binary delivery")
+        got = bin_rec.events[0]
+        assert got["body"] == data and got["headers"]["content-type"] == "application/json"
+        poll(lambda: len(json_rec.events) == 1, 30, "the structured delivery")
+        doc = json.loads(json_rec.events[0]["body"])
+        assert doc["id"] == "op-1" and doc["datacontenttype"] == "application/json"
+        assert base64.b64decode(doc["data_base64"]) == data
+
+
 def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest(flint: Flint) -> None:
     apply(flint, broker("ingest"))
     with recorder() as rec:
