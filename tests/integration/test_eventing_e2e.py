@@ -45,9 +45,16 @@ class Recorder:
     """An in-test HTTP subscriber: records events, answers with `statuses` in turn (then 202).
 
     With `fail_first=k` the first k attempts of every event (by `ce-id`) answer 500, so failure
-    is a property of each event, not of the order in which concurrent deliveries arrive."""
+    is a property of each event, not of the order in which concurrent deliveries arrive.
+    With `reply=(headers, body)` a delivered event is answered 200 with that message (the reply's
+    `ce-id` is the event's with `r-` in front)."""
 
-    def __init__(self, statuses: list[int] | None = None, fail_first: int = 0) -> None:
+    def __init__(
+        self,
+        statuses: list[int] | None = None,
+        fail_first: int = 0,
+        reply: tuple[dict[str, str], bytes] | None = None,
+    ) -> None:
         self.events: list[dict[str, Any]] = []
         self.requests = 0
         self.attempts: collections.Counter[str] = collections.Counter()
@@ -56,6 +63,7 @@ class Recorder:
         """The ce-id of every request, in arrival order (failed ones included)."""
         self.statuses = list(statuses or [])
         self.fail_first = fail_first
+        self.reply = reply
         self.lock = threading.Lock()
         rec = self
 
@@ -76,6 +84,15 @@ class Recorder:
                         rec.events.append(
                             {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
                         )
+                if rec.reply is not None and status < 300:
+                    headers, reply_body = rec.reply
+                    self.send_response(200)
+                    for k, v in {**headers, "ce-id": f"r-{ce_id}"}.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(reply_body)))
+                    self.end_headers()
+                    self.wfile.write(reply_body)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -461,6 +478,37 @@ def test_binary_mode_data_is_opaque_and_delivered_byte_for_byte(flint: Flint) ->
         doc = json.loads(json_rec.events[0]["body"])
         assert doc["id"] == "op-1" and doc["datacontenttype"] == "application/json"
         assert base64.b64decode(doc["data_base64"]) == data
+
+
+def test_a_binary_reply_with_opaque_json_typed_data_goes_back_to_the_broker_byte_for_byte(
+    flint: Flint,
+) -> None:
+    """A subscriber's binary reply follows the binary-mode rule: its body is opaque data. It is
+    a reply (not a 502 failure), goes into the broker and reaches the reply's trigger as it came."""
+    data = b"{not: json}"
+    reply_headers = {
+        "ce-specversion": "1.0",
+        "ce-source": "/replier",
+        "ce-type": "opaque.answer",
+        "Content-Type": "application/json",
+    }
+    apply(flint, broker("answers"))
+    with recorder(reply=(reply_headers, data)) as replier, recorder() as sink:
+        apply(
+            flint,
+            trigger("ask", "answers", {"uri": replier.url}, filter={"attributes": {"type": "ask"}}),
+            trigger(
+                "answered", "answers", {"uri": sink.url}, filter={"attributes": {"type": "opaque.answer"}}
+            ),
+        )
+        for name in ("ask", "answered"):
+            wait_ready(flint, "trigger", name)
+        assert send(flint, "answers", id="q-1", type="ask")[0] == 202
+        poll(lambda: sink.ids() == ["r-q-1"], 30, "the reply at the reply's trigger")
+        got = sink.events[0]
+        assert got["body"] == data and got["headers"]["content-type"] == "application/json"
+        assert got["headers"]["ce-knativebrokerttl"] == "254"
+        assert replier.attempt_counts() == {"q-1": 1}  # delivered once: no retry
 
 
 def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest(flint: Flint) -> None:
