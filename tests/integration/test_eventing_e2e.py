@@ -23,6 +23,8 @@ from support.harness import APPS, Flint, fetch, free_port, poll, procs_mentionin
 
 SINK = str(APPS / "eventsink")
 INGRESS = "broker-ingress.localhost"
+STRUCTURED = "application/cloudevents+json"
+BATCHED = "application/cloudevents-batch+json"
 
 
 @pytest.fixture(scope="module")
@@ -509,6 +511,74 @@ def test_a_binary_reply_with_opaque_json_typed_data_goes_back_to_the_broker_byte
         assert got["body"] == data and got["headers"]["content-type"] == "application/json"
         assert got["headers"]["ce-knativebrokerttl"] == "254"
         assert replier.attempt_counts() == {"q-1": 1}  # delivered once: no retry
+
+
+def post(flint: Flint, host: str, path: str, headers: dict[str, str], data: bytes) -> None:
+    status, _, body = asyncio.run(fetch(flint.port, host, path, method="POST", headers=headers, data=data))
+    assert status == 202, body
+
+
+def test_cloudevents_0_3_in_every_mode_is_delivered_as_0_3(flint: Flint) -> None:
+    """eventing broker and channel data_plane.go: ingress "MUST conform to CloudEvents 0.3 or
+    1.0"; a 0.3 event reaches the subscriber as 0.3, with 0.3's attribute names."""
+    v03 = {"specversion": "0.3", "source": "/old", "type": "legacy", "schemaurl": "/schemas/legacy"}
+    binary = {**{f"ce-{k}": v for k, v in v03.items()}, "ce-id": "v3-1", "Content-Type": "application/json"}
+    blob = b"\x00\xffraw"
+    structured_one = {
+        **v03,
+        "id": "v3-s",
+        "datacontenttype": "application/octet-stream",
+        "datacontentencoding": "base64",
+        "data": base64.b64encode(blob).decode(),
+    }
+    batch = [{**v03, "id": "v3-b", "data": {"in": "batch"}}]
+    channel = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "metadata": {"name": "legacy"}}
+    apply(flint, broker("legacy"), channel)
+    with recorder() as bin_rec, recorder() as json_rec, recorder() as chan_rec:
+        subscription = {
+            "apiVersion": "messaging.knative.dev/v1",
+            "kind": "Subscription",
+            "metadata": {"name": "legacy"},
+            "spec": {
+                "channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "name": "legacy"},
+                "subscriber": {"uri": chan_rec.url},
+            },
+        }
+        apply(
+            flint,
+            trigger("legacy-binary", "legacy", {"uri": bin_rec.url}),
+            trigger("legacy-json", "legacy", {"uri": json_rec.url}, delivery={"format": "json"}),
+            subscription,
+        )
+        for name in ("legacy-binary", "legacy-json"):
+            wait_ready(flint, "trigger", name)
+        wait_ready(flint, "subscription", "legacy")
+        for host in (INGRESS, "channel-ingress.localhost"):
+            path = "/default/legacy"
+            post(flint, host, path, binary, b'{"n": 3}')
+            post(flint, host, path, {"Content-Type": STRUCTURED}, json.dumps(structured_one).encode())
+            post(flint, host, path, {"Content-Type": BATCHED}, json.dumps(batch).encode())
+        ids = ["v3-1", "v3-b", "v3-s"]
+        for rec in (bin_rec, json_rec, chan_rec):
+            poll(lambda rec=rec: len(rec.events) == 3, 30, "the three 0.3 events")  # type: ignore[misc]
+        assert sorted(bin_rec.ids()) == sorted(chan_rec.ids()) == ids
+        assert sorted(json.loads(e["body"])["id"] for e in json_rec.events) == ids
+        for rec in (bin_rec, chan_rec):  # binary delivery: 0.3 headers, the data as the body
+            by_id = {e["headers"]["ce-id"]: e for e in rec.events}
+            for e in by_id.values():
+                assert e["headers"]["ce-specversion"] == "0.3"
+                assert e["headers"]["ce-schemaurl"] == "/schemas/legacy"
+                assert "ce-dataschema" not in e["headers"]
+            assert json.loads(by_id["v3-1"]["body"]) == {"n": 3}
+            assert json.loads(by_id["v3-b"]["body"]) == {"in": "batch"}
+            assert by_id["v3-s"]["body"] == blob
+            assert by_id["v3-s"]["headers"]["ce-datacontentencoding"] == "base64"
+        docs = {d["id"]: d for d in (json.loads(e["body"]) for e in json_rec.events)}
+        assert all(d["specversion"] == "0.3" and d["schemaurl"] == "/schemas/legacy" for d in docs.values())
+        assert docs["v3-s"]["datacontentencoding"] == "base64" and "data_base64" not in docs["v3-s"]
+        assert base64.b64decode(docs["v3-s"]["data"]) == blob
+        assert docs["v3-1"]["data"] == {"n": 3}
+        flint.cli("delete", "channel", "legacy")
 
 
 def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest(flint: Flint) -> None:
