@@ -732,6 +732,65 @@ def test_a_channel_delivers_to_its_subscriptions_and_replies_go_to_reply(
         )
 
 
+def subscription(name: str, channel: str, subscriber_uri: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "messaging.knative.dev/v1",
+        "kind": "Subscription",
+        "metadata": {"name": name},
+        "spec": {
+            "channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "name": channel},
+            "subscriber": {"uri": subscriber_uri},
+        },
+    }
+
+
+def test_subscriptions_are_added_to_their_channels_spec_subscribers(flint: Flint) -> None:
+    """eventing channel/control_plane.go: Spec.Subscribers MUST be appended by the subscription,
+    and status.subscribers reports each ready; a removed subscription takes its entry with it;
+    an entry a user wrote stays, reported not delivered."""
+    channel = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "metadata": {"name": "listed"}}
+    with recorder() as one, recorder() as two:
+        subs = (subscription("first", "listed", one.url), subscription("second", "listed", two.url))
+        apply(flint, channel, *subs)
+        uids = {n: flint.get("subscription", n)["metadata"]["uid"] for n in ("first", "second")}
+        urls = {uids["first"]: one.url, uids["second"]: two.url}
+
+        def listed(kind: str) -> dict[str, Any]:
+            obj = flint.get(kind, "listed")
+            spec = {e.get("uid"): e for e in obj["spec"].get("subscribers") or []}
+            status = {e.get("uid"): e for e in obj.get("status", {}).get("subscribers") or []}
+            return {"spec": spec, "status": status, "generation": obj["metadata"]["generation"]}
+
+        def all_ready(kind: str, want: set[str]) -> bool:
+            got = listed(kind)
+            return set(got["spec"]) == want and all(
+                got["status"].get(u, {}).get("ready") == "True" for u in want
+            )
+
+        both = set(uids.values())
+        for kind in ("channel", "imc"):
+            poll(lambda kind=kind: all_ready(kind, both), 30, f"both on the {kind}")  # type: ignore[misc]
+            got = listed(kind)
+            for uid, entry in got["spec"].items():
+                assert entry["subscriberUri"] == urls[uid] and entry["generation"] == 1
+                assert got["status"][uid]["observedGeneration"] == 1
+        # A user's own entry coexists: kept as written, reported as not delivered.
+        mine = {"uid": "users-own", "subscriberUri": "http://127.0.0.1:9/"}
+        apply(flint, {**channel, "spec": {"subscribers": [mine]}})
+        want = {*uids.values(), "users-own"}
+        poll(lambda: set(listed("channel")["spec"]) == want, 30, "the user's entry next to Flint's")
+        got = listed("channel")
+        assert got["spec"]["users-own"] == mine
+        poll(lambda: listed("channel")["status"].get("users-own", {}).get("ready") == "False", 30,
+             "the user's entry reported")
+        flint.cli("delete", "subscription", "first")
+        for kind, left in (("channel", {uids["second"], "users-own"}), ("imc", {uids["second"]})):
+            poll(lambda kind=kind, left=left: set(listed(kind)["spec"]) == left  # type: ignore[misc]
+                 and set(listed(kind)["status"]) == left, 30, f"the removed subscription off the {kind}")
+        flint.cli("delete", "subscription", "second")
+        flint.cli("delete", "channel", "listed")
+
+
 def test_ordered_delivery_keeps_the_order_through_retries_and_large_events_arrive_whole(flint: Flint) -> None:
     apply(flint, broker("order"))
     big = bytes(range(256)) * 400  # 100 KiB of binary data
