@@ -349,8 +349,10 @@ class Controller:
         if type_ != "DELETED":
             self.enqueue(SUBSCRIPTIONS, ns_name(obj))
         assert self.ctx is not None
-        for imc in self.ctx.imcs.list(ns):  # their status.subscribers
+        for imc in self.ctx.imcs.list(ns):  # their spec.subscribers and status.subscribers
             self.enqueue(IN_MEMORY_CHANNELS, ns_name(imc))
+        for ch in self.ctx.channels.list(ns):  # likewise
+            self.enqueue(CHANNELS, ns_name(ch))
         self._plan_dirty()
 
     def _requeue_referrers(self, namespace: str) -> None:

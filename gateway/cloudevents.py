@@ -1,4 +1,4 @@
-"""CloudEvents v1.0 over HTTP: a sans-I/O codec (headers and bytes in, events out), on orjson.
+"""CloudEvents 1.0 and 0.3 over HTTP: a sans-I/O codec (headers and bytes in, events out), on orjson.
 
 Modes are chosen by Content-Type as the HTTP binding says (3.):
 
@@ -10,7 +10,9 @@ Modes are chosen by Content-Type as the HTTP binding says (3.):
 
 Data is kept exactly:
 
-* binary mode: the body bytes as they came (a JSON Content-Type must carry valid JSON);
+* binary mode: the body bytes as they came, opaque (HTTP binding 3.1): a JSON Content-Type whose
+  body does not parse is kept byte for byte, as data that is not JSON (`data_base64` in the
+  structured form); structured and batched bodies must be valid JSON;
 * structured and batched: `data` is the raw JSON text slice of the member (byte for byte, no
   re-serialisation) when the data is JSON (datacontenttype JSON or absent, or a non-string value);
   a JSON string with a non-JSON datacontenttype is its UTF-8 bytes; `data_base64` is decoded;
@@ -28,8 +30,15 @@ Attributes keep their received types: everything in binary mode is a string; in 
 extensions may be booleans or integers and `to_binary` writes their canonical strings. `time` and
 the URI attributes stay the strings received (validated, not normalised).
 
-The channel log stores `Event.to_log()` (the structured form, lossless) and reads it back with
-`Event.from_log()`, which trusts the log and skips validation.
+CloudEvents 0.3 (`specversion` "0.3") is read and written in every mode with its own attribute
+names (`schemaurl`, `datacontentencoding`) and kept as 0.3: an event goes out in the version it came
+in. In 0.3's JSON format base64 data is the `data` string with `"datacontentencoding": "base64"`
+(there is no `data_base64`); going to the structured form, 0.3 data that is neither JSON nor text
+gets that attribute, as 0.3 requires. In binary mode the body is the data in both versions (a
+`ce-datacontentencoding` header is carried as an attribute, the body is not decoded).
+
+The channel log stores `Event.to_log()` (1.0's structured layout for every version, lossless) and
+reads it back with `Event.from_log()`, which trusts the log and skips validation.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from typing import Any
 import orjson
 
 from gateway.cloudevents_attrs import (
-    CORE,
+    SPECVERSION_03,
     AttrValue,
     CloudEventError,
     EventTooLarge,
@@ -53,6 +62,8 @@ from gateway.cloudevents_attrs import (
     canonical_string,
     check_extension_value,
     check_name,
+    core_attributes,
+    is_base64_encoding,
     is_json_media_type,
     is_text_media_type,
     json_type_name,
@@ -141,7 +152,7 @@ class Event:
         attrs = dict(self.attributes)
         for name, value in values.items():
             check_name(name)
-            if name in CORE:
+            if name in core_attributes(self.attributes.get("specversion")):
                 raise InvalidEvent(f'"{name}" is a core attribute, not an extension')
             if value is None:
                 attrs.pop(name, None)
@@ -150,25 +161,35 @@ class Event:
         return Event(attrs, self.data, self.data_is_json)
 
     # -- encoding ---------------------------------------------------------------------------
-    def _json_doc(self) -> dict[str, Any]:
+    def _json_doc(self, *, v03: bool) -> dict[str, Any]:
+        """The JSON format's object; `v03`: 0.3's layout (base64 data as `data` with
+        `datacontentencoding`), else 1.0's (`data_base64`)."""
         doc: dict[str, Any] = dict(self.attributes)
         if self.data is None:
+            return doc
+        if v03 and is_base64_encoding(doc.get("datacontentencoding")):
+            doc["data"] = base64.b64encode(self.data).decode("ascii")
             return doc
         if self.data_is_json:
             doc["data"] = orjson.Fragment(self.data)
             return doc
-        if is_text_media_type(self.datacontenttype):
+        # A JSON string under a JSON type would read back as that string value: base64 then.
+        if is_text_media_type(self.datacontenttype) and not is_json_media_type(self.datacontenttype):
             try:
                 doc["data"] = self.data.decode("utf-8")
                 return doc
             except UnicodeDecodeError:
                 pass
+        if v03:
+            doc["datacontentencoding"] = "base64"
+            doc["data"] = base64.b64encode(self.data).decode("ascii")
+            return doc
         doc["data_base64"] = base64.b64encode(self.data).decode("ascii")
         return doc
 
     def to_structured(self) -> bytes:
         """The JSON event format (`application/cloudevents+json`) body."""
-        return orjson.dumps(self._json_doc())
+        return orjson.dumps(self._json_doc(v03=self.attributes.get("specversion") == SPECVERSION_03))
 
     def to_binary(self) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """Binary mode: `ce-` headers (values percent-encoded), Content-Type, and the body."""
@@ -194,7 +215,7 @@ class Event:
             doc["data_base64"] = base64.b64encode(self.data).decode("ascii")
             doc[_LOG_JSON_FLAG] = True
             return orjson.dumps(doc)
-        return orjson.dumps(self._json_doc())
+        return orjson.dumps(self._json_doc(v03=False))
 
     @classmethod
     def from_log(cls, raw: bytes) -> Event:
@@ -208,7 +229,7 @@ class Event:
                 base64.b64decode(obj["data_base64"]),
                 True,
             )
-        return _from_json_object(obj, raw, 0, validate=False, index=None)
+        return _from_json_object(obj, raw, 0, wire=False, index=None)
 
 
 def encode_batch(events: Iterable[Event]) -> bytes:
@@ -282,18 +303,20 @@ def _decode_binary(hdrs: list[tuple[str, bytes]], ctype: str | None, body: bytes
     if data is None:
         return Event(attrs, None, False)
     if dct is None:  # unknown type: JSON if it parses (what the JSON format assumes), else opaque
-        try:
-            orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return Event(attrs, data, False)
-        return Event(attrs, data, True)
+        return Event(attrs, data, _parses(data))
     if not is_json_media_type(str(dct)):
         return Event(attrs, data, False)
+    # The body is the data, opaque to the binding (HTTP binding 3.1): JSON-typed bytes that do
+    # not parse are kept as they came, like Knative's ingress does.
+    return Event(attrs, data, _parses(data))
+
+
+def _parses(data: bytes) -> bool:
     try:
         orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f'data is not valid JSON but datacontenttype is "{dct}": {exc}') from None
-    return Event(attrs, data, True)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _loads(body: bytes) -> Any:
@@ -309,7 +332,7 @@ def _decode_structured(body: bytes, limit: int) -> Event:
     obj = _loads(body)
     if not isinstance(obj, dict):
         raise InvalidEvent(f"a structured event must be a JSON object, not {_type(obj)}")
-    return _from_json_object(obj, body, 0, validate=True, index=None)
+    return _from_json_object(obj, body, 0, wire=True, index=None)
 
 
 def _decode_batch(body: bytes, limit: int) -> list[Event]:
@@ -326,7 +349,7 @@ def _decode_batch(body: bytes, limit: int) -> list[Event]:
             raise EventTooLarge(end - start, limit, index)
         if not isinstance(obj, dict):
             raise InvalidEvent(f"an event must be a JSON object, not {_type(obj)}", index)
-        events.append(_from_json_object(obj, body, start, validate=True, index=index))
+        events.append(_from_json_object(obj, body, start, wire=True, index=index))
     return events
 
 
@@ -335,14 +358,18 @@ def _type(value: object) -> str:
 
 
 def _from_json_object(
-    obj: dict[str, Any], buf: bytes, start: int, *, validate: bool, index: int | None
+    obj: dict[str, Any], buf: bytes, start: int, *, wire: bool, index: int | None
 ) -> Event:
+    """An event from a JSON format object. `wire`: as received, validated and read by its own
+    version's rules; else from the log (trusted, 1.0's layout)."""
     attrs: dict[str, AttrValue] = {k: v for k, v in obj.items() if v is not None and k not in _DATA_KEYS}
     data_value = obj.get("data")
     b64_value = obj.get("data_base64")
     try:
-        if validate:
+        if wire:
             validate_attributes(attrs)
+            if attrs["specversion"] == SPECVERSION_03:
+                return _from_v03_object(attrs, data_value, b64_value, buf, start)
             if data_value is not None and b64_value is not None:
                 raise InvalidEvent('"data" and "data_base64" must not both be present')
         if b64_value is not None:
@@ -352,12 +379,7 @@ def _from_json_object(
                 return Event(attrs, base64.b64decode(b64_value, validate=True), False)
             except (binascii.Error, ValueError):
                 raise InvalidEvent('"data_base64" is not valid base64') from None
-        if data_value is None:
-            return Event(attrs, None, False)
-        dct = attrs.get("datacontenttype")
-        if isinstance(data_value, str) and dct is not None and not is_json_media_type(str(dct)):
-            return Event(attrs, data_value.encode("utf-8"), False)
-        return Event(attrs, _raw_data(buf, start, data_value), True)
+        return _data_member(attrs, data_value, buf, start)
     except InvalidEvent as exc:
         if index is None:
             raise
@@ -365,6 +387,39 @@ def _from_json_object(
 
 
 _DATA_KEYS = frozenset(("data", "data_base64"))
+
+
+def _from_v03_object(
+    attrs: dict[str, AttrValue], data_value: Any, b64_value: Any, buf: bytes, start: int
+) -> Event:
+    """A 0.3 JSON event's data: `data`, a base64 string when `datacontentencoding` is base64."""
+    if b64_value is not None:
+        raise InvalidEvent(
+            '"data_base64" is not a CloudEvents 0.3 member; a 0.3 event carries base64 data in'
+            ' "data" with "datacontentencoding": "base64"'
+        )
+    if data_value is not None and is_base64_encoding(attrs.get("datacontentencoding")):
+        if not isinstance(data_value, str):
+            raise InvalidEvent(
+                f'"data" must be a base64 string when datacontentencoding is "base64",'
+                f" not {_type(data_value)}"
+            )
+        try:
+            return Event(attrs, base64.b64decode(data_value, validate=True), False)
+        except (binascii.Error, ValueError):
+            raise InvalidEvent('"data" is not valid base64 (datacontentencoding is "base64")') from None
+    return _data_member(attrs, data_value, buf, start)
+
+
+def _data_member(attrs: dict[str, AttrValue], data_value: Any, buf: bytes, start: int) -> Event:
+    """The event of a `data` member (not base64): a string of a non-JSON type is its UTF-8
+    bytes, anything else is JSON, kept as the raw text sent; null is no data."""
+    if data_value is None:
+        return Event(attrs, None, False)
+    dct = attrs.get("datacontenttype")
+    if isinstance(data_value, str) and dct is not None and not is_json_media_type(str(dct)):
+        return Event(attrs, data_value.encode("utf-8"), False)
+    return Event(attrs, _raw_data(buf, start, data_value), True)
 
 
 def _raw_data(buf: bytes, start: int, value: Any) -> bytes:

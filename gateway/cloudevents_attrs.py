@@ -1,4 +1,4 @@
-"""CloudEvents v1.0 attributes: errors, validation, media types and ce- header value coding (pure).
+"""CloudEvents 1.0 and 0.3 attributes: errors, validation, media types and ce- header coding (pure).
 
 Used by `gateway.cloudevents`; import the public names from there. Messages are written for the
 person who sent the event: each names the attribute and what is wrong with it.
@@ -15,9 +15,18 @@ AttrValue = str | bool | int
 """An attribute value as received: core attributes are strings, extensions may be bool or int."""
 
 SPECVERSION = "1.0"
+SPECVERSION_03 = "0.3"
+"""CloudEvents 0.3, still sent by older producers; Knative's ingress takes it (eventing conformance:
+"MUST conform to CloudEvents 0.3 or 1.0"). Its events keep their version and attribute names."""
+SPECVERSIONS = (SPECVERSION, SPECVERSION_03)
 REQUIRED = ("id", "source", "specversion", "type")
 CORE_OPTIONAL = ("datacontenttype", "dataschema", "subject", "time")
 CORE = frozenset(REQUIRED + CORE_OPTIONAL)
+CORE_OPTIONAL_03 = ("datacontenttype", "datacontentencoding", "schemaurl", "subject", "time")
+CORE_03 = frozenset(REQUIRED + CORE_OPTIONAL_03)
+"""0.3's context attributes: `schemaurl` (a URI-reference; 1.0's `dataschema` is an absolute URI)
+and `datacontentencoding` (`base64`: the JSON format's `data` is a base64 string)."""
+BASE64 = "base64"
 RESERVED = frozenset(("data", "data_base64"))
 """Member names of the JSON format that are not attributes (`data` may not be an extension)."""
 
@@ -178,13 +187,25 @@ def check_extension_value(name: str, value: object) -> AttrValue:
     )
 
 
+def core_attributes(specversion: object) -> frozenset[str]:
+    """The context attributes of a spec version (1.0's for anything but "0.3")."""
+    return CORE_03 if specversion == SPECVERSION_03 else CORE
+
+
+def is_base64_encoding(value: object) -> bool:
+    """Whether a 0.3 `datacontentencoding` says base64 (RFC 2045 encodings are case-insensitive)."""
+    return isinstance(value, str) and value.lower() == BASE64
+
+
 def validate_attributes(attrs: Mapping[str, object]) -> None:
-    """Raise `InvalidEvent` for the first thing wrong with a set of attributes (nulls removed)."""
+    """Raise `InvalidEvent` for the first thing wrong with a set of attributes (nulls removed),
+    by the rules of the event's spec version (1.0 or 0.3)."""
     for name in REQUIRED:
         if name not in attrs:
             raise InvalidEvent(f'missing required attribute "{name}"')
+    core = core_attributes(attrs["specversion"])
     for name, value in attrs.items():
-        if name not in CORE:
+        if name not in core:
             check_name(name)
             check_extension_value(name, value)
             continue
@@ -193,12 +214,21 @@ def validate_attributes(attrs: Mapping[str, object]) -> None:
         if value == "":
             raise InvalidEvent(f'attribute "{name}" must not be empty')
         _check_string(name, value)
-        if name == "specversion" and value != SPECVERSION:
-            raise InvalidEvent(f'specversion "{value}" is not supported; only "{SPECVERSION}" is')
+        if name == "specversion" and value not in SPECVERSIONS:
+            raise InvalidEvent(
+                f'specversion "{value}" is not supported; use "{SPECVERSION}" (or "{SPECVERSION_03}")'
+            )
         if name == "source" and not is_uri_reference(value):
             raise InvalidEvent(f'source "{value}" is not a URI-reference')
         if name == "dataschema" and not is_absolute_uri(value):
             raise InvalidEvent(f'dataschema "{value}" is not an absolute URI')
+        if name == "schemaurl" and not is_uri_reference(value):
+            raise InvalidEvent(f'schemaurl "{value}" is not a URI-reference')
+        if name == "datacontentencoding" and not is_base64_encoding(value):
+            raise InvalidEvent(
+                f'datacontentencoding "{value}" is not supported; the only encoding of'
+                f' CloudEvents 0.3 data is "{BASE64}"'
+            )
         if name == "time" and not is_rfc3339(value):
             raise InvalidEvent(f'time "{value}" is not an RFC 3339 timestamp')
         if name == "datacontenttype" and _MEDIA_TYPE.match(value) is None:

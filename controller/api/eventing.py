@@ -158,7 +158,7 @@ def default_broker(obj: Obj) -> None:
 
 def validate_broker(new: Obj, old: Obj | None) -> list[FieldError]:
     """Broker.Validate: `spec.config` a KReference (any namespace), `spec.delivery`; on update the
-    class annotation may not change."""
+    class annotation and `spec.config` (set, changed or removed) may not change."""
     ns = _namespace(new)
     errs = validate_object_metadata(new, name_rule="dns1123-subdomain")
     spec, spec_errs = _spec(new, BROKER_SPEC_FIELDS)
@@ -173,6 +173,9 @@ def validate_broker(new: Obj, old: Obj | None) -> list[FieldError]:
         after = as_dict(metadata(new).get("annotations")).get(BROKER_CLASS_ANNOTATION)
         if before != after:
             errs.append(_immutable(join("metadata.annotations", BROKER_CLASS_ANNOTATION), before, after))
+        config_before = as_dict(old.get("spec")).get("config")
+        if config_before != spec.get("config"):
+            errs.append(_immutable("spec.config", config_before, spec.get("config")))
     return errs
 
 

@@ -8,7 +8,9 @@ service at zero up) like any request. Other URLs are used as they are.
 Outcome of an attempt (`Outcome`), as the issue and Knative define it:
 
 * 2xx with an empty body, or 202 whatever the body: delivered;
-* 2xx with a CloudEvent (binary or structured): delivered, with a reply;
+* 2xx with a CloudEvent (binary or structured): delivered, with a reply. The reply is decoded by
+  the ingress's codec, so the same rules hold: a binary reply's body is opaque data, kept byte for
+  byte even when its Content-Type says JSON and it does not parse;
 * 2xx with a body that is not a CloudEvent: a failure (counted as 502, like Knative's filter);
 * any other status, a timeout or a connection error: a failure with that status (None: none).
 """

@@ -4,7 +4,12 @@ An InMemoryChannel is what the gateway serves (`channel-ingress.{domain}/{ns}/{n
 the dispatcher reads: the same log as a broker's, without fsync (Knative's name, documented as
 not durable). A Channel creates and owns an InMemoryChannel of its name from its
 `channelTemplate` (InMemoryChannel is the only kind Flint backs channels with), passes it its
-`delivery`, and mirrors its address, subscribers and readiness.
+`delivery`, and mirrors its address and readiness.
+
+Both keep `spec.subscribers` as Knative's subscription controller does (`subscribers.py`): an
+InMemoryChannel lists every Subscription that delivers from it, a Channel those that name it;
+`status.subscribers` reports each entry. The InMemoryChannel reconciler is the one writer of an
+InMemoryChannel's `subscribers` (a Channel passes them through when it updates its child).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from controller.reconcilers.children import NotOwned, ensure_child, write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import CHANNELS, IN_MEMORY_CHANNELS, Context, Key, Obj
 from controller.reconcilers.deadletters import mark_dead_letter_sink
+from controller.reconcilers.subscribers import MANAGED_ANNOTATION, subscribers_status, with_subscribers
 
 IMC_KIND = "InMemoryChannel"
 
@@ -37,25 +43,27 @@ def backing_imc(ctx: Context, namespace: str, channel_ref: Obj) -> tuple[Obj | N
     return None, None, f"channel kind {kind!r} is not supported: use Channel or InMemoryChannel"
 
 
-def subscribers_of(ctx: Context, imc: Obj) -> list[Obj]:
-    """`status.subscribers` of a channel: every Subscription that delivers from it."""
+def delivering_from(ctx: Context, imc: Obj) -> list[Obj]:
+    """Every Subscription that delivers from an InMemoryChannel (naming it or its Channel)."""
     ns = imc["metadata"].get("namespace", "default")
     out = []
     for sub in ctx.subscriptions.list(ns):
         ref = (sub.get("spec") or {}).get("channel") or {}
         found, _, _ = backing_imc(ctx, ns, ref)
-        if found is None or found["metadata"].get("uid") != imc["metadata"].get("uid"):
-            continue
-        uid = sub["metadata"].get("uid", "")
-        entry: Obj = {
-            "uid": uid,
-            "observedGeneration": sub["metadata"].get("generation", 1),
-            "ready": "True" if ctx.dispatch.runs(uid) else "Unknown",
-        }
-        if entry["ready"] != "True":
-            entry["message"] = "waiting for the dispatcher to run the subscription"
-        out.append(entry)
-    return sorted(out, key=lambda e: str(e["uid"]))
+        if found is not None and found["metadata"].get("uid") == imc["metadata"].get("uid"):
+            out.append(sub)
+    return out
+
+
+def naming(ctx: Context, channel: Obj) -> list[Obj]:
+    """The Subscriptions whose `spec.channel` names a Channel."""
+    ns, name = channel["metadata"].get("namespace", "default"), channel["metadata"]["name"]
+    return [
+        sub
+        for sub in ctx.subscriptions.list(ns)
+        if ((sub.get("spec") or {}).get("channel") or {}).get("kind") == "Channel"
+        and ((sub.get("spec") or {}).get("channel") or {}).get("name") == name
+    ]
 
 
 async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
@@ -64,6 +72,9 @@ async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
         ctx.snapshot_dirty()
         ctx.plan_dirty()
         return None
+    updated = with_subscribers(imc, delivering_from(ctx, imc))
+    if updated is not None:
+        imc = await ctx.store.update(IN_MEMORY_CHANNELS, updated)
     now = ctx.clock()
     ns, name = key
     s = ctx.settings
@@ -98,7 +109,7 @@ async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
         requeue = 2.0
     if not mark_dead_letter_sink(ctx, status, (imc.get("spec") or {}).get("delivery"), ns, now=now):
         requeue = requeue or 5.0
-    status["subscribers"] = subscribers_of(ctx, imc)
+    status["subscribers"] = subscribers_status(imc, ctx.dispatch.runs)
     if not status["subscribers"]:
         del status["subscribers"]
     roll_up(status, list(messaging.IN_MEMORY_CHANNEL_CONDITIONS), now=now)
@@ -107,15 +118,17 @@ async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
     return requeue
 
 
-def backing_manifest(channel: Obj) -> Obj:
-    """The InMemoryChannel a Channel owns: its name, the template's spec, the Channel's delivery."""
+def backing_manifest(channel: Obj, existing: Obj | None = None) -> Obj:
+    """The InMemoryChannel a Channel owns: its name, the template's spec, the Channel's delivery;
+    the `subscribers` (and their annotation) of the `existing` one, which are its own to keep."""
     meta = channel["metadata"]
     spec = channel.get("spec") or {}
     template = spec.get("channelTemplate") or dict(messaging.DEFAULT_CHANNEL_TEMPLATE)
     imc_spec = copy.deepcopy(template.get("spec") or {})
+    imc_spec.pop("subscribers", None)
     if spec.get("delivery"):
         imc_spec["delivery"] = copy.deepcopy(spec["delivery"])
-    return {
+    manifest: Obj = {
         "apiVersion": messaging.API_VERSION,
         "kind": IMC_KIND,
         "metadata": {
@@ -129,12 +142,22 @@ def backing_manifest(channel: Obj) -> Obj:
         },
         "spec": imc_spec,
     }
+    if existing is not None:
+        if (existing.get("spec") or {}).get("subscribers"):
+            imc_spec["subscribers"] = copy.deepcopy(existing["spec"]["subscribers"])
+        managed = (existing["metadata"].get("annotations") or {}).get(MANAGED_ANNOTATION)
+        if managed:
+            manifest["metadata"]["annotations"] = {MANAGED_ANNOTATION: managed}
+    return manifest
 
 
 async def reconcile_channel(ctx: Context, key: Key) -> float | None:
     ch = ctx.channels.get(*key)
     if ch is None:
         return None
+    updated = with_subscribers(ch, naming(ctx, ch))
+    if updated is not None:
+        ch = await ctx.store.update(CHANNELS, updated)
     now = ctx.clock()
     status = copy.deepcopy(ch.get("status") or {})
     status["observedGeneration"] = ch["metadata"].get("generation", 1)
@@ -150,7 +173,8 @@ async def reconcile_channel(ctx: Context, key: Key) -> float | None:
         )
     else:
         try:
-            imc = await ensure_child(ctx, IN_MEMORY_CHANNELS, ctx.imcs, ch, backing_manifest(ch))
+            existing = ctx.imcs.get(*key)
+            imc = await ensure_child(ctx, IN_MEMORY_CHANNELS, ctx.imcs, ch, backing_manifest(ch, existing))
         except NotOwned as exc:
             set_condition(status, "BackingChannelReady", "False", "NotOwned", str(exc), now=now)
     if imc is not None:
@@ -171,14 +195,16 @@ async def reconcile_channel(ctx: Context, key: Key) -> float | None:
         dls = get_condition(istatus, "DeadLetterSinkResolved") or {"status": "Unknown"}
         set_condition(status, "DeadLetterSinkResolved", dls["status"], dls.get("reason", ""),
                       dls.get("message", ""), now=now)
-        for field in ("deadLetterSinkUri", "subscribers"):
-            if istatus.get(field):
-                status[field] = istatus[field]
-            else:
-                status.pop(field, None)
+        if istatus.get("deadLetterSinkUri"):
+            status["deadLetterSinkUri"] = istatus["deadLetterSinkUri"]
+        else:
+            status.pop("deadLetterSinkUri", None)
     else:
         set_condition(status, "Addressable", "Unknown", "NoBackingChannel", "", now=now)
         set_condition(status, "DeadLetterSinkResolved", "Unknown", "NoBackingChannel", "", now=now)
+    status["subscribers"] = subscribers_status(ch, ctx.dispatch.runs)
+    if not status["subscribers"]:
+        del status["subscribers"]
     roll_up(status, list(messaging.CHANNEL_CONDITIONS), now=now)
     await write_status(ctx, CHANNELS, ch, status)
     return None

@@ -23,6 +23,8 @@ from support.harness import APPS, Flint, fetch, free_port, poll, procs_mentionin
 
 SINK = str(APPS / "eventsink")
 INGRESS = "broker-ingress.localhost"
+STRUCTURED = "application/cloudevents+json"
+BATCHED = "application/cloudevents-batch+json"
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +47,16 @@ class Recorder:
     """An in-test HTTP subscriber: records events, answers with `statuses` in turn (then 202).
 
     With `fail_first=k` the first k attempts of every event (by `ce-id`) answer 500, so failure
-    is a property of each event, not of the order in which concurrent deliveries arrive."""
+    is a property of each event, not of the order in which concurrent deliveries arrive.
+    With `reply=(headers, body)` a delivered event is answered 200 with that message (the reply's
+    `ce-id` is the event's with `r-` in front)."""
 
-    def __init__(self, statuses: list[int] | None = None, fail_first: int = 0) -> None:
+    def __init__(
+        self,
+        statuses: list[int] | None = None,
+        fail_first: int = 0,
+        reply: tuple[dict[str, str], bytes] | None = None,
+    ) -> None:
         self.events: list[dict[str, Any]] = []
         self.requests = 0
         self.attempts: collections.Counter[str] = collections.Counter()
@@ -56,6 +65,7 @@ class Recorder:
         """The ce-id of every request, in arrival order (failed ones included)."""
         self.statuses = list(statuses or [])
         self.fail_first = fail_first
+        self.reply = reply
         self.lock = threading.Lock()
         rec = self
 
@@ -76,6 +86,15 @@ class Recorder:
                         rec.events.append(
                             {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
                         )
+                if rec.reply is not None and status < 300:
+                    headers, reply_body = rec.reply
+                    self.send_response(200)
+                    for k, v in {**headers, "ce-id": f"r-{ce_id}"}.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(reply_body)))
+                    self.end_headers()
+                    self.wfile.write(reply_body)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -439,6 +458,129 @@ def test_structured_and_batched_events_keep_their_data(flint: Flint) -> None:
         assert by_id["s-2"]["headers"]["content-type"] == "application/octet-stream"
 
 
+def test_binary_mode_data_is_opaque_and_delivered_byte_for_byte(flint: Flint) -> None:
+    """HTTP binding 3.1: a binary event's body is its data, even when its type says JSON and it
+    is not JSON; it is accepted and delivered as it came (binary) or as base64 (structured)."""
+    apply(flint, broker("opaque"))
+    with recorder() as bin_rec, recorder() as json_rec:
+        apply(
+            flint,
+            trigger("opaque-binary", "opaque", {"uri": bin_rec.url}),
+            trigger("opaque-json", "opaque", {"uri": json_rec.url}, delivery={"format": "json"}),
+        )
+        for name in ("opaque-binary", "opaque-json"):
+            wait_ready(flint, "trigger", name)
+        data = b'{"truncated": [1, 2\n'
+        status, body = send(flint, "opaque", id="op-1", data=data)
+        assert status == 202, body
+        poll(lambda: bin_rec.ids() == ["op-1"], 30, "the binary delivery")
+        got = bin_rec.events[0]
+        assert got["body"] == data and got["headers"]["content-type"] == "application/json"
+        poll(lambda: len(json_rec.events) == 1, 30, "the structured delivery")
+        doc = json.loads(json_rec.events[0]["body"])
+        assert doc["id"] == "op-1" and doc["datacontenttype"] == "application/json"
+        assert base64.b64decode(doc["data_base64"]) == data
+
+
+def test_a_binary_reply_with_opaque_json_typed_data_goes_back_to_the_broker_byte_for_byte(
+    flint: Flint,
+) -> None:
+    """A subscriber's binary reply follows the binary-mode rule: its body is opaque data. It is
+    a reply (not a 502 failure), goes into the broker and reaches the reply's trigger as it came."""
+    data = b"{not: json}"
+    reply_headers = {
+        "ce-specversion": "1.0",
+        "ce-source": "/replier",
+        "ce-type": "opaque.answer",
+        "Content-Type": "application/json",
+    }
+    apply(flint, broker("answers"))
+    with recorder(reply=(reply_headers, data)) as replier, recorder() as sink:
+        apply(
+            flint,
+            trigger("ask", "answers", {"uri": replier.url}, filter={"attributes": {"type": "ask"}}),
+            trigger(
+                "answered", "answers", {"uri": sink.url}, filter={"attributes": {"type": "opaque.answer"}}
+            ),
+        )
+        for name in ("ask", "answered"):
+            wait_ready(flint, "trigger", name)
+        assert send(flint, "answers", id="q-1", type="ask")[0] == 202
+        poll(lambda: sink.ids() == ["r-q-1"], 30, "the reply at the reply's trigger")
+        got = sink.events[0]
+        assert got["body"] == data and got["headers"]["content-type"] == "application/json"
+        assert got["headers"]["ce-knativebrokerttl"] == "254"
+        assert replier.attempt_counts() == {"q-1": 1}  # delivered once: no retry
+
+
+def post(flint: Flint, host: str, path: str, headers: dict[str, str], data: bytes) -> None:
+    status, _, body = asyncio.run(fetch(flint.port, host, path, method="POST", headers=headers, data=data))
+    assert status == 202, body
+
+
+def test_cloudevents_0_3_in_every_mode_is_delivered_as_0_3(flint: Flint) -> None:
+    """eventing broker and channel data_plane.go: ingress "MUST conform to CloudEvents 0.3 or
+    1.0"; a 0.3 event reaches the subscriber as 0.3, with 0.3's attribute names."""
+    v03 = {"specversion": "0.3", "source": "/old", "type": "legacy", "schemaurl": "/schemas/legacy"}
+    binary = {**{f"ce-{k}": v for k, v in v03.items()}, "ce-id": "v3-1", "Content-Type": "application/json"}
+    blob = b"\x00\xffraw"
+    structured_one = {
+        **v03,
+        "id": "v3-s",
+        "datacontenttype": "application/octet-stream",
+        "datacontentencoding": "base64",
+        "data": base64.b64encode(blob).decode(),
+    }
+    batch = [{**v03, "id": "v3-b", "data": {"in": "batch"}}]
+    channel = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "metadata": {"name": "legacy"}}
+    apply(flint, broker("legacy"), channel)
+    with recorder() as bin_rec, recorder() as json_rec, recorder() as chan_rec:
+        subscription = {
+            "apiVersion": "messaging.knative.dev/v1",
+            "kind": "Subscription",
+            "metadata": {"name": "legacy"},
+            "spec": {
+                "channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "name": "legacy"},
+                "subscriber": {"uri": chan_rec.url},
+            },
+        }
+        apply(
+            flint,
+            trigger("legacy-binary", "legacy", {"uri": bin_rec.url}),
+            trigger("legacy-json", "legacy", {"uri": json_rec.url}, delivery={"format": "json"}),
+            subscription,
+        )
+        for name in ("legacy-binary", "legacy-json"):
+            wait_ready(flint, "trigger", name)
+        wait_ready(flint, "subscription", "legacy")
+        for host in (INGRESS, "channel-ingress.localhost"):
+            path = "/default/legacy"
+            post(flint, host, path, binary, b'{"n": 3}')
+            post(flint, host, path, {"Content-Type": STRUCTURED}, json.dumps(structured_one).encode())
+            post(flint, host, path, {"Content-Type": BATCHED}, json.dumps(batch).encode())
+        ids = ["v3-1", "v3-b", "v3-s"]
+        for rec in (bin_rec, json_rec, chan_rec):
+            poll(lambda rec=rec: len(rec.events) == 3, 30, "the three 0.3 events")  # type: ignore[misc]
+        assert sorted(bin_rec.ids()) == sorted(chan_rec.ids()) == ids
+        assert sorted(json.loads(e["body"])["id"] for e in json_rec.events) == ids
+        for rec in (bin_rec, chan_rec):  # binary delivery: 0.3 headers, the data as the body
+            by_id = {e["headers"]["ce-id"]: e for e in rec.events}
+            for e in by_id.values():
+                assert e["headers"]["ce-specversion"] == "0.3"
+                assert e["headers"]["ce-schemaurl"] == "/schemas/legacy"
+                assert "ce-dataschema" not in e["headers"]
+            assert json.loads(by_id["v3-1"]["body"]) == {"n": 3}
+            assert json.loads(by_id["v3-b"]["body"]) == {"in": "batch"}
+            assert by_id["v3-s"]["body"] == blob
+            assert by_id["v3-s"]["headers"]["ce-datacontentencoding"] == "base64"
+        docs = {d["id"]: d for d in (json.loads(e["body"]) for e in json_rec.events)}
+        assert all(d["specversion"] == "0.3" and d["schemaurl"] == "/schemas/legacy" for d in docs.values())
+        assert docs["v3-s"]["datacontentencoding"] == "base64" and "data_base64" not in docs["v3-s"]
+        assert base64.b64decode(docs["v3-s"]["data"]) == blob
+        assert docs["v3-1"]["data"] == {"n": 3}
+        flint.cli("delete", "channel", "legacy")
+
+
 def test_every_accepted_event_is_delivered_when_the_gateway_is_killed_mid_ingest(flint: Flint) -> None:
     apply(flint, broker("ingest"))
     with recorder() as rec:
@@ -588,6 +730,65 @@ def test_a_channel_delivers_to_its_subscriptions_and_replies_go_to_reply(
             30,
             "the backing InMemoryChannel to go with its Channel",
         )
+
+
+def subscription(name: str, channel: str, subscriber_uri: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "messaging.knative.dev/v1",
+        "kind": "Subscription",
+        "metadata": {"name": name},
+        "spec": {
+            "channel": {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "name": channel},
+            "subscriber": {"uri": subscriber_uri},
+        },
+    }
+
+
+def test_subscriptions_are_added_to_their_channels_spec_subscribers(flint: Flint) -> None:
+    """eventing channel/control_plane.go: Spec.Subscribers MUST be appended by the subscription,
+    and status.subscribers reports each ready; a removed subscription takes its entry with it;
+    an entry a user wrote stays, reported not delivered."""
+    channel = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel", "metadata": {"name": "listed"}}
+    with recorder() as one, recorder() as two:
+        subs = (subscription("first", "listed", one.url), subscription("second", "listed", two.url))
+        apply(flint, channel, *subs)
+        uids = {n: flint.get("subscription", n)["metadata"]["uid"] for n in ("first", "second")}
+        urls = {uids["first"]: one.url, uids["second"]: two.url}
+
+        def listed(kind: str) -> dict[str, Any]:
+            obj = flint.get(kind, "listed")
+            spec = {e.get("uid"): e for e in obj["spec"].get("subscribers") or []}
+            status = {e.get("uid"): e for e in obj.get("status", {}).get("subscribers") or []}
+            return {"spec": spec, "status": status, "generation": obj["metadata"]["generation"]}
+
+        def all_ready(kind: str, want: set[str]) -> bool:
+            got = listed(kind)
+            return set(got["spec"]) == want and all(
+                got["status"].get(u, {}).get("ready") == "True" for u in want
+            )
+
+        both = set(uids.values())
+        for kind in ("channel", "imc"):
+            poll(lambda kind=kind: all_ready(kind, both), 30, f"both on the {kind}")  # type: ignore[misc]
+            got = listed(kind)
+            for uid, entry in got["spec"].items():
+                assert entry["subscriberUri"] == urls[uid] and entry["generation"] == 1
+                assert got["status"][uid]["observedGeneration"] == 1
+        # A user's own entry coexists: kept as written, reported as not delivered.
+        mine = {"uid": "users-own", "subscriberUri": "http://127.0.0.1:9/"}
+        apply(flint, {**channel, "spec": {"subscribers": [mine]}})
+        want = {*uids.values(), "users-own"}
+        poll(lambda: set(listed("channel")["spec"]) == want, 30, "the user's entry next to Flint's")
+        got = listed("channel")
+        assert got["spec"]["users-own"] == mine
+        poll(lambda: listed("channel")["status"].get("users-own", {}).get("ready") == "False", 30,
+             "the user's entry reported")
+        flint.cli("delete", "subscription", "first")
+        for kind, left in (("channel", {uids["second"], "users-own"}), ("imc", {uids["second"]})):
+            poll(lambda kind=kind, left=left: set(listed(kind)["spec"]) == left  # type: ignore[misc]
+                 and set(listed(kind)["status"]) == left, 30, f"the removed subscription off the {kind}")
+        flint.cli("delete", "subscription", "second")
+        flint.cli("delete", "channel", "listed")
 
 
 def test_ordered_delivery_keeps_the_order_through_retries_and_large_events_arrive_whole(flint: Flint) -> None:

@@ -286,6 +286,31 @@ async def test_accept_binary_event_is_stored_stamped_and_wakes_the_dispatcher(tm
     assert ingress.metrics.rejected == {}
 
 
+async def test_accept_binary_json_typed_data_that_is_not_json_is_stored_byte_for_byte(
+    tmp_path: Path,
+) -> None:
+    factory = LogFactory()
+    ingress, _ = make_ingress(tmp_path, factory)
+    body = b"{ this is not JSON"
+    assert await ingress.accept(entry(), binary("e1"), body) == Answer(202)
+    stored = Event.from_log(factory.opened[0][1].appends[0][1][0])
+    assert stored.data == body and not stored.data_is_json
+    assert stored.datacontenttype == "application/json"
+    assert stored.to_binary()[1] == body
+
+
+async def test_accept_cloudevents_0_3_is_stored_as_0_3_and_stamped(tmp_path: Path) -> None:
+    factory = LogFactory()
+    ingress, _ = make_ingress(tmp_path, factory)
+    doc = structured("v3", specversion="0.3", schemaurl="/s", datacontentencoding="base64", data="AAE=")
+    headers = [(b"content-type", b"application/cloudevents+json")]
+    assert await ingress.accept(entry(), headers, orjson.dumps(doc)) == Answer(202)
+    stored = Event.from_log(factory.opened[0][1].appends[0][1][0])
+    assert stored.attributes["specversion"] == "0.3" and stored.attributes["schemaurl"] == "/s"
+    assert stored.data == b"\x00\x01" and stored.get("knativebrokerttl") == 255
+    assert orjson.loads(stored.to_structured())["data"] == "AAE="
+
+
 async def test_accept_reuses_the_log_for_the_same_broker(tmp_path: Path) -> None:
     factory = LogFactory()
     ingress, wake = make_ingress(tmp_path, factory)

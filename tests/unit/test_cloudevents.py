@@ -65,6 +65,30 @@ def test_binary_mode_opaque_data_and_mapping_headers() -> None:
     assert ev.id == "x" and ev.source == "urn:a" and ev.type == "t"
 
 
+@pytest.mark.parametrize("ctype", [b"application/json", b"text/json", b"application/vnd.x+json"])
+def test_binary_mode_data_is_opaque_even_when_its_type_says_json(ctype: bytes) -> None:
+    """HTTP binding 3.1: in binary mode the body is the data, whatever its declared type."""
+    body = b'{not json, "but": kept}\n\x00'
+    ev = one([*binary_headers(), (b"content-type", ctype)], body)
+    assert ev.data == body and not ev.data_is_json and ev.datacontenttype == ctype.decode()
+    headers, out = ev.to_binary()
+    assert out == body and (b"content-type", ctype) in headers
+    doc = orjson.loads(ev.to_structured())  # JSON-typed but not JSON: the bytes go as base64
+    assert base64.b64decode(doc["data_base64"]) == body and "data" not in doc
+    assert one(STRUCT, ev.to_structured()) == ev
+    assert Event.from_log(ev.to_log()) == ev
+    with pytest.raises(ValueError, match="not JSON"):
+        ev.json()
+
+
+def test_structured_mode_still_needs_a_json_body() -> None:
+    body = b'{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{not json}}'
+    with pytest.raises(InvalidEvent, match=r"^body is not valid JSON"):
+        one(STRUCT, body)
+    with pytest.raises(InvalidEvent, match=r"^body is not valid JSON"):
+        decode_http(BATCH, b"[" + body + b"]", max_event_bytes=LIMIT)
+
+
 def test_binary_mode_without_body_or_content_type() -> None:
     ev = one(binary_headers(), b"")
     assert ev.data is None and "datacontenttype" not in ev.attributes
@@ -313,7 +337,7 @@ def test_too_large_is_413() -> None:
         ({"source": None}, 'missing required attribute "source"'),
         ({"specversion": None}, 'missing required attribute "specversion"'),
         ({"type": None}, 'missing required attribute "type"'),
-        ({"specversion": "0.3"}, 'specversion "0.3" is not supported; only "1.0" is'),
+        ({"specversion": "2.0"}, 'specversion "2.0" is not supported; use "1.0" (or "0.3")'),
         ({"specversion": 1.0}, 'attribute "specversion" must be a string, not number'),
         ({"id": 7}, 'attribute "id" must be a string, not integer'),
         ({"id": ""}, 'attribute "id" must not be empty'),
@@ -392,13 +416,8 @@ def test_valid_optional_attributes_and_extension_types() -> None:
         ),
         ([*binary_headers(), (b"ce-data", b"x")], b"", 'attribute name "data" is reserved'),
         ([*binary_headers(), (b"ce-id", b"2")], b"", 'header "ce-id" appears more than once'),
-        (binary_headers(specversion="0.3"), b"", 'specversion "0.3" is not supported'),
+        (binary_headers(specversion="0.2"), b"", 'specversion "0.2" is not supported'),
         (binary_headers(time="yesterday"), b"", 'time "yesterday" is not an RFC 3339 timestamp'),
-        (
-            [*binary_headers(), (b"content-type", b"application/json")],
-            b"{not json",
-            'data is not valid JSON but datacontenttype is "application/json"',
-        ),
         (
             [*binary_headers(datacontenttype="text/plain"), (b"content-type", b"text/plain")],
             b"x",
@@ -541,3 +560,141 @@ def test_binary_without_content_type_json_is_sniffed_and_log_keeps_whitespace() 
     assert orjson.loads(ev.to_structured())["data"] == {"a": 1}
     logged = Event.from_log(ev.to_log())
     assert logged == ev and logged.to_binary()[1] == body  # binary in, binary out: byte for byte
+
+
+# -- CloudEvents 0.3 (eventing conformance: "MUST conform to CloudEvents 0.3 or 1.0") ----------
+
+BASE03: dict[str, Any] = {**BASE, "specversion": "0.3"}
+
+
+def structured03(**members: Any) -> bytes:
+    return orjson.dumps({**BASE03, **members})
+
+
+def test_v03_structured_json_data_stays_v03_in_every_form() -> None:
+    ev = one(STRUCT, structured03(schemaurl="/schemas/order", data={"n": 1}))
+    assert ev.attributes == {**BASE03, "schemaurl": "/schemas/order"} and ev.json() == {"n": 1}
+    assert orjson.loads(ev.to_structured()) == {**BASE03, "schemaurl": "/schemas/order", "data": {"n": 1}}
+    headers, body = ev.to_binary()
+    assert (b"ce-specversion", b"0.3") in headers and (b"ce-schemaurl", b"/schemas/order") in headers
+    assert body == b'{"n":1}' and one(headers, body) == Event(
+        {**ev.attributes, "datacontenttype": "application/json"}, b'{"n":1}', True
+    )
+    assert Event.from_log(ev.to_log()) == ev
+
+
+def test_v03_structured_base64_data_uses_datacontentencoding() -> None:
+    blob = b"\x00\xffbin"
+    raw = structured03(
+        datacontenttype="application/octet-stream",
+        datacontentencoding="Base64",
+        data=base64.b64encode(blob).decode(),
+    )
+    ev = one(STRUCT, raw)
+    assert ev.data == blob and not ev.data_is_json
+    assert ev.attributes["datacontentencoding"] == "Base64"
+    doc = orjson.loads(ev.to_structured())
+    assert doc["data"] == base64.b64encode(blob).decode() and "data_base64" not in doc
+    assert doc["datacontentencoding"] == "Base64"
+    headers, body = ev.to_binary()  # binary mode: the body is the data itself
+    assert body == blob and (b"ce-datacontentencoding", b"Base64") in headers
+    assert one(headers, body) == ev
+    assert Event.from_log(ev.to_log()) == ev
+    assert one(STRUCT, ev.to_structured()) == ev
+
+
+def test_v03_binary_opaque_data_gets_datacontentencoding_in_the_structured_form() -> None:
+    blob = b"\x01\x02\xfe"
+    ev = one([*binary_headers(specversion="0.3"), (b"content-type", b"application/octet-stream")], blob)
+    assert ev.attributes["specversion"] == "0.3" and ev.data == blob
+    doc = orjson.loads(ev.to_structured())
+    assert doc["datacontentencoding"] == "base64" and base64.b64decode(doc["data"]) == blob
+    assert one(STRUCT, ev.to_structured()).data == blob
+    assert Event.from_log(ev.to_log()) == ev  # the log adds nothing
+    text = one([*binary_headers(specversion="0.3"), (b"content-type", b"text/plain")], b"hi")
+    assert orjson.loads(text.to_structured())["data"] == "hi"  # text stays text
+
+
+def test_v03_batch_mixed_with_v1() -> None:
+    body = b"[" + structured03(id="a", data="x") + b"," + structured(id="b") + b"]"
+    events = decode_http(BATCH, body, max_event_bytes=LIMIT)
+    assert [(e.id, e.attributes["specversion"]) for e in events] == [("a", "0.3"), ("b", "1.0")]
+    assert events[0].json() == "x"
+    assert decode_http(BATCH, encode_batch(events), max_event_bytes=LIMIT) == events
+
+
+def test_v03_names_are_its_own() -> None:
+    ev = one(STRUCT, structured03(dataschema="not checked: an extension in 0.3"))
+    assert ev.attributes["dataschema"] == "not checked: an extension in 0.3"
+    v1 = one(STRUCT, structured(schemaurl="/an/extension/in/1.0"))
+    assert v1.attributes["schemaurl"] == "/an/extension/in/1.0"
+    with pytest.raises(InvalidEvent, match="core attribute"):
+        Event(dict(BASE03)).with_extensions(schemaurl="/x")
+    assert Event(dict(BASE03)).with_extensions(dataschema="x").attributes["dataschema"] == "x"
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"schemaurl": "a b"}, 'schemaurl "a b" is not a URI-reference'),
+        ({"schemaurl": ""}, 'attribute "schemaurl" must not be empty'),
+        (
+            {"datacontentencoding": "7bit"},
+            'datacontentencoding "7bit" is not supported; the only encoding of CloudEvents 0.3'
+            ' data is "base64"',
+        ),
+        ({"data_base64": "AA=="}, '"data_base64" is not a CloudEvents 0.3 member'),
+        (
+            {"datacontentencoding": "base64", "data": {"a": 1}},
+            '"data" must be a base64 string when datacontentencoding is "base64", not object',
+        ),
+        ({"datacontentencoding": "base64", "data": "!!"}, '"data" is not valid base64'),
+        ({"time": "noon"}, 'time "noon" is not an RFC 3339 timestamp'),
+        ({"id": None}, 'missing required attribute "id"'),
+    ],
+)
+def test_v03_validation_errors(members: dict[str, Any], message: str) -> None:
+    doc = {**BASE03, **members}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    with pytest.raises(InvalidEvent) as exc:
+        one(STRUCT, orjson.dumps(doc))
+    assert str(exc.value).startswith(message) and exc.value.status == 400
+    with pytest.raises(InvalidEvent) as exc:  # and in a batch, with its index
+        decode_http(BATCH, b"[" + structured03() + b"," + orjson.dumps(doc) + b"]", max_event_bytes=LIMIT)
+    assert str(exc.value) == f"event 1: {exc.value.reason}" and exc.value.reason.startswith(message)
+
+
+def test_v03_binary_validation_errors() -> None:
+    with pytest.raises(InvalidEvent, match=r'^schemaurl "a%20b c" is not a URI-reference'):
+        one([*binary_headers(specversion="0.3"), (b"ce-schemaurl", b"a%2520b c")], b"")
+    with pytest.raises(InvalidEvent, match=r'^datacontentencoding "gzip" is not supported'):
+        one([*binary_headers(specversion="0.3"), (b"ce-datacontentencoding", b"gzip")], b"")
+
+
+ce_v03 = pytest.importorskip("cloudevents.core.v03.event")
+
+
+def test_v03_decodes_what_the_sdk_encodes_and_the_sdk_decodes_what_we_encode() -> None:
+    attrs = {"type": "com.example.v03", "source": "/sdk", "schemaurl": "https://x/s", "subject": "é 100%"}
+    for ctype, data, check in (
+        ("application/json", {"k": [1, 2]}, lambda e: e.json() == {"k": [1, 2]}),
+        # not UTF-8, so that the SDK reads a binary body back as bytes, not str
+        ("application/octet-stream", b"\x00\xff", lambda e: e.data == b"\x00\xff"),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sdk_event = ce_v03.CloudEvent(attributes={**attrs, "datacontenttype": ctype}, data=data)
+        for msg in (ce_http.to_binary_event(sdk_event), ce_http.to_structured_event(sdk_event)):
+            ours = one(msg.headers, msg.body)
+            assert ours.attributes["specversion"] == "0.3" and ours.attributes["schemaurl"] == "https://x/s"
+            assert ours.attributes["subject"] == "é 100%" and check(ours)
+            headers, body = ours.to_binary()
+            as_dict = {k.decode(): v.decode() for k, v in headers}
+            for back in (
+                ce_http.from_binary_event(ce_http.HTTPMessage(as_dict, body)),
+                ce_http.from_structured_event(
+                    ce_http.HTTPMessage({"content-type": CONTENT_TYPE_STRUCTURED}, ours.to_structured())
+                ),
+            ):
+                assert isinstance(back, ce_v03.CloudEvent)
+                assert back.get_schemaurl() == "https://x/s" and back.get_data() == data

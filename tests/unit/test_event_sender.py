@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from controller.eventing.sender import Outcome, Sender, _outcome
-from gateway.cloudevents import Event
+from gateway.cloudevents import CONTENT_TYPE_STRUCTURED, Event, decode_http
 
 GATEWAY = "http://127.0.0.1:8080"
 
@@ -104,6 +104,25 @@ def test_200_with_a_binary_event_is_a_reply() -> None:
     assert out.reply is not None
     assert (out.reply.id, out.reply.source, out.reply.type) == ("r1", "/reply", "com.example.reply")
     assert out.reply.json() == {"ok": True}
+
+
+def test_200_with_a_binary_reply_whose_json_typed_data_is_not_json_is_a_reply() -> None:
+    """The binary-mode rule holds for replies too: the body is opaque data, kept as it came,
+    and survives the structured form the reply takes to the broker."""
+    headers = [
+        (b"ce-specversion", b"1.0"),
+        (b"ce-id", b"r1"),
+        (b"ce-source", b"/reply"),
+        (b"ce-type", b"t"),
+        (b"Content-Type", b"application/json"),
+    ]
+    out = _outcome(200, headers, b"{oops: not json", None)
+    assert out.ok and out.status == 200
+    assert out.reply is not None and out.reply.data == b"{oops: not json"
+    assert not out.reply.data_is_json
+    structured = [(b"content-type", CONTENT_TYPE_STRUCTURED.encode())]
+    [at_broker] = decode_http(structured, out.reply.to_structured(), max_event_bytes=1 << 20)
+    assert at_broker == out.reply and at_broker.to_binary()[1] == b"{oops: not json"
 
 
 def test_200_with_binary_headers_and_no_body_is_a_reply() -> None:

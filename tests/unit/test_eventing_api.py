@@ -325,6 +325,21 @@ def test_broker_class_is_immutable() -> None:
     assert errors_of(broker(delivery={"retry": 3}), old) == []
 
 
+def test_broker_config_is_immutable() -> None:
+    """eventing conformance, broker/control_plane.go: Broker.Spec.Config is immutable."""
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "name": "br", "namespace": "default"}
+    old = broker(config=config)
+    err = only(errors_of(broker(config={**config, "name": "other"}), old))
+    assert err.path == "spec.config"
+    assert err.message.startswith("Immutable fields changed (-old +new)")
+    assert '"name": "br"' in err.message and '"name": "other"' in err.message
+    assert only(errors_of(broker(), old)).path == "spec.config"  # removing it is a change
+    assert only(errors_of(broker(config=config), broker())).path == "spec.config"  # so is adding
+    # The defaulted namespace is no change; other fields stay mutable.
+    unset_ns = {k: v for k, v in config.items() if k != "namespace"}
+    assert errors_of(broker(config=unset_ns, delivery={"retry": 3}), old) == []
+
+
 def test_broker_config_and_delivery() -> None:
     config = {"apiVersion": "v1", "kind": "ConfigMap", "name": "br", "namespace": "knative-eventing"}
     assert errors_of(broker(config=config)) == []  # a different namespace is allowed for config
