@@ -120,10 +120,12 @@ def _paths(rt: ResourceType, ref: Json, list_ref: Json) -> dict[str, Json]:
             "delete": item(f"delete{name}", rt, "delete", ref),
         },
         f"{base}/{{name}}/status": {
-            "parameters": [_NAME, _NAMESPACE, _PRETTY],
+            # kubectl looks for fieldValidation on the first PATCH of the kind it meets, in
+            # no set order: the status subresource's must take it too (its writes ignore it).
+            "parameters": [_NAME, _NAMESPACE, _PRETTY, *writes],
             "get": item(f"read{name}Status", rt, "get", ref),
-            "put": item(f"replace{name}Status", rt, "put", ref, body=JSON_TYPES),
-            "patch": item(f"patch{name}Status", rt, "patch", ref, body=PATCH_TYPES),
+            "put": item(f"replace{name}Status", rt, "put", ref, body=JSON_TYPES, params=writes),
+            "patch": item(f"patch{name}Status", rt, "patch", ref, body=PATCH_TYPES, params=writes),
         },
         f"/apis/{rt.group}/{rt.version}/{rt.plural}": {
             "parameters": [_PRETTY],

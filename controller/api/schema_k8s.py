@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from dataclasses import replace
 from functools import cache
 
 from kubernetes_asyncio.client import models
@@ -26,6 +27,17 @@ INT_OR_STRING = frozenset({("V1HTTPGetAction", "port"), ("V1TCPSocketAction", "p
 """Fields the generated models type as `object` that are IntOrString in Kubernetes."""
 QUANTITY_MAPS = frozenset({("V1ResourceRequirements", "limits"), ("V1ResourceRequirements", "requests")})
 """Maps of resource quantities: `128Mi` or a plain number (the models say `dict(str, str)`)."""
+
+INT_OR_STRING_SCHEMA = replace(
+    int_or_string(),
+    name="io.k8s.apimachinery.pkg.util.intstr.IntOrString",
+    doc="An integer or a string (a port's number or its name).",
+)
+QUANTITY = replace(
+    int_or_string(),
+    name="io.k8s.apimachinery.pkg.api.resource.Quantity",
+    doc="A fixed-point number with an optional suffix: 128Mi, 1G, 500m, 1e9, or a plain number.",
+)
 
 _LIST = re.compile(r"^list\[(.+)\]$")
 _DICT = re.compile(r"^dict\(str, (.+)\)$")
@@ -49,9 +61,9 @@ def _doc(cls: type, attr: str) -> str:
 
 def _of(model: str, field: str, kind: str) -> Schema:
     if (model, field) in INT_OR_STRING:
-        return int_or_string()
+        return INT_OR_STRING_SCHEMA
     if (model, field) in QUANTITY_MAPS:
-        return map_of(int_or_string())
+        return map_of(QUANTITY)
     if m := _LIST.match(kind):
         return array(_of(model, field, m.group(1)))
     if m := _DICT.match(kind):
