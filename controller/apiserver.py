@@ -27,6 +27,8 @@ from controller.apiserver_codec import (
     respond,
 )
 from controller.apiserver_discovery import api_group, api_group_list, api_resource_list
+from controller.apiserver_openapi import add_routes as add_openapi_routes
+from controller.apiserver_openapi import check_fields, field_validation
 from controller.apiserver_registry import Registry, default_registry
 from controller.store.base import Conflict, Gone, Obj, Store, StoreError, WatchEvent
 from controller.store.logic import copy_obj
@@ -67,6 +69,7 @@ def make_api_app(
     app.router.add_put(item + "/status", api.replace_status)
     app.router.add_patch(item + "/status", api.patch_status)
     app.router.add_get("/apis/{group}/{version}/{plural}", api.list)
+    add_openapi_routes(app, api.registry.TYPES)
     return app
 
 
@@ -193,9 +196,15 @@ class _Api:
             md["name"] = name
         return md
 
-    def _admit(self, rt: ResourceType, new: Obj, old: Obj | None) -> tuple[Obj, list[str]]:
+    def _admit(
+        self, rt: ResourceType, new: Obj, old: Obj | None, fields: str
+    ) -> tuple[Obj, list[str]]:
+        """Unknown fields and types by the kind's schema (`fields`: the request's
+        fieldValidation), then the registry's defaults and validation."""
         try:
-            return self.registry.admit(rt, new, old)
+            new, field_warnings = check_fields(rt, new, fields)
+            admitted, warnings = self.registry.admit(rt, new, old)
+            return admitted, field_warnings + warnings
         except Invalid as e:
             name = e.name or str(new.get("metadata", {}).get("name", ""))
             raise _invalid(rt, name, e) from None
@@ -232,6 +241,7 @@ class _Api:
 
     async def create(self, request: web.Request) -> web.Response:
         rt = self._type(request)
+        fields = field_validation(request)
         obj = await self._body(request)
         self._check_type(rt, obj)
         md = self._check_identity(obj, request.match_info["namespace"], None)
@@ -239,7 +249,7 @@ class _Api:
             md.pop(key, None)
         obj.pop("status", None)
         _check_name(rt, md)
-        admitted, warnings = self._admit(rt, obj, None)
+        admitted, warnings = self._admit(rt, obj, None, fields)
         created = await self.store.create(rt.store_kind, admitted)
         return respond(request, self._output(rt, created), 201, warnings)
 
@@ -274,6 +284,7 @@ class _Api:
                 415,
                 f'patch type "{request.content_type}" is not supported; use {MERGE_PATCH}',
             )
+        fields = field_validation(request)
         body = await self._body(request)
         body_md = body.get("metadata")
         pinned_rv = body_md.get("resourceVersion") if isinstance(body_md, dict) else None
@@ -288,7 +299,7 @@ class _Api:
                 if status:
                     result = await self.store.update_status(rt.store_kind, new)
                 else:
-                    new, warnings = self._admit(rt, new, old)
+                    new, warnings = self._admit(rt, new, old, fields)
                     result = await self.store.update(rt.store_kind, new)
             except Conflict:
                 if pinned_rv:
