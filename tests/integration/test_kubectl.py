@@ -68,7 +68,7 @@ def _table(out: str) -> list[list[str]]:
 def test_get_ksvc_has_knatives_columns_filled_once_ready(kubectl: Kubectl, flint: Flint) -> None:
     applied = _apply(kubectl, _service("columns", str(APPS / "echo")))
     assert applied.returncode == 0, applied.stderr
-    waited = kubectl("wait", "--for=condition=Ready", "ksvc/columns", "--timeout=120s")
+    waited = kubectl("wait", "--for=condition=Ready", "ksvc/columns", "--timeout=60s")
     assert waited.returncode == 0, waited.stderr
     assert "condition met" in waited.stdout
     got = kubectl("get", "ksvc", "columns")
@@ -101,7 +101,7 @@ def test_get_w_prints_rows_as_the_service_becomes_ready(kubectl: Kubectl) -> Non
         applied = _apply(kubectl, _service("watched", str(APPS / "echo"),
                                            **{"flint.test/watched": "yes"}))
         assert applied.returncode == 0, applied.stderr
-        poll(lambda: any(r[-1:] == ["True"] for r in _table("\n".join(lines))), 120,
+        poll(lambda: any(r[-1:] == ["True"] for r in _table("\n".join(lines))), 60,
              "a row of kubectl get -w with READY True")
     finally:
         watch.kill()
@@ -121,7 +121,7 @@ def test_get_w_prints_rows_as_the_service_becomes_ready(kubectl: Kubectl) -> Non
 def test_wait_then_delete_wait(kubectl: Kubectl) -> None:
     applied = _apply(kubectl, _service("doomed", str(APPS / "echo")))
     assert applied.returncode == 0, applied.stderr
-    waited = kubectl("wait", "--for=condition=Ready", "ksvc/doomed", "--timeout=120s")
+    waited = kubectl("wait", "--for=condition=Ready", "ksvc/doomed", "--timeout=60s")
     assert waited.returncode == 0, waited.stderr
     assert waited.stdout.strip() == "service.serving.knative.dev/doomed condition met"
     deleted = kubectl("delete", "--wait", "ksvc/doomed", "--timeout=60s")
