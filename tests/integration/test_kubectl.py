@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 import yaml
@@ -87,17 +88,23 @@ def test_get_ksvc_has_knatives_columns_filled_once_ready(kubectl: Kubectl, flint
 
 
 def test_get_w_prints_rows_as_the_service_becomes_ready(kubectl: Kubectl) -> None:
-    watch = kubectl.popen("get", "ksvc", "-l", "flint.test/watched=yes", "-w")
+    # -v=6 logs each request: the test applies the service once the watch is under way
+    watch = kubectl.popen("get", "ksvc", "-l", "flint.test/watched=yes", "-w", "-v=6")
     lines: list[str] = []
+    errors: list[str] = []
 
-    def read() -> None:
-        assert watch.stdout is not None
-        for line in watch.stdout:
-            lines.append(line.rstrip("\n"))
+    def read(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:
+            into.append(line.rstrip("\n"))
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=read, args=(watch.stdout, lines), daemon=True),
+               threading.Thread(target=read, args=(watch.stderr, errors), daemon=True)]
+    for reader in readers:
+        reader.start()
     try:
+        poll(lambda: any("watch=true" in e and "200 OK" in e for e in errors), 30,
+             "kubectl get -w to start its watch")
         applied = _apply(kubectl, _service("watched", str(APPS / "echo"),
                                            **{"flint.test/watched": "yes"}))
         assert applied.returncode == 0, applied.stderr
@@ -106,16 +113,13 @@ def test_get_w_prints_rows_as_the_service_becomes_ready(kubectl: Kubectl) -> Non
     finally:
         watch.kill()
         watch.wait(timeout=10)
-        reader.join(timeout=10)
-        assert watch.stderr is not None
-        errors = watch.stderr.read()
-        watch.stderr.close()
+        for reader in readers:
+            reader.join(timeout=10)
     rows = _table("\n".join(lines))
     assert rows[0] == ["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON"], errors
-    assert all(r[0] == "watched" for r in rows[1:]), rows
-    assert len(rows) > 2, rows  # more than one row: the service was seen on its way to Ready
+    assert rows[1] == ["watched"], rows  # ADDED: nothing known yet
+    assert all(r[0] == "watched" for r in rows[1:]), rows  # the header once, not per event
     assert rows[-1][2:] == ["watched-00001", "watched-00001", "True"], rows
-    assert "NAME" not in [r[0] for r in rows[1:]]  # the header once, not per event
 
 
 def test_wait_then_delete_wait(kubectl: Kubectl) -> None:
