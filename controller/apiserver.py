@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import MatchInfoError
 
+from controller.api.printer_columns import columns_for
 from controller.api.types import FieldError, Invalid, ResourceType
 from controller.apiserver_codec import (
     MERGE_PATCH,
@@ -30,6 +32,8 @@ from controller.apiserver_discovery import api_group, api_group_list, api_resour
 from controller.apiserver_openapi import add_routes as add_openapi_routes
 from controller.apiserver_openapi import check_fields, field_validation
 from controller.apiserver_registry import Registry, default_registry
+from controller.apiserver_tables import TableOptions, negotiate, table
+from controller.apiserver_watch import WatchOptions, initial_events_end, watch_options
 from controller.store.base import Conflict, Gone, Obj, Store, StoreError, WatchEvent
 from controller.store.logic import copy_obj
 
@@ -217,27 +221,45 @@ class _Api:
 
     # -- verbs -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _table_options(request: web.Request) -> TableOptions | None:
+        """What `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` (kubectl get) asks for."""
+        return negotiate(request.headers.get("Accept", ""), request.query.get("includeObject"))
+
+    @staticmethod
+    def _table(rt: ResourceType, objs: Sequence[Obj], options: TableOptions, rv: str) -> Obj:
+        now = datetime.now(UTC)
+        return table(columns_for(rt.group, rt.kind), objs, options, now, rv)
+
     async def list(self, request: web.Request) -> web.StreamResponse:
         rt = self._type(request)
         namespace = request.match_info.get("namespace")
         query = request.query
         selector = Selector(query.get("labelSelector", ""), query.get("fieldSelector", ""))
+        tables = self._table_options(request)
         if query.get("watch", "").lower() in ("true", "1"):
-            return await self._watch(request, rt, namespace, selector)
+            return await self._watch(request, rt, namespace, selector, tables)
         items, rv = await self.store.list(rt.store_kind, namespace)
+        objs = [self._output(rt, o) for o in items if selector.matches(o)]
+        if tables is not None:
+            return respond(request, self._table(rt, objs, tables, str(rv)))
         body = {
             "apiVersion": rt.api_version,
             "kind": f"{rt.kind}List",
             "metadata": {"resourceVersion": str(rv)},
-            "items": [self._output(rt, o) for o in items if selector.matches(o)],
+            "items": objs,
         }
         return respond(request, body)
 
     async def get(self, request: web.Request) -> web.Response:
         rt = self._type(request)
         info = request.match_info
-        obj = await self.store.get(rt.store_kind, info["namespace"], info["name"])
-        return respond(request, self._output(rt, obj))
+        tables = self._table_options(request)
+        obj = self._output(rt, await self.store.get(rt.store_kind, info["namespace"], info["name"]))
+        if tables is not None:
+            rv = str(obj.get("metadata", {}).get("resourceVersion", ""))
+            return respond(request, self._table(rt, [obj], tables, rv))
+        return respond(request, obj)
 
     async def create(self, request: web.Request) -> web.Response:
         rt = self._type(request)
@@ -311,29 +333,46 @@ class _Api:
     # -- watch -----------------------------------------------------------------------------
 
     async def _watch(
-        self, request: web.Request, rt: ResourceType, namespace: str | None, selector: Selector
+        self,
+        request: web.Request,
+        rt: ResourceType,
+        namespace: str | None,
+        selector: Selector,
+        tables: TableOptions | None,
     ) -> web.StreamResponse:
-        """Newline-delimited `{"type", "object"}` events, chunked, until the client leaves."""
-        raw_rv = request.query.get("resourceVersion", "") or "0"
-        try:
-            since = int(raw_rv)
-        except ValueError:
-            raise bad_request(f'resourceVersion "{raw_rv}" is not a number') from None
-        timeout = request.query.get("timeoutSeconds")
-        try:
-            deadline = asyncio.get_running_loop().time() + float(timeout) if timeout else None
-        except ValueError:
-            raise bad_request(f'timeoutSeconds "{timeout}" is not a number') from None
+        """Newline-delimited `{"type", "object"}` events, chunked, until the client leaves; a
+        watch-list (`sendInitialEvents=true`) first sends the current objects and a BOOKMARK."""
+        options = watch_options(request.query)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + options.timeout_s if options.timeout_s is not None else None
+        since, initial = await self._watch_start(rt, namespace, options)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        first = True
+
+        def encode(kind: str, obj: Obj) -> bytes:
+            nonlocal first
+            out = self._output(rt, obj)
+            if tables is not None:
+                now = datetime.now(UTC)
+                columns = columns_for(rt.group, rt.kind)
+                out = table(columns, [out], tables, now, definitions=first)
+                first = False
+            return orjson.dumps({"type": kind, "object": out}) + b"\n"
+
         events = self.store.watch(rt.store_kind, namespace, since)
         try:
+            if initial is not None:
+                for obj in initial:
+                    if selector.matches(obj):
+                        await response.write(encode("ADDED", obj))
+                end = initial_events_end(rt.api_version, rt.kind, since)
+                await response.write(orjson.dumps(end) + b"\n")
             async for event in _until_disconnected(request, events, deadline):
                 if not selector.matches(event.object):
                     continue
-                line = {"type": event.type, "object": self._output(rt, event.object)}
-                await response.write(orjson.dumps(line) + b"\n")
+                await response.write(encode(event.type, event.object))
         except Gone as e:
             error = {"type": "ERROR", "object": failure_status(410, "Expired", str(e))}
             with contextlib.suppress(ConnectionError):
@@ -343,6 +382,25 @@ class _Api:
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
+
+    async def _watch_start(
+        self, rt: ResourceType, namespace: str | None, options: WatchOptions
+    ) -> tuple[int, Sequence[Obj] | None]:
+        """Where the store's watch starts, and the objects a watch-list sends first."""
+        if options.send_initial_events is None or (
+            options.send_initial_events is False and options.since > 0
+        ):
+            return options.since, None
+        items, rv = await self.store.list(rt.store_kind, namespace)
+        if options.since > rv:
+            raise ApiError(
+                504,
+                f"Too large resource version: {options.since}, current: {rv}",
+                "Timeout",
+                {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large "
+                             "resource version"}], "retryAfterSeconds": 1},
+            )
+        return rv, items if options.send_initial_events else None
 
 
 async def _until_disconnected(

@@ -93,6 +93,8 @@ def container_errors(c: Any, path: str, port_name: str, embedded: bool) -> list[
     if policy not in (None, "", "File", "FallbackToLogsOnError"):
         errs.append(err_invalid_value(policy, join(path, "terminationMessagePolicy")))
     if embedded:
+        if isinstance(image, str) and emb.is_relative_image(image):
+            errs.append(emb.refused("containers[*].image=relative", join(path, "image")))
         if is_set(c.get("volumeMounts")):
             errs.append(emb.refused("containers[*].volumeMounts", join(path, "volumeMounts")))
         if is_set(c.get("lifecycle")):

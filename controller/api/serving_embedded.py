@@ -65,6 +65,12 @@ EMBEDDED_FIELD_RULES: tuple[FieldRule, ...] = (
         "the gateway speaks HTTP/1.1 to replicas: no HTTP/2 cleartext (h2c)",
     ),
     FieldRule(
+        "containers[*].image=relative",
+        "refused",
+        "a relative path (`./`, `../app`) means the manifest's folder, which only `flint apply` "
+        "knows: apply the manifest with `flint apply -f`, or give an absolute path",
+    ),
+    FieldRule(
         "containers[*].ports",
         "refused",
         "more than one port: a replica serves exactly one port (Knative refuses it too)",
@@ -171,6 +177,12 @@ EMBEDDED_FIELD_RULES: tuple[FieldRule, ...] = (
 )
 
 _BY_PATH = {r.path: r for r in EMBEDDED_FIELD_RULES}
+
+
+def is_relative_image(image: str) -> bool:
+    """`.`, `..`, `./x`, `../x` (or `file://` before one): a folder relative to a manifest."""
+    path = image.removeprefix("file://")
+    return path in (".", "..") or path.startswith(("./", "../"))
 
 
 def rule(path: str) -> FieldRule:

@@ -23,10 +23,11 @@ import aiohttp
 import orjson
 import yaml
 
+from controller.api.ages import human_duration
 from controller.cli.client import ApiClient, Unauthorized
 from controller.cli.endpoint import may_carry_token
 from controller.cli.errors import CliError, usage
-from controller.cli.output import human_duration, render_table
+from controller.cli.output import render_table
 from controller.cli.resource_cmd import add_output
 
 Obj = dict[str, Any]

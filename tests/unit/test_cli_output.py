@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.api.ages import age, human_duration
 from controller.cli.describe import describe
 from controller.cli.output import (
-    age,
     conditions_summary,
-    human_duration,
     render,
     render_table,
     revision_traffic,

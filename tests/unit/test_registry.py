@@ -116,7 +116,7 @@ def hello() -> dict[str, Any]:
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": {"name": "hello"},
-        "spec": {"template": {"spec": {"containers": [{"image": "./app"}]}}},
+        "spec": {"template": {"spec": {"containers": [{"image": "/srv/app"}]}}},
     }
 
 
@@ -163,7 +163,7 @@ def test_admit_returns_warnings() -> None:
 
 def test_admit_update_checks_immutability() -> None:
     rt = lookup("rev")
-    rev = {"metadata": {"name": "hello-00001"}, "spec": {"containers": [{"image": "./a"}]}}
+    rev = {"metadata": {"name": "hello-00001"}, "spec": {"containers": [{"image": "/srv/a"}]}}
     old, _ = admit(rt, rev)
     new = copy.deepcopy(old)
     new["spec"]["containers"][0]["image"] = "./b"

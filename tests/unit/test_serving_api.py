@@ -26,7 +26,7 @@ Obj = dict[str, Any]
 
 def service(**spec_overrides: Any) -> Obj:
     """A valid Service; keyword arguments replace fields of `spec.template.spec`."""
-    rspec: Obj = {"containers": [{"image": "./app"}]}
+    rspec: Obj = {"containers": [{"image": "/srv/app"}]}
     rspec.update(spec_overrides)
     return {
         "apiVersion": "serving.knative.dev/v1",
@@ -778,7 +778,7 @@ def configuration(**meta_extra: Any) -> Obj:
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Configuration",
         "metadata": {"name": "hello", **meta_extra},
-        "spec": {"template": {"spec": {"containers": [{"image": "./app"}]}}},
+        "spec": {"template": {"spec": {"containers": [{"image": "/srv/app"}]}}},
     }
 
 
@@ -876,7 +876,7 @@ def test_template_changes_need_a_new_name() -> None:
     old = named("hello-v1")
     serving.default_service(old)
     new = copy.deepcopy(old)
-    container(new)["image"] = "./app2"
+    container(new)["image"] = "/srv/app2"
     assert only(errors_of(new, old)) == FieldError(
         "spec.template.metadata.name",
         "Saw the following changes without a name change (-old +new)",
@@ -894,7 +894,7 @@ def revision() -> Obj:
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Revision",
         "metadata": {"name": "hello-00001"},
-        "spec": {"containers": [{"image": "./app"}]},
+        "spec": {"containers": [{"image": "/srv/app"}]},
     }
 
 
