@@ -21,7 +21,7 @@ from controller.reconcilers.context import (
 )
 from controller.reconcilers.gc import collectable
 from controller.reconcilers.replica_spec import NotRunnable
-from controller.reconcilers.revision import referenced, snapshot_image
+from controller.reconcilers.revision import image_snapshot, referenced
 from controller.store.base import AlreadyExists, NotFound
 
 log = logging.getLogger("flint.configuration")
@@ -80,18 +80,7 @@ async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
     ns, rev_name = key[0], desired["metadata"]["name"]
     latest = ctx.revisions.get(ns, rev_name)
     if latest is None:
-        # Snapshot the image now, so the revision is the folder as it is when it is created.
-        image_status: Obj = {}
-        with contextlib.suppress(NotRunnable):  # the revision reconciler reports it
-            await snapshot_image(ctx, desired, image_status, now)
-        try:
-            latest = await ctx.store.create(REVISIONS, desired)
-            if image_status.get("containerStatuses"):
-                latest = await ctx.store.update_status(
-                    REVISIONS, dict(latest, status={"containerStatuses": image_status["containerStatuses"]})
-                )
-        except AlreadyExists:
-            latest = await ctx.store.get(REVISIONS, ns, rev_name)
+        latest = await _create_revision(ctx, desired, now)
     if not owned_by(latest, cfg) or latest.get("spec") != desired.get("spec"):
         status = copy.deepcopy(cfg.get("status") or {})
         status["observedGeneration"] = cfg["metadata"].get("generation", 1)
@@ -111,6 +100,30 @@ async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
     cfg = await write_status(ctx, CONFIGURATIONS, cfg, configuration_status(cfg, latest, mine, now=now))
     await collect_revisions(ctx, cfg, mine, now)
     return None
+
+
+async def _create_revision(ctx: Context, desired: Obj, now: float) -> Obj:
+    """Create the revision with its image snapshotted now (the folder as it is when it is
+    created); the snapshot stays pinned against the artifact GC until its digest is stored."""
+    image_status: Obj = {}
+    try:
+        async with image_snapshot(ctx, desired, image_status, now):
+            return await _store_revision(ctx, desired, image_status)
+    except NotRunnable:  # raised before anything is pinned; the revision reconciler reports it
+        return await _store_revision(ctx, desired, {})
+
+
+async def _store_revision(ctx: Context, desired: Obj, image_status: Obj) -> Obj:
+    try:
+        latest = await ctx.store.create(REVISIONS, desired)
+    except AlreadyExists:
+        meta = desired["metadata"]
+        return await ctx.store.get(REVISIONS, meta.get("namespace", "default"), meta["name"])
+    if image_status.get("containerStatuses"):
+        latest = await ctx.store.update_status(
+            REVISIONS, dict(latest, status={"containerStatuses": image_status["containerStatuses"]})
+        )
+    return latest
 
 
 async def collect_revisions(ctx: Context, cfg: Obj, mine: list[Obj], now: float) -> None:
