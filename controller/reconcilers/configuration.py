@@ -39,10 +39,9 @@ def configuration_status(cfg: Obj, latest: Obj | None, revisions: list[Obj], *, 
     """Status from the latest created revision and the newest Ready one (pure)."""
     status = copy.deepcopy(cfg.get("status") or {})
     status["observedGeneration"] = cfg["metadata"].get("generation", 1)
-    ready = [r for r in revisions if _is_ready(r)]
-    if ready:
-        newest = max(ready, key=lambda r: (_generation(r), r["metadata"]["name"]))
-        status["latestReadyRevisionName"] = newest["metadata"]["name"]
+    ready = latest_ready_revision(cfg, latest, revisions)
+    if ready is not None:
+        status["latestReadyRevisionName"] = ready
     if latest is None:
         set_condition(status, "Ready", "Unknown", "Deploying", "creating the revision", now=now)
         return status
@@ -64,6 +63,30 @@ def configuration_status(cfg: Obj, latest: Obj | None, revisions: list[Obj], *, 
             now=now,
         )
     return status
+
+
+def latest_ready_revision(cfg: Obj, latest: Obj | None, revisions: list[Obj]) -> str | None:
+    """Knative's latestReadyRevisionName (pure): the first Ready revision among those from the
+    current latest ready one's generation up to the configuration's (plus the latest created one's
+    when the template names it), the template's named revision first, then newest generation
+    first. So rolling a template back to a named revision's (same name, same spec) makes that
+    revision the latest ready again; without a Ready candidate the current one stays."""
+    st = cfg.get("status") or {}
+    current = st.get("latestReadyRevisionName")
+    template = (cfg.get("spec") or {}).get("template") or {}
+    byo = (template.get("metadata") or {}).get("name")
+    candidates = revisions
+    lrr = next((r for r in revisions if r["metadata"]["name"] == current), None)
+    if lrr is not None:
+        top = int(cfg["metadata"].get("generation", 1))
+        generations = set(range(_generation(lrr), top + 1))
+        if byo and latest is not None:
+            generations.add(_generation(latest))
+        candidates = [r for r in revisions if _generation(r) in generations]
+    ordered = sorted(candidates, key=lambda r: (
+        r["metadata"]["name"] != byo, -_generation(r), r["metadata"]["name"]))
+    first = next((r for r in ordered if _is_ready(r)), None)
+    return first["metadata"]["name"] if first is not None else current
 
 
 def _is_ready(rev: Obj) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import yaml
-from support.harness import APPS, Flint, poll
+from support.harness import APPS, Flint, fetch, poll
 
 
 def _cond(obj: dict, type_: str) -> dict:  # type: ignore[type-arg]
@@ -90,3 +93,42 @@ def test_progress_deadline_fails_and_stops_the_revision(flint: Flint) -> None:
     poll(lambda: not any(r["revision_key"] == "default/deaf-00001" for r in flint.replica_records()),
          20, "the failed revision's replica to stop")
     flint.cli("service", "delete", "deaf")
+
+
+def test_rollback_to_a_named_revision_serves_it_again(flint: Flint) -> None:
+    """Knative's rollback_byo_test: template named X-foo, then X-foo-new, then X-foo's again."""
+    def manifest(revision: str, target: str) -> str:
+        return yaml.safe_dump({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "byo"},
+            "spec": {"template": {
+                "metadata": {"name": revision},
+                "spec": {"containers": [{"image": str(APPS / "echo"),
+                                         "env": [{"name": "TARGET", "value": target}]}]},
+            }},
+        })
+
+    def served() -> str:
+        status, _, body = asyncio.run(fetch(flint.port, flint.host("byo")))
+        return str(json.loads(body)["revision"]) if status == 200 else f"status {status}"
+
+    flint.cli("apply", "-f", "-", input=manifest("byo-foo", "one"))
+    flint.cli("service", "wait", "byo")
+    flint.cli("apply", "-f", "-", input=manifest("byo-foo-new", "two"))
+    poll(lambda: flint.get("ksvc", "byo")["status"].get("latestReadyRevisionName") == "byo-foo-new",
+         30, "byo-foo-new to be the latest ready revision")
+    poll(lambda: served() == "byo-foo-new", 30, "@latest traffic to reach byo-foo-new")
+
+    flint.cli("apply", "-f", "-", input=manifest("byo-foo", "one"))  # the rollback
+    poll(lambda: flint.get("ksvc", "byo")["status"].get("latestReadyRevisionName") == "byo-foo",
+         30, "byo-foo to be the latest ready revision again")
+    st = flint.get("ksvc", "byo")["status"]
+    assert st["latestCreatedRevisionName"] == "byo-foo"
+    poll(lambda: served() == "byo-foo", 30, "@latest traffic to reach byo-foo again")
+    poll(lambda: _cond(flint.get("ksvc", "byo"), "Ready").get("status") == "True", 30,
+         "the service to be Ready")
+    revs = json.loads(flint.cli("get", "rev", "-o", "json").stdout)
+    names = sorted(r["metadata"]["name"] for r in revs.get("items", revs)
+                   if r["metadata"]["name"].startswith("byo-"))
+    assert names == ["byo-foo", "byo-foo-new"]  # no new revision
+    flint.cli("service", "delete", "byo")
