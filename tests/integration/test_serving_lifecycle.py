@@ -132,3 +132,43 @@ def test_rollback_to_a_named_revision_serves_it_again(flint: Flint) -> None:
                    if r["metadata"]["name"].startswith("byo-"))
     assert names == ["byo-foo", "byo-foo-new"]  # no new revision
     flint.cli("service", "delete", "byo")
+
+
+def test_gradual_rollout_moves_traffic_in_steps(flint: Flint) -> None:
+    """Knative's rollout_test: with rollout-duration the new revision takes over in steps."""
+    def manifest(target: str) -> str:
+        return yaml.safe_dump({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": "gradual",
+                         "annotations": {"serving.knative.dev/rollout-duration": "8s"}},
+            "spec": {"template": {"spec": {"containers": [{
+                "image": str(APPS / "echo"), "env": [{"name": "TARGET", "value": target}]}]}}},
+        })
+
+    flint.cli("apply", "-f", "-", input=manifest("one"))
+    flint.cli("service", "wait", "gradual")
+    assert [t["percent"] for t in flint.get("ksvc", "gradual")["status"]["traffic"]] == [100]
+    flint.cli("apply", "-f", "-", input=manifest("two"))
+    shapes: list[list[tuple[str, int]]] = []
+
+    def finished() -> bool:
+        svc = flint.get("ksvc", "gradual")
+        st = svc["status"]
+        traffic = [(t["revisionName"], t["percent"]) for t in st.get("traffic") or []]
+        if not shapes or shapes[-1] != traffic:
+            shapes.append(traffic)
+        routes_ready = _cond(svc, "RoutesReady")
+        if len(traffic) == 2:
+            assert routes_ready.get("reason") == "RolloutInProgress", routes_ready
+            assert _cond(svc, "Ready").get("reason") == "RolloutInProgress"
+        return (_cond(svc, "Ready").get("status") == "True"
+                and traffic == [("gradual-00002", 100)])
+
+    poll(finished, 60, "the rollout to finish on gradual-00002")
+    split = [s for s in shapes if len(s) == 2]
+    assert split, shapes  # traffic was split between both revisions on the way
+    assert all(dict(s)["gradual-00001"] + dict(s)["gradual-00002"] == 100 for s in split)
+    new_share = [dict(s)["gradual-00002"] for s in split]
+    assert new_share == sorted(new_share)
+    assert len(set(new_share)) > 1, shapes  # it moved in more than one step
+    flint.cli("service", "delete", "gradual")
