@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 import yaml
 from support.harness import APPS, Flint, fetch, poll
 
@@ -172,3 +173,24 @@ def test_gradual_rollout_moves_traffic_in_steps(flint: Flint) -> None:
     assert new_share == sorted(new_share)
     assert len(set(new_share)) > 1, shapes  # it moved in more than one step
     flint.cli("service", "delete", "gradual")
+
+
+@pytest.mark.parametrize("memory", [None, "256Mi"])
+def test_the_process_sees_command_and_args_as_given(flint: Flint, memory: str | None) -> None:
+    """Knative's runtime cmd_args_test: argv is exactly `command` + `args`."""
+    name = "argv" if memory is None else "argv-limited"
+    container: dict = {"image": str(APPS / "argv"), "command": ["python3", "app.py"],  # type: ignore[type-arg]
+                       "args": ["--flag", "two words", ""],
+                       # The system's python3: a pyenv shim on PATH would exec the real one by path.
+                       "env": [{"name": "PATH", "value": "/usr/bin:/bin"}]}
+    if memory:
+        container["resources"] = {"limits": {"memory": memory}}
+    flint.cli("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"template": {"spec": {"containers": [container]}}},
+    }))
+    flint.cli("service", "wait", name)
+    status, _, body = asyncio.run(fetch(flint.port, flint.host(name)))
+    assert status == 200, body
+    assert json.loads(body)["argv"] == ["python3", "app.py", "--flag", "two words", ""]
+    flint.cli("service", "delete", name)
