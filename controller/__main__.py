@@ -14,6 +14,7 @@ import yaml
 from controller.app import serve
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
 from controller.reconcilers.gc import load_gc_settings
+from controller.reconcilers.rollout import load_network_settings
 from controller.settings import ControllerSettings, default_state_dir
 from flint_common import guards
 from flint_common.addresses import parse_listen
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a Knative config-autoscaler setting, e.g. stable-window=6s (repeatable)")
     p.add_argument("--gc", action="append", default=[], metavar="KEY=VALUE",
                    help="a Knative config-gc setting, e.g. max-non-active-revisions=5 (repeatable)")
+    p.add_argument("--network", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Knative config-network setting: rollout-duration=120s (repeatable)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     private_umask()
@@ -49,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         autoscaler = autoscaler_settings(a.config, a.autoscaler)
         gc = load_gc_settings(_pairs(a.config, "gc", a.gc))
+        network = load_network_settings(_pairs(a.config, "network", a.network))
         api_listen = tuple(parse_listen(v, a.api_tls_port) for v in a.api_listen)
     except (SettingsError, ValueError, OSError) as exc:
         p.error(str(exc))
     settings = ControllerSettings(
         autoscaler=autoscaler,
         gc=gc,
+        network=network,
         state_dir=a.state_dir.resolve(),
         api_port=a.api_port,
         api_tls_port=a.api_tls_port,

@@ -30,6 +30,16 @@ class GCSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """What Flint honours of Knative's `config-network` (`flint up --network K=V`)."""
+
+    rollout_duration_s: float = 0.0
+    """Seconds over which `latestRevision` traffic moves to a new revision (Knative's
+    `rollout-duration`, default 0: at once); a Route's or Service's
+    `serving.knative.dev/rollout-duration` annotation overrides it."""
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     """Settings of the embedded engine's controller (`flint up` passes them as flags)."""
 
@@ -66,6 +76,8 @@ class ControllerSettings:
     """Global autoscaling settings (Knative's `config-autoscaler`); annotations override them."""
     gc: GCSettings = field(default_factory=GCSettings)
     """Revision garbage collection (Knative's `config-gc`)."""
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    """Knative's `config-network`: the gradual rollout's duration."""
 
     @property
     def store_path(self) -> Path:

@@ -91,7 +91,7 @@ def _serving_types(engine: Engine) -> tuple[ResourceType, ...]:
             ("rt",),
             serving.default_route,
             serving.validate_route,
-            lambda obj: [],
+            serving.route_warnings,
         ),
     )
 

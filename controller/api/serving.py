@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from controller.api import autoscaling
+from controller.api import serving_annotations as ann
 from controller.api import serving_embedded as emb
 from controller.api.meta import (
     as_dict,
@@ -258,6 +259,7 @@ def validate_service(new: Obj, old: Obj | None, *, embedded: bool = True) -> lis
     errs = validate_object_metadata(new)
     errs += _label_errors(new, _SERVICE_LABELS, {})
     errs += autoscaling.has_no_autoscaling_annotations(metadata(new).get("annotations"))
+    errs += ann.rollout_duration_errors(metadata(new).get("annotations"))
     spec, spec_errs = _spec(new, ("template", "traffic"))
     errs += spec_errs
     if spec or not spec_errs:
@@ -302,6 +304,7 @@ def validate_revision(new: Obj, old: Obj | None, *, embedded: bool = True) -> li
 def validate_route(new: Obj, old: Obj | None) -> list[FieldError]:
     errs = validate_object_metadata(new)
     errs += _label_errors(new, _ROUTE_LABELS, {SERVICE_LABEL: "Service"})
+    errs += ann.rollout_duration_errors(metadata(new).get("annotations"))
     spec, spec_errs = _spec(new, ("traffic",))
     errs += spec_errs
     if spec or not spec_errs:
@@ -320,18 +323,24 @@ _TBC = "metadata.annotations." + autoscaling.TARGET_BURST_CAPACITY[0]
 
 def _template_warnings(meta: Any, spec: Any, path: str) -> list[str]:
     out: list[str] = []
-    annotations = as_dict(as_dict(meta).get("annotations"))
-    if autoscaling.get(annotations, autoscaling.TARGET_BURST_CAPACITY) is not None:
+    notes = as_dict(as_dict(meta).get("annotations"))
+    if autoscaling.get(notes, autoscaling.TARGET_BURST_CAPACITY) is not None:
         out.append(emb.warned(_TBC, join(path, _TBC)))
+    out += ann.template_annotation_warnings(notes, join(path, "metadata.annotations"))
     return out + revision_spec_warnings(spec, join(path, "spec"))
 
 
-def service_warnings(obj: Obj) -> list[str]:
+def configuration_warnings(obj: Obj) -> list[str]:
     template = as_dict(as_dict(obj.get("spec")).get("template"))
     return _template_warnings(template.get("metadata"), template.get("spec"), "spec.template")
 
 
-configuration_warnings = service_warnings
+def service_warnings(obj: Obj) -> list[str]:
+    return route_warnings(obj) + configuration_warnings(obj)
+
+
+def route_warnings(obj: Obj) -> list[str]:
+    return ann.object_annotation_warnings(metadata(obj).get("annotations"))
 
 
 def revision_warnings(obj: Obj) -> list[str]:
@@ -350,6 +359,7 @@ __all__ = [
     "revision_from_configuration",
     "revision_warnings",
     "route_from_service",
+    "route_warnings",
     "routing_annotations",
     "service_warnings",
     "template_errors",

@@ -20,6 +20,7 @@ from controller.api.meta import (
     join,
 )
 from controller.api.serving_quantity import QuantityError, parse_quantity
+from controller.api.serving_security import container_security_errors
 from controller.api.types import FieldError
 
 RESERVED_ENV_VARS = frozenset({"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"})
@@ -89,6 +90,7 @@ def container_errors(c: Any, path: str, port_name: str, embedded: bool) -> list[
     errs += probe_errors(
         c.get("readinessProbe"), join(path, "readinessProbe"), port_name, embedded, readiness=True
     )
+    errs += container_security_errors(c.get("securityContext"), join(path, "securityContext"))
     policy = c.get("terminationMessagePolicy")
     if policy not in (None, "", "File", "FallbackToLogsOnError"):
         errs.append(err_invalid_value(policy, join(path, "terminationMessagePolicy")))

@@ -19,6 +19,7 @@ from controller.api.meta import (
     join,
 )
 from controller.api.serving_container import container_errors
+from controller.api.serving_security import pod_security_errors
 from controller.api.types import FieldError
 
 # Knative's config-defaults, same values.
@@ -121,6 +122,7 @@ def revision_spec_errors(spec: Any, path: str, *, embedded: bool = True) -> list
         for key in ("volumes", "imagePullSecrets", "initContainers"):
             if is_set(spec.get(key)):
                 errs.append(emb.refused(key, join(path, key)))
+    errs += pod_security_errors(spec.get("securityContext"), join(path, "securityContext"))
     sa = spec.get("serviceAccountName")
     if sa:
         msgs = is_dns1123_subdomain(sa) if isinstance(sa, str) else ["expected a string"]

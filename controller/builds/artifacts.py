@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -11,6 +12,7 @@ import stat
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +255,12 @@ class ArtifactStore:
         self.exclude: tuple[Path, ...] = tuple(Path(p) for p in exclude)
         self.max_bytes = max_bytes
         self.max_files = max_files
+        self._lock = threading.Lock()
+        """Held while a snapshot is reused or stored (and pinned) and while `gc` checks and
+        removes one, so a reuse never interleaves with a removal of the same snapshot."""
+        self._pins: Counter[str] = Counter()
+        """Digests in use by a caller that has not recorded them yet (`snapshot(pin=True)`
+        until `release`); `gc` never removes them, whatever the keep-set says."""
 
     @staticmethod
     def digest_of(src: Path) -> str:
@@ -270,12 +278,19 @@ class ArtifactStore:
             cancel=cancel,
         )
 
-    def snapshot(self, src: Path, cancel: threading.Event | None = None) -> str:
+    def snapshot(
+        self, src: Path, cancel: threading.Event | None = None, *, pin: bool = False
+    ) -> str:
         """Copy directory `src` into the store; return its `sha256:<hex>` digest (blocking I/O).
 
         The digest covers sorted relative paths, executable bits, symlink targets and file
         contents; `__pycache__`, `.git` and `*.pyc` are left out, and so are the store's root
         and the `exclude` directories. An existing identical snapshot is reused.
+
+        Reusing or storing a snapshot restarts its age (its mtime, which `gc`'s `min_age_s`
+        reads), under the lock `gc` takes; with `pin`, the digest is also pinned in the same
+        step, so `gc` leaves it alone until `release(digest)`, however old it is and whatever
+        its keep-set (the caller has not recorded the digest anywhere yet).
 
         Raises `SnapshotTooLarge` (a ValueError) when a limit is crossed, before anything is
         copied, and `SnapshotCancelled` once `cancel` is set (checked for every file and every
@@ -284,8 +299,10 @@ class ArtifactStore:
         if not src.is_dir():
             raise NotADirectoryError(f"not a directory: {src}")
         digest = _digest_tree(src, guard=self._guard(src, cancel))
-        if self.exists(digest):
-            return digest
+        with self._lock:
+            if self.exists(digest):
+                self._use(digest, pin)
+                return digest
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -294,11 +311,14 @@ class ArtifactStore:
             # limits apply again, in case it grew).
             digest = _digest_tree(src, copy_to=tmp, guard=self._guard(src, cancel))
             final = self.path(digest)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not final.is_dir():
-                    raise
+            with self._lock:
+                try:
+                    os.rename(tmp, final)
+                except OSError:
+                    if not final.is_dir():
+                        raise
+                self._use(digest, pin)
+            if tmp.exists():
                 # Someone else stored the same content first: theirs is identical.
                 _make_writable_and_remove(tmp)
         except BaseException:
@@ -306,20 +326,40 @@ class ArtifactStore:
             raise
         return digest
 
-    async def asnapshot(self, src: Path) -> str:
+    def _use(self, digest: str, pin: bool) -> None:
+        """A caller takes `digest`: its age restarts, and it is pinned if asked (lock held)."""
+        os.utime(self.path(digest))
+        if pin:
+            self._pins[digest] += 1
+
+    def release(self, digest: str) -> None:
+        """Drop one pin of `digest` (`snapshot(pin=True)`), once the caller has recorded it where
+        the GC's keep-set is read from. Its age restarts too, so `gc`'s `min_age_s` covers the
+        time until that record is seen (a cache catching up)."""
+        with self._lock:
+            self._pins[digest] -= 1
+            if self._pins[digest] <= 0:
+                del self._pins[digest]
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path(digest))
+
+    async def asnapshot(self, src: Path, *, pin: bool = False) -> str:
         """`snapshot` in a worker thread, for use on an event loop.
 
         If the awaiting task is cancelled, the worker is told to stop (it gives up within a
-        file or a MiB) and waited for, so no thread keeps copying after shutdown."""
+        file or a MiB) and waited for, so no thread keeps copying after shutdown; a pin it took
+        anyway is released."""
         cancel = threading.Event()
-        work = asyncio.ensure_future(asyncio.to_thread(self.snapshot, src, cancel))
+        work = asyncio.ensure_future(asyncio.to_thread(self.snapshot, src, cancel, pin=pin))
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             cancel.set()
             await asyncio.wait([work])
-            if not work.cancelled():
-                work.exception()  # retrieved: SnapshotCancelled is the expected outcome
+            # Retrieved either way (SnapshotCancelled is the expected outcome); a snapshot that
+            # finished before it saw the cancel gives its pin back.
+            if not work.cancelled() and work.exception() is None and pin:
+                await asyncio.to_thread(self.release, work.result())
             raise
 
     def path(self, digest: str) -> Path:
@@ -352,17 +392,20 @@ class ArtifactStore:
         }
 
     def gc(self, keep: set[str], min_age_s: float = 0.0) -> set[str]:
-        """Remove every snapshot not in `keep` and older than `min_age_s` (a snapshot just taken
-        may not be recorded by its revision yet), and stale temp dirs; return what was removed."""
+        """Remove every snapshot not in `keep`, not pinned and older than `min_age_s` (a snapshot
+        just taken or reused may not be recorded by its revision yet), and stale temp dirs;
+        return what was removed. Each check and removal holds the lock `snapshot` reuses under."""
         removed = set()
-        cutoff = time.time() - min_age_s
         for digest in self.digests() - set(keep):
-            try:
-                if min_age_s and self.path(digest).stat().st_mtime > cutoff:
+            with self._lock:
+                if digest in self._pins:
                     continue
-            except FileNotFoundError:
-                continue
-            _make_writable_and_remove(self.path(digest))
+                try:
+                    if min_age_s and self.path(digest).stat().st_mtime > time.time() - min_age_s:
+                        continue
+                except FileNotFoundError:
+                    continue
+                _make_writable_and_remove(self.path(digest))
             removed.add(digest)
         if self.root.is_dir():
             now = time.time()

@@ -252,6 +252,7 @@ async def run(a: argparse.Namespace) -> int:
         *(["--config", a.config] if a.config else []),
         *[arg for kv in a.autoscaler for arg in ("--autoscaler", kv)],
         *[arg for kv in a.gc for arg in ("--gc", kv)],
+        *[arg for kv in a.network for arg in ("--network", kv)],
     ])
     gateway = Child("gateway", [
         py, "-m", "gateway", "--port", str(a.port), "--admin-port", str(a.admin_port),
@@ -346,6 +347,9 @@ def parser() -> argparse.ArgumentParser:
                    "may go below Knative's minimums for tests and benchmarks (repeatable)")
     p.add_argument("--gc", action="append", default=[], metavar="KEY=VALUE",
                    help="a revision GC setting (Knative config-gc), e.g. max-non-active-revisions=5")
+    p.add_argument("--network", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Knative config-network setting: rollout-duration=120s moves latestRevision "
+                   "traffic to a new revision gradually over that time (default 0s: at once)")
     p.add_argument("--apply", action="append", default=[], metavar="FILE",
                    help="apply this manifest once up and print the URLs of its services")
     p.add_argument("--wait-timeout", type=float, default=300.0,

@@ -21,7 +21,7 @@ from controller.reconcilers.context import (
 )
 from controller.reconcilers.gc import collectable
 from controller.reconcilers.replica_spec import NotRunnable
-from controller.reconcilers.revision import referenced, snapshot_image
+from controller.reconcilers.revision import image_snapshot, referenced
 from controller.store.base import AlreadyExists, NotFound
 
 log = logging.getLogger("flint.configuration")
@@ -39,10 +39,9 @@ def configuration_status(cfg: Obj, latest: Obj | None, revisions: list[Obj], *, 
     """Status from the latest created revision and the newest Ready one (pure)."""
     status = copy.deepcopy(cfg.get("status") or {})
     status["observedGeneration"] = cfg["metadata"].get("generation", 1)
-    ready = [r for r in revisions if _is_ready(r)]
-    if ready:
-        newest = max(ready, key=lambda r: (_generation(r), r["metadata"]["name"]))
-        status["latestReadyRevisionName"] = newest["metadata"]["name"]
+    ready = latest_ready_revision(cfg, latest, revisions)
+    if ready is not None:
+        status["latestReadyRevisionName"] = ready
     if latest is None:
         set_condition(status, "Ready", "Unknown", "Deploying", "creating the revision", now=now)
         return status
@@ -66,6 +65,30 @@ def configuration_status(cfg: Obj, latest: Obj | None, revisions: list[Obj], *, 
     return status
 
 
+def latest_ready_revision(cfg: Obj, latest: Obj | None, revisions: list[Obj]) -> str | None:
+    """Knative's latestReadyRevisionName (pure): the first Ready revision among those from the
+    current latest ready one's generation up to the configuration's (plus the latest created one's
+    when the template names it), the template's named revision first, then newest generation
+    first. So rolling a template back to a named revision's (same name, same spec) makes that
+    revision the latest ready again; without a Ready candidate the current one stays."""
+    st = cfg.get("status") or {}
+    current = st.get("latestReadyRevisionName")
+    template = (cfg.get("spec") or {}).get("template") or {}
+    byo = (template.get("metadata") or {}).get("name")
+    candidates = revisions
+    lrr = next((r for r in revisions if r["metadata"]["name"] == current), None)
+    if lrr is not None:
+        top = int(cfg["metadata"].get("generation", 1))
+        generations = set(range(_generation(lrr), top + 1))
+        if byo and latest is not None:
+            generations.add(_generation(latest))
+        candidates = [r for r in revisions if _generation(r) in generations]
+    ordered = sorted(candidates, key=lambda r: (
+        r["metadata"]["name"] != byo, -_generation(r), r["metadata"]["name"]))
+    first = next((r for r in ordered if _is_ready(r)), None)
+    return first["metadata"]["name"] if first is not None else current
+
+
 def _is_ready(rev: Obj) -> bool:
     c = get_condition(rev.get("status") or {}, "Ready")
     return c is not None and c.get("status") == "True"
@@ -80,18 +103,7 @@ async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
     ns, rev_name = key[0], desired["metadata"]["name"]
     latest = ctx.revisions.get(ns, rev_name)
     if latest is None:
-        # Snapshot the image now, so the revision is the folder as it is when it is created.
-        image_status: Obj = {}
-        with contextlib.suppress(NotRunnable):  # the revision reconciler reports it
-            await snapshot_image(ctx, desired, image_status, now)
-        try:
-            latest = await ctx.store.create(REVISIONS, desired)
-            if image_status.get("containerStatuses"):
-                latest = await ctx.store.update_status(
-                    REVISIONS, dict(latest, status={"containerStatuses": image_status["containerStatuses"]})
-                )
-        except AlreadyExists:
-            latest = await ctx.store.get(REVISIONS, ns, rev_name)
+        latest = await _create_revision(ctx, desired, now)
     if not owned_by(latest, cfg) or latest.get("spec") != desired.get("spec"):
         status = copy.deepcopy(cfg.get("status") or {})
         status["observedGeneration"] = cfg["metadata"].get("generation", 1)
@@ -111,6 +123,30 @@ async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
     cfg = await write_status(ctx, CONFIGURATIONS, cfg, configuration_status(cfg, latest, mine, now=now))
     await collect_revisions(ctx, cfg, mine, now)
     return None
+
+
+async def _create_revision(ctx: Context, desired: Obj, now: float) -> Obj:
+    """Create the revision with its image snapshotted now (the folder as it is when it is
+    created); the snapshot stays pinned against the artifact GC until its digest is stored."""
+    image_status: Obj = {}
+    try:
+        async with image_snapshot(ctx, desired, image_status, now):
+            return await _store_revision(ctx, desired, image_status)
+    except NotRunnable:  # raised before anything is pinned; the revision reconciler reports it
+        return await _store_revision(ctx, desired, {})
+
+
+async def _store_revision(ctx: Context, desired: Obj, image_status: Obj) -> Obj:
+    try:
+        latest = await ctx.store.create(REVISIONS, desired)
+    except AlreadyExists:
+        meta = desired["metadata"]
+        return await ctx.store.get(REVISIONS, meta.get("namespace", "default"), meta["name"])
+    if image_status.get("containerStatuses"):
+        latest = await ctx.store.update_status(
+            REVISIONS, dict(latest, status={"containerStatuses": image_status["containerStatuses"]})
+        )
+    return latest
 
 
 async def collect_revisions(ctx: Context, cfg: Obj, mine: list[Obj], now: float) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import shutil
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -140,11 +142,26 @@ def health_conditions(
     roll_up(status, ["ResourcesAvailable", "ContainerHealthy"], now=now)
 
 
-async def snapshot_image(ctx: Context, rev: Obj, status: Obj, now: float) -> str | None:
+@contextlib.asynccontextmanager
+async def image_snapshot(ctx: Context, rev: Obj, status: Obj, now: float) -> AsyncIterator[str | None]:
+    """`snapshot_image`, with the snapshot it takes (or reuses) pinned against the artifact GC
+    until the block ends: write the digest into the revision's status inside the block."""
+    pinned: list[str] = []
+    try:
+        yield await snapshot_image(ctx, rev, status, now, pinned)
+    finally:
+        for digest in pinned:
+            await asyncio.to_thread(ctx.artifacts.release, digest)
+
+
+async def snapshot_image(
+    ctx: Context, rev: Obj, status: Obj, now: float, pinned: list[str]
+) -> str | None:
     """Snapshot the image directory once; the digest lives in status.containerStatuses. The
     Configuration reconciler calls this as it creates the revision (so the revision is the folder
-    as it was then); the revision reconciler again only if that was interrupted. On failure a
-    `Ready=False` condition says why and None is returned."""
+    as it was then); the revision reconciler again only if that was interrupted. A digest taken
+    here is pinned in the artifact store and appended to `pinned` (see `image_snapshot`). On
+    failure a `Ready=False` condition says why and None is returned."""
     container = ((rev.get("spec") or {}).get("containers") or [{}])[0]
     for cs in status.get("containerStatuses") or []:
         if cs.get("imageDigest"):
@@ -164,7 +181,8 @@ async def snapshot_image(ctx: Context, rev: Obj, status: Obj, now: float) -> str
                       f"image directory {path} does not exist", now=now)
         return None
     try:
-        digest = await ctx.artifacts.asnapshot(path)
+        digest = await ctx.artifacts.asnapshot(path, pin=True)
+        pinned.append(digest)
     except ValueError as exc:  # too large, or it would contain the state directory
         set_condition(status, "Ready", "False", "ImageSnapshotFailed", str(exc), now=now)
         return None
@@ -172,6 +190,18 @@ async def snapshot_image(ctx: Context, rev: Obj, status: Obj, now: float) -> str
         {"name": container.get("name") or "user-container", "imageDigest": digest}
     ]
     return digest
+
+
+def artifact_missing(status: Obj, image: str, digest: str, *, now: float) -> None:
+    """The revision's snapshot is gone from the artifact store: Knative's ContainerMissing (pure)."""
+    set_condition(
+        status, "ContainerHealthy", "False", "ContainerMissing",
+        f'Unable to fetch image "{image}": its snapshot {digest} is not in the artifact store '
+        "(it was deleted); no replica can start. Change the template (or delete the revision) "
+        "to snapshot the folder again",
+        now=now,
+    )
+    roll_up(status, ["ResourcesAvailable", "ContainerHealthy"], now=now)
 
 
 async def reconcile_revision(ctx: Context, key: Key) -> float | None:
@@ -198,11 +228,19 @@ async def reconcile_revision(ctx: Context, key: Key) -> float | None:
         await write_status(ctx, REVISIONS, rev, status)
         return None
     try:
-        digest = await snapshot_image(ctx, rev, status, now)
+        async with image_snapshot(ctx, rev, status, now) as digest:
+            if digest is None:
+                await write_status(ctx, REVISIONS, rev, status)
+                return None
+            if not await asyncio.to_thread(ctx.artifacts.exists, digest):
+                container = ((rev.get("spec") or {}).get("containers") or [{}])[0]
+                artifact_missing(status, str(container.get("image", "")), digest, now=now)
+                await write_status(ctx, REVISIONS, rev, status)
+                return None
+            if not (rev.get("status") or {}).get("containerStatuses"):
+                rev = await write_status(ctx, REVISIONS, rev, copy.deepcopy(status))  # record it
     except NotRunnable as exc:
         set_condition(status, "Ready", "False", "NotRunnable", str(exc), now=now)
-        digest = None
-    if digest is None:
         await write_status(ctx, REVISIONS, rev, status)
         return None
 
@@ -320,7 +358,8 @@ def _forget_revision_files(ctx: Context, ns: str, name: str) -> None:
         for cs in (r.get("status") or {}).get("containerStatuses") or []
         if cs.get("imageDigest")
     }
-    ctx.artifacts.gc(keep, min_age_s=60.0)
+    removed = ctx.artifacts.gc(keep, min_age_s=60.0)
+    log.info("forgot revision %s/%s: logs removed, artifacts collected=%d", ns, name, len(removed))
 
 
 def _read_procfile(image_dir: Path) -> str | None:

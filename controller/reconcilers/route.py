@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from controller.api.naming import route_host, tag_host
 from controller.api.naming import url as url_for
+from controller.api.serving_annotations import rollout_duration_s as rollout_duration
+from controller.reconcilers import rollout
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import ROUTES, Context, Key, Obj
@@ -120,6 +122,40 @@ def published_in(snapshot: Snapshot, route: Obj) -> bool:
     return False
 
 
+def rollout_duration_s(route: Obj, default_s: float) -> float:
+    """`serving.knative.dev/rollout-duration` on the route (a Service's propagates), else the
+    global setting (Knative's config-network `rollout-duration`)."""
+    own = rollout_duration(route["metadata"].get("annotations"))
+    return default_s if own is None else own
+
+
+def _roll_out(
+    ctx: Context, route: Obj, resolved: list[Obj], status: Obj, now: float
+) -> tuple[list[Obj], rollout.Rollout]:
+    """status.traffic with `latestRevision` targets moved over the rollout duration, and the
+    rollout state kept in status.annotations (Knative keeps it on the route's Ingress)."""
+    configs = [
+        t.get("configurationName") if r.get("latestRevision") else None
+        for t, r in zip((route.get("spec") or {}).get("traffic") or [], resolved, strict=True)
+    ]
+    goal = rollout.baseline([
+        (cfg, str(r["revisionName"]), int(r.get("percent") or 0))
+        for r, cfg in zip(resolved, configs, strict=True) if cfg and not r.get("tag")
+    ])
+    duration = rollout_duration_s(route, ctx.settings.network.rollout_duration_s)
+    effective = goal
+    if duration > 0:
+        prev = rollout.decode((status.get("annotations") or {}).get(rollout.STATE_ANNOTATION))
+        if prev is not None and not prev.done and published_in(ctx.hub.snapshot, route) \
+                and ctx.hub.acked_by_all(ctx.hub.version):
+            prev = rollout.observe_ready(prev, now, duration)
+        effective = rollout.step(goal, prev, now)
+    annotations = dict(status.get("annotations") or {})
+    annotations[rollout.STATE_ANNOTATION] = effective.encode()
+    status["annotations"] = annotations
+    return rollout.status_traffic(resolved, configs, effective), effective
+
+
 async def reconcile_route(ctx: Context, key: Key) -> float | None:
     route = ctx.routes.get(*key)
     if route is None:
@@ -133,14 +169,23 @@ async def reconcile_route(ctx: Context, key: Key) -> float | None:
     status["url"] = url_for(route_host(name, ns, s.domain), s.gateway_port)
     status["address"] = {"url": status["url"]}
     res = resolve_traffic(route, ctx.configurations.get, ctx.revisions.get)
+    rolling: rollout.Rollout | None = None
     if res.traffic is not None:
-        status["traffic"] = _with_urls(res.traffic, name, ns, s.domain, s.gateway_port)
+        traffic, rolling = _roll_out(ctx, route, res.traffic, status, now)
+        status["traffic"] = _with_urls(traffic, name, ns, s.domain, s.gateway_port)
     set_condition(status, "AllTrafficAssigned", res.status, res.reason, res.message, now=now)  # type: ignore[arg-type]
 
     conflict = plan_hosts(ctx.routes, s.domain).conflicts.get(key)
     requeue: float | None = None
+    if rolling is not None and (due := rolling.next_step_time()) is not None:
+        requeue = max(0.05, due - now)
     if conflict:
         set_condition(status, "IngressReady", "False", "HostConflict", conflict, now=now)
+    elif rolling is not None and not rolling.done:
+        set_condition(status, "IngressReady", "Unknown", rollout.IN_PROGRESS_REASON,
+                      rollout.IN_PROGRESS_MESSAGE, now=now)
+        if not published_in(ctx.hub.snapshot, dict(route, status=status)):
+            ctx.snapshot_dirty()
     elif not status.get("traffic"):
         set_condition(
             status, "IngressReady", "Unknown", "NoTraffic", "no traffic target resolved yet",

@@ -185,8 +185,8 @@ class LocalReplica:
                 )
             home.mkdir(parents=True, exist_ok=True)
             tmp.mkdir(parents=True, exist_ok=True)
-            argv = process.with_memory_limit([program, *s.command[1:]], s.memory_limit_bytes)
-            return process.spawn(argv, cwd, env, self.record.log_path)
+            executable, argv = process.launch(program, s.command, s.memory_limit_bytes)
+            return process.spawn(argv, cwd, env, self.record.log_path, executable)
 
         if self._has_run:
             self.status.restarts += 1

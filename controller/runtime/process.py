@@ -176,22 +176,33 @@ def resolve_program(program: str, cwd: Path, path: str) -> str | None:
     return shutil.which(program, path=path)
 
 
-def with_memory_limit(argv: Sequence[str], limit_bytes: int | None) -> list[str]:
-    """Wrap `argv` so it runs with RLIMIT_AS = `limit_bytes` (rounded down to KiB).
+_SET_LIMIT = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_AS, (n, n)); os.execv(sys.argv[2], sys.argv[3:])"
+)
 
-    `/bin/sh -c 'ulimit -v KiB && exec "$@"'` sets the limit and then execs the program in the
-    same process (same pid and start time). This avoids `preexec_fn`, which runs Python in the
-    forked child and is documented as unsafe when the parent has threads (the controller does:
-    `asyncio.to_thread`, SQLite), and also forbids subprocess's fast vfork path."""
+
+def launch(program: str, argv: Sequence[str], limit_bytes: int | None) -> tuple[str, list[str]]:
+    """(executable, argv) that run `program` with exactly `argv` (argv[0] as the container's
+    command gives it, not the resolved path), under RLIMIT_AS = `limit_bytes` (rounded down to
+    KiB) when one is set.
+
+    The limit is set by a short-lived Python (isolated, no site) that then execs the program in
+    the same process (same pid and start time) with `os.execv`, which keeps argv[0]. This avoids
+    `preexec_fn`, which runs Python in the forked child and is documented as unsafe when the
+    parent has threads (the controller does: `asyncio.to_thread`, SQLite), and also forbids
+    subprocess's fast vfork path; a shell's `exec` would replace argv[0] with the path."""
     if limit_bytes is None:
-        return list(argv)
-    kib = max(1, limit_bytes // 1024)
-    return ["/bin/sh", "-c", f'ulimit -v {kib} && exec "$@"', "flint-memory-limit", *argv]
+        return program, list(argv)
+    limit = max(1, limit_bytes // 1024) * 1024
+    return sys.executable, [sys.executable, "-I", "-S", "-c", _SET_LIMIT, str(limit), program,
+                            *argv]
 
 
-def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path) -> ProcessHandle:
-    """Start `argv` in a new session (its own process group), stdin from /dev/null and
-    stdout/stderr appended to `log_path` (blocking: run it in a thread).
+def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path,
+          executable: str | None = None) -> ProcessHandle:
+    """Start `argv` (running `executable`, else argv[0]) in a new session (its own process
+    group), stdin from /dev/null and stdout/stderr appended to `log_path` (blocking: run it in a thread).
 
     We use `subprocess.Popen` and watch the exit with a pidfd rather than
     `asyncio.create_subprocess_exec`: an asyncio subprocess transport kills its child when it
@@ -202,6 +213,7 @@ def spawn(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
     with open(log_path, "ab", buffering=0) as out:
         popen = subprocess.Popen(
             list(argv),
+            executable=executable,
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,

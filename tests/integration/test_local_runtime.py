@@ -475,12 +475,13 @@ async def test_record_is_written_before_the_spawn(h: Harness, monkeypatch: pytes
     real_spawn = process.spawn
 
     def checking_spawn(
-        argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
+        argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path,
+        executable: str | None = None,
     ) -> process.ProcessHandle:
         rid = log_path.stem
         doc = json.loads((h.rt.records_dir / f"{rid}.json").read_text())
         seen.append((doc, env.get("FLINT_REPLICA_ID")))
-        return real_spawn(argv, cwd, env, log_path)
+        return real_spawn(argv, cwd, env, log_path, executable)
 
     monkeypatch.setattr(process, "spawn", checking_spawn)
     st = await h.rt.start_replica(spec(h.control))

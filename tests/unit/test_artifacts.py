@@ -183,6 +183,47 @@ def test_gc_removes_unreferenced(tmp_path: Path, store: ArtifactStore) -> None:
     assert list(store.root.iterdir()) == []
 
 
+def _age(store: ArtifactStore, digest: str, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(store.path(digest), (past, past))
+
+
+def test_reusing_an_old_snapshot_restarts_its_age(tmp_path: Path, store: ArtifactStore) -> None:
+    src = make_tree(tmp_path)
+    d = store.snapshot(src)
+    _age(store, d, 3600)
+    assert store.snapshot(src) == d  # reused by a revision that has not recorded it yet
+    assert store.gc(set(), min_age_s=60) == set()
+    assert store.exists(d)
+    _age(store, d, 3600)
+    assert store.gc(set(), min_age_s=60) == {d}
+
+
+def test_a_pinned_snapshot_outlives_gc_until_released(tmp_path: Path, store: ArtifactStore) -> None:
+    src = make_tree(tmp_path)
+    d = store.snapshot(src)
+    _age(store, d, 3600)
+    assert store.snapshot(src, pin=True) == d
+    assert store.snapshot(src, pin=True) == d  # two users
+    _age(store, d, 3600)
+    assert store.gc(set()) == set()  # pinned: whatever its age and the keep-set
+    store.release(d)
+    _age(store, d, 3600)
+    assert store.gc(set()) == set()  # one pin left
+    store.release(d)
+    # Released: the age restarts, so the GC's guard covers the time until the record is seen.
+    assert store.gc(set(), min_age_s=60) == set()
+    _age(store, d, 3600)
+    assert store.gc(set(), min_age_s=60) == {d}
+
+
+def test_a_new_snapshot_can_be_pinned(tmp_path: Path, store: ArtifactStore) -> None:
+    d = store.snapshot(make_tree(tmp_path), pin=True)
+    assert store.gc(set()) == set()
+    store.release(d)
+    assert store.gc(set()) == {d}
+
+
 def test_no_temp_dirs_left(tmp_path: Path, store: ArtifactStore) -> None:
     src = make_tree(tmp_path)
     store.snapshot(src)
@@ -349,11 +390,11 @@ async def test_cancelled_asnapshot_stops_its_worker(
     real_hash = artifacts._hash_file
     real_snapshot = store.snapshot
 
-    def snapshot(src: Path, cancel: threading.Event | None = None) -> str:
+    def snapshot(src: Path, cancel: threading.Event | None = None, *, pin: bool = False) -> str:
         assert cancel is not None
         cancels.append(cancel)
         try:
-            digest = real_snapshot(src, cancel)
+            digest = real_snapshot(src, cancel, pin=pin)
         except BaseException as exc:
             outcome.append(exc)
             raise

@@ -216,6 +216,44 @@ def test_configuration_latest_ready_is_by_generation_not_name() -> None:
     assert status["latestReadyRevisionName"] == "hello-10"
 
 
+def named_config(generation: int, template_name: str, latest_ready: str) -> Obj:
+    cfg = config(generation, {"latestReadyRevisionName": latest_ready})
+    cfg["spec"] = {"template": {"metadata": {"name": template_name}}}
+    return cfg
+
+
+def test_configuration_rolled_back_to_a_named_revision_makes_it_latest_ready_again() -> None:
+    """Knative's rollback_byo_test: X-foo, then X-foo-new, then X-foo's template again."""
+    foo = revision("x-foo", 1, "True")
+    foo_new = revision("x-foo-new", 2, "True")
+    status = configuration_status(named_config(2, "x-foo-new", "x-foo"), foo_new, [foo, foo_new],
+                                  now=T0)
+    assert status["latestReadyRevisionName"] == "x-foo-new"
+    back = named_config(3, "x-foo", "x-foo-new")
+    status = configuration_status(back, foo, [foo, foo_new], now=T0)
+    assert status["latestCreatedRevisionName"] == "x-foo"
+    assert status["latestReadyRevisionName"] == "x-foo"
+    assert cond(status, "Ready")["status"] == "True"
+
+
+def test_configuration_named_revision_not_ready_keeps_the_current_latest_ready() -> None:
+    foo = revision("x-foo", 1, "False", "ExitCode", "exit status 1")
+    foo_new = revision("x-foo-new", 2, "True")
+    status = configuration_status(named_config(3, "x-foo", "x-foo-new"), foo, [foo, foo_new],
+                                  now=T0)
+    assert status["latestReadyRevisionName"] == "x-foo-new"
+
+
+def test_configuration_latest_ready_never_goes_back_below_the_current_one() -> None:
+    # Unnamed templates: an older Ready revision is not a candidate once a newer one was ready.
+    r1 = revision("hello-00001", 1, "True")
+    r2 = revision("hello-00002", 2, "Unknown")
+    r3 = revision("hello-00003", 3, "Unknown")
+    cfg = config(3, {"latestReadyRevisionName": "hello-00002"})
+    status = configuration_status(cfg, r3, [r1, r2, r3], now=T0)
+    assert status["latestReadyRevisionName"] == "hello-00002"
+
+
 def test_configuration_latest_not_ready_yet_carries_its_reason() -> None:
     r1 = revision("hello-00001", 1, "True")
     r2 = revision("hello-00002", 2, "Unknown", "Deploying", "waiting for a replica")
