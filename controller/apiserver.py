@@ -204,9 +204,14 @@ class _Api:
         self, rt: ResourceType, new: Obj, old: Obj | None, fields: str
     ) -> tuple[Obj, list[str]]:
         """Unknown fields and types by the kind's schema (`fields`: the request's
-        fieldValidation), then the registry's defaults and validation."""
+        fieldValidation), then the registry's defaults and validation. The status is not
+        checked: a write of the main resource does not change it (only `/status` does, as in
+        Kubernetes), and a stored status may hold what a newer controller wrote."""
         try:
+            status = new.pop("status", None)
             new, field_warnings = check_fields(rt, new, fields)
+            if status is not None:
+                new["status"] = status
             admitted, warnings = self.registry.admit(rt, new, old)
             return admitted, field_warnings + warnings
         except Invalid as e:
@@ -357,7 +362,8 @@ class _Api:
             if tables is not None:
                 now = datetime.now(UTC)
                 columns = columns_for(rt.group, rt.kind)
-                out = table(columns, [out], tables, now, definitions=first)
+                rv = str((out.get("metadata") or {}).get("resourceVersion", ""))
+                out = table(columns, [out], tables, now, rv, definitions=first)
                 first = False
             return orjson.dumps({"type": kind, "object": out}) + b"\n"
 

@@ -230,14 +230,19 @@ class Balancer:
         counted = self._inflight.get(endpoint_id, 0) - self._exempt.get(endpoint_id, 0)
         return counted <= learned
 
+    def counted(self, endpoint_id: str) -> int:
+        """Requests in flight on `endpoint_id` that count against a learned limit."""
+        return self._inflight.get(endpoint_id, 0) - self._exempt.get(endpoint_id, 0)
+
     def lower(self, endpoint_id: str, serving: int) -> int | None:
-        """A hard overload signal from `endpoint_id` while it was serving `serving` other
-        requests: its learned limit drops to that (at least 1). Returns the new limit, or None
-        when it was already that low (or the endpoint is not current)."""
+        """A hard overload signal from `endpoint_id` while it had `serving` other connections
+        open or opening: its learned limit drops to that, less the exempt ones (at least 1).
+        Returns the new limit, or None when it was already that low (or the endpoint is not
+        current)."""
         key = self._rev_of.get(endpoint_id)
         if key is None:
             return None
-        new = max(1, serving)
+        new = max(1, serving - self._exempt.get(endpoint_id, 0))
         old = self.learned.get(endpoint_id)
         self._grown[endpoint_id] = 0
         if old is not None and old <= new:

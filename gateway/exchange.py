@@ -42,10 +42,13 @@ REQUEUE_LIMIT = 16
 """Times one request may be put back in its queue because a replica did not take it: a
 request that kills every connection it is sent on is not sent on forever."""
 ALONE_RETRIES = 4
+"""Times a request whose connect was *refused* while nothing else was in flight on the replica
+is sent again (the replica is more likely dead than busy); then it fails over or fails. Other
+signals (timeouts, resets, stalls: a full accept queue, perhaps filled by another worker) are
+retried up to `REQUEUE_LIMIT`."""
 ALONE_BACKOFF_S = 0.02
-"""A request a replica did not take while nothing else was in flight there waits this long
-(doubling) before its queue is dispatched again, this many times; then it fails over or
-fails (the replica is likely dead, not busy)."""
+ALONE_BACKOFF_MAX_S = 0.5
+"""How long such a request waits before its queue is dispatched again (doubling, capped)."""
 
 INGRESS_ROUTE = "broker-ingress"
 """The route an ingress request forwarded to its log's home worker is counted under."""
@@ -310,29 +313,25 @@ class Exchange:
         self._ticket = res
         self._head = head
 
-    def requeue(self, head: bytes, alone: bool) -> bool:
-        """A replica did not take a fresh connection (`ReplicaUpstream._overloaded`): wait
-        again, at the front of the revision's queue, within the same deadline; `alone`
-        (nothing else was in flight there, so no release will dispatch the queue): dispatch
-        it after a backoff, a few times. False when it cannot wait (gone, past its deadline,
-        queue full, out of retries)."""
+    def requeue(self, head: bytes, alone: bool, refused: bool) -> bool:
+        """A replica did not take a fresh connection (`ReplicaUpstream._not_taken`): wait
+        again, at the front of the revision's queue, within the same deadline. `alone`
+        (nothing else was in flight there, so no release will dispatch the queue): dispatch it
+        after a backoff; `refused` too: only `ALONE_RETRIES` times. False when it cannot wait
+        (gone, past its deadline, queue full, out of retries)."""
         rev = self._rev
-        req = self._client.cur
+        client = self._client
+        req = client.cur
         if rev is None or req is None or self._ticket is not None:
             return False
         now = self._loop.time()
         if now >= self._total_deadline or self._requeues >= REQUEUE_LIMIT:
             return False
+        if alone and refused and self._alone >= ALONE_RETRIES:
+            return False
         current = self._router.current(rev.key)
         if current is None:
             return False
-        if alone:
-            if self._alone >= ALONE_RETRIES:
-                return False
-            self._loop.call_later(
-                ALONE_BACKOFF_S * (1 << self._alone), self._activator.dispatch_now, rev.key
-            )
-            self._alone += 1
         res = self._activator.enqueue(
             current, self, now, deadline=self._total_deadline, body_bytes=req.replay_size,
             front=True,
@@ -342,6 +341,13 @@ class Exchange:
         self._ticket = res
         self._head = head
         self._requeues += 1
+        if alone:
+            delay = min(ALONE_BACKOFF_S * (1 << self._alone), ALONE_BACKOFF_MAX_S)
+            self._loop.call_later(delay, self._activator.dispatch_now, rev.key)
+            self._alone += 1
+        if not req.complete:
+            client.pause(P_QUEUED)  # the rest of the body waits in the socket, not in memory
+        self._relay.waiting()
         return True
 
     def granted(self, rev: RevisionTarget, ep: Endpoint, ticket: Ticket, now: float) -> None:

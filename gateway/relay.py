@@ -268,6 +268,7 @@ class Relay:
         if client.response_started:
             if self._resp_mode == M_CLOSE:
                 # Close-delimited response: the upstream's EOF ends it.
+                replica.answered()
                 self.stop(reuse=False)
                 req.response_done = True
                 req.keep_alive = False
@@ -322,6 +323,11 @@ class Relay:
             handle.cancel()
         self._uwhen = when
         self._utimer = self._loop.call_at(when, self._on_utimer)
+
+    def waiting(self) -> None:
+        """The request went back to its queue: no response-start deadline while it waits
+        (`timeoutSeconds` still bounds it there); `begin` sets one again."""
+        self._start_deadline = 0.0
 
     def cancel_timer(self) -> None:
         if self._utimer is not None:

@@ -33,10 +33,12 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 Failed = Callable[[int, str, bool], None]
 """Told that the exchange failed before a response: (status, message, retry_after)."""
-Requeue = Callable[[bytes, bool], bool]
-"""Told to put the active request (with its head) back at the front of its revision's queue,
-`alone` when nothing else was in flight on the replica (no release will make room: the queue
-must be retried after a backoff); False when it could not be queued."""
+Requeue = Callable[[bytes, bool, bool], bool]
+"""Told to put the active request (with its head) back at the front of its revision's queue:
+(head, `alone`: nothing else was in flight on the replica, so no release will make room and the
+queue must be dispatched again after a backoff, `refused`: the connect was refused, which with
+nothing in flight means a dead replica more likely than a busy one); False when it could not
+be queued."""
 
 
 class ReplicaUpstream:
@@ -130,20 +132,20 @@ class ReplicaUpstream:
             if up is not None:
                 self._attach(up, reused=True)
                 return
-        self._connect_task = self._loop.create_task(self._connect(ep))
+        self._connect_task = self._loop.create_task(self._connect(ep, fresh))
 
-    async def _connect(self, ep: Endpoint) -> None:
+    async def _connect(self, ep: Endpoint, fresh: bool) -> None:
         pool = self._pool
         try:
             try:
-                up = await pool.connect(ep, self._admit if self._learned else None)
+                up = await pool.connect(ep, self._admit, pooled=not fresh)
             except OverLimit:
                 # Reserved before the replica's learned limit was lowered: wait for room again.
+                self._connect_task = None  # before: the requeue may dispatch this exchange anew
                 req = self._client.cur
                 if self._ep is not ep or req is None or self._requeue(req):
-                    self._connect_task = None
                     return
-                up = await pool.connect(ep)  # cannot wait again: send it anyway
+                up = await pool.connect(ep, pooled=not fresh)  # cannot wait again: send it
         except (OSError, TimeoutError) as exc:
             self._connect_task = None
             self._connect_failed(ep, exc)
@@ -155,6 +157,9 @@ class ReplicaUpstream:
         self._attach(up, reused=not up.fresh)  # a pooled one if it waited for a connect slot
 
     def _admit(self) -> bool:
+        """Asked once a connect slot is had: still within the replica's learned limit?"""
+        if not self._learned:
+            return True
         ep = self._ep
         return ep is None or self._via_home or self._router.within_learned(ep.id)
 
@@ -165,7 +170,8 @@ class ReplicaUpstream:
         if self._ep is not ep:
             return
         req = self._client.cur
-        if req is not None and not self._via_home and self._overloaded(ep, req):
+        refused = isinstance(exc, ConnectionRefusedError)
+        if req is not None and not self._via_home and self._not_taken(ep, req, refused):
             return
         self.release()
         rev = self._rev
@@ -211,6 +217,12 @@ class ReplicaUpstream:
             return
         self.up = up
         self._reused = reused
+        if up.fresh and req.body_expected and (
+            req.chunked or (req.content_length or 0) > self._pool.replay_limit
+        ):
+            # Not replayable if the replica stalls: the accept-stall timeout would only cut a
+            # slow upload (TCP_USER_TIMEOUT also fires on a zero receive window).
+            up.clear_user_timeout()
         up.begin(self._owner, req.method == b"HEAD")
         if client.write_paused:
             up.transport.pause_reading()
@@ -293,47 +305,48 @@ class ReplicaUpstream:
             return False
         if not fresh or self._via_home:
             return False
-        if self._overloaded(ep, req):
-            return True
-        rev = self._rev
-        if req.replay is None or rev is None:
-            return False
-        self.release()
-        self._replay = True
-        return self._fail_over(rev, ep)
+        return self._not_taken(ep, req, refused=False)
 
-    def _overloaded(self, ep: Endpoint, req: ClientRequest) -> bool:
-        """A fresh connection to `ep` failed before any response byte: lower its learned
-        limit to what it serves now, and, if the body can be replayed, put the request back at
-        the front of the revision's queue (True); else the caller fails over to another
-        replica, or fails."""
+    def _not_taken(self, ep: Endpoint, req: ClientRequest, refused: bool) -> bool:
+        """A fresh connection to `ep` failed before any response byte (`refused`: its connect
+        was refused), a hard overload signal: lower `ep`'s learned limit to what it serves now.
+        Then, if the body can be replayed, send the request on (True): back to the front of
+        the revision's queue when other requests are in flight there (their ends make room),
+        else to another replica with room now, else to the queue with a backoff. False: the
+        caller answers (its slot may be released already)."""
         serving = self._pool.serving(ep.id) + self._pool.connecting(ep.id)
         if self._router.lower(ep.id, serving) is not None:
             self._metrics.learned_limit_lowered += 1
         if req.replay is None:
             return False
-        if self._router.inflight(ep.id) > 1:
-            return self._requeue(req)  # a request ending there (or elsewhere) makes room
-        # Nothing else in flight there: another replica with room now, else wait and retry.
+        if self._router.counted(ep.id) > 1:
+            return self._requeue(req)
         rev = self._rev
         self.release()
         self._replay = True
         if rev is not None and self._fail_over(rev, ep):
             return True
-        return self._requeue(req, alone=True)
+        return self._requeue(req, alone=True, refused=refused)
 
-    def _requeue(self, req: ClientRequest, alone: bool = False) -> bool:
+    def _requeue(self, req: ClientRequest, alone: bool = False, refused: bool = False) -> bool:
         """Put the request back at the front of its revision's queue and free its slot, if its
         body can be replayed; False when it cannot wait again."""
         if req.replay is None or self._on_requeue is None:
             return False
         self._requeued = True
-        if not self._on_requeue(self._head, alone):  # queued first: the slot released next can be its
+        # Queued before the slot is released, so that the release's dispatch can grant it.
+        if not self._on_requeue(self._head, alone, refused):
             self._requeued = False
             return False
         self._metrics.upstream_requeues += 1
         self.release()
         return True
+
+    def answered(self) -> None:
+        """The replica answered the request (a success toward its learned limit's growth)."""
+        ep = self._ep
+        if ep is not None and ep.id in self._learned:
+            self._router.succeeded(ep.id)
 
     def streaming(self) -> None:
         """The response upgraded or streams: the slot stops counting against the replica's
@@ -364,9 +377,7 @@ class ReplicaUpstream:
             up.owner = None  # detach
             if reuse:
                 if self._learned:  # rare: some replica has a learned limit
-                    ep = self._ep
-                    if ep is not None and ep.id in self._learned:
-                        self._router.succeeded(ep.id)
+                    self.answered()
                 self._pool.put(up)  # closes it unless reusable
             else:
                 up.close()

@@ -180,6 +180,10 @@ class Router:
         learned limit (`Balancer.lower`); the new limit, or None if unchanged."""
         return self._balancer.lower(endpoint_id, serving)
 
+    def counted(self, endpoint_id: str) -> int:
+        """`Balancer.counted`: in flight there, less the exempt (upgraded, streaming)."""
+        return self._balancer.counted(endpoint_id)
+
     def within_learned(self, endpoint_id: str) -> bool:
         """`Balancer.within_learned`: the slots held there do not exceed its learned limit."""
         return self._balancer.within_learned(endpoint_id)

@@ -178,6 +178,10 @@ class UpstreamConn(asyncio.Protocol):
         """The first response bytes: the replica took the connection; the accept-stall timeout
         is no longer wanted (a slow upload to a busy app must not be cut by it)."""
         self.fresh = False
+        self.clear_user_timeout()
+
+    def clear_user_timeout(self) -> None:
+        """Drop the accept-stall timeout (`TCP_USER_TIMEOUT`) of this connection."""
         transport = self.transport
         if transport is not None and self.pool.user_timeout_ms:
             sock = transport.get_extra_info("socket")
@@ -299,6 +303,7 @@ class UpstreamPool:
         "_settings",
         "_timer",
         "_waiting",
+        "replay_limit",
         "user_timeout_ms",
     )
 
@@ -315,12 +320,15 @@ class UpstreamPool:
         """endpoint id → requests waiting for one of its connect slots, in order."""
         self._max_connecting = max(1, settings.upstream_connecting_per_replica)
         self.user_timeout_ms = int(settings.upstream_user_timeout_s * 1000)
+        self.replay_limit = settings.replay_buffer_bytes
+        """Request bodies up to this size can be sent again (so the stall timeout is kept)."""
 
     async def connect(
-        self, endpoint: Endpoint, admit: Callable[[], bool] | None = None
+        self, endpoint: Endpoint, admit: Callable[[], bool] | None = None, *, pooled: bool = True
     ) -> UpstreamConn:
         """A connection for a request to `endpoint`: a fresh one, or, when the request had to
-        wait for a connect slot, one that came back to the pool meanwhile (`fresh` False).
+        wait for a connect slot, one that came back to the pool meanwhile (`fresh` False; not
+        when `pooled` is False).
         Raises OSError or TimeoutError (the connect timeout does not count the wait), or
         `OverLimit` when `admit()`, asked once a connect slot is had, says no.
 
@@ -332,10 +340,10 @@ class UpstreamPool:
             self._connecting[ep_id] = n + 1
         else:
             await self._wait_for_slot(ep_id)
-            pooled = self.get(ep_id)
-            if pooled is not None:
+            idle = self.get(ep_id) if pooled else None
+            if idle is not None:
                 self._slot_done(ep_id)
-                return pooled
+                return idle
         if admit is not None and not admit():
             self._slot_done(ep_id)
             raise OverLimit(ep_id)

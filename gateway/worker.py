@@ -44,7 +44,10 @@ WORKER_DRAIN_S = 5.0
 PARENT_POLL_S = 1.0
 """How often a worker checks that its parent is alive (fallback to PR_SET_PDEATHSIG)."""
 
-HOME_SIDE_COUNTERS = ("upstream_errors", "upstream_connect_errors", "upstream_timeouts", "upstream_retries")
+HOME_SIDE_COUNTERS = (
+    "upstream_errors", "upstream_connect_errors", "upstream_timeouts", "upstream_retries",
+    "upstream_requeues", "learned_limit_lowered",
+)
 """Counters of requests forwarded by the other workers that the forwarding worker cannot see
 (it gets an answer): added to this worker's on `/metrics`. Its requests and answers are not,
 since the forwarding worker counts those already."""

@@ -124,12 +124,12 @@ def _bracket(text: str, inner: str, at: int) -> Step:
 
 
 def _filter(text: str, expr: str, at: int) -> Filter:
-    for op in ("==", "!="):
-        left, sep, right = expr.partition(op)
-        if sep:
-            break
-    else:
+    # The first operator is the filter's: a quoted literal on the right may hold either.
+    found = [(i, op) for op in ("==", "!=") if (i := expr.find(op)) >= 0]
+    if not found:
         raise _error(text, at, f'filter "{expr}" needs == or !=')
+    i, op = min(found)
+    left, right = expr[:i], expr[i + len(op) :]
     left, right = left.strip(), right.strip()
     if not left.startswith("@.") or len(left) < 3:
         raise _error(text, at, f'a filter compares "@.field", not "{left}"')

@@ -319,8 +319,10 @@ class ArtifactStore:
                         raise
                 self._use(digest, pin)
             if tmp.exists():
-                # Someone else stored the same content first: theirs is identical.
-                _make_writable_and_remove(tmp)
+                # Someone else stored the same content first: theirs is identical. The digest
+                # is taken (and maybe pinned) already: a copy left behind is only litter.
+                with contextlib.suppress(OSError):
+                    _make_writable_and_remove(tmp)
         except BaseException:
             _make_writable_and_remove(tmp)
             raise

@@ -148,3 +148,23 @@ async def test_openapi_v3_serves_the_index_and_the_documents(client: TestClient[
     missing = await client.get("/openapi/v3/apis/nope.dev/v1")
     assert missing.status == 404 and (await missing.json())["kind"] == "Status"
     assert (await client.get("/openapi/v2")).status == 404
+
+
+async def test_a_stored_status_the_schema_does_not_know_never_blocks_a_write(
+    client: TestClient[Any, Any],
+) -> None:
+    """Only `/status` writes change the status; a write of the main resource is checked
+    without it, so what a controller stored there cannot make `kubectl patch` fail."""
+    assert (await post(client, service("a"))).status == 201
+    merge = {"Content-Type": "application/merge-patch+json"}
+    odd = {"status": {"conditions": [{"type": "Ready", "status": "True", "bogus": 1}]}}
+    r = await client.patch(f"{SERVICES}/a/status", data=orjson.dumps(odd), headers=merge)
+    assert r.status == 200, await r.text()
+    label = {"metadata": {"labels": {"x": "y"}}}
+    r = await client.patch(f"{SERVICES}/a?fieldValidation=Strict", data=orjson.dumps(label), headers=merge)
+    assert r.status == 200, await r.text()
+    got = await (await client.get(f"{SERVICES}/a")).json()
+    assert got["metadata"]["labels"]["x"] == "y" and got["status"]["conditions"][0]["bogus"] == 1
+    r = await client.put(f"{SERVICES}/a?fieldValidation=Strict", data=orjson.dumps(got),
+                         headers={"Content-Type": "application/json"})
+    assert r.status == 200, await r.text()

@@ -193,3 +193,10 @@ def test_column_names_are_knatives() -> None:
                                  "Actual Replicas", "Desired Replicas"]
     assert names["Trigger"] == ["Broker", "Subscriber_URI", "Age", "Ready", "Reason"]
     assert names["Subscription"] == ["Age", "Ready", "Reason"]
+
+
+def test_a_filter_literal_may_hold_the_other_operator() -> None:
+    from controller.api.jsonpath import parse
+
+    path = parse(".items[?(@.a!='x==y')].b")
+    assert path.find({"items": [{"a": "x==y", "b": 1}, {"a": "z", "b": 2}]}) == [2]
