@@ -41,7 +41,8 @@ def schema_for(rt: ResourceType) -> Schema | None:
 
 
 def crd_openapi_schema(rt: ResourceType) -> Json:
-    """The `openAPIV3Schema` of the kind's CRD (the Kubernetes engine's CRDs come from here)."""
+    """The `openAPIV3Schema` of the kind's CRD: what the Kubernetes engine's generated CRDs
+    will carry (not used by the embedded engine, which serves `openapi_document`)."""
     s = schema_for(rt)
     if s is None:
         raise KeyError(f"no schema for {rt.kind} ({rt.api_version})")
