@@ -5,10 +5,10 @@ worker, `build_context`, with the pool's connect replaced)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from support.fakes import FakeTransport
 
 from gateway.client import ClientConnection
 from gateway.config import Endpoint, GatewaySettings, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
@@ -18,48 +18,6 @@ from gateway.worker import build_context
 
 HOST = b"hello.default.localhost"
 KEY = "default/hello-1"
-
-
-class FakeTransport:
-    """Enough of `asyncio.Transport` for the proxy: collects what is written."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("10.0.0.7", 40000) if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def writelines(self, chunks: Iterable[bytes]) -> None:
-        for chunk in chunks:
-            self.out += chunk
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data = bytes(self.out)
-        self.out.clear()
-        return data
 
 
 def snapshot(cc: int) -> Snapshot:

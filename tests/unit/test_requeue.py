@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.fakes import FakeTransport
 
 from gateway.client import ClientConnection
 from gateway.config import Endpoint, GatewaySettings, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
@@ -22,41 +22,6 @@ from gateway.worker import build_context
 HOST = b"hello.default.localhost"
 KEY = "default/hello-1"
 GET = b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % HOST
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("10.0.0.7", 40000) if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def writelines(self, chunks: Any) -> None:
-        for c in chunks:
-            self.out += c
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        pass
 
 
 def revision(*ids: str) -> RevisionTarget:

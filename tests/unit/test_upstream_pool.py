@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import httptools
 import pytest
+from support.fakes import FakeTransport
 
 from gateway.config import Endpoint, GatewaySettings
 from gateway.upstream import OverLimit, UpstreamConn, UpstreamPool
@@ -29,35 +30,6 @@ class FakeSocket:
 
     def setsockopt(self, level: int, name: int, value: int) -> None:
         self.options.append((level, name, value))
-
-
-class FakeTransport:
-    def __init__(self, sock: FakeSocket | None = None) -> None:
-        self.closed = False
-        self.sock = sock
-        self.out = bytearray()
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return self.sock if name == "socket" else default
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def writelines(self, chunks: Iterable[bytes]) -> None:
-        for chunk in chunks:
-            self.out += chunk
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class Opener:
