@@ -116,7 +116,8 @@ class Controller:
                       IN_MEMORY_CHANNELS, SUBSCRIPTIONS)
         }
         self._informers = list(informers.values())
-        hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report)
+        hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report,
+                         on_disconnect=self._on_gateway_worker_gone)
         self.publisher = SnapshotPublisher(
             hub, runtime, informers[ROUTES], informers[REVISIONS], s.domain,
             drain_timeout_s=s.drain_timeout_s, stop_grace_s=s.stop_grace_s,
@@ -251,6 +252,9 @@ class Controller:
             self.scaler.record_poke(worker, message)
         else:
             self.scaler.record_stats(worker, message)
+
+    def _on_gateway_worker_gone(self, worker: str) -> None:
+        self.scaler.forget_worker(worker)  # its learned limits would go stale in describe
 
     def _ready_replicas(self, key: str) -> int:
         assert self._runtime is not None

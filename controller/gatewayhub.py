@@ -33,6 +33,7 @@ class GatewayHub:
         self,
         on_progress: Callable[[], None] | None = None,
         on_report: Callable[[str, Stats | Poke], None] | None = None,
+        on_disconnect: Callable[[str], None] | None = None,
     ) -> None:
         self._snapshot = Snapshot.empty()
         self._workers: dict[str, WorkerState] = {}
@@ -40,6 +41,9 @@ class GatewayHub:
         self._on_progress = on_progress
         self._on_report = on_report
         """Called with (worker id, message) for `stats` and `poke` messages (the autoscaler)."""
+        self._on_disconnect = on_disconnect
+        """Called with the worker id when a worker's link goes away (not when the same worker
+        id reconnects over a new link, which replaces the old one)."""
         self._sends: set[asyncio.Task[None]] = set()
         self._floor = 0
         """Highest version any worker reported serving: every version we send is above it."""
@@ -136,6 +140,11 @@ class GatewayHub:
                 self._sockets.pop(worker_id, None)
                 self._workers.pop(worker_id, None)
                 log.info("gateway worker disconnected worker=%s", worker_id)
+                if self._on_disconnect is not None:
+                    try:
+                        self._on_disconnect(worker_id)
+                    except Exception:
+                        log.exception("handling the disconnect failed worker=%s", worker_id)
                 self._progress()
         return ws
 

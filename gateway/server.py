@@ -1,5 +1,12 @@
 """Gateway process wiring: the command line and the main process that supervises N workers
-(`gateway/worker.py`) sharing one port, and serves the admin port over their stats."""
+(`gateway/worker.py`) sharing one port, and serves the admin port over their stats.
+
+The main process owns each worker slot's listening sockets (`gateway.slots`) and keeps them
+open while the slot's worker is dead, so the kernel queues that slot's connections until the
+restart. With more than one worker, a slot whose worker is crash-looping
+(`close_slot_after_death`) has its TCP listeners closed instead, so that its share of new
+connections goes to the live workers, and reopened on the same ports just before each new
+incarnation starts; its forwarding socket stays open."""
 
 from __future__ import annotations
 
@@ -27,7 +34,15 @@ from gateway.admin import (
 from gateway.config import GatewaySettings, encode_setting
 from gateway.home import proxy_socket_path
 from gateway.limits import raise_nofile_limit
-from gateway.slots import ListenFailed, SlotSockets, adopt, format_fds, open_slots, parse_fds
+from gateway.slots import (
+    ListenFailed,
+    SlotSockets,
+    adopt,
+    format_fds,
+    open_slots,
+    parse_fds,
+    reopen_tcp,
+)
 from gateway.worker import worker_main
 
 log = logging.getLogger("flint.gateway.server")
@@ -39,6 +54,11 @@ RESTART_BACKOFF_MAX_S = 5.0
 """Backoff between restarts of a worker that keeps dying (seconds, doubling, capped)."""
 WORKER_STABLE_S = 10.0
 """A worker that ran this long before dying is restarted at the minimum backoff again."""
+SLOT_CLOSE_QUICK_DEATHS = 3
+"""With more than one worker, the quick deaths in a row (each after running less than
+WORKER_STABLE_S) after which a slot's TCP listeners are closed until its next spawn: from the
+third, when the restart backoff has reached 0.4 s and keeps doubling to RESTART_BACKOFF_MAX_S,
+the slot's connections would wait that long for an incarnation that likely dies too."""
 STARTUP_WAIT_S = 30.0
 """Seconds to wait for every worker to answer before announcing anyway."""
 
@@ -155,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def close_slot_after_death(workers: int, ran_s: float, quick_deaths: int) -> bool:
+    """Whether to close a slot's TCP listeners after its worker died having run `ran_s` seconds,
+    the `quick_deaths`th death in a row after less than WORKER_STABLE_S (this one included): a
+    crash loop, and other workers to take its connections (with one worker, never: queued
+    connections at least get the next incarnation's chance)."""
+    return workers > 1 and ran_s < WORKER_STABLE_S and quick_deaths >= SLOT_CLOSE_QUICK_DEATHS
 
 
 class Supervisor:
@@ -170,7 +196,9 @@ class Supervisor:
         self.restarts = 0
         self._stop = asyncio.Event()
         self._slots: list[SlotSockets] = []
-        """Each worker slot's listening sockets (`gateway.slots`), open from start to stop."""
+        """Each worker slot's listening sockets (`gateway.slots`), open from start to stop, but
+        for the TCP listeners of a crash-looping worker's slot between its death and its next
+        spawn (`close_slot_after_death`): then a new `SlotSockets` replaces the slot's."""
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -275,33 +303,69 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         env = {**os.environ, **settings_env(self.settings)}
         delay = RESTART_BACKOFF_MIN_S
+        quick_deaths = 0
         while not self._stop.is_set():
             started = loop.time()
-            try:
-                # Every incarnation of worker `index` inherits its slot's sockets (only those).
-                proc = await asyncio.create_subprocess_exec(
-                    *self._worker_command(index), env=env, stdin=asyncio.subprocess.DEVNULL,
-                    pass_fds=self._slots[index].fds(),
-                )
-            except OSError as exc:
-                log.error("event=worker_spawn_failed worker=%d error=%r", index, exc)
-            else:
+            if await self._slot_ready(index):
                 try:
-                    await self._watch(index, proc)
-                finally:
-                    if proc.returncode is None:  # cancelled: never leave it behind
-                        proc.kill()
-                if self._stop.is_set():
-                    return
-                log.warning("event=worker_died worker=%d pid=%d returncode=%s ran_s=%.1f",
-                            index, proc.pid, proc.returncode, loop.time() - started)
-            if loop.time() - started >= WORKER_STABLE_S:
+                    # Every incarnation of worker `index` inherits its slot's sockets (only those).
+                    proc = await asyncio.create_subprocess_exec(
+                        *self._worker_command(index), env=env, stdin=asyncio.subprocess.DEVNULL,
+                        pass_fds=self._slots[index].fds(),
+                    )
+                except OSError as exc:
+                    log.error("event=worker_spawn_failed worker=%d error=%r", index, exc)
+                else:
+                    try:
+                        await self._watch(index, proc)
+                    finally:
+                        if proc.returncode is None:  # cancelled: never leave it behind
+                            proc.kill()
+                    if self._stop.is_set():
+                        return
+                    log.warning("event=worker_died worker=%d pid=%d returncode=%s ran_s=%.1f",
+                                index, proc.pid, proc.returncode, loop.time() - started)
+            ran_s = loop.time() - started
+            if ran_s >= WORKER_STABLE_S:
                 delay = RESTART_BACKOFF_MIN_S
+                quick_deaths = 0
+            else:
+                quick_deaths += 1
+            if close_slot_after_death(self.settings.workers, ran_s, quick_deaths):
+                self._close_slot(index, quick_deaths)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
             if not self._stop.is_set():
                 self.restarts += 1
+
+    def _close_slot(self, index: int, quick_deaths: int) -> None:
+        """Close slot `index`'s TCP listeners (if open) while its crash-looping worker is dead."""
+        slot = self._slots[index]
+        if slot.tcp_open():
+            slot.close_tcp()
+            log.warning("event=slot_closed worker=%d reason=crash_loop quick_deaths=%d "
+                        "(new connections go to the other workers until the next spawn)",
+                        index, quick_deaths)
+
+    async def _slot_ready(self, index: int) -> bool:
+        """Whether slot `index`'s sockets are open for a spawn, reopening closed TCP listeners
+        (False, logged, when that fails: the next attempt tries again)."""
+        slot = self._slots[index]
+        if slot.tcp_open():
+            return True
+        s = self.settings
+        try:
+            reopened = await asyncio.to_thread(reopen_tcp, slot, [(s.host, s.port), *s.listen])
+        except OSError as exc:
+            log.error("event=slot_reopen_failed worker=%d error=%r", index, exc)
+            return False
+        if self._stop.is_set():  # stopping: no worker starts again, refuse its connections
+            reopened.close_tcp()
+            return False
+        self._slots[index] = reopened
+        log.info("event=slot_reopened worker=%d", index)
+        return True
 
     async def _watch(self, index: int, proc: asyncio.subprocess.Process) -> None:
         """Return when the worker exits, or after stopping it once the supervisor stops."""

@@ -8,6 +8,11 @@ process binds them, listens on them and keeps its copies open while worker i is 
 kernel queues that slot's connections (and the forwarded ones) until the next incarnation
 accepts them: a worker's death loses only the requests in flight on it. Each incarnation gets
 the sockets by fd number (the internal `--fds` flag: `format_fds`, `parse_fds`, `adopt`).
+
+The exception is a crash loop with more than one worker (`gateway.server.close_slot_after_death`):
+then the main process closes the slot's TCP listeners (`SlotSockets.close_tcp`) so the kernel
+sends new connections to the other slots, and opens them again on the same ports
+(`reopen_tcp`) just before the next incarnation starts. The forwarding socket stays open.
 """
 
 from __future__ import annotations
@@ -39,6 +44,17 @@ class SlotSockets:
         """The fd numbers, in the order `adopt` takes them."""
         internal = () if self.internal is None else (self.internal,)
         return tuple(s.fileno() for s in (self.loopback, *self.public, *internal))
+
+    def tcp_open(self) -> bool:
+        """Whether this process's copies of the TCP listeners are open (not `close_tcp`d)."""
+        return self.loopback.fileno() != -1
+
+    def close_tcp(self) -> None:
+        """Close this process's copies of the TCP listeners, keeping the forwarding socket: once
+        no process holds them, the kernel sends the port's new connections to the other slots
+        (and resets those still queued on them). Idempotent."""
+        for s in (self.loopback, *self.public):
+            s.close()
 
     def close(self) -> None:
         """Close this process's copies (the other processes' stay open). Idempotent."""
@@ -99,6 +115,21 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def reopen_tcp(slot: SlotSockets, addresses: Sequence[tuple[str, int]]) -> SlotSockets:
+    """`slot` with new TCP listeners on `addresses` (its bound `host:port`s, the loopback one
+    first), sharing their ports with the other slots', and the same forwarding socket. Raises
+    OSError with nothing new left open."""
+    tcp: list[socket.socket] = []
+    try:
+        for host, port in addresses:
+            tcp.append(listen_socket(host, port))
+    except BaseException:
+        for sock in tcp:
+            sock.close()
+        raise
+    return SlotSockets(tcp[0], tuple(tcp[1:]), slot.internal)
 
 
 class ListenFailed(Exception):

@@ -107,6 +107,11 @@ class Scaler:
         else:
             self._limit_keys.pop(worker, None)
 
+    def forget_worker(self, worker: str) -> None:
+        """A gateway worker's link is gone: drop the learned limits it reported (a restarted
+        worker learns afresh, and reports again once its link is back)."""
+        self._record_limits(worker, {})
+
     def learned_limits(self, key: str) -> dict[str, Any] | None:
         """What the gateways learned about revision `key`'s replicas: the lowest limit per
         replica over the workers, and how often they changed; None when nothing was learned."""

@@ -241,10 +241,12 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def gateway_process(
-    state_dir: Path, controller_url: str, workers: int = 2, listen: tuple[str, ...] = ()
+    state_dir: Path, controller_url: str, workers: int = 2, listen: tuple[str, ...] = (),
+    log: list[str] | None = None,
 ) -> AsyncIterator[Gateway]:
     """`python -m gateway` on free ports (and `--listen` each of `listen`); always killed (with
-    its workers) on the way out."""
+    its workers) on the way out. With `log`, its stderr (the main process's and the workers'
+    log lines) is appended to `log` as it comes, instead of going to the test's stderr."""
     await asyncio.to_thread(load_or_create_token, state_dir / "auth" / "token")  # as flint up does
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway",
@@ -253,7 +255,9 @@ async def gateway_process(
         "--domain", "localhost", "--gateway-id", "gw",
         *[arg for address in listen for arg in ("--listen", address)],
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        stderr=None if log is None else asyncio.subprocess.PIPE,
     )
+    reading = None if log is None else asyncio.create_task(_collect_lines(proc, log))
     workers_seen: set[int] = set()
     try:
         assert proc.stdout is not None
@@ -273,6 +277,16 @@ async def gateway_process(
         for pid in workers_seen:  # orphans would get SIGTERM from PDEATHSIG; be sure anyway
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if reading is not None:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+
+
+async def _collect_lines(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert proc.stderr is not None
+    while line := await proc.stderr.readline():
+        lines.append(line.decode(errors="replace"))
 
 
 def _child_pids(parent: int) -> list[int]:

@@ -4,6 +4,10 @@ The main process owns each worker slot's listening sockets, so the kernel queues
 connections while its worker is dead and the next incarnation accepts them. A prober opening a
 new connection per request runs through the kill; only requests in flight on the dead worker
 may fail, every later one succeeds, and the restarted worker (a new pid) serves.
+
+The flip side, with more than one worker: a worker in a crash loop has its slot's TCP listeners
+closed between its deaths, so that slot's share of new connections goes to the live workers
+instead of waiting in a queue no one accepts from.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from integration.test_gateway_process import (
     upstream_server,
 )
 
+from gateway.admin import WorkerClient, worker_socket_path
 from gateway.config import BrokerEntry, Snapshot
 from gateway.home import home_index
 from gateway.ingress import home_key
@@ -72,9 +77,10 @@ class NewConnectionProber:
         loop = asyncio.get_running_loop()
         while not self.stopping:
             started = loop.time()
-            self.outcomes.append(Outcome(started, await self._one()))
+            self.outcomes.append(Outcome(started, await self.one()))
 
-    async def _one(self) -> str:
+    async def one(self) -> str:
+        """Send `request` once, on a new connection: the result as in `Outcome.result`."""
         try:
             async with asyncio.timeout(DEADLINE_S):
                 try:
@@ -317,3 +323,127 @@ async def test_request_forwarded_on_a_pooled_connection_outlives_its_home_worker
         assert victim not in pids.values() and home in pids
         assert (await gw.metrics())["flint_gateway_upstream_retries_total"] == 1
         await terminate(gw)
+
+
+# ---------------------------------------------------------------------------------------------
+# A crash-looping worker's slot is closed, so the other worker takes its connections
+# ---------------------------------------------------------------------------------------------
+
+CRASH_LOOP_REQUESTS = 40
+"""Requests sent, each on a new connection, while the crash-looping worker's slot is closed."""
+CONCLUSIVE_ATTEMPTS = 5
+"""Tries at sending them all while the slot stays closed (the next spawn may reopen it)."""
+
+
+@dataclass
+class CrashLoop:
+    """SIGKILLs every incarnation of worker `index` of the gateway `parent` as soon as its pid
+    appears, while running."""
+
+    parent: int
+    index: int
+    killed: list[int] = field(default_factory=list)
+    stopping: bool = False
+
+    async def run(self) -> None:
+        while not self.stopping:
+            pid = (await worker_pids(self.parent)).get(self.index)
+            if pid is not None and pid not in self.killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.killed.append(pid)
+            await asyncio.sleep(0.005)  # polling /proc, not waiting for something to happen
+
+
+@contextlib.asynccontextmanager
+async def crash_looping(loop_: CrashLoop) -> AsyncIterator[CrashLoop]:
+    task = asyncio.create_task(loop_.run())
+    try:
+        yield loop_
+    finally:
+        loop_.stopping = True
+        await asyncio.wait_for(task, DEADLINE_S)
+
+
+def _count(log: list[str], event: str, worker: int) -> int:
+    """How many of the gateway's log lines are `event=<event> worker=<worker> ...`."""
+    want = [f"event={event}", f"worker={worker}"]
+    return sum(1 for line in log if (words := line.split()) and want in (
+        words[i:i + 2] for i in range(len(words) - 1)))
+
+
+async def _worker_answered(state: Path, index: int) -> int:
+    """Requests worker `index` has answered to clients (per its own stats socket)."""
+    client = WorkerClient(index, worker_socket_path(state, index))
+    try:
+        stats = await client.fetch()
+    finally:
+        await client.close()
+    return 0 if stats is None else sum(count for *_, count in stats.requests)
+
+
+async def test_a_crash_looping_workers_slot_is_closed_and_the_other_worker_takes_its_connections(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    log: list[str] = []
+    async with upstream_server() as up:
+        target = _target("cc0", up)  # any worker answers: nothing is forwarded to worker 1
+        async with (
+            controller(target.snapshot) as c,
+            gateway_process(state, c.url, workers=2, log=log) as gw,
+        ):
+            await gw.wait_ready()
+            await eventually(lambda: c.acked("gw/0") == 1 and c.acked("gw/1") == 1, "acks")
+            await snapshot_persisted(state)
+            prober = NewConnectionProber(gw.port, target.request, target.ok_status)
+
+            async def slot_closed_and_worker_dead() -> bool:
+                # Closed since its last reopening (each but the first close follows one).
+                closed = _count(log, "slot_closed", 1) == _count(log, "slot_reopened", 1) + 1
+                return closed and 1 not in await worker_pids(gw.pid)
+
+            async with crash_looping(CrashLoop(gw.pid, 1)) as killer:
+                await eventually(lambda: _count(log, "slot_closed", 1) >= 1,
+                                 "the main process to close worker 1's slot", DEADLINE_S * 2)
+                for _ in range(CONCLUSIVE_ATTEMPTS):
+                    await eventually(slot_closed_and_worker_dead,
+                                     "worker 1 dead with its slot closed")
+                    kills = len(killer.killed)
+                    reopened = _count(log, "slot_reopened", 1)
+                    results = await asyncio.gather(
+                        *(prober.one() for _ in range(CRASH_LOOP_REQUESTS)))
+                    # Conclusive only if worker 1 stayed dead and closed all along: a request
+                    # that its slot took after a reopening ends only once that incarnation
+                    # was killed (counted) and the slot closed again.
+                    if (len(killer.killed) == kills and _count(log, "slot_reopened", 1) == reopened
+                            and await slot_closed_and_worker_dead()):
+                        failed = [r for r in results if r != "ok"]
+                        assert not failed, (
+                            f"{len(failed)} of {CRASH_LOOP_REQUESTS} failed, e.g. {failed[:3]}")
+                        break
+                else:
+                    pytest.fail(f"worker 1 was respawned during each of {CONCLUSIVE_ATTEMPTS} "
+                                f"attempts; last results {collections.Counter(results)}")
+                reopened = _count(log, "slot_reopened", 1)
+            assert _count(log, "slot_closed", 0) == 0, "worker 0 never died"
+
+            # No more kills: the next incarnation gets its slot back, and serves.
+            pids = await eventually(lambda: _respawned_beyond(gw.pid, 1, killer.killed),
+                                    "worker 1 to be restarted", DEADLINE_S * 2)
+            assert isinstance(pids, dict) and len(pids) == 2
+            assert _count(log, "slot_reopened", 1) > reopened
+
+            async def worker_1_answers() -> bool:
+                await asyncio.gather(*(prober.one() for _ in range(10)))
+                return await _worker_answered(state, 1) > 0
+
+            await eventually(worker_1_answers, "worker 1 to answer on its reopened slot")
+            assert all(line.count("event=slot_reopen_failed") == 0 for line in log)
+            await terminate(gw)
+
+
+async def _respawned_beyond(parent: int, index: int, killed: list[int]) -> dict[int, int] | None:
+    """The workers' pids once worker `index` runs under a pid not in `killed`."""
+    pids = await worker_pids(parent)
+    return pids if pids.get(index, killed[-1]) not in killed else None

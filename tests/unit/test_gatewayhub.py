@@ -126,13 +126,15 @@ class Progress:
 class Link:
     def __init__(
         self, hub: GatewayHub, progress: Progress, client: TestClient[Any, Any],
-        reports: list[tuple[str, Stats | Poke]],
+        reports: list[tuple[str, Stats | Poke]], gone: list[str],
     ) -> None:
         self.hub = hub
         self.progress = progress
         self.client = client
         self.reports = reports
         """(worker, message) of every `stats` and `poke` message, as the hub decoded it."""
+        self.gone = gone
+        """The worker ids the hub reported disconnected, in order."""
 
     async def connect(self) -> Any:
         return await self.client.ws_connect(LINK_PATH)
@@ -142,14 +144,16 @@ class Link:
 async def link() -> AsyncIterator[Link]:
     progress = Progress()
     reports: list[tuple[str, Stats | Poke]] = []
-    hub = GatewayHub(on_progress=progress, on_report=lambda w, m: reports.append((w, m)))
+    gone: list[str] = []
+    hub = GatewayHub(on_progress=progress, on_report=lambda w, m: reports.append((w, m)),
+                     on_disconnect=gone.append)
     app = web.Application()
     app.router.add_get(LINK_PATH, hub.handle)
     server = TestServer(app, host="127.0.0.1")
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
     try:
-        yield Link(hub, progress, client, reports)
+        yield Link(hub, progress, client, reports, gone)
     finally:
         await hub.close()
         await client.close()
@@ -266,11 +270,13 @@ async def test_disconnect_removes_the_worker(link: Link) -> None:
     await link.progress.wait(1)
     assert not link.hub.acked_by_all(v)
     assert link.hub.draining("a")
+    assert link.gone == []
     await ws.close()
     await link.progress.wait(2)
     assert link.hub.connected() == 0
     assert link.hub.acked_by_all(v)
     assert not link.hub.draining("a")
+    assert link.gone == ["gw/0"]  # the autoscaler forgets what it reported
 
 
 async def test_every_worker_must_ack(link: Link) -> None:
@@ -312,12 +318,14 @@ async def test_reconnect_with_the_same_id_replaces_the_old_socket(link: Link) ->
     await link.progress.wait(1)
     # the old socket going away did not unregister the worker's new connection
     assert [w.id for w in link.hub.workers()] == ["gw/0"]
+    assert link.gone == []
     assert link.hub.workers()[0].version == v
     v2 = link.hub.publish(snap("b"))
     assert (await receive_snapshot(new)).version == v2
     await new.close()
     await link.progress.wait(2)
     assert link.hub.connected() == 0
+    assert link.gone == ["gw/0"]
 
 
 async def test_garbage_and_early_acks_are_ignored(link: Link) -> None:

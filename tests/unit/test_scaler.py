@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from controller.autoscaling.scaler import Scaler
 from controller.autoscaling.settings import AutoscalerSettings
-from gateway.wire import BucketLoad, Poke, Stats, decode_up
+from gateway.wire import BucketLoad, LearnedLimits, Poke, Stats, decode_up
 
 KEY = "default/hello-00001"
 
@@ -103,3 +103,26 @@ def test_hpa_revisions_ignore_pokes() -> None:
     assert w.changed == []
     w.ready = 1
     assert w.scaler.desired(KEY) == 1  # the HPA class never goes below one
+
+
+def test_a_disconnected_workers_learned_limits_are_forgotten() -> None:
+    w = World()
+    other = "default/other-00001"
+    load = {KEY: BucketLoad(1.0, 1)}
+    w.scaler.record_stats("gw/0", Stats(999, load, {KEY: LearnedLimits({"r1": 2}, 1, 0)}))
+    w.scaler.record_stats("gw/1", Stats(999, load, {
+        KEY: LearnedLimits({"r1": 5, "r2": 3}, 0, 2), other: LearnedLimits({"r9": 1}, 1, 0)}))
+    assert w.scaler.learned_limits(KEY) == {"replicas": {"r1": 2, "r2": 3}, "lowered": 1, "raised": 2}
+    w.scaler.forget_worker("gw/1")
+    assert w.scaler.learned_limits(KEY) == {"replicas": {"r1": 2}, "lowered": 1, "raised": 0}
+    assert w.scaler.learned_limits(other) is None
+    w.scaler.forget_worker("gw/0")
+    w.scaler.forget_worker("gw/0")  # idempotent; unknown workers too
+    w.scaler.forget_worker("gw/9")
+    assert w.scaler.learned_limits(KEY) is None
+    w.scaler.tick(w.now)
+    view = w.scaler.view(KEY)  # what `flint describe revision` shows
+    assert view is not None and view["learnedLimits"] is None
+    # a worker back on a new link reports afresh
+    w.scaler.record_stats("gw/1", Stats(1000, load, {KEY: LearnedLimits({"r2": 4}, 0, 0)}))
+    assert w.scaler.learned_limits(KEY) == {"replicas": {"r2": 4}, "lowered": 0, "raised": 0}

@@ -1,4 +1,5 @@
-"""The worker slots' sockets (`gateway.slots`): the `--fds` flag, and what the main process opens."""
+"""The worker slots' sockets (`gateway.slots`): the `--fds` flag, what the main process opens,
+and when it closes and reopens a crash-looping worker's slot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.slots import ListenFailed, adopt, format_fds, open_slots, parse_fds
+from gateway.server import SLOT_CLOSE_QUICK_DEATHS, WORKER_STABLE_S, close_slot_after_death
+from gateway.slots import ListenFailed, adopt, format_fds, open_slots, parse_fds, reopen_tcp
 
 
 def test_fds_flag_round_trips() -> None:
@@ -90,3 +92,63 @@ def test_a_taken_port_fails_naming_the_address_and_leaves_nothing_open(tmp_path:
         assert info.value.address == f"127.0.0.2:{port}"
         assert isinstance(info.value.error, OSError)
         assert set(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_closed_slots_port_goes_to_the_other_slot_until_it_is_reopened(tmp_path: Path) -> None:
+    paths = [tmp_path / "worker-0.proxy.sock", tmp_path / "worker-1.proxy.sock"]
+    slots = open_slots([("127.0.0.1", 0), ("127.0.0.2", 0)], paths)
+    reopened = None
+    try:
+        addresses = [(s.getsockname()[0], s.getsockname()[1])
+                     for s in (slots[1].loopback, *slots[1].public)]
+        internal = slots[1].internal
+        slots[1].close_tcp()
+        slots[1].close_tcp()  # idempotent
+        assert not slots[1].tcp_open() and slots[0].tcp_open()
+        assert internal is not None and internal.fileno() != -1  # forwarding stays open
+        # Every new connection now queues on slot 0's listener (the only one left).
+        slots[0].loopback.setblocking(True)
+        slots[0].loopback.settimeout(5)
+        for _ in range(8):
+            with socket.create_connection(addresses[0], timeout=5):
+                conn, _ = slots[0].loopback.accept()
+                conn.close()
+        reopened = reopen_tcp(slots[1], addresses)
+        assert reopened.tcp_open() and reopened.internal is internal
+        assert [s.getsockname() for s in (reopened.loopback, *reopened.public)] == addresses
+        assert len(reopened.fds()) == 3
+    finally:
+        for slot in (*slots, *([] if reopened is None else [reopened])):
+            slot.close()
+
+
+def test_a_failed_reopen_raises_and_leaves_nothing_open(tmp_path: Path) -> None:
+    [slot] = open_slots([("127.0.0.1", 0)], None)
+    try:
+        free = slot.loopback.getsockname()
+        slot.close_tcp()
+        with socket.socket() as taken:  # not SO_REUSEPORT: the port is no longer shareable
+            taken.bind(("127.0.0.2", 0))
+            taken.listen()
+            before = set(os.listdir("/proc/self/fd"))
+            with pytest.raises(OSError):
+                reopen_tcp(slot, [free, taken.getsockname()])
+            assert set(os.listdir("/proc/self/fd")) <= before
+    finally:
+        slot.close()
+
+
+@pytest.mark.parametrize(
+    ("workers", "ran_s", "quick_deaths", "close"),
+    [
+        (2, 0.5, SLOT_CLOSE_QUICK_DEATHS, True),
+        (4, WORKER_STABLE_S - 0.1, SLOT_CLOSE_QUICK_DEATHS + 5, True),
+        (2, 0.5, SLOT_CLOSE_QUICK_DEATHS - 1, False),  # not a crash loop yet
+        (2, WORKER_STABLE_S, SLOT_CLOSE_QUICK_DEATHS, False),  # ran long enough: not quick
+        (1, 0.5, 100, False),  # one worker: nowhere else for the connections to go
+    ],
+)
+def test_a_slot_is_closed_only_in_a_crash_loop_with_other_workers(
+    workers: int, ran_s: float, quick_deaths: int, close: bool
+) -> None:
+    assert close_slot_after_death(workers, ran_s, quick_deaths) is close
