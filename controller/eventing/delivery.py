@@ -267,6 +267,26 @@ def after_failure(
 
 
 # ---------------------------------------------------------------------------------------------
+# The dead-letter sink's own attempts
+# ---------------------------------------------------------------------------------------------
+
+DEAD_LETTER_ATTEMPTS = 3
+"""Attempts to hand an event to the dead-letter sink before it is kept as a dead letter instead."""
+
+
+def dead_letter_retry_s(policy: DeliveryPolicy, attempt: int) -> float | None:
+    """Seconds to wait after failed attempt number `attempt` (1-based) to reach the dead-letter
+    sink before the next, or None when `DEAD_LETTER_ATTEMPTS` are spent (the event is then kept
+    as a dead letter). The sink has no DeliverySpec of its own: its waits double from the
+    subscriber's `backoff_delay_s` (× 1, × 2, ...), whatever its backoff policy."""
+    if attempt < 1:
+        raise ValueError(f"attempts are numbered from 1, got {attempt}")
+    if attempt >= DEAD_LETTER_ATTEMPTS:
+        return None
+    return float(policy.backoff_delay_s * 2 ** (attempt - 1))
+
+
+# ---------------------------------------------------------------------------------------------
 # Dead-letter extensions (Knative's knative_error.go)
 # ---------------------------------------------------------------------------------------------
 
@@ -298,6 +318,7 @@ def dead_letter_extensions(destination: str, status: int | None, body: bytes | N
 
 
 __all__ = [
+    "DEAD_LETTER_ATTEMPTS",
     "DEFAULT_BACKOFF_DELAY_S",
     "DEFAULT_BACKOFF_POLICY",
     "DEFAULT_TIMEOUT_S",
@@ -314,6 +335,7 @@ __all__ = [
     "after_failure",
     "backoff_s",
     "dead_letter_extensions",
+    "dead_letter_retry_s",
     "is_retryable",
     "parse_retry_after",
 ]

@@ -1,10 +1,11 @@
-"""The dispatcher process: runs the controller's dispatch plan, one `TriggerRunner` per consumer.
+"""The dispatcher process: runs the controller's dispatch plan, one `ConsumerRunner` per consumer.
 
 Its own process and event loop (a burst of events never delays the gateway or the controller),
 its own database (`eventing/dispatcher.db`: positions, pending retries, dead letters); a runner
-per Trigger and per Subscription. It gets the plan from the controller by long poll, is woken
-by the gateway's datagram after each append (`gateway.channels.wake`), and serves an admin
-port: `/healthz`, `/metrics`, and the dead letters of a trigger (`GET
+per Trigger and per Subscription, on the seams of its log's backend (`ConsumerSource`,
+`ConsumerState`: `controller.eventing.sqlite_consumer` for SQLite logs). It gets the plan from
+the controller by long poll, is woken by the gateway's datagram after each append
+(`gateway.channels.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and the dead letters of a trigger (`GET
 /dead-letters/{namespace}/{trigger}`, `POST /redeliver/{namespace}/{trigger}`; add
 `?kind=subscription` for a subscription's).
 """
@@ -25,15 +26,16 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.eventing.logreader import LogReader
 from controller.eventing.metrics import DispatcherMetrics
-from controller.eventing.plan import PLAN_PATH, DispatchPlan, TriggerPlan
-from controller.eventing.runner import TriggerRunner
+from controller.eventing.plan import PLAN_PATH, ConsumerPlan, DispatchPlan, SqliteLog, UnknownLogBackend
+from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Sender
+from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
 from flint_common.httpauth import auth_middleware, describe_error
 from flint_common.secret import Secret
 from gateway.channels.floor import write_floor
+from gateway.channels.sqlite_reader import SqliteLogReader
 from gateway.channels.wake import WakeReceiver
 
 __all__ = ["AlreadyRunning", "Dispatcher", "DispatcherLock", "DispatcherSettings"]
@@ -108,8 +110,10 @@ class Dispatcher:
         self.settings = settings
         self.metrics = DispatcherMetrics()
         self.version = 0
-        self.runners: dict[str, TriggerRunner] = {}
-        self._readers: dict[str, LogReader] = {}
+        self.runners: dict[str, ConsumerRunner] = {}
+        self._readers: dict[str, SqliteLogReader] = {}
+        self._sources: dict[str, SqliteConsumerSource] = {}
+        """Consumer uid → the source of its runner (SQLite: its position makes the floors)."""
         self._state: DispatcherState | None = None
         self._sender = Sender(domain=settings.domain, gateway=settings.gateway_url)
         self._wake = WakeReceiver(settings.state_dir, self._on_wake)
@@ -188,6 +192,10 @@ class Dispatcher:
                         resp.raise_for_status()
                         plan = DispatchPlan.from_wire(orjson.loads(await resp.read()))
                     backoff = 0.2
+                except UnknownLogBackend as exc:  # a newer controller's plan: say so, keep trying
+                    log.error("event=plan_refused error=%s", exc)
+                    await asyncio.sleep(5.0)
+                    continue
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
                     # never %r: an aiohttp response error's repr carries the request's headers
                     log.debug("event=plan_poll_failed error=%s", describe_error(exc))
@@ -204,6 +212,7 @@ class Dispatcher:
             wanted = {t.uid: t for t in plan.triggers}
             for uid in [u for u, r in self.runners.items() if wanted.get(u) != r.plan]:
                 await self.runners.pop(uid).stop()
+                self._sources.pop(uid, None)
             positions = await self.state.positions()
             for uid, tp in wanted.items():
                 if uid in self.runners:
@@ -215,29 +224,33 @@ class Dispatcher:
                 del self._seen[uid]
                 await self.state.forget(uid)
                 log.info("event=trigger_forgotten uid=%s", uid)
-            used = {str(self.settings.state_dir / t.log) for t in plan.triggers}
+            used = {str(self.settings.state_dir / t.log.path) for t in plan.triggers}
             for path in [p for p in self._readers if p not in used]:
                 await self._readers.pop(path).close()
             self.version = plan.version
             log.info("event=plan_applied version=%d triggers=%d", plan.version, len(self.runners))
 
-    def _start_runner(self, tp: TriggerPlan, position: int | None) -> None:
+    def _start_runner(self, tp: ConsumerPlan, position: int | None) -> None:
+        source = self._source(tp, position)
         try:
-            runner = TriggerRunner(tp, self._reader(tp), self.state, self._sender, self.metrics)
+            runner = ConsumerRunner(
+                tp, source, SqliteConsumerState(self.state, tp.uid), self._sender, self.metrics
+            )
         except ValueError as exc:  # a filter or delivery the API let through but we cannot run
             log.error("event=trigger_not_runnable trigger=%s error=%s", tp.key, exc)
             return
         runner.on_failure = self._runner_failed
-        runner.start(position)
-        self._seen[tp.uid] = str(self.settings.state_dir / tp.log)
+        runner.start()
+        self._seen[tp.uid] = str(self.settings.state_dir / tp.log.path)
+        self._sources[tp.uid] = source
         self.runners[tp.uid] = runner
 
-    def _runner_failed(self, runner: TriggerRunner) -> None:
+    def _runner_failed(self, runner: ConsumerRunner) -> None:
         task = asyncio.create_task(self._restart(runner), name=f"restart:{runner.plan.key}")
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    async def _restart(self, runner: TriggerRunner) -> None:
+    async def _restart(self, runner: ConsumerRunner) -> None:
         """Start a failed runner again from its stored position (what it handled is kept)."""
         await asyncio.sleep(RESTART_DELAY_S)
         async with self._apply_lock:
@@ -253,8 +266,8 @@ class Dispatcher:
         stored = await self.state.positions()
         floors: dict[str, int] = {}
         for uid, log_path in self._seen.items():
-            runner = self.runners.get(uid)
-            pos = runner.position if runner is not None else stored.get(uid, 0)
+            source = self._sources.get(uid) if uid in self.runners else None
+            pos = source.position if source is not None else stored.get(uid, 0)
             floors[log_path] = min(floors.get(log_path, pos), pos)
         for log_path, floor in floors.items():
             if floor > 0 and self._floors.get(log_path) != floor:
@@ -270,16 +283,18 @@ class Dispatcher:
             except Exception as exc:  # the next round tries again
                 log.warning("event=floor_write_failed error=%r", exc)
 
-    def _reader(self, tp: TriggerPlan) -> LogReader:
-        path = str(self.settings.state_dir / tp.log)
+    def _source(self, tp: ConsumerPlan, position: int | None) -> SqliteConsumerSource:
+        """The consumer's source, on its log's backend (SQLite is the only one so far)."""
+        assert isinstance(tp.log, SqliteLog)
+        path = str(self.settings.state_dir / tp.log.path)
         reader = self._readers.get(path)
         if reader is None:
-            reader = self._readers[path] = LogReader(Path(path))
-        return reader
+            reader = self._readers[path] = SqliteLogReader(Path(path))
+        return SqliteConsumerSource(reader, self.state, tp.uid, position, label=tp.key)
 
     def _on_wake(self, log_id: str) -> None:
         for r in self.runners.values():
-            if r.plan.broker_uid == log_id:
+            if r.plan.log_uid == log_id:
                 r.wake()
 
     # -- health, metrics, dead letters ---------------------------------------------------------
@@ -299,7 +314,7 @@ class Dispatcher:
             body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    def _runner_for(self, request: web.Request) -> TriggerRunner:
+    def _runner_for(self, request: web.Request) -> ConsumerRunner:
         ns, name = request.match_info["namespace"], request.match_info["name"]
         kind = request.query.get("kind", "trigger")
         for r in self.runners.values():
@@ -309,7 +324,7 @@ class Dispatcher:
 
     async def _dead_letters(self, request: web.Request) -> web.Response:
         runner = self._runner_for(request)
-        letters = await self.state.dead_letters(runner.key)
+        letters = await runner.state.dead_letters()
         body = [
             {
                 "id": d.id,
@@ -331,7 +346,7 @@ class Dispatcher:
             ids = [int(x) for x in raw.split(",") if x] if raw else None
         except ValueError:
             raise web.HTTPBadRequest(text="ids must be a comma-separated list of integers") from None
-        count = await self.state.requeue_dead_letters(runner.key, ids, time.time())
+        count = await runner.state.redeliver(ids, time.time())
         runner.requeued()
         return web.json_response({"requeued": count})
 

@@ -1,16 +1,20 @@
-"""The dispatch plan: what the dispatcher delivers, built from Brokers and Triggers (pure).
+"""The dispatch plan: what the dispatcher delivers, built from Brokers, Triggers, channels and
+Subscriptions (pure).
 
 The controller builds it from its caches and serves it to the dispatcher process (a long poll
 on `/internal/dispatch/plan`, `controller/dispatchhub.py`); the dispatcher needs nothing
-else from the API. Only triggers that can deliver are in it: their broker exists and is of
-Flint's class, and their subscriber resolved (`status.subscriberUri`).
+else from the API. Each entry is a *consumer* (`ConsumerPlan`): a Trigger of a broker, or a
+Subscription of a channel, reading one log (`log`: its backend and key). Only consumers that
+can deliver are in it: a trigger's broker exists and is of Flint's class and its subscriber
+resolved (`status.subscriberUri`); a subscription's channel has an address and its references
+resolved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from controller.api.duck import resolve_delivery
 from controller.api.eventing import (
@@ -20,7 +24,18 @@ from controller.api.eventing import (
     broker_class,
 )
 
-__all__ = ["PLAN_PATH", "DispatchPlan", "TriggerPlan", "broker_log_relpath", "build_plan"]
+__all__ = [
+    "LOG_BACKENDS",
+    "PLAN_PATH",
+    "ConsumerPlan",
+    "DispatchPlan",
+    "LogRef",
+    "SqliteLog",
+    "UnknownLogBackend",
+    "broker_log_relpath",
+    "build_plan",
+    "log_from_wire",
+]
 
 Obj = dict[str, Any]
 
@@ -33,17 +48,58 @@ def broker_log_relpath(uid: str) -> str:
     return f"eventing/logs/{uid}.db"
 
 
+class UnknownLogBackend(ValueError):
+    """A plan names a log backend this dispatcher does not have."""
+
+
 @dataclass(frozen=True, slots=True)
-class TriggerPlan:
-    """One trigger as the dispatcher runs it."""
+class SqliteLog:
+    """A SQLite channel log: one file per broker or channel, written by the gateway's home
+    worker and read by the one dispatcher of the state dir (positions are its offsets)."""
+
+    path: str
+    """The log file, relative to the state dir (`broker_log_relpath`)."""
+
+    backend: ClassVar[str] = "sqlite"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"backend": self.backend, "path": self.path}
+
+
+LogRef = SqliteLog
+"""Where a consumer's events are: a union of the backends' references (Redis Streams next)."""
+
+LOG_BACKENDS: tuple[str, ...] = (SqliteLog.backend,)
+
+
+def log_from_wire(data: Any) -> LogRef:
+    """The log reference a plan carries; `UnknownLogBackend` for a backend not in `LOG_BACKENDS`."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a consumer's log must be an object with a backend, got {data!r}")
+    backend = data.get("backend")
+    if backend == SqliteLog.backend:
+        path = data.get("path")
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"a sqlite log needs a path, got {path!r}")
+        return SqliteLog(path)
+    raise UnknownLogBackend(
+        f"unknown log backend {backend!r} (this dispatcher knows {', '.join(LOG_BACKENDS)})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerPlan:
+    """One consumer of a log as the dispatcher runs it: a trigger, or a subscription."""
 
     uid: str
     namespace: str
     name: str
     broker: str
-    broker_uid: str
-    log: str
-    """The broker's log file relative to the state dir."""
+    """The broker's name (a subscription: its InMemoryChannel's)."""
+    log_uid: str
+    """The uid of the broker or channel whose log this is (the gateway's wake-ups name it)."""
+    log: LogRef
+    """The log's backend and key."""
     subscriber: str
     """The resolved subscriber URI (`status.subscriberUri`)."""
     reply: str
@@ -67,11 +123,18 @@ class TriggerPlan:
         """The name in metrics and logs: the trigger's, or `subscription:<name>`."""
         return self.name if self.kind == "trigger" else f"{self.kind}:{self.name}"
 
+    def to_wire(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "log": self.log.to_wire()}
+
+    @staticmethod
+    def from_wire(data: Mapping[str, Any]) -> ConsumerPlan:
+        return ConsumerPlan(**{**data, "log": log_from_wire(data.get("log"))})
+
 
 @dataclass(frozen=True, slots=True)
 class DispatchPlan:
     version: int
-    triggers: tuple[TriggerPlan, ...] = field(default_factory=tuple)
+    triggers: tuple[ConsumerPlan, ...] = field(default_factory=tuple)
     known: tuple[str, ...] = ()
     """The uid of every trigger that exists, runnable or not: the dispatcher forgets the state
     (position, retries, dead letters) of the others, which were deleted."""
@@ -79,7 +142,7 @@ class DispatchPlan:
     def to_wire(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "triggers": [asdict(t) for t in self.triggers],
+            "triggers": [t.to_wire() for t in self.triggers],
             "known": list(self.known),
         }
 
@@ -87,7 +150,7 @@ class DispatchPlan:
     def from_wire(data: Mapping[str, Any]) -> DispatchPlan:
         return DispatchPlan(
             version=int(data["version"]),
-            triggers=tuple(TriggerPlan(**t) for t in data.get("triggers") or ()),
+            triggers=tuple(ConsumerPlan.from_wire(t) for t in data.get("triggers") or ()),
             known=tuple(str(u) for u in data.get("known") or ()),
         )
 
@@ -113,7 +176,7 @@ def build_plan(
         and _meta(b).get("uid")
         and not _meta(b).get("deletionTimestamp")
     }
-    out: list[TriggerPlan] = []
+    out: list[ConsumerPlan] = []
     known: list[str] = []
     for t in triggers:
         meta = _meta(t)
@@ -140,13 +203,13 @@ def build_plan(
         annotations = meta.get("annotations") or {}
         filt = spec.get("filter") or {}
         out.append(
-            TriggerPlan(
+            ConsumerPlan(
                 uid=meta["uid"],
                 namespace=ns,
                 name=meta["name"],
                 broker=spec["broker"],
-                broker_uid=_meta(broker)["uid"],
-                log=broker_log_relpath(_meta(broker)["uid"]),
+                log_uid=_meta(broker)["uid"],
+                log=SqliteLog(broker_log_relpath(_meta(broker)["uid"])),
                 subscriber=str(subscriber),
                 reply=reply,
                 filter_attributes=dict(filt.get("attributes") or {}) or None,
@@ -165,13 +228,13 @@ def build_plan(
 
 def _subscription_plans(
     imcs: Iterable[Obj], channels: Iterable[Obj], subscriptions: Iterable[Obj]
-) -> tuple[list[TriggerPlan], list[str]]:
+) -> tuple[list[ConsumerPlan], list[str]]:
     """Subscriptions whose channel has a log and an address and whose references resolved."""
     by_imc = {
         (_meta(c).get("namespace", "default"), _meta(c)["name"]): c for c in imcs if _meta(c).get("uid")
     }
     by_channel = {(_meta(c).get("namespace", "default"), _meta(c)["name"]): c for c in channels}
-    out: list[TriggerPlan] = []
+    out: list[ConsumerPlan] = []
     known: list[str] = []
     for sub in subscriptions:
         meta = _meta(sub)
@@ -200,13 +263,13 @@ def _subscription_plans(
         delivery.pop("deadLetterSink", None)
         dead_letter = physical.get("deadLetterSinkUri")
         out.append(
-            TriggerPlan(
+            ConsumerPlan(
                 uid=meta["uid"],
                 namespace=ns,
                 name=meta["name"],
                 broker=_meta(imc)["name"],
-                broker_uid=_meta(imc)["uid"],
-                log=broker_log_relpath(_meta(imc)["uid"]),
+                log_uid=_meta(imc)["uid"],
+                log=SqliteLog(broker_log_relpath(_meta(imc)["uid"])),
                 # No subscriber: the events go straight to `reply` (Knative's rule).
                 subscriber=str(subscriber or reply),
                 reply=str(reply) if subscriber and reply else "",

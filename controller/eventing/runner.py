@@ -1,18 +1,21 @@
-"""One trigger's delivery loop: read its broker's log, filter, deliver at least once, retry.
+"""One consumer's delivery loop (a Trigger's or a Subscription's): read its log, filter, deliver at
+least once, retry.
 
-Position and retries make delivery at least once across crashes (`controller.eventing.state`):
+The runner is typed against its seams (`controller.eventing.consumer`): a `ConsumerSource` (the
+events, acks), a `ConsumerState` (pending retries, dead letters) and the `Sender`. Acks and
+retries make delivery at least once across crashes:
 
-* events are read after the trigger's stored position and delivered in parallel, at most
-  `window` at a time (one at a time, in order, with the `delivery.order: ordered` annotation);
-* the position moves past an event only once it is handled: delivered, filtered out, stored as a
-  pending retry, or dead-lettered. It moves over a contiguous prefix, so a crash redelivers what
+* events are read from the source and delivered in parallel, at most `window` at a time (one at
+  a time, in order, with the `delivery.order: ordered` annotation);
+* an event is acked only once it is handled: delivered, filtered out, stored as a pending retry,
+  or dead-lettered. Acks go over a contiguous prefix in read order, so a crash redelivers what
   was in flight (duplicates), never skips;
-* a failed first attempt becomes a *pending retry* in the state DB (event, attempt, time), and the
-  position may move on: an event in its long backoff never holds the others back. A retry loop
+* a failed first attempt becomes a *pending retry* in the state (event, attempt, time), and the
+  event is acked: an event in its long backoff never holds the others back. A retry loop
   delivers due retries; when they run out the event goes to the dead-letter sink with Knative's
   `knativeerror*` extensions, or, without one or when the sink fails too, is kept as a dead letter
-  in the state DB (counted and logged; `flint trigger dead-letters` / `redeliver`);
-* in ordered mode a failed event is retried in place (the position waits), so order holds;
+  in the state (counted and logged; `flint trigger dead-letters` / `redeliver`);
+* in ordered mode a failed event is retried in place (the acks wait), so order holds;
 * a trigger's reply is sent to the broker (its TTL one less; at 0 a recorded drop) and must be
   accepted (202, so stored durably) before the original counts as delivered; a subscription's
   goes to its `reply` destination (any 2xx), or is dropped without one, as Knative does.
@@ -30,38 +33,37 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from controller.eventing.consumer import ConsumerSource, ConsumerState
 from controller.eventing.delivery import (
     DeliveryPolicy,
     GiveUp,
     Retry,
     after_failure,
     dead_letter_extensions,
+    dead_letter_retry_s,
 )
 from controller.eventing.filters import Matcher, compile_trigger_filter
-from controller.eventing.logreader import LogReader
 from controller.eventing.metrics import DispatcherMetrics
-from controller.eventing.plan import TriggerPlan
+from controller.eventing.plan import ConsumerPlan
 from controller.eventing.sender import Outcome, Sender
-from controller.eventing.state import DispatcherState
 from gateway.cloudevents import Event
 from gateway.ingress import DEFAULT_TTL, TTL_ATTR
 
-__all__ = ["TriggerRunner"]
+__all__ = ["ConsumerRunner"]
 
 log = logging.getLogger("flint.dispatcher")
 
 WINDOW = 64
-"""Events one trigger has in flight at most (unordered)."""
+"""Events one consumer has in flight at most (unordered)."""
 READ_BATCH = 256
 POLL_S = 1.0
 """Re-read the log's tail this often even without a wake-up (a lost datagram costs this much)."""
 REPLY_TIMEOUT_S = 30.0
-DLS_ATTEMPTS = 3
 
 
 @dataclass(slots=True)
 class _Slot:
-    offset: int
+    id: str
     done: bool = False
 
 
@@ -75,12 +77,12 @@ def reply_ttl(event: Event) -> int:
     return ttl - 1
 
 
-class TriggerRunner:
+class ConsumerRunner:
     def __init__(
         self,
-        plan: TriggerPlan,
-        reader: LogReader,
-        state: DispatcherState,
+        plan: ConsumerPlan,
+        source: ConsumerSource,
+        state: ConsumerState,
         sender: Sender,
         metrics: DispatcherMetrics,
         *,
@@ -88,8 +90,8 @@ class TriggerRunner:
     ) -> None:
         self.plan = plan
         self.key = plan.uid
-        self._reader = reader
-        self._state = state
+        self.source = source
+        self.state = state
         self._sender = sender
         self._metrics = metrics
         self._clock = clock
@@ -101,22 +103,20 @@ class TriggerRunner:
         self._slots: deque[_Slot] = deque()
         self._sem = asyncio.Semaphore(self.window)
         self._retry_sem = asyncio.Semaphore(self.window)
-        self._retries: list[tuple[float, int, int, bytes, int]] = []  # (at, id, offset, raw, attempt)
+        self._retries: list[tuple[float, int, str, bytes, int]] = []  # (at, id, event id, raw, attempt)
         self._retry_ids: set[int] = set()
         """Retries this runner holds (waiting or being attempted): a reload never doubles one."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: list[asyncio.Task[None]] = []
-        self.position = 0
-        self.tail = 0
         self.failed = False
-        self.on_failure: Callable[[TriggerRunner], None] | None = None
+        self.on_failure: Callable[[ConsumerRunner], None] | None = None
         self._labels = (plan.namespace, plan.label)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, position: int | None) -> None:
+    def start(self) -> None:
         self._main = [
-            asyncio.create_task(self._run(position), name=f"trigger:{self.plan.key}"),
+            asyncio.create_task(self._run(), name=f"trigger:{self.plan.key}"),
             asyncio.create_task(self._run_retries(), name=f"trigger-retries:{self.plan.key}"),
         ]
         for task in self._main:
@@ -154,26 +154,19 @@ class TriggerRunner:
 
     # -- reading the log -----------------------------------------------------------------------
 
-    async def _run(self, stored: int | None) -> None:
-        if stored is None:
-            # A new trigger starts at the log's tail, as Knative's do.
-            stored = await self._reader.tail()
-            await self._state.set_position(self.key, stored)
-            log.info("event=trigger_started trigger=%s position=%d (the tail)", self.plan.key, stored)
-        self.position = fetched = stored
+    async def _run(self) -> None:
+        await self.source.open()
         while True:
             self._wake.clear()
             room = self.window - len(self._slots)
-            batch = await self._reader.read(fetched, min(READ_BATCH, max(room, 1))) if room > 0 else []
+            batch = await self.source.read(min(READ_BATCH, max(room, 1))) if room > 0 else []
             if not batch:
-                self.tail = max(self.tail, fetched)
                 self._metrics.backlog.labels(*self._labels).set(len(self._slots))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
                 continue
-            for offset, raw in batch:
-                fetched = offset
-                slot = _Slot(offset)
+            for event_id, raw in batch:
+                slot = _Slot(event_id)
                 self._slots.append(slot)
                 event = Event.from_log(raw)
                 if not self.matcher(event.attributes):
@@ -187,19 +180,15 @@ class TriggerRunner:
                         self._sem.release()
                 else:
                     self._spawn(self._deliver_first(slot, raw, event))
-            tail = await self._reader.tail()
-            self.tail = max(tail, fetched)
-            self._metrics.backlog.labels(*self._labels).set(self.tail - self.position)
+            self._metrics.backlog.labels(*self._labels).set(await self.source.backlog())
 
     def _done(self, slot: _Slot) -> None:
         slot.done = True
-        moved = False
+        acked: list[str] = []
         while self._slots and self._slots[0].done:
-            s = self._slots.popleft()
-            self.position = s.offset
-            moved = True
-        if moved:
-            self._spawn(self._state.set_position(self.key, self.position))
+            acked.append(self._slots.popleft().id)
+        if acked:
+            self._spawn(self.source.ack(acked))
             if len(self._slots) < self.window:
                 self._wake.set()
 
@@ -214,11 +203,11 @@ class TriggerRunner:
             now = self._clock()
             decision = after_failure(self.policy, 1, outcome.status, outcome.retry_after, now)
             if isinstance(decision, Retry):
-                rid = await self._state.add_retry(self.key, slot.offset, raw, decision.attempt, decision.at)
+                rid = await self.state.add_retry(slot.id, raw, decision.attempt, decision.at)
                 self._metrics.retried.labels(*self._labels).inc()
-                self._schedule(decision.at, rid, slot.offset, raw, decision.attempt)
+                self._schedule(decision.at, rid, slot.id, raw, decision.attempt)
             else:
-                await self._give_up(slot.offset, raw, event, outcome, decision, retry_id=None)
+                await self._give_up(slot.id, raw, event, outcome, decision, retry_id=None)
             self._done(slot)
         finally:
             self._sem.release()
@@ -232,7 +221,7 @@ class TriggerRunner:
             now = self._clock()
             decision = after_failure(self.policy, attempt, outcome.status, outcome.retry_after, now)
             if isinstance(decision, GiveUp):
-                await self._give_up(slot.offset, raw, event, outcome, decision, retry_id=None)
+                await self._give_up(slot.id, raw, event, outcome, decision, retry_id=None)
                 break
             self._metrics.retried.labels(*self._labels).inc()
             attempt = decision.attempt
@@ -303,7 +292,7 @@ class TriggerRunner:
 
     async def _give_up(
         self,
-        offset: int,
+        event_id: str,
         raw: bytes,
         event: Event,
         outcome: Outcome,
@@ -315,7 +304,8 @@ class TriggerRunner:
         if dls:
             ext = dead_letter_extensions(self.plan.subscriber, outcome.status, outcome.body)
             dead = event.with_extensions(**ext)
-            for i in range(DLS_ATTEMPTS):
+            attempt = 1
+            while True:
                 sent = await self._sender.send(
                     dls,
                     dead,
@@ -325,7 +315,7 @@ class TriggerRunner:
                 )
                 if sent.ok:
                     if retry_id is not None:
-                        await self._state.remove_retry(retry_id)
+                        await self.state.remove_retry(retry_id)
                     self._metrics.dead_lettered.labels(*self._labels).inc()
                     log.warning(
                         "event=dead_lettered trigger=%s id=%s reason=%s status=%s sink=%s",
@@ -336,13 +326,16 @@ class TriggerRunner:
                         dls,
                     )
                     return
-                if i + 1 < DLS_ATTEMPTS:
-                    await asyncio.sleep(self.policy.backoff_delay_s * (2**i))
+                delay = dead_letter_retry_s(self.policy, attempt)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+                attempt += 1
             reason = f"{decision.reason}; dead-letter sink failed"
         else:
             reason = decision.reason
-        await self._state.add_dead_letter(
-            self.key, offset, raw, reason, outcome.status, outcome.detail, self._clock(), retry_id=retry_id
+        await self.state.add_dead_letter(
+            event_id, raw, reason, outcome.status, outcome.detail, self._clock(), retry_id=retry_id
         )
         self._metrics.dropped.labels(*self._labels, decision.reason).inc()
         log.error(
@@ -357,19 +350,19 @@ class TriggerRunner:
     # -- retries -------------------------------------------------------------------------------
 
     def _schedule(
-        self, at: float, rid: int, offset: int, raw: bytes, attempt: int, *, again: bool = False
+        self, at: float, rid: int, event_id: str, raw: bytes, attempt: int, *, again: bool = False
     ) -> None:
         """Hold retry `rid` until `at`; `again` after its own failed attempt (else a retry this
         runner already holds is not scheduled twice)."""
         if rid in self._retry_ids and not again:
             return
         self._retry_ids.add(rid)
-        heapq.heappush(self._retries, (at, rid, offset, raw, attempt))
+        heapq.heappush(self._retries, (at, rid, event_id, raw, attempt))
         self._retry_wake.set()
 
     async def _run_retries(self) -> None:
-        for r in await self._state.retries(self.key):
-            self._schedule(r.next_at, r.id, r.offset, r.event, max(r.attempt, 1))
+        for r in await self.state.retries():
+            self._schedule(r.next_at, r.id, r.event_id, r.event, max(r.attempt, 1))
         while True:
             self._retry_wake.clear()
             if not self._retries:
@@ -380,26 +373,26 @@ class TriggerRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._retry_wake.wait(), delay)
                 continue
-            _, rid, offset, raw, attempt = heapq.heappop(self._retries)
+            _, rid, event_id, raw, attempt = heapq.heappop(self._retries)
             await self._retry_sem.acquire()
-            self._spawn(self._retry(rid, offset, raw, attempt))
+            self._spawn(self._retry(rid, event_id, raw, attempt))
 
-    async def _retry(self, rid: int, offset: int, raw: bytes, attempt: int) -> None:
+    async def _retry(self, rid: int, event_id: str, raw: bytes, attempt: int) -> None:
         try:
             event = Event.from_log(raw)
             outcome = await self._attempt(event)
             if outcome.ok:
-                await self._state.remove_retry(rid)
+                await self.state.remove_retry(rid)
                 self._retry_ids.discard(rid)
                 return
             now = self._clock()
             decision = after_failure(self.policy, attempt, outcome.status, outcome.retry_after, now)
             if isinstance(decision, Retry):
-                await self._state.update_retry(rid, decision.attempt, decision.at)
+                await self.state.update_retry(rid, decision.attempt, decision.at)
                 self._metrics.retried.labels(*self._labels).inc()
-                self._schedule(decision.at, rid, offset, raw, decision.attempt, again=True)
+                self._schedule(decision.at, rid, event_id, raw, decision.attempt, again=True)
             else:
-                await self._give_up(offset, raw, event, outcome, decision, retry_id=rid)
+                await self._give_up(event_id, raw, event, outcome, decision, retry_id=rid)
                 self._retry_ids.discard(rid)
         finally:
             self._retry_sem.release()
@@ -409,5 +402,5 @@ class TriggerRunner:
         self._spawn(self._reload_retries())
 
     async def _reload_retries(self) -> None:
-        for r in await self._state.retries(self.key):
-            self._schedule(r.next_at, r.id, r.offset, r.event, max(r.attempt, 1))
+        for r in await self.state.retries():
+            self._schedule(r.next_at, r.id, r.event_id, r.event, max(r.attempt, 1))

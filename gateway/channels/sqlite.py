@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 from gateway.channels.base import ChannelLogClosed
 from gateway.channels.sqlite_writer import SqliteWriter, Stop, post
 
-__all__ = ["SqliteChannelLog"]
+__all__ = ["SqliteChannelLog", "read_records", "read_tail"]
 
 T = TypeVar("T")
 
@@ -65,6 +65,25 @@ _SCHEMA = (
     " channel TEXT NOT NULL, off INTEGER NOT NULL, ts REAL NOT NULL, data BLOB NOT NULL,"
     " PRIMARY KEY (channel, off))",
 )
+
+
+# -- the queries every reader of a log file runs (this object's reader thread, and the
+# dispatcher's `SqliteLogReader` in another process) --------------------------------------
+
+
+def read_records(conn: sqlite3.Connection, channel: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """Up to `limit` committed records of `channel` with offset > `after`, in offset order."""
+    rows = conn.execute(
+        "SELECT off, data FROM records WHERE channel = ? AND off > ? ORDER BY off LIMIT ?",
+        (channel, after, limit),
+    ).fetchall()
+    return [(int(o), bytes(d)) for o, d in rows]
+
+
+def read_tail(conn: sqlite3.Connection, channel: str) -> int:
+    """The last committed offset of `channel`; 0 if it never had a record."""
+    row = conn.execute("SELECT last FROM channels WHERE name = ?", (channel,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 @dataclass(slots=True)
@@ -135,23 +154,12 @@ class SqliteChannelLog(SqliteWriter[_Append | _Op]):
         return await fut
 
     async def read(self, channel: str, after: int, limit: int) -> list[tuple[int, bytes]]:
-        def q(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
-            rows = conn.execute(
-                "SELECT off, data FROM records WHERE channel = ? AND off > ? ORDER BY off LIMIT ?",
-                (channel, after, limit),
-            ).fetchall()
-            return [(int(o), bytes(d)) for o, d in rows]
-
         if limit <= 0:
             return []
-        return await self._read(q)
+        return await self._read(lambda conn: read_records(conn, channel, after, limit))
 
     async def tail(self, channel: str) -> int:
-        def q(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT last FROM channels WHERE name = ?", (channel,)).fetchone()
-            return int(row[0]) if row else 0
-
-        return await self._read(q)
+        return await self._read(lambda conn: read_tail(conn, channel))
 
     async def wait(self, channel: str, after: int, timeout: float) -> bool:  # noqa: ASYNC109 - the API
         self._check_open()

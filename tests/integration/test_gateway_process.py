@@ -736,9 +736,10 @@ async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -
 
 async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Path) -> None:
     """Events reach a broker through both workers; only its home worker writes the log, once each."""
-    from controller.eventing.logreader import LogReader
+    from gateway.channels.sqlite_reader import SqliteLogReader
     from gateway.cloudevents import Event
     from gateway.config import BrokerEntry
+    from gateway.ingress import CHANNEL
 
     entry = BrokerEntry("default", "b", "uid-b", "eventing/logs/uid-b.db")
     snap = dataclasses.replace(snapshot(1, 1, ("unused.default.localhost",)), brokers=(entry,))
@@ -771,9 +772,9 @@ async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Pa
         m = await gw.metrics()
         assert 0 < m["flint_gateway_home_forwards_total"] < 42
         assert m['flint_gateway_broker_events_total{broker="default/b",outcome="accepted",reason=""}'] == 42
-        reader = LogReader(tmp_path / "state" / entry.log)
+        reader = SqliteLogReader(tmp_path / "state" / entry.log)
         try:
-            records = await reader.read(0, 100)
+            records = await reader.read(CHANNEL, 0, 100)
         finally:
             await reader.close()
         ids = sorted(Event.from_log(raw).id for _, raw in records)

@@ -16,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from controller import dispatchhub
 from controller.dispatchhub import SEEN_TIMEOUT_S, DispatchHub
-from controller.eventing.plan import PLAN_PATH, DispatchPlan, TriggerPlan
+from controller.eventing.plan import PLAN_PATH, ConsumerPlan, DispatchPlan, SqliteLog
 
 T0 = 1_700_000_000.0
 
@@ -29,14 +29,14 @@ class Clock:
         return self.t
 
 
-def tplan(uid: str, name: str = "t") -> TriggerPlan:
-    return TriggerPlan(
+def tplan(uid: str, name: str = "t") -> ConsumerPlan:
+    return ConsumerPlan(
         uid=uid,
         namespace="ns",
         name=name,
         broker="default",
-        broker_uid="b1",
-        log="eventing/logs/b1.db",
+        log_uid="b1",
+        log=SqliteLog("eventing/logs/b1.db"),
         subscriber="http://sub.ns.localhost",
         reply="http://broker-ingress.localhost/ns/default",
         filter_attributes=None,

@@ -7,7 +7,15 @@ from typing import Any
 import orjson
 import pytest
 
-from controller.eventing.plan import DispatchPlan, TriggerPlan, broker_log_relpath, build_plan
+from controller.eventing.plan import (
+    ConsumerPlan,
+    DispatchPlan,
+    SqliteLog,
+    UnknownLogBackend,
+    broker_log_relpath,
+    build_plan,
+    log_from_wire,
+)
 
 CLASS = "eventing.knative.dev/broker.class"
 ORDER = "kafka.eventing.knative.dev/delivery.order"
@@ -85,7 +93,7 @@ def trigger(
     }
 
 
-def only(plan: DispatchPlan) -> TriggerPlan:
+def only(plan: DispatchPlan) -> ConsumerPlan:
     assert len(plan.triggers) == 1
     return plan.triggers[0]
 
@@ -102,8 +110,9 @@ def test_a_ready_trigger_is_planned_with_its_broker() -> None:
     assert t.uid == "tuid-ns-t1"
     assert (t.namespace, t.name, t.key) == ("ns", "t1", "ns/t1")
     assert t.broker == "default"
-    assert t.broker_uid == "b-123"
-    assert t.log == "eventing/logs/b-123.db" == broker_log_relpath("b-123")
+    assert t.log_uid == "b-123"
+    assert t.log == SqliteLog("eventing/logs/b-123.db")
+    assert t.log.path == broker_log_relpath("b-123")
     assert t.subscriber == "http://sub.ns.localhost"
     assert t.reply == "http://broker-ingress.localhost/ns/default"
     assert t.filter_attributes is None
@@ -287,6 +296,40 @@ def test_from_wire_of_an_empty_plan() -> None:
     assert DispatchPlan.from_wire({"version": "5"}) == DispatchPlan(version=5)
     assert DispatchPlan.from_wire({"version": 5, "triggers": None}) == DispatchPlan(version=5)
     assert DispatchPlan(version=3).to_wire() == {"version": 3, "triggers": [], "known": []}
+
+
+def test_the_wire_names_each_consumers_log_backend_and_key() -> None:
+    wire = orjson.loads(orjson.dumps(build_plan([broker(uid="b-9")], [trigger()], version=1).to_wire()))
+    [t] = wire["triggers"]
+    assert t["log"] == {"backend": "sqlite", "path": "eventing/logs/b-9.db"}
+    assert t["log_uid"] == "b-9"
+    assert DispatchPlan.from_wire(wire).triggers[0].log == SqliteLog("eventing/logs/b-9.db")
+
+
+def test_log_from_wire_decodes_sqlite() -> None:
+    wire = {"backend": "sqlite", "path": "eventing/logs/x.db"}
+    assert log_from_wire(wire) == SqliteLog("eventing/logs/x.db")
+
+
+@pytest.mark.parametrize("backend", ["redis", "", None, "SQLITE"])
+def test_an_unknown_log_backend_is_refused_by_name(backend: object) -> None:
+    with pytest.raises(UnknownLogBackend, match=f"unknown log backend {backend!r}.*knows sqlite"):
+        log_from_wire({"backend": backend, "path": "eventing/logs/x.db"})
+
+
+@pytest.mark.parametrize(
+    "log", ["eventing/logs/x.db", None, {"backend": "sqlite"}, {"backend": "sqlite", "path": 3}]
+)
+def test_a_bare_path_or_a_log_without_its_key_is_refused(log: object) -> None:
+    with pytest.raises(ValueError, match="log"):
+        log_from_wire(log)
+
+
+def test_a_plan_with_an_unknown_backend_is_refused() -> None:
+    wire = build_plan([broker()], [trigger()], version=1).to_wire()
+    wire["triggers"][0]["log"] = {"backend": "redis", "stream": "s"}
+    with pytest.raises(UnknownLogBackend):
+        DispatchPlan.from_wire(wire)
 
 
 def test_from_wire_rejects_unknown_fields() -> None:

@@ -46,7 +46,7 @@ def test_a_subscription_to_a_channel_reads_its_backing_channels_log() -> None:
     p = plan(imcs=[imc()], channels=[channel()], subscriptions=[sub()])
     (t,) = p.triggers
     assert t.kind == "subscription" and t.label == "subscription:s"
-    assert (t.broker, t.broker_uid, t.log) == ("orders", "imc-uid", broker_log_relpath("imc-uid"))
+    assert (t.broker, t.log_uid, t.log.path) == ("orders", "imc-uid", broker_log_relpath("imc-uid"))
     assert t.subscriber == "http://sub" and t.reply == ""
     assert t.filter_attributes is None and t.filters is None and not t.ordered
     assert t.delivery == {"retry": 10, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S"}
@@ -55,7 +55,7 @@ def test_a_subscription_to_a_channel_reads_its_backing_channels_log() -> None:
 
 def test_a_subscription_may_name_the_in_memory_channel_itself() -> None:
     (t,) = plan(imcs=[imc()], subscriptions=[sub(kind="InMemoryChannel")]).triggers
-    assert t.broker_uid == "imc-uid"
+    assert t.log_uid == "imc-uid"
 
 
 def test_reply_is_used_with_a_subscriber_and_is_the_target_without_one() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from controller.eventing.logreader import LogReader
 from gateway.channels.floor import floor_path, read_floor, write_floor
+from gateway.channels.sqlite_reader import SqliteLogReader
 from gateway.config import BrokerEntry, Snapshot
-from gateway.ingress import BrokerIngress
+from gateway.ingress import CHANNEL, BrokerIngress
 
 ENTRY = BrokerEntry("default", "b", "uid-1", "eventing/logs/uid-1.db")
 
@@ -37,14 +37,14 @@ async def test_the_writer_compacts_below_the_floor_and_readers_see_the_rest(tmp_
     for i in range(10):
         assert (await ingress.accept(ENTRY, headers(i), b'{"n": 1}')).status == 202
     path = tmp_path / ENTRY.log
-    reader = LogReader(path)
+    reader = SqliteLogReader(path)
     try:
         assert await ingress.compact_once() == 0  # no floor yet: nothing is known, nothing goes
-        assert [off for off, _ in await reader.read(0, 100)] == list(range(1, 11))
+        assert [off for off, _ in await reader.read(CHANNEL, 0, 100)] == list(range(1, 11))
         await asyncio.to_thread(write_floor, path, 6)
         assert await ingress.compact_once() == 6
-        assert [off for off, _ in await reader.read(0, 100)] == [7, 8, 9, 10]
-        assert await reader.tail() == 10  # offsets are never reused
+        assert [off for off, _ in await reader.read(CHANNEL, 0, 100)] == [7, 8, 9, 10]
+        assert await reader.tail(CHANNEL) == 10  # offsets are never reused
         assert await ingress.compact_once() == 0
         assert ingress.compacted == 6
     finally:
@@ -54,10 +54,10 @@ async def test_the_writer_compacts_below_the_floor_and_readers_see_the_rest(tmp_
 
 async def test_a_reader_of_a_log_not_written_yet_neither_fails_nor_creates_it(tmp_path: Path) -> None:
     path = tmp_path / "eventing" / "logs" / "none.db"
-    reader = LogReader(path)
+    reader = SqliteLogReader(path)
     try:
-        assert await reader.read(0, 10) == []
-        assert await reader.tail() == 0
+        assert await reader.read(CHANNEL, 0, 10) == []
+        assert await reader.tail(CHANNEL) == 0
         assert not path.exists()
     finally:
         await reader.close()
@@ -80,10 +80,10 @@ async def test_past_the_size_cap_unhandled_records_go_and_are_counted(tmp_path: 
         assert (await ingress.accept(ENTRY, headers(i), b"{}")).status == 202
     path = tmp_path / ENTRY.log
     await asyncio.to_thread(write_floor, path, 3)  # the slowest trigger handled 1..3
-    reader = LogReader(path)
+    reader = SqliteLogReader(path)
     try:
         assert await ingress.compact_once() == 6  # 1..3 handled, 4..6 over the cap
-        assert [off for off, _ in await reader.read(0, 100)] == [7, 8, 9, 10]
+        assert [off for off, _ in await reader.read(CHANNEL, 0, 100)] == [7, 8, 9, 10]
         assert ingress.metrics.dropped_retention == {"default/b": 3}
         assert ("default/b", "dropped", "retention", 3) in ingress.metrics.rows()
     finally:

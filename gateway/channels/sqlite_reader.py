@@ -1,9 +1,11 @@
-"""Read-only access to a broker's channel log from the dispatcher process (SQLite off the loop).
+"""Read-only access to a SQLite channel log from another process (SQLite off the loop).
 
-The gateway's home worker is the log's only writer (`gateway.channels.sqlite`); the dispatcher
-reads committed records through its own connection (WAL lets readers run beside the writer).
-The file appears with the broker's first event: until then the log is empty, and the reader
-never creates it (`mode=rw` opens an existing file only).
+The log's writer (`SqliteChannelLog`, in the gateway's home worker) is the file's only writer;
+a reader in another process (the dispatcher) reads committed records through its own connection
+(WAL lets readers run beside the writer), with the writer's own queries (`read_records`,
+`read_tail`), so the log's SQL lives in one place. The file appears with the log's first
+record: until then the log is empty, and the reader never creates it (`mode=rw` opens an
+existing file only).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gateway.ingress import CHANNEL
+from gateway.channels.sqlite import read_records, read_tail
 
-__all__ = ["LogReader"]
+__all__ = ["SqliteLogReader"]
 
 
-class LogReader:
-    """Reads one log file; every call runs in the reader's own thread."""
+class SqliteLogReader:
+    """The read side of a `ChannelLog` in one SQLite file; every call runs in its own thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -40,40 +42,35 @@ class LogReader:
             self._conn = conn
         return self._conn
 
-    def _read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+    def _read(self, channel: str, after: int, limit: int) -> list[tuple[int, bytes]]:
         conn = self._connection()
-        if conn is None:
+        if conn is None or limit <= 0:
             return []
         try:
-            rows = conn.execute(
-                "SELECT off, data FROM records WHERE channel = ? AND off > ? ORDER BY off LIMIT ?",
-                (CHANNEL, after, limit),
-            ).fetchall()
+            return read_records(conn, channel, after, limit)
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
             raise
-        return [(int(off), bytes(data)) for off, data in rows]
 
-    def _tail(self) -> int:
+    def _tail(self, channel: str) -> int:
         conn = self._connection()
         if conn is None:
             return 0
         try:
-            row = conn.execute("SELECT last FROM channels WHERE name = ?", (CHANNEL,)).fetchone()
+            return read_tail(conn, channel)
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return 0
             raise
-        return int(row[0]) if row else 0
 
-    async def read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to `limit` committed records with offset > `after`, in order."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, after, limit)
+    async def read(self, channel: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` committed records of `channel` with offset > `after`, in order."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, channel, after, limit)
 
-    async def tail(self) -> int:
-        """The last committed offset (0 when the log has no record or no file yet)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._tail)
+    async def tail(self, channel: str) -> int:
+        """The last committed offset of `channel` (0 when it has no record or no file yet)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._tail, channel)
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -1,4 +1,4 @@
-"""One trigger's delivery loop, with an in-memory log reader, state and sender and a fake clock.
+"""One consumer's delivery loop, with an in-memory source, state and sender and a fake clock.
 
 The runner's loops are real asyncio tasks; the tests only yield to the loop (`asyncio.sleep(0)`)
 until the expected effect shows, then stop the runner. Retries are scheduled in the fake clock's
@@ -8,18 +8,17 @@ future, which never comes, so no test waits for a backoff.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from controller.eventing.logreader import LogReader
+from controller.eventing.consumer import DeadLetter, DueRetry
 from controller.eventing.metrics import DispatcherMetrics
-from controller.eventing.plan import TriggerPlan
-from controller.eventing.runner import TriggerRunner, reply_ttl
+from controller.eventing.plan import ConsumerPlan, SqliteLog
+from controller.eventing.runner import ConsumerRunner, reply_ttl
 from controller.eventing.sender import Outcome, Sender
-from controller.eventing.state import DispatcherState, PendingRetry
 from gateway.cloudevents import Event
 
 T0 = 1_700_000_000.0
@@ -50,49 +49,75 @@ def test_reply_ttl(ttl: object, expected: int) -> None:
 # ------------------------------------------------------------------------------------------
 # fakes
 #
-# Each fake subclasses the real class it stands in for, only so that mypy checks every faked
-# method against the real signature (an override that drifts is an error). None calls the real
-# __init__: no file, thread or session is made, and a real method the fake does not override
-# fails at once on the attributes it lacks.
+# The source and the state are in-memory implementations of the runner's Protocols
+# (`ConsumerSource`, `ConsumerState`): mypy checks them against the Protocols where the runner
+# takes them. The sender subclasses the real class, only so that mypy checks every faked
+# method against the real signature; it never calls the real __init__ (no session is made).
+# The backends' own implementations are tested in `test_consumer_backends.py`.
 # ------------------------------------------------------------------------------------------
 
 
-class FakeReader(LogReader):
-    def __init__(self, events: list[Event] | None = None) -> None:  # no super().__init__: no file
-        self.records: list[tuple[int, bytes]] = []
+class FakeSource:
+    """A log of events with ids "1", "2", ... and a position, like the SQLite source's."""
+
+    def __init__(self, events: list[Event] | None = None) -> None:
+        self.records: list[tuple[str, bytes]] = []
+        self.stored: int | None = 0
+        self.position = 0
+        self.positions: list[int] = []
+        """Every position stored (at open for a new consumer, and after each ack)."""
+        self.acks: list[list[str]] = []
+        self._fetched = 0
         for e in events or []:
             self.add(e)
 
-    def add(self, event: Event) -> int:
-        offset = len(self.records) + 1
-        self.records.append((offset, event.to_log()))
-        return offset
+    def add(self, event: Event) -> str:
+        self.records.append((str(len(self.records) + 1), event.to_log()))
+        return self.records[-1][0]
 
-    async def read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
-        return [r for r in self.records if r[0] > after][:limit]
+    def last_position(self) -> int | None:
+        return self.positions[-1] if self.positions else None
 
-    async def tail(self) -> int:
-        return len(self.records)
+    async def open(self) -> None:
+        if self.stored is None:
+            self.stored = len(self.records)
+            self.positions.append(self.stored)
+        self.position = self._fetched = self.stored
+
+    async def read(self, limit: int) -> list[tuple[str, bytes]]:
+        batch = self.records[self._fetched : self._fetched + limit]
+        self._fetched += len(batch)
+        return batch
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        self.acks.append(list(ids))
+        self.position = max(self.position, *(int(i) for i in ids))
+        self.positions.append(self.position)
+
+    async def pending(self) -> list[str]:
+        return []
+
+    async def claim(self, ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        return []
+
+    async def backlog(self) -> int:
+        return len(self.records) - self.position
 
 
 @dataclass
-class FakeState(DispatcherState):  # the dataclass __init__ replaces the real one: no SQLite
-    stored_retries: list[PendingRetry] = field(default_factory=list)
-    set_positions: list[tuple[str, int]] = field(default_factory=list)
-    """Every set_position call (`positions` is the real state's committed-positions query)."""
-    added: list[tuple[str, int, bytes, int, float]] = field(default_factory=list)
+class FakeState:
+    stored_retries: list[DueRetry] = field(default_factory=list)
+    added: list[tuple[str, bytes, int, float]] = field(default_factory=list)
     updated: list[tuple[int, int, float]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
+    redelivered: list[tuple[Sequence[int] | None, float]] = field(default_factory=list)
 
-    def last_position(self) -> tuple[str, int] | None:
-        return self.set_positions[-1] if self.set_positions else None
+    async def retries(self) -> list[DueRetry]:
+        return list(self.stored_retries)
 
-    async def set_position(self, consumer: str, offset: int) -> None:
-        self.set_positions.append((consumer, offset))
-
-    async def add_retry(self, consumer: str, offset: int, event: bytes, attempt: int, next_at: float) -> int:
-        self.added.append((consumer, offset, event, attempt, next_at))
+    async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
+        self.added.append((event_id, event, attempt, next_at))
         return 100 + len(self.added)
 
     async def update_retry(self, retry_id: int, attempt: int, next_at: float) -> None:
@@ -101,13 +126,9 @@ class FakeState(DispatcherState):  # the dataclass __init__ replaces the real on
     async def remove_retry(self, retry_id: int) -> None:
         self.removed.append(retry_id)
 
-    async def retries(self, consumer: str) -> list[PendingRetry]:
-        return [r for r in self.stored_retries if r.consumer == consumer]
-
     async def add_dead_letter(
         self,
-        consumer: str,
-        offset: int,
+        event_id: str,
         event: bytes,
         reason: str,
         status: int | None,
@@ -116,10 +137,15 @@ class FakeState(DispatcherState):  # the dataclass __init__ replaces the real on
         *,
         retry_id: int | None = None,
     ) -> int:
-        self.dead.append(
-            {"consumer": consumer, "offset": offset, "reason": reason, "status": status, "retry_id": retry_id}
-        )
+        self.dead.append({"id": event_id, "reason": reason, "status": status, "retry_id": retry_id})
         return len(self.dead)
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        return []
+
+    async def redeliver(self, ids: Sequence[int] | None, next_at: float) -> int:
+        self.redelivered.append((ids, next_at))
+        return 0
 
 
 @dataclass
@@ -152,14 +178,14 @@ def plan(
     filter_attributes: dict[str, str] | None = None,
     delivery: dict[str, Any] | None = None,
     dead_letter_uri: str | None = None,
-) -> TriggerPlan:
-    return TriggerPlan(
+) -> ConsumerPlan:
+    return ConsumerPlan(
         uid="tuid",
         namespace="ns",
         name="t1",
         broker="default",
-        broker_uid="buid",
-        log="eventing/logs/buid.db",
+        log_uid="buid",
+        log=SqliteLog("eventing/logs/buid.db"),
         subscriber=SUBSCRIBER,
         reply=REPLY,
         filter_attributes=filter_attributes,
@@ -172,11 +198,16 @@ def plan(
 
 @dataclass
 class Rig:
-    runner: TriggerRunner
-    reader: FakeReader
+    runner: ConsumerRunner
+    source: FakeSource
     state: FakeState
     sender: FakeSender
     metrics: DispatcherMetrics
+
+    def start(self, stored: int | None) -> None:
+        """Start the runner on a consumer whose stored position is `stored` (None: a new one)."""
+        self.source.stored = stored
+        self.runner.start()
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, {"namespace": "ns", "trigger": "t1", **labels})
@@ -208,17 +239,17 @@ def make(rigs: list[Rig]) -> Callable[..., Rig]:
         state: FakeState | None = None,
         **plan_args: Any,
     ) -> Rig:
-        reader, st, sender = FakeReader(events), state or FakeState(), FakeSender(answer)
+        source, st, sender = FakeSource(events), state or FakeState(), FakeSender(answer)
         metrics = DispatcherMetrics()
-        runner = TriggerRunner(
+        runner = ConsumerRunner(
             plan(**plan_args),
-            reader,
+            source,
             st,
             sender,
             metrics,
             clock=lambda: T0,
         )
-        rig = Rig(runner, reader, st, sender, metrics)
+        rig = Rig(runner, source, st, sender, metrics)
         rigs.append(rig)
         return rig
 
@@ -236,21 +267,21 @@ def ok(url: str, event: Event) -> Outcome:
 
 async def test_a_new_trigger_starts_at_the_tail(make: Callable[..., Rig]) -> None:
     rig = make([ev("old1"), ev("old2"), ev("old3")], ok)
-    rig.runner.start(None)
-    await until(lambda: ("tuid", 3) in rig.state.set_positions)
-    assert rig.runner.position == 3
+    rig.start(None)
+    await until(lambda: 3 in rig.source.positions)
+    assert rig.source.position == 3
     assert rig.sender.sent == []
-    rig.reader.add(ev("new"))
+    rig.source.add(ev("new"))
     rig.runner.wake()
-    await until(lambda: rig.runner.position == 4)
+    await until(lambda: rig.source.position == 4)
     assert [s.event.id for s in rig.sender.sent] == ["new"]
-    await until(lambda: rig.state.last_position() == ("tuid", 4))
+    await until(lambda: rig.source.last_position() == 4)
 
 
 async def test_delivers_from_the_stored_position(make: Callable[..., Rig]) -> None:
     rig = make([ev("a"), ev("b"), ev("c")], ok)
-    rig.runner.start(1)
-    await until(lambda: rig.runner.position == 3)
+    rig.start(1)
+    await until(lambda: rig.source.position == 3)
     assert sorted(s.event.id for s in rig.sender.sent) == ["b", "c"]
     sent = rig.sender.sent[0]
     assert sent.url == SUBSCRIBER
@@ -262,18 +293,18 @@ async def test_delivers_from_the_stored_position(make: Callable[..., Rig]) -> No
 async def test_filtered_out_events_advance_the_position(make: Callable[..., Rig]) -> None:
     events = [ev("a", "other"), ev("b", "other"), ev("c", "wanted"), ev("d", "other")]
     rig = make(events, ok, filter_attributes={"type": "wanted"})
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 4)
+    rig.start(0)
+    await until(lambda: rig.source.position == 4)
     assert [s.event.id for s in rig.sender.sent] == ["c"]
-    await until(lambda: rig.state.last_position() == ("tuid", 4))
+    await until(lambda: rig.source.last_position() == 4)
     assert rig.state.added == []
 
 
 async def test_only_filtered_out_events_are_never_sent(make: Callable[..., Rig]) -> None:
     rig = make([ev("a", "other"), ev("b", "other")], ok, filter_attributes={"type": "wanted"})
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 2)
-    await until(lambda: rig.state.last_position() == ("tuid", 2))
+    rig.start(0)
+    await until(lambda: rig.source.position == 2)
+    await until(lambda: rig.source.last_position() == 2)
     assert rig.sender.sent == []
 
 
@@ -282,26 +313,26 @@ async def test_failed_first_attempt_stores_a_retry_and_moves_on(make: Callable[.
         return Outcome(False, 500, detail="boom") if event.id == "a" else Outcome(True, 202)
 
     rig = make([ev("a"), ev("b")], answer)
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 2)
+    rig.start(0)
+    await until(lambda: rig.source.position == 2)
     assert len(rig.state.added) == 1
-    consumer, offset, raw, attempt, next_at = rig.state.added[0]
-    assert (consumer, offset, attempt) == ("tuid", 1, 2)
+    event_id, raw, attempt, next_at = rig.state.added[0]
+    assert (event_id, attempt) == ("1", 2)
     assert Event.from_log(raw).id == "a"
     assert next_at == pytest.approx(T0 + 0.4)  # exponential: 0.2 s × 2^1
     assert rig.state.dead == []
-    await until(lambda: rig.state.last_position() == ("tuid", 2))
+    await until(lambda: rig.source.last_position() == 2)
     assert rig.sample("flint_dispatcher_events_retried_total") == 1
     assert rig.sample("flint_dispatcher_events_delivered_total") == 1
 
 
 async def test_not_retryable_failure_without_sink_is_kept_as_a_dead_letter(make: Callable[..., Rig]) -> None:
     rig = make([ev("a")], lambda url, event: Outcome(False, 400, detail="bad"))
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 1)
+    rig.start(0)
+    await until(lambda: rig.source.position == 1)
     assert rig.state.added == []
     assert rig.state.dead == [
-        {"consumer": "tuid", "offset": 1, "reason": "not-retryable", "status": 400, "retry_id": None}
+        {"id": "1", "reason": "not-retryable", "status": 400, "retry_id": None}
     ]
     assert rig.sample("flint_dispatcher_events_dropped_total", reason="not-retryable") == 1
 
@@ -311,8 +342,8 @@ async def test_not_retryable_failure_goes_to_the_dead_letter_sink(make: Callable
         return Outcome(True, 202) if url == "http://dls" else Outcome(False, 400, body=b"nope")
 
     rig = make([ev("a")], answer, dead_letter_uri="http://dls")
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 1)
+    rig.start(0)
+    await until(lambda: rig.source.position == 1)
     [dead] = rig.sender.to("http://dls")
     assert dead.event.id == "a"
     assert dead.event.get("knativeerrordest") == SUBSCRIBER
@@ -329,8 +360,8 @@ async def test_reply_goes_to_the_broker_with_one_less_ttl(make: Callable[..., Ri
         return Outcome(True, 200, reply=reply) if url == SUBSCRIBER else Outcome(True, 202)
 
     rig = make([ev("a", knativebrokerttl=5)], answer)
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 1)
+    rig.start(0)
+    await until(lambda: rig.source.position == 1)
     [sent] = rig.sender.to(REPLY)
     assert sent.event.id == "r"
     assert sent.event.get("knativebrokerttl") == 4
@@ -344,8 +375,8 @@ async def test_reply_with_exhausted_ttl_is_dropped(make: Callable[..., Rig]) -> 
         return Outcome(True, 200, reply=ev("r", "reply"))
 
     rig = make([ev("a", knativebrokerttl=1)], answer)
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 1)
+    rig.start(0)
+    await until(lambda: rig.source.position == 1)
     assert rig.sender.to(REPLY) == []
     assert rig.sample("flint_dispatcher_events_dropped_total", reason="ttl-exhausted") == 1
     assert rig.state.added == []
@@ -358,17 +389,17 @@ async def test_a_refused_reply_fails_the_delivery(make: Callable[..., Rig]) -> N
         return Outcome(False, 503, retry_after="1", detail="log down")
 
     rig = make([ev("a")], answer)
-    rig.runner.start(0)
-    await until(lambda: rig.runner.position == 1)
-    assert [(c, o, a) for c, o, _, a, _ in rig.state.added] == [("tuid", 1, 2)]
+    rig.start(0)
+    await until(lambda: rig.source.position == 1)
+    assert [(i, a) for i, _, a, _ in rig.state.added] == [("1", 2)]
     assert rig.sample("flint_dispatcher_events_delivered_total") == 0
 
 
 async def test_a_due_stored_retry_is_delivered_and_removed(make: Callable[..., Rig]) -> None:
     raw = ev("old").to_log()
-    state = FakeState(stored_retries=[PendingRetry(7, "tuid", 1, raw, 3, T0 - 1.0)])
+    state = FakeState(stored_retries=[DueRetry(7, "1", raw, 3, T0 - 1.0)])
     rig = make([ev("old")], ok, state=state)
-    rig.runner.start(1)
+    rig.start(1)
     await until(lambda: rig.state.removed == [7])
     assert [s.event.id for s in rig.sender.sent] == ["old"]
     assert rig.state.updated == []
@@ -376,9 +407,9 @@ async def test_a_due_stored_retry_is_delivered_and_removed(make: Callable[..., R
 
 async def test_a_failing_stored_retry_is_rescheduled(make: Callable[..., Rig]) -> None:
     raw = ev("old").to_log()
-    state = FakeState(stored_retries=[PendingRetry(7, "tuid", 1, raw, 2, T0 - 1.0)])
+    state = FakeState(stored_retries=[DueRetry(7, "1", raw, 2, T0 - 1.0)])
     rig = make([ev("old")], lambda url, event: Outcome(False, 502), state=state)
-    rig.runner.start(1)
+    rig.start(1)
     await until(lambda: bool(rig.state.updated))
     [(rid, attempt, next_at)] = rig.state.updated
     assert (rid, attempt) == (7, 3)
@@ -388,10 +419,10 @@ async def test_a_failing_stored_retry_is_rescheduled(make: Callable[..., Rig]) -
 
 async def test_a_stored_retry_out_of_retries_is_dead_lettered(make: Callable[..., Rig]) -> None:
     raw = ev("old").to_log()
-    state = FakeState(stored_retries=[PendingRetry(9, "tuid", 1, raw, 2, T0 - 1.0)])
+    state = FakeState(stored_retries=[DueRetry(9, "1", raw, 2, T0 - 1.0)])
     rig = make([ev("old")], lambda url, event: Outcome(False, 500), state=state, delivery={"retry": 1})
-    rig.runner.start(1)
+    rig.start(1)
     await until(lambda: bool(rig.state.dead))
     assert rig.state.dead == [
-        {"consumer": "tuid", "offset": 1, "reason": "retries-exhausted", "status": 500, "retry_id": 9}
+        {"id": "1", "reason": "retries-exhausted", "status": 500, "retry_id": 9}
     ]

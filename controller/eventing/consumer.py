@@ -1,0 +1,109 @@
+"""The seams of one consumer's delivery loop (`ConsumerRunner`): where its events come from and
+where its delivery state goes, as Protocols, so a backend is a pair of implementations.
+
+A *consumer* is a Trigger of a broker or a Subscription of a channel; it reads one log.
+Event ids are opaque strings at this seam: the SQLite backend's are the log's offsets
+(`controller.eventing.sqlite_consumer`); a Redis Streams backend's would be stream ids.
+
+* `ConsumerSource` hands out the consumer's next events and takes acks. An acked event is
+  never handed out again; one read but not acked may be, after a crash (at least once). The
+  runner acks in read order, over the contiguous prefix it has handled (delivered, filtered
+  out, stored as a pending retry or dead-lettered), so a source that keeps only a position
+  (SQLite) and one that acks ids one by one (Redis) both fit. `pending` and `claim` are the
+  events read but not acked by an earlier reader of the same consumer (a crashed dispatcher's)
+  that this one may take over; a backend with exactly one reader per log (SQLite) has none.
+* `ConsumerState` keeps what outlives a delivery attempt: pending retries (event, attempt,
+  when due) and dead letters, and turns dead letters back into retries (`redeliver`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.eventing.state import DeadLetter
+
+__all__ = ["ConsumerSource", "ConsumerState", "DeadLetter", "DueRetry"]
+
+
+@dataclass(frozen=True, slots=True)
+class DueRetry:
+    """A pending retry of one consumer: `id` is the state's own, `event_id` the source's."""
+
+    id: int
+    event_id: str
+    event: bytes
+    attempt: int
+    """The number of the next attempt (1-based; 0 for a redelivered dead letter)."""
+    next_at: float
+
+
+class ConsumerSource(Protocol):
+    """One consumer's events, read in order, acked once handled."""
+
+    async def open(self) -> None:
+        """Find where the consumer starts: its stored position, else (a new consumer) the tail."""
+        ...
+
+    async def read(self, limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` events after the last one read, as `(id, Event.to_log() bytes)`."""
+        ...
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        """These events (a prefix of what was read, in read order) are handled."""
+        ...
+
+    async def pending(self) -> list[str]:
+        """Ids read by an earlier reader of this consumer and never acked."""
+        ...
+
+    async def claim(self, ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """Take over `ids` from `pending` (to deliver and ack them here); the ones still there."""
+        ...
+
+    async def backlog(self) -> int:
+        """Events in the log that the consumer has not acked yet (a gauge, may lag)."""
+        ...
+
+
+class ConsumerState(Protocol):
+    """One consumer's pending retries and dead letters."""
+
+    async def retries(self) -> list[DueRetry]:
+        """The pending retries, soonest due first."""
+        ...
+
+    async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
+        """Keep `event` for attempt `attempt` at `next_at`; returns the retry's id."""
+        ...
+
+    async def update_retry(self, retry_id: int, attempt: int, next_at: float) -> None:
+        """Another attempt failed: the next is `attempt`, due at `next_at`."""
+        ...
+
+    async def remove_retry(self, retry_id: int) -> None:
+        """The retry was delivered (a missing id is not an error)."""
+        ...
+
+    async def add_dead_letter(
+        self,
+        event_id: str,
+        event: bytes,
+        reason: str,
+        status: int | None,
+        detail: str,
+        at: float,
+        *,
+        retry_id: int | None = None,
+    ) -> int:
+        """Keep `event` as a dead letter (removing pending retry `retry_id` with it, atomically)."""
+        ...
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        """Up to `limit` dead letters, oldest first."""
+        ...
+
+    async def redeliver(self, ids: Sequence[int] | None, next_at: float) -> int:
+        """Turn the dead letters `ids` (all when None) into retries due at `next_at`; how many."""
+        ...
