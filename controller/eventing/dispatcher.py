@@ -5,9 +5,9 @@ its own database (`eventing/dispatcher.db`: positions, pending retries, dead let
 per Trigger and per Subscription, on the seams of its log's backend (`ConsumerSource`,
 `ConsumerState`: `controller.eventing.sqlite_consumer` for SQLite logs). It gets the plan from
 the controller by long poll, is woken by the gateway's datagram after each append
-(`gateway.channels.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and the dead letters of a trigger (`GET
-/dead-letters/{namespace}/{trigger}`, `POST /redeliver/{namespace}/{trigger}`; add
-`?kind=subscription` for a subscription's).
+(`gateway.channels.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and
+the dead letters of a trigger (`GET /dead-letters/{namespace}/{trigger}`, `POST
+/redeliver/{namespace}/{trigger}`; add `?kind=subscription` for a subscription's).
 """
 
 from __future__ import annotations
