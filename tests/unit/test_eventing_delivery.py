@@ -13,6 +13,7 @@ import pytest
 
 from controller.api.duck import DEFAULT_BROKER_DELIVERY, parse_iso8601_duration, resolve_delivery
 from controller.eventing.delivery import (
+    DEAD_LETTER_ATTEMPTS,
     DEFAULT_BACKOFF_DELAY_S,
     DEFAULT_TIMEOUT_S,
     ERROR_DATA_MAX_BYTES,
@@ -23,6 +24,7 @@ from controller.eventing.delivery import (
     after_failure,
     backoff_s,
     dead_letter_extensions,
+    dead_letter_retry_s,
     is_retryable,
     parse_retry_after,
 )
@@ -377,3 +379,21 @@ def test_dead_letter_data_is_truncated_base64(size: int) -> None:
 
 def test_error_data_max_is_knatives() -> None:
     assert ERROR_DATA_MAX_BYTES == 1024
+
+
+# ------------------------------------------------------------------------------------------
+# the dead-letter sink's own attempts
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backoff_policy", ["exponential", "linear"])
+def test_the_dead_letter_sink_gets_three_attempts_with_doubling_waits(backoff_policy: str) -> None:
+    p = policy(backoff_policy=backoff_policy, backoff_delay_s=0.5)
+    assert DEAD_LETTER_ATTEMPTS == 3
+    waits = [dead_letter_retry_s(p, n) for n in range(1, DEAD_LETTER_ATTEMPTS + 1)]
+    assert waits == [0.5, 1.0, None]  # after the third failure the event is kept as a dead letter
+
+
+def test_dead_letter_attempts_are_numbered_from_one() -> None:
+    with pytest.raises(ValueError, match="from 1"):
+        dead_letter_retry_s(policy(), 0)
