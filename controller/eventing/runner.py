@@ -156,10 +156,16 @@ class ConsumerRunner:
 
     async def _run(self) -> None:
         await self.source.open()
+        # What an earlier reader of this consumer read and never acked (a crashed dispatcher's)
+        # goes first, before anything new (a SQLite log has none: it is read again from the position).
+        claimed = await self.source.claim(await self.source.pending())
         while True:
             self._wake.clear()
             room = self.window - len(self._slots)
-            batch = await self.source.read(min(READ_BATCH, max(room, 1))) if room > 0 else []
+            if claimed:
+                batch, claimed = claimed[:READ_BATCH], claimed[READ_BATCH:]
+            else:
+                batch = await self.source.read(min(READ_BATCH, max(room, 1))) if room > 0 else []
             if not batch:
                 self._metrics.backlog.labels(*self._labels).set(len(self._slots))
                 with contextlib.suppress(TimeoutError):

@@ -67,6 +67,9 @@ class FakeSource:
         self.positions: list[int] = []
         """Every position stored (at open for a new consumer, and after each ack)."""
         self.acks: list[list[str]] = []
+        self.unacked: list[tuple[str, bytes]] = []
+        """Events an earlier reader read and never acked (what `pending` lists)."""
+        self.claimed: list[list[str]] = []
         self._fetched = 0
         for e in events or []:
             self.add(e)
@@ -91,14 +94,15 @@ class FakeSource:
 
     async def ack(self, ids: Sequence[str]) -> None:
         self.acks.append(list(ids))
-        self.position = max(self.position, *(int(i) for i in ids))
+        self.position = max([self.position, *(int(i) for i in ids if i.isdigit())])
         self.positions.append(self.position)
 
     async def pending(self) -> list[str]:
-        return []
+        return [i for i, _ in self.unacked]
 
     async def claim(self, ids: Sequence[str]) -> list[tuple[str, bytes]]:
-        return []
+        self.claimed.append(list(ids))
+        return [r for r in self.unacked if r[0] in ids]
 
     async def backlog(self) -> int:
         return len(self.records) - self.position
@@ -426,3 +430,16 @@ async def test_a_stored_retry_out_of_retries_is_dead_lettered(make: Callable[...
     assert rig.state.dead == [
         {"id": "1", "reason": "retries-exhausted", "status": 500, "retry_id": 9}
     ]
+
+
+async def test_events_pending_with_an_earlier_reader_are_claimed_and_delivered_first(
+    make: Callable[..., Rig],
+) -> None:
+    rig = make([ev("a"), ev("b")], ok)
+    rig.source.unacked = [("p1", ev("pending1").to_log()), ("p2", ev("pending2").to_log())]
+    rig.start(0)
+    await until(lambda: rig.source.position == 2)
+    assert rig.source.claimed == [["p1", "p2"]]
+    assert [s.event.id for s in rig.sender.sent][:2] == ["pending1", "pending2"]
+    assert sorted(s.event.id for s in rig.sender.sent) == ["a", "b", "pending1", "pending2"]
+    assert [i for ack in rig.source.acks for i in ack] == ["p1", "p2", "1", "2"]  # in read order
