@@ -17,12 +17,23 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from flint_common.redis_config import RedisSettings
 
 log = logging.getLogger("flint.redis")
+
+try:
+    from redis import DriverInfo
+
+    _IDENTITY: dict[str, object] = {
+        "driver_info": DriverInfo(name="redis-py", lib_version=redis.__version__)}
+    """What a connection tells the server (CLIENT SETINFO), given so that recent redis-py does not
+    look its version up in the package metadata (file I/O) on the loop for each connection."""
+except ImportError:  # older redis-py (no DriverInfo) reads its version once, at import
+    _IDENTITY = {}
 
 CONNECT_TIMEOUT_S = 5.0
 """How long a connect (TCP, TLS, AUTH) may take."""
@@ -76,15 +87,15 @@ def client(settings: RedisSettings) -> aioredis.Redis:
     password = settings.password.reveal() if settings.password is not None else None
     return aioredis.Redis.from_url(
         settings.url, password=password, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=CONNECT_TIMEOUT_S, decode_responses=True)
+        socket_timeout=CONNECT_TIMEOUT_S, decode_responses=True, **_IDENTITY)
 
 
-async def durability(redis: aioredis.Redis) -> Durability:
-    """Ask `redis` whether it keeps what it acknowledges."""
-    info = await redis.info("persistence")
+async def durability(server: aioredis.Redis) -> Durability:
+    """Ask `server` whether it keeps what it acknowledges."""
+    info = await server.info("persistence")
     appendfsync: str | None = None
     try:
-        reply = await redis.config_get("appendfsync")
+        reply = await server.config_get("appendfsync")
     except ResponseError:  # CONFIG renamed or forbidden (ACL, managed Redis)
         reply = {}
     value = reply.get("appendfsync") if isinstance(reply, Mapping) else None
@@ -96,15 +107,15 @@ async def durability(redis: aioredis.Redis) -> Durability:
 async def check_connection(settings: RedisSettings, role: str) -> Durability | None:
     """Connect once at startup and log `event=redis_connected durable=…` (no password: the
     settings' URL has none); a failure is logged (`event=redis_unreachable`) and gives None."""
-    redis = client(settings)
+    conn = client(settings)
     try:
-        await redis.ping()
-        found = await durability(redis)
+        await conn.ping()
+        found = await durability(conn)
     except (RedisError, OSError, ValueError) as exc:
         log.warning("event=redis_unreachable role=%s url=%s error=%s", role, settings.url, exc)
         return None
     finally:
-        await redis.aclose()
+        await conn.aclose()
     log.info("event=redis_connected role=%s url=%s durable=%s reason=%s appendfsync=%s", role,
              settings.url, found.durable, found.reason or "-", found.appendfsync or "-")
     return found
