@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -28,7 +29,7 @@ log = logging.getLogger("flint.redis")
 try:
     from redis import DriverInfo
 
-    _IDENTITY: dict[str, object] = {
+    _IDENTITY: dict[str, Any] = {
         "driver_info": DriverInfo(name="redis-py", lib_version=redis.__version__)}
     """What a connection tells the server (CLIENT SETINFO), given so that recent redis-py does not
     look its version up in the package metadata (file I/O) on the loop for each connection."""

@@ -23,6 +23,10 @@ def _password_file(tmp_path: Path, mode: int = 0o600) -> Path:
     return path
 
 
+def _logged(f: Flint, line: str) -> Callable[[], bool]:
+    return lambda: line in f.logs(None)
+
+
 def _flint_pids(f: Flint) -> list[int]:
     return [p.pid for p in psutil.process_iter(["cmdline"])
             if str(f.state_dir) in " ".join(p.info["cmdline"] or [])]
@@ -35,8 +39,8 @@ def test_flint_up_connects_and_never_shows_the_password(
     f = start_flint(tmp_path / "flint", "--redis", server.url, "--redis-password-file", str(path))
     try:
         for role in ("controller", "gateway"):
-            poll(lambda role=role: f"event=redis_connected role={role} url={server.url} durable=True"
-                 in f.logs(None), 30, f"the {role}'s redis_connected line")
+            line = f"event=redis_connected role={role} url={server.url} durable=True"
+            poll(_logged(f, line), 30, f"the {role}'s redis_connected line")
         args = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True,
                               timeout=30).stdout
         assert PASSWORD not in args
