@@ -3,8 +3,8 @@ durability check, the password as a parameter, and errors that never show the pa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -42,7 +42,8 @@ async def test_aof_off_is_not_durable(redis_servers: Callable[..., RedisServer])
 
 
 async def test_the_password_is_a_parameter_and_in_no_repr_or_error(
-        redis_servers: Callable[..., RedisServer], tmp_path: Path) -> None:
+        redis_servers: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="flint.redis")
     server = redis_servers(password=PASSWORD)
     good = RedisSettings(url=server.url, password=Secret(PASSWORD))
     client = redis_conn.client(good)
@@ -72,6 +73,8 @@ async def test_the_password_is_a_parameter_and_in_no_repr_or_error(
         await client.aclose()
     assert PASSWORD not in str(unreachable.value) and PASSWORD not in repr(unreachable.value)
     assert await redis_conn.check_connection(nobody, "test") is None
+    assert "event=redis_connected role=test" in caplog.text and "event=redis_unreachable" in caplog.text
+    assert PASSWORD not in caplog.text
 
 
 async def test_a_database_number_is_used(redis_server: RedisServer) -> None:

@@ -131,3 +131,31 @@ def test_durability_from_info_persistence() -> None:
     assert not no_fsync.durable and no_fsync.reason == "AOFNoFsync"
     with pytest.raises(ValueError, match="aof_enabled"):
         parse_durability({}, None)
+
+
+def test_flint_up_reads_the_settings_file_and_flags_win(tmp_path: Path) -> None:
+    from controller.cli import up
+
+    path = _password_file(tmp_path)
+    config = tmp_path / "flint.yaml"
+    config.write_text("redis:\n  url: redis://127.0.0.1:6390/5\n  password-file: redis-password\n")
+    a = up.parser().parse_args(["--config", str(config)])
+    settings = up.redis_settings(a, {})
+    assert settings == RedisSettings(url="redis://127.0.0.1:6390/5", password=Secret(PASSWORD),
+                                     password_file=path)
+    a = up.parser().parse_args(["--config", str(config), "--redis", "rediss://other:6391"])
+    flagged = up.redis_settings(a, {redis_config.ENV_URL: "redis://env"})
+    assert flagged is not None and flagged.url == "rediss://other:6391"
+    assert up.redis_settings(up.parser().parse_args([]), {}) is None
+
+
+def test_the_children_get_the_resolved_settings_not_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.cli import up
+
+    monkeypatch.setenv(redis_config.ENV_URL, "redis://stale")
+    monkeypatch.setenv(redis_config.ENV_PASSWORD_FILE, "/stale")
+    monkeypatch.setenv("FLINT_TOKEN", "t")
+    assert not {redis_config.ENV_URL, redis_config.ENV_PASSWORD_FILE, "FLINT_TOKEN"} & set(
+        up.Supervisor([], Path("/nonexistent")).env)
+    env = up.Supervisor([], Path("/nonexistent"), env=RedisSettings(url="redis://h/1").env()).env
+    assert env[redis_config.ENV_URL] == "redis://h/1" and redis_config.ENV_PASSWORD_FILE not in env
