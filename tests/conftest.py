@@ -16,8 +16,6 @@ import pytest
 
 from flint_common import guards
 
-pytest_plugins = ["support.redis_server"]  # the `redis_server` fixtures: a real redis-server
-
 _CALL_FAILED = pytest.StashKey[bool]()
 
 

@@ -2,7 +2,7 @@
 foreground (no daemonize, no systemd), answered PING before the test starts, stopped and reaped
 after it.
 
-Fixtures (a pytest plugin: tests/conftest.py loads it):
+Fixtures (tests/integration/conftest.py imports them):
 
 - `redis_server`: one per module, append-only file on (`appendonly yes`, `save ""`);
 - `redis_servers`: a factory for others, e.g. `redis_servers(appendonly=False)` or
