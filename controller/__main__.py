@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from controller.autoscaling.settings import AutoscalerSettings, SettingsError, l
 from controller.reconcilers.gc import load_gc_settings
 from controller.reconcilers.rollout import load_network_settings
 from controller.settings import ControllerSettings, default_state_dir
-from flint_common import guards
+from flint_common import guards, redis_config
 from flint_common.addresses import parse_listen
 from flint_common.private import UnsafeStateDir, private_umask
 
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         gc = load_gc_settings(_pairs(a.config, "gc", a.gc))
         network = load_network_settings(_pairs(a.config, "network", a.network))
         api_listen = tuple(parse_listen(v, a.api_tls_port) for v in a.api_listen)
+        # flint up passes the resolved settings in the environment (FLINT_REDIS_*).
+        redis = redis_config.resolve(
+            env=os.environ, config=_load(a.config),
+            base_dir=a.config.parent if a.config is not None else None)
     except (SettingsError, ValueError, OSError) as exc:
         p.error(str(exc))
     settings = ControllerSettings(
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway_port=a.gateway_port,
         domain=a.domain,
         progress_deadline_s=a.progress_deadline,
+        redis=redis,
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -78,12 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _load(config: Path | None) -> dict[str, object] | None:
+    """The settings file, parsed (None without one, or when it is no map)."""
+    if config is None:
+        return None
+    loaded = yaml.safe_load(config.read_text())
+    return loaded if isinstance(loaded, dict) else None
+
+
 def _pairs(config: Path | None, section_name: str, pairs: list[str]) -> dict[str, str]:
     """One settings section: the config file's `<section>:` map, then `--<section> K=V` flags."""
     data: dict[str, str] = {}
     if config is not None:
-        loaded = yaml.safe_load(config.read_text()) or {}
-        section = (loaded.get(section_name) or {}) if isinstance(loaded, dict) else {}
+        loaded = _load(config) or {}
+        section = loaded.get(section_name) or {}
         if not isinstance(section, dict):
             raise ValueError(f"{config}: `{section_name}` must be a map of setting names to values")
         data.update({str(k): str(v) for k, v in section.items()})

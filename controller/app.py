@@ -54,6 +54,7 @@ from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
 from controller.store.sqlite import SqliteStore
+from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
 from gateway.config import LINK_PATH
@@ -494,6 +495,8 @@ async def serve(settings: ControllerSettings, stop_replicas_on_exit: bool) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await controller.start()
+    if settings.redis is not None:
+        await redis_conn.check_connection(settings.redis, "controller")
     pid_file = settings.state_dir / "controller.pid"
     await asyncio.to_thread(pid_file.write_text, f"{os.getpid()}\n")
     print(f"controller: ready on {', '.join(controller.urls)}", flush=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.autoscaling.settings import AutoscalerSettings
+from flint_common.redis_config import RedisSettings
 
 
 def default_state_dir() -> Path:
@@ -78,6 +79,9 @@ class ControllerSettings:
     """Revision garbage collection (Knative's `config-gc`)."""
     network: NetworkSettings = field(default_factory=NetworkSettings)
     """Knative's `config-network`: the gradual rollout's duration."""
+    redis: RedisSettings | None = None
+    """The Redis of the shared eventing backend (coming; `flint up --redis`): for now only
+    connected to once at startup (`event=redis_connected durable=…`). None: no Redis."""
 
     @property
     def store_path(self) -> Path:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
-from flint_common import guards
+from flint_common import guards, redis_config, redis_conn
 from flint_common.addresses import format_hostport, is_loopback, parse_listen
 from flint_common.private import private_umask
 from flint_common.secret import Secret, read_token
@@ -165,9 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("event=bad_flag host=%s reason=the proxy's own listener is loopback; use "
                   "--listen for other addresses", settings.host)
         return 2
+    try:
+        # flint up passes the resolved Redis settings in the environment (FLINT_REDIS_*).
+        redis = redis_config.from_env(os.environ)
+    except redis_config.RedisConfigError as exc:
+        log.error("event=bad_redis_settings error=%s", exc)
+        return 2
     nofile = raise_nofile_limit(settings.nofile_limit)
     log.info("event=nofile_limit soft=%d", nofile)
-    return asyncio.run(Supervisor(settings, gateway_id, args.log_level, token).run())
+    return asyncio.run(Supervisor(settings, gateway_id, args.log_level, token, redis).run())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,9 +193,12 @@ class Supervisor:
     """Starts the workers, restarts those that die, stops them all on SIGTERM/SIGINT."""
 
     def __init__(
-        self, settings: GatewaySettings, gateway_id: str, log_level: str, token: Secret
+        self, settings: GatewaySettings, gateway_id: str, log_level: str, token: Secret,
+        redis: redis_config.RedisSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.redis = redis
+        """The Redis of the shared eventing backend (coming): only connected to once, at start."""
         self.token = token
         self.gateway_id = gateway_id
         self.log_level = log_level
@@ -250,6 +259,8 @@ class Supervisor:
             for i in range(self.settings.workers)
         ]
         try:
+            if self.redis is not None:
+                await redis_conn.check_connection(self.redis, "gateway")
             await self._announce(admin, admin_port)
             await self._stop.wait()
             log.info("event=stopping workers=%d", self.settings.workers)

@@ -40,9 +40,10 @@ from controller.credentials import (
 )
 from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
-from flint_common import guards, kubeconfig
+from flint_common import guards, kubeconfig, redis_config
 from flint_common.addresses import format_hostport, parse_listen
 from flint_common.private import UnsafeStateDir, ensure_private_dir, private_umask
+from flint_common.redis_config import RedisConfigError, RedisSettings
 
 PR_SET_PDEATHSIG = 1
 
@@ -63,18 +64,28 @@ class Child:
     backoff_s: float = field(default=0.5)
 
 
+CHILD_ENV_DROPPED = ("FLINT_TOKEN", redis_config.ENV_URL, redis_config.ENV_PASSWORD_FILE,
+                     redis_config.ENV_MIN_REPLICAS)
+"""Variables of `flint up`'s environment its children do not inherit as they are: the token
+(they read its file) and the Redis settings (passed on as resolved, `RedisSettings.env`)."""
+
+
 class Supervisor:
-    def __init__(self, children: list[Child], state_dir: Path) -> None:
+    def __init__(self, children: list[Child], state_dir: Path,
+                 env: Mapping[str, str] | None = None) -> None:
         self.children = children
         self.state_dir = state_dir
         self.stopping = False
+        self.env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}
+        self.env.update(env or {})
 
     async def spawn(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
             # The children read the token from its 0600 file; a FLINT_TOKEN the owner exported
-            # for the CLI stays out of their environment.
-            env={k: v for k, v in os.environ.items() if k != "FLINT_TOKEN"},
+            # for the CLI stays out of their environment. The Redis settings are the resolved
+            # ones: a URL without password and the password file's path.
+            env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
             start_new_session=True,
@@ -265,7 +276,9 @@ async def run(a: argparse.Namespace) -> int:
         "--gateway", f"http://127.0.0.1:{a.port}", "--domain", a.domain,
         "--admin-port", str(a.dispatcher_port), "--token-file", token_file,
     ])
-    sup = Supervisor([controller, gateway, dispatcher], state_dir)
+    redis: RedisSettings | None = a.redis_settings
+    sup = Supervisor([controller, gateway, dispatcher], state_dir,
+                     env=redis.env() if redis is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -350,11 +363,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--network", action="append", default=[], metavar="KEY=VALUE",
                    help="a Knative config-network setting: rollout-duration=120s moves latestRevision "
                    "traffic to a new revision gradually over that time (default 0s: at once)")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="the Redis for shared brokers and channels (coming): redis://[user@]host"
+                   "[:port][/db] or rediss://… (TLS); never with a password (ps shows command "
+                   f"lines): use --redis-password-file. Default: ${redis_config.ENV_URL}, else "
+                   "the settings file's `redis: {url: …}`")
+    p.add_argument(redis_config.PASSWORD_FLAG, default=None, metavar="FILE",
+                   help="a file only you can read (0600) holding the Redis password")
     p.add_argument("--apply", action="append", default=[], metavar="FILE",
                    help="apply this manifest once up and print the URLs of its services")
     p.add_argument("--wait-timeout", type=float, default=300.0,
                    help="seconds to wait for applied services to become Ready")
     return p
+
+
+def redis_settings(a: argparse.Namespace, env: Mapping[str, str]) -> RedisSettings | None:
+    """The Redis settings: `--redis`/`--redis-password-file`, else `FLINT_REDIS_*`, else the
+    settings file's `redis:` map; the password file read and checked. Blocking: file I/O."""
+    config: object = None
+    if a.config:
+        with open(a.config, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    return redis_config.resolve(
+        url=a.redis, password_file=a.redis_password_file, env=env,
+        config=config if isinstance(config, dict) else None,
+        base_dir=Path(a.config).parent if a.config else None)
 
 
 def main(argv: list[str]) -> int:
@@ -370,5 +403,9 @@ def main(argv: list[str]) -> int:
         p.error(str(exc))
     if a.config:
         a.config = os.path.abspath(a.config)  # the controller runs with another working directory
+    try:
+        a.redis_settings = redis_settings(a, os.environ)
+    except (RedisConfigError, OSError, yaml.YAMLError) as exc:
+        p.error(str(exc))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run(a))
