@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import uvloop
 
 from controller.eventing.dispatcher import AlreadyRunning, DispatcherSettings, run
 from controller.settings import default_state_dir
-from flint_common import guards
+from flint_common import guards, redis_config, redis_conn
 from flint_common.private import private_umask
 from flint_common.secret import read_token
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         token = read_token(token_file)
     except (OSError, ValueError) as exc:
         p.error(f"cannot read the owner's token from {token_file}: {exc}")
+    try:
+        redis = redis_config.from_env(os.environ)  # `flint up` passes it (never in argv)
+    except redis_config.RedisConfigError as exc:
+        p.error(str(exc))
     settings = DispatcherSettings(
         state_dir=a.state_dir.resolve(), controller_url=a.controller, gateway_url=a.gateway,
         domain=a.domain, admin_port=a.admin_port, token=token,
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        if redis is not None:
+            await redis_conn.check_connection(redis, "dispatcher")
         await run(settings, stop)
 
     try:

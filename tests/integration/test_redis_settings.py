@@ -38,7 +38,7 @@ def test_flint_up_connects_and_never_shows_the_password(
     path = _password_file(tmp_path)
     f = start_flint(tmp_path / "flint", "--redis", server.url, "--redis-password-file", str(path))
     try:
-        for role in ("controller", "gateway"):
+        for role in ("controller", "gateway", "dispatcher"):
             line = f"event=redis_connected role={role} url={server.url} durable=True"
             poll(_logged(f, line), 30, f"the {role}'s redis_connected line")
         args = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True,
