@@ -43,19 +43,20 @@ __all__ = [
 Obj = dict[str, Any]
 
 PLAN_PATH = "/internal/dispatch/plan"
+"""Path of the controller's long poll that serves the plan to the dispatcher."""
 
 
 def dispatcher_id(state_dir: Path, host: str) -> str:
     """The id a dispatcher sends with each poll of the plan: `<host>/<hash of its state dir>`
-(`host`: the machine's hostname).
+    (`host`: the machine's hostname; `state_dir` absolute and resolved, as both entry points pass
+    it: hashing it as given keeps this pure).
 
     Stable across restarts (one dispatcher per state dir holds its lock) and unique per host and
     state dir. The controller computes the same id for its own state dir: the dispatcher with it
     is the embedded one (`flint up` starts it on that state dir), the only one that can read the
     SQLite logs there."""
-    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:16]
     return f"{host}/{digest}"
-"""Path of the controller's long poll that serves the plan to the dispatcher."""
 
 
 def broker_log_relpath(uid: str) -> str:
