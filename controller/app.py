@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from controller.builds.artifacts import ArtifactStore
 from controller.credentials import Credentials, ensure_credentials
 from controller.dispatcher_proxy import DispatcherProxy
 from controller.dispatchhub import DispatchHub
-from controller.eventing.plan import PLAN_PATH, build_plan
+from controller.eventing.plan import PLAN_PATH, build_plan, dispatcher_id
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.listeners import start_sites
@@ -126,7 +127,10 @@ class Controller:
             brokers=informers[BROKERS],
             channels=informers[IN_MEMORY_CHANNELS],
         )
-        self.dispatch = DispatchHub(on_progress=self._requeue_eventing)
+        # The dispatcher of our own state dir (`flint up` starts it) is the embedded one.
+        self.dispatch = DispatchHub(
+            embedded_id=dispatcher_id(s.state_dir, socket.gethostname()), on_progress=self._requeue_eventing
+        )
         self._plan_scheduled = False
         self.hub = hub
         self.scaler = Scaler(

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller.eventing.metrics import DispatcherMetrics
-from controller.eventing.plan import PLAN_PATH, ConsumerPlan, DispatchPlan, SqliteLog, UnknownLogBackend
+from controller.eventing.plan import (
+    PLAN_PATH,
+    ConsumerPlan,
+    DispatchPlan,
+    SqliteLog,
+    UnknownLogBackend,
+    dispatcher_id,
+)
 from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
@@ -104,6 +112,11 @@ class DispatcherSettings:
     def db_path(self) -> Path:
         return self.state_dir / "eventing" / "dispatcher.db"
 
+    @property
+    def id(self) -> str:
+        """Sent with each poll of the plan: the controller keys its record of us by it."""
+        return dispatcher_id(self.state_dir, socket.gethostname())
+
 
 class Dispatcher:
     def __init__(self, settings: DispatcherSettings) -> None:
@@ -179,12 +192,15 @@ class Dispatcher:
         url = self.settings.controller_url.rstrip("/") + PLAN_PATH
         token = self.settings.token
         headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
+        dispatcher_id_ = self.settings.id
         backoff = 0.2
         async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 try:
                     async with session.get(
-                        url, params={"version": str(self.version)}, timeout=aiohttp.ClientTimeout(total=60)
+                        url,
+                        params={"version": str(self.version), "id": dispatcher_id_},
+                        timeout=aiohttp.ClientTimeout(total=60),
                     ) as resp:
                         if resp.status == 401:
                             log.error("event=plan_refused status=401 reason=the controller "

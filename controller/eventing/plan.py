@@ -12,8 +12,10 @@ resolved.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 from controller.api.duck import resolve_delivery
@@ -34,6 +36,7 @@ __all__ = [
     "UnknownLogBackend",
     "broker_log_relpath",
     "build_plan",
+    "dispatcher_id",
     "log_from_wire",
 ]
 
@@ -41,6 +44,19 @@ Obj = dict[str, Any]
 
 PLAN_PATH = "/internal/dispatch/plan"
 """Path of the controller's long poll that serves the plan to the dispatcher."""
+
+
+def dispatcher_id(state_dir: Path, host: str) -> str:
+    """The id a dispatcher sends with each poll of the plan: `<host>/<hash of its state dir>`
+    (`host`: the machine's hostname; `state_dir` absolute and resolved, as both entry points pass
+    it: hashing it as given keeps this pure).
+
+    Stable across restarts (one dispatcher per state dir holds its lock) and unique per host and
+    state dir. The controller computes the same id for its own state dir: the dispatcher with it
+    is the embedded one (`flint up` starts it on that state dir), the only one that can read the
+    SQLite logs there."""
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:16]
+    return f"{host}/{digest}"
 
 
 def broker_log_relpath(uid: str) -> str:

@@ -75,3 +75,8 @@ def roll_up(
             worst.get("message", ""),
             now=now,
         )
+
+
+def run_by(dispatchers: int) -> str:
+    """A consumer's dispatcher condition message: how many dispatchers run it."""
+    return f"run by {dispatchers} dispatcher{'' if dispatchers == 1 else 's'}"

@@ -7,7 +7,7 @@ import copy
 from controller.api import messaging
 from controller.reconcilers.channels import backing_imc
 from controller.reconcilers.children import write_status
-from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.conditions import get_condition, roll_up, run_by, set_condition
 from controller.reconcilers.context import SUBSCRIPTIONS, Context, Key
 from controller.reconcilers.deadletters import dead_letter_sink
 
@@ -62,8 +62,8 @@ async def reconcile_subscription(ctx: Context, key: Key) -> float | None:
     if errors or imc is None:
         set_condition(status, "AddedToChannel", "Unknown", "NotAdded",
                       "waiting for the channel and the references", now=now)
-    elif ctx.dispatch.runs(uid):
-        set_condition(status, "AddedToChannel", "True", now=now)
+    elif n := ctx.dispatch.runners(uid):
+        set_condition(status, "AddedToChannel", "True", "", run_by(n), now=now)
     else:
         set_condition(status, "AddedToChannel", "Unknown", "Programming",
                       "waiting for the dispatcher to run the subscription", now=now)

@@ -15,7 +15,7 @@ from controller.api.eventing import (
 )
 from controller.eventing.filters import UnsupportedFilter, compile_trigger_filter
 from controller.reconcilers.children import write_status
-from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.conditions import get_condition, roll_up, run_by, set_condition
 from controller.reconcilers.context import TRIGGERS, Context, Key, Obj
 from controller.reconcilers.deadletters import mark_dead_letter_sink
 
@@ -91,8 +91,8 @@ async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
         set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "NoDispatcher",
                       "the dispatcher is not connected to the controller", now=now)
         requeue = requeue or 2.0
-    elif ctx.dispatch.runs(uid):
-        set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "True", now=now)
+    elif n := ctx.dispatch.runners(uid):
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "True", "", run_by(n), now=now)
     else:
         set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "Programming",
                       "waiting for the dispatcher to run the trigger", now=now)
