@@ -83,12 +83,16 @@ def parse_durability(info: Mapping[str, object], appendfsync: str | None) -> Dur
                       appendfsync=appendfsync.lower() if appendfsync else None)
 
 
-def client(settings: RedisSettings) -> aioredis.Redis:
-    """A client for `settings` (it connects on first use): the password as a parameter."""
+def client(settings: RedisSettings, *, decode: bool = True,
+           socket_timeout_s: float | None = CONNECT_TIMEOUT_S) -> aioredis.Redis:
+    """A client for `settings` (it connects on first use): the password as a parameter.
+
+    `decode=False` for the event data paths (stream entries are bytes); `socket_timeout_s=None`
+    for a client whose commands block server-side (`XREADGROUP … BLOCK`)."""
     password = settings.password.reveal() if settings.password is not None else None
     return aioredis.Redis.from_url(
         settings.url, password=password, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=CONNECT_TIMEOUT_S, decode_responses=True, **_IDENTITY)
+        socket_timeout=socket_timeout_s, decode_responses=decode, **_IDENTITY)
 
 
 async def durability(server: aioredis.Redis) -> Durability:

@@ -270,6 +270,11 @@ class BrokerEntry:
     kind: str = "broker"
     """`broker` (at `broker-ingress.{domain}`) or `channel` (an InMemoryChannel, at
     `channel-ingress.{domain}`)."""
+    backend: str = "sqlite"
+    """`sqlite` (the file `log`, written by one home worker) or `redis` (the stream `stream`,
+    written by any worker of any gateway)."""
+    stream: str = ""
+    """The Redis stream key (`flint_common.redis_keys.stream_key(uid)`) when `backend` is `redis`."""
 
     @property
     def key(self) -> str:

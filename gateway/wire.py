@@ -351,6 +351,8 @@ def _broker(value: Any, parent: str, key: str | int) -> BrokerEntry:
         log=_req(obj, at, "log", _str),
         durable=_opt(obj, at, "durable", _bool, True),
         kind=_opt(obj, at, "kind", _str, "broker"),
+        backend=_opt(obj, at, "backend", _str, "sqlite"),
+        stream=_opt(obj, at, "stream", _str, ""),
     )
 
 

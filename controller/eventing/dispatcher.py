@@ -240,13 +240,18 @@ class Dispatcher:
                 del self._seen[uid]
                 await self.state.forget(uid)
                 log.info("event=trigger_forgotten uid=%s", uid)
-            used = {str(self.settings.state_dir / t.log.path) for t in plan.triggers}
+            used = {str(self.settings.state_dir / t.log.path)
+                    for t in plan.triggers if isinstance(t.log, SqliteLog)}
             for path in [p for p in self._readers if p not in used]:
                 await self._readers.pop(path).close()
             self.version = plan.version
             log.info("event=plan_applied version=%d triggers=%d", plan.version, len(self.runners))
 
     def _start_runner(self, tp: ConsumerPlan, position: int | None) -> None:
+        if not isinstance(tp.log, SqliteLog):
+            log.error("event=trigger_not_runnable trigger=%s error=this dispatcher reads no %s logs",
+                      tp.key, tp.log.backend)
+            return
         source = self._source(tp, position)
         try:
             runner = ConsumerRunner(
@@ -257,7 +262,7 @@ class Dispatcher:
             return
         runner.on_failure = self._runner_failed
         runner.start()
-        self._seen[tp.uid] = str(self.settings.state_dir / tp.log.path)
+        self._seen[tp.uid] = str(self.settings.state_dir / tp.log.path)  # tp.log: a SqliteLog
         self._sources[tp.uid] = source
         self.runners[tp.uid] = runner
 

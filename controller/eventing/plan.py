@@ -32,6 +32,7 @@ __all__ = [
     "ConsumerPlan",
     "DispatchPlan",
     "LogRef",
+    "RedisLog",
     "SqliteLog",
     "UnknownLogBackend",
     "broker_log_relpath",
@@ -82,10 +83,26 @@ class SqliteLog:
         return {"backend": self.backend, "path": self.path}
 
 
-LogRef = SqliteLog
-"""Where a consumer's events are: a union of the backends' references (Redis Streams next)."""
+@dataclass(frozen=True, slots=True)
+class RedisLog:
+    """A Redis stream shared by every gateway (any worker appends) and read by every dispatcher
+    that runs the consumer, through the consumer's group (`flint_common.redis_keys`)."""
 
-LOG_BACKENDS: tuple[str, ...] = (SqliteLog.backend,)
+    stream: str
+    """The stream key (`stream_key(log uid)`)."""
+    group: str
+    """The consumer group: the consumer's uid."""
+
+    backend: ClassVar[str] = "redis"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"backend": self.backend, "stream": self.stream, "group": self.group}
+
+
+LogRef = SqliteLog | RedisLog
+"""Where a consumer's events are: one of the backends' references."""
+
+LOG_BACKENDS: tuple[str, ...] = (SqliteLog.backend, RedisLog.backend)
 
 
 def log_from_wire(data: Any) -> LogRef:
@@ -98,6 +115,11 @@ def log_from_wire(data: Any) -> LogRef:
         if not isinstance(path, str) or not path:
             raise ValueError(f"a sqlite log needs a path, got {path!r}")
         return SqliteLog(path)
+    if backend == RedisLog.backend:
+        stream, group = data.get("stream"), data.get("group")
+        if not isinstance(stream, str) or not stream or not isinstance(group, str) or not group:
+            raise ValueError(f"a redis log needs a stream and a group, got {stream!r}, {group!r}")
+        return RedisLog(stream, group)
     raise UnknownLogBackend(
         f"unknown log backend {backend!r} (this dispatcher knows {', '.join(LOG_BACKENDS)})"
     )

@@ -10,6 +10,7 @@ import pytest
 from controller.eventing.plan import (
     ConsumerPlan,
     DispatchPlan,
+    RedisLog,
     SqliteLog,
     UnknownLogBackend,
     broker_log_relpath,
@@ -311,9 +312,22 @@ def test_log_from_wire_decodes_sqlite() -> None:
     assert log_from_wire(wire) == SqliteLog("eventing/logs/x.db")
 
 
-@pytest.mark.parametrize("backend", ["redis", "", None, "SQLITE"])
+def test_log_from_wire_decodes_redis() -> None:
+    wire = {"backend": "redis", "stream": "flint:{u1}:events", "group": "t1"}
+    assert log_from_wire(wire) == RedisLog("flint:{u1}:events", "t1")
+    assert RedisLog("flint:{u1}:events", "t1").to_wire() == wire
+
+
+@pytest.mark.parametrize("log", [{"backend": "redis"}, {"backend": "redis", "stream": "s"},
+                                 {"backend": "redis", "stream": "", "group": "g"}])
+def test_a_redis_log_without_its_stream_and_group_is_refused(log: object) -> None:
+    with pytest.raises(ValueError, match="stream and a group"):
+        log_from_wire(log)
+
+
+@pytest.mark.parametrize("backend", ["kafka", "", None, "SQLITE"])
 def test_an_unknown_log_backend_is_refused_by_name(backend: object) -> None:
-    with pytest.raises(UnknownLogBackend, match=f"unknown log backend {backend!r}.*knows sqlite"):
+    with pytest.raises(UnknownLogBackend, match=f"unknown log backend {backend!r}.*knows sqlite, redis"):
         log_from_wire({"backend": backend, "path": "eventing/logs/x.db"})
 
 
@@ -327,7 +341,7 @@ def test_a_bare_path_or_a_log_without_its_key_is_refused(log: object) -> None:
 
 def test_a_plan_with_an_unknown_backend_is_refused() -> None:
     wire = build_plan([broker()], [trigger()], version=1).to_wire()
-    wire["triggers"][0]["log"] = {"backend": "redis", "stream": "s"}
+    wire["triggers"][0]["log"] = {"backend": "kafka", "topic": "s"}
     with pytest.raises(UnknownLogBackend):
         DispatchPlan.from_wire(wire)
 

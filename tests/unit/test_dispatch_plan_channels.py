@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.eventing.plan import DispatchPlan, broker_log_relpath, build_plan
+from controller.eventing.plan import DispatchPlan, SqliteLog, broker_log_relpath, build_plan
 
 M = "messaging.knative.dev/v1"
 
@@ -46,7 +46,7 @@ def test_a_subscription_to_a_channel_reads_its_backing_channels_log() -> None:
     p = plan(imcs=[imc()], channels=[channel()], subscriptions=[sub()])
     (t,) = p.triggers
     assert t.kind == "subscription" and t.label == "subscription:s"
-    assert (t.broker, t.log_uid, t.log.path) == ("orders", "imc-uid", broker_log_relpath("imc-uid"))
+    assert (t.broker, t.log_uid, t.log) == ("orders", "imc-uid", SqliteLog(broker_log_relpath("imc-uid")))
     assert t.subscriber == "http://sub" and t.reply == ""
     assert t.filter_attributes is None and t.filters is None and not t.ordered
     assert t.delivery == {"retry": 10, "backoffPolicy": "exponential", "backoffDelay": "PT0.2S"}
