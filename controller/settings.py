@@ -80,8 +80,14 @@ class ControllerSettings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     """Knative's `config-network`: the gradual rollout's duration."""
     redis: RedisSettings | None = None
-    """The Redis of the shared eventing backend (coming; `flint up --redis`): for now only
-    connected to once at startup (`event=redis_connected durable=…`). None: no Redis."""
+    """The Redis of the shared eventing backend (`flint up --redis`): the log of every
+    `FlintRedis` broker; its durability is checked every `redis_check_every_s` (the brokers'
+    `Durable` condition). None: no Redis (a `FlintRedis` broker is not Ready)."""
+    redis_check_every_s: float = 30.0
+    """Seconds between two checks of the Redis' durability (`INFO persistence`)."""
+    engine: str = "embedded"
+    """The engine: `embedded` (this one; `kubernetes` later). A broker of class `Flint` gets
+    the engine's default backend (`controller.api.eventing.default_backend`: SQLite here)."""
 
     @property
     def store_path(self) -> Path:

@@ -1,0 +1,118 @@
+"""Deletes what a deleted Redis broker or consumer left in Redis (the controller's own client).
+
+A deleted broker's keys (`log_pattern(uid)`: its stream, with every consumer group in it, and
+every consumer's state) are found with `SCAN MATCH` and `UNLINK`ed; a deleted trigger's consumer
+group is destroyed (`XGROUP DESTROY`) and its keys (`consumer_pattern`) unlinked. Idempotent,
+retried with backoff until Redis answers, and done once more `SETTLE_S` later: a gateway or a
+dispatcher still acting on the previous snapshot or plan may have written in between.
+
+Pending deletions live in memory: a controller stopped before Redis answered forgets them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from flint_common.redis_keys import consumer_pattern, log_pattern, stream_key
+
+__all__ = ["RETRY_MAX_S", "SETTLE_S", "RedisJanitor", "unlink_matching"]
+
+log = logging.getLogger("flint.redis")
+
+SETTLE_S = 10.0
+"""A deletion is done again this long after it first succeeded (late writers)."""
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+"""Backoff between the attempts of a deletion while Redis does not answer: doubling, capped."""
+SCAN_COUNT = 500
+
+
+async def unlink_matching(client: aioredis.Redis, pattern: str) -> int:
+    """UNLINK every key matching `pattern` (SCAN MATCH, in batches); how many were unlinked."""
+    removed = 0
+    batch: list[str] = []
+    async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= SCAN_COUNT:
+            removed += int(await client.unlink(*batch))
+            batch = []
+    if batch:
+        removed += int(await client.unlink(*batch))
+    return removed
+
+
+class RedisJanitor:
+    """Runs the deletions on background tasks, one per broker or consumer at a time."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, settle_s: float = SETTLE_S,
+        retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S,
+    ) -> None:
+        self._client = client
+        self._settle_s = settle_s
+        self._retry_first_s = retry_first_s
+        self._retry_max_s = retry_max_s
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def pending(self) -> list[str]:
+        """What is being deleted: `log:<uid>` and `consumer:<log uid>/<consumer uid>`."""
+        return sorted(self._tasks)
+
+    def delete_log(self, log_uid: str) -> None:
+        """Delete every key of the broker (or channel) `log_uid`."""
+        self._spawn(f"log:{log_uid}", lambda: self._delete_log(log_uid))
+
+    def delete_consumer(self, log_uid: str, consumer_uid: str) -> None:
+        """Destroy the consumer's group on the log's stream and delete its keys."""
+        if f"log:{log_uid}" in self._tasks:
+            return  # its whole log is going
+        self._spawn(f"consumer:{log_uid}/{consumer_uid}",
+                    lambda: self._delete_consumer(log_uid, consumer_uid))
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _delete_log(self, log_uid: str) -> str:
+        removed = await unlink_matching(self._client, log_pattern(log_uid))
+        return f"keys={removed}"
+
+    async def _delete_consumer(self, log_uid: str, consumer_uid: str) -> str:
+        destroyed = 0
+        with contextlib.suppress(ResponseError):  # no stream (nothing was sent) or no group
+            destroyed = int(await self._client.xgroup_destroy(stream_key(log_uid), consumer_uid))
+        removed = await unlink_matching(self._client, consumer_pattern(log_uid, consumer_uid))
+        return f"group_destroyed={destroyed} keys={removed}"
+
+    def _spawn(self, key: str, work: Callable[[], Awaitable[str]]) -> None:
+        if key in self._tasks:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(key, work), name=f"redis-delete:{key}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
+
+    async def _run(self, key: str, work: Callable[[], Awaitable[str]]) -> None:
+        for round_ in ("first", "settled"):
+            if round_ == "settled":
+                await asyncio.sleep(self._settle_s)
+            delay = self._retry_first_s
+            while True:
+                try:
+                    done = await work()
+                    break
+                except (RedisError, OSError) as exc:
+                    log.warning("event=redis_delete_failed what=%s error=%s retry_in_s=%.1f",
+                                key, f"{type(exc).__name__}: {exc}", delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._retry_max_s)
+            log.info("event=redis_deleted what=%s round=%s %s", key, round_, done)
