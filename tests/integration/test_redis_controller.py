@@ -1,0 +1,135 @@
+"""The controller's Redis pieces against a real redis-server, without `flint up`: the periodic
+durability check (a Redis whose settings change, one that stops), the deletions of a broker's
+and a trigger's keys, the backlog from XINFO GROUPS (and XRANGE when Redis reports no lag)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from support.redis_server import RedisServer, stop_redis
+
+from controller.redis_backlog import group_backlogs
+from controller.redis_health import RedisHealth
+from controller.redis_janitor import RedisJanitor
+from flint_common import redis_conn
+from flint_common.redis_config import RedisSettings
+from flint_common.redis_keys import consumer_key, stream_key
+
+
+def _client(server: RedisServer) -> aioredis.Redis:
+    return redis_conn.client(RedisSettings(url=server.url))
+
+
+async def _until(check: Callable[[], object], timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    while not await check():  # type: ignore[misc]
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_health_check_follows_the_redis_settings_and_its_outage(
+        redis_servers: Callable[..., RedisServer]) -> None:
+    server = redis_servers()
+    client = _client(server)
+    changes: list[str] = []
+    health = RedisHealth(client, server.url, on_change=lambda: changes.append("x"))
+    try:
+        assert await health.check()
+        d = health.view.durability
+        assert d is not None and d.durable and changes == ["x"]
+        assert not await health.check()  # nothing new: no change, no requeue
+        await client.config_set("appendonly", "no")  # as if restarted with other settings
+        assert await health.check()
+        d = health.view.durability
+        assert d is not None and d.reason == "AOFDisabled" and changes == ["x", "x"]
+        await asyncio.to_thread(stop_redis, server)
+        assert await health.check()
+        assert health.view.durability is None and "Error" in health.view.error
+    finally:
+        await health.close()
+        await client.aclose()
+
+
+async def test_the_background_check_runs_every_period(redis_server: RedisServer) -> None:
+    client = _client(redis_server)
+    seen = asyncio.Event()
+    health = RedisHealth(client, redis_server.url, on_change=seen.set, every_s=0.05)
+    try:
+        health.start()
+        await asyncio.wait_for(seen.wait(), 10)
+        assert health.view.durability is not None and health.view.durability.durable
+    finally:
+        await health.close()
+        await client.aclose()
+
+
+async def test_deleting_a_log_and_a_consumer_unlinks_only_their_keys(redis_server: RedisServer) -> None:
+    client = _client(redis_server)
+    janitor = RedisJanitor(client, settle_s=0.05)
+    gone, kept = stream_key("log-gone"), stream_key("log-kept")
+    try:
+        for stream in (gone, kept):
+            await client.xadd(stream, {"e": "1"})
+            await client.xgroup_create(stream, "c1", id="0")
+            await client.xgroup_create(stream, "c2", id="0")
+        await client.zadd(consumer_key("log-gone", "c1", "retries"), {"a": 1})
+        await client.zadd(consumer_key("log-kept", "c1", "retries"), {"a": 1})
+        await client.zadd(consumer_key("log-kept", "c2", "retries"), {"a": 1})
+        janitor.delete_log("log-gone")
+        janitor.delete_log("log-gone")  # idempotent: one deletion at a time
+        janitor.delete_consumer("log-kept", "c1")
+        janitor.delete_consumer("log-kept", "c9")  # no such group: nothing to do, no error
+
+        async def done() -> bool:
+            return not janitor.pending
+
+        await _until(done)
+        assert [k async for k in client.scan_iter(match="flint:{log-gone}:*")] == []
+        assert [g["name"] for g in await client.xinfo_groups(kept)] == ["c2"]
+        assert not await client.exists(consumer_key("log-kept", "c1", "retries"))
+        assert await client.exists(consumer_key("log-kept", "c2", "retries"))
+    finally:
+        await janitor.close()
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_a_deletion_is_retried_while_redis_does_not_answer() -> None:
+    dead = redis_conn.client(RedisSettings(url="redis://127.0.0.1:1/0"))  # nothing listens
+    janitor = RedisJanitor(dead, retry_first_s=0.01, retry_max_s=0.02)
+    try:
+        janitor.delete_log("u")
+        await asyncio.sleep(0.1)
+        assert janitor.pending == ["log:u"]  # still trying
+    finally:
+        await janitor.close()
+        await dead.aclose()
+    assert janitor.pending == []
+
+
+async def test_backlog_is_lag_plus_pending(redis_server: RedisServer) -> None:
+    client = _client(redis_server)
+    stream = stream_key("log-backlog")
+    try:
+        assert await group_backlogs(client, stream) == {}  # no stream yet
+        for i in range(5):
+            await client.xadd(stream, {"e": str(i)})
+        await client.xgroup_create(stream, "fresh", id="0")
+        await client.xgroup_create(stream, "reading", id="0")
+        await client.xreadgroup("reading", "d1", {stream: ">"}, count=2)  # 2 pending, 3 to go
+        await client.xgroup_create(stream, "unknown", id="0")
+        # A group created at an id Redis cannot place in the entries' count reports lag null.
+        second = (await client.xrange(stream, count=2) or [])[1][0]
+        assert second is not None
+        await client.xgroup_setid(stream, "unknown", second)
+        groups = await group_backlogs(client, stream)
+        assert (groups["fresh"].backlog, groups["fresh"].pending) == (5, 0)
+        assert (groups["reading"].lag, groups["reading"].pending, groups["reading"].backlog) == (3, 2, 5)
+        unknown = groups["unknown"]
+        assert unknown.lag == 3 and unknown.counted and not unknown.capped
+    finally:
+        await client.flushdb()
+        await client.aclose()
