@@ -378,7 +378,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--class",
         dest="broker_class",
         metavar="CLASS",
-        help="broker class annotation (default: the server's, Flint)",
+        help="broker class annotation: Flint (the default: the engine's backend, SQLite on "
+        "flint up), FlintSQLite or FlintRedis (needs flint up --redis); it cannot change later",
     )
     _add_dl_sink(p)
     p.set_defaults(handler=run_broker_create)
