@@ -30,8 +30,11 @@ def broker_entries(
 ) -> list[BrokerEntry]:
     """The gateways' entries of the brokers of Flint's classes on `engine` (pure): a SQLite
     broker's log file (written by its home worker), a Redis broker's stream (any worker appends;
-    `log` stays empty: there is no file). Without `redis` (no Redis configured) a Redis broker is
-    left out: it is not Ready (`RedisNotConfigured`) and its ingress answers 404."""
+    `log`, which the wire requires, is unused then: it names the SQLite path the broker would have,
+    inside the logs folder, never the state dir itself, so code that touches `state_dir / log`
+    without looking at `backend` (a retire's file removal) cannot harm anything). Without `redis`
+    (no Redis configured) a Redis broker is left out: it is not Ready (`RedisNotConfigured`) and
+    its ingress answers 404."""
     out = []
     for b in brokers:
         meta = b["metadata"]
@@ -40,7 +43,8 @@ def broker_entries(
             continue
         ns, name, uid = meta.get("namespace", "default"), meta["name"], meta["uid"]
         if backend == BACKEND_REDIS:
-            out.append(BrokerEntry(ns, name, uid, "", backend=BACKEND_REDIS, stream=stream_key(uid)))
+            out.append(BrokerEntry(ns, name, uid, broker_log_relpath(uid), backend=BACKEND_REDIS,
+                                   stream=stream_key(uid)))
         else:
             out.append(BrokerEntry(ns, name, uid, broker_log_relpath(uid)))
     return out

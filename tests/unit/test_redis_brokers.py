@@ -82,11 +82,13 @@ def test_redis_brokers_go_to_the_gateways_as_streams_only_when_redis_is_configur
     assert broker_entries(brokers, redis=True) == [
         BrokerEntry("ns", "a", "u-a", "eventing/logs/u-a.db"),
         BrokerEntry("ns", "s", "u-s", "eventing/logs/u-s.db"),
-        BrokerEntry("ns", "r", "u-r", "", backend="redis", stream="flint:{u-r}:events"),
+        BrokerEntry("ns", "r", "u-r", "eventing/logs/u-r.db", backend="redis",
+                    stream="flint:{u-r}:events"),
     ]
     assert [e.name for e in broker_entries(brokers, redis=False)] == ["a", "s"]
     on_k8s = broker_entries(brokers[:1], engine="kubernetes", redis=True)
-    assert on_k8s == [BrokerEntry("ns", "a", "u-a", "", backend="redis", stream=stream_key("u-a"))]
+    assert on_k8s == [BrokerEntry("ns", "a", "u-a", "eventing/logs/u-a.db", backend="redis",
+                                  stream=stream_key("u-a"))]
 
 
 def test_a_redis_brokers_triggers_read_its_stream_through_their_own_group() -> None:
