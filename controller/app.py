@@ -142,7 +142,9 @@ class Controller:
             self.redis = redis_conn.client(s.redis)
             self.redis_health = RedisHealth(self.redis, s.redis.url, on_change=self._requeue_redis_brokers,
                                             every_s=s.redis_check_every_s)
-            self.redis_janitor = RedisJanitor(self.redis)
+            self.redis_janitor = RedisJanitor(
+                self.redis, journal=s.state_dir / "eventing" / "redis-deletions.json")
+            await self.redis_janitor.start()  # what a previous run could not delete yet
         # The dispatcher of our own state dir (`flint up` starts it) is the embedded one.
         self.dispatch = DispatchHub(
             embedded_id=dispatcher_id(s.state_dir, socket.gethostname()), on_progress=self._requeue_eventing

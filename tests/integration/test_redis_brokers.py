@@ -4,10 +4,14 @@ status and in `flint broker describe`, the backlog per trigger, `Durable` from t
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.harness import Flint, poll, start_flint, stop_flint
 from support.redis_server import RedisServer
 
@@ -64,6 +68,14 @@ def test_a_redis_broker_is_ready_on_redis_and_its_keys_go_with_it(
         row = next(line for line in out.splitlines() if line.strip().startswith("t1 "))
         assert row.split()[:4] == ["t1", "2", "1", "1"], out
         assert "Backend:" in f.cli("describe", "broker", "rb").stdout
+        path = f"{f.api}/internal/eventing/brokers/default/rb/backlog"
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the owner's credential only
+            urllib.request.urlopen(path, timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(path, headers=f.api_headers())
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            body = json.loads(answer.read())
+        assert body["backend"] == "redis" and body["triggers"][0]["backlog"] == 2
         assert "Backend:     sqlite" in f.cli("broker", "describe", "plain").stdout
 
         f.cli("trigger", "delete", "t1")  # its group and its keys go; the stream stays

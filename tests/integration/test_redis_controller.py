@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from support.redis_server import RedisServer, stop_redis
 
 from controller.redis_backlog import group_backlogs
 from controller.redis_health import RedisHealth
-from controller.redis_janitor import RedisJanitor
+from controller.redis_janitor import RedisJanitor, read_journal
 from flint_common import redis_conn
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import consumer_key, stream_key
@@ -131,5 +132,39 @@ async def test_backlog_is_lag_plus_pending(redis_server: RedisServer) -> None:
         unknown = groups["unknown"]
         assert unknown.lag == 3 and unknown.counted and not unknown.capped
     finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+async def test_a_deletion_left_undone_is_resumed_from_the_journal(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    journal = tmp_path / "eventing" / "redis-deletions.json"
+    dead = redis_conn.client(RedisSettings(url="redis://127.0.0.1:1/0"))  # nothing listens
+    janitor = RedisJanitor(dead, journal=journal, retry_first_s=0.01, retry_max_s=0.02)
+    janitor.delete_log("log-later")
+    janitor.delete_consumer("log-other", "c1")
+    await asyncio.sleep(0.05)
+    await janitor.close()  # a controller stopped during the outage
+    await dead.aclose()
+    assert await asyncio.to_thread(read_journal, journal) == ["consumer:log-other/c1", "log:log-later"]
+    assert (await asyncio.to_thread(journal.stat)).st_mode & 0o777 == 0o600
+
+    client = _client(redis_server)
+    await client.xadd(stream_key("log-later"), {"e": "1"})
+    await client.zadd(consumer_key("log-other", "c1", "retries"), {"a": 1})
+    janitor = RedisJanitor(client, journal=journal, settle_s=0.01)
+    try:
+        await janitor.start()
+        assert janitor.pending == ["consumer:log-other/c1", "log:log-later"]
+
+        async def done() -> bool:
+            return not janitor.pending
+
+        await _until(done)
+        assert [k async for k in client.scan_iter(match="flint:*")] == []
+        await janitor.close()
+        assert await asyncio.to_thread(read_journal, journal) == []
+    finally:
+        await janitor.close()
         await client.flushdb()
         await client.aclose()
