@@ -15,7 +15,7 @@ from aiohttp import web
 from controller.api.eventing import BACKEND_REDIS, broker_backend
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
-from controller.broker_backlog import add_backlog_routes
+from controller.broker_backlog import add_backlog_routes, fetch_dispatcher_backlogs
 from controller.builds.artifacts import ArtifactStore
 from controller.credentials import Credentials, ensure_credentials
 from controller.dispatcher_proxy import DispatcherProxy
@@ -230,8 +230,9 @@ class Controller:
         app.router.add_get(PLAN_PATH, self.dispatch.handle)
         add_log_routes(app, runtime, informers[REVISIONS])
         add_observability_routes(app, self.scaler, runtime)
-        add_backlog_routes(app, informers[BROKERS], informers[TRIGGERS], engine=s.engine,
-                           redis=lambda: self.redis)
+        add_backlog_routes(
+            app, informers[BROKERS], informers[TRIGGERS], engine=s.engine, redis=lambda: self.redis,
+            sqlite=lambda: fetch_dispatcher_backlogs(s.dispatcher_url, creds.token.reveal()))
         self._dispatcher_proxy = DispatcherProxy(s.dispatcher_url, creds.token)
         self._dispatcher_proxy.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)

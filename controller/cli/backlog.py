@@ -46,10 +46,13 @@ def backlog_lines(answer: Obj | str | None) -> list[str]:
     if isinstance(answer, str):
         return [f"Backlog:     unavailable ({answer})"]
     triggers = answer.get("triggers") or []
-    if answer.get("backend") != "redis":
-        return [f"Backlog:     {answer.get('note') or 'not known for this backend'}"]
     if not triggers:
         return ["Backlog:     no triggers"]
+    if answer.get("backend") != "redis":
+        rows = [[str(t.get("name", "")), _count(t, "backlog")] for t in triggers]
+        table = render_table(("TRIGGER", "BACKLOG"), rows)
+        return ["Backlog:" + (f"     ({answer['note']})" if answer.get("note") else ""),
+                *["  " + line.rstrip() for line in table.splitlines()]]
     rows = []
     for t in triggers:
         if t.get("group") is None:

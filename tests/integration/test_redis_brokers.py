@@ -77,6 +77,13 @@ def test_a_redis_broker_is_ready_on_redis_and_its_keys_go_with_it(
             body = json.loads(answer.read())
         assert body["backend"] == "redis" and body["triggers"][0]["backlog"] == 2
         assert "Backend:     sqlite" in f.cli("broker", "describe", "plain").stdout
+        f.cli("trigger", "create", "tp", "--broker", "plain", "--sink", "http://127.0.0.1:9/")
+
+        def sqlite_backlog_shown() -> bool:  # the dispatcher's gauge, once it runs the trigger
+            lines = f.cli("broker", "describe", "plain").stdout.splitlines()
+            return any(line.split() == ["tp", "0"] for line in lines)
+
+        poll(sqlite_backlog_shown, 60, "trigger tp's backlog in describe")
 
         f.cli("trigger", "delete", "t1")  # its group and its keys go; the stream stays
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from controller.api import eventing
+from controller.broker_backlog import backlog_answer, dispatcher_backlogs
 from controller.cli.backlog import backend_lines, backlog_lines
 from controller.eventing.plan import RedisLog, SqliteLog, build_plan
 from controller.reconcilers.broker import (
@@ -237,3 +238,25 @@ def test_describe_lines_show_the_backend_and_each_triggers_backlog() -> None:
     assert backlog_lines("Error from server (ServiceUnavailable): Redis did not answer") == [
         "Backlog:     unavailable (Error from server (ServiceUnavailable): Redis did not answer)"]
     assert backend_lines(broker("Other"), "Error from server (NotFound): …") == []
+
+
+def test_a_sqlite_brokers_backlog_is_the_dispatchers_gauge() -> None:
+    text = (
+        "# HELP flint_dispatcher_backlog_events Events not yet handled.\n"
+        "# TYPE flint_dispatcher_backlog_events gauge\n"
+        'flint_dispatcher_backlog_events{namespace="ns",trigger="t1"} 7.0\n'
+        'flint_dispatcher_backlog_events{namespace="other",trigger="t1"} 1.0\n'
+        "# TYPE flint_dispatcher_event_loop_lag_seconds gauge\n"
+        "flint_dispatcher_event_loop_lag_seconds 0.001\n"
+    )
+    gauges = dispatcher_backlogs(text)
+    assert gauges == {("ns", "t1"): 7, ("other", "t1"): 1}
+    b = broker("FlintSQLite")
+    answer = backlog_answer(b, "sqlite", [trigger("t1"), trigger("t2")], None, gauges)
+    assert [(t["name"], t["backlog"]) for t in answer["triggers"]] == [("t1", 7), ("t2", None)]
+    b["status"]["annotations"] = {"eventing.flint.dev/backend": "sqlite"}
+    lines = backend_lines(b, answer)
+    assert lines[0] == "Backend:     sqlite"
+    assert [line.split() for line in lines[2:]] == [["TRIGGER", "BACKLOG"], ["t1", "7"], ["t2", "-"]]
+    down = backlog_answer(b, "sqlite", [trigger("t1")], None, "the dispatcher did not answer")
+    assert "the dispatcher did not answer" in down["note"] and down["triggers"][0]["backlog"] is None
