@@ -5,18 +5,26 @@ and a trigger's keys, the backlog from XINFO GROUPS (and XRANGE when Redis repor
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
+from support.harness import free_port
 from support.redis_server import RedisServer, stop_redis
 
+from controller.eventing.dispatcher import Dispatcher, DispatcherSettings
+from controller.eventing.plan import ConsumerPlan, DispatchPlan, RedisLog, dispatcher_id
 from controller.redis_backlog import group_backlogs
 from controller.redis_health import RedisHealth
 from controller.redis_janitor import RedisJanitor, read_journal
 from flint_common import redis_conn
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import consumer_key, stream_key
+from flint_common.secret import Secret
 
 
 def _client(server: RedisServer) -> aioredis.Redis:
@@ -168,3 +176,41 @@ async def test_a_deletion_left_undone_is_resumed_from_the_journal(
         await janitor.close()
         await client.flushdb()
         await client.aclose()
+
+
+def _redis_plan(log_uid: str, consumer_uid: str) -> DispatchPlan:
+    consumer = ConsumerPlan(
+        uid=consumer_uid, namespace="ns", name="t1", broker="rb", log_uid=log_uid,
+        log=RedisLog(stream_key(log_uid), consumer_uid), subscriber="http://127.0.0.1:9/",
+        reply="http://broker-ingress.localhost/ns/rb", filter_attributes=None, filters=None,
+        delivery={}, dead_letter_uri=None, ordered=False)
+    return DispatchPlan(version=1, triggers=(consumer,), known=(consumer_uid,))
+
+
+@pytest.mark.parametrize("with_redis", [True, False])
+async def test_the_dispatcher_has_a_redis_client_and_its_id_but_refuses_redis_consumers_yet(
+        redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        with_redis: bool) -> None:
+    state_dir = await asyncio.to_thread(tmp_path.resolve)
+    settings = DispatcherSettings(
+        state_dir=state_dir, controller_url=f"http://127.0.0.1:{free_port()}",
+        admin_port=free_port(), token=Secret("t" * 32),
+        redis=RedisSettings(url=redis_server.url) if with_redis else None)
+    d = Dispatcher(settings)
+    await d.start()
+    try:
+        assert d.id == dispatcher_id(state_dir, socket.gethostname())
+        assert (d.redis is not None) == with_redis
+        if d.redis is not None:
+            assert await d.redis.ping()
+        with caplog.at_level(logging.ERROR, logger="flint.dispatcher"):
+            await d.apply(_redis_plan("log-d", "c-d"))
+            await d.apply(replace(_redis_plan("log-d", "c-d"), version=2))
+        refusals = [r.getMessage() for r in caplog.records if "trigger_not_runnable" in r.getMessage()]
+        assert len(refusals) == 1, refusals  # said once, not at every plan
+        reason = "cannot read Redis logs yet" if with_redis else "has no Redis configured"
+        assert reason in refusals[0] and "backend=redis" in refusals[0]
+        assert d.runners == {}
+    finally:
+        await d.stop()
+    assert d.redis is None
