@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from support.harness import Flint, poll, start_flint, stop_flint
-from support.redis_server import RedisServer
+from support.redis_server import RedisServer, stop_redis
 
 from flint_common.redis_keys import consumer_key, stream_key
 
@@ -125,3 +125,20 @@ def test_a_redis_broker_without_redis_is_not_ready(flint: Flint) -> None:
     out = flint.cli("broker", "describe", "rb").stdout
     assert "Backend:     redis" in out and "RedisNotConfigured" in out, out
     flint.cli("broker", "delete", "rb")
+
+
+def test_a_redis_broker_whose_redis_does_not_answer_is_ready_with_durable_unknown(
+        redis_servers: Callable[..., RedisServer], tmp_path: Path) -> None:
+    server = redis_servers()
+    stop_redis(server)  # configured, but down
+    f = start_flint(tmp_path / "flint", "--redis", server.url)
+    try:
+        f.cli("broker", "create", "rb", "--class", "FlintRedis")
+        poll(lambda: _condition_is(f, "broker", "rb", "Durable", "Unknown", "RedisUnreachable"), 60,
+             "broker rb Durable=Unknown RedisUnreachable")
+        poll(lambda: _condition_is(f, "broker", "rb", "Ready", "True"), 60, "broker rb Ready")
+        out = f.cli("broker", "describe", "rb").stdout
+        assert "Backlog:     unavailable (Error from server (ServiceUnavailable): Redis did not" in out
+        assert "event=redis_unreachable role=controller" in f.logs(None)
+    finally:
+        stop_flint(f)
