@@ -139,6 +139,18 @@ async def test_backlog_is_lag_plus_pending(redis_server: RedisServer) -> None:
         assert (groups["reading"].lag, groups["reading"].pending, groups["reading"].backlog) == (3, 2, 5)
         unknown = groups["unknown"]
         assert unknown.lag == 3 and unknown.counted and not unknown.capped
+        # Entries deleted before a group read them: Redis cannot tell its lag; a group before the
+        # first entry has the whole stream to go (no count needed), one at the end has none.
+        await client.xgroup_create(stream, "behind", id="0")
+        await client.xgroup_create(stream, "ahead", id="$")
+        await client.xdel(stream, second)
+        await client.xgroup_setid(stream, "ahead", "$")
+        ids = [i for i, _ in await client.xrange(stream) or []]
+        await client.xdel(stream, ids[0])  # now "behind" is before the first entry
+        groups = await group_backlogs(client, stream)
+        assert (groups["behind"].lag, groups["behind"].counted) == (3, False)
+        assert groups["ahead"].lag == 0
+        assert groups["reading"].backlog == groups["reading"].lag + 2  # type: ignore[operator]
     finally:
         await client.flushdb()
         await client.aclose()
