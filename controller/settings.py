@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
 from flint_common.redis_config import RedisSettings
 
@@ -88,6 +89,11 @@ class ControllerSettings:
     engine: str = "embedded"
     """The engine: `embedded` (this one; `kubernetes` later). A broker of class `Flint` gets
     the engine's default backend (`controller.api.eventing.default_backend`: SQLite here)."""
+
+    def __post_init__(self) -> None:
+        default_backend(self.engine)  # a ValueError naming the known engines
+        if self.redis_check_every_s <= 0:
+            raise ValueError(f"redis_check_every_s must be above 0, not {self.redis_check_every_s}")
 
     @property
     def store_path(self) -> Path:

@@ -260,3 +260,11 @@ def test_a_sqlite_brokers_backlog_is_the_dispatchers_gauge() -> None:
     assert [line.split() for line in lines[2:]] == [["TRIGGER", "BACKLOG"], ["t1", "7"], ["t2", "-"]]
     down = backlog_answer(b, "sqlite", [trigger("t1")], None, "the dispatcher did not answer")
     assert "the dispatcher did not answer" in down["note"] and down["triggers"][0]["backlog"] is None
+
+
+def test_the_controllers_engine_must_be_known() -> None:
+    assert ControllerSettings().engine == "embedded"
+    with pytest.raises(ValueError, match="unknown engine 'nomad' \\(known: embedded, kubernetes\\)"):
+        ControllerSettings(engine="nomad")
+    with pytest.raises(ValueError, match="redis_check_every_s must be above 0"):
+        ControllerSettings(redis_check_every_s=0)
