@@ -49,7 +49,7 @@ from typing import Any
 from flint_common.redis_keys import stream_key
 from gateway.channels.base import ChannelLog
 from gateway.channels.floor import read_floor
-from gateway.channels.redis_writer import StreamAppender
+from gateway.channels.redis_writer import StreamAppender, StreamAppendError
 from gateway.channels.sqlite import SqliteChannelLog
 from gateway.channels.wake import WakeSender
 from gateway.cloudevents import (
@@ -416,7 +416,9 @@ class BrokerIngress:
             now = self._clock()
             if now - self._failure_logged.get(key, -FAILURE_LOG_EVERY_S) >= FAILURE_LOG_EVERY_S:
                 self._failure_logged[key] = now
-                log.error("event=append_failed %s=%s backend=redis error=%s", entry.kind, key, exc)
+                detail = exc.detail if isinstance(exc, StreamAppendError) else repr(exc)
+                log.error("event=append_failed %s=%s backend=redis error=%s (logged at most every "
+                          "%g s)", entry.kind, key, detail, FAILURE_LOG_EVERY_S)
             self.metrics.reject(key, "log-unavailable")
             return Answer(503, f"the Redis stream of {entry.kind} {entry.key} is unavailable: {exc}",
                           retry_after=True)

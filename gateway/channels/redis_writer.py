@@ -72,7 +72,12 @@ Redis (SIGSTOP, a partition) fails the requests in flight after this, never hang
 
 class StreamAppendError(Exception):
     """Redis did not (or not verifiably) store a request's entries: answer 503 and let the
-    producer retry. The message says what failed; it never holds a password."""
+    producer retry. The message says what failed, for the producer (no address, no password);
+    `detail` adds what the operator needs (redis-py's error: the server's address)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class StreamAppender(Protocol):
@@ -222,8 +227,9 @@ class RedisStreamWriter:
                 try:
                     replies = await self.transport.send(entries, self.min_replicas, self.wait_timeout_ms)
                 except Exception as exc:  # connection refused or lost, timeout, closed...
-                    outcomes = [StreamAppendError(f"Redis did not store the events: {_describe(exc)}")
-                                for _ in batch]
+                    outcomes = [StreamAppendError(
+                        f"Redis did not answer ({type(exc).__name__}): the events may not be stored",
+                        f"Redis did not answer: {_describe(exc)}") for _ in batch]
                 else:
                     outcomes = settle(batch, replies, self.min_replicas, self.wait_timeout_ms)
                 for p, outcome in zip(batch, outcomes, strict=True):

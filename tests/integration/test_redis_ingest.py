@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -98,8 +99,9 @@ async def test_concurrent_requests_share_pipelines_and_each_202_is_stored_once(
 
 
 async def test_redis_stopped_is_503_and_restarted_is_202_again(
-    own_redis: list[RedisServer], tmp_path: Path
+    own_redis: list[RedisServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="flint.gateway.ingress")
     server = own_redis[0]
     ing, _ = ingress(tmp_path, RedisSettings(url=server.url))
     b = broker("uid-restart")
@@ -113,7 +115,11 @@ async def test_redis_stopped_is_503_and_restarted_is_202_again(
         for a in answers:
             assert a.status == 503 and a.retry_after, a
             assert "the Redis stream of broker default/b is unavailable" in a.message
+            assert f":{server.port}" not in a.message  # the producer is not told where Redis is
         assert ing.metrics.rejected == {("default/b", "log-unavailable"): 5}
+        # The operator is, once (not once per request).
+        logged = [r.getMessage() for r in caplog.records if "event=append_failed" in r.getMessage()]
+        assert len(logged) == 1 and f"127.0.0.1:{server.port}" in logged[0], logged
 
         own_redis.append(await asyncio.to_thread(start_redis, server.dir, port=server.port))
         got: list[Answer] = []
