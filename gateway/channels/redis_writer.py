@@ -5,17 +5,19 @@ records)` queues the request; one task sends the queue's head as one pipeline (n
 `XADD <stream> * e <record>`, one per record, and, with `min_replicas > 0`, a final `WAIT
 min_replicas wait_timeout_ms`. While that pipeline is in flight new requests queue and go in the
 next one (up to `max_entries` records and `max_bytes` of data per pipeline), so under load one
-round trip and one syscall pair carry many requests: one XADD per request costs about 4× the CPU
-(issue 12: 96 vs 25 µs per 1 KiB event; `loadtests/bench_redis_ingest.py` measures it).
+round trip and one syscall pair carry many requests: one XADD per request costs several times
+the CPU (issue 12 measured 96 vs 25 µs per 1 KiB event; `loadtests/bench_redis_ingest.py`
+measures it here).
 
 Each caller resolves only after Redis acknowledged every entry of its request (with their stream
 ids) and, with `min_replicas`, after WAIT counted that many replicas. Anything else raises
 `StreamAppendError` and the ingress answers 503 with `Retry-After`: the connection refused or
 lost, a socket timeout (a dead or stopped Redis never hangs a request longer than
-`socket_timeout_s` per read), `READONLY` (a replica after a failover), `OOM`, a missing reply, too
-few replicas. Some of a failed request's entries may have been stored (a reply lost after Redis
-applied the XADD, or WAIT short of replicas): the producer's retry then stores them again; that
-is at-least-once, and the dispatchers deliver both.
+`SOCKET_TIMEOUT_S` per read), `READONLY` (a replica after a failover), `OOM`, a missing reply,
+too few replicas, more than `max_queued_bytes` already waiting for Redis. Some of a failed
+request's entries may have been stored (a reply lost after Redis applied the XADD, or WAIT short
+of replicas): the producer's retry then stores them again; that is at-least-once, and the
+dispatchers deliver both.
 
 The client never retries by itself (redis-py's default would try ten more times with backoff):
 the answer is 503 now, and redis-py's pool reconnects on a later request. The batching decisions
@@ -45,6 +47,7 @@ from flint_common.redis_keys import EVENT_FIELD
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ENTRIES",
+    "MAX_QUEUED_BYTES",
     "SOCKET_TIMEOUT_S",
     "WAIT_TIMEOUT_MS",
     "RedisStreamWriter",
@@ -63,6 +66,9 @@ MAX_BATCH_ENTRIES = 1024
 """Records per pipeline at most (a request larger than this goes alone, whole)."""
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 """Bytes of records per pipeline at most (idem): bounds Redis's query buffer and one reply's wait."""
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+"""Bytes of records waiting for a pipeline at most: past it (Redis slower than the producers, or
+not answering) a request fails at once with 503 instead of holding its body in memory."""
 WAIT_TIMEOUT_MS = 1000
 """How long `WAIT` waits for `min_replicas` replicas (ms) before the requests fail with 503."""
 SOCKET_TIMEOUT_S = 5.0
@@ -182,6 +188,7 @@ class RedisStreamWriter:
         wait_timeout_ms: int = WAIT_TIMEOUT_MS,
         max_entries: int = MAX_BATCH_ENTRIES,
         max_bytes: int = MAX_BATCH_BYTES,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("max_entries and max_bytes must be at least 1")
@@ -190,6 +197,9 @@ class RedisStreamWriter:
         self.wait_timeout_ms = wait_timeout_ms
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0
+        """Bytes of the records waiting for a pipeline (not yet sent)."""
         self.pipelines = 0
         """Pipelines sent so far (a pipeline that failed included)."""
         self.entries = 0
@@ -203,9 +213,15 @@ class RedisStreamWriter:
             raise StreamAppendError("the Redis writer of this gateway worker is closed (stopping)")
         if not records:
             return []
+        size = sum(map(len, records))
+        if self.queued_bytes and self.queued_bytes + size > self.max_queued_bytes:
+            raise StreamAppendError(
+                "too many events are waiting for Redis: it is slower than the producers or not "
+                "answering", f"{self.queued_bytes} bytes queued (max {self.max_queued_bytes})")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[str]] = loop.create_future()
-        self._queue.append(Pending(stream, records, sum(map(len, records)), future))
+        self._queue.append(Pending(stream, records, size, future))
+        self.queued_bytes += size
         if self._task is None:
             # The pipeline goes out on the next turn of the loop: requests that arrive in this
             # one join it; later ones queue for the next pipeline while it is in flight.
@@ -220,6 +236,7 @@ class RedisStreamWriter:
         try:
             while self._queue:
                 batch = take_batch(self._queue, self.max_entries, self.max_bytes)
+                self.queued_bytes -= sum(p.size for p in batch)
                 entries = [(p.stream, r) for p in batch for r in p.records]
                 self.pipelines += 1
                 self.entries += len(entries)
@@ -245,6 +262,7 @@ class RedisStreamWriter:
             # Cancelled (close): nobody is left waiting for an answer that will not come.
             left = [*batch, *self._queue]
             self._queue.clear()
+            self.queued_bytes = 0
             for p in left:
                 if not p.future.done():
                     p.future.set_exception(StreamAppendError("the Redis writer was closed"))

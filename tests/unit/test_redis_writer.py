@@ -237,6 +237,25 @@ async def test_a_cancelled_pipeline_fails_its_requests_and_the_queue() -> None:
     assert w._task is None and not w._queue
 
 
+async def test_a_full_queue_refuses_at_once() -> None:
+    t = FakeTransport(gated=True)
+    w = RedisStreamWriter(t, max_queued_bytes=10)
+    flying = asyncio.ensure_future(w.append("s", [b"x" * 8]))
+    await until(lambda: len(t.gates) == 1, "the pipeline in flight")
+    assert w.queued_bytes == 0  # sent: no longer queued
+    queued = asyncio.ensure_future(w.append("s", [b"y" * 8]))
+    await asyncio.sleep(0)
+    assert w.queued_bytes == 8
+    with pytest.raises(StreamAppendError, match="too many events are waiting for Redis"):
+        await w.append("s", [b"z" * 4])
+    t.release()
+    await until(lambda: len(t.gates) == 1, "the next pipeline")
+    t.release()
+    assert await flying == ["1-0"] and await queued == ["2-0"] and w.queued_bytes == 0
+    big = RedisStreamWriter(FakeTransport(), max_queued_bytes=10)
+    assert await big.append("s", [b"w" * 50]) == ["1-0"]  # alone, an oversized request still goes
+
+
 def test_caps_must_be_positive() -> None:
     with pytest.raises(ValueError):
         RedisStreamWriter(FakeTransport(), max_entries=0)
