@@ -412,7 +412,7 @@ class BrokerIngress:
                           "FLINT_REDIS_URL for the gateway)", retry_after=True)
         try:
             await writer.append(entry.stream or stream_key(entry.uid), records)
-        except Exception as exc:  # nothing was acknowledged: the producer retries
+        except Exception as exc:  # not (verifiably) stored: the producer retries
             now = self._clock()
             if now - self._failure_logged.get(key, -FAILURE_LOG_EVERY_S) >= FAILURE_LOG_EVERY_S:
                 self._failure_logged[key] = now
