@@ -20,6 +20,12 @@
 5. CPU per event of the gateway (all its processes) and of the dispatcher, from /proc;
 6. prints a markdown table, writes JSON to `--json`. Loopback only, bounded in events and time;
    every process it started is stopped, and /proc is checked for survivors.
+
+`--redis` runs it twice, side by side: as above, then with its own `redis-server` (free loopback
+port, AOF on) given to `flint up --redis`, the Broker of class `FlintRedis` (issue 12 §1; the
+run stops with a clear error while the controller does not publish it as Redis-backed) and loss
+counted from the broker's stream. Until then, `loadtests.bench_redis_ingest` measures the
+gateway's side of Redis ingest without the controller.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ class Result:
     rate_accepted: int = 0
     rate_lost: int = 0
     latency_ms: dict[str, float | None] = field(default_factory=dict)
+    backend: str = "sqlite"
     gateway_cpu_us_per_event: float | None = None
     dispatcher_cpu_us_per_event: float | None = None
     problems: list[str] = field(default_factory=list)
@@ -97,8 +104,15 @@ def http_json(url: str, *, method: str = "GET", timeout_s: float = 10) -> Any:
     return json.loads(data) if data else None
 
 
-def manifests(sink_url: str) -> str:
-    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "bench"}}
+REDIS_BROKER_CLASS = "FlintRedis"
+"""The broker class of a Redis-backed broker (issue 12 §1)."""
+
+
+def manifests(sink_url: str, broker_class: str | None = None) -> str:
+    broker: dict[str, Any] = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                              "metadata": {"name": "bench"}}
+    if broker_class is not None:
+        broker["metadata"]["annotations"] = {"eventing.knative.dev/broker.class": broker_class}
     trigger = {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
@@ -114,13 +128,33 @@ def trigger_ready(f: Flint) -> bool:
     return bool(conds.get("Ready", {}).get("status") == "True")
 
 
-def log_ids(f: Flint) -> set[str]:
-    """The ids of the events stored in the bench broker's log (read-only)."""
+def published_backend(f: Flint) -> str | None:
+    """The backend of the bench broker in the gateway's persisted snapshot (None: not in it)."""
+    from gateway.link import load_snapshot_file
+
+    snap = load_snapshot_file(f.state_dir / "gateway" / "snapshot.json")
+    found = [b for b in (snap.brokers if snap else ()) if b.key == "default/bench"]
+    return found[0].backend if found else None
+
+
+def log_ids(f: Flint, redis_port: int | None = None) -> set[str]:
+    """The ids of the events stored in the bench broker's log or stream (read-only)."""
     import sqlite3
 
     from gateway.cloudevents import Event
 
     uid = f.get("broker", "bench")["metadata"]["uid"]
+    if redis_port is not None:
+        import redis
+
+        from flint_common.redis_keys import EVENT_FIELD, stream_key
+
+        client = redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=30)
+        try:
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream_key(uid))  # type: ignore[assignment]
+            return {Event.from_log(fields[EVENT_FIELD]).id for _, fields in entries}
+        finally:
+            client.close()
     path = f.state_dir / "eventing" / "logs" / f"{uid}.db"
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -179,8 +213,10 @@ async def fixed_rate(port: int, path: str, rate: float, duration_s: float) -> tu
     return total, accepted
 
 
-def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdir: Path) -> Result:
-    res = Result(rate=rate)
+def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdir: Path,
+                  redis_url: str | None = None, redis_port: int | None = None) -> Result:
+    res = Result(rate=rate, backend="sqlite" if redis_url is None else "redis")
+    workdir.mkdir(parents=True, exist_ok=True)
     sink_port = free_port()
     sink = subprocess.Popen(
         [sys.executable, str(SINK_APP)],
@@ -196,9 +232,22 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
         wait_for(lambda: http_json(sink_url + "/stats") is not None, 30, "the subscriber")
         # Keep every record in the log for the exact loss count (no retention pass during the run).
         os.environ["FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S"] = "3600"
-        f = start_flint(workdir, *PROFILE_ARGS, workers=1)
-        f.cli("apply", "-f", "-", input=manifests(sink_url + "/"))
-        wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")
+        redis_args = ("--redis", redis_url) if redis_url is not None else ()
+        f = start_flint(workdir, *PROFILE_ARGS, *redis_args, workers=1)
+        f.cli("apply", "-f", "-", input=manifests(
+            sink_url + "/", REDIS_BROKER_CLASS if redis_url is not None else None))
+        try:
+            wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")
+        except FlintError as exc:
+            if redis_url is None:
+                raise
+            raise FlintError(f"{exc}; with --redis the Broker is of class {REDIS_BROKER_CLASS}, which "
+                             "needs the controller's Redis backend (issue 12 §1)") from exc
+        if redis_url is not None and published_backend(f) != "redis":
+            raise FlintError(f"flint up published broker default/bench with backend "
+                             f"{published_backend(f)!r}, not redis: the controller's {REDIS_BROKER_CLASS} "
+                             "class (issue 12 §1) is needed; `python -m loadtests.bench_redis_ingest` "
+                             "measures the gateway's Redis ingest without it")
         path = "/default/bench"
         gw = procs.find_child(f.proc.pid, "-m gateway")
         disp = procs.find_child(f.proc.pid, "-m controller.eventing")
@@ -252,7 +301,7 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
         # commit), so the log must hold at least as many events as were accepted, and each of
         # them must have reached the subscriber.
         ids = set(urllib.request.urlopen(sink_url + "/ids", timeout=30).read().decode().split())
-        logged = log_ids(f)
+        logged = log_ids(f, redis_port)
         res.logged = len(logged)
         res.lost = len(logged - ids) + max(0, res.ingest_accepted - len(logged))
 
@@ -289,12 +338,27 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
     return res
 
 
+def run_redis(duration_s: float, rate: float, rate_duration_s: float, workdir: Path,
+              redis_dir: Path) -> Result:
+    """`run_benchmark` with a Redis-backed broker on a redis-server of its own, its data in
+    `redis_dir` (outside `workdir`, whose processes are reaped before this one stops it)."""
+    from loadtests.bench_redis_ingest import start_redis
+
+    r = start_redis(redis_dir)
+    try:
+        return run_benchmark(duration_s, rate, rate_duration_s, workdir, r.url, r.port)
+    finally:
+        procs.stop(r.proc, timeout_s=10)
+
+
 def report(res: Result, command: str) -> str:
     def fmt(v: float | None, unit: str = "") -> str:
         return "—" if v is None else f"{v:,.1f}{unit}"
 
     rows = [
-        ("ingest (binary, 1 KiB, 202 after an fsync'd commit)", f"{res.ingest_eps:,.0f} events/s"),
+        ("ingest (binary, 1 KiB, 202 after an fsync'd commit)" if res.backend == "sqlite"
+         else "ingest into Redis (binary, 1 KiB, 202 once Redis acknowledged)",
+         f"{res.ingest_eps:,.0f} events/s"),
         (
             "events accepted / errors / in the log",
             f"{res.ingest_accepted:,} / {res.ingest_errors:,} / {res.logged:,}",
@@ -340,22 +404,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=500.0, help="events/s of the latency phase (default 500)")
     p.add_argument("--rate-duration", type=float, default=10.0, help="seconds of the latency phase")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--redis", action="store_true",
+                   help="also run it with a Redis-backed broker (its own redis-server), side by side")
     a = p.parse_args(argv)
     if not bench_tools.available(bench_tools.WRK):
         print("wrk is not installed: sh loadtests/setup-tools.sh", file=sys.stderr)
         return 1
     if not 0 < a.duration <= 120 or not 0 < a.rate_duration <= 120 or not 0 < a.rate <= 5000:
         p.error("--duration and --rate-duration must be in (0, 120], --rate in (0, 5000]")
+    results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="flint-bench-events-") as tmp:
         try:
-            res = run_benchmark(a.duration, a.rate, a.rate_duration, Path(tmp))
-        except FlintError as exc:
+            results["sqlite"] = run_benchmark(a.duration, a.rate, a.rate_duration, Path(tmp) / "sqlite")
+            if a.redis:
+                results["redis"] = run_redis(a.duration, a.rate, a.rate_duration, Path(tmp) / "broker-redis",
+                                             Path(tmp) / "redis-data")
+        except (FlintError, RuntimeError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
+            for name, done in results.items():
+                print(f"{name}:\n{report(done, 'partial run')}", file=sys.stderr)
             return 1
     command = "python -m loadtests.bench_events " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(report(res, command.strip()))
+    res = results["sqlite"]
+    for name, r in results.items():
+        if a.redis:
+            print(f"\n### {name} broker\n")
+        print(report(r, command.strip()))
     if a.json is not None:
-        a.json.write_text(json.dumps(asdict(res), indent=2))
+        data = asdict(res) if not a.redis else {k: asdict(v) for k, v in results.items()}
+        a.json.write_text(json.dumps(data, indent=2))
     return 0
 
 

@@ -67,9 +67,10 @@ def redis_server_binary() -> str:
 
 
 def start_redis(workdir: Path, *, appendonly: bool = True, password: str | None = None,
-                timeout_s: float = START_TIMEOUT_S) -> RedisServer:
-    """Start `redis-server` on a free loopback port with its data in `workdir`; return once it
-    answers PING. A password goes in its 0600 config file, never on its command line."""
+                timeout_s: float = START_TIMEOUT_S, port: int | None = None) -> RedisServer:
+    """Start `redis-server` on a free loopback port (or `port`: a restart of a stopped one) with
+    its data in `workdir`; return once it answers PING. A password goes in its 0600 config
+    file, never on its command line."""
     binary = redis_server_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "redis.conf"
@@ -78,7 +79,7 @@ def start_redis(workdir: Path, *, appendonly: bool = True, password: str | None 
         if password is not None:
             f.write(f"requirepass {password}\n")
     log_path = workdir / "redis.log"
-    port = free_port()
+    port = free_port() if port is None else port
     argv = [binary, str(config), "--port", str(port), "--bind", "127.0.0.1",
             "--daemonize", "no", "--appendonly", "yes" if appendonly else "no", "--save", "",
             "--dir", str(workdir), "--logfile", str(log_path)]
