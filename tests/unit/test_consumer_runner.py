@@ -60,6 +60,8 @@ def test_reply_ttl(ttl: object, expected: int) -> None:
 class FakeSource:
     """A log of events with ids "1", "2", ... and a position, like the SQLite source's."""
 
+    blocks = False
+
     def __init__(self, events: list[Event] | None = None) -> None:
         self.records: list[tuple[str, bytes]] = []
         self.stored: int | None = 0
@@ -70,6 +72,7 @@ class FakeSource:
         self.unacked: list[tuple[str, bytes]] = []
         """Events an earlier reader read and never acked (what `pending` lists)."""
         self.claimed: list[list[str]] = []
+        self.maintained = False
         self._fetched = 0
         for e in events or []:
             self.add(e)
@@ -107,6 +110,9 @@ class FakeSource:
     async def backlog(self) -> int:
         return len(self.records) - self.position
 
+    async def maintain(self) -> None:
+        self.maintained = True
+
 
 @dataclass
 class FakeState:
@@ -116,9 +122,16 @@ class FakeState:
     removed: list[int] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
     redelivered: list[tuple[Sequence[int] | None, float]] = field(default_factory=list)
+    taken: list[DueRetry] = field(default_factory=list)
 
     async def retries(self) -> list[DueRetry]:
         return list(self.stored_retries)
+
+    async def take_due(self, now: float, limit: int) -> list[DueRetry]:
+        due = [r for r in self.stored_retries if r.next_at <= now][: max(limit, 0)]
+        self.taken.extend(due)
+        self.stored_retries = [r for r in self.stored_retries if r not in due]
+        return due
 
     async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
         self.added.append((event_id, event, attempt, next_at))
