@@ -221,7 +221,7 @@ class ConsumerRunner:
             now = self._clock()
             decision = after_failure(self.policy, 1, outcome.status, outcome.retry_after, now)
             if isinstance(decision, Retry):
-                rid = await self.state.add_retry(slot.id, raw, decision.attempt, decision.at)
+                await self.state.add_retry(slot.id, raw, decision.attempt, decision.at)
                 self._metrics.retried.labels(*self._labels).inc()
                 self._schedule(decision.at)
             else:
