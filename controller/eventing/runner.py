@@ -137,6 +137,8 @@ class ConsumerRunner:
             return
         log.error("event=runner_failed trigger=%s task=%s", self.plan.key, task.get_name(),
                   exc_info=task.exception())
+        if self.failed:
+            return  # another of its loops failed first (say, maintain and read on a lost lease)
         self.failed = True
         if self.on_failure is not None:
             self.on_failure(self)

@@ -53,7 +53,7 @@ def test_reply_ttl(ttl: object, expected: int) -> None:
 # (`ConsumerSource`, `ConsumerState`): mypy checks them against the Protocols where the runner
 # takes them. The sender subclasses the real class, only so that mypy checks every faked
 # method against the real signature; it never calls the real __init__ (no session is made).
-# The backends' own implementations are tested in `test_consumer_backends.py`.
+# The backends' own implementations are tested in `integration/test_consumer_conformance.py`.
 # ------------------------------------------------------------------------------------------
 
 
