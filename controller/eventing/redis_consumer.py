@@ -9,9 +9,10 @@ survives a dispatcher's death (issue 12 §3).
   or dead-lettered: durable outcomes only).
 * Idle time measures a dead dispatcher, not a slow subscriber: `maintain` refreshes the idle
   time of every entry this source holds (read, not acked) with `XCLAIM … JUSTID` to itself every
-  `claim_heartbeat_s`; a reader takes over entries of other consumers idle longer than
-  `claim_after_s` (`XAUTOCLAIM` in `read`, at most every `claim_after_s / 4`; `pending`/`claim`
-  at start, with the entries its own earlier incarnation left). Entries trimmed or deleted
+  `claim_heartbeat_s` (only those still pending with it, in one script); a reader takes over
+  entries of other consumers idle longer than `claim_after_s` (`XAUTOCLAIM` in `read`, at most
+  every `claim_after_s / 4`; `pending`/`claim` at start, with the entries its own earlier
+  incarnation left). Entries trimmed or deleted
   meanwhile are acked and skipped. Consumers of the group with nothing pending that were idle
   that long are removed from it (`remove_dead_consumers`, also run by `maintain`).
 * An ordered consumer (`delivery.order: ordered`) is read by one dispatcher at a time: the
@@ -44,6 +45,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from controller.eventing.redis_scripts import (
     ACQUIRE_LEASE,
+    HEARTBEAT,
     RELEASE_LEASE,
     REMOVE_DEAD_CONSUMERS,
     RENEW_LEASE,
@@ -139,6 +141,12 @@ class RedisConsumerSource:
         self._renew = redis.register_script(RENEW_LEASE)
         self._release = redis.register_script(RELEASE_LEASE)
         self._remove_dead = redis.register_script(REMOVE_DEAD_CONSUMERS)
+        self._beat = redis.register_script(HEARTBEAT)
+
+    @property
+    def held(self) -> list[str]:
+        """The entries read or claimed here and not acked yet, in read order."""
+        return list(self._held)
 
     @property
     def _claim_after_ms(self) -> int:
@@ -310,12 +318,18 @@ class RedisConsumerSource:
         return out
 
     async def _heartbeat(self) -> None:
-        """Reset the idle time of the entries held here, so no other dispatcher claims them."""
-        held: list[Any] = list(self._held)
+        """Reset the idle time of the entries held here, so no other dispatcher claims them; stop
+        holding the ones another dispatcher claimed meanwhile (this one was stalled)."""
+        held = list(self._held)
         try:
             for i in range(0, len(held), _CHUNK):
-                await self._redis.xclaim(self.stream, self.group, self.consumer, 0,
-                                         held[i : i + _CHUNK], justid=True)
+                lost = await self._beat(keys=[self.stream],
+                                        args=[self.group, self.consumer, *held[i : i + _CHUNK]])
+                for eid in lost:
+                    self._held.pop(text(eid), None)
+                if lost:
+                    log.warning("event=entries_lost trigger=%s count=%d reason=claimed by another "
+                                "dispatcher while this one stalled", self._label, len(lost))
         except (RedisError, OSError) as exc:  # the next beat tries again
             log.warning("event=heartbeat_failed trigger=%s error=%s", self._label, exc)
 

@@ -18,6 +18,7 @@ __all__ = [
     "ACQUIRE_LEASE",
     "ADD_DEAD_LETTER",
     "ADD_RETRY",
+    "HEARTBEAT",
     "REDELIVER",
     "RELEASE_LEASE",
     "REMOVE_DEAD_CONSUMERS",
@@ -169,6 +170,22 @@ RELEASE_LEASE = """
 -- KEYS: lease; ARGV: our value. Deletes the lease only if it is still ours.
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+HEARTBEAT = """
+-- KEYS: stream; ARGV: group, our name, then the ids we hold. Resets the idle time of those still
+-- pending with us (XCLAIM … JUSTID: not a delivery); returns the ones another consumer claimed
+-- meanwhile (or that are no longer pending), which we must stop holding.
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
 """
 
 REMOVE_DEAD_CONSUMERS = """

@@ -537,6 +537,32 @@ async def test_the_heartbeat_resets_the_idle_time_of_held_entries(rb: RedisBacke
     assert (p["consumer"], p["times_delivered"]) == (b"d-a", 1)  # JUSTID: not a delivery
 
 
+async def test_a_stalled_holder_s_heartbeat_does_not_take_back_what_was_claimed(
+    rb: RedisBackend,
+) -> None:
+    stalled, other = rb.redis_source("c", "d-stalled"), rb.redis_source("c", "d-other")
+    await stalled.open()
+    await other.open()
+    await rb.append(ev("a"))
+    [(eid, _)] = await stalled.read(1)
+    assert stalled.held == [eid]
+
+    async def claimed() -> bool:
+        return bool(await other.read(1))
+
+    await until(claimed, "the stalled holder's entry claimed")
+    task = asyncio.create_task(stalled.maintain())  # it wakes up and beats
+    try:
+        async def let_go() -> bool:
+            return stalled.held == []
+
+        await until(let_go, "the stalled holder letting go")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [(p["message_id"], p["consumer"]) for p in await rb.pel("c")] == [(eid, "d-other")]
+
+
 async def test_a_pending_entry_deleted_meanwhile_is_skipped(rb: RedisBackend) -> None:
     dead = rb.redis_source("c", "d-dead")
     await dead.open()
