@@ -325,11 +325,13 @@ class RedisConsumerSource:
             for i in range(0, len(held), _CHUNK):
                 lost = await self._beat(keys=[self.stream],
                                         args=[self.group, self.consumer, *held[i : i + _CHUNK]])
-                for eid in lost:
-                    self._held.pop(text(eid), None)
-                if lost:
+                claimed = 0
+                for j in range(0, len(lost), 2):
+                    self._held.pop(text(lost[j]), None)  # acked meanwhile, or claimed by another
+                    claimed += bool(lost[j + 1])
+                if claimed:
                     log.warning("event=entries_lost trigger=%s count=%d reason=claimed by another "
-                                "dispatcher while this one stalled", self._label, len(lost))
+                                "dispatcher while this one stalled", self._label, claimed)
         except (RedisError, OSError) as exc:  # the next beat tries again
             log.warning("event=heartbeat_failed trigger=%s error=%s", self._label, exc)
 

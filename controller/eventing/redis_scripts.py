@@ -174,8 +174,9 @@ return 0
 
 HEARTBEAT = """
 -- KEYS: stream; ARGV: group, our name, then the ids we hold. Resets the idle time of those still
--- pending with us (XCLAIM … JUSTID: not a delivery); returns the ones another consumer claimed
--- meanwhile (or that are no longer pending), which we must stop holding.
+-- pending with us (XCLAIM … JUSTID: not a delivery); returns the others, each followed by the
+-- consumer that claimed it meanwhile, or '' when it is pending no more (acked meanwhile): we
+-- must stop holding them.
 local lost = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
@@ -183,6 +184,7 @@ for i = 3, #ARGV do
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
   else
     lost[#lost + 1] = ARGV[i]
+    lost[#lost + 1] = p[1] and p[1][2] or ''
   end
 end
 return lost
