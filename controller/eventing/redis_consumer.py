@@ -295,7 +295,8 @@ class RedisConsumerSource:
         reply = await self._redis.xautoclaim(self.stream, self.group, self.consumer,
                                              self._claim_after_ms, self._autoclaim_from, count=limit)
         self._autoclaim_from = text(reply[0])
-        claimed = await self._keep(list(reply[1]))
+        # An entry held here whose heartbeat came late is being delivered already: not twice.
+        claimed = await self._keep([e for e in reply[1] if text(e[0]) not in self._held])
         if claimed:
             log.info("event=entries_claimed trigger=%s count=%d", self._label, len(claimed))
         return claimed
