@@ -28,6 +28,10 @@ survives a dispatcher's death (issue 12 §3).
 
 The blocking read holds one pooled connection for up to `block_ms`: give the source a client
 whose socket timeout is longer than that, or none (`redis_conn.client(…, socket_timeout_s=None)`).
+Acks are coalesced (one XACK in flight per source), but the runner's deliveries may still call
+the state concurrently (up to its window of 64): with many consumers on one client, give it a pool
+that waits for a free connection (`redis.asyncio.BlockingConnectionPool`) rather than redis-py's
+default pool, which fails a command past 100 connections.
 """
 
 from __future__ import annotations
@@ -137,6 +141,10 @@ class RedisConsumerSource:
         """The fencing number of the lease this source holds (ordered consumers)."""
         self._lease_until = 0.0
         self._backlog: tuple[float, int] | None = None
+        self._ack_buf: list[str] = []
+        self._ack_next: asyncio.Future[None] | None = None
+        """The XACK that the ids in `_ack_buf` will go in (resolved when it is done)."""
+        self._ack_lock = asyncio.Lock()
         self._acquire = redis.register_script(ACQUIRE_LEASE)
         self._renew = redis.register_script(RENEW_LEASE)
         self._release = redis.register_script(RELEASE_LEASE)
@@ -179,12 +187,31 @@ class RedisConsumerSource:
         return await self._keep([e for _, entries in reply or [] for e in entries])
 
     async def ack(self, ids: Sequence[str]) -> None:
+        """XACK `ids`, coalesced: one XACK is in flight at a time and the next one carries every
+        id acked meanwhile (the runner acks each handled prefix at once, often one event: one
+        command and one pooled connection each would exhaust the pool under load)."""
         if not ids:
             return
-        for i in range(0, len(ids), _CHUNK):
-            await self._redis.xack(self.stream, self.group, *ids[i : i + _CHUNK])
-        for eid in ids:
-            self._held.pop(eid, None)
+        self._ack_buf.extend(ids)
+        if self._ack_next is None:
+            self._ack_next = asyncio.get_running_loop().create_future()
+        covering = self._ack_next
+        async with self._ack_lock:
+            if not covering.done():  # nobody flushed our ids while we waited: flush them all
+                batch, self._ack_buf, self._ack_next = self._ack_buf, [], None
+                try:
+                    for i in range(0, len(batch), _CHUNK):
+                        await self._redis.xack(self.stream, self.group, *batch[i : i + _CHUNK])
+                except asyncio.CancelledError:
+                    covering.cancel()  # not acked: delivered again later (at least once)
+                    raise
+                except BaseException as exc:
+                    covering.set_exception(exc)
+                else:
+                    covering.set_result(None)
+                    for eid in batch:
+                        self._held.pop(eid, None)
+        await covering
 
     async def pending(self) -> list[str]:
         """Entries pending in the group that this source may take over, in id order: its own
