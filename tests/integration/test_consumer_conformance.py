@@ -563,6 +563,23 @@ async def test_a_stalled_holder_s_heartbeat_does_not_take_back_what_was_claimed(
     assert [(p["message_id"], p["consumer"]) for p in await rb.pel("c")] == [(eid, "d-other")]
 
 
+async def test_concurrent_acks_are_coalesced_into_few_xacks(rb: RedisBackend) -> None:
+    source = rb.redis_source("c")
+    await source.open()
+    await rb.append(*(ev(f"e{i}") for i in range(100)))
+    read = await source.read(100)
+
+    async def xacks() -> int:
+        stats: Any = await rb.redis.info("commandstats")
+        return int(stats.get("cmdstat_xack", {}).get("calls", 0))
+
+    before = await xacks()
+    await asyncio.gather(*(source.ack([eid]) for eid, _ in read))  # as the runner acks: one by one
+    assert (await rb.redis.xpending(rb.stream, "c"))["pending"] == 0
+    assert source.held == []
+    assert await xacks() - before < 10
+
+
 async def test_a_pending_entry_deleted_meanwhile_is_skipped(rb: RedisBackend) -> None:
     dead = rb.redis_source("c", "d-dead")
     await dead.open()
