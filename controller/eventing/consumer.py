@@ -12,8 +12,16 @@ Event ids are opaque strings at this seam: the SQLite backend's are the log's of
   (SQLite) and one that acks ids one by one (Redis) both fit. `pending` and `claim` are the
   events read but not acked by an earlier reader of the same consumer (a crashed dispatcher's)
   that this one may take over; a backend with exactly one reader per log (SQLite) has none.
+  `blocks` says whether `read` waits for new events itself (Redis: `XREADGROUP … BLOCK`), so
+  the runner reads again at once after an empty read, or returns at once (SQLite: the runner
+  waits for a wake-up or `POLL_S`). `maintain` is the source's upkeep while the runner runs
+  (heartbeats, an ordered consumer's lease); when it raises, the runner fails and is restarted.
 * `ConsumerState` keeps what outlives a delivery attempt: pending retries (event, attempt,
-  when due) and dead letters, and turns dead letters back into retries (`redeliver`).
+  when due) and dead letters, and turns dead letters back into retries (`redeliver`). Several
+  dispatchers may share one consumer's retries (Redis), so the runner *takes* due retries
+  (`take_due`) with a lease: a retry taken is not handed to another taker until its lease
+  expires or it is updated, removed or dead-lettered; the taker's later `take_due` calls renew
+  the leases of the retries it holds.
 """
 
 from __future__ import annotations
@@ -42,6 +50,9 @@ class DueRetry:
 class ConsumerSource(Protocol):
     """One consumer's events, read in order, acked once handled."""
 
+    blocks: bool
+    """`read` waits (a while) for events when there are none: read again at once when empty."""
+
     async def open(self) -> None:
         """Find where the consumer starts: its stored position, else (a new consumer) the tail."""
         ...
@@ -66,12 +77,22 @@ class ConsumerSource(Protocol):
         """Events in the log that the consumer has not acked yet (a gauge, may lag)."""
         ...
 
+    async def maintain(self) -> None:
+        """Upkeep for as long as the runner runs (started after `open`, cancelled at stop); may
+        return at once. Raising (e.g. an ordered consumer lost its lease) fails the runner."""
+        ...
+
 
 class ConsumerState(Protocol):
     """One consumer's pending retries and dead letters."""
 
     async def retries(self) -> list[DueRetry]:
-        """The pending retries, soonest due first."""
+        """The pending retries (taken ones too), soonest due first."""
+        ...
+
+    async def take_due(self, now: float, limit: int) -> list[DueRetry]:
+        """Take up to `limit` retries due at `now` (or whose taker's lease expired) for this
+        taker, leased to it; renews the leases of the retries it holds (`limit` 0: only that)."""
         ...
 
     async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
@@ -79,7 +100,8 @@ class ConsumerState(Protocol):
         ...
 
     async def update_retry(self, retry_id: int, attempt: int, next_at: float) -> None:
-        """Another attempt failed: the next is `attempt`, due at `next_at`."""
+        """Another attempt failed: the next is `attempt`, due at `next_at` (the retry is no
+        longer taken; a missing id is not an error and is not brought back)."""
         ...
 
     async def remove_retry(self, retry_id: int) -> None:

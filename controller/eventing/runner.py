@@ -15,6 +15,12 @@ retries make delivery at least once across crashes:
   delivers due retries; when they run out the event goes to the dead-letter sink with Knative's
   `knativeerror*` extensions, or, without one or when the sink fails too, is kept as a dead letter
   in the state (counted and logged; `flint trigger dead-letters` / `redeliver`);
+* the retry loop *takes* due retries from the state (`take_due`, leased: several dispatchers may
+  share one consumer's retries) at least every `RETRY_POLL_S`, sooner when a retry it knows of
+  (one it stored or rescheduled) comes due or when `requeued` is called; each take renews the
+  leases of the retries being attempted here;
+* a source that blocks in `read` (`blocks`: Redis) is read again at once after an empty read;
+  one that does not (SQLite) is read again on a wake-up or after `POLL_S`;
 * in ordered mode a failed event is retried in place (the acks wait), so order holds;
 * a trigger's reply is sent to the broker (its TTL one less; at 0 a recorded drop) and must be
   accepted (202, so stored durably) before the original counts as delivered; a subscription's
@@ -59,6 +65,9 @@ READ_BATCH = 256
 POLL_S = 1.0
 """Re-read the log's tail this often even without a wake-up (a lost datagram costs this much)."""
 REPLY_TIMEOUT_S = 30.0
+RETRY_POLL_S = 1.0
+"""Take due retries at least this often: other dispatchers of the consumer store retries too, and
+each take renews the leases of the retries in flight here (leases last far longer)."""
 
 
 @dataclass(slots=True)
@@ -102,10 +111,10 @@ class ConsumerRunner:
         self._retry_wake = asyncio.Event()
         self._slots: deque[_Slot] = deque()
         self._sem = asyncio.Semaphore(self.window)
-        self._retry_sem = asyncio.Semaphore(self.window)
-        self._retries: list[tuple[float, int, str, bytes, int]] = []  # (at, id, event id, raw, attempt)
-        self._retry_ids: set[int] = set()
-        """Retries this runner holds (waiting or being attempted): a reload never doubles one."""
+        self._retrying = 0
+        """Retries being attempted here (at most `window`)."""
+        self._due: list[float] = []
+        """When retries this runner knows of come due (a heap): the retry loop wakes then."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: list[asyncio.Task[None]] = []
         self.failed = False
@@ -128,6 +137,8 @@ class ConsumerRunner:
             return
         log.error("event=runner_failed trigger=%s task=%s", self.plan.key, task.get_name(),
                   exc_info=task.exception())
+        if self.failed:
+            return  # another of its loops failed first (say, maintain and read on a lost lease)
         self.failed = True
         if self.on_failure is not None:
             self.on_failure(self)
@@ -156,6 +167,7 @@ class ConsumerRunner:
 
     async def _run(self) -> None:
         await self.source.open()
+        self._spawn(self.source.maintain())
         # What an earlier reader of this consumer read and never acked (a crashed dispatcher's)
         # goes first, before anything new (a SQLite log has none: it is read again from the position).
         claimed = await self.source.claim(await self.source.pending())
@@ -168,6 +180,8 @@ class ConsumerRunner:
                 batch = await self.source.read(min(READ_BATCH, max(room, 1))) if room > 0 else []
             if not batch:
                 self._metrics.backlog.labels(*self._labels).set(len(self._slots))
+                if room > 0 and self.source.blocks:
+                    continue  # the read waited for events itself
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
                 continue
@@ -209,9 +223,9 @@ class ConsumerRunner:
             now = self._clock()
             decision = after_failure(self.policy, 1, outcome.status, outcome.retry_after, now)
             if isinstance(decision, Retry):
-                rid = await self.state.add_retry(slot.id, raw, decision.attempt, decision.at)
+                await self.state.add_retry(slot.id, raw, decision.attempt, decision.at)
                 self._metrics.retried.labels(*self._labels).inc()
-                self._schedule(decision.at, rid, slot.id, raw, decision.attempt)
+                self._schedule(decision.at)
             else:
                 await self._give_up(slot.id, raw, event, outcome, decision, retry_id=None)
             self._done(slot)
@@ -355,33 +369,28 @@ class ConsumerRunner:
 
     # -- retries -------------------------------------------------------------------------------
 
-    def _schedule(
-        self, at: float, rid: int, event_id: str, raw: bytes, attempt: int, *, again: bool = False
-    ) -> None:
-        """Hold retry `rid` until `at`; `again` after its own failed attempt (else a retry this
-        runner already holds is not scheduled twice)."""
-        if rid in self._retry_ids and not again:
-            return
-        self._retry_ids.add(rid)
-        heapq.heappush(self._retries, (at, rid, event_id, raw, attempt))
+    def _schedule(self, at: float) -> None:
+        """A retry comes due at `at` (stored or rescheduled here): the retry loop looks then."""
+        heapq.heappush(self._due, at)
         self._retry_wake.set()
 
     async def _run_retries(self) -> None:
-        for r in await self.state.retries():
-            self._schedule(r.next_at, r.id, r.event_id, r.event, max(r.attempt, 1))
         while True:
             self._retry_wake.clear()
-            if not self._retries:
-                await self._retry_wake.wait()
-                continue
-            delay = self._retries[0][0] - self._clock()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry_wake.wait(), delay)
-                continue
-            _, rid, event_id, raw, attempt = heapq.heappop(self._retries)
-            await self._retry_sem.acquire()
-            self._spawn(self._retry(rid, event_id, raw, attempt))
+            now = self._clock()
+            room = self.window - self._retrying
+            taken = await self.state.take_due(now, room)  # room 0: renews the leases only
+            for r in taken:
+                self._retrying += 1
+                self._spawn(self._retry(r.id, r.event_id, r.event, max(r.attempt, 1)))
+            while self._due and self._due[0] <= now:
+                heapq.heappop(self._due)
+            if len(taken) < room:
+                delay = RETRY_POLL_S if not self._due else min(RETRY_POLL_S, self._due[0] - now)
+            else:
+                delay = RETRY_POLL_S  # full (more may be due): a finished retry wakes the loop
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_wake.wait(), max(delay, 0.0))
 
     async def _retry(self, rid: int, event_id: str, raw: bytes, attempt: int) -> None:
         try:
@@ -389,24 +398,19 @@ class ConsumerRunner:
             outcome = await self._attempt(event)
             if outcome.ok:
                 await self.state.remove_retry(rid)
-                self._retry_ids.discard(rid)
                 return
             now = self._clock()
             decision = after_failure(self.policy, attempt, outcome.status, outcome.retry_after, now)
             if isinstance(decision, Retry):
                 await self.state.update_retry(rid, decision.attempt, decision.at)
                 self._metrics.retried.labels(*self._labels).inc()
-                self._schedule(decision.at, rid, event_id, raw, decision.attempt, again=True)
+                self._schedule(decision.at)
             else:
                 await self._give_up(event_id, raw, event, outcome, decision, retry_id=rid)
-                self._retry_ids.discard(rid)
         finally:
-            self._retry_sem.release()
+            self._retrying -= 1
+            self._retry_wake.set()
 
     def requeued(self) -> None:
-        """Dead letters were turned into retries (`redeliver`): load them."""
-        self._spawn(self._reload_retries())
-
-    async def _reload_retries(self) -> None:
-        for r in await self.state.retries():
-            self._schedule(r.next_at, r.id, r.event_id, r.event, max(r.attempt, 1))
+        """Dead letters were turned into retries (`redeliver`): take them."""
+        self._retry_wake.set()

@@ -27,6 +27,9 @@ log = logging.getLogger("flint.dispatcher")
 class SqliteConsumerSource:
     """Reads one consumer's events from a SQLite log, from its stored position on."""
 
+    blocks = False
+    """`read` returns at once: the runner waits for the gateway's wake-up (or `POLL_S`)."""
+
     def __init__(
         self,
         reader: SqliteLogReader,
@@ -77,13 +80,21 @@ class SqliteConsumerSource:
         tail = await self._reader.tail(CHANNEL)
         return max(tail, self._fetched) - self.position
 
+    async def maintain(self) -> None:
+        return  # nothing to keep up: one reader per log, no lease
+
 
 class SqliteConsumerState:
-    """One consumer's pending retries and dead letters in the dispatcher's database."""
+    """One consumer's pending retries and dead letters in the dispatcher's database.
+
+    One dispatcher reads a SQLite log, so the leases of `take_due` are a set in memory: the
+    retries this state handed out and that were not updated, removed or dead-lettered since (a
+    new state, as a restarted runner makes, takes them all again)."""
 
     def __init__(self, state: DispatcherState, consumer: str) -> None:
         self._state = state
         self.consumer = consumer
+        self._held: set[int] = set()
 
     async def retries(self) -> list[DueRetry]:
         return [
@@ -91,14 +102,29 @@ class SqliteConsumerState:
             for r in await self._state.retries(self.consumer)
         ]
 
+    async def take_due(self, now: float, limit: int) -> list[DueRetry]:
+        if limit <= 0:
+            return []
+        taken: list[DueRetry] = []
+        for r in await self._state.due_retries(self.consumer, now, limit + len(self._held)):
+            if r.id in self._held:
+                continue
+            self._held.add(r.id)
+            taken.append(DueRetry(r.id, str(r.offset), r.event, r.attempt, r.next_at))
+            if len(taken) == limit:
+                break
+        return taken
+
     async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
         return await self._state.add_retry(self.consumer, int(event_id), event, attempt, next_at)
 
     async def update_retry(self, retry_id: int, attempt: int, next_at: float) -> None:
         await self._state.update_retry(retry_id, attempt, next_at)
+        self._held.discard(retry_id)
 
     async def remove_retry(self, retry_id: int) -> None:
         await self._state.remove_retry(retry_id)
+        self._held.discard(retry_id)
 
     async def add_dead_letter(
         self,
@@ -111,9 +137,12 @@ class SqliteConsumerState:
         *,
         retry_id: int | None = None,
     ) -> int:
-        return await self._state.add_dead_letter(
+        dead = await self._state.add_dead_letter(
             self.consumer, int(event_id), event, reason, status, detail, at, retry_id=retry_id
         )
+        if retry_id is not None:
+            self._held.discard(retry_id)
+        return dead
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
         return await self._state.dead_letters(self.consumer, limit)

@@ -94,7 +94,11 @@ class PendingRetry:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An event `consumer` gave up on: why (`reason`, the last HTTP `status` if any, `detail`) and when."""
+    """An event `consumer` gave up on: why (`reason`, the last HTTP `status` if any, `detail`) and when.
+
+    `event_id` is the source's id of the event (`controller.eventing.consumer`: a SQLite log's
+    offset as a string, a Redis stream id); `offset` is the SQLite log's offset (0 for a Redis
+    stream, whose ids are not offsets), kept for the admin endpoint's JSON."""
 
     id: int
     consumer: str
@@ -104,6 +108,11 @@ class DeadLetter:
     status: int | None
     detail: str
     at: float
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            object.__setattr__(self, "event_id", str(self.offset))
 
 
 # -- what the loop side hands the writer ---------------------------------------------------------
@@ -154,6 +163,7 @@ def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
         None if status is None else int(status),
         str(detail),
         float(at),
+        str(int(off)),
     )
 
 
@@ -240,6 +250,23 @@ class DispatcherState(SqliteWriter[_Item]):
             conn.execute("DELETE FROM retries WHERE id = ?", (retry_id,))
 
         await self._write(op)
+
+    async def due_retries(self, consumer: str, now: float, limit: int) -> list[PendingRetry]:
+        """Up to `limit` of `consumer`'s pending retries due at `now`, soonest due first."""
+
+        def q(conn: sqlite3.Connection) -> list[PendingRetry]:
+            rows = conn.execute(
+                "SELECT id, consumer, off, event, attempt, next_at FROM retries"
+                " WHERE consumer = ? AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+                (consumer, now, limit),
+            ).fetchall()
+            return [
+                PendingRetry(int(i), str(c), int(o), bytes(e), int(a), float(n)) for i, c, o, e, a, n in rows
+            ]
+
+        if limit <= 0:
+            return []
+        return await self._read(q)
 
     async def retries(self, consumer: str) -> list[PendingRetry]:
         """`consumer`'s pending retries, soonest due first (then oldest)."""

@@ -53,12 +53,14 @@ def test_reply_ttl(ttl: object, expected: int) -> None:
 # (`ConsumerSource`, `ConsumerState`): mypy checks them against the Protocols where the runner
 # takes them. The sender subclasses the real class, only so that mypy checks every faked
 # method against the real signature; it never calls the real __init__ (no session is made).
-# The backends' own implementations are tested in `test_consumer_backends.py`.
+# The backends' own implementations are tested in `integration/test_consumer_conformance.py`.
 # ------------------------------------------------------------------------------------------
 
 
 class FakeSource:
     """A log of events with ids "1", "2", ... and a position, like the SQLite source's."""
+
+    blocks = False
 
     def __init__(self, events: list[Event] | None = None) -> None:
         self.records: list[tuple[str, bytes]] = []
@@ -70,6 +72,7 @@ class FakeSource:
         self.unacked: list[tuple[str, bytes]] = []
         """Events an earlier reader read and never acked (what `pending` lists)."""
         self.claimed: list[list[str]] = []
+        self.maintained = False
         self._fetched = 0
         for e in events or []:
             self.add(e)
@@ -107,6 +110,9 @@ class FakeSource:
     async def backlog(self) -> int:
         return len(self.records) - self.position
 
+    async def maintain(self) -> None:
+        self.maintained = True
+
 
 @dataclass
 class FakeState:
@@ -116,9 +122,16 @@ class FakeState:
     removed: list[int] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
     redelivered: list[tuple[Sequence[int] | None, float]] = field(default_factory=list)
+    taken: list[DueRetry] = field(default_factory=list)
 
     async def retries(self) -> list[DueRetry]:
         return list(self.stored_retries)
+
+    async def take_due(self, now: float, limit: int) -> list[DueRetry]:
+        due = [r for r in self.stored_retries if r.next_at <= now][: max(limit, 0)]
+        self.taken.extend(due)
+        self.stored_retries = [r for r in self.stored_retries if r not in due]
+        return due
 
     async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
         self.added.append((event_id, event, attempt, next_at))
@@ -443,3 +456,103 @@ async def test_events_pending_with_an_earlier_reader_are_claimed_and_delivered_f
     assert [s.event.id for s in rig.sender.sent][:2] == ["pending1", "pending2"]
     assert sorted(s.event.id for s in rig.sender.sent) == ["a", "b", "pending1", "pending2"]
     assert [i for ack in rig.source.acks for i in ack] == ["p1", "p2", "1", "2"]  # in read order
+
+
+# ------------------------------------------------------------------------------------------
+# the seams' hooks: a blocking source, the source's upkeep, retries taken from the state
+# ------------------------------------------------------------------------------------------
+
+
+class BlockingSource(FakeSource):
+    """A source whose `read` waits for events itself (as Redis' `XREADGROUP … BLOCK` does; here
+    it only yields to the loop, so the test sees how often the runner reads)."""
+
+    blocks = True
+
+    def __init__(self, events: list[Event] | None = None) -> None:
+        super().__init__(events)
+        self.reads = 0
+
+    async def read(self, limit: int) -> list[tuple[str, bytes]]:
+        self.reads += 1
+        await asyncio.sleep(0)
+        return await super().read(limit)
+
+
+class FailingUpkeepSource(FakeSource):
+    async def maintain(self) -> None:
+        raise RuntimeError("lease lost")
+
+
+def runner_on(source: FakeSource, rigs: list[Rig], state: FakeState | None = None) -> Rig:
+    st, sender, metrics = state or FakeState(), FakeSender(ok), DispatcherMetrics()
+    runner = ConsumerRunner(plan(), source, st, sender, metrics, clock=lambda: T0)
+    rig = Rig(runner, source, st, sender, metrics)
+    rigs.append(rig)
+    return rig
+
+
+async def test_a_blocking_source_is_read_again_at_once_after_an_empty_read(rigs: list[Rig]) -> None:
+    rig = runner_on(BlockingSource(), rigs)
+    rig.start(0)
+    source = rig.source
+    assert isinstance(source, BlockingSource)
+    await until(lambda: source.reads >= 5)  # no POLL_S wait between them (no wake-up either)
+    source.add(ev("a"))
+    await until(lambda: [s.event.id for s in rig.sender.sent] == ["a"])
+
+
+async def test_a_source_that_does_not_block_waits_for_a_wake_up(make: Callable[..., Rig]) -> None:
+    rig = make([], ok)
+    rig.start(0)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    rig.source.add(ev("a"))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert rig.sender.sent == []  # it sleeps until a wake-up (or POLL_S)
+    rig.runner.wake()
+    await until(lambda: [s.event.id for s in rig.sender.sent] == ["a"])
+
+
+async def test_the_source_s_upkeep_runs_and_its_failure_fails_the_runner_once(
+    rigs: list[Rig], make: Callable[..., Rig]
+) -> None:
+    fine = make([], ok)
+    fine.start(0)
+    await until(lambda: fine.source.maintained)
+    rig = runner_on(FailingUpkeepSource(), rigs)
+    failures: list[ConsumerRunner] = []
+    rig.runner.on_failure = failures.append
+    rig.start(0)
+    await until(lambda: rig.runner.failed)
+    assert failures == [rig.runner]
+    assert not fine.runner.failed
+
+
+async def test_retries_another_dispatcher_stored_are_taken_when_due(
+    make: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("controller.eventing.runner.RETRY_POLL_S", 0.01)
+    rig = make([ev("old")], ok)
+    rig.start(1)
+    await until(lambda: rig.source.position == 1)
+    raw = ev("old").to_log()
+    rig.state.stored_retries.append(DueRetry(7, "1", raw, 2, T0 - 1.0))  # nobody wakes the runner
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while rig.state.removed != [7]:
+        assert asyncio.get_running_loop().time() < deadline, "the retry was never taken"
+        await asyncio.sleep(0.005)
+    assert [r.id for r in rig.state.taken] == [7]
+
+
+async def test_requeued_makes_the_runner_take_due_retries_at_once(make: Callable[..., Rig]) -> None:
+    rig = make([ev("old")], ok)
+    rig.start(1)
+    await until(lambda: rig.source.position == 1)
+    for _ in range(20):
+        await asyncio.sleep(0)  # the retry loop is asleep now (for RETRY_POLL_S)
+    rig.state.stored_retries.append(DueRetry(8, "1", ev("old").to_log(), 0, T0))
+    rig.runner.requeued()
+    await until(lambda: rig.state.removed == [8])
+    assert [s.event.id for s in rig.sender.sent] == ["old"]  # attempt 0 counts as 1 for the policy

@@ -1,0 +1,228 @@
+"""The Lua scripts of the Redis consumer backend, and the pure helpers around them: what must
+happen atomically on one consumer's keys (take due retries with a lease, move a retry to the dead
+letters and back, an ordered consumer's lease with its fencing number) happens in one script.
+
+Every script touches only keys of one log (one hash tag, `flint_common.redis_keys`), passed as
+KEYS, so it is legal on a Redis Cluster. Values the scripts parse:
+
+* `inflight` (retry id → `<lease until>|<next_at>|<owner>`, unix seconds): a retry being
+  attempted, by whom, until when, and when it was due (given back by `take_due`);
+* `retrydata` (retry id → JSON `{"event_id", "event" (base64 of `Event.to_log()`), "attempt"}`)
+  and `deaddata` (dead letter id → JSON with `reason`, `status`, `detail`, `at` too);
+* `lease` (`<owner>|<fencing number>`), `fence` (the counter of fencing numbers).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACQUIRE_LEASE",
+    "ADD_DEAD_LETTER",
+    "ADD_RETRY",
+    "HEARTBEAT",
+    "REDELIVER",
+    "RELEASE_LEASE",
+    "REMOVE_DEAD_CONSUMERS",
+    "RENEW_LEASE",
+    "TAKE_DUE",
+    "UPDATE_RETRY",
+    "lease_value",
+    "min_stream_id",
+    "parse_stream_id",
+    "text",
+]
+
+_PARSE_INFLIGHT = """
+local function parse(v)
+  local a = string.find(v, '|', 1, true)
+  local b = string.find(v, '|', a + 1, true)
+  return tonumber(string.sub(v, 1, a - 1)), string.sub(v, a + 1, b - 1), string.sub(v, b + 1)
+end
+"""
+
+TAKE_DUE = _PARSE_INFLIGHT + """
+-- KEYS: retries, inflight, retrydata
+-- ARGV: now, limit, lease until, owner, then the retry ids the owner holds (renewed)
+local now, limit, untl, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+for i = 5, #ARGV do
+  local v = redis.call('HGET', KEYS[2], ARGV[i])
+  if v then
+    local _, nxt, who = parse(v)
+    if who == owner then redis.call('HSET', KEYS[2], ARGV[i], untl .. '|' .. nxt .. '|' .. owner) end
+  end
+end
+local out = {}
+if limit <= 0 then return out end
+local function take(id, nxt)
+  local data = redis.call('HGET', KEYS[3], id)
+  if not data then
+    redis.call('HDEL', KEYS[2], id)
+    return
+  end
+  redis.call('HSET', KEYS[2], id, untl .. '|' .. nxt .. '|' .. owner)
+  out[#out + 1] = id
+  out[#out + 1] = data
+  out[#out + 1] = nxt
+end
+-- a lease that expired (its taker died or stalled) is taken over like a due retry
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do
+  if #out >= limit * 3 then break end
+  local u, nxt = parse(flat[i + 1])
+  if u <= now then take(flat[i], nxt) end
+end
+if #out < limit * 3 then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
+                         math.floor(limit - #out / 3))
+  for i = 1, #due, 2 do
+    redis.call('ZREM', KEYS[1], due[i])
+    take(due[i], due[i + 1])
+  end
+end
+return out
+"""
+
+ADD_RETRY = """
+-- KEYS: seq, retries, retrydata; ARGV: next_at, data. Returns the new retry id.
+local id = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[3], id, ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], id)
+return id
+"""
+
+UPDATE_RETRY = """
+-- KEYS: retries, inflight, retrydata; ARGV: retry id, attempt, next_at.
+-- A retry already gone (delivered, dead-lettered elsewhere) is not brought back.
+redis.call('HDEL', KEYS[2], ARGV[1])
+local data = redis.call('HGET', KEYS[3], ARGV[1])
+if not data then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
+local obj = cjson.decode(data)
+obj['attempt'] = tonumber(ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(obj))
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+ADD_DEAD_LETTER = """
+-- KEYS: seq, dead, deaddata, retries, inflight, retrydata; ARGV: data, retry id or ''.
+-- Returns the dead letter's id; the retry (if any) goes in the same step.
+local id = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[3], id, ARGV[1])
+redis.call('ZADD', KEYS[2], id, id)
+if ARGV[2] ~= '' then
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('HDEL', KEYS[5], ARGV[2])
+  redis.call('HDEL', KEYS[6], ARGV[2])
+end
+return id
+"""
+
+REDELIVER = """
+-- KEYS: seq, dead, deaddata, retries, retrydata; ARGV: next_at, then dead letter ids (none: all).
+-- Each dead letter becomes a retry with attempt 0, due at next_at. Returns how many moved.
+local ids = {}
+if #ARGV == 1 then
+  ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+else
+  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+end
+local moved = 0
+for _, id in ipairs(ids) do
+  local data = redis.call('HGET', KEYS[3], id)
+  if data then
+    local d = cjson.decode(data)
+    local rid = redis.call('INCR', KEYS[1])
+    redis.call('HSET', KEYS[5], rid,
+               cjson.encode({event_id = d['event_id'], event = d['event'], attempt = 0}))
+    redis.call('ZADD', KEYS[4], ARGV[1], rid)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+ACQUIRE_LEASE = """
+-- KEYS: lease, fence; ARGV: owner, lease ms. Returns the new fencing number, or 0 when another
+-- owner holds the lease. The same owner (a restarted dispatcher: stable name) takes it again.
+local v = redis.call('GET', KEYS[1])
+if v then
+  local who = string.match(v, '^(.*)|%d+$')
+  if who ~= ARGV[1] then return 0 end
+end
+local f = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. f, 'PX', ARGV[2])
+return f
+"""
+
+RENEW_LEASE = """
+-- KEYS: lease; ARGV: our value, lease ms. 1 if still ours (renewed), else 0.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+RELEASE_LEASE = """
+-- KEYS: lease; ARGV: our value. Deletes the lease only if it is still ours.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+HEARTBEAT = """
+-- KEYS: stream; ARGV: group, our name, then the ids we hold. Resets the idle time of those still
+-- pending with us (XCLAIM … JUSTID: not a delivery); returns the others, each followed by the
+-- consumer that claimed it meanwhile, or '' when it is pending no more (acked meanwhile): we
+-- must stop holding them.
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+    lost[#lost + 1] = p[1] and p[1][2] or ''
+  end
+end
+return lost
+"""
+
+REMOVE_DEAD_CONSUMERS = """
+-- KEYS: stream; ARGV: group, our name, min idle ms. Deletes the group's other consumers that
+-- have nothing pending and were idle that long, in one step (none can read in between and lose
+-- its pending entries with it). Returns their names.
+local gone = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    gone[#gone + 1] = f['name']
+  end
+end
+return gone
+"""
+
+
+def text(value: object) -> str:
+    """A reply of a client without `decode_responses` (bytes) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_stream_id(value: object) -> tuple[int, int]:
+    """`<ms>-<seq>` as a pair that sorts as Redis orders stream ids."""
+    ms, _, seq = text(value).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def min_stream_id(ids: list[str]) -> str | None:
+    """The smallest of `ids` in stream order (None for none)."""
+    return min(ids, key=parse_stream_id) if ids else None
+
+
+def lease_value(owner: str, fence: int) -> str:
+    """What the `lease` key holds while `owner` holds it with fencing number `fence`."""
+    return f"{owner}|{fence}"
