@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support.events import apply, broker, condition_is, recorder, send_many, trigger
 from support.harness import APPS, Flint, fetch, pid_alive, poll, procs_mentioning, start_flint, stop_flint
 from support.multi import joined_dispatcher, joined_gateway
+from support.redis_server import RedisServer, kill_redis, restart_redis
 
 from loadtests.flint_process import Joined
 
@@ -117,3 +119,35 @@ def test_a_joined_process_is_reaped_and_a_killed_one_is_no_failure(flint: Flint,
         assert gw.proc.pid in members and len(members) >= 3, members  # main and two workers
     assert gw.proc.returncode == 0, gw.logs()
     assert not [p for p in members if pid_alive(p)]
+
+
+def test_joined_processes_get_flint_ups_redis_settings(
+        redis_servers: Callable[..., RedisServer], tmp_path: Path) -> None:
+    server = redis_servers()
+    f = start_flint(tmp_path / "flint", "--redis", server.url)
+    try:
+        assert f.redis_env == {"FLINT_REDIS_URL": server.url}
+        with joined_gateway(f, gateway_id="gw-r") as gw, joined_dispatcher(f) as d:
+            line = f"event=redis_connected role=%s url={server.url} durable=True"
+            poll(lambda: line % "gateway" in gw.logs(None), 30, "gw-r's redis_connected line")
+            poll(lambda: line % "dispatcher" in d.logs(None), 30, "the dispatcher's redis_connected line")
+            assert server.url not in " ".join(gw.argv + d.argv)  # by the environment, as flint up does
+    finally:
+        stop_flint(f)
+
+
+def test_a_killed_redis_server_restarts_on_its_port_with_its_data(
+        redis_servers: Callable[..., RedisServer]) -> None:
+    server = redis_servers()
+    port, c = server.port, server.client()
+    assert c.set("kept", "yes")
+    c.close()
+    kill_redis(server)
+    assert server.proc.returncode == -signal.SIGKILL
+    restart_redis(server)
+    assert server.port == port
+    c = server.client()
+    try:
+        assert c.get("kept") == "yes"  # written to the append-only file before the reply
+    finally:
+        c.close()
