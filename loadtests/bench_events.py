@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ wrk.headers["ce-source"] = "/bench"
 wrk.headers["ce-type"] = "bench.event"
 request = function()
   counter = counter + 1
-  wrk.headers["ce-id"] = "w-" .. counter
+  wrk.headers["ce-id"] = "%(prefix)s" .. counter
   return wrk.format(nil, "%(path)s", nil, body)
 end
 """
@@ -97,30 +97,35 @@ def http_json(url: str, *, method: str = "GET", timeout_s: float = 10) -> Any:
     return json.loads(data) if data else None
 
 
-def manifests(sink_url: str) -> str:
-    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "bench"}}
+def manifests(sink_url: str, name: str = "bench", broker_class: str | None = None) -> str:
+    """A Broker and a Trigger, both `name`, the trigger's subscriber `sink_url`; the broker of
+    `broker_class` (its annotation) when given, else the engine's default."""
+    meta: dict[str, Any] = {"name": name}
+    if broker_class:
+        meta["annotations"] = {"eventing.knative.dev/broker.class": broker_class}
+    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": meta}
     trigger = {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
-        "metadata": {"name": "bench"},
-        "spec": {"broker": "bench", "subscriber": {"uri": sink_url}},
+        "metadata": {"name": name},
+        "spec": {"broker": name, "subscriber": {"uri": sink_url}},
     }
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": [broker, trigger]})
 
 
-def trigger_ready(f: Flint) -> bool:
-    t = f.get("trigger", "bench")
+def trigger_ready(f: Flint, name: str = "bench") -> bool:
+    t = f.get("trigger", name)
     conds = {c["type"]: c for c in (t.get("status") or {}).get("conditions") or []}
     return bool(conds.get("Ready", {}).get("status") == "True")
 
 
-def log_ids(f: Flint) -> set[str]:
-    """The ids of the events stored in the bench broker's log (read-only)."""
+def log_ids(f: Flint, broker: str = "bench") -> set[str]:
+    """The ids of the events stored in a SQLite broker's log (read-only)."""
     import sqlite3
 
     from gateway.cloudevents import Event
 
-    uid = f.get("broker", "bench")["metadata"]["uid"]
+    uid = f.get("broker", broker)["metadata"]["uid"]
     path = f.state_dir / "eventing" / "logs" / f"{uid}.db"
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -129,8 +134,8 @@ def log_ids(f: Flint) -> set[str]:
         conn.close()
 
 
-def wrk_script(path: str) -> str:
-    return WRK_SCRIPT % {"pad": DATA_BYTES - 12, "host": INGRESS_HOST, "path": path}
+def wrk_script(path: str, prefix: str = "w-") -> str:
+    return WRK_SCRIPT % {"pad": DATA_BYTES - 12, "host": INGRESS_HOST, "path": path, "prefix": prefix}
 
 
 def process_cpu_ticks(pids: Sequence[int]) -> int:
@@ -179,49 +184,41 @@ async def fixed_rate(port: int, path: str, rate: float, duration_s: float) -> tu
     return total, accepted
 
 
-def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdir: Path) -> Result:
-    res = Result(rate=rate)
-    sink_port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, str(SINK_APP)],
-        env={**os.environ, "PORT": str(sink_port), "FLINT_BENCH": str(workdir)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    f: Flint | None = None
-    sink_url = f"http://127.0.0.1:{sink_port}"
-    try:
-        wait_for(lambda: http_json(sink_url + "/stats") is not None, 30, "the subscriber")
-        # Keep every record in the log for the exact loss count (no retention pass during the run).
-        os.environ["FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S"] = "3600"
-        f = start_flint(workdir, *PROFILE_ARGS, workers=1)
-        f.cli("apply", "-f", "-", input=manifests(sink_url + "/"))
-        wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")
-        path = "/default/bench"
-        gw = procs.find_child(f.proc.pid, "-m gateway")
-        disp = procs.find_child(f.proc.pid, "-m controller.eventing")
-        gw_pids = [gw] if gw else []
-        disp_pids = [disp] if disp else []
+@dataclass
+class Target:
+    """What one measurement runs against: a broker and its trigger on a running Flint."""
 
-        # -- ingest (the dispatcher paused, so ingest has the machine) ---------------------------
+    f: Flint
+    sink_url: str
+    broker: str = "bench"
+    trigger: str = "bench"
+    dispatcher_pids: list[int] = field(default_factory=list)
+    """Paused during ingest, resumed for the delivery of the backlog."""
+    log_ids: Callable[[], set[str]] | None = None
+    """The ids of the events the broker's log holds (None: `log_ids(f)`, the SQLite log)."""
+    id_prefix: str = "w-"
+    """Of the ingested events' ids: distinct per measurement on one broker."""
+
+
+def measure(t: Target, duration_s: float, rate: float, rate_duration_s: float, workdir: Path,
+            res: Result | None = None) -> Result:
+    """Ingest (dispatchers paused), delivery of the backlog, fixed-rate latency, against `t`."""
+    res = res if res is not None else Result(rate=rate)
+    f, sink_url = t.f, t.sink_url
+    path = f"/default/{t.broker}"
+    gw = procs.find_child(f.proc.pid, "-m gateway")
+    gw_pids = [gw] if gw else []
+    disp_pids = list(t.dispatcher_pids)
+    http_json(sink_url + "/reset", method="POST")
+    try:
+        # -- ingest (the dispatchers paused, so ingest has the machine) --------------------------
         for pid in disp_pids:
             os.kill(pid, signal.SIGSTOP)
-        script = workdir / "events.lua"
-        script.write_text(wrk_script(path))
+        script = workdir / f"events-{t.broker}-{t.id_prefix.strip('-')}.lua"
+        script.write_text(wrk_script(path, t.id_prefix))
         before_gw, before_disp = process_cpu_ticks(gw_pids), process_cpu_ticks(disp_pids)
-        argv = [
-            bench_tools.WRK,
-            "-t1",
-            "-c32",
-            f"-d{duration_s:g}s",
-            "--timeout",
-            "5s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{f.port}{path}",
-        ]
+        argv = [bench_tools.WRK, "-t1", "-c32", f"-d{duration_s:g}s", "--timeout", "5s", "-s",
+                str(script), f"http://127.0.0.1:{f.port}{path}"]
         run = bench_tools.run(argv, timeout_s=duration_s + 30)
         wrk = bench_tools.parse_wrk(run.stdout)
         res.wrk_cpu = run.cpu_fraction
@@ -231,55 +228,95 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
 
         # -- delivery of the backlog ------------------------------------------------------------
         ticks_gw = process_cpu_ticks(gw_pids) - before_gw
-        for pid in disp_pids:
-            os.kill(pid, signal.SIGCONT)
-        def caught_up() -> bool:
-            stats = http_json(sink_url + "/stats")
-            return bool(stats["unique"] >= res.ingest_accepted)
-
-        with contextlib.suppress(FlintError):
-            wait_for(caught_up, max(60.0, duration_s * 10), "the subscriber to receive every accepted event")
-        time.sleep(1.0)  # let deliveries in flight land before counting (bounded, not a wait for state)
-        stats = http_json(sink_url + "/stats")
-        res.delivered_unique = int(stats["unique"])
-        span = float(stats["last"]) - float(stats["first"])
-        res.delivery_eps = res.delivered_unique / span if span > 0 else 0.0
-        ticks_disp = process_cpu_ticks(disp_pids) - before_disp
-        if res.ingest_accepted:
-            res.gateway_cpu_us_per_event = bench_cpu.us_per_request(ticks_gw, res.ingest_accepted)
-            res.dispatcher_cpu_us_per_event = bench_cpu.us_per_request(ticks_disp, res.delivered_unique)
-        # Loss, exactly: every event answered 202 is in the broker's log (the 202 follows the
-        # commit), so the log must hold at least as many events as were accepted, and each of
-        # them must have reached the subscriber.
-        ids = set(urllib.request.urlopen(sink_url + "/ids", timeout=30).read().decode().split())
-        logged = log_ids(f)
-        res.logged = len(logged)
-        res.lost = len(logged - ids) + max(0, res.ingest_accepted - len(logged))
-
-        # -- fixed-rate latency -----------------------------------------------------------------
-        http_json(sink_url + "/reset", method="POST")
-        sent, accepted = asyncio.run(fixed_rate(f.port, path, rate, rate_duration_s))
-        res.rate_sent, res.rate_accepted = sent, len(accepted)
-
-        def all_rate_delivered() -> bool:
-            return bool(http_json(sink_url + "/stats")["unique"] >= len(accepted))
-
-        with contextlib.suppress(FlintError):
-            wait_for(all_rate_delivered, 60, "the fixed-rate events")
-        ids = set(urllib.request.urlopen(sink_url + "/ids", timeout=30).read().decode().split())
-        res.rate_lost = len(accepted - ids)
-        lat = [x * 1000 for x in http_json(sink_url + "/stats?latencies=1")["latencies"]]
-        res.latency_ms = {
-            "p50": percentile(lat, 50),
-            "p90": percentile(lat, 90),
-            "p99": percentile(lat, 99),
-            "max": max(lat) if lat else None,
-        }
     finally:
-        if f is not None:
-            for pid in [p for p in [procs.find_child(f.proc.pid, "-m controller.eventing")] if p]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+        for pid in disp_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def caught_up() -> bool:
+        stats = http_json(sink_url + "/stats")
+        return bool(stats["unique"] >= res.ingest_accepted)
+
+    with contextlib.suppress(FlintError):
+        wait_for(caught_up, max(60.0, duration_s * 10), "the subscriber to receive every accepted event")
+    time.sleep(1.0)  # let deliveries in flight land before counting (bounded, not a wait for state)
+    stats = http_json(sink_url + "/stats")
+    res.delivered_unique = int(stats["unique"])
+    span = float(stats["last"]) - float(stats["first"])
+    res.delivery_eps = res.delivered_unique / span if span > 0 else 0.0
+    ticks_disp = process_cpu_ticks(disp_pids) - before_disp
+    if res.ingest_accepted:
+        res.gateway_cpu_us_per_event = bench_cpu.us_per_request(ticks_gw, res.ingest_accepted)
+        res.dispatcher_cpu_us_per_event = bench_cpu.us_per_request(ticks_disp, res.delivered_unique)
+    # Loss, exactly: every event answered 202 is in the broker's log (the 202 follows the
+    # commit) or was handled and then trimmed from it, so the log and the subscriber together
+    # must hold at least as many events as were accepted, and each logged one must have reached
+    # the subscriber.
+    ids = sink_ids(sink_url)
+    logged = t.log_ids() if t.log_ids is not None else log_ids(f, t.broker)
+    res.logged = len(logged)
+    res.lost = len(logged - ids) + max(0, res.ingest_accepted - len(logged | ids))
+
+    # -- fixed-rate latency -------------------------------------------------------------------
+    http_json(sink_url + "/reset", method="POST")
+    sent, accepted = asyncio.run(fixed_rate(f.port, path, rate, rate_duration_s))
+    res.rate_sent, res.rate_accepted = sent, len(accepted)
+
+    def all_rate_delivered() -> bool:
+        return bool(http_json(sink_url + "/stats")["unique"] >= len(accepted))
+
+    with contextlib.suppress(FlintError):
+        wait_for(all_rate_delivered, 60, "the fixed-rate events")
+    res.rate_lost = len(accepted - sink_ids(sink_url))
+    lat = [x * 1000 for x in http_json(sink_url + "/stats?latencies=1")["latencies"]]
+    res.latency_ms = {
+        "p50": percentile(lat, 50),
+        "p90": percentile(lat, 90),
+        "p99": percentile(lat, 99),
+        "max": max(lat) if lat else None,
+    }
+    return res
+
+
+def sink_ids(sink_url: str) -> set[str]:
+    with urllib.request.urlopen(sink_url + "/ids", timeout=30) as r:
+        return set(r.read().decode().split())
+
+
+def start_sink(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The fast subscriber as its own process; its URL once it answers."""
+    sink_port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, str(SINK_APP)],
+        env={**os.environ, "PORT": str(sink_port), "FLINT_BENCH": str(workdir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    try:
+        wait_for(lambda: http_json(sink_url + "/stats") is not None, 30, "the subscriber")
+    except BaseException:
+        procs.stop(sink, timeout_s=10)
+        raise
+    return sink, sink_url
+
+
+def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdir: Path) -> Result:
+    res = Result(rate=rate)
+    sink, sink_url = start_sink(workdir)
+    f: Flint | None = None
+    try:
+        # Keep every record in the log for the exact loss count (no retention pass during the run).
+        os.environ["FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S"] = "3600"
+        f = start_flint(workdir, *PROFILE_ARGS, workers=1)
+        f.cli("apply", "-f", "-", input=manifests(sink_url + "/"))
+        wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")
+        disp = f.dispatcher_pid()
+        measure(Target(f, sink_url, dispatcher_pids=[disp] if disp else []), duration_s, rate,
+                rate_duration_s, workdir, res)
+    finally:
         procs.stop(sink, timeout_s=10)
         if f is not None:
             res.problems += stop_flint(f)
