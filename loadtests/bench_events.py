@@ -1,6 +1,10 @@
 """The eventing benchmark: broker ingest rate, delivery rate and end-to-end latency, lost events.
 
-`python -m loadtests.bench_events [--duration 10] [--rate 500] [--rate-duration 10] [--json out.json]`
+`python -m loadtests.bench_events [--duration 10] [--rate 500] [--rate-duration 10] [--json out.json]
+[--redis]`
+
+With `--redis`, the same measurements on a SQLite and a FlintRedis broker in one run, then with
+two dispatchers (`loadtests.bench_events_redis`, which says how).
 
 1. starts a real `flint up` (private temporary state dir, free loopback ports), a fast subscriber
    (`loadtests/apps/eventsink`, aiohttp on uvloop, answers 202 and records ids and latency) as
@@ -87,6 +91,9 @@ class Result:
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     gateway_cpu_us_per_event: float | None = None
     dispatcher_cpu_us_per_event: float | None = None
+    store_cpu_us_per_event: float | None = None
+    """CPU per ingested event of the log's own server (redis-server; None for SQLite, whose
+    writes are the gateway's)."""
     problems: list[str] = field(default_factory=list)
 
 
@@ -198,6 +205,8 @@ class Target:
     """The ids of the events the broker's log holds (None: `log_ids(f)`, the SQLite log)."""
     id_prefix: str = "w-"
     """Of the ingested events' ids: distinct per measurement on one broker."""
+    store_pids: list[int] = field(default_factory=list)
+    """A log server's processes (redis-server), whose CPU during ingest is counted apart."""
 
 
 def measure(t: Target, duration_s: float, rate: float, rate_duration_s: float, workdir: Path,
@@ -217,6 +226,7 @@ def measure(t: Target, duration_s: float, rate: float, rate_duration_s: float, w
         script = workdir / f"events-{t.broker}-{t.id_prefix.strip('-')}.lua"
         script.write_text(wrk_script(path, t.id_prefix))
         before_gw, before_disp = process_cpu_ticks(gw_pids), process_cpu_ticks(disp_pids)
+        before_store = process_cpu_ticks(t.store_pids)
         argv = [bench_tools.WRK, "-t1", "-c32", f"-d{duration_s:g}s", "--timeout", "5s", "-s",
                 str(script), f"http://127.0.0.1:{f.port}{path}"]
         run = bench_tools.run(argv, timeout_s=duration_s + 30)
@@ -228,6 +238,7 @@ def measure(t: Target, duration_s: float, rate: float, rate_duration_s: float, w
 
         # -- delivery of the backlog ------------------------------------------------------------
         ticks_gw = process_cpu_ticks(gw_pids) - before_gw
+        ticks_store = process_cpu_ticks(t.store_pids) - before_store
     finally:
         for pid in disp_pids:
             with contextlib.suppress(ProcessLookupError):
@@ -248,6 +259,8 @@ def measure(t: Target, duration_s: float, rate: float, rate_duration_s: float, w
     if res.ingest_accepted:
         res.gateway_cpu_us_per_event = bench_cpu.us_per_request(ticks_gw, res.ingest_accepted)
         res.dispatcher_cpu_us_per_event = bench_cpu.us_per_request(ticks_disp, res.delivered_unique)
+        if t.store_pids:
+            res.store_cpu_us_per_event = bench_cpu.us_per_request(ticks_store, res.ingest_accepted)
     # Loss, exactly: every event answered 202 is in the broker's log (the 202 follows the
     # commit) or was handled and then trimmed from it, so the log and the subscriber together
     # must hold at least as many events as were accepted, and each logged one must have reached
@@ -377,19 +390,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=500.0, help="events/s of the latency phase (default 500)")
     p.add_argument("--rate-duration", type=float, default=10.0, help="seconds of the latency phase")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--redis", action="store_true",
+                   help="side by side: a SQLite and a FlintRedis broker in one run (its own "
+                   "redis-server), then the Redis broker with two dispatchers "
+                   "(loadtests.bench_events_redis)")
     a = p.parse_args(argv)
     if not bench_tools.available(bench_tools.WRK):
         print("wrk is not installed: sh loadtests/setup-tools.sh", file=sys.stderr)
         return 1
     if not 0 < a.duration <= 120 or not 0 < a.rate_duration <= 120 or not 0 < a.rate <= 5000:
         p.error("--duration and --rate-duration must be in (0, 120], --rate in (0, 5000]")
+    command = "python -m loadtests.bench_events " + " ".join(argv if argv is not None else sys.argv[1:])
+    if a.redis:
+        from loadtests import bench_events_redis, redis_proc
+
+        if not redis_proc.available():
+            print("redis-server is not installed (Debian: apt-get install redis-server)", file=sys.stderr)
+            return 1
+        with tempfile.TemporaryDirectory(prefix="flint-bench-events-") as tmp:
+            try:
+                both = bench_events_redis.run_redis_benchmark(a.duration, a.rate, a.rate_duration,
+                                                              Path(tmp))
+            except FlintError as exc:
+                print(f"benchmark failed: {exc}", file=sys.stderr)
+                return 1
+        print(bench_events_redis.report(both, command.strip()))
+        if a.json is not None:
+            a.json.write_text(json.dumps(asdict(both), indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="flint-bench-events-") as tmp:
         try:
             res = run_benchmark(a.duration, a.rate, a.rate_duration, Path(tmp))
         except FlintError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
-    command = "python -m loadtests.bench_events " + " ".join(argv if argv is not None else sys.argv[1:])
     print(report(res, command.strip()))
     if a.json is not None:
         a.json.write_text(json.dumps(asdict(res), indent=2))
