@@ -267,6 +267,7 @@ def measure(t: Target, duration_s: float, rate: float, rate_duration_s: float, w
     # the subscriber.
     ids = sink_ids(sink_url)
     logged = t.log_ids() if t.log_ids is not None else log_ids(f, t.broker)
+    logged = {i for i in logged if i.startswith(t.id_prefix)}  # this measurement's, not earlier ones'
     res.logged = len(logged)
     res.lost = len(logged - ids) + max(0, res.ingest_accepted - len(logged | ids))
 
