@@ -8,9 +8,9 @@ Fixtures (tests/integration/conftest.py imports them):
 - `redis_servers`: a factory for others, e.g. `redis_servers(appendonly=False)` or
   `redis_servers(password="…")`, each stopped when the test ends.
 
-`kill_redis(server)` SIGKILLs one (a crash: nothing flushed beyond what the AOF already has) and
-`restart_redis(server)` starts it again on the same port with the same data dir (it loads its
-AOF), waiting for PING.
+`kill_redis(server)` SIGKILLs one (a crash: what its append-only file holds survives) and
+`restart_redis(server)` starts it again in place: the same port, config and data dir (it loads
+its AOF), waiting for PING; the fixtures stop the restarted process at the end.
 
 Without `redis-server` installed the tests that need it skip, saying so, except in CI
 (`CI=true`), where they fail: `.ci/run` installs it (Debian's `redis-server` package).
@@ -71,59 +71,25 @@ def redis_server_binary() -> str:
 
 
 def start_redis(workdir: Path, *, appendonly: bool = True, password: str | None = None,
-                timeout_s: float = START_TIMEOUT_S) -> RedisServer:
-    """Start `redis-server` on a free loopback port with its data in `workdir`; return once it
-    answers PING. A password goes in its 0600 config file, never on its command line."""
+                timeout_s: float = START_TIMEOUT_S, port: int | None = None) -> RedisServer:
+    """Start `redis-server` on a free loopback port (or `port`: a restart of a stopped one) with
+    its data in `workdir`; return once it answers PING. A password goes in its 0600 config
+    file, never on its command line."""
+    binary = redis_server_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "redis.conf"
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         if password is not None:
             f.write(f"requirepass {password}\n")
-    port = free_port()
-    server = RedisServer(_spawn(workdir, port, appendonly), port, workdir, appendonly, password,
-                         workdir / "redis.log")
-    _wait_ping(server, timeout_s)
-    return server
-
-
-def _spawn(workdir: Path, port: int, appendonly: bool) -> subprocess.Popen[bytes]:
-    argv = [redis_server_binary(), str(workdir / "redis.conf"), "--port", str(port),
-            "--bind", "127.0.0.1", "--daemonize", "no",
-            "--appendonly", "yes" if appendonly else "no", "--save", "",
-            "--dir", str(workdir), "--logfile", str(workdir / "redis.log")]
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    log_path = workdir / "redis.log"
+    port = free_port() if port is None else port
+    argv = [binary, str(config), "--port", str(port), "--bind", "127.0.0.1",
+            "--daemonize", "no", "--appendonly", "yes" if appendonly else "no", "--save", "",
+            "--dir", str(workdir), "--logfile", str(log_path)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def kill_redis(server: RedisServer) -> None:
-    """SIGKILL it, as a crash would (what its AOF holds survives), and reap it."""
-    if server.proc.poll() is None:
-        server.proc.kill()
-    server.proc.wait()
-
-
-def restart_redis(server: RedisServer, *, timeout_s: float = START_TIMEOUT_S) -> RedisServer:
-    """Start a stopped or killed `server` again: the same port, config and data dir (it loads its
-    append-only file); return it once it answers PING. Another process may have taken the port
-    in the meantime: tried again until `timeout_s`."""
-    if server.proc.poll() is None:
-        raise AssertionError(f"redis-server on port {server.port} is still running")
-    end = time.monotonic() + timeout_s
-    while True:
-        server.proc = _spawn(server.dir, server.port, server.appendonly)
-        try:
-            _wait_ping(server, max(0.5, end - time.monotonic()))
-            return server
-        except AssertionError:
-            if time.monotonic() >= end:
-                raise
-            time.sleep(0.2)
-
-
-def _wait_ping(server: RedisServer, timeout_s: float) -> None:
-    """Return once `server` answers PING; stop it and fail if it exits or stays silent."""
-    proc = server.proc
+    server = RedisServer(proc, port, workdir, appendonly, password, log_path)
     client = server.client()
     end = time.monotonic() + timeout_s
     try:
@@ -132,7 +98,7 @@ def _wait_ping(server: RedisServer, timeout_s: float) -> None:
                 raise AssertionError(f"redis-server exited {proc.returncode}:\n{server.logs()}")
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                 if client.ping():
-                    return
+                    return server
             if time.monotonic() >= end:
                 raise AssertionError(f"redis-server did not answer PING within {timeout_s:g} s:\n"
                                      f"{server.logs()}")
@@ -153,6 +119,33 @@ def stop_redis(server: RedisServer) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait()
+
+
+def kill_redis(server: RedisServer) -> None:
+    """SIGKILL it, as a crash would, and reap it."""
+    if server.proc.poll() is None:
+        server.proc.kill()
+    server.proc.wait()
+
+
+def restart_redis(server: RedisServer, *, timeout_s: float = START_TIMEOUT_S) -> RedisServer:
+    """Start a stopped or killed `server` again, in place (`server.proc` is the new process): the
+    same port, password and data dir, so it loads its append-only file; return it once it
+    answers PING. Another process may take the port meanwhile: tried again until `timeout_s`."""
+    if server.proc.poll() is None:
+        raise AssertionError(f"redis-server on port {server.port} is still running")
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            again = start_redis(server.dir, appendonly=server.appendonly, password=server.password,
+                                timeout_s=max(1.0, end - time.monotonic()), port=server.port)
+        except AssertionError:
+            if time.monotonic() >= end:
+                raise
+            time.sleep(0.2)
+            continue
+        server.proc = again.proc
+        return server
 
 
 @pytest.fixture(scope="module")
