@@ -181,6 +181,7 @@ def test_a_redis_broker_says_its_backend_and_both_dispatchers_run_its_trigger(
         poll(lambda: sorted(rec.ids()) == ["a-1", "b-1"], 30, "both events, once each")
 
 
+@pytest.mark.timeout(240)
 def test_two_gateways_and_two_dispatchers_with_a_subscriber_failing_a_third(
         flint: Flint, gw_b: Joined, dispatcher_b: Joined, redis_up: RedisServer) -> None:
     retry = 2
@@ -216,6 +217,7 @@ def test_two_gateways_and_two_dispatchers_with_a_subscriber_failing_a_third(
         assert by_a + by_b >= len(alive)
 
 
+@pytest.mark.timeout(300)
 def test_every_event_is_delivered_when_a_dispatcher_is_killed_mid_stream(
         flint: Flint, gw_b: Joined, dispatcher_b: Joined, redis_up: RedisServer) -> None:
     apply(flint, redis_broker("crash"))
@@ -237,6 +239,7 @@ def test_every_event_is_delivered_when_a_dispatcher_is_killed_mid_stream(
     assert doomed.killed and doomed not in flint.joined
 
 
+@pytest.mark.timeout(300)
 def test_every_acknowledged_event_survives_a_redis_crash_and_the_outage_answers_503(
         flint: Flint, gw_b: Joined, dispatcher_b: Joined, redis_up: RedisServer) -> None:
     apply(flint, redis_broker("outage"))
