@@ -337,19 +337,3 @@ def test_a_broker_on_a_redis_without_aof_is_not_durable(
         assert backend_of(f.get("broker", "volatile")) == "redis"
     finally:
         stop_flint(f)
-
-
-def test_a_redis_broker_without_redis_configured_is_not_ready(flint_without_redis: Flint) -> None:
-    apply(flint_without_redis, redis_broker("nowhere"))
-    poll(lambda: condition_is(flint_without_redis, "broker", "nowhere", "Ready", "False",
-                              reason="RedisNotConfigured"),
-         30, "broker nowhere Ready=False (RedisNotConfigured)")
-
-
-@pytest.fixture
-def flint_without_redis(tmp_path: Path) -> Iterator[Flint]:
-    f = start_flint(tmp_path / "flint")
-    try:
-        yield f
-    finally:
-        stop_flint(f)
