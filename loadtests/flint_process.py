@@ -3,7 +3,9 @@
 `start_flint(workdir)` runs the real `flint up` on free loopback ports with a private state dir
 under `workdir` and waits until it is up and its gateway ready. The `Flint` handle runs the CLI
 against it, reads its replica records and its log, and starts extra gateways and dispatchers
-that join its controller (`start_gateway`, `start_dispatcher`), as several machines would.
+that join its controller (`start_gateway`, `start_dispatcher`), as several machines would: they
+get `flint up`'s Redis settings (`Flint.redis_env`) in their environment, as its own processes
+do; `Joined.kill()` crashes one (SIGKILL), `stop_joined` stops one and checks it left nothing.
 `stop_flint(f)` stops the extras and `flint up`, then makes sure that no process mentioning
 the state dir (or an extra's) survives: it kills what is left and reports what it had to kill.
 
