@@ -222,21 +222,29 @@ def test_every_event_is_delivered_when_a_dispatcher_is_killed_mid_stream(
         flint: Flint, gw_b: Joined, dispatcher_b: Joined, redis_up: RedisServer) -> None:
     apply(flint, redis_broker("crash"))
     wait_broker(flint, "crash")
-    with recorder() as rec, joined_dispatcher(flint, name="dispatcher-c") as doomed:
+    with recorder() as rec:
         apply(flint, trigger("crash-t", "crash", {"uri": rec.url}))
-        wait_trigger(flint, "crash-t", dispatchers=3)
-        ids = [f"k-{i}" for i in range(800)]
-        with sending_in_background([flint.port, gw_b.port], "crash", ids, rate=200) as sent:
-            poll(lambda: delivered_by(doomed.admin_port, "crash-t") >= 20, 30,
-                 "the third dispatcher to be delivering")
-            doomed.kill()  # SIGKILL: what it had read and not acknowledged stays pending for it
-            killed_at = len(sent.status)
-        assert 0 < killed_at < len(ids), killed_at  # killed mid-stream
-        accepted = set(sent.accepted())
-        assert accepted == set(ids), {i: s for i, s in sent.status.items() if s != 202}
-        # The others take its pending entries over once they are idle for claim_after_s.
-        poll_all(rec, accepted, CLAIM_WAIT_S, "every event, the killed dispatcher's included")
+        wait_trigger(flint, "crash-t")
+        with joined_dispatcher(flint, name="dispatcher-c") as doomed:
+            # A Ready trigger's status follows the dispatchers that join.
+            wait_trigger(flint, "crash-t", dispatchers=3)
+            run_and_kill(flint, gw_b, rec, doomed)
     assert doomed.killed and doomed not in flint.joined
+
+
+def run_and_kill(flint: Flint, gw_b: Joined, rec: Recorder, doomed: Joined) -> None:
+    """Events through both gateways at 200/s; `doomed` SIGKILLed once it delivers; all arrive."""
+    ids = [f"k-{i}" for i in range(800)]
+    with sending_in_background([flint.port, gw_b.port], "crash", ids, rate=200) as sent:
+        poll(lambda: delivered_by(doomed.admin_port, "crash-t") >= 20, 30,
+             "the third dispatcher to be delivering")
+        doomed.kill()  # SIGKILL: what it had read and not acknowledged stays pending for it
+        killed_at = len(sent.status)
+    assert 0 < killed_at < len(ids), killed_at  # killed mid-stream
+    accepted = set(sent.accepted())
+    assert accepted == set(ids), {i: s for i, s in sent.status.items() if s != 202}
+    # The others take its pending entries over once they are idle for claim_after_s.
+    poll_all(rec, accepted, CLAIM_WAIT_S, "every event, the killed dispatcher's included")
 
 
 @pytest.mark.timeout(300)
