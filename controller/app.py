@@ -9,10 +9,13 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 
+import redis.asyncio as aioredis
 from aiohttp import web
 
+from controller.api.eventing import BACKEND_REDIS, broker_backend
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
+from controller.broker_backlog import add_backlog_routes, fetch_dispatcher_backlogs
 from controller.builds.artifacts import ArtifactStore
 from controller.credentials import Credentials, ensure_credentials
 from controller.dispatcher_proxy import DispatcherProxy
@@ -50,6 +53,8 @@ from controller.reconcilers.route import reconcile_route
 from controller.reconcilers.service import reconcile_service
 from controller.reconcilers.subscription import reconcile_subscription
 from controller.reconcilers.trigger import reconcile_trigger
+from controller.redis_health import RedisHealth, RedisView
+from controller.redis_janitor import RedisJanitor
 from controller.runtime.base import ReplicaStatus, Runtime
 from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
@@ -85,6 +90,10 @@ class Controller:
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._dispatcher_proxy: DispatcherProxy | None = None
+        self.redis: aioredis.Redis | None = None
+        """The client of the settings' Redis (None without one): durability checks, deletions."""
+        self.redis_health: RedisHealth | None = None
+        self.redis_janitor: RedisJanitor | None = None
         self.ctx: Context | None = None
         self.credentials: Credentials | None = None
         self.urls: list[str] = []
@@ -126,7 +135,16 @@ class Controller:
             on_published=lambda _v: self._requeue_unready_routes(),
             brokers=informers[BROKERS],
             channels=informers[IN_MEMORY_CHANNELS],
+            engine=s.engine,
+            redis=s.redis is not None,
         )
+        if s.redis is not None:
+            self.redis = redis_conn.client(s.redis)
+            self.redis_health = RedisHealth(self.redis, s.redis.url, on_change=self._requeue_redis_brokers,
+                                            every_s=s.redis_check_every_s)
+            self.redis_janitor = RedisJanitor(
+                self.redis, journal=s.state_dir / "eventing" / "redis-deletions.json")
+            await self.redis_janitor.start()  # what a previous run could not delete yet
         # The dispatcher of our own state dir (`flint up` starts it) is the embedded one.
         self.dispatch = DispatchHub(
             embedded_id=dispatcher_id(s.state_dir, socket.gethostname()), on_progress=self._requeue_eventing
@@ -165,6 +183,7 @@ class Controller:
             imcs=informers[IN_MEMORY_CHANNELS],
             subscriptions=informers[SUBSCRIPTIONS],
             scale_decision=self.scaler.decision,
+            redis_view=self._redis_view,
         )
         self.ctx = ctx
         reconcilers: dict[Kind, Reconcile] = {
@@ -203,12 +222,17 @@ class Controller:
         self.publisher.mark_dirty()
         self._ticker = asyncio.create_task(self._tick())
         self.scaler.start()
+        if self.redis_health is not None:
+            self.redis_health.start()  # logs event=redis_connected (or redis_unreachable)
 
         app = make_api_app(store, guard=auth_middleware(creds.token))
         app.router.add_get(LINK_PATH, hub.handle)
         app.router.add_get(PLAN_PATH, self.dispatch.handle)
         add_log_routes(app, runtime, informers[REVISIONS])
         add_observability_routes(app, self.scaler, runtime)
+        add_backlog_routes(
+            app, informers[BROKERS], informers[TRIGGERS], engine=s.engine, redis=lambda: self.redis,
+            sqlite=lambda: fetch_dispatcher_backlogs(s.dispatcher_url, creds.token.reveal()))
         self._dispatcher_proxy = DispatcherProxy(s.dispatcher_url, creds.token)
         self._dispatcher_proxy.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -235,6 +259,12 @@ class Controller:
             await inf.stop()
         if self.ctx is not None:
             await self.publisher.close()
+        if self.redis_health is not None:
+            await self.redis_health.close()
+        if self.redis_janitor is not None:
+            await self.redis_janitor.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self._runtime is not None:
             await self._runtime.close(stop_replicas=stop_replicas)
         if self._store is not None:
@@ -302,8 +332,20 @@ class Controller:
         assert self.ctx is not None
         c = self.ctx
         self.dispatch.publish(build_plan(
-            c.brokers, c.triggers, imcs=c.imcs, channels=c.channels, subscriptions=c.subscriptions
+            c.brokers, c.triggers, imcs=c.imcs, channels=c.channels, subscriptions=c.subscriptions,
+            engine=self.settings.engine, redis=self.settings.redis is not None,
         ))
+
+    def _redis_view(self) -> RedisView:
+        return self.redis_health.view if self.redis_health is not None else RedisView()
+
+    def _requeue_redis_brokers(self) -> None:
+        """What we know of Redis changed: the Redis brokers' `Durable` condition follows."""
+        if self.ctx is None:
+            return
+        for b in self.ctx.brokers:
+            if broker_backend(b, self.settings.engine) == BACKEND_REDIS:
+                self.enqueue(BROKERS, ns_name(b))
 
     def _requeue_eventing(self) -> None:
         """The dispatcher or the gateways made progress: brokers and triggers not yet Ready
@@ -326,6 +368,9 @@ class Controller:
         ns, name = ns_name(obj)
         if type_ != "DELETED":
             self.enqueue(BROKERS, (ns, name))
+        elif (self.redis_janitor is not None and obj["metadata"].get("uid")
+              and broker_backend(obj, self.settings.engine) == BACKEND_REDIS):
+            self.redis_janitor.delete_log(obj["metadata"]["uid"])  # its stream, groups, state
         assert self.ctx is not None
         for t in self.ctx.triggers.list(ns):
             if (t.get("spec") or {}).get("broker") == name:
@@ -336,7 +381,21 @@ class Controller:
     def _on_trigger(self, type_: str, obj: Obj, old: Obj | None) -> None:
         if type_ != "DELETED":
             self.enqueue(TRIGGERS, ns_name(obj))
+        else:
+            self._forget_redis_consumer(obj)
         self._plan_dirty()
+
+    def _forget_redis_consumer(self, trigger: Obj) -> None:
+        """A deleted trigger of a Redis broker: its consumer group and keys go (a deleted
+        broker's go with its log)."""
+        assert self.ctx is not None
+        ns, _ = ns_name(trigger)
+        broker = self.ctx.brokers.get(ns, str((trigger.get("spec") or {}).get("broker") or ""))
+        uid = trigger["metadata"].get("uid")
+        if (self.redis_janitor is None or broker is None or not uid
+                or broker_backend(broker, self.settings.engine) != BACKEND_REDIS):
+            return
+        self.redis_janitor.delete_consumer(broker["metadata"]["uid"], uid)
 
     def _on_channel(self, type_: str, obj: Obj, old: Obj | None) -> None:
         if type_ == "DELETED":
@@ -502,8 +561,6 @@ async def serve(settings: ControllerSettings, stop_replicas_on_exit: bool) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await controller.start()
-    if settings.redis is not None:
-        await redis_conn.check_connection(settings.redis, "controller")
     pid_file = settings.state_dir / "controller.pid"
     await asyncio.to_thread(pid_file.write_text, f"{os.getpid()}\n")
     print(f"controller: ready on {', '.join(controller.urls)}", flush=True)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
 from flint_common.redis_config import RedisSettings
 
@@ -80,8 +81,19 @@ class ControllerSettings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     """Knative's `config-network`: the gradual rollout's duration."""
     redis: RedisSettings | None = None
-    """The Redis of the shared eventing backend (coming; `flint up --redis`): for now only
-    connected to once at startup (`event=redis_connected durable=…`). None: no Redis."""
+    """The Redis of the shared eventing backend (`flint up --redis`): the log of every
+    `FlintRedis` broker; its durability is checked every `redis_check_every_s` (the brokers'
+    `Durable` condition). None: no Redis (a `FlintRedis` broker is not Ready)."""
+    redis_check_every_s: float = 30.0
+    """Seconds between two checks of the Redis' durability (`INFO persistence`)."""
+    engine: str = "embedded"
+    """The engine: `embedded` (this one; `kubernetes` later). A broker of class `Flint` gets
+    the engine's default backend (`controller.api.eventing.default_backend`: SQLite here)."""
+
+    def __post_init__(self) -> None:
+        default_backend(self.engine)  # a ValueError naming the known engines
+        if self.redis_check_every_s <= 0:
+            raise ValueError(f"redis_check_every_s must be above 0, not {self.redis_check_every_s}")
 
     @property
     def store_path(self) -> Path:

@@ -60,8 +60,9 @@ class RedisSettings:
     password_file: Path | None = None
     """Where `password` came from: what `flint up` passes on to its processes."""
     min_replicas: int = 0
-    """Replicas a write must reach (`WAIT`) before a broker acknowledges it (0: none). For the
-    broker backend to come; not used yet."""
+    """Replicas a write must reach (`WAIT`) before a broker acknowledges it (0: none): the
+    gateway's ingress sends `WAIT min_replicas 1000` after each pipeline of XADDs and answers 503
+    when fewer replicas acknowledged within that second."""
 
     def __post_init__(self) -> None:
         check_url(self.url)

@@ -5,8 +5,9 @@ The client connection hands each request whose head is complete to its `Exchange
 1. **admits** it: answers what it must refuse (malformed target, CONNECT, no Host, unknown
    host, a cluster-local route on a public listener), recognises a broker or channel ingress
    host, and routes anything else to a revision picked by its traffic split;
-2. forwards it to the revision's (or the log's) home worker when another worker owns it
-   (`gateway.home`), or reserves a replica slot, or **waits** for one in the activator's queue
+2. forwards it to the revision's (or the SQLite log's) home worker when another worker owns it
+   (`gateway.home`; a Redis-backed log takes appends from every worker), or reserves a replica
+   slot, or **waits** for one in the activator's queue
    (`granted` / `rejected` are the queue's answers);
 3. **attaches** it to an upstream port, which relays the response: `ReplicaUpstream` for a
    replica or a home worker, `LocalUpstream` for an ingress request this worker answers;
@@ -23,7 +24,7 @@ from gateway.activator import INF, Rejection, Ticket
 from gateway.config import Endpoint, RevisionTarget
 from gateway.context import WorkerContext
 from gateway.headers import CRLF, H_INTERNAL_REVISION, H_INTERNAL_ROUTE, forwarding_headers, new_traceparent
-from gateway.ingress import HOST_PREFIXES, Answer, classify, home_key, ingress_target
+from gateway.ingress import HOST_PREFIXES, REDIS, Answer, classify, home_key, ingress_target
 from gateway.local_upstream import LocalUpstream, respond_answer
 from gateway.ports import P_QUEUED, ClientSink
 from gateway.proxy_metrics import ProxyMetrics, RouteCounter
@@ -223,7 +224,8 @@ class Exchange:
             respond_answer(self._client, Answer(404, f"{kind} {found[0]}/{found[1]} not found"))
             return
         home = self._home
-        if req.internal_rev is None and home is not None:
+        if req.internal_rev is None and home is not None and entry.backend != REDIS:
+            # A SQLite log has one writer; a Redis stream takes appends from any worker.
             home_ep = home.endpoint_for(home_key(entry))
             if home_ep is not None:  # another worker writes this log: forward the request to it
                 target = ingress_target(entry)

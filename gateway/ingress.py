@@ -2,9 +2,12 @@
 
 `http://broker-ingress.{domain}:{port}/{namespace}/{broker}` and, for an InMemoryChannel,
 `http://channel-ingress.{domain}:{port}/{namespace}/{channel}` are served by the gateway itself
-(the proxy hands such requests to `BrokerIngress`). Each log has one writing process: its
+(the proxy hands such requests to `BrokerIngress`). A SQLite log has one writing process: its
 *home worker* (`home_index(entry.ident)`, as for limited revisions); other workers forward the
-request to it over the internal unix socket.
+request to it over the internal unix socket. A Redis-backed one (`entry.backend == "redis"`) is
+appended to by whichever worker (of whichever gateway) took the request, through the worker's
+batching writer (`channels/redis_writer.py`), made on the first such request from the Redis
+settings `flint up` handed the gateway (`FLINT_REDIS_*`).
 
 Answers (Knative's broker ingress, with the reason in the body):
 
@@ -14,13 +17,16 @@ Answers (Knative's broker ingress, with the reason in the body):
 * 404 for an unknown broker or a path that names none, 405 for a method other than POST
   (`Allow: POST, OPTIONS`); OPTIONS is answered for CloudEvents webhook validation
   (`WebHook-Allowed-Origin`, `WebHook-Allowed-Rate`);
-* 503 with `Retry-After` when the log cannot be written (nothing was acknowledged).
+* 503 with `Retry-After` when the log cannot be written (nothing was acknowledged): for a
+  Redis-backed broker also when Redis is unreachable, refuses the write, reaches fewer than
+  `redis min-replicas` replicas, or this gateway has no Redis configured.
 
 Retention: every `COMPACT_EVERY_S` the home worker deletes the records that every trigger of
 the broker has handled (the floor the dispatcher writes next to the log, `channels/floor.py`);
 past the age and size caps (`log_max_age_s`, `log_max_records`: 7 days, 10 M records) older
 records go even if unhandled, each counted and logged as a `retention` drop; the log file goes
-when the broker leaves the snapshot.
+when the broker leaves the snapshot. None of this is done for a Redis-backed broker: its stream
+is trimmed by the dispatchers and deleted by the controller.
 
 Every event stored in a broker gets `knativearrivaltime` (RFC 3339, UTC) and
 `knativebrokerttl` (255 when absent); a channel stores events as they came. An event that
@@ -40,8 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flint_common.redis_keys import stream_key
 from gateway.channels.base import ChannelLog
 from gateway.channels.floor import read_floor
+from gateway.channels.redis_writer import StreamAppender, StreamAppendError
 from gateway.channels.sqlite import SqliteChannelLog
 from gateway.channels.wake import WakeSender
 from gateway.cloudevents import (
@@ -62,6 +70,7 @@ __all__ = [
     "CHANNEL",
     "DEFAULT_TTL",
     "HOST_PREFIX",
+    "REDIS",
     "Answer",
     "BrokerIngress",
     "IngressMetrics",
@@ -88,6 +97,11 @@ CHANNEL = "events"
 TTL_ATTR = "knativebrokerttl"
 ARRIVAL_ATTR = "knativearrivaltime"
 
+
+REDIS = "redis"
+"""`BrokerEntry.backend` of a broker or channel kept in a Redis stream (no home worker)."""
+FAILURE_LOG_EVERY_S = 5.0
+"""A Redis-backed log failing requests is logged at most this often (each request is counted)."""
 
 FORWARD_TIMEOUT_S = 30.0
 """How long a worker waits for the home worker's answer to a forwarded ingress request."""
@@ -252,6 +266,7 @@ class BrokerIngress:
         wake: WakeSender | None = None,
         clock: Callable[[], float] = time.time,
         open_log: Callable[[BrokerEntry], ChannelLog] | None = None,
+        open_stream_writer: Callable[[], StreamAppender] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.host = HOST_PREFIX + domain.encode("ascii")
@@ -266,6 +281,11 @@ class BrokerIngress:
         self._wake = wake
         self._clock = clock
         self._open_log = open_log or self._open_sqlite
+        self._open_stream_writer = open_stream_writer
+        """Makes this worker's Redis writer (on the first Redis-backed broker); None: no Redis
+        configured for this gateway."""
+        self._stream_writer: StreamAppender | None = None
+        self._failure_logged: dict[str, float] = {}
         self._brokers: dict[str, BrokerEntry] = {}
         self._logs: dict[str, tuple[BrokerEntry, ChannelLog]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -303,8 +323,10 @@ class BrokerIngress:
             cur = new.get(key)
             if cur is not None and cur.uid == entry.uid:
                 continue
-            if self.is_home(entry):
+            if entry.backend != REDIS and self.is_home(entry):
                 self._spawn(self._retire(entry))
+        if any(b.backend == REDIS for b in snapshot.brokers):
+            self._writer()  # connect now: the first event should not wait for it
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -372,6 +394,36 @@ class BrokerIngress:
             await asyncio.sleep(self.compact_every_s)
             await self.compact_once()
 
+    def _writer(self) -> StreamAppender | None:
+        """This worker's Redis writer, made on first use; None when no Redis is configured."""
+        writer = self._stream_writer
+        if writer is None and self._open_stream_writer is not None:
+            writer = self._stream_writer = self._open_stream_writer()
+            writer.warm_up()
+        return writer
+
+    async def _append_redis(self, entry: BrokerEntry, key: str, records: list[bytes]) -> Answer | None:
+        """Append to the entry's stream; None once Redis acknowledged it, else the 503 to send."""
+        writer = self._writer()
+        if writer is None:
+            self.metrics.reject(key, "redis-not-configured")
+            return Answer(503, f"{entry.kind} {entry.key} keeps its events in Redis, but this "
+                          "gateway has no Redis configured (flint up --redis URL, or "
+                          "FLINT_REDIS_URL for the gateway)", retry_after=True)
+        try:
+            await writer.append(entry.stream or stream_key(entry.uid), records)
+        except Exception as exc:  # not (verifiably) stored: the producer retries
+            now = self._clock()
+            if now - self._failure_logged.get(key, -FAILURE_LOG_EVERY_S) >= FAILURE_LOG_EVERY_S:
+                self._failure_logged[key] = now
+                detail = exc.detail if isinstance(exc, StreamAppendError) else repr(exc)
+                log.error("event=append_failed %s=%s backend=redis error=%s (logged at most every "
+                          "%g s)", entry.kind, key, detail, FAILURE_LOG_EVERY_S)
+            self.metrics.reject(key, "log-unavailable")
+            return Answer(503, f"the Redis stream of {entry.kind} {entry.key} is unavailable: {exc}",
+                          retry_after=True)
+        return None
+
     async def accept(self, entry: BrokerEntry, headers: Headers, body: bytes) -> Answer:
         """Decode, stamp and store the events of one request; the answer to send."""
         key = entry.key if entry.kind == "broker" else entry.ident
@@ -399,7 +451,11 @@ class BrokerIngress:
         if dropped:
             self.metrics.dropped_ttl[key] = self.metrics.dropped_ttl.get(key, 0) + dropped
             log.warning("event=ttl_exhausted broker=%s dropped=%d", key, dropped)
-        if records:
+        if records and entry.backend == REDIS:
+            failed = await self._append_redis(entry, key, records)
+            if failed is not None:
+                return failed
+        elif records:
             try:
                 await self._log_for(entry).append(CHANNEL, records)
             except Exception as exc:  # the log failed: nothing was acknowledged
@@ -429,6 +485,10 @@ class BrokerIngress:
                 await log_.close()
         if self._wake is not None:
             self._wake.close()
+        writer, self._stream_writer = self._stream_writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await writer.close()
 
 
 def _same_host(host: bytes, h: bytes) -> bool:

@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -121,6 +121,19 @@ def settings_env(settings: GatewaySettings) -> dict[str, str]:
     }
 
 
+def worker_env(
+    environ: Mapping[str, str], settings: GatewaySettings, redis: redis_config.RedisSettings | None
+) -> dict[str, str]:
+    """A worker's environment: this process's, with `settings` as `FLINT_GATEWAY_*` and the
+    Redis settings this process resolved as `FLINT_REDIS_*` (no password: its file's path)."""
+    dropped = (redis_config.ENV_URL, redis_config.ENV_PASSWORD_FILE, redis_config.ENV_MIN_REPLICAS)
+    env = {k: v for k, v in environ.items() if k not in dropped}
+    env.update(settings_env(settings))
+    if redis is not None:
+        env.update(redis.env())
+    return env
+
+
 def configure_logging(level: str, role: str) -> None:
     logging.basicConfig(
         stream=sys.stderr,
@@ -156,7 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             sockets = adopt(parse_fds(args.fds), 1 + len(settings.listen), settings.workers > 1)
         except ValueError as exc:
             parser.error(str(exc))
-        return worker_main(settings, args.worker, gateway_id, args.parent_pid, token, sockets)
+        try:
+            # The main process hands its Redis settings down (`RedisSettings.env`: the password
+            # file's path, never the password); the file is read here, before the loop runs.
+            redis = redis_config.from_env(os.environ)
+        except redis_config.RedisConfigError as exc:
+            log.error("event=bad_redis_settings error=%s", exc)
+            return 2
+        return worker_main(settings, args.worker, gateway_id, args.parent_pid, token, sockets, redis)
     if settings.workers < 1:
         log.error("event=bad_flag workers=%d", settings.workers)
         return 2
@@ -198,7 +218,8 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.redis = redis
-        """The Redis of the shared eventing backend (coming): only connected to once, at start."""
+        """The Redis of Redis-backed brokers: checked once at start (`event=redis_connected`),
+        handed to every worker in its environment (`RedisSettings.env`)."""
         self.token = token
         self.gateway_id = gateway_id
         self.log_level = log_level
@@ -312,7 +333,7 @@ class Supervisor:
 
     async def _supervise(self, index: int) -> None:
         loop = asyncio.get_running_loop()
-        env = {**os.environ, **settings_env(self.settings)}
+        env = worker_env(os.environ, self.settings, self.redis)
         delay = RESTART_BACKOFF_MIN_S
         quick_deaths = 0
         while not self._stop.is_set():

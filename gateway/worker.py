@@ -17,9 +17,11 @@ import signal
 import sys
 from collections.abc import Callable
 
+from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
 from gateway.activator import Activator
 from gateway.admin import start_worker_admin, worker_socket_path
+from gateway.channels.redis_writer import open_redis_writer
 from gateway.channels.wake import WakeSender
 from gateway.client import ClientConnection
 from gateway.config import GatewaySettings, Snapshot
@@ -65,6 +67,7 @@ def build_context(
     loop: asyncio.AbstractEventLoop,
     *,
     index: int = 0,
+    redis: RedisSettings | None = None,
     snapshot: Snapshot | None = None,
     send_up: SendUp = _unlinked,
     controller_connected: Callable[[], bool] = lambda: False,
@@ -81,6 +84,9 @@ def build_context(
        dispatches the rest, then the prober starts and stops probes;
     3. the last request of a draining endpoint → `on_drained` (the link re-acks);
     4. a starting endpoint passing the prober's connect → the activator dispatches.
+
+    `redis`: where Redis-backed brokers are appended to (the worker's writer is made on the
+    first of them); None: such brokers are answered 503.
 
     `snapshot`, when given, is applied last (through the same events); a worker gets its own
     from the link (`ControllerLink.load_persisted`).
@@ -106,6 +112,8 @@ def build_context(
         max_records=settings.log_max_records,
         compact_every_s=settings.log_compact_interval_s,
         wake=WakeSender(settings.state_dir),
+        open_stream_writer=None if redis is None else (
+            lambda: open_redis_writer(redis, role=f"gateway-worker-{index}")),
     )
     pokes = Pokes()
     poke = PokeSender(loop, send_up, pokes)
@@ -171,6 +179,7 @@ def worker_main(
     parent_pid: int | None,
     token: Secret,
     sockets: SlotSockets,
+    redis: RedisSettings | None = None,
 ) -> int:
     """Entry point of worker `index`: a uvloop event loop serving `sockets` until signalled."""
     import uvloop
@@ -178,12 +187,12 @@ def worker_main(
     _die_with_parent(parent_pid)
     raise_nofile_limit(settings.nofile_limit)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(run_worker(settings, index, gateway_id, parent_pid, token, sockets))
+        return runner.run(run_worker(settings, index, gateway_id, parent_pid, token, sockets, redis))
 
 
 async def run_worker(
     settings: GatewaySettings, index: int, gateway_id: str, parent_pid: int | None,
-    token: Secret, sockets: SlotSockets,
+    token: Secret, sockets: SlotSockets, redis: RedisSettings | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -196,6 +205,7 @@ async def run_worker(
         settings,
         loop,
         index=index,
+        redis=redis,
         send_up=lambda message: link.send_up(message),
         controller_connected=lambda: link.connected,
         on_drained=lambda: link.endpoint_drained(),

@@ -40,7 +40,23 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 BROKER_CLASS_ANNOTATION = "eventing.knative.dev/broker.class"
 FLINT_BROKER_CLASS = "Flint"
-"""The broker class Flint reconciles, and the default of `eventing.knative.dev/broker.class`."""
+"""The default of `eventing.knative.dev/broker.class`: a broker on the engine's default backend
+(`default_backend`)."""
+FLINT_SQLITE_BROKER_CLASS = "FlintSQLite"
+"""A broker whose log is a SQLite file in the state dir (one machine), whatever the engine."""
+FLINT_REDIS_BROKER_CLASS = "FlintRedis"
+"""A broker whose log is a Redis stream (shared by every gateway and dispatcher); Ready=False
+(`RedisNotConfigured`) on a Flint without Redis."""
+FLINT_BROKER_CLASSES = (FLINT_BROKER_CLASS, FLINT_SQLITE_BROKER_CLASS, FLINT_REDIS_BROKER_CLASS)
+"""The broker classes Flint reconciles. A broker's class is immutable, so configuring Redis later
+moves no existing broker."""
+BACKEND_SQLITE = "sqlite"
+BACKEND_REDIS = "redis"
+ENGINE_EMBEDDED = "embedded"
+ENGINE_KUBERNETES = "kubernetes"
+_DEFAULT_BACKENDS = {ENGINE_EMBEDDED: BACKEND_SQLITE, ENGINE_KUBERNETES: BACKEND_REDIS}
+BACKEND_ANNOTATION = "eventing.flint.dev/backend"
+"""`status.annotations` key saying which backend holds a broker's log (`sqlite` or `redis`)."""
 BROKER_LABEL = "eventing.knative.dev/broker"
 """Label a Trigger carries with its broker's name (trigger_defaults.go setLabels)."""
 DEPENDENCY_ANNOTATION = "knative.dev/dependency"
@@ -64,6 +80,9 @@ BROKER_CONDITIONS = (
     BROKER_CONDITION_DEAD_LETTER_SINK_RESOLVED,
 )
 """Dependent conditions of a Broker's `Ready`."""
+BROKER_CONDITION_DURABLE = "Durable"
+"""A Redis broker's: does its Redis keep what it acknowledged over a restart (append-only file)?
+Informative (severity Info), not a dependent of `Ready`."""
 TRIGGER_CONDITION_BROKER = "BrokerReady"
 TRIGGER_CONDITION_SUBSCRIBED = "SubscriptionReady"
 TRIGGER_CONDITION_DEPENDENCY = "DependencyReady"
@@ -97,6 +116,32 @@ def broker_address_url(namespace: str, name: str, domain: str = "localhost", por
 def broker_class(obj: Obj) -> str:
     """The broker's class annotation (after defaulting, `Flint` unless the user chose another)."""
     return str(as_dict(metadata(obj).get("annotations")).get(BROKER_CLASS_ANNOTATION) or "")
+
+
+def is_flint_broker(obj: Obj) -> bool:
+    """Is the broker of a class Flint reconciles (`FLINT_BROKER_CLASSES`)?"""
+    return broker_class(obj) in FLINT_BROKER_CLASSES
+
+
+def default_backend(engine: str = ENGINE_EMBEDDED) -> str:
+    """The backend of a broker of class `Flint` on `engine`: SQLite on the embedded engine, Redis
+    on Kubernetes (whose gateways and dispatchers run on several machines)."""
+    try:
+        return _DEFAULT_BACKENDS[engine]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine!r} (known: {', '.join(_DEFAULT_BACKENDS)})") from None
+
+
+def broker_backend(obj: Obj, engine: str = ENGINE_EMBEDDED) -> str | None:
+    """`sqlite` or `redis` for a broker of Flint's classes on `engine`; None for another class."""
+    cls = broker_class(obj)
+    if cls == FLINT_SQLITE_BROKER_CLASS:
+        return BACKEND_SQLITE
+    if cls == FLINT_REDIS_BROKER_CLASS:
+        return BACKEND_REDIS
+    if cls == FLINT_BROKER_CLASS:
+        return default_backend(engine)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,10 +227,10 @@ def validate_broker(new: Obj, old: Obj | None) -> list[FieldError]:
 def broker_warnings(obj: Obj) -> list[str]:
     """A broker of another class is stored but not reconciled by Flint."""
     cls = broker_class(obj)
-    if cls and cls != FLINT_BROKER_CLASS:
+    if cls and cls not in FLINT_BROKER_CLASSES:
         return [
             f'metadata.annotations.{BROKER_CLASS_ANNOTATION}: broker class "{cls}" is not'
-            f' reconciled by Flint (its class is "{FLINT_BROKER_CLASS}")'
+            f' reconciled by Flint (its classes are {", ".join(map(json.dumps, FLINT_BROKER_CLASSES))})'
         ]
     return []
 
@@ -408,25 +453,37 @@ def validate_trigger(new: Obj, old: Obj | None) -> list[FieldError]:
 __all__ = [
     "API_VERSION",
     "ATTRIBUTE_NAME_RE",
+    "BACKEND_ANNOTATION",
+    "BACKEND_REDIS",
+    "BACKEND_SQLITE",
     "BROKER_CLASS_ANNOTATION",
     "BROKER_CONDITIONS",
+    "BROKER_CONDITION_DURABLE",
     "BROKER_LABEL",
     "CONDITION_READY",
     "DELIVERY_ORDER_ANNOTATION",
     "DEPENDENCY_ANNOTATION",
+    "ENGINE_EMBEDDED",
+    "ENGINE_KUBERNETES",
     "FILTER_DIALECTS",
     "FLINT_BROKER_CLASS",
+    "FLINT_BROKER_CLASSES",
+    "FLINT_REDIS_BROKER_CLASS",
+    "FLINT_SQLITE_BROKER_CLASS",
     "GROUP",
     "INJECTION_ANNOTATION",
     "TRIGGER_CONDITIONS",
     "VERSION",
     "attribute_filter_errors",
     "broker_address_url",
+    "broker_backend",
     "broker_class",
     "broker_warnings",
+    "default_backend",
     "default_broker",
     "default_trigger",
     "filters_errors",
+    "is_flint_broker",
     "subscriptions_api_filter_errors",
     "validate_broker",
     "validate_trigger",

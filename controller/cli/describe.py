@@ -230,23 +230,29 @@ def describe_route(route: Obj, revisions: Sequence[Obj], now: datetime) -> str:
     return "\n".join(lines)
 
 
-def describe_generic(obj: Obj, now: datetime) -> str:
+def describe_generic(obj: Obj, now: datetime, extra: Sequence[str] = ()) -> str:
+    """The header, the status' URLs and names, `extra` lines (a broker's backend), conditions."""
     st = status(obj)
     lines = header(obj, now)
     for key in ("url", "latestCreatedRevisionName", "latestReadyRevisionName", "address"):
         if st.get(key):
             value = st[key].get("url") if isinstance(st[key], dict) else st[key]
             lines.append(_field(f"{key[0].upper()}{key[1:]}:", value, 28))
+    if extra:
+        lines.append("")
+        lines += extra
     lines.append("")
     lines += condition_lines(obj, now)
     return "\n".join(lines)
 
 
-def describe(kind: str, obj: Obj, revisions: Sequence[Obj], now: datetime) -> str:
+def describe(
+    kind: str, obj: Obj, revisions: Sequence[Obj], now: datetime, extra: Sequence[str] = ()
+) -> str:
     if kind == "Service":
         return describe_service(obj, revisions, now)
     if kind == "Revision":
         return describe_revision(obj, now)
     if kind == "Route":
         return describe_route(obj, revisions, now)
-    return describe_generic(obj, now)
+    return describe_generic(obj, now, extra)

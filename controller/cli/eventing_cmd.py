@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controller.cli import dead_letters_cmd
+from controller.cli.backlog import backend_lines, fetch_backlog
 from controller.cli.client import ApiClient
 from controller.cli.describe import condition_lines, header
 from controller.cli.errors import usage
@@ -222,12 +223,18 @@ def _delivery_lines(obj: Obj) -> list[str]:
     return lines
 
 
-def describe_broker(broker: Obj, now: datetime) -> str:
+def describe_broker(broker: Obj, now: datetime, backlog: Obj | str | None = None) -> str:
+    """kn's broker description, with the backend and the triggers' backlog (`backlog`: the
+    controller's answer, or why there is none)."""
     lines = header(broker, now)
     lines.append("")
     lines.append("Address:")
     lines.append("  " + _field("URL:", _address(broker)))
     lines += _delivery_lines(broker)
+    extra = backend_lines(broker, backlog)
+    if extra:
+        lines.append("")
+        lines += extra
     lines.append("")
     lines += condition_lines(broker, now)
     return "\n".join(lines)
@@ -318,9 +325,11 @@ async def run_describe(api: ApiClient, args: argparse.Namespace) -> int:
         _say(to_json(obj))
     elif args.output == "yaml":
         _say(to_yaml(obj).rstrip("\n"))
+    elif info.kind == "Broker":
+        backlog = await fetch_backlog(api, args.namespace, args.name)
+        _say(describe_broker(obj, datetime.now(UTC), backlog))
     else:
-        describe = describe_broker if info.kind == "Broker" else describe_trigger
-        _say(describe(obj, datetime.now(UTC)))
+        _say(describe_trigger(obj, datetime.now(UTC)))
     return 0
 
 
@@ -369,7 +378,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--class",
         dest="broker_class",
         metavar="CLASS",
-        help="broker class annotation (default: the server's, Flint)",
+        help="broker class annotation: Flint (the default: the engine's backend, SQLite on "
+        "flint up), FlintSQLite or FlintRedis (needs flint up --redis); it cannot change later",
     )
     _add_dl_sink(p)
     p.set_defaults(handler=run_broker_create)

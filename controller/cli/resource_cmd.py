@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.cli.apply import apply_one
+from controller.cli.backlog import backend_lines, fetch_backlog
 from controller.cli.client import ApiClient, ApiError, CliError, Unreachable
 from controller.cli.describe import describe, describe_revision
 from controller.cli.kinds import ResourceInfo
@@ -161,7 +162,10 @@ async def describe_one(api: ApiClient, info: ResourceInfo, ns: str, name: str, f
             )
         except ApiError:
             revisions = []
-    return describe(info.kind, obj, revisions, datetime.now(UTC))
+    extra: list[str] = []
+    if info.kind == "Broker" and info.group == "eventing.knative.dev":
+        extra = backend_lines(obj, await fetch_backlog(api, ns, name))
+    return describe(info.kind, obj, revisions, datetime.now(UTC), extra)
 
 
 async def run_describe(api: ApiClient, args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     settings = DispatcherSettings(
         state_dir=a.state_dir.resolve(), controller_url=a.controller, gateway_url=a.gateway,
-        domain=a.domain, admin_port=a.admin_port, token=token,
+        domain=a.domain, admin_port=a.admin_port, token=token, redis=redis,
     )
 
     async def main_async() -> None:

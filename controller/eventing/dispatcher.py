@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -32,6 +33,7 @@ from controller.eventing.plan import (
     PLAN_PATH,
     ConsumerPlan,
     DispatchPlan,
+    RedisLog,
     SqliteLog,
     UnknownLogBackend,
     dispatcher_id,
@@ -40,7 +42,9 @@ from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
+from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware, describe_error
+from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
 from gateway.channels.floor import write_floor
 from gateway.channels.sqlite_reader import SqliteLogReader
@@ -107,6 +111,9 @@ class DispatcherSettings:
     """The owner's token (read from `--token-file`, never a flag): sent with the plan's long poll
     and required on the admin port but for `/healthz` (and `/metrics` on loopback). Prints as
     `***`."""
+    redis: RedisSettings | None = None
+    """The Redis of the shared eventing backend (`flint up` passes it in the environment,
+    `FLINT_REDIS_*`); None: this dispatcher refuses the consumers of Redis logs, saying why."""
 
     @property
     def db_path(self) -> Path:
@@ -114,7 +121,9 @@ class DispatcherSettings:
 
     @property
     def id(self) -> str:
-        """Sent with each poll of the plan: the controller keys its record of us by it."""
+        """Sent with each poll of the plan: the controller keys its record of us by it. Also
+        the dispatcher's consumer name in the Redis consumer groups (unique per host and state
+        dir, stable across restarts)."""
         return dispatcher_id(self.state_dir, socket.gethostname())
 
 
@@ -139,6 +148,13 @@ class Dispatcher:
         """Trigger uid → its log path, for every trigger ever run: one that leaves the plan
         (not Ready for a while) keeps holding its log's floor with its stored position."""
         self._floors: dict[str, int] = {}
+        self.id = settings.id
+        """This dispatcher's id: its record in the controller's hub, its Redis consumer name."""
+        self.redis: aioredis.Redis | None = None
+        """The client of the settings' Redis (bytes, no socket timeout: `XREADGROUP … BLOCK`
+        waits server-side), created by `start`; None without Redis."""
+        self._refused: dict[str, str] = {}
+        """Consumer uid → why it cannot run here (logged once per reason)."""
 
     @property
     def state(self) -> DispatcherState:
@@ -152,6 +168,8 @@ class Dispatcher:
         # One dispatcher per state dir, before its database or its wake socket is touched.
         await asyncio.to_thread(self._lock.acquire)
         self._state = DispatcherState(s.db_path, durable=s.durable)
+        if s.redis is not None:  # connects on first use
+            self.redis = redis_conn.client(s.redis, decode=False, socket_timeout_s=None)
         await self._wake.start()
         app = web.Application(middlewares=[auth_middleware(s.token)])
         app.router.add_get("/healthz", self._healthz)
@@ -184,6 +202,9 @@ class Dispatcher:
             await self._runner.cleanup()
         if self._state is not None:
             await self._state.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
         self._lock.release()
 
     # -- the plan ------------------------------------------------------------------------------
@@ -247,11 +268,33 @@ class Dispatcher:
             self.version = plan.version
             log.info("event=plan_applied version=%d triggers=%d", plan.version, len(self.runners))
 
+    def _refuse(self, tp: ConsumerPlan, reason: str) -> None:
+        """Leave `tp` unrun, logging why once (each plan would say it again)."""
+        if self._refused.get(tp.uid) != reason:
+            self._refused[tp.uid] = reason
+            log.error("event=trigger_not_runnable trigger=%s backend=%s error=%s", tp.key,
+                      tp.log.backend, reason)
+
     def _start_runner(self, tp: ConsumerPlan, position: int | None) -> None:
-        if not isinstance(tp.log, SqliteLog):
-            log.error("event=trigger_not_runnable trigger=%s error=this dispatcher reads no %s logs",
-                      tp.key, tp.log.backend)
+        if isinstance(tp.log, RedisLog):
+            if self.redis is None:
+                self._refuse(tp, "this dispatcher has no Redis configured (flint up --redis URL, "
+                                 "or FLINT_REDIS_URL for a dispatcher started alone)")
+                return
+            # --- Redis consumers go here -------------------------------------------------------
+            # source = RedisConsumerSource(self.redis, log_uid=tp.log_uid, stream=tp.log.stream,
+            #     group=tp.log.group, consumer=self.id, ordered=tp.ordered, settings=…,
+            #     label=tp.key)
+            # state = RedisConsumerState(self.redis, log_uid=tp.log_uid, consumer_uid=tp.uid,
+            #     owner=self.id)
+            # then ConsumerRunner(tp, source, state, self._sender, self.metrics) as below (no
+            # floors, no datagram wake-ups: `_seen` is for SQLite logs only).
+            self._refuse(tp, "this dispatcher cannot read Redis logs yet")
             return
+        if not isinstance(tp.log, SqliteLog):
+            self._refuse(tp, f"this dispatcher reads no {tp.log.backend} logs")
+            return
+        self._refused.pop(tp.uid, None)
         source = self._source(tp, position)
         try:
             runner = ConsumerRunner(

@@ -5,9 +5,11 @@ The controller builds it from its caches and serves it to the dispatcher process
 on `/internal/dispatch/plan`, `controller/dispatchhub.py`); the dispatcher needs nothing
 else from the API. Each entry is a *consumer* (`ConsumerPlan`): a Trigger of a broker, or a
 Subscription of a channel, reading one log (`log`: its backend and key). Only consumers that
-can deliver are in it: a trigger's broker exists and is of Flint's class and its subscriber
-resolved (`status.subscriberUri`); a subscription's channel has an address and its references
-resolved.
+can deliver are in it: a trigger's broker exists and is of one of Flint's classes and its
+subscriber resolved (`status.subscriberUri`); a subscription's channel has an address and its
+references resolved. A trigger reads its broker's backend (`broker_backend`): a SQLite file, or
+the broker's Redis stream through a consumer group named by the trigger's uid (only when this
+Flint has Redis: else the broker is not Ready, `RedisNotConfigured`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any, ClassVar
 
 from controller.api.duck import resolve_delivery
 from controller.api.eventing import (
+    BACKEND_REDIS,
     DELIVERY_ORDER_ANNOTATION,
     DELIVERY_ORDERED,
-    FLINT_BROKER_CLASS,
-    broker_class,
+    ENGINE_EMBEDDED,
+    broker_backend,
 )
+from flint_common.redis_keys import stream_key
 
 __all__ = [
     "LOG_BACKENDS",
@@ -35,6 +39,7 @@ __all__ = [
     "RedisLog",
     "SqliteLog",
     "UnknownLogBackend",
+    "broker_log",
     "broker_log_relpath",
     "build_plan",
     "dispatcher_id",
@@ -103,6 +108,14 @@ LogRef = SqliteLog | RedisLog
 """Where a consumer's events are: one of the backends' references."""
 
 LOG_BACKENDS: tuple[str, ...] = (SqliteLog.backend, RedisLog.backend)
+
+
+def broker_log(broker_uid: str, backend: str, consumer_uid: str) -> LogRef:
+    """Where a consumer of the broker `broker_uid` on `backend` reads: its SQLite file, or its
+    Redis stream through the consumer's group (named by the consumer's uid)."""
+    if backend == BACKEND_REDIS:
+        return RedisLog(stream_key(broker_uid), consumer_uid)
+    return SqliteLog(broker_log_relpath(broker_uid))
 
 
 def log_from_wire(data: Any) -> LogRef:
@@ -206,14 +219,18 @@ def build_plan(
     channels: Iterable[Obj] = (),
     subscriptions: Iterable[Obj] = (),
     version: int = 0,
+    engine: str = ENGINE_EMBEDDED,
+    redis: bool = False,
 ) -> DispatchPlan:
-    by_key = {
-        (_meta(b).get("namespace", "default"), _meta(b)["name"]): b
-        for b in brokers
-        if broker_class(b) == FLINT_BROKER_CLASS
-        and _meta(b).get("uid")
-        and not _meta(b).get("deletionTimestamp")
-    }
+    """The plan of `engine`'s brokers (`broker_backend`); with `redis` False (no Redis
+    configured) the triggers of Redis brokers are left out (those brokers are not Ready)."""
+    by_key: dict[tuple[str, str], tuple[Obj, str]] = {}
+    for b in brokers:
+        backend = broker_backend(b, engine)
+        if (backend is None or (backend == BACKEND_REDIS and not redis)
+                or not _meta(b).get("uid") or _meta(b).get("deletionTimestamp")):
+            continue
+        by_key[(_meta(b).get("namespace", "default"), _meta(b)["name"])] = (b, backend)
     out: list[ConsumerPlan] = []
     known: list[str] = []
     for t in triggers:
@@ -223,10 +240,11 @@ def build_plan(
         ns = meta.get("namespace", "default")
         spec: Obj = t.get("spec") or {}
         status: Obj = t.get("status") or {}
-        broker = by_key.get((ns, spec.get("broker", "")))
+        found = by_key.get((ns, spec.get("broker", "")))
         subscriber = status.get("subscriberUri")
-        if broker is None or not subscriber or not meta.get("uid"):
+        if found is None or not subscriber or not meta.get("uid"):
             continue
+        broker, backend = found
         bstatus: Obj = broker.get("status") or {}
         reply = ((bstatus.get("address") or {}).get("url")) or ""
         if not reply:  # the broker has no address yet: replies would have nowhere to go
@@ -247,7 +265,7 @@ def build_plan(
                 name=meta["name"],
                 broker=spec["broker"],
                 log_uid=_meta(broker)["uid"],
-                log=SqliteLog(broker_log_relpath(_meta(broker)["uid"])),
+                log=broker_log(_meta(broker)["uid"], backend, meta["uid"]),
                 subscriber=str(subscriber),
                 reply=reply,
                 filter_attributes=dict(filt.get("attributes") or {}) or None,

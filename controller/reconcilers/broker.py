@@ -1,24 +1,59 @@
-"""Broker reconciler: the address, the log in the gateways' snapshot, the dispatcher, the DLS."""
+"""Broker reconciler: the backend, the address, the log in the gateways' snapshot, the
+dispatcher, the DLS; a Redis broker's durability (informative: it does not make `Ready`)."""
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from controller.api.eventing import (
+    BACKEND_ANNOTATION,
+    BACKEND_REDIS,
     BROKER_CONDITION_ADDRESSABLE,
+    BROKER_CONDITION_DURABLE,
     BROKER_CONDITION_FILTER,
     BROKER_CONDITION_INGRESS,
     BROKER_CONDITION_TRIGGER_CHANNEL,
     BROKER_CONDITIONS,
-    FLINT_BROKER_CLASS,
+    FLINT_REDIS_BROKER_CLASS,
     broker_address_url,
-    broker_class,
+    broker_backend,
 )
 from controller.eventing.plan import broker_log_relpath
 from controller.reconcilers.children import write_status
-from controller.reconcilers.conditions import roll_up, set_condition
+from controller.reconcilers.conditions import Status, remove_condition, roll_up, set_condition
 from controller.reconcilers.context import BROKERS, Context, Key
 from controller.reconcilers.deadletters import mark_dead_letter_sink
+from controller.redis_health import RedisView
+from flint_common.redis_keys import stream_key
+
+REDIS_NOT_CONFIGURED = (
+    f"the broker's class is {FLINT_REDIS_BROKER_CLASS} but this Flint has no Redis: start it with "
+    "`flint up --redis redis://HOST:PORT/DB` (or set FLINT_REDIS_URL, or `redis: {url: …}` in the "
+    "settings file), or create the broker with another class (its class cannot change)"
+)
+
+
+def durable_condition(view: RedisView) -> tuple[Status, str, str]:
+    """(status, reason, message) of a Redis broker's `Durable` condition. Pure."""
+    d = view.durability
+    if d is not None:
+        return ("True", "AOFEnabled", d.message) if d.reason is None else ("False", d.reason, d.message)
+    if view.error:
+        return "Unknown", "RedisUnreachable", f"Redis did not answer: {view.error}"
+    return "Unknown", "Checking", "waiting for Redis to answer the first durability check"
+
+
+def channel_condition(
+    backend: str, uid: str, *, redis: bool, view: RedisView
+) -> tuple[Status, str, str, tuple[Status, str, str] | None]:
+    """The `TriggerChannelReady` condition of a broker on `backend`, and its `Durable` one (None:
+    it has none, a SQLite broker or a Redis one without Redis). Pure."""
+    if backend != BACKEND_REDIS:
+        return "True", "ChannelLogReady", f"durable SQLite log {broker_log_relpath(uid)}", None
+    if not redis:
+        return "False", "RedisNotConfigured", REDIS_NOT_CONFIGURED, None
+    return "True", "StreamReady", f"Redis stream {stream_key(uid)}", durable_condition(view)
 
 
 async def reconcile_broker(ctx: Context, key: Key) -> float | None:
@@ -27,24 +62,34 @@ async def reconcile_broker(ctx: Context, key: Key) -> float | None:
         ctx.snapshot_dirty()
         ctx.plan_dirty()
         return None
-    if broker_class(broker) != FLINT_BROKER_CLASS:
+    s = ctx.settings
+    backend = broker_backend(broker, s.engine)
+    if backend is None:
         return None  # another class's controller owns it
     now = ctx.clock()
     ns, name = key
-    s = ctx.settings
     status = copy.deepcopy(broker.get("status") or {})
     status["observedGeneration"] = broker["metadata"].get("generation", 1)
+    annotations: dict[str, Any] = dict(status.get("annotations") or {})
+    annotations[BACKEND_ANNOTATION] = backend
+    status["annotations"] = annotations
     status["address"] = {"url": broker_address_url(ns, name, s.domain, s.gateway_port)}
     set_condition(status, BROKER_CONDITION_ADDRESSABLE, "True", now=now)
-    set_condition(
-        status, BROKER_CONDITION_TRIGGER_CHANNEL, "True", "ChannelLogReady",
-        f"durable SQLite log {broker_log_relpath(broker['metadata']['uid'])}", now=now,
-    )
+    ch_status, ch_reason, ch_message, durable = channel_condition(
+        backend, broker["metadata"]["uid"], redis=s.redis is not None, view=ctx.redis_view())
+    set_condition(status, BROKER_CONDITION_TRIGGER_CHANNEL, ch_status, ch_reason, ch_message, now=now)
+    if durable is None:
+        remove_condition(status, BROKER_CONDITION_DURABLE)
+    else:
+        set_condition(status, BROKER_CONDITION_DURABLE, *durable, now=now, severity="Info")
     requeue: float | None = None
     served = any(
         b.kind == "broker" and b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers
     )
-    if not served:
+    if ch_status == "False":  # not served until its channel can be (no Redis)
+        set_condition(status, BROKER_CONDITION_INGRESS, "Unknown", ch_reason,
+                      "the gateways serve the broker once its channel is ready", now=now)
+    elif not served:
         ctx.snapshot_dirty()
         set_condition(status, BROKER_CONDITION_INGRESS, "Unknown", "Programming",
                       "waiting for the gateway snapshot to carry the broker", now=now)

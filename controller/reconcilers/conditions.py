@@ -33,11 +33,17 @@ def set_condition(
     message: str = "",
     *,
     now: float,
+    severity: str = "",
 ) -> None:
-    """Set one condition in place; `lastTransitionTime` changes only when the status flips."""
+    """Set one condition in place; `lastTransitionTime` changes only when the status flips.
+
+    `severity`: "" for `Ready` and its dependents (knative.dev/pkg's Error), `Info` or `Warning`
+    for a condition that is only informative (not rolled up into `Ready`)."""
     conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
     old = next((c for c in conditions if c.get("type") == type_), None)
     new: dict[str, Any] = {"type": type_, "status": value}
+    if severity:
+        new["severity"] = severity
     if reason:
         new["reason"] = reason
     if message:
@@ -49,6 +55,12 @@ def set_condition(
     conditions = [c for c in conditions if c.get("type") != type_] + [new]
     conditions.sort(key=lambda c: (c["type"] != "Ready", c["type"]))
     status["conditions"] = conditions
+
+
+def remove_condition(status: dict[str, Any], type_: str) -> None:
+    """Drop the condition `type_` (if any) in place."""
+    if any(c.get("type") == type_ for c in status.get("conditions") or []):
+        status["conditions"] = [c for c in status["conditions"] if c.get("type") != type_]
 
 
 def roll_up(

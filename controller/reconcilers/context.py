@@ -13,6 +13,7 @@ from controller.dispatchhub import DispatchHub
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.reconcilers.destinations import resolve_destination
+from controller.redis_health import RedisView
 from controller.runtime.base import Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, Store
@@ -72,6 +73,8 @@ class Context:
     """The autoscaler's last decision for a revision key, if any (for the ScaleClamped condition)."""
     clock: Callable[[], float] = field(default=time.time)
     """Wall-clock seconds; replaced in tests."""
+    redis_view: Callable[[], RedisView] = field(default=RedisView)
+    """What the controller last learned of its Redis (durability), when it has one."""
 
 
     def lookup(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
-from controller.api.eventing import FLINT_BROKER_CLASS, broker_class
+from controller.api.eventing import BACKEND_REDIS, ENGINE_EMBEDDED, broker_backend
 from controller.eventing.plan import broker_log_relpath
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
@@ -16,9 +17,37 @@ from controller.reconcilers.conditions import get_condition
 from controller.reconcilers.revision import failed
 from controller.routing import build_snapshot, plan_hosts
 from controller.runtime.base import ReplicaStatus, Runtime
+from flint_common.redis_keys import stream_key
 from gateway.config import BrokerEntry, Endpoint, Snapshot
 
 log = logging.getLogger("flint.publisher")
+
+Obj = dict[str, Any]
+
+
+def broker_entries(
+    brokers: Iterable[Obj], *, engine: str = ENGINE_EMBEDDED, redis: bool = False
+) -> list[BrokerEntry]:
+    """The gateways' entries of the brokers of Flint's classes on `engine` (pure): a SQLite
+    broker's log file (written by its home worker), a Redis broker's stream (any worker appends;
+    `log`, which the wire requires, is unused then: it names the SQLite path the broker would have,
+    inside the logs folder, never the state dir itself, so code that touches `state_dir / log`
+    without looking at `backend` (a retire's file removal) cannot harm anything). Without `redis`
+    (no Redis configured) a Redis broker is left out: it is not Ready (`RedisNotConfigured`) and
+    its ingress answers 404."""
+    out = []
+    for b in brokers:
+        meta = b["metadata"]
+        backend = broker_backend(b, engine)
+        if backend is None or not meta.get("uid") or (backend == BACKEND_REDIS and not redis):
+            continue
+        ns, name, uid = meta.get("namespace", "default"), meta["name"], meta["uid"]
+        if backend == BACKEND_REDIS:
+            out.append(BrokerEntry(ns, name, uid, broker_log_relpath(uid), backend=BACKEND_REDIS,
+                                   stream=stream_key(uid)))
+        else:
+            out.append(BrokerEntry(ns, name, uid, broker_log_relpath(uid)))
+    return out
 
 
 @dataclass
@@ -48,7 +77,11 @@ class SnapshotPublisher:
         on_published: Callable[[int], None] | None = None,
         brokers: Informer | None = None,
         channels: Informer | None = None,
+        engine: str = ENGINE_EMBEDDED,
+        redis: bool = False,
     ) -> None:
+        self._engine = engine
+        self._redis = redis
         self._brokers = brokers
         self._channels = channels
         self._hub = hub
@@ -115,17 +148,9 @@ class SnapshotPublisher:
         return replace(snapshot, brokers=self.broker_entries())
 
     def broker_entries(self) -> tuple[BrokerEntry, ...]:
-        """Every broker of Flint's class and every InMemoryChannel, with its log: the gateways'
+        """Every broker of Flint's classes and every InMemoryChannel, with its log: the gateways'
         ingress serves them."""
-        out = []
-        for b in self._brokers or ():
-            meta = b["metadata"]
-            if broker_class(b) != FLINT_BROKER_CLASS or not meta.get("uid"):
-                continue
-            out.append(
-                BrokerEntry(meta.get("namespace", "default"), meta["name"], meta["uid"],
-                            broker_log_relpath(meta["uid"]))
-            )
+        out = list(broker_entries(self._brokers or (), engine=self._engine, redis=self._redis))
         for c in self._channels or ():  # InMemoryChannels: the same log, without fsync
             meta = c["metadata"]
             if meta.get("uid"):

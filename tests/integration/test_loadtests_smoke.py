@@ -89,3 +89,26 @@ def test_side_by_side_benchmark_with_a_baseline_smoke(tmp_path: Path) -> None:
     assert workdir.name.startswith("flint-bench-")
     assert not workdir.exists()
     assert not procs_mentioning(str(workdir))
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("wrk", "redis-server")),
+                    reason="wrk or redis-server is not installed")
+def test_redis_ingest_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "redis-ingest.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench_redis_ingest", "--duration", "1", "--rounds", "1",
+         "--events", "1000", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    data = json.loads(out.read_text())
+    assert data["problems"] == []
+    assert len(data["gateway"]) == 2 and len(data["micro"]) == 3
+    for b in data["gateway"] + data["micro"]:
+        assert b["events"] > 0 and b["errors"] == 0 and b["cpu_us_per_event"] > 0, b
+    for b in data["gateway"]:
+        assert b["stored"] >= b["events"], b  # every 202 is in the log or the stream
+    batched, one = data["micro"][1], data["micro"][2]
+    assert batched["pipelines"] < batched["events"] and one["pipelines"] == one["events"]
+    assert "Redis / SQLite through the gateway: ingest" in r.stdout

@@ -308,7 +308,7 @@ def test_broker_keeps_a_chosen_class_and_warns() -> None:
     assert errors_of(b) == []
     assert eventing.broker_warnings(d) == [
         f'metadata.annotations.{CLASS}: broker class "MTChannelBasedBroker" is not reconciled by'
-        ' Flint (its class is "Flint")'
+        ' Flint (its classes are "Flint", "FlintSQLite", "FlintRedis")'
     ]
     assert eventing.broker_warnings(defaulted(broker())) == []
 

@@ -1,0 +1,144 @@
+"""`FlintRedis` brokers through `flint up --redis URL` and a real redis-server: the backend in
+status and in `flint broker describe`, the backlog per trigger, `Durable` from the Redis' AOF,
+`RedisNotConfigured` without Redis, and a deleted broker's or trigger's keys gone from Redis."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.harness import Flint, poll, start_flint, stop_flint
+from support.redis_server import RedisServer, stop_redis
+
+from flint_common.redis_keys import consumer_key, stream_key
+
+BACKEND = "eventing.flint.dev/backend"
+Obj = dict[str, Any]
+
+
+def _conditions(f: Flint, kind: str, name: str) -> dict[str, Obj]:
+    conds = (f.get(kind, name).get("status") or {}).get("conditions") or []
+    return {c["type"]: c for c in conds}
+
+
+def _condition_is(f: Flint, kind: str, name: str, type_: str, status: str, reason: str = "") -> bool:
+    c = _conditions(f, kind, name).get(type_) or {}
+    return c.get("status") == status and (not reason or c.get("reason") == reason)
+
+
+def _keys(server: RedisServer, uid: str) -> list[str]:
+    with server.client() as r:
+        return sorted(r.scan_iter(match=f"flint:{{{uid}}}:*"))
+
+
+def test_a_redis_broker_is_ready_on_redis_and_its_keys_go_with_it(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    f = start_flint(tmp_path / "flint", "--redis", redis_server.url)
+    try:
+        f.cli("broker", "create", "rb", "--class", "FlintRedis")
+        f.cli("broker", "create", "plain")
+        poll(lambda: _condition_is(f, "broker", "rb", "Ready", "True"), 60, "broker rb Ready")
+        poll(lambda: _condition_is(f, "broker", "rb", "Durable", "True", "AOFEnabled"), 30,
+             "broker rb Durable=True")
+        rb = f.get("broker", "rb")
+        assert rb["status"]["annotations"][BACKEND] == "redis"
+        poll(lambda: _condition_is(f, "broker", "plain", "Ready", "True"), 60, "broker plain Ready")
+        plain = f.get("broker", "plain")
+        assert plain["status"]["annotations"][BACKEND] == "sqlite"
+        assert "Durable" not in _conditions(f, "broker", "plain")
+
+        uid = rb["metadata"]["uid"]
+        stream = stream_key(uid)
+        f.cli("trigger", "create", "t1", "--broker", "rb", "--sink", "http://127.0.0.1:9/")
+        poll(lambda: (f.get("trigger", "t1").get("metadata") or {}).get("uid"), 30, "trigger t1")
+        t1 = f.get("trigger", "t1")["metadata"]["uid"]
+        with redis_server.client() as r:  # as the gateways and a dispatcher would
+            r.xadd(stream, {"e": "one"})
+            r.xadd(stream, {"e": "two"})
+            r.xgroup_create(stream, t1, id="0")
+            r.xreadgroup(t1, "d1", {stream: ">"}, count=1)  # one pending, one to go
+            r.zadd(consumer_key(uid, t1, "retries"), {"x": 1})
+        out = f.cli("broker", "describe", "rb").stdout
+        assert "Backend:     redis (stream " + stream + ")" in out, out
+        row = next(line for line in out.splitlines() if line.strip().startswith("t1 "))
+        assert row.split()[:4] == ["t1", "2", "1", "1"], out
+        assert "Backend:" in f.cli("describe", "broker", "rb").stdout
+        path = f"{f.api}/internal/eventing/brokers/default/rb/backlog"
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the owner's credential only
+            urllib.request.urlopen(path, timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(path, headers=f.api_headers())
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            body = json.loads(answer.read())
+        assert body["backend"] == "redis" and body["triggers"][0]["backlog"] == 2
+        assert "Backend:     sqlite" in f.cli("broker", "describe", "plain").stdout
+        f.cli("trigger", "create", "tp", "--broker", "plain", "--sink", "http://127.0.0.1:9/")
+
+        def sqlite_backlog_shown() -> bool:  # the dispatcher's gauge, once it runs the trigger
+            lines = f.cli("broker", "describe", "plain").stdout.splitlines()
+            return any(line.split() == ["tp", "0"] for line in lines)
+
+        poll(sqlite_backlog_shown, 60, "trigger tp's backlog in describe")
+
+        f.cli("trigger", "delete", "t1")  # its group and its keys go; the stream stays
+
+        def trigger_gone() -> bool:
+            with redis_server.client() as r:
+                return not r.xinfo_groups(stream) and not r.exists(consumer_key(uid, t1, "retries"))
+
+        poll(trigger_gone, 30, "trigger t1's group and keys deleted")
+        assert _keys(redis_server, uid) == [stream]
+
+        f.cli("broker", "delete", "rb")
+        poll(lambda: not _keys(redis_server, uid), 30, "broker rb's keys deleted")
+    finally:
+        stop_flint(f)
+
+
+def test_a_redis_broker_on_a_redis_without_aof_is_ready_but_not_durable(
+        redis_servers: Callable[..., RedisServer], tmp_path: Path) -> None:
+    server = redis_servers(appendonly=False)
+    f = start_flint(tmp_path / "flint", "--redis", server.url)
+    try:
+        f.cli("broker", "create", "rb", "--class", "FlintRedis")
+        poll(lambda: _condition_is(f, "broker", "rb", "Durable", "False", "AOFDisabled"), 60,
+             "broker rb Durable=False AOFDisabled")
+        poll(lambda: _condition_is(f, "broker", "rb", "Ready", "True"), 60, "broker rb Ready")
+        durable = _conditions(f, "broker", "rb")["Durable"]
+        assert durable["severity"] == "Info" and "appendonly no" in durable["message"]
+    finally:
+        stop_flint(f)
+
+
+def test_a_redis_broker_without_redis_is_not_ready(flint: Flint) -> None:
+    flint.cli("broker", "create", "rb", "--class", "FlintRedis")
+    poll(lambda: _condition_is(flint, "broker", "rb", "Ready", "False", "RedisNotConfigured"), 60,
+         "broker rb Ready=False RedisNotConfigured")
+    ready = _conditions(flint, "broker", "rb")["Ready"]
+    assert "flint up --redis" in ready["message"]
+    assert flint.get("broker", "rb")["status"]["annotations"][BACKEND] == "redis"
+    out = flint.cli("broker", "describe", "rb").stdout
+    assert "Backend:     redis" in out and "RedisNotConfigured" in out, out
+    flint.cli("broker", "delete", "rb")
+
+
+def test_a_redis_broker_whose_redis_does_not_answer_is_ready_with_durable_unknown(
+        redis_servers: Callable[..., RedisServer], tmp_path: Path) -> None:
+    server = redis_servers()
+    stop_redis(server)  # configured, but down
+    f = start_flint(tmp_path / "flint", "--redis", server.url)
+    try:
+        f.cli("broker", "create", "rb", "--class", "FlintRedis")
+        poll(lambda: _condition_is(f, "broker", "rb", "Durable", "Unknown", "RedisUnreachable"), 60,
+             "broker rb Durable=Unknown RedisUnreachable")
+        poll(lambda: _condition_is(f, "broker", "rb", "Ready", "True"), 60, "broker rb Ready")
+        out = f.cli("broker", "describe", "rb").stdout
+        assert "Backlog:     unavailable (Error from server (ServiceUnavailable): Redis did not" in out
+        assert "event=redis_unreachable role=controller" in f.logs(None)
+    finally:
+        stop_flint(f)

@@ -1,0 +1,270 @@
+"""Broker classes and the Redis backend on the controller's side, pure parts: the classes and the
+engine's default, validation, the gateways' entries, the plan, the broker's conditions and
+status (its reconcile on a stand-in context), the backlog's parsing and its describe text."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import pytest
+
+from controller.api import eventing
+from controller.broker_backlog import backlog_answer, dispatcher_backlogs
+from controller.cli.backlog import backend_lines, backlog_lines
+from controller.eventing.plan import RedisLog, SqliteLog, build_plan
+from controller.reconcilers.broker import (
+    REDIS_NOT_CONFIGURED,
+    channel_condition,
+    durable_condition,
+    reconcile_broker,
+)
+from controller.reconcilers.conditions import get_condition, roll_up, set_condition
+from controller.reconcilers.publisher import broker_entries
+from controller.redis_backlog import GroupBacklog, parse_groups
+from controller.redis_health import RedisView
+from controller.settings import ControllerSettings
+from flint_common.redis_config import RedisSettings
+from flint_common.redis_conn import Durability
+from flint_common.redis_keys import stream_key
+from gateway.config import BrokerEntry
+
+CLASS = "eventing.knative.dev/broker.class"
+Obj = dict[str, Any]
+
+
+def broker(cls: str | None = "Flint", name: str = "b", uid: str = "u-b") -> Obj:
+    meta: Obj = {"name": name, "namespace": "ns", "uid": uid, "generation": 1}
+    if cls is not None:
+        meta["annotations"] = {CLASS: cls}
+    return {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": meta, "spec": {},
+            "status": {"address": {"url": f"http://broker-ingress.localhost/ns/{name}"}}}
+
+
+def trigger(name: str = "t1", broker_name: str = "b") -> Obj:
+    return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}"},
+            "spec": {"broker": broker_name, "subscriber": {"uri": "http://sub"}},
+            "status": {"subscriberUri": "http://sub"}}
+
+
+# -- classes -----------------------------------------------------------------------------------
+
+
+def test_three_classes_are_flints_and_flint_is_the_engines_default() -> None:
+    assert eventing.FLINT_BROKER_CLASSES == ("Flint", "FlintSQLite", "FlintRedis")
+    assert eventing.default_backend() == "sqlite" == eventing.default_backend("embedded")
+    assert eventing.default_backend("kubernetes") == "redis"
+    with pytest.raises(ValueError, match="unknown engine 'nomad'"):
+        eventing.default_backend("nomad")
+    assert eventing.broker_backend(broker("Flint")) == "sqlite"
+    assert eventing.broker_backend(broker("Flint"), "kubernetes") == "redis"
+    assert eventing.broker_backend(broker("FlintSQLite"), "kubernetes") == "sqlite"
+    assert eventing.broker_backend(broker("FlintRedis")) == "redis"
+    assert eventing.broker_backend(broker("MTChannelBasedBroker")) is None
+    for cls in eventing.FLINT_BROKER_CLASSES:
+        assert eventing.is_flint_broker(broker(cls)) and eventing.broker_warnings(broker(cls)) == []
+    assert not eventing.is_flint_broker(broker("Other"))
+
+
+def test_the_class_stays_immutable_between_flints_own_classes() -> None:
+    new = broker("FlintRedis")
+    errs = eventing.validate_broker(new, broker("FlintSQLite"))
+    assert [e.path for e in errs] == [f"metadata.annotations.{CLASS}"]
+    assert '-: "FlintSQLite", +: "FlintRedis"' in errs[0].message
+    assert eventing.validate_broker(new, broker("FlintRedis")) == []
+
+
+# -- gateways' entries and the plan ----------------------------------------------------------------
+
+
+def test_redis_brokers_go_to_the_gateways_as_streams_only_when_redis_is_configured() -> None:
+    brokers = [broker("Flint", "a", "u-a"), broker("FlintSQLite", "s", "u-s"),
+               broker("FlintRedis", "r", "u-r"), broker("Other", "o", "u-o")]
+    assert broker_entries(brokers, redis=True) == [
+        BrokerEntry("ns", "a", "u-a", "eventing/logs/u-a.db"),
+        BrokerEntry("ns", "s", "u-s", "eventing/logs/u-s.db"),
+        BrokerEntry("ns", "r", "u-r", "eventing/logs/u-r.db", backend="redis",
+                    stream="flint:{u-r}:events"),
+    ]
+    assert [e.name for e in broker_entries(brokers, redis=False)] == ["a", "s"]
+    on_k8s = broker_entries(brokers[:1], engine="kubernetes", redis=True)
+    assert on_k8s == [BrokerEntry("ns", "a", "u-a", "eventing/logs/u-a.db", backend="redis",
+                                  stream=stream_key("u-a"))]
+
+
+def test_a_redis_brokers_triggers_read_its_stream_through_their_own_group() -> None:
+    brokers = [broker("FlintRedis", "r", "u-r"), broker("FlintSQLite", "s", "u-s")]
+    triggers = [trigger("t1", "r"), trigger("t2", "r"), trigger("t3", "s")]
+    plan = build_plan(brokers, triggers, redis=True)
+    logs = {t.name: t.log for t in plan.triggers}
+    assert logs == {"t1": RedisLog("flint:{u-r}:events", "u-t1"),
+                    "t2": RedisLog("flint:{u-r}:events", "u-t2"),
+                    "t3": SqliteLog("eventing/logs/u-s.db")}
+    assert {t.log_uid for t in plan.triggers if t.broker == "r"} == {"u-r"}
+    # Without Redis the Redis broker's triggers are not runnable (still known: their state stays).
+    plan = build_plan(brokers, triggers, redis=False)
+    assert [t.name for t in plan.triggers] == ["t3"]
+    assert plan.known == ("u-t1", "u-t2", "u-t3")
+
+
+# -- conditions ------------------------------------------------------------------------------------
+
+
+def test_durable_condition_follows_what_redis_said() -> None:
+    off = Durability(aof_enabled=False, appendfsync="everysec")
+    assert durable_condition(RedisView(off)) == ("False", "AOFDisabled", off.message)
+    nofsync = Durability(aof_enabled=True, appendfsync="no")
+    assert durable_condition(RedisView(nofsync))[:2] == ("False", "AOFNoFsync")
+    on = Durability(aof_enabled=True, appendfsync="everysec")
+    assert durable_condition(RedisView(on)) == ("True", "AOFEnabled", on.message)
+    status, reason, message = durable_condition(RedisView(error="ConnectionError: refused"))
+    assert (status, reason) == ("Unknown", "RedisUnreachable") and "refused" in message
+    assert durable_condition(RedisView())[:2] == ("Unknown", "Checking")
+
+
+def test_channel_condition_per_backend() -> None:
+    view = RedisView(Durability(aof_enabled=False, appendfsync=None))
+    assert channel_condition("sqlite", "u", redis=True, view=view) == (
+        "True", "ChannelLogReady", "durable SQLite log eventing/logs/u.db", None)
+    assert channel_condition("redis", "u", redis=False, view=view) == (
+        "False", "RedisNotConfigured", REDIS_NOT_CONFIGURED, None)
+    assert "flint up --redis" in REDIS_NOT_CONFIGURED
+    st, reason, message, durable = channel_condition("redis", "u", redis=True, view=view)
+    assert (st, reason, message) == ("True", "StreamReady", "Redis stream flint:{u}:events")
+    assert durable is not None and durable[:2] == ("False", "AOFDisabled")
+
+
+def test_an_informative_condition_has_a_severity_and_does_not_roll_up() -> None:
+    status: Obj = {}
+    set_condition(status, "IngressReady", "True", now=0)
+    set_condition(status, "Durable", "False", "AOFDisabled", "no AOF", now=0, severity="Info")
+    roll_up(status, ["IngressReady"], now=0)
+    assert get_condition(status, "Ready")["status"] == "True"  # type: ignore[index]
+    assert get_condition(status, "Durable") == {
+        "type": "Durable", "status": "False", "severity": "Info", "reason": "AOFDisabled",
+        "message": "no AOF", "lastTransitionTime": "1970-01-01T00:00:00Z"}
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.written: list[Obj] = []
+
+    async def update_status(self, kind: object, obj: Obj) -> Obj:
+        self.written.append(obj)
+        return obj
+
+
+def _ctx(b: Obj, *, redis: bool, view: RedisView) -> Any:
+    settings = ControllerSettings(redis=RedisSettings("redis://127.0.0.1:6379/0") if redis else None)
+    served = [types.SimpleNamespace(kind="broker", namespace="ns", name=b["metadata"]["name"])]
+    hub = types.SimpleNamespace(snapshot=types.SimpleNamespace(brokers=served if redis else []),
+                                connected=lambda: 1, acked_by_all=lambda _v: True, version=1)
+    return types.SimpleNamespace(
+        brokers=types.SimpleNamespace(get=lambda _ns, _n: b), settings=settings, clock=lambda: 0.0,
+        hub=hub, dispatch=types.SimpleNamespace(connected=lambda: True), store=_Store(),
+        redis_view=lambda: view, snapshot_dirty=lambda: None, plan_dirty=lambda: None)
+
+
+NO_VIEW = RedisView()
+
+
+async def _reconciled(b: Obj, *, redis: bool, view: RedisView = NO_VIEW) -> Obj:
+    ctx = _ctx(b, redis=redis, view=view)
+    await reconcile_broker(ctx, ("ns", b["metadata"]["name"]))
+    status: Obj = ctx.store.written[-1]["status"]
+    return status
+
+
+async def test_a_redis_broker_on_a_redis_without_aof_is_ready_but_not_durable() -> None:
+    view = RedisView(Durability(aof_enabled=False, appendfsync="everysec"))
+    status = await _reconciled(broker("FlintRedis"), redis=True, view=view)
+    assert status["annotations"] == {"eventing.flint.dev/backend": "redis"}
+    assert get_condition(status, "Ready")["status"] == "True"  # type: ignore[index]
+    durable = get_condition(status, "Durable") or {}
+    assert (durable["status"], durable["reason"], durable["severity"]) == ("False", "AOFDisabled", "Info")
+
+
+async def test_a_redis_broker_without_redis_is_not_ready() -> None:
+    status = await _reconciled(broker("FlintRedis"), redis=False)
+    ready = get_condition(status, "Ready") or {}
+    assert (ready["status"], ready["reason"]) == ("False", "RedisNotConfigured")
+    assert ready["message"] == REDIS_NOT_CONFIGURED
+    assert get_condition(status, "Durable") is None
+
+
+async def test_a_flint_broker_says_sqlite_and_has_no_durable_condition() -> None:
+    status = await _reconciled(broker("Flint"), redis=True)
+    assert status["annotations"] == {"eventing.flint.dev/backend": "sqlite"}
+    assert get_condition(status, "Durable") is None
+    assert get_condition(status, "Ready")["status"] == "True"  # type: ignore[index]
+
+
+async def test_reconcile_leaves_other_classes_alone() -> None:
+    ctx = _ctx(broker("MTChannelBasedBroker"), redis=True, view=RedisView())
+    assert await reconcile_broker(ctx, ("ns", "b")) is None
+    assert ctx.store.written == []
+
+
+# -- backlog ---------------------------------------------------------------------------------------
+
+
+def test_xinfo_groups_reply_parses_with_and_without_lag() -> None:
+    reply: list[dict[Any, Any]] = [
+        {"name": "u-t1", "consumers": 1, "pending": 2, "last-delivered-id": "5-0",
+         "entries-read": 5, "lag": 3},
+        {b"name": b"u-t2", b"pending": 0, b"last-delivered-id": b"1-0", b"lag": None},
+    ]
+    groups = parse_groups(reply)
+    assert groups["u-t1"] == GroupBacklog("u-t1", lag=3, pending=2, last_delivered="5-0")
+    assert groups["u-t1"].backlog == 5
+    assert groups["u-t2"].lag is None and groups["u-t2"].backlog is None
+
+
+def test_describe_lines_show_the_backend_and_each_triggers_backlog() -> None:
+    b = broker("FlintRedis")
+    b["status"]["annotations"] = {"eventing.flint.dev/backend": "redis"}
+    answer = {"backend": "redis", "stream": "flint:{u-b}:events", "triggers": [
+        {"name": "t1", **GroupBacklog("u-t1", 3, 2, "5-0").to_wire()},
+        {"name": "t2", **GroupBacklog("u-t2", 10000, 0, "1-0", counted=True, capped=True).to_wire()},
+        {"name": "t3", "group": None, "backlog": None},
+    ]}
+    lines = backend_lines(b, answer)
+    assert lines[0] == "Backend:     redis (stream flint:{u-b}:events)"
+    assert lines[1] == "Backlog:"
+    assert lines[2].split() == ["TRIGGER", "BACKLOG", "LAG", "PENDING", "NOTE"]
+    assert lines[3].split() == ["t1", "5", "3", "2"]
+    assert lines[4].split()[:4] == ["t2", ">=10000", "10000", "0"]
+    assert "no consumer group yet" in lines[5]
+    assert backlog_lines("Error from server (ServiceUnavailable): Redis did not answer") == [
+        "Backlog:     unavailable (Error from server (ServiceUnavailable): Redis did not answer)"]
+    assert backend_lines(broker("Other"), "Error from server (NotFound): …") == []
+
+
+def test_a_sqlite_brokers_backlog_is_the_dispatchers_gauge() -> None:
+    text = (
+        "# HELP flint_dispatcher_backlog_events Events not yet handled.\n"
+        "# TYPE flint_dispatcher_backlog_events gauge\n"
+        'flint_dispatcher_backlog_events{namespace="ns",trigger="t1"} 7.0\n'
+        'flint_dispatcher_backlog_events{namespace="other",trigger="t1"} 1.0\n'
+        "# TYPE flint_dispatcher_event_loop_lag_seconds gauge\n"
+        "flint_dispatcher_event_loop_lag_seconds 0.001\n"
+    )
+    gauges = dispatcher_backlogs(text)
+    assert gauges == {("ns", "t1"): 7, ("other", "t1"): 1}
+    b = broker("FlintSQLite")
+    answer = backlog_answer(b, "sqlite", [trigger("t1"), trigger("t2")], None, gauges)
+    assert [(t["name"], t["backlog"]) for t in answer["triggers"]] == [("t1", 7), ("t2", None)]
+    b["status"]["annotations"] = {"eventing.flint.dev/backend": "sqlite"}
+    lines = backend_lines(b, answer)
+    assert lines[0] == "Backend:     sqlite"
+    assert [line.split() for line in lines[2:]] == [["TRIGGER", "BACKLOG"], ["t1", "7"], ["t2", "-"]]
+    down = backlog_answer(b, "sqlite", [trigger("t1")], None, "the dispatcher did not answer")
+    assert "the dispatcher did not answer" in down["note"] and down["triggers"][0]["backlog"] is None
+
+
+def test_the_controllers_engine_must_be_known() -> None:
+    assert ControllerSettings().engine == "embedded"
+    with pytest.raises(ValueError, match="unknown engine 'nomad' \\(known: embedded, kubernetes\\)"):
+        ControllerSettings(engine="nomad")
+    with pytest.raises(ValueError, match="redis_check_every_s must be above 0"):
+        ControllerSettings(redis_check_every_s=0)
