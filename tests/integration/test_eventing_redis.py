@@ -222,29 +222,53 @@ def test_every_event_is_delivered_when_a_dispatcher_is_killed_mid_stream(
         flint: Flint, gw_b: Joined, dispatcher_b: Joined, redis_up: RedisServer) -> None:
     apply(flint, redis_broker("crash"))
     wait_broker(flint, "crash")
-    with recorder() as rec:
+    # A slow subscriber (50 ms an answer): each dispatcher always has deliveries in flight, so
+    # the killed one leaves entries pending in the group.
+    with recorder(delay_s=0.05) as rec:
         apply(flint, trigger("crash-t", "crash", {"uri": rec.url}))
         wait_trigger(flint, "crash-t")
         with joined_dispatcher(flint, name="dispatcher-c") as doomed:
             # A Ready trigger's status follows the dispatchers that join.
             wait_trigger(flint, "crash-t", dispatchers=3)
-            run_and_kill(flint, gw_b, rec, doomed)
+            run_and_kill(flint, gw_b, rec, doomed, redis_up)
     assert doomed.killed and doomed not in flint.joined
 
 
-def run_and_kill(flint: Flint, gw_b: Joined, rec: Recorder, doomed: Joined) -> None:
-    """Events through both gateways at 200/s; `doomed` SIGKILLed once it delivers; all arrive."""
+def held_by(server: RedisServer, flint: Flint, broker_name: str, trigger_name: str,
+            dispatcher: Joined) -> int | None:
+    """Entries pending for `dispatcher` in the trigger's consumer group (None: it is not in the
+    group). Its consumer is named by its dispatcher id (`<hostname>/<hash of its state dir>`)."""
+    from flint_common.redis_keys import stream_key
+
+    stream = stream_key(flint.get("broker", broker_name)["metadata"]["uid"])
+    group = flint.get("trigger", trigger_name)["metadata"]["uid"]
+    c = server.client()
+    try:
+        consumers = c.xinfo_consumers(stream, group)
+    finally:
+        c.close()
+    mine = [x for x in consumers if str(x["name"]).startswith(dispatcher.dispatcher_id)]
+    return sum(int(x["pending"]) for x in mine) if mine else None
+
+
+def run_and_kill(flint: Flint, gw_b: Joined, rec: Recorder, doomed: Joined, server: RedisServer) -> None:
+    """Events through both gateways at 200/s; `doomed` SIGKILLed once it delivers; every event
+    arrives, what it held taken over by the others."""
     ids = [f"k-{i}" for i in range(800)]
     with sending_in_background([flint.port, gw_b.port], "crash", ids, rate=200) as sent:
         poll(lambda: delivered_by(doomed.admin_port, "crash-t") >= 20, 30,
              "the third dispatcher to be delivering")
         doomed.kill()  # SIGKILL: what it had read and not acknowledged stays pending for it
         killed_at = len(sent.status)
+    held = held_by(server, flint, "crash", "crash-t", doomed)
+    assert held, f"the killed dispatcher held no entries ({held}): nothing to take over"
     assert 0 < killed_at < len(ids), killed_at  # killed mid-stream
     accepted = set(sent.accepted())
     assert accepted == set(ids), {i: s for i, s in sent.status.items() if s != 202}
     # The others take its pending entries over once they are idle for claim_after_s.
     poll_all(rec, accepted, CLAIM_WAIT_S, "every event, the killed dispatcher's included")
+    poll(lambda: not held_by(server, flint, "crash", "crash-t", doomed), CLAIM_WAIT_S,
+         "the killed dispatcher's entries taken over", interval=0.5)
 
 
 @pytest.mark.timeout(300)

@@ -90,11 +90,12 @@ class Recorder:
     """An in-test HTTP subscriber on a free loopback port, recording every request.
 
     `fail_share`: attempts that fail (500) by `fails()`; `fail_first`: the first k attempts of
-    every event fail; `statuses`: answers given in turn first (then 202)."""
+    every event fail; `statuses`: answers given in turn first (then 202); `delay_s`: each answer
+    waits this long after the request is recorded (a slow subscriber: deliveries stay in flight)."""
 
     def __init__(self, *, fail_share: float = 0.0, fail_first: int = 0,
-                 statuses: Sequence[int] = ()) -> None:
-        self.fail_share, self.fail_first = fail_share, fail_first
+                 statuses: Sequence[int] = (), delay_s: float = 0.0) -> None:
+        self.fail_share, self.fail_first, self.delay_s = fail_share, fail_first, delay_s
         self.statuses = list(statuses)
         self.lock = threading.Lock()
         self.attempts: collections.Counter[str] = collections.Counter()
@@ -121,6 +122,8 @@ class Recorder:
                     if status < 300:
                         rec.events.append({"headers": {k.lower(): v for k, v in self.headers.items()},
                                            "body": body, "at": time.time()})
+                if rec.delay_s:
+                    time.sleep(rec.delay_s)  # a handler thread of its own: no event loop here
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
