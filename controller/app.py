@@ -355,10 +355,13 @@ class Controller:
         c = self.ctx
         for kind, informer in ((BROKERS, c.brokers), (TRIGGERS, c.triggers), (CHANNELS, c.channels),
                                (IN_MEMORY_CHANNELS, c.imcs), (SUBSCRIPTIONS, c.subscriptions)):
+            # A Ready trigger or subscription too: its status says how many dispatchers run it,
+            # which changes when one joins or leaves (an unchanged status is not written again).
+            consumer = kind in (TRIGGERS, SUBSCRIPTIONS)
             for obj in informer:
                 conds = (obj.get("status") or {}).get("conditions") or []
                 ready = next((c for c in conds if c.get("type") == "Ready"), None)
-                if ready is None or ready.get("status") != "True":
+                if consumer or ready is None or ready.get("status") != "True":
                     self.enqueue(kind, ns_name(obj))
 
     def _on_broker(self, type_: str, obj: Obj, old: Obj | None) -> None:

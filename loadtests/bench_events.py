@@ -1,6 +1,10 @@
 """The eventing benchmark: broker ingest rate, delivery rate and end-to-end latency, lost events.
 
-`python -m loadtests.bench_events [--duration 10] [--rate 500] [--rate-duration 10] [--json out.json]`
+`python -m loadtests.bench_events [--duration 10] [--rate 500] [--rate-duration 10] [--json out.json]
+[--redis]`
+
+With `--redis`, the same measurements on a SQLite and a FlintRedis broker in one run, then with
+two dispatchers (`loadtests.bench_events_redis`, which says how).
 
 1. starts a real `flint up` (private temporary state dir, free loopback ports), a fast subscriber
    (`loadtests/apps/eventsink`, aiohttp on uvloop, answers 202 and records ids and latency) as
@@ -20,12 +24,6 @@
 5. CPU per event of the gateway (all its processes) and of the dispatcher, from /proc;
 6. prints a markdown table, writes JSON to `--json`. Loopback only, bounded in events and time;
    every process it started is stopped, and /proc is checked for survivors.
-
-`--redis` runs it twice, side by side: as above, then with its own `redis-server` (free loopback
-port, AOF on) given to `flint up --redis`, the Broker of class `FlintRedis` (issue 12 §1; the
-run stops with a clear error while the controller does not publish it as Redis-backed) and loss
-counted from the broker's stream. Until then, `loadtests.bench_redis_ingest` measures the
-gateway's side of Redis ingest without the controller.
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +68,7 @@ wrk.headers["ce-source"] = "/bench"
 wrk.headers["ce-type"] = "bench.event"
 request = function()
   counter = counter + 1
-  wrk.headers["ce-id"] = "w-" .. counter
+  wrk.headers["ce-id"] = "%(prefix)s" .. counter
   return wrk.format(nil, "%(path)s", nil, body)
 end
 """
@@ -91,9 +89,11 @@ class Result:
     rate_accepted: int = 0
     rate_lost: int = 0
     latency_ms: dict[str, float | None] = field(default_factory=dict)
-    backend: str = "sqlite"
     gateway_cpu_us_per_event: float | None = None
     dispatcher_cpu_us_per_event: float | None = None
+    store_cpu_us_per_event: float | None = None
+    """CPU per ingested event of the log's own server (redis-server; None for SQLite, whose
+    writes are the gateway's)."""
     problems: list[str] = field(default_factory=list)
 
 
@@ -104,57 +104,35 @@ def http_json(url: str, *, method: str = "GET", timeout_s: float = 10) -> Any:
     return json.loads(data) if data else None
 
 
-REDIS_BROKER_CLASS = "FlintRedis"
-"""The broker class of a Redis-backed broker (issue 12 §1)."""
-
-
-def manifests(sink_url: str, broker_class: str | None = None) -> str:
-    broker: dict[str, Any] = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
-                              "metadata": {"name": "bench"}}
-    if broker_class is not None:
-        broker["metadata"]["annotations"] = {"eventing.knative.dev/broker.class": broker_class}
+def manifests(sink_url: str, name: str = "bench", broker_class: str | None = None) -> str:
+    """A Broker and a Trigger, both `name`, the trigger's subscriber `sink_url`; the broker of
+    `broker_class` (its annotation) when given, else the engine's default."""
+    meta: dict[str, Any] = {"name": name}
+    if broker_class:
+        meta["annotations"] = {"eventing.knative.dev/broker.class": broker_class}
+    broker = {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": meta}
     trigger = {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
-        "metadata": {"name": "bench"},
-        "spec": {"broker": "bench", "subscriber": {"uri": sink_url}},
+        "metadata": {"name": name},
+        "spec": {"broker": name, "subscriber": {"uri": sink_url}},
     }
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": [broker, trigger]})
 
 
-def trigger_ready(f: Flint) -> bool:
-    t = f.get("trigger", "bench")
+def trigger_ready(f: Flint, name: str = "bench") -> bool:
+    t = f.get("trigger", name)
     conds = {c["type"]: c for c in (t.get("status") or {}).get("conditions") or []}
     return bool(conds.get("Ready", {}).get("status") == "True")
 
 
-def published_backend(f: Flint) -> str | None:
-    """The backend of the bench broker in the gateway's persisted snapshot (None: not in it)."""
-    from gateway.link import load_snapshot_file
-
-    snap = load_snapshot_file(f.state_dir / "gateway" / "snapshot.json")
-    found = [b for b in (snap.brokers if snap else ()) if b.key == "default/bench"]
-    return found[0].backend if found else None
-
-
-def log_ids(f: Flint, redis_port: int | None = None) -> set[str]:
-    """The ids of the events stored in the bench broker's log or stream (read-only)."""
+def log_ids(f: Flint, broker: str = "bench") -> set[str]:
+    """The ids of the events stored in a SQLite broker's log (read-only)."""
     import sqlite3
 
     from gateway.cloudevents import Event
 
-    uid = f.get("broker", "bench")["metadata"]["uid"]
-    if redis_port is not None:
-        import redis
-
-        from flint_common.redis_keys import EVENT_FIELD, stream_key
-
-        client = redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=30)
-        try:
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(stream_key(uid))  # type: ignore[assignment]
-            return {Event.from_log(fields[EVENT_FIELD]).id for _, fields in entries}
-        finally:
-            client.close()
+    uid = f.get("broker", broker)["metadata"]["uid"]
     path = f.state_dir / "eventing" / "logs" / f"{uid}.db"
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -163,8 +141,8 @@ def log_ids(f: Flint, redis_port: int | None = None) -> set[str]:
         conn.close()
 
 
-def wrk_script(path: str) -> str:
-    return WRK_SCRIPT % {"pad": DATA_BYTES - 12, "host": INGRESS_HOST, "path": path}
+def wrk_script(path: str, prefix: str = "w-") -> str:
+    return WRK_SCRIPT % {"pad": DATA_BYTES - 12, "host": INGRESS_HOST, "path": path, "prefix": prefix}
 
 
 def process_cpu_ticks(pids: Sequence[int]) -> int:
@@ -213,64 +191,44 @@ async def fixed_rate(port: int, path: str, rate: float, duration_s: float) -> tu
     return total, accepted
 
 
-def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdir: Path,
-                  redis_url: str | None = None, redis_port: int | None = None) -> Result:
-    res = Result(rate=rate, backend="sqlite" if redis_url is None else "redis")
-    workdir.mkdir(parents=True, exist_ok=True)
-    sink_port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, str(SINK_APP)],
-        env={**os.environ, "PORT": str(sink_port), "FLINT_BENCH": str(workdir)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    f: Flint | None = None
-    sink_url = f"http://127.0.0.1:{sink_port}"
-    try:
-        wait_for(lambda: http_json(sink_url + "/stats") is not None, 30, "the subscriber")
-        # Keep every record in the log for the exact loss count (no retention pass during the run).
-        os.environ["FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S"] = "3600"
-        redis_args = ("--redis", redis_url) if redis_url is not None else ()
-        f = start_flint(workdir, *PROFILE_ARGS, *redis_args, workers=1)
-        f.cli("apply", "-f", "-", input=manifests(
-            sink_url + "/", REDIS_BROKER_CLASS if redis_url is not None else None))
-        try:
-            wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")
-        except FlintError as exc:
-            if redis_url is None:
-                raise
-            raise FlintError(f"{exc}; with --redis the Broker is of class {REDIS_BROKER_CLASS}, which "
-                             "needs the controller's Redis backend (issue 12 §1)") from exc
-        if redis_url is not None and published_backend(f) != "redis":
-            raise FlintError(f"flint up published broker default/bench with backend "
-                             f"{published_backend(f)!r}, not redis: the controller's {REDIS_BROKER_CLASS} "
-                             "class (issue 12 §1) is needed; `python -m loadtests.bench_redis_ingest` "
-                             "measures the gateway's Redis ingest without it")
-        path = "/default/bench"
-        gw = procs.find_child(f.proc.pid, "-m gateway")
-        disp = procs.find_child(f.proc.pid, "-m controller.eventing")
-        gw_pids = [gw] if gw else []
-        disp_pids = [disp] if disp else []
+@dataclass
+class Target:
+    """What one measurement runs against: a broker and its trigger on a running Flint."""
 
-        # -- ingest (the dispatcher paused, so ingest has the machine) ---------------------------
+    f: Flint
+    sink_url: str
+    broker: str = "bench"
+    trigger: str = "bench"
+    dispatcher_pids: list[int] = field(default_factory=list)
+    """Paused during ingest, resumed for the delivery of the backlog."""
+    log_ids: Callable[[], set[str]] | None = None
+    """The ids of the events the broker's log holds (None: `log_ids(f)`, the SQLite log)."""
+    id_prefix: str = "w-"
+    """Of the ingested events' ids: distinct per measurement on one broker."""
+    store_pids: list[int] = field(default_factory=list)
+    """A log server's processes (redis-server), whose CPU during ingest is counted apart."""
+
+
+def measure(t: Target, duration_s: float, rate: float, rate_duration_s: float, workdir: Path,
+            res: Result | None = None) -> Result:
+    """Ingest (dispatchers paused), delivery of the backlog, fixed-rate latency, against `t`."""
+    res = res if res is not None else Result(rate=rate)
+    f, sink_url = t.f, t.sink_url
+    path = f"/default/{t.broker}"
+    gw = procs.find_child(f.proc.pid, "-m gateway")
+    gw_pids = [gw] if gw else []
+    disp_pids = list(t.dispatcher_pids)
+    http_json(sink_url + "/reset", method="POST")
+    try:
+        # -- ingest (the dispatchers paused, so ingest has the machine) --------------------------
         for pid in disp_pids:
             os.kill(pid, signal.SIGSTOP)
-        script = workdir / "events.lua"
-        script.write_text(wrk_script(path))
+        script = workdir / f"events-{t.broker}-{t.id_prefix.strip('-')}.lua"
+        script.write_text(wrk_script(path, t.id_prefix))
         before_gw, before_disp = process_cpu_ticks(gw_pids), process_cpu_ticks(disp_pids)
-        argv = [
-            bench_tools.WRK,
-            "-t1",
-            "-c32",
-            f"-d{duration_s:g}s",
-            "--timeout",
-            "5s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{f.port}{path}",
-        ]
+        before_store = process_cpu_ticks(t.store_pids)
+        argv = [bench_tools.WRK, "-t1", "-c32", f"-d{duration_s:g}s", "--timeout", "5s", "-s",
+                str(script), f"http://127.0.0.1:{f.port}{path}"]
         run = bench_tools.run(argv, timeout_s=duration_s + 30)
         wrk = bench_tools.parse_wrk(run.stdout)
         res.wrk_cpu = run.cpu_fraction
@@ -280,55 +238,99 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
 
         # -- delivery of the backlog ------------------------------------------------------------
         ticks_gw = process_cpu_ticks(gw_pids) - before_gw
-        for pid in disp_pids:
-            os.kill(pid, signal.SIGCONT)
-        def caught_up() -> bool:
-            stats = http_json(sink_url + "/stats")
-            return bool(stats["unique"] >= res.ingest_accepted)
-
-        with contextlib.suppress(FlintError):
-            wait_for(caught_up, max(60.0, duration_s * 10), "the subscriber to receive every accepted event")
-        time.sleep(1.0)  # let deliveries in flight land before counting (bounded, not a wait for state)
-        stats = http_json(sink_url + "/stats")
-        res.delivered_unique = int(stats["unique"])
-        span = float(stats["last"]) - float(stats["first"])
-        res.delivery_eps = res.delivered_unique / span if span > 0 else 0.0
-        ticks_disp = process_cpu_ticks(disp_pids) - before_disp
-        if res.ingest_accepted:
-            res.gateway_cpu_us_per_event = bench_cpu.us_per_request(ticks_gw, res.ingest_accepted)
-            res.dispatcher_cpu_us_per_event = bench_cpu.us_per_request(ticks_disp, res.delivered_unique)
-        # Loss, exactly: every event answered 202 is in the broker's log (the 202 follows the
-        # commit), so the log must hold at least as many events as were accepted, and each of
-        # them must have reached the subscriber.
-        ids = set(urllib.request.urlopen(sink_url + "/ids", timeout=30).read().decode().split())
-        logged = log_ids(f, redis_port)
-        res.logged = len(logged)
-        res.lost = len(logged - ids) + max(0, res.ingest_accepted - len(logged))
-
-        # -- fixed-rate latency -----------------------------------------------------------------
-        http_json(sink_url + "/reset", method="POST")
-        sent, accepted = asyncio.run(fixed_rate(f.port, path, rate, rate_duration_s))
-        res.rate_sent, res.rate_accepted = sent, len(accepted)
-
-        def all_rate_delivered() -> bool:
-            return bool(http_json(sink_url + "/stats")["unique"] >= len(accepted))
-
-        with contextlib.suppress(FlintError):
-            wait_for(all_rate_delivered, 60, "the fixed-rate events")
-        ids = set(urllib.request.urlopen(sink_url + "/ids", timeout=30).read().decode().split())
-        res.rate_lost = len(accepted - ids)
-        lat = [x * 1000 for x in http_json(sink_url + "/stats?latencies=1")["latencies"]]
-        res.latency_ms = {
-            "p50": percentile(lat, 50),
-            "p90": percentile(lat, 90),
-            "p99": percentile(lat, 99),
-            "max": max(lat) if lat else None,
-        }
+        ticks_store = process_cpu_ticks(t.store_pids) - before_store
     finally:
-        if f is not None:
-            for pid in [p for p in [procs.find_child(f.proc.pid, "-m controller.eventing")] if p]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+        for pid in disp_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    def caught_up() -> bool:
+        stats = http_json(sink_url + "/stats")
+        return bool(stats["unique"] >= res.ingest_accepted)
+
+    with contextlib.suppress(FlintError):
+        wait_for(caught_up, max(60.0, duration_s * 10), "the subscriber to receive every accepted event")
+    time.sleep(1.0)  # let deliveries in flight land before counting (bounded, not a wait for state)
+    stats = http_json(sink_url + "/stats")
+    res.delivered_unique = int(stats["unique"])
+    span = float(stats["last"]) - float(stats["first"])
+    res.delivery_eps = res.delivered_unique / span if span > 0 else 0.0
+    ticks_disp = process_cpu_ticks(disp_pids) - before_disp
+    if res.ingest_accepted:
+        res.gateway_cpu_us_per_event = bench_cpu.us_per_request(ticks_gw, res.ingest_accepted)
+        res.dispatcher_cpu_us_per_event = bench_cpu.us_per_request(ticks_disp, res.delivered_unique)
+        if t.store_pids:
+            res.store_cpu_us_per_event = bench_cpu.us_per_request(ticks_store, res.ingest_accepted)
+    # Loss, exactly: every event answered 202 is in the broker's log (the 202 follows the
+    # commit) or was handled and then trimmed from it, so the log and the subscriber together
+    # must hold at least as many events as were accepted, and each logged one must have reached
+    # the subscriber.
+    ids = sink_ids(sink_url)
+    logged = t.log_ids() if t.log_ids is not None else log_ids(f, t.broker)
+    logged = {i for i in logged if i.startswith(t.id_prefix)}  # this measurement's, not earlier ones'
+    res.logged = len(logged)
+    res.lost = len(logged - ids) + max(0, res.ingest_accepted - len(logged | ids))
+
+    # -- fixed-rate latency -------------------------------------------------------------------
+    http_json(sink_url + "/reset", method="POST")
+    sent, accepted = asyncio.run(fixed_rate(f.port, path, rate, rate_duration_s))
+    res.rate_sent, res.rate_accepted = sent, len(accepted)
+
+    def all_rate_delivered() -> bool:
+        return bool(http_json(sink_url + "/stats")["unique"] >= len(accepted))
+
+    with contextlib.suppress(FlintError):
+        wait_for(all_rate_delivered, 60, "the fixed-rate events")
+    res.rate_lost = len(accepted - sink_ids(sink_url))
+    lat = [x * 1000 for x in http_json(sink_url + "/stats?latencies=1")["latencies"]]
+    res.latency_ms = {
+        "p50": percentile(lat, 50),
+        "p90": percentile(lat, 90),
+        "p99": percentile(lat, 99),
+        "max": max(lat) if lat else None,
+    }
+    return res
+
+
+def sink_ids(sink_url: str) -> set[str]:
+    with urllib.request.urlopen(sink_url + "/ids", timeout=30) as r:
+        return set(r.read().decode().split())
+
+
+def start_sink(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The fast subscriber as its own process; its URL once it answers."""
+    sink_port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, str(SINK_APP)],
+        env={**os.environ, "PORT": str(sink_port), "FLINT_BENCH": str(workdir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    try:
+        wait_for(lambda: http_json(sink_url + "/stats") is not None, 30, "the subscriber")
+    except BaseException:
+        procs.stop(sink, timeout_s=10)
+        raise
+    return sink, sink_url
+
+
+def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdir: Path) -> Result:
+    res = Result(rate=rate)
+    sink, sink_url = start_sink(workdir)
+    f: Flint | None = None
+    try:
+        # Keep every record in the log for the exact loss count (no retention pass during the run).
+        os.environ["FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S"] = "3600"
+        f = start_flint(workdir, *PROFILE_ARGS, workers=1)
+        f.cli("apply", "-f", "-", input=manifests(sink_url + "/"))
+        wait_for(lambda: trigger_ready(f), 60, "the trigger to be Ready")
+        disp = f.dispatcher_pid()
+        measure(Target(f, sink_url, dispatcher_pids=[disp] if disp else []), duration_s, rate,
+                rate_duration_s, workdir, res)
+    finally:
         procs.stop(sink, timeout_s=10)
         if f is not None:
             res.problems += stop_flint(f)
@@ -338,27 +340,12 @@ def run_benchmark(duration_s: float, rate: float, rate_duration_s: float, workdi
     return res
 
 
-def run_redis(duration_s: float, rate: float, rate_duration_s: float, workdir: Path,
-              redis_dir: Path) -> Result:
-    """`run_benchmark` with a Redis-backed broker on a redis-server of its own, its data in
-    `redis_dir` (outside `workdir`, whose processes are reaped before this one stops it)."""
-    from loadtests.bench_redis_ingest import start_redis
-
-    r = start_redis(redis_dir)
-    try:
-        return run_benchmark(duration_s, rate, rate_duration_s, workdir, r.url, r.port)
-    finally:
-        procs.stop(r.proc, timeout_s=10)
-
-
 def report(res: Result, command: str) -> str:
     def fmt(v: float | None, unit: str = "") -> str:
         return "—" if v is None else f"{v:,.1f}{unit}"
 
     rows = [
-        ("ingest (binary, 1 KiB, 202 after an fsync'd commit)" if res.backend == "sqlite"
-         else "ingest into Redis (binary, 1 KiB, 202 once Redis acknowledged)",
-         f"{res.ingest_eps:,.0f} events/s"),
+        ("ingest (binary, 1 KiB, 202 after an fsync'd commit)", f"{res.ingest_eps:,.0f} events/s"),
         (
             "events accepted / errors / in the log",
             f"{res.ingest_accepted:,} / {res.ingest_errors:,} / {res.logged:,}",
@@ -405,34 +392,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate-duration", type=float, default=10.0, help="seconds of the latency phase")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     p.add_argument("--redis", action="store_true",
-                   help="also run it with a Redis-backed broker (its own redis-server), side by side")
+                   help="side by side: a SQLite and a FlintRedis broker in one run (its own "
+                   "redis-server), then the Redis broker with two dispatchers "
+                   "(loadtests.bench_events_redis)")
     a = p.parse_args(argv)
     if not bench_tools.available(bench_tools.WRK):
         print("wrk is not installed: sh loadtests/setup-tools.sh", file=sys.stderr)
         return 1
     if not 0 < a.duration <= 120 or not 0 < a.rate_duration <= 120 or not 0 < a.rate <= 5000:
         p.error("--duration and --rate-duration must be in (0, 120], --rate in (0, 5000]")
-    results: dict[str, Result] = {}
+    command = "python -m loadtests.bench_events " + " ".join(argv if argv is not None else sys.argv[1:])
+    if a.redis:
+        from loadtests import bench_events_redis, redis_proc
+
+        if not redis_proc.available():
+            print("redis-server is not installed (Debian: apt-get install redis-server)", file=sys.stderr)
+            return 1
+        with tempfile.TemporaryDirectory(prefix="flint-bench-events-") as tmp:
+            try:
+                both = bench_events_redis.run_redis_benchmark(a.duration, a.rate, a.rate_duration,
+                                                              Path(tmp))
+            except FlintError as exc:
+                print(f"benchmark failed: {exc}", file=sys.stderr)
+                return 1
+        print(bench_events_redis.report(both, command.strip()))
+        if a.json is not None:
+            a.json.write_text(json.dumps(asdict(both), indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="flint-bench-events-") as tmp:
         try:
-            results["sqlite"] = run_benchmark(a.duration, a.rate, a.rate_duration, Path(tmp) / "sqlite")
-            if a.redis:
-                results["redis"] = run_redis(a.duration, a.rate, a.rate_duration, Path(tmp) / "broker-redis",
-                                             Path(tmp) / "redis-data")
-        except (FlintError, RuntimeError) as exc:
+            res = run_benchmark(a.duration, a.rate, a.rate_duration, Path(tmp))
+        except FlintError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
-            for name, done in results.items():
-                print(f"{name}:\n{report(done, 'partial run')}", file=sys.stderr)
             return 1
-    command = "python -m loadtests.bench_events " + " ".join(argv if argv is not None else sys.argv[1:])
-    res = results["sqlite"]
-    for name, r in results.items():
-        if a.redis:
-            print(f"\n### {name} broker\n")
-        print(report(r, command.strip()))
+    print(report(res, command.strip()))
     if a.json is not None:
-        data = asdict(res) if not a.redis else {k: asdict(v) for k, v in results.items()}
-        a.json.write_text(json.dumps(data, indent=2))
+        a.json.write_text(json.dumps(asdict(res), indent=2))
     return 0
 
 

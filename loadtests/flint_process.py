@@ -3,7 +3,9 @@
 `start_flint(workdir)` runs the real `flint up` on free loopback ports with a private state dir
 under `workdir` and waits until it is up and its gateway ready. The `Flint` handle runs the CLI
 against it, reads its replica records and its log, and starts extra gateways and dispatchers
-that join its controller (`start_gateway`, `start_dispatcher`), as several machines would.
+that join its controller (`start_gateway`, `start_dispatcher`), as several machines would: they
+get `flint up`'s Redis settings (`Flint.redis_env`) in their environment, as its own processes
+do; `Joined.kill()` crashes one (SIGKILL), `stop_joined` stops one and checks it left nothing.
 `stop_flint(f)` stops the extras and `flint up`, then makes sure that no process mentioning
 the state dir (or an extra's) survives: it kills what is left and reports what it had to kill.
 
@@ -32,7 +34,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from controller.cli.endpoint import resolve
-from flint_common import procinfo
+from controller.eventing.plan import dispatcher_id
+from flint_common import procinfo, redis_config
 from flint_common.secret import Secret
 from loadtests import procs
 
@@ -126,13 +129,38 @@ class Joined:
     gateway_id: str = ""
     """A gateway's id: the controller knows its workers as `<gateway_id>/<index>`."""
     argv: list[str] = field(default_factory=list)
+    killed: bool = False
+    """`kill()` ended it on purpose: `stop_flint` does not count it as a problem."""
 
     @property
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def url(self) -> str:
+        """A gateway's proxy (the data plane) over loopback."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dispatcher_id(self) -> str:
+        """The id a dispatcher polls the plan with (`<hostname>/<hash of its state dir>`)."""
+        return dispatcher_id(self.state_dir.resolve(), socket.gethostname())
+
     def logs(self, last: int | None = 5000) -> str:
         return _tail(self.log_path, last)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL it and its process group (a gateway's workers too), as a crash would, and
+        reap it. Blocking."""
+        self.killed = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # it leads its own session (`_spawn`)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait()
 
 
 def _spawn(argv: Sequence[str], log_path: Path,
@@ -181,6 +209,10 @@ class Flint:
     env: dict[str, str] = field(default_factory=dict)
     """Variables set for `flint up` over the caller's environment; processes that join it get
     them too."""
+    redis_env: dict[str, str] = field(default_factory=dict)
+    """The Redis settings `flint up` was given (`--redis URL`, `--redis-password-file FILE` or
+    `FLINT_REDIS_*` in `env`) as the `FLINT_REDIS_*` variables it hands its own processes (a
+    password file's path, never the password): processes that join it get them too."""
 
     @property
     def api(self) -> str:
@@ -259,24 +291,39 @@ class Flint:
         """The main process of the gateway `flint up` runs (not its workers, not a joined one)."""
         return procs.find_child(self.proc.pid, "-m gateway")
 
+    def dispatcher_pid(self) -> int | None:
+        """The embedded dispatcher `flint up` runs (not a joined one)."""
+        return procs.find_child(self.proc.pid, "-m controller.eventing")
+
+    @property
+    def dispatcher_id(self) -> str:
+        """The embedded dispatcher's id: the one the controller computes for its state dir."""
+        return dispatcher_id(self.state_dir.resolve(), socket.gethostname())
+
+    def joined_env(self) -> dict[str, str]:
+        """What a process that joins this Flint gets over the caller's environment: `env`, then
+        the Redis settings `flint up` was given (`redis_env`)."""
+        return {**self.env, **self.redis_env}
+
     # Processes that join it.
 
     def start_gateway(self, *, workers: int = 1, name: str | None = None,
-                      timeout_s: float = 30) -> Joined:
+                      gateway_id: str | None = None, timeout_s: float = 30) -> Joined:
         """Start another gateway against this Flint's controller, on ports and a state dir of its
         own, and wait until it is ready (every worker has a routing snapshot). The controller
-        counts its workers with the others: a route is Ready only once they serve it too."""
+        counts its workers with the others: a route is Ready only once they serve it too.
+        `gateway_id` (default `<name>-<our pid>`) must differ from every connected gateway's."""
         name = name or f"gateway-{sum(j.kind == 'gateway' for j in self.joined) + 2}"
         port, admin_port = free_ports(2)
         state_dir = self.workdir / name
         # Not the default id (the host name): `flint up`'s gateway has that one, and a worker
         # that says hello under a connected worker's id replaces it at the controller.
-        gateway_id = f"{name}-{os.getpid()}"
+        gateway_id = gateway_id or f"{name}-{os.getpid()}"
         argv = [sys.executable, "-m", "gateway", *self.joining_args(),
                 "--state-dir", str(state_dir), "--port", str(port), "--admin-port", str(admin_port),
                 "--workers", str(workers), "--gateway-id", gateway_id]
         log_path = self.workdir / f"{name}.log"
-        j = Joined("gateway", name, _spawn(argv, log_path, self.env), state_dir, log_path,
+        j = Joined("gateway", name, _spawn(argv, log_path, self.joined_env()), state_dir, log_path,
                    admin_port, port, gateway_id, argv)
         self.joined.append(j)
         _wait_joined(j, j.admin + "/readyz", timeout_s)
@@ -296,11 +343,56 @@ class Flint:
                 "--state-dir", str(state_dir), "--gateway", f"http://127.0.0.1:{gateway_port}",
                 "--admin-port", str(admin_port)]
         log_path = self.workdir / f"{name}.log"
-        j = Joined("dispatcher", name, _spawn(argv, log_path, self.env), state_dir, log_path,
-                   admin_port, argv=argv)
+        j = Joined("dispatcher", name, _spawn(argv, log_path, self.joined_env()), state_dir,
+                   log_path, admin_port, argv=argv)
         self.joined.append(j)
         _wait_joined(j, j.admin + "/healthz", timeout_s)
         return j
+
+
+def stop_joined(f: Flint, j: Joined, timeout_s: float = 20) -> list[str]:
+    """Stop one joined process (SIGTERM, then SIGKILL of its process group after `timeout_s`),
+    forget it, and make sure nothing mentioning its own state dir survives (a dispatcher paired
+    with a joined gateway shares that gateway's dir: checked once both are gone). Returns what
+    had to be killed, as sentences (empty for a clean stop, or for one `kill()` ended)."""
+    problems: list[str] = []
+    if not procs.stop(j.proc, sig=signal.SIGTERM, timeout_s=timeout_s) and not j.killed:
+        problems.append(f"the {j.kind} {j.name} did not stop within {timeout_s:g} s of SIGTERM; "
+                        f"killed it (and its process group):\n{j.logs(2000)}")
+    with contextlib.suppress(ValueError):
+        f.joined.remove(j)
+    if j.state_dir != f.state_dir and not any(o.state_dir == j.state_dir for o in f.joined):
+        left = procs.reap_mentioning(str(j.state_dir), timeout_s=15)
+        if left:
+            problems.append(f"killed processes left behind mentioning {j.state_dir}: "
+                            + "; ".join(f"{p} {c[:160]}" for p, c in sorted(left.items())))
+    return problems
+
+
+def redis_env_of(extra_args: Sequence[str], env: dict[str, str]) -> dict[str, str]:
+    """The `FLINT_REDIS_*` variables that hand `flint up`'s Redis settings (from its arguments,
+    else from `env`) to a process that joins it; empty without Redis. Never a password: the URL
+    carries none (`flint up` refuses one) and the password stays in its file."""
+    args = list(extra_args)
+
+    def flag(name: str) -> str | None:
+        for i, a in enumerate(args):
+            if a == name and i + 1 < len(args):
+                return args[i + 1]
+            if a.startswith(name + "="):
+                return a.partition("=")[2]
+        return None
+
+    url = flag("--redis") or env.get(redis_config.ENV_URL)
+    if not url:
+        return {}
+    out = {redis_config.ENV_URL: url}
+    password_file = flag(redis_config.PASSWORD_FLAG) or env.get(redis_config.ENV_PASSWORD_FILE)
+    if password_file:
+        out[redis_config.ENV_PASSWORD_FILE] = str(Path(password_file).resolve())
+    if redis_config.ENV_MIN_REPLICAS in env:
+        out[redis_config.ENV_MIN_REPLICAS] = env[redis_config.ENV_MIN_REPLICAS]
+    return out
 
 
 def _wait_joined(j: Joined, url: str, timeout_s: float) -> None:
@@ -337,7 +429,8 @@ def start_flint(workdir: Path, *extra_args: str, workers: int | None = None,
     argv = flint_up_argv(state_dir, port, api_port, admin_port, dispatcher_port, api_tls_port,
                          domain, args)
     f = Flint(_spawn(argv, log_path, env), workdir, state_dir, log_path, port, api_port,
-              admin_port, dispatcher_port, api_tls_port, domain, argv, env=dict(env or {}))
+              admin_port, dispatcher_port, api_tls_port, domain, argv, env=dict(env or {}),
+              redis_env=redis_env_of(extra_args, {**os.environ, **(env or {})}))
 
     def up() -> bool:
         if f.proc.poll() is not None:
@@ -363,7 +456,7 @@ def stop_flint(f: Flint, timeout_s: float = 40, joined_timeout_s: float = 20) ->
     again."""
     problems: list[str] = []
     for j in reversed(f.joined):
-        if not procs.stop(j.proc, sig=signal.SIGTERM, timeout_s=joined_timeout_s):
+        if not procs.stop(j.proc, sig=signal.SIGTERM, timeout_s=joined_timeout_s) and not j.killed:
             problems.append(f"the {j.kind} {j.name} did not stop within {joined_timeout_s:g} s of "
                             f"SIGTERM; killed it (and its process group):\n{j.logs(2000)}")
     replicas = [(r["pid"], r.get("pgid") or r["pid"], r.get("start_time"))

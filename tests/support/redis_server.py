@@ -8,6 +8,10 @@ Fixtures (tests/integration/conftest.py imports them):
 - `redis_servers`: a factory for others, e.g. `redis_servers(appendonly=False)` or
   `redis_servers(password="…")`, each stopped when the test ends.
 
+`kill_redis(server)` SIGKILLs one (a crash: what its append-only file holds survives) and
+`restart_redis(server)` starts it again in place: the same port, config and data dir (it loads
+its AOF), waiting for PING; the fixtures stop the restarted process at the end.
+
 Without `redis-server` installed the tests that need it skip, saying so, except in CI
 (`CI=true`), where they fail: `.ci/run` installs it (Debian's `redis-server` package).
 """
@@ -115,6 +119,33 @@ def stop_redis(server: RedisServer) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait()
+
+
+def kill_redis(server: RedisServer) -> None:
+    """SIGKILL it, as a crash would, and reap it."""
+    if server.proc.poll() is None:
+        server.proc.kill()
+    server.proc.wait()
+
+
+def restart_redis(server: RedisServer, *, timeout_s: float = START_TIMEOUT_S) -> RedisServer:
+    """Start a stopped or killed `server` again, in place (`server.proc` is the new process): the
+    same port, password and data dir, so it loads its append-only file; return it once it
+    answers PING. Another process may take the port meanwhile: tried again until `timeout_s`."""
+    if server.proc.poll() is None:
+        raise AssertionError(f"redis-server on port {server.port} is still running")
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            again = start_redis(server.dir, appendonly=server.appendonly, password=server.password,
+                                timeout_s=max(1.0, end - time.monotonic()), port=server.port)
+        except AssertionError:
+            if time.monotonic() >= end:
+                raise
+            time.sleep(0.2)
+            continue
+        server.proc = again.proc
+        return server
 
 
 @pytest.fixture(scope="module")
