@@ -84,15 +84,23 @@ def parse_durability(info: Mapping[str, object], appendfsync: str | None) -> Dur
 
 
 def client(settings: RedisSettings, *, decode: bool = True,
-           socket_timeout_s: float | None = CONNECT_TIMEOUT_S) -> aioredis.Redis:
+           socket_timeout_s: float | None = CONNECT_TIMEOUT_S,
+           max_connections: int | None = None) -> aioredis.Redis:
     """A client for `settings` (it connects on first use): the password as a parameter.
 
     `decode=False` for the event data paths (stream entries are bytes); `socket_timeout_s=None`
-    for a client whose commands block server-side (`XREADGROUP … BLOCK`)."""
+    for a client whose commands block server-side (`XREADGROUP … BLOCK`). `max_connections`
+    makes the pool a blocking one of that size: a command waits for a free connection instead
+    of failing once the pool is exhausted (redis-py's default pool raises past its limit)."""
     password = settings.password.reveal() if settings.password is not None else None
-    return aioredis.Redis.from_url(
-        settings.url, password=password, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=socket_timeout_s, decode_responses=decode, **_IDENTITY)
+    options: dict[str, Any] = {
+        "password": password, "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": socket_timeout_s, "decode_responses": decode, **_IDENTITY}
+    if max_connections is None:
+        return aioredis.Redis.from_url(settings.url, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url, max_connections=max_connections, timeout=None, **options)
+    return aioredis.Redis.from_pool(pool)
 
 
 async def durability(server: aioredis.Redis) -> Durability:

@@ -38,6 +38,9 @@ from controller.eventing.plan import (
     UnknownLogBackend,
     dispatcher_id,
 )
+from controller.eventing.redis_consumer import RedisConsumerSettings, RedisConsumerSource
+from controller.eventing.redis_retention import trim
+from controller.eventing.redis_state import RedisConsumerState
 from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
@@ -57,7 +60,17 @@ log = logging.getLogger("flint.dispatcher")
 FLOOR_EVERY_S = 5.0
 """How often the consumers' floors are written next to the logs (their writer compacts below)."""
 RESTART_DELAY_S = 1.0
-"""Pause before a runner that failed is started again."""
+"""Pause before a runner that failed is started again; doubled after each failure in a row
+(a Redis outage fails every Redis runner), up to `RESTART_MAX_DELAY_S`."""
+RESTART_MAX_DELAY_S = 30.0
+STABLE_RUN_S = 60.0
+"""A runner that ran this long before failing starts again after `RESTART_DELAY_S`."""
+TRIM_EVERY_S = 30.0
+"""How often the Redis streams of the plan are trimmed (`redis_retention.trim`): below what every
+consumer handled, and past the age and size caps."""
+REDIS_MAX_CONNECTIONS = 512
+"""The Redis client's pool: each Redis runner holds one connection in its blocking read, and
+acks, retries and upkeep take others for a moment."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -114,6 +127,13 @@ class DispatcherSettings:
     redis: RedisSettings | None = None
     """The Redis of the shared eventing backend (`flint up` passes it in the environment,
     `FLINT_REDIS_*`); None: this dispatcher refuses the consumers of Redis logs, saying why."""
+    redis_consumer: RedisConsumerSettings = field(default_factory=RedisConsumerSettings)
+    """How the Redis consumers share their groups: heartbeat, claim-after, block, lease."""
+    log_max_age_s: float | None = 7 * 24 * 3600.0
+    """Retention of a Redis stream (as the gateway's `log_max_age_s` for SQLite logs): older
+    entries are trimmed even when a consumer has not handled them (counted as dropped)."""
+    log_max_records: int | None = 10_000_000
+    """Retention cap of a Redis stream in entries (the newest are kept), as for `log_max_age_s`."""
 
     @property
     def db_path(self) -> Path:
@@ -125,6 +145,11 @@ class DispatcherSettings:
         the dispatcher's consumer name in the Redis consumer groups (unique per host and state
         dir, stable across restarts)."""
         return dispatcher_id(self.state_dir, socket.gethostname())
+
+
+def restart_delay(failures: int) -> float:
+    """The pause before restarting a runner that failed `failures` times in a row before (pure)."""
+    return min(RESTART_DELAY_S * 2.0 ** min(failures, 16), RESTART_MAX_DELAY_S)
 
 
 class Dispatcher:
@@ -154,6 +179,12 @@ class Dispatcher:
         """The client of the settings' Redis (bytes, no socket timeout: `XREADGROUP … BLOCK`
         waits server-side), created by `start`; None without Redis."""
         self._refused: dict[str, str] = {}
+        self._plan = DispatchPlan(version=0)
+        """The plan applied last (the Redis streams to trim)."""
+        self._started: dict[str, float] = {}
+        """Consumer uid → when its runner last started (monotonic): a restart's back-off."""
+        self._failures: dict[str, int] = {}
+        """Consumer uid → the failures in a row of its runner (each within `STABLE_RUN_S`)."""
         """Consumer uid → why it cannot run here (logged once per reason)."""
 
     @property
@@ -169,7 +200,8 @@ class Dispatcher:
         await asyncio.to_thread(self._lock.acquire)
         self._state = DispatcherState(s.db_path, durable=s.durable)
         if s.redis is not None:  # connects on first use
-            self.redis = redis_conn.client(s.redis, decode=False, socket_timeout_s=None)
+            self.redis = redis_conn.client(s.redis, decode=False, socket_timeout_s=None,
+                                           max_connections=REDIS_MAX_CONNECTIONS)
         await self._wake.start()
         app = web.Application(middlewares=[auth_middleware(s.token)])
         app.router.add_get("/healthz", self._healthz)
@@ -183,6 +215,7 @@ class Dispatcher:
             asyncio.create_task(self._poll_plan(), name="plan-poll"),
             asyncio.create_task(self._watch_lag(), name="loop-lag"),
             asyncio.create_task(self._write_floors_forever(), name="floors"),
+            asyncio.create_task(self._trim_forever(), name="trim"),
         ]
         log.info("event=dispatcher_started admin=http://%s:%d", s.admin_host, s.admin_port)
 
@@ -266,6 +299,7 @@ class Dispatcher:
             for path in [p for p in self._readers if p not in used]:
                 await self._readers.pop(path).close()
             self.version = plan.version
+            self._plan = plan
             log.info("event=plan_applied version=%d triggers=%d", plan.version, len(self.runners))
 
     def _refuse(self, tp: ConsumerPlan, reason: str) -> None:
@@ -281,15 +315,22 @@ class Dispatcher:
                 self._refuse(tp, "this dispatcher has no Redis configured (flint up --redis URL, "
                                  "or FLINT_REDIS_URL for a dispatcher started alone)")
                 return
-            # --- Redis consumers go here -------------------------------------------------------
-            # source = RedisConsumerSource(self.redis, log_uid=tp.log_uid, stream=tp.log.stream,
-            #     group=tp.log.group, consumer=self.id, ordered=tp.ordered, settings=…,
-            #     label=tp.key)
-            # state = RedisConsumerState(self.redis, log_uid=tp.log_uid, consumer_uid=tp.uid,
-            #     owner=self.id)
-            # then ConsumerRunner(tp, source, state, self._sender, self.metrics) as below (no
-            # floors, no datagram wake-ups: `_seen` is for SQLite logs only).
-            self._refuse(tp, "this dispatcher cannot read Redis logs yet")
+            # No floors, no datagram wake-ups (`_seen` is for SQLite logs): the source blocks in
+            # XREADGROUP, and trimming goes by the groups' positions (`_trim_forever`).
+            self._refused.pop(tp.uid, None)
+            redis_source = RedisConsumerSource(
+                self.redis, log_uid=tp.log_uid, stream=tp.log.stream, group=tp.log.group,
+                consumer=self.id, ordered=tp.ordered, settings=self.settings.redis_consumer,
+                label=tp.key)
+            redis_state = RedisConsumerState(
+                self.redis, log_uid=tp.log_uid, consumer_uid=tp.uid, owner=self.id,
+                lease_s=self.settings.redis_consumer.lease_s)
+            try:
+                runner = ConsumerRunner(tp, redis_source, redis_state, self._sender, self.metrics)
+            except ValueError as exc:  # a filter or delivery the API let through but we cannot run
+                log.error("event=trigger_not_runnable trigger=%s error=%s", tp.key, exc)
+                return
+            self._launch(runner)
             return
         if not isinstance(tp.log, SqliteLog):
             self._refuse(tp, f"this dispatcher reads no {tp.log.backend} logs")
@@ -303,11 +344,15 @@ class Dispatcher:
         except ValueError as exc:  # a filter or delivery the API let through but we cannot run
             log.error("event=trigger_not_runnable trigger=%s error=%s", tp.key, exc)
             return
-        runner.on_failure = self._runner_failed
-        runner.start()
+        self._launch(runner)
         self._seen[tp.uid] = str(self.settings.state_dir / tp.log.path)  # tp.log: a SqliteLog
         self._sources[tp.uid] = source
-        self.runners[tp.uid] = runner
+
+    def _launch(self, runner: ConsumerRunner) -> None:
+        runner.on_failure = self._runner_failed
+        runner.start()
+        self._started[runner.key] = time.monotonic()
+        self.runners[runner.key] = runner
 
     def _runner_failed(self, runner: ConsumerRunner) -> None:
         task = asyncio.create_task(self._restart(runner), name=f"restart:{runner.plan.key}")
@@ -315,8 +360,12 @@ class Dispatcher:
         task.add_done_callback(self._restarts.discard)
 
     async def _restart(self, runner: ConsumerRunner) -> None:
-        """Start a failed runner again from its stored position (what it handled is kept)."""
-        await asyncio.sleep(RESTART_DELAY_S)
+        """Start a failed runner again from its stored position (what it handled is kept),
+        backing off while it keeps failing (`restart_delay`)."""
+        ran = time.monotonic() - self._started.get(runner.key, 0.0)
+        failures = 0 if ran >= STABLE_RUN_S else self._failures.get(runner.key, 0)
+        self._failures[runner.key] = failures + 1
+        await asyncio.sleep(restart_delay(failures))
         async with self._apply_lock:
             if self.runners.get(runner.key) is not runner:
                 return
@@ -324,6 +373,32 @@ class Dispatcher:
             positions = await self.state.positions()
             self._start_runner(runner.plan, positions.get(runner.key))
             log.info("event=runner_restarted trigger=%s", runner.plan.key)
+
+    async def trim_streams(self) -> tuple[int, int]:
+        """Trim every Redis stream of the plan below what all its consumers handled, and past
+        the age and size caps (counted and logged as dropped); (handled, dropped) trimmed."""
+        if self.redis is None:
+            return 0, 0
+        logs = {(t.log_uid, t.log.stream) for t in self._plan.triggers if isinstance(t.log, RedisLog)}
+        handled = dropped = 0
+        for log_uid, stream in sorted(logs):
+            h, d = await trim(self.redis, log_uid, stream, max_age_s=self.settings.log_max_age_s,
+                              max_records=self.settings.log_max_records)
+            handled += h
+            dropped += d
+            if d:
+                self.metrics.retention_dropped.labels(log_uid).inc(d)
+                log.error("event=retention_dropped log=%s stream=%s records=%d (past the log's age "
+                          "or size cap before every consumer handled them)", log_uid, stream, d)
+        return handled, dropped
+
+    async def _trim_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TRIM_EVERY_S)
+            try:
+                await self.trim_streams()
+            except Exception as exc:  # Redis away: the next round tries again
+                log.warning("event=trim_failed error=%s", describe_error(exc))
 
     async def write_floors(self) -> dict[str, int]:
         """Write, for every log, the lowest position of the triggers that read it."""
@@ -393,6 +468,7 @@ class Dispatcher:
             {
                 "id": d.id,
                 "offset": d.offset,
+                "event_id": d.event_id,
                 "reason": d.reason,
                 "status": d.status,
                 "detail": d.detail,

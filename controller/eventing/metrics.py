@@ -41,6 +41,12 @@ class DispatcherMetrics:
             "flint_dispatcher_backlog_events", "Events of the broker's log not yet handled by the trigger.",
             labels, registry=self.registry,
         )
+        self.retention_dropped = Counter(
+            "flint_dispatcher_retention_dropped",
+            "Entries of a Redis stream trimmed past its age or size cap before every consumer "
+            "handled them, by the uid of the broker or channel.",
+            ("log_uid",), registry=self.registry,
+        )
         self.loop_lag = Gauge(
             "flint_dispatcher_event_loop_lag_seconds", "How late the dispatcher's event loop ran a timer.",
             registry=self.registry,

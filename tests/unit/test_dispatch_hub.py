@@ -395,3 +395,4 @@ def test_dispatcher_id_is_stable_per_host_and_state_dir(tmp_path: Path) -> None:
 def test_run_by_says_how_many_dispatchers() -> None:
     assert run_by(1) == "run by 1 dispatcher"
     assert run_by(2) == "run by 2 dispatchers"
+
