@@ -200,7 +200,7 @@ def _redis_plan(log_uid: str, consumer_uid: str) -> DispatchPlan:
 
 
 @pytest.mark.parametrize("with_redis", [True, False])
-async def test_the_dispatcher_has_a_redis_client_and_its_id_but_refuses_redis_consumers_yet(
+async def test_the_dispatcher_runs_redis_consumers_under_its_id_or_refuses_them_without_redis(
         redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         with_redis: bool) -> None:
     state_dir = await asyncio.to_thread(tmp_path.resolve)
@@ -213,16 +213,64 @@ async def test_the_dispatcher_has_a_redis_client_and_its_id_but_refuses_redis_co
     try:
         assert d.id == dispatcher_id(state_dir, socket.gethostname())
         assert (d.redis is not None) == with_redis
-        if d.redis is not None:
-            assert await d.redis.ping()
         with caplog.at_level(logging.ERROR, logger="flint.dispatcher"):
             await d.apply(_redis_plan("log-d", "c-d"))
             await d.apply(replace(_redis_plan("log-d", "c-d"), version=2))
         refusals = [r.getMessage() for r in caplog.records if "trigger_not_runnable" in r.getMessage()]
-        assert len(refusals) == 1, refusals  # said once, not at every plan
-        reason = "cannot read Redis logs yet" if with_redis else "has no Redis configured"
-        assert reason in refusals[0] and "backend=redis" in refusals[0]
-        assert d.runners == {}
+        if not with_redis:
+            assert len(refusals) == 1, refusals  # said once, not at every plan
+            assert "has no Redis configured" in refusals[0] and "backend=redis" in refusals[0]
+            assert d.runners == {}
+            return
+        assert refusals == [] and list(d.runners) == ["c-d"]
+        client = _client(redis_server)
+        try:
+            # The runner created the trigger's group; an event makes it read under the
+            # dispatcher's id (Redis 7.0 names a consumer once a read gave it an entry).
+            await _until(lambda: client.exists(stream_key("log-d")))  # XGROUP CREATE … MKSTREAM
+            await client.xadd(stream_key("log-d"), {"e": b"{}"})
+
+            async def joined() -> bool:
+                groups = await client.xinfo_groups(stream_key("log-d"))
+                if not groups:
+                    return False
+                consumers = await client.xinfo_consumers(stream_key("log-d"), "c-d")
+                return any(c["name"] == d.id for c in consumers)
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await joined():
+                assert asyncio.get_running_loop().time() < deadline, "the runner never read"
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
     finally:
         await d.stop()
     assert d.redis is None
+
+
+async def test_the_dispatcher_trims_its_plans_streams_below_every_group_and_past_the_caps(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    state_dir = await asyncio.to_thread(tmp_path.resolve)
+    settings = DispatcherSettings(
+        state_dir=state_dir, controller_url=f"http://127.0.0.1:{free_port()}",
+        admin_port=free_port(), token=Secret("t" * 32),
+        redis=RedisSettings(url=redis_server.url), log_max_records=3)
+    client = _client(redis_server)
+    stream = stream_key("log-t")
+    # The group exists before any entry: the trigger handled the first four, not the rest.
+    await client.xgroup_create(stream, "c-t", id="$", mkstream=True)
+    ids = [await client.xadd(stream, {"e": f"{i}"}) for i in range(8)]
+    await client.xgroup_setid(stream, "c-t", ids[3])
+    d = Dispatcher(settings)
+    await d.start()
+    try:
+        d.runners = {}  # only the plan's streams matter here, not its runners
+        d._plan = _redis_plan("log-t", "c-t")
+        handled, dropped = await d.trim_streams()
+        assert handled == 3  # below the group's last-delivered id (itself kept)
+        assert dropped == 2  # past the cap of 3 entries, never handled: counted
+        assert await client.xlen(stream) == 3
+        metric = d.metrics.retention_dropped.labels("log-t")._value.get()
+        assert metric == 2
+    finally:
+        await d.stop()
+        await client.aclose()
