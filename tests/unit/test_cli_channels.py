@@ -86,7 +86,7 @@ def test_parse_channel_type(flag: str, expected: Obj) -> None:
 def test_parse_channel_type_refuses_other_forms(flag: str) -> None:
     message = usage_error(parse_channel_type, flag)
     assert message == (f"--type {flag!r}: expected GROUP:VERSION:KIND "
-                       "(e.g. messaging.knative.dev:v1:InMemoryChannel) or imcv1")
+                       "(e.g. messaging.knative.dev:v1:InMemoryChannel), imcv1 or redis")
 
 
 @pytest.mark.parametrize(
