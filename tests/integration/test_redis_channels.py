@@ -1,7 +1,7 @@
 """RedisChannel through `flint up --redis URL` and a real redis-server: a Channel whose template
 names messaging.flint.dev/v1 RedisChannel is backed by one, events POSTed to its address reach a
-Subscription's subscriber and are in the channel's Redis stream; deleting the Channel deletes its
-RedisChannel and its keys."""
+Subscription's subscriber and are in the channel's Redis stream; deleting the Subscription
+destroys its group, deleting the Channel its RedisChannel and its keys."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ CHANNEL_HOST = "channel-ingress.localhost"
 def _keys(server: RedisServer, uid: str) -> list[str]:
     with server.client() as r:
         return sorted(r.scan_iter(match=f"flint:{{{uid}}}:*"))
+
+
+def _groups(server: RedisServer, uid: str) -> list[str]:
+    with server.client() as r:
+        return [str(g["name"]) for g in r.xinfo_groups(stream_key(uid))]
 
 
 def test_a_channel_backed_by_a_redis_channel_delivers_from_its_stream(
@@ -82,6 +87,10 @@ def test_a_channel_backed_by_a_redis_channel_delivers_from_its_stream(
             with redis_server.client() as r:
                 assert r.xlen(stream_key(uid)) == len(ids)
             assert _keys(redis_server, uid)
+            sub_uid = f.get("subscription", "s1")["metadata"]["uid"]
+            assert sub_uid in _groups(redis_server, uid)
+            f.cli("delete", "subscription", "s1")
+            poll(lambda: sub_uid not in _groups(redis_server, uid), 30, "the subscription's group destroyed")
             f.cli("delete", "channel", "orders")
             poll(
                 lambda: f.cli("get", "redischannel", "orders", check=False).returncode != 0,
