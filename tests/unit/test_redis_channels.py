@@ -239,3 +239,11 @@ def test_an_in_memory_channels_subscriptions_keep_their_sqlite_log() -> None:
         [], [], imcs=[imc], channels=[channel(kind="InMemoryChannel")], subscriptions=[sub()], redis=True
     ).triggers
     assert t.log == SqliteLog(broker_log_relpath("imc-uid"))
+
+
+def test_the_cli_names_redis_channels() -> None:
+    from controller.cli.channel_cmd import parse_channel_ref, parse_channel_type
+
+    assert parse_channel_type("redis") == REDIS_TEMPLATE
+    assert parse_channel_type("messaging.flint.dev:v1:RedisChannel") == REDIS_TEMPLATE
+    assert parse_channel_ref("rch:orders") == {**REDIS_TEMPLATE, "name": "orders"}
