@@ -27,7 +27,13 @@ from controller.listeners import start_sites
 from controller.logs_endpoint import add_log_routes
 from controller.observability import add_observability_routes
 from controller.reconcilers.broker import reconcile_broker
-from controller.reconcilers.channels import reconcile_channel, reconcile_in_memory_channel
+from controller.reconcilers.channels import (
+    REDIS_CHANNEL_KIND,
+    backing_imc,
+    reconcile_channel,
+    reconcile_in_memory_channel,
+    reconcile_redis_channel,
+)
 from controller.reconcilers.configuration import reconcile_configuration
 from controller.reconcilers.context import (
     BROKERS,
@@ -36,6 +42,7 @@ from controller.reconcilers.context import (
     IN_MEMORY_CHANNELS,
     LABEL_CONFIGURATION,
     LABEL_SERVICE,
+    REDIS_CHANNELS,
     REVISIONS,
     ROUTES,
     SERVICES,
@@ -124,7 +131,7 @@ class Controller:
         informers = {
             k: Informer(store, k)
             for k in (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES, BROKERS, TRIGGERS, CHANNELS,
-                      IN_MEMORY_CHANNELS, SUBSCRIPTIONS)
+                      IN_MEMORY_CHANNELS, REDIS_CHANNELS, SUBSCRIPTIONS)
         }
         self._informers = list(informers.values())
         hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report,
@@ -137,6 +144,7 @@ class Controller:
             channels=informers[IN_MEMORY_CHANNELS],
             engine=s.engine,
             redis=s.redis is not None,
+            redis_channels=informers[REDIS_CHANNELS],
         )
         if s.redis is not None:
             self.redis = redis_conn.client(s.redis)
@@ -184,6 +192,7 @@ class Controller:
             subscriptions=informers[SUBSCRIPTIONS],
             scale_decision=self.scaler.decision,
             redis_view=self._redis_view,
+            rchans=informers[REDIS_CHANNELS],
         )
         self.ctx = ctx
         reconcilers: dict[Kind, Reconcile] = {
@@ -195,6 +204,7 @@ class Controller:
             TRIGGERS: reconcile_trigger,
             CHANNELS: reconcile_channel,
             IN_MEMORY_CHANNELS: reconcile_in_memory_channel,
+            REDIS_CHANNELS: reconcile_redis_channel,
             SUBSCRIPTIONS: reconcile_subscription,
         }
         for kind, fn in reconcilers.items():
@@ -209,6 +219,7 @@ class Controller:
         informers[TRIGGERS].on_change(self._on_trigger)
         informers[CHANNELS].on_change(self._on_channel)
         informers[IN_MEMORY_CHANNELS].on_change(self._on_imc)
+        informers[REDIS_CHANNELS].on_change(self._on_redis_channel)
         informers[SUBSCRIPTIONS].on_change(self._on_subscription)
         runtime.subscribe(self._on_replica)
         for inf in informers.values():
@@ -333,6 +344,7 @@ class Controller:
         c = self.ctx
         self.dispatch.publish(build_plan(
             c.brokers, c.triggers, imcs=c.imcs, channels=c.channels, subscriptions=c.subscriptions,
+            rchans=c.rchans or (),
             engine=self.settings.engine, redis=self.settings.redis is not None,
         ))
 
@@ -346,6 +358,8 @@ class Controller:
         for b in self.ctx.brokers:
             if broker_backend(b, self.settings.engine) == BACKEND_REDIS:
                 self.enqueue(BROKERS, ns_name(b))
+        for ch in self.ctx.rchans or ():  # their `Durable` condition likewise
+            self.enqueue(REDIS_CHANNELS, ns_name(ch))
 
     def _requeue_eventing(self) -> None:
         """The dispatcher or the gateways made progress: brokers and triggers not yet Ready
@@ -354,7 +368,8 @@ class Controller:
             return
         c = self.ctx
         for kind, informer in ((BROKERS, c.brokers), (TRIGGERS, c.triggers), (CHANNELS, c.channels),
-                               (IN_MEMORY_CHANNELS, c.imcs), (SUBSCRIPTIONS, c.subscriptions)):
+                               (IN_MEMORY_CHANNELS, c.imcs), (REDIS_CHANNELS, c.rchans or ()),
+                               (SUBSCRIPTIONS, c.subscriptions)):
             # A Ready trigger or subscription too: its status says how many dispatchers run it,
             # which changes when one joins or leaves (an unchanged status is not written again).
             consumer = kind in (TRIGGERS, SUBSCRIPTIONS)
@@ -397,6 +412,17 @@ class Controller:
             return
         self.redis_janitor.delete_consumer(broker["metadata"]["uid"], uid)
 
+    def _forget_redis_subscription(self, sub: Obj) -> None:
+        """A deleted subscription of a RedisChannel (named, or behind its Channel): its consumer
+        group and keys go (a deleted channel's go with its log)."""
+        assert self.ctx is not None
+        uid = sub["metadata"].get("uid")
+        if self.redis_janitor is None or not uid:
+            return
+        rch, _, _ = backing_imc(self.ctx, ns_name(sub)[0], (sub.get("spec") or {}).get("channel") or {})
+        if rch is not None and rch.get("kind") == REDIS_CHANNEL_KIND and rch["metadata"].get("uid"):
+            self.redis_janitor.delete_consumer(rch["metadata"]["uid"], uid)
+
     def _on_channel(self, type_: str, obj: Obj, old: Obj | None) -> None:
         if type_ == "DELETED":
             self._collect(obj)
@@ -404,10 +430,10 @@ class Controller:
             self.enqueue(CHANNELS, ns_name(obj))
         self._requeue_referrers(ns_name(obj)[0])
 
-    def _on_imc(self, type_: str, obj: Obj, old: Obj | None) -> None:
+    def _on_imc(self, type_: str, obj: Obj, old: Obj | None, kind: Kind = IN_MEMORY_CHANNELS) -> None:
         ns, name = ns_name(obj)
         if type_ != "DELETED":
-            self.enqueue(IN_MEMORY_CHANNELS, (ns, name))
+            self.enqueue(kind, (ns, name))
         for ref in obj["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "Channel":
                 self.enqueue(CHANNELS, (ns, ref.get("name", "")))
@@ -415,13 +441,22 @@ class Controller:
         self.publisher.mark_dirty()
         self._plan_dirty()
 
+    def _on_redis_channel(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        if type_ == "DELETED" and self.redis_janitor is not None and obj["metadata"].get("uid"):
+            self.redis_janitor.delete_log(obj["metadata"]["uid"])  # its stream, groups, state
+        self._on_imc(type_, obj, old, kind=REDIS_CHANNELS)
+
     def _on_subscription(self, type_: str, obj: Obj, old: Obj | None) -> None:
         ns = ns_name(obj)[0]
         if type_ != "DELETED":
             self.enqueue(SUBSCRIPTIONS, ns_name(obj))
+        else:
+            self._forget_redis_subscription(obj)
         assert self.ctx is not None
         for imc in self.ctx.imcs.list(ns):  # their spec.subscribers and status.subscribers
             self.enqueue(IN_MEMORY_CHANNELS, ns_name(imc))
+        for rch in self.ctx.rchans.list(ns) if self.ctx.rchans is not None else ():  # likewise
+            self.enqueue(REDIS_CHANNELS, ns_name(rch))
         for ch in self.ctx.channels.list(ns):  # likewise
             self.enqueue(CHANNELS, ns_name(ch))
         self._plan_dirty()
@@ -522,8 +557,11 @@ class Controller:
         assert self.ctx is not None
         uid = owner["metadata"].get("uid")
         ns = owner["metadata"].get("namespace", "default")
-        kinds = ((CONFIGURATIONS, self.ctx.configurations), (ROUTES, self.ctx.routes),
-                 (REVISIONS, self.ctx.revisions), (IN_MEMORY_CHANNELS, self.ctx.imcs))
+        kinds: list[tuple[Kind, Informer]] = [
+            (CONFIGURATIONS, self.ctx.configurations), (ROUTES, self.ctx.routes),
+            (REVISIONS, self.ctx.revisions), (IN_MEMORY_CHANNELS, self.ctx.imcs)]
+        if self.ctx.rchans is not None:
+            kinds.append((REDIS_CHANNELS, self.ctx.rchans))
         for kind, informer in kinds:
             for child in informer.list(ns):
                 refs = child["metadata"].get("ownerReferences") or []

@@ -43,6 +43,18 @@ SUBSCRIBABLE_DUCK_VERSION = "v1"
 SCOPE_ANNOTATION = "eventing.knative.dev/scope"
 SCOPES = ("cluster", "namespace")
 
+FLINT_GROUP = "messaging.flint.dev"
+FLINT_API_VERSION = f"{FLINT_GROUP}/{VERSION}"
+IN_MEMORY_CHANNEL_KIND = "InMemoryChannel"
+REDIS_CHANNEL_KIND = "RedisChannel"
+"""Flint's own channel kind: an InMemoryChannel's spec and status, its log a Redis stream
+(`flint up --redis`); a Channel picks it by its `channelTemplate`."""
+CHANNEL_KINDS: tuple[tuple[str, str], ...] = (
+    (API_VERSION, IN_MEMORY_CHANNEL_KIND),
+    (FLINT_API_VERSION, REDIS_CHANNEL_KIND),
+)
+"""The (apiVersion, kind) of the channels Flint backs a Channel with."""
+
 DEFAULT_CHANNEL_TEMPLATE: Mapping[str, Any] = MappingProxyType(
     {"apiVersion": API_VERSION, "kind": "InMemoryChannel"}
 )
@@ -59,6 +71,9 @@ IN_MEMORY_CHANNEL_CONDITIONS = (
     "ChannelServiceReady",
     "DeadLetterSinkResolved",
 )
+REDIS_CHANNEL_CONDITIONS = IN_MEMORY_CHANNEL_CONDITIONS
+"""A RedisChannel's: an InMemoryChannel's (`ChannelServiceReady` False `RedisNotConfigured` without
+Redis); its `Durable` condition is informational (severity Info), as a Redis broker's."""
 SUBSCRIPTION_CONDITIONS = ("ReferencesResolved", "AddedToChannel", "ChannelReady")
 """Dependent conditions of `Ready`. A channel's status has `address.url`, `subscribers` and
 `deadLetterSinkUri` (a Channel also `channel`, the backing channel's KReference); a
@@ -210,13 +225,15 @@ def validate_channel(new: Obj, old: Obj | None) -> list[FieldError]:
 
 
 def channel_warnings(obj: Obj) -> list[str]:
-    """A template naming another channel kind than InMemoryChannel is not backed by Flint."""
+    """A template naming another channel kind than InMemoryChannel or RedisChannel is not backed
+    by Flint."""
     template = as_dict(as_dict(obj.get("spec")).get("channelTemplate"))
     kind, api_version = template.get("kind"), template.get("apiVersion")
-    if kind and (kind, api_version) != ("InMemoryChannel", API_VERSION):
+    if kind and (api_version, kind) not in CHANNEL_KINDS:
         return [
             f"spec.channelTemplate: {api_version} {kind} is not a channel kind Flint provides;"
-            f" the Channel stays not ready (use {API_VERSION} InMemoryChannel)"
+            f" the Channel stays not ready (use {API_VERSION} InMemoryChannel or"
+            f" {FLINT_API_VERSION} RedisChannel)"
         ]
     return []
 
@@ -253,6 +270,12 @@ def validate_in_memory_channel(new: Obj, old: Obj | None) -> list[FieldError]:
             )
         )
     return errs
+
+
+default_redis_channel = default_in_memory_channel
+"""RedisChannel.SetDefaults: an InMemoryChannel's."""
+validate_redis_channel = validate_in_memory_channel
+"""RedisChannel.Validate: an InMemoryChannel's (same spec: `subscribers`, `delivery`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,10 +338,16 @@ def channel_ref_key(sub: Obj) -> str:
 __all__ = [
     "API_VERSION",
     "CHANNEL_CONDITIONS",
+    "CHANNEL_KINDS",
     "CONDITION_READY",
     "DEFAULT_CHANNEL_TEMPLATE",
+    "FLINT_API_VERSION",
+    "FLINT_GROUP",
     "GROUP",
     "IN_MEMORY_CHANNEL_CONDITIONS",
+    "IN_MEMORY_CHANNEL_KIND",
+    "REDIS_CHANNEL_CONDITIONS",
+    "REDIS_CHANNEL_KIND",
     "SCOPE_ANNOTATION",
     "SUBSCRIBABLE_DUCK_VERSION_ANNOTATION",
     "SUBSCRIPTION_CONDITIONS",
@@ -329,9 +358,11 @@ __all__ = [
     "channel_warnings",
     "default_channel",
     "default_in_memory_channel",
+    "default_redis_channel",
     "default_subscription",
     "subscribers_errors",
     "validate_channel",
     "validate_in_memory_channel",
+    "validate_redis_channel",
     "validate_subscription",
 ]

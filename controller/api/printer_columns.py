@@ -164,6 +164,11 @@ PRINTER_COLUMNS: dict[tuple[str, str], tuple[PrinterColumn, ...]] = {
         AGE,
         *_eventing_ready(),
     ),
+    (messaging.FLINT_GROUP, "RedisChannel"): (
+        PrinterColumn("URL", "string", ".status.address.url"),
+        AGE,
+        *_eventing_ready(),
+    ),
     (messaging.GROUP, "Subscription"): (AGE, *_eventing_ready()),
 }
 """Each kind's columns after NAME, in its Knative CRD's order (the API server adds NAME)."""

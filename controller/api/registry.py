@@ -141,6 +141,16 @@ EVENTING_TYPES: tuple[ResourceType, ...] = (
         validate=messaging.validate_in_memory_channel,
     ),
     ResourceType(
+        group=messaging.FLINT_GROUP,
+        version=messaging.VERSION,
+        kind="RedisChannel",
+        plural="redischannels",
+        singular="redischannel",
+        short_names=("rch",),
+        default=messaging.default_redis_channel,
+        validate=messaging.validate_redis_channel,
+    ),
+    ResourceType(
         group=messaging.GROUP,
         version=messaging.VERSION,
         kind="Subscription",
@@ -152,7 +162,8 @@ EVENTING_TYPES: tuple[ResourceType, ...] = (
     ),
 )
 """Knative Eventing's eventing.knative.dev/v1 Broker, Trigger and messaging.knative.dev/v1
-Channel, InMemoryChannel, Subscription, with Knative's short names (none for Broker, Trigger)."""
+Channel, InMemoryChannel, Subscription, with Knative's short names (none for Broker, Trigger),
+and Flint's messaging.flint.dev/v1 RedisChannel (an InMemoryChannel whose log is a Redis stream)."""
 
 TYPES: tuple[ResourceType, ...] = SERVING_TYPES + EVENTING_TYPES
 """What the API serves: Knative Serving's and Eventing's kinds."""

@@ -165,7 +165,8 @@ def channel() -> Schema:
         "The kind of channel that backs this one, and its spec.",
         {
             "apiVersion": string("API version of the backing channel kind."),
-            "kind": string("The backing channel kind (InMemoryChannel)."),
+            "kind": string("The backing channel kind: InMemoryChannel, or RedisChannel "
+                           "(apiVersion messaging.flint.dev/v1)."),
             "spec": preserve("The backing channel's spec."),
         },
     )
@@ -196,6 +197,19 @@ def in_memory_channel() -> Schema:
     return _messaging("InMemoryChannel", "A Knative InMemoryChannel: a channel without durability.", spec, st)
 
 
+def redis_channel() -> Schema:
+    spec = obj(
+        "A RedisChannel's subscribers and delivery.",
+        {
+            "subscribers": _subscribers("The channel's subscribers (filled in from Subscriptions)."),
+            "delivery": delivery(),
+        },
+    )
+    st = _channel_status("The channel's state, written by the controller.", {})
+    return kind(messaging.FLINT_GROUP, messaging.VERSION, "RedisChannel",
+                "A Flint RedisChannel: a channel whose log is a Redis stream (flint up --redis).", spec, st)
+
+
 def subscription() -> Schema:
     spec = obj(
         "The channel, subscriber and reply of a subscription.",
@@ -212,4 +226,4 @@ def subscription() -> Schema:
 
 
 def schemas() -> tuple[Schema, ...]:
-    return (broker(), trigger(), channel(), in_memory_channel(), subscription())
+    return (broker(), trigger(), channel(), in_memory_channel(), redis_channel(), subscription())

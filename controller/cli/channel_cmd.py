@@ -31,19 +31,25 @@ MESSAGING_API = f"{MESSAGING_GROUP}/v1"
 CHANNEL = ResourceInfo(MESSAGING_GROUP, "v1", "channels", "channel", "Channel", ("ch",))
 SUBSCRIPTION = ResourceInfo(MESSAGING_GROUP, "v1", "subscriptions", "subscription", "Subscription", ("sub",))
 IMC_KIND = "InMemoryChannel"
+FLINT_MESSAGING_API = "messaging.flint.dev/v1"
+REDIS_CHANNEL_KIND = "RedisChannel"
 
-TYPE_FORMS = f"GROUP:VERSION:KIND (e.g. {MESSAGING_GROUP}:v1:{IMC_KIND}) or imcv1"
+TYPE_FORMS = f"GROUP:VERSION:KIND (e.g. {MESSAGING_GROUP}:v1:{IMC_KIND}), imcv1 or redis"
 TYPE_ALIASES: dict[str, tuple[str, str]] = {
     "imcv1": (MESSAGING_API, IMC_KIND),
     "imc": (MESSAGING_API, IMC_KIND),
+    "redis": (FLINT_MESSAGING_API, REDIS_CHANNEL_KIND),
+    "redischannel": (FLINT_MESSAGING_API, REDIS_CHANNEL_KIND),
 }
 """`--type ALIAS` → apiVersion and kind (kn's built-in `imcv1`, and Knative's short name)."""
 
-CHANNEL_FORMS = "NAME, channel:NAME, imc:NAME or GROUP:VERSION:KIND:NAME"
+CHANNEL_FORMS = "NAME, channel:NAME, imc:NAME, rch:NAME or GROUP:VERSION:KIND:NAME"
 CHANNEL_PREFIXES: dict[str, tuple[str, str]] = {
     "channel": (MESSAGING_API, "Channel"),
     "imc": (MESSAGING_API, IMC_KIND),
     "inmemorychannel": (MESSAGING_API, IMC_KIND),
+    "rch": (FLINT_MESSAGING_API, REDIS_CHANNEL_KIND),
+    "redischannel": (FLINT_MESSAGING_API, REDIS_CHANNEL_KIND),
 }
 """`--channel PREFIX:NAME` (prefix case-insensitive, so `Channel:c` as `list` prints it works)."""
 

@@ -218,6 +218,7 @@ def build_plan(
     imcs: Iterable[Obj] = (),
     channels: Iterable[Obj] = (),
     subscriptions: Iterable[Obj] = (),
+    rchans: Iterable[Obj] = (),
     version: int = 0,
     engine: str = ENGINE_EMBEDDED,
     redis: bool = False,
@@ -275,7 +276,7 @@ def build_plan(
                 ordered=annotations.get(DELIVERY_ORDER_ANNOTATION) == DELIVERY_ORDERED,
             )
         )
-    subs, sub_uids = _subscription_plans(imcs, channels, subscriptions)
+    subs, sub_uids = _subscription_plans(imcs, channels, subscriptions, rchans if redis else ())
     out += subs
     known += sub_uids
     out.sort(key=lambda p: (p.namespace, p.kind, p.name))
@@ -283,11 +284,15 @@ def build_plan(
 
 
 def _subscription_plans(
-    imcs: Iterable[Obj], channels: Iterable[Obj], subscriptions: Iterable[Obj]
+    imcs: Iterable[Obj], channels: Iterable[Obj], subscriptions: Iterable[Obj], rchans: Iterable[Obj] = ()
 ) -> tuple[list[ConsumerPlan], list[str]]:
-    """Subscriptions whose channel has a log and an address and whose references resolved."""
-    by_imc = {
-        (_meta(c).get("namespace", "default"), _meta(c)["name"]): c for c in imcs if _meta(c).get("uid")
+    """Subscriptions whose channel has a log and an address and whose references resolved; the
+    log of an InMemoryChannel is its SQLite file, a RedisChannel's its stream (`rchans` empty: no
+    Redis configured, their subscriptions are left out)."""
+    by_kind: dict[str, dict[tuple[str, str], Obj]] = {
+        kind: {(_meta(c).get("namespace", "default"), _meta(c)["name"]): c
+               for c in objs if _meta(c).get("uid")}
+        for kind, objs in (("InMemoryChannel", imcs), ("RedisChannel", rchans))
     }
     by_channel = {(_meta(c).get("namespace", "default"), _meta(c)["name"]): c for c in channels}
     out: list[ConsumerPlan] = []
@@ -301,12 +306,14 @@ def _subscription_plans(
         ref: Obj = spec.get("channel") or {}
         imc: Obj | None = None
         channel_delivery: Any = None
-        if ref.get("kind") == "InMemoryChannel":
-            imc = by_imc.get((ns, ref.get("name", "")))
-        elif ref.get("kind") == "Channel":
+        log_kind = str(ref.get("kind") or "")
+        if log_kind in by_kind:
+            imc = by_kind[log_kind].get((ns, ref.get("name", "")))
+        elif log_kind == "Channel":
             ch = by_channel.get((ns, ref.get("name", "")))
             backing = ((ch or {}).get("status") or {}).get("channel") or {}
-            imc = by_imc.get((ns, backing.get("name", ""))) if backing else None
+            log_kind = str(backing.get("kind") or "InMemoryChannel")
+            imc = by_kind.get(log_kind, {}).get((ns, backing.get("name", ""))) if backing else None
             channel_delivery = ((ch or {}).get("spec") or {}).get("delivery")
         physical: Obj = (sub.get("status") or {}).get("physicalSubscription") or {}
         subscriber, reply = physical.get("subscriberUri"), physical.get("replyUri")
@@ -325,7 +332,8 @@ def _subscription_plans(
                 name=meta["name"],
                 broker=_meta(imc)["name"],
                 log_uid=_meta(imc)["uid"],
-                log=SqliteLog(broker_log_relpath(_meta(imc)["uid"])),
+                log=(RedisLog(stream_key(_meta(imc)["uid"]), meta["uid"]) if log_kind == "RedisChannel"
+                     else SqliteLog(broker_log_relpath(_meta(imc)["uid"]))),
                 # No subscriber: the events go straight to `reply` (Knative's rule).
                 subscriber=str(subscriber or reply),
                 reply=str(reply) if subscriber and reply else "",

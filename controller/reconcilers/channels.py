@@ -3,48 +3,84 @@
 An InMemoryChannel is what the gateway serves (`channel-ingress.{domain}/{ns}/{name}`) and what
 the dispatcher reads: the same log as a broker's, without fsync (Knative's name, documented as
 not durable). A Channel creates and owns an InMemoryChannel of its name from its
-`channelTemplate` (InMemoryChannel is the only kind Flint backs channels with), passes it its
+`channelTemplate` (InMemoryChannel by default, or RedisChannel below), passes it its
 `delivery`, and mirrors its address and readiness.
 
 Both keep `spec.subscribers` as Knative's subscription controller does (`subscribers.py`): an
 InMemoryChannel lists every Subscription that delivers from it, a Channel those that name it;
 `status.subscribers` reports each entry. The InMemoryChannel reconciler is the one writer of an
 InMemoryChannel's `subscribers` (a Channel passes them through when it updates its child).
+
+A RedisChannel (messaging.flint.dev/v1, Flint's kind) is an InMemoryChannel whose log is a Redis
+stream (`flint up --redis`): the same spec, status and address, reconciled by the same code, plus
+the backend annotation `redis`, a `Durable` condition (Info) and, without Redis configured,
+`ChannelServiceReady=False` (`RedisNotConfigured`). A Channel whose template names it creates and
+owns a RedisChannel instead of an InMemoryChannel.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from controller.api import messaging
+from controller.api.eventing import BACKEND_ANNOTATION, BACKEND_REDIS
+from controller.informer import Informer
+from controller.reconcilers.broker import channel_condition
 from controller.reconcilers.children import NotOwned, ensure_child, write_status
-from controller.reconcilers.conditions import get_condition, roll_up, set_condition
-from controller.reconcilers.context import CHANNELS, IN_MEMORY_CHANNELS, Context, Key, Obj
+from controller.reconcilers.conditions import get_condition, remove_condition, roll_up, set_condition
+from controller.reconcilers.context import (
+    CHANNELS,
+    IN_MEMORY_CHANNELS,
+    REDIS_CHANNELS,
+    Context,
+    Key,
+    Obj,
+)
 from controller.reconcilers.deadletters import mark_dead_letter_sink
 from controller.reconcilers.subscribers import MANAGED_ANNOTATION, subscribers_status, with_subscribers
+from controller.store.base import Kind
 
-IMC_KIND = "InMemoryChannel"
+IMC_KIND = messaging.IN_MEMORY_CHANNEL_KIND
+REDIS_CHANNEL_KIND = messaging.REDIS_CHANNEL_KIND
+
+
+def _get(informer: Informer | None, namespace: str, name: str) -> Obj | None:
+    return None if informer is None else informer.get(namespace, name)
+
+
+def _log_channel(ctx: Context, kind: str, namespace: str, name: str) -> Obj | None:
+    """The InMemoryChannel or RedisChannel of that name."""
+    if kind == IMC_KIND:
+        return ctx.imcs.get(namespace, name)
+    if kind == REDIS_CHANNEL_KIND:
+        return _get(ctx.rchans, namespace, name)
+    return None
 
 
 def backing_imc(ctx: Context, namespace: str, channel_ref: Obj) -> tuple[Obj | None, Obj | None, str]:
-    """(the InMemoryChannel, the object the ref names, why not) for a Subscription's `channel`."""
+    """(the InMemoryChannel or RedisChannel, the object the ref names, why not) for a
+    Subscription's `channel`."""
     kind = str(channel_ref.get("kind") or "")
     name = str(channel_ref.get("name") or "")
-    if kind == IMC_KIND:
-        imc = ctx.imcs.get(namespace, name)
-        return imc, imc, "" if imc is not None else f'InMemoryChannel "{name}" not found'
+    if kind in (IMC_KIND, REDIS_CHANNEL_KIND):
+        imc = _log_channel(ctx, kind, namespace, name)
+        return imc, imc, "" if imc is not None else f'{kind} "{name}" not found'
     if kind == "Channel":
         ch = ctx.channels.get(namespace, name)
         if ch is None:
             return None, None, f'Channel "{name}" not found'
         backing = (ch.get("status") or {}).get("channel") or {}
-        imc = ctx.imcs.get(namespace, str(backing.get("name") or "")) if backing else None
+        imc = (_log_channel(ctx, str(backing.get("kind") or IMC_KIND), namespace,
+                            str(backing.get("name") or "")) if backing else None)
         return imc, ch, "" if imc is not None else f'Channel "{name}" has no backing channel yet'
-    return None, None, f"channel kind {kind!r} is not supported: use Channel or InMemoryChannel"
+    return None, None, (f"channel kind {kind!r} is not supported: use Channel, InMemoryChannel or "
+                        "RedisChannel")
 
 
 def delivering_from(ctx: Context, imc: Obj) -> list[Obj]:
-    """Every Subscription that delivers from an InMemoryChannel (naming it or its Channel)."""
+    """Every Subscription that delivers from an InMemoryChannel or RedisChannel (naming it or its
+    Channel)."""
     ns = imc["metadata"].get("namespace", "default")
     out = []
     for sub in ctx.subscriptions.list(ns):
@@ -67,14 +103,27 @@ def naming(ctx: Context, channel: Obj) -> list[Obj]:
 
 
 async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
-    imc = ctx.imcs.get(*key)
+    return await _reconcile_log_channel(ctx, key, IN_MEMORY_CHANNELS, ctx.imcs, redis_backed=False)
+
+
+async def reconcile_redis_channel(ctx: Context, key: Key) -> float | None:
+    if ctx.rchans is None:
+        return None
+    return await _reconcile_log_channel(ctx, key, REDIS_CHANNELS, ctx.rchans, redis_backed=True)
+
+
+async def _reconcile_log_channel(
+    ctx: Context, key: Key, kind: Kind, informer: Informer, *, redis_backed: bool
+) -> float | None:
+    """An InMemoryChannel's (or a RedisChannel's, `redis_backed`) status."""
+    imc = informer.get(*key)
     if imc is None:
         ctx.snapshot_dirty()
         ctx.plan_dirty()
         return None
     updated = with_subscribers(imc, delivering_from(ctx, imc))
     if updated is not None:
-        imc = await ctx.store.update(IN_MEMORY_CHANNELS, updated)
+        imc = await ctx.store.update(kind, updated)
     now = ctx.clock()
     ns, name = key
     s = ctx.settings
@@ -83,12 +132,28 @@ async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
     status["address"] = {"url": messaging.channel_address_url(ns, name, s.domain, s.gateway_port)}
     set_condition(status, "Addressable", "True", now=now)
     set_condition(status, "EndpointsReady", "True", now=now)
-    set_condition(status, "ChannelServiceReady", "True", now=now)
+    ch_status, ch_reason = "True", ""
+    if redis_backed:
+        annotations: dict[str, Any] = dict(status.get("annotations") or {})
+        annotations[BACKEND_ANNOTATION] = BACKEND_REDIS
+        status["annotations"] = annotations
+        ch_status, ch_reason, ch_message, durable = channel_condition(
+            BACKEND_REDIS, imc["metadata"].get("uid", ""), redis=s.redis is not None, view=ctx.redis_view())
+        set_condition(status, "ChannelServiceReady", ch_status, ch_reason, ch_message, now=now)
+        if durable is None:
+            remove_condition(status, "Durable")
+        else:
+            set_condition(status, "Durable", *durable, now=now, severity="Info")
+    else:
+        set_condition(status, "ChannelServiceReady", "True", now=now)
     requeue: float | None = None
     served = any(
         b.kind == "channel" and b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers
     )
-    if not served:
+    if ch_status == "False":  # not served until Redis is configured
+        set_condition(status, "ServiceReady", "Unknown", ch_reason,
+                      "the gateways serve the channel once Redis is configured", now=now)
+    elif not served:
         ctx.snapshot_dirty()
         set_condition(status, "ServiceReady", "Unknown", "Programming",
                       "waiting for the gateway snapshot to carry the channel", now=now)
@@ -112,25 +177,36 @@ async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
     status["subscribers"] = subscribers_status(imc, ctx.dispatch.runs)
     if not status["subscribers"]:
         del status["subscribers"]
-    roll_up(status, list(messaging.IN_MEMORY_CHANNEL_CONDITIONS), now=now)
-    await write_status(ctx, IN_MEMORY_CHANNELS, imc, status)
+    conditions = (messaging.REDIS_CHANNEL_CONDITIONS if redis_backed
+                  else messaging.IN_MEMORY_CHANNEL_CONDITIONS)
+    roll_up(status, list(conditions), now=now)
+    await write_status(ctx, kind, imc, status)
     ctx.plan_dirty()
     return requeue
 
 
+def backing_kind(channel: Obj) -> tuple[str, str] | None:
+    """(apiVersion, kind) of the channel a Channel's template names, if Flint provides it."""
+    template = (channel.get("spec") or {}).get("channelTemplate") or {}
+    pair = (str(template.get("apiVersion", messaging.API_VERSION)), str(template.get("kind", IMC_KIND)))
+    return pair if pair in messaging.CHANNEL_KINDS else None
+
+
 def backing_manifest(channel: Obj, existing: Obj | None = None) -> Obj:
-    """The InMemoryChannel a Channel owns: its name, the template's spec, the Channel's delivery;
-    the `subscribers` (and their annotation) of the `existing` one, which are its own to keep."""
+    """The InMemoryChannel (or RedisChannel, as the template says) a Channel owns: its name, the
+    template's spec, the Channel's delivery; the `subscribers` (and their annotation) of the
+    `existing` one, which are its own to keep."""
     meta = channel["metadata"]
     spec = channel.get("spec") or {}
     template = spec.get("channelTemplate") or dict(messaging.DEFAULT_CHANNEL_TEMPLATE)
+    api_version, kind = backing_kind(channel) or (messaging.API_VERSION, IMC_KIND)
     imc_spec = copy.deepcopy(template.get("spec") or {})
     imc_spec.pop("subscribers", None)
     if spec.get("delivery"):
         imc_spec["delivery"] = copy.deepcopy(spec["delivery"])
     manifest: Obj = {
-        "apiVersion": messaging.API_VERSION,
-        "kind": IMC_KIND,
+        "apiVersion": api_version,
+        "kind": kind,
         "metadata": {
             "name": meta["name"],
             "namespace": meta.get("namespace", "default"),
@@ -163,23 +239,26 @@ async def reconcile_channel(ctx: Context, key: Key) -> float | None:
     status["observedGeneration"] = ch["metadata"].get("generation", 1)
     template = (ch.get("spec") or {}).get("channelTemplate") or {}
     imc: Obj | None = None
-    if template.get("kind", IMC_KIND) != IMC_KIND or template.get("apiVersion", messaging.API_VERSION) != (
-        messaging.API_VERSION
-    ):
+    backing = backing_kind(ch)
+    if backing is None or (backing[1] == REDIS_CHANNEL_KIND and ctx.rchans is None):
         set_condition(
             status, "BackingChannelReady", "False", "ChannelTemplateUnsupported",
-            f"Flint backs channels with {messaging.API_VERSION} InMemoryChannel, not "
+            f"Flint backs channels with {messaging.API_VERSION} InMemoryChannel or "
+            f"{messaging.FLINT_API_VERSION} RedisChannel, not "
             f"{template.get('apiVersion')} {template.get('kind')}", now=now,
         )
     else:
+        child_kind, informer = ((REDIS_CHANNELS, ctx.rchans) if backing[1] == REDIS_CHANNEL_KIND
+                                else (IN_MEMORY_CHANNELS, ctx.imcs))
+        assert informer is not None
         try:
-            existing = ctx.imcs.get(*key)
-            imc = await ensure_child(ctx, IN_MEMORY_CHANNELS, ctx.imcs, ch, backing_manifest(ch, existing))
+            existing = informer.get(*key)
+            imc = await ensure_child(ctx, child_kind, informer, ch, backing_manifest(ch, existing))
         except NotOwned as exc:
             set_condition(status, "BackingChannelReady", "False", "NotOwned", str(exc), now=now)
     if imc is not None:
         status["channel"] = {
-            "apiVersion": messaging.API_VERSION, "kind": IMC_KIND,
+            "apiVersion": imc.get("apiVersion", messaging.API_VERSION), "kind": imc.get("kind", IMC_KIND),
             "name": imc["metadata"]["name"], "namespace": imc["metadata"].get("namespace", "default"),
         }
         istatus = imc.get("status") or {}

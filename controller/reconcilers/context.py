@@ -27,6 +27,7 @@ TRIGGERS = Kind("eventing.knative.dev", "triggers")
 CHANNELS = Kind("messaging.knative.dev", "channels")
 IN_MEMORY_CHANNELS = Kind("messaging.knative.dev", "inmemorychannels")
 SUBSCRIPTIONS = Kind("messaging.knative.dev", "subscriptions")
+REDIS_CHANNELS = Kind("messaging.flint.dev", "redischannels")
 
 Key = tuple[str, str]
 """(namespace, name)."""
@@ -75,6 +76,8 @@ class Context:
     """Wall-clock seconds; replaced in tests."""
     redis_view: Callable[[], RedisView] = field(default=RedisView)
     """What the controller last learned of its Redis (durability), when it has one."""
+    rchans: Informer | None = None
+    """RedisChannels: Flint's channels whose log is a Redis stream (None: not watched)."""
 
 
     def lookup(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:
@@ -88,6 +91,8 @@ class Context:
             ("messaging.knative.dev", "InMemoryChannel"): self.imcs,
             ("messaging.knative.dev", "Subscription"): self.subscriptions,
         }
+        if self.rchans is not None:
+            informers[("messaging.flint.dev", "RedisChannel")] = self.rchans
         informer = informers.get((group, kind))
         return None if informer is None else informer.get(namespace, name)
 

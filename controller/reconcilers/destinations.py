@@ -23,6 +23,7 @@ ADDRESSABLE: dict[tuple[str, str], str] = {
     ("eventing.knative.dev", "Broker"): "brokers.eventing.knative.dev",
     ("messaging.knative.dev", "Channel"): "channels.messaging.knative.dev",
     ("messaging.knative.dev", "InMemoryChannel"): "inmemorychannels.messaging.knative.dev",
+    ("messaging.flint.dev", "RedisChannel"): "redischannels.messaging.flint.dev",
 }
 """The kinds a `ref` may name, with the resource name used in messages."""
 

@@ -50,6 +50,23 @@ def broker_entries(
     return out
 
 
+def redis_channel_entries(channels: Iterable[Obj], *, redis: bool = False) -> list[BrokerEntry]:
+    """The gateways' entries of RedisChannels (pure): served at the channel-ingress address like an
+    InMemoryChannel, appended to their stream by any worker (`log` unused, as a Redis broker's).
+    Without `redis` none: they are not Ready (`RedisNotConfigured`) and their ingress answers 404."""
+    if not redis:
+        return []
+    out = []
+    for c in channels:
+        meta = c["metadata"]
+        if not meta.get("uid"):
+            continue
+        uid = meta["uid"]
+        out.append(BrokerEntry(meta.get("namespace", "default"), meta["name"], uid, broker_log_relpath(uid),
+                               kind="channel", backend=BACKEND_REDIS, stream=stream_key(uid)))
+    return out
+
+
 @dataclass
 class _Drain:
     started: float
@@ -79,7 +96,9 @@ class SnapshotPublisher:
         channels: Informer | None = None,
         engine: str = ENGINE_EMBEDDED,
         redis: bool = False,
+        redis_channels: Informer | None = None,
     ) -> None:
+        self._redis_channels = redis_channels
         self._engine = engine
         self._redis = redis
         self._brokers = brokers
@@ -148,9 +167,10 @@ class SnapshotPublisher:
         return replace(snapshot, brokers=self.broker_entries())
 
     def broker_entries(self) -> tuple[BrokerEntry, ...]:
-        """Every broker of Flint's classes and every InMemoryChannel, with its log: the gateways'
-        ingress serves them."""
+        """Every broker of Flint's classes, every InMemoryChannel and (with Redis) every
+        RedisChannel, with its log: the gateways' ingress serves them."""
         out = list(broker_entries(self._brokers or (), engine=self._engine, redis=self._redis))
+        out += redis_channel_entries(self._redis_channels or (), redis=self._redis)
         for c in self._channels or ():  # InMemoryChannels: the same log, without fsync
             meta = c["metadata"]
             if meta.get("uid"):

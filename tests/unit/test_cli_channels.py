@@ -86,7 +86,7 @@ def test_parse_channel_type(flag: str, expected: Obj) -> None:
 def test_parse_channel_type_refuses_other_forms(flag: str) -> None:
     message = usage_error(parse_channel_type, flag)
     assert message == (f"--type {flag!r}: expected GROUP:VERSION:KIND "
-                       "(e.g. messaging.knative.dev:v1:InMemoryChannel) or imcv1")
+                       "(e.g. messaging.knative.dev:v1:InMemoryChannel), imcv1 or redis")
 
 
 @pytest.mark.parametrize(
@@ -110,11 +110,11 @@ def test_parse_channel_ref(flag: str, expected: Obj) -> None:
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
-        ("", "expected NAME, channel:NAME, imc:NAME or GROUP:VERSION:KIND:NAME"),
-        ("a/b", "expected NAME, channel:NAME, imc:NAME or GROUP:VERSION:KIND:NAME"),
-        ("ksvc:pipe", "expected NAME, channel:NAME, imc:NAME or GROUP:VERSION:KIND:NAME"),
-        ("g:v:pipe", "expected NAME, channel:NAME, imc:NAME or GROUP:VERSION:KIND:NAME"),
-        ("g:v::pipe", "expected NAME, channel:NAME, imc:NAME or GROUP:VERSION:KIND:NAME"),
+        ("", "expected NAME, channel:NAME, imc:NAME, rch:NAME or GROUP:VERSION:KIND:NAME"),
+        ("a/b", "expected NAME, channel:NAME, imc:NAME, rch:NAME or GROUP:VERSION:KIND:NAME"),
+        ("ksvc:pipe", "expected NAME, channel:NAME, imc:NAME, rch:NAME or GROUP:VERSION:KIND:NAME"),
+        ("g:v:pipe", "expected NAME, channel:NAME, imc:NAME, rch:NAME or GROUP:VERSION:KIND:NAME"),
+        ("g:v::pipe", "expected NAME, channel:NAME, imc:NAME, rch:NAME or GROUP:VERSION:KIND:NAME"),
         ("channel:", "expected channel:NAME with a name"),
         ("imc:a/b", "expected imc:NAME with a name"),
     ],

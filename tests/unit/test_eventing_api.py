@@ -542,7 +542,8 @@ def test_channel_template_rules_and_warning() -> None:
     assert errors_of(channel(channelTemplate=kafka)) == []
     assert messaging.channel_warnings(defaulted(channel(channelTemplate=kafka))) == [
         "spec.channelTemplate: messaging.knative.dev/v1beta1 KafkaChannel is not a channel kind Flint"
-        " provides; the Channel stays not ready (use messaging.knative.dev/v1 InMemoryChannel)"
+        " provides; the Channel stays not ready (use messaging.knative.dev/v1 InMemoryChannel or"
+        " messaging.flint.dev/v1 RedisChannel)"
     ]
 
 
@@ -677,6 +678,7 @@ def test_registry_api_version_kind_and_plural() -> None:
         "Trigger",
         "Channel",
         "InMemoryChannel",
+        "RedisChannel",
         "Subscription",
     ]
 

@@ -107,7 +107,8 @@ def refs(node: Any) -> set[str]:
 
 def test_each_group_version_document_lists_operations_kubectl_can_use() -> None:
     docs = {k: orjson.loads(v) for k, v in openapi.documents(TYPES).items()}
-    assert set(docs) == {f"apis/{g}" for g in (SERVING, eventing.API_VERSION, messaging.API_VERSION)}
+    assert set(docs) == {f"apis/{g}" for g in (SERVING, eventing.API_VERSION, messaging.API_VERSION,
+                                                   messaging.FLINT_API_VERSION)}
     serving = docs[f"apis/{SERVING}"]
     item = serving["paths"]["/apis/serving.knative.dev/v1/namespaces/{namespace}/services/{name}"]
     gvk = {"group": "serving.knative.dev", "version": "v1", "kind": "Service"}
@@ -148,6 +149,7 @@ def test_the_command_writes_the_documents(tmp_path: Path, capsys: pytest.Capture
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json"))
     assert written == [
         "apis/eventing.knative.dev/v1.json",
+        "apis/messaging.flint.dev/v1.json",
         "apis/messaging.knative.dev/v1.json",
         "apis/serving.knative.dev/v1.json",
         "index.json",

@@ -63,9 +63,10 @@ def test_lookup_unknown_lists_what_is_known() -> None:
 def test_types_are_the_four_serving_kinds_then_the_eventing_kinds() -> None:
     kinds = [rt.kind for rt in TYPES]
     assert kinds == ["Service", "Configuration", "Revision", "Route", "Broker", "Trigger", "Channel",
-                     "InMemoryChannel", "Subscription"]
+                     "InMemoryChannel", "RedisChannel", "Subscription"]
     groups = [rt.api_version for rt in TYPES[4:]]
-    assert groups == ["eventing.knative.dev/v1"] * 2 + ["messaging.knative.dev/v1"] * 3
+    assert groups == (["eventing.knative.dev/v1"] * 2 + ["messaging.knative.dev/v1"] * 2
+                      + ["messaging.flint.dev/v1", "messaging.knative.dev/v1"])
     for rt in TYPES[:4]:
         assert rt.group == "serving.knative.dev"
         assert rt.version == "v1"
