@@ -68,6 +68,8 @@ STABLE_RUN_S = 60.0
 TRIM_EVERY_S = 30.0
 """How often the Redis streams of the plan are trimmed (`redis_retention.trim`): below what every
 consumer handled, and past the age and size caps."""
+REDIS_TIMEOUT_MARGIN_S = 5.0
+"""The Redis client's socket timeout is the blocking read's (`block_ms`) plus this."""
 REDIS_MAX_CONNECTIONS = 512
 """The Redis client's pool: each Redis runner holds one connection in its blocking read, and
 acks, retries and upkeep take others for a moment."""
@@ -200,8 +202,12 @@ class Dispatcher:
         await asyncio.to_thread(self._lock.acquire)
         self._state = DispatcherState(s.db_path, durable=s.durable)
         if s.redis is not None:  # connects on first use
-            self.redis = redis_conn.client(s.redis, decode=False, socket_timeout_s=None,
-                                           max_connections=REDIS_MAX_CONNECTIONS)
+            # A finite socket timeout past the blocking read's: a partitioned Redis fails the
+            # runners (restarted with back-off) instead of hanging a lease renewal forever.
+            self.redis = redis_conn.client(
+                s.redis, decode=False,
+                socket_timeout_s=s.redis_consumer.block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
+                max_connections=REDIS_MAX_CONNECTIONS)
         await self._wake.start()
         app = web.Application(middlewares=[auth_middleware(s.token)])
         app.router.add_get("/healthz", self._healthz)
