@@ -89,9 +89,21 @@ redis.call('ZADD', KEYS[2], ARGV[1], id)
 return id
 """
 
-UPDATE_RETRY = """
--- KEYS: retries, inflight, retrydata; ARGV: retry id, attempt, next_at.
--- A retry already gone (delivered, dead-lettered elsewhere) is not brought back.
+OWNED = """
+local function taken_by_other(inflight, id, owner)
+  local v = redis.call('HGET', KEYS[inflight], id)
+  return v ~= false and string.sub(v, -(#owner + 1)) ~= '|' .. owner
+end
+"""
+"""Is retry `id` in progress under another taker's lease (`inflight`: the index of that key in
+KEYS; its value `until|next|owner`)? A taker whose lease expired and was taken over must not
+write its outcome over the new taker's."""
+
+UPDATE_RETRY = OWNED + """
+-- KEYS: retries, inflight, retrydata; ARGV: retry id, attempt, next_at, owner.
+-- Not while another taker holds its lease: a stalled taker's outcome is dropped (0). A retry gone
+-- (delivered, dead-lettered elsewhere) is not brought back.
+if taken_by_other(2, ARGV[1], ARGV[4]) then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 local data = redis.call('HGET', KEYS[3], ARGV[1])
 if not data then
@@ -105,9 +117,12 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
 
-ADD_DEAD_LETTER = """
--- KEYS: seq, dead, deaddata, retries, inflight, retrydata; ARGV: data, retry id or ''.
--- Returns the dead letter's id; the retry (if any) goes in the same step.
+ADD_DEAD_LETTER = OWNED + """
+-- KEYS: seq, dead, deaddata, retries, inflight, retrydata; ARGV: data, retry id or '', owner.
+-- Returns the dead letter's id; the retry (if any) goes in the same step — unless another taker
+-- holds its lease now, or it is gone (delivered elsewhere): then 0 and no dead letter.
+if ARGV[2] ~= '' and (taken_by_other(5, ARGV[2], ARGV[3])
+                     or redis.call('HEXISTS', KEYS[6], ARGV[2]) == 0) then return 0 end
 local id = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[3], id, ARGV[1])
 redis.call('ZADD', KEYS[2], id, id)

@@ -116,7 +116,7 @@ class RedisConsumerState:
 
     async def update_retry(self, retry_id: int, attempt: int, next_at: float) -> None:
         await self._update(keys=[self._retries, self._inflight, self._retrydata],
-                           args=[retry_id, attempt, next_at])
+                           args=[retry_id, attempt, next_at, self.owner])
         self._held.discard(retry_id)
 
     async def remove_retry(self, retry_id: int) -> None:
@@ -141,7 +141,8 @@ class RedisConsumerState:
         data = orjson.dumps({"event_id": event_id, "event": base64.b64encode(event).decode(),
                              "reason": reason, "status": status, "detail": detail, "at": at})
         keys = [self._seq, self._dead, self._deaddata, self._retries, self._inflight, self._retrydata]
-        dead = await self._add_dead(keys=keys, args=[data, "" if retry_id is None else retry_id])
+        dead = await self._add_dead(keys=keys, args=[data, "" if retry_id is None else retry_id,
+                                                     self.owner])
         if retry_id is not None:
             self._held.discard(retry_id)
         return int(dead)

@@ -456,6 +456,22 @@ async def test_an_expired_lease_is_taken_over_and_renewals_keep_it(rb: RedisBack
     assert await one.retries() == []
 
 
+async def test_a_stalled_taker_cannot_write_its_outcome_over_the_new_takers(rb: RedisBackend) -> None:
+    one, two = rb.redis_state("c", "d-a", lease_s=10), rb.redis_state("c", "d-b", lease_s=10)
+    rid = await one.add_retry("7", b"seven", 2, T0)
+    [_] = await one.take_due(T0, 5)
+    [over] = await two.take_due(T0 + 11, 5)  # one stalled past its lease: two holds the retry
+    assert over.id == rid
+    await one.update_retry(rid, 3, T0 + 12)  # one's late failure: dropped
+    await one.add_dead_letter("7", b"seven", "retries exhausted", 500, "", T0 + 12, retry_id=rid)
+    assert await one.dead_letters() == []  # not dead-lettered behind two's back
+    assert [r.id for r in await two.retries()] == [rid]  # still two's, in progress
+    assert await one.take_due(T0 + 13, 5) == [] and await two.take_due(T0 + 13, 5) == []
+    await two.update_retry(rid, 3, T0 + 14)  # the owner's outcome counts
+    [again] = await one.take_due(T0 + 14, 5)
+    assert (again.id, again.attempt) == (rid, 3)
+
+
 async def test_two_sources_in_one_group_share_the_events_without_duplicates(rb: RedisBackend) -> None:
     one, two = rb.redis_source("c", "d-a"), rb.redis_source("c", "d-b")
     await one.open()
