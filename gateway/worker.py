@@ -9,14 +9,12 @@ and drains before it exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 
+from flint_common.lifetime import die_with_parent
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
 from gateway.activator import Activator
@@ -53,9 +51,6 @@ HOME_SIDE_COUNTERS = (
 """Counters of requests forwarded by the other workers that the forwarding worker cannot see
 (it gets an answer): added to this worker's on `/metrics`. Its requests and answers are not,
 since the forwarding worker counts those already."""
-
-_PR_SET_PDEATHSIG = 1
-
 
 async def _unlinked(_: UpMessage) -> bool:
     """`send_up` without a controller link: nothing is sent."""
@@ -163,15 +158,6 @@ def protocol_factory(
     return lambda: ClientConnection(ctx, trusted=trusted, public=public)
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
-    """Ask the kernel for SIGTERM when the parent dies; exit now if it already has."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if parent_pid is not None and os.getppid() != parent_pid:
-        sys.exit(0)
-
-
 def worker_main(
     settings: GatewaySettings,
     index: int,
@@ -184,7 +170,7 @@ def worker_main(
     """Entry point of worker `index`: a uvloop event loop serving `sockets` until signalled."""
     import uvloop
 
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     raise_nofile_limit(settings.nofile_limit)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run_worker(settings, index, gateway_id, parent_pid, token, sockets, redis))

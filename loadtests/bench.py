@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flint_common.lifetime import die_with_parent
 from flint_common.secret import load_or_create_token
 from loadtests import (
     bench_baseline,
@@ -193,7 +194,7 @@ def _spawn_gateway(started: Started, argv: list[str], log_path: Path, env: dict[
     with log_path.open("wb") as log:
         proc = started.add(subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, cwd=str(cwd)))
+            start_new_session=True, preexec_fn=die_with_parent, cwd=str(cwd)))
     try:
         wait_status_200(port, HOST, what, lambda: proc.poll() is None)
     except BenchError as exc:
@@ -366,6 +367,7 @@ def bare_start(started: Started, timeout_s: float = 30.0) -> tuple[float, int | 
     t0 = time.monotonic()
     proc = subprocess.Popen([python, "app.py"], cwd=sfz.APP_DIR, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=die_with_parent,
                             env=started.env(PORT=str(port), SLEEPY_MS="0", K_REVISION="bare"))
     try:
         deadline = t0 + timeout_s

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flint_common.lifetime import die_with_parent
 from loadtests import bench_cpu, bench_tools, procs
 from loadtests.flint_process import Flint, FlintError, free_port, start_flint, stop_flint, wait_for
 from loadtests.scale_from_zero import PROFILE_ARGS, markdown_table, percentile
@@ -306,7 +307,7 @@ def start_sink(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=die_with_parent,
     )
     sink_url = f"http://127.0.0.1:{sink_port}"
     try:

@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from flint_common.lifetime import die_with_parent
 from loadtests import procs
 
 NGINX = "nginx"
@@ -115,7 +116,7 @@ def start(prefix: Path, config: str, port: int) -> Nginx:
     try:
         proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent)
     finally:
         log.close()
     return Nginx(proc, prefix, port)

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flint_common.lifetime import die_with_parent
 from loadtests import bench_cpu, bench_tools, procs
 from loadtests.bench_events import DATA_BYTES, INGRESS_HOST, wrk_script
 from loadtests.flint_process import free_port, free_ports
@@ -100,7 +101,7 @@ def start_redis(workdir: Path) -> Redis:
          "--appendonly", "yes", "--save", "", "--dir", str(workdir),
          "--logfile", str(workdir / "redis.log")],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=die_with_parent)
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
@@ -208,7 +209,7 @@ def run_gateway(r: Redis, workdir: Path, duration_s: float, rounds: int) -> tupl
              "--workers", "1", "--controller", CONTROLLER_URL, "--state-dir", str(state),
              "--log-level", "WARNING"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, cwd=str(REPO))
+            start_new_session=True, preexec_fn=die_with_parent, cwd=str(REPO))
     totals = {name: Backend(name=f"gateway, {label}") for name, label in
               (("sqlite", "SQLite log (fsync per commit)"), ("redis", "Redis stream (batching writer)"))}
     ticks = {"sqlite": [0, 0], "redis": [0, 0]}

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from controller.cli.endpoint import resolve
 from controller.eventing.plan import dispatcher_id
 from flint_common import procinfo, redis_config
+from flint_common.lifetime import die_with_parent
 from flint_common.secret import Secret
 from loadtests import procs
 
@@ -170,7 +171,7 @@ def _spawn(argv: Sequence[str], log_path: Path,
         # Its own session: we decide when it stops, and a SIGKILL of the group reaches its
         # children (a gateway's workers) if it ignores the polite signal.
         return subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,
                                 env={**os.environ, **(env or {})})
 
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from flint_common.lifetime import die_with_parent
 from loadtests import procs
 from loadtests.flint_process import FlintError, free_port
 
@@ -51,7 +52,7 @@ def start(workdir: Path, *, appendonly: bool = True) -> RedisProc:
             "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
             "--save", "", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     server = RedisProc(proc, port, workdir)
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
     end = time.monotonic() + START_TIMEOUT_S

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -42,16 +41,9 @@ from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
 from flint_common import guards, kubeconfig, redis_config
 from flint_common.addresses import format_hostport, parse_listen
+from flint_common.lifetime import die_with_parent
 from flint_common.private import UnsafeStateDir, ensure_private_dir, private_umask
 from flint_common.redis_config import RedisConfigError, RedisSettings
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Run in the child before exec: SIGTERM it when `flint up` dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -87,7 +79,7 @@ class Supervisor:
             # ones: a URL without password and the password file's path.
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             start_new_session=True,
         )
         child.started = time.monotonic()

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import contextlib
 import itertools
 import json
 import os
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
-from support.harness import APPS, Flint, fetch, free_port, poll, procs_mentioning, start_flint, stop_flint
+from support.events import apply, broker, recorder, trigger
+from support.harness import APPS, Flint, fetch, poll, procs_mentioning, start_flint, stop_flint
 
 SINK = str(APPS / "eventsink")
 INGRESS = "broker-ingress.localhost"
@@ -41,128 +38,6 @@ def flint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flint]:
         yield f
     finally:
         stop_flint(f)
-
-
-class Recorder:
-    """An in-test HTTP subscriber: records events, answers with `statuses` in turn (then 202).
-
-    With `fail_first=k` the first k attempts of every event (by `ce-id`) answer 500, so failure
-    is a property of each event, not of the order in which concurrent deliveries arrive.
-    With `reply=(headers, body)` a delivered event is answered 200 with that message (the reply's
-    `ce-id` is the event's with `r-` in front)."""
-
-    def __init__(
-        self,
-        statuses: list[int] | None = None,
-        fail_first: int = 0,
-        reply: tuple[dict[str, str], bytes] | None = None,
-    ) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.requests = 0
-        self.attempts: collections.Counter[str] = collections.Counter()
-        """ce-id → requests received for it (failed ones included)."""
-        self.log: list[str] = []
-        """The ce-id of every request, in arrival order (failed ones included)."""
-        self.statuses = list(statuses or [])
-        self.fail_first = fail_first
-        self.reply = reply
-        self.lock = threading.Lock()
-        rec = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                ce_id = self.headers.get("ce-id", "")
-                with rec.lock:
-                    rec.requests += 1
-                    rec.attempts[ce_id] += 1
-                    rec.log.append(ce_id)
-                    status = rec.statuses.pop(0) if rec.statuses else 202
-                    if rec.attempts[ce_id] <= rec.fail_first:
-                        status = 500
-                    if status < 300:
-                        rec.events.append(
-                            {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
-                        )
-                if rec.reply is not None and status < 300:
-                    headers, reply_body = rec.reply
-                    self.send_response(200)
-                    for k, v in {**headers, "ce-id": f"r-{ce_id}"}.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(reply_body)))
-                    self.end_headers()
-                    self.wfile.write(reply_body)
-                    return
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 1024  # the default backlog of 5 stalls connections in a burst
-
-        self.port = free_port()
-        self.server = Server(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def ids(self) -> list[str]:
-        """The ce-id of every accepted event, in arrival order."""
-        with self.lock:
-            return [e["headers"].get("ce-id", "") for e in self.events]
-
-    def attempt_counts(self) -> dict[str, int]:
-        with self.lock:
-            return dict(self.attempts)
-
-    def attempt_log(self) -> list[str]:
-        with self.lock:
-            return list(self.log)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@contextlib.contextmanager
-def recorder(**kw: Any) -> Iterator[Recorder]:
-    r = Recorder(**kw)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-def apply(flint: Flint, *objs: dict[str, Any]) -> None:
-    flint.cli("apply", "-f", "-", input=yaml.safe_dump_all(objs))
-
-
-def broker(name: str, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec = {"delivery": delivery} if delivery else {}
-    return {
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Broker",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def trigger(name: str, broker_name: str, subscriber: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Trigger",
-        "metadata": {"name": name},
-        "spec": {"broker": broker_name, "subscriber": subscriber, **spec},
-    }
 
 
 def ready(flint: Flint, kind: str, name: str) -> bool:
@@ -830,6 +705,6 @@ def test_ordered_delivery_keeps_the_order_through_retries_and_large_events_arriv
         # Every event was retried, in place: all its attempts came before the next event's first.
         counts = rec.attempt_counts()
         assert sorted(counts) == sorted([*ids, "big"]) and all(n >= 2 for n in counts.values()), counts
-        log = rec.attempt_log()
+        log = [ce_id for ce_id, _ in rec.attempt_log()]
         assert [k for k, _ in itertools.groupby(log)] == [*ids, "big"], log
         assert rec.events[-1]["body"] == big

@@ -91,12 +91,16 @@ class Recorder:
 
     `fail_share`: attempts that fail (500) by `fails()`; `fail_first`: the first k attempts of
     every event fail; `statuses`: answers given in turn first (then 202); `delay_s`: each answer
-    waits this long after the request is recorded (a slow subscriber: deliveries stay in flight)."""
+    waits this long after the request is recorded (a slow subscriber: deliveries stay in flight);
+    `reply=(headers, body)`: an accepted event is answered 200 with that message, a reply whose
+    `ce-id` is the event's with `r-` in front."""
 
     def __init__(self, *, fail_share: float = 0.0, fail_first: int = 0,
-                 statuses: Sequence[int] = (), delay_s: float = 0.0) -> None:
+                 statuses: Sequence[int] = (), delay_s: float = 0.0,
+                 reply: tuple[dict[str, str], bytes] | None = None) -> None:
         self.fail_share, self.fail_first, self.delay_s = fail_share, fail_first, delay_s
         self.statuses = list(statuses)
+        self.reply = reply
         self.lock = threading.Lock()
         self.attempts: collections.Counter[str] = collections.Counter()
         """ce-id → requests for it (failed ones included)."""
@@ -124,6 +128,15 @@ class Recorder:
                                            "body": body, "at": time.time()})
                 if rec.delay_s:
                     time.sleep(rec.delay_s)  # a handler thread of its own: no event loop here
+                if rec.reply is not None and status < 300:
+                    headers, reply_body = rec.reply
+                    self.send_response(200)
+                    for k, v in {**headers, "ce-id": f"r-{ce_id}"}.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(reply_body)))
+                    self.end_headers()
+                    self.wfile.write(reply_body)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -152,6 +165,12 @@ class Recorder:
     def attempt_counts(self) -> dict[str, int]:
         with self.lock:
             return dict(self.attempts)
+
+    @property
+    def requests(self) -> int:
+        """Requests received (failed ones included)."""
+        with self.lock:
+            return len(self.log)
 
     def attempt_log(self) -> list[tuple[str, int]]:
         with self.lock:

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from flint_common.lifetime import die_with_parent
 from loadtests.flint_process import free_port
 
 START_TIMEOUT_S = 15.0
@@ -88,7 +89,7 @@ def start_redis(workdir: Path, *, appendonly: bool = True, password: str | None 
             "--daemonize", "no", "--appendonly", "yes" if appendonly else "no", "--save", "",
             "--dir", str(workdir), "--logfile", str(log_path)]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     server = RedisServer(proc, port, workdir, appendonly, password, log_path)
     client = server.client()
     end = time.monotonic() + timeout_s
