@@ -34,7 +34,7 @@ from controller.apiserver_openapi import check_fields, field_validation
 from controller.apiserver_registry import Registry, default_registry
 from controller.apiserver_tables import TableOptions, negotiate, table
 from controller.apiserver_watch import WatchOptions, initial_events_end, watch_options
-from controller.store.base import Conflict, Gone, Obj, Store, StoreError, WatchEvent
+from controller.store.base import Conflict, Gone, Obj, Store, StoreError, TooLarge, WatchEvent
 from controller.store.logic import copy_obj
 
 log = logging.getLogger("flint.apiserver")
@@ -351,6 +351,8 @@ class _Api:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.timeout_s if options.timeout_s is not None else None
         since, initial = await self._watch_start(rt, namespace, options)
+        # Made before the answer starts: a resourceVersion the store refuses is a plain error.
+        events = self.store.watch(rt.store_kind, namespace, since)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -367,7 +369,6 @@ class _Api:
                 first = False
             return orjson.dumps({"type": kind, "object": out}) + b"\n"
 
-        events = self.store.watch(rt.store_kind, namespace, since)
         try:
             if initial is not None:
                 for obj in initial:
@@ -391,21 +392,21 @@ class _Api:
 
     async def _watch_start(
         self, rt: ResourceType, namespace: str | None, options: WatchOptions
-    ) -> tuple[int, Sequence[Obj] | None]:
+    ) -> tuple[str, Sequence[Obj] | None]:
         """Where the store's watch starts, and the objects a watch-list sends first."""
         if options.send_initial_events is None or (
-            options.send_initial_events is False and options.since > 0
+            options.send_initial_events is False and options.since
         ):
             return options.since, None
-        items, rv = await self.store.list(rt.store_kind, namespace)
-        if options.since > rv:
+        try:
+            items, rv = await self.store.list(rt.store_kind, namespace,
+                                              not_older_than=options.since)
+        except TooLarge as e:
             raise ApiError(
-                504,
-                f"Too large resource version: {options.since}, current: {rv}",
-                "Timeout",
+                504, str(e), "Timeout",
                 {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large "
                              "resource version"}], "retryAfterSeconds": 1},
-            )
+            ) from None
         return rv, items if options.send_initial_events else None
 
 

@@ -18,8 +18,9 @@ RESOURCE_VERSION_MATCHES = (NOT_OLDER_THAN, "Exact")
 class WatchOptions:
     """What a `?watch=true` request asked for."""
 
-    since: int
-    """Resume after this resourceVersion; 0 starts with an ADDED for every current object."""
+    since: str
+    """Resume after this resourceVersion (opaque: the store checks it); "" or "0" starts with
+    an ADDED for every current object."""
     timeout_s: float | None
     send_initial_events: bool | None
     """True: a watch-list (ADDED for the current objects, then a BOOKMARK); False: only changes
@@ -41,13 +42,9 @@ def _flag(query: Mapping[str, str], name: str) -> bool | None:
 
 def watch_options(query: Mapping[str, str]) -> WatchOptions:
     """The watch's options, checked the way the Kubernetes API server checks them."""
-    raw_rv = query.get("resourceVersion", "") or "0"
-    try:
-        since = int(raw_rv)
-    except ValueError:
-        raise bad_request(f'resourceVersion "{raw_rv}" is not a number') from None
-    if since < 0:
-        raise bad_request(f'resourceVersion "{raw_rv}" must not be negative')
+    since = query.get("resourceVersion", "")
+    if since == "0":
+        since = ""
     timeout = query.get("timeoutSeconds")
     try:
         timeout_s = float(timeout) if timeout else None
@@ -75,7 +72,7 @@ def watch_options(query: Mapping[str, str]) -> WatchOptions:
     return WatchOptions(since, timeout_s, initial, bookmarks)
 
 
-def initial_events_end(api_version: str, kind: str, resource_version: int) -> Obj:
+def initial_events_end(api_version: str, kind: str, resource_version: str) -> Obj:
     """The BOOKMARK event that says every current object was sent, as of `resource_version`."""
     return {
         "type": "BOOKMARK",

@@ -25,7 +25,8 @@ class Kind:
 class WatchEvent:
     type: Literal["ADDED", "MODIFIED", "DELETED"]
     object: Obj
-    resource_version: int
+    resource_version: str
+    """Opaque: compare it only for equality, pass it back to `watch` to resume after it."""
 
 
 class StoreError(Exception):
@@ -69,6 +70,20 @@ class BadRequest(StoreError):
     reason = "BadRequest"
 
 
+class Invalid(StoreError):
+    """A write the object's current state forbids (e.g. a new finalizer while it is deleted)."""
+
+    code = 422
+    reason = "Invalid"
+
+
+class TooLarge(StoreError):
+    """A resourceVersion newer than the store's (from another store, or a clock gone back)."""
+
+    code = 504
+    reason = "Timeout"
+
+
 class Gone(StoreError):
     """A watch asked to resume from a resourceVersion older than the kept history."""
 
@@ -77,33 +92,52 @@ class Gone(StoreError):
 
 
 class Store(Protocol):
-    """A resource store with Kubernetes semantics.
+    """A resource store with Kubernetes semantics, so reconcilers run unchanged over the embedded
+    stores (SQLite, memory) and over a Kubernetes API server.
 
-    - `metadata.resourceVersion` is a global monotonic counter (as a string on the wire);
+    - `metadata.resourceVersion` is an opaque string: compare it only for equality, hand it back
+      to `update` (optimistic concurrency) and to `watch` (resume after it). The embedded stores
+      use a global counter inside; a Kubernetes store passes the API server's through;
     - `create` fills uid, creationTimestamp, generation=1, resourceVersion, and `generateName`;
     - `update` replaces everything but `status` and bumps `generation` when `spec` changes;
-      a non-empty `metadata.resourceVersion` that is not current → `Conflict`;
+      a non-empty `metadata.resourceVersion` that is not current → `Conflict`; the deletion
+      fields are the store's, and no finalizer may be added to an object being deleted
+      (`Invalid`); removing the last finalizer of an object being deleted deletes it;
     - `update_status` replaces only `status` and never bumps `generation`;
-    - `delete` removes the object; children are removed by reconcilers through ownerReferences;
-    - `watch` yields every change after `since` (a resourceVersion) then follows live changes.
+    - `delete` of an object with finalizers only marks it (`deletionTimestamp`, a MODIFIED
+      event; `generation` bumped) until they are removed; else it removes the object. Children
+      go by owner references: the Kubernetes garbage collector's on Kubernetes, the
+      reconcilers' on the embedded engine;
+    - `watch` yields every change of one kind after `since` (a resourceVersion from `list` or an
+      event; empty: every current object as ADDED first), then follows live changes; a version
+      older than the kept history → `Gone` (list again), one it never issued → `BadRequest`,
+      one newer than its own → `TooLarge`.
     """
 
     async def create(self, kind: Kind, obj: Obj) -> Obj: ...
 
     async def get(self, kind: Kind, namespace: str, name: str) -> Obj: ...
 
-    async def list(self, kind: Kind, namespace: str | None = None) -> tuple[list[Obj], int]:
-        """Objects (of one namespace, or all when None) and the store's current resourceVersion."""
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, not_older_than: str = ""
+    ) -> tuple[list[Obj], str]:
+        """Objects (of one namespace, or all when None) and the resourceVersion they are as of;
+        with `not_older_than`, as of that version or newer (`TooLarge` when the store is older,
+        `BadRequest` for a version it never issued)."""
         ...
 
     async def update(self, kind: Kind, obj: Obj) -> Obj: ...
 
     async def update_status(self, kind: Kind, obj: Obj) -> Obj: ...
 
-    async def delete(self, kind: Kind, namespace: str, name: str) -> Obj: ...
+    async def delete(self, kind: Kind, namespace: str, name: str) -> Obj:
+        """The object as deleted, or as marked for deletion while finalizers remain."""
+        ...
 
     def watch(
-        self, kind: Kind | None = None, namespace: str | None = None, since: int = 0
-    ) -> AsyncIterator[WatchEvent]: ...
+        self, kind: Kind, namespace: str | None = None, since: str = ""
+    ) -> AsyncIterator[WatchEvent]:
+        """Raises `BadRequest`/`TooLarge` at once for a `since` it cannot resume from."""
+        ...
 
     async def close(self) -> None: ...

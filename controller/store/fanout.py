@@ -27,7 +27,7 @@ class Change:
     data: bytes
 
     def event(self) -> WatchEvent:
-        return WatchEvent(self.type, orjson.loads(self.data), self.rv)
+        return WatchEvent(self.type, orjson.loads(self.data), str(self.rv))
 
 
 class Subscriber:

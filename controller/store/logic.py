@@ -10,7 +10,17 @@ from typing import Any
 
 import orjson
 
-from controller.store.base import AlreadyExists, BadRequest, Conflict, Gone, Kind, NotFound, Obj
+from controller.store.base import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Gone,
+    Invalid,
+    Kind,
+    NotFound,
+    Obj,
+    TooLarge,
+)
 
 DEFAULT_NAMESPACE = "default"
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -116,12 +126,17 @@ def check_resource_version(kind: Kind, stored: Obj, incoming: Obj) -> None:
         raise conflict(kind, name_of(stored))
 
 
-def apply_update(stored: Obj, incoming: Obj) -> Obj:
+DELETION_FIELDS = ("deletionTimestamp", "deletionGracePeriodSeconds")
+"""Set by the store when an object with finalizers is deleted; clients cannot change them."""
+
+
+def apply_update(kind: Kind, stored: Obj, incoming: Obj) -> Obj:
     """The object after a user write: everything from `incoming` except status and identity.
 
     `generation` is bumped only when `spec` changed (deep compare); uid, creationTimestamp,
-    name and namespace stay; `status` stays as stored; resourceVersion is left as stored so
-    that `result == stored` detects a no-op write (the caller then skips it).
+    name, namespace and the deletion fields stay; `status` stays as stored; resourceVersion is
+    left as stored so that `result == stored` detects a no-op write (the caller then skips it).
+    An object being deleted takes no new finalizer (`Invalid`, the API server's words).
     """
     new = copy_obj(incoming)
     md = meta(new)
@@ -129,6 +144,18 @@ def apply_update(stored: Obj, incoming: Obj) -> Obj:
     for key in ("name", "namespace", "uid", "creationTimestamp", "resourceVersion"):
         if key in smd:
             md[key] = smd[key]
+    for key in DELETION_FIELDS:
+        if key in smd:
+            md[key] = smd[key]
+        else:
+            md.pop(key, None)
+    if smd.get("deletionTimestamp"):
+        added = [f for f in md.get("finalizers") or [] if f not in (smd.get("finalizers") or [])]
+        if added:
+            raise Invalid(
+                f'{kind} "{name_of(stored)}" is invalid: metadata.finalizers: Forbidden: no new '
+                f"finalizers can be added if the object is being deleted, found new finalizers "
+                f"{added}", kind=kind, name=name_of(stored))
     generation = int(smd.get("generation", 1))
     md["generation"] = generation + 1 if new.get("spec") != stored.get("spec") else generation
     if "status" in stored:
@@ -136,6 +163,44 @@ def apply_update(stored: Obj, incoming: Obj) -> Obj:
     else:
         new.pop("status", None)
     return new
+
+
+def apply_delete(stored: Obj, *, now: str | None = None) -> Obj | None:
+    """What `delete` leaves: None (remove it now) without finalizers; else the object marked as
+    being deleted (`deletionTimestamp`, grace 0, `generation` + 1 the first time), which goes
+    once its finalizers are removed (`finalized`)."""
+    if not meta(stored).get("finalizers"):
+        return None
+    marked = copy_obj(stored)
+    md = meta(marked)
+    if not md.get("deletionTimestamp"):
+        md["deletionTimestamp"] = now or now_rfc3339()
+        md["deletionGracePeriodSeconds"] = 0
+        md["generation"] = int(md.get("generation", 1)) + 1
+    return marked
+
+
+def finalized(obj: Obj) -> bool:
+    """An object being deleted whose last finalizer went: it is removed by this write."""
+    md = meta(obj)
+    return bool(md.get("deletionTimestamp")) and not md.get("finalizers")
+
+
+def parse_since(since: str, current: int, compacted: int) -> int:
+    """A watch's `since` as this store's counter (0: from the current objects). One the store
+    never issued → `BadRequest`; newer than `current` → `TooLarge`; older than the kept history
+    (`compacted`) → `Gone`, raised by the replay."""
+    if since in ("", "0"):
+        return 0
+    try:
+        rv = int(since)
+    except ValueError:
+        raise BadRequest(f'resourceVersion "{since}" is not a number') from None
+    if rv < 0:
+        raise BadRequest(f'resourceVersion "{since}" must not be negative')
+    if rv > current:
+        raise TooLarge(f"Too large resource version: {rv}, current: {current}")
+    return rv
 
 
 def apply_status_update(stored: Obj, incoming: Obj) -> Obj:

@@ -82,21 +82,26 @@ class MemoryStore:
     async def get(self, kind: Kind, namespace: str, name: str) -> Obj:
         return self._load(kind, namespace, name)
 
-    async def list(self, kind: Kind, namespace: str | None = None) -> tuple[list[Obj], int]:
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, not_older_than: str = ""
+    ) -> tuple[list[Obj], str]:
+        logic.parse_since(not_older_than, self._rv, 0)
         items = [
             logic.loads(data)
             for (group, plural, ns, _), (_, data) in sorted(self._objects.items())
             if group == kind.group and plural == kind.plural and namespace in (None, ns)
         ]
-        return items, self._rv
+        return items, str(self._rv)
 
     async def update(self, kind: Kind, obj: Obj) -> Obj:
         namespace, name = logic.namespace_of(obj), logic.name_of(obj)
         stored = self._load(kind, namespace, name)
         logic.check_resource_version(kind, stored, obj)
-        new = logic.apply_update(stored, obj)
+        new = logic.apply_update(kind, stored, obj)
         if new == stored:
             return stored
+        if logic.finalized(new):
+            return self._write("DELETED", kind, namespace, name, new)
         return self._write("MODIFIED", kind, namespace, name, new)
 
     async def update_status(self, kind: Kind, obj: Obj) -> Obj:
@@ -110,16 +115,23 @@ class MemoryStore:
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> Obj:
         stored = self._load(kind, namespace, name)
-        return self._write("DELETED", kind, namespace, name, stored)
+        marked = logic.apply_delete(stored)
+        if marked is None:
+            return self._write("DELETED", kind, namespace, name, stored)
+        if marked == stored:
+            return stored  # being deleted already
+        return self._write("MODIFIED", kind, namespace, name, marked)
 
     def watch(
-        self, kind: Kind | None = None, namespace: str | None = None, since: int = 0
+        self, kind: Kind, namespace: str | None = None, since: str = ""
     ) -> AsyncIterator[WatchEvent]:
+        after = logic.parse_since(since, self._rv, self._compacted)
+
         async def read_replay() -> tuple[builtins.list[Change], int]:
             # No await in here: the replay and the subscription see the same state.
-            return self._replay(kind, namespace, since), self._rv
+            return self._replay(kind, namespace, after), self._rv
 
-        return follow(self._fanout, kind, namespace, since, read_replay)
+        return follow(self._fanout, kind, namespace, after, read_replay)
 
     def _replay(
         self, kind: Kind | None, namespace: str | None, since: int

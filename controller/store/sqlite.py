@@ -212,23 +212,31 @@ class SqliteStore:
         with self._transaction() as db:
             stored = self._load_sync(kind, ns, name)
             logic.check_resource_version(kind, stored, obj)
-            new = logic.apply_status_update(stored, obj) if status_only else logic.apply_update(stored, obj)
+            new = (logic.apply_status_update(stored, obj) if status_only
+                   else logic.apply_update(kind, stored, obj))
             if new == stored:
                 return stored
-            result, change, compacted = self._write_sync(db, "MODIFIED", kind, ns, name, new)
+            type_: EventType = "DELETED" if logic.finalized(new) else "MODIFIED"
+            result, change, compacted = self._write_sync(db, type_, kind, ns, name, new)
         self._committed(change, compacted)
         return result
 
     def _delete_sync(self, kind: Kind, ns: str, name: str) -> Obj:
         with self._transaction() as db:
             stored = self._load_sync(kind, ns, name)
-            obj, change, compacted = self._write_sync(db, "DELETED", kind, ns, name, stored)
+            marked = logic.apply_delete(stored)
+            if marked == stored:
+                return stored  # being deleted already
+            if marked is None:
+                obj, change, compacted = self._write_sync(db, "DELETED", kind, ns, name, stored)
+            else:
+                obj, change, compacted = self._write_sync(db, "MODIFIED", kind, ns, name, marked)
         self._committed(change, compacted)
         return obj
 
     # -- reads (writer thread) -------------------------------------------------------------
 
-    def _list_sync(self, kind: Kind, ns: str | None) -> tuple[builtins.list[Obj], int]:
+    def _list_sync(self, kind: Kind, ns: str | None) -> tuple[builtins.list[Obj], str]:
         if ns is None:
             rows = self._db.execute(
                 "SELECT data FROM objects WHERE grp=? AND plural=? ORDER BY namespace, name",
@@ -239,7 +247,7 @@ class SqliteStore:
                 "SELECT data FROM objects WHERE grp=? AND plural=? AND namespace=? ORDER BY name",
                 (kind.group, kind.plural, ns),
             ).fetchall()
-        return [logic.loads(r[0]) for r in rows], self._rv
+        return [logic.loads(r[0]) for r in rows], str(self._rv)
 
     def _replay_sync(
         self, kind: Kind | None, ns: str | None, since: int
@@ -278,8 +286,9 @@ class SqliteStore:
         return await self._call(lambda: self._load_sync(kind, namespace, name))
 
     async def list(
-        self, kind: Kind, namespace: str | None = None
-    ) -> tuple[builtins.list[Obj], int]:
+        self, kind: Kind, namespace: str | None = None, *, not_older_than: str = ""
+    ) -> tuple[builtins.list[Obj], str]:
+        logic.parse_since(not_older_than, self._rv, 0)
         return await self._call(lambda: self._list_sync(kind, namespace))
 
     async def update(self, kind: Kind, obj: Obj) -> Obj:
@@ -294,14 +303,16 @@ class SqliteStore:
         return await self._call(lambda: self._delete_sync(kind, namespace, name))
 
     def watch(
-        self, kind: Kind | None = None, namespace: str | None = None, since: int = 0
+        self, kind: Kind, namespace: str | None = None, since: str = ""
     ) -> AsyncIterator[WatchEvent]:
+        after = logic.parse_since(since, self._rv, self._compacted)
+
         async def read_replay() -> tuple[builtins.list[Change], int]:
             # Runs on the writer thread after the subscription exists: every write either
             # committed before (in the replay) or publishes after (live, rv > boundary).
-            return await self._call(lambda: self._replay_sync(kind, namespace, since))
+            return await self._call(lambda: self._replay_sync(kind, namespace, after))
 
-        return follow(self._fanout, kind, namespace, since, read_replay)
+        return follow(self._fanout, kind, namespace, after, read_replay)
 
 
 if TYPE_CHECKING:

@@ -453,8 +453,17 @@ async def test_watch_too_old_is_an_expired_error_event(client: TestClient[Any, A
 async def test_watch_timeout_and_bad_resource_version(client: TestClient[Any, Any]) -> None:
     resp = await client.get(f"{BASE}?watch=true&timeoutSeconds=0.1")
     assert await asyncio.wait_for(resp.content.read(), 5) == b""
+    # resourceVersions are the store's to check (opaque to the API server): refused before
+    # the stream starts, as plain errors.
     _, body, _ = await call(client, "GET", f"{BASE}?watch=true&resourceVersion=abc")
     assert_status(body, 400, "BadRequest")
+    assert "is not a number" in body["message"]
+    _, body, _ = await call(client, "GET", f"{BASE}?watch=true&resourceVersion=-1")
+    assert_status(body, 400, "BadRequest")
+    assert "must not be negative" in body["message"]
+    _, body, _ = await call(client, "GET", f"{BASE}?watch=true&resourceVersion=999999")
+    assert_status(body, 504, "Timeout")
+    assert "Too large resource version" in body["message"]
 
 
 async def test_watch_ends_when_client_disconnects(
@@ -526,3 +535,20 @@ async def test_routes_added_by_others_keep_their_errors(store: Any) -> None:
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         resp = await c.get("/logs")
         assert resp.status == 404 and await resp.text() == "no such revision\n"
+
+
+async def test_a_finalizer_holds_a_delete_until_a_patch_removes_it(client: TestClient[Any, Any]) -> None:
+    w = widget()
+    w["metadata"]["finalizers"] = ["example.dev/cleanup"]
+    await call(client, "POST", BASE, w)
+    status, marked, _ = await call(client, "DELETE", f"{BASE}/w")
+    assert status == 200 and marked["metadata"]["deletionTimestamp"]
+    status, still, _ = await call(client, "GET", f"{BASE}/w")
+    assert status == 200 and still["metadata"]["finalizers"] == ["example.dev/cleanup"]
+    _, body, _ = await call(client, "PATCH", f"{BASE}/w",
+                            {"metadata": {"finalizers": ["example.dev/cleanup", "late"]}})
+    assert_status(body, 422, "Invalid")
+    status, _, _ = await call(client, "PATCH", f"{BASE}/w", {"metadata": {"finalizers": None}})
+    assert status == 200
+    _, body, _ = await call(client, "GET", f"{BASE}/w")
+    assert_status(body, 404, "NotFound")

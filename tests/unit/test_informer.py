@@ -206,9 +206,10 @@ async def test_relist_after_falling_behind(informers: list[Informer]) -> None:
     lists: list[Kind] = []
     real_list = store.list
 
-    async def counting_list(kind: Kind, namespace: str | None = None) -> Any:
+    async def counting_list(kind: Kind, namespace: str | None = None, *,
+                            not_older_than: str = "") -> Any:
         lists.append(kind)
-        return await real_list(kind, namespace)
+        return await real_list(kind, namespace, not_older_than=not_older_than)
 
     store.list = counting_list  # type: ignore[method-assign]
     try:
@@ -269,11 +270,12 @@ async def test_closed_store_does_not_make_the_informer_spin() -> None:
     lists: list[Kind] = []
     real_list = store.list
 
-    async def guarded_list(kind: Kind, namespace: str | None = None) -> Any:
+    async def guarded_list(kind: Kind, namespace: str | None = None, *,
+                           not_older_than: str = "") -> Any:
         lists.append(kind)
         if len(lists) > 50:
             raise _Spinning  # without this guard the loop would never get control back
-        return await real_list(kind, namespace)
+        return await real_list(kind, namespace, not_older_than=not_older_than)
 
     store.list = guarded_list  # type: ignore[method-assign]
     inf = Informer(store, SVC)

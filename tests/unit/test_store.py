@@ -19,9 +19,11 @@ from controller.store.base import (
     BadRequest,
     Conflict,
     Gone,
+    Invalid,
     Kind,
     NotFound,
     Obj,
+    TooLarge,
     WatchEvent,
 )
 from controller.store.memory import MemoryStore
@@ -151,7 +153,7 @@ async def test_list_sorted_filtered_with_resource_version(store: Any) -> None:
         ("a", "z"),
         ("b", "x"),
     ]
-    assert rv == 4
+    assert rv == "4"
     items, _ = await store.list(SVC, "a")
     assert [o["metadata"]["name"] for o in items] == ["y", "z"]
     assert (await store.list(SVC, "none"))[0] == []
@@ -206,7 +208,7 @@ async def test_update_ignores_status_and_noop_keeps_resource_version(store: Any)
     out = await store.update(SVC, attempt)
     assert out["status"] == {"ready": True}
     assert out == with_status  # nothing else changed: no write, same resourceVersion
-    assert (await store.list(SVC))[1] == int(with_status["metadata"]["resourceVersion"])
+    assert (await store.list(SVC))[1] == with_status["metadata"]["resourceVersion"]
 
 
 async def test_update_missing_is_not_found(store: Any) -> None:
@@ -242,6 +244,44 @@ async def test_delete_returns_object(store: Any) -> None:
         await store.delete(SVC, "default", "hello")
 
 
+async def test_a_finalizer_holds_a_delete_until_it_is_removed(store: Any) -> None:
+    created = await store.create(SVC, {**svc(), "metadata": {"name": "hello",
+                                                              "finalizers": ["flint.dev/redis"]}})
+    it = store.watch(SVC, since=created["metadata"]["resourceVersion"])
+    marked = await store.delete(SVC, "default", "hello")
+    md = marked["metadata"]
+    assert md["deletionTimestamp"] and md["deletionGracePeriodSeconds"] == 0
+    assert md["generation"] == 2  # as the API server bumps it when the deletion starts
+    assert (await store.get(SVC, "default", "hello"))["metadata"]["deletionTimestamp"]
+    again = await store.delete(SVC, "default", "hello")  # deleting again changes nothing
+    assert again["metadata"]["resourceVersion"] == md["resourceVersion"]
+    # The deletion fields are the store's; no new finalizer on an object being deleted.
+    tampered = logic.copy_obj(marked)
+    tampered["metadata"].pop("deletionTimestamp")
+    kept = await store.update(SVC, {**tampered, "spec": {"image": "b"}})
+    assert kept["metadata"]["deletionTimestamp"] == md["deletionTimestamp"]
+    more = logic.copy_obj(kept)
+    more["metadata"]["finalizers"].append("other")
+    with pytest.raises(Invalid, match="no new finalizers can be added"):
+        await store.update(SVC, more)
+    done = logic.copy_obj(kept)
+    done["metadata"]["finalizers"] = []
+    gone = await store.update(SVC, done)
+    with pytest.raises(NotFound):
+        await store.get(SVC, "default", "hello")
+    events = await take(it, 3)
+    assert [e.type for e in events] == ["MODIFIED", "MODIFIED", "DELETED"]
+    assert events[-1].resource_version == gone["metadata"]["resourceVersion"]
+
+
+async def test_without_finalizers_a_delete_removes_the_object_at_once(store: Any) -> None:
+    await store.create(SVC, {**svc(), "metadata": {"name": "hello", "finalizers": []}})
+    deleted = await store.delete(SVC, "default", "hello")
+    assert "deletionTimestamp" not in deleted["metadata"]
+    with pytest.raises(NotFound):
+        await store.get(SVC, "default", "hello")
+
+
 # -- watch --
 
 
@@ -259,8 +299,8 @@ async def test_watch_from_zero_lists_then_follows(store: Any) -> None:
     await store.delete(SVC, "default", "b")
     live = await take(it, 2)
     assert [(e.type, e.object["metadata"]["name"], e.resource_version) for e in live] == [
-        ("MODIFIED", "a", 4),
-        ("DELETED", "b", 5),
+        ("MODIFIED", "a", "4"),
+        ("DELETED", "b", "5"),
     ]
     await it.aclose()
 
@@ -273,22 +313,26 @@ async def test_watch_since_replays_then_follows(store: Any) -> None:
     await store.update(SVC, svc("a", image="x"))
     it = store.watch(SVC, "default", since=since)
     events = await take(it, 1)
-    assert [(e.type, e.resource_version) for e in events] == [("MODIFIED", 4)]
+    assert [(e.type, e.resource_version) for e in events] == [("MODIFIED", "4")]
     await store.delete(SVC, "other", "b")  # other namespace: filtered
     await store.delete(SVC, "default", "a")
     events = await take(it, 1)
-    assert [(e.type, e.resource_version) for e in events] == [("DELETED", 6)]
+    assert [(e.type, e.resource_version) for e in events] == [("DELETED", "6")]
     await it.aclose()
 
 
-async def test_watch_all_kinds(store: Any) -> None:
-    it = store.watch(None, None, since=0)
+async def test_watch_refuses_versions_it_never_issued_at_once(store: Any) -> None:
     await store.create(SVC, svc("a"))
-    await store.create(REV, svc("r"))
-    # the subscription is made at the first anext, so start it before writing
-    events = await take(it, 2)
-    assert {e.object["metadata"]["name"] for e in events} == {"a", "r"}
-    await it.aclose()
+    with pytest.raises(BadRequest, match='resourceVersion "abc" is not a number'):
+        store.watch(SVC, since="abc")  # before the first anext: an API error, not a stream's
+    with pytest.raises(TooLarge, match="Too large resource version: 7, current: 1"):
+        store.watch(SVC, since="7")
+    with pytest.raises(TooLarge):
+        await store.list(SVC, not_older_than="2")
+    items, rv = await store.list(SVC, not_older_than="1")
+    assert rv == "1" and len(items) == 1
+    events = await take(store.watch(SVC, since="0"), 1)  # "0" as "": the current objects first
+    assert [(e.type, e.object["metadata"]["name"]) for e in events] == [("ADDED", "a")]
 
 
 async def test_watch_has_no_gaps_or_duplicates_under_concurrent_writes(store: Any) -> None:
@@ -301,11 +345,11 @@ async def test_watch_has_no_gaps_or_duplicates_under_concurrent_writes(store: An
             if i % 7 == 0:
                 await asyncio.sleep(0)
 
-    async def watcher(since: int, until: int) -> list[int]:
+    async def watcher(since: str, until: int) -> list[int]:
         seen: list[int] = []
         async for ev in store.watch(SVC, since=since):
-            seen.append(ev.resource_version)
-            if ev.resource_version >= until:
+            seen.append(int(ev.resource_version))  # the embedded stores' counter, inside
+            if int(ev.resource_version) >= until:
                 break
         return seen
 
@@ -319,9 +363,9 @@ async def test_watch_has_no_gaps_or_duplicates_under_concurrent_writes(store: An
     await write_task
     for since, task in watchers:
         seen = await asyncio.wait_for(task, 10)
-        if since == final:
+        if int(since) == final:
             continue
-        assert seen == list(range(since + 1, final + 1)), since
+        assert seen == list(range(int(since) + 1, final + 1)), since
 
 
 async def test_watch_gone_when_history_compacted(make_store: StoreFactory) -> None:
@@ -330,22 +374,22 @@ async def test_watch_gone_when_history_compacted(make_store: StoreFactory) -> No
     for i in range(20):
         await store.update(SVC, svc(image=str(i)))
     with pytest.raises(Gone, match="too old resource version: 2"):
-        await anext(store.watch(SVC, since=2))
+        await anext(store.watch(SVC, since="2"))
     # within the kept history, or from zero (list semantics): fine
-    ev = await anext(store.watch(SVC, since=19))
-    assert ev.resource_version == 20
+    ev = await anext(store.watch(SVC, since="19"))
+    assert ev.resource_version == "20"
     ev = await anext(store.watch(SVC))
-    assert ev.type == "ADDED" and ev.resource_version == 21
+    assert ev.type == "ADDED" and ev.resource_version == "21"
 
 
 async def test_slow_watcher_gets_gone(make_store: StoreFactory) -> None:
     store = await make_store(watch_buffer=3)
     await store.create(SVC, svc())
-    it = store.watch(SVC, since=1)
+    it = store.watch(SVC, since="1")
     first = asyncio.create_task(anext(it))
     await until_watched(store)
     await store.update(SVC, svc(image="0"))
-    assert (await asyncio.wait_for(first, 5)).resource_version == 2
+    assert (await asyncio.wait_for(first, 5)).resource_version == "2"
     for i in range(1, 10):
         await store.update(SVC, svc(image=str(i)))
     with pytest.raises(Gone, match="behind"):
@@ -377,17 +421,17 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
         assert got["status"] == {"ready": True}
         assert got["metadata"]["uid"] == created["metadata"]["uid"]
         items, rv = await store.list(SVC)
-        assert rv == 4 and len(items) == 1
-        replay = await take(store.watch(SVC, since=1), 3)
+        assert rv == "4" and len(items) == 1
+        replay = await take(store.watch(SVC, since="1"), 3)
         assert [(e.type, e.resource_version) for e in replay] == [
-            ("MODIFIED", 2),
-            ("ADDED", 3),
-            ("DELETED", 4),
+            ("MODIFIED", "2"),
+            ("ADDED", "3"),
+            ("DELETED", "4"),
         ]
         again = await store.create(SVC, svc("again"))
         assert again["metadata"]["resourceVersion"] == "5"
     async with SqliteStore(path) as store:
-        assert (await store.list(SVC))[1] == 5
+        assert (await store.list(SVC))[1] == "5"
 
 
 async def test_sqlite_uses_wal(tmp_path: Path) -> None:
@@ -436,7 +480,7 @@ async def test_sqlite_never_runs_on_the_event_loop_thread(
     await store.list(SVC)
     await store.update(SVC, {**created, "spec": {"image": "b"}})
     await store.update_status(SVC, {**created, "status": {"x": 1}, "metadata": {"name": "hello"}})
-    await anext(store.watch(SVC, since=1))
+    await anext(store.watch(SVC, since="1"))
     await store.delete(SVC, "default", "hello")
     await store.close()
     assert threads, "the recording connection was not used"
