@@ -34,7 +34,7 @@ from controller.apiserver_openapi import check_fields, field_validation
 from controller.apiserver_registry import Registry, default_registry
 from controller.apiserver_tables import TableOptions, negotiate, table
 from controller.apiserver_watch import WatchOptions, initial_events_end, watch_options
-from controller.store.base import Conflict, Gone, Obj, Store, StoreError, TooLarge, WatchEvent
+from controller.store.base import Conflict, Gone, Obj, Store, StoreError, WatchEvent
 from controller.store.logic import copy_obj
 
 log = logging.getLogger("flint.apiserver")
@@ -89,7 +89,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as e:
         return respond(request, e.status(), e.code)
     except StoreError as e:
-        details: Obj = {}
+        details: Obj = e.details()
         if e.name:
             details["name"] = e.name
         if e.kind is not None:
@@ -398,15 +398,7 @@ class _Api:
             options.send_initial_events is False and options.since
         ):
             return options.since, None
-        try:
-            items, rv = await self.store.list(rt.store_kind, namespace,
-                                              not_older_than=options.since)
-        except TooLarge as e:
-            raise ApiError(
-                504, str(e), "Timeout",
-                {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large "
-                             "resource version"}], "retryAfterSeconds": 1},
-            ) from None
+        items, rv = await self.store.list(rt.store_kind, namespace, not_older_than=options.since)
         return rv, items if options.send_initial_events else None
 
 

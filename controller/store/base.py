@@ -45,6 +45,10 @@ class StoreError(Exception):
         self.kind = kind
         self.name = name
 
+    def details(self) -> Obj:
+        """What the Status' `details` says beyond the object's name and kind."""
+        return {}
+
 
 class NotFound(StoreError):
     code = 404
@@ -78,10 +82,15 @@ class Invalid(StoreError):
 
 
 class TooLarge(StoreError):
-    """A resourceVersion newer than the store's (from another store, or a clock gone back)."""
+    """A resourceVersion newer than the store's (one from another store, or from before the
+    store was restored from an older copy)."""
 
     code = 504
     reason = "Timeout"
+
+    def details(self) -> Obj:
+        return {"causes": [{"reason": "ResourceVersionTooLarge",
+                            "message": "Too large resource version"}], "retryAfterSeconds": 1}
 
 
 class Gone(StoreError):

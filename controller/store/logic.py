@@ -186,10 +186,10 @@ def finalized(obj: Obj) -> bool:
     return bool(md.get("deletionTimestamp")) and not md.get("finalizers")
 
 
-def parse_since(since: str, current: int, compacted: int) -> int:
+def parse_since(since: str, current: int) -> int:
     """A watch's `since` as this store's counter (0: from the current objects). One the store
-    never issued → `BadRequest`; newer than `current` → `TooLarge`; older than the kept history
-    (`compacted`) → `Gone`, raised by the replay."""
+    never issued → `BadRequest`; newer than `current` → `TooLarge`. (One older than the kept
+    history is the replay's to refuse: `Gone`.)"""
     if since in ("", "0"):
         return 0
     try:

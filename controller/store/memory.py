@@ -85,7 +85,7 @@ class MemoryStore:
     async def list(
         self, kind: Kind, namespace: str | None = None, *, not_older_than: str = ""
     ) -> tuple[list[Obj], str]:
-        logic.parse_since(not_older_than, self._rv, 0)
+        logic.parse_since(not_older_than, self._rv)
         items = [
             logic.loads(data)
             for (group, plural, ns, _), (_, data) in sorted(self._objects.items())
@@ -125,7 +125,7 @@ class MemoryStore:
     def watch(
         self, kind: Kind, namespace: str | None = None, since: str = ""
     ) -> AsyncIterator[WatchEvent]:
-        after = logic.parse_since(since, self._rv, self._compacted)
+        after = logic.parse_since(since, self._rv)
 
         async def read_replay() -> tuple[builtins.list[Change], int]:
             # No await in here: the replay and the subscription see the same state.

@@ -288,7 +288,7 @@ class SqliteStore:
     async def list(
         self, kind: Kind, namespace: str | None = None, *, not_older_than: str = ""
     ) -> tuple[builtins.list[Obj], str]:
-        logic.parse_since(not_older_than, self._rv, 0)
+        logic.parse_since(not_older_than, self._rv)
         return await self._call(lambda: self._list_sync(kind, namespace))
 
     async def update(self, kind: Kind, obj: Obj) -> Obj:
@@ -305,7 +305,7 @@ class SqliteStore:
     def watch(
         self, kind: Kind, namespace: str | None = None, since: str = ""
     ) -> AsyncIterator[WatchEvent]:
-        after = logic.parse_since(since, self._rv, self._compacted)
+        after = logic.parse_since(since, self._rv)
 
         async def read_replay() -> tuple[builtins.list[Change], int]:
             # Runs on the writer thread after the subscription exists: every write either

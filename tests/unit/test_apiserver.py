@@ -464,6 +464,7 @@ async def test_watch_timeout_and_bad_resource_version(client: TestClient[Any, An
     _, body, _ = await call(client, "GET", f"{BASE}?watch=true&resourceVersion=999999")
     assert_status(body, 504, "Timeout")
     assert "Too large resource version" in body["message"]
+    assert body["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
 
 
 async def test_watch_ends_when_client_disconnects(
