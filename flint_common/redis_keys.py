@@ -8,8 +8,10 @@ Layout, for log uid U and consumer (Trigger or Subscription) uid C:
   each consumer reads it through its consumer group, named C;
 * `flint:{U}:c:{C}:<part>` — that consumer's delivery state (`CONSUMER_PARTS`): pending retries
   (`retries`: sorted set, score = next attempt), their data (`retrydata`), retries being attempted
-  (`inflight`: retry id → lease), dead letters (`dead`, `deaddata`), id counters (`seq`), the
-  ordered consumer's lease and fencing counter (`lease`, `fence`).
+  (`inflight`: retry id → lease), the retries' event ids for retention (`retryfloor`: sorted set,
+  member = retry id, score = the millisecond part of the retry's stream id), dead letters (`dead`,
+  `deaddata`), id counters (`seq`), the ordered consumer's lease and fencing counter (`lease`,
+  `fence`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ __all__ = [
 EVENT_FIELD = b"e"
 """The stream entry's one field: the event as stored (`Event.to_log()`)."""
 
-CONSUMER_PARTS = ("retries", "retrydata", "inflight", "dead", "deaddata", "seq", "lease", "fence")
+CONSUMER_PARTS = ("retries", "retrydata", "inflight", "retryfloor", "dead", "deaddata", "seq", "lease",
+                  "fence")
 
 
 def _tag(log_uid: str) -> str:

@@ -13,10 +13,26 @@ from pathlib import Path
 import uvloop
 
 from controller.eventing.dispatcher import AlreadyRunning, DispatcherSettings, run
+from controller.eventing.redis_consumer import RedisConsumerSettings
 from controller.settings import default_state_dir
 from flint_common import guards, redis_config, redis_conn
 from flint_common.private import private_umask
 from flint_common.secret import read_token
+
+ENV_LEASE_S = "FLINT_REDIS_LEASE_S"
+"""The default of `--redis-lease-s`; `flint up`'s dispatcher inherits it from `flint up`'s
+environment, as do the dispatchers that join it (`loadtests.flint_process`)."""
+
+
+def lease_s(value: str) -> float:
+    """`--redis-lease-s`: seconds, more than 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"a lease lasts more than 0 seconds, not {value!r}")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-file", type=Path, default=None,
                    help="0600 file with the owner's token (default <state-dir>/auth/token)")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--redis-lease-s", type=lease_s, metavar="SECONDS",
+                   default=os.environ.get(ENV_LEASE_S, str(RedisConsumerSettings().lease_s)),
+                   help="the lease of an ordered Redis consumer's reader and of a Redis retry "
+                   "being attempted, in seconds: a dispatcher paused longer loses them to "
+                   "another. The reader's is renewed every third of it, a retry's every second "
+                   "(keep it well above that; small values are for tests). Default "
+                   f"${ENV_LEASE_S}, else {RedisConsumerSettings().lease_s:g}")
     a = p.parse_args(argv)
     private_umask()
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -45,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = DispatcherSettings(
         state_dir=a.state_dir.resolve(), controller_url=a.controller, gateway_url=a.gateway,
         domain=a.domain, admin_port=a.admin_port, token=token, redis=redis,
+        redis_consumer=RedisConsumerSettings(lease_s=a.redis_lease_s),
     )
 
     async def main_async() -> None:

@@ -16,12 +16,20 @@ Event ids are opaque strings at this seam: the SQLite backend's are the log's of
   the runner reads again at once after an empty read, or returns at once (SQLite: the runner
   waits for a wake-up or `POLL_S`). `maintain` is the source's upkeep while the runner runs
   (heartbeats, an ordered consumer's lease); when it raises, the runner fails and is restarted.
+  `check_turn` is asked before each attempt of an ordered consumer (which retries in place): it
+  raises when this reader's turn may be over (its lease ran out), so a reader that stalled does
+  not go on delivering what another reader now delivers.
 * `ConsumerState` keeps what outlives a delivery attempt: pending retries (event, attempt,
   when due) and dead letters, and turns dead letters back into retries (`redeliver`). Several
   dispatchers may share one consumer's retries (Redis), so the runner *takes* due retries
   (`take_due`) with a lease: a retry taken is not handed to another taker until its lease
   expires or it is updated, removed or dead-lettered; the taker's later `take_due` calls renew
-  the leases of the retries it holds.
+  the leases of the retries it holds, and `hold` renews one and tells whether it still holds it
+  (asked before an outcome that cannot be taken back, such as sending to a dead-letter sink).
+  Times (`now`, `next_at`) are unix seconds on the caller's clock; a state shared by several
+  machines must not compare them with another machine's clock: the Redis state reads them as
+  distances from its own clock's present (which must be the caller's) and keeps due times and
+  leases on Redis's clock (`controller.eventing.redis_state`).
 """
 
 from __future__ import annotations
@@ -82,6 +90,12 @@ class ConsumerSource(Protocol):
         return at once. Raising (e.g. an ordered consumer lost its lease) fails the runner."""
         ...
 
+    async def check_turn(self) -> None:
+        """Raise (failing the runner) when this reader may no longer deliver the consumer's
+        events in order: an ordered consumer's lease ran out. A no-op where one reader is the
+        only one (SQLite) and for unordered consumers."""
+        ...
+
 
 class ConsumerState(Protocol):
     """One consumer's pending retries and dead letters."""
@@ -91,12 +105,20 @@ class ConsumerState(Protocol):
         ...
 
     async def take_due(self, now: float, limit: int) -> list[DueRetry]:
-        """Take up to `limit` retries due at `now` (or whose taker's lease expired) for this
-        taker, leased to it; renews the leases of the retries it holds (`limit` 0: only that)."""
+        """Take up to `limit` retries due at `now` (the caller's present, on its clock) or whose
+        taker's lease expired, for this taker, leased to it; renews the leases of the retries it
+        holds (`limit` 0: only that)."""
+        ...
+
+    async def hold(self, retry_id: int) -> bool:
+        """Whether this taker still holds retry `retry_id` (taken by it, not updated, removed or
+        dead-lettered since, not taken over by another taker), renewing its lease if so. False:
+        leave its outcome to whoever holds it now."""
         ...
 
     async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
-        """Keep `event` for attempt `attempt` at `next_at`; returns the retry's id."""
+        """Keep `event` for attempt `attempt` at `next_at` (unix seconds, the caller's clock);
+        returns the retry's id."""
         ...
 
     async def update_retry(self, retry_id: int, attempt: int, next_at: float) -> None:
@@ -119,7 +141,9 @@ class ConsumerState(Protocol):
         *,
         retry_id: int | None = None,
     ) -> int:
-        """Keep `event` as a dead letter (removing pending retry `retry_id` with it, atomically)."""
+        """Keep `event` as a dead letter (removing pending retry `retry_id` with it, atomically);
+        its id, or 0 when nothing was kept because retry `retry_id` is no longer this taker's
+        (another taker holds it now, or it is gone: a shared state's answer)."""
         ...
 
     async def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:

@@ -20,17 +20,19 @@ survives a dispatcher's death (issue 12 §3).
   on the `fence` key, so each new holder's is higher: `fence`). `open` waits until it holds the
   lease; `maintain` renews it every `lease_s / 3` and raises `LeaseLost` when it is gone or could
   not be renewed in time (the runner fails and the dispatcher restarts it, which waits for the
-  lease again). A new holder first delivers everything pending in the group, in id order, then
-  reads on. A holder that is paused (a stop-the-world pause, a frozen VM) past its lease's expiry
-  can still deliver the one event it was delivering when it resumes, while the next holder
-  already delivers: the fencing number orders the holders, but a subscriber that does not check
-  it sees that event out of order (or twice).
+  lease again); `check_turn`, asked before each attempt (the runner retries in place), raises it
+  once the lease ran out. A new holder first delivers everything pending in the group, in id
+  order, then reads on. A holder that is paused (a stop-the-world pause, a frozen VM) past its
+  lease's expiry can still deliver the one event it was delivering when it resumes (the attempt
+  under way; no retry of it), while the next holder already delivers: the fencing number orders
+  the holders, but a subscriber that does not check it sees that event out of order (or twice).
 
 The blocking read holds one pooled connection for up to `block_ms`: give the source a client
 whose socket timeout is longer than that, or none (`redis_conn.client(…, socket_timeout_s=None)`).
-Acks are coalesced (one XACK in flight per source), but the runner's deliveries may still call
-the state concurrently (up to its window of 64): with many consumers on one client, give it a pool
-that waits for a free connection (`redis.asyncio.BlockingConnectionPool`) rather than redis-py's
+Acks are coalesced (one XACK in flight per source, sent by a flusher task the source owns, so a
+cancelled caller loses no one's ack), but the runner's deliveries may still call the state
+concurrently (up to its window of 64): with many consumers on one client, give it a pool that
+waits for a free connection (`redis.asyncio.BlockingConnectionPool`) rather than redis-py's
 default pool, which fails a command past 100 connections.
 """
 
@@ -65,6 +67,14 @@ log = logging.getLogger("flint.dispatcher")
 
 _CHUNK = 500
 """Ids per XCLAIM/XACK command."""
+_ACK_STOP_S = 1.0
+"""How long a stopping source waits for its acks in flight (`RedisConsumerSource._stop_acks`)."""
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark an ack batch's outcome seen: its callers may all have stopped waiting."""
+    if not future.cancelled():
+        future.exception()
 
 
 class LeaseLost(RuntimeError):
@@ -144,7 +154,8 @@ class RedisConsumerSource:
         self._ack_buf: list[str] = []
         self._ack_next: asyncio.Future[None] | None = None
         """The XACK that the ids in `_ack_buf` will go in (resolved when it is done)."""
-        self._ack_lock = asyncio.Lock()
+        self._acker: asyncio.Task[None] | None = None
+        """The source's flusher of `_ack_buf` (`_flush_acks`), while there is something to ack."""
         self._acquire = redis.register_script(ACQUIRE_LEASE)
         self._renew = redis.register_script(RENEW_LEASE)
         self._release = redis.register_script(RELEASE_LEASE)
@@ -187,31 +198,55 @@ class RedisConsumerSource:
         return await self._keep([e for _, entries in reply or [] for e in entries])
 
     async def ack(self, ids: Sequence[str]) -> None:
-        """XACK `ids`, coalesced: one XACK is in flight at a time and the next one carries every
-        id acked meanwhile (the runner acks each handled prefix at once, often one event: one
-        command and one pooled connection each would exhaust the pool under load)."""
+        """XACK `ids`, coalesced: the source's flusher task sends one XACK at a time, and the
+        next one carries every id acked meanwhile (the runner acks each handled prefix at once,
+        often one event: one command and one pooled connection each would exhaust the pool under
+        load). The caller awaits the XACK that carries its ids, shielded: a caller cancelled
+        while it waits only stops waiting, and its ids and everyone else's are acked all the
+        same. A failed XACK fails every caller it carried; stopping the source (`maintain`
+        cancelled) lets the flusher finish for a moment, then cancels it."""
         if not ids:
             return
         self._ack_buf.extend(ids)
         if self._ack_next is None:
             self._ack_next = asyncio.get_running_loop().create_future()
+            self._ack_next.add_done_callback(_retrieved)
         covering = self._ack_next
-        async with self._ack_lock:
-            if not covering.done():  # nobody flushed our ids while we waited: flush them all
-                batch, self._ack_buf, self._ack_next = self._ack_buf, [], None
-                try:
-                    for i in range(0, len(batch), _CHUNK):
-                        await self._redis.xack(self.stream, self.group, *batch[i : i + _CHUNK])
-                except asyncio.CancelledError:
-                    covering.cancel()  # not acked: delivered again later (at least once)
-                    raise
-                except BaseException as exc:
-                    covering.set_exception(exc)
-                else:
-                    covering.set_result(None)
-                    for eid in batch:
-                        self._held.pop(eid, None)
-        await covering
+        if self._acker is None or self._acker.done():
+            self._acker = asyncio.create_task(self._flush_acks(), name=f"acks:{self._label}")
+        await asyncio.shield(covering)
+
+    async def _flush_acks(self) -> None:
+        """XACK what `ack` buffered, one batch at a time, until nothing is left; each batch's
+        future says how its XACK went."""
+        while self._ack_buf:
+            batch, covering, self._ack_buf, self._ack_next = self._ack_buf, self._ack_next, [], None
+            assert covering is not None
+            try:
+                for i in range(0, len(batch), _CHUNK):
+                    await self._redis.xack(self.stream, self.group, *batch[i : i + _CHUNK])
+            except asyncio.CancelledError:  # the source stops: not acked, delivered again later
+                covering.cancel()
+                if self._ack_next is not None:
+                    self._ack_next.cancel()
+                    self._ack_next = None
+                raise
+            except Exception as exc:
+                covering.set_exception(exc)
+            else:
+                covering.set_result(None)
+                for eid in batch:
+                    self._held.pop(eid, None)
+
+    async def _stop_acks(self) -> None:
+        """The source stops: let the flusher finish what it has (for at most `_ACK_STOP_S`: an
+        ack lost here only means a redelivery), then make sure it is gone."""
+        acker = self._acker
+        if acker is None or acker.done():
+            return
+        await asyncio.wait({acker}, timeout=_ACK_STOP_S)
+        acker.cancel()
+        await asyncio.gather(acker, return_exceptions=True)
 
     async def pending(self) -> list[str]:
         """Entries pending in the group that this source may take over, in id order: its own
@@ -272,7 +307,8 @@ class RedisConsumerSource:
 
     async def maintain(self) -> None:
         """Heartbeat the held entries, renew the lease (ordered), remove dead consumers; on
-        cancellation give the lease back (the next holder need not wait for it to expire)."""
+        cancellation finish the acks in flight and give the lease back (the next holder need not
+        wait for it to expire)."""
         s = self.settings
         now = self._clock()
         next_beat, next_gc = now + s.claim_heartbeat_s, now + s.claim_after_s
@@ -295,12 +331,20 @@ class RedisConsumerSource:
                         await self.remove_dead_consumers()
                     next_gc = now + s.claim_after_s
         except asyncio.CancelledError:
+            await self._stop_acks()  # acked before the lease goes: the next holder skips them
             if self._lease is not None:
                 with contextlib.suppress(RedisError, OSError, TimeoutError):
                     await asyncio.wait_for(
                         self._release(keys=[self._lease_key], args=[self._lease]), 1.0)
                 self._lease = None
             raise
+
+    async def check_turn(self) -> None:
+        """An ordered consumer's reader asks before each attempt: `LeaseLost` once its lease ran
+        out (by this machine's clock, counted from before the last renewal was sent), so a holder
+        that stalled past it delivers no more than the attempt it was making. Unordered: no-op."""
+        if self.ordered:
+            self._check_lease()
 
     # -- sharing the group ---------------------------------------------------------------------
 

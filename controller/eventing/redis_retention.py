@@ -7,7 +7,9 @@ of the group's oldest pending entry, its last-delivered id and its oldest pendin
 (a retry carries its event, but keeping the entry keeps the accounting honest). Below the floor
 every group handled everything: `XTRIM MINID` there counts as handled. Then the age and length caps
 trim exactly (`MINID` at now − `max_age_s`, `MAXLEN`), and whatever they take is counted as dropped.
-A group's retries are read in full to find the oldest event id: retention runs seldom.
+A group's oldest retry comes from its `retryfloor` sorted set (one `ZRANGE`, however many retries
+wait; the scripts keep it with the retries): `<ms>-0` of the lowest millisecond there, which keeps
+every entry of that millisecond (conservative: a few handled entries may stay a round longer).
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ import contextlib
 import time
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from controller.eventing.redis_scripts import min_stream_id, parse_stream_id, text
+from controller.eventing.redis_scripts import min_stream_id, text
 from flint_common.redis_keys import consumer_key, consumer_pattern, log_pattern
 
 __all__ = ["delete_consumer", "delete_log", "retention_floor", "trim"]
@@ -49,20 +50,13 @@ async def retention_floor(redis: aioredis.Redis, log_uid: str, stream: str) -> s
 
 
 async def _oldest_retry(redis: aioredis.Redis, log_uid: str, group: str) -> str | None:
+    """The floor the group's pending retries need: `<ms>-0` of the oldest one's event id."""
     try:
-        key = consumer_key(log_uid, group, "retrydata")
+        key = consumer_key(log_uid, group, "retryfloor")
     except ValueError:  # a group not named like a consumer uid: not one of ours
         return None
-    ids = [str(orjson.loads(v)["event_id"]) for v in await redis.hvals(key)]
-    return min_stream_id([i for i in ids if _is_stream_id(i)])
-
-
-def _is_stream_id(value: str) -> bool:
-    try:
-        parse_stream_id(value)
-    except ValueError:
-        return False
-    return True
+    lowest: Any = await redis.zrange(key, 0, 0, withscores=True)
+    return f"{int(lowest[0][1])}-0" if lowest else None
 
 
 async def trim(

@@ -5,10 +5,15 @@ letters and back, an ordered consumer's lease with its fencing number) happens i
 Every script touches only keys of one log (one hash tag, `flint_common.redis_keys`), passed as
 KEYS, so it is legal on a Redis Cluster. Values the scripts parse:
 
-* `inflight` (retry id → `<lease until>|<next_at>|<owner>`, unix seconds): a retry being
-  attempted, by whom, until when, and when it was due (given back by `take_due`);
+* `retries` (retry id, score = when due) and `inflight` (retry id → `<lease until>|<due>|<owner>`):
+  the times are unix seconds on Redis's clock (`TIME` in the script), never a dispatcher's: a
+  caller passes a delay (its `next_at` minus its own present), so a dispatcher whose clock is off
+  can neither take a retry early nor take over a live lease;
 * `retrydata` (retry id → JSON `{"event_id", "event" (base64 of `Event.to_log()`), "attempt"}`)
   and `deaddata` (dead letter id → JSON with `reason`, `status`, `detail`, `at` too);
+* `retryfloor` (retry id, score = the millisecond part of its event's stream id, `floor_score`):
+  kept with `retrydata` by every script that adds or removes a retry, so retention finds the
+  oldest retry's event with one `ZRANGE` instead of reading every retry;
 * `lease` (`<owner>|<fencing number>`), `fence` (the counter of fencing numbers).
 """
 
@@ -19,12 +24,15 @@ __all__ = [
     "ADD_DEAD_LETTER",
     "ADD_RETRY",
     "HEARTBEAT",
+    "HOLD",
     "REDELIVER",
     "RELEASE_LEASE",
     "REMOVE_DEAD_CONSUMERS",
+    "REMOVE_RETRY",
     "RENEW_LEASE",
     "TAKE_DUE",
     "UPDATE_RETRY",
+    "floor_score",
     "lease_value",
     "min_stream_id",
     "parse_stream_id",
@@ -39,10 +47,25 @@ local function parse(v)
 end
 """
 
-TAKE_DUE = _PARSE_INFLIGHT + """
--- KEYS: retries, inflight, retrydata
--- ARGV: now, limit, lease until, owner, then the retry ids the owner holds (renewed)
-local now, limit, untl, owner = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+_CLOCK = """
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function fmt(x) return string.format('%.6f', x) end
+"""
+"""Redis's own present (`TIME`, unix seconds with microseconds) and the exact text of a time: the
+retries' due times and leases are on Redis's clock, so dispatchers whose clocks disagree still
+agree on them (a script may call `TIME` before writing: scripts replicate their effects)."""
+
+TAKE_DUE = _PARSE_INFLIGHT + _CLOCK + """
+-- KEYS: retries, inflight, retrydata, retryfloor
+-- ARGV: offset (the caller's `now` minus its clock's present, seconds: 0 for "now"), limit,
+-- lease (seconds), owner, then the retry ids the owner holds (renewed).
+-- Returns Redis's present (TIME), then id, data and due time of each retry taken.
+local t = clock()
+local now, limit, owner = t + tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[4]
+local untl = fmt(now + tonumber(ARGV[3]))
 for i = 5, #ARGV do
   local v = redis.call('HGET', KEYS[2], ARGV[i])
   if v then
@@ -50,42 +73,47 @@ for i = 5, #ARGV do
     if who == owner then redis.call('HSET', KEYS[2], ARGV[i], untl .. '|' .. nxt .. '|' .. owner) end
   end
 end
-local out = {}
+local out = {fmt(t)}
 if limit <= 0 then return out end
+local taken = 0
 local function take(id, nxt)
   local data = redis.call('HGET', KEYS[3], id)
   if not data then
     redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', KEYS[4], id)
     return
   end
   redis.call('HSET', KEYS[2], id, untl .. '|' .. nxt .. '|' .. owner)
   out[#out + 1] = id
   out[#out + 1] = data
   out[#out + 1] = nxt
+  taken = taken + 1
 end
 -- a lease that expired (its taker died or stalled) is taken over like a due retry
 local flat = redis.call('HGETALL', KEYS[2])
 for i = 1, #flat, 2 do
-  if #out >= limit * 3 then break end
+  if taken >= limit then break end
   local u, nxt = parse(flat[i + 1])
   if u <= now then take(flat[i], nxt) end
 end
-if #out < limit * 3 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
-                         math.floor(limit - #out / 3))
+if taken < limit then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(now), 'WITHSCORES', 'LIMIT', 0,
+                         limit - taken)
   for i = 1, #due, 2 do
     redis.call('ZREM', KEYS[1], due[i])
-    take(due[i], due[i + 1])
+    take(due[i], fmt(tonumber(due[i + 1])))
   end
 end
 return out
 """
 
-ADD_RETRY = """
--- KEYS: seq, retries, retrydata; ARGV: next_at, data. Returns the new retry id.
+ADD_RETRY = _CLOCK + """
+-- KEYS: seq, retries, retrydata, retryfloor; ARGV: delay (seconds from Redis's present), data,
+-- the millisecond part of the event's stream id ('' if none). Returns the new retry id.
 local id = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[3], id, ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[1], id)
+redis.call('ZADD', KEYS[2], fmt(clock() + tonumber(ARGV[1])), id)
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], ARGV[3], id) end
 return id
 """
 
@@ -99,28 +127,51 @@ end
 KEYS; its value `until|next|owner`)? A taker whose lease expired and was taken over must not
 write its outcome over the new taker's."""
 
-UPDATE_RETRY = OWNED + """
--- KEYS: retries, inflight, retrydata; ARGV: retry id, attempt, next_at, owner.
--- Not while another taker holds its lease: a stalled taker's outcome is dropped (0). A retry gone
--- (delivered, dead-lettered elsewhere) is not brought back.
+HOLD = _PARSE_INFLIGHT + _CLOCK + """
+-- KEYS: inflight; ARGV: retry id, lease (seconds), owner.
+-- 1 if the retry is in progress under the owner's lease, which is extended to `lease` from
+-- Redis's present; else 0: it is gone, back in the waiting set, or another taker holds it now.
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local _, nxt, who = parse(v)
+if who ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], fmt(clock() + tonumber(ARGV[2])) .. '|' .. nxt .. '|' .. who)
+return 1
+"""
+
+UPDATE_RETRY = OWNED + _CLOCK + """
+-- KEYS: retries, inflight, retrydata, retryfloor; ARGV: retry id, attempt, delay (seconds from
+-- Redis's present), owner. Not while another taker holds its lease: a stalled taker's outcome is
+-- dropped (0). A retry gone (delivered, dead-lettered elsewhere) is not brought back.
 if taken_by_other(2, ARGV[1], ARGV[4]) then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 local data = redis.call('HGET', KEYS[3], ARGV[1])
 if not data then
   redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
   return 0
 end
 local obj = cjson.decode(data)
 obj['attempt'] = tonumber(ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(obj))
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[1], fmt(clock() + tonumber(ARGV[3])), ARGV[1])
+return 1
+"""
+
+REMOVE_RETRY = """
+-- KEYS: retries, inflight, retrydata, retryfloor; ARGV: retry id. The retry was delivered: it
+-- goes from every key at once (a missing id is not an error).
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
 
 ADD_DEAD_LETTER = OWNED + """
--- KEYS: seq, dead, deaddata, retries, inflight, retrydata; ARGV: data, retry id or '', owner.
--- Returns the dead letter's id; the retry (if any) goes in the same step — unless another taker
--- holds its lease now, or it is gone (delivered elsewhere): then 0 and no dead letter.
+-- KEYS: seq, dead, deaddata, retries, inflight, retrydata, retryfloor; ARGV: data, retry id or '',
+-- owner. Returns the dead letter's id; the retry (if any) goes in the same step — unless another
+-- taker holds its lease now, or it is gone (delivered elsewhere): then 0 and no dead letter.
 if ARGV[2] ~= '' and (taken_by_other(5, ARGV[2], ARGV[3])
                      or redis.call('HEXISTS', KEYS[6], ARGV[2]) == 0) then return 0 end
 local id = redis.call('INCR', KEYS[1])
@@ -130,19 +181,22 @@ if ARGV[2] ~= '' then
   redis.call('ZREM', KEYS[4], ARGV[2])
   redis.call('HDEL', KEYS[5], ARGV[2])
   redis.call('HDEL', KEYS[6], ARGV[2])
+  redis.call('ZREM', KEYS[7], ARGV[2])
 end
 return id
 """
 
-REDELIVER = """
--- KEYS: seq, dead, deaddata, retries, retrydata; ARGV: next_at, then dead letter ids (none: all).
--- Each dead letter becomes a retry with attempt 0, due at next_at. Returns how many moved.
+REDELIVER = _CLOCK + """
+-- KEYS: seq, dead, deaddata, retries, retrydata, retryfloor; ARGV: delay (seconds from Redis's
+-- present), then dead letter ids (none: all). Each dead letter becomes a retry with attempt 0,
+-- due then. Returns how many moved.
 local ids = {}
 if #ARGV == 1 then
   ids = redis.call('ZRANGE', KEYS[2], 0, -1)
 else
   for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
+local due = fmt(clock() + tonumber(ARGV[1]))
 local moved = 0
 for _, id in ipairs(ids) do
   local data = redis.call('HGET', KEYS[3], id)
@@ -151,7 +205,9 @@ for _, id in ipairs(ids) do
     local rid = redis.call('INCR', KEYS[1])
     redis.call('HSET', KEYS[5], rid,
                cjson.encode({event_id = d['event_id'], event = d['event'], attempt = 0}))
-    redis.call('ZADD', KEYS[4], ARGV[1], rid)
+    redis.call('ZADD', KEYS[4], due, rid)
+    local ms = type(d['event_id']) == 'string' and string.match(d['event_id'], '^(%d+)%-%d+$')
+    if ms and #ms <= 15 then redis.call('ZADD', KEYS[6], ms, rid) end
     redis.call('ZREM', KEYS[2], id)
     redis.call('HDEL', KEYS[3], id)
     moved = moved + 1
@@ -231,6 +287,16 @@ def parse_stream_id(value: object) -> tuple[int, int]:
     """`<ms>-<seq>` as a pair that sorts as Redis orders stream ids."""
     ms, _, seq = text(value).partition("-")
     return int(ms), int(seq or 0)
+
+
+def floor_score(event_id: str) -> str | None:
+    """A retry's `retryfloor` score: the millisecond part of its event's stream id (`<ms>-<seq>`),
+    as digits that a double holds exactly; None for an id that is not a stream id."""
+    ms, dash, seq = event_id.partition("-")
+    if not (dash and ms.isdigit() and seq.isdigit() and ms.isascii() and seq.isascii()
+            and len(ms) <= 15):
+        return None
+    return str(int(ms))
 
 
 def min_stream_id(ids: list[str]) -> str | None:

@@ -21,7 +21,13 @@ retries make delivery at least once across crashes:
   leases of the retries being attempted here;
 * a source that blocks in `read` (`blocks`: Redis) is read again at once after an empty read;
   one that does not (SQLite) is read again on a wake-up or after `POLL_S`;
-* in ordered mode a failed event is retried in place (the acks wait), so order holds;
+* in ordered mode a failed event is retried in place (the acks wait), so order holds; each
+  attempt (and a give-up) first asks the source whether it is still this reader's turn
+  (`check_turn`: an ordered consumer's lease), so a dispatcher that stalled past its lease stops
+  there and fails, delivering at most the attempt it was making;
+* a retry given up on goes to the dead-letter sink only while this runner still holds it
+  (`ConsumerState.hold`, asked before each send to the sink): one whose lease another dispatcher
+  took over meanwhile is that dispatcher's to finish, and this outcome is dropped (logged);
 * a trigger's reply is sent to the broker (its TTL one less; at 0 a recorded drop) and must be
   accepted (202, so stored durably) before the original counts as delivered; a subscription's
   goes to its `reply` destination (any 2xx), or is dropped without one, as Knative does.
@@ -65,6 +71,8 @@ READ_BATCH = 256
 POLL_S = 1.0
 """Re-read the log's tail this often even without a wake-up (a lost datagram costs this much)."""
 REPLY_TIMEOUT_S = 30.0
+STOP_RECANCEL_S = 5.0
+"""`stop` cancels a task again if it is still running this long after it was cancelled."""
 RETRY_POLL_S = 1.0
 """Take due retries at least this often: other dispatchers of the consumer store retries too, and
 each take renews the leases of the retries in flight here (leases last far longer)."""
@@ -74,6 +82,15 @@ each take renews the leases of the retries in flight here (leases last far longe
 class _Slot:
     id: str
     done: bool = False
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait until `event` is set, for at most `timeout_s`. Not `asyncio.wait_for`: on Python 3.11
+    it swallows a cancellation that comes just as the event is set (it returns the result), and a
+    loop that went on waiting would keep `ConsumerRunner.stop` from ever returning."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
 
 
 def reply_ttl(event: Event) -> int:
@@ -118,6 +135,7 @@ class ConsumerRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: list[asyncio.Task[None]] = []
         self.failed = False
+        self._stopping = False
         self.on_failure: Callable[[ConsumerRunner], None] | None = None
         self._labels = (plan.namespace, plan.label)
 
@@ -147,11 +165,21 @@ class ConsumerRunner:
         self._wake.set()
 
     async def stop(self) -> None:
-        for t in self._main:
-            t.cancel()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._main, *self._tasks, return_exceptions=True)
+        """Cancel every task of the runner and wait until all have ended. A task still running
+        `STOP_RECANCEL_S` after its cancellation is cancelled again: on Python 3.11 a cancellation
+        can be lost (`asyncio.wait_for`, which redis-py wraps around its socket I/O when it has a
+        socket timeout, swallows one that comes just as the awaited call completes), and a loop
+        that lost it would run on (the read and retry loops also end at their next turn once
+        stopping). The interval is longer than any task's own cleanup (a Redis source gives its
+        acks and its lease a second each)."""
+        self._stopping = True  # the loops end at their next turn even if a cancellation was lost
+        ended: list[asyncio.Task[None]] = []
+        while pending := [t for t in (*self._main, *self._tasks) if not t.done()]:
+            for t in pending:
+                t.cancel()
+            ended += pending
+            await asyncio.wait(pending, timeout=STOP_RECANCEL_S)
+        await asyncio.gather(*ended, *self._main, return_exceptions=True)  # their errors: seen
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -171,7 +199,7 @@ class ConsumerRunner:
         # What an earlier reader of this consumer read and never acked (a crashed dispatcher's)
         # goes first, before anything new (a SQLite log has none: it is read again from the position).
         claimed = await self.source.claim(await self.source.pending())
-        while True:
+        while not self._stopping:
             self._wake.clear()
             room = self.window - len(self._slots)
             if claimed:
@@ -182,8 +210,7 @@ class ConsumerRunner:
                 self._metrics.backlog.labels(*self._labels).set(len(self._slots))
                 if room > 0 and self.source.blocks:
                     continue  # the read waited for events itself
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_S)
+                await _wait(self._wake, POLL_S)
                 continue
             for event_id, raw in batch:
                 slot = _Slot(event_id)
@@ -235,12 +262,14 @@ class ConsumerRunner:
     async def _deliver_ordered(self, slot: _Slot, raw: bytes, event: Event) -> None:
         attempt = 1
         while True:
+            await self.source.check_turn()  # raises once another reader may deliver in our place
             outcome = await self._attempt(event)
             if outcome.ok:
                 break
             now = self._clock()
             decision = after_failure(self.policy, attempt, outcome.status, outcome.retry_after, now)
             if isinstance(decision, GiveUp):
+                await self.source.check_turn()
                 await self._give_up(slot.id, raw, event, outcome, decision, retry_id=None)
                 break
             self._metrics.retried.labels(*self._labels).inc()
@@ -326,6 +355,14 @@ class ConsumerRunner:
             dead = event.with_extensions(**ext)
             attempt = 1
             while True:
+                if retry_id is not None and not await self.state.hold(retry_id):
+                    # Another dispatcher took the retry over (this one stalled past its lease),
+                    # or it is gone: its outcome is the holder's now, not ours to send.
+                    log.warning(
+                        "event=outcome_dropped trigger=%s id=%s retry=%d reason=the retry is held "
+                        "by another dispatcher now (or gone); its dead-letter send is skipped",
+                        self.plan.key, event.id, retry_id)
+                    return
                 sent = await self._sender.send(
                     dls,
                     dead,
@@ -354,9 +391,14 @@ class ConsumerRunner:
             reason = f"{decision.reason}; dead-letter sink failed"
         else:
             reason = decision.reason
-        await self.state.add_dead_letter(
+        kept = await self.state.add_dead_letter(
             event_id, raw, reason, outcome.status, outcome.detail, self._clock(), retry_id=retry_id
         )
+        if not kept:  # the retry is another dispatcher's now (or gone): its outcome, not ours
+            log.warning("event=outcome_dropped trigger=%s id=%s retry=%s reason=the retry is held "
+                        "by another dispatcher now (or gone); no dead letter kept here",
+                        self.plan.key, event.id, retry_id)
+            return
         self._metrics.dropped.labels(*self._labels, decision.reason).inc()
         log.error(
             "event=dropped trigger=%s id=%s reason=%s status=%s detail=%s",
@@ -375,7 +417,7 @@ class ConsumerRunner:
         self._retry_wake.set()
 
     async def _run_retries(self) -> None:
-        while True:
+        while not self._stopping:
             self._retry_wake.clear()
             now = self._clock()
             room = self.window - self._retrying
@@ -389,8 +431,7 @@ class ConsumerRunner:
                 delay = RETRY_POLL_S if not self._due else min(RETRY_POLL_S, self._due[0] - now)
             else:
                 delay = RETRY_POLL_S  # full (more may be due): a finished retry wakes the loop
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_wake.wait(), max(delay, 0.0))
+            await _wait(self._retry_wake, max(delay, 0.0))
 
     async def _retry(self, rid: int, event_id: str, raw: bytes, attempt: int) -> None:
         try:

@@ -83,13 +83,17 @@ class SqliteConsumerSource:
     async def maintain(self) -> None:
         return  # nothing to keep up: one reader per log, no lease
 
+    async def check_turn(self) -> None:
+        return  # one reader per log: its turn never ends
+
 
 class SqliteConsumerState:
     """One consumer's pending retries and dead letters in the dispatcher's database.
 
     One dispatcher reads a SQLite log, so the leases of `take_due` are a set in memory: the
     retries this state handed out and that were not updated, removed or dead-lettered since (a
-    new state, as a restarted runner makes, takes them all again)."""
+    new state, as a restarted runner makes, takes them all again). No other taker can take one
+    over: `hold` only says whether the retry still exists."""
 
     def __init__(self, state: DispatcherState, consumer: str) -> None:
         self._state = state
@@ -114,6 +118,9 @@ class SqliteConsumerState:
             if len(taken) == limit:
                 break
         return taken
+
+    async def hold(self, retry_id: int) -> bool:
+        return await self._state.has_retry(retry_id)
 
     async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
         return await self._state.add_retry(self.consumer, int(event_id), event, attempt, next_at)

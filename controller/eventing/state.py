@@ -268,6 +268,14 @@ class DispatcherState(SqliteWriter[_Item]):
             return []
         return await self._read(q)
 
+    async def has_retry(self, retry_id: int) -> bool:
+        """Whether pending retry `retry_id` still exists (committed)."""
+
+        def q(conn: sqlite3.Connection) -> bool:
+            return conn.execute("SELECT 1 FROM retries WHERE id = ?", (retry_id,)).fetchone() is not None
+
+        return await self._read(q)
+
     async def retries(self, consumer: str) -> list[PendingRetry]:
         """`consumer`'s pending retries, soonest due first (then oldest)."""
 

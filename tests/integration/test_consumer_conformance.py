@@ -8,11 +8,21 @@ and builds the source and the state of a consumer the way the dispatcher does (a
 what a restarted dispatcher makes). Event ids are opaque: the tests only compare them. What only a
 shared backend can do (several dispatchers in one group, leases, the ordered consumer's lease,
 retention of a stream) is tested on Redis alone, further down. Waits poll with deadlines.
+
+Times: a backend's `clock` is the dispatcher's clock (the runner's and the state's); the tests'
+synthetic times (`T0` on) are on it. The SQLite state compares them as they are, whatever `clock`
+says (it is the real one there). The Redis state keeps due times and leases on Redis's clock and
+reads a time as its distance from its `clock`'s present, which the Redis backend fixes at `T0`
+(a fake clock, years behind Redis's): `take_due(T0 + 19, …)` means "19 s from now" to it, so the
+synthetic times work as they do on SQLite while Redis's clock runs, and every test also shows
+that a dispatcher's clock need not agree with Redis's. A `next_at` the Redis state gives back
+went through Redis's clock, which ran meanwhile: equal within `time_error_s`, not to the bit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +42,7 @@ from controller.eventing.redis_consumer import (
     RedisConsumerSource,
 )
 from controller.eventing.redis_retention import delete_consumer, delete_log, trim
+from controller.eventing.redis_scripts import parse_stream_id
 from controller.eventing.redis_state import RedisConsumerState
 from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Outcome, Sender
@@ -70,7 +81,21 @@ async def until(cond: Callable[[], Awaitable[bool]], what: str = "condition") ->
         await asyncio.sleep(0.005)
 
 
+def skewed_clock(reads: float) -> Callable[[], float]:
+    """A clock that reads `reads` now and runs at real speed: a machine whose clock is off."""
+    skew = reads - time.time()
+    return lambda: time.time() + skew
+
+
+def at(backend: Backend, t: float) -> Any:
+    """`t` as a time the backend gave back compares (`time_error_s`)."""
+    return pytest.approx(t, rel=0, abs=backend.time_error_s)
+
+
 class Backend(Protocol):
+    clock: Callable[[], float]
+    time_error_s: float
+
     async def append(self, *events: Event) -> None: ...
     async def source(self, consumer: str) -> ConsumerSource: ...
     def state(self, consumer: str) -> ConsumerState: ...
@@ -81,7 +106,10 @@ class Backend(Protocol):
 class SqliteBackend:
     """The log file a gateway writes, the dispatcher's reader of it and its own database."""
 
+    time_error_s = 0.0
+
     def __init__(self, tmp: Path) -> None:
+        self.clock: Callable[[], float] = time.time
         path = tmp / "eventing" / "logs" / "b.db"
         path.parent.mkdir(parents=True)
         self.log = SqliteChannelLog(path, durable=False)
@@ -111,10 +139,13 @@ class RedisBackend:
     """A log of its own on the module's redis-server; sources and states as dispatcher `name`
     makes them (a new source with the same name is that dispatcher restarted)."""
 
+    time_error_s = 0.5
+
     def __init__(self, server: RedisServer) -> None:
         self.redis = aioredis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5)
         self.log_uid = "log-" + uuid.uuid4().hex[:12]
         self.stream = stream_key(self.log_uid)
+        self.clock: Callable[[], float] = lambda: T0
 
     async def append(self, *events: Event) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -126,21 +157,31 @@ class RedisBackend:
         return self.redis_source(consumer)
 
     def redis_source(self, consumer: str, name: str = "dispatcher-a", *, ordered: bool = False,
-                     settings: RedisConsumerSettings = FAST) -> RedisConsumerSource:
-        return RedisConsumerSource(self.redis, log_uid=self.log_uid, stream=self.stream,
+                     settings: RedisConsumerSettings = FAST,
+                     client: aioredis.Redis | None = None) -> RedisConsumerSource:
+        return RedisConsumerSource(client or self.redis, log_uid=self.log_uid, stream=self.stream,
                                    group=consumer, consumer=name, ordered=ordered,
                                    settings=settings)
 
     def state(self, consumer: str) -> ConsumerState:
         return self.redis_state(consumer)
 
-    def redis_state(self, consumer: str, owner: str = "dispatcher-a",
-                    lease_s: float = 30.0) -> RedisConsumerState:
+    def redis_state(self, consumer: str, owner: str = "dispatcher-a", lease_s: float = 30.0,
+                    clock: Callable[[], float] | None = None) -> RedisConsumerState:
         return RedisConsumerState(self.redis, log_uid=self.log_uid, consumer_uid=consumer,
-                                  owner=owner, lease_s=lease_s)
+                                  owner=owner, lease_s=lease_s, clock=clock or self.clock)
 
     def log_ref(self, consumer: str) -> RedisLog:
         return RedisLog(self.stream, consumer)
+
+    async def append_apart(self, *events: Event) -> None:
+        """Append `events` each in a millisecond of its own (ids `<ms>-0`, 1 ms apart)."""
+        sec, usec = await self.redis.time()
+        base = int(sec) * 1000 + int(usec) // 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k, e in enumerate(events):
+                pipe.xadd(self.stream, {EVENT_FIELD: e.to_log()}, id=f"{base + k}-0")
+            await pipe.execute()
 
     async def ids(self) -> list[str]:
         """The ids of the stream's entries, oldest first."""
@@ -262,7 +303,8 @@ async def test_retries_are_kept_updated_and_removed(backend: Backend) -> None:
         (r1, "7", b"raw7", 2),
     ]  # soonest due first
     await state.update_retry(r2, 3, T0 + 9)
-    assert [(r.id, r.attempt, r.next_at) for r in await state.retries()][-1] == (r2, 3, T0 + 9)
+    assert [(r.id, r.attempt, r.next_at) for r in await state.retries()][-1] == (
+        r2, 3, at(backend, T0 + 9))
     await state.remove_retry(r1)
     await state.remove_retry(r1)  # a missing id is not an error
     assert [r.id for r in await state.retries()] == [r2]
@@ -282,7 +324,8 @@ async def test_a_failed_retry_becomes_a_dead_letter_and_can_be_redelivered(backe
     ]
     assert await state.redeliver([letters[1].id], T0 + 3) == 1
     [back] = await state.retries()
-    assert (back.event_id, back.event, back.attempt, back.next_at) == ("8", b"raw8", 0, T0 + 3)
+    assert (back.event_id, back.event, back.attempt, back.next_at) == (
+        "8", b"raw8", 0, at(backend, T0 + 3))
     assert await state.redeliver(None, T0 + 4) == 1
     assert await state.dead_letters() == []
 
@@ -304,12 +347,12 @@ class AnswerSender(Sender):
         return self.answer(event)
 
 
-def consumer_plan(backend: Backend, *, ordered: bool = False,
-                  delivery: dict[str, Any] | None = None) -> ConsumerPlan:
+def consumer_plan(backend: Backend, *, ordered: bool = False, delivery: dict[str, Any] | None = None,
+                  dead_letter_uri: str | None = None) -> ConsumerPlan:
     return ConsumerPlan(
         uid="c", namespace="ns", name="t", broker="default", log_uid="b", log=backend.log_ref("c"),
         subscriber=SUBSCRIBER, reply="", filter_attributes=None, filters=None,
-        delivery=delivery or {"retry": 3}, dead_letter_uri=None, ordered=ordered,
+        delivery=delivery or {"retry": 3}, dead_letter_uri=dead_letter_uri, ordered=ordered,
         kind="subscription",
     )
 
@@ -319,8 +362,9 @@ async def test_a_runner_delivers_acks_and_keeps_retries_on_the_backend(backend: 
     state = backend.state("c")
     source = await backend.source("c")
     await source.open()  # where the consumer starts is known before the events come (the runner opens again)
-    runner = ConsumerRunner(consumer_plan(backend), source, state, sender, DispatcherMetrics(),
-                            clock=lambda: T0)
+    # Its retry is due an hour on: it waits in the state, whichever clock judges it.
+    runner = ConsumerRunner(consumer_plan(backend, delivery={"retry": 3, "backoffDelay": "PT1H"}),
+                            source, state, sender, DispatcherMetrics(), clock=backend.clock)
     runner.start()
     try:
         await backend.append(ev("a"), ev("bad"), ev("c"))
@@ -355,7 +399,7 @@ async def test_a_runner_takes_its_retries_from_the_state_and_delivers_them(backe
     await source.open()
     delivery = {"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT0.05S"}
     runner = ConsumerRunner(consumer_plan(backend, delivery=delivery), source, state, sender,
-                            DispatcherMetrics())
+                            DispatcherMetrics(), clock=backend.clock)
     runner.start()
     try:
         await backend.append(ev("a"), ev("bad"))
@@ -376,7 +420,8 @@ async def test_redelivered_dead_letters_are_delivered_by_the_runner(backend: Bac
     state = backend.state("c")
     source = await backend.source("c")
     await source.open()
-    runner = ConsumerRunner(consumer_plan(backend), source, state, sender, DispatcherMetrics())
+    runner = ConsumerRunner(consumer_plan(backend), source, state, sender, DispatcherMetrics(),
+                            clock=backend.clock)
     runner.start()
     try:
         await backend.append(ev("bad"))
@@ -387,7 +432,7 @@ async def test_redelivered_dead_letters_are_delivered_by_the_runner(backend: Bac
 
         await until(dead, "a dead letter")
         refuse.clear()
-        assert await state.redeliver(None, time.time()) == 1
+        assert await state.redeliver(None, backend.clock()) == 1
         runner.requeued()
 
         async def delivered() -> bool:
@@ -406,7 +451,8 @@ async def test_take_due_hands_each_due_retry_out_once_until_it_is_updated(backen
     r3 = await state.add_retry("3", b"three", 2, T0 + 50)
     assert await state.take_due(T0, 10) == []
     [a] = await state.take_due(T0 + 2.5, 1)  # the limit
-    assert (a.id, a.event_id, a.event, a.attempt, a.next_at) == (r1, "1", b"one", 2, T0 + 1)
+    assert (a.id, a.event_id, a.event, a.attempt, a.next_at) == (
+        r1, "1", b"one", 2, at(backend, T0 + 1))
     assert [r.id for r in await state.take_due(T0 + 3, 10)] == [r2]  # r1 is taken: not again
     assert await state.take_due(T0 + 3, 10) == []
     assert [r.id for r in await state.retries()] == [r1, r2, r3]  # taken ones are still pending
@@ -423,6 +469,18 @@ async def test_take_due_hands_each_due_retry_out_once_until_it_is_updated(backen
     assert await state.redeliver([dead.id], T0 + 6) == 1
     [back] = await state.take_due(T0 + 6, 10)
     assert (back.event_id, back.event, back.attempt) == ("1", b"one", 0)
+
+
+async def test_hold_says_whether_a_taken_retry_is_still_there_for_its_taker(backend: Backend) -> None:
+    state = backend.state("c")
+    rid = await state.add_retry("1", b"one", 2, T0)
+    [taken] = await state.take_due(T0, 5)
+    assert taken.id == rid
+    assert await state.hold(rid)
+    assert await state.hold(rid)  # asking again changes nothing
+    await state.remove_retry(rid)
+    assert not await state.hold(rid)  # delivered (by another taker, say): not ours to finish
+    assert not await state.hold(rid + 1000)  # never was
 
 
 # ------------------------------------------------------------------------------------------
@@ -470,6 +528,107 @@ async def test_a_stalled_taker_cannot_write_its_outcome_over_the_new_takers(rb: 
     await two.update_retry(rid, 3, T0 + 14)  # the owner's outcome counts
     [again] = await one.take_due(T0 + 14, 5)
     assert (again.id, again.attempt) == (rid, 3)
+
+
+async def test_hold_renews_a_lease_that_ran_out_and_is_false_once_another_taker_holds_it(
+    rb: RedisBackend,
+) -> None:
+    one, two = rb.redis_state("c", "d-a", lease_s=10), rb.redis_state("c", "d-b", lease_s=10)
+    rid = await one.add_retry("7", b"seven", 2, T0 - 30)
+    [_] = await one.take_due(T0 - 20, 5)  # leased until T0 - 10: run out by now
+    assert await one.hold(rid)  # nobody took it over: still one's, leased until T0 + 10
+    assert await two.take_due(T0, 5) == []
+    [over] = await two.take_due(T0 + 11, 5)  # one stalled past the renewed lease
+    assert over.id == rid
+    assert not await one.hold(rid)  # two's now: one must leave the outcome to it
+    assert await two.hold(rid)
+    await two.update_retry(rid, 3, T0 + 20)  # failed again: back to waiting, taken by nobody
+    assert not await two.hold(rid)
+
+
+async def test_dispatchers_whose_clocks_disagree_agree_on_due_times_and_leases(
+    rb: RedisBackend,
+) -> None:
+    """Due times and leases are judged on Redis's clock: a dispatcher whose clock is an hour fast
+    neither takes a retry due in a minute early nor takes over a lease that is still running, and
+    a retry it stores as due now is due now for the others."""
+    fast_clock = skewed_clock(time.time() + 3600)
+    right = rb.redis_state("c", "d-right", lease_s=30, clock=time.time)
+    fast = rb.redis_state("c", "d-fast", lease_s=30, clock=fast_clock)
+    later = await right.add_retry("1-1", b"in a minute", 2, time.time() + 60)
+    due = await right.add_retry("2-1", b"now", 2, time.time())
+    [taken] = await right.take_due(time.time(), 5)
+    assert taken.id == due  # leased to right for 30 s
+    assert await fast.take_due(fast_clock(), 5) == []  # its clock says an hour on: not so
+    assert await right.hold(due)
+    ours = await fast.add_retry("3-1", b"now by the fast clock", 2, fast_clock())
+    [mine] = await right.take_due(time.time(), 5)
+    assert mine.id == ours
+    waiting = {r.id: r.next_at for r in await right.retries()}
+    assert waiting[later] == pytest.approx(time.time() + 60, abs=rb.time_error_s)
+    assert {r.id: r.next_at for r in await fast.retries()}[later] == pytest.approx(
+        fast_clock() + 60, abs=rb.time_error_s)  # given back on each one's own clock
+
+
+async def test_a_runner_sends_nothing_to_the_dead_letter_sink_for_a_retry_taken_over_meanwhile(
+    rb: RedisBackend, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The runner stalls in a retry's attempt past its lease; another dispatcher takes the retry
+    over. When the stalled attempt ends in a give-up, the event is not sent to the dead-letter
+    sink behind the new taker's back, and nothing is written over its retry."""
+    caplog.set_level(logging.INFO, logger="flint.dispatcher")
+    release = asyncio.Event()
+    attempts: list[str] = []
+
+    class StallingSender(AnswerSender):
+        async def send(self, url: str, event: Event, *, structured: bool, timeout_s: float,
+                       prefer_reply: bool = True) -> Outcome:
+            self.sent.append(f"{url} {event.id}")
+            if url == "http://dls":
+                return Outcome(True, 202)
+            attempts.append(event.id)
+            if len(attempts) == 1:
+                return Outcome(False, 500)  # a retry is stored
+            await release.wait()  # the retry's attempt hangs while the lease runs out
+            return Outcome(False, 400)  # then fails for good: give up
+
+    sender = StallingSender(lambda e: Outcome(True, 202))
+    state = rb.redis_state("c", "d-a", lease_s=0.2, clock=time.time)  # far below RETRY_POLL_S
+    other = rb.redis_state("c", "d-b", clock=time.time)
+    source = rb.redis_source("c")
+    await source.open()
+    delivery = {"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT0.01S"}
+    plan = consumer_plan(rb, delivery=delivery, dead_letter_uri="http://dls")
+    runner = ConsumerRunner(plan, source, state, sender, DispatcherMetrics())
+    runner.start()
+    try:
+        await rb.append(ev("bad"))
+
+        async def stalled() -> bool:
+            return len(attempts) == 2
+
+        await until(stalled, "the retry's attempt under way")
+        over: list[Any] = []
+
+        async def taken_over() -> bool:
+            over.extend(await other.take_due(time.time(), 5))
+            return bool(over)
+
+        await until(taken_over, "the retry taken over by the other dispatcher")
+        release.set()
+
+        def to_sink() -> list[str]:
+            return [m for m in sender.sent if m.startswith("http://dls")]
+
+        async def settled() -> bool:  # its outcome dropped (logged), or sent to the sink
+            return bool(to_sink()) or any("event=outcome_dropped" in m for m in caplog.messages)
+
+        await until(settled, "the stalled runner's outcome settled")
+        assert to_sink() == []
+        assert await other.hold(over[0].id)  # still the other's, in progress
+        assert await state.dead_letters() == []
+    finally:
+        await runner.stop()
 
 
 async def test_two_sources_in_one_group_share_the_events_without_duplicates(rb: RedisBackend) -> None:
@@ -594,6 +753,108 @@ async def test_concurrent_acks_are_coalesced_into_few_xacks(rb: RedisBackend) ->
     assert (await rb.redis.xpending(rb.stream, "c"))["pending"] == 0
     assert source.held == []
     assert await xacks() - before < 10
+
+
+class GatedRedis(aioredis.Redis):
+    """A real client of the test's redis-server whose XACKs wait at `gate` until the test opens
+    it (`waiting`: how many wait there), so that a test can cancel an acker mid-XACK."""
+
+    def __init__(self, server: RedisServer) -> None:
+        super().__init__(host="127.0.0.1", port=server.port, socket_timeout=5)
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def xack(self, name: Any, groupname: Any, *ids: Any) -> int:
+        self.waiting += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
+        return int(await super().xack(name, groupname, *ids))
+
+
+async def yield_until(cond: Callable[[], bool], what: str) -> None:
+    """Let the loop run (no time passes) until `cond` holds; fail after many turns."""
+    for _ in range(1000):
+        if cond():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{what} not reached")
+
+
+@pytest.fixture
+async def gated(redis_server: RedisServer) -> AsyncIterator[GatedRedis]:
+    client = GatedRedis(redis_server)
+    yield client
+    client.gate.set()
+    await client.aclose()
+
+
+async def test_cancelling_ackers_loses_no_ack_of_theirs_or_anyone_else_s(
+    rb: RedisBackend, gated: GatedRedis,
+) -> None:
+    """Acks are coalesced: whoever acks while an XACK is in flight rides on the next one. The
+    runner cancels ack calls (its stop; a task torn down): the one whose call happened to start
+    an XACK, and one waiting with others for the next, are cancelled mid-flight. Every id is
+    acked all the same, and the caller that was not cancelled sees its ack succeed."""
+    source = rb.redis_source("c", client=gated)
+    await source.open()
+    await rb.append(ev("a"), ev("b"), ev("c"))
+    (a, _), (b, _), (c, _) = await source.read(3)
+    first = asyncio.create_task(source.ack([a]))
+    await yield_until(lambda: gated.waiting == 1, "the first XACK in flight")
+    second, third = asyncio.create_task(source.ack([b])), asyncio.create_task(source.ack([c]))
+    await yield_until(lambda: c in source._ack_buf, "b and c waiting for the next XACK")
+    first.cancel()  # the caller whose ack started the XACK in flight
+    await yield_until(first.done, "the first caller gone")
+    await yield_until(lambda: gated.waiting == 1, "an XACK in flight")
+    second.cancel()  # waiting with `third` for the XACK that carries both
+    await yield_until(second.done, "the second caller gone")
+    gated.gate.set()
+    await asyncio.wait_for(third, DEADLINE_S)  # not cancelled: its ack succeeds
+    assert first.cancelled() and second.cancelled()
+
+    async def all_acked() -> bool:
+        return await rb.pel("c") == []
+
+    await until(all_acked, "every id acked, the cancelled callers' too")
+    assert source.held == []
+
+
+async def test_stopping_the_source_finishes_the_acks_in_flight_and_leaves_no_task(
+    rb: RedisBackend, gated: GatedRedis,
+) -> None:
+    source = rb.redis_source("c", client=gated)
+    await source.open()
+    await rb.append(ev("a"), ev("b"))
+    (a, _), (b, _) = await source.read(2)
+    upkeep = asyncio.create_task(source.maintain())
+    acking = asyncio.create_task(source.ack([a]))
+    await yield_until(lambda: gated.waiting == 1, "the XACK in flight")
+    upkeep.cancel()  # the runner stops
+    await yield_until(lambda: upkeep.cancelling() > 0 and not upkeep.done(), "the source stopping")
+    gated.gate.set()  # Redis answers while the source stops: the ack is not given up
+    await asyncio.gather(upkeep, return_exceptions=True)
+    assert acking.done() and acking.exception() is None
+    assert [p["message_id"] for p in await rb.pel("c")] == [b]
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("acks:")] == []
+
+
+async def test_a_stopping_source_gives_up_an_ack_redis_does_not_answer_and_leaves_no_task(
+    rb: RedisBackend, gated: GatedRedis,
+) -> None:
+    source = rb.redis_source("c", client=gated)
+    await source.open()
+    await rb.append(ev("a"))
+    [(a, _)] = await source.read(1)
+    upkeep = asyncio.create_task(source.maintain())
+    acking = asyncio.create_task(source.ack([a]))
+    await yield_until(lambda: gated.waiting == 1, "the XACK in flight")
+    upkeep.cancel()
+    await asyncio.wait_for(asyncio.gather(upkeep, return_exceptions=True), DEADLINE_S)
+    assert acking.done() and acking.cancelled()  # not acked: delivered again (at least once)
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("acks:")] == []
+    assert [p["message_id"] for p in await rb.pel("c")] == [a]
 
 
 async def test_a_pending_entry_deleted_meanwhile_is_skipped(rb: RedisBackend) -> None:
@@ -730,7 +991,7 @@ async def test_trim_keeps_what_a_consumer_still_needs_and_counts_what_the_caps_d
     one, two = rb.redis_source("one"), rb.redis_source("two")
     await one.open()
     await two.open()
-    await rb.append(*(ev(f"e{i}") for i in range(10)))
+    await rb.append_apart(*(ev(f"e{i}") for i in range(10)))  # the retry floor keeps whole ms
     sids = await rb.ids()
     read_one = await one.read(10)
     await one.ack([i for i, _ in read_one[:6]])  # e6..e9 pending with one
@@ -745,6 +1006,58 @@ async def test_trim_keeps_what_a_consumer_still_needs_and_counts_what_the_caps_d
     assert await trim(rb.redis, rb.log_uid, rb.stream, max_age_s=60, max_records=None,
                       now=far) == (0, 5)
     assert await rb.redis.xlen(rb.stream) == 0
+
+
+async def test_trim_keeps_the_oldest_retry_s_entry_and_drops_the_handled_ones_before_it(
+    rb: RedisBackend,
+) -> None:
+    """The group handled every entry, some as retries: trim drops the entries older than the
+    oldest retry's event and keeps that one, finding it in the retry floor (no read of the
+    retries themselves), which every way of adding or removing a retry keeps up to date."""
+    source = rb.redis_source("c")
+    await source.open()
+    await rb.append_apart(*(ev(f"e{i}") for i in range(8)))
+    sids = await rb.ids()
+    ms = [parse_stream_id(i)[0] for i in sids]
+    await source.ack([i for i, _ in await source.read(10)])  # all handled ...
+    state = rb.state("c")
+    r5 = await state.add_retry(sids[5], b"raw5", 2, T0)
+    r2 = await state.add_retry(sids[2], b"raw2", 2, T0)  # ... e2 and e5 as retries
+    floor_key = consumer_key(rb.log_uid, "c", "retryfloor")
+
+    async def floor() -> dict[int, int]:
+        found: Any = await rb.redis.zrange(floor_key, 0, -1, withscores=True)
+        return {int(m): int(score) for m, score in found}
+
+    async def retry_reads() -> int:
+        stats: Any = await rb.redis.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0))
+                   for c in ("hvals", "hgetall", "hscan", "hmget", "hget"))
+
+    async def trimmed() -> tuple[int, int]:
+        return await trim(rb.redis, rb.log_uid, rb.stream, max_age_s=None, max_records=None)
+
+    assert await floor() == {r2: ms[2], r5: ms[5]}  # the event ids' milliseconds, exactly
+    reads = await retry_reads()
+    assert await trimmed() == (2, 0)  # e0, e1 go; e2, the oldest retry's event, stays
+    assert await retry_reads() == reads
+    assert await rb.ids() == sids[2:]
+    await state.remove_retry(r2)  # delivered at last
+    assert await floor() == {r5: ms[5]}
+    assert await trimmed() == (3, 0)
+    assert await rb.ids() == sids[5:]
+    await state.add_dead_letter(sids[5], b"raw5", "retries-exhausted", 500, "", T0, retry_id=r5)
+    assert await floor() == {}
+    [dead] = await state.dead_letters()
+    assert await state.redeliver([dead.id], T0) == 1
+    [back] = await state.retries()
+    assert await floor() == {back.id: ms[5]}  # redelivered: its entry is needed again
+    assert await trimmed() == (0, 0)
+    await rb.redis.hdel(consumer_key(rb.log_uid, "c", "retrydata"), str(back.id))
+    await state.update_retry(back.id, 3, T0)  # its data gone: the retry goes, floor and all
+    assert await floor() == {}
+    assert await trimmed() == (2, 0)  # up to the group's last-delivered entry, e7
+    assert await rb.ids() == sids[7:]
 
 
 async def test_delete_consumer_and_delete_log_leave_no_key(rb: RedisBackend) -> None:
@@ -762,7 +1075,7 @@ async def test_delete_consumer_and_delete_log_leave_no_key(rb: RedisBackend) -> 
     await other.append(ev("kept"))
 
     parts = {k.rsplit(":", 1)[1] for k in await rb.keys() if ":c:one:" in k}
-    assert parts == {"seq", "retries", "retrydata", "dead", "deaddata"}
+    assert parts == {"seq", "retries", "retrydata", "retryfloor", "dead", "deaddata"}
     assert await delete_consumer(rb.redis, rb.log_uid, rb.stream, "one") == len(parts)
     assert [g["name"] for g in await rb.redis.xinfo_groups(rb.stream)] == [b"two"]
     assert not [k for k in await rb.keys() if ":c:one:" in k]

@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import signal
 import threading
 import time
 import urllib.request
@@ -46,6 +48,7 @@ from support.harness import APPS, Flint, poll, start_flint, stop_flint
 from support.multi import joined_dispatcher, joined_gateway
 from support.redis_server import RedisServer, kill_redis, restart_redis
 
+from controller.eventing.__main__ import ENV_LEASE_S
 from loadtests.flint_process import Joined
 
 pytest.importorskip(
@@ -382,6 +385,98 @@ def test_ordered_delivery_stays_ordered_with_two_dispatchers(
         log = [i for i, _ in rec.attempt_log()]
         assert [k for k, _ in itertools.groupby(log)] == ids, log
         assert all(n >= 2 for n in rec.attempt_counts().values())
+
+
+PAUSE_LEASE_S = 2.0
+"""The dispatchers' leases in the pause test (`FLINT_REDIS_LEASE_S`): a pause outlasts it soon."""
+
+
+def within_one(got: list[str], want: list[str]) -> bool:
+    """`got` is `want`, or `want` with one event more in it (out of order, or a duplicate)."""
+    return got == want or any(got[:i] + got[i + 1:] == want for i in range(len(got)))
+
+
+def lease_holder(server: RedisServer, flint: Flint, broker_name: str, trigger_name: str) -> str:
+    """The dispatcher id holding the ordered trigger's lease ('' if none)."""
+    from flint_common.redis_keys import consumer_key
+
+    log_uid = flint.get("broker", broker_name)["metadata"]["uid"]
+    group = flint.get("trigger", trigger_name)["metadata"]["uid"]
+    c = server.client()
+    try:
+        value = c.get(consumer_key(log_uid, group, "lease"))
+    finally:
+        c.close()
+    return str(value).rpartition("|")[0] if value else ""
+
+
+def dead_letters_kept(server: RedisServer, flint: Flint, broker_name: str, trigger_name: str) -> int:
+    from flint_common.redis_keys import consumer_key
+
+    log_uid = flint.get("broker", broker_name)["metadata"]["uid"]
+    group = flint.get("trigger", trigger_name)["metadata"]["uid"]
+    c = server.client()
+    try:
+        return int(c.zcard(consumer_key(log_uid, group, "dead")))
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(300)
+def test_an_ordered_holder_paused_past_its_lease_delivers_at_most_the_event_it_was_sending(
+        redis_up: RedisServer, tmp_path: Path) -> None:
+    """`flint up`'s dispatcher and a joined one, both with a 2 s lease, run an ordered trigger
+    whose subscriber always fails one event (a poison event, retried in place). The lease holder
+    is SIGSTOPped while it retries that event; the other takes the lease over, retries the event
+    itself, dead-letters it and delivers the rest in order. Then the paused one resumes: it finds
+    its lease gone before its next attempt, so it sends at most the one request it was about to
+    send (the documented bound), never retries the event again nor dead-letters it, and fails and
+    restarts to wait for the lease. Every event is delivered, in order (within that bound)."""
+    f = start_flint(tmp_path / "flint", "--redis", redis_up.url,
+                    env={ENV_LEASE_S: str(PAUSE_LEASE_S)})
+    try:
+        with joined_dispatcher(f, name="dispatcher-b") as b:
+            apply(f, redis_broker("paused"))
+            wait_broker(f, "paused")
+            ids = [f"p-{i}" for i in range(12)]
+            poison = "p-5"
+            with recorder(fail_ids={poison}) as rec:
+                apply(f, trigger("paused-t", "paused", {"uri": rec.url}, ordered=True,
+                                 delivery={"retry": 6, "backoffPolicy": "linear",
+                                           "backoffDelay": "PT0.1S"}))
+                wait_trigger(f, "paused-t")
+                for i in ids:  # one after the other: the stream's order
+                    assert send_one(f.port, "paused", i) == 202
+                poll(lambda: rec.attempt_counts().get(poison, 0) >= 1, 60,
+                     "the poison event being retried in place")
+                holder = lease_holder(redis_up, f, "paused", "paused-t")
+                embedded = f.dispatcher_pid()
+                assert embedded is not None
+                pids = {f.dispatcher_id: embedded, b.dispatcher_id: b.proc.pid}
+                logs = {f.dispatcher_id: lambda: f.logs(None), b.dispatcher_id: lambda: b.logs(None)}
+                assert holder in pids, (holder, pids)
+                restarts = logs[holder]().count("event=runner_restarted trigger=default/paused-t")
+                os.kill(pids[holder], signal.SIGSTOP)
+                try:
+                    poll(lambda: lease_holder(redis_up, f, "paused", "paused-t") not in ("", holder),
+                         60, "the other dispatcher holding the lease")
+                    delivered = [i for i in ids if i != poison]
+                    poll(lambda: set(rec.ids()) >= set(delivered), 60,
+                         "every other event delivered by the new holder")
+                    poll(lambda: quiet(redis_up, f, "paused", "paused-t"), 30, "nothing in flight")
+                    assert dead_letters_kept(redis_up, f, "paused", "paused-t") == 1
+                    before = len(rec.attempt_log())
+                finally:
+                    os.kill(pids[holder], signal.SIGCONT)
+                poll(lambda: logs[holder]().count("event=runner_restarted trigger=default/paused-t")
+                     > restarts, 60, "the resumed dispatcher's runner failed and restarted")
+                after = rec.attempt_log()[before:]
+                assert len(after) <= 1 and {i for i, _ in after} <= {poison}, after
+                assert dead_letters_kept(redis_up, f, "paused", "paused-t") == 1  # not twice
+                assert within_one(rec.ids(), delivered), rec.ids()
+                poll(lambda: quiet(redis_up, f, "paused", "paused-t"), 30, "nothing in flight")
+    finally:
+        stop_flint(f)
 
 
 def test_a_broker_on_a_redis_without_aof_is_not_durable(

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -90,15 +90,18 @@ class Recorder:
     """An in-test HTTP subscriber on a free loopback port, recording every request.
 
     `fail_share`: attempts that fail (500) by `fails()`; `fail_first`: the first k attempts of
-    every event fail; `statuses`: answers given in turn first (then 202); `delay_s`: each answer
-    waits this long after the request is recorded (a slow subscriber: deliveries stay in flight);
+    every event fail; `fail_ids`: every attempt of these events fails (poison events);
+    `statuses`: answers given in turn first (then 202); `delay_s`: each answer waits this long
+    after the request is recorded (a slow subscriber: deliveries stay in flight);
     `reply=(headers, body)`: an accepted event is answered 200 with that message, a reply whose
     `ce-id` is the event's with `r-` in front."""
 
     def __init__(self, *, fail_share: float = 0.0, fail_first: int = 0,
-                 statuses: Sequence[int] = (), delay_s: float = 0.0,
+                 fail_ids: Collection[str] = (), statuses: Sequence[int] = (),
+                 delay_s: float = 0.0,
                  reply: tuple[dict[str, str], bytes] | None = None) -> None:
         self.fail_share, self.fail_first, self.delay_s = fail_share, fail_first, delay_s
+        self.fail_ids = frozenset(fail_ids)
         self.statuses = list(statuses)
         self.reply = reply
         self.lock = threading.Lock()
@@ -120,7 +123,8 @@ class Recorder:
                     rec.attempts[ce_id] += 1
                     n = rec.attempts[ce_id]
                     status = rec.statuses.pop(0) if rec.statuses else 202
-                    if n <= rec.fail_first or (rec.fail_share and fails(ce_id, n, rec.fail_share)):
+                    if (n <= rec.fail_first or ce_id in rec.fail_ids
+                            or (rec.fail_share and fails(ce_id, n, rec.fail_share))):
                         status = 500
                     rec.log.append((ce_id, status))
                     if status < 300:
@@ -179,8 +183,8 @@ class Recorder:
     def expected_dead(self, ids: Sequence[str], retry: int) -> set[str]:
         """The events whose first `retry + 1` attempts all fail: the dead-lettered ones."""
         return {i for i in ids
-                if all(k <= self.fail_first or fails(i, k, self.fail_share)
-                       for k in range(1, retry + 2))}
+                if i in self.fail_ids or all(k <= self.fail_first or fails(i, k, self.fail_share)
+                                             for k in range(1, retry + 2))}
 
     def close(self) -> None:
         self.server.shutdown()

@@ -73,6 +73,9 @@ class FakeSource:
         """Events an earlier reader read and never acked (what `pending` lists)."""
         self.claimed: list[list[str]] = []
         self.maintained = False
+        self.turn_over = False
+        """`check_turn` raises: another reader may deliver in this one's place now."""
+        self.turn_checks = 0
         self._fetched = 0
         for e in events or []:
             self.add(e)
@@ -113,6 +116,11 @@ class FakeSource:
     async def maintain(self) -> None:
         self.maintained = True
 
+    async def check_turn(self) -> None:
+        self.turn_checks += 1
+        if self.turn_over:
+            raise RuntimeError("the ordered consumer's lease ran out")
+
 
 @dataclass
 class FakeState:
@@ -123,6 +131,9 @@ class FakeState:
     dead: list[dict[str, Any]] = field(default_factory=list)
     redelivered: list[tuple[Sequence[int] | None, float]] = field(default_factory=list)
     taken: list[DueRetry] = field(default_factory=list)
+    lost: set[int] = field(default_factory=set)
+    """Retries another taker holds now (or that are gone): `hold` says False for them."""
+    holds: list[int] = field(default_factory=list)
 
     async def retries(self) -> list[DueRetry]:
         return list(self.stored_retries)
@@ -132,6 +143,10 @@ class FakeState:
         self.taken.extend(due)
         self.stored_retries = [r for r in self.stored_retries if r not in due]
         return due
+
+    async def hold(self, retry_id: int) -> bool:
+        self.holds.append(retry_id)
+        return retry_id not in self.lost
 
     async def add_retry(self, event_id: str, event: bytes, attempt: int, next_at: float) -> int:
         self.added.append((event_id, event, attempt, next_at))
@@ -195,6 +210,7 @@ def plan(
     filter_attributes: dict[str, str] | None = None,
     delivery: dict[str, Any] | None = None,
     dead_letter_uri: str | None = None,
+    ordered: bool = False,
 ) -> ConsumerPlan:
     return ConsumerPlan(
         uid="tuid",
@@ -209,7 +225,7 @@ def plan(
         filters=None,
         delivery=dict(delivery or DEFAULT_DELIVERY),
         dead_letter_uri=dead_letter_uri,
-        ordered=False,
+        ordered=ordered,
     )
 
 
@@ -445,6 +461,96 @@ async def test_a_stored_retry_out_of_retries_is_dead_lettered(make: Callable[...
     ]
 
 
+async def test_a_retry_taken_over_meanwhile_is_not_sent_to_the_dead_letter_sink(
+    make: Callable[..., Rig],
+) -> None:
+    """The runner's lease on the retry was taken over (it stalled): the other taker owns the
+    outcome, so this one neither sends the event to the sink nor keeps a dead letter."""
+
+    def answer(url: str, event: Event) -> Outcome:
+        return Outcome(True, 202) if url == "http://dls" else Outcome(False, 400)
+
+    state = FakeState(stored_retries=[DueRetry(9, "1", ev("old").to_log(), 2, T0 - 1.0)], lost={9})
+    rig = make([ev("old")], answer, state=state, dead_letter_uri="http://dls")
+    rig.start(1)
+    await until(lambda: rig.state.holds == [9])
+    await until(lambda: rig.runner._retrying == 0)  # the retry's task ended
+    assert [s.url for s in rig.sender.sent] == [SUBSCRIBER]  # the attempt, and nothing after it
+    assert rig.state.dead == [] and rig.state.removed == []
+    assert rig.sample("flint_dispatcher_events_dead_lettered_total") == 0
+
+
+async def test_the_hold_is_asked_again_before_each_retry_of_the_dead_letter_sink(
+    make: Callable[..., Rig],
+) -> None:
+    state = FakeState(stored_retries=[DueRetry(9, "1", ev("old").to_log(), 2, T0 - 1.0)])
+
+    def answer(url: str, event: Event) -> Outcome:
+        if url == "http://dls":
+            state.lost.add(9)  # taken over while the sink failed
+            return Outcome(False, 503)
+        return Outcome(False, 400)
+
+    rig = make([ev("old")], answer, state=state, dead_letter_uri="http://dls",
+               delivery={"retry": 1, "backoffPolicy": "linear", "backoffDelay": "PT0S"})
+    rig.start(1)
+    await until(lambda: rig.state.holds == [9, 9])
+    await until(lambda: rig.runner._retrying == 0)
+    assert len(rig.sender.to("http://dls")) == 1  # no second try of the sink: not ours any more
+    assert rig.state.dead == [] and rig.state.removed == []
+
+
+async def test_a_held_retry_given_up_on_goes_to_the_dead_letter_sink_and_is_removed(
+    make: Callable[..., Rig],
+) -> None:
+    def answer(url: str, event: Event) -> Outcome:
+        return Outcome(True, 202) if url == "http://dls" else Outcome(False, 400)
+
+    state = FakeState(stored_retries=[DueRetry(9, "1", ev("old").to_log(), 2, T0 - 1.0)])
+    rig = make([ev("old")], answer, state=state, dead_letter_uri="http://dls")
+    rig.start(1)
+    await until(lambda: rig.state.removed == [9])
+    assert rig.state.holds == [9]
+    assert [s.event.id for s in rig.sender.to("http://dls")] == ["old"]
+
+
+async def test_an_ordered_runner_asks_for_its_turn_before_each_attempt_and_stops_when_it_is_over(
+    make: Callable[..., Rig],
+) -> None:
+    """Retried in place (ordered), an event is attempted again only while it is still this
+    reader's turn: once its lease ran out the runner fails instead of attempting again."""
+    attempts: list[str] = []
+
+    def answer(url: str, event: Event) -> Outcome:
+        attempts.append(event.id)
+        if len(attempts) == 2:
+            rig.source.turn_over = True  # the lease ran out during the second attempt
+        return Outcome(False, 500)
+
+    rig = make([ev("a"), ev("b")], answer, ordered=True,
+               delivery={"retry": 5, "backoffPolicy": "linear", "backoffDelay": "PT0S"})
+    failures: list[ConsumerRunner] = []
+    rig.runner.on_failure = failures.append
+    rig.start(0)
+    await until(lambda: rig.runner.failed)
+    assert failures == [rig.runner]
+    assert attempts == ["a", "a"]  # no third attempt, and "b" never
+    assert rig.source.turn_checks == 3
+    assert rig.source.acks == [] and rig.state.dead == []
+
+
+async def test_an_ordered_runner_asks_for_its_turn_before_giving_up(make: Callable[..., Rig]) -> None:
+    def answer(url: str, event: Event) -> Outcome:
+        rig.source.turn_over = True
+        return Outcome(False, 400)  # not retryable: given up at once
+
+    rig = make([ev("a")], answer, ordered=True, dead_letter_uri="http://dls")
+    rig.start(0)
+    await until(lambda: rig.runner.failed)
+    assert [s.url for s in rig.sender.sent] == [SUBSCRIBER]  # not to the sink: not our turn
+    assert rig.state.dead == [] and rig.source.acks == []
+
+
 async def test_events_pending_with_an_earlier_reader_are_claimed_and_delivered_first(
     make: Callable[..., Rig],
 ) -> None:
@@ -528,6 +634,54 @@ async def test_the_source_s_upkeep_runs_and_its_failure_fails_the_runner_once(
     await until(lambda: rig.runner.failed)
     assert failures == [rig.runner]
     assert not fine.runner.failed
+
+
+class CancelLosingSource(FakeSource):
+    """Its upkeep loses the first cancellation, as a Redis call can on Python 3.11 (redis-py's
+    `asyncio.wait_for` around socket I/O swallows one that comes as the I/O completes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancels = 0
+
+    async def maintain(self) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancels += 1
+                if self.cancels == 1:
+                    continue  # lost
+                raise
+
+
+@dataclass
+class CancelLosingState(FakeState):
+    """Its `take_due` loses the cancellation it gets (once), as above."""
+
+    lost_cancels: int = 0
+
+    async def take_due(self, now: float, limit: int) -> list[DueRetry]:
+        try:
+            await asyncio.sleep(3600)  # the retry loop is here when the runner stops
+        except asyncio.CancelledError:
+            if self.lost_cancels:
+                raise
+            self.lost_cancels += 1  # lost: it returns as if the call had completed
+        return []
+
+
+async def test_stop_ends_a_runner_whose_tasks_lose_a_cancellation(
+    rigs: list[Rig], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("controller.eventing.runner.STOP_RECANCEL_S", 0.01)
+    source, state = CancelLosingSource(), CancelLosingState()
+    rig = runner_on(source, rigs, state)
+    rig.start(0)
+    await until(lambda: len(rig.runner._tasks) == 1)  # the upkeep runs
+    await asyncio.wait_for(rig.runner.stop(), 10.0)  # the lost cancellations do not keep it up
+    assert source.cancels == 2 and state.lost_cancels == 1
+    assert all(t.done() for t in (*rig.runner._main, *rig.runner._tasks))
 
 
 async def test_retries_another_dispatcher_stored_are_taken_when_due(

@@ -12,6 +12,7 @@ def test_every_key_of_a_log_carries_its_hash_tag() -> None:
     assert all("{u1}" in k and k.startswith("flint:{u1}:") for k in keys)
     assert stream_key("u1") == "flint:{u1}:events"
     assert consumer_key("u1", "t1", "dead") == "flint:{u1}:c:t1:dead"
+    assert consumer_key("u1", "t1", "retryfloor") == "flint:{u1}:c:t1:retryfloor"
     assert log_pattern("u1") == "flint:{u1}:*"
     assert consumer_pattern("u1", "t1") == "flint:{u1}:c:t1:*"
 

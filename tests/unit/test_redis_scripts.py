@@ -9,7 +9,13 @@ import pytest
 
 from controller.eventing import redis_scripts
 from controller.eventing.redis_consumer import RedisConsumerSettings
-from controller.eventing.redis_scripts import lease_value, min_stream_id, parse_stream_id, text
+from controller.eventing.redis_scripts import (
+    floor_score,
+    lease_value,
+    min_stream_id,
+    parse_stream_id,
+    text,
+)
 
 
 def test_stream_ids_sort_as_redis_orders_them() -> None:
@@ -19,6 +25,14 @@ def test_stream_ids_sort_as_redis_orders_them() -> None:
     assert min_stream_id([]) is None
     with pytest.raises(ValueError):
         parse_stream_id("not-an-id")
+
+
+def test_a_retry_s_floor_score_is_its_stream_id_s_millisecond_exactly() -> None:
+    assert floor_score("1700000000123-7") == "1700000000123"
+    assert float(floor_score("1700000000123-7") or 0) == 1700000000123  # a double holds it
+    assert floor_score("0005-0") == "5"
+    for not_a_stream_id in ("7", "abc", "1-x", "-1", "1--2", "１-0", "1234567890123456-0"):
+        assert floor_score(not_a_stream_id) is None, not_a_stream_id
 
 
 def test_text_and_lease_values() -> None:
