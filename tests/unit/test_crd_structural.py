@@ -35,6 +35,7 @@ GOOD = root(
                 "allOf": [{"anyOf": [{"type": "integer"}, {"type": "string"}]}, {"pattern": "^[0-9a-z]+$"}],
             },
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "open": {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": True},
             "anything": {"x-kubernetes-preserve-unknown-fields": True},
             "partly": {
                 "type": "object",
@@ -149,10 +150,34 @@ SPEC = f"{ROOT}.properties[spec].properties"
             id="int-or-string-with-type",
         ),
         pytest.param(
-            broken(lambda p: p["port"].update(anyOf=[{"type": "integer"}, {"type": "boolean"}])),
-            f"{SPEC}[port].anyOf",
-            "int-or-string",
+            broken(lambda p: p["port"].update(anyOf=[{"type": "integer"}, {"maxLength": 3}])),
+            f"{SPEC}[port].anyOf[0].type",
+            "junctor-forbidden-field",
             id="int-or-string-other-anyOf",
+        ),
+        pytest.param(
+            broken(lambda p: p["wrapped"]["allOf"][0].update(description="no")),
+            f"{SPEC}[wrapped].allOf[0].description",
+            "junctor-forbidden-field",
+            id="int-or-string-allOf-still-a-junctor",
+        ),
+        pytest.param(
+            broken(lambda p: p["port"].update({"x-kubernetes-preserve-unknown-fields": True})),
+            f"{SPEC}[port].x-kubernetes-preserve-unknown-fields",
+            "int-or-string",
+            id="int-or-string-and-preserve",
+        ),
+        pytest.param(
+            broken(lambda p: p["list"].pop("items") and p["list"].pop("anyOf")),
+            f"{SPEC}[list].items",
+            "items-required",
+            id="array-without-items",
+        ),
+        pytest.param(
+            broken(lambda p: p["embedded"].update(anyOf=[{"properties": {"metadata": {}}}])),
+            f"{SPEC}[embedded].anyOf[0].properties[metadata]",
+            "junctor-forbidden-field",
+            id="metadata-in-junctor",
         ),
         pytest.param(
             broken(lambda p: p["either"]["oneOf"][0].update(type="object")),
@@ -209,14 +234,16 @@ SPEC = f"{ROOT}.properties[spec].properties"
             id="embedded-resource-not-object",
         ),
         pytest.param(
-            broken(
-                lambda p: p["embedded"]["properties"]["metadata"].update(
-                    properties={"labels": {"type": "object"}}
-                )
-            ),
-            f"{SPEC}[embedded].properties[metadata].properties[labels]",
-            "metadata",
-            id="embedded-metadata-restricts-labels",
+            broken(lambda p: p["embedded"].update(additionalProperties=True)),
+            f"{SPEC}[embedded].additionalProperties",
+            "embedded-resource",
+            id="embedded-resource-with-additionalProperties",
+        ),
+        pytest.param(
+            broken(lambda p: p["embedded"]["properties"].update(kind={"type": "integer"})),
+            f"{SPEC}[embedded].properties[kind].type",
+            "type-meta",
+            id="embedded-resource-kind-not-string",
         ),
     ],
 )
@@ -226,33 +253,45 @@ def test_each_broken_rule_names_its_path_and_rule(schema: dict[str, Any], path: 
     assert path in str(errors[0]) and rule in str(errors[0])
 
 
-def test_the_root_must_be_an_object_with_string_type_meta() -> None:
+def test_the_root_must_be_an_object_with_string_type_meta_and_no_additional_properties() -> None:
     bad = copy.deepcopy(GOOD)
     bad["type"] = "array"
+    bad["items"] = {"type": "string"}
     bad["properties"]["kind"] = {"type": "integer"}
     found = {(e.path, e.rule) for e in structural_errors(bad)}
-    assert found == {(f"{ROOT}.type", "root-object"), (f"{ROOT}.properties[kind].type", "root-type-meta")}
+    assert found == {(f"{ROOT}.type", "root-object"), (f"{ROOT}.properties[kind].type", "type-meta")}
+    bad = copy.deepcopy(GOOD)
+    bad["additionalProperties"] = True
+    assert [(e.path, e.rule) for e in structural_errors(bad)] == [
+        (f"{ROOT}.additionalProperties", "root-object")
+    ]
+
+
+META = f"{ROOT}.properties[metadata]"
 
 
 @pytest.mark.parametrize(
-    ("metadata", "path"),
+    ("metadata", "path", "rule"),
     [
-        (
-            {"type": "object", "properties": {"labels": {"type": "object"}}},
-            f"{ROOT}.properties[metadata].properties[labels]",
-        ),
-        (
-            {"type": "object", "properties": {"name": {"type": "integer"}}},
-            f"{ROOT}.properties[metadata].properties[name].type",
-        ),
-        ({"type": "object", "required": ["name"]}, f"{ROOT}.properties[metadata]"),
-        ({"type": "string"}, f"{ROOT}.properties[metadata].type"),
+        ({"type": "object", "properties": {"labels": {"type": "object"}}}, META, "metadata"),
+        ({"type": "object", "required": ["name"]}, META, "metadata"),
+        ({"type": "object", "description": "even a description"}, META, "metadata"),
+        ({"type": "string"}, f"{META}.type", "type-meta"),
     ],
 )
-def test_metadata_restricts_only_name_and_generate_name(metadata: dict[str, Any], path: str) -> None:
+def test_metadata_restricts_only_name_and_generate_name(
+    metadata: dict[str, Any], path: str, rule: str
+) -> None:
     bad = copy.deepcopy(GOOD)
     bad["properties"]["metadata"] = metadata
-    assert [(e.path, e.rule) for e in structural_errors(bad)] == [(path, "metadata")]
+    errors = structural_errors(bad)
+    assert [(e.path, e.rule) for e in errors] == [(path, rule)], [str(e) for e in errors]
+
+
+def test_metadata_may_restrict_name_and_generate_name() -> None:
+    ok = copy.deepcopy(GOOD)
+    ok["properties"]["metadata"]["properties"]["generateName"] = {"type": "string", "maxLength": 10}
+    assert structural_errors(ok) == []
 
 
 def crd(**spec: Any) -> dict[str, Any]:

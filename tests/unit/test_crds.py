@@ -203,7 +203,7 @@ def test_typed_spec_fields_are_there_to_be_checked() -> None:
 
 
 def test_preserving_a_path_the_schema_lacks_is_an_error() -> None:
-    with pytest.raises(KeyError, match="spec.nothing"):
+    with pytest.raises(KeyError, match=r"spec\.nothing"):
         crds.preserved({"type": "object", "properties": {"spec": {"type": "object"}}}, ["spec.nothing"])
 
 
