@@ -287,49 +287,5 @@ def _specified_outside(
             yield from _specified_outside(nested, outside, at)
 
 
-def crd_errors(crd: Any) -> list[StructuralError]:
-    """What a cluster would refuse in a whole CRD, or what Flint's CRDs must all be: named
-    `<plural>.<group>`, Namespaced, every version served, exactly one storage version, and each
-    version's schema structural."""
-    if not isinstance(crd, Mapping):
-        return [StructuralError("", "crd", "must be an object")]
-    errs = []
-    if crd.get("apiVersion") != "apiextensions.k8s.io/v1" or crd.get("kind") != "CustomResourceDefinition":
-        errs.append(StructuralError("", "crd", "must be an apiextensions.k8s.io/v1 CustomResourceDefinition"))
-    spec = _mapping(crd.get("spec"))
-    names = _mapping(spec.get("names"))
-    name = _mapping(crd.get("metadata")).get("name")
-    want = f"{names.get('plural')}.{spec.get('group')}"
-    if name != want:
-        errs.append(
-            StructuralError("metadata.name", "crd-name", f"must be <plural>.<group> ({want}), not {name}")
-        )
-    kind = names.get("kind")
-    if not kind or names.get("listKind") != f"{kind}List":
-        errs.append(StructuralError("spec.names.listKind", "crd-names", f"must be {kind}List"))
-    if spec.get("scope") != "Namespaced":
-        errs.append(StructuralError("spec.scope", "crd-scope", "must be Namespaced"))
-    versions: list[Any] = spec["versions"] if isinstance(spec.get("versions"), list) else []
-    storage = [v for v in versions if isinstance(v, Mapping) and v.get("storage") is True]
-    if versions and len(storage) != 1:
-        errs.append(
-            StructuralError(
-                "spec.versions", "crd-storage", f"exactly one version must be storage, found {len(storage)}"
-            )
-        )
-    for i, version in enumerate(versions):
-        at = f"spec.versions[{i}]"
-        if not isinstance(version, Mapping):
-            errs.append(StructuralError(at, "crd", "must be an object"))
-            continue
-        if version.get("served") is not True:
-            errs.append(StructuralError(f"{at}.served", "crd-served", "must be true"))
-        schema = _mapping(version.get("schema")).get("openAPIV3Schema")
-        errs += structural_errors(schema, f"{at}.schema.openAPIV3Schema")
-    if not versions:
-        errs.append(StructuralError("spec.versions", "crd-versions", "must list at least one version"))
-    return errs
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}

@@ -1,5 +1,5 @@
 """The structural-schema checker: schemas breaking each rule once are refused, naming the path and
-the rule; schemas using every allowed pattern pass. And a CRD's own shape."""
+the rule; schemas using every allowed pattern pass. And a CRD's own shape (crd_shape.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from controller.api.crd_structural import crd_errors, structural_errors
+from controller.api.crd_shape import crd_errors
+from controller.api.crd_structural import structural_errors
 
 ROOT = "openAPIV3Schema"
 
@@ -332,6 +333,37 @@ def version(**change: Any) -> dict[str, Any]:
             {"names": {"kind": "Thing", "listKind": "Things", "plural": "things", "singular": "thing"}},
             "spec.names.listKind",
             "crd-names",
+        ),
+        (
+            {
+                "names": {
+                    "kind": "Thing",
+                    "listKind": "ThingList",
+                    "plural": "things",
+                    "singular": "thing",
+                    "shortNames": ["th", "Th"],
+                }
+            },
+            "spec.names.shortNames[1]",
+            "crd-names",
+        ),
+        (
+            {
+                "versions": [
+                    version(additionalPrinterColumns=[{"name": "Age", "type": "time", "jsonPath": ".a"}])
+                ]
+            },
+            "spec.versions[0].additionalPrinterColumns[0].type",
+            "crd-printer-column",
+        ),
+        (
+            {
+                "versions": [
+                    version(additionalPrinterColumns=[{"name": "Age", "type": "date", "jsonPath": "a"}])
+                ]
+            },
+            "spec.versions[0].additionalPrinterColumns[0]",
+            "crd-printer-column",
         ),
         (
             {"versions": [version(schema={"openAPIV3Schema": {"type": "object", "properties": {"a": {}}}})]},

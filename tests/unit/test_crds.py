@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from controller.api import crds, openapi
-from controller.api.crd_structural import crd_errors
+from controller.api.crd_shape import crd_errors
 from controller.api.printer_columns import columns_for
 from controller.api.registry import TYPES
 from controller.api.types import ResourceType
