@@ -1,5 +1,6 @@
 """OpenAPI v3 documents of Flint's API, generated from the kinds' schemas (`/openapi/v3` serves
-them; `python -m controller.api.openapi --out DIR` writes them as files).
+them; `python -m controller.api.openapi --out DIR` writes them as files, and `--crds DIR` the
+Kubernetes engine's CustomResourceDefinitions made from the same schemas, `deploy/crds/`).
 
 Each group-version document lists every kind's collection and item operations, tagged with
 `x-kubernetes-group-version-kind` and taking `fieldValidation` (what kubectl looks for before it
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from controller.api import schema_eventing, schema_serving
+from controller.api import crds, schema_eventing, schema_serving
 from controller.api.schema import Json, Schema, crd_schema, openapi
 from controller.api.types import ResourceType
 
@@ -217,13 +218,26 @@ def write(out: Path, types: Iterable[ResourceType]) -> list[Path]:
     return [index_path, *written]
 
 
+def crd_files(types: Iterable[ResourceType]) -> dict[str, str]:
+    """`deploy/crds/`'s files: each kind's CRD, its schema `crd_openapi_schema`'s."""
+    return crds.files(types, crd_openapi_schema)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controller.api.openapi", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="the directory to write the documents to")
+    parser.add_argument("--out", type=Path, help="the directory to write the OpenAPI documents to")
+    parser.add_argument("--crds", type=Path, help="the directory to write the CRDs to (deploy/crds)")
     args = parser.parse_args(argv)
+    if args.out is None and args.crds is None:
+        parser.error("say where to write: --out DIR (OpenAPI documents), --crds DIR (CRDs), or both")
     from controller.api.registry import TYPES
 
-    for path in write(args.out, TYPES):
+    written = []
+    if args.out is not None:
+        written += write(args.out, TYPES)
+    if args.crds is not None:
+        written += crds.write(args.crds, crd_files(TYPES))
+    for path in written:
         print(path)
     return 0
 
