@@ -62,6 +62,8 @@ from controller.reconcilers.subscription import reconcile_subscription
 from controller.reconcilers.trigger import reconcile_trigger
 from controller.redis_health import RedisHealth, RedisView
 from controller.redis_janitor import RedisJanitor
+from controller.redis_logs import RedisLogs
+from controller.redis_sweep import store_owners
 from controller.runtime.base import ReplicaStatus, Runtime
 from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
@@ -101,6 +103,8 @@ class Controller:
         """The client of the settings' Redis (None without one): durability checks, deletions."""
         self.redis_health: RedisHealth | None = None
         self.redis_janitor: RedisJanitor | None = None
+        self.redis_logs: RedisLogs | None = None
+        """Creates the streams and groups of Redis-backed logs (the reconcilers', on `redis`)."""
         self.ctx: Context | None = None
         self.credentials: Credentials | None = None
         self.urls: list[str] = []
@@ -150,8 +154,10 @@ class Controller:
             self.redis = redis_conn.client(s.redis)
             self.redis_health = RedisHealth(self.redis, s.redis.url, on_change=self._requeue_redis_brokers,
                                             every_s=s.redis_check_every_s)
+            self.redis_logs = RedisLogs(self.redis)
             self.redis_janitor = RedisJanitor(
-                self.redis, journal=s.state_dir / "eventing" / "redis-deletions.json")
+                self.redis, journal=s.state_dir / "eventing" / "redis-deletions.json",
+                live=lambda: store_owners(store), sweep_every_s=s.redis_sweep_every_s)
             await self.redis_janitor.start()  # what a previous run could not delete yet
         # The dispatcher of our own state dir (`flint up` starts it) is the embedded one.
         self.dispatch = DispatchHub(
@@ -193,6 +199,7 @@ class Controller:
             scale_decision=self.scaler.decision,
             redis_view=self._redis_view,
             rchans=informers[REDIS_CHANNELS],
+            redis_logs=self.redis_logs,
         )
         self.ctx = ctx
         reconcilers: dict[Kind, Reconcile] = {

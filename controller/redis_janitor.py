@@ -9,6 +9,11 @@ dispatcher still acting on the previous snapshot or plan may have written in bet
 Pending deletions are kept in a journal (`journal`, a 0600 JSON file in the state dir, written
 off the loop) until both rounds are done, so a controller stopped during a Redis outage does them
 when it starts again (`start`).
+
+Given `live` (what the store has), it also sweeps every `sweep_every_s`: the groups and consumer
+keys on Flint's logs whose Trigger or Subscription is not in the store, and every key of a log
+whose broker or channel is not, are deleted as above (`redis_sweep` finds them, and says why a
+sweep never takes what belongs to a live object).
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from controller.redis_sweep import Live, Orphans, find_orphans
 from flint_common.private import write_private
 from flint_common.redis_keys import consumer_pattern, log_pattern, stream_key
 
-__all__ = ["RETRY_MAX_S", "SETTLE_S", "RedisJanitor", "unlink_matching"]
+__all__ = ["RETRY_MAX_S", "SETTLE_S", "SWEEP_EVERY_S", "RedisJanitor", "unlink_matching"]
 
 log = logging.getLogger("flint.redis")
 
@@ -36,6 +42,8 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 """Backoff between the attempts of a deletion while Redis does not answer: doubling, capped."""
 SCAN_COUNT = 500
+SWEEP_EVERY_S = 300.0
+"""How often Redis is swept for orphans (each sweep SCANs the whole keyspace once)."""
 
 
 async def unlink_matching(client: aioredis.Redis, pattern: str) -> int:
@@ -70,8 +78,13 @@ class RedisJanitor:
     def __init__(
         self, client: aioredis.Redis, *, journal: Path | None = None, settle_s: float = SETTLE_S,
         retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S,
+        live: Callable[[], Awaitable[Live]] | None = None, sweep_every_s: float = SWEEP_EVERY_S,
     ) -> None:
         self._client = client
+        self._live = live
+        """What the store has, read afresh by each sweep (None: no sweeps)."""
+        self._sweep_every_s = sweep_every_s
+        self._sweeper: asyncio.Task[None] | None = None
         self._journal = journal
         self._settle_s = settle_s
         self._retry_first_s = retry_first_s
@@ -83,7 +96,11 @@ class RedisJanitor:
         self._saver: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Resume the deletions a previous run left in the journal."""
+        """Resume the deletions a previous run left in the journal; sweep every `sweep_every_s`
+        (the first time one period after this)."""
+        if self._live is not None and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(),
+                                                                   name="redis-sweep")
         if self._journal is None:
             return
         for key in await asyncio.to_thread(read_journal, self._journal):
@@ -115,8 +132,41 @@ class RedisJanitor:
         self._spawn(f"consumer:{log_uid}/{consumer_uid}",
                     lambda: self._delete_consumer(log_uid, consumer_uid))
 
+    async def sweep(self) -> Orphans:
+        """Find the orphans on Redis now and start deleting them (as `delete_log` and
+        `delete_consumer`); what was found."""
+        assert self._live is not None
+        found = await find_orphans(self._client, self._live)
+        for log_uid in found.logs:
+            log.info("event=redis_orphan what=log:%s", log_uid)
+            try:
+                self.delete_log(log_uid)
+            except ValueError as exc:  # a key under flint: that no Flint made; left alone
+                log.warning("event=redis_orphan_skipped what=log:%s error=%s", log_uid, exc)
+        for log_uid, consumer in found.consumers:
+            log.info("event=redis_orphan what=consumer:%s/%s", log_uid, consumer)
+            try:
+                self.delete_consumer(log_uid, consumer)
+            except ValueError:  # a group not named like a uid: no consumer's, but it holds the floor
+                with contextlib.suppress(ResponseError):
+                    await self._client.xgroup_destroy(stream_key(log_uid), consumer)
+        return found
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_every_s)
+            try:
+                await self.sweep()
+            except Exception as exc:  # Redis or the store away: the next round tries again
+                log.warning("event=redis_sweep_failed error=%s", f"{type(exc).__name__}: {exc}")
+
     async def close(self) -> None:
         """Stop; what is not done stays in the journal (written before this returns)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()

@@ -86,6 +86,9 @@ class ControllerSettings:
     `Durable` condition). None: no Redis (a `FlintRedis` broker is not Ready)."""
     redis_check_every_s: float = 30.0
     """Seconds between two checks of the Redis' durability (`INFO persistence`)."""
+    redis_sweep_every_s: float = 300.0
+    """Seconds between two sweeps of the Redis for what no object in the store owns (consumer
+    groups, consumer keys, whole logs: `controller.redis_sweep`); each SCANs the keyspace once."""
     engine: str = "embedded"
     """The engine: `embedded` (this one; `kubernetes` later). A broker of class `Flint` gets
     the engine's default backend (`controller.api.eventing.default_backend`: SQLite here)."""
@@ -94,6 +97,8 @@ class ControllerSettings:
         default_backend(self.engine)  # a ValueError naming the known engines
         if self.redis_check_every_s <= 0:
             raise ValueError(f"redis_check_every_s must be above 0, not {self.redis_check_every_s}")
+        if self.redis_sweep_every_s <= 0:
+            raise ValueError(f"redis_sweep_every_s must be above 0, not {self.redis_sweep_every_s}")
 
     @property
     def store_path(self) -> Path:

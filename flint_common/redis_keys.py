@@ -11,7 +11,9 @@ Layout, for log uid U and consumer (Trigger or Subscription) uid C:
   (`inflight`: retry id → lease), the retries' event ids for retention (`retryfloor`: sorted set,
   member = retry id, score = the millisecond part of the retry's stream id), dead letters (`dead`,
   `deaddata`), id counters (`seq`), the ordered consumer's lease and fencing counter (`lease`,
-  `fence`).
+  `fence`);
+* `flint:{U}:trim` — the lock of the stream's trimming: the id of the dispatcher that trims it
+  this period (`SET … NX PX <period>`), so that one dispatcher does it, not every one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "consumer_pattern",
     "log_pattern",
     "stream_key",
+    "trim_lock_key",
 ]
 
 EVENT_FIELD = b"e"
@@ -41,6 +44,11 @@ def _tag(log_uid: str) -> str:
 def stream_key(log_uid: str) -> str:
     """The stream of the broker or channel with uid `log_uid`."""
     return f"flint:{_tag(log_uid)}:events"
+
+
+def trim_lock_key(log_uid: str) -> str:
+    """The lock that lets one dispatcher trim the stream of `log_uid` per period."""
+    return f"flint:{_tag(log_uid)}:trim"
 
 
 def consumer_key(log_uid: str, consumer_uid: str, part: str) -> str:

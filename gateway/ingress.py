@@ -14,7 +14,8 @@ Answers (Knative's broker ingress, with the reason in the body):
 * 202 once every event of the request is committed to the log (durably, for a durable log);
 * 400 for an invalid event (or batch: the index of the first bad one), 415 for an event format
   we do not read, 413 for an event over `max_event_bytes` or a body over `max_ingress_body_bytes`;
-* 404 for an unknown broker or a path that names none, 405 for a method other than POST
+* 404 for an unknown broker or a path that names none (also for a Redis-backed one whose stream is
+  gone: deleted, while this gateway's snapshot still has it), 405 for a method other than POST
   (`Allow: POST, OPTIONS`); OPTIONS is answered for CloudEvents webhook validation
   (`WebHook-Allowed-Origin`, `WebHook-Allowed-Rate`);
 * 503 with `Retry-After` when the log cannot be written (nothing was acknowledged): for a
@@ -49,7 +50,7 @@ from typing import Any
 from flint_common.redis_keys import stream_key
 from gateway.channels.base import ChannelLog
 from gateway.channels.floor import read_floor
-from gateway.channels.redis_writer import StreamAppender, StreamAppendError
+from gateway.channels.redis_writer import StreamAppender, StreamAppendError, StreamGone
 from gateway.channels.sqlite import SqliteChannelLog
 from gateway.channels.wake import WakeSender
 from gateway.cloudevents import (
@@ -403,7 +404,8 @@ class BrokerIngress:
         return writer
 
     async def _append_redis(self, entry: BrokerEntry, key: str, records: list[bytes]) -> Answer | None:
-        """Append to the entry's stream; None once Redis acknowledged it, else the 503 to send."""
+        """Append to the entry's stream; None once Redis acknowledged it, else the 503 to send
+        (the 404 when the stream is gone: the controller deleted the broker with it)."""
         writer = self._writer()
         if writer is None:
             self.metrics.reject(key, "redis-not-configured")
@@ -412,6 +414,9 @@ class BrokerIngress:
                           "FLINT_REDIS_URL for the gateway)", retry_after=True)
         try:
             await writer.append(entry.stream or stream_key(entry.uid), records)
+        except StreamGone:  # never made again here (NOMKSTREAM): the broker is gone
+            self.metrics.reject(key, "log-gone")
+            return Answer(404, f"{entry.kind} {entry.key} not found (its Redis stream was deleted)")
         except Exception as exc:  # not (verifiably) stored: the producer retries
             now = self._clock()
             if now - self._failure_logged.get(key, -FAILURE_LOG_EVERY_S) >= FAILURE_LOG_EVERY_S:

@@ -121,6 +121,21 @@ def start_redis(workdir: Path) -> Redis:
         client.close()
 
 
+async def create_stream(r: Redis, uid: str) -> None:
+    """The broker's stream, as the controller's broker reconciler creates it (gateways append with
+    NOMKSTREAM and never create one)."""
+    import redis.asyncio as aioredis
+
+    from controller.redis_logs import create_stream
+    from flint_common.redis_keys import stream_key
+
+    client = aioredis.Redis(host="127.0.0.1", port=r.port, socket_timeout=10)
+    try:
+        await create_stream(client, stream_key(uid))
+    finally:
+        await client.aclose()
+
+
 def stream_length(r: Redis, uid: str) -> int:
     import redis
 
@@ -199,6 +214,7 @@ def post_once(port: int, path: str) -> int:
 def run_gateway(r: Redis, workdir: Path, duration_s: float, rounds: int) -> tuple[list[Backend], list[str]]:
     state = workdir / "gateway-state"
     write_state(state)
+    asyncio.run(create_stream(r, REDIS_UID))
     port, admin = free_ports(2)
     env = {**os.environ, "FLINT_REDIS_URL": r.url, "FLINT_GATEWAY_LOG_COMPACT_INTERVAL_S": "3600"}
     log_path = workdir / "gateway.log"
@@ -272,7 +288,7 @@ class OneXaddPerRequest:
         out = []
         for record in records:
             self.pipelines += 1
-            out.append(str(await self.client.xadd(stream, {EVENT_FIELD: record})))
+            out.append(str(await self.client.xadd(stream, {EVENT_FIELD: record}, nomkstream=True)))
         return out
 
     def warm_up(self) -> None:
@@ -289,6 +305,7 @@ async def _micro_one(mode: str, r: Redis, state: Path, events: int) -> Backend:
 
     sqlite_b, redis_b = brokers()
     writers: list[StreamAppender] = []
+    await create_stream(r, REDIS_UID)
 
     def open_writer() -> StreamAppender:
         w: StreamAppender = (OneXaddPerRequest(r.url) if mode == "per-request"

@@ -57,6 +57,13 @@ ENGINE_KUBERNETES = "kubernetes"
 _DEFAULT_BACKENDS = {ENGINE_EMBEDDED: BACKEND_SQLITE, ENGINE_KUBERNETES: BACKEND_REDIS}
 BACKEND_ANNOTATION = "eventing.flint.dev/backend"
 """`status.annotations` key saying which backend holds a broker's log (`sqlite` or `redis`)."""
+STREAM_ANNOTATION = "eventing.flint.dev/stream"
+"""`status.annotations` key of a Redis-backed broker or RedisChannel: its stream, once the
+controller created it (`controller.redis_logs`); the gateways get the broker only then."""
+CONSUMER_GROUP_ANNOTATION = "eventing.flint.dev/consumer-group"
+"""`status.annotations` key of a Trigger or Subscription of a Redis-backed log: the stream on which
+the controller created its consumer group (named by its uid); it enters the dispatch plan only
+then."""
 BROKER_LABEL = "eventing.knative.dev/broker"
 """Label a Trigger carries with its broker's name (trigger_defaults.go setLabels)."""
 DEPENDENCY_ANNOTATION = "knative.dev/dependency"
@@ -130,6 +137,12 @@ def default_backend(engine: str = ENGINE_EMBEDDED) -> str:
         return _DEFAULT_BACKENDS[engine]
     except KeyError:
         raise ValueError(f"unknown engine {engine!r} (known: {', '.join(_DEFAULT_BACKENDS)})") from None
+
+
+def status_annotation(obj: Obj, key: str) -> str:
+    """`status.annotations[key]` of `obj` ("" when it has none)."""
+    status = as_dict(obj.get("status"))
+    return str(as_dict(status.get("annotations")).get(key) or "")
 
 
 def broker_backend(obj: Obj, engine: str = ENGINE_EMBEDDED) -> str | None:
@@ -461,6 +474,7 @@ __all__ = [
     "BROKER_CONDITION_DURABLE",
     "BROKER_LABEL",
     "CONDITION_READY",
+    "CONSUMER_GROUP_ANNOTATION",
     "DELIVERY_ORDER_ANNOTATION",
     "DEPENDENCY_ANNOTATION",
     "ENGINE_EMBEDDED",
@@ -472,6 +486,7 @@ __all__ = [
     "FLINT_SQLITE_BROKER_CLASS",
     "GROUP",
     "INJECTION_ANNOTATION",
+    "STREAM_ANNOTATION",
     "TRIGGER_CONDITIONS",
     "VERSION",
     "attribute_filter_errors",
@@ -484,6 +499,7 @@ __all__ = [
     "default_trigger",
     "filters_errors",
     "is_flint_broker",
+    "status_annotation",
     "subscriptions_api_filter_errors",
     "validate_broker",
     "validate_trigger",

@@ -3,7 +3,8 @@
 Its own process and event loop (a burst of events never delays the gateway or the controller),
 its own database (`eventing/dispatcher.db`: positions, pending retries, dead letters); a runner
 per Trigger and per Subscription, on the seams of its log's backend (`ConsumerSource`,
-`ConsumerState`: `controller.eventing.sqlite_consumer` for SQLite logs). It gets the plan from
+`ConsumerState`: `controller.eventing.sqlite_consumer` for SQLite logs; the Redis side, its
+clients and the trimming of its streams, is `controller.eventing.redis_dispatch`). It gets the plan from
 the controller by long poll, is woken by the gateway's datagram after each append
 (`gateway.channels.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and
 the dead letters of a trigger (`GET /dead-letters/{namespace}/{trigger}`, `POST
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -38,14 +38,12 @@ from controller.eventing.plan import (
     UnknownLogBackend,
     dispatcher_id,
 )
-from controller.eventing.redis_consumer import RedisConsumerSettings, RedisConsumerSource
-from controller.eventing.redis_retention import trim
-from controller.eventing.redis_state import RedisConsumerState
+from controller.eventing.redis_consumer import RedisConsumerSettings
+from controller.eventing.redis_dispatch import TRIM_EVERY_S, RedisDispatch
 from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
-from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware, describe_error
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
@@ -65,14 +63,6 @@ RESTART_DELAY_S = 1.0
 RESTART_MAX_DELAY_S = 30.0
 STABLE_RUN_S = 60.0
 """A runner that ran this long before failing starts again after `RESTART_DELAY_S`."""
-TRIM_EVERY_S = 30.0
-"""How often the Redis streams of the plan are trimmed (`redis_retention.trim`): below what every
-consumer handled, and past the age and size caps."""
-REDIS_TIMEOUT_MARGIN_S = 5.0
-"""The Redis client's socket timeout is the blocking read's (`block_ms`) plus this."""
-REDIS_MAX_CONNECTIONS = 512
-"""The Redis client's pool: each Redis runner holds one connection in its blocking read, and
-acks, retries and upkeep take others for a moment."""
 
 
 class AlreadyRunning(RuntimeError):
@@ -136,6 +126,9 @@ class DispatcherSettings:
     entries are trimmed even when a consumer has not handled them (counted as dropped)."""
     log_max_records: int | None = 10_000_000
     """Retention cap of a Redis stream in entries (the newest are kept), as for `log_max_age_s`."""
+    trim_every_s: float = TRIM_EVERY_S
+    """How often the Redis streams of the plan are trimmed (seconds): below what every consumer
+    handled, and past the caps; each stream by one dispatcher per period (`redis_dispatch`)."""
 
     @property
     def db_path(self) -> Path:
@@ -177,17 +170,19 @@ class Dispatcher:
         self._floors: dict[str, int] = {}
         self.id = settings.id
         """This dispatcher's id: its record in the controller's hub, its Redis consumer name."""
-        self.redis: aioredis.Redis | None = None
-        """The client of the settings' Redis (bytes, no socket timeout: `XREADGROUP … BLOCK`
-        waits server-side), created by `start`; None without Redis."""
+        self.redis: RedisDispatch | None = None
+        """The Redis side (its clients, its consumers' runners, trimming), made by `start`; None
+        without Redis."""
         self._refused: dict[str, str] = {}
+        """Consumer uid → why it cannot run here (logged once per reason)."""
         self._plan = DispatchPlan(version=0)
         """The plan applied last (the Redis streams to trim)."""
         self._started: dict[str, float] = {}
         """Consumer uid → when its runner last started (monotonic): a restart's back-off."""
         self._failures: dict[str, int] = {}
-        """Consumer uid → the failures in a row of its runner (each within `STABLE_RUN_S`)."""
-        """Consumer uid → why it cannot run here (logged once per reason)."""
+        """Consumer uid → the failures in a row of its runner (each within `STABLE_RUN_S`).
+        `_seen`, `_refused`, `_started` and `_failures` forget a consumer once it is deleted
+        (no longer in the plan's `known`)."""
 
     @property
     def state(self) -> DispatcherState:
@@ -202,12 +197,10 @@ class Dispatcher:
         await asyncio.to_thread(self._lock.acquire)
         self._state = DispatcherState(s.db_path, durable=s.durable)
         if s.redis is not None:  # connects on first use
-            # A finite socket timeout past the blocking read's: a partitioned Redis fails the
-            # runners (restarted with back-off) instead of hanging a lease renewal forever.
-            self.redis = redis_conn.client(
-                s.redis, decode=False,
-                socket_timeout_s=s.redis_consumer.block_ms / 1000 + REDIS_TIMEOUT_MARGIN_S,
-                max_connections=REDIS_MAX_CONNECTIONS)
+            self.redis = RedisDispatch(
+                s.redis, owner=self.id, metrics=self.metrics, consumer=s.redis_consumer,
+                log_max_age_s=s.log_max_age_s, log_max_records=s.log_max_records,
+                trim_every_s=s.trim_every_s)
         await self._wake.start()
         app = web.Application(middlewares=[auth_middleware(s.token)])
         app.router.add_get("/healthz", self._healthz)
@@ -221,8 +214,10 @@ class Dispatcher:
             asyncio.create_task(self._poll_plan(), name="plan-poll"),
             asyncio.create_task(self._watch_lag(), name="loop-lag"),
             asyncio.create_task(self._write_floors_forever(), name="floors"),
-            asyncio.create_task(self._trim_forever(), name="trim"),
         ]
+        if self.redis is not None:
+            self._tasks.append(asyncio.create_task(self.redis.trim_forever(lambda: self._plan),
+                                                   name="trim"))
         log.info("event=dispatcher_started admin=http://%s:%d", s.admin_host, s.admin_port)
 
     async def stop(self) -> None:
@@ -242,7 +237,7 @@ class Dispatcher:
         if self._state is not None:
             await self._state.close()
         if self.redis is not None:
-            await self.redis.aclose()
+            await self.redis.close()
             self.redis = None
         self._lock.release()
 
@@ -300,6 +295,9 @@ class Dispatcher:
                 del self._seen[uid]
                 await self.state.forget(uid)
                 log.info("event=trigger_forgotten uid=%s", uid)
+            for table in (self._refused, self._started, self._failures):  # and what we knew of it
+                for uid in [u for u in table if u not in known]:
+                    del table[uid]
             used = {str(self.settings.state_dir / t.log.path)
                     for t in plan.triggers if isinstance(t.log, SqliteLog)}
             for path in [p for p in self._readers if p not in used]:
@@ -322,17 +320,10 @@ class Dispatcher:
                                  "or FLINT_REDIS_URL for a dispatcher started alone)")
                 return
             # No floors, no datagram wake-ups (`_seen` is for SQLite logs): the source blocks in
-            # XREADGROUP, and trimming goes by the groups' positions (`_trim_forever`).
+            # XREADGROUP, and trimming goes by the groups' positions (`RedisDispatch.trim`).
             self._refused.pop(tp.uid, None)
-            redis_source = RedisConsumerSource(
-                self.redis, log_uid=tp.log_uid, stream=tp.log.stream, group=tp.log.group,
-                consumer=self.id, ordered=tp.ordered, settings=self.settings.redis_consumer,
-                label=tp.key)
-            redis_state = RedisConsumerState(
-                self.redis, log_uid=tp.log_uid, consumer_uid=tp.uid, owner=self.id,
-                lease_s=self.settings.redis_consumer.lease_s)
             try:
-                runner = ConsumerRunner(tp, redis_source, redis_state, self._sender, self.metrics)
+                runner = self.redis.runner(tp, self._sender)
             except ValueError as exc:  # a filter or delivery the API let through but we cannot run
                 log.error("event=trigger_not_runnable trigger=%s error=%s", tp.key, exc)
                 return
@@ -370,41 +361,22 @@ class Dispatcher:
         backing off while it keeps failing (`restart_delay`)."""
         ran = time.monotonic() - self._started.get(runner.key, 0.0)
         failures = 0 if ran >= STABLE_RUN_S else self._failures.get(runner.key, 0)
-        self._failures[runner.key] = failures + 1
         await asyncio.sleep(restart_delay(failures))
         async with self._apply_lock:
             if self.runners.get(runner.key) is not runner:
-                return
+                return  # stopped by a plan meanwhile (perhaps deleted: nothing to remember)
+            self._failures[runner.key] = failures + 1
             await runner.stop()
             positions = await self.state.positions()
             self._start_runner(runner.plan, positions.get(runner.key))
             log.info("event=runner_restarted trigger=%s", runner.plan.key)
 
     async def trim_streams(self) -> tuple[int, int]:
-        """Trim every Redis stream of the plan below what all its consumers handled, and past
-        the age and size caps (counted and logged as dropped); (handled, dropped) trimmed."""
+        """Trim the Redis streams of the plan whose lock this dispatcher takes this period
+        (`RedisDispatch.trim`); (handled, dropped) trimmed."""
         if self.redis is None:
             return 0, 0
-        logs = {(t.log_uid, t.log.stream) for t in self._plan.triggers if isinstance(t.log, RedisLog)}
-        handled = dropped = 0
-        for log_uid, stream in sorted(logs):
-            h, d = await trim(self.redis, log_uid, stream, max_age_s=self.settings.log_max_age_s,
-                              max_records=self.settings.log_max_records)
-            handled += h
-            dropped += d
-            if d:
-                self.metrics.retention_dropped.labels(log_uid).inc(d)
-                log.error("event=retention_dropped log=%s stream=%s records=%d (past the log's age "
-                          "or size cap before every consumer handled them)", log_uid, stream, d)
-        return handled, dropped
-
-    async def _trim_forever(self) -> None:
-        while True:
-            await asyncio.sleep(TRIM_EVERY_S)
-            try:
-                await self.trim_streams()
-            except Exception as exc:  # Redis away: the next round tries again
-                log.warning("event=trim_failed error=%s", describe_error(exc))
+        return await self.redis.trim(self._plan)
 
     async def write_floors(self) -> dict[str, int]:
         """Write, for every log, the lowest position of the triggers that read it."""

@@ -9,7 +9,10 @@ can deliver are in it: a trigger's broker exists and is of one of Flint's classe
 subscriber resolved (`status.subscriberUri`); a subscription's channel has an address and its
 references resolved. A trigger reads its broker's backend (`broker_backend`): a SQLite file, or
 the broker's Redis stream through a consumer group named by the trigger's uid (only when this
-Flint has Redis: else the broker is not Ready, `RedisNotConfigured`).
+Flint has Redis: else the broker is not Ready, `RedisNotConfigured`). A consumer of a Redis
+stream is in the plan only once its reconciler created its group (its status says on which
+stream: `CONSUMER_GROUP_ANNOTATION`), so no dispatcher ever waits long for a group, and none
+creates one (`controller.redis_logs`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from typing import Any, ClassVar
 from controller.api.duck import resolve_delivery
 from controller.api.eventing import (
     BACKEND_REDIS,
+    CONSUMER_GROUP_ANNOTATION,
     DELIVERY_ORDER_ANNOTATION,
     DELIVERY_ORDERED,
     ENGINE_EMBEDDED,
     broker_backend,
+    status_annotation,
 )
 from flint_common.redis_keys import stream_key
 
@@ -211,6 +216,11 @@ def _meta(obj: Obj) -> Obj:
     return meta
 
 
+def _has_group(consumer: Obj, log_uid: str) -> bool:
+    """The consumer's group exists on the stream of the log `log_uid` (its status says so)."""
+    return status_annotation(consumer, CONSUMER_GROUP_ANNOTATION) == stream_key(log_uid)
+
+
 def build_plan(
     brokers: Iterable[Obj],
     triggers: Iterable[Obj],
@@ -224,7 +234,8 @@ def build_plan(
     redis: bool = False,
 ) -> DispatchPlan:
     """The plan of `engine`'s brokers (`broker_backend`); with `redis` False (no Redis
-    configured) the triggers of Redis brokers are left out (those brokers are not Ready)."""
+    configured) the triggers of Redis brokers are left out (those brokers are not Ready), and so
+    are, with Redis, the consumers of Redis streams whose group was not created yet."""
     by_key: dict[tuple[str, str], tuple[Obj, str]] = {}
     for b in brokers:
         backend = broker_backend(b, engine)
@@ -246,6 +257,8 @@ def build_plan(
         if found is None or not subscriber or not meta.get("uid"):
             continue
         broker, backend = found
+        if backend == BACKEND_REDIS and not _has_group(t, _meta(broker)["uid"]):
+            continue  # the trigger reconciler has not created its group yet
         bstatus: Obj = broker.get("status") or {}
         reply = ((bstatus.get("address") or {}).get("url")) or ""
         if not reply:  # the broker has no address yet: replies would have nowhere to go
@@ -320,6 +333,8 @@ def _subscription_plans(
         address = (((imc or {}).get("status") or {}).get("address") or {}).get("url")
         if imc is None or not address or not meta.get("uid") or not (subscriber or reply):
             continue
+        if log_kind == "RedisChannel" and not _has_group(sub, _meta(imc)["uid"]):
+            continue  # the subscription reconciler has not created its group yet
         if channel_delivery is None:
             channel_delivery = (imc.get("spec") or {}).get("delivery")
         delivery = resolve_delivery(spec.get("delivery"), channel_delivery)

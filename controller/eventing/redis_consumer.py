@@ -2,11 +2,17 @@
 consumer (a Trigger or a Subscription) through its consumer group, so delivery scales out and
 survives a dispatcher's death (issue 12 §3).
 
-* The group is named after the consumer's uid and created at the stream's tail (`$`) the first
-  time (a new trigger starts at the tail); each dispatcher reads it as its own group consumer,
-  named by its unique, stable dispatcher id, with `XREADGROUP … >` (blocking: `blocks`), and
-  acks with `XACK` once the runner handled an event (delivered, filtered out, stored as a retry
-  or dead-lettered: durable outcomes only).
+* The group is named after the consumer's uid and created by the controller at the stream's
+  tail (`$`: a new trigger starts at the tail) before the consumer enters the plan
+  (`controller.redis_logs`); a source never creates a group or a stream (a dispatcher on an old
+  plan would bring back a group the controller deleted, an orphan that holds back retention).
+  `open` waits while the group does not exist, and so do `read`, `pending` and `claim` when it
+  was destroyed under a running runner (`NOGROUP`: its consumer deleted, or Redis lost it; the
+  controller creates it again for a consumer that still exists): looked for again every
+  `group_poll_max_s` at most, logged once per wait. Each dispatcher reads the group as its own
+  group consumer, named by its unique, stable dispatcher id, with `XREADGROUP … >` (blocking:
+  `blocks`), and acks with `XACK` once the runner handled an event (delivered, filtered out,
+  stored as a retry or dead-lettered: durable outcomes only).
 * Idle time measures a dead dispatcher, not a slow subscriber: `maintain` refreshes the idle
   time of every entry this source holds (read, not acked) with `XCLAIM … JUSTID` to itself every
   `claim_heartbeat_s` (only those still pending with it, in one script); a reader takes over
@@ -27,13 +33,15 @@ survives a dispatcher's death (issue 12 §3).
   under way; no retry of it), while the next holder already delivers: the fencing number orders
   the holders, but a subscriber that does not check it sees that event out of order (or twice).
 
-The blocking read holds one pooled connection for up to `block_ms`: give the source a client
-whose socket timeout is longer than that, or none (`redis_conn.client(…, socket_timeout_s=None)`).
-Acks are coalesced (one XACK in flight per source, sent by a flusher task the source owns, so a
-cancelled caller loses no one's ack), but the runner's deliveries may still call the state
+The blocking read holds one pooled connection for up to `block_ms`: it goes through `reads`, a
+client of its own whose socket timeout is longer than that (or none), so that many consumers'
+blocking reads never starve the short commands (acks, heartbeats, claims, leases) of the other
+client. Acks are coalesced (one XACK in flight per source, sent by a flusher task the source owns,
+so a cancelled caller loses no one's ack), but the runner's deliveries may still call the state
 concurrently (up to its window of 64): with many consumers on one client, give it a pool that
 waits for a free connection (`redis.asyncio.BlockingConnectionPool`) rather than redis-py's
-default pool, which fails a command past 100 connections.
+default pool, which fails a command past 100 connections (the dispatcher sizes both:
+`redis_dispatch`).
 """
 
 from __future__ import annotations
@@ -69,12 +77,18 @@ _CHUNK = 500
 """Ids per XCLAIM/XACK command."""
 _ACK_STOP_S = 1.0
 """How long a stopping source waits for its acks in flight (`RedisConsumerSource._stop_acks`)."""
+_GROUP_POLL_FIRST_S = 0.05
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
     """Mark an ack batch's outcome seen: its callers may all have stopped waiting."""
     if not future.cancelled():
         future.exception()
+
+
+def _no_group(exc: ResponseError) -> bool:
+    """Redis says the stream or the consumer group does not exist."""
+    return str(exc).startswith("NOGROUP")
 
 
 class LeaseLost(RuntimeError):
@@ -99,6 +113,9 @@ class RedisConsumerSettings:
     """`backlog` asks Redis at most this often (the runner asks after each batch)."""
     backlog_cap: int = 10_000
     """When Redis reports no lag (possible on 7.0 after deletions), entries counted at most."""
+    group_poll_max_s: float = 1.0
+    """While the consumer's group does not exist, it is looked for again this often at most
+    (first after 50 ms, then twice as long each time up to this)."""
 
 
 def _fields(entry: Any) -> tuple[str, bytes | None]:
@@ -118,6 +135,7 @@ class RedisConsumerSource:
         self,
         redis: aioredis.Redis,
         *,
+        reads: aioredis.Redis | None = None,
         log_uid: str,
         stream: str,
         group: str,
@@ -128,6 +146,9 @@ class RedisConsumerSource:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
+        """Every command but the blocking read: acks, claims, heartbeats, leases, scripts."""
+        self._reads = reads if reads is not None else redis
+        """The blocking `XREADGROUP` (its own pool, so that it never holds up the others)."""
         self.log_uid = log_uid
         self.stream = stream
         self.group = group
@@ -174,27 +195,28 @@ class RedisConsumerSource:
     # -- ConsumerSource ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        try:
-            await self._redis.xgroup_create(self.stream, self.group, id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        else:
-            log.info("event=trigger_started trigger=%s stream=%s position=$ (the tail)",
-                     self._label, self.stream)
+        """Wait for the consumer's group (the controller creates it), then, for an ordered
+        consumer, for its lease."""
+        await self._wait_for_group("not created yet")
         if self.ordered:
             await self._wait_for_lease()
 
     async def read(self, limit: int) -> list[tuple[str, bytes]]:
-        if self.ordered:
-            self._check_lease()
-        elif self._clock() >= self._next_autoclaim:
-            self._next_autoclaim = self._clock() + self.settings.claim_after_s / 4
-            claimed = await self._autoclaim(limit)
-            if claimed:
-                return claimed
-        reply: Any = await self._redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                                  count=limit, block=self.settings.block_ms)
+        try:
+            if self.ordered:
+                self._check_lease()
+            elif self._clock() >= self._next_autoclaim:
+                self._next_autoclaim = self._clock() + self.settings.claim_after_s / 4
+                claimed = await self._autoclaim(limit)
+                if claimed:
+                    return claimed
+            reply: Any = await self._reads.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                                      count=limit, block=self.settings.block_ms)
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._group_gone()
+            return []
         return await self._keep([e for _, entries in reply or [] for e in entries])
 
     async def ack(self, ids: Sequence[str]) -> None:
@@ -257,7 +279,15 @@ class RedisConsumerSource:
         found: dict[str, int] = {}
         start = "-"
         while True:
-            page: Any = await self._redis.xpending_range(self.stream, self.group, start, "+", _CHUNK)
+            try:
+                page: Any = await self._redis.xpending_range(self.stream, self.group, start, "+",
+                                                             _CHUNK)
+            except ResponseError as exc:
+                if not _no_group(exc):
+                    raise
+                await self._group_gone()  # made again empty: nothing pending in it
+                self._claim_idle = {}
+                return []
             for p in page:
                 eid, owner = text(p["message_id"]), text(p["consumer"])
                 if owner == self.consumer or self.ordered:
@@ -276,10 +306,16 @@ class RedisConsumerSource:
         for eid in ids:
             by_idle.setdefault(self._claim_idle.pop(eid, self._claim_after_ms), []).append(eid)
         entries: list[Any] = []
-        for idle, group_ids in by_idle.items():
-            for i in range(0, len(group_ids), _CHUNK):
-                entries += await self._redis.xclaim(self.stream, self.group, self.consumer, idle,
-                                                    group_ids[i : i + _CHUNK])
+        try:
+            for idle, group_ids in by_idle.items():
+                for i in range(0, len(group_ids), _CHUNK):
+                    entries += await self._redis.xclaim(self.stream, self.group, self.consumer,
+                                                        idle, group_ids[i : i + _CHUNK])
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+            await self._group_gone()  # what it listed went with the group
+            return []
         entries.sort(key=lambda e: parse_stream_id(e[0]))
         return await self._keep(entries)
 
@@ -345,6 +381,37 @@ class RedisConsumerSource:
         that stalled past it delivers no more than the attempt it was making. Unordered: no-op."""
         if self.ordered:
             self._check_lease()
+
+    # -- the group, made by the controller ------------------------------------------------------
+
+    async def _wait_for_group(self, why: str) -> None:
+        """Return once the consumer's group exists on the stream, looking again with a growing
+        pause (up to `group_poll_max_s`); the wait is logged once, when it begins."""
+        pause = _GROUP_POLL_FIRST_S
+        waited = False
+        while True:
+            try:
+                await self._redis.xpending(self.stream, self.group)
+            except ResponseError as exc:
+                if not _no_group(exc):
+                    raise
+            else:
+                if waited:
+                    log.info("event=group_found trigger=%s stream=%s", self._label, self.stream)
+                return
+            if not waited:
+                waited = True
+                log.info("event=group_wait trigger=%s stream=%s reason=its consumer group is %s "
+                         "(the controller creates it)", self._label, self.stream, why)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.settings.group_poll_max_s)
+
+    async def _group_gone(self) -> None:
+        """The group was destroyed under this running source: what it held went with it; wait
+        until it exists again (never made here)."""
+        self._held.clear()
+        self._autoclaim_from = "0-0"
+        await self._wait_for_group("gone (destroyed while this dispatcher read it)")
 
     # -- sharing the group ---------------------------------------------------------------------
 

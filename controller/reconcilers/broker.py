@@ -1,5 +1,6 @@
 """Broker reconciler: the backend, the address, the log in the gateways' snapshot, the
-dispatcher, the DLS; a Redis broker's durability (informative: it does not make `Ready`)."""
+dispatcher, the DLS; a Redis broker's stream, created here before the gateways get the broker
+(`redis_marks`), and its durability (informative: it does not make `Ready`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import Status, remove_condition, roll_up, set_condition
 from controller.reconcilers.context import BROKERS, Context, Key
 from controller.reconcilers.deadletters import mark_dead_letter_sink
+from controller.reconcilers.redis_marks import NotCreated, ensure_stream
 from controller.redis_health import RedisView
 from flint_common.redis_keys import stream_key
 
@@ -45,14 +47,17 @@ def durable_condition(view: RedisView) -> tuple[Status, str, str]:
 
 
 def channel_condition(
-    backend: str, uid: str, *, redis: bool, view: RedisView
+    backend: str, uid: str, *, redis: bool, view: RedisView, not_created: NotCreated | None = None
 ) -> tuple[Status, str, str, tuple[Status, str, str] | None]:
     """The `TriggerChannelReady` condition of a broker on `backend`, and its `Durable` one (None:
-    it has none, a SQLite broker or a Redis one without Redis). Pure."""
+    it has none, a SQLite broker or a Redis one without Redis); `not_created`: why a Redis
+    broker's stream does not exist yet (`redis_marks.ensure_stream`). Pure."""
     if backend != BACKEND_REDIS:
         return "True", "ChannelLogReady", f"durable SQLite log {broker_log_relpath(uid)}", None
     if not redis:
         return "False", "RedisNotConfigured", REDIS_NOT_CONFIGURED, None
+    if not_created is not None:
+        return "Unknown", not_created[0], not_created[1], durable_condition(view)
     return "True", "StreamReady", f"Redis stream {stream_key(uid)}", durable_condition(view)
 
 
@@ -75,18 +80,21 @@ async def reconcile_broker(ctx: Context, key: Key) -> float | None:
     status["annotations"] = annotations
     status["address"] = {"url": broker_address_url(ns, name, s.domain, s.gateway_port)}
     set_condition(status, BROKER_CONDITION_ADDRESSABLE, "True", now=now)
+    uid = broker["metadata"]["uid"]
+    on_redis = backend == BACKEND_REDIS and ctx.redis_logs is not None
+    not_created = await ensure_stream(ctx, status, uid) if on_redis else None
     ch_status, ch_reason, ch_message, durable = channel_condition(
-        backend, broker["metadata"]["uid"], redis=s.redis is not None, view=ctx.redis_view())
+        backend, uid, redis=s.redis is not None, view=ctx.redis_view(), not_created=not_created)
     set_condition(status, BROKER_CONDITION_TRIGGER_CHANNEL, ch_status, ch_reason, ch_message, now=now)
     if durable is None:
         remove_condition(status, BROKER_CONDITION_DURABLE)
     else:
         set_condition(status, BROKER_CONDITION_DURABLE, *durable, now=now, severity="Info")
-    requeue: float | None = None
+    requeue: float | None = 2.0 if not_created is not None else None
     served = any(
         b.kind == "broker" and b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers
     )
-    if ch_status == "False":  # not served until its channel can be (no Redis)
+    if ch_status != "True":  # not served until its channel can be (no Redis, no stream yet)
         set_condition(status, BROKER_CONDITION_INGRESS, "Unknown", ch_reason,
                       "the gateways serve the broker once its channel is ready", now=now)
     elif not served:
@@ -110,6 +118,8 @@ async def reconcile_broker(ctx: Context, key: Key) -> float | None:
         requeue = 2.0
     if not mark_dead_letter_sink(ctx, status, (broker.get("spec") or {}).get("delivery"), ns, now=now):
         requeue = requeue or 5.0
+    if on_redis and ctx.redis_logs is not None:  # what Redis lost is made again within this
+        requeue = requeue or ctx.redis_logs.recheck_s
     roll_up(status, list(BROKER_CONDITIONS), now=now)
     await write_status(ctx, BROKERS, broker, status)
     ctx.plan_dirty()

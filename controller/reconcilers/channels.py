@@ -14,8 +14,9 @@ InMemoryChannel's `subscribers` (a Channel passes them through when it updates i
 A RedisChannel (messaging.flint.dev/v1, Flint's kind) is an InMemoryChannel whose log is a Redis
 stream (`flint up --redis`): the same spec, status and address, reconciled by the same code, plus
 the backend annotation `redis`, a `Durable` condition (Info) and, without Redis configured,
-`ChannelServiceReady=False` (`RedisNotConfigured`). A Channel whose template names it creates and
-owns a RedisChannel instead of an InMemoryChannel.
+`ChannelServiceReady=False` (`RedisNotConfigured`); its stream is created here before the gateways
+get the channel (`redis_marks`). A Channel whose template names it creates and owns a
+RedisChannel instead of an InMemoryChannel.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from controller.reconcilers.context import (
     Obj,
 )
 from controller.reconcilers.deadletters import mark_dead_letter_sink
+from controller.reconcilers.redis_marks import NotCreated, ensure_stream
 from controller.reconcilers.subscribers import MANAGED_ANNOTATION, subscribers_status, with_subscribers
 from controller.store.base import Kind
 
@@ -133,12 +135,17 @@ async def _reconcile_log_channel(
     set_condition(status, "Addressable", "True", now=now)
     set_condition(status, "EndpointsReady", "True", now=now)
     ch_status, ch_reason = "True", ""
+    not_created: NotCreated | None = None
     if redis_backed:
         annotations: dict[str, Any] = dict(status.get("annotations") or {})
         annotations[BACKEND_ANNOTATION] = BACKEND_REDIS
         status["annotations"] = annotations
+        uid = imc["metadata"].get("uid", "")
+        if ctx.redis_logs is not None and uid:
+            not_created = await ensure_stream(ctx, status, uid)
         ch_status, ch_reason, ch_message, durable = channel_condition(
-            BACKEND_REDIS, imc["metadata"].get("uid", ""), redis=s.redis is not None, view=ctx.redis_view())
+            BACKEND_REDIS, uid, redis=s.redis is not None, view=ctx.redis_view(),
+            not_created=not_created)
         set_condition(status, "ChannelServiceReady", ch_status, ch_reason, ch_message, now=now)
         if durable is None:
             remove_condition(status, "Durable")
@@ -146,13 +153,13 @@ async def _reconcile_log_channel(
             set_condition(status, "Durable", *durable, now=now, severity="Info")
     else:
         set_condition(status, "ChannelServiceReady", "True", now=now)
-    requeue: float | None = None
+    requeue: float | None = 2.0 if not_created is not None else None
     served = any(
         b.kind == "channel" and b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers
     )
-    if ch_status == "False":  # not served until Redis is configured
+    if ch_status != "True":  # not served until Redis is configured and the stream exists
         set_condition(status, "ServiceReady", "Unknown", ch_reason,
-                      "the gateways serve the channel once Redis is configured", now=now)
+                      "the gateways serve the channel once its Redis stream exists", now=now)
     elif not served:
         ctx.snapshot_dirty()
         set_condition(status, "ServiceReady", "Unknown", "Programming",
@@ -177,6 +184,8 @@ async def _reconcile_log_channel(
     status["subscribers"] = subscribers_status(imc, ctx.dispatch.runs)
     if not status["subscribers"]:
         del status["subscribers"]
+    if redis_backed and ctx.redis_logs is not None:  # what Redis lost is made again within this
+        requeue = requeue or ctx.redis_logs.recheck_s
     conditions = (messaging.REDIS_CHANNEL_CONDITIONS if redis_backed
                   else messaging.IN_MEMORY_CHANNEL_CONDITIONS)
     roll_up(status, list(conditions), now=now)

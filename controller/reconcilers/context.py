@@ -14,6 +14,7 @@ from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.reconcilers.destinations import resolve_destination
 from controller.redis_health import RedisView
+from controller.redis_logs import RedisLogs
 from controller.runtime.base import Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, Store
@@ -78,7 +79,8 @@ class Context:
     """What the controller last learned of its Redis (durability), when it has one."""
     rchans: Informer | None = None
     """RedisChannels: Flint's channels whose log is a Redis stream (None: not watched)."""
-
+    redis_logs: RedisLogs | None = None
+    """Creates the streams and consumer groups of Redis-backed logs (None: no Redis configured)."""
 
     def lookup(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:
         """An object of a kind the controller caches, by group and kind (for references)."""

@@ -9,7 +9,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from controller.api.eventing import BACKEND_REDIS, ENGINE_EMBEDDED, broker_backend
+from controller.api.eventing import (
+    BACKEND_REDIS,
+    ENGINE_EMBEDDED,
+    STREAM_ANNOTATION,
+    broker_backend,
+    status_annotation,
+)
 from controller.eventing.plan import broker_log_relpath
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
@@ -34,12 +40,15 @@ def broker_entries(
     inside the logs folder, never the state dir itself, so code that touches `state_dir / log`
     without looking at `backend` (a retire's file removal) cannot harm anything). Without `redis`
     (no Redis configured) a Redis broker is left out: it is not Ready (`RedisNotConfigured`) and
-    its ingress answers 404."""
+    its ingress answers 404; so is one whose stream the broker reconciler has not created yet
+    (`STREAM_ANNOTATION`): the gateways append with NOMKSTREAM and never create it."""
     out = []
     for b in brokers:
         meta = b["metadata"]
         backend = broker_backend(b, engine)
-        if backend is None or not meta.get("uid") or (backend == BACKEND_REDIS and not redis):
+        if backend is None or not meta.get("uid"):
+            continue
+        if backend == BACKEND_REDIS and not (redis and _has_stream(b)):
             continue
         ns, name, uid = meta.get("namespace", "default"), meta["name"], meta["uid"]
         if backend == BACKEND_REDIS:
@@ -53,18 +62,25 @@ def broker_entries(
 def redis_channel_entries(channels: Iterable[Obj], *, redis: bool = False) -> list[BrokerEntry]:
     """The gateways' entries of RedisChannels (pure): served at the channel-ingress address like an
     InMemoryChannel, appended to their stream by any worker (`log` unused, as a Redis broker's).
-    Without `redis` none: they are not Ready (`RedisNotConfigured`) and their ingress answers 404."""
+    Without `redis` none: they are not Ready (`RedisNotConfigured`) and their ingress answers 404;
+    nor those whose stream was not created yet (as for a Redis broker)."""
     if not redis:
         return []
     out = []
     for c in channels:
         meta = c["metadata"]
-        if not meta.get("uid"):
+        if not meta.get("uid") or not _has_stream(c):
             continue
         uid = meta["uid"]
         out.append(BrokerEntry(meta.get("namespace", "default"), meta["name"], uid, broker_log_relpath(uid),
                                kind="channel", backend=BACKEND_REDIS, stream=stream_key(uid)))
     return out
+
+
+def _has_stream(log_owner: Obj) -> bool:
+    """The broker's (or RedisChannel's) reconciler created its stream (its status says so)."""
+    uid = log_owner["metadata"]["uid"]
+    return status_annotation(log_owner, STREAM_ANNOTATION) == stream_key(uid)
 
 
 @dataclass

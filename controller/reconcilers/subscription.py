@@ -1,15 +1,18 @@
-"""Subscription reconciler: its channel, subscriber, reply and dead-letter sink, the dispatcher."""
+"""Subscription reconciler: its channel, subscriber, reply and dead-letter sink, the dispatcher;
+the consumer group of a RedisChannel's subscription, created here before the subscription enters
+the dispatch plan (`redis_marks`)."""
 
 from __future__ import annotations
 
 import copy
 
 from controller.api import messaging
-from controller.reconcilers.channels import backing_imc
+from controller.reconcilers.channels import REDIS_CHANNEL_KIND, backing_imc
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, run_by, set_condition
 from controller.reconcilers.context import SUBSCRIPTIONS, Context, Key
 from controller.reconcilers.deadletters import dead_letter_sink
+from controller.reconcilers.redis_marks import NotCreated, ensure_group, unmark_group
 
 
 async def reconcile_subscription(ctx: Context, key: Key) -> float | None:
@@ -59,15 +62,28 @@ async def reconcile_subscription(ctx: Context, key: Key) -> float | None:
                       ready.get("message", ""), now=now)
 
     uid = sub["metadata"].get("uid", "")
+    on_redis = (imc is not None and imc.get("kind") == REDIS_CHANNEL_KIND
+                and ctx.redis_logs is not None and bool(imc["metadata"].get("uid")))
+    if not on_redis:
+        unmark_group(status)
+    not_created: NotCreated | None = None
+    if on_redis and imc is not None and uid and not errors:
+        # Before the plan has it (a new subscription starts at the tail, from when it could run).
+        not_created = await ensure_group(ctx, status, imc["metadata"]["uid"], uid)
     if errors or imc is None:
         set_condition(status, "AddedToChannel", "Unknown", "NotAdded",
                       "waiting for the channel and the references", now=now)
+    elif not_created is not None:
+        set_condition(status, "AddedToChannel", "Unknown", *not_created, now=now)
+        requeue = requeue or 2.0
     elif n := ctx.dispatch.runners(uid):
         set_condition(status, "AddedToChannel", "True", "", run_by(n), now=now)
     else:
         set_condition(status, "AddedToChannel", "Unknown", "Programming",
                       "waiting for the dispatcher to run the subscription", now=now)
         requeue = requeue or 1.0
+    if on_redis and ctx.redis_logs is not None:  # a group Redis lost is made again within this
+        requeue = requeue or ctx.redis_logs.recheck_s
     roll_up(status, list(messaging.SUBSCRIPTION_CONDITIONS), now=now)
     await write_status(ctx, SUBSCRIPTIONS, sub, status)
     ctx.plan_dirty()

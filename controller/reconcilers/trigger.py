@@ -1,4 +1,6 @@
-"""Trigger reconciler: the broker, the subscriber's URI, the dead-letter sink, the dispatcher."""
+"""Trigger reconciler: the broker, the subscriber's URI, the dead-letter sink, the dispatcher; the
+consumer group of a Redis broker's trigger, created here before the trigger enters the dispatch
+plan (`redis_marks`)."""
 
 from __future__ import annotations
 
@@ -6,18 +8,21 @@ import copy
 import json
 
 from controller.api.eventing import (
+    BACKEND_REDIS,
     DEPENDENCY_ANNOTATION,
     TRIGGER_CONDITION_BROKER,
     TRIGGER_CONDITION_DEPENDENCY,
     TRIGGER_CONDITION_SUBSCRIBED,
     TRIGGER_CONDITION_SUBSCRIBER_RESOLVED,
     TRIGGER_CONDITIONS,
+    broker_backend,
 )
 from controller.eventing.filters import UnsupportedFilter, compile_trigger_filter
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, run_by, set_condition
 from controller.reconcilers.context import TRIGGERS, Context, Key, Obj
 from controller.reconcilers.deadletters import mark_dead_letter_sink
+from controller.reconcilers.redis_marks import NotCreated, ensure_group, unmark_group
 
 
 def _dependency(ctx: Context, trigger: Obj, ns: str) -> tuple[str, str, str]:
@@ -80,6 +85,14 @@ async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
     except UnsupportedFilter as exc:
         filter_error = str(exc)
     uid = trigger["metadata"].get("uid", "")
+    on_redis = (broker is not None and ctx.redis_logs is not None
+                and broker_backend(broker, ctx.settings.engine) == BACKEND_REDIS)
+    if not on_redis:
+        unmark_group(status)
+    not_created: NotCreated | None = None
+    if on_redis and broker is not None and uid and not filter_error and uri is not None:
+        # Before the plan has it (a new trigger starts at the tail, from when it could run).
+        not_created = await ensure_group(ctx, status, broker["metadata"]["uid"], uid)
     if filter_error:
         set_condition(
             status, TRIGGER_CONDITION_SUBSCRIBED, "False", "UnsupportedFilter", filter_error, now=now
@@ -87,6 +100,9 @@ async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
     elif uri is None or broker is None:
         set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "NotSubscribed",
                       "waiting for the broker and the subscriber", now=now)
+    elif not_created is not None:
+        set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", *not_created, now=now)
+        requeue = requeue or 2.0
     elif not ctx.dispatch.connected():
         set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "NoDispatcher",
                       "the dispatcher is not connected to the controller", now=now)
@@ -97,6 +113,8 @@ async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
         set_condition(status, TRIGGER_CONDITION_SUBSCRIBED, "Unknown", "Programming",
                       "waiting for the dispatcher to run the trigger", now=now)
         requeue = requeue or 1.0
+    if on_redis and ctx.redis_logs is not None:  # a group Redis lost is made again within this
+        requeue = requeue or ctx.redis_logs.recheck_s
     roll_up(status, list(TRIGGER_CONDITIONS), now=now)
     await write_status(ctx, TRIGGERS, trigger, status)
     ctx.plan_dirty()

@@ -2,12 +2,17 @@
 
 The Redis counterpart of the SQLite log's group commit. `RedisStreamWriter.append(stream,
 records)` queues the request; one task sends the queue's head as one pipeline (no MULTI) of
-`XADD <stream> * e <record>`, one per record, and, with `min_replicas > 0`, a final `WAIT
-min_replicas wait_timeout_ms`. While that pipeline is in flight new requests queue and go in the
-next one (up to `max_entries` records and `max_bytes` of data per pipeline), so under load one
+`XADD <stream> NOMKSTREAM * e <record>`, one per record, and, with `min_replicas > 0`, a final
+`WAIT min_replicas wait_timeout_ms`. While that pipeline is in flight new requests queue and go
+in the next one (up to `max_entries` records and `max_bytes` of data per pipeline), so under load one
 round trip and one syscall pair carry many requests: one XADD per request costs several times
 the CPU (issue 12 measured 96 vs 25 µs per 1 KiB event; `loadtests/bench_redis_ingest.py`
 measures it here).
+
+NOMKSTREAM: the controller creates a broker's stream before any gateway gets the broker, and
+deletes it with the broker, so a gateway still on an old snapshot must not make it again: Redis
+answers nil instead, and the request fails with `StreamGone` (the ingress answers 404, as for an
+unknown broker).
 
 Each caller resolves only after Redis acknowledged every entry of its request (with their stream
 ids) and, with `min_replicas`, after WAIT counted that many replicas. Anything else raises
@@ -54,6 +59,7 @@ __all__ = [
     "RedisTransport",
     "StreamAppendError",
     "StreamAppender",
+    "StreamGone",
     "StreamTransport",
     "open_redis_writer",
     "settle",
@@ -86,6 +92,11 @@ class StreamAppendError(Exception):
         self.detail = detail or message
 
 
+class StreamGone(StreamAppendError):
+    """The stream does not exist (its broker or channel was deleted): nothing was stored, and a
+    retry would not store it either."""
+
+
 class StreamAppender(Protocol):
     """What the ingress appends through (`RedisStreamWriter`; a fake in unit tests)."""
 
@@ -108,9 +119,10 @@ class StreamTransport(Protocol):
     async def send(
         self, entries: Sequence[tuple[str, bytes]], wait_replicas: int, wait_timeout_ms: int
     ) -> Sequence[object]:
-        """`XADD stream * e record` for each entry, then `WAIT` when `wait_replicas > 0`, in one
-        pipeline; the replies in order, a failed command's error in place of its reply. Raises
-        when the round trip itself fails (connection, timeout)."""
+        """`XADD stream NOMKSTREAM * e record` for each entry, then `WAIT` when `wait_replicas >
+        0`, in one pipeline; the replies in order (None for an XADD to a stream that does not
+        exist), a failed command's error in place of its reply. Raises when the round trip itself
+        fails (connection, timeout)."""
         ...
 
     def warm_up(self) -> None: ...
@@ -149,8 +161,8 @@ def settle(
     batch: Sequence[Pending], replies: Sequence[object], min_replicas: int, wait_timeout_ms: int
 ) -> list[list[str] | StreamAppendError]:
     """Each request's outcome from its pipeline's replies: its stream ids, or the error that
-    fails it (a refused XADD fails its own request; a missing reply or too few replicas fail them
-    all). Pure."""
+    fails it (a refused XADD fails its own request, a nil one too, with `StreamGone`; a missing
+    reply or too few replicas fail them all). Pure."""
     expected = sum(len(p.records) for p in batch) + (1 if min_replicas > 0 else 0)
     if len(replies) != expected:
         return [StreamAppendError(f"Redis sent {len(replies)} replies to a pipeline of {expected} "
@@ -169,12 +181,18 @@ def settle(
     for p in batch:
         mine = replies[i : i + len(p.records)]
         i += len(p.records)
-        refused = next((r for r in mine if isinstance(r, BaseException)), None)
-        if refused is not None:
-            out.append(StreamAppendError(f"Redis refused the write to {p.stream}: {refused}"))
-        else:
+        bad = next((r for r in mine if r is None or isinstance(r, BaseException)), _ALL_STORED)
+        if bad is _ALL_STORED:
             out.append([r.decode("ascii") if isinstance(r, bytes) else str(r) for r in mine])
+        elif bad is None:
+            out.append(StreamGone(f"the stream {p.stream} does not exist (deleted)"))
+        else:
+            out.append(StreamAppendError(f"Redis refused the write to {p.stream}: {bad}"))
     return out
+
+
+_ALL_STORED = object()
+"""`settle`'s mark of a request whose every XADD was answered with an id."""
 
 
 class RedisStreamWriter:
@@ -302,7 +320,7 @@ class RedisTransport:
     ) -> Sequence[object]:
         pipe = self.client.pipeline(transaction=False)
         for stream, record in entries:
-            pipe.xadd(stream, {EVENT_FIELD: record})
+            pipe.xadd(stream, {EVENT_FIELD: record}, nomkstream=True)
         if wait_replicas > 0:
             pipe.wait(wait_replicas, wait_timeout_ms)
         replies: list[object] = await pipe.execute(raise_on_error=False)

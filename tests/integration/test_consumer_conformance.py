@@ -5,9 +5,13 @@ Parametrized over the backends: SQLite (the gateway's log file, the dispatcher's
 Redis Streams (a real redis-server, `tests/support/redis_server.py`; each test on a log of its
 own). A backend is a `Backend`: it appends events to a consumer's log the way the gateway does,
 and builds the source and the state of a consumer the way the dispatcher does (a new source is
-what a restarted dispatcher makes). Event ids are opaque: the tests only compare them. What only a
-shared backend can do (several dispatchers in one group, leases, the ordered consumer's lease,
-retention of a stream) is tested on Redis alone, further down. Waits poll with deadlines.
+what a restarted dispatcher makes). On Redis, the log's stream and each consumer's group are
+made the way the controller's reconcilers make them (`controller.redis_logs.create_stream` and
+`create_group`, the same functions), the group before a source opens: a dispatcher never makes
+either. Event ids are opaque: the tests only compare them. What only a shared backend can do
+(several dispatchers in one group, leases, the ordered consumer's lease, a group destroyed under a
+running source, retention of a stream) is tested on Redis alone, further down. Waits poll with
+deadlines.
 
 Times: a backend's `clock` is the dispatcher's clock (the runner's and the state's); the tests'
 synthetic times (`T0` on) are on it. The SQLite state compares them as they are, whatever `clock`
@@ -48,6 +52,7 @@ from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Outcome, Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
+from controller.redis_logs import create_group, create_stream
 from flint_common.redis_keys import EVENT_FIELD, consumer_key, log_pattern, stream_key
 from gateway.channels.sqlite import SqliteChannelLog
 from gateway.channels.sqlite_reader import SqliteLogReader
@@ -59,7 +64,7 @@ SUBSCRIBER = "http://sub.ns.localhost"
 DEADLINE_S = 10.0
 
 FAST = RedisConsumerSettings(claim_after_s=0.3, claim_heartbeat_s=0.05, block_ms=20, lease_s=0.6,
-                             backlog_every_s=0.0)
+                             backlog_every_s=0.0, group_poll_max_s=0.05)
 """Small times, so that takeovers happen within a test (the tests never assert timings)."""
 
 
@@ -135,9 +140,20 @@ class SqliteBackend:
         await self.db.close()
 
 
+class SourceOfAReconciledConsumer(RedisConsumerSource):
+    """A dispatcher's source of a consumer whose reconciler ran: `open` first makes its group as
+    the reconciler does before the plan has the consumer (`create_group`, idempotent), then opens
+    as any source (which waits for the group, never makes it)."""
+
+    async def open(self) -> None:
+        await create_group(self._redis, self.stream, self.group)
+        await super().open()
+
+
 class RedisBackend:
-    """A log of its own on the module's redis-server; sources and states as dispatcher `name`
-    makes them (a new source with the same name is that dispatcher restarted)."""
+    """A log of its own on the module's redis-server, its stream made by `start` as the broker
+    reconciler makes it; sources and states as dispatcher `name` makes them (a new source with the
+    same name is that dispatcher restarted)."""
 
     time_error_s = 0.5
 
@@ -147,11 +163,16 @@ class RedisBackend:
         self.stream = stream_key(self.log_uid)
         self.clock: Callable[[], float] = lambda: T0
 
+    async def start(self) -> RedisBackend:
+        await create_stream(self.redis, self.stream)
+        return self
+
     async def append(self, *events: Event) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for e in events:
-                pipe.xadd(self.stream, {EVENT_FIELD: e.to_log()})
-            await pipe.execute()
+                pipe.xadd(self.stream, {EVENT_FIELD: e.to_log()}, nomkstream=True)
+            replies = await pipe.execute()
+        assert None not in replies, f"{self.stream} does not exist"
 
     async def source(self, consumer: str) -> ConsumerSource:
         return self.redis_source(consumer)
@@ -159,9 +180,14 @@ class RedisBackend:
     def redis_source(self, consumer: str, name: str = "dispatcher-a", *, ordered: bool = False,
                      settings: RedisConsumerSettings = FAST,
                      client: aioredis.Redis | None = None) -> RedisConsumerSource:
-        return RedisConsumerSource(client or self.redis, log_uid=self.log_uid, stream=self.stream,
-                                   group=consumer, consumer=name, ordered=ordered,
-                                   settings=settings)
+        return SourceOfAReconciledConsumer(
+            client or self.redis, log_uid=self.log_uid, stream=self.stream, group=consumer,
+            consumer=name, ordered=ordered, settings=settings)
+
+    def bare_source(self, consumer: str, name: str = "dispatcher-a") -> RedisConsumerSource:
+        """A source of a consumer whose group nobody made (yet): just what a dispatcher builds."""
+        return RedisConsumerSource(self.redis, log_uid=self.log_uid, stream=self.stream,
+                                   group=consumer, consumer=name, settings=FAST)
 
     def state(self, consumer: str) -> ConsumerState:
         return self.redis_state(consumer)
@@ -207,14 +233,14 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "sqlite":
         made = SqliteBackend(tmp_path)
     else:
-        made = RedisBackend(request.getfixturevalue("redis_server"))
+        made = await RedisBackend(request.getfixturevalue("redis_server")).start()
     yield made
     await made.close()
 
 
 @pytest.fixture
 async def rb(redis_server: RedisServer) -> AsyncIterator[RedisBackend]:
-    made = RedisBackend(redis_server)
+    made = await RedisBackend(redis_server).start()
     yield made
     await made.close()
 
@@ -981,6 +1007,98 @@ async def test_an_ordered_runner_that_loses_its_lease_fails(rb: RedisBackend) ->
 
 
 # ------------------------------------------------------------------------------------------
+# Redis only: the consumer group is the controller's, never a dispatcher's
+# ------------------------------------------------------------------------------------------
+
+
+async def xpending_calls(rb: RedisBackend) -> int:
+    """How many XPENDINGs the server ran: how a source looks for its group."""
+    stats: Any = await rb.redis.info("commandstats")
+    return int(stats.get("cmdstat_xpending", {}).get("calls", 0))
+
+
+async def waits_for_its_group(rb: RedisBackend, task: asyncio.Task[Any],
+                              caplog: pytest.LogCaptureFixture, why: str) -> None:
+    """`task` logged that it waits for the group (`why`) and went on looking several times, without
+    making it (nor the stream)."""
+
+    async def said() -> bool:
+        return any("event=group_wait" in r.getMessage() and why in r.getMessage()
+                   for r in caplog.records)
+
+    await until(said, f"event=group_wait ({why})")
+    seen = await xpending_calls(rb)
+
+    async def looked_again() -> bool:
+        return await xpending_calls(rb) >= seen + 3
+
+    await until(looked_again, "the source looking for its group again")
+    assert not task.done()
+    if await rb.redis.exists(rb.stream):
+        assert await rb.redis.xinfo_groups(rb.stream) == []
+
+
+async def test_open_waits_for_the_group_and_makes_neither_it_nor_the_stream(
+    rb: RedisBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    await rb.redis.unlink(rb.stream)  # its broker not reconciled yet (or deleted)
+    source = rb.bare_source("c")
+    with caplog.at_level(logging.INFO, logger="flint.dispatcher"):
+        opening = asyncio.create_task(source.open())
+        await waits_for_its_group(rb, opening, caplog, "not created yet")
+        assert not await rb.redis.exists(rb.stream)
+        await create_stream(rb.redis, rb.stream)  # the broker reconciler, then the trigger's
+        await create_group(rb.redis, rb.stream, "c")
+        await asyncio.wait_for(opening, DEADLINE_S)
+    assert [r.getMessage() for r in caplog.records].count(
+        f"event=group_wait trigger=c stream={rb.stream} reason=its consumer group is not created "
+        "yet (the controller creates it)") == 1  # logged once, however long it waited
+    await rb.append(ev("a"))
+    assert ids_of(await source.read(10)) == ["a"]
+
+
+async def test_a_read_of_a_group_destroyed_meanwhile_waits_for_it_and_does_not_make_it(
+    rb: RedisBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = rb.redis_source("c")
+    await source.open()
+    await rb.append(ev("a"))
+    assert ids_of(await source.read(10)) == ["a"] and len(source.held) == 1
+    await rb.redis.xgroup_destroy(rb.stream, "c")  # its trigger deleted (or Redis lost it)
+    with caplog.at_level(logging.INFO, logger="flint.dispatcher"):
+        reading = asyncio.create_task(source.read(10))
+        await waits_for_its_group(rb, reading, caplog, "gone")
+        assert source.held == []  # they went with the group
+        await create_group(rb.redis, rb.stream, "c")  # the controller made it again
+        assert await asyncio.wait_for(reading, DEADLINE_S) == []
+    await rb.append(ev("b"))
+    assert ids_of(await source.read(10)) == ["b"]  # from the new group's start: the tail
+
+
+async def test_a_claim_in_a_group_destroyed_meanwhile_waits_for_it_and_takes_nothing(
+    rb: RedisBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = rb.redis_source("c", "d-dead")
+    await dead.open()
+    await rb.append(ev("a"), ev("b"))
+    ids = [i for i, _ in await dead.read(2)]
+    fresh = rb.redis_source("c", "d-new")
+    await fresh.open()
+
+    async def listed() -> bool:
+        return await fresh.pending() == ids
+
+    await until(listed, "the entries idle past claim_after_s")
+    await rb.redis.xgroup_destroy(rb.stream, "c")
+    with caplog.at_level(logging.INFO, logger="flint.dispatcher"):
+        claiming = asyncio.create_task(fresh.claim(ids))
+        await waits_for_its_group(rb, claiming, caplog, "gone")
+        await create_group(rb.redis, rb.stream, "c")
+        assert await asyncio.wait_for(claiming, DEADLINE_S) == []
+    assert await rb.pel("c") == []
+
+
+# ------------------------------------------------------------------------------------------
 # Redis only: retention and deletion
 # ------------------------------------------------------------------------------------------
 
@@ -1072,6 +1190,7 @@ async def test_delete_consumer_and_delete_log_leave_no_key(rb: RedisBackend) -> 
     other = RedisBackend.__new__(RedisBackend)  # a second log on the same server
     other.redis, other.log_uid = rb.redis, rb.log_uid + "-other"
     other.stream = stream_key(other.log_uid)
+    await other.start()
     await other.append(ev("kept"))
 
     parts = {k.rsplit(":", 1)[1] for k in await rb.keys() if ":c:one:" in k}

@@ -1,6 +1,8 @@
 """`FlintRedis` brokers through `flint up --redis URL` and a real redis-server: the backend in
 status and in `flint broker describe`, the backlog per trigger, `Durable` from the Redis' AOF,
-`RedisNotConfigured` without Redis, and a deleted broker's or trigger's keys gone from Redis."""
+`RedisNotConfigured` without Redis, the stream and the trigger's group made by the controller
+before they are published (a broker made while Redis is down is Ready once it answers), and a
+deleted broker's or trigger's keys gone from Redis."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from typing import Any
 import pytest
 from support.events import apply, condition_is, send_one, trigger
 from support.harness import Flint, poll, start_flint, stop_flint
-from support.redis_server import RedisServer, stop_redis
+from support.redis_server import RedisServer, restart_redis, stop_redis
 
-from flint_common.redis_keys import consumer_key, stream_key
+from flint_common.redis_keys import consumer_key, stream_key, trim_lock_key
 
 BACKEND = "eventing.flint.dev/backend"
+STREAM = "eventing.flint.dev/stream"
+GROUP = "eventing.flint.dev/consumer-group"
 Obj = dict[str, Any]
 
 
@@ -48,6 +52,9 @@ def test_a_redis_broker_is_ready_on_redis_and_its_keys_go_with_it(
              "broker rb Durable=True")
         rb = f.get("broker", "rb")
         assert rb["status"]["annotations"][BACKEND] == "redis"
+        with redis_server.client() as r:  # made by the controller, empty, before the gateways had it
+            assert rb["status"]["annotations"][STREAM] == stream_key(rb["metadata"]["uid"])
+            assert r.xlen(stream_key(rb["metadata"]["uid"])) == 0
         poll(lambda: _condition_is(f, "broker", "plain", "Ready", "True"), 60, "broker plain Ready")
         plain = f.get("broker", "plain")
         assert plain["status"]["annotations"][BACKEND] == "sqlite"
@@ -61,6 +68,9 @@ def test_a_redis_broker_is_ready_on_redis_and_its_keys_go_with_it(
                          delivery={"retry": 3, "backoffPolicy": "linear", "backoffDelay": "PT600S"}))
         poll(lambda: condition_is(f, "trigger", "t1", "Ready"), 60, "trigger t1 Ready")
         t1 = f.get("trigger", "t1")["metadata"]["uid"]
+        assert f.get("trigger", "t1")["status"]["annotations"][GROUP] == stream
+        with redis_server.client() as r:
+            assert [g["name"] for g in r.xinfo_groups(stream)] == [t1]
         assert [send_one(f.port, "rb", f"e{i}") for i in range(2)] == [202, 202]
 
         def described() -> list[str]:
@@ -100,7 +110,7 @@ def test_a_redis_broker_is_ready_on_redis_and_its_keys_go_with_it(
                 return not r.xinfo_groups(stream) and not r.exists(consumer_key(uid, t1, "retries"))
 
         poll(trigger_gone, 30, "trigger t1's group and keys deleted")
-        assert _keys(redis_server, uid) == [stream]
+        assert [k for k in _keys(redis_server, uid) if k != trim_lock_key(uid)] == [stream]
 
         f.cli("broker", "delete", "rb")
         poll(lambda: not _keys(redis_server, uid), 30, "broker rb's keys deleted")
@@ -135,7 +145,7 @@ def test_a_redis_broker_without_redis_is_not_ready(flint: Flint) -> None:
     flint.cli("broker", "delete", "rb")
 
 
-def test_a_redis_broker_whose_redis_does_not_answer_is_ready_with_durable_unknown(
+def test_a_redis_broker_made_while_redis_does_not_answer_is_ready_once_it_does(
         redis_servers: Callable[..., RedisServer], tmp_path: Path) -> None:
     server = redis_servers()
     stop_redis(server)  # configured, but down
@@ -144,9 +154,16 @@ def test_a_redis_broker_whose_redis_does_not_answer_is_ready_with_durable_unknow
         f.cli("broker", "create", "rb", "--class", "FlintRedis")
         poll(lambda: _condition_is(f, "broker", "rb", "Durable", "Unknown", "RedisUnreachable"), 60,
              "broker rb Durable=Unknown RedisUnreachable")
-        poll(lambda: _condition_is(f, "broker", "rb", "Ready", "True"), 60, "broker rb Ready")
+        # Its stream cannot be made: the gateways do not get it, it is not Ready.
+        poll(lambda: _condition_is(f, "broker", "rb", "TriggerChannelReady", "Unknown",
+                                   "RedisUnreachable"), 60, "broker rb TriggerChannelReady=Unknown")
+        assert _condition_is(f, "broker", "rb", "Ready", "Unknown", "RedisUnreachable")
+        assert send_one(f.port, "rb", "too-early") == 404
         out = f.cli("broker", "describe", "rb").stdout
         assert "Backlog:     unavailable (Error from server (ServiceUnavailable): Redis did not" in out
         assert "event=redis_unreachable role=controller" in f.logs(None)
+        restart_redis(server)
+        poll(lambda: _condition_is(f, "broker", "rb", "Ready", "True"), 60, "broker rb Ready")
+        poll(lambda: send_one(f.port, "rb", "in-time") == 202, 30, "the broker served")
     finally:
         stop_flint(f)

@@ -87,8 +87,11 @@ def test_a_channel_backed_by_a_redis_channel_delivers_from_its_stream(
             with redis_server.client() as r:
                 assert r.xlen(stream_key(uid)) == len(ids)
             assert _keys(redis_server, uid)
-            sub_uid = f.get("subscription", "s1")["metadata"]["uid"]
-            assert sub_uid in _groups(redis_server, uid)
+            s1 = f.get("subscription", "s1")
+            sub_uid = s1["metadata"]["uid"]
+            assert sub_uid in _groups(redis_server, uid)  # made by the controller, marked in status
+            assert s1["status"]["annotations"]["eventing.flint.dev/consumer-group"] == stream_key(uid)
+            assert rch["status"]["annotations"]["eventing.flint.dev/stream"] == stream_key(uid)
             f.cli("delete", "subscription", "s1")
             poll(lambda: sub_uid not in _groups(redis_server, uid), 30, "the subscription's group destroyed")
             f.cli("delete", "channel", "orders")

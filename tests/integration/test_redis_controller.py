@@ -21,6 +21,7 @@ from controller.eventing.plan import ConsumerPlan, DispatchPlan, RedisLog, dispa
 from controller.redis_backlog import group_backlogs
 from controller.redis_health import RedisHealth
 from controller.redis_janitor import RedisJanitor, read_journal
+from controller.redis_logs import create_group, create_stream
 from flint_common import redis_conn
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import consumer_key, stream_key
@@ -213,21 +214,31 @@ async def test_the_dispatcher_runs_redis_consumers_under_its_id_or_refuses_them_
     try:
         assert d.id == dispatcher_id(state_dir, socket.gethostname())
         assert (d.redis is not None) == with_redis
-        with caplog.at_level(logging.ERROR, logger="flint.dispatcher"):
+        with caplog.at_level(logging.INFO, logger="flint.dispatcher"):
             await d.apply(_redis_plan("log-d", "c-d"))
             await d.apply(replace(_redis_plan("log-d", "c-d"), version=2))
-        refusals = [r.getMessage() for r in caplog.records if "trigger_not_runnable" in r.getMessage()]
-        if not with_redis:
-            assert len(refusals) == 1, refusals  # said once, not at every plan
-            assert "has no Redis configured" in refusals[0] and "backend=redis" in refusals[0]
-            assert d.runners == {}
-            return
-        assert refusals == [] and list(d.runners) == ["c-d"]
+            refusals = [r.getMessage() for r in caplog.records
+                        if "trigger_not_runnable" in r.getMessage()]
+            if not with_redis:
+                assert len(refusals) == 1, refusals  # said once, not at every plan
+                assert "has no Redis configured" in refusals[0] and "backend=redis" in refusals[0]
+                assert d.runners == {} and list(d._refused) == ["c-d"]
+                await d.apply(DispatchPlan(version=3))  # deleted: nothing is kept of it
+                assert d._refused == {}
+                return
+            assert refusals == [] and list(d.runners) == ["c-d"]
+
+            async def waiting() -> bool:
+                return any("event=group_wait trigger=ns/t1" in r.getMessage() for r in caplog.records)
+
+            await _until(waiting)  # the runner waits for the group: it makes neither it nor the stream
         client = _client(redis_server)
         try:
-            # The runner created the trigger's group; an event makes it read under the
-            # dispatcher's id (Redis 7.0 names a consumer once a read gave it an entry).
-            await _until(lambda: client.exists(stream_key("log-d")))  # XGROUP CREATE … MKSTREAM
+            assert not await client.exists(stream_key("log-d"))
+            await create_stream(client, stream_key("log-d"))  # as the reconcilers do
+            await create_group(client, stream_key("log-d"), "c-d")
+            # An event makes it read under the dispatcher's id (Redis 7.0 names a consumer once a
+            # read gave it an entry).
             await client.xadd(stream_key("log-d"), {"e": b"{}"})
 
             async def joined() -> bool:

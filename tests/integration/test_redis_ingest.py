@@ -1,5 +1,7 @@
 """Ingress into Redis-backed brokers against a real redis-server: the batching writer under
-concurrent requests, Redis stopped and restarted, `min_replicas`, and the gateway process."""
+concurrent requests, Redis stopped and restarted, `min_replicas`, a deleted broker's stream never
+made again (404), and the gateway process. Each broker's stream is made first, by the function
+the controller's broker reconciler uses (gateways never make one)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from integration.test_gateway_process import controller, eventually, gateway_pro
 from support.harness import free_port
 from support.redis_server import RedisServer, start_redis, stop_redis
 
+from controller.redis_logs import create_stream
 from flint_common import guards, redis_config
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import EVENT_FIELD, stream_key
@@ -49,6 +52,15 @@ def ingress(tmp_path: Path, settings: RedisSettings | None) -> tuple[BrokerIngre
                          open_stream_writer=None if settings is None else open_writer), made
 
 
+async def made(server: RedisServer, uid: str) -> None:
+    """The broker's stream, made as the broker reconciler makes it before the gateways get it."""
+    client = aioredis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        await create_stream(client, stream_key(uid))
+    finally:
+        await client.aclose()
+
+
 async def stream_ids(server: RedisServer, uid: str) -> list[str]:
     """The `ce-id` of every event in the broker's stream, in stream order."""
     client = aioredis.Redis(host="127.0.0.1", port=server.port)
@@ -80,14 +92,15 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[list[RedisServer]]:
 async def test_concurrent_requests_share_pipelines_and_each_202_is_stored_once(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    ing, made = ingress(tmp_path, RedisSettings(url=redis_server.url))
+    ing, writers = ingress(tmp_path, RedisSettings(url=redis_server.url))
     b = broker("uid-concurrent")
+    await made(redis_server, "uid-concurrent")
     try:
         answers = await asyncio.gather(
             *(ing.accept(b, headers(f"e-{i}"), b'{"n": %d}' % i) for i in range(300)))
         assert {a.status for a in answers} == {202}
         # One batch per turn of the loop; later ones wait for the pipeline in flight.
-        [writer] = made
+        [writer] = writers
         assert writer.entries == 300 and writer.pipelines < 30, (writer.pipelines, writer.entries)
         more = await asyncio.gather(*(ing.accept(b, headers(f"f-{i}"), b"{}") for i in range(50)))
         assert {a.status for a in more} == {202}
@@ -105,6 +118,7 @@ async def test_redis_stopped_is_503_and_restarted_is_202_again(
     server = own_redis[0]
     ing, _ = ingress(tmp_path, RedisSettings(url=server.url))
     b = broker("uid-restart")
+    await made(server, "uid-restart")
     loop = asyncio.get_running_loop()
     try:
         assert (await ing.accept(b, headers("before"), b"{}")).status == 202
@@ -164,6 +178,27 @@ async def test_a_redis_that_does_not_answer_fails_requests_within_the_socket_tim
         await hung.wait_closed()
 
 
+async def test_a_deleted_brokers_stream_is_404_and_never_made_again(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    ing, _ = ingress(tmp_path, RedisSettings(url=redis_server.url))
+    b = broker("uid-deleted")
+    await made(redis_server, "uid-deleted")
+    client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
+    try:
+        assert (await ing.accept(b, headers("before"), b"{}")).status == 202
+        await client.unlink(stream_key("uid-deleted"))  # the janitor: its broker was deleted
+        # This gateway's snapshot still has the broker: its requests find no stream.
+        answers = await asyncio.gather(*(ing.accept(b, headers(f"late-{i}"), b"{}") for i in range(3)))
+        assert [(a.status, a.retry_after) for a in answers] == [(404, False)] * 3
+        assert answers[0].message == "broker default/b not found (its Redis stream was deleted)"
+        assert not await client.exists(stream_key("uid-deleted"))
+        assert ing.metrics.rejected == {("default/b", "log-gone"): 3}
+    finally:
+        await ing.close()
+        await client.aclose()
+
+
 async def test_no_redis_configured_is_503(tmp_path: Path) -> None:
     ing, _ = ingress(tmp_path, None)
     try:
@@ -179,6 +214,7 @@ async def test_min_replicas_waits_for_a_replica(
     primary = await asyncio.to_thread(redis_servers)
     ing, _ = ingress(tmp_path, RedisSettings(url=primary.url, min_replicas=1))
     b = broker("uid-replicas")
+    await made(primary, "uid-replicas")
     try:
         answer = await ing.accept(b, headers("lonely"), b"{}")
         assert answer.status == 503 and answer.retry_after
@@ -225,6 +261,7 @@ async def test_two_gateway_workers_append_to_one_stream_without_forwarding(
     monkeypatch.setenv(redis_config.ENV_URL, redis_server.url)
     monkeypatch.setenv("FLINT_BLOCKBUSTER", "1")
     b = broker("uid-gateway")
+    await made(redis_server, "uid-gateway")
     snap = dataclasses.replace(snapshot(1, free_port(), ("unused.default.localhost",)), brokers=(b,))
     lines: list[str] = []
     async with controller(snap) as c, gateway_process(tmp_path / "state", c.url, workers=2, log=lines) as gw:

@@ -12,6 +12,7 @@ from support.fakes import FakeTransport
 
 from flint_common.redis_keys import stream_key
 from gateway.channels.base import ChannelLog
+from gateway.channels.redis_writer import StreamGone
 from gateway.client import ClientConnection
 from gateway.cloudevents import Event
 from gateway.config import BrokerEntry, Endpoint, GatewaySettings, Snapshot
@@ -120,6 +121,17 @@ async def test_redis_failure_is_503_with_retry_after_and_counted(tmp_path: Path)
     assert ingress.metrics.rejected == {("ns/b", "log-unavailable"): 1} and not ingress.metrics.accepted
     writer.fail = None
     assert (await ingress.accept(redis_entry(), BINARY, b"{}")).status == 202
+
+
+async def test_a_stream_gone_is_404_as_an_unknown_broker_never_202(tmp_path: Path) -> None:
+    # The controller deleted the broker with its stream; this gateway's snapshot still has it.
+    writer = FakeWriter()
+    writer.fail = StreamGone("the stream flint:{uid-r}:events does not exist (deleted)")
+    ingress, _ = make(tmp_path, writer)
+    answer = await ingress.accept(redis_entry(), BINARY, b"{}")
+    assert (answer.status, answer.retry_after) == (404, False)
+    assert answer.message == "broker ns/b not found (its Redis stream was deleted)"
+    assert ingress.metrics.rejected == {("ns/b", "log-gone"): 1} and not ingress.metrics.accepted
 
 
 async def test_no_redis_configured_is_503_saying_so(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Broker classes and the Redis backend on the controller's side, pure parts: the classes and the
 engine's default, validation, the gateways' entries, the plan, the broker's conditions and
-status (its reconcile on a stand-in context), the backlog's parsing and its describe text."""
+status, its stream and its triggers' groups created before they are published (the broker and
+trigger reconcilers on a stand-in context), the backlog's parsing and its describe text."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import types
 from typing import Any
 
 import pytest
+from support.redis_logs import FakeRedisLogs
 
 from controller.api import eventing
 from controller.broker_backlog import backlog_answer, dispatcher_backlogs
@@ -21,6 +23,7 @@ from controller.reconcilers.broker import (
 )
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.publisher import broker_entries
+from controller.reconcilers.trigger import reconcile_trigger
 from controller.redis_backlog import GroupBacklog, parse_groups
 from controller.redis_health import RedisView
 from controller.settings import ControllerSettings
@@ -30,21 +33,32 @@ from flint_common.redis_keys import stream_key
 from gateway.config import BrokerEntry
 
 CLASS = "eventing.knative.dev/broker.class"
+STREAM = "eventing.flint.dev/stream"
+GROUP = "eventing.flint.dev/consumer-group"
 Obj = dict[str, Any]
 
 
-def broker(cls: str | None = "Flint", name: str = "b", uid: str = "u-b") -> Obj:
+def broker(cls: str | None = "Flint", name: str = "b", uid: str = "u-b", *,
+           stream_made: bool = True) -> Obj:
+    """A broker; a Redis one whose stream the reconciler created (`stream_made`)."""
     meta: Obj = {"name": name, "namespace": "ns", "uid": uid, "generation": 1}
     if cls is not None:
         meta["annotations"] = {CLASS: cls}
+    status: Obj = {"address": {"url": f"http://broker-ingress.localhost/ns/{name}"}}
+    if stream_made:
+        status["annotations"] = {STREAM: stream_key(uid)}
     return {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": meta, "spec": {},
-            "status": {"address": {"url": f"http://broker-ingress.localhost/ns/{name}"}}}
+            "status": status}
 
 
-def trigger(name: str = "t1", broker_name: str = "b") -> Obj:
+def trigger(name: str = "t1", broker_name: str = "b", *, group_on: str | None = None) -> Obj:
+    """A trigger; `group_on`: the stream on which the reconciler created its group."""
+    status: Obj = {"subscriberUri": "http://sub"}
+    if group_on is not None:
+        status["annotations"] = {GROUP: group_on}
     return {"metadata": {"name": name, "namespace": "ns", "uid": f"u-{name}"},
             "spec": {"broker": broker_name, "subscriber": {"uri": "http://sub"}},
-            "status": {"subscriberUri": "http://sub"}}
+            "status": status}
 
 
 # -- classes -----------------------------------------------------------------------------------
@@ -92,9 +106,22 @@ def test_redis_brokers_go_to_the_gateways_as_streams_only_when_redis_is_configur
                                   stream=stream_key("u-a"))]
 
 
+def test_a_redis_broker_goes_to_the_gateways_only_once_its_stream_was_created() -> None:
+    # Gateways append with NOMKSTREAM: a broker whose stream does not exist yet would answer 404.
+    new = broker("FlintRedis", "r", "u-r", stream_made=False)
+    assert broker_entries([new], redis=True) == []
+    recreated = broker("FlintRedis", "r", "u-r2")
+    recreated["status"]["annotations"] = {STREAM: stream_key("u-r")}  # the old broker's stream
+    assert broker_entries([recreated], redis=True) == []
+    assert [e.uid for e in broker_entries([broker("FlintRedis", "r", "u-r")], redis=True)] == ["u-r"]
+    # A SQLite broker needs no stream.
+    assert [e.name for e in broker_entries([broker("FlintSQLite", "s", stream_made=False)])] == ["s"]
+
+
 def test_a_redis_brokers_triggers_read_its_stream_through_their_own_group() -> None:
     brokers = [broker("FlintRedis", "r", "u-r"), broker("FlintSQLite", "s", "u-s")]
-    triggers = [trigger("t1", "r"), trigger("t2", "r"), trigger("t3", "s")]
+    on = stream_key("u-r")
+    triggers = [trigger("t1", "r", group_on=on), trigger("t2", "r", group_on=on), trigger("t3", "s")]
     plan = build_plan(brokers, triggers, redis=True)
     logs = {t.name: t.log for t in plan.triggers}
     assert logs == {"t1": RedisLog("flint:{u-r}:events", "u-t1"),
@@ -105,6 +132,16 @@ def test_a_redis_brokers_triggers_read_its_stream_through_their_own_group() -> N
     plan = build_plan(brokers, triggers, redis=False)
     assert [t.name for t in plan.triggers] == ["t3"]
     assert plan.known == ("u-t1", "u-t2", "u-t3")
+
+
+def test_a_redis_trigger_enters_the_plan_only_once_its_group_was_created() -> None:
+    # A dispatcher never creates a group: the plan has the trigger once the reconciler did.
+    brokers = [broker("FlintRedis", "r", "u-r")]
+    triggers = [trigger("new", "r"), trigger("old", "r", group_on=stream_key("u-gone")),
+                trigger("made", "r", group_on=stream_key("u-r"))]
+    plan = build_plan(brokers, triggers, redis=True)
+    assert [t.name for t in plan.triggers] == ["made"]
+    assert plan.known == ("u-made", "u-new", "u-old")  # the others are known: their state stays
 
 
 # -- conditions ------------------------------------------------------------------------------------
@@ -154,15 +191,19 @@ class _Store:
         return obj
 
 
-def _ctx(b: Obj, *, redis: bool, view: RedisView) -> Any:
+def _ctx(b: Obj, *, redis: bool, view: RedisView, t: Obj | None = None,
+         logs: FakeRedisLogs | None = None, runners: int = 1) -> Any:
     settings = ControllerSettings(redis=RedisSettings("redis://127.0.0.1:6379/0") if redis else None)
     served = [types.SimpleNamespace(kind="broker", namespace="ns", name=b["metadata"]["name"])]
     hub = types.SimpleNamespace(snapshot=types.SimpleNamespace(brokers=served if redis else []),
                                 connected=lambda: 1, acked_by_all=lambda _v: True, version=1)
     return types.SimpleNamespace(
         brokers=types.SimpleNamespace(get=lambda _ns, _n: b), settings=settings, clock=lambda: 0.0,
-        hub=hub, dispatch=types.SimpleNamespace(connected=lambda: True), store=_Store(),
-        redis_view=lambda: view, snapshot_dirty=lambda: None, plan_dirty=lambda: None)
+        triggers=types.SimpleNamespace(get=lambda _ns, _n: t),
+        resolve=lambda _dest, _ns: ("http://sub", ""),
+        hub=hub, dispatch=types.SimpleNamespace(connected=lambda: True, runners=lambda _uid: runners),
+        store=_Store(), redis_view=lambda: view, snapshot_dirty=lambda: None, plan_dirty=lambda: None,
+        redis_logs=(logs or FakeRedisLogs()) if redis else None)
 
 
 NO_VIEW = RedisView()
@@ -177,11 +218,66 @@ async def _reconciled(b: Obj, *, redis: bool, view: RedisView = NO_VIEW) -> Obj:
 
 async def test_a_redis_broker_on_a_redis_without_aof_is_ready_but_not_durable() -> None:
     view = RedisView(Durability(aof_enabled=False, appendfsync="everysec"))
-    status = await _reconciled(broker("FlintRedis"), redis=True, view=view)
-    assert status["annotations"] == {"eventing.flint.dev/backend": "redis"}
+    status = await _reconciled(broker("FlintRedis", stream_made=False), redis=True, view=view)
+    assert status["annotations"] == {"eventing.flint.dev/backend": "redis",
+                                     STREAM: "flint:{u-b}:events"}
     assert get_condition(status, "Ready")["status"] == "True"  # type: ignore[index]
     durable = get_condition(status, "Durable") or {}
     assert (durable["status"], durable["reason"], durable["severity"]) == ("False", "AOFDisabled", "Info")
+
+
+async def test_the_broker_reconciler_creates_the_stream_before_the_broker_is_served() -> None:
+    logs = FakeRedisLogs()
+    logs.down = True
+    ctx = _ctx(broker("FlintRedis", stream_made=False), redis=True, view=NO_VIEW, logs=logs)
+    assert await reconcile_broker(ctx, ("ns", "b")) == 2.0  # tried again soon
+    status = ctx.store.written[-1]["status"]
+    assert STREAM not in status["annotations"] and logs.streams == set()
+    for type_ in ("TriggerChannelReady", "IngressReady", "Ready"):
+        cond = get_condition(status, type_) or {}
+        assert (cond["status"], cond["reason"]) == ("Unknown", "RedisUnreachable"), type_
+    channel = get_condition(status, "TriggerChannelReady") or {}
+    assert "creating the Redis stream flint:{u-b}:events failed" in channel["message"]
+    logs.down = False
+    ctx = _ctx(broker("FlintRedis", stream_made=False), redis=True, view=NO_VIEW, logs=logs)
+    assert await reconcile_broker(ctx, ("ns", "b")) == logs.recheck_s  # made again if Redis loses it
+    status = ctx.store.written[-1]["status"]
+    assert logs.streams == {"flint:{u-b}:events"} and status["annotations"][STREAM] == "flint:{u-b}:events"
+    assert get_condition(status, "Ready")["status"] == "True"  # type: ignore[index]
+    # Created once: an outage afterwards is the gateways' 503, the broker stays Ready.
+    logs.down = True
+    ctx = _ctx(broker("FlintRedis"), redis=True, view=NO_VIEW, logs=logs)
+    await reconcile_broker(ctx, ("ns", "b"))
+    assert get_condition(ctx.store.written[-1]["status"], "Ready")["status"] == "True"  # type: ignore[index]
+
+
+async def test_the_trigger_reconciler_creates_the_group_on_the_brokers_stream() -> None:
+    logs = FakeRedisLogs()
+    t = trigger("t1", "b")
+    # The broker's stream does not exist yet: the trigger waits for it, without a mark.
+    ctx = _ctx(broker("FlintRedis"), redis=True, view=NO_VIEW, t=t, logs=logs, runners=0)
+    assert await reconcile_trigger(ctx, ("ns", "t1")) == 2.0
+    status = ctx.store.written[-1]["status"]
+    sub = get_condition(status, "SubscriptionReady") or {}
+    assert (sub["status"], sub["reason"]) == ("Unknown", "WaitingForStream")
+    assert "annotations" not in status and logs.groups == set()
+    logs.streams.add(stream_key("u-b"))
+    ctx = _ctx(broker("FlintRedis"), redis=True, view=NO_VIEW, t=t, logs=logs, runners=0)
+    await reconcile_trigger(ctx, ("ns", "t1"))
+    status = ctx.store.written[-1]["status"]
+    assert logs.groups == {(stream_key("u-b"), "u-t1")}
+    assert status["annotations"] == {GROUP: stream_key("u-b")}  # the plan may have it now
+    sub = get_condition(status, "SubscriptionReady") or {}
+    assert (sub["status"], sub["reason"]) == ("Unknown", "Programming")
+    t_made = {**t, "status": status}
+    ctx = _ctx(broker("FlintRedis"), redis=True, view=NO_VIEW, t=t_made, logs=logs, runners=2)
+    await reconcile_trigger(ctx, ("ns", "t1"))
+    sub = get_condition(ctx.store.written[-1]["status"], "SubscriptionReady") or {}
+    assert (sub["status"], sub["message"]) == ("True", "run by 2 dispatchers")
+    # A SQLite broker's trigger has no group (nor a mark left from anything).
+    ctx = _ctx(broker("FlintSQLite"), redis=True, view=NO_VIEW, t=t_made, logs=logs)
+    await reconcile_trigger(ctx, ("ns", "t1"))
+    assert "annotations" not in ctx.store.written[-1]["status"]
 
 
 async def test_a_redis_broker_without_redis_is_not_ready() -> None:
@@ -193,7 +289,7 @@ async def test_a_redis_broker_without_redis_is_not_ready() -> None:
 
 
 async def test_a_flint_broker_says_sqlite_and_has_no_durable_condition() -> None:
-    status = await _reconciled(broker("Flint"), redis=True)
+    status = await _reconciled(broker("Flint", stream_made=False), redis=True)
     assert status["annotations"] == {"eventing.flint.dev/backend": "sqlite"}
     assert get_condition(status, "Durable") is None
     assert get_condition(status, "Ready")["status"] == "True"  # type: ignore[index]

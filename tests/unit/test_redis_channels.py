@@ -1,5 +1,6 @@
 """RedisChannel (messaging.flint.dev/v1): the kind, a Channel choosing it by its template, its
-status with and without Redis, its gateway entries and its subscriptions' plan."""
+status with and without Redis, its stream and its subscriptions' groups created before they are
+published, its gateway entries and its subscriptions' plan."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import types
 from typing import Any
 
 import pytest
+from support.redis_logs import FakeRedisLogs
 
 from controller.api import messaging, registry
 from controller.api.openapi import kind_schemas
@@ -17,6 +19,7 @@ from controller.reconcilers.channels import reconcile_channel, reconcile_redis_c
 from controller.reconcilers.conditions import get_condition
 from controller.reconcilers.context import IN_MEMORY_CHANNELS, REDIS_CHANNELS
 from controller.reconcilers.publisher import redis_channel_entries
+from controller.reconcilers.subscription import reconcile_subscription
 from controller.redis_health import RedisView
 from controller.settings import ControllerSettings
 from flint_common.redis_config import RedisSettings
@@ -28,10 +31,14 @@ Obj = dict[str, Any]
 M = "messaging.knative.dev/v1"
 F = "messaging.flint.dev/v1"
 REDIS_TEMPLATE = {"apiVersion": F, "kind": "RedisChannel"}
+STREAM = "eventing.flint.dev/stream"
+GROUP = "eventing.flint.dev/consumer-group"
 
 
-def rch(name: str = "orders", uid: str = "rch-uid", address: bool = True) -> Obj:
-    status = {"address": {"url": f"http://channel-ingress.localhost/ns/{name}"}} if address else {}
+def rch(name: str = "orders", uid: str = "rch-uid", address: bool = True, stream_made: bool = True) -> Obj:
+    status: Obj = {"address": {"url": f"http://channel-ingress.localhost/ns/{name}"}} if address else {}
+    if stream_made:
+        status["annotations"] = {STREAM: stream_key(uid)}
     return {
         "apiVersion": F,
         "kind": "RedisChannel",
@@ -51,13 +58,17 @@ def channel(kind: str = "RedisChannel", name: str = "orders") -> Obj:
     }
 
 
-def sub(kind: str = "Channel", name: str = "orders") -> Obj:
+def sub(kind: str = "Channel", name: str = "orders", group_on: str | None = stream_key("rch-uid")) -> Obj:
+    """A subscription; `group_on`: the stream on which its reconciler created its group."""
+    status: Obj = {"physicalSubscription": {"subscriberUri": "http://sub"}}
+    if group_on is not None:
+        status["annotations"] = {GROUP: group_on}
     return {
         "apiVersion": M,
         "kind": "Subscription",
         "metadata": {"name": "s", "namespace": "ns", "uid": "sub-uid"},
         "spec": {"channel": {"apiVersion": M if kind == "Channel" else F, "kind": kind, "name": name}},
-        "status": {"physicalSubscription": {"subscriberUri": "http://sub"}},
+        "status": status,
     }
 
 
@@ -122,7 +133,8 @@ def _informer(*objs: Obj) -> Any:
 
 
 def _ctx(
-    *, channels: Any = None, rchans: Any = None, redis: bool = True, view: RedisView | None = None
+    *, channels: Any = None, rchans: Any = None, redis: bool = True, view: RedisView | None = None,
+    subscriptions: Any = None, logs: FakeRedisLogs | None = None,
 ) -> Any:
     settings = ControllerSettings(redis=RedisSettings("redis://127.0.0.1:6379/0") if redis else None)
     served = [types.SimpleNamespace(kind="channel", namespace="ns", name="orders")]
@@ -136,15 +148,18 @@ def _ctx(
         channels=channels or _informer(),
         imcs=_informer(),
         rchans=rchans or _informer(),
-        subscriptions=_informer(),
+        subscriptions=subscriptions or _informer(),
         settings=settings,
         clock=lambda: 0.0,
         hub=hub,
-        dispatch=types.SimpleNamespace(connected=lambda: True, runs=lambda _uid: True),
+        dispatch=types.SimpleNamespace(connected=lambda: True, runs=lambda _uid: True,
+                                       runners=lambda _uid: 0),
         store=_Store(),
         redis_view=lambda: view or RedisView(),
         snapshot_dirty=lambda: None,
         plan_dirty=lambda: None,
+        resolve=lambda _dest, _ns: ("http://sub", ""),
+        redis_logs=(logs or FakeRedisLogs()) if redis else None,
     )
 
 
@@ -184,14 +199,46 @@ async def test_a_channel_without_a_template_still_creates_an_in_memory_channel()
 
 async def test_a_redis_channel_says_redis_and_is_ready_but_not_durable_without_aof() -> None:
     view = RedisView(Durability(aof_enabled=False, appendfsync="everysec"))
-    ctx = _ctx(rchans=_informer(rch(address=False)), view=view)
+    ctx = _ctx(rchans=_informer(rch(address=False, stream_made=False)), view=view)
     await reconcile_redis_channel(ctx, ("ns", "orders"))
     status = ctx.store.written[-1]["status"]
-    assert status["annotations"] == {"eventing.flint.dev/backend": "redis"}
+    assert status["annotations"] == {"eventing.flint.dev/backend": "redis", STREAM: stream_key("rch-uid")}
+    assert ctx.redis_logs.streams == {stream_key("rch-uid")}
     assert status["address"]["url"].startswith("http://channel-ingress.")
     assert get_condition(status, "Ready")["status"] == "True"  # type: ignore[index]
     durable = get_condition(status, "Durable") or {}
     assert (durable["status"], durable["reason"], durable["severity"]) == ("False", "AOFDisabled", "Info")
+
+
+async def test_a_redis_channel_whose_stream_cannot_be_created_is_not_served() -> None:
+    logs = FakeRedisLogs()
+    logs.down = True
+    ctx = _ctx(rchans=_informer(rch(stream_made=False)), logs=logs)
+    assert await reconcile_redis_channel(ctx, ("ns", "orders")) == 2.0
+    status = ctx.store.written[-1]["status"]
+    assert STREAM not in status["annotations"]
+    service = get_condition(status, "ServiceReady") or {}
+    assert (service["status"], service["reason"]) == ("Unknown", "RedisUnreachable")
+    assert redis_channel_entries([{**rch(), "status": status}], redis=True) == []
+
+
+async def test_the_subscription_reconciler_creates_its_group_on_the_channels_stream() -> None:
+    logs = FakeRedisLogs()
+    s = sub(kind="RedisChannel", group_on=None)
+    ctx = _ctx(rchans=_informer(rch()), subscriptions=_informer(s), logs=logs)
+    assert await reconcile_subscription(ctx, ("ns", "s")) == 2.0  # the stream is not there yet
+    status = ctx.store.written[-1]["status"]
+    added = get_condition(status, "AddedToChannel") or {}
+    assert (added["status"], added["reason"]) == ("Unknown", "WaitingForStream")
+    assert "annotations" not in status
+    logs.streams.add(stream_key("rch-uid"))
+    ctx = _ctx(rchans=_informer(rch()), subscriptions=_informer(s), logs=logs)
+    await reconcile_subscription(ctx, ("ns", "s"))
+    status = ctx.store.written[-1]["status"]
+    assert logs.groups == {(stream_key("rch-uid"), "sub-uid")}
+    assert status["annotations"] == {GROUP: stream_key("rch-uid")}
+    added = get_condition(status, "AddedToChannel") or {}
+    assert (added["status"], added["reason"]) == ("Unknown", "Programming")
 
 
 async def test_a_redis_channel_without_redis_is_not_ready() -> None:
@@ -208,6 +255,7 @@ async def test_a_redis_channel_without_redis_is_not_ready() -> None:
 
 def test_redis_channels_go_to_the_gateways_as_streams_only_with_redis() -> None:
     assert redis_channel_entries([rch()], redis=False) == []
+    assert redis_channel_entries([rch(stream_made=False)], redis=True) == []  # not created yet
     (e,) = redis_channel_entries([rch()], redis=True)
     assert e == BrokerEntry(
         "ns",
@@ -228,8 +276,12 @@ def test_subscriptions_of_a_redis_channel_read_its_stream_through_their_group() 
             "rch-uid",
             RedisLog(stream_key("rch-uid"), "sub-uid"),
         )
-    # Without Redis the subscription waits (the channel is not Ready) but stays known.
+    # Without Redis the subscription waits (the channel is not Ready) but stays known; so it does
+    # until its reconciler created its group.
     p = build_plan([], [], rchans=[rch()], channels=[channel()], subscriptions=[sub()], redis=False)
+    assert p.triggers == () and p.known == ("sub-uid",)
+    p = build_plan([], [], rchans=[rch()], channels=[channel()], subscriptions=[sub(group_on=None)],
+                   redis=True)
     assert p.triggers == () and p.known == ("sub-uid",)
 
 

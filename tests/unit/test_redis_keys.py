@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from flint_common.redis_keys import consumer_key, consumer_pattern, log_pattern, stream_key
+from flint_common.redis_keys import (
+    consumer_key,
+    consumer_pattern,
+    log_pattern,
+    stream_key,
+    trim_lock_key,
+)
 
 
 def test_every_key_of_a_log_carries_its_hash_tag() -> None:
-    keys = [stream_key("u1"), consumer_key("u1", "t1", "retries"), consumer_key("u1", "t1", "lease")]
+    keys = [stream_key("u1"), consumer_key("u1", "t1", "retries"), consumer_key("u1", "t1", "lease"),
+            trim_lock_key("u1")]
     assert all("{u1}" in k and k.startswith("flint:{u1}:") for k in keys)
+    assert trim_lock_key("u1") == "flint:{u1}:trim"
     assert stream_key("u1") == "flint:{u1}:events"
     assert consumer_key("u1", "t1", "dead") == "flint:{u1}:c:t1:dead"
     assert consumer_key("u1", "t1", "retryfloor") == "flint:{u1}:c:t1:retryfloor"

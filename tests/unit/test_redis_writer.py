@@ -12,6 +12,7 @@ from gateway.channels.redis_writer import (
     Pending,
     RedisStreamWriter,
     StreamAppendError,
+    StreamGone,
     settle,
     take_batch,
 )
@@ -107,6 +108,14 @@ async def test_settle_a_refused_xadd_fails_its_request_only() -> None:
                          b"3-0"], 0, 1000)
     assert out[0] == ["1-0"] and out[2] == ["3-0"]
     assert isinstance(out[1], StreamAppendError) and "READONLY" in str(out[1]) and "to t" in str(out[1])
+
+
+async def test_settle_a_nil_xadd_says_the_stream_is_gone_for_its_request_only() -> None:
+    # XADD … NOMKSTREAM answers nil for a stream that does not exist: never made again here.
+    batch = [pending("gone", b"a", b"b"), pending("there", b"c")]
+    out = settle(batch, [b"1-0", None, b"2-0"], 0, 1000)
+    assert isinstance(out[0], StreamGone) and "gone does not exist" in str(out[0])
+    assert out[1] == ["2-0"]
 
 
 async def test_settle_missing_replies_fail_every_request() -> None:
