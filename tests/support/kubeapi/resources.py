@@ -55,7 +55,7 @@ class Resource:
 
 
 def builtin_resources() -> list[Resource]:
-    """The built-in kinds Flint's Kubernetes engine uses, served as generic objects."""
+    """The built-in kinds Flint's Kubernetes engine uses, served as generic objects (CRDs: crds.CRDS)."""
     return [
         Resource("", "v1", "Namespace", "namespaces", namespaced=False, short_names=("ns",), status=True),
         Resource("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),
@@ -75,18 +75,6 @@ def builtin_resources() -> list[Resource]:
             generation=True,
         ),
         Resource("coordination.k8s.io", "v1", "Lease", "leases"),
-        Resource(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            namespaced=False,
-            short_names=("crd", "crds"),
-            status=True,
-            generation=True,
-            unconditional_update=False,
-            returns_deleted=True,
-        ),
     ]
 
 
@@ -161,40 +149,3 @@ def api_group_list(groups: dict[str, list[str]]) -> JSON:
             for g, vs in groups.items()
         ],
     }
-
-
-def crd_resources(crd: JSON) -> list[Resource]:
-    """The kinds a CustomResourceDefinition defines: one per served version."""
-    spec = crd.get("spec") or {}
-    names = spec.get("names") or {}
-    out = []
-    for version in spec.get("versions") or []:
-        if not version.get("served", True):
-            continue
-        subresources = version.get("subresources") or {}
-        scale_spec = subresources.get("scale")
-        scale = None
-        if scale_spec is not None:
-            scale = Scale(
-                spec_replicas=scale_spec.get("specReplicasPath", ".spec.replicas"),
-                status_replicas=scale_spec.get("statusReplicasPath", ".status.replicas"),
-                label_selector=scale_spec.get("labelSelectorPath"),
-            )
-        out.append(
-            Resource(
-                group=spec["group"],
-                version=version["name"],
-                kind=names["kind"],
-                plural=names["plural"],
-                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-                short_names=tuple(names.get("shortNames") or ()),
-                status="status" in subresources,
-                scale=scale,
-                generation=True,
-                unconditional_update=False,
-                custom=True,
-                schema=(version.get("schema") or {}).get("openAPIV3Schema"),
-                returns_deleted=True,
-            )
-        )
-    return out

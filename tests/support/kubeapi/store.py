@@ -9,19 +9,15 @@ import string
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from . import errors, resources, schema
+from . import cascade, crds, errors, resources, schema
+from .clock import now_rfc3339
 from .errors import ApiError
 from .resources import Resource
 
 JSON = dict[str, Any]
 Key = tuple[str, str, str, str]  # group, plural, namespace ("" when cluster-scoped), name
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -69,7 +65,7 @@ class Store:
         self.compacted_rv = 0  # a watch from a resourceVersion older than this is 410 Gone
         self.watchers: set[Watcher] = set()
         self.served: dict[tuple[str, str, str], Resource] = {}  # (group, version, plural)
-        for res in resources.builtin_resources():
+        for res in [*resources.builtin_resources(), crds.CRDS]:
             self.serve(res)
         self.create(self.resource("", "v1", "namespaces"), "", {"metadata": {"name": "default"}})
 
@@ -101,9 +97,9 @@ class Store:
 
     def _sync_crd(self, crd: JSON | None, old: JSON | None) -> None:
         """Serve what a CRD defines now (and stop serving what it defined before)."""
-        for res in resources.crd_resources(old) if old else []:
+        for res in crds.served_kinds(old) if old else []:
             self.served.pop((res.group, res.version, res.plural), None)
-        for res in resources.crd_resources(crd) if crd else []:
+        for res in crds.served_kinds(crd) if crd else []:
             self.serve(res)
 
     # --- reads ---------------------------------------------------------------------------------
@@ -177,7 +173,7 @@ class Store:
         for watcher in self.watchers:
             watcher.queue.put_nowait(None)
 
-    def _commit(self, res: Resource, kind: str, key: Key, obj: JSON, old: JSON | None = None) -> JSON:
+    def commit(self, res: Resource, kind: str, key: Key, obj: JSON, old: JSON | None = None) -> JSON:
         self.rv += 1
         _meta(obj)["resourceVersion"] = str(self.rv)
         if kind == "DELETED":
@@ -192,7 +188,7 @@ class Store:
         if res.group == "apiextensions.k8s.io" and res.plural == "customresourcedefinitions":
             self._sync_crd(None if kind == "DELETED" else obj, old)
             if kind == "DELETED":
-                self._drop_custom_objects(obj)
+                cascade.drop_custom_objects(self, obj)
         return self.view(res, obj)
 
     # --- writes --------------------------------------------------------------------------------
@@ -211,31 +207,6 @@ class Store:
             raise errors.invalid(res, name, checked.causes)
         warnings = [] if field_validation == "Ignore" else [f'unknown field "{p}"' for p in checked.unknown]
         return checked.obj, warnings
-
-    def _check_crd(self, crd: JSON) -> None:
-        spec = crd.get("spec") or {}
-        names = spec.get("names") or {}
-        name = crd["metadata"]["name"]
-        res = self.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-        causes = []
-        for required in ("group", "scope"):
-            if not spec.get(required):
-                causes.append(errors.cause("FieldValueRequired", f"spec.{required}", "Required value"))
-        for required in ("plural", "kind"):
-            if not names.get(required):
-                causes.append(errors.cause("FieldValueRequired", f"spec.names.{required}", "Required value"))
-        if not spec.get("versions"):
-            causes.append(errors.cause("FieldValueRequired", "spec.versions", "Required value"))
-        if names.get("plural") and spec.get("group") and name != f"{names['plural']}.{spec['group']}":
-            causes.append(
-                errors.cause(
-                    "FieldValueInvalid",
-                    "metadata.name",
-                    f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
-                )
-            )
-        if causes:
-            raise errors.invalid(res, name, causes)
 
     def _namespace_of(self, res: Resource, namespace: str) -> str:
         if not res.namespaced:
@@ -289,7 +260,7 @@ class Store:
         obj, warnings = self._check_schema(res, obj, name, field_validation)
         meta = _meta(obj)
         if res.plural == "customresourcedefinitions":
-            self._check_crd(obj)
+            crds.check(obj)
         if key in self.objects:
             raise errors.already_exists(res, name)
         for dropped in (
@@ -309,25 +280,11 @@ class Store:
         if res.plural == "deployments":
             obj.setdefault("spec", {}).setdefault("replicas", 1)
         if res.plural == "customresourcedefinitions":
-            names = obj["spec"]["names"]
-            obj["status"] = {
-                "acceptedNames": names,
-                "storedVersions": [v["name"] for v in obj["spec"]["versions"] if v.get("storage", True)],
-                "conditions": [
-                    {
-                        "type": t,
-                        "status": "True",
-                        "reason": r,
-                        "message": "",
-                        "lastTransitionTime": now_rfc3339(),
-                    }
-                    for t, r in (("NamesAccepted", "NoConflicts"), ("Established", "InitialNamesAccepted"))
-                ],
-            }
+            obj["status"] = crds.initial_status(obj)
         if res.plural == "namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
-        return self._commit(res, "ADDED", key, obj), warnings
+        return self.commit(res, "ADDED", key, obj), warnings
 
     def update(
         self,
@@ -400,7 +357,7 @@ class Store:
             new_meta.pop("managedFields", None)
         new, warnings = self._check_schema(res, new, name, field_validation)
         if res.plural == "customresourcedefinitions":
-            self._check_crd(new)
+            crds.check(new)
         new_meta = _meta(new)
         new_meta["resourceVersion"] = old_meta["resourceVersion"]
         if old_meta.get("deletionTimestamp"):
@@ -428,10 +385,10 @@ class Store:
                 new_meta["generation"] = old_meta["generation"] + 1
         if old_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
             new_meta.pop("finalizers", None)
-            out = self._commit(res, "DELETED", key, new, copy.deepcopy(current))
-            self._after_delete(res, new)
+            out = self.commit(res, "DELETED", key, new, copy.deepcopy(current))
+            cascade.after_delete(self, res, new)
             return out, warnings
-        return self._commit(res, "MODIFIED", key, new, copy.deepcopy(current)), warnings
+        return self.commit(res, "MODIFIED", key, new, copy.deepcopy(current)), warnings
 
     def delete(self, res: Resource, namespace: str, name: str, options: JSON) -> tuple[JSON, bool]:
         """DELETE: gone at once, or marked with deletionTimestamp while finalizers remain (False)."""
@@ -460,21 +417,21 @@ class Store:
         )
         finalizers = list(meta.get("finalizers") or [])
         if policy == "Orphan":
-            self._orphan(meta["uid"])
+            cascade.orphan(self, meta["uid"])
         elif (
             policy == "Foreground"
-            and self._dependents(meta["uid"])
+            and cascade.dependents(self, meta["uid"])
             and "foregroundDeletion" not in finalizers
         ):
             finalizers.append("foregroundDeletion")
         if res.plural == "namespaces" and "kubernetes" in (
             (current.get("spec") or {}).get("finalizers") or []
         ):
-            return self._delete_namespace(res, key, current), False
+            return cascade.delete_namespace(self, res, key, current), False
         if not finalizers:
             gone = copy.deepcopy(current)
-            out = self._commit(res, "DELETED", key, gone)
-            self._after_delete(res, gone)
+            out = self.commit(res, "DELETED", key, gone)
+            cascade.after_delete(self, res, gone)
             return out, True
         if meta.get("deletionTimestamp") and finalizers == meta.get("finalizers"):
             return self.view(res, current), False
@@ -485,114 +442,20 @@ class Store:
         new_meta.setdefault("deletionGracePeriodSeconds", 0)
         if "generation" in new_meta:
             new_meta["generation"] += 1
-        out = self._commit(res, "MODIFIED", key, new, copy.deepcopy(current))
+        out = self.commit(res, "MODIFIED", key, new, copy.deepcopy(current))
         if "foregroundDeletion" in finalizers:
-            self._delete_dependents(meta["uid"])
+            cascade.delete_dependents(self, meta["uid"])
         return out, False
 
-    # --- what a delete sets off (garbage collector, namespace controller, CRD cleanup) -----------
+    # --- lookups for what a delete sets off (cascade.py) ---------------------------------------
 
-    def _delete_namespace(self, res: Resource, key: Key, current: JSON) -> JSON:
-        """A namespace terminates: its objects are deleted (finalizers hold them), then it goes."""
-        ns = current["metadata"]["name"]
-        if not current["metadata"].get("deletionTimestamp"):
-            new = copy.deepcopy(current)
-            new["metadata"]["deletionTimestamp"] = now_rfc3339()
-            new["status"] = {"phase": "Terminating"}
-            self._commit(res, "MODIFIED", key, new, copy.deepcopy(current))
-        for (g, p, o_ns, name), obj in list(self.objects.items()):
-            if o_ns == ns and not obj["metadata"].get("deletionTimestamp"):
-                self._delete_quietly(g, p, ns, name)
-        self._finish_namespace(ns)
-        return self.view(res, self.objects.get(key, current))
-
-    def _finish_namespace(self, ns: str) -> JSON | None:
-        key: Key = ("", "namespaces", "", ns)
-        current = self.objects.get(key)
-        if current is None or not current["metadata"].get("deletionTimestamp"):
-            return None
-        if any(k[2] == ns for k in self.objects):
-            return None
-        res = self.resource("", "v1", "namespaces")
-        gone = copy.deepcopy(current)
-        gone["spec"] = {}
-        return self._commit(res, "DELETED", key, gone)
-
-    def _resource_of(self, group: str, plural: str) -> Resource | None:
+    def resource_of(self, group: str, plural: str) -> Resource | None:
         for (g, _, p), res in self.served.items():
             if g == group and p == plural:
                 return res
         return None
 
-    def _delete_quietly(self, group: str, plural: str, namespace: str, name: str) -> None:
-        res = self._resource_of(group, plural)
+    def delete_if_present(self, group: str, plural: str, namespace: str, name: str) -> None:
+        res = self.resource_of(group, plural)
         if res is not None and (group, plural, namespace, name) in self.objects:
             self.delete(res, namespace, name, {})
-
-    def _dependents(self, uid: str) -> list[Key]:
-        return [
-            key
-            for key, obj in self.objects.items()
-            if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
-        ]
-
-    def _after_delete(self, res: Resource, gone: JSON) -> None:
-        """Background garbage collection, and what waited for this object to go."""
-        uid = gone["metadata"]["uid"]
-        namespace = gone["metadata"].get("namespace", "")
-        asyncio.get_running_loop().call_soon(self._collect, uid)
-        if namespace:
-            self._finish_namespace(namespace)
-        for key, obj in list(self.objects.items()):  # a foreground owner waiting for its last dependent
-            meta = obj["metadata"]
-            if "foregroundDeletion" in (meta.get("finalizers") or []) and not self._dependents(meta["uid"]):
-                owner_res = self._resource_of(key[0], key[1])
-                if owner_res is not None:
-                    self._drop_finalizer(owner_res, key, "foregroundDeletion")
-
-    def _drop_finalizer(self, res: Resource, key: Key, finalizer: str) -> None:
-        current = self.objects[key]
-        new = copy.deepcopy(current)
-        new["metadata"]["finalizers"] = [f for f in current["metadata"]["finalizers"] if f != finalizer]
-        self.update(res, key[2], key[3], new, require_rv=False)
-
-    def _collect(self, uid: str) -> None:
-        """Dependents whose every owner is gone are deleted; a dangling reference beside a live owner goes."""
-        live = {obj["metadata"]["uid"] for obj in self.objects.values()}
-        for key in self._dependents(uid):
-            obj = self.objects.get(key)
-            res = self._resource_of(key[0], key[1])
-            if obj is None or res is None:
-                continue
-            refs = obj["metadata"].get("ownerReferences") or []
-            if any(ref.get("uid") in live for ref in refs):
-                new = copy.deepcopy(obj)
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                self.update(res, key[2], key[3], new, require_rv=False)
-            elif not obj["metadata"].get("deletionTimestamp"):
-                self.delete(res, key[2], key[3], {})
-
-    def _delete_dependents(self, uid: str) -> None:
-        for key in self._dependents(uid):
-            if key in self.objects and not self.objects[key]["metadata"].get("deletionTimestamp"):
-                self._delete_quietly(*key)
-
-    def _orphan(self, uid: str) -> None:
-        for key in self._dependents(uid):
-            res = self._resource_of(key[0], key[1])
-            if res is None:
-                continue
-            new = copy.deepcopy(self.objects[key])
-            refs = new["metadata"]["ownerReferences"]
-            new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-            if not new["metadata"]["ownerReferences"]:
-                del new["metadata"]["ownerReferences"]
-            self.update(res, key[2], key[3], new, require_rv=False)
-
-    def _drop_custom_objects(self, crd: JSON) -> None:
-        spec = crd.get("spec") or {}
-        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
-        for key in [k for k in self.objects if k[0] == group and k[1] == plural]:
-            gone = self.objects.pop(key)
-            self.rv += 1
-            gone["metadata"]["resourceVersion"] = str(self.rv)
