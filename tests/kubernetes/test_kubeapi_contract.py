@@ -643,3 +643,91 @@ async def test_deployment_scale_subresource(kube: KubeTarget):
         spec=client.V1ScaleSpec(replicas=2),
     )
     await expect_error(409, apps.replace_namespaced_deployment_scale("web", ns, stale))
+
+
+# --- namespaces, preconditions, foreground deletion ----------------------------------------------
+
+
+async def test_objects_need_an_existing_namespace(kube: KubeTarget):
+    core = untyped(client.CoreV1Api(kube.api))
+    body = await expect_error(
+        404, core.create_namespaced_config_map(f"{kube.namespace}-missing", {"metadata": {"name": "a"}})
+    )
+    assert body["reason"] == "NotFound" and body["details"]["kind"] == "namespaces"
+
+
+async def test_merge_patch_null_removes_and_delete_preconditions(kube: KubeTarget):
+    core, ns = untyped(client.CoreV1Api(kube.api)), kube.namespace
+    cm = await core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "a", "labels": {"keep": "1", "drop": "1"}}, "data": {"k": "v"}}
+    )
+    patched = await core.patch_namespaced_config_map(
+        "a", ns, {"metadata": {"labels": {"drop": None}}}, _content_type=MERGE
+    )
+    assert patched.metadata.labels == {"keep": "1"}
+    stale = client.V1DeleteOptions(
+        preconditions=client.V1Preconditions(resource_version=cm.metadata.resource_version)
+    )
+    body = await expect_error(409, core.delete_namespaced_config_map("a", ns, body=stale))
+    assert body["reason"] == "Conflict"
+    fresh = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=cm.metadata.uid))
+    status = await core.delete_namespaced_config_map("a", ns, body=fresh)
+    assert status.status == "Success" and status.details.uid == cm.metadata.uid  # built-ins: a Status
+    await expect_error(404, core.read_namespaced_config_map("a", ns))
+
+
+async def test_foreground_deletion_waits_for_dependents(kube: KubeTarget, crd: Any):
+    core, ns = untyped(client.CoreV1Api(kube.api)), kube.namespace
+    owner = await crd.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, ksvc("owner"))
+    ref = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+        "blockOwnerDeletion": True,
+    }
+    hold = "contract.flint.dev/hold"
+    await core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "child", "ownerReferences": [ref], "finalizers": [hold]}}
+    )
+    try:
+        await crd.delete_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, "owner", propagation_policy="Foreground"
+        )
+        marked = await eventually(
+            lambda: crd.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "owner"),
+            lambda o: "foregroundDeletion" in (o["metadata"].get("finalizers") or []),
+            what="the owner to wait for its dependents",
+        )
+        assert marked["metadata"]["deletionTimestamp"]
+        child = await eventually(
+            lambda: core.read_namespaced_config_map("child", ns),
+            lambda c: c.metadata.deletion_timestamp is not None,
+            what="the dependent to be deleted first",
+        )
+        assert child.metadata.finalizers == [hold]
+    finally:
+        with contextlib.suppress(client.ApiException):
+            await core.patch_namespaced_config_map(
+                "child", ns, {"metadata": {"finalizers": None}}, _content_type=MERGE
+            )
+    await gone(lambda: core.read_namespaced_config_map("child", ns), what="the dependent to go")
+    await gone(
+        lambda: crd.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "owner"),
+        what="the owner to go after its dependents",
+    )
+
+
+async def test_watch_across_namespaces_and_a_secret(kube: KubeTarget):
+    core, ns = untyped(client.CoreV1Api(kube.api)), kube.namespace
+    listed = await core.list_secret_for_all_namespaces(field_selector=f"metadata.namespace={ns}")
+    await core.create_namespaced_secret(
+        ns, {"metadata": {"name": "s"}, "type": "Opaque", "data": {"k": "dg=="}}
+    )
+    events = await _collect(
+        core.list_secret_for_all_namespaces,
+        field_selector=f"metadata.namespace={ns}",
+        resource_version=listed.metadata.resource_version,
+        until=lambda es: bool(_summary(es)),
+    )
+    assert _summary(events) == [("ADDED", "s")] and events[0]["object"].data == {"k": "dg=="}

@@ -203,8 +203,8 @@ class KubeApiFake:
             await response.write(orjson.dumps({"type": "ERROR", "object": e.status()}) + b"\n")
             await response.write_eof()
             return response
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             for owed in backlog:
                 await self._send(response, res, owed, match)
             while True:
