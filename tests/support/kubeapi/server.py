@@ -18,7 +18,7 @@ from .selectors import field_matcher, label_matcher
 from .store import Event, Store
 
 JSON = dict[str, Any]
-_TRUE = ("true", "True", "1")
+_TRUE = ("true", "True", "TRUE", "t", "T", "1")  # Go's strconv.ParseBool; kubernetes-asyncio sends "True"
 
 
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
