@@ -194,6 +194,21 @@ async def test_create_answers_201_and_a_taken_name_409(kube: KubeTarget, crd: An
     )
     assert body["reason"] == "AlreadyExists"
     assert body["details"] == {"name": "hello", "group": GROUP, "kind": PLURAL}
+    # a resourceVersion (say, of an object read and re-created) is refused by the storage: 500, no reason
+    body = await expect_error(
+        500,
+        crd.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            kube.namespace,
+            PLURAL,
+            {
+                **ksvc("again"),
+                "metadata": {"name": "again", "resourceVersion": created["metadata"]["resourceVersion"]},
+            },
+        ),
+    )
+    assert "resourceVersion should not be set" in body["message"]
     named = await crd.create_namespaced_custom_object(
         GROUP, VERSION, kube.namespace, PLURAL, {**ksvc(""), "metadata": {"generateName": "gen-"}}
     )

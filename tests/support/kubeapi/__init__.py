@@ -21,7 +21,9 @@ What it copies from a real API server:
   one ERROR event carrying a `Status` 410 `Expired` ("too old resource version");
 - create answers 201 (kubernetes-asyncio's create methods return None on a 200), with
   `generateName`, uid, creationTimestamp, generation 1 on kinds that keep it (custom resources,
-  CRDs, Deployments, Pods); the namespace must exist (404) and not be terminating (403);
+  CRDs, Deployments, Pods); the namespace must exist (404) and not be terminating (403); a
+  create carrying a resourceVersion is etcd's 500 "resourceVersion should not be set on objects
+  to be created";
 - update: 409 `Conflict` for a stale resourceVersion; custom resources and CRDs refuse a PUT
   without one (422), built-in kinds take it unconditionally; uid, creationTimestamp, generation,
   deletionTimestamp cannot be changed by a write; `generation` + 1 when anything outside
@@ -73,7 +75,9 @@ What it does not (simplified or missing):
   (`x-kubernetes-validations`), `format`, `multipleOf`, `uniqueItems`, list-type or
   embedded-resource rules, no metadata validation, no structural-schema check of the CRD itself;
   Cluster-scoped custom resources are served but untested;
-- foreground deletion waits for every dependent, not only those with `blockOwnerDeletion`;
+- foreground deletion waits for every dependent, not only those with `blockOwnerDeletion`, and
+  adds its `foregroundDeletion` finalizer only when there are dependents (a real server adds it
+  always and its garbage collector removes it);
   garbage collection runs on the next loop iteration, not in a separate controller;
 - no authentication, authorization, admission (webhooks), dryRun, Tables or protobuf; no
   graceful deletion of Pods (`gracePeriodSeconds` is ignored).

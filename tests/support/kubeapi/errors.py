@@ -26,9 +26,10 @@ class ApiError(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         }
+        if self.reason:  # a storage error (500) has none
+            body["reason"] = self.reason
         if self.details is not None:
             body["details"] = self.details
         return body

@@ -254,6 +254,9 @@ class Store:
                         )
                     ],
                 )
+        if str(meta.get("resourceVersion", "0") or "0").isdigit() and int(meta.get("resourceVersion") or 0):
+            # etcd's storage refuses it (a 500, no reason); a copied object's resourceVersion is a bug
+            raise ApiError(500, "", "resourceVersion should not be set on objects to be created")
         name = meta["name"]
         key = self._key(res, namespace, name)
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
