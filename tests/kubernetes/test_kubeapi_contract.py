@@ -41,7 +41,10 @@ CRD: dict[str, Any] = {
                 "name": VERSION,
                 "served": True,
                 "storage": True,
-                "subresources": {"status": {}},
+                "subresources": {
+                    "status": {},
+                    "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
+                },
                 "schema": {
                     "openAPIV3Schema": {
                         "type": "object",
@@ -70,6 +73,7 @@ CRD: dict[str, Any] = {
                                 "properties": {
                                     "observedGeneration": {"type": "integer"},
                                     "url": {"type": "string"},
+                                    "replicas": {"type": "integer"},
                                 },
                             },
                         },
@@ -97,11 +101,23 @@ def ksvc(name: str, image: str = "hello", **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def crd(kube: KubeTarget) -> AsyncIterator[Any]:
-    """The inline CRD, served (on a cluster it is created once and left installed)."""
+    """The inline CRD, served (on a cluster it is created, or updated to this spec, and left installed)."""
     ext = untyped(client.ApiextensionsV1Api(kube.api))
     custom = untyped(client.CustomObjectsApi(kube.api))
-    with contextlib.suppress(client.ApiException):  # 409: already installed on the cluster
+    try:
         await ext.create_custom_resource_definition(CRD)
+    except client.ApiException as e:
+        if e.status != 409:
+            raise
+        installed = await ext.read_custom_resource_definition(CRD["metadata"]["name"])
+        if installed.to_dict()["spec"]["versions"][0]["subresources"].get("scale") is None:
+            await ext.replace_custom_resource_definition(
+                CRD["metadata"]["name"],
+                {
+                    **CRD,
+                    "metadata": {**CRD["metadata"], "resourceVersion": installed.metadata.resource_version},
+                },
+            )
 
     async def served() -> bool:
         try:
@@ -642,11 +658,14 @@ async def test_deployment_scale_subresource(kube: KubeTarget):
         },
     )
     scale = await apps.read_namespaced_deployment_scale("web", ns)
+    assert scale.metadata.name == "web"
     assert scale.spec.replicas == 1 and scale.status.selector == "app=web"
     scale = await apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 3}})
     assert scale.spec.replicas == 3
     deployment = await apps.read_namespaced_deployment("web", ns)
     assert deployment.spec.replicas == 3 and deployment.metadata.generation == 2
+    written = await apps.patch_namespaced_deployment_status("web", ns, {"status": {"unavailableReplicas": 3}})
+    assert written.metadata.generation == 2  # a status write is no spec change
     scale.spec.replicas = 0
     scale.metadata.resource_version = (
         None  # unconditional: the cluster's controller may write status meanwhile
@@ -746,3 +765,41 @@ async def test_watch_across_namespaces_and_a_secret(kube: KubeTarget):
         until=lambda es: bool(_summary(es)),
     )
     assert _summary(events) == [("ADDED", "s")] and events[0]["object"].data == {"k": "dg=="}
+
+
+async def test_custom_object_scale_subresource(kube: KubeTarget, crd: Any):
+    args = (GROUP, VERSION, kube.namespace, PLURAL)
+    await crd.create_namespaced_custom_object(*args, ksvc("s", replicas=1))
+    scale = await crd.get_namespaced_custom_object_scale(*args, "s")
+    assert scale["kind"] == "Scale" and scale["apiVersion"] == "autoscaling/v1"
+    assert scale["spec"]["replicas"] == 1 and scale["status"].get("replicas", 0) == 0
+    scale = await crd.patch_namespaced_custom_object_scale(
+        *args, "s", {"spec": {"replicas": 4}}, _content_type=MERGE
+    )
+    assert scale["spec"]["replicas"] == 4
+    obj = await crd.get_namespaced_custom_object(*args, "s")
+    assert obj["spec"]["replicas"] == 4 and obj["metadata"]["generation"] == 2
+
+
+@pytest.mark.fake_only
+async def test_stopping_the_fake_ends_its_open_watches(kube: KubeTarget):
+    assert kube.fake is not None
+    core = untyped(client.CoreV1Api(kube.api))
+    response = await core.list_namespaced_config_map(kube.namespace, watch=True, _preload_content=False)
+    try:
+        assert response.status == 200
+        await kube.fake.stop()  # the fixture's stop at the end is then a no-op
+        assert await response.content.readline() == b""  # the stream ends instead of hanging
+    finally:
+        response.release()
+
+
+async def test_deleting_a_namespace_deletes_what_it_holds(kube: KubeTarget, crd: Any):
+    core = untyped(client.CoreV1Api(kube.api))
+    ns = f"{kube.namespace}-x"
+    await core.create_namespace({"metadata": {"name": ns}})
+    await core.create_namespaced_config_map(ns, {"metadata": {"name": "a"}})
+    await crd.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, ksvc("s"))
+    await core.delete_namespace(ns)  # Terminating until its objects are gone (on the fake: at once)
+    await gone(lambda: core.read_namespace(ns), deadline_s=60, what="the namespace to terminate")
+    await expect_error(404, crd.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "s"))

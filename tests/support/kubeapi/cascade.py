@@ -23,6 +23,7 @@ def delete_namespace(store: Store, res: Resource, key: Key, current: JSON) -> JS
         new["metadata"]["deletionTimestamp"] = now_rfc3339()
         new["status"] = {"phase": "Terminating"}
         store.commit(res, "MODIFIED", key, new, copy.deepcopy(current))
+        current = new
     for (g, p, o_ns, name), obj in list(store.objects.items()):
         if o_ns == ns and not obj["metadata"].get("deletionTimestamp"):
             store.delete_if_present(g, p, ns, name)

@@ -14,7 +14,8 @@ class Scale:
 
     spec_replicas: str = ".spec.replicas"
     status_replicas: str = ".status.replicas"
-    label_selector: str | None = None  # a CRD's labelSelectorPath; None: from spec.selector.matchLabels
+    label_selector: str | None = None  # a CRD's labelSelectorPath (None: the Scale shows no selector)
+    match_labels: bool = False  # the selector is spec.selector.matchLabels (Deployments)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def builtin_resources() -> list[Resource]:
             "deployments",
             short_names=("deploy",),
             status=True,
-            scale=Scale(),
+            scale=Scale(match_labels=True),
             generation=True,
         ),
         Resource("coordination.k8s.io", "v1", "Lease", "leases"),

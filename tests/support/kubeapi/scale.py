@@ -23,9 +23,11 @@ def _read(obj: JSON, dotted: str) -> Any:
     return node
 
 
-def _selector(scale: Scale, obj: JSON) -> str:
+def _selector(scale: Scale, obj: JSON) -> str | None:
     if scale.label_selector is not None:
         return str(_read(obj, scale.label_selector) or "")
+    if not scale.match_labels:
+        return None
     labels = _read(obj, ".spec.selector.matchLabels") or {}
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
@@ -34,6 +36,10 @@ def to_scale(res: Resource, obj: JSON) -> JSON:
     """The Scale an object shows (`spec.replicas`, `status.replicas`, `status.selector`)."""
     assert res.scale is not None
     meta = obj["metadata"]
+    status: JSON = {"replicas": _read(obj, res.scale.status_replicas) or 0}
+    selector = _selector(res.scale, obj)
+    if selector is not None:
+        status["selector"] = selector
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -43,10 +49,7 @@ def to_scale(res: Resource, obj: JSON) -> JSON:
             if k in meta
         },
         "spec": {"replicas": _read(obj, res.scale.spec_replicas) or 0},
-        "status": {
-            "replicas": _read(obj, res.scale.status_replicas) or 0,
-            "selector": _selector(res.scale, obj),
-        },
+        "status": status,
     }
 
 
