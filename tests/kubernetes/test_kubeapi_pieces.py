@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
+import support.kubeapi as kubeapi
+import yaml
 from support.kubeapi import patches, schema, selectors
+from support.kubeapi.crds import served_kinds as crd_kinds
 from support.kubeapi.errors import ApiError
 
 
@@ -123,3 +129,36 @@ def test_schema_errors_name_the_path_and_rule():
     assert schema.check(SCHEMA, {"spec": {}}).causes == [
         {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.n"}
     ]
+
+
+def test_the_fake_shares_no_code_with_flints_api_server_or_stores():
+    """It exists to catch where they diverge from Kubernetes: sharing their code would hide that."""
+    package = Path(kubeapi.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.append(node.module)
+            assert not [n for n in names if n == "controller" or n.startswith("controller.")], module.name
+
+
+FLINT_CRDS = sorted((Path(__file__).parents[2] / "deploy" / "crds").glob("*.yaml"))
+
+
+@pytest.mark.skipif(not FLINT_CRDS, reason="no deploy/crds/*.yaml in this checkout yet")
+@pytest.mark.parametrize("path", FLINT_CRDS, ids=lambda p: p.name)
+def test_flints_generated_crds_are_served(path):
+    crds = [
+        d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "CustomResourceDefinition"
+    ]
+    for crd in crds:
+        served = crd_kinds(crd)
+        assert served, f"{path.name}: {crd['metadata']['name']} serves no version"
+        for res in served:
+            assert res.schema is not None, f"{path.name}: {res.kind} {res.version} has no openAPIV3Schema"
+            assert (
+                schema.check(
+                    res.schema, {"apiVersion": res.api_version, "kind": res.kind, "metadata": {"name": "x"}}
+                ).obj["kind"]
+                == res.kind
+            )
