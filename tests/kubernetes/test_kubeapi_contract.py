@@ -803,3 +803,66 @@ async def test_deleting_a_namespace_deletes_what_it_holds(kube: KubeTarget, crd:
     await core.delete_namespace(ns)  # Terminating until its objects are gone (on the fake: at once)
     await gone(lambda: core.read_namespace(ns), deadline_s=60, what="the namespace to terminate")
     await expect_error(404, crd.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "s"))
+
+
+async def test_deleting_a_crd_stops_serving_its_kind(kube: KubeTarget):
+    ext = untyped(client.ApiextensionsV1Api(kube.api))
+    custom = untyped(client.CustomObjectsApi(kube.api))
+    plural = f"widgets{kube.namespace.rsplit('-', 1)[-1]}"  # a CRD of this test's own
+    widget = {
+        **CRD,
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            **CRD["spec"],
+            "names": {"plural": plural, "kind": f"W{plural}"},
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+    await ext.create_custom_resource_definition(widget)
+    try:
+        created = await eventually(
+            lambda: _try(
+                custom.create_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    kube.namespace,
+                    plural,
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": f"W{plural}",
+                        "metadata": {"name": "w"},
+                        "x": 1,
+                    },
+                )
+            ),
+            lambda r: r is not None,
+            deadline_s=30,
+            what="the new kind to be served",
+        )
+        assert created["x"] == 1  # preserved: the root keeps unknown fields
+    finally:
+        await ext.delete_custom_resource_definition(f"{plural}.{GROUP}")
+    await gone(
+        lambda: custom.list_namespaced_custom_object(GROUP, VERSION, kube.namespace, plural),
+        deadline_s=60,
+        what="the kind to stop being served",
+    )
+
+
+async def _try(call: Any) -> Any:
+    """The call's result, or None while it answers 404 (a kind not served yet)."""
+    try:
+        return await call
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+        return None

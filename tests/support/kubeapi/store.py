@@ -186,7 +186,7 @@ class Store:
             if self._wants(watcher, event):
                 watcher.queue.put_nowait(event)
         if res.group == "apiextensions.k8s.io" and res.plural == "customresourcedefinitions":
-            self._sync_crd(None if kind == "DELETED" else obj, old)
+            self._sync_crd(None, obj) if kind == "DELETED" else self._sync_crd(obj, old)
             if kind == "DELETED":
                 cascade.drop_custom_objects(self, obj)
         return self.view(res, obj)
