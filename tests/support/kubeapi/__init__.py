@@ -4,7 +4,9 @@
 Flint's Kubernetes engine drives through kubernetes-asyncio. It shares no code with Flint's own
 API server or stores (`controller.apiserver*`, `controller.store*`): it exists to catch where
 those diverge from a real API server. `tests/kubernetes/test_kubeapi_contract.py` runs the same
-checks against it and, with `FLINT_KUBECONFIG` set, against a real cluster.
+checks against it and, with `FLINT_KUBECONFIG` set, against a real cluster (`session.py` holds
+the switch; `python -m support.kubeapi --kubeconfig PATH`, run in tests/, serves the fake alone
+with a kubeconfig for it, to try that path without a cluster).
 
 What it copies from a real API server:
 
