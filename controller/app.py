@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -26,40 +27,40 @@ from controller.informer import Informer
 from controller.listeners import start_sites
 from controller.logs_endpoint import add_log_routes
 from controller.observability import add_observability_routes
-from controller.reconcilers.broker import reconcile_broker
-from controller.reconcilers.channels import (
-    REDIS_CHANNEL_KIND,
-    backing_imc,
-    reconcile_channel,
-    reconcile_in_memory_channel,
-    reconcile_redis_channel,
+from controller.reconcilers import (
+    broker,
+    channels,
+    configuration,
+    revision,
+    route,
+    service,
+    subscription,
+    trigger,
 )
-from controller.reconcilers.configuration import reconcile_configuration
 from controller.reconcilers.context import (
     BROKERS,
     CHANNELS,
     CONFIGURATIONS,
     IN_MEMORY_CHANNELS,
     LABEL_CONFIGURATION,
-    LABEL_SERVICE,
     REDIS_CHANNELS,
     REVISIONS,
     ROUTES,
     SERVICES,
     SUBSCRIPTIONS,
     TRIGGERS,
-    Context,
+    EventingContext,
+    Informers,
     Key,
     Obj,
+    ServingContext,
     ns_name,
 )
-from controller.reconcilers.publisher import SnapshotPublisher
+from controller.reconcilers.publisher import SNAPSHOT_KINDS, SnapshotPublisher
 from controller.reconcilers.queue import WorkQueue
-from controller.reconcilers.revision import reconcile_revision, referenced
-from controller.reconcilers.route import reconcile_route
-from controller.reconcilers.service import reconcile_service
-from controller.reconcilers.subscription import reconcile_subscription
-from controller.reconcilers.trigger import reconcile_trigger
+from controller.reconcilers.redis_leftovers import leftovers
+from controller.reconcilers.revision import referenced
+from controller.reconcilers.watches import Change, Mapper, Reconciler
 from controller.redis_health import RedisHealth, RedisView
 from controller.redis_janitor import RedisJanitor
 from controller.redis_logs import RedisLogs
@@ -77,7 +78,16 @@ from gateway.wire import Poke, Stats
 
 log = logging.getLogger("flint.controller")
 
-Reconcile = Callable[[Context, Key], Awaitable[float | None]]
+C = TypeVar("C")
+
+SERVING: tuple[Reconciler[ServingContext], ...] = (
+    service.RECONCILER, configuration.RECONCILER, revision.RECONCILER, route.RECONCILER)
+EVENTING: tuple[Reconciler[EventingContext], ...] = (
+    broker.RECONCILER, trigger.RECONCILER, channels.CHANNEL, channels.IN_MEMORY_CHANNEL,
+    channels.REDIS_CHANNEL, subscription.RECONCILER)
+"""Every reconciler the controller runs, with what wakes it (each module's `WATCHES`)."""
+PLAN_KINDS = (BROKERS, TRIGGERS, CHANNELS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, SUBSCRIPTIONS)
+"""The kinds the dispatch plan is built from (`build_plan`): a change asks for a new plan."""
 
 
 class Controller:
@@ -105,7 +115,9 @@ class Controller:
         self.redis_janitor: RedisJanitor | None = None
         self.redis_logs: RedisLogs | None = None
         """Creates the streams and groups of Redis-backed logs (the reconcilers', on `redis`)."""
-        self.ctx: Context | None = None
+        self.informers: Informers | None = None
+        """The caches of every kind the reconcilers read (None until `start`)."""
+        self.eventing: EventingContext | None = None
         self.credentials: Credentials | None = None
         self.urls: list[str] = []
 
@@ -174,60 +186,24 @@ class Controller:
             on_change=lambda key: self.enqueue(REVISIONS, _split(key)),
             reporting=lambda: hub.connected() > 0,
         )
-        ctx = Context(
-            store=store,
-            settings=s,
-            services=informers[SERVICES],
-            configurations=informers[CONFIGURATIONS],
-            revisions=informers[REVISIONS],
-            routes=informers[ROUTES],
-            runtime=runtime,
-            artifacts=artifacts,
-            hub=hub,
-            enqueue=self.enqueue,
-            snapshot_dirty=self.publisher.mark_dirty,
-            drain=self.publisher.drain,
-            publisher_is_draining=self.publisher.is_draining,
-            desired_scale=self.scaler.desired,
-            brokers=informers[BROKERS],
-            triggers=informers[TRIGGERS],
-            dispatch=self.dispatch,
-            plan_dirty=self._plan_dirty,
-            channels=informers[CHANNELS],
-            imcs=informers[IN_MEMORY_CHANNELS],
-            subscriptions=informers[SUBSCRIPTIONS],
-            scale_decision=self.scaler.decision,
-            redis_view=self._redis_view,
-            rchans=informers[REDIS_CHANNELS],
-            redis_logs=self.redis_logs,
-        )
-        self.ctx = ctx
-        reconcilers: dict[Kind, Reconcile] = {
-            SERVICES: reconcile_service,
-            CONFIGURATIONS: reconcile_configuration,
-            REVISIONS: reconcile_revision,
-            ROUTES: reconcile_route,
-            BROKERS: reconcile_broker,
-            TRIGGERS: reconcile_trigger,
-            CHANNELS: reconcile_channel,
-            IN_MEMORY_CHANNELS: reconcile_in_memory_channel,
-            REDIS_CHANNELS: reconcile_redis_channel,
-            SUBSCRIPTIONS: reconcile_subscription,
-        }
-        for kind, fn in reconcilers.items():
-            self._queues[kind] = WorkQueue(
-                kind.plural, _bind(fn, ctx), workers=s.reconcile_workers
-            )
-        informers[SERVICES].on_change(self._on_service)
-        informers[CONFIGURATIONS].on_change(self._on_configuration)
-        informers[REVISIONS].on_change(self._on_revision)
-        informers[ROUTES].on_change(self._on_route)
-        informers[BROKERS].on_change(self._on_broker)
-        informers[TRIGGERS].on_change(self._on_trigger)
-        informers[CHANNELS].on_change(self._on_channel)
-        informers[IN_MEMORY_CHANNELS].on_change(self._on_imc)
-        informers[REDIS_CHANNELS].on_change(self._on_redis_channel)
-        informers[SUBSCRIPTIONS].on_change(self._on_subscription)
+        caches = Informers(informers)
+        self.informers = caches
+        serving = ServingContext(
+            store=store, settings=s, informers=caches, hub=hub,
+            snapshot_dirty=self.publisher.mark_dirty, runtime=runtime, artifacts=artifacts,
+            drain=self.publisher.drain, publisher_is_draining=self.publisher.is_draining,
+            desired_scale=self.scaler.desired, scale_decision=self.scaler.decision)
+        eventing = EventingContext(
+            store=store, settings=s, informers=caches, hub=hub,
+            snapshot_dirty=self.publisher.mark_dirty, dispatch=self.dispatch,
+            plan_dirty=self._plan_dirty, redis_view=self._redis_view, redis_logs=self.redis_logs)
+        self.eventing = eventing
+        for sr in SERVING:
+            self._run(sr, serving)
+        for er in EVENTING:
+            self._run(er, eventing)
+        for kind, informer in informers.items():
+            informer.on_change(self._effects(kind))
         runtime.subscribe(self._on_replica)
         for inf in informers.values():
             await inf.start()
@@ -259,7 +235,7 @@ class Controller:
         log.info("controller: API and gateway link on %s", ", ".join(self.urls))
 
     async def stop(self, *, stop_replicas: bool) -> None:
-        if self.ctx is not None:
+        if self.informers is not None:
             await self.scaler.stop()
         if self._ticker is not None:
             self._ticker.cancel()
@@ -275,7 +251,7 @@ class Controller:
             await q.stop()
         for inf in self._informers:
             await inf.stop()
-        if self.ctx is not None:
+        if self.informers is not None:
             await self.publisher.close()
         if self.redis_health is not None:
             await self.redis_health.close()
@@ -325,18 +301,54 @@ class Controller:
         }
 
     def _routed(self, key: str) -> bool:
-        assert self.ctx is not None
+        assert self.informers is not None
+        c = self.informers
         ns, name = _split(key)
-        rev = self.ctx.revisions.get(ns, name)
+        rev = c[REVISIONS].get(ns, name)
         if rev is None:
             return False
         cfg = (rev["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION, "")
-        return referenced(list(self.ctx.routes), self.ctx.configurations.get(ns, cfg), ns, name)
+        return referenced(c.list(ROUTES), c[CONFIGURATIONS].get(ns, cfg), ns, name)
 
     def _on_hub_progress(self) -> None:
         self.publisher.check_drains()
         self._requeue_unready_routes()
         self._requeue_eventing()
+
+    # -- watches --------------------------------------------------------------------------------
+
+    def _run(self, r: Reconciler[C], ctx: C) -> None:
+        """Give `r` its queue, and put on it the keys its watches map each change to."""
+        self._queues[r.kind] = WorkQueue(r.kind.plural, _bind(r.reconcile, ctx),
+                                         workers=self.settings.reconcile_workers)
+        assert self.informers is not None
+        for w in r.watches:
+            self.informers[w.kind].on_change(self._enqueuer(r.kind, w.keys))
+
+    def _enqueuer(self, kind: Kind, keys: Mapper) -> Callable[[str, Obj, Obj | None], None]:
+        def handle(type_: str, obj: Obj, old: Obj | None) -> None:
+            assert self.informers is not None
+            for key in keys(Change(type_, obj, old), self.informers):
+                self.enqueue(kind, key)
+
+        return handle
+
+    def _effects(self, kind: Kind) -> Callable[[str, Obj, Obj | None], None]:
+        """What a change of `kind` sets off besides reconciles: a new gateway snapshot or
+        dispatch plan when they are built from it; on a deletion, the embedded engine's garbage
+        collection of what the object owned, and the janitor's of what it left on Redis."""
+        snapshot, plan = kind in SNAPSHOT_KINDS, kind in PLAN_KINDS
+
+        def handle(type_: str, obj: Obj, old: Obj | None) -> None:
+            if type_ == "DELETED":
+                self._collect(obj)
+                self._forget_on_redis(kind, obj)
+            if snapshot:
+                self.publisher.mark_dirty()
+            if plan:
+                self._plan_dirty()
+
+        return handle
 
     # -- eventing -------------------------------------------------------------------------------
 
@@ -347,11 +359,12 @@ class Controller:
 
     def _publish_plan(self) -> None:
         self._plan_scheduled = False
-        assert self.ctx is not None
-        c = self.ctx
+        assert self.informers is not None
+        c = self.informers
         self.dispatch.publish(build_plan(
-            c.brokers, c.triggers, imcs=c.imcs, channels=c.channels, subscriptions=c.subscriptions,
-            rchans=c.rchans or (),
+            c.list(BROKERS), c.list(TRIGGERS), imcs=c.list(IN_MEMORY_CHANNELS),
+            channels=c.list(CHANNELS), subscriptions=c.list(SUBSCRIPTIONS),
+            rchans=c.list(REDIS_CHANNELS),
             engine=self.settings.engine, redis=self.settings.redis is not None,
         ))
 
@@ -360,130 +373,43 @@ class Controller:
 
     def _requeue_redis_brokers(self) -> None:
         """What we know of Redis changed: the Redis brokers' `Durable` condition follows."""
-        if self.ctx is None:
+        if self.informers is None:
             return
-        for b in self.ctx.brokers:
+        for b in self.informers.list(BROKERS):
             if broker_backend(b, self.settings.engine) == BACKEND_REDIS:
                 self.enqueue(BROKERS, ns_name(b))
-        for ch in self.ctx.rchans or ():  # their `Durable` condition likewise
+        for ch in self.informers.list(REDIS_CHANNELS):  # their `Durable` condition likewise
             self.enqueue(REDIS_CHANNELS, ns_name(ch))
 
     def _requeue_eventing(self) -> None:
         """The dispatcher or the gateways made progress: brokers and triggers not yet Ready
         may be now."""
-        if self.ctx is None:
+        if self.informers is None:
             return
-        c = self.ctx
-        for kind, informer in ((BROKERS, c.brokers), (TRIGGERS, c.triggers), (CHANNELS, c.channels),
-                               (IN_MEMORY_CHANNELS, c.imcs), (REDIS_CHANNELS, c.rchans or ()),
-                               (SUBSCRIPTIONS, c.subscriptions)):
+        for kind in (BROKERS, TRIGGERS, CHANNELS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, SUBSCRIPTIONS):
             # A Ready trigger or subscription too: its status says how many dispatchers run it,
             # which changes when one joins or leaves (an unchanged status is not written again).
             consumer = kind in (TRIGGERS, SUBSCRIPTIONS)
-            for obj in informer:
+            for obj in self.informers.list(kind):
                 conds = (obj.get("status") or {}).get("conditions") or []
                 ready = next((c for c in conds if c.get("type") == "Ready"), None)
                 if consumer or ready is None or ready.get("status") != "True":
                     self.enqueue(kind, ns_name(obj))
 
-    def _on_broker(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        ns, name = ns_name(obj)
-        if type_ != "DELETED":
-            self.enqueue(BROKERS, (ns, name))
-        elif (self.redis_janitor is not None and obj["metadata"].get("uid")
-              and broker_backend(obj, self.settings.engine) == BACKEND_REDIS):
-            self.redis_janitor.delete_log(obj["metadata"]["uid"])  # its stream, groups, state
-        assert self.ctx is not None
-        for t in self.ctx.triggers.list(ns):
-            if (t.get("spec") or {}).get("broker") == name:
-                self.enqueue(TRIGGERS, ns_name(t))
-        self.publisher.mark_dirty()
-        self._plan_dirty()
-
-    def _on_trigger(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        if type_ != "DELETED":
-            self.enqueue(TRIGGERS, ns_name(obj))
-        else:
-            self._forget_redis_consumer(obj)
-        self._plan_dirty()
-
-    def _forget_redis_consumer(self, trigger: Obj) -> None:
-        """A deleted trigger of a Redis broker: its consumer group and keys go (a deleted
-        broker's go with its log)."""
-        assert self.ctx is not None
-        ns, _ = ns_name(trigger)
-        broker = self.ctx.brokers.get(ns, str((trigger.get("spec") or {}).get("broker") or ""))
-        uid = trigger["metadata"].get("uid")
-        if (self.redis_janitor is None or broker is None or not uid
-                or broker_backend(broker, self.settings.engine) != BACKEND_REDIS):
+    def _forget_on_redis(self, kind: Kind, obj: Obj) -> None:
+        """A deleted object's log, or consumer group and state, go from Redis."""
+        if self.redis_janitor is None or self.eventing is None:
             return
-        self.redis_janitor.delete_consumer(broker["metadata"]["uid"], uid)
-
-    def _forget_redis_subscription(self, sub: Obj) -> None:
-        """A deleted subscription of a RedisChannel (named, or behind its Channel): its consumer
-        group and keys go (a deleted channel's go with its log)."""
-        assert self.ctx is not None
-        uid = sub["metadata"].get("uid")
-        if self.redis_janitor is None or not uid:
-            return
-        rch, _, _ = backing_imc(self.ctx, ns_name(sub)[0], (sub.get("spec") or {}).get("channel") or {})
-        if rch is not None and rch.get("kind") == REDIS_CHANNEL_KIND and rch["metadata"].get("uid"):
-            self.redis_janitor.delete_consumer(rch["metadata"]["uid"], uid)
-
-    def _on_channel(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        if type_ == "DELETED":
-            self._collect(obj)
-        else:
-            self.enqueue(CHANNELS, ns_name(obj))
-        self._requeue_referrers(ns_name(obj)[0])
-
-    def _on_imc(self, type_: str, obj: Obj, old: Obj | None, kind: Kind = IN_MEMORY_CHANNELS) -> None:
-        ns, name = ns_name(obj)
-        if type_ != "DELETED":
-            self.enqueue(kind, (ns, name))
-        for ref in obj["metadata"].get("ownerReferences") or []:
-            if ref.get("kind") == "Channel":
-                self.enqueue(CHANNELS, (ns, ref.get("name", "")))
-        self._requeue_referrers(ns)
-        self.publisher.mark_dirty()
-        self._plan_dirty()
-
-    def _on_redis_channel(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        if type_ == "DELETED" and self.redis_janitor is not None and obj["metadata"].get("uid"):
-            self.redis_janitor.delete_log(obj["metadata"]["uid"])  # its stream, groups, state
-        self._on_imc(type_, obj, old, kind=REDIS_CHANNELS)
-
-    def _on_subscription(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        ns = ns_name(obj)[0]
-        if type_ != "DELETED":
-            self.enqueue(SUBSCRIPTIONS, ns_name(obj))
-        else:
-            self._forget_redis_subscription(obj)
-        assert self.ctx is not None
-        for imc in self.ctx.imcs.list(ns):  # their spec.subscribers and status.subscribers
-            self.enqueue(IN_MEMORY_CHANNELS, ns_name(imc))
-        for rch in self.ctx.rchans.list(ns) if self.ctx.rchans is not None else ():  # likewise
-            self.enqueue(REDIS_CHANNELS, ns_name(rch))
-        for ch in self.ctx.channels.list(ns):  # likewise
-            self.enqueue(CHANNELS, ns_name(ch))
-        self._plan_dirty()
-
-    def _requeue_referrers(self, namespace: str) -> None:
-        """An addressable changed: triggers, subscriptions and brokers in its namespace may
-        resolve now."""
-        assert self.ctx is not None
-        for t in self.ctx.triggers.list(namespace):
-            self.enqueue(TRIGGERS, ns_name(t))
-        for sub in self.ctx.subscriptions.list(namespace):
-            self.enqueue(SUBSCRIPTIONS, ns_name(sub))
-        for b in self.ctx.brokers.list(namespace):
-            if ((b.get("spec") or {}).get("delivery") or {}).get("deadLetterSink"):
-                self.enqueue(BROKERS, ns_name(b))
+        left = leftovers(self.eventing, kind, obj)
+        for log_uid in left.logs:
+            self.redis_janitor.delete_log(log_uid)
+        for log_uid, consumer_uid in left.consumers:
+            self.redis_janitor.delete_consumer(log_uid, consumer_uid)
 
     def _requeue_unready_routes(self) -> None:
-        if self.ctx is None:
+        if self.informers is None:
             return
-        for r in self.ctx.routes:
+        for r in self.informers.list(ROUTES):
             conds = (r.get("status") or {}).get("conditions") or []
             ingress = next((c for c in conds if c.get("type") == "IngressReady"), None)
             if ingress is None or ingress.get("status") != "True":
@@ -494,83 +420,16 @@ class Controller:
         self.enqueue(REVISIONS, (ns, name))
         self.publisher.mark_dirty()
 
-    def _owner_key(self, obj: Obj, label: str) -> Key | None:
-        value = (obj["metadata"].get("labels") or {}).get(label)
-        if value:
-            return obj["metadata"].get("namespace", "default"), value
-        return None
-
-    def _on_service(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        self._requeue_referrers(ns_name(obj)[0])
-        if type_ == "DELETED":
-            self._collect(obj)
-            return
-        self.enqueue(SERVICES, ns_name(obj))
-
-    def _on_configuration(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        ns, name = ns_name(obj)
-        if type_ == "DELETED":
-            self._collect(obj)
-        else:
-            self.enqueue(CONFIGURATIONS, (ns, name))
-        owner = self._owner_key(obj, LABEL_SERVICE)
-        if owner:
-            self.enqueue(SERVICES, owner)
-        assert self.ctx is not None
-        for rev in self.ctx.revisions.list(ns):
-            if (rev["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION) == name:
-                self.enqueue(REVISIONS, ns_name(rev))
-        for r in self.ctx.routes.list(ns):
-            if any(
-                t.get("configurationName") == name
-                for t in (r.get("spec") or {}).get("traffic") or []
-            ):
-                self.enqueue(ROUTES, ns_name(r))
-
-    def _on_revision(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        ns, name = ns_name(obj)
-        self.enqueue(REVISIONS, (ns, name))
-        owner = self._owner_key(obj, LABEL_CONFIGURATION)
-        if owner:
-            self.enqueue(CONFIGURATIONS, owner)
-        assert self.ctx is not None
-        for r in self.ctx.routes.list(ns):
-            self.enqueue(ROUTES, ns_name(r))
-        self.publisher.mark_dirty()
-
-    def _on_route(self, type_: str, obj: Obj, old: Obj | None) -> None:
-        ns, name = ns_name(obj)
-        assert self.ctx is not None
-        if type_ in ("ADDED", "DELETED"):
-            for r in self.ctx.routes:  # host conflicts may appear or clear
-                self.enqueue(ROUTES, ns_name(r))
-        if type_ != "DELETED":
-            self.enqueue(ROUTES, (ns, name))
-        owner = self._owner_key(obj, LABEL_SERVICE)
-        if owner:
-            self.enqueue(SERVICES, owner)
-        for o in (obj, old):
-            for section in ("spec", "status"):
-                for t in ((o or {}).get(section) or {}).get("traffic") or []:
-                    if t.get("revisionName"):
-                        self.enqueue(REVISIONS, (ns, t["revisionName"]))
-        # Revisions that only the latest-ready rule points at follow their configuration.
-        for rev in self.ctx.revisions.list(ns):
-            self.enqueue(REVISIONS, ns_name(rev))
-        self.publisher.mark_dirty()
-
     def _collect(self, owner: Obj) -> None:
-        """Delete what `owner` owned (Kubernetes' garbage collector, foreground-free)."""
-        assert self.ctx is not None
+        """Delete what `owner` owned (Kubernetes' garbage collector, foreground-free): the
+        embedded engine's, for every kind."""
+        assert self.informers is not None
         uid = owner["metadata"].get("uid")
+        if not uid:
+            return
         ns = owner["metadata"].get("namespace", "default")
-        kinds: list[tuple[Kind, Informer]] = [
-            (CONFIGURATIONS, self.ctx.configurations), (ROUTES, self.ctx.routes),
-            (REVISIONS, self.ctx.revisions), (IN_MEMORY_CHANNELS, self.ctx.imcs)]
-        if self.ctx.rchans is not None:
-            kinds.append((REDIS_CHANNELS, self.ctx.rchans))
-        for kind, informer in kinds:
-            for child in informer.list(ns):
+        for kind in self.informers.by_kind:
+            for child in self.informers.list(kind, ns):
                 refs = child["metadata"].get("ownerReferences") or []
                 if any(ref.get("uid") == uid for ref in refs):
                     task = asyncio.get_running_loop().create_task(self._delete(kind, child))
@@ -589,7 +448,8 @@ def _split(key: str) -> Key:
     return ns, name
 
 
-def _bind(fn: Reconcile, ctx: Context) -> Callable[[Key], Awaitable[float | None]]:
+def _bind(fn: Callable[[C, Key], Awaitable[float | None]], ctx: C
+          ) -> Callable[[Key], Awaitable[float | None]]:
     async def handler(key: Key) -> float | None:
         return await fn(ctx, key)
 

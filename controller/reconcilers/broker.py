@@ -23,9 +23,10 @@ from controller.api.eventing import (
 from controller.eventing.plan import broker_log_relpath
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import Status, remove_condition, roll_up, set_condition
-from controller.reconcilers.context import BROKERS, Context, Key
+from controller.reconcilers.context import BROKERS, REFERABLE_KINDS, EventingContext, Key, Obj
 from controller.reconcilers.deadletters import mark_dead_letter_sink
 from controller.reconcilers.redis_marks import NotCreated, ensure_stream
+from controller.reconcilers.watches import Change, Reconciler, Watch, itself, matching
 from controller.redis_health import RedisView
 from flint_common.redis_keys import stream_key
 
@@ -61,7 +62,7 @@ def channel_condition(
     return "True", "StreamReady", f"Redis stream {stream_key(uid)}", durable_condition(view)
 
 
-async def reconcile_broker(ctx: Context, key: Key) -> float | None:
+async def reconcile_broker(ctx: EventingContext, key: Key) -> float | None:
     broker = ctx.brokers.get(*key)
     if broker is None:
         ctx.snapshot_dirty()
@@ -124,3 +125,15 @@ async def reconcile_broker(ctx: Context, key: Key) -> float | None:
     await write_status(ctx, BROKERS, broker, status)
     ctx.plan_dirty()
     return requeue
+
+
+def _has_dead_letter_sink(broker: Obj, change: Change) -> bool:
+    return bool(((broker.get("spec") or {}).get("delivery") or {}).get("deadLetterSink"))
+
+
+WATCHES = (
+    Watch(BROKERS, itself),
+    # Its dead-letter sink may resolve now (or no longer).
+    *(Watch(kind, matching(BROKERS, _has_dead_letter_sink)) for kind in REFERABLE_KINDS),
+)
+RECONCILER = Reconciler(BROKERS, reconcile_broker, WATCHES)

@@ -34,33 +34,31 @@ from controller.reconcilers.context import (
     CHANNELS,
     IN_MEMORY_CHANNELS,
     REDIS_CHANNELS,
-    Context,
+    SUBSCRIPTIONS,
+    EventingContext,
     Key,
     Obj,
 )
 from controller.reconcilers.deadletters import mark_dead_letter_sink
 from controller.reconcilers.redis_marks import NotCreated, ensure_stream
 from controller.reconcilers.subscribers import MANAGED_ANNOTATION, subscribers_status, with_subscribers
+from controller.reconcilers.watches import Reconciler, Watch, all_in_namespace, itself, owners
 from controller.store.base import Kind
 
 IMC_KIND = messaging.IN_MEMORY_CHANNEL_KIND
 REDIS_CHANNEL_KIND = messaging.REDIS_CHANNEL_KIND
 
 
-def _get(informer: Informer | None, namespace: str, name: str) -> Obj | None:
-    return None if informer is None else informer.get(namespace, name)
-
-
-def _log_channel(ctx: Context, kind: str, namespace: str, name: str) -> Obj | None:
+def _log_channel(ctx: EventingContext, kind: str, namespace: str, name: str) -> Obj | None:
     """The InMemoryChannel or RedisChannel of that name."""
     if kind == IMC_KIND:
         return ctx.imcs.get(namespace, name)
     if kind == REDIS_CHANNEL_KIND:
-        return _get(ctx.rchans, namespace, name)
+        return ctx.rchans.get(namespace, name)
     return None
 
 
-def backing_imc(ctx: Context, namespace: str, channel_ref: Obj) -> tuple[Obj | None, Obj | None, str]:
+def backing_imc(ctx: EventingContext, namespace: str, channel_ref: Obj) -> tuple[Obj | None, Obj | None, str]:
     """(the InMemoryChannel or RedisChannel, the object the ref names, why not) for a
     Subscription's `channel`."""
     kind = str(channel_ref.get("kind") or "")
@@ -80,7 +78,7 @@ def backing_imc(ctx: Context, namespace: str, channel_ref: Obj) -> tuple[Obj | N
                         "RedisChannel")
 
 
-def delivering_from(ctx: Context, imc: Obj) -> list[Obj]:
+def delivering_from(ctx: EventingContext, imc: Obj) -> list[Obj]:
     """Every Subscription that delivers from an InMemoryChannel or RedisChannel (naming it or its
     Channel)."""
     ns = imc["metadata"].get("namespace", "default")
@@ -93,7 +91,7 @@ def delivering_from(ctx: Context, imc: Obj) -> list[Obj]:
     return out
 
 
-def naming(ctx: Context, channel: Obj) -> list[Obj]:
+def naming(ctx: EventingContext, channel: Obj) -> list[Obj]:
     """The Subscriptions whose `spec.channel` names a Channel."""
     ns, name = channel["metadata"].get("namespace", "default"), channel["metadata"]["name"]
     return [
@@ -104,18 +102,16 @@ def naming(ctx: Context, channel: Obj) -> list[Obj]:
     ]
 
 
-async def reconcile_in_memory_channel(ctx: Context, key: Key) -> float | None:
+async def reconcile_in_memory_channel(ctx: EventingContext, key: Key) -> float | None:
     return await _reconcile_log_channel(ctx, key, IN_MEMORY_CHANNELS, ctx.imcs, redis_backed=False)
 
 
-async def reconcile_redis_channel(ctx: Context, key: Key) -> float | None:
-    if ctx.rchans is None:
-        return None
+async def reconcile_redis_channel(ctx: EventingContext, key: Key) -> float | None:
     return await _reconcile_log_channel(ctx, key, REDIS_CHANNELS, ctx.rchans, redis_backed=True)
 
 
 async def _reconcile_log_channel(
-    ctx: Context, key: Key, kind: Kind, informer: Informer, *, redis_backed: bool
+    ctx: EventingContext, key: Key, kind: Kind, informer: Informer, *, redis_backed: bool
 ) -> float | None:
     """An InMemoryChannel's (or a RedisChannel's, `redis_backed`) status."""
     imc = informer.get(*key)
@@ -236,7 +232,7 @@ def backing_manifest(channel: Obj, existing: Obj | None = None) -> Obj:
     return manifest
 
 
-async def reconcile_channel(ctx: Context, key: Key) -> float | None:
+async def reconcile_channel(ctx: EventingContext, key: Key) -> float | None:
     ch = ctx.channels.get(*key)
     if ch is None:
         return None
@@ -249,7 +245,7 @@ async def reconcile_channel(ctx: Context, key: Key) -> float | None:
     template = (ch.get("spec") or {}).get("channelTemplate") or {}
     imc: Obj | None = None
     backing = backing_kind(ch)
-    if backing is None or (backing[1] == REDIS_CHANNEL_KIND and ctx.rchans is None):
+    if backing is None:
         set_condition(
             status, "BackingChannelReady", "False", "ChannelTemplateUnsupported",
             f"Flint backs channels with {messaging.API_VERSION} InMemoryChannel or "
@@ -296,3 +292,20 @@ async def reconcile_channel(ctx: Context, key: Key) -> float | None:
     roll_up(status, list(messaging.CHANNEL_CONDITIONS), now=now)
     await write_status(ctx, CHANNELS, ch, status)
     return None
+
+
+CHANNEL_WATCHES = (
+    Watch(CHANNELS, itself),
+    Watch(IN_MEMORY_CHANNELS, owners("Channel")),  # its backing channel: address, readiness
+    Watch(REDIS_CHANNELS, owners("Channel")),
+    Watch(SUBSCRIPTIONS, all_in_namespace(CHANNELS)),  # spec.subscribers passes through
+)
+CHANNEL = Reconciler(CHANNELS, reconcile_channel, CHANNEL_WATCHES)
+IN_MEMORY_CHANNEL = Reconciler(IN_MEMORY_CHANNELS, reconcile_in_memory_channel, (
+    Watch(IN_MEMORY_CHANNELS, itself),
+    Watch(SUBSCRIPTIONS, all_in_namespace(IN_MEMORY_CHANNELS)),  # spec and status.subscribers
+))
+REDIS_CHANNEL = Reconciler(REDIS_CHANNELS, reconcile_redis_channel, (
+    Watch(REDIS_CHANNELS, itself),
+    Watch(SUBSCRIPTIONS, all_in_namespace(REDIS_CHANNELS)),
+))

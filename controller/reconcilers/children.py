@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from controller.informer import Informer
-from controller.reconcilers.context import Context, Obj, ns_name, owned_by
+from controller.reconcilers.context import Obj, ReconcilerContext, ns_name, owned_by
 from controller.store.base import AlreadyExists, Kind
 
 
@@ -24,7 +24,7 @@ def needs_update(existing: Obj, desired: Obj) -> bool:
 
 
 async def ensure_child(
-    ctx: Context, kind: Kind, informer: Informer, owner: Obj, desired: Obj
+    ctx: ReconcilerContext, kind: Kind, informer: Informer, owner: Obj, desired: Obj
 ) -> Obj:
     """Make the child look like `desired` (spec, labels, annotations); return what is stored."""
     ns, name = ns_name(desired)
@@ -51,7 +51,7 @@ async def ensure_child(
     return await ctx.store.update(kind, updated)
 
 
-async def write_status(ctx: Context, kind: Kind, obj: Obj, status: Obj) -> Obj:
+async def write_status(ctx: ReconcilerContext, kind: Kind, obj: Obj, status: Obj) -> Obj:
     """Write `status` if it differs from the stored one (a stale object → Conflict → retry)."""
     if obj.get("status") == status:
         return obj

@@ -14,14 +14,15 @@ from controller.reconcilers.context import (
     LABEL_CONFIGURATION,
     LABEL_CONFIGURATION_GENERATION,
     REVISIONS,
-    Context,
     Key,
     Obj,
+    ServingContext,
     owned_by,
 )
 from controller.reconcilers.gc import collectable
 from controller.reconcilers.replica_spec import NotRunnable
 from controller.reconcilers.revision import image_snapshot, referenced
+from controller.reconcilers.watches import Reconciler, Watch, itself, named_by_label
 from controller.store.base import AlreadyExists, NotFound
 
 log = logging.getLogger("flint.configuration")
@@ -94,7 +95,7 @@ def _is_ready(rev: Obj) -> bool:
     return c is not None and c.get("status") == "True"
 
 
-async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
+async def reconcile_configuration(ctx: ServingContext, key: Key) -> float | None:
     cfg = ctx.configurations.get(*key)
     if cfg is None:
         return None
@@ -125,7 +126,7 @@ async def reconcile_configuration(ctx: Context, key: Key) -> float | None:
     return None
 
 
-async def _create_revision(ctx: Context, desired: Obj, now: float) -> Obj:
+async def _create_revision(ctx: ServingContext, desired: Obj, now: float) -> Obj:
     """Create the revision with its image snapshotted now (the folder as it is when it is
     created); the snapshot stays pinned against the artifact GC until its digest is stored."""
     image_status: Obj = {}
@@ -136,7 +137,7 @@ async def _create_revision(ctx: Context, desired: Obj, now: float) -> Obj:
         return await _store_revision(ctx, desired, {})
 
 
-async def _store_revision(ctx: Context, desired: Obj, image_status: Obj) -> Obj:
+async def _store_revision(ctx: ServingContext, desired: Obj, image_status: Obj) -> Obj:
     try:
         latest = await ctx.store.create(REVISIONS, desired)
     except AlreadyExists:
@@ -149,7 +150,7 @@ async def _store_revision(ctx: Context, desired: Obj, image_status: Obj) -> Obj:
     return latest
 
 
-async def collect_revisions(ctx: Context, cfg: Obj, mine: list[Obj], now: float) -> None:
+async def collect_revisions(ctx: ServingContext, cfg: Obj, mine: list[Obj], now: float) -> None:
     """Delete the configuration's old revisions that Knative's GC rules let go: never the latest
     created or ready one, never one a Route references."""
     ns = cfg["metadata"].get("namespace", "default")
@@ -161,3 +162,10 @@ async def collect_revisions(ctx: Context, cfg: Obj, mine: list[Obj], now: float)
         log.info("collecting revision %s/%s (Knative GC rules)", ns, name)
         with contextlib.suppress(NotFound):
             await ctx.store.delete(REVISIONS, ns, name)
+
+
+WATCHES = (
+    Watch(CONFIGURATIONS, itself),
+    Watch(REVISIONS, named_by_label(LABEL_CONFIGURATION)),  # its revisions, by their label
+)
+RECONCILER = Reconciler(CONFIGURATIONS, reconcile_configuration, WATCHES)

@@ -1,9 +1,9 @@
-"""What every reconciler shares: the store, the informers' caches, the runtime and the gateway hub."""
+"""What the reconcilers share: the kinds, the caches, and one context per family (serving, eventing)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,67 +40,141 @@ LABEL_CONFIGURATION_GENERATION = "serving.knative.dev/configurationGeneration"
 LABEL_ROUTE = "serving.knative.dev/route"
 
 
-@dataclass
-class Context:
+_LOOKUP_KINDS: dict[tuple[str, str], Kind] = {
+    ("serving.knative.dev", "Service"): SERVICES,
+    ("serving.knative.dev", "Route"): ROUTES,
+    ("eventing.knative.dev", "Broker"): BROKERS,
+    ("eventing.knative.dev", "Trigger"): TRIGGERS,
+    ("messaging.knative.dev", "Channel"): CHANNELS,
+    ("messaging.knative.dev", "InMemoryChannel"): IN_MEMORY_CHANNELS,
+    ("messaging.knative.dev", "Subscription"): SUBSCRIPTIONS,
+    ("messaging.flint.dev", "RedisChannel"): REDIS_CHANNELS,
+}
+"""The kinds a reference (a Destination, a dead-letter sink) may name, by API group and kind."""
+REFERABLE_KINDS = (SERVICES, ROUTES, BROKERS, CHANNELS, IN_MEMORY_CHANNELS, REDIS_CHANNELS)
+"""The addressable kinds a trigger, a subscription or a dead-letter sink may resolve to: their
+changes wake whatever may refer to them (Knative's tracker, by namespace)."""
+
+
+@dataclass(frozen=True)
+class Informers:
+    """The informers' caches, by kind: what the reconcilers and their watches read (never the
+    store: reads are synchronous and current as of the last event)."""
+
+    by_kind: Mapping[Kind, Informer]
+
+    def __getitem__(self, kind: Kind) -> Informer:
+        return self.by_kind[kind]
+
+    def list(self, kind: Kind, namespace: str | None = None) -> list[Obj]:
+        """The cached objects of `kind` (of one namespace, or all); none for a kind not cached."""
+        informer = self.by_kind.get(kind)
+        return [] if informer is None else informer.list(namespace)
+
+    def lookup(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """An object a reference names, by API group and kind (None: not found, or a kind that
+        cannot be referred to)."""
+        k = _LOOKUP_KINDS.get((group, kind))
+        informer = None if k is None else self.by_kind.get(k)
+        return None if informer is None else informer.get(namespace, name)
+
+    def resolve(self, destination: Any, namespace: str) -> tuple[str | None, str]:
+        """A Destination's URL, or None and why (see `reconcilers.destinations`)."""
+        return resolve_destination(destination, namespace, self.lookup)
+
+
+@dataclass(kw_only=True)
+class ReconcilerContext:
+    """What every reconciler uses: the store it writes, the settings, the caches, the gateways'
+    hub and the request for a new gateway snapshot."""
+
     store: Store
     settings: ControllerSettings
-    services: Informer
-    configurations: Informer
-    revisions: Informer
-    routes: Informer
-    runtime: Runtime
-    artifacts: ArtifactStore
+    informers: Informers
     hub: GatewayHub
-    enqueue: Callable[[Kind, Key], None]
-    """Put (namespace, name) of a kind on that kind's work queue."""
     snapshot_dirty: Callable[[], None]
     """Ask for a new gateway snapshot (coalesced)."""
+    clock: Callable[[], float] = field(default=time.time)
+    """Wall-clock seconds; replaced in tests."""
+
+
+@dataclass(kw_only=True)
+class ServingContext(ReconcilerContext):
+    """The serving reconcilers' (Service, Configuration, Revision, Route): replicas and scale."""
+
+    runtime: Runtime
+    artifacts: ArtifactStore
     drain: Callable[[str], None]
     """Take a replica out of routing and stop it once no gateway holds it."""
     publisher_is_draining: Callable[[str], bool]
     desired_scale: Callable[[str], int | None]
     """The autoscaler's desired replicas for a revision key (`ns/name`); None: not decided by
     the KPA (the caller keeps one replica)."""
-    brokers: Informer
-    triggers: Informer
-    dispatch: DispatchHub
-    """The dispatcher's link: which plan it runs."""
-    plan_dirty: Callable[[], None]
-    """Ask for a new dispatch plan (coalesced)."""
-    channels: Informer
-    imcs: Informer
-    """InMemoryChannels: the channels Flint backs with a log."""
-    subscriptions: Informer
     scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
     """The autoscaler's last decision for a revision key, if any (for the ScaleClamped condition)."""
-    clock: Callable[[], float] = field(default=time.time)
-    """Wall-clock seconds; replaced in tests."""
+
+    @property
+    def services(self) -> Informer:
+        return self.informers[SERVICES]
+
+    @property
+    def configurations(self) -> Informer:
+        return self.informers[CONFIGURATIONS]
+
+    @property
+    def revisions(self) -> Informer:
+        return self.informers[REVISIONS]
+
+    @property
+    def routes(self) -> Informer:
+        return self.informers[ROUTES]
+
+
+@dataclass(kw_only=True)
+class EventingContext(ReconcilerContext):
+    """The eventing reconcilers' (Broker, Trigger, the channels, Subscription): the dispatch plan
+    and Redis."""
+
+    dispatch: DispatchHub
+    """The dispatchers' link: which plan they run, who runs what."""
+    plan_dirty: Callable[[], None]
+    """Ask for a new dispatch plan (coalesced)."""
     redis_view: Callable[[], RedisView] = field(default=RedisView)
     """What the controller last learned of its Redis (durability), when it has one."""
-    rchans: Informer | None = None
-    """RedisChannels: Flint's channels whose log is a Redis stream (None: not watched)."""
     redis_logs: RedisLogs | None = None
     """Creates the streams and consumer groups of Redis-backed logs (None: no Redis configured)."""
 
+    @property
+    def brokers(self) -> Informer:
+        return self.informers[BROKERS]
+
+    @property
+    def triggers(self) -> Informer:
+        return self.informers[TRIGGERS]
+
+    @property
+    def channels(self) -> Informer:
+        return self.informers[CHANNELS]
+
+    @property
+    def imcs(self) -> Informer:
+        """InMemoryChannels: the channels Flint backs with a log."""
+        return self.informers[IN_MEMORY_CHANNELS]
+
+    @property
+    def rchans(self) -> Informer:
+        """RedisChannels: Flint's channels whose log is a Redis stream."""
+        return self.informers[REDIS_CHANNELS]
+
+    @property
+    def subscriptions(self) -> Informer:
+        return self.informers[SUBSCRIPTIONS]
+
     def lookup(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:
-        """An object of a kind the controller caches, by group and kind (for references)."""
-        informers = {
-            ("serving.knative.dev", "Service"): self.services,
-            ("serving.knative.dev", "Route"): self.routes,
-            ("eventing.knative.dev", "Broker"): self.brokers,
-            ("eventing.knative.dev", "Trigger"): self.triggers,
-            ("messaging.knative.dev", "Channel"): self.channels,
-            ("messaging.knative.dev", "InMemoryChannel"): self.imcs,
-            ("messaging.knative.dev", "Subscription"): self.subscriptions,
-        }
-        if self.rchans is not None:
-            informers[("messaging.flint.dev", "RedisChannel")] = self.rchans
-        informer = informers.get((group, kind))
-        return None if informer is None else informer.get(namespace, name)
+        return self.informers.lookup(group, kind, namespace, name)
 
     def resolve(self, destination: Any, namespace: str) -> tuple[str | None, str]:
-        """A Destination's URL, or None and why (see `reconcilers.destinations`)."""
-        return resolve_destination(destination, namespace, self.lookup)
+        return self.informers.resolve(destination, namespace)
 
 
 def ns_name(obj: Obj) -> Key:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from controller.reconcilers.conditions import set_condition
-from controller.reconcilers.context import Context, Obj
+from controller.reconcilers.context import EventingContext, Obj
 
 CONDITION = "DeadLetterSinkResolved"
 
 
-def dead_letter_sink(ctx: Context, delivery: object, namespace: str) -> tuple[str | None, str, bool]:
+def dead_letter_sink(ctx: EventingContext, delivery: object, namespace: str) -> tuple[str | None, str, bool]:
     """(uri, error, configured) for a delivery's deadLetterSink."""
     if not isinstance(delivery, dict) or not delivery.get("deadLetterSink"):
         return None, "", False
@@ -18,7 +18,9 @@ def dead_letter_sink(ctx: Context, delivery: object, namespace: str) -> tuple[st
     return uri, err, True
 
 
-def mark_dead_letter_sink(ctx: Context, status: Obj, delivery: Any, namespace: str, *, now: float) -> bool:
+def mark_dead_letter_sink(
+    ctx: EventingContext, status: Obj, delivery: Any, namespace: str, *, now: float
+) -> bool:
     """Set `status.deadLetterSinkUri` and the DeadLetterSinkResolved condition (Knative's words);
     False when a configured sink does not resolve (the caller retries later)."""
     uri, err, configured = dead_letter_sink(ctx, delivery, namespace)

@@ -20,6 +20,7 @@ from controller.eventing.plan import broker_log_relpath
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
 from controller.reconcilers.conditions import get_condition
+from controller.reconcilers.context import BROKERS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, REVISIONS, ROUTES
 from controller.reconcilers.revision import failed
 from controller.routing import build_snapshot, plan_hosts
 from controller.runtime.base import ReplicaStatus, Runtime
@@ -29,6 +30,9 @@ from gateway.config import BrokerEntry, Endpoint, Snapshot
 log = logging.getLogger("flint.publisher")
 
 Obj = dict[str, Any]
+
+SNAPSHOT_KINDS = (ROUTES, REVISIONS, BROKERS, IN_MEMORY_CHANNELS, REDIS_CHANNELS)
+"""The kinds the gateways' snapshot is built from: a change of one asks for a new snapshot."""
 
 
 def broker_entries(

@@ -15,7 +15,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from controller.api.eventing import CONSUMER_GROUP_ANNOTATION, STREAM_ANNOTATION
-from controller.reconcilers.context import Context, Obj
+from controller.reconcilers.context import EventingContext, Obj
 from controller.redis_logs import StreamMissing
 from flint_common.redis_keys import stream_key
 
@@ -39,7 +39,7 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def ensure_stream(ctx: Context, status: Obj, log_uid: str) -> NotCreated | None:
+async def ensure_stream(ctx: EventingContext, status: Obj, log_uid: str) -> NotCreated | None:
     """Create the stream of the log `log_uid` (a broker's or RedisChannel's) and mark it in
     `status`; None once it exists (created now or before), else why not."""
     assert ctx.redis_logs is not None
@@ -54,7 +54,9 @@ async def ensure_stream(ctx: Context, status: Obj, log_uid: str) -> NotCreated |
     return None
 
 
-async def ensure_group(ctx: Context, status: Obj, log_uid: str, consumer_uid: str) -> NotCreated | None:
+async def ensure_group(
+    ctx: EventingContext, status: Obj, log_uid: str, consumer_uid: str
+) -> NotCreated | None:
     """Create the consumer group of `consumer_uid` at the tail of the log's stream and mark it in
     `status`; None once it exists (created now or before), else why not (the stream does not
     exist yet, or Redis did not answer)."""

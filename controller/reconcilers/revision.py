@@ -22,13 +22,29 @@ from controller.api.naming import (
 from controller.autoscaling.kpa import Decision
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, rfc3339, roll_up, set_condition
-from controller.reconcilers.context import REVISIONS, Context, Key, Obj
+from controller.reconcilers.context import (
+    CONFIGURATIONS,
+    LABEL_CONFIGURATION,
+    REVISIONS,
+    ROUTES,
+    Key,
+    Obj,
+    ServingContext,
+)
 from controller.reconcilers.replica_spec import (
     NotRunnable,
     is_local_image,
     local_image_path,
     procfile_web,
     replica_spec,
+)
+from controller.reconcilers.watches import (
+    Change,
+    Reconciler,
+    Watch,
+    all_in_namespace,
+    itself_even_deleted,
+    matching,
 )
 from controller.runtime.base import ReplicaStatus
 
@@ -143,7 +159,7 @@ def health_conditions(
 
 
 @contextlib.asynccontextmanager
-async def image_snapshot(ctx: Context, rev: Obj, status: Obj, now: float) -> AsyncIterator[str | None]:
+async def image_snapshot(ctx: ServingContext, rev: Obj, status: Obj, now: float) -> AsyncIterator[str | None]:
     """`snapshot_image`, with the snapshot it takes (or reuses) pinned against the artifact GC
     until the block ends: write the digest into the revision's status inside the block."""
     pinned: list[str] = []
@@ -155,7 +171,7 @@ async def image_snapshot(ctx: Context, rev: Obj, status: Obj, now: float) -> Asy
 
 
 async def snapshot_image(
-    ctx: Context, rev: Obj, status: Obj, now: float, pinned: list[str]
+    ctx: ServingContext, rev: Obj, status: Obj, now: float, pinned: list[str]
 ) -> str | None:
     """Snapshot the image directory once; the digest lives in status.containerStatuses. The
     Configuration reconciler calls this as it creates the revision (so the revision is the folder
@@ -204,7 +220,7 @@ def artifact_missing(status: Obj, image: str, digest: str, *, now: float) -> Non
     roll_up(status, ["ResourcesAvailable", "ContainerHealthy"], now=now)
 
 
-async def reconcile_revision(ctx: Context, key: Key) -> float | None:
+async def reconcile_revision(ctx: ServingContext, key: Key) -> float | None:
     ns, name = key
     rev_key = f"{ns}/{name}"
     rev = ctx.revisions.get(ns, name)
@@ -336,7 +352,7 @@ def routing_state(current: str | None, routed: bool) -> str:
     return ROUTING_STATE_PENDING
 
 
-async def _label_routing_state(ctx: Context, rev: Obj, routed: bool, now: float) -> Obj:
+async def _label_routing_state(ctx: ServingContext, rev: Obj, routed: bool, now: float) -> Obj:
     """Keep the routingState label and its routingStateModified annotation current (the
     revision GC reads the last time a revision was active from them)."""
     labels = rev["metadata"].get("labels") or {}
@@ -349,7 +365,7 @@ async def _label_routing_state(ctx: Context, rev: Obj, routed: bool, now: float)
     return await ctx.store.update(REVISIONS, new)
 
 
-def _forget_revision_files(ctx: Context, ns: str, name: str) -> None:
+def _forget_revision_files(ctx: ServingContext, ns: str, name: str) -> None:
     """A deleted revision's logs go, and artifacts no remaining revision uses (blocking)."""
     shutil.rmtree(ctx.settings.state_dir / "logs" / ns / name, ignore_errors=True)
     keep = {
@@ -367,3 +383,17 @@ def _read_procfile(image_dir: Path) -> str | None:
     if not path.is_file():
         return None
     return procfile_web(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _of_configuration(rev: Obj, change: Change) -> bool:
+    return (rev["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION) == change.name
+
+
+WATCHES = (
+    Watch(REVISIONS, itself_even_deleted),  # a deleted revision's replicas are stopped
+    Watch(CONFIGURATIONS, matching(REVISIONS, _of_configuration)),  # which one is the latest
+    # Traffic names revisions, and the latest-ready rule picks one: every revision of the
+    # namespace may have gained or lost a route (an unchanged status is not written again).
+    Watch(ROUTES, all_in_namespace(REVISIONS)),
+)
+RECONCILER = Reconciler(REVISIONS, reconcile_revision, WATCHES)

@@ -12,7 +12,26 @@ from controller.api.serving_annotations import rollout_duration_s as rollout_dur
 from controller.reconcilers import rollout
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
-from controller.reconcilers.context import ROUTES, Context, Key, Obj
+from controller.reconcilers.context import (
+    CONFIGURATIONS,
+    REVISIONS,
+    ROUTES,
+    Key,
+    Obj,
+    ServingContext,
+)
+from controller.reconcilers.watches import (
+    ADDED,
+    DELETED,
+    Change,
+    Reconciler,
+    Watch,
+    all_in_namespace,
+    every,
+    itself,
+    matching,
+    on,
+)
 from controller.routing import is_cluster_local, plan_hosts
 from gateway.config import Snapshot
 
@@ -130,7 +149,7 @@ def rollout_duration_s(route: Obj, default_s: float) -> float:
 
 
 def _roll_out(
-    ctx: Context, route: Obj, resolved: list[Obj], status: Obj, now: float
+    ctx: ServingContext, route: Obj, resolved: list[Obj], status: Obj, now: float
 ) -> tuple[list[Obj], rollout.Rollout]:
     """status.traffic with `latestRevision` targets moved over the rollout duration, and the
     rollout state kept in status.annotations (Knative keeps it on the route's Ingress)."""
@@ -156,7 +175,7 @@ def _roll_out(
     return rollout.status_traffic(resolved, configs, effective), effective
 
 
-async def reconcile_route(ctx: Context, key: Key) -> float | None:
+async def reconcile_route(ctx: ServingContext, key: Key) -> float | None:
     route = ctx.routes.get(*key)
     if route is None:
         ctx.snapshot_dirty()
@@ -211,3 +230,18 @@ async def reconcile_route(ctx: Context, key: Key) -> float | None:
     roll_up(status, ["AllTrafficAssigned", "IngressReady"], now=now)
     await write_status(ctx, ROUTES, route, status)
     return requeue
+
+
+def _sends_traffic_to(route: Obj, change: Change) -> bool:
+    """The route names the changed configuration in its traffic."""
+    return any(t.get("configurationName") == change.name
+               for t in (route.get("spec") or {}).get("traffic") or [])
+
+
+WATCHES = (
+    Watch(ROUTES, itself),
+    Watch(ROUTES, on((ADDED, DELETED), every(ROUTES))),  # host conflicts may appear or clear
+    Watch(CONFIGURATIONS, matching(ROUTES, _sends_traffic_to)),
+    Watch(REVISIONS, all_in_namespace(ROUTES)),  # a revision became ready, or went
+)
+RECONCILER = Reconciler(ROUTES, reconcile_route, WATCHES)

@@ -7,7 +7,16 @@ import copy
 from controller.api.serving import configuration_from_service, route_from_service
 from controller.reconcilers.children import NotOwned, ensure_child, write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
-from controller.reconcilers.context import CONFIGURATIONS, ROUTES, SERVICES, Context, Key, Obj
+from controller.reconcilers.context import (
+    CONFIGURATIONS,
+    LABEL_SERVICE,
+    ROUTES,
+    SERVICES,
+    Key,
+    Obj,
+    ServingContext,
+)
+from controller.reconcilers.watches import Reconciler, Watch, itself, named_by_label
 
 
 def _mirror(status: Obj, type_: str, child: Obj | None, what: str, *, now: float) -> None:
@@ -47,7 +56,7 @@ def service_status(svc: Obj, cfg: Obj | None, route: Obj | None, *, now: float) 
     return status
 
 
-async def reconcile_service(ctx: Context, key: Key) -> float | None:
+async def reconcile_service(ctx: ServingContext, key: Key) -> float | None:
     svc = ctx.services.get(*key)
     if svc is None:
         return None
@@ -65,3 +74,11 @@ async def reconcile_service(ctx: Context, key: Key) -> float | None:
         return None
     await write_status(ctx, SERVICES, svc, service_status(svc, cfg, route, now=now))
     return None
+
+
+WATCHES = (
+    Watch(SERVICES, itself),
+    Watch(CONFIGURATIONS, named_by_label(LABEL_SERVICE)),  # its children, by their label
+    Watch(ROUTES, named_by_label(LABEL_SERVICE)),
+)
+RECONCILER = Reconciler(SERVICES, reconcile_service, WATCHES)

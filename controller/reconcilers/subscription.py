@@ -10,12 +10,13 @@ from controller.api import messaging
 from controller.reconcilers.channels import REDIS_CHANNEL_KIND, backing_imc
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, run_by, set_condition
-from controller.reconcilers.context import SUBSCRIPTIONS, Context, Key
+from controller.reconcilers.context import REFERABLE_KINDS, SUBSCRIPTIONS, EventingContext, Key
 from controller.reconcilers.deadletters import dead_letter_sink
 from controller.reconcilers.redis_marks import NotCreated, ensure_group, unmark_group
+from controller.reconcilers.watches import Reconciler, Watch, all_in_namespace, itself
 
 
-async def reconcile_subscription(ctx: Context, key: Key) -> float | None:
+async def reconcile_subscription(ctx: EventingContext, key: Key) -> float | None:
     sub = ctx.subscriptions.get(*key)
     if sub is None:
         ctx.plan_dirty()
@@ -88,3 +89,11 @@ async def reconcile_subscription(ctx: Context, key: Key) -> float | None:
     await write_status(ctx, SUBSCRIPTIONS, sub, status)
     ctx.plan_dirty()
     return requeue
+
+
+WATCHES = (
+    Watch(SUBSCRIPTIONS, itself),
+    # Its channel, subscriber, reply and dead-letter sink may resolve now (or no longer).
+    *(Watch(kind, all_in_namespace(SUBSCRIPTIONS)) for kind in REFERABLE_KINDS),
+)
+RECONCILER = Reconciler(SUBSCRIPTIONS, reconcile_subscription, WATCHES)

@@ -20,12 +20,27 @@ from controller.api.eventing import (
 from controller.eventing.filters import UnsupportedFilter, compile_trigger_filter
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, run_by, set_condition
-from controller.reconcilers.context import TRIGGERS, Context, Key, Obj
+from controller.reconcilers.context import (
+    BROKERS,
+    REFERABLE_KINDS,
+    TRIGGERS,
+    EventingContext,
+    Key,
+    Obj,
+)
 from controller.reconcilers.deadletters import mark_dead_letter_sink
 from controller.reconcilers.redis_marks import NotCreated, ensure_group, unmark_group
+from controller.reconcilers.watches import (
+    Change,
+    Reconciler,
+    Watch,
+    all_in_namespace,
+    itself,
+    matching,
+)
 
 
-def _dependency(ctx: Context, trigger: Obj, ns: str) -> tuple[str, str, str]:
+def _dependency(ctx: EventingContext, trigger: Obj, ns: str) -> tuple[str, str, str]:
     """(status, reason, message) of DependencyReady from the `knative.dev/dependency` annotation."""
     raw = (trigger["metadata"].get("annotations") or {}).get(DEPENDENCY_ANNOTATION)
     if not raw:
@@ -42,7 +57,7 @@ def _dependency(ctx: Context, trigger: Obj, ns: str) -> tuple[str, str, str]:
     return "Unknown", "DependencyNotReady", f"{what} is not ready"
 
 
-async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
+async def reconcile_trigger(ctx: EventingContext, key: Key) -> float | None:
     trigger = ctx.triggers.get(*key)
     if trigger is None:
         ctx.plan_dirty()
@@ -119,3 +134,16 @@ async def reconcile_trigger(ctx: Context, key: Key) -> float | None:
     await write_status(ctx, TRIGGERS, trigger, status)
     ctx.plan_dirty()
     return requeue
+
+
+def _of_broker(trigger: Obj, change: Change) -> bool:
+    return (trigger.get("spec") or {}).get("broker") == change.name
+
+
+WATCHES = (
+    Watch(TRIGGERS, itself),
+    Watch(BROKERS, matching(TRIGGERS, _of_broker)),  # its broker: address, backend, stream
+    # Its subscriber and dead-letter sink may resolve now (or no longer).
+    *(Watch(kind, all_in_namespace(TRIGGERS)) for kind in REFERABLE_KINDS),
+)
+RECONCILER = Reconciler(TRIGGERS, reconcile_trigger, WATCHES)

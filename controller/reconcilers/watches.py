@@ -11,9 +11,9 @@ reconciler's queue. Pure: no I/O, tested without a store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from controller.store.base import Kind
 
@@ -25,6 +25,7 @@ __all__ = [
     "Change",
     "Key",
     "Mapper",
+    "Reconciler",
     "Watch",
     "all_in_namespace",
     "every",
@@ -92,6 +93,19 @@ class Watch:
 
     kind: Kind
     keys: Mapper
+
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciler(Generic[C]):
+    """A reconciler as the controller runs it: its kind (its queue), the function reconciling one
+    key with its context `C`, and the watches that put keys on its queue."""
+
+    kind: Kind
+    reconcile: Callable[[C, Key], Awaitable[float | None]]
+    watches: tuple[Watch, ...]
 
 
 def _key(obj: Obj) -> Key:
