@@ -1,0 +1,189 @@
+"""One active controller on the Kubernetes engine: leader election on a `coordination.k8s.io/v1`
+Lease, by `kubernetes_asyncio.leaderelection`, with what that library leaves out.
+
+The library campaigns (create the Lease, or take it once its holder stopped renewing for a lease
+duration as this candidate observed it), runs `lead` as a task while this candidate holds it,
+renews every retry period, and when a renewal fails for the renew deadline cancels `lead` and
+returns. `LeaderElector` adds:
+
+* **running again**: a candidate that lost the Lease campaigns again (the library's `run` returns
+  for good), so a controller that was partitioned away rejoins as a standby;
+* **release on shutdown** (`close`): the leader writes the Lease back without a holder (Go's
+  `ReleaseOnCancel`: no holder, a one-second lease), which the library's candidates take at once
+  instead of a lease duration later, so a rolling update hands over in about a retry period;
+* `leading` and a `changed` callback, for the readiness of the parts only a leader runs.
+
+The library's timing rules hold: lease duration > renew deadline > 1.2 × retry period, each at
+least one second. Its Lease times are written from the local clock as UTC (`…Z`): run the
+controller with TZ unset or UTC, as containers do; the decisions use only this process's
+monotonic observations, never another machine's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.leaderelection.electionconfig import Config
+from kubernetes_asyncio.leaderelection.leaderelection import LeaderElection
+from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
+
+__all__ = ["LeaderElector", "LeaderSettings", "default_identity"]
+
+log = logging.getLogger("flint.leader")
+
+
+def default_identity() -> str:
+    """This process's candidate name: the pod's name (its hostname in a pod) and a random suffix,
+    so a restarted container never mistakes its predecessor's Lease for its own."""
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    """Where the Lease is and how long it lasts (seconds; the defaults are kube-controller-
+    manager's)."""
+
+    lease: str = "flint-controller"
+    """The Lease's name."""
+    namespace: str = "flint-system"
+    """The Lease's namespace (it must exist)."""
+    identity: str = ""
+    """This candidate's name in `holderIdentity`; empty: `default_identity()`."""
+    lease_duration_s: int = 15
+    """How long a standby waits, after it last saw the Lease change, before taking it (whole
+    seconds: the Lease's `leaseDurationSeconds`)."""
+    renew_deadline_s: float = 10.0
+    """How long the leader keeps trying to renew before it gives up leading."""
+    retry_period_s: float = 2.0
+    """The pause between two tries (renewals, campaigns)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lease_duration_s, int):
+            raise ValueError(f"lease_duration_s must be whole seconds, not {self.lease_duration_s}")
+        for name in ("lease_duration_s", "renew_deadline_s", "retry_period_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 s, not {getattr(self, name)}")
+        if self.lease_duration_s <= self.renew_deadline_s:
+            raise ValueError("lease_duration_s must be longer than renew_deadline_s")
+        if self.renew_deadline_s <= 1.2 * self.retry_period_s:
+            raise ValueError("renew_deadline_s must be longer than 1.2 × retry_period_s")
+
+
+class LeaderElector:
+    """Campaigns for the Lease until `close`; runs `lead()` while this candidate holds it (the
+    task is cancelled when the Lease is lost or at `close`)."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: LeaderSettings,
+        lead: Callable[[], Awaitable[None]],
+        *,
+        changed: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.identity = settings.identity or default_identity()
+        self._api = api
+        self._lead = lead
+        self._changed = changed
+        self._leases: Any = client.CoordinationV1Api(api)  # the stubs want models; dicts go on the wire
+        self._task: asyncio.Task[None] | None = None
+        self._lead_task: asyncio.Task[Any] | None = None
+        """The library's task running `lead` (it cancels it on a loss, but never awaits it, and
+        leaves it running when the campaign itself is cancelled)."""
+        self.leading = False
+        """Whether this candidate holds the Lease (and `lead` runs)."""
+        self.terms = 0
+        """How many times this candidate became the leader."""
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._campaign(), name="leader-election")
+
+    async def close(self) -> None:
+        """Stop campaigning; a leader stops `lead` and releases the Lease."""
+        was_leading = self.leading
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._end_lead()
+        self._set(False)
+        if was_leading:
+            await self.release()
+
+    async def release(self) -> bool:
+        """Give the Lease up if this candidate holds it: no holder, a one-second lease (Go's
+        release). True when written; a Lease someone else holds now is left alone."""
+        s = self.settings
+        try:
+            lease = await self._leases.read_namespaced_lease(s.lease, s.namespace)
+            if (lease.spec.holder_identity or "") != self.identity:
+                return False
+            now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+            lease.spec.holder_identity = None
+            lease.spec.lease_duration_seconds = 1
+            lease.spec.acquire_time = now
+            lease.spec.renew_time = now
+            await self._leases.replace_namespaced_lease(s.lease, s.namespace, lease)
+        except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:
+            log.warning("event=lease_release_failed lease=%s/%s error=%s", s.namespace, s.lease, exc)
+            return False
+        log.info("event=lease_released lease=%s/%s identity=%s", s.namespace, s.lease, self.identity)
+        return True
+
+    async def _campaign(self) -> None:
+        s = self.settings
+        while True:
+            lock = LeaseLock(s.lease, s.namespace, self.identity, self._api)
+            election = LeaderElection(Config(
+                lock, lease_duration=s.lease_duration_s, renew_deadline=s.renew_deadline_s,
+                retry_period=s.retry_period_s, onstarted_leading=self._leading,
+                onstopped_leading=self._stopped))
+            log.info("event=campaign lease=%s/%s identity=%s", s.namespace, s.lease, self.identity)
+            try:
+                await election.run()  # returns once leadership is lost
+            except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:  # the API server away
+                log.warning("event=campaign_failed error=%s", exc)
+            await self._end_lead()
+            self._set(False)
+            await asyncio.sleep(s.retry_period_s)
+
+    async def _end_lead(self) -> None:
+        task, self._lead_task = self._lead_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _leading(self) -> None:
+        self._lead_task = asyncio.current_task()
+        self.terms += 1
+        self._set(True)
+        log.info("event=leading lease=%s/%s identity=%s term=%d", self.settings.namespace,
+                 self.settings.lease, self.identity, self.terms)
+        await self._lead()
+
+    async def _stopped(self) -> None:
+        log.warning("event=leadership_lost lease=%s/%s identity=%s", self.settings.namespace,
+                    self.settings.lease, self.identity)
+        self._set(False)
+
+    def _set(self, leading: bool) -> None:
+        if leading != self.leading:
+            self.leading = leading
+            if self._changed is not None:
+                self._changed(leading)
