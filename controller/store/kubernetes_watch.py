@@ -53,9 +53,11 @@ class KubeWatch:
     the list's resourceVersion. Each watch request asks for BOOKMARKs and `timeoutSeconds`
     (`settings.watch_timeout_s`); the resume point (`resource_version`) moves with every event
     and every BOOKMARK (which are not yielded). A watch that ends (timeoutSeconds), a dropped
-    connection (after a pause, doubling up to `reconnect_backoff_max_s`) and a watch silent for
-    `settings.inactivity_s` (hung) all reconnect from the resume point. An ERROR event raises
-    its Status as a store error: 410 is `Gone` (list again). It ends when the store closes.
+    connection and a watch silent for `settings.inactivity_s` (hung) all reconnect from the
+    resume point: at once after a connection that carried something, else after a pause
+    (`reconnect_backoff_s`, doubling up to `reconnect_backoff_max_s`), as after a failure to
+    connect. An ERROR event raises its Status as a store error: 410 is `Gone` (list again). It
+    ends, without an error, when the store closes.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class KubeWatch:
         self._settings = settings
         self._closing = closing
         self._open = open_responses
+        self._lines = 0
         self._events = self._run()
 
     def __aiter__(self) -> KubeWatch:
@@ -118,18 +121,27 @@ class KubeWatch:
                 continue
             self.connections += 1
             self._open.add(response)
+            self._lines = 0
             try:
                 async with contextlib.aclosing(self._read(response)) as events:
                     async for event in events:
                         backoff = self._settings.reconnect_backoff_s
                         yield event
+                if self._lines == 0 and not self._closing.is_set():
+                    # Ended (or went silent) without a line, not even a BOOKMARK: do not spin on
+                    # a server that closes every watch at once.
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, self._settings.reconnect_backoff_max_s)
+                elif self._lines:
+                    backoff = self._settings.reconnect_backoff_s
             except _DROPPED as e:
                 if self._closing.is_set():
                     return
                 log.info("watch of %s dropped (%r); resuming from %s",
                          self.kind, e, self.resource_version)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, self._settings.reconnect_backoff_max_s)
+                if self._lines == 0:  # a connection that keeps failing at once: back off
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, self._settings.reconnect_backoff_max_s)
             finally:
                 self._open.discard(response)
                 response.close()
@@ -147,6 +159,7 @@ class KubeWatch:
                 return
             if not line:
                 return  # timeoutSeconds ended it (or the store is closing)
+            self._lines += 1
             if not line.strip():
                 continue
             type_, obj = parse_line(line)

@@ -34,6 +34,7 @@ from controller.store.base import (
     Kind,
     NotFound,
     Obj,
+    TooLarge,
     WatchEvent,
 )
 from controller.store.kubernetes import KubernetesStore
@@ -135,6 +136,8 @@ async def test_create_get_list_carry_the_api_servers_metadata(kstore: Kubernetes
     assert len((await kstore.list(SVC))[0]) == 2  # all namespaces
     later, _ = await kstore.list(SVC, kube.namespace, not_older_than=rv)
     assert len(later) == 2
+    with pytest.raises(TooLarge, match="Too large resource version"):
+        await kstore.list(SVC, kube.namespace, not_older_than=str(int(rv) + 1000))
 
 
 async def test_errors_are_the_protocols_naming_kind_and_name(kstore: KubernetesStore, kube: KubeTarget):

@@ -75,7 +75,9 @@ What it does not (simplified or missing):
   strategic merge patch is a JSON merge patch (no `$patch` directives, no list merge keys);
 - watches have no random 30–60 min server timeout, no `sendInitialEvents` / watch-list, and a
   resourceVersion newer than the store is not refused; lists ignore `limit`/`continue` and
-  `resourceVersionMatch` (they always return the latest state); items keep apiVersion and kind;
+  always return the latest state (`resourceVersionMatch=NotOlderThan` only refuses a version
+  newer than the store: 504 `Timeout`, cause `ResourceVersionTooLarge`, at once where a real
+  server first waits ~3 s; `Exact` is not honoured); items keep apiVersion and kind;
 - CRDs: no conversion between versions (every version shows the same stored object), no CEL
   (`x-kubernetes-validations`), `format`, `multipleOf`, `uniqueItems`, list-type or
   embedded-resource rules, no metadata validation, no structural-schema check of the CRD itself;

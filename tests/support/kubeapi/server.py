@@ -201,6 +201,14 @@ class KubeApiFake:
         return lambda obj: labels((obj.get("metadata") or {}).get("labels") or {}) and fields(obj)
 
     def _list(self, request: web.Request, target: _Target) -> web.Response:
+        if request.query.get("resourceVersionMatch") == "NotOlderThan":
+            wanted = request.query.get("resourceVersion") or "0"
+            try:
+                requested = int(wanted)
+            except ValueError:
+                raise errors.bad_request(f'invalid resource version "{wanted}"') from None
+            if requested > self.store.rv:
+                raise errors.too_large(requested, self.store.rv)
         items, rv = self.store.list_objects(target.res, target.namespace, self._matcher(request, target.res))
         return _json(
             {
