@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 
@@ -47,15 +48,25 @@ def in_cluster() -> bool:
 
 
 async def load_configuration(settings: KubernetesSettings) -> client.Configuration:
-    """The client configuration: in-cluster inside a Pod, else from the kubeconfig."""
+    """The client configuration: in-cluster inside a Pod, else from the kubeconfig.
+
+    Both read files (the service account's token and CA; the kubeconfig and the certificates it
+    names, written out to temporary files when inline), so they run in a worker thread, the
+    kubeconfig's loader (a coroutine: exec and OIDC plugins) on a loop of that thread's own.
+    """
+    return await asyncio.to_thread(_load, settings)
+
+
+def _load(settings: KubernetesSettings) -> client.Configuration:
     configuration = client.Configuration()
     if in_cluster():
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
-        await config.load_kube_config(
-            config_file=settings.kubeconfig or None,
-            context=settings.context or None,
-            client_configuration=configuration,
+        asyncio.run(
+            config.load_kube_config(
+                config_file=settings.kubeconfig or None,
+                context=settings.context or None,
+                client_configuration=configuration,
+            )
         )
     return configuration
-

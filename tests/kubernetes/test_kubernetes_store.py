@@ -503,7 +503,6 @@ async def test_the_informer_converges_on_creates_updates_deletes_and_after_a_410
 # -- configuration --
 
 
-@pytest.mark.allow_blocking  # kubernetes_asyncio reads the kubeconfig file synchronously
 async def test_connect_loads_a_kubeconfig(kube: KubeTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     path = tmp_path / "kubeconfig"
