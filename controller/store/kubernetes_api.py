@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
-from controller.store.base import BadRequest, Kind, Obj
+from controller.store.base import BadRequest, Kind, Obj, StoreError
 from controller.store.kubernetes_errors import store_error
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -49,6 +49,10 @@ class CustomObjects:
         self._kinds = {k: Served(version, name) for k, (version, name) in kinds.items()}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
 
+    @property
+    def host(self) -> str:
+        return str(self._api.api_client.configuration.host)
+
     def served(self, kind: Kind) -> Served:
         try:
             return self._kinds[kind]
@@ -58,11 +62,14 @@ class CustomObjects:
 
     async def _call(self, kind: Kind, name: str, method: str, *args: Any, **kwargs: Any) -> Obj:
         kwargs.setdefault("_request_timeout", self._timeout)
-        response = await getattr(self._api, method)(*args, _preload_content=False, **kwargs)
         try:
-            data = await response.read()
-        finally:
-            response.release()
+            response = await getattr(self._api, method)(*args, _preload_content=False, **kwargs)
+            try:
+                data = await response.read()
+            finally:
+                response.release()
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise unreachable(self.host, kind, name, e) from e
         if not 200 <= response.status < 300:
             raise store_error(response.status, data, kind=kind, name=name)
         body: Obj = orjson.loads(data)
@@ -146,3 +153,15 @@ class CustomObjects:
                 response.release()
             raise store_error(response.status, data, kind=kind)
         return response
+
+
+def unreachable(host: str, kind: Kind, name: str, error: BaseException) -> StoreError:
+    """The API server did not answer (refused, reset, timed out): a 503 naming it."""
+    what = f'{kind} "{name}"' if name else str(kind)
+    err = StoreError(
+        f"the Kubernetes API server at {host} did not answer about {what}: {error!r}; check that "
+        "it is up and that the kubeconfig (or the Pod's service account) points at it",
+        kind=kind, name=name,
+    )
+    err.code, err.reason = 503, "ServiceUnavailable"
+    return err

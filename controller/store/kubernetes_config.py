@@ -26,7 +26,9 @@ class KubernetesSettings:
     inactivity_s: float = 70.0
     """Seconds a watch may go without an event or a BOOKMARK before it is presumed hung and is
     reconnected from its last resourceVersion (kopf's 70 s: a watch can hang without an error
-    when a proxy or load balancer drops the connection silently)."""
+    when a proxy or load balancer drops the connection silently). API servers send a BOOKMARK
+    about every minute to a watch that asks for them; where one sends none, a quiet but healthy
+    watch is reconnected every `inactivity_s`, which costs a request and loses nothing."""
     watch_timeout_s: int = 300
     """`timeoutSeconds` of each watch request (seconds; default 5 min): the server ends the watch
     then and the store resumes from the last resourceVersion. Set on every request so a 410 is an

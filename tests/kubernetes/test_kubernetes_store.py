@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes_asyncio import client
 from support.flint_crds import StoreMaker, flint_crds, register_crds
 from support.kubeapi.session import KubeTarget, eventually
 
@@ -34,6 +35,7 @@ from controller.store.base import (
     Kind,
     NotFound,
     Obj,
+    StoreError,
     TooLarge,
     WatchEvent,
 )
@@ -501,6 +503,20 @@ async def test_the_informer_converges_on_creates_updates_deletes_and_after_a_410
 
 
 # -- configuration --
+
+
+async def test_an_api_server_that_does_not_answer_is_a_503_naming_it() -> None:
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # loopback, nothing listens on discard
+    api = client.ApiClient(configuration)
+    store = KubernetesStore(api, served_kinds(), KubernetesSettings(request_timeout_s=5))
+    try:
+        with pytest.raises(StoreError, match=r"API server at http://127\.0\.0\.1:9 did not answer") as e:
+            await store.get(SVC, "default", "hello")
+        assert e.value.code == 503 and e.value.name == "hello"
+    finally:
+        await store.close()
+        await api.close()
 
 
 async def test_connect_loads_a_kubeconfig(kube: KubeTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
