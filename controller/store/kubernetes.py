@@ -16,11 +16,13 @@ What maps where (kubernetes-asyncio's CustomObjectsApi, `kubernetes_api.py`):
   `patch` and `patch_status` are the merge patches (`application/merge-patch+json`, named
   explicitly: the client would send a dict as JSON-patch);
 - `delete` answers the object as deleted, or as marked (`deletionTimestamp`) while finalizers
-  hold it; the children go by their owner references (the cluster's garbage collector);
+  hold it, from the body of any 2xx (a 202 included, which the generated client turns into
+  None); the children go by their owner references (the cluster's garbage collector);
 - `watch` is `KubeWatch` (`kubernetes_watch.py`): list then watch, resume, bookmarks, 410 as
   `Gone`, reconnection after a drop, an end or `inactivity_s` of silence;
 - errors are the API server's Status mapped by `kubernetes_errors.store_error`, naming the kind
-  and the object. resourceVersions are the API server's opaque strings, passed through.
+  and the object; an API server that does not answer is a 503 `StoreError` naming it.
+  resourceVersions are the API server's opaque strings, passed through.
 """
 
 from __future__ import annotations
