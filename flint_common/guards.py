@@ -42,6 +42,7 @@ __all__ = [
     "ALLOWED",
     "ENV_VAR",
     "MARKER",
+    "OFF_LOOP",
     "SCANNED_MODULES",
     "SqliteBlockingError",
     "blocking_reports",
@@ -66,6 +67,14 @@ ALLOWED: Mapping[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "threading.Lock.acquire": (("gateway/channels/sqlite.py", frozenset({"wait", "_on_close"})),),
 }
 """blockbuster function → (file name suffix, functions) on the stack where that call may block."""
+
+OFF_LOOP: tuple[tuple[str, frozenset[str]], ...] = (
+    # Loading the Kubernetes client configuration reads the kubeconfig, its certificates and the
+    # service account's files; it runs in a worker thread, on a private loop (the loader is a
+    # coroutine), never on the process's loop, which blockbuster cannot tell apart.
+    ("controller/store/kubernetes_config.py", frozenset({"_load"})),
+)
+"""(file name suffix, functions) that run on a worker thread's own loop: any call may block there."""
 
 log = logging.getLogger("flint.guards")
 
@@ -195,6 +204,9 @@ def _blockbuster() -> Any:
     for name, places in ALLOWED.items():
         for filename, functions in places:
             buster.functions[name].can_block_in(filename, functions)
+    for filename, functions in OFF_LOOP:
+        for fn in buster.functions.values():
+            fn.can_block_in(filename, functions)
     for name in ("io.TextIOWrapper.write", "io.BufferedWriter.write"):
         # Writing to /dev/null never waits (pytest's log-file handler writes there by default).
         fn = buster.functions[name]

@@ -21,6 +21,7 @@ from controller.api.types import (
     Validator,
     Warner,
 )
+from controller.store.base import Kind
 
 Engine = Literal["embedded", "kubernetes"]
 
@@ -235,6 +236,12 @@ def registry_for(engine: Engine = "embedded") -> Registry:
         if engine == "embedded"
         else Registry(_serving_types(engine) + TYPES[len(SERVING_TYPES) :])
     )
+
+
+def served_kinds(registry: Registry = REGISTRY) -> dict[Kind, tuple[str, str]]:
+    """Each store Kind's (version, kind name) as the CRDs in deploy/crds serve them: what the
+    Kubernetes store needs to address a custom resource."""
+    return {Kind(rt.group, rt.plural): (rt.version, rt.kind) for rt in registry.types}
 
 
 def lookup(name: str) -> ResourceType:

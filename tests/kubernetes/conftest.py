@@ -9,10 +9,16 @@ controls, e.g. compaction) are skipped on a real cluster.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from support.flint_crds import StoreMaker, flint_crds, register_crds
 from support.kubeapi.session import KubeTarget, kube_target, real_cluster
+
+from controller.api.registry import served_kinds
+from controller.store.kubernetes import KubernetesStore
+from controller.store.kubernetes_config import KubernetesSettings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,3 +46,28 @@ async def kube() -> AsyncIterator[KubeTarget]:
 def kube_api(kube: KubeTarget) -> client.ApiClient:
     """The kubernetes_asyncio ApiClient (host = the fake's URL, or the kubeconfig's cluster)."""
     return kube.api
+
+
+@pytest.fixture
+async def make_kstore(kube: KubeTarget) -> AsyncIterator[StoreMaker]:
+    """Makes KubernetesStores on the test's API (Flint's CRDs registered, objects without a
+    namespace in the test's); settings overrides as keyword arguments. All closed at the end."""
+    await register_crds(kube.api, flint_crds())
+    made: list[KubernetesStore] = []
+
+    async def make(**settings: Any) -> KubernetesStore:
+        settings.setdefault("namespace", kube.namespace)
+        store = KubernetesStore(kube.api, served_kinds(), KubernetesSettings(**settings))
+        await store.open()
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+async def kstore(make_kstore: StoreMaker) -> KubernetesStore:
+    """A KubernetesStore with default settings on the test's API."""
+    return await make_kstore()

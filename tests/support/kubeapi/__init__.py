@@ -20,7 +20,10 @@ What it copies from a real API server:
   where a real server sends one a minute and one ~2 s before `timeoutSeconds` ends); a
   selector-filtered watch sees an object leave its selector as DELETED and enter it as ADDED; a
   resourceVersion older than the last compaction (`KubeApiFake.compact()`) is answered 200 with
-  one ERROR event carrying a `Status` 410 `Expired` ("too old resource version");
+  one ERROR event carrying a `Status` 410 `Expired` ("too old resource version"); for tests,
+  `drop_watches()` cuts every open watch's connection mid-stream, `hang_watches()` makes every
+  open watch go silent (connected, sending nothing, not even BOOKMARKs), and `open_watches` /
+  `watch_requests` count the watches open now / served so far;
 - create answers 201 (kubernetes-asyncio's create methods return None on a 200), with
   `generateName`, uid, creationTimestamp, generation 1 on kinds that keep it (custom resources,
   CRDs, Deployments, Pods); the namespace must exist (404) and not be terminating (403); a
@@ -72,7 +75,9 @@ What it does not (simplified or missing):
   strategic merge patch is a JSON merge patch (no `$patch` directives, no list merge keys);
 - watches have no random 30–60 min server timeout, no `sendInitialEvents` / watch-list, and a
   resourceVersion newer than the store is not refused; lists ignore `limit`/`continue` and
-  `resourceVersionMatch` (they always return the latest state); items keep apiVersion and kind;
+  always return the latest state (`resourceVersionMatch=NotOlderThan` only refuses a version
+  newer than the store: 504 `Timeout`, cause `ResourceVersionTooLarge`, at once where a real
+  server first waits ~3 s; `Exact` is not honoured); items keep apiVersion and kind;
 - CRDs: no conversion between versions (every version shows the same stored object), no CEL
   (`x-kubernetes-validations`), `format`, `multipleOf`, `uniqueItems`, list-type or
   embedded-resource rules, no metadata validation, no structural-schema check of the CRD itself;

@@ -87,3 +87,15 @@ def expired(message: str) -> ApiError:
 
 def cause(reason: str, field: str, message: str) -> JSON:
     return {"reason": reason, "message": message, "field": field}
+
+
+def too_large(requested: int, current: int) -> ApiError:
+    """A list `NotOlderThan` a version the store has not reached (the API server's 504 after its
+    wait for the watch cache, which the fake skips)."""
+    return ApiError(
+        504,
+        "Timeout",
+        f"Too large resource version: {requested}, current: {current}",
+        {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+         "retryAfterSeconds": 1},
+    )

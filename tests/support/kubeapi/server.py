@@ -15,7 +15,7 @@ from . import errors, patches, resources, scale
 from .errors import ApiError
 from .resources import Resource
 from .selectors import field_matcher, label_matcher
-from .store import Event, Store
+from .store import Event, Store, Watcher
 
 JSON = dict[str, Any]
 _TRUE = ("true", "True", "TRUE", "t", "T", "1")  # Go's strconv.ParseBool; kubernetes-asyncio sends "True"
@@ -47,6 +47,10 @@ class KubeApiFake:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
+        self.watch_requests = 0
+        """Watch requests served so far (each reconnection of a client is one more)."""
+        self._live: dict[Watcher, web.Request] = {}
+        self._hung: set[Watcher] = set()
 
     # --- lifecycle and test controls ------------------------------------------------------------
 
@@ -79,6 +83,28 @@ class KubeApiFake:
     def compact(self) -> int:
         """Forget the watch history up to now; a watch from an older resourceVersion then gets 410."""
         return self.store.compact()
+
+    @property
+    def open_watches(self) -> int:
+        """Watches being served now (hung ones included)."""
+        return len(self._live)
+
+    def drop_watches(self) -> int:
+        """Cut the connection of every open watch, mid-stream, without the chunked encoding's end
+        (what a client sees when a proxy or the server dies); returns how many were cut."""
+        live = list(self._live.items())
+        for watcher, request in live:
+            if request.transport is not None:
+                request.transport.abort()
+            watcher.queue.put_nowait(None)
+        return len(live)
+
+    def hang_watches(self) -> int:
+        """Make every open watch go silent: it stays connected but sends nothing more, neither
+        events nor BOOKMARKs, until the client gives up on it (watches opened later are served
+        as usual); returns how many."""
+        self._hung.update(self._live)
+        return len(self._live)
 
     # --- routing --------------------------------------------------------------------------------
 
@@ -175,6 +201,14 @@ class KubeApiFake:
         return lambda obj: labels((obj.get("metadata") or {}).get("labels") or {}) and fields(obj)
 
     def _list(self, request: web.Request, target: _Target) -> web.Response:
+        if request.query.get("resourceVersionMatch") == "NotOlderThan":
+            wanted = request.query.get("resourceVersion") or "0"
+            try:
+                requested = int(wanted)
+            except ValueError:
+                raise errors.bad_request(f'invalid resource version "{wanted}"') from None
+            if requested > self.store.rv:
+                raise errors.too_large(requested, self.store.rv)
         items, rv = self.store.list_objects(target.res, target.namespace, self._matcher(request, target.res))
         return _json(
             {
@@ -186,6 +220,7 @@ class KubeApiFake:
         )
 
     async def _watch(self, request: web.Request, target: _Target) -> web.StreamResponse:
+        self.watch_requests += 1
         res = target.res
         match = self._matcher(request, res)
         bookmarks = request.query.get("allowWatchBookmarks") in _TRUE
@@ -203,6 +238,7 @@ class KubeApiFake:
             await response.write(orjson.dumps({"type": "ERROR", "object": e.status()}) + b"\n")
             await response.write_eof()
             return response
+        self._live[watcher] = request
         try:
             await response.prepare(request)
             for owed in backlog:
@@ -217,7 +253,7 @@ class KubeApiFake:
                 try:
                     event = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
-                    if bookmarks:
+                    if bookmarks and watcher not in self._hung:
                         mark = {
                             "kind": res.kind,
                             "apiVersion": res.api_version,
@@ -227,13 +263,16 @@ class KubeApiFake:
                     continue
                 if event is None:
                     break
-                await self._send(response, res, event, match)
+                if watcher not in self._hung:
+                    await self._send(response, res, event, match)
             with contextlib.suppress(ConnectionError):
                 await response.write_eof()
         except ConnectionError:
             pass  # the client went away
         finally:
             self.store.unwatch(watcher)
+            self._live.pop(watcher, None)
+            self._hung.discard(watcher)
         return response
 
     async def _send(self, response: web.StreamResponse, res: Resource, event: Event, match: Any) -> None:
