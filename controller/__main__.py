@@ -1,4 +1,4 @@
-"""`python -m controller`: run the embedded engine's controller in the foreground."""
+"""`python -m controller`: run the controller in the foreground (the embedded engine's by default)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from pathlib import Path
 import uvloop
 import yaml
 
+from controller.api.eventing import ENGINE_EMBEDDED
 from controller.app import serve
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
+from controller.engine import ENGINES, EngineUnavailable
 from controller.reconcilers.gc import load_gc_settings
 from controller.reconcilers.rollout import load_network_settings
 from controller.settings import ControllerSettings, default_state_dir
+from controller.store.kubernetes_config import KubernetesSettings
 from flint_common import guards, redis_config
 from flint_common.addresses import parse_listen
 from flint_common.private import UnsafeStateDir, private_umask
@@ -46,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="a Knative config-gc setting, e.g. max-non-active-revisions=5 (repeatable)")
     p.add_argument("--network", action="append", default=[], metavar="KEY=VALUE",
                    help="a Knative config-network setting: rollout-duration=120s (repeatable)")
+    p.add_argument("--engine", choices=ENGINES, default=ENGINE_EMBEDDED,
+                   help="embedded: SQLite store, local processes (default); kubernetes: the "
+                        "cluster's API server (its runtime comes with issue 14)")
+    p.add_argument("--kubeconfig", default="",
+                   help="the kubeconfig of --engine kubernetes outside a pod (default: $KUBECONFIG, "
+                        "~/.kube/config; in a pod: its service account)")
+    p.add_argument("--kube-context", default="", help="the kubeconfig context (default: current)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     private_umask()
@@ -74,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         domain=a.domain,
         progress_deadline_s=a.progress_deadline,
         redis=redis,
+        engine=a.engine,
+        kubernetes=KubernetesSettings(kubeconfig=a.kubeconfig, context=a.kube_context),
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve(settings, stop_replicas_on_exit=not a.keep_replicas_on_exit))
-    except UnsafeStateDir as e:
+    except (UnsafeStateDir, EngineUnavailable) as e:
         print(f"controller: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

@@ -13,6 +13,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from controller import engine
 from controller.api.eventing import BACKEND_REDIS, broker_backend
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
@@ -66,10 +67,8 @@ from controller.redis_janitor import RedisJanitor
 from controller.redis_logs import RedisLogs
 from controller.redis_sweep import store_owners
 from controller.runtime.base import ReplicaStatus, Runtime
-from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
-from controller.store.sqlite import SqliteStore
 from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
@@ -123,6 +122,8 @@ class Controller:
 
     async def start(self) -> None:
         s = self.settings
+        if self._runtime is None:  # the engine's (`controller.engine`) unless given; first, so
+            self._runtime = engine.runtime(s)  # an engine that cannot run here starts nothing
         tightened = await asyncio.to_thread(ensure_private_dir, s.state_dir)
         if tightened:
             log.warning("state dir %s was readable by others: tightened %d paths to owner-only",
@@ -134,12 +135,8 @@ class Controller:
             log.info("issued the API's TLS certificate (%s)", reason)
         self.credentials = creds
         if self._store is None:
-            sqlite = SqliteStore(s.store_path)
-            await sqlite.open()
-            self._store = sqlite
+            self._store = await engine.open_store(s)
         store = self._store
-        if self._runtime is None:
-            self._runtime = LocalRuntime(s.state_dir)
         runtime = self._runtime
         await runtime.start()
         artifacts = ArtifactStore(s.artifacts_dir, exclude=[s.state_dir])

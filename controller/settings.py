@@ -8,6 +8,7 @@ from pathlib import Path
 
 from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
+from controller.store.kubernetes_config import KubernetesSettings
 from flint_common.redis_config import RedisSettings
 
 
@@ -43,7 +44,7 @@ class NetworkSettings:
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    """Settings of the embedded engine's controller (`flint up` passes them as flags)."""
+    """Settings of the controller (`flint up` passes them as flags; `python -m controller --help`)."""
 
     state_dir: Path = field(default_factory=default_state_dir)
     """Holds store.db, artifacts/, replicas/, logs/ and the gateway's persisted snapshot."""
@@ -90,8 +91,12 @@ class ControllerSettings:
     """Seconds between two sweeps of the Redis for what no object in the store owns (consumer
     groups, consumer keys, whole logs: `controller.redis_sweep`); each SCANs the keyspace once."""
     engine: str = "embedded"
-    """The engine: `embedded` (this one; `kubernetes` later). A broker of class `Flint` gets
-    the engine's default backend (`controller.api.eventing.default_backend`: SQLite here)."""
+    """The engine (`controller.engine`): `embedded` (SQLite store, local processes) or
+    `kubernetes` (the cluster's API server; its runtime is issue 14's). A broker of class `Flint`
+    gets the engine's default backend (`controller.api.eventing.default_backend`: SQLite on
+    the embedded engine, Redis on Kubernetes)."""
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    """How the Kubernetes engine reaches its API server (kubeconfig, context, watch timeouts)."""
 
     def __post_init__(self) -> None:
         default_backend(self.engine)  # a ValueError naming the known engines
