@@ -28,17 +28,21 @@ written (the embedded engine's refusal table does not apply: the cluster runs th
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api import autoscaling as ak
 from controller.api.autoscaling import parse_duration
 from controller.api.meta import controller_ref
+from controller.autoscaling.annotations import RevisionScaling
 
 __all__ = [
     "DEFAULT_USER_PORT",
     "ManifestSettings",
     "deployment",
     "deployment_name",
+    "hpa",
     "labels",
     "pod_spec",
     "private_service",
@@ -254,4 +258,42 @@ def private_service(rev: Obj) -> Obj:
             "selector": selector(rev),
             "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": user_port(rev)}],
         },
+    }
+
+
+INT32_MAX = 2**31 - 1
+
+
+def hpa(rev: Obj, scaling: RevisionScaling) -> Obj:
+    """The `autoscaling/v2` HorizontalPodAutoscaler of an HPA-class revision (Knative's `MakeHPA`,
+    owned by the Revision since Flint has no PodAutoscaler object): on its Deployment, between
+    min-scale (unset when 0: the HPA's own floor of one) and max-scale or the global
+    max-scale-limit (none: 2³¹−1), CPU as
+    average utilisation in percent, memory as an average value in MiB, the `window` annotation as
+    both stabilisation windows."""
+    md = _meta(rev)
+    name = str(md["name"])
+    caps = [c for c in (scaling.max_scale, scaling.max_scale_limit) if c > 0]  # the cluster's own
+    spec: Obj = {  # budget, not the embedded engine's per-machine one
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(name)},
+        "maxReplicas": min(caps) if caps else INT32_MAX,
+    }
+    if scaling.min_scale > 0:
+        spec["minReplicas"] = scaling.min_scale
+    if scaling.metric == ak.MEMORY:
+        target: Obj = {"type": "AverageValue", "averageValue": f"{int(scaling.target)}Mi"}
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "memory", "target": target}}]
+    else:
+        target = {"type": "Utilization", "averageUtilization": math.ceil(scaling.target)}
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
+    window = ak.get({k: str(v) for k, v in (md.get("annotations") or {}).items()}, ak.WINDOW)
+    if window is not None and (seconds := parse_duration(window[1])) is not None:
+        rule = {"stabilizationWindowSeconds": int(seconds)}
+        spec["behavior"] = {"scaleDown": dict(rule), "scaleUp": dict(rule)}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": md.get("namespace", "default"), "labels": labels(rev),
+                     "ownerReferences": [controller_ref(rev)]},
+        "spec": spec,
     }

@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from controller.autoscaling.annotations import RevisionScaling, effective
+from controller.autoscaling.settings import AutoscalerSettings
 from controller.runtime.kubernetes_manifests import (
     ManifestSettings,
     deployment,
     deployment_name,
+    hpa,
     labels,
     pod_spec,
     private_service,
@@ -160,4 +163,45 @@ async def test_every_field_is_one_kubernetes_knows(kind: str) -> None:
     made = deployment(revision(), 2) if kind == "V1Deployment" else private_service(revision())
     async with client.ApiClient() as api:
         model = api.deserialize(_Body(made), kind)
+        assert api.sanitize_for_serialization(model) == made
+
+
+def scaling(annotations: dict[str, str]) -> RevisionScaling:
+    return effective(AutoscalerSettings(), annotations, 0)
+
+
+def test_an_hpa_class_revision_gets_a_horizontal_pod_autoscaler() -> None:
+    ann = {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+           "autoscaling.knative.dev/metric": "cpu", "autoscaling.knative.dev/target": "70.5",
+           "autoscaling.knative.dev/min-scale": "2", "autoscaling.knative.dev/max-scale": "9",
+           "autoscaling.knative.dev/window": "2m"}
+    rev = revision(annotations=ann)
+    h = hpa(rev, scaling(ann))
+    assert h["apiVersion"] == "autoscaling/v2" and h["metadata"]["name"] == "hello-00002"
+    assert h["metadata"]["ownerReferences"][0]["kind"] == "Revision"
+    assert h["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello-00002-deployment"},
+        "minReplicas": 2, "maxReplicas": 9,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 71}}}],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120},
+                     "scaleUp": {"stabilizationWindowSeconds": 120}},
+    }
+
+
+def test_a_memory_hpa_without_bounds() -> None:
+    ann = {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+           "autoscaling.knative.dev/metric": "memory", "autoscaling.knative.dev/target": "256"}
+    spec = hpa(revision(annotations=ann), scaling(ann))["spec"]
+    assert "minReplicas" not in spec and spec["maxReplicas"] == 2**31 - 1 and "behavior" not in spec
+    assert spec["metrics"] == [{"type": "Resource", "resource": {
+        "name": "memory", "target": {"type": "AverageValue", "averageValue": "256Mi"}}}]
+
+
+async def test_the_hpa_is_one_kubernetes_knows() -> None:
+    ann = {"autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+           "autoscaling.knative.dev/min-scale": "1", "autoscaling.knative.dev/window": "60s"}
+    made = hpa(revision(annotations=ann), scaling(ann))
+    async with client.ApiClient() as api:
+        model = api.deserialize(_Body(made), "V2HorizontalPodAutoscaler")
         assert api.sanitize_for_serialization(model) == made
