@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from flint_common.redis_keys import stream_key
+from flint_common.snapshot import BrokerEntry, RevisionTarget, Snapshot
 from gateway.channels.base import ChannelLog
 from gateway.channels.floor import read_floor
 from gateway.channels.redis_writer import StreamAppender, StreamAppendError
@@ -62,7 +63,6 @@ from gateway.cloudevents import (
     decode_http,
 )
 from gateway.cloudevents_attrs import INT_MAX
-from gateway.config import BrokerEntry, RevisionTarget, Snapshot
 from gateway.headers import REASONS
 from gateway.home import home_index
 

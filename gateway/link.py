@@ -17,16 +17,9 @@ import orjson
 
 from flint_common.httpauth import describe_error
 from flint_common.secret import Secret
-from gateway.config import GatewaySettings, Snapshot
-from gateway.wire import (
-    Ack,
-    Hello,
-    UpMessage,
-    WireError,
-    decode_down,
-    encode_snapshot,
-    load_snapshot,
-)
+from flint_common.snapshot import Snapshot
+from flint_common.wire import Ack, Hello, UpMessage, WireError, decode_down, encode_snapshot, load_snapshot
+from gateway.config import GatewaySettings
 
 if TYPE_CHECKING:
     from gateway.router import Router

@@ -14,7 +14,7 @@ from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import ROUTES, Context, Key, Obj
 from controller.routing import is_cluster_local, plan_hosts
-from gateway.config import Snapshot
+from flint_common.snapshot import Snapshot
 
 Lookup = Callable[[str, str], Obj | None]
 

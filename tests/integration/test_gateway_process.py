@@ -22,16 +22,9 @@ from aiohttp import web
 from support.harness import free_port
 
 from flint_common.secret import load_or_create_token
-from gateway.config import (
-    LINK_PATH,
-    Endpoint,
-    GatewaySettings,
-    RevisionTarget,
-    RouteEntry,
-    Snapshot,
-    TagTarget,
-    TrafficSplit,
-)
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
+from flint_common.wire import LINK_PATH
+from gateway.config import GatewaySettings
 from gateway.link import ControllerLink, load_snapshot_file
 from gateway.router import RouteMiss, Router
 
@@ -736,9 +729,9 @@ async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -
 
 async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Path) -> None:
     """Events reach a broker through both workers; only its home worker writes the log, once each."""
+    from flint_common.snapshot import BrokerEntry
     from gateway.channels.sqlite_reader import SqliteLogReader
     from gateway.cloudevents import Event
-    from gateway.config import BrokerEntry
     from gateway.ingress import CHANNEL
 
     entry = BrokerEntry("default", "b", "uid-b", "eventing/logs/uid-b.db")

@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from flint_common.snapshot import BrokerEntry, Snapshot
 from gateway.channels.base import ChannelLog
 from gateway.channels.wake import WakeSender
 from gateway.cloudevents import Event, InvalidEvent
-from gateway.config import BrokerEntry, Snapshot
 from gateway.home import home_index
 from gateway.ingress import (
     CHANNEL,

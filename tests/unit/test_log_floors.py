@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from flint_common.snapshot import BrokerEntry, Snapshot
 from gateway.channels.floor import floor_path, read_floor, write_floor
 from gateway.channels.sqlite_reader import SqliteLogReader
-from gateway.config import BrokerEntry, Snapshot
 from gateway.ingress import CHANNEL, BrokerIngress
 
 ENTRY = BrokerEntry("default", "b", "uid-1", "eventing/logs/uid-1.db")
