@@ -46,14 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flint_common.redis_keys import stream_key
-from flint_common.snapshot import BrokerEntry, RevisionTarget, Snapshot
-from gateway.channels.base import ChannelLog
-from gateway.channels.floor import read_floor
-from gateway.channels.redis_writer import StreamAppender, StreamAppendError
-from gateway.channels.sqlite import SqliteChannelLog
-from gateway.channels.wake import WakeSender
-from gateway.cloudevents import (
+from flint_common.cloudevents.attrs import INT_MAX
+from flint_common.cloudevents.codec import (
     CloudEventError,
     Event,
     EventTooLarge,
@@ -62,13 +56,19 @@ from gateway.cloudevents import (
     UnsupportedFormat,
     decode_http,
 )
-from gateway.cloudevents_attrs import INT_MAX
+from flint_common.cloudevents.knative import ARRIVAL_ATTR, DEFAULT_TTL, TTL_ATTR
+from flint_common.redis_keys import stream_key
+from flint_common.snapshot import BrokerEntry, RevisionTarget, Snapshot
+from gateway.channels.base import ChannelLog
+from gateway.channels.floor import read_floor
+from gateway.channels.redis_writer import StreamAppender, StreamAppendError
+from gateway.channels.sqlite import SqliteChannelLog
+from gateway.channels.wake import WakeSender
 from gateway.headers import REASONS
 from gateway.home import home_index
 
 __all__ = [
     "CHANNEL",
-    "DEFAULT_TTL",
     "HOST_PREFIX",
     "REDIS",
     "Answer",
@@ -87,15 +87,11 @@ HOST_PREFIX = b"broker-ingress."
 CHANNEL_HOST_PREFIX = b"channel-ingress."
 HOST_PREFIXES = (HOST_PREFIX, CHANNEL_HOST_PREFIX)
 """`host.startswith(HOST_PREFIXES)`: the proxy's one cheap test before `BrokerIngress.kind_of`."""
-DEFAULT_TTL = 255
-"""Knative's `knativebrokerttl` for an event entering a broker without one."""
 COMPACT_EVERY_S = 30.0
 """How often the home worker deletes the records every trigger of a broker has handled (the
 default of `GatewaySettings.log_compact_interval_s`)."""
 CHANNEL = "events"
 """The channel name inside a broker's log file (one broker per file)."""
-TTL_ATTR = "knativebrokerttl"
-ARRIVAL_ATTR = "knativearrivaltime"
 
 
 REDIS = "redis"

@@ -62,9 +62,8 @@ def test_the_pure_modules_listed_are_the_ones_design_names() -> None:
         for m in contracts()[cid]["source_modules"].split()
     }
     assert {
-        "gateway.table", "gateway.balancer", "gateway.headers", "gateway.cloudevents",
-        "gateway.cloudevents_attrs", "gateway.cloudevents_json",
-        "flint_common.wire", "flint_common.snapshot",
+        "gateway.table", "gateway.balancer", "gateway.headers",
+        "flint_common.wire", "flint_common.snapshot", "flint_common.cloudevents",
         "controller.autoscaling.kpa", "controller.autoscaling.hpa", "controller.autoscaling.windows",
         "controller.eventing.filters", "controller.eventing.delivery", "controller.eventing.plan",
         "controller.reconcilers.conditions", "controller.routing", "controller.api",
