@@ -22,7 +22,7 @@ Answers (Knative's broker ingress, with the reason in the body):
   `redis min-replicas` replicas, or this gateway has no Redis configured.
 
 Retention: every `COMPACT_EVERY_S` the home worker deletes the records that every trigger of
-the broker has handled (the floor the dispatcher writes next to the log, `channels/floor.py`);
+the broker has handled (the floor the dispatcher writes next to the log, `flint_common/channellog/floor.py`);
 past the age and size caps (`log_max_age_s`, `log_max_records`: 7 days, 10 M records) older
 records go even if unhandled, each counted and logged as a `retention` drop; the log file goes
 when the broker leaves the snapshot. None of this is done for a Redis-backed broker: its stream
@@ -46,6 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flint_common.channellog.floor import read_floor
+from flint_common.channellog.format import CHANNEL
+from flint_common.channellog.wake import WakeSender
 from flint_common.cloudevents.attrs import INT_MAX
 from flint_common.cloudevents.codec import (
     CloudEventError,
@@ -60,15 +63,12 @@ from flint_common.cloudevents.knative import ARRIVAL_ATTR, DEFAULT_TTL, TTL_ATTR
 from flint_common.redis_keys import stream_key
 from flint_common.snapshot import BrokerEntry, RevisionTarget, Snapshot
 from gateway.channels.base import ChannelLog
-from gateway.channels.floor import read_floor
 from gateway.channels.redis_writer import StreamAppender, StreamAppendError
 from gateway.channels.sqlite import SqliteChannelLog
-from gateway.channels.wake import WakeSender
 from gateway.headers import REASONS
 from gateway.home import home_index
 
 __all__ = [
-    "CHANNEL",
     "HOST_PREFIX",
     "REDIS",
     "Answer",
@@ -90,8 +90,6 @@ HOST_PREFIXES = (HOST_PREFIX, CHANNEL_HOST_PREFIX)
 COMPACT_EVERY_S = 30.0
 """How often the home worker deletes the records every trigger of a broker has handled (the
 default of `GatewaySettings.log_compact_interval_s`)."""
-CHANNEL = "events"
-"""The channel name inside a broker's log file (one broker per file)."""
 
 
 REDIS = "redis"

@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Callable
 
+from flint_common.channellog.wake import WakeSender
 from flint_common.lifetime import die_with_parent
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
@@ -22,7 +23,6 @@ from flint_common.wire import UpMessage
 from gateway.activator import Activator
 from gateway.admin import start_worker_admin, worker_socket_path
 from gateway.channels.redis_writer import open_redis_writer
-from gateway.channels.wake import WakeSender
 from gateway.client import ClientConnection
 from gateway.config import GatewaySettings
 from gateway.context import PokeSender, SendUp, WorkerContext

@@ -5,7 +5,7 @@ its own database (`eventing/dispatcher.db`: positions, pending retries, dead let
 per Trigger and per Subscription, on the seams of its log's backend (`ConsumerSource`,
 `ConsumerState`: `controller.eventing.sqlite_consumer` for SQLite logs). It gets the plan from
 the controller by long poll, is woken by the gateway's datagram after each append
-(`gateway.channels.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and
+(`flint_common.channellog.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and
 the dead letters of a trigger (`GET /dead-letters/{namespace}/{trigger}`, `POST
 /redeliver/{namespace}/{trigger}`; add `?kind=subscription` for a subscription's).
 """
@@ -46,12 +46,12 @@ from controller.eventing.sender import Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
 from flint_common import redis_conn
+from flint_common.channellog.floor import write_floor
+from flint_common.channellog.sqlite_reader import SqliteLogReader
+from flint_common.channellog.wake import WakeReceiver
 from flint_common.httpauth import auth_middleware, describe_error
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
-from gateway.channels.floor import write_floor
-from gateway.channels.sqlite_reader import SqliteLogReader
-from gateway.channels.wake import WakeReceiver
 
 __all__ = ["AlreadyRunning", "Dispatcher", "DispatcherLock", "DispatcherSettings"]
 

@@ -729,10 +729,10 @@ async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -
 
 async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Path) -> None:
     """Events reach a broker through both workers; only its home worker writes the log, once each."""
+    from flint_common.channellog.format import CHANNEL
+    from flint_common.channellog.sqlite_reader import SqliteLogReader
     from flint_common.cloudevents.codec import Event
     from flint_common.snapshot import BrokerEntry
-    from gateway.channels.sqlite_reader import SqliteLogReader
-    from gateway.ingress import CHANNEL
 
     entry = BrokerEntry("default", "b", "uid-b", "eventing/logs/uid-b.db")
     snap = dataclasses.replace(snapshot(1, 1, ("unused.default.localhost",)), brokers=(entry,))
