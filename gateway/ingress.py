@@ -62,6 +62,7 @@ from flint_common.cloudevents.codec import (
 from flint_common.cloudevents.knative import ARRIVAL_ATTR, DEFAULT_TTL, TTL_ATTR
 from flint_common.redis_keys import stream_key
 from flint_common.snapshot import BrokerEntry, RevisionTarget, Snapshot
+from flint_common.timefmt import rfc3339_micros
 from gateway.channels.base import ChannelLog
 from gateway.channels.redis_writer import StreamAppender, StreamAppendError
 from gateway.channels.sqlite import SqliteChannelLog
@@ -177,19 +178,6 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
     return None
 
 
-_second_cache: list[tuple[int, str]] = [(-1, "")]
-
-
-def rfc3339_utc(now: float) -> str:
-    """`2026-12-05T23:11:43.123456Z`; the date-time part is formatted once per second."""
-    sec = int(now)
-    cached = _second_cache[0]
-    if cached[0] != sec:
-        cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-        _second_cache[0] = cached
-    return f"{cached[1]}.{int((now - sec) * 1_000_000):06d}Z"
-
-
 def stamp(event: Event, now: float) -> Event | None:
     """The event as stored: arrival time set, TTL defaulted; None when its TTL is exhausted.
 
@@ -210,7 +198,7 @@ def stamp(event: Event, now: float) -> Event | None:
         return None
     # The event was validated when decoded; both values are valid extensions by construction.
     attrs = dict(event.attributes)
-    attrs[ARRIVAL_ATTR] = rfc3339_utc(now)
+    attrs[ARRIVAL_ATTR] = rfc3339_micros(now)
     attrs[TTL_ATTR] = min(ttl, INT_MAX)
     return Event(attrs, event.data, event.data_is_json)
 

@@ -21,7 +21,7 @@ from controller.api.naming import (
 )
 from controller.autoscaling.kpa import Decision
 from controller.reconcilers.children import write_status
-from controller.reconcilers.conditions import get_condition, rfc3339, roll_up, set_condition
+from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import REVISIONS, Context, Key, Obj
 from controller.reconcilers.replica_spec import (
     NotRunnable,
@@ -31,6 +31,7 @@ from controller.reconcilers.replica_spec import (
     replica_spec,
 )
 from controller.runtime.base import ReplicaStatus
+from flint_common.timefmt import rfc3339
 
 log = logging.getLogger("flint.revision")
 
