@@ -46,6 +46,7 @@ from controller.eventing.sender import Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
 from flint_common import redis_conn
+from flint_common.backoff import backoff_delay
 from flint_common.channellog.floor import write_floor
 from flint_common.channellog.sqlite_reader import SqliteLogReader
 from flint_common.channellog.wake import WakeReceiver
@@ -151,7 +152,7 @@ class DispatcherSettings:
 
 def restart_delay(failures: int) -> float:
     """The pause before restarting a runner that failed `failures` times in a row before (pure)."""
-    return min(RESTART_DELAY_S * 2.0 ** min(failures, 16), RESTART_MAX_DELAY_S)
+    return backoff_delay(RESTART_DELAY_S, RESTART_MAX_DELAY_S, failures)
 
 
 class Dispatcher:
@@ -253,7 +254,7 @@ class Dispatcher:
         token = self.settings.token
         headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
         dispatcher_id_ = self.settings.id
-        backoff = 0.2
+        failures = 0  # polls in a row that failed
         async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 try:
@@ -267,7 +268,7 @@ class Dispatcher:
                                       "wants the owner's token (see --token-file)")
                         resp.raise_for_status()
                         plan = DispatchPlan.from_wire(orjson.loads(await resp.read()))
-                    backoff = 0.2
+                    failures = 0
                 except UnknownLogBackend as exc:  # a newer controller's plan: say so, keep trying
                     log.error("event=plan_refused error=%s", exc)
                     await asyncio.sleep(5.0)
@@ -275,8 +276,8 @@ class Dispatcher:
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
                     # never %r: an aiohttp response error's repr carries the request's headers
                     log.debug("event=plan_poll_failed error=%s", describe_error(exc))
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    await asyncio.sleep(backoff_delay(0.2, 5.0, failures))
+                    failures += 1
                     continue
                 if plan.version != self.version:
                     await self.apply(plan)

@@ -65,6 +65,7 @@ def test_the_pure_modules_listed_are_the_ones_design_names() -> None:
     assert {
         "gateway.table", "gateway.balancer", "gateway.headers",
         "flint_common.wire", "flint_common.snapshot", "flint_common.cloudevents", "flint_common.timefmt",
+        "flint_common.backoff",
         "controller.autoscaling.kpa", "controller.autoscaling.hpa", "controller.autoscaling.windows",
         "controller.eventing.filters", "controller.eventing.delivery", "controller.eventing.plan",
         "controller.reconcilers.conditions", "controller.routing", "controller.api",
