@@ -72,8 +72,7 @@ from controller.store.base import Kind, NotFound, Store
 from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
-from gateway.config import LINK_PATH
-from gateway.wire import Poke, Stats
+from flint_common.wire import LINK_PATH, Poke, Stats
 
 log = logging.getLogger("flint.controller")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import WSMsgType, web
 
-from gateway.config import Snapshot
-from gateway.wire import Ack, Hello, Poke, SnapshotMessage, Stats, WireError, decode_up
+from flint_common.snapshot import Snapshot
+from flint_common.wire import Ack, Hello, Poke, SnapshotMessage, Stats, WireError, decode_up
 
 log = logging.getLogger("flint.gatewayhub")
 
@@ -106,7 +106,7 @@ class GatewayHub:
             await ws.send_str(data)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        """aiohttp handler for the link websocket (`gateway.config.LINK_PATH`)."""
+        """aiohttp handler for the link websocket (`flint_common.wire.LINK_PATH`)."""
         ws = web.WebSocketResponse(heartbeat=5.0, max_msg_size=64 * 1024 * 1024)
         await ws.prepare(request)
         worker_id: str | None = None

@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from controller.redis_sweep import Live, Orphans, find_orphans
+from flint_common.backoff import backoff_delay
 from flint_common.private import write_private
 from flint_common.redis_keys import consumer_pattern, log_pattern, stream_key
 
@@ -218,16 +219,17 @@ class RedisJanitor:
         for round_ in ("first", "settled"):
             if round_ == "settled":
                 await asyncio.sleep(self._settle_s)
-            delay = self._retry_first_s
+            failures = 0
             while True:
                 try:
                     done = await work()
                     break
                 except (RedisError, OSError) as exc:
+                    delay = backoff_delay(self._retry_first_s, self._retry_max_s, failures)
+                    failures += 1
                     log.warning("event=redis_delete_failed what=%s error=%s retry_in_s=%.1f",
                                 key, f"{type(exc).__name__}: {exc}", delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._retry_max_s)
             log.info("event=redis_deleted what=%s round=%s %s", key, round_, done)
         self._wanted.discard(key)
         self._journal_changed()

@@ -12,7 +12,7 @@ from controller.api.naming import (
     route_host,
     tag_host,
 )
-from gateway.config import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
 
 Obj = dict[str, Any]
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.config import Endpoint, GatewaySettings, RevisionTarget, Snapshot
+from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
+from gateway.config import GatewaySettings
 from gateway.proxy_metrics import Histogram
 from gateway.router import Router
 from gateway.stats import Pokes

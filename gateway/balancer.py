@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from gateway.config import Endpoint, RevisionTarget, Snapshot
+from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 
 FIRST_AVAILABLE_MAX = 4
 """Revisions with container_concurrency up to this use first-available (like Knative's

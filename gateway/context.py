@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from flint_common.wire import Poke, UpMessage
 from gateway.activator import Activator
 from gateway.config import GatewaySettings
 from gateway.home import HomeRouter
@@ -21,7 +22,6 @@ from gateway.proxy_metrics import ProxyMetrics
 from gateway.router import Router
 from gateway.stats import Pokes, StatsAccumulator
 from gateway.upstream import UpstreamPool
-from gateway.wire import Poke, UpMessage
 
 __all__ = ["PokeSender", "SendUp", "WorkerContext"]
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import httptools
 
+from flint_common.snapshot import Endpoint, RevisionTarget
 from gateway.activator import INF, Rejection, Ticket
-from gateway.config import Endpoint, RevisionTarget
 from gateway.context import WorkerContext
 from gateway.headers import CRLF, H_INTERNAL_REVISION, H_INTERNAL_ROUTE, forwarding_headers, new_traceparent
 from gateway.ingress import HOST_PREFIXES, REDIS, Answer, classify, home_key, ingress_target

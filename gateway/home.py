@@ -14,7 +14,7 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-from gateway.config import Endpoint
+from flint_common.snapshot import Endpoint
 
 UNIX_PREFIX = "unix:"
 """`Endpoint.host` of an upstream reached over a unix socket: `unix:<path>` (port 0)."""

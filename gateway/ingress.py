@@ -23,7 +23,7 @@ Answers (Knative's broker ingress, with the reason in the body):
   `redis min-replicas` replicas, or this gateway has no Redis configured.
 
 Retention: every `COMPACT_EVERY_S` the home worker deletes the records that every trigger of
-the broker has handled (the floor the dispatcher writes next to the log, `channels/floor.py`);
+the broker has handled (the floor the dispatcher writes next to the log, `flint_common/channellog/floor.py`);
 past the age and size caps (`log_max_age_s`, `log_max_records`: 7 days, 10 M records) older
 records go even if unhandled, each counted and logged as a `retention` drop; the log file goes
 when the broker leaves the snapshot. None of this is done for a Redis-backed broker: its stream
@@ -47,13 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flint_common.redis_keys import stream_key
-from gateway.channels.base import ChannelLog
-from gateway.channels.floor import read_floor
-from gateway.channels.redis_writer import StreamAppender, StreamAppendError, StreamGone
-from gateway.channels.sqlite import SqliteChannelLog
-from gateway.channels.wake import WakeSender
-from gateway.cloudevents import (
+from flint_common.channellog.floor import read_floor
+from flint_common.channellog.format import CHANNEL
+from flint_common.channellog.wake import WakeSender
+from flint_common.cloudevents.attrs import INT_MAX
+from flint_common.cloudevents.codec import (
     CloudEventError,
     Event,
     EventTooLarge,
@@ -62,14 +60,17 @@ from gateway.cloudevents import (
     UnsupportedFormat,
     decode_http,
 )
-from gateway.cloudevents_attrs import INT_MAX
-from gateway.config import BrokerEntry, RevisionTarget, Snapshot
+from flint_common.cloudevents.knative import ARRIVAL_ATTR, DEFAULT_TTL, TTL_ATTR
+from flint_common.redis_keys import stream_key
+from flint_common.snapshot import BrokerEntry, RevisionTarget, Snapshot
+from flint_common.timefmt import rfc3339_micros
+from gateway.channels.base import ChannelLog
+from gateway.channels.redis_writer import StreamAppender, StreamAppendError, StreamGone
+from gateway.channels.sqlite import SqliteChannelLog
 from gateway.headers import REASONS
 from gateway.home import home_index
 
 __all__ = [
-    "CHANNEL",
-    "DEFAULT_TTL",
     "HOST_PREFIX",
     "REDIS",
     "Answer",
@@ -88,15 +89,9 @@ HOST_PREFIX = b"broker-ingress."
 CHANNEL_HOST_PREFIX = b"channel-ingress."
 HOST_PREFIXES = (HOST_PREFIX, CHANNEL_HOST_PREFIX)
 """`host.startswith(HOST_PREFIXES)`: the proxy's one cheap test before `BrokerIngress.kind_of`."""
-DEFAULT_TTL = 255
-"""Knative's `knativebrokerttl` for an event entering a broker without one."""
 COMPACT_EVERY_S = 30.0
 """How often the home worker deletes the records every trigger of a broker has handled (the
 default of `GatewaySettings.log_compact_interval_s`)."""
-CHANNEL = "events"
-"""The channel name inside a broker's log file (one broker per file)."""
-TTL_ATTR = "knativebrokerttl"
-ARRIVAL_ATTR = "knativearrivaltime"
 
 
 REDIS = "redis"
@@ -184,19 +179,6 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: str) -> str | None:
     return None
 
 
-_second_cache: list[tuple[int, str]] = [(-1, "")]
-
-
-def rfc3339_utc(now: float) -> str:
-    """`2026-12-05T23:11:43.123456Z`; the date-time part is formatted once per second."""
-    sec = int(now)
-    cached = _second_cache[0]
-    if cached[0] != sec:
-        cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
-        _second_cache[0] = cached
-    return f"{cached[1]}.{int((now - sec) * 1_000_000):06d}Z"
-
-
 def stamp(event: Event, now: float) -> Event | None:
     """The event as stored: arrival time set, TTL defaulted; None when its TTL is exhausted.
 
@@ -217,7 +199,7 @@ def stamp(event: Event, now: float) -> Event | None:
         return None
     # The event was validated when decoded; both values are valid extensions by construction.
     attrs = dict(event.attributes)
-    attrs[ARRIVAL_ATTR] = rfc3339_utc(now)
+    attrs[ARRIVAL_ATTR] = rfc3339_micros(now)
     attrs[TTL_ATTR] = min(ttl, INT_MAX)
     return Event(attrs, event.data, event.data_is_json)
 

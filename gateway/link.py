@@ -15,18 +15,12 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
+from flint_common.backoff import backoff_delay
 from flint_common.httpauth import describe_error
 from flint_common.secret import Secret
-from gateway.config import GatewaySettings, Snapshot
-from gateway.wire import (
-    Ack,
-    Hello,
-    UpMessage,
-    WireError,
-    decode_down,
-    encode_snapshot,
-    load_snapshot,
-)
+from flint_common.snapshot import Snapshot
+from flint_common.wire import Ack, Hello, UpMessage, WireError, decode_down, encode_snapshot, load_snapshot
+from gateway.config import GatewaySettings
 
 if TYPE_CHECKING:
     from gateway.router import Router
@@ -156,16 +150,17 @@ class ControllerLink:
         """Load the persisted snapshot, then connect, serve and reconnect until cancelled."""
         if load_persisted:
             await self.load_persisted()
-        delay = BACKOFF_MIN_S
+        failures = 0  # connections in a row that failed or were refused
         timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S
         )
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 url = self._settings.link_url
+                delay = backoff_delay(BACKOFF_MIN_S, BACKOFF_MAX_S, failures)
                 try:
                     await self._connection(session, url)
-                    delay = BACKOFF_MIN_S  # it was up: come back quickly
+                    failures, delay = 0, BACKOFF_MIN_S  # it was up: come back quickly
                 except aiohttp.WSServerHandshakeError as exc:
                     level = logging.ERROR if exc.status in (401, 403) else logging.WARNING
                     log.log(level, "event=link_refused worker=%s url=%s status=%d retry_s=%.2f%s",
@@ -185,7 +180,7 @@ class ControllerLink:
                     log.warning("event=link_closed worker=%s url=%s", self.worker_id, url)
                 # equal jitter: uniform in [delay/2, delay]
                 await asyncio.sleep(delay * (0.5 + 0.5 * self._rnd()))
-                delay = min(delay * 2.0, BACKOFF_MAX_S)
+                failures += 1
 
     async def load_persisted(self) -> bool:
         """Apply the snapshot persisted by an earlier run, if any; returns whether it did."""

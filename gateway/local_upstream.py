@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.config import BrokerEntry, GatewaySettings
+from flint_common.snapshot import BrokerEntry
+from gateway.config import GatewaySettings
 from gateway.headers import CONTINUE
 from gateway.ingress import Answer, BrokerIngress, local_response
 from gateway.ports import P_PENDING, ClientSink

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from gateway.config import Endpoint, Snapshot
+from flint_common.snapshot import Endpoint, Snapshot
 from gateway.router import Router
 
 __all__ = ["StartingProber"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
+from flint_common.snapshot import Endpoint, RevisionTarget
 from gateway.activator import INF
-from gateway.config import Endpoint, RevisionTarget
 from gateway.headers import COLON, CONTINUE, CRLF, REASONS, STATUS_LINES
 from gateway.ports import P_PENDING, P_PIPELINE, P_UPGRADE, P_UPWRITE, ClientSink
 from gateway.proxy_metrics import ProxyMetrics

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from gateway.config import Endpoint, RevisionTarget
+from flint_common.snapshot import Endpoint, RevisionTarget
 from gateway.headers import CRLF
 from gateway.ports import P_PENDING, P_UPWRITE, ClientSink
 from gateway.proxy_metrics import ProxyMetrics

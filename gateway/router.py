@@ -7,8 +7,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway.balancer import Balancer
-from gateway.config import Endpoint, RevisionTarget, Snapshot
 from gateway.table import RoutingTable, pick
 
 MissReason = Literal["unknown-host", "missing-revision", "no-traffic"]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from flint_common import guards, redis_config, redis_conn
 from flint_common.addresses import format_hostport, is_loopback, parse_listen
+from flint_common.backoff import backoff_delay
 from flint_common.private import private_umask
 from flint_common.secret import Secret, read_token
 from gateway.admin import (
@@ -334,7 +335,6 @@ class Supervisor:
     async def _supervise(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         env = worker_env(os.environ, self.settings, self.redis)
-        delay = RESTART_BACKOFF_MIN_S
         quick_deaths = 0
         while not self._stop.is_set():
             started = loop.time()
@@ -358,16 +358,12 @@ class Supervisor:
                     log.warning("event=worker_died worker=%d pid=%d returncode=%s ran_s=%.1f",
                                 index, proc.pid, proc.returncode, loop.time() - started)
             ran_s = loop.time() - started
-            if ran_s >= WORKER_STABLE_S:
-                delay = RESTART_BACKOFF_MIN_S
-                quick_deaths = 0
-            else:
-                quick_deaths += 1
+            quick_deaths = 0 if ran_s >= WORKER_STABLE_S else quick_deaths + 1
             if close_slot_after_death(self.settings.workers, ran_s, quick_deaths):
                 self._close_slot(index, quick_deaths)
+            delay = backoff_delay(RESTART_BACKOFF_MIN_S, RESTART_BACKOFF_MAX_S, quick_deaths - 1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
-            delay = min(delay * 2, RESTART_BACKOFF_MAX_S)
             if not self._stop.is_set():
                 self.restarts += 1
 

@@ -2,7 +2,7 @@
 
 What is counted is what Knative's activator counts: requests *queued plus in flight* in this
 worker. Each 1-second bucket reports the time-weighted average of that number and the requests
-that arrived. The link sends the report as the `stats` up message (`gateway.wire.Stats`).
+that arrived. The link sends the report as the `stats` up message (`flint_common.wire.Stats`).
 
 `report_stats` at the end is the worker's loop around the accumulator (asyncio); the rest is pure.
 """
@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from gateway.wire import BucketLoad, LearnedLimits, Stats
+from flint_common.wire import BucketLoad, LearnedLimits, Stats
 
 REPORT_WINDOW_S = 60.0
 """A revision seen (active or with arrivals) within this many seconds is reported, with zeros

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import RevisionTarget, RouteEntry, Snapshot
+from flint_common.snapshot import RevisionTarget, RouteEntry, Snapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from typing import Protocol, cast
 
 import httptools
 
-from gateway.config import Endpoint, GatewaySettings
+from flint_common.snapshot import Endpoint
+from gateway.config import GatewaySettings
 from gateway.headers import (
     R_CONNECTION,
     R_CONTENT_LENGTH,

@@ -14,15 +14,17 @@ import os
 import signal
 from collections.abc import Callable
 
+from flint_common.channellog.wake import WakeSender
 from flint_common.lifetime import die_with_parent
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
+from flint_common.snapshot import Snapshot
+from flint_common.wire import UpMessage
 from gateway.activator import Activator
 from gateway.admin import start_worker_admin, worker_socket_path
 from gateway.channels.redis_writer import open_redis_writer
-from gateway.channels.wake import WakeSender
 from gateway.client import ClientConnection
-from gateway.config import GatewaySettings, Snapshot
+from gateway.config import GatewaySettings
 from gateway.context import PokeSender, SendUp, WorkerContext
 from gateway.home import HomeRouter
 from gateway.ingress import BrokerIngress
@@ -35,7 +37,6 @@ from gateway.router import Router
 from gateway.slots import LISTEN_BACKLOG, SlotSockets
 from gateway.stats import Pokes, StatsAccumulator, learned_limits, report_stats
 from gateway.upstream import UpstreamPool
-from gateway.wire import UpMessage
 
 log = logging.getLogger("flint.gateway.worker")
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
+from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway import balancer as current_balancer
-from gateway.config import Endpoint, RevisionTarget, Snapshot
 
 BEFORE = "ef574e7~1"
 """The commit whose balancer is the baseline (the parent of the learned-limits change)."""

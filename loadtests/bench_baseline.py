@@ -6,9 +6,10 @@ gateway measured beside the current one in the same run.
 2. `probe`: with the interpreter, environment (`PYTHONPATH=<tree>` first) and working directory
    the baseline gateway will get, `import gateway.__main__` must load every `gateway` and
    `flint_common` module from that tree and none from the current checkout (the editable install
-   would supply a package the old tree lacks); its snapshot decoder (`gateway.wire.decode_snapshot`,
-   `Snapshot.from_wire` before it) must read the benchmark's snapshot; and `python -m gateway
-   --help` tells which flags it takes (revisions before the trust work have no `--token-file`);
+   would supply a package the old tree lacks); its snapshot decoder (`flint_common.wire.decode_snapshot`;
+   `gateway.wire.decode_snapshot`, and `Snapshot.from_wire` before that) must read the benchmark's
+   snapshot; and `python -m gateway --help` tells which flags it takes (revisions before the trust
+   work have no `--token-file`);
 3. `gateway_argv`: the command line for those flags, or an error naming what REV's gateway lacks.
 
 Everything that runs here is short-lived and waited for; the pure parts are unit-tested.
@@ -31,7 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("gateway", "flint_common")
 """Top-level packages the gateway's process imports from the repository."""
 REQUIRED_FLAGS = ("--port", "--admin-port", "--workers", "--controller", "--state-dir", "--log-level")
-SNAPSHOT_DECODERS = (("gateway.wire", "decode_snapshot"), ("gateway.config", "Snapshot.from_wire"))
+SNAPSHOT_DECODERS = (
+    ("flint_common.wire", "decode_snapshot"),
+    ("gateway.wire", "decode_snapshot"),
+    ("gateway.config", "Snapshot.from_wire"),
+)
 """Where revisions decode the persisted snapshot, newest first; the first one found is tried on the
 benchmark's snapshot (a revision with none is started anyway: its log tells if it cannot route)."""
 PROBE_MARK = "flint-bench-probe: "

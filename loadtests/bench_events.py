@@ -131,7 +131,7 @@ def log_ids(f: Flint, broker: str = "bench") -> set[str]:
     """The ids of the events stored in a SQLite broker's log (read-only)."""
     import sqlite3
 
-    from gateway.cloudevents import Event
+    from flint_common.cloudevents.codec import Event
 
     uid = f.get("broker", broker)["metadata"]["uid"]
     path = f.state_dir / "eventing" / "logs" / f"{uid}.db"

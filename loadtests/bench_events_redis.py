@@ -80,8 +80,8 @@ def stream_ids(f: Flint, server: redis_proc.RedisProc, broker: str) -> set[str]:
     """The ids of the events the Redis broker's stream holds (`flint_common.redis_keys`)."""
     import redis
 
+    from flint_common.cloudevents.codec import Event
     from flint_common.redis_keys import EVENT_FIELD, stream_key
-    from gateway.cloudevents import Event
 
     uid = f.get("broker", broker)["metadata"]["uid"]
     key = stream_key(uid)

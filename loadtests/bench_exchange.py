@@ -86,7 +86,7 @@ class FakeTransport:
 
 
 def _snapshot() -> Any:
-    from gateway.config import Endpoint, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
+    from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
 
     rev = RevisionTarget(
         namespace="default", name="bench-1", service="bench", timeout_s=300.0,

@@ -167,7 +167,7 @@ def cpu_us(ticks: int, events: int) -> float | None:
 
 def brokers() -> list[Any]:
     from flint_common.redis_keys import stream_key
-    from gateway.config import BrokerEntry
+    from flint_common.snapshot import BrokerEntry
 
     return [BrokerEntry("default", "sqlite", SQLITE_UID, f"eventing/logs/{SQLITE_UID}.db"),
             BrokerEntry("default", "redis", REDIS_UID, f"eventing/logs/{REDIS_UID}.db",
@@ -176,8 +176,8 @@ def brokers() -> list[Any]:
 
 def write_state(state: Path) -> None:
     from flint_common.secret import load_or_create_token
-    from gateway.config import Snapshot
-    from gateway.wire import encode_snapshot
+    from flint_common.snapshot import Snapshot
+    from flint_common.wire import encode_snapshot
 
     (state / "gateway").mkdir(parents=True, exist_ok=True)
     snap = Snapshot(version=1, routes=(), revisions=(), brokers=tuple(brokers()))

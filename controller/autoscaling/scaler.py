@@ -18,7 +18,7 @@ from controller.autoscaling.hpa import HpaDecider
 from controller.autoscaling.kpa import Decision, KpaDecider
 from controller.autoscaling.settings import AutoscalerSettings
 from controller.autoscaling.windows import RevisionMetrics
-from gateway.wire import LearnedLimits, Poke, Stats
+from flint_common.wire import LearnedLimits, Poke, Stats
 
 log = logging.getLogger("flint.scaler")
 

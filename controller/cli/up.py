@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -41,9 +41,17 @@ from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
 from flint_common import guards, kubeconfig, redis_config
 from flint_common.addresses import format_hostport, parse_listen
+from flint_common.backoff import backoff_delay
 from flint_common.lifetime import die_with_parent
 from flint_common.private import UnsafeStateDir, ensure_private_dir, private_umask
 from flint_common.redis_config import RedisConfigError, RedisSettings
+
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
+"""Delay before restarting a child that exited: `RESTART_FIRST_S` after a stable run, doubling
+with each quick exit in a row (the first quick exit already waits twice that), up to this."""
+STABLE_S = 60.0
+"""A child up longer than this before exiting is restarted after `RESTART_FIRST_S` again."""
 
 
 @dataclass
@@ -53,7 +61,8 @@ class Child:
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started: float = 0.0
-    backoff_s: float = field(default=0.5)
+    quick_exits: int = 0
+    """Exits in a row after less than `STABLE_S` up; the restart delay doubles with each."""
 
 
 CHILD_ENV_DROPPED = ("FLINT_TOKEN", redis_config.ENV_URL, redis_config.ENV_PASSWORD_FILE,
@@ -92,14 +101,15 @@ class Supervisor:
             if self.stopping:
                 return
             uptime = time.monotonic() - child.started
-            child.backoff_s = 0.5 if uptime > 60 else min(child.backoff_s * 2, 30.0)
+            child.quick_exits = 0 if uptime > STABLE_S else child.quick_exits + 1
+            delay = backoff_delay(RESTART_FIRST_S, RESTART_MAX_S, child.quick_exits)
             child.restarts += 1
             print(
                 f"flint up: {child.name} exited with code {code}; restarting in "
-                f"{child.backoff_s:.1f}s (restart {child.restarts})",
+                f"{delay:.1f}s (restart {child.restarts})",
                 file=sys.stderr, flush=True,
             )
-            await asyncio.sleep(child.backoff_s)
+            await asyncio.sleep(delay)
             if not self.stopping:
                 await self.spawn(child)
 

@@ -6,7 +6,7 @@ per Trigger and per Subscription, on the seams of its log's backend (`ConsumerSo
 `ConsumerState`: `controller.eventing.sqlite_consumer` for SQLite logs; the Redis side, its
 clients and the trimming of its streams, is `controller.eventing.redis_dispatch`). It gets the plan from
 the controller by long poll, is woken by the gateway's datagram after each append
-(`gateway.channels.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and
+(`flint_common.channellog.wake`; SQLite logs), and serves an admin port: `/healthz`, `/metrics`, and
 the dead letters of a trigger (`GET /dead-letters/{namespace}/{trigger}`, `POST
 /redeliver/{namespace}/{trigger}`; add `?kind=subscription` for a subscription's).
 """
@@ -44,12 +44,13 @@ from controller.eventing.runner import ConsumerRunner
 from controller.eventing.sender import Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
+from flint_common.backoff import backoff_delay
+from flint_common.channellog.floor import write_floor
+from flint_common.channellog.sqlite_reader import SqliteLogReader
+from flint_common.channellog.wake import WakeReceiver
 from flint_common.httpauth import auth_middleware, describe_error
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret
-from gateway.channels.floor import write_floor
-from gateway.channels.sqlite_reader import SqliteLogReader
-from gateway.channels.wake import WakeReceiver
 
 __all__ = ["AlreadyRunning", "Dispatcher", "DispatcherLock", "DispatcherSettings"]
 
@@ -144,7 +145,7 @@ class DispatcherSettings:
 
 def restart_delay(failures: int) -> float:
     """The pause before restarting a runner that failed `failures` times in a row before (pure)."""
-    return min(RESTART_DELAY_S * 2.0 ** min(failures, 16), RESTART_MAX_DELAY_S)
+    return backoff_delay(RESTART_DELAY_S, RESTART_MAX_DELAY_S, failures)
 
 
 class Dispatcher:
@@ -248,7 +249,7 @@ class Dispatcher:
         token = self.settings.token
         headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
         dispatcher_id_ = self.settings.id
-        backoff = 0.2
+        failures = 0  # polls in a row that failed
         async with aiohttp.ClientSession(headers=headers) as session:
             while True:
                 try:
@@ -262,7 +263,7 @@ class Dispatcher:
                                       "wants the owner's token (see --token-file)")
                         resp.raise_for_status()
                         plan = DispatchPlan.from_wire(orjson.loads(await resp.read()))
-                    backoff = 0.2
+                    failures = 0
                 except UnknownLogBackend as exc:  # a newer controller's plan: say so, keep trying
                     log.error("event=plan_refused error=%s", exc)
                     await asyncio.sleep(5.0)
@@ -270,8 +271,8 @@ class Dispatcher:
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
                     # never %r: an aiohttp response error's repr carries the request's headers
                     log.debug("event=plan_poll_failed error=%s", describe_error(exc))
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    await asyncio.sleep(backoff_delay(0.2, 5.0, failures))
+                    failures += 1
                     continue
                 if plan.version != self.version:
                     await self.apply(plan)

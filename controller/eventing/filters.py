@@ -2,7 +2,7 @@
 
 `compile_trigger_filter` turns a Trigger's `spec.filters` (the Subscriptions API dialects) or, when
 that list is empty, its `spec.filter.attributes` into one `Matcher`, called with each event's
-attributes as received (`gateway.cloudevents.Event.attributes`). The semantics are Knative's
+attributes as received (`flint_common.cloudevents.codec.Event.attributes`). The semantics are Knative's
 (knative.dev/eventing pkg/eventfilter/attributes and pkg/eventfilter/subscriptionsapi):
 
 * a non-empty `spec.filters` alone decides (`spec.filter` is ignored) and all its entries must
@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.cloudevents_attrs import AttrValue, canonical_string
+from flint_common.cloudevents.attrs import AttrValue, canonical_string
 
 __all__ = ["Attributes", "Matcher", "UnsupportedFilter", "compile_trigger_filter"]
 
 Attributes = Mapping[str, AttrValue]
-"""An event's attributes as received (`gateway.cloudevents.Event.attributes`)."""
+"""An event's attributes as received (`flint_common.cloudevents.codec.Event.attributes`)."""
 
 Matcher = Callable[[Attributes], bool]
 """A compiled filter: does the event with these attributes pass?"""

@@ -58,8 +58,8 @@ from controller.eventing.filters import Matcher, compile_trigger_filter
 from controller.eventing.metrics import DispatcherMetrics
 from controller.eventing.plan import ConsumerPlan
 from controller.eventing.sender import Outcome, Sender
-from gateway.cloudevents import Event
-from gateway.ingress import DEFAULT_TTL, TTL_ATTR
+from flint_common.cloudevents.codec import Event
+from flint_common.cloudevents.knative import DEFAULT_TTL, TTL_ATTR
 
 __all__ = ["ConsumerRunner"]
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from gateway.cloudevents import (
+from flint_common.cloudevents.codec import (
     CONTENT_TYPE_STRUCTURED,
     CloudEventError,
     Event,

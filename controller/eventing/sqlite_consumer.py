@@ -5,7 +5,7 @@ gateway's read-only reader (`gateway.channels.SqliteLogReader`) and keeps the co
 position (the last offset it handled) in the dispatcher's database; the state keeps its
 pending retries and dead letters there too. Exactly one dispatcher reads a SQLite log (the
 state dir's lock), so nothing is ever pending with another reader. The gateway's datagram
-wake-ups and the floor files next to the log (`gateway.channels.floor`) stay with the
+wake-ups and the floor files next to the log (`flint_common.channellog.floor`) stay with the
 dispatcher, which reads `position` for them.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from controller.eventing.consumer import DueRetry
 from controller.eventing.state import DeadLetter, DispatcherState
-from gateway.channels.sqlite_reader import SqliteLogReader
-from gateway.ingress import CHANNEL
+from flint_common.channellog.format import CHANNEL
+from flint_common.channellog.sqlite_reader import SqliteLogReader
 
 __all__ = ["SqliteConsumerSource", "SqliteConsumerState"]
 

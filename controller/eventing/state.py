@@ -20,7 +20,7 @@ the position without the retry; a crash in between only means the event is deliv
 `add_dead_letter(..., retry_id=...)` moves a failed retry to the dead letters in one transaction.
 
 Threads and commits follow `gateway.channels.sqlite` (the house style, simplified; both subclass
-`gateway.channels.sqlite_writer.SqliteWriter`): SQLite is never called on the event loop. One
+`flint_common.sqlite_writer.SqliteWriter`): SQLite is never called on the event loop. One
 writer thread owns the only writing connection (a lock file next to the database makes it the only
 writer in the host); operations that arrive while a commit is in flight queue up and go into the
 next transaction together (**group commit**, up to `group_max` operations), and every awaiting call
@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gateway.channels.sqlite_writer import Answer, SqliteWriter, Stop, post
+from flint_common.sqlite_writer import Answer, SqliteWriter, Stop, post
 
 __all__ = ["DeadLetter", "DispatcherState", "DispatcherStateClosed", "PendingRetry"]
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+from flint_common.timefmt import rfc3339
+
 Status = Literal["True", "False", "Unknown"]
-
-
-def rfc3339(now: float) -> str:
-    """Wall-clock seconds → RFC 3339 UTC with a `Z`, as Kubernetes writes timestamps."""
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def get_condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from controller.reconcilers.revision import failed
 from controller.routing import build_snapshot, plan_hosts
 from controller.runtime.base import ReplicaStatus, Runtime
 from flint_common.redis_keys import stream_key
-from gateway.config import BrokerEntry, Endpoint, Snapshot
+from flint_common.snapshot import BrokerEntry, Endpoint, Snapshot
 
 log = logging.getLogger("flint.publisher")
 

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from flint_common.backoff import backoff_delay
+
 K = TypeVar("K", bound=Hashable)
 
 log = logging.getLogger("flint.queue")
@@ -24,7 +26,7 @@ class BackoffSettings:
     """Cap on the retry delay in seconds."""
 
     def delay(self, failures: int) -> float:
-        return float(min(self.max_s, self.initial_s * (2 ** max(0, failures - 1))))
+        return backoff_delay(self.initial_s, self.max_s, failures - 1)
 
 
 class WorkQueue(Generic[K]):

@@ -21,7 +21,7 @@ from controller.api.naming import (
 )
 from controller.autoscaling.kpa import Decision
 from controller.reconcilers.children import write_status
-from controller.reconcilers.conditions import get_condition, rfc3339, roll_up, set_condition
+from controller.reconcilers.conditions import get_condition, roll_up, set_condition
 from controller.reconcilers.context import (
     CONFIGURATIONS,
     LABEL_CONFIGURATION,
@@ -47,6 +47,7 @@ from controller.reconcilers.watches import (
     matching,
 )
 from controller.runtime.base import ReplicaStatus
+from flint_common.timefmt import rfc3339
 
 log = logging.getLogger("flint.revision")
 

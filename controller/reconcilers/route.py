@@ -33,7 +33,7 @@ from controller.reconcilers.watches import (
     on,
 )
 from controller.routing import is_cluster_local, plan_hosts
-from gateway.config import Snapshot
+from flint_common.snapshot import Snapshot
 
 Lookup = Callable[[str, str], Obj | None]
 

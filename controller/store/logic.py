@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ from controller.store.base import (
     Obj,
     TooLarge,
 )
+from flint_common.timefmt import rfc3339
 
 DEFAULT_NAMESPACE = "default"
 GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -51,7 +52,7 @@ def loads(data: bytes | str) -> Obj:
 
 def now_rfc3339() -> str:
     """The current time as Kubernetes writes timestamps: RFC 3339, UTC, seconds, `Z`."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(time.time())
 
 
 def meta(obj: Obj) -> dict[str, Any]:

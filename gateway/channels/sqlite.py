@@ -52,39 +52,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from flint_common.channellog.format import SCHEMA, read_records, read_tail
+from flint_common.sqlite_writer import SqliteWriter, Stop, post
 from gateway.channels.base import ChannelLogClosed
-from gateway.channels.sqlite_writer import SqliteWriter, Stop, post
 
-__all__ = ["SqliteChannelLog", "read_records", "read_tail"]
+__all__ = ["SqliteChannelLog"]
 
 T = TypeVar("T")
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, last INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS records ("
-    " channel TEXT NOT NULL, off INTEGER NOT NULL, ts REAL NOT NULL, data BLOB NOT NULL,"
-    " PRIMARY KEY (channel, off))",
-)
-
-
-# -- the queries every reader of a log file runs (this object's reader thread, and the
-# dispatcher's `SqliteLogReader` in another process) --------------------------------------
-
-
-def read_records(conn: sqlite3.Connection, channel: str, after: int, limit: int) -> list[tuple[int, bytes]]:
-    """Up to `limit` committed records of `channel` with offset > `after`, in offset order."""
-    rows = conn.execute(
-        "SELECT off, data FROM records WHERE channel = ? AND off > ? ORDER BY off LIMIT ?",
-        (channel, after, limit),
-    ).fetchall()
-    return [(int(o), bytes(d)) for o, d in rows]
-
-
-def read_tail(conn: sqlite3.Connection, channel: str) -> int:
-    """The last committed offset of `channel`; 0 if it never had a record."""
-    row = conn.execute("SELECT last FROM channels WHERE name = ?", (channel,)).fetchone()
-    return int(row[0]) if row else 0
-
 
 @dataclass(slots=True)
 class _Append:
@@ -252,7 +226,7 @@ class SqliteChannelLog(SqliteWriter[_Append | _Op]):
         self._acquire_lock()
         try:
             conn = self._connect_writer("FULL" if self.durable else "OFF")
-            for stmt in _SCHEMA:
+            for stmt in SCHEMA:
                 conn.execute(stmt)
         except BaseException:
             self._release_lock()  # a later attempt (a new log object) may take the file

@@ -25,8 +25,9 @@ from integration.test_proxy import (
     wait_for,
 )
 
+from flint_common.snapshot import Endpoint, Snapshot
 from gateway.activator import Activator, Rejection, Ticket
-from gateway.config import Endpoint, GatewaySettings, Snapshot
+from gateway.config import GatewaySettings
 from gateway.worker import build_context, protocol_factory
 
 KEY = "default/hello-1"

@@ -53,11 +53,11 @@ from controller.eventing.sender import Outcome, Sender
 from controller.eventing.sqlite_consumer import SqliteConsumerSource, SqliteConsumerState
 from controller.eventing.state import DispatcherState
 from controller.redis_logs import create_group, create_stream
+from flint_common.channellog.format import CHANNEL
+from flint_common.channellog.sqlite_reader import SqliteLogReader
+from flint_common.cloudevents.codec import Event
 from flint_common.redis_keys import EVENT_FIELD, consumer_key, log_pattern, stream_key
 from gateway.channels.sqlite import SqliteChannelLog
-from gateway.channels.sqlite_reader import SqliteLogReader
-from gateway.cloudevents import Event
-from gateway.ingress import CHANNEL
 
 T0 = 1_700_000_000.0
 SUBSCRIBER = "http://sub.ns.localhost"

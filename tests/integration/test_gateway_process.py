@@ -22,16 +22,9 @@ from aiohttp import web
 from support.harness import free_port
 
 from flint_common.secret import load_or_create_token
-from gateway.config import (
-    LINK_PATH,
-    Endpoint,
-    GatewaySettings,
-    RevisionTarget,
-    RouteEntry,
-    Snapshot,
-    TagTarget,
-    TrafficSplit,
-)
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
+from flint_common.wire import LINK_PATH
+from gateway.config import GatewaySettings
 from gateway.link import ControllerLink, load_snapshot_file
 from gateway.router import RouteMiss, Router
 
@@ -736,10 +729,10 @@ async def test_scale_from_zero_pokes_reports_stats_and_answers(tmp_path: Path) -
 
 async def test_two_workers_write_a_brokers_log_from_one_home_worker(tmp_path: Path) -> None:
     """Events reach a broker through both workers; only its home worker writes the log, once each."""
-    from gateway.channels.sqlite_reader import SqliteLogReader
-    from gateway.cloudevents import Event
-    from gateway.config import BrokerEntry
-    from gateway.ingress import CHANNEL
+    from flint_common.channellog.format import CHANNEL
+    from flint_common.channellog.sqlite_reader import SqliteLogReader
+    from flint_common.cloudevents.codec import Event
+    from flint_common.snapshot import BrokerEntry
 
     entry = BrokerEntry("default", "b", "uid-b", "eventing/logs/uid-b.db")
     snap = dataclasses.replace(snapshot(1, 1, ("unused.default.localhost",)), brokers=(entry,))

@@ -19,15 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from gateway.config import (
-    Endpoint,
-    GatewaySettings,
-    RevisionTarget,
-    RouteEntry,
-    Snapshot,
-    TagTarget,
-    TrafficSplit,
-)
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
+from gateway.config import GatewaySettings
 from gateway.context import WorkerContext
 from gateway.exchange import ALONE_RETRIES
 from gateway.proxy_metrics import ProxyMetrics

@@ -20,11 +20,11 @@ from support.redis_server import RedisServer, start_redis, stop_redis
 
 from controller.redis_logs import create_stream
 from flint_common import guards, redis_config
+from flint_common.cloudevents.codec import Event
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import EVENT_FIELD, stream_key
+from flint_common.snapshot import BrokerEntry
 from gateway.channels.redis_writer import RedisStreamWriter, open_redis_writer
-from gateway.cloudevents import Event
-from gateway.config import BrokerEntry
 from gateway.ingress import REDIS, Answer, BrokerIngress
 
 DEADLINE_S = 20.0

@@ -38,8 +38,8 @@ from integration.test_gateway_process import (
     upstream_server,
 )
 
+from flint_common.snapshot import BrokerEntry, Snapshot
 from gateway.admin import WorkerClient, worker_socket_path
-from gateway.config import BrokerEntry, Snapshot
 from gateway.home import home_index
 from gateway.ingress import home_key
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway.activator import Activator, Rejection, Ticket
-from gateway.config import Endpoint, GatewaySettings, RevisionTarget, Snapshot
+from gateway.config import GatewaySettings
 from gateway.home import HomeRouter, home_index
 from gateway.router import Router
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.wire import decode_snapshot
+from flint_common.wire import decode_snapshot
 from loadtests import bench, bench_nginx, bench_report, bench_stats, procs
 from loadtests.bench_report import ColdSample, LatencyRun, ThroughputRun
 

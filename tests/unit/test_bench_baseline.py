@@ -125,6 +125,10 @@ def test_probe_accepts_a_tree_that_runs_its_own_code(tmp_path: Path) -> None:
     # a newer layout: gateway.wire.decode_snapshot is preferred
     (tree / "gateway" / "wire.py").write_text("def decode_snapshot(d):\n    return d['version']\n")
     assert bench_baseline.probe(tree, env, {"version": 1}).decoder == "gateway.wire.decode_snapshot"
+    # today's layout: the link protocol in flint_common
+    (tree / "flint_common" / "wire.py").write_text("def decode_snapshot(d):\n    return d['version']\n")
+    assert bench_baseline.probe(tree, env, {"version": 1}).decoder == "flint_common.wire.decode_snapshot"
+    (tree / "flint_common" / "wire.py").unlink()
     # no decoder known: nothing to try, the start will tell
     (tree / "gateway" / "wire.py").unlink()
     (tree / "gateway" / "config.py").write_text("")

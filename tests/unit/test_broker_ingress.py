@@ -12,20 +12,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from flint_common.channellog.format import CHANNEL
+from flint_common.channellog.wake import WakeSender
+from flint_common.cloudevents.codec import Event, InvalidEvent
+from flint_common.cloudevents.knative import DEFAULT_TTL
+from flint_common.snapshot import BrokerEntry, Snapshot
 from gateway.channels.base import ChannelLog
-from gateway.channels.wake import WakeSender
-from gateway.cloudevents import Event, InvalidEvent
-from gateway.config import BrokerEntry, Snapshot
 from gateway.home import home_index
-from gateway.ingress import (
-    CHANNEL,
-    DEFAULT_TTL,
-    Answer,
-    BrokerIngress,
-    classify,
-    home_key,
-    stamp,
-)
+from gateway.ingress import Answer, BrokerIngress, classify, home_key, stamp
 
 NOW = 1_700_000_000.5
 """2023-11-14T22:13:20.5Z"""

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from support.fakes import FakeTransport
 
+from flint_common.cloudevents.codec import Event
 from flint_common.redis_keys import stream_key
+from flint_common.snapshot import BrokerEntry, Endpoint, Snapshot
 from gateway.channels.base import ChannelLog
 from gateway.channels.redis_writer import StreamGone
 from gateway.client import ClientConnection
-from gateway.cloudevents import Event
-from gateway.config import BrokerEntry, Endpoint, GatewaySettings, Snapshot
+from gateway.config import GatewaySettings
 from gateway.home import home_index
 from gateway.ingress import REDIS, BrokerIngress, home_key
 from gateway.upstream import UpstreamConn, UpstreamPool

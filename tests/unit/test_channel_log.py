@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from flint_common.cloudevents.codec import Event
 from gateway.channels import ChannelLog, ChannelLogClosed, SqliteChannelLog
-from gateway.cloudevents import Event
 
 CALL_THREADS: list[int] = []
 

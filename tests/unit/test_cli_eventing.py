@@ -39,7 +39,7 @@ from controller.cli.eventing_cmd import (
 )
 from controller.cli.main import main
 from controller.store.memory import MemoryStore
-from gateway.cloudevents import Event, decode_http
+from flint_common.cloudevents.codec import Event, decode_http
 
 Obj = dict[str, Any]
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.cloudevents import (
+from flint_common.cloudevents.attrs import percent_decode, percent_encode
+from flint_common.cloudevents.codec import (
     CONTENT_TYPE_BATCH,
     CONTENT_TYPE_STRUCTURED,
     Event,
@@ -20,7 +21,6 @@ from gateway.cloudevents import (
     decode_http,
     encode_batch,
 )
-from gateway.cloudevents_attrs import percent_decode, percent_encode
 
 LIMIT = 1 << 20
 BASE: dict[str, Any] = {"specversion": "1.0", "id": "e-1", "source": "/my/source", "type": "com.example.t"}

@@ -19,7 +19,7 @@ from controller.eventing.metrics import DispatcherMetrics
 from controller.eventing.plan import ConsumerPlan, SqliteLog
 from controller.eventing.runner import ConsumerRunner, reply_ttl
 from controller.eventing.sender import Outcome, Sender
-from gateway.cloudevents import Event
+from flint_common.cloudevents.codec import Event
 
 T0 = 1_700_000_000.0
 SUBSCRIBER = "http://sub.ns.localhost"

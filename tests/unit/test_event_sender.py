@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
 from controller.eventing.sender import Outcome, Sender, _outcome
-from gateway.cloudevents import CONTENT_TYPE_STRUCTURED, Event, decode_http
+from flint_common.cloudevents.codec import CONTENT_TYPE_STRUCTURED, Event, decode_http
 
 GATEWAY = "http://127.0.0.1:8080"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from controller.eventing.filters import Attributes, UnsupportedFilter, compile_trigger_filter
-from gateway.cloudevents import Event
+from flint_common.cloudevents.codec import Event
 
 
 def event(**extra: Any) -> Attributes:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from support.fakes import FakeTransport
 
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
 from gateway.client import ClientConnection
-from gateway.config import Endpoint, GatewaySettings, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
+from gateway.config import GatewaySettings
 from gateway.context import WorkerContext
 from gateway.upstream import UpstreamConn, UpstreamPool
 from gateway.worker import build_context

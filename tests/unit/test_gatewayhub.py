@@ -16,15 +16,8 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.gatewayhub import GatewayHub
-from gateway.config import (
-    LINK_PATH,
-    Endpoint,
-    RevisionTarget,
-    RouteEntry,
-    Snapshot,
-    TrafficSplit,
-)
-from gateway.wire import Ack, BucketLoad, Hello, Poke, SnapshotMessage, Stats
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
+from flint_common.wire import LINK_PATH, Ack, BucketLoad, Hello, Poke, SnapshotMessage, Stats
 
 WAIT = 2.0
 
@@ -361,12 +354,13 @@ async def test_first_publish_after_a_hello_is_newer_than_what_the_worker_serves(
 
 
 # ------------------------------------------------------------------------------------------
-# the messages, typed by gateway.wire
+# the messages, typed by flint_common.wire
 # ------------------------------------------------------------------------------------------
 
 
 async def test_the_previous_gateways_frames_are_understood(link: Link) -> None:
-    """Frames byte for byte as a gateway of the commit before `gateway.wire` sent them."""
+    """Frames byte for byte as a gateway sent them before the typed link messages (now
+    `flint_common.wire`)."""
     v = link.hub.publish(snap("a"))
     ws = await link.connect()
     await ws.send_str('{"type":"hello","worker":"gw/0","version":0}')

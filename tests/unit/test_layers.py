@@ -1,6 +1,6 @@
-"""The layer rules, enforced by import-linter (`.importlinter`): the data plane (gateway) never
-imports the control plane (controller), the pure modules do no I/O, and there are no import
-cycles. Each contract is also shown to catch what it forbids, on a small tree of stand-ins."""
+"""The layer rules, enforced by import-linter (`.importlinter`): neither plane (gateway, controller)
+imports the other, flint_common imports neither, the pure modules do no I/O, and there are no
+import cycles. Each contract is also shown to catch what it forbids, on a small tree of stand-ins."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / ".importlinter"
 LINT = Path(sys.executable).parent / "lint-imports"
+
+
+PURE = ("gateway-pure-modules-do-no-io", "controller-pure-modules-do-no-io", "common-pure-modules-do-no-io")
+"""The purity contracts, one per root package."""
 
 
 def contracts() -> dict[str, configparser.SectionProxy]:
@@ -44,9 +48,10 @@ def test_every_contract_is_kept() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = words(result.stdout)
     found = contracts()
-    assert {"gateway-never-imports-controller", "common-imports-neither-plane",
+    assert {"gateway-never-imports-controller", "controller-never-imports-gateway",
+            "common-imports-neither-plane",
             "gateway-pure-modules-do-no-io", "controller-pure-modules-do-no-io",
-            "no-import-cycles"} <= set(found)
+            "common-pure-modules-do-no-io", "no-import-cycles"} <= set(found)
     for section in found.values():
         assert f"{section['name']} KEPT" in out, out
     assert f"Contracts: {len(found)} kept, 0 broken." in out
@@ -54,17 +59,18 @@ def test_every_contract_is_kept() -> None:
 
 def test_the_pure_modules_listed_are_the_ones_design_names() -> None:
     listed = {
-        m for cid in ("gateway-pure-modules-do-no-io", "controller-pure-modules-do-no-io")
+        m for cid in PURE
         for m in contracts()[cid]["source_modules"].split()
     }
     assert {
-        "gateway.table", "gateway.balancer", "gateway.headers", "gateway.cloudevents",
-        "gateway.cloudevents_attrs", "gateway.cloudevents_json", "gateway.wire",
+        "gateway.table", "gateway.balancer", "gateway.headers",
+        "flint_common.wire", "flint_common.snapshot", "flint_common.cloudevents", "flint_common.timefmt",
+        "flint_common.backoff",
         "controller.autoscaling.kpa", "controller.autoscaling.hpa", "controller.autoscaling.windows",
         "controller.eventing.filters", "controller.eventing.delivery", "controller.eventing.plan",
         "controller.reconcilers.conditions", "controller.routing", "controller.api",
     } <= listed
-    for cid in ("gateway-pure-modules-do-no-io", "controller-pure-modules-do-no-io"):
+    for cid in PURE:
         assert set(contracts()[cid]["forbidden_modules"].split()) == {
             "asyncio", "aiohttp", "socket", "sqlite3", "subprocess"}
 
@@ -78,7 +84,7 @@ def stand_ins(tmp_path: Path, files: dict[str, str]) -> Path:
     """A tree with the three root packages, every module a purity contract names (empty), and
     `files` (module path → source); `.importlinter` is the repository's."""
     modules = {"gateway", "controller", "flint_common"}
-    for cid in ("gateway-pure-modules-do-no-io", "controller-pure-modules-do-no-io"):
+    for cid in PURE:
         modules |= set(contracts()[cid]["source_modules"].split())
     for module in sorted(modules):
         parts = module.split(".")
@@ -106,6 +112,22 @@ def test_the_gateway_importing_the_controller_is_caught(tmp_path: Path) -> None:
     assert "BROKEN" in result.stdout and "gateway.bad -> controller.settings" in result.stdout
 
 
+def test_the_controller_importing_the_gateway_is_caught(tmp_path: Path) -> None:
+    root = stand_ins(tmp_path, {"controller/bad.py": "from gateway import link\n",
+                                "gateway/link.py": ""})
+    result = lint(root, "--contract", "controller-never-imports-gateway", pythonpath=root)
+    assert result.returncode != 0, result.stdout
+    assert "BROKEN" in result.stdout and "controller.bad -> gateway.link" in result.stdout
+
+
+def test_flint_common_importing_a_plane_is_caught(tmp_path: Path) -> None:
+    root = stand_ins(tmp_path, {"flint_common/bad.py": "import gateway.config\n",
+                                "gateway/config.py": ""})
+    result = lint(root, "--contract", "common-imports-neither-plane", pythonpath=root)
+    assert result.returncode != 0, result.stdout
+    assert "BROKEN" in result.stdout and "flint_common.bad -> gateway.config" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("files", "source", "chain"),
     [
@@ -121,13 +143,14 @@ def test_the_gateway_importing_the_controller_is_caught(tmp_path: Path) -> None:
          ["controller.routing", "subprocess"]),
         ({"controller/autoscaling/kpa.py": "from aiohttp import web\n"},
          "controller.autoscaling.kpa", ["controller.autoscaling.kpa", "aiohttp"]),
+        ({"flint_common/wire.py": "import asyncio\n"}, "flint_common.wire", ["flint_common.wire", "asyncio"]),
     ],
 )
 def test_a_pure_module_doing_io_is_caught(
     tmp_path: Path, files: dict[str, str], source: str, chain: list[str]
 ) -> None:
     root = stand_ins(tmp_path, files)
-    plane = chain[0].split(".")[0]
+    plane = chain[0].split(".")[0].removeprefix("flint_")  # flint_common's contract is `common-...`
     result = lint(root, "--contract", f"{plane}-pure-modules-do-no-io", pythonpath=root)
     assert result.returncode != 0, result.stdout
     out = words(result.stdout)

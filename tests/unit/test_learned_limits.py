@@ -7,8 +7,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway.balancer import Balancer
-from gateway.config import Endpoint, RevisionTarget, Snapshot
 from gateway.router import Router
 
 KEY = "default/r-1"

@@ -1,4 +1,4 @@
-"""The link protocol (`gateway.wire`) and the worker's snapshot persistence, without sockets."""
+"""The link protocol (`flint_common.wire`) and the worker's snapshot persistence, without sockets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.config import (
+from flint_common.snapshot import (
     BrokerEntry,
     Endpoint,
     RevisionTarget,
@@ -19,8 +19,7 @@ from gateway.config import (
     TagTarget,
     TrafficSplit,
 )
-from gateway.link import load_snapshot_file, persist_snapshot_file
-from gateway.wire import (
+from flint_common.wire import (
     Ack,
     BucketLoad,
     Hello,
@@ -35,6 +34,7 @@ from gateway.wire import (
     decode_up,
     encode_snapshot,
 )
+from gateway.link import load_snapshot_file, persist_snapshot_file
 
 
 def snapshot(version: int = 3) -> Snapshot:
@@ -79,9 +79,9 @@ def down(snap: Snapshot) -> bytes:
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wire"
-"""Frames and files as the link wrote them before `gateway.wire` existed (commit 3281443): a
-gateway and a controller of either side of the change must understand each other, and a
-persisted snapshot must still load."""
+"""Frames and files as the link wrote them before the typed link messages existed (commit 3281443;
+they were `gateway.wire` then, `flint_common.wire` now): a gateway and a controller of either
+side of the change must understand each other, and a persisted snapshot must still load."""
 
 
 def fixture_snapshot() -> Snapshot:

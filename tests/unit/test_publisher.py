@@ -19,8 +19,8 @@ from controller.informer import Informer
 from controller.reconcilers import publisher as publisher_module
 from controller.reconcilers.publisher import SnapshotPublisher
 from controller.runtime.base import ChangeCallback, ReplicaSpec, ReplicaState, ReplicaStatus
-from gateway.config import LINK_PATH, Endpoint, Snapshot
-from gateway.wire import SnapshotMessage
+from flint_common.snapshot import Endpoint, Snapshot
+from flint_common.wire import LINK_PATH, SnapshotMessage
 
 Obj = dict[str, Any]
 WAIT = 2.0

@@ -30,7 +30,7 @@ from controller.settings import ControllerSettings
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_conn import Durability
 from flint_common.redis_keys import stream_key
-from gateway.config import BrokerEntry
+from flint_common.snapshot import BrokerEntry
 
 CLASS = "eventing.knative.dev/broker.class"
 STREAM = "eventing.flint.dev/stream"

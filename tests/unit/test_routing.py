@@ -10,7 +10,7 @@ import pytest
 from controller.api.serving import route_from_service
 from controller.reconcilers.route import published_in
 from controller.routing import HostPlan, build_snapshot, is_cluster_local, plan_hosts
-from gateway.config import Endpoint, RevisionTarget, RouteEntry, TagTarget, TrafficSplit
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, TagTarget, TrafficSplit
 
 Obj = dict[str, Any]
 

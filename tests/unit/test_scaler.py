@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from controller.autoscaling.scaler import Scaler
 from controller.autoscaling.settings import AutoscalerSettings
-from gateway.wire import BucketLoad, LearnedLimits, Poke, Stats, decode_up
+from flint_common.wire import BucketLoad, LearnedLimits, Poke, Stats, decode_up
 
 KEY = "default/hello-00001"
 
@@ -57,7 +57,7 @@ def test_reports_drive_the_decision_every_tick() -> None:
 
 def test_the_gateways_frames_decode_into_what_the_scaler_takes() -> None:
     """What a gateway sends (its encodings as of the link's first typed version) drives the
-    scaler through `gateway.wire`, not through raw dicts."""
+    scaler through `flint_common.wire`, not through raw dicts."""
     w = World()
     w.ready = 1
     for second in range(994, 1001):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 import gateway.stats
+from flint_common.wire import BucketLoad, LearnedLimits, Poke, Stats
 from gateway.stats import (
     REPORT_WINDOW_S,
     Pokes,
@@ -17,7 +18,6 @@ from gateway.stats import (
     report_stats,
     stats_message,
 )
-from gateway.wire import BucketLoad, LearnedLimits, Poke, Stats
 
 
 def test_time_weighted_average_over_one_bucket() -> None:

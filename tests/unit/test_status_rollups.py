@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.reconcilers.conditions import get_condition, rfc3339, set_condition
+from controller.reconcilers.conditions import get_condition, set_condition
 from controller.reconcilers.configuration import configuration_status
 from controller.reconcilers.revision import (
     PROGRESS_DEADLINE_ANNOTATION,
@@ -19,6 +19,7 @@ from controller.reconcilers.revision import (
 )
 from controller.reconcilers.service import service_status
 from controller.runtime.base import ReplicaState, ReplicaStatus
+from flint_common.timefmt import rfc3339
 
 Obj = dict[str, Any]
 T0 = 1_700_000_000.0

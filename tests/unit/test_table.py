@@ -6,14 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.config import (
-    Endpoint,
-    RevisionTarget,
-    RouteEntry,
-    Snapshot,
-    TagTarget,
-    TrafficSplit,
-)
+from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
 from gateway.router import Routed, RouteMiss, Router
 from gateway.table import Resolution, RoutingTable, normalize_host, pick
 

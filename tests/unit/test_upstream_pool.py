@@ -16,7 +16,8 @@ import httptools
 import pytest
 from support.fakes import FakeTransport
 
-from gateway.config import Endpoint, GatewaySettings
+from flint_common.snapshot import Endpoint
+from gateway.config import GatewaySettings
 from gateway.upstream import OverLimit, UpstreamConn, UpstreamPool
 
 A = Endpoint("a", "127.0.0.1", 9)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.eventing.dispatcher import DispatcherLock
-from gateway.channels.wake import WakeReceiver, WakeSender, wake_path
+from flint_common.channellog.wake import WakeReceiver, WakeSender, wake_path
 
 
 async def eventually(check: Callable[[], bool], what: str, deadline_s: float = 5.0) -> None:

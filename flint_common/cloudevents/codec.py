@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from gateway.cloudevents_attrs import (
+from flint_common.cloudevents.attrs import (
     SPECVERSION_03,
     AttrValue,
     CloudEventError,
@@ -72,7 +72,7 @@ from gateway.cloudevents_attrs import (
     percent_encode,
     validate_attributes,
 )
-from gateway.cloudevents_json import ScanError, array_elements, member_span
+from flint_common.cloudevents.jsonspans import ScanError, array_elements, member_span
 
 __all__ = [
     "CONTENT_TYPE_BATCH",

@@ -1,6 +1,6 @@
 """CloudEvents 1.0 and 0.3 attributes: errors, validation, media types and ce- header coding (pure).
 
-Used by `gateway.cloudevents`; import the public names from there. Messages are written for the
+Used by `flint_common.cloudevents.codec`; import the public names from there. Messages are written for the
 person who sent the event: each names the attribute and what is wrong with it.
 """
 

@@ -1,13 +1,13 @@
 """The gateway ↔ controller link protocol: every message, its JSON form and its decoder (pure).
 
-The link is one websocket per gateway worker at `gateway.config.LINK_PATH`; each message is one
-JSON text frame, an object whose `type` names it. Both planes import this module: the gateway
-encodes the up messages and decodes the down one, the controller the other way round.
+The link is one websocket per gateway worker at `LINK_PATH`; each message is one JSON text
+frame, an object whose `type` names it. Both planes import this module (so it lives in neither):
+the gateway encodes the up messages and decodes the down one, the controller the other way round.
 
 down (controller → worker):
     `SnapshotMessage`  {"type": "snapshot", "snapshot": <Snapshot>}
-        The routing snapshot (`gateway.config.Snapshot` as orjson serialises the dataclasses;
-        `decode_snapshot` reads it back). The worker persists the same object to
+        The routing snapshot (`flint_common.snapshot.Snapshot` as orjson serialises the
+        dataclasses; `decode_snapshot` reads it back). The worker persists the same object to
         `GatewaySettings.snapshot_path` and loads it at start.
 up (worker → controller):
     `Hello`  {"type": "hello", "worker": "<gateway-id>/<index>", "version": <last applied version>}
@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import orjson
 
-from gateway.config import (
+from flint_common.snapshot import (
     BrokerEntry,
     Endpoint,
     RevisionTarget,
@@ -52,6 +52,9 @@ from gateway.config import (
 )
 
 T = TypeVar("T")
+
+LINK_PATH = "/internal/gateway/link"
+"""Path of the controller's websocket for gateway workers."""
 
 
 class WireError(ValueError):

@@ -3,9 +3,9 @@
 The log's writer (`SqliteChannelLog`, in the gateway's home worker) is the file's only writer;
 a reader in another process (the dispatcher) reads committed records through its own connection
 (WAL lets readers run beside the writer), with the writer's own queries (`read_records`,
-`read_tail`), so the log's SQL lives in one place. The file appears with the log's first
-record: until then the log is empty, and the reader never creates it (`mode=rw` opens an
-existing file only).
+`read_tail`, in `flint_common.channellog.format`), so the log's SQL lives in one place. The file
+appears with the log's first record: until then the log is empty, and the reader never creates it
+(`mode=rw` opens an existing file only).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gateway.channels.sqlite import read_records, read_tail
+from flint_common.channellog.format import read_records, read_tail
 
 __all__ = ["SqliteLogReader"]
 
