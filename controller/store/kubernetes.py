@@ -154,6 +154,10 @@ class KubernetesStore:
         """A JSON merge patch of the status subresource (only `status` is applied)."""
         return await self._api.merge_patch(kind, namespace, name, patch, status=True)
 
+    async def scale(self, kind: Kind, namespace: str, name: str, replicas: int) -> Obj:
+        """Set a scalable object's replicas through its scale subresource; the Scale written."""
+        return await self._api.scale(kind, namespace, name, replicas)
+
     async def delete(self, kind: Kind, namespace: str, name: str) -> Obj:
         return await self._api.delete(kind, namespace, name)
 

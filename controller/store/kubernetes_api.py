@@ -115,6 +115,13 @@ class CustomObjects:
             _content_type=MERGE_PATCH,
         )
 
+    async def scale(self, kind: Kind, namespace: str, name: str, replicas: int) -> Obj:
+        """Set `spec.replicas` through the scale subresource (a merge patch of the Scale)."""
+        return await self._call(
+            kind, name, "patch_namespaced_custom_object_scale", *self._where(kind, namespace), name,
+            {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH,
+        )
+
     async def delete(self, kind: Kind, namespace: str, name: str) -> Obj:
         return await self._call(
             kind, name, "delete_namespaced_custom_object", *self._where(kind, namespace), name

@@ -1,0 +1,214 @@
+"""A revision's workload on the Kubernetes engine, through the API server: its Deployment, its
+`<revision>-private` Service and (HPA class) its HorizontalPodAutoscaler made and kept as
+`kubernetes_manifests` describes them, its scale set through the Deployment's scale subresource,
+and what the cluster says back — the endpoints of its private Service's EndpointSlices and the
+`ResourcesAvailable`/`ContainerHealthy` conditions (`kubernetes_status`) — from watched caches.
+
+Deployments, EndpointSlices and HorizontalPodAutoscalers go through a `KubernetesStore` of those
+kinds (their groups are served like custom resources: one list+watch machinery, bookmarks and
+resume included); Services and Pods, in the core group, through `CoreV1Api`.
+
+A Deployment is updated only when what Flint would write changed: the hash of the desired
+manifest (replicas aside) is kept in its `flint.dev/manifest-hash` annotation, since the API
+server fills in defaults that a field-by-field comparison would take for drift (Knative hashes
+the same way, `UpdateDeploymentHashLabel`). An object of the revision's name that the revision
+does not control is never touched: `NotOwned` (Knative's `ResourceNotOwned`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import client
+
+from controller.informer import Informer
+from controller.runtime.kubernetes_manifests import (
+    ManifestSettings,
+    deployment,
+    deployment_name,
+    private_service,
+    private_service_name,
+    selector,
+)
+from controller.runtime.kubernetes_status import Condition, PodEndpoint, endpoints, revision_conditions
+from controller.store.base import Kind, NotFound, Obj
+from controller.store.kubernetes import KubernetesStore
+from controller.store.kubernetes_api import unreachable
+from controller.store.kubernetes_config import KubernetesSettings
+from controller.store.kubernetes_errors import store_error
+
+__all__ = ["DEPLOYMENTS", "ENDPOINT_SLICES", "HPAS", "WORKLOAD_KINDS", "KubernetesWorkloads", "NotOwned"]
+
+DEPLOYMENTS = Kind("apps", "deployments")
+ENDPOINT_SLICES = Kind("discovery.k8s.io", "endpointslices")
+HPAS = Kind("autoscaling", "horizontalpodautoscalers")
+WORKLOAD_KINDS = {DEPLOYMENTS: ("v1", "Deployment"), ENDPOINT_SLICES: ("v1", "EndpointSlice"),
+                  HPAS: ("v2", "HorizontalPodAutoscaler")}
+PODS = Kind("", "pods")
+SERVICES = Kind("", "services")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+HASH_ANNOTATION = "flint.dev/manifest-hash"
+
+
+class NotOwned(Exception):
+    """An object of the name a revision's workload needs exists, and the revision does not
+    control it (Knative: `NotOwned`, "There is an existing Deployment … that we do not own")."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"There is an existing {kind} {name!r} that we do not own.")
+        self.kind, self.name = kind, name
+
+
+def manifest_hash(manifest: Obj) -> str:
+    """What Flint would write, replicas aside: equal hashes, nothing to update."""
+    spec = dict(manifest.get("spec") or {})
+    spec.pop("replicas", None)
+    meta = manifest["metadata"]
+    blob = orjson.dumps({"spec": spec, "labels": meta.get("labels"),
+                         "annotations": meta.get("annotations")}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _controlled_by(obj: Obj, rev: Obj) -> bool:
+    uid = rev["metadata"].get("uid")
+    return any(r.get("controller") and r.get("uid") == uid
+               for r in obj["metadata"].get("ownerReferences") or [])
+
+
+class KubernetesWorkloads:
+    """The revisions' workloads in one cluster (every namespace, or `namespace`)."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: KubernetesSettings | None = None,
+        manifests: ManifestSettings | None = None,
+        *,
+        namespace: str | None = None,
+    ) -> None:
+        self.settings = settings or KubernetesSettings()
+        self.manifests = manifests or ManifestSettings()
+        self._store = KubernetesStore(api, WORKLOAD_KINDS, self.settings)
+        self._core: Any = client.CoreV1Api(api)  # dict bodies; the stubs want models
+        self._namespace = namespace
+        self.deployments = Informer(self._store, DEPLOYMENTS)
+        self.slices = Informer(self._store, ENDPOINT_SLICES)
+        self._listeners: list[Callable[[str], None]] = []
+
+    async def start(self) -> None:
+        """Fill the caches (list, then watch) before answering from them."""
+        for informer in (self.deployments, self.slices):
+            informer.on_change(self._changed)
+            await informer.start()
+
+    async def close(self) -> None:
+        """Stop watching; the cluster keeps running every workload."""
+        for informer in (self.slices, self.deployments):
+            await informer.stop()
+        await self._store.close()
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        """`listener(revision_key)` after a change of a revision's Deployment or endpoints."""
+        self._listeners.append(listener)
+
+    def _changed(self, type_: str, obj: Obj, old: Obj | None) -> None:
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        revision = labels.get("serving.knative.dev/revision")
+        if revision is None and (svc := labels.get(SERVICE_NAME_LABEL, "")).endswith("-private"):
+            revision = svc.removesuffix("-private")
+        if revision:
+            key = f"{meta.get('namespace', 'default')}/{revision}"
+            for listener in self._listeners:
+                listener(key)
+
+    # -- what the cluster says ------------------------------------------------------------------
+
+    def endpoints(self, namespace: str, revision: str) -> list[PodEndpoint]:
+        """The revision's pod endpoints (ready, starting, draining) from the EndpointSlices."""
+        service = private_service_name(revision)
+        return endpoints(s for s in self.slices.list(namespace)
+                         if (s["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) == service)
+
+    async def conditions(self, rev: Obj, dep: Obj | None) -> dict[str, Condition]:
+        """ResourcesAvailable and ContainerHealthy from the Deployment and, when replicas are
+        wanted and none is available, its first pod."""
+        pods: list[Obj] = []
+        spec, status = (dep or {}).get("spec") or {}, (dep or {}).get("status") or {}
+        if dep is not None and int(spec.get("replicas") or 0) > 0 and not status.get("availableReplicas"):
+            label = ",".join(f"{k}={v}" for k, v in selector(rev).items())
+            listed = await self._core_call(PODS, "", "list_namespaced_pod", self._ns(rev),
+                                           label_selector=label, limit=1)
+            pods = list(listed.get("items") or [])
+        containers = [str(c.get("name")) for c in (rev.get("spec") or {}).get("containers") or []
+                      if c.get("name")]
+        return revision_conditions(dep, pods, containers)
+
+    # -- what Flint makes -----------------------------------------------------------------------
+
+    async def ensure(self, rev: Obj, replicas: int) -> Obj:
+        """The revision's Deployment and private Service exist as Flint would make them, the
+        Deployment at `replicas`; the Deployment as the API server has it."""
+        await self._ensure_service(rev)
+        ns, name = self._ns(rev), deployment_name(rev["metadata"]["name"])
+        want = deployment(rev, replicas, self.manifests)
+        digest = manifest_hash(want)
+        want["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+        have = self.deployments.get(ns, name)
+        if have is None:
+            try:
+                have = await self._store.get(DEPLOYMENTS, ns, name)
+            except NotFound:
+                return await self._store.create(DEPLOYMENTS, want)
+        if not _controlled_by(have, rev):
+            raise NotOwned("Deployment", name)
+        if (have["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) != digest:
+            updated = dict(have, metadata=dict(have["metadata"], labels=want["metadata"]["labels"],
+                                               annotations=want["metadata"]["annotations"]),
+                           spec=dict(want["spec"], replicas=(have.get("spec") or {}).get("replicas",
+                                                                                       replicas)))
+            have = await self._store.update(DEPLOYMENTS, updated)
+        if int((have.get("spec") or {}).get("replicas") or 0) != replicas:
+            await self._store.scale(DEPLOYMENTS, ns, name, replicas)
+            have = dict(have, spec=dict(have["spec"], replicas=replicas))
+        return have
+
+    async def _ensure_service(self, rev: Obj) -> None:
+        want = private_service(rev)
+        ns, name = self._ns(rev), want["metadata"]["name"]
+        try:
+            have = await self._core_call(SERVICES, name, "read_namespaced_service", name, ns)
+        except NotFound:
+            await self._core_call(SERVICES, name, "create_namespaced_service", ns, want)
+            return
+        if not _controlled_by(have, rev):
+            raise NotOwned("Service", name)
+        spec = have.get("spec") or {}
+        if spec.get("selector") != want["spec"]["selector"] or [
+                (p.get("name"), p.get("port"), p.get("targetPort")) for p in spec.get("ports") or []] != [
+                (p["name"], p["port"], p["targetPort"]) for p in want["spec"]["ports"]]:
+            body = dict(have, spec=dict(spec, selector=want["spec"]["selector"], ports=want["spec"]["ports"]))
+            await self._core_call(SERVICES, name, "replace_namespaced_service", name, ns, body)
+
+    def _ns(self, rev: Obj) -> str:
+        return str(rev["metadata"].get("namespace") or self._namespace or "default")
+
+    async def _core_call(self, kind: Kind, name: str, method: str, *args: Any, **kwargs: Any) -> Obj:
+        """A CoreV1Api call about `kind` `name`, its body as JSON; the API server's errors as the
+        store's (`NotFound`…), an API server that does not answer as a 503."""
+        try:
+            response = await getattr(self._core, method)(*args, _preload_content=False, **kwargs)
+            try:
+                data = await response.read()
+            finally:
+                response.release()
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise unreachable(str(self._core.api_client.configuration.host), kind, name, e) from e
+        if not 200 <= response.status < 300:
+            raise store_error(response.status, data, kind=kind, name=name)
+        body: Obj = orjson.loads(data)
+        return body
