@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 from support.harness import Flint, start_flint, stop_flint
-from support.redis_server import redis_server, redis_servers
+from support.redis_server import redis_client, redis_server, redis_servers
 
-__all__ = ["flint", "redis_server", "redis_servers"]  # the fixtures: a real redis-server too
+__all__ = ["flint", "redis_client", "redis_server", "redis_servers"]  # the fixtures: a real redis-server too
 
 
 @pytest.fixture(scope="module")

@@ -61,14 +61,14 @@ def test_eventing_benchmark_smoke(tmp_path: Path) -> None:
                     reason="wrk, hey or nginx is not installed (sh loadtests/setup-tools.sh)")
 def test_side_by_side_benchmark_with_a_baseline_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # before the run: a commit meanwhile moves HEAD
     r = subprocess.run(
         [sys.executable, "-m", "loadtests.bench", "--baseline", "HEAD", "--rounds", "1", "--duration", "1",
          "--skip-cold-start", "--skip-scale", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
     lines = r.stdout.splitlines()
     assert any(line.startswith("| (b0) Flint gateway, baseline HEAD | ") for line in lines)
     assert any(line.startswith(f"| new gateway ({head[:10]}") and f"vs baseline HEAD ({head[:10]})" in line

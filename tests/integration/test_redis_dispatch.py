@@ -6,13 +6,11 @@ forgotten once the consumer is deleted."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from support.harness import free_port
+from support.harness import free_port, until
 from support.redis_server import RedisServer
 
 from controller.eventing import redis_dispatch
@@ -23,19 +21,9 @@ from controller.eventing.redis_consumer import RedisConsumerSettings
 from controller.eventing.redis_dispatch import RedisDispatch
 from controller.eventing.sender import Sender
 from controller.redis_logs import create_group, create_stream
-from flint_common import redis_conn
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import stream_key, trim_lock_key
 from flint_common.secret import Secret
-
-DEADLINE_S = 10.0
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while not await check():
-        assert time.monotonic() < end, f"{what} not reached within {DEADLINE_S:g} s"
-        await asyncio.sleep(0.02)
 
 
 def consumer(log_uid: str, uid: str) -> ConsumerPlan:
@@ -52,11 +40,8 @@ def plan(version: int, *consumers: ConsumerPlan, known: tuple[str, ...] | None =
 
 
 @pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    made = redis_conn.client(RedisSettings(url=redis_server.url))
-    yield made
-    await made.flushdb()
-    await made.aclose()
+def client(redis_client: aioredis.Redis) -> aioredis.Redis:
+    return redis_client
 
 
 async def dispatcher(tmp: Path, url: str, **settings: object) -> Dispatcher:

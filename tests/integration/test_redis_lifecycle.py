@@ -5,14 +5,11 @@ created meanwhile."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from support.redis_server import RedisServer
+from support.harness import until
 
 from controller.reconcilers.context import BROKERS, REDIS_CHANNELS, SUBSCRIPTIONS, TRIGGERS
 from controller.redis_janitor import RedisJanitor
@@ -20,26 +17,12 @@ from controller.redis_logs import RedisLogs, StreamMissing, create_group, create
 from controller.redis_sweep import Live, Orphans, store_owners
 from controller.store.base import Kind
 from controller.store.memory import MemoryStore
-from flint_common import redis_conn
-from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import consumer_key, stream_key, trim_lock_key
-
-DEADLINE_S = 10.0
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    end = time.monotonic() + DEADLINE_S
-    while not await check():
-        assert time.monotonic() < end, f"{what} not reached within {DEADLINE_S:g} s"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    made = redis_conn.client(RedisSettings(url=redis_server.url))
-    yield made
-    await made.flushdb()
-    await made.aclose()
+def client(redis_client: aioredis.Redis) -> aioredis.Redis:
+    return redis_client
 
 
 async def groups(client: aioredis.Redis, stream: str) -> list[str]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,12 +37,23 @@ __all__ = [
     "run",
     "start_flint",
     "stop_flint",
+    "until",
 ]
 
 
 def poll(check: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:
     """Wait for `check()` with a deadline; fail the test naming `what` when it never holds."""
     flint_process.wait_for(check, timeout, what, interval)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, deadline_s: float = 10.0,
+                interval: float = 0.02) -> None:
+    """`poll` for a coroutine check, on the running loop: fail naming `what` after `deadline_s`."""
+    end = time.monotonic() + deadline_s
+    while not await check():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what} not reached within {deadline_s:g} s")
+        await asyncio.sleep(interval)
 
 
 def pid_alive(pid: int) -> bool:

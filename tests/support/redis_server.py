@@ -6,7 +6,9 @@ Fixtures (tests/integration/conftest.py imports them):
 
 - `redis_server`: one per module, append-only file on (`appendonly yes`, `save ""`);
 - `redis_servers`: a factory for others, e.g. `redis_servers(appendonly=False)` or
-  `redis_servers(password="…")`, each stopped when the test ends.
+  `redis_servers(password="…")`, each stopped when the test ends;
+- `redis_client`: a `redis.asyncio` client of `redis_server` (Flint's `redis_conn.client`), whose
+  database is flushed after the test.
 
 `kill_redis(server)` SIGKILLs one (a crash: what its append-only file holds survives) and
 `restart_redis(server)` starts it again in place: the same port, config and data dir (it loads
@@ -24,14 +26,17 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from flint_common import redis_conn
 from flint_common.lifetime import die_with_parent
+from flint_common.redis_config import RedisSettings
 from loadtests.flint_process import free_port
 
 START_TIMEOUT_S = 15.0
@@ -177,3 +182,14 @@ def redis_servers() -> Iterator[Callable[..., RedisServer]]:
         finally:
             for server in started:
                 stop_redis(server)
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client of the module's redis-server; its database is flushed after the test."""
+    made = redis_conn.client(RedisSettings(url=redis_server.url))
+    try:
+        yield made
+    finally:
+        await made.flushdb()
+        await made.aclose()
