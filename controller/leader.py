@@ -11,10 +11,17 @@ returns. `LeaderElector` adds:
 * **release on shutdown** (`close`): the leader writes the Lease back without a holder (Go's
   `ReleaseOnCancel`: no holder, a one-second lease), which the library's candidates take at once
   instead of a lease duration later, so a rolling update hands over in about a retry period;
+* **bounded calls**: every Lease request times out after a retry period (kubernetes-asyncio's
+  default is no timeout: a request hung on a dead API server would keep a leader leading past its
+  lease, with a standby leading too), and a network error is a failed attempt, as an API error
+  is (the library catches only the latter, so a blip would end the term at once);
+* **a lead that ends ends the term**: if `lead` returns or raises, the Lease is released and the
+  candidate campaigns again (the library would go on renewing a Lease nobody works under);
 * `leading` and a `changed` callback, for the readiness of the parts only a leader runs.
 
-The library's timing rules hold: lease duration > renew deadline > 1.2 × retry period, each at
-least one second. Its Lease times are written from the local clock as UTC (`…Z`): run the
+The library's timing rules hold (lease duration > renew deadline > 1.2 × retry period, each at
+least one second), and one more: lease duration > renew deadline + 2 × retry period, the longest a
+leader whose renewals fail can still be leading, so two never lead at once. Its Lease times are written from the local clock as UTC (`…Z`): run the
 controller with TZ unset or UTC, as containers do; the decisions use only this process's
 monotonic observations, never another machine's clock.
 """
@@ -33,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.leaderelection.electionconfig import Config
@@ -79,6 +87,48 @@ class LeaderSettings:
             raise ValueError("lease_duration_s must be longer than renew_deadline_s")
         if self.renew_deadline_s <= 1.2 * self.retry_period_s:
             raise ValueError("renew_deadline_s must be longer than 1.2 × retry_period_s")
+        if self.lease_duration_s <= self.renew_deadline_s + 2 * self.retry_period_s:
+            # A leader whose renewals fail stops within renew deadline + two retry periods (the
+            # pause before its renewals, its last attempt's timeout): before any standby may
+            # take the Lease, a lease duration after it last saw it renewed.
+            raise ValueError("lease_duration_s must be longer than renew_deadline_s + 2 × retry_period_s")
+
+
+class _BoundedLeaseLock(LeaseLock):
+    """The library's Lease lock with every call bounded by `timeout_s` (kubernetes-asyncio's own
+    default is no timeout at all: a hung request would keep a leader leading past its lease) and
+    network errors taken as a failed attempt (the library catches only `ApiException`, so a
+    blip would otherwise end the election outright)."""
+
+    def __init__(self, name: str, namespace: str, identity: str, api: client.ApiClient,
+                 timeout_s: float) -> None:
+        super().__init__(name, namespace, identity, api)
+        self.timeout_s = timeout_s
+
+    async def get(self, name: str, namespace: str) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await super().get(name, namespace)
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            failed = ApiException(status=503, reason=type(exc).__name__)
+            failed.body = orjson.dumps({"code": 503, "message": repr(exc)})
+            return False, failed  # the library logs it and counts a failed attempt
+
+    async def create(self, name: str, namespace: str, election_record: Any) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await super().create(name, namespace, election_record)
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            log.warning("event=lease_create_failed error=%r", exc)
+            return False
+
+    async def update(self, name: str, namespace: str, updated_record: Any) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await super().update(name, namespace, updated_record)
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            log.warning("event=lease_update_failed error=%r", exc)
+            return False
 
 
 class LeaderElector:
@@ -103,6 +153,8 @@ class LeaderElector:
         self._lead_task: asyncio.Task[Any] | None = None
         """The library's task running `lead` (it cancels it on a loss, but never awaits it, and
         leaves it running when the campaign itself is cancelled)."""
+        self._lead_ended = asyncio.Event()
+        """Set when `lead` returned or raised: the term ends and the Lease is released."""
         self.leading = False
         """Whether this candidate holds the Lease (and `lead` runs)."""
         self.terms = 0
@@ -148,18 +200,29 @@ class LeaderElector:
     async def _campaign(self) -> None:
         s = self.settings
         while True:
-            lock = LeaseLock(s.lease, s.namespace, self.identity, self._api)
+            lock = _BoundedLeaseLock(s.lease, s.namespace, self.identity, self._api, s.retry_period_s)
             election = LeaderElection(Config(
                 lock, lease_duration=s.lease_duration_s, renew_deadline=s.renew_deadline_s,
                 retry_period=s.retry_period_s, onstarted_leading=self._leading,
                 onstopped_leading=self._stopped))
             log.info("event=campaign lease=%s/%s identity=%s", s.namespace, s.lease, self.identity)
+            self._lead_ended.clear()
+            run = asyncio.get_running_loop().create_task(election.run(), name="leader-election-term")
+            ended = asyncio.get_running_loop().create_task(self._lead_ended.wait())
             try:
-                await election.run()  # returns once leadership is lost
-            except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:  # the API server away
-                log.warning("event=campaign_failed error=%s", exc)
+                await asyncio.wait({run, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                if not run.done():  # `lead` ended on its own: hold the Lease no longer
+                    run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError, ApiException, OSError,
+                                         aiohttp.ClientError):
+                    await run  # returns once leadership is lost
+            was_leading = self.leading
             await self._end_lead()
             self._set(False)
+            if was_leading and self._lead_ended.is_set():
+                await self.release()  # a standby takes over now, not a lease later
             await asyncio.sleep(s.retry_period_s)
 
     async def _end_lead(self) -> None:
@@ -175,7 +238,16 @@ class LeaderElector:
         self._set(True)
         log.info("event=leading lease=%s/%s identity=%s term=%d", self.settings.namespace,
                  self.settings.lease, self.identity, self.terms)
-        await self._lead()
+        try:
+            await self._lead()
+            log.error("event=lead_ended identity=%s reason=returned (a leader's work never ends "
+                      "by itself): giving the Lease up", self.identity)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=lead_failed identity=%s: giving the Lease up", self.identity)
+        self._lead_task = None
+        self._lead_ended.set()
 
     async def _stopped(self) -> None:
         log.warning("event=leadership_lost lease=%s/%s identity=%s", self.settings.namespace,

@@ -1,7 +1,7 @@
 """Leader election on a Lease (`controller.leader`): one leader at a time, a released Lease taken
 at once, a dead leader's taken after the lease duration, a lost Lease given up and campaigned for
 again. Against the contract fake (or a cluster: FLINT_KUBECONFIG), with the shortest timings the
-library allows (lease 3 s, renew deadline 2 s, retry 1 s)."""
+library allows with two leaders never overlapping (lease 5 s, renew deadline 2 s, retry 1 s)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from support.kubeapi.session import KubeTarget, eventually
 
 from controller.leader import LeaderElector, LeaderSettings
 
-FAST: dict[str, Any] = {"lease_duration_s": 3, "renew_deadline_s": 2.0, "retry_period_s": 1.0}
+FAST: dict[str, Any] = {"lease_duration_s": 5, "renew_deadline_s": 2.0, "retry_period_s": 1.0}
 DEADLINE_S = 20.0
 
 
@@ -175,3 +175,102 @@ def _not_running(c: Candidate) -> Any:
         return not c.running and not c.elector.leading
 
     return probe
+
+
+class FreezableProxy:
+    """A TCP relay on loopback to the API server that can go silent (a dead node, no reset): the
+    bytes stop flowing both ways while the connections stay open."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    await self.flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        for t in (asyncio.create_task(pump(reader, up_writer)), asyncio.create_task(pump(up_reader, writer))):
+            self.tasks.add(t)
+            t.add_done_callback(self.tasks.discard)
+
+    async def stop(self) -> None:
+        self.flowing.set()
+        if self.server is not None:
+            self.server.close()
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.mark.fake_only
+async def test_a_leader_whose_api_server_goes_silent_stops_before_a_standby_takes_over(
+        kube: KubeTarget) -> None:
+    assert kube.fake is not None
+    proxy = FreezableProxy(int(kube.fake.url.rsplit(":", 1)[1]))
+    configuration = client.Configuration()
+    configuration.host = await proxy.start()
+    api_a = client.ApiClient(configuration)
+    a, b = Candidate(kube, "a"), Candidate(kube, "b")
+    a.elector = LeaderElector(api_a, a.elector.settings, a.lead, changed=a.changes.append)
+    try:
+        a.elector.start()
+        await eventually(_running(a), bool, DEADLINE_S, "a leads")
+        b.elector.start()
+        proxy.flowing.clear()  # a's requests hang from now on; kubernetes-asyncio sets no timeout
+        leading_both: list[bool] = []
+
+        async def b_leads() -> bool:
+            leading_both.append(a.elector.leading and b.elector.leading)
+            return b.elector.leading
+
+        await eventually(b_leads, bool, DEADLINE_S, "b takes the Lease a no longer renews")
+        assert not a.running and not any(leading_both), "a still led while b did"
+    finally:
+        await a.elector.close()
+        await b.elector.close()
+        await proxy.stop()
+        await api_a.close()
+
+
+async def test_a_lead_that_fails_gives_the_lease_up(kube: KubeTarget) -> None:
+    failures: list[int] = []
+
+    async def failing() -> None:
+        failures.append(1)
+        if len(failures) == 1:
+            raise RuntimeError("the reconcilers could not start")
+        await asyncio.Event().wait()
+
+    a = LeaderElector(kube.api, LeaderSettings(lease="flint-controller", namespace=kube.namespace,
+                                               identity="a", **FAST), failing)
+    b = Candidate(kube, "b")
+    try:
+        a.start()
+        await eventually(lambda: holder(kube), lambda h: h == "a", DEADLINE_S, "a leads")
+        b.elector.start()
+        # a's lead failed at once: it released the Lease, which one of them takes again at once.
+        await eventually(lambda: _value(len(failures) >= 2 or b.running), bool, DEADLINE_S,
+                         "a campaigned again or b took over")
+        assert failures[0] == 1 and (b.running or a.leading)
+    finally:
+        await a.close()
+        await b.elector.close()
+
+
+async def _value(v: bool) -> bool:
+    return v
