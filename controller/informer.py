@@ -8,9 +8,14 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from controller.store.base import Gone, Kind, Obj, Store
+from controller.store.base import Gone, Kind, Obj, Store, StoreError
+from flint_common.backoff import backoff_delay
 
 log = logging.getLogger("flint.informer")
+
+RELIST_FIRST_S = 0.2
+RELIST_MAX_S = 30.0
+"""Pause before listing again after a failed list or watch: doubling from the first, capped."""
 
 Handler = Callable[[str, Obj, Obj | None], None]
 """(event type, new object (the deleted one for DELETED), old object or None)."""
@@ -55,8 +60,16 @@ class Informer:
                 await self._task
 
     async def _run(self) -> None:
+        failures = 0
         while True:
-            items, rv = await self._store.list(self.kind)
+            try:
+                items, rv = await self._store.list(self.kind)
+            except (StoreError, OSError) as exc:  # the API server away, throttling, forbidden…
+                failures += 1
+                delay = backoff_delay(RELIST_FIRST_S, RELIST_MAX_S, failures - 1)
+                log.warning("list failed kind=%s error=%s; again in %.1f s", self.kind, exc, delay)
+                await asyncio.sleep(delay)
+                continue
             fresh = {key_of(o): o for o in items}
             for k, gone in list(self._cache.items()):
                 if k not in fresh:
@@ -74,6 +87,7 @@ class Informer:
             self._synced.set()
             try:
                 async for ev in self._store.watch(self.kind, None, since=rv):
+                    failures = 0
                     k = key_of(ev.object)
                     old = self._cache.get(k)
                     if ev.type == "DELETED":
@@ -84,6 +98,14 @@ class Informer:
                         self._emit(ev.type, ev.object, old)
             except Gone:
                 log.info("watch expired kind=%s; relisting", self.kind)
+                continue
+            except (StoreError, OSError) as exc:
+                # Any other error of the watch (a 429, a 500, an ERROR event): the cache stays
+                # as it is and is listed again after a pause, never left to go stale.
+                failures += 1
+                delay = backoff_delay(RELIST_FIRST_S, RELIST_MAX_S, failures - 1)
+                log.warning("watch failed kind=%s error=%s; relisting in %.1f s", self.kind, exc, delay)
+                await asyncio.sleep(delay)
                 continue
             # The watch ended without an error: the store is closing. Stop following it.
             return

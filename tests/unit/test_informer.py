@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from controller.informer import Informer, key_of
-from controller.store.base import Kind, Obj
+from controller.store.base import Kind, Obj, StoreError
 from controller.store.memory import MemoryStore
 
 SVC = Kind("serving.knative.dev", "services")
@@ -288,3 +288,69 @@ async def test_closed_store_does_not_make_the_informer_spin() -> None:
     finally:
         with contextlib.suppress(Exception):
             await inf.stop()
+
+
+class FlakyStore(MemoryStore):
+    """A store whose first `list_failures` lists and first `watch_failures` watches fail, as a
+    Kubernetes API server does when it throttles (429), restarts (503) or refuses (403)."""
+
+    def __init__(self, list_failures: int = 0, watch_failures: int = 0) -> None:
+        super().__init__()
+        self.list_failures, self.watch_failures = list_failures, watch_failures
+        self.lists = 0
+        self.healthy_list = asyncio.Event()
+        """Set by a list made once no failure is left: the informer's watch after it holds."""
+
+    async def list(self, kind: Kind, namespace: str | None = None, *,
+                   not_older_than: str = "") -> tuple[list[Obj], str]:
+        self.lists += 1
+        if self.list_failures > 0:
+            self.list_failures -= 1
+            err = StoreError("the API server is unavailable")
+            err.code = 503
+            raise err
+        listed = await super().list(kind, namespace, not_older_than=not_older_than)
+        if self.watch_failures == 0:
+            self.healthy_list.set()
+        return listed
+
+    def watch(self, kind: Kind, namespace: str | None = None, since: str = "") -> Any:
+        if self.watch_failures > 0:
+            self.watch_failures -= 1
+            return self._failing()
+        return super().watch(kind, namespace, since)
+
+    async def _failing(self) -> AsyncIterator[Any]:
+        err = StoreError("Too many requests")
+        err.code = 429
+        raise err
+        yield  # an async generator that fails at its first step
+
+
+async def test_a_failed_list_is_tried_again_and_start_waits_for_it(informers: list[Informer]) -> None:
+    store = FlakyStore(list_failures=2)
+    await store.open()
+    await store.create(SVC, svc("a"))
+    inf = Informer(store, SVC)
+    informers.append(inf)
+    await asyncio.wait_for(inf.start(), 5.0)  # synced once a list succeeded
+    assert inf.get("default", "a") is not None and store.lists == 3
+    await store.close()
+
+
+async def test_a_failed_watch_relists_and_the_cache_keeps_following(informers: list[Informer]) -> None:
+    store = FlakyStore(watch_failures=2)
+    await store.open()
+    inf = Informer(store, SVC)
+    informers.append(inf)
+    events = Events()
+    inf.on_change(events)
+    await inf.start()
+    await store.create(SVC, svc("during-the-errors"))  # seen by a relist
+    await events.until(1)
+    await asyncio.wait_for(store.healthy_list.wait(), WAIT)  # two failed watches, two relists
+    assert store.lists == 3
+    await store.create(SVC, svc("after"))  # seen by the watch that now holds
+    await events.until(2)
+    assert [e[:2] for e in events.summary()] == [("ADDED", "during-the-errors"), ("ADDED", "after")]
+    await store.close()
