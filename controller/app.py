@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from controller import engine
-from controller.api.eventing import BACKEND_REDIS, broker_backend
+from controller.api.eventing import BACKEND_REDIS, ENGINE_EMBEDDED, broker_backend
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
 from controller.broker_backlog import add_backlog_routes, fetch_dispatcher_backlogs
@@ -192,7 +192,8 @@ class Controller:
         eventing = EventingContext(
             store=store, settings=s, informers=caches, hub=hub,
             snapshot_dirty=self.publisher.mark_dirty, dispatch=self.dispatch,
-            plan_dirty=self._plan_dirty, redis_view=self._redis_view, redis_logs=self.redis_logs)
+            plan_dirty=self._plan_dirty, redis_view=self._redis_view, redis_logs=self.redis_logs,
+            enqueue=self.enqueue)
         self.eventing = eventing
         for sr in SERVING:
             self._run(sr, serving)
@@ -334,10 +335,12 @@ class Controller:
         dispatch plan when they are built from it; on a deletion, the embedded engine's garbage
         collection of what the object owned, and the janitor's of what it left on Redis."""
         snapshot, plan = kind in SNAPSHOT_KINDS, kind in PLAN_KINDS
+        embedded = self.settings.engine == ENGINE_EMBEDDED
 
         def handle(type_: str, obj: Obj, old: Obj | None) -> None:
             if type_ == "DELETED":
-                self._collect(obj)
+                if embedded:  # on Kubernetes the cluster's garbage collector does it, honouring
+                    self._collect(obj)  # `--cascade=orphan`, which a deletion here could not see
                 self._forget_on_redis(kind, obj)
             if snapshot:
                 self.publisher.mark_dirty()

@@ -21,9 +21,9 @@ returns. `LeaderElector` adds:
 
 The library's timing rules hold (lease duration > renew deadline > 1.2 × retry period, each at
 least one second), and one more: lease duration > renew deadline + 2 × retry period, the longest a
-leader whose renewals fail can still be leading, so two never lead at once. Its Lease times are written from the local clock as UTC (`…Z`): run the
-controller with TZ unset or UTC, as containers do; the decisions use only this process's
-monotonic observations, never another machine's clock.
+leader whose renewals fail can still be leading, so two never lead at once. Its Lease times are
+written from the local clock as UTC (`…Z`): run the controller with TZ unset or UTC, as containers
+do; the decisions use only this process's observations, never another machine's clock.
 """
 
 from __future__ import annotations

@@ -139,7 +139,9 @@ class RedisJanitor:
         assert self._live is not None
         found = await find_orphans(self._client, self._live)
         for log_uid in found.logs:
-            log.info("event=redis_orphan what=log:%s", log_uid)
+            log.warning("event=redis_orphan what=log:%s (its broker or channel is not in this "
+                        "Flint's store: every key of it is deleted; a Redis database belongs to one "
+                        "Flint installation)", log_uid)
             try:
                 self.delete_log(log_uid)
             except ValueError as exc:  # a key under flint: that no Flint made; left alone

@@ -10,9 +10,15 @@ what the janitor (`redis_janitor`) deleted.
   dispatch plan (`create_group`: on an existing stream only, else `StreamMissing`). Dispatchers
   never create a group: they wait for it (`RedisConsumerSource.open`).
 
-Both are idempotent. A consumer exists in the store before its group does (its reconciler saw
-it first), which is what lets the janitor's sweep (`redis_sweep`) take a group without a consumer
-in the store for an orphan.
+Both are idempotent. A stream Redis lost (a restart without its append-only file, a FLUSHALL)
+is made again by its log's reconciler, which then wakes the log's consumers
+(`redis_marks.ensure_stream`'s `recreated`); each makes its group again at the stream's first
+entry, not its tail, since every entry of the new stream was appended after the loss and is
+theirs to deliver.
+
+A consumer exists in the store before its group does (its reconciler saw it first), which is what
+lets the janitor's sweep (`redis_sweep`) take a group without a consumer in the store for an
+orphan.
 
 `RedisLogs` is the reconcilers' handle on these: it remembers for `recheck_s` what it created or
 found, so that frequent reconciles cost no Redis command, and a stream or group Redis lost (a
@@ -59,11 +65,12 @@ async def create_stream(client: aioredis.Redis, stream: str) -> bool:
     return bool(int(await client.eval(_CREATE_STREAM, 1, stream, _SCRATCH_GROUP)))
 
 
-async def create_group(client: aioredis.Redis, stream: str, group: str) -> bool:
-    """Create the consumer group `group` at the tail of the existing `stream`; True when it was
-    created now, False when it existed. `StreamMissing` when the stream does not exist."""
+async def create_group(client: aioredis.Redis, stream: str, group: str, *, at: str = "$") -> bool:
+    """Create the consumer group `group` on the existing `stream`, at its tail (`$`, a new
+    consumer) or at `at` (`0-0`: from its first entry); True when it was created now, False when
+    it existed. `StreamMissing` when the stream does not exist."""
     try:
-        await client.xgroup_create(stream, group, id="$")
+        await client.xgroup_create(stream, group, id=at)
     except ResponseError as exc:
         if "BUSYGROUP" in str(exc):
             return False
@@ -86,21 +93,29 @@ class RedisLogs:
         """(stream, group or "" for the stream itself) → when it was last created or found."""
         self._next_prune = 0.0
 
-    async def ensure_stream(self, stream: str) -> None:
-        """`stream` exists: created now, or found (or created) less than `recheck_s` ago."""
+    async def ensure_stream(self, stream: str) -> bool:
+        """`stream` exists: created now, or found (or created) less than `recheck_s` ago; True
+        when it was created now. What was remembered of the groups on it is forgotten then (a
+        stream made again has none: they must be made again too, at once)."""
         if self._fresh((stream, "")):
-            return
-        if await create_stream(self.client, stream):
+            return False
+        created = await create_stream(self.client, stream)
+        if created:
             log.info("event=stream_created stream=%s", stream)
+            for key in [k for k in self._known if k[0] == stream and k[1]]:
+                del self._known[key]
         self._mark((stream, ""))
+        return created
 
-    async def ensure_group(self, stream: str, group: str) -> None:
-        """The group `group` exists on `stream` (as `ensure_stream` for the stream)."""
+    async def ensure_group(self, stream: str, group: str, *, from_start: bool = False) -> None:
+        """The group `group` exists on `stream` (as `ensure_stream` for the stream): made at the
+        tail, or with `from_start` at the first entry (a consumer whose group Redis lost: what
+        its stream holds now was appended since, and would be skipped at the tail)."""
         if self._fresh((stream, group)):
             return
-        if await create_group(self.client, stream, group):
-            log.info("event=consumer_group_created stream=%s group=%s position=$ (the tail)",
-                     stream, group)
+        if await create_group(self.client, stream, group, at="0-0" if from_start else "$"):
+            log.info("event=consumer_group_created stream=%s group=%s position=%s", stream, group,
+                     "0-0 (the first entry: its group was lost)" if from_start else "$ (the tail)")
         self._mark((stream, group))
 
     def _fresh(self, key: tuple[str, str]) -> bool:

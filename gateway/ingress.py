@@ -14,13 +14,13 @@ Answers (Knative's broker ingress, with the reason in the body):
 * 202 once every event of the request is committed to the log (durably, for a durable log);
 * 400 for an invalid event (or batch: the index of the first bad one), 415 for an event format
   we do not read, 413 for an event over `max_event_bytes` or a body over `max_ingress_body_bytes`;
-* 404 for an unknown broker or a path that names none (also for a Redis-backed one whose stream is
-  gone: deleted, while this gateway's snapshot still has it), 405 for a method other than POST
+* 404 for an unknown broker or a path that names none, 405 for a method other than POST
   (`Allow: POST, OPTIONS`); OPTIONS is answered for CloudEvents webhook validation
   (`WebHook-Allowed-Origin`, `WebHook-Allowed-Rate`);
 * 503 with `Retry-After` when the log cannot be written (nothing was acknowledged): for a
   Redis-backed broker also when Redis is unreachable, refuses the write, reaches fewer than
-  `redis min-replicas` replicas, or this gateway has no Redis configured.
+  `redis min-replicas` replicas, has no stream for it (deleted with the broker while this
+  gateway's snapshot still lists it, or lost by Redis), or this gateway has no Redis configured.
 
 Retention: every `COMPACT_EVERY_S` the home worker deletes the records that every trigger of
 the broker has handled (the floor the dispatcher writes next to the log, `flint_common/channellog/floor.py`);
@@ -386,8 +386,10 @@ class BrokerIngress:
         return writer
 
     async def _append_redis(self, entry: BrokerEntry, key: str, records: list[bytes]) -> Answer | None:
-        """Append to the entry's stream; None once Redis acknowledged it, else the 503 to send
-        (the 404 when the stream is gone: the controller deleted the broker with it)."""
+        """Append to the entry's stream; None once Redis acknowledged it, else the 503 to send.
+        A stream that does not exist is a 503 too, never a 404 (producers do not retry a 404):
+        either the broker was deleted, and the next snapshot drops it (an unknown broker's 404
+        then), or Redis lost the stream, and the controller makes it again within its recheck."""
         writer = self._writer()
         if writer is None:
             self.metrics.reject(key, "redis-not-configured")
@@ -396,9 +398,11 @@ class BrokerIngress:
                           "FLINT_REDIS_URL for the gateway)", retry_after=True)
         try:
             await writer.append(entry.stream or stream_key(entry.uid), records)
-        except StreamGone:  # never made again here (NOMKSTREAM): the broker is gone
+        except StreamGone:  # never made here (NOMKSTREAM): deleted, or lost by Redis
             self.metrics.reject(key, "log-gone")
-            return Answer(404, f"{entry.kind} {entry.key} not found (its Redis stream was deleted)")
+            return Answer(503, f"the Redis stream of {entry.kind} {entry.key} does not exist (its "
+                          "broker was deleted, or Redis lost it and the controller makes it again)",
+                          retry_after=True)
         except Exception as exc:  # not (verifiably) stored: the producer retries
             now = self._clock()
             if now - self._failure_logged.get(key, -FAILURE_LOG_EVERY_S) >= FAILURE_LOG_EVERY_S:

@@ -217,8 +217,15 @@ def _meta(obj: Obj) -> Obj:
 
 
 def _has_group(consumer: Obj, log_uid: str) -> bool:
-    """The consumer's group exists on the stream of the log `log_uid` (its status says so)."""
-    return status_annotation(consumer, CONSUMER_GROUP_ANNOTATION) == stream_key(log_uid)
+    """The consumer's group exists on the stream of the log `log_uid` (its status says so), or
+    the consumer comes from a Flint before the marks and was Ready then (its group made by the
+    dispatchers: kept in the plan across the upgrade until its reconciler marks it)."""
+    mark = status_annotation(consumer, CONSUMER_GROUP_ANNOTATION)
+    if mark:
+        return mark == stream_key(log_uid)
+    status = consumer.get("status") or {}
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
 
 
 def build_plan(

@@ -453,7 +453,11 @@ class RedisConsumerSource:
         if gone:
             log.warning("event=entries_gone trigger=%s count=%d reason=trimmed or deleted before "
                         "delivery", self._label, len(gone))
-            await self._redis.xack(self.stream, self.group, *gone)
+            try:
+                await self._redis.xack(self.stream, self.group, *gone)
+            except ResponseError as exc:  # the group destroyed meanwhile: nothing left to ack
+                if not _no_group(exc):
+                    raise
         return out
 
     async def _heartbeat(self) -> None:

@@ -23,7 +23,15 @@ from controller.api.eventing import (
 from controller.eventing.plan import broker_log_relpath
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import Status, remove_condition, roll_up, set_condition
-from controller.reconcilers.context import BROKERS, REFERABLE_KINDS, EventingContext, Key, Obj
+from controller.reconcilers.context import (
+    BROKERS,
+    REFERABLE_KINDS,
+    TRIGGERS,
+    EventingContext,
+    Key,
+    Obj,
+    ns_name,
+)
 from controller.reconcilers.deadletters import mark_dead_letter_sink
 from controller.reconcilers.redis_marks import NotCreated, ensure_stream
 from controller.reconcilers.watches import Change, Reconciler, Watch, itself, matching
@@ -83,7 +91,12 @@ async def reconcile_broker(ctx: EventingContext, key: Key) -> float | None:
     set_condition(status, BROKER_CONDITION_ADDRESSABLE, "True", now=now)
     uid = broker["metadata"]["uid"]
     on_redis = backend == BACKEND_REDIS and ctx.redis_logs is not None
-    not_created = await ensure_stream(ctx, status, uid) if on_redis else None
+    def wake_triggers() -> None:  # the stream was made again: so must their groups be, now
+        for t in ctx.triggers.list(ns):
+            if (t.get("spec") or {}).get("broker") == name:
+                ctx.enqueue(TRIGGERS, ns_name(t))
+
+    not_created = await ensure_stream(ctx, status, uid, wake_triggers) if on_redis else None
     ch_status, ch_reason, ch_message, durable = channel_condition(
         backend, uid, redis=s.redis is not None, view=ctx.redis_view(), not_created=not_created)
     set_condition(status, BROKER_CONDITION_TRIGGER_CHANNEL, ch_status, ch_reason, ch_message, now=now)

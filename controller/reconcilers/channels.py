@@ -38,6 +38,7 @@ from controller.reconcilers.context import (
     EventingContext,
     Key,
     Obj,
+    ns_name,
 )
 from controller.reconcilers.deadletters import mark_dead_letter_sink
 from controller.reconcilers.redis_marks import NotCreated, ensure_stream
@@ -138,7 +139,11 @@ async def _reconcile_log_channel(
         status["annotations"] = annotations
         uid = imc["metadata"].get("uid", "")
         if ctx.redis_logs is not None and uid:
-            not_created = await ensure_stream(ctx, status, uid)
+            def wake_subscriptions() -> None:  # their groups must be made again now too
+                for sub in delivering_from(ctx, imc):
+                    ctx.enqueue(SUBSCRIPTIONS, ns_name(sub))
+
+            not_created = await ensure_stream(ctx, status, uid, wake_subscriptions)
         ch_status, ch_reason, ch_message, durable = channel_condition(
             BACKEND_REDIS, uid, redis=s.redis is not None, view=ctx.redis_view(),
             not_created=not_created)

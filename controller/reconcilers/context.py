@@ -143,6 +143,9 @@ class EventingContext(ReconcilerContext):
     """What the controller last learned of its Redis (durability), when it has one."""
     redis_logs: RedisLogs | None = None
     """Creates the streams and consumer groups of Redis-backed logs (None: no Redis configured)."""
+    enqueue: Callable[[Kind, Key], None] = field(default=lambda _kind, _key: None)
+    """Put a key of a kind on its reconciler's queue (what a watch does), for a change no object
+    shows: a Redis stream made again wakes its consumers."""
 
     @property
     def brokers(self) -> Informer:

@@ -82,9 +82,17 @@ def redis_channel_entries(channels: Iterable[Obj], *, redis: bool = False) -> li
 
 
 def _has_stream(log_owner: Obj) -> bool:
-    """The broker's (or RedisChannel's) reconciler created its stream (its status says so)."""
+    """The broker's (or RedisChannel's) reconciler created its stream (its status says so), or
+    the object comes from a Flint before the marks whose status said its Redis channel was ready
+    (its stream made by the gateways then: kept in the snapshot across the upgrade until its
+    reconciler, at once, marks it)."""
     uid = log_owner["metadata"]["uid"]
-    return status_annotation(log_owner, STREAM_ANNOTATION) == stream_key(uid)
+    mark = status_annotation(log_owner, STREAM_ANNOTATION)
+    if mark:
+        return mark == stream_key(uid)
+    status = log_owner.get("status") or {}
+    return any(c.get("type") in ("TriggerChannelReady", "ChannelServiceReady")
+               and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 @dataclass

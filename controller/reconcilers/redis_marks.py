@@ -10,6 +10,8 @@ dispatchers wait), and what Redis lost is created again by a later reconcile.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -20,6 +22,8 @@ from controller.redis_logs import StreamMissing
 from flint_common.redis_keys import stream_key
 
 __all__ = ["NotCreated", "ensure_group", "ensure_stream", "unmark_group"]
+
+log = logging.getLogger("flint.redis")
 
 NotCreated = tuple[str, str]
 """(reason, message) of a condition saying why a stream or group does not exist yet."""
@@ -39,17 +43,24 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def ensure_stream(ctx: EventingContext, status: Obj, log_uid: str) -> NotCreated | None:
+async def ensure_stream(ctx: EventingContext, status: Obj, log_uid: str,
+                        recreated: Callable[[], None] = lambda: None) -> NotCreated | None:
     """Create the stream of the log `log_uid` (a broker's or RedisChannel's) and mark it in
-    `status`; None once it exists (created now or before), else why not."""
+    `status`; None once it exists (created now or before), else why not. `recreated()` is called
+    when the stream had to be made again (it was marked: Redis lost it): the log's consumers are
+    to make their groups again now, not at their next recheck."""
     assert ctx.redis_logs is not None
     stream = stream_key(log_uid)
     try:
-        await ctx.redis_logs.ensure_stream(stream)
+        created = await ctx.redis_logs.ensure_stream(stream)
     except (RedisError, OSError) as exc:
         if _marked(status, STREAM_ANNOTATION, stream):
             return None  # created before: the outage is the gateways' 503, not a new state
         return "RedisUnreachable", f"creating the Redis stream {stream} failed: {_error(exc)}"
+    if created and _marked(status, STREAM_ANNOTATION, stream):
+        log.warning("event=stream_recreated stream=%s (Redis lost it: its consumers make their "
+                    "groups again from its first entry)", stream)
+        recreated()
     _mark(status, STREAM_ANNOTATION, stream)
     return None
 
@@ -64,7 +75,9 @@ async def ensure_group(
     stream = stream_key(log_uid)
     marked = _marked(status, CONSUMER_GROUP_ANNOTATION, stream)
     try:
-        await ctx.redis_logs.ensure_group(stream, consumer_uid)
+        # Marked: the group was made before, so one missing now was lost with its stream (made
+        # again since, holding only entries appended after): start at the first, skip nothing.
+        await ctx.redis_logs.ensure_group(stream, consumer_uid, from_start=marked)
     except StreamMissing:
         if marked:
             return None  # Redis lost it: the log's reconciler makes it again, then so do we

@@ -167,11 +167,14 @@ class KubernetesWorkloads:
         if not _controlled_by(have, rev):
             raise NotOwned("Deployment", name)
         if (have["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) != digest:
-            updated = dict(have, metadata=dict(have["metadata"], labels=want["metadata"]["labels"],
-                                               annotations=want["metadata"]["annotations"]),
-                           spec=dict(want["spec"], replicas=(have.get("spec") or {}).get("replicas",
-                                                                                       replicas)))
-            have = await self._store.update(DEPLOYMENTS, updated)
+            have_spec = have.get("spec") or {}
+            spec = dict(want["spec"], replicas=have_spec.get("replicas", replicas))
+            if "selector" in have_spec:  # immutable in apps/v1: changing it would be refused
+                spec["selector"] = have_spec["selector"]
+            annotations = {**(have["metadata"].get("annotations") or {}),  # others' kept
+                           **want["metadata"]["annotations"]}  # (deployment.kubernetes.io/revision)
+            meta = dict(have["metadata"], labels=want["metadata"]["labels"], annotations=annotations)
+            have = await self._store.update(DEPLOYMENTS, dict(have, metadata=meta, spec=spec))
         if int((have.get("spec") or {}).get("replicas") or 0) != replicas:
             await self._store.scale(DEPLOYMENTS, ns, name, replicas)
             have = dict(have, spec=dict(have["spec"], replicas=replicas))

@@ -1,6 +1,6 @@
 """Ingress into Redis-backed brokers against a real redis-server: the batching writer under
 concurrent requests, Redis stopped and restarted, `min_replicas`, a deleted broker's stream never
-made again (404), and the gateway process. Each broker's stream is made first, by the function
+made again (503, to retry), and the gateway process. Each broker's stream is made first, by the function
 the controller's broker reconciler uses (gateways never make one)."""
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ async def test_a_redis_that_does_not_answer_fails_requests_within_the_socket_tim
         await hung.wait_closed()
 
 
-async def test_a_deleted_brokers_stream_is_404_and_never_made_again(
+async def test_a_deleted_brokers_stream_is_503_and_never_made_again(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     ing, _ = ingress(tmp_path, RedisSettings(url=redis_server.url))
@@ -190,8 +190,10 @@ async def test_a_deleted_brokers_stream_is_404_and_never_made_again(
         await client.unlink(stream_key("uid-deleted"))  # the janitor: its broker was deleted
         # This gateway's snapshot still has the broker: its requests find no stream.
         answers = await asyncio.gather(*(ing.accept(b, headers(f"late-{i}"), b"{}") for i in range(3)))
-        assert [(a.status, a.retry_after) for a in answers] == [(404, False)] * 3
-        assert answers[0].message == "broker default/b not found (its Redis stream was deleted)"
+        # 503, to retry: the next snapshot drops a deleted broker (404 then), and a stream Redis
+        # lost is made again by the controller; a 404 now would end the producer's retries.
+        assert [(a.status, a.retry_after) for a in answers] == [(503, True)] * 3
+        assert answers[0].message.startswith("the Redis stream of broker default/b does not exist")
         assert not await client.exists(stream_key("uid-deleted"))
         assert ing.metrics.rejected == {("default/b", "log-gone"): 3}
     finally:

@@ -84,6 +84,24 @@ async def test_the_reconcilers_handle_makes_again_what_redis_lost_after_recheck(
     assert await groups(client, stream) == ["c1"]
 
 
+async def test_a_stream_made_again_forgets_its_groups_and_a_lost_group_starts_at_the_first_entry(
+        client: aioredis.Redis) -> None:
+    now = [0.0]
+    logs = RedisLogs(client, recheck_s=30.0, clock=lambda: now[0])
+    stream = stream_key("log-lost")
+    assert await logs.ensure_stream(stream)  # made now
+    await logs.ensure_group(stream, "c1")
+    now[0] = 31.0
+    assert not await logs.ensure_stream(stream)  # there: nothing made
+    await client.unlink(stream)  # Redis lost it, and the groups on it
+    now[0] = 62.0
+    assert await logs.ensure_stream(stream)  # made again: what it knew of the groups is forgotten
+    await client.xadd(stream, {"e": "accepted after the loss"})
+    await logs.ensure_group(stream, "c1", from_start=True)  # within recheck_s, still made
+    read: Any = await client.xreadgroup("c1", "d", {stream: ">"}, count=10)
+    assert [f["e"] for _, entries in read for _, f in entries] == ["accepted after the loss"]
+
+
 # -- the janitor's sweep -------------------------------------------------------------------------
 
 

@@ -92,12 +92,15 @@ async def test_drift_is_repaired_and_a_new_manifest_rolls_the_template(
     dep = await read_deployment(kube)
     dep["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/someone/else"
     dep["metadata"]["annotations"][HASH_ANNOTATION] = "tampered"
+    dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "7"  # the cluster's
     await apps(kube).replace_namespaced_deployment("hello-00001-deployment", kube.namespace, dep)
     await eventually(lambda: _cached_hash(workloads, kube), lambda h: h == "tampered", 5.0, "the cache")
     await workloads.ensure(rev, 1)
     repaired = await read_deployment(kube)
     assert repaired["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/hello:1"
     assert repaired["metadata"]["annotations"][HASH_ANNOTATION] != "tampered"
+    assert repaired["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "7"  # kept
+    assert repaired["spec"]["selector"] == dep["spec"]["selector"]  # immutable: never rewritten
 
 
 async def _cached_hash(w: KubernetesWorkloads, kube: KubeTarget) -> str:

@@ -124,14 +124,15 @@ async def test_redis_failure_is_503_with_retry_after_and_counted(tmp_path: Path)
     assert (await ingress.accept(redis_entry(), BINARY, b"{}")).status == 202
 
 
-async def test_a_stream_gone_is_404_as_an_unknown_broker_never_202(tmp_path: Path) -> None:
-    # The controller deleted the broker with its stream; this gateway's snapshot still has it.
+async def test_a_stream_gone_is_503_to_retry_never_202_nor_404(tmp_path: Path) -> None:
+    # Deleted with its broker while this gateway's snapshot still has it, or lost by Redis (made
+    # again by the controller): either way the producer retries, as it would not after a 404.
     writer = FakeWriter()
     writer.fail = StreamGone("the stream flint:{uid-r}:events does not exist (deleted)")
     ingress, _ = make(tmp_path, writer)
     answer = await ingress.accept(redis_entry(), BINARY, b"{}")
-    assert (answer.status, answer.retry_after) == (404, False)
-    assert answer.message == "broker ns/b not found (its Redis stream was deleted)"
+    assert (answer.status, answer.retry_after) == (503, True)
+    assert answer.message.startswith("the Redis stream of broker ns/b does not exist")
     assert ingress.metrics.rejected == {("ns/b", "log-gone"): 1} and not ingress.metrics.accepted
 
 

@@ -3,6 +3,7 @@ keys, and what a deleted object leaves on Redis for the janitor."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
@@ -211,3 +212,27 @@ def test_leftovers_of_a_deletion(kind: Kind, deleted: Obj, expected: Leftovers, 
     c = caches(brokers=[REDIS_BROKER, SQLITE_BROKER], rchans=[obj("rc", uid="u-rc", kind="RedisChannel")],
                imcs=[obj("imc", uid="u-imc", kind="InMemoryChannel")])
     assert leftovers(eventing(c, tmp_path), kind, deleted) == expected
+
+
+# -- what a deletion sets off in the controller -----------------------------------------------
+
+
+@pytest.mark.parametrize(("engine", "collected"), [("embedded", True), ("kubernetes", False)])
+async def test_a_deleted_owner_s_children_are_collected_on_the_embedded_engine_only(
+        engine: str, collected: bool, tmp_path: Path) -> None:
+    from controller.app import Controller
+    from controller.store.memory import MemoryStore
+
+    store = MemoryStore()
+    await store.open()
+    owner = obj("svc", uid="owner-uid")
+    child = await store.create(CONFIGURATIONS, obj("svc", refs=[{"kind": "Service", "name": "svc",
+                                                                   "uid": "owner-uid"}]))
+    loose = await store.create(CONFIGURATIONS, obj("other", refs=[{"kind": "Service", "name": "x"}]))
+    c = Controller(ControllerSettings(state_dir=tmp_path, engine=engine), store=store)
+    c.informers = caches(configurations=[child, loose])
+    c._effects(SERVICES)("DELETED", owner, None)
+    await asyncio.gather(*c._background)
+    names = {o["metadata"]["name"] for o in (await store.list(CONFIGURATIONS))[0]}
+    assert names == ({"other"} if collected else {"svc", "other"})  # a uid-less ref owns nothing
+    await store.close()

@@ -144,6 +144,24 @@ def test_a_redis_trigger_enters_the_plan_only_once_its_group_was_created() -> No
     assert plan.known == ("u-made", "u-new", "u-old")  # the others are known: their state stays
 
 
+def test_objects_from_before_the_marks_stay_served_and_planned_across_the_upgrade() -> None:
+    # A Flint before the marks made streams and groups in the gateways and dispatchers; its
+    # Ready objects carry no mark until their reconciler (at once) writes it.
+    old_broker = broker("FlintRedis", "r", "u-r", stream_made=False)
+    old_broker["status"]["conditions"] = [{"type": "TriggerChannelReady", "status": "True",
+                                           "reason": "StreamReady"}]
+    assert [e.uid for e in broker_entries([old_broker], redis=True)] == ["u-r"]
+    old_trigger = trigger("old", "r")
+    old_trigger["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    not_ready = trigger("new", "r")
+    plan = build_plan([broker("FlintRedis", "r", "u-r")], [old_trigger, not_ready], redis=True)
+    assert [t.name for t in plan.triggers] == ["old"]
+    # A mark, once written, is what counts: one for another stream keeps it out.
+    moved = trigger("moved", "r", group_on=stream_key("u-gone"))
+    moved["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    assert build_plan([broker("FlintRedis", "r", "u-r")], [moved], redis=True).triggers == ()
+
+
 # -- conditions ------------------------------------------------------------------------------------
 
 
@@ -194,16 +212,18 @@ class _Store:
 def _ctx(b: Obj, *, redis: bool, view: RedisView, t: Obj | None = None,
          logs: FakeRedisLogs | None = None, runners: int = 1) -> Any:
     settings = ControllerSettings(redis=RedisSettings("redis://127.0.0.1:6379/0") if redis else None)
+    enqueued: list[tuple[str, tuple[str, str]]] = []
     served = [types.SimpleNamespace(kind="broker", namespace="ns", name=b["metadata"]["name"])]
     hub = types.SimpleNamespace(snapshot=types.SimpleNamespace(brokers=served if redis else []),
                                 connected=lambda: 1, acked_by_all=lambda _v: True, version=1)
     return types.SimpleNamespace(
         brokers=types.SimpleNamespace(get=lambda _ns, _n: b), settings=settings, clock=lambda: 0.0,
-        triggers=types.SimpleNamespace(get=lambda _ns, _n: t),
+        triggers=types.SimpleNamespace(get=lambda _ns, _n: t, list=lambda _ns: [t] if t else []),
         resolve=lambda _dest, _ns: ("http://sub", ""),
         hub=hub, dispatch=types.SimpleNamespace(connected=lambda: True, runners=lambda _uid: runners),
         store=_Store(), redis_view=lambda: view, snapshot_dirty=lambda: None, plan_dirty=lambda: None,
-        redis_logs=(logs or FakeRedisLogs()) if redis else None)
+        redis_logs=(logs or FakeRedisLogs()) if redis else None, enqueued=enqueued,
+        enqueue=lambda kind, key: enqueued.append((kind.plural, key)))
 
 
 NO_VIEW = RedisView()
@@ -278,6 +298,30 @@ async def test_the_trigger_reconciler_creates_the_group_on_the_brokers_stream() 
     ctx = _ctx(broker("FlintSQLite"), redis=True, view=NO_VIEW, t=t_made, logs=logs)
     await reconcile_trigger(ctx, ("ns", "t1"))
     assert "annotations" not in ctx.store.written[-1]["status"]
+
+
+async def test_a_stream_redis_lost_is_made_again_and_wakes_the_brokers_triggers() -> None:
+    logs = FakeRedisLogs()  # Redis restarted without its append-only file: it has nothing
+    ctx = _ctx(broker("FlintRedis"), redis=True, view=NO_VIEW, t=trigger("t1", "b"), logs=logs)
+    await reconcile_broker(ctx, ("ns", "b"))
+    assert logs.streams == {stream_key("u-b")}
+    assert ctx.enqueued == [("triggers", ("ns", "t1"))]  # its group is made again now, not later
+    ctx = _ctx(broker("FlintRedis", stream_made=False), redis=True, view=NO_VIEW,
+               t=trigger("t2", "b"), logs=FakeRedisLogs())
+    await reconcile_broker(ctx, ("ns", "b"))  # a first creation wakes nobody: nothing was lost
+    assert ctx.enqueued == []
+
+
+async def test_a_lost_group_is_made_again_from_the_first_entry_a_new_one_at_the_tail() -> None:
+    logs = FakeRedisLogs()
+    logs.streams.add(stream_key("u-b"))
+    lost = trigger("t1", "b", group_on=stream_key("u-b"))  # marked: its group existed
+    await reconcile_trigger(_ctx(broker("FlintRedis"), redis=True, view=NO_VIEW, t=lost, logs=logs),
+                            ("ns", "t1"))
+    new = trigger("t2", "b")
+    await reconcile_trigger(_ctx(broker("FlintRedis"), redis=True, view=NO_VIEW, t=new, logs=logs),
+                            ("ns", "t2"))
+    assert logs.made_from_start == {(stream_key("u-b"), "u-t1"): True, (stream_key("u-b"), "u-t2"): False}
 
 
 async def test_a_redis_broker_without_redis_is_not_ready() -> None:
