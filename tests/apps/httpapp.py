@@ -71,7 +71,7 @@ def main() -> None:
     if args.no_listen:
         while True:
             time.sleep(1)
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server = ThreadingHTTPServer((os.environ.get("POD_IP", "127.0.0.1"), int(os.environ["PORT"])), Handler)
     print(f"listening on {server.server_address[1]}", flush=True)
     server.serve_forever()
 

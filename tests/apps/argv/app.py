@@ -20,4 +20,4 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+HTTPServer((os.environ.get("POD_IP", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()

@@ -43,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = Server(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server = Server((os.environ.get("POD_IP", "127.0.0.1"), int(os.environ["PORT"])), Handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 

@@ -35,6 +35,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-server = Server(("127.0.0.1", int(os.environ["PORT"])), Handler)
+server = Server((os.environ.get("POD_IP", "127.0.0.1"), int(os.environ["PORT"])), Handler)
 server.daemon_threads = True
 server.serve_forever()

@@ -56,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = Server(("127.0.0.1", int(os.environ["PORT"])), Handler)
+    server = Server((os.environ.get("POD_IP", "127.0.0.1"), int(os.environ["PORT"])), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print("echo ready", flush=True)

@@ -76,6 +76,11 @@ def builtin_resources() -> list[Resource]:
             generation=True,
         ),
         Resource("coordination.k8s.io", "v1", "Lease", "leases"),
+        Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+        Resource(
+            "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
+            status=True,
+        ),
     ]
 
 

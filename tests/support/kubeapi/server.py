@@ -11,7 +11,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from . import errors, patches, resources, scale
+from . import errors, patches, pods, resources, scale
 from .errors import ApiError
 from .resources import Resource
 from .selectors import field_matcher, label_matcher
@@ -144,6 +144,12 @@ class KubeApiFake:
                 return await self._create(request, target)
             if method == "DELETE":
                 return self._delete_collection(request, target)
+        elif target.sub == "binding":
+            if method == "POST":
+                body = await self._object_body(request)
+                return _json(
+                    pods.bind(self.store, target.res, target.namespace or "", target.name, body), status=201
+                )
         else:
             if method == "GET":
                 return self._get(target)
@@ -181,7 +187,12 @@ class KubeApiFake:
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
         if (res.namespaced and name is not None and namespace is None) or (
-            sub is not None and not ((sub == "status" and res.status) or (sub == "scale" and res.scale))
+            sub is not None
+            and not (
+                (sub == "status" and res.status)
+                or (sub == "scale" and res.scale)
+                or (sub == "binding" and pods.is_pod(res))
+            )
         ):
             raise _no_path()
         return _Target(res, namespace, name, sub)
@@ -402,6 +413,13 @@ class KubeApiFake:
         query = request.query
         if "propagationPolicy" in query:
             options["propagationPolicy"] = query["propagationPolicy"]
+        if "gracePeriodSeconds" in query:
+            try:
+                options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
+            except ValueError:
+                raise errors.bad_request(
+                    f'invalid gracePeriodSeconds "{query["gracePeriodSeconds"]}"'
+                ) from None
         if "orphanDependents" in query:
             options["orphanDependents"] = query["orphanDependents"] in _TRUE
         return options

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cascade, crds, errors, resources, schema
+from . import cascade, crds, errors, pods, resources, schema
 from .clock import now_rfc3339
 from .errors import ApiError
 from .resources import Resource
@@ -431,6 +431,10 @@ class Store:
             (current.get("spec") or {}).get("finalizers") or []
         ):
             return cascade.delete_namespace(self, res, key, current), False
+        if pods.is_pod(res):
+            grace = pods.grace_period(current, options)
+            if grace is not None:
+                return pods.start_graceful(self, res, key, current, grace)
         if not finalizers:
             gone = copy.deepcopy(current)
             out = self.commit(res, "DELETED", key, gone)
