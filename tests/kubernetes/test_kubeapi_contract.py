@@ -866,3 +866,37 @@ async def _try(call: Any) -> Any:
         if e.status != 404:
             raise
         return None
+
+
+async def test_a_bound_pod_is_deleted_gracefully_and_an_unbound_one_at_once(kube: KubeTarget):
+    """What the kubelet stand-in (tests/support/kubelet) relies on: a Pod bound to a node stays,
+    terminating, until a delete with gracePeriodSeconds=0; binding twice is a 409."""
+    core, ns = untyped(client.CoreV1Api(kube.api)), kube.namespace
+
+    def pod(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name},
+                "spec": {"terminationGracePeriodSeconds": 7,
+                         "schedulerName": "flint-contract-none",  # no scheduler binds it on a cluster
+                         "containers": [{"name": "app", "image": "flint.test/apps/echo"}]}}
+
+    await core.create_namespaced_pod(ns, pod("loose"))
+    await core.delete_namespaced_pod("loose", ns)
+    await expect_error(404, core.read_namespaced_pod("loose", ns))  # no node runs it: gone at once
+
+    await core.create_namespaced_pod(ns, pod("bound"))
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "flint-contract-node"}}
+    # the generated client cannot read the Status a binding answers: read it raw
+    response = await core.create_namespaced_pod_binding("bound", ns, binding, _preload_content=False)
+    assert response.status == 201
+    response.release()
+    assert (await core.read_namespaced_pod("bound", ns)).spec.node_name == "flint-contract-node"
+    body = await expect_error(409, core.create_namespaced_pod_binding("bound", ns, binding))
+    assert body["reason"] == "Conflict"
+
+    await core.delete_namespaced_pod("bound", ns)
+    terminating = await core.read_namespaced_pod("bound", ns)
+    assert terminating.metadata.deletion_timestamp is not None
+    assert terminating.metadata.deletion_grace_period_seconds == 7
+    await core.delete_namespaced_pod("bound", ns, grace_period_seconds=0)
+    await gone(lambda: core.read_namespaced_pod("bound", ns), what="the pod deleted with grace 0")
