@@ -290,7 +290,7 @@ async def test_a_crashing_container_goes_into_crash_loop_back_off(kube: KubeTarg
     (pod,) = await eventually(lambda: api.pods("crash"), crash_looping, what="CrashLoopBackOff")
     cs = pod.status.container_statuses[0]
     assert (cs.last_state.terminated.exit_code, cs.last_state.terminated.reason) == (3, "Error")
-    assert "back-off" in cs.state.waiting.message and not cs.ready and not ready(pod)
+    assert "back-off" in cs.state.waiting.message and not cs.ready and not cs.started and not ready(pod)
     assert pod.status.phase == "Running"  # restartPolicy Always: it keeps being restarted
     first = cs.restart_count
     await eventually(lambda: api.pods("crash"),
@@ -322,6 +322,7 @@ async def test_a_failing_readiness_probe_keeps_the_endpoint_unready(
     (pod,) = await api.pods("probed")
     assert not ready(pod) and pod.status.phase == "Running"
     assert pod.status.container_statuses[0].started and not pod.status.container_statuses[0].ready
+    assert pod.status.container_statuses[0].state.running is not None
     ready_cond = next(c for c in pod.status.conditions if c.type == "Ready")
     assert ready_cond.reason == "ContainersNotReady"
     assert [e.conditions.ready for e in eps] == [False]

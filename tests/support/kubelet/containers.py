@@ -141,27 +141,13 @@ class Container:
                 self._set({"waiting": {"reason": "CreateContainerError", "message": str(e)}})
                 self.done = True
                 return
-            started_at = now_rfc3339()
-            self.proc = await self._spawn(argv, folder)
-            self.started = True
-            if self.stopping.is_set():  # deleted while it started
-                await self._terminate(self.proc, self._deadline)
-            prober = Prober(self, self.settings)
-            self._set({"running": {"startedAt": started_at}}, ready=not self.spec.get("readinessProbe"))
-            probes = prober.start()
-            returncode = await self.proc.wait()
-            for task in probes:
-                task.cancel()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)  # what it left behind in its group
-            code = _exit_code(returncode)
-            terminated = {
-                "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
-                "startedAt": started_at,
-                "finishedAt": now_rfc3339(),
-                "containerID": f"flint://{self.proc.pid}",
-            }
+            try:
+                terminated = await self._run_once(argv, folder)
+            except OSError as e:  # the command could not be started (a runtime's StartError)
+                now = now_rfc3339()
+                terminated = {"exitCode": 128, "reason": "StartError", "message": f"failed to start: {e}",
+                              "startedAt": now, "finishedAt": now}
+            code = int(terminated["exitCode"])
             policy = self.pod.restart_policy
             restart = policy == "Always" or (policy == "OnFailure" and code != 0)
             if self.stopping.is_set() or not restart:
@@ -187,6 +173,32 @@ class Container:
         if not self.done:  # stopped during a back-off: its last run is how it ended
             self.done = True
             self._set(self.last_state or {"terminated": {"exitCode": 0, "reason": "Completed"}}, ready=False)
+
+    async def _run_once(self, argv: list[str], folder: Path) -> JSON:
+        """Start the process, probe it while it runs; how it ended."""
+        started_at = now_rfc3339()
+        self.proc = proc = await self._spawn(argv, folder)
+        self.started = True
+        if self.stopping.is_set():  # deleted while it started
+            await self._terminate(proc, self._deadline)
+        self._set({"running": {"startedAt": started_at}}, ready=not self.spec.get("readinessProbe"))
+        probes = Prober(self, self.settings).start()
+        try:
+            returncode = await proc.wait()
+        finally:
+            for task in probes:
+                task.cancel()
+        self.started = False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what it left behind in its group
+        code = _exit_code(returncode)
+        return {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": started_at,
+            "finishedAt": now_rfc3339(),
+            "containerID": f"flint://{proc.pid}",
+        }
 
     async def _pull(self) -> Path | None:
         """The app folder, or ErrImagePull / ImagePullBackOff until it appears or the Pod stops."""

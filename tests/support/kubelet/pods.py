@@ -26,7 +26,7 @@ def pod_status(containers: list[JSON], done: bool, previous: JSON, ip: str, host
     if done:
         codes = [c["state"].get("terminated", {}).get("exitCode", 0) for c in containers]
         phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
-    elif all(c["started"] or c["restartCount"] for c in containers):
+    elif all("waiting" not in c["state"] or c["lastState"] for c in containers):  # each has run
         phase = "Running"
     else:
         phase = "Pending"
