@@ -4,6 +4,7 @@ become Pods that run the test apps on their own loopback IPs, Services get Endpo
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -115,9 +116,13 @@ async def get(ip: str, port: int = 8080, path: str = "/") -> tuple[int, Any]:
         async with aiohttp.ClientSession() as http, http.get(
             f"http://{ip}:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)
         ) as r:
-            return r.status, await r.json(content_type=None)
+            text = await r.text()
     except aiohttp.ClientConnectionError as e:
         return 0, e
+    try:
+        return r.status, json.loads(text)
+    except ValueError:
+        return r.status, text
 
 
 async def answer(ip: str, port: int = 8080) -> Any:
@@ -365,9 +370,30 @@ async def test_deleting_the_deployment_deletes_its_pods_and_processes(kube: Kube
         assert await refused(pod.status.pod_ip)
 
 
+async def test_a_container_that_ignores_sigterm_is_killed_after_its_grace(kube: KubeTarget, kubelet: Kubelet):
+    api = Api(kube)
+    body = deployment("stubborn", replicas=1, command=["python3", "../httpapp.py", "--ignore-term"])
+    body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    await api.apps.create_namespaced_deployment(api.ns, body)
+    (pod,) = await eventually(lambda: api.pods("stubborn"), all_ready(1))
+    await answer(pod.status.pod_ip)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await api.core.delete_namespaced_pod(pod.metadata.name, api.ns)
+    terminating = await api.core.read_namespaced_pod(pod.metadata.name, api.ns)
+    assert terminating.metadata.deletion_grace_period_seconds == 1
+    await eventually(
+        lambda: api.pods("stubborn"),
+        lambda pods: pod.metadata.name not in {p.metadata.name for p in pods},
+        what="the pod gone",
+    )
+    assert loop.time() - started >= 0.9  # SIGTERM was ignored: it took the SIGKILL at the grace's end
+    assert await refused(pod.status.pod_ip)
+
+
 async def test_stopping_the_stand_in_leaves_no_process(kube: KubeTarget):
     api = Api(kube)
-    async with Kubelet(kube.api, namespace=kube.namespace, settings=SETTINGS) as k:
+    async with Kubelet(kube.api, settings=SETTINGS) as k:  # every namespace
         await api.apps.create_namespaced_deployment(api.ns, deployment("web", 3))
         pods = await eventually(lambda: api.pods("web"), all_ready(3), what="3 ready pods")
         pids = k.pids()
