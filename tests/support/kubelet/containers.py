@@ -15,7 +15,7 @@ from typing import Any
 
 from flint_common.lifetime import die_with_parent
 
-from .objects import now_rfc3339
+from .objects import now_rfc3339, wait_event
 from .probes import Prober, http_get
 from .settings import KubeletSettings
 
@@ -165,8 +165,7 @@ class Container:
                 },
                 ready=False,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), backoff)
+            await wait_event(self.stopping, backoff)
             backoff = min(backoff * 2, self.settings.crash_backoff_max_s)
             if not self.stopping.is_set():
                 self.restart_count += 1
@@ -209,14 +208,11 @@ class Container:
             self._set({"waiting": {"reason": "ErrImagePull", "message": (
                 f'failed to pull and unpack image "{self.image}": failed to resolve reference '
                 f'"{self.image}": {self.image}: not found')}})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.settings.image_backoff_s)
-            if self.stopping.is_set():
+            if await wait_event(self.stopping, self.settings.image_backoff_s):
                 break
             self._set({"waiting": {"reason": "ImagePullBackOff",
                                    "message": f'Back-off pulling image "{self.image}"'}})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.settings.image_backoff_s)
+            await wait_event(self.stopping, self.settings.image_backoff_s)
         self.done = True
         return None
 
@@ -274,19 +270,19 @@ class Container:
         self.stopping.set()
         proc = self.proc
         if proc is not None and proc.returncode is None:
-            loop = asyncio.get_running_loop()
             hook = (self.spec.get("lifecycle") or {}).get("preStop")
             if hook and pre_stop:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._pre_stop(hook), max(0.0, deadline - loop.time()))
+                    async with asyncio.timeout_at(deadline):
+                        await self._pre_stop(hook)
             await self._terminate(proc, deadline)
 
     async def _terminate(self, proc: asyncio.subprocess.Process, deadline: float) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
-        left = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), left)
+            async with asyncio.timeout_at(deadline):
+                await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)

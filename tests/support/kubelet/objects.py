@@ -1,7 +1,9 @@
-"""Small readings of Kubernetes objects the controllers share (pure): readiness, ownership, conditions."""
+"""Small readings of Kubernetes objects the controllers share (pure: readiness, ownership,
+conditions), and one wait."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +12,17 @@ JSON = dict[str, Any]
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` at most `seconds`; whether it is set. (Not `asyncio.wait_for`: on 3.11 a
+    cancellation arriving as its timeout fires can be lost, and a stopping stand-in then hangs.)"""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
+    return event.is_set()
 
 
 def is_ready(pod: JSON) -> bool:

@@ -48,17 +48,18 @@ async def http_get(container: Container, spec: JSON, timeout_s: float) -> bool:
                 await writer.wait_closed()
 
     try:
-        return await asyncio.wait_for(get(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await get()
     except (OSError, TimeoutError, ValueError):
         return False
 
 
 async def tcp_socket(container: Container, spec: JSON, timeout_s: float) -> bool:
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(spec.get("host") or container.pod.ip, _port(container, spec.get("port"))),
-            timeout_s,
-        )
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(
+                spec.get("host") or container.pod.ip, _port(container, spec.get("port"))
+            )
     except (OSError, TimeoutError, ValueError):
         return False
     writer.close()
@@ -76,7 +77,8 @@ async def exec_probe(container: Container, spec: JSON, timeout_s: float) -> bool
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        return await asyncio.wait_for(proc.wait(), timeout_s) == 0
+        async with asyncio.timeout(timeout_s):
+            return await proc.wait() == 0
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from kubernetes_asyncio import client
 from .client import Informer, Kube, collection_path
 from .deployments import DeploymentController
 from .endpointslices import EndpointSliceController
+from .objects import wait_event
 from .pods import Node
 from .settings import KubeletSettings
 
@@ -33,8 +33,7 @@ class _Loop:
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dirty.wait(), self.resync_s)
+            await wait_event(self.dirty, self.resync_s)
             self.dirty.clear()
             try:
                 await self.sync()
@@ -85,7 +84,9 @@ class Kubelet:
         ]
         informers = [deployments, pods, services, slices]
         self._tasks = [asyncio.create_task(i.run(), name=f"informer {i.path}") for i in informers]
-        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers)), 10)
+        async with asyncio.timeout(10):
+            for informer in informers:
+                await informer.synced.wait()
         self._tasks += [asyncio.create_task(loop.run(), name=loop.name) for loop in loops]
 
     async def stop(self) -> None:
