@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .addresses import PodIPs
 from .client import Informer, Kube, KubeError, collection_path
 from .containers import Container, PodInfo, first_port
 from .objects import is_terminal, now_rfc3339
@@ -190,17 +190,7 @@ class Node:
         self.log_dir = log_dir
         self.on_change = on_change
         self.workers: dict[str, PodWorker] = {}
-        self._ips: dict[str, str] = {}  # uid -> pod IP
-
-    def _allocate(self, uid: str, ports: list[int]) -> str | None:
-        """The lowest pod IP not in use here whose ports nobody else (another test run) listens on."""
-        taken = set(self._ips.values())
-        for n in range(1, 255):
-            ip = f"{self.settings.pod_ip_prefix}{n}"
-            if ip not in taken and all(_bindable(ip, port) for port in ports):
-                self._ips[uid] = ip
-                return ip
-        return None
+        self.ips = PodIPs(settings.pod_ip_prefix)
 
     async def sync(self) -> None:
         seen: set[str] = set()
@@ -218,7 +208,7 @@ class Node:
                 worker.vanish()
                 if worker.finished.is_set():
                     del self.workers[uid]
-                    self._ips.pop(uid, None)
+                    self.ips.release(uid)
 
     async def _sync_pod(self, pod: JSON, meta: JSON, spec: JSON, uid: str) -> None:
         ns, name = meta["namespace"], meta["name"]
@@ -240,7 +230,7 @@ class Node:
                 return
             if is_terminal(pod):
                 return
-            ip = self._allocate(uid, [first_port(c) for c in spec.get("containers") or []])
+            ip = self.ips.allocate(uid, [first_port(c) for c in spec.get("containers") or []])
             if ip is None:
                 log.warning("no pod IP left for %s/%s", ns, name)
                 return
@@ -257,14 +247,5 @@ class Node:
             worker.shutdown(grace)
         await asyncio.gather(*(w.finished.wait() for w in self.workers.values()))
         self.workers.clear()
-        self._ips.clear()
+        self.ips.release_all()
 
-
-def _bindable(ip: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
-        try:
-            sock.bind((ip, port))
-        except OSError:
-            return False
-    return True
