@@ -406,7 +406,9 @@ async def test_stopping_the_stand_in_leaves_no_process(kube: KubeTarget):
         assert await refused(pod.status.pod_ip)
 
 
-async def test_pod_ips_are_reused_once_a_pod_is_gone(kube: KubeTarget, kubelet: Kubelet):
+async def test_a_replacement_pod_gets_another_ip_while_the_old_one_terminates(
+    kube: KubeTarget, kubelet: Kubelet
+):
     api = Api(kube)
     pre_stop = {"preStop": {"sleep": {"seconds": 1}}}  # the old Pod keeps its IP a while
     await api.apps.create_namespaced_deployment(api.ns, deployment("web", 1, lifecycle=pre_stop))
@@ -417,11 +419,5 @@ async def test_pod_ips_are_reused_once_a_pod_is_gone(kube: KubeTarget, kubelet: 
         lambda pods: len(pods) == 1 and pods[0].metadata.name != first.metadata.name and all_ready(1)(pods),
     )
     assert second.status.pod_ip != first.status.pod_ip
-    await api.apps.patch_namespaced_deployment_scale("web", api.ns, {"spec": {"replicas": 0}})
-    await eventually(lambda: api.pods("web"), lambda pods: pods == [])
-    await api.apps.patch_namespaced_deployment_scale("web", api.ns, {"spec": {"replicas": 1}})
-    (third,) = await eventually(lambda: api.pods("web"), all_ready(1))
-    def n(ip: str) -> int:
-        return int(ip.split(".")[-1])
-
-    assert n(third.status.pod_ip) <= n(first.status.pod_ip)  # the lowest free again (others' may be lower)
+    await eventually(lambda: api.pods("web"), lambda pods: len(pods) == 1, what="the old pod gone")
+    # that the freed IP is taken again is test_kubelet_pieces' (another test run may take it first)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
+from support.kubelet.addresses import PodIPs
 from support.kubelet.deployments import deployment_status, plan, template_hash
 from support.kubelet.endpointslices import desired_slice
 from support.kubelet.pods import pod_status
@@ -110,3 +112,19 @@ def test_endpoint_slice_conditions_and_named_target_ports():
         "kubernetes.io/service-name": "s",
         "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
     }
+
+
+def test_pod_ips_are_the_lowest_free_reused_and_never_shared_between_runs():
+    prefix = f"127.{100 + secrets.randbelow(150)}.{secrets.randbelow(250)}."  # nobody else's
+    ips, other_run = PodIPs(prefix), PodIPs(prefix)
+    try:
+        assert [ips.allocate("a", [8080]), ips.allocate("b", [8080])] == [f"{prefix}1", f"{prefix}2"]
+        assert ips.allocate("a", [8080]) == f"{prefix}1"  # the same Pod, the same IP
+        assert other_run.allocate("x", [8080]) == f"{prefix}3"  # the lock files keep 1 and 2
+        ips.release("a")
+        assert ips.allocate("c", [8080]) == f"{prefix}1"
+    finally:
+        ips.release_all()
+        other_run.release_all()
+    assert other_run.allocate("y", []) == f"{prefix}1"
+    other_run.release_all()

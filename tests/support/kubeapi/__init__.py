@@ -51,7 +51,8 @@ What it copies from a real API server:
   is answered with the object, other kinds with a `Status` Success; owner-reference garbage
   collection: background (dependents of a deleted owner go once no owner of theirs is left; a
   dangling reference next to a live owner is removed; the same holds for an object created
-  referring to owners already gone), orphan (the references are removed) and foreground (the owner keeps a `foregroundDeletion` finalizer until its dependents are gone);
+  referring to owners already gone), orphan (the references are removed) and foreground (the
+  owner keeps a `foregroundDeletion` finalizer until its dependents are gone);
   a namespace terminates (phase Terminating), deletes its objects and goes when they are gone;
   Pods: one bound to a node (`spec.nodeName`, set through the `pods/binding` subresource, 409 when
   already bound) and not terminal is deleted gracefully: it stays with deletionTimestamp = now +
