@@ -102,6 +102,7 @@ class Container:
         self.proc: asyncio.subprocess.Process | None = None
         self.stopping = asyncio.Event()
         self.done = False  # terminated and never restarting
+        self.image_id = ""  # set once "pulled" (a fixed fake digest)
         self._deadline = 0.0  # when a stopping container is SIGKILLed (loop time)
 
     # --- status --------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ class Container:
         out: JSON = {
             "name": self.name,
             "image": self.image,
-            "imageID": f"{self.image}@sha256:{'0' * 64}" if app_folder(self.image) else "",
+            "imageID": self.image_id,
             "ready": self.ready,
             "started": self.started,
             "restartCount": self.restart_count,
@@ -204,6 +205,7 @@ class Container:
         while not self.stopping.is_set():
             folder = app_folder(self.image)
             if folder is not None:
+                self.image_id = f"{self.image}@sha256:{'0' * 64}"
                 return folder
             self._set({"waiting": {"reason": "ErrImagePull", "message": (
                 f'failed to pull and unpack image "{self.image}": failed to resolve reference '

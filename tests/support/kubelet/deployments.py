@@ -29,6 +29,12 @@ def template_hash(template: JSON) -> str:
     return "".join(SAFE[b % len(SAFE)] for b in digest[:10])
 
 
+def replicas_of(dep: JSON) -> int:
+    """spec.replicas (1 when unset or null)."""
+    replicas = (dep.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
+
+
 def _delete_order(pod: JSON) -> tuple[int, str]:
     """Who goes first on a scale-down: unscheduled, then not running, then not ready, then newest."""
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
@@ -81,7 +87,7 @@ def deployment_status(
 ) -> JSON:
     """status of a Deployment from its active Pods (pure). `stalled_s`: seconds since the counts
     last changed, against the progress deadline."""
-    desired = int((dep.get("spec") or {}).get("replicas", 1))
+    desired = replicas_of(dep)
     pods = new + old
     ready = sum(1 for p in pods if is_ready(p))
     updated = len(new)
@@ -150,7 +156,7 @@ class DeploymentController:
         terminating_old = sum(
             1 for p in owned if p not in active and (p["metadata"].get("labels") or {}).get(HASH_LABEL) != h
         )
-        desired = int(spec.get("replicas", 1))
+        desired = replicas_of(dep)
         recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
         step = plan(desired, new, old, recreate, terminating_old)
         pods_path = collection_path("", "v1", "pods", ns)
