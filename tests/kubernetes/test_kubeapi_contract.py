@@ -900,3 +900,21 @@ async def test_a_bound_pod_is_deleted_gracefully_and_an_unbound_one_at_once(kube
     assert terminating.metadata.deletion_grace_period_seconds == 7
     await core.delete_namespaced_pod("bound", ns, grace_period_seconds=0)
     await gone(lambda: core.read_namespaced_pod("bound", ns), what="the pod deleted with grace 0")
+
+
+async def test_endpoint_slices_and_horizontal_pod_autoscalers_are_served(kube: KubeTarget):
+    ns = kube.namespace
+    discovery = untyped(client.DiscoveryV1Api(kube.api))
+    slice_ = {"metadata": {"name": "s-1", "labels": {"kubernetes.io/service-name": "s"}},
+              "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+              "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}]}
+    await discovery.create_namespaced_endpoint_slice(ns, slice_)
+    listed = await discovery.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=s")
+    assert [e.addresses for s in listed.items for e in s.endpoints] == [["10.0.0.1"]]
+    hpas = untyped(client.AutoscalingV2Api(kube.api))
+    hpa = {"metadata": {"name": "h"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+                    "minReplicas": 1, "maxReplicas": 3}}
+    await hpas.create_namespaced_horizontal_pod_autoscaler(ns, hpa)
+    read = await hpas.read_namespaced_horizontal_pod_autoscaler("h", ns)
+    assert read.spec.max_replicas == 3 and read.spec.scale_target_ref.name == "d"

@@ -103,6 +103,7 @@ class Container:
         self.stopping = asyncio.Event()
         self.done = False  # terminated and never restarting
         self.image_id = ""  # set once "pulled" (a fixed fake digest)
+        self.folder: Path | None = None  # the app's folder, once found
         self._deadline = 0.0  # when a stopping container is SIGKILLed (loop time)
 
     # --- status --------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ class Container:
         backoff = self.settings.crash_backoff_s
         while not self.stopping.is_set():
             try:
-                argv = container_argv(self.spec, procfile_web(folder))
+                argv = container_argv(self.spec, await asyncio.to_thread(procfile_web, folder))
             except ValueError as e:
                 self._set({"waiting": {"reason": "CreateContainerError", "message": str(e)}})
                 self.done = True
@@ -203,8 +204,9 @@ class Container:
     async def _pull(self) -> Path | None:
         """The app folder, or ErrImagePull / ImagePullBackOff until it appears or the Pod stops."""
         while not self.stopping.is_set():
-            folder = app_folder(self.image)
+            folder = await asyncio.to_thread(app_folder, self.image)
             if folder is not None:
+                self.folder = folder
                 self.image_id = f"{self.image}@sha256:{'0' * 64}"
                 return folder
             self._set({"waiting": {"reason": "ErrImagePull", "message": (
@@ -298,7 +300,7 @@ class Container:
                 await asyncio.sleep(seconds)
                 return
             proc = await asyncio.create_subprocess_exec(
-                *command, cwd=app_folder(self.image), env=self.env(), stdin=asyncio.subprocess.DEVNULL,
+                *command, cwd=self.folder, env=self.env(), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=die_with_parent,
             )

@@ -230,7 +230,8 @@ class Node:
                 return
             if is_terminal(pod):
                 return
-            ip = self.ips.allocate(uid, [first_port(c) for c in spec.get("containers") or []])
+            ports = [first_port(c) for c in spec.get("containers") or []]
+            ip = await asyncio.to_thread(self.ips.allocate, uid, ports)  # lock files: off the loop
             if ip is None:
                 log.warning("no pod IP left for %s/%s", ns, name)
                 return
