@@ -21,6 +21,7 @@ pytestmark = pytest.mark.fake_only  # on a real cluster the real kubelet does th
 SETTINGS = KubeletSettings(
     probe_period_s=0.05,
     grace_period_s=3.0,
+    shutdown_grace_s=0.5,
     crash_backoff_s=0.1,
     crash_backoff_max_s=0.4,
     image_backoff_s=0.2,
@@ -389,6 +390,20 @@ async def test_a_container_that_ignores_sigterm_is_killed_after_its_grace(kube: 
     )
     assert loop.time() - started >= 0.9  # SIGTERM was ignored: it took the SIGKILL at the grace's end
     assert await refused(pod.status.pod_ip)
+
+
+async def test_an_exec_pre_stop_hook_runs_in_the_container_env_before_sigterm(
+    kube: KubeTarget, kubelet: Kubelet, tmp_path: Path
+):
+    api = Api(kube)
+    mark = tmp_path / "pre-stop"
+    hook = {"preStop": {"exec": {"command": ["/bin/sh", "-c", 'echo "$POD_NAME" > "$MARK"']}}}
+    body = deployment("hooked", replicas=1, lifecycle=hook, env=[{"name": "MARK", "value": str(mark)}])
+    await api.apps.create_namespaced_deployment(api.ns, body)
+    (pod,) = await eventually(lambda: api.pods("hooked"), all_ready(1))
+    await api.apps.patch_namespaced_deployment_scale("hooked", api.ns, {"spec": {"replicas": 0}})
+    await eventually(lambda: api.pods("hooked"), lambda pods: pods == [], what="the pod gone")
+    assert mark.read_text().strip() == pod.metadata.name
 
 
 async def test_stopping_the_stand_in_leaves_no_process(kube: KubeTarget):

@@ -85,8 +85,8 @@ What it simplifies:
   so tests run in seconds.
 
 Every process it starts is in its own process group, gets `die_with_parent` (SIGTERM if the test
-process dies) and is gone, reaped, when `stop()` returns (SIGTERM, SIGKILL after at most 2 s;
-no preStop then).
+process dies) and is gone, reaped, when `stop()` returns (SIGTERM, SIGKILL after
+`shutdown_grace_s`, 2 s; no preStop then).
 """
 
 from __future__ import annotations

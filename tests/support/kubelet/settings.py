@@ -23,6 +23,8 @@ class KubeletSettings:
     grace_period_s: float | None = None
     """Caps a Pod's termination grace (None: its deletionGracePeriodSeconds, else its
     terminationGracePeriodSeconds, default 30)."""
+    shutdown_grace_s: float = 2.0
+    """When the stand-in stops: SIGTERM every container, SIGKILL what is left after this (no preStop)."""
     crash_backoff_s: float = 10.0
     """The first restart back-off of a container that exited; doubles up to `crash_backoff_max_s`."""
     crash_backoff_max_s: float = 300.0

@@ -90,14 +90,13 @@ class Kubelet:
         self._tasks += [asyncio.create_task(loop.run(), name=loop.name) for loop in loops]
 
     async def stop(self) -> None:
-        """Stop the loops, then every container (SIGTERM, SIGKILL after the grace cap or 2 s)."""
+        """Stop the loops, then every container (SIGTERM, SIGKILL after `shutdown_grace_s`)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self.node is not None:
-            cap = self.settings.grace_period_s
-            await self.node.stop(min(cap, 2.0) if cap is not None else 2.0)
+            await self.node.stop(self.settings.shutdown_grace_s)
         if self.log_dir != Path():
             await asyncio.to_thread(shutil.rmtree, self.log_dir, True)
 
