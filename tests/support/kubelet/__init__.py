@@ -8,7 +8,8 @@ internals (tests/support/kubeapi), so it could run against any API server (there
 real controllers would fight it). Modules: `deployments.py` (Deployments → Pods, status),
 `pods.py` (binding, one `PodWorker` per Pod, Pod status, deletion), `containers.py` (a container
 as a local process), `probes.py`, `endpointslices.py`, `standin.py` (the loops), `objects.py`
-(pure readings), `client.py` (JSON calls and the informer), `settings.py`.
+(pure readings), `addresses.py` (pod IPs), `client.py` (JSON calls and the informer),
+`settings.py`.
 
 What it copies:
 
@@ -61,7 +62,8 @@ What it copies:
 What it simplifies:
 
 - no ReplicaSets: Pods are owned by their Deployment directly (the Deployment's garbage
-  collection then deletes them); the template hash is a SHA-256 in the API machinery's safe
+  collection then deletes them) and found by that ownerReference, not by `spec.selector` (no
+  adoption or release of Pods); the template hash is a SHA-256 in the API machinery's safe
   alphabet, not FNV-32a with collisionCount; no revisionHistoryLimit, rollback, `paused`,
   `minReadySeconds` (available = ready), and `maxSurge`/`maxUnavailable` are always 25% / 0,
   whatever the spec says; old Pods that are not ready are deleted at once, beyond maxUnavailable;
@@ -73,8 +75,9 @@ What it simplifies:
   collide as in a Pod), no volumes, init or sidecar containers, startupProbe, grpc probes
   (counted a success), resource limits or securityContext; logs go to files in a temp dir
   (`Kubelet.logs(pod)`), not `pods/log`; the crash back-off never resets; ErrImagePull and
-  ImagePullBackOff alternate every `image_backoff_s`; a Pod IP is taken only if the Pod's
-  containerPorts are free on it (another test run on the machine may hold 127.0.1.N:PORT);
+  ImagePullBackOff alternate every `image_backoff_s`; pod IPs are shared by every test run on
+  the machine: each run holds an flock on `$TMPDIR/flint-kubelet-pod-ips/<ip>` for each IP it
+  gives out, and takes an IP only if the Pod's containerPorts are also free on it;
 - EndpointSlices: one slice per Service (no split at 100 endpoints or by differing named-port
   mappings: a named targetPort is resolved against the first selected Pod that has it), IPv4
   only, no topology hints or zones, no v1 Endpoints objects, publishNotReadyAddresses ignored;
