@@ -338,17 +338,24 @@ async def test_a_failing_readiness_probe_keeps_the_endpoint_unready(
     await eventually(lambda: api.readiness("probed-private"), lambda flags: flags == [False])
 
 
-async def test_a_failing_liveness_probe_restarts_the_container(
+async def test_the_pod_env_and_a_failing_liveness_probe_restarting_the_container(
     kube: KubeTarget, kubelet: Kubelet, tmp_path: Path
 ):
     api = Api(kube)
     body = deployment(
         "live", replicas=1, command=["python3", "../httpapp.py"],
-        env=[{"name": "CONTROL_DIR", "value": str(tmp_path)}],
-        livenessProbe={"httpGet": {"path": "/live", "port": 8080}, "failureThreshold": 2},
+        env=[{"name": "CONTROL_DIR", "value": str(tmp_path)},
+             {"name": "MY_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        # without a delay a liveness probe this fast kills the app before it listens (startupProbe's job)
+        livenessProbe={"httpGet": {"path": "/live", "port": 8080}, "failureThreshold": 2,
+                       "initialDelaySeconds": 2},
     )
     await api.apps.create_namespaced_deployment(api.ns, body)
     (pod,) = await eventually(lambda: api.pods("live"), all_ready(1), what="a ready pod")
+    await answer(pod.status.pod_ip)
+    _, env = await get(pod.status.pod_ip, path="/env")  # what a downward-API env would give
+    assert (env["POD_IP"], env["POD_NAME"], env["POD_NAMESPACE"], env["PORT"], env["MY_NODE"]) == (
+        pod.status.pod_ip, pod.metadata.name, api.ns, "8080", SETTINGS.node_name)
     (tmp_path / "dead").touch()
     (pod,) = await eventually(
         lambda: api.pods("live"),
