@@ -866,3 +866,55 @@ async def _try(call: Any) -> Any:
         if e.status != 404:
             raise
         return None
+
+
+async def test_a_bound_pod_is_deleted_gracefully_and_an_unbound_one_at_once(kube: KubeTarget):
+    """What the kubelet stand-in (tests/support/kubelet) relies on: a Pod bound to a node stays,
+    terminating, until a delete with gracePeriodSeconds=0; binding twice is a 409."""
+    core, ns = untyped(client.CoreV1Api(kube.api)), kube.namespace
+
+    def pod(name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name},
+                "spec": {"terminationGracePeriodSeconds": 7,
+                         "schedulerName": "flint-contract-none",  # no scheduler binds it on a cluster
+                         "containers": [{"name": "app", "image": "flint.test/apps/echo"}]}}
+
+    await core.create_namespaced_pod(ns, pod("loose"))
+    await core.delete_namespaced_pod("loose", ns)
+    await expect_error(404, core.read_namespaced_pod("loose", ns))  # no node runs it: gone at once
+
+    await core.create_namespaced_pod(ns, pod("bound"))
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "flint-contract-node"}}
+    # the generated client cannot read the Status a binding answers: read it raw
+    response = await core.create_namespaced_pod_binding("bound", ns, binding, _preload_content=False)
+    assert response.status == 201
+    response.release()
+    assert (await core.read_namespaced_pod("bound", ns)).spec.node_name == "flint-contract-node"
+    body = await expect_error(409, core.create_namespaced_pod_binding("bound", ns, binding))
+    assert body["reason"] == "Conflict"
+
+    await core.delete_namespaced_pod("bound", ns)
+    terminating = await core.read_namespaced_pod("bound", ns)
+    assert terminating.metadata.deletion_timestamp is not None
+    assert terminating.metadata.deletion_grace_period_seconds == 7
+    await core.delete_namespaced_pod("bound", ns, grace_period_seconds=0)
+    await gone(lambda: core.read_namespaced_pod("bound", ns), what="the pod deleted with grace 0")
+
+
+async def test_endpoint_slices_and_horizontal_pod_autoscalers_are_served(kube: KubeTarget):
+    ns = kube.namespace
+    discovery = untyped(client.DiscoveryV1Api(kube.api))
+    slice_ = {"metadata": {"name": "s-1", "labels": {"kubernetes.io/service-name": "s"}},
+              "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+              "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}]}
+    await discovery.create_namespaced_endpoint_slice(ns, slice_)
+    listed = await discovery.list_namespaced_endpoint_slice(ns, label_selector="kubernetes.io/service-name=s")
+    assert [e.addresses for s in listed.items for e in s.endpoints] == [["10.0.0.1"]]
+    hpas = untyped(client.AutoscalingV2Api(kube.api))
+    hpa = {"metadata": {"name": "h"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+                    "minReplicas": 1, "maxReplicas": 3}}
+    await hpas.create_namespaced_horizontal_pod_autoscaler(ns, hpa)
+    read = await hpas.read_namespaced_horizontal_pod_autoscaler("h", ns)
+    assert read.spec.max_replicas == 3 and read.spec.scale_target_ref.name == "d"

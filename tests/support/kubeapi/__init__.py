@@ -50,9 +50,16 @@ What it copies from a real API server:
   (422); delete preconditions (uid, resourceVersion: 409); a fully deleted custom resource or Pod
   is answered with the object, other kinds with a `Status` Success; owner-reference garbage
   collection: background (dependents of a deleted owner go once no owner of theirs is left; a
-  dangling reference next to a live owner is removed), orphan (the references are removed) and
-  foreground (the owner keeps a `foregroundDeletion` finalizer until its dependents are gone);
+  dangling reference next to a live owner is removed; the same holds for an object created
+  referring to owners already gone), orphan (the references are removed) and foreground (the
+  owner keeps a `foregroundDeletion` finalizer until its dependents are gone);
   a namespace terminates (phase Terminating), deletes its objects and goes when they are gone;
+  Pods: one bound to a node (`spec.nodeName`, set through the `pods/binding` subresource, 409 when
+  already bound) and not terminal is deleted gracefully: it stays with deletionTimestamp = now +
+  grace and deletionGracePeriodSeconds (the DELETE's gracePeriodSeconds, else the Pod's
+  terminationGracePeriodSeconds, 30; a later DELETE may only shorten it) until a DELETE with
+  gracePeriodSeconds=0, which its kubelet sends once the containers stopped; an unbound or
+  terminal Pod goes at once;
 - CRDs (apiextensions.k8s.io/v1): creating one serves each served version of its kind at once
   (status Established and NamesAccepted), with its shortNames, scope, status and scale
   subresources; deleting it stops serving and drops its objects; the openAPIV3Schema is applied
@@ -62,11 +69,13 @@ What it copies from a real API server:
   `x-kubernetes-int-or-string`, and pruning of unknown fields unless
   `x-kubernetes-preserve-unknown-fields: true`; `fieldValidation=Strict` refuses an unknown
   field (400 "strict decoding error"), the default (Warn) prunes it with a `Warning` header;
-- Leases, Deployments, Pods, Services, ConfigMaps, Secrets and Namespaces as generic objects.
+- Leases, Deployments, Pods, Services, EndpointSlices, HorizontalPodAutoscalers (autoscaling/v2),
+  ConfigMaps, Secrets and Namespaces as generic objects.
 
 What it does not (simplified or missing):
 
-- no controllers: no Pods from a Deployment, no status written, no EndpointSlices, no kubelet;
+- no controllers: no Pods from a Deployment, no status written, no EndpointSlices, no kubelet
+  (tests/support/kubelet is a stand-in for those, a client of the fake like any other);
   built-in kinds are not validated (a Deployment without a selector is accepted; only
   `spec.replicas` defaults to 1); Secrets' `stringData` is not folded into `data`;
 - server-side apply keeps no managedFields and no field ownership: the applied configuration is
@@ -86,8 +95,8 @@ What it does not (simplified or missing):
   adds its `foregroundDeletion` finalizer only when there are dependents (a real server adds it
   always and its garbage collector removes it);
   garbage collection runs on the next loop iteration, not in a separate controller;
-- no authentication, authorization, admission (webhooks), dryRun, Tables or protobuf; no
-  graceful deletion of Pods (`gracePeriodSeconds` is ignored).
+- no authentication, authorization, admission (webhooks), dryRun, Tables or protobuf;
+  `gracePeriodSeconds` matters only for Pods (other kinds go at once, as most do).
 """
 
 from __future__ import annotations

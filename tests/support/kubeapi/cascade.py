@@ -91,6 +91,26 @@ def collect(store: Store, uid: str) -> None:
             store.delete(res, key[2], key[3], {})
 
 
+def collect_dangling(store: Store, key: Key) -> None:
+    """A new object whose owners are all gone is deleted (the garbage collector looks its owners
+    up); references to gone owners beside a live one are removed."""
+    obj = store.objects.get(key)
+    res = store.resource_of(key[0], key[1])
+    if obj is None or res is None:
+        return
+    live = {o["metadata"]["uid"] for o in store.objects.values()}
+    refs = obj["metadata"].get("ownerReferences") or []
+    dangling = [r for r in refs if r.get("uid") not in live]
+    if not dangling:
+        return
+    if len(dangling) < len(refs):
+        new = copy.deepcopy(obj)
+        new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") in live]
+        store.update(res, key[2], key[3], new, require_rv=False)
+    elif not obj["metadata"].get("deletionTimestamp"):
+        store.delete(res, key[2], key[3], {})
+
+
 def delete_dependents(store: Store, uid: str) -> None:
     for key in dependents(store, uid):
         if key in store.objects and not store.objects[key]["metadata"].get("deletionTimestamp"):

@@ -287,7 +287,10 @@ class Store:
         if res.plural == "namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
-        return self.commit(res, "ADDED", key, obj), warnings
+        out = self.commit(res, "ADDED", key, obj)
+        if meta.get("ownerReferences"):  # an owner deleted before its dependent was created
+            asyncio.get_running_loop().call_soon(cascade.collect_dangling, self, key)
+        return out, warnings
 
     def update(
         self,
