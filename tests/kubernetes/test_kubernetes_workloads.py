@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from support.flint_crds import flint_crds, register_crds
 from support.kubeapi.session import KubeTarget, eventually
 
 from controller.runtime.kubernetes import (
@@ -28,14 +29,24 @@ pytestmark = pytest.mark.fake_only  # writes what a real cluster's controllers o
 
 def revision(ns: str, name: str = "hello-00001", image: str = "ghcr.io/example/hello:1") -> Obj:
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}",
+            "metadata": {"name": name, "namespace": ns,
                          "labels": {"serving.knative.dev/configuration": "hello",
                                     "serving.knative.dev/service": "hello"}},
             "spec": {"containers": [{"name": "user-container", "image": image}]}}
 
 
+async def created(kube: KubeTarget, rev: Obj) -> Obj:
+    """`rev` made in the API server (its children's owner must exist, or the garbage collector
+    takes them at once, as a cluster's does)."""
+    custom: Any = client.CustomObjectsApi(kube.api)
+    made: Obj = await custom.create_namespaced_custom_object(
+        "serving.knative.dev", "v1", kube.namespace, "revisions", rev)
+    return made
+
+
 @pytest.fixture
 async def workloads(kube: KubeTarget) -> AsyncIterator[KubernetesWorkloads]:
+    await register_crds(kube.api, flint_crds())
     w = KubernetesWorkloads(kube.api, namespace=kube.namespace)
     await w.start()
     try:
@@ -60,11 +71,11 @@ async def read_deployment(kube: KubeTarget, name: str = "hello-00001-deployment"
 
 async def test_ensure_makes_the_deployment_and_the_private_service_once(
         kube: KubeTarget, workloads: KubernetesWorkloads) -> None:
-    rev = revision(kube.namespace)
+    rev = await created(kube, revision(kube.namespace))
     made = await workloads.ensure(rev, 2)
     assert made["metadata"]["name"] == "hello-00001-deployment" and made["spec"]["replicas"] == 2
     svc = await core(kube).read_namespaced_service("hello-00001-private", kube.namespace)
-    assert svc.spec.selector == {"serving.knative.dev/revisionUID": "uid-hello-00001"}
+    assert svc.spec.selector == {"serving.knative.dev/revisionUID": rev["metadata"]["uid"]}
     first = await read_deployment(kube)
     again = await workloads.ensure(rev, 2)  # nothing changed: no write
     assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
@@ -73,7 +84,7 @@ async def test_ensure_makes_the_deployment_and_the_private_service_once(
 
 async def test_the_scale_goes_through_the_subresource_and_keeps_the_template(
         kube: KubeTarget, workloads: KubernetesWorkloads) -> None:
-    rev = revision(kube.namespace)
+    rev = await created(kube, revision(kube.namespace))
     await workloads.ensure(rev, 1)
     before = await read_deployment(kube)
     await workloads.ensure(rev, 3)
@@ -87,7 +98,7 @@ async def test_the_scale_goes_through_the_subresource_and_keeps_the_template(
 
 async def test_drift_is_repaired_and_a_new_manifest_rolls_the_template(
         kube: KubeTarget, workloads: KubernetesWorkloads) -> None:
-    rev = revision(kube.namespace)
+    rev = await created(kube, revision(kube.namespace))
     await workloads.ensure(rev, 1)
     dep = await read_deployment(kube)
     dep["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/someone/else"
@@ -117,11 +128,11 @@ async def test_objects_the_revision_does_not_control_are_left_alone(
                  "template": {"metadata": {"labels": {"app": "x"}},
                               "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
     with pytest.raises(NotOwned, match="existing Deployment 'hello-00001-deployment' that we do not own"):
-        await workloads.ensure(revision(ns), 1)
+        await workloads.ensure(await created(kube, revision(ns)), 1)
     await core(kube).create_namespaced_service(ns, {"metadata": {"name": "other-00001-private"},
                                                      "spec": {"ports": [{"port": 80}]}})
     with pytest.raises(NotOwned, match="Service 'other-00001-private'"):
-        await workloads.ensure(revision(ns, "other-00001"), 1)
+        await workloads.ensure(await created(kube, revision(ns, "other-00001")), 1)
     kept = await read_deployment(kube)
     assert kept["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx"
 
@@ -159,12 +170,12 @@ async def test_endpoints_come_from_the_private_service_s_slices(
 
 async def test_conditions_from_the_deployment_and_a_failing_pod(
         kube: KubeTarget, workloads: KubernetesWorkloads) -> None:
-    ns, rev = kube.namespace, revision(kube.namespace)
+    ns, rev = kube.namespace, await created(kube, revision(kube.namespace))
     dep = await workloads.ensure(rev, 1)
     assert (await workloads.conditions(rev, None))["ResourcesAvailable"] == Condition("Unknown", "Deploying")
     await core(kube).create_namespaced_pod(ns, {
         "metadata": {"name": "hello-00001-deployment-1",
-                     "labels": {"serving.knative.dev/revisionUID": "uid-hello-00001"}},
+                     "labels": {"serving.knative.dev/revisionUID": rev["metadata"]["uid"]}},
         "spec": {"containers": [{"name": "user-container", "image": "ghcr.io/example/nope"}]}})
     await core(kube).patch_namespaced_pod_status("hello-00001-deployment-1", ns, {"status": {
         "containerStatuses": [{"name": "user-container", "ready": False, "restartCount": 0, "image": "x",
