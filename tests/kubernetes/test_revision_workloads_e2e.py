@@ -1,0 +1,137 @@
+"""A Revision's workload running: `KubernetesWorkloads` makes its Deployment and private Service on
+the contract fake, the controllers-and-kubelet stand-in runs its pods as local processes of the
+test apps, and what the workloads read back — the pod endpoints and the revision's conditions —
+follows them: ready pods that answer as the revision (its PORT and K_* variables), scale to zero
+and back, an image that cannot be pulled."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from kubernetes_asyncio import client
+from support.flint_crds import flint_crds, register_crds
+from support.kubeapi.session import KubeTarget, eventually
+from support.kubelet import Kubelet, KubeletSettings
+
+from controller.runtime.kubernetes import KubernetesWorkloads
+from controller.runtime.kubernetes_manifests import ManifestSettings
+from controller.runtime.kubernetes_status import Condition, PodEndpoint
+from controller.store.base import Obj
+
+pytestmark = pytest.mark.fake_only  # the stand-in plays the cluster's controllers and kubelet
+
+KUBELET = KubeletSettings(probe_period_s=0.05, grace_period_s=3.0, shutdown_grace_s=0.5,
+                          crash_backoff_s=0.1, crash_backoff_max_s=0.4, image_backoff_s=0.2,
+                          resync_s=0.1)
+DEADLINE_S = 20.0
+
+
+@pytest.fixture
+async def cluster(kube: KubeTarget) -> AsyncIterator[tuple[KubernetesWorkloads, Kubelet]]:
+    await register_crds(kube.api, flint_crds())
+    kubelet = Kubelet(kube.api, namespace=kube.namespace, settings=KUBELET)
+    await kubelet.start()
+    workloads = KubernetesWorkloads(kube.api, manifests=ManifestSettings(prestop_s=1),
+                                    namespace=kube.namespace)
+    await workloads.start()
+    try:
+        yield workloads, kubelet
+    finally:
+        await workloads.close()
+        pids = kubelet.pids()
+        await kubelet.stop()
+        for pid in pids:  # every pod's process stopped and reaped
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+async def revision(kube: KubeTarget, name: str, image: str) -> Obj:
+    custom: Any = client.CustomObjectsApi(kube.api)
+    made: Obj = await custom.create_namespaced_custom_object(
+        "serving.knative.dev", "v1", kube.namespace, "revisions", {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+            "metadata": {"name": name, "labels": {"serving.knative.dev/configuration": "hello",
+                                                  "serving.knative.dev/service": "hello"}},
+            "spec": {"containers": [{"name": "user-container", "image": image,
+                                     "env": [{"name": "TARGET", "value": "cluster"}]}]}})
+    return made
+
+
+async def get_json(ip: str, port: int) -> Obj:
+    async with aiohttp.ClientSession() as http, http.get(f"http://{ip}:{port}/") as r:
+        assert r.status == 200
+        body: Obj = orjson.loads(await r.read())
+        return body
+
+
+async def test_a_revision_runs_as_ready_pods_that_answer_as_the_revision(
+        kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet]) -> None:
+    workloads, _ = cluster
+    rev = await revision(kube, "hello-00001", "flint.test/apps/echo")
+    await workloads.ensure(rev, 2)
+
+    async def ready() -> list[PodEndpoint]:
+        return [e for e in workloads.endpoints(kube.namespace, "hello-00001") if e.state == "ready"]
+
+    endpoints = await eventually(ready, lambda got: len(got) == 2, DEADLINE_S, "two ready pods")
+    assert len({e.ip for e in endpoints}) == 2 and all(e.ip.startswith("127.0.1.") for e in endpoints)
+    for e in endpoints:
+        answer = await get_json(e.ip, e.port)
+        assert (answer["revision"], answer["configuration"], answer["service"], answer["port"]) == (
+            "hello-00001", "hello", "hello", "8080")
+        assert answer["env"]["TARGET"] == "cluster"
+
+    async def conditions() -> dict[str, Condition]:
+        dep = workloads.deployments.get(kube.namespace, "hello-00001-deployment")
+        return await workloads.conditions(rev, dep)
+
+    got = await eventually(conditions, lambda c: c["ResourcesAvailable"].status == "True",
+                           DEADLINE_S, "the Deployment available")
+    assert got["ContainerHealthy"] == Condition("True")
+
+
+async def test_scale_to_zero_drains_the_endpoints_and_back(
+        kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet]) -> None:
+    workloads, kubelet = cluster
+    rev = await revision(kube, "hello-00002", "flint.test/apps/echo")
+    await workloads.ensure(rev, 1)
+
+    async def states() -> list[str]:
+        return [e.state for e in workloads.endpoints(kube.namespace, "hello-00002")]
+
+    await eventually(states, lambda s: s == ["ready"], DEADLINE_S, "one ready pod")
+    await workloads.ensure(rev, 0)
+    seen: list[list[str]] = []
+
+    async def drained() -> list[str]:
+        now = await states()
+        seen.append(now)
+        return now
+
+    await eventually(drained, lambda s: s == [], DEADLINE_S, "no endpoint left")
+    assert ["draining"] in seen  # during its preStop sleep: still serving, taking no new requests
+    assert kubelet.pids() == []
+    await workloads.ensure(rev, 1)
+    await eventually(states, lambda s: s == ["ready"], DEADLINE_S, "ready again")
+
+
+async def test_an_image_that_cannot_be_pulled_is_said_with_the_kubelet_s_words(
+        kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet]) -> None:
+    workloads, _ = cluster
+    rev = await revision(kube, "broken-00001", "ghcr.io/example/does-not-exist:1")
+    dep = await workloads.ensure(rev, 1)
+
+    async def conditions() -> dict[str, Condition]:
+        return await workloads.conditions(
+            rev, workloads.deployments.get(kube.namespace, "broken-00001-deployment") or dep)
+
+    got = await eventually(conditions, lambda c: c["ResourcesAvailable"].status == "False",
+                           DEADLINE_S, "the pull failure")
+    assert got["ResourcesAvailable"].reason in ("ErrImagePull", "ImagePullBackOff")
+    assert "ghcr.io/example/does-not-exist:1" in got["ResourcesAvailable"].message
+    assert all(e.state != "ready" for e in workloads.endpoints(kube.namespace, "broken-00001"))
