@@ -66,7 +66,7 @@ from controller.redis_health import RedisHealth, RedisView
 from controller.redis_janitor import RedisJanitor
 from controller.redis_logs import RedisLogs
 from controller.redis_sweep import store_owners
-from controller.runtime.base import ReplicaStatus, Runtime
+from controller.runtime.base import ProcessRuntime, ReplicaStatus
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
 from flint_common import redis_conn
@@ -96,7 +96,7 @@ class Controller:
         settings: ControllerSettings,
         *,
         store: Store | None = None,
-        runtime: Runtime | None = None,
+        runtime: ProcessRuntime | None = None,
     ) -> None:
         self.settings = settings
         self._store = store

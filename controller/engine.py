@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES, default_backend
 from controller.api.registry import registry_for, served_kinds
-from controller.runtime.base import Runtime
+from controller.runtime.base import ProcessRuntime
 from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
 from controller.store.base import Store
@@ -39,12 +39,12 @@ class EngineParts:
     """What the engine decides: where objects live, what runs revisions, the brokers' default log."""
 
     store: Store
-    runtime: Runtime
+    runtime: ProcessRuntime
     default_backend: str
     """The log backend of a broker of class `Flint` (`controller.api.eventing.default_backend`)."""
 
 
-def runtime(settings: ControllerSettings) -> Runtime:
+def runtime(settings: ControllerSettings) -> ProcessRuntime:
     """The runtime of `settings.engine` (not started)."""
     if settings.engine == ENGINE_EMBEDDED:
         return LocalRuntime(settings.state_dir)

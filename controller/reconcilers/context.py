@@ -15,7 +15,7 @@ from controller.informer import Informer
 from controller.reconcilers.destinations import resolve_destination
 from controller.redis_health import RedisView
 from controller.redis_logs import RedisLogs
-from controller.runtime.base import Runtime
+from controller.runtime.base import ProcessRuntime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, Store
 
@@ -102,7 +102,7 @@ class ReconcilerContext:
 class ServingContext(ReconcilerContext):
     """The serving reconcilers' (Service, Configuration, Revision, Route): replicas and scale."""
 
-    runtime: Runtime
+    runtime: ProcessRuntime
     artifacts: ArtifactStore
     drain: Callable[[str], None]
     """Take a replica out of routing and stop it once no gateway holds it."""

@@ -75,7 +75,9 @@ ChangeCallback = Callable[[ReplicaStatus], None]
 
 
 class Runtime(Protocol):
-    """Runs replicas. Implementations: `local.LocalRuntime` (processes), Kubernetes later."""
+    """What runs a revision's replicas, as the snapshot publisher, the scaler and the log and
+    observability endpoints see it, on any engine: `local.LocalRuntime` (processes),
+    `kubernetes.KubernetesRuntime` (the pods behind a revision's EndpointSlices)."""
 
     async def start(self) -> None:
         """Re-adopt replicas recorded by an earlier run (never start duplicates)."""
@@ -89,10 +91,6 @@ class Runtime(Protocol):
         """`callback` is called (on the loop) whenever a replica's state changes."""
         ...
 
-    async def start_replica(self, spec: ReplicaSpec) -> ReplicaStatus:
-        """Spawn a replica and return at once (state `starting`); readiness is reported later."""
-        ...
-
     async def stop_replica(self, replica_id: str, grace_s: float = 10.0) -> None:
         """SIGTERM the replica's process group, SIGKILL after `grace_s`; forget it."""
         ...
@@ -103,4 +101,13 @@ class Runtime(Protocol):
 
     async def alog_paths(self, revision_key: str) -> list[Path]:
         """`log_paths` without blocking the event loop."""
+        ...
+
+
+class ProcessRuntime(Runtime, Protocol):
+    """A runtime the controller starts replicas on one by one (the embedded engine's: a replica
+    is a process). On Kubernetes the cluster starts them, from a Deployment's scale."""
+
+    async def start_replica(self, spec: ReplicaSpec) -> ReplicaStatus:
+        """Spawn a replica and return at once (state `starting`); readiness is reported later."""
         ...

@@ -17,15 +17,18 @@ does not control is never touched: `NotOwned` (Knative's `ResourceNotOwned`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
 from controller.informer import Informer
+from controller.runtime.base import ChangeCallback, ReplicaState, ReplicaStatus
 from controller.runtime.kubernetes_manifests import (
     ManifestSettings,
     deployment,
@@ -92,15 +95,20 @@ class KubernetesWorkloads:
     ) -> None:
         self.settings = settings or KubernetesSettings()
         self.manifests = manifests or ManifestSettings()
+        self.api = api
         self._store = KubernetesStore(api, WORKLOAD_KINDS, self.settings)
         self._core: Any = client.CoreV1Api(api)  # dict bodies; the stubs want models
         self._namespace = namespace
         self.deployments = Informer(self._store, DEPLOYMENTS)
         self.slices = Informer(self._store, ENDPOINT_SLICES)
         self._listeners: list[Callable[[str], None]] = []
+        self._started = False
 
     async def start(self) -> None:
-        """Fill the caches (list, then watch) before answering from them."""
+        """Fill the caches (list, then watch) before answering from them; once."""
+        if self._started:
+            return
+        self._started = True
         for informer in (self.deployments, self.slices):
             informer.on_change(self._changed)
             await informer.start()
@@ -141,7 +149,7 @@ class KubernetesWorkloads:
         spec, status = (dep or {}).get("spec") or {}, (dep or {}).get("status") or {}
         if dep is not None and int(spec.get("replicas") or 0) > 0 and not status.get("availableReplicas"):
             label = ",".join(f"{k}={v}" for k, v in selector(rev).items())
-            listed = await self._core_call(PODS, "", "list_namespaced_pod", self._ns(rev),
+            listed = await self.core_call(PODS, "", "list_namespaced_pod", self._ns(rev),
                                            label_selector=label, limit=1)
             pods = list(listed.get("items") or [])
         containers = [str(c.get("name")) for c in (rev.get("spec") or {}).get("containers") or []
@@ -184,9 +192,9 @@ class KubernetesWorkloads:
         want = private_service(rev)
         ns, name = self._ns(rev), want["metadata"]["name"]
         try:
-            have = await self._core_call(SERVICES, name, "read_namespaced_service", name, ns)
+            have = await self.core_call(SERVICES, name, "read_namespaced_service", name, ns)
         except NotFound:
-            await self._core_call(SERVICES, name, "create_namespaced_service", ns, want)
+            await self.core_call(SERVICES, name, "create_namespaced_service", ns, want)
             return
         if not _controlled_by(have, rev):
             raise NotOwned("Service", name)
@@ -195,12 +203,12 @@ class KubernetesWorkloads:
                 (p.get("name"), p.get("port"), p.get("targetPort")) for p in spec.get("ports") or []] != [
                 (p["name"], p["port"], p["targetPort"]) for p in want["spec"]["ports"]]:
             body = dict(have, spec=dict(spec, selector=want["spec"]["selector"], ports=want["spec"]["ports"]))
-            await self._core_call(SERVICES, name, "replace_namespaced_service", name, ns, body)
+            await self.core_call(SERVICES, name, "replace_namespaced_service", name, ns, body)
 
     def _ns(self, rev: Obj) -> str:
         return str(rev["metadata"].get("namespace") or self._namespace or "default")
 
-    async def _core_call(self, kind: Kind, name: str, method: str, *args: Any, **kwargs: Any) -> Obj:
+    async def core_call(self, kind: Kind, name: str, method: str, *args: Any, **kwargs: Any) -> Obj:
         """A CoreV1Api call about `kind` `name`, its body as JSON; the API server's errors as the
         store's (`NotFound`…), an API server that does not answer as a 503."""
         try:
@@ -215,3 +223,89 @@ class KubernetesWorkloads:
             raise store_error(response.status, data, kind=kind, name=name)
         body: Obj = orjson.loads(data)
         return body
+
+
+_STATES: dict[str, ReplicaState] = {"ready": "ready", "starting": "starting", "draining": "stopping"}
+"""A pod endpoint's state as a replica's: a draining one is stopping (the publisher routes none)."""
+
+
+class KubernetesRuntime:
+    """The `Runtime` protocol on Kubernetes, for what reads replicas (the snapshot publisher, the
+    scaler, the observability endpoint): a revision's replicas are the pods behind its private
+    Service's EndpointSlices (`KubernetesWorkloads.endpoints`), each with its pod IP and port;
+    the cluster starts them (from the Deployment's scale), this only watches. A replica's id is
+    `namespace/pod`; stopping one deletes its pod (the Deployment makes another unless it was
+    scaled down). Pod logs are the API server's, not files: `log_paths` is empty."""
+
+    def __init__(self, workloads: KubernetesWorkloads) -> None:
+        self.workloads = workloads
+        self._subscribers: list[ChangeCallback] = []
+        self._known: dict[str, dict[str, ReplicaStatus]] = {}
+        """Revision key → its replicas as last told to the subscribers."""
+
+    async def start(self) -> None:
+        self.workloads.subscribe(self._changed)
+        await self.workloads.start()
+        for r in self.replicas():
+            self._known.setdefault(r.revision_key, {})[r.id] = r
+
+    async def close(self, stop_replicas: bool) -> None:
+        """Stop watching; the pods are the cluster's, `stop_replicas` or not."""
+        await self.workloads.close()
+
+    def subscribe(self, callback: ChangeCallback) -> None:
+        self._subscribers.append(callback)
+
+    def replicas(self, revision_key: str | None = None) -> list[ReplicaStatus]:
+        if revision_key is not None:
+            ns, _, name = revision_key.partition("/")
+            return self._replicas_of(ns, name)
+        out: list[ReplicaStatus] = []
+        for ns, name in sorted(self._revisions()):
+            out.extend(self._replicas_of(ns, name))
+        return out
+
+    def _revisions(self) -> set[tuple[str, str]]:
+        found = set()
+        for s in self.workloads.slices.list():
+            service = str((s["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
+            if service.endswith("-private"):
+                found.add((str(s["metadata"].get("namespace", "default")), service.removesuffix("-private")))
+        return found
+
+    def _replicas_of(self, ns: str, revision: str) -> list[ReplicaStatus]:
+        return [ReplicaStatus(id=f"{ns}/{e.pod}", revision_key=f"{ns}/{revision}", host=e.ip,
+                              port=e.port, pid=None, state=_STATES[e.state])
+                for e in self.workloads.endpoints(ns, revision)]
+
+    def _changed(self, revision_key: str) -> None:
+        before = self._known.get(revision_key, {})
+        now = {r.id: r for r in self.replicas(revision_key)}
+        self._known[revision_key] = now
+        told = [r for rid, r in now.items() if before.get(rid) != r]
+        told += [dataclasses.replace(r, state="stopped") for rid, r in before.items() if rid not in now]
+        for r in told:
+            for callback in self._subscribers:
+                callback(r)
+
+    async def stop_replica(self, replica_id: str, grace_s: float = 10.0) -> None:
+        """Delete the replica's pod, with `grace_s` as its grace period."""
+        ns, _, pod = replica_id.partition("/")
+        try:
+            await self.workloads.core_call(PODS, pod, "delete_namespaced_pod", pod, ns,
+                                           grace_period_seconds=int(grace_s))
+        except NotFound:
+            return  # gone already
+
+    def log_paths(self, revision_key: str) -> list[Path]:
+        return []
+
+    async def alog_paths(self, revision_key: str) -> list[Path]:
+        return []
+
+
+if TYPE_CHECKING:
+    from controller.runtime.base import Runtime
+
+    def _conforms(runtime: KubernetesRuntime) -> Runtime:
+        return runtime

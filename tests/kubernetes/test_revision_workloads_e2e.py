@@ -18,7 +18,7 @@ from support.flint_crds import flint_crds, register_crds
 from support.kubeapi.session import KubeTarget, eventually
 from support.kubelet import Kubelet, KubeletSettings
 
-from controller.runtime.kubernetes import KubernetesWorkloads
+from controller.runtime.kubernetes import KubernetesRuntime, KubernetesWorkloads
 from controller.runtime.kubernetes_manifests import ManifestSettings
 from controller.runtime.kubernetes_status import Condition, PodEndpoint
 from controller.store.base import Obj
@@ -135,3 +135,40 @@ async def test_an_image_that_cannot_be_pulled_is_said_with_the_kubelet_s_words(
     assert got["ResourcesAvailable"].reason in ("ErrImagePull", "ImagePullBackOff")
     assert "ghcr.io/example/does-not-exist:1" in got["ResourcesAvailable"].message
     assert all(e.state != "ready" for e in workloads.endpoints(kube.namespace, "broken-00001"))
+
+
+async def test_the_runtime_view_tells_the_replicas_as_they_come_and_go(
+        kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet]) -> None:
+    """What the snapshot publisher and the scaler read on Kubernetes: replicas from the
+    EndpointSlices, a change told once per replica, a gone one told as stopped."""
+    workloads, kubelet = cluster
+    runtime = KubernetesRuntime(workloads)
+    told: list[tuple[str, str]] = []
+    runtime.subscribe(lambda r: told.append((r.id, r.state)))
+    await runtime.start()  # the workloads are started already (by the fixture): started once
+    rev = await revision(kube, "hello-00003", "flint.test/apps/echo")
+    key = f"{kube.namespace}/hello-00003"
+    await workloads.ensure(rev, 1)
+
+    async def states() -> list[str]:
+        return [r.state for r in runtime.replicas(key)]
+
+    await eventually(states, lambda s: s == ["ready"], DEADLINE_S, "one ready replica")
+    (replica,) = runtime.replicas(key)
+    assert replica.revision_key == key and replica.host.startswith("127.0.1.") and replica.port == 8080
+    assert replica in runtime.replicas()  # every revision's
+    assert (replica.id, "ready") in told
+    await runtime.stop_replica(replica.id, grace_s=1)  # its pod deleted: the Deployment replaces it
+
+    async def replaced() -> list[str]:
+        return [r.id for r in runtime.replicas(key) if r.state == "ready"]
+
+    ids = await eventually(replaced, lambda got: len(got) == 1 and got[0] != replica.id, DEADLINE_S,
+                           "a replacement ready")
+
+    async def all_ids() -> list[str]:
+        return [r.id for r in runtime.replicas(key)]
+
+    await eventually(all_ids, lambda got: replica.id not in got, DEADLINE_S, "the old pod gone")
+    assert (replica.id, "stopped") in told and (ids[0], "ready") in told
+    assert runtime.log_paths(key) == [] and await runtime.alog_paths(key) == []
