@@ -141,7 +141,7 @@ async def test_the_runtime_view_tells_the_replicas_as_they_come_and_go(
         kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet]) -> None:
     """What the snapshot publisher and the scaler read on Kubernetes: replicas from the
     EndpointSlices, a change told once per replica, a gone one told as stopped."""
-    workloads, kubelet = cluster
+    workloads, _ = cluster
     runtime = KubernetesRuntime(workloads)
     told: list[tuple[str, str]] = []
     runtime.subscribe(lambda r: told.append((r.id, r.state)))
