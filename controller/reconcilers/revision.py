@@ -29,6 +29,7 @@ from controller.reconcilers.context import (
     ROUTES,
     Key,
     Obj,
+    ReconcilerContext,
     ServingContext,
 )
 from controller.reconcilers.replica_spec import (
@@ -263,7 +264,7 @@ async def reconcile_revision(ctx: ServingContext, key: Key) -> float | None:
 
     cfg_name = labels.get("serving.knative.dev/configuration", "")
     routed = referenced(list(ctx.routes), ctx.configurations.get(ns, cfg_name), ns, name)
-    rev = await _label_routing_state(ctx, rev, routed, now)
+    rev = await label_routing_state(ctx, rev, routed, now)
     deadline = _created_at(rev) + _deadline_s(rev, ctx.settings.progress_deadline_s)
     if not ever_ready(dict(rev, status=status)) and now > deadline:
         for r in replicas:
@@ -353,7 +354,7 @@ def routing_state(current: str | None, routed: bool) -> str:
     return ROUTING_STATE_PENDING
 
 
-async def _label_routing_state(ctx: ServingContext, rev: Obj, routed: bool, now: float) -> Obj:
+async def label_routing_state(ctx: ReconcilerContext, rev: Obj, routed: bool, now: float) -> Obj:
     """Keep the routingState label and its routingStateModified annotation current (the
     revision GC reads the last time a revision was active from them)."""
     labels = rev["metadata"].get("labels") or {}

@@ -4,7 +4,8 @@
 and what the cluster says back — the endpoints of its private Service's EndpointSlices and the
 `ResourcesAvailable`/`ContainerHealthy` conditions (`kubernetes_status`) — from watched caches.
 
-Deployments, EndpointSlices and HorizontalPodAutoscalers go through a `KubernetesStore` of those
+Deployments, EndpointSlices and HorizontalPodAutoscalers (all three also cached by watches) go
+through a `KubernetesStore` of those
 kinds (their groups are served like custom resources: one list+watch machinery, bookmarks and
 resume included); Services and Pods, in the core group, through `CoreV1Api`.
 
@@ -17,6 +18,7 @@ does not control is never touched: `NotOwned` (Knative's `ResourceNotOwned`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Callable
@@ -27,12 +29,14 @@ import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
+from controller.autoscaling.annotations import RevisionScaling
 from controller.informer import Informer
 from controller.runtime.base import ChangeCallback, ReplicaState, ReplicaStatus
 from controller.runtime.kubernetes_manifests import (
     ManifestSettings,
     deployment,
     deployment_name,
+    hpa,
     private_service,
     private_service_name,
     selector,
@@ -101,6 +105,7 @@ class KubernetesWorkloads:
         self._namespace = namespace
         self.deployments = Informer(self._store, DEPLOYMENTS)
         self.slices = Informer(self._store, ENDPOINT_SLICES)
+        self.hpas = Informer(self._store, HPAS)
         self._listeners: list[Callable[[str], None]] = []
         self._started = False
 
@@ -112,10 +117,11 @@ class KubernetesWorkloads:
         for informer in (self.deployments, self.slices):
             informer.on_change(self._changed)
             await informer.start()
+        await self.hpas.start()
 
     async def close(self) -> None:
         """Stop watching; the cluster keeps running every workload."""
-        for informer in (self.slices, self.deployments):
+        for informer in (self.hpas, self.slices, self.deployments):
             await informer.stop()
         await self._store.close()
 
@@ -158,15 +164,19 @@ class KubernetesWorkloads:
 
     # -- what Flint makes -----------------------------------------------------------------------
 
-    async def ensure(self, rev: Obj, replicas: int) -> Obj:
+    async def ensure(self, rev: Obj, replicas: int | None) -> Obj:
         """The revision's Deployment and private Service exist as Flint would make them, the
-        Deployment at `replicas`; the Deployment as the API server has it."""
+        Deployment at `replicas` (None: as it is, an HPA scales it; one when it is made); the
+        Deployment as the API server has it."""
         await self._ensure_service(rev)
         ns, name = self._ns(rev), deployment_name(rev["metadata"]["name"])
+        current = self.deployments.get(ns, name)
+        if replicas is None:
+            replicas = int(((current or {}).get("spec") or {}).get("replicas") or 1)
         want = deployment(rev, replicas, self.manifests)
         digest = manifest_hash(want)
         want["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
-        have = self.deployments.get(ns, name)
+        have = current
         if have is None:
             try:
                 have = await self._store.get(DEPLOYMENTS, ns, name)
@@ -204,6 +214,31 @@ class KubernetesWorkloads:
                 (p["name"], p["port"], p["targetPort"]) for p in want["spec"]["ports"]]:
             body = dict(have, spec=dict(spec, selector=want["spec"]["selector"], ports=want["spec"]["ports"]))
             await self.core_call(SERVICES, name, "replace_namespaced_service", name, ns, body)
+
+    async def ensure_hpa(self, rev: Obj, scaling: RevisionScaling) -> Obj:
+        """The HPA-class revision's HorizontalPodAutoscaler, as `kubernetes_manifests.hpa` makes it."""
+        want = hpa(rev, scaling)
+        ns, name = self._ns(rev), str(want["metadata"]["name"])
+        have = self.hpas.get(ns, name)
+        if have is None:
+            try:
+                have = await self._store.get(HPAS, ns, name)
+            except NotFound:
+                return await self._store.create(HPAS, want)
+        if not _controlled_by(have, rev):
+            raise NotOwned("HorizontalPodAutoscaler", name)
+        if have.get("spec") != want["spec"]:
+            have = await self._store.update(HPAS, dict(have, spec=want["spec"]))
+        return have
+
+    async def delete_hpa(self, rev: Obj) -> None:
+        """No HPA for the revision (its class is the KPA, or it is not routed): one it controls
+        goes."""
+        ns, name = self._ns(rev), str(rev["metadata"]["name"])
+        have = self.hpas.get(ns, name)  # the cache: no request for the many revisions with none
+        if have is not None and _controlled_by(have, rev):
+            with contextlib.suppress(NotFound):
+                await self._store.delete(HPAS, ns, name)
 
     def _ns(self, rev: Obj) -> str:
         return str(rev["metadata"].get("namespace") or self._namespace or "default")

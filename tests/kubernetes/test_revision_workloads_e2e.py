@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,10 +19,16 @@ from support.flint_crds import flint_crds, register_crds
 from support.kubeapi.session import KubeTarget, eventually
 from support.kubelet import Kubelet, KubeletSettings
 
+from controller.api.registry import served_kinds
+from controller.reconcilers.context import CONFIGURATIONS, REVISIONS, ROUTES, Informers
+from controller.reconcilers.revision_kubernetes import KubeServingContext, reconcile_revision_kubernetes
 from controller.runtime.kubernetes import KubernetesRuntime, KubernetesWorkloads
 from controller.runtime.kubernetes_manifests import ManifestSettings
 from controller.runtime.kubernetes_status import Condition, PodEndpoint
+from controller.settings import ControllerSettings
 from controller.store.base import Obj
+from controller.store.kubernetes import KubernetesStore
+from controller.store.kubernetes_config import KubernetesSettings
 
 pytestmark = pytest.mark.fake_only  # the stand-in plays the cluster's controllers and kubelet
 
@@ -172,3 +179,121 @@ async def test_the_runtime_view_tells_the_replicas_as_they_come_and_go(
     await eventually(all_ids, lambda got: replica.id not in got, DEADLINE_S, "the old pod gone")
     assert (replica.id, "stopped") in told and (ids[0], "ready") in told
     assert runtime.log_paths(key) == [] and await runtime.alog_paths(key) == []
+
+
+# -- the Kubernetes engine's revision reconciler over them -------------------------------------
+
+
+class _Cache:
+    """An informer-shaped cache of what the test says exists (routes, configurations)."""
+
+    def __init__(self, objs: list[Obj]) -> None:
+        self.objs = objs
+
+    def get(self, ns: str, name: str) -> Obj | None:
+        return next((o for o in self.objs if o["metadata"]["name"] == name
+                     and o["metadata"].get("namespace", "default") == ns), None)
+
+    def list(self, ns: str | None = None) -> list[Obj]:
+        return [o for o in self.objs if ns is None or o["metadata"].get("namespace", "default") == ns]
+
+    def __iter__(self) -> Any:
+        return iter(list(self.objs))
+
+
+def route_to(kube: KubeTarget, revision_name: str) -> Obj:
+    return {"metadata": {"name": "hello", "namespace": kube.namespace},
+            "spec": {"traffic": [{"revisionName": revision_name, "percent": 100}]}}
+
+
+async def reconciled_until(ctx: Any, key: tuple[str, str], done: Any, what: str,
+                           kube: KubeTarget) -> Obj:
+    """Reconcile (the queue would, on its requeues) until the stored revision satisfies `done`."""
+    custom: Any = client.CustomObjectsApi(kube.api)
+
+    async def step() -> Obj:
+        current: Obj = await custom.get_namespaced_custom_object(
+            "serving.knative.dev", "v1", key[0], "revisions", key[1])
+        ctx.informers.by_kind[REVISIONS].objs = [current]
+        await reconcile_revision_kubernetes(ctx, key)
+        latest: Obj = await custom.get_namespaced_custom_object(
+            "serving.knative.dev", "v1", key[0], "revisions", key[1])
+        return latest
+
+    return await eventually(step, done, DEADLINE_S, what)
+
+
+def condition(rev: Obj, type_: str) -> tuple[str, str]:
+    c: Obj = next((c for c in (rev.get("status") or {}).get("conditions") or []
+                   if c["type"] == type_), {})
+    return str(c.get("status", "")), str(c.get("reason", ""))
+
+
+async def test_the_kubernetes_revision_reconciler_runs_a_routed_revision_and_scales_it_to_zero(
+        kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet], tmp_path: Path) -> None:
+    workloads, kubelet = cluster
+    await revision(kube, "hello-00004", "flint.test/apps/echo")
+    routes = _Cache([route_to(kube, "hello-00004")])
+    store = KubernetesStore(kube.api, served_kinds(), KubernetesSettings(namespace=kube.namespace))
+    ctx = _ctx(kube, workloads, store, routes, tmp_path)
+    key = (kube.namespace, "hello-00004")
+    ready = await reconciled_until(ctx, key, lambda r: condition(r, "Ready")[0] == "True",
+                                   "the revision Ready", kube)
+    assert ready["status"]["actualReplicas"] == 1 and condition(ready, "Active") == ("True", "")
+    assert ready["metadata"]["labels"]["serving.knative.dev/routingState"] == "active"
+    # Nothing routes to it any more: scaled to zero, Inactive, still Ready (Knative's).
+    routes.objs = []
+    idle = await reconciled_until(ctx, key, lambda r: condition(r, "Active")[0] == "False",
+                                  "the revision scaled to zero", kube)
+    assert condition(idle, "Active") == ("False", "NoTraffic") and condition(idle, "Ready")[0] == "True"
+    assert idle["status"]["desiredReplicas"] == 0
+    await eventually(lambda: _value(kubelet.pids()), lambda p: p == [], DEADLINE_S, "its pods gone")
+    await store.close()
+
+
+async def _value(v: Any) -> Any:
+    return v
+
+
+def _ctx(kube: KubeTarget, workloads: KubernetesWorkloads, store: KubernetesStore, routes: _Cache,
+         tmp_path: Path) -> KubeServingContext:
+    """The Kubernetes revision reconciler's context over the test's caches (no hub: it uses none)."""
+    caches: Any = {REVISIONS: _Cache([]), ROUTES: routes, CONFIGURATIONS: _Cache([])}
+    settings = ControllerSettings(state_dir=tmp_path, engine="kubernetes")
+    no_hub: Any = None
+    return KubeServingContext(store=store, settings=settings, informers=Informers(caches), hub=no_hub,
+                              snapshot_dirty=lambda: None, workloads=workloads,
+                              desired_scale=lambda _key: None)
+
+
+async def test_an_hpa_class_revision_gets_its_autoscaler_and_a_name_taken_is_not_owned(
+        kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet], tmp_path: Path) -> None:
+    workloads, _ = cluster
+    custom: Any = client.CustomObjectsApi(kube.api)
+    await custom.create_namespaced_custom_object("serving.knative.dev", "v1", kube.namespace,
+                                                 "revisions", {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+        "metadata": {"name": "scaled-00001", "annotations": {
+            "autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+            "autoscaling.knative.dev/max-scale": "4"}},
+        "spec": {"containers": [{"image": "flint.test/apps/echo"}]}})
+    store = KubernetesStore(kube.api, served_kinds(), KubernetesSettings(namespace=kube.namespace))
+    ctx = _ctx(kube, workloads, store, _Cache([route_to(kube, "scaled-00001")]), tmp_path)
+    await reconciled_until(ctx, (kube.namespace, "scaled-00001"), lambda r: True, "one reconcile", kube)
+    autoscaling: Any = client.AutoscalingV2Api(kube.api)
+    made = await autoscaling.read_namespaced_horizontal_pod_autoscaler("scaled-00001", kube.namespace)
+    assert made.spec.scale_target_ref.name == "scaled-00001-deployment" and made.spec.max_replicas == 4
+    # A Deployment of the name the next revision needs, made by someone else: left alone.
+    apps: Any = client.AppsV1Api(kube.api)
+    await apps.create_namespaced_deployment(kube.namespace, {
+        "metadata": {"name": "taken-00001-deployment"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}},
+                 "template": {"metadata": {"labels": {"app": "x"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    await revision(kube, "taken-00001", "flint.test/apps/echo")
+    refused = await reconciled_until(ctx, (kube.namespace, "taken-00001"),
+                                     lambda r: condition(r, "ResourcesAvailable")[0] == "False",
+                                     "the refusal", kube)
+    assert condition(refused, "ResourcesAvailable") == ("False", "NotOwned")
+    assert condition(refused, "Ready")[0] == "False"
+    await store.close()
