@@ -1,0 +1,52 @@
+"""Which gateway owns which replica of a revision with a `containerConcurrency` limit, when several
+gateways route to it (the Kubernetes engine's gateway pods): each ready replica is assigned to
+exactly one gateway, which alone sends it requests and enforces its limit; the other gateways
+forward that revision's requests to the owners, as a gateway's workers forward to their home
+worker today. So a replica with `containerConcurrency: 1` never sees two requests at once however
+many gateways there are (Flint's choice (a) of issue 14, subsetting, over Knative's activator
+capacity split, which can only approximate the limit while the split is re-learned). Pure.
+
+The assignment is rendezvous hashing with bounded loads: every replica ranks the gateways by a
+hash of (gateway, replica) and takes the first with room, where room means at most ⌈R/G⌉
+replicas and at most R mod G gateways holding that many (⌊R/G⌋ for the rest), so the loads differ
+by one at most. It depends only on the two sets (not their order), and a gateway joining or
+leaving moves few replicas beyond those that must move (the leaver's, or the joiner's fair share:
+at most five more, over the sizes `tests/unit/test_routing_subsets.py` tries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+__all__ = ["assign_owners", "owned_by"]
+
+
+def _score(gateway: str, replica: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{gateway}\x00{replica}".encode()).digest()[:8], "big")
+
+
+def assign_owners(replicas: Iterable[str], gateways: Iterable[str]) -> dict[str, str]:
+    """Replica id → the gateway that owns it (see the module docstring); {} without gateways."""
+    rs, gs = sorted(set(replicas)), sorted(set(gateways))
+    if not rs or not gs:
+        return {}
+    floor, extra = divmod(len(rs), len(gs))
+    ceil = floor + (1 if extra else 0)
+    load = dict.fromkeys(gs, 0)
+    at_ceil = 0
+    owners: dict[str, str] = {}
+    for r in rs:
+        for g in sorted(gs, key=lambda g: (-_score(g, r), g)):
+            if load[g] < floor or (load[g] < ceil and at_ceil < extra):
+                if load[g] == floor and ceil > floor:
+                    at_ceil += 1
+                load[g] += 1
+                owners[r] = g
+                break
+    return owners
+
+
+def owned_by(owners: dict[str, str], gateway: str) -> list[str]:
+    """The replicas `gateway` owns, sorted."""
+    return sorted(r for r, g in owners.items() if g == gateway)
