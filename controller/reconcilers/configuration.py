@@ -16,6 +16,7 @@ from controller.reconcilers.context import (
     REVISIONS,
     Key,
     Obj,
+    ServingBase,
     ServingContext,
     owned_by,
 )
@@ -95,7 +96,7 @@ def _is_ready(rev: Obj) -> bool:
     return c is not None and c.get("status") == "True"
 
 
-async def reconcile_configuration(ctx: ServingContext, key: Key) -> float | None:
+async def reconcile_configuration(ctx: ServingBase, key: Key) -> float | None:
     cfg = ctx.configurations.get(*key)
     if cfg is None:
         return None
@@ -126,9 +127,12 @@ async def reconcile_configuration(ctx: ServingContext, key: Key) -> float | None
     return None
 
 
-async def _create_revision(ctx: ServingContext, desired: Obj, now: float) -> Obj:
-    """Create the revision with its image snapshotted now (the folder as it is when it is
-    created); the snapshot stays pinned against the artifact GC until its digest is stored."""
+async def _create_revision(ctx: ServingBase, desired: Obj, now: float) -> Obj:
+    """Create the revision; on the embedded engine with its image snapshotted now (the folder
+    as it is when it is created), the snapshot pinned against the artifact GC until its digest
+    is stored. On Kubernetes an image is the registry's: nothing to snapshot."""
+    if not isinstance(ctx, ServingContext):
+        return await _store_revision(ctx, desired, {})
     image_status: Obj = {}
     try:
         async with image_snapshot(ctx, desired, image_status, now):
@@ -137,7 +141,7 @@ async def _create_revision(ctx: ServingContext, desired: Obj, now: float) -> Obj
         return await _store_revision(ctx, desired, {})
 
 
-async def _store_revision(ctx: ServingContext, desired: Obj, image_status: Obj) -> Obj:
+async def _store_revision(ctx: ServingBase, desired: Obj, image_status: Obj) -> Obj:
     try:
         latest = await ctx.store.create(REVISIONS, desired)
     except AlreadyExists:
@@ -150,7 +154,7 @@ async def _store_revision(ctx: ServingContext, desired: Obj, image_status: Obj) 
     return latest
 
 
-async def collect_revisions(ctx: ServingContext, cfg: Obj, mine: list[Obj], now: float) -> None:
+async def collect_revisions(ctx: ServingBase, cfg: Obj, mine: list[Obj], now: float) -> None:
     """Delete the configuration's old revisions that Knative's GC rules let go: never the latest
     created or ready one, never one a Route references."""
     ns = cfg["metadata"].get("namespace", "default")

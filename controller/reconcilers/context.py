@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,19 +99,13 @@ class ReconcilerContext:
 
 
 @dataclass(kw_only=True)
-class ServingContext(ReconcilerContext):
-    """The serving reconcilers' (Service, Configuration, Revision, Route): replicas and scale."""
+class ServingBase(ReconcilerContext):
+    """What the serving reconcilers use on either engine: the serving kinds' caches, and what
+    only one engine does beside them."""
 
-    runtime: ProcessRuntime
-    artifacts: ArtifactStore
-    drain: Callable[[str], None]
-    """Take a replica out of routing and stop it once no gateway holds it."""
-    publisher_is_draining: Callable[[str], bool]
-    desired_scale: Callable[[str], int | None]
-    """The autoscaler's desired replicas for a revision key (`ns/name`); None: not decided by
-    the KPA (the caller keeps one replica)."""
-    scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
-    """The autoscaler's last decision for a revision key, if any (for the ScaleClamped condition)."""
+    route_services: Callable[[Obj], Awaitable[None]] | None = None
+    """Make a Route reachable inside the cluster (the Kubernetes engine's ExternalName Services);
+    None on the embedded engine, whose gateway is the only way in."""
 
     @property
     def services(self) -> Informer:
@@ -128,6 +122,23 @@ class ServingContext(ReconcilerContext):
     @property
     def routes(self) -> Informer:
         return self.informers[ROUTES]
+
+
+@dataclass(kw_only=True)
+class ServingContext(ServingBase):
+    """The embedded engine's serving reconcilers': replicas as local processes, images as
+    snapshotted folders, and the autoscaler's scale."""
+
+    runtime: ProcessRuntime
+    artifacts: ArtifactStore
+    drain: Callable[[str], None]
+    """Take a replica out of routing and stop it once no gateway holds it."""
+    publisher_is_draining: Callable[[str], bool]
+    desired_scale: Callable[[str], int | None]
+    """The autoscaler's desired replicas for a revision key (`ns/name`); None: not decided by
+    the KPA (the caller keeps one replica)."""
+    scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
+    """The autoscaler's last decision for a revision key, if any (for the ScaleClamped condition)."""
 
 
 @dataclass(kw_only=True)

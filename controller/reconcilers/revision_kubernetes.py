@@ -19,16 +19,13 @@ from dataclasses import dataclass, field
 from controller.api import autoscaling as ak
 from controller.autoscaling.annotations import effective
 from controller.autoscaling.kpa import Decision
-from controller.informer import Informer
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import roll_up, set_condition
 from controller.reconcilers.context import (
-    CONFIGURATIONS,
     LABEL_CONFIGURATION,
     REVISIONS,
-    ROUTES,
     Key,
-    ReconcilerContext,
+    ServingBase,
 )
 from controller.reconcilers.revision import (
     clamp_condition,
@@ -47,25 +44,13 @@ without a change of the Revision itself)."""
 
 
 @dataclass(kw_only=True)
-class KubeServingContext(ReconcilerContext):
-    """What the Kubernetes engine's revision reconciler uses."""
+class KubeServingContext(ServingBase):
+    """The Kubernetes engine's serving reconcilers': the revisions' workloads in the cluster."""
 
     workloads: KubernetesWorkloads
     desired_scale: Callable[[str], int | None]
     """The autoscaler's desired replicas for a revision key; None: not decided by the KPA."""
     scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
-
-    @property
-    def revisions(self) -> Informer:
-        return self.informers[REVISIONS]
-
-    @property
-    def routes(self) -> Informer:
-        return self.informers[ROUTES]
-
-    @property
-    def configurations(self) -> Informer:
-        return self.informers[CONFIGURATIONS]
 
 
 async def reconcile_revision_kubernetes(ctx: KubeServingContext, key: Key) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from controller.reconcilers.context import (
     ROUTES,
     Key,
     Obj,
-    ServingContext,
+    ServingBase,
 )
 from controller.reconcilers.watches import (
     ADDED,
@@ -34,6 +35,8 @@ from controller.reconcilers.watches import (
 )
 from controller.routing import is_cluster_local, plan_hosts
 from flint_common.snapshot import Snapshot
+
+log = logging.getLogger("flint.route")
 
 Lookup = Callable[[str, str], Obj | None]
 
@@ -149,7 +152,7 @@ def rollout_duration_s(route: Obj, default_s: float) -> float:
 
 
 def _roll_out(
-    ctx: ServingContext, route: Obj, resolved: list[Obj], status: Obj, now: float
+    ctx: ServingBase, route: Obj, resolved: list[Obj], status: Obj, now: float
 ) -> tuple[list[Obj], rollout.Rollout]:
     """status.traffic with `latestRevision` targets moved over the rollout duration, and the
     rollout state kept in status.annotations (Knative keeps it on the route's Ingress)."""
@@ -175,7 +178,7 @@ def _roll_out(
     return rollout.status_traffic(resolved, configs, effective), effective
 
 
-async def reconcile_route(ctx: ServingContext, key: Key) -> float | None:
+async def reconcile_route(ctx: ServingBase, key: Key) -> float | None:
     route = ctx.routes.get(*key)
     if route is None:
         ctx.snapshot_dirty()
@@ -227,6 +230,12 @@ async def reconcile_route(ctx: ServingContext, key: Key) -> float | None:
                 "waiting for every gateway worker to apply the route", now=now,
             )
             ctx.snapshot_dirty()
+    if ctx.route_services is not None:  # the Kubernetes engine: reachable inside the cluster too
+        try:
+            await ctx.route_services(dict(route, status=status))
+        except Exception as exc:  # the API server refused or is away: the gateway still routes
+            log.warning("event=route_services_failed route=%s/%s error=%s", ns, name, exc)
+            requeue = min(requeue or 5.0, 5.0)
     roll_up(status, ["AllTrafficAssigned", "IngressReady"], now=now)
     await write_status(ctx, ROUTES, route, status)
     return requeue

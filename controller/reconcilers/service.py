@@ -14,7 +14,7 @@ from controller.reconcilers.context import (
     SERVICES,
     Key,
     Obj,
-    ServingContext,
+    ServingBase,
 )
 from controller.reconcilers.watches import Reconciler, Watch, itself, named_by_label
 
@@ -56,7 +56,7 @@ def service_status(svc: Obj, cfg: Obj | None, route: Obj | None, *, now: float) 
     return status
 
 
-async def reconcile_service(ctx: ServingContext, key: Key) -> float | None:
+async def reconcile_service(ctx: ServingBase, key: Key) -> float | None:
     svc = ctx.services.get(*key)
     if svc is None:
         return None

@@ -95,7 +95,7 @@ class Watch:
     keys: Mapper
 
 
-C = TypeVar("C")
+C = TypeVar("C", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True)

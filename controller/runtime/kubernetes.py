@@ -41,6 +41,7 @@ from controller.runtime.kubernetes_manifests import (
     private_service_name,
     selector,
 )
+from controller.runtime.kubernetes_routes import ROUTE_LABEL, RouteServiceSettings, route_services
 from controller.runtime.kubernetes_status import Condition, PodEndpoint, endpoints, revision_conditions
 from controller.store.base import Kind, NotFound, Obj
 from controller.store.kubernetes import KubernetesStore
@@ -95,10 +96,12 @@ class KubernetesWorkloads:
         settings: KubernetesSettings | None = None,
         manifests: ManifestSettings | None = None,
         *,
+        route_settings: RouteServiceSettings | None = None,
         namespace: str | None = None,
     ) -> None:
         self.settings = settings or KubernetesSettings()
         self.manifests = manifests or ManifestSettings()
+        self.route_settings = route_settings or RouteServiceSettings()
         self.api = api
         self._store = KubernetesStore(api, WORKLOAD_KINDS, self.settings)
         self._core: Any = client.CoreV1Api(api)  # dict bodies; the stubs want models
@@ -214,6 +217,36 @@ class KubernetesWorkloads:
                 (p["name"], p["port"], p["targetPort"]) for p in want["spec"]["ports"]]:
             body = dict(have, spec=dict(spec, selector=want["spec"]["selector"], ports=want["spec"]["ports"]))
             await self.core_call(SERVICES, name, "replace_namespaced_service", name, ns, body)
+
+    async def ensure_route_services(self, route: Obj) -> None:
+        """The Route's in-cluster Services (`kubernetes_routes.route_services`): made, or put
+        back as Flint makes them; one of their names that the Route does not control is left
+        alone (`NotOwned`), and tag Services no longer in the Route go."""
+        ns = self._ns(route)
+        wanted = route_services(route, self.route_settings)
+        names = {str(w["metadata"]["name"]) for w in wanted}
+        for want in wanted:
+            name = str(want["metadata"]["name"])
+            try:
+                have = await self.core_call(SERVICES, name, "read_namespaced_service", name, ns)
+            except NotFound:
+                await self.core_call(SERVICES, name, "create_namespaced_service", ns, want)
+                continue
+            if not _controlled_by(have, route):
+                raise NotOwned("Service", name)
+            spec = have.get("spec") or {}
+            wanted_spec = want["spec"]
+            if (spec.get("type"), spec.get("externalName")) != (wanted_spec["type"],
+                                                                wanted_spec["externalName"]):
+                body = dict(have, spec=dict(spec, **want["spec"]))
+                await self.core_call(SERVICES, name, "replace_namespaced_service", name, ns, body)
+        listed = await self.core_call(SERVICES, "", "list_namespaced_service", ns,
+                                      label_selector=f"{ROUTE_LABEL}={route['metadata']['name']}")
+        for svc in listed.get("items") or []:
+            name = str(svc["metadata"]["name"])
+            if name not in names and _controlled_by(svc, route):
+                with contextlib.suppress(NotFound):
+                    await self.core_call(SERVICES, name, "delete_namespaced_service", name, ns)
 
     async def ensure_hpa(self, rev: Obj, scaling: RevisionScaling) -> Obj:
         """The HPA-class revision's HorizontalPodAutoscaler, as `kubernetes_manifests.hpa` makes it."""

@@ -185,3 +185,33 @@ async def test_conditions_from_the_deployment_and_a_failing_pod(
     got = await workloads.conditions(rev, dep)
     assert got["ResourcesAvailable"] == Condition("False", "ImagePullBackOff",
                                                   'Back-off pulling image "ghcr.io/example/nope"')
+
+
+async def test_a_route_s_in_cluster_services_follow_its_tags(
+        kube: KubeTarget, workloads: KubernetesWorkloads) -> None:
+    custom: Any = client.CustomObjectsApi(kube.api)
+    route: Obj = await custom.create_namespaced_custom_object(
+        "serving.knative.dev", "v1", kube.namespace, "routes", {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Route", "metadata": {"name": "hello"},
+            "spec": {"traffic": [{"revisionName": "hello-00001", "percent": 100, "tag": "blue"},
+                                 {"revisionName": "hello-00002", "percent": 0, "tag": "green"}]}})
+    await workloads.ensure_route_services(route)
+
+    async def names() -> list[str]:
+        listed = await core(kube).list_namespaced_service(
+            kube.namespace, label_selector="serving.knative.dev/route=hello")
+        return sorted(s.metadata.name for s in listed.items)
+
+    assert await names() == ["blue-hello", "green-hello", "hello"]
+    svc = await core(kube).read_namespaced_service("hello", kube.namespace)
+    assert (svc.spec.type, svc.spec.external_name) == (
+        "ExternalName", "flint-gateway.flint-system.svc.cluster.local")
+    route["spec"]["traffic"] = route["spec"]["traffic"][:1]  # the green tag goes
+    await workloads.ensure_route_services(route)
+    assert await names() == ["blue-hello", "hello"]
+    other: Obj = await custom.create_namespaced_custom_object(
+        "serving.knative.dev", "v1", kube.namespace, "routes", {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Route", "metadata": {"name": "blue-hello"},
+            "spec": {"traffic": [{"revisionName": "x-00001", "percent": 100}]}})
+    with pytest.raises(NotOwned, match="Service 'blue-hello'"):  # the first route's tag holds it
+        await workloads.ensure_route_services(other)
