@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a Knative config-network setting: rollout-duration=120s (repeatable)")
     p.add_argument("--engine", choices=ENGINES, default=ENGINE_EMBEDDED,
                    help="embedded: SQLite store, local processes (default); kubernetes: the "
-                        "cluster's API server (its runtime comes with issue 14)")
+                        "cluster's API server, revisions as Deployments")
     p.add_argument("--kubeconfig", default="",
                    help="the kubeconfig of --engine kubernetes outside a pod (default: $KUBECONFIG, "
                         "~/.kube/config; in a pod: its service account)")

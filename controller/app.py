@@ -33,6 +33,7 @@ from controller.reconcilers import (
     channels,
     configuration,
     revision,
+    revision_kubernetes,
     route,
     service,
     subscription,
@@ -61,12 +62,13 @@ from controller.reconcilers.publisher import SNAPSHOT_KINDS, SnapshotPublisher
 from controller.reconcilers.queue import WorkQueue
 from controller.reconcilers.redis_leftovers import leftovers
 from controller.reconcilers.revision import referenced
+from controller.reconcilers.revision_kubernetes import KubeServingContext
 from controller.reconcilers.watches import Change, Mapper, Reconciler
 from controller.redis_health import RedisHealth, RedisView
 from controller.redis_janitor import RedisJanitor
 from controller.redis_logs import RedisLogs
 from controller.redis_sweep import store_owners
-from controller.runtime.base import ProcessRuntime, ReplicaStatus
+from controller.runtime.base import ProcessRuntime, ReplicaStatus, Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
 from flint_common import redis_conn
@@ -80,6 +82,9 @@ C = TypeVar("C")
 
 SERVING: tuple[Reconciler[ServingContext], ...] = (
     service.RECONCILER, configuration.RECONCILER, revision.RECONCILER, route.RECONCILER)
+KUBERNETES_SERVING: tuple[Reconciler[KubeServingContext], ...] = (
+    service.RECONCILER, configuration.RECONCILER, revision_kubernetes.RECONCILER, route.RECONCILER)
+"""The Kubernetes engine's: its revisions run as Deployments."""
 EVENTING: tuple[Reconciler[EventingContext], ...] = (
     broker.RECONCILER, trigger.RECONCILER, channels.CHANNEL, channels.IN_MEMORY_CHANNEL,
     channels.REDIS_CHANNEL, subscription.RECONCILER)
@@ -100,7 +105,9 @@ class Controller:
     ) -> None:
         self.settings = settings
         self._store = store
-        self._runtime = runtime
+        self._launcher = runtime
+        """The embedded engine's runtime when given (tests); else the engine builds one."""
+        self._runtime: Runtime | None = None
         self._runner: web.AppRunner | None = None
         self._queues: dict[Kind, WorkQueue[Key]] = {}
         self._informers: list[Informer] = []
@@ -121,8 +128,6 @@ class Controller:
 
     async def start(self) -> None:
         s = self.settings
-        if self._runtime is None:  # the engine's (`controller.engine`) unless given; first, so
-            self._runtime = engine.runtime(s)  # an engine that cannot run here starts nothing
         tightened = await asyncio.to_thread(ensure_private_dir, s.state_dir)
         if tightened:
             log.warning("state dir %s was readable by others: tightened %d paths to owner-only",
@@ -133,10 +138,9 @@ class Controller:
         if reason is not None:
             log.info("issued the API's TLS certificate (%s)", reason)
         self.credentials = creds
-        if self._store is None:
-            self._store = await engine.open_store(s)
-        store = self._store
-        runtime = self._runtime
+        parts = await engine.build(s, store=self._store, launcher=self._launcher)
+        self._store, self._runtime = parts.store, parts.runtime
+        store, runtime = parts.store, parts.runtime
         await runtime.start()
         artifacts = ArtifactStore(s.artifacts_dir, exclude=[s.state_dir])
 
@@ -184,19 +188,31 @@ class Controller:
         )
         caches = Informers(informers)
         self.informers = caches
-        serving = ServingContext(
-            store=store, settings=s, informers=caches, hub=hub,
-            snapshot_dirty=self.publisher.mark_dirty, runtime=runtime, artifacts=artifacts,
-            drain=self.publisher.drain, publisher_is_draining=self.publisher.is_draining,
-            desired_scale=self.scaler.desired, scale_decision=self.scaler.decision)
+        if parts.launcher is not None:  # the embedded engine: processes, image snapshots
+            serving: ServingContext | KubeServingContext = ServingContext(
+                store=store, settings=s, informers=caches, hub=hub,
+                snapshot_dirty=self.publisher.mark_dirty, runtime=parts.launcher, artifacts=artifacts,
+                drain=self.publisher.drain, publisher_is_draining=self.publisher.is_draining,
+                desired_scale=self.scaler.desired, scale_decision=self.scaler.decision)
+        else:  # Kubernetes: Deployments, and Routes reachable in the cluster
+            assert parts.workloads is not None
+            serving = KubeServingContext(
+                store=store, settings=s, informers=caches, hub=hub,
+                snapshot_dirty=self.publisher.mark_dirty, workloads=parts.workloads,
+                route_services=parts.workloads.ensure_route_services,
+                desired_scale=self.scaler.desired, scale_decision=self.scaler.decision)
         eventing = EventingContext(
             store=store, settings=s, informers=caches, hub=hub,
             snapshot_dirty=self.publisher.mark_dirty, dispatch=self.dispatch,
             plan_dirty=self._plan_dirty, redis_view=self._redis_view, redis_logs=self.redis_logs,
             enqueue=self.enqueue)
         self.eventing = eventing
-        for sr in SERVING:
-            self._run(sr, serving)
+        if isinstance(serving, ServingContext):
+            for sr in SERVING:
+                self._run(sr, serving)
+        else:
+            for kr in KUBERNETES_SERVING:
+                self._run(kr, serving)
         for er in EVENTING:
             self._run(er, eventing)
         for kind, informer in informers.items():

@@ -1,15 +1,11 @@
 """The engine choice, in one place: from `ControllerSettings.engine` (`python -m controller
---engine embedded|kubernetes`) come the store, the runtime and the default backend of the brokers'
-logs; nothing else in the controller asks which engine it runs on.
+--engine embedded|kubernetes`) come the store, the runtime, the revisions' reconciler and the
+default backend of the brokers' logs; nothing else in the controller asks which engine it is on.
 
-| engine | store | runtime | a `Flint` broker's log |
-| --- | --- | --- | --- |
-| `embedded` | SQLite in the state dir (`store.db`) | local processes (`LocalRuntime`) | SQLite |
-| `kubernetes` | the cluster's API server (`KubernetesStore`, Flint's CRDs) | — (issue 14) | Redis |
-
-The Kubernetes engine's runtime (revisions as Deployments) is issue 14's: until it lands, choosing
-that engine is refused with `EngineUnavailable` before anything starts; its store is built here
-already (`open_store`), and tested against the contract fake.
+| engine | store | runtime | a revision runs as | a `Flint` broker's log |
+| --- | --- | --- | --- | --- |
+| `embedded` | SQLite (`<state dir>/store.db`) | `LocalRuntime` | local processes | SQLite |
+| `kubernetes` | the API server (Flint's CRDs) | `KubernetesRuntime` | a Deployment | Redis |
 """
 
 from __future__ import annotations
@@ -18,41 +14,36 @@ from dataclasses import dataclass
 
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES, default_backend
 from controller.api.registry import registry_for, served_kinds
-from controller.runtime.base import ProcessRuntime
+from controller.runtime.base import ProcessRuntime, Runtime
+from controller.runtime.kubernetes import KubernetesRuntime, KubernetesWorkloads
 from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
 from controller.store.base import Store
 from controller.store.kubernetes import KubernetesStore
 from controller.store.sqlite import SqliteStore
 
-__all__ = ["ENGINES", "EngineParts", "EngineUnavailable", "build", "open_store", "runtime"]
+__all__ = ["ENGINES", "EngineParts", "EngineUnavailable", "build", "open_store"]
 
 ENGINES = (ENGINE_EMBEDDED, ENGINE_KUBERNETES)
 
 
 class EngineUnavailable(RuntimeError):
-    """The chosen engine cannot run here (yet): the message says what is missing."""
+    """The chosen engine cannot run here: the message says what is missing."""
 
 
 @dataclass(frozen=True)
 class EngineParts:
-    """What the engine decides: where objects live, what runs revisions, the brokers' default log."""
+    """What the engine decides."""
 
     store: Store
-    runtime: ProcessRuntime
+    runtime: Runtime
+    """What the snapshot publisher, the scaler and the endpoints read replicas from."""
+    launcher: ProcessRuntime | None
+    """The embedded engine's: replicas started one by one (the same object as `runtime`)."""
+    workloads: KubernetesWorkloads | None
+    """The Kubernetes engine's: revisions' Deployments, Services, HPAs, and Routes' Services."""
     default_backend: str
     """The log backend of a broker of class `Flint` (`controller.api.eventing.default_backend`)."""
-
-
-def runtime(settings: ControllerSettings) -> ProcessRuntime:
-    """The runtime of `settings.engine` (not started)."""
-    if settings.engine == ENGINE_EMBEDDED:
-        return LocalRuntime(settings.state_dir)
-    if settings.engine == ENGINE_KUBERNETES:
-        raise EngineUnavailable(
-            "the Kubernetes engine's runtime (revisions as Deployments) is not built yet (issue 14); "
-            "run --engine embedded")
-    raise EngineUnavailable(f"unknown engine {settings.engine!r} (known: {', '.join(ENGINES)})")
 
 
 async def open_store(settings: ControllerSettings) -> Store:
@@ -61,16 +52,24 @@ async def open_store(settings: ControllerSettings) -> Store:
     if settings.engine == ENGINE_EMBEDDED:
         store = SqliteStore(settings.store_path)
     elif settings.engine == ENGINE_KUBERNETES:
-        store = await KubernetesStore.connect(
-            served_kinds(registry_for("kubernetes")), settings.kubernetes)
+        store = await KubernetesStore.connect(served_kinds(registry_for("kubernetes")), settings.kubernetes)
     else:
         raise EngineUnavailable(f"unknown engine {settings.engine!r} (known: {', '.join(ENGINES)})")
     await store.open()
     return store
 
 
-async def build(settings: ControllerSettings) -> EngineParts:
-    """The store (opened) and the runtime (not started) of `settings.engine`; the runtime first,
-    so an engine that cannot run is refused before anything connects."""
-    rt = runtime(settings)
-    return EngineParts(await open_store(settings), rt, default_backend(settings.engine))
+async def build(settings: ControllerSettings, *, store: Store | None = None,
+                launcher: ProcessRuntime | None = None) -> EngineParts:
+    """The parts of `settings.engine`: its store opened (unless given), its runtime not started
+    (the embedded one unless given)."""
+    backend = default_backend(settings.engine)
+    if settings.engine == ENGINE_EMBEDDED:
+        local = launcher or LocalRuntime(settings.state_dir)
+        return EngineParts(store or await open_store(settings), local, local, None, backend)
+    opened = store or await open_store(settings)
+    if not isinstance(opened, KubernetesStore):
+        raise EngineUnavailable("the Kubernetes engine keeps its objects in the API server: "
+                                "its store must be a KubernetesStore")
+    workloads = KubernetesWorkloads(opened.api_client, settings.kubernetes)
+    return EngineParts(opened, KubernetesRuntime(workloads), None, workloads, backend)

@@ -22,9 +22,12 @@ from controller.autoscaling.kpa import Decision
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import roll_up, set_condition
 from controller.reconcilers.context import (
+    CONFIGURATIONS,
     LABEL_CONFIGURATION,
     REVISIONS,
+    ROUTES,
     Key,
+    Obj,
     ServingBase,
 )
 from controller.reconcilers.revision import (
@@ -34,9 +37,10 @@ from controller.reconcilers.revision import (
     label_routing_state,
     referenced,
 )
+from controller.reconcilers.watches import Change, Reconciler, Watch, all_in_namespace, itself, matching
 from controller.runtime.kubernetes import KubernetesWorkloads, NotOwned
 
-__all__ = ["KubeServingContext", "reconcile_revision_kubernetes"]
+__all__ = ["RECONCILER", "KubeServingContext", "reconcile_revision_kubernetes"]
 
 NOT_READY_REQUEUE_S = 2.0
 """How soon a revision not Ready yet is looked at again (the Deployment and its pods progress
@@ -98,3 +102,16 @@ async def reconcile_revision_kubernetes(ctx: KubeServingContext, key: Key) -> fl
     ready_now = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status.get("conditions") or [])
     return None if ready_now else NOT_READY_REQUEUE_S
+
+
+def _of_configuration(rev: Obj, change: Change) -> bool:
+    return (rev["metadata"].get("labels") or {}).get(LABEL_CONFIGURATION) == change.name
+
+
+RECONCILER = Reconciler(REVISIONS, reconcile_revision_kubernetes, (
+    Watch(REVISIONS, itself),  # a deleted one's workload goes by owner references
+    Watch(CONFIGURATIONS, matching(REVISIONS, _of_configuration)),
+    Watch(ROUTES, all_in_namespace(REVISIONS)),  # routed or not any more
+))
+"""The Kubernetes engine's revision reconciler, with the embedded one's watches but for deleted
+revisions (their Deployments and Services go by their owner references)."""

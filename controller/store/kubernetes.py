@@ -77,6 +77,11 @@ class KubernetesStore:
         configuration = await load_configuration(settings)
         return cls(client.ApiClient(configuration), kinds, settings, owns_client=True)
 
+    @property
+    def api_client(self) -> client.ApiClient:
+        """The client it talks through (the engine's other API calls share it)."""
+        return self._client
+
     async def open(self) -> None:
         """Nothing to open; present so every store is started the same way."""
 

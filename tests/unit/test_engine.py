@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.engine import EngineUnavailable, build, open_store, runtime
+from controller.engine import EngineUnavailable, build, open_store
 from controller.reconcilers.context import SERVICES
 from controller.runtime.local import LocalRuntime
 from controller.settings import ControllerSettings
-from controller.store.kubernetes_config import KubernetesSettings
+from controller.store.memory import MemoryStore
 from controller.store.sqlite import SqliteStore
 
 
@@ -19,6 +19,7 @@ async def test_the_embedded_engine_is_sqlite_and_local_processes(tmp_path: Path)
     parts = await build(settings)
     try:
         assert isinstance(parts.store, SqliteStore) and isinstance(parts.runtime, LocalRuntime)
+        assert parts.launcher is parts.runtime and parts.workloads is None
         assert parts.default_backend == "sqlite"
         items, _ = await parts.store.list(SERVICES)
         assert items == [] and settings.store_path.exists()
@@ -26,17 +27,15 @@ async def test_the_embedded_engine_is_sqlite_and_local_processes(tmp_path: Path)
         await parts.store.close()
 
 
-def test_the_kubernetes_engine_is_refused_until_its_runtime_exists(tmp_path: Path) -> None:
-    with pytest.raises(EngineUnavailable, match="issue 14"):
-        runtime(ControllerSettings(state_dir=tmp_path, engine="kubernetes"))
+async def test_a_given_store_and_runtime_are_used(tmp_path: Path) -> None:
+    store, local = MemoryStore(), LocalRuntime(tmp_path)
+    parts = await build(ControllerSettings(state_dir=tmp_path), store=store, launcher=local)
+    assert parts.store is store and parts.runtime is local
 
 
-async def test_refused_before_anything_connects(tmp_path: Path) -> None:
-    # The kubeconfig does not exist: build fails on the runtime, never reaching it.
-    settings = ControllerSettings(state_dir=tmp_path, engine="kubernetes",
-                                  kubernetes=KubernetesSettings(kubeconfig=str(tmp_path / "none")))
-    with pytest.raises(EngineUnavailable):
-        await build(settings)
+async def test_the_kubernetes_engine_needs_the_api_server_s_store(tmp_path: Path) -> None:
+    with pytest.raises(EngineUnavailable, match="KubernetesStore"):
+        await build(ControllerSettings(state_dir=tmp_path, engine="kubernetes"), store=MemoryStore())
 
 
 def test_an_unknown_engine_is_refused_by_the_settings(tmp_path: Path) -> None:
