@@ -27,6 +27,7 @@ from support.kubelet import Kubelet, KubeletSettings
 
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
+from controller.autoscaling.settings import load_settings
 from controller.reconcilers.context import SERVICES
 from controller.settings import ControllerSettings
 from controller.store.kubernetes_config import KubernetesSettings
@@ -39,6 +40,9 @@ KUBELET = KubeletSettings(probe_period_s=0.05, grace_period_s=3.0, shutdown_grac
                           crash_backoff_s=0.1, crash_backoff_max_s=0.4, image_backoff_s=0.2,
                           resync_s=0.1)
 DEADLINE_S = 40.0
+FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-period": "0s",
+                                 "tick-interval": "0.5s"}, allow_below_minimums=True)
+"""An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
 
 
 def kubeconfig(path: Path, server: str) -> Path:
@@ -83,7 +87,7 @@ async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[tuple[Contro
     api_port, tls_port, gateway_port = free_ports(3)
     settings = ControllerSettings(
         state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
-        gateway_port=gateway_port, engine="kubernetes",
+        gateway_port=gateway_port, engine="kubernetes", autoscaler=FAST_AUTOSCALER,
         kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
                                       namespace=kube.namespace))
     controller = Controller(settings)
@@ -107,23 +111,8 @@ async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[tuple[Contro
 async def test_a_service_answers_through_the_gateway_from_pods_in_the_cluster(
         kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
     controller, gateway, kubelet = engine
-    service, _ = admit(registry_for("kubernetes").lookup("ksvc"), {
-        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
-        "metadata": {"name": "hello", "namespace": kube.namespace},
-        "spec": {"template": {"spec": {"containers": [{"image": "flint.test/apps/echo"}]}}}})
-    assert controller._store is not None
-    await controller._store.create(SERVICES, service)
-
-    async def answer() -> Any:
-        try:
-            async with aiohttp.ClientSession() as http, http.get(
-                    f"http://127.0.0.1:{gateway.port}/",
-                    headers={"Host": f"hello.{kube.namespace}.localhost"}) as r:
-                return r.status, orjson.loads(await r.read()) if r.status == 200 else None
-        except aiohttp.ClientError as exc:
-            return repr(exc), None
-
-    _, body = await eventually(answer, lambda a: a[0] == 200, DEADLINE_S,
+    await create_service(controller, kube)
+    _, body = await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S,
                                "the Service answering through the gateway")
     assert body["revision"] == "hello-00001" and body["service"] == "hello" and body["port"] == "8080"
     assert kubelet.pids(), "served by a pod the stand-in runs"
@@ -131,3 +120,43 @@ async def test_a_service_answers_through_the_gateway_from_pods_in_the_cluster(
     svc = await core.read_namespaced_service("hello", kube.namespace)
     assert (svc.spec.type, svc.spec.external_name) == (
         "ExternalName", "flint-gateway.flint-system.svc.cluster.local")
+
+
+async def test_an_idle_service_goes_to_zero_pods_and_a_request_wakes_it(
+        kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
+    controller, gateway, kubelet = engine
+    await create_service(controller, kube)
+    await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
+    apps: Any = client.AppsV1Api(kube.api)
+
+    async def replicas() -> tuple[int, int]:
+        dep = await apps.read_namespaced_deployment("hello-00001-deployment", kube.namespace)
+        return dep.spec.replicas, len(kubelet.pids())
+
+    # Idle: the autoscaler takes it to zero — the Deployment scaled down, its pod gone.
+    await eventually(replicas, lambda r: r == (0, 0), DEADLINE_S, "scaled to zero, no pod left")
+    # A request at zero is held by the gateway while the autoscaler scales the Deployment up.
+    status, body = await answer(gateway, kube, timeout_s=DEADLINE_S)
+    assert status == 200 and body["revision"] == "hello-00001"
+    assert (await replicas())[0] >= 1
+
+
+async def create_service(controller: Controller, kube: KubeTarget) -> None:
+    service, _ = admit(registry_for("kubernetes").lookup("ksvc"), {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": kube.namespace},
+        "spec": {"template": {"spec": {"containers": [{"image": "flint.test/apps/echo"}]}}}})
+    assert controller._store is not None
+    await controller._store.create(SERVICES, service)
+
+
+async def answer(gateway: Gateway, kube: KubeTarget, timeout_s: float = 10.0) -> Any:
+    """(status, JSON body) of a GET of the Service through the gateway; (error, None) when the
+    connection fails (the gateway not linked yet)."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http, \
+                http.get(f"http://127.0.0.1:{gateway.port}/",
+                         headers={"Host": f"hello.{kube.namespace}.localhost"}) as r:
+            return r.status, orjson.loads(await r.read()) if r.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return repr(exc), None
