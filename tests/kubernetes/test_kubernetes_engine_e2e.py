@@ -150,13 +150,93 @@ async def create_service(controller: Controller, kube: KubeTarget) -> None:
     await controller._store.create(SERVICES, service)
 
 
-async def answer(gateway: Gateway, kube: KubeTarget, timeout_s: float = 10.0) -> Any:
-    """(status, JSON body) of a GET of the Service through the gateway; (error, None) when the
-    connection fails (the gateway not linked yet)."""
+async def answer(gateway: Gateway, kube: KubeTarget, timeout_s: float = 10.0,
+                 host_prefix: str = "hello") -> Any:
+    """(status, JSON body) of a GET through the gateway of the Service (or one of its tags:
+    `host_prefix` `blue-hello`); (error, None) when the connection fails (not linked yet)."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http, \
                 http.get(f"http://127.0.0.1:{gateway.port}/",
-                         headers={"Host": f"hello.{kube.namespace}.localhost"}) as r:
+                         headers={"Host": f"{host_prefix}.{kube.namespace}.localhost"}) as r:
             return r.status, orjson.loads(await r.read()) if r.status == 200 else None
     except (aiohttp.ClientError, TimeoutError) as exc:
         return repr(exc), None
+
+
+async def test_a_split_and_tags_route_to_the_pods_of_each_revision(
+        kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
+    controller, gateway, _ = engine
+    await create_service(controller, kube)
+    await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
+    store = controller._store
+    assert store is not None
+    current = await store.get(SERVICES, kube.namespace, "hello")
+    spec = current["spec"]
+    spec["template"]["spec"]["containers"][0]["env"] = [{"name": "TARGET", "value": "two"}]
+    spec["traffic"] = [{"revisionName": "hello-00001", "percent": 50, "tag": "blue"},
+                       {"latestRevision": True, "percent": 50, "tag": "green"}]
+    updated, _ = admit(registry_for("kubernetes").lookup("ksvc"), current, current)
+    await store.update(SERVICES, updated)
+
+    async def revisions_answering(host_prefix: str = "hello", n: int = 40) -> dict[str, int]:
+        seen: dict[str, int] = {}
+        for _ in range(n):
+            status, body = await answer(gateway, kube, timeout_s=DEADLINE_S, host_prefix=host_prefix)
+            if status == 200:
+                seen[body["revision"]] = seen.get(body["revision"], 0) + 1
+        return seen
+
+    both = await eventually(revisions_answering, lambda s: set(s) == {"hello-00001", "hello-00002"},
+                            DEADLINE_S, "both revisions answering the split")
+    assert all(count >= 5 for count in both.values()), both  # 40 requests split 50/50
+    assert await revisions_answering("blue-hello", 10) == {"hello-00001": 10}
+    assert await revisions_answering("green-hello", 10) == {"hello-00002": 10}
+
+
+async def test_a_new_revision_rolls_out_under_a_prober_with_no_failed_request(
+        kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
+    controller, gateway, _ = engine
+    await create_service(controller, kube)
+    await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
+    outcomes: list[tuple[Any, str | None]] = []
+    stop = asyncio.Event()
+
+    async def probe() -> None:  # one request after another for as long as the rollout lasts
+        while not stop.is_set():
+            status, body = await answer(gateway, kube, timeout_s=DEADLINE_S)
+            outcomes.append((status, body["revision"] if body else None))
+
+    prober = asyncio.create_task(probe())
+    try:
+        store = controller._store
+        assert store is not None
+        current = await store.get(SERVICES, kube.namespace, "hello")
+        current["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "TARGET", "value": "2"}]
+        updated, _ = admit(registry_for("kubernetes").lookup("ksvc"), current, current)
+        await store.update(SERVICES, updated)
+
+        async def latest_answering() -> int:
+            return sum(1 for _, rev in outcomes[-5:] if rev == "hello-00002")
+
+        await eventually(latest_answering, lambda n: n == 5, DEADLINE_S, "the new revision serving")
+        apps: Any = client.AppsV1Api(kube.api)
+
+        async def old_replicas() -> int:
+            dep = await apps.read_namespaced_deployment("hello-00001-deployment", kube.namespace)
+            return int(dep.spec.replicas)
+
+        await eventually(old_replicas, lambda n: n == 0, DEADLINE_S, "the old revision scaled down")
+        discovery: Any = client.DiscoveryV1Api(kube.api)
+
+        async def old_endpoints() -> int:  # its pod through its preStop sleep and SIGTERM, gone
+            listed = await discovery.list_namespaced_endpoint_slice(
+                kube.namespace, label_selector="kubernetes.io/service-name=hello-00001-private")
+            return sum(len(s.endpoints or []) for s in listed.items)
+
+        await eventually(old_endpoints, lambda n: n == 0, DEADLINE_S, "the old pod gone")
+    finally:
+        stop.set()
+        await prober
+    failed = [o for o in outcomes if o[0] != 200]
+    assert not failed, f"{len(failed)} of {len(outcomes)} requests failed: {failed[:5]}"
+    assert {rev for _, rev in outcomes} == {"hello-00001", "hello-00002"}
