@@ -37,7 +37,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -94,6 +94,11 @@ class LeaderSettings:
             raise ValueError("lease_duration_s must be longer than renew_deadline_s + 2 × retry_period_s")
 
 
+_NETWORK = (TimeoutError, OSError, aiohttp.ClientError)
+"""What a Lease call raises when the API server is away or too slow (not an API error)."""
+T = TypeVar("T")
+
+
 class _BoundedLeaseLock(LeaseLock):
     """The library's Lease lock with every call bounded by `timeout_s` (kubernetes-asyncio's own
     default is no timeout at all: a hung request would keep a leader leading past its lease) and
@@ -105,30 +110,26 @@ class _BoundedLeaseLock(LeaseLock):
         super().__init__(name, namespace, identity, api)
         self.timeout_s = timeout_s
 
-    async def get(self, name: str, namespace: str) -> Any:
+    async def _bounded(self, call: Awaitable[T], what: str, failed: T) -> T:
+        """`call` within `timeout_s`; `failed` (the library's value for a failed attempt) when it
+        times out or the network fails."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await super().get(name, namespace)
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-            failed = ApiException(status=503, reason=type(exc).__name__)
-            failed.body = orjson.dumps({"code": 503, "message": repr(exc)})
-            return False, failed  # the library logs it and counts a failed attempt
+                return await call
+        except _NETWORK as exc:
+            log.warning("event=lease_%s_failed error=%r", what, exc)
+            return failed
+
+    async def get(self, name: str, namespace: str) -> Any:
+        failed = ApiException(status=503, reason="the API server did not answer in time")
+        failed.body = orjson.dumps({"code": 503, "message": failed.reason})
+        return await self._bounded(super().get(name, namespace), "read", (False, failed))
 
     async def create(self, name: str, namespace: str, election_record: Any) -> bool:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await super().create(name, namespace, election_record)
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-            log.warning("event=lease_create_failed error=%r", exc)
-            return False
+        return await self._bounded(super().create(name, namespace, election_record), "create", False)
 
     async def update(self, name: str, namespace: str, updated_record: Any) -> bool:
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await super().update(name, namespace, updated_record)
-        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-            log.warning("event=lease_update_failed error=%r", exc)
-            return False
+        return await self._bounded(super().update(name, namespace, updated_record), "update", False)
 
 
 class LeaderElector:
@@ -191,7 +192,7 @@ class LeaderElector:
             lease.spec.acquire_time = now
             lease.spec.renew_time = now
             await self._leases.replace_namespaced_lease(s.lease, s.namespace, lease)
-        except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as exc:
+        except (ApiException, *_NETWORK) as exc:
             log.warning("event=lease_release_failed lease=%s/%s error=%s", s.namespace, s.lease, exc)
             return False
         log.info("event=lease_released lease=%s/%s identity=%s", s.namespace, s.lease, self.identity)
@@ -215,8 +216,7 @@ class LeaderElector:
                 ended.cancel()
                 if not run.done():  # `lead` ended on its own: hold the Lease no longer
                     run.cancel()
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError, ApiException, OSError,
-                                         aiohttp.ClientError):
+                with contextlib.suppress(asyncio.CancelledError, ApiException, *_NETWORK):
                     await run  # returns once leadership is lost
             was_leading = self.leading
             await self._end_lead()

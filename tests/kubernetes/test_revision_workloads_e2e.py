@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import pytest
 from kubernetes_asyncio import client
+from support.caches import ObjectCache
 from support.flint_crds import flint_crds, register_crds
 from support.kubeapi.session import KubeTarget, eventually
 from support.kubelet import Kubelet, KubeletSettings
@@ -184,23 +185,6 @@ async def test_the_runtime_view_tells_the_replicas_as_they_come_and_go(
 # -- the Kubernetes engine's revision reconciler over them -------------------------------------
 
 
-class _Cache:
-    """An informer-shaped cache of what the test says exists (routes, configurations)."""
-
-    def __init__(self, objs: list[Obj]) -> None:
-        self.objs = objs
-
-    def get(self, ns: str, name: str) -> Obj | None:
-        return next((o for o in self.objs if o["metadata"]["name"] == name
-                     and o["metadata"].get("namespace", "default") == ns), None)
-
-    def list(self, ns: str | None = None) -> list[Obj]:
-        return [o for o in self.objs if ns is None or o["metadata"].get("namespace", "default") == ns]
-
-    def __iter__(self) -> Any:
-        return iter(list(self.objs))
-
-
 def route_to(kube: KubeTarget, revision_name: str) -> Obj:
     return {"metadata": {"name": "hello", "namespace": kube.namespace},
             "spec": {"traffic": [{"revisionName": revision_name, "percent": 100}]}}
@@ -233,7 +217,7 @@ async def test_the_kubernetes_revision_reconciler_runs_a_routed_revision_and_sca
         kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet], tmp_path: Path) -> None:
     workloads, kubelet = cluster
     await revision(kube, "hello-00004", "flint.test/apps/echo")
-    routes = _Cache([route_to(kube, "hello-00004")])
+    routes = ObjectCache([route_to(kube, "hello-00004")])
     store = KubernetesStore(kube.api, served_kinds(), KubernetesSettings(namespace=kube.namespace))
     ctx = _ctx(kube, workloads, store, routes, tmp_path)
     key = (kube.namespace, "hello-00004")
@@ -255,10 +239,10 @@ async def _value(v: Any) -> Any:
     return v
 
 
-def _ctx(kube: KubeTarget, workloads: KubernetesWorkloads, store: KubernetesStore, routes: _Cache,
+def _ctx(kube: KubeTarget, workloads: KubernetesWorkloads, store: KubernetesStore, routes: ObjectCache,
          tmp_path: Path) -> KubeServingContext:
     """The Kubernetes revision reconciler's context over the test's caches (no hub: it uses none)."""
-    caches: Any = {REVISIONS: _Cache([]), ROUTES: routes, CONFIGURATIONS: _Cache([])}
+    caches: Any = {REVISIONS: ObjectCache([]), ROUTES: routes, CONFIGURATIONS: ObjectCache([])}
     settings = ControllerSettings(state_dir=tmp_path, engine="kubernetes")
     no_hub: Any = None
     return KubeServingContext(store=store, settings=settings, informers=Informers(caches), hub=no_hub,
@@ -278,7 +262,7 @@ async def test_an_hpa_class_revision_gets_its_autoscaler_and_a_name_taken_is_not
             "autoscaling.knative.dev/max-scale": "4"}},
         "spec": {"containers": [{"image": "flint.test/apps/echo"}]}})
     store = KubernetesStore(kube.api, served_kinds(), KubernetesSettings(namespace=kube.namespace))
-    ctx = _ctx(kube, workloads, store, _Cache([route_to(kube, "scaled-00001")]), tmp_path)
+    ctx = _ctx(kube, workloads, store, ObjectCache([route_to(kube, "scaled-00001")]), tmp_path)
     await reconciled_until(ctx, (kube.namespace, "scaled-00001"), lambda r: True, "one reconcile", kube)
     autoscaling: Any = client.AutoscalingV2Api(kube.api)
     made = await autoscaling.read_namespaced_horizontal_pod_autoscaler("scaled-00001", kube.namespace)

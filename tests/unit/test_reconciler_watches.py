@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from support.caches import ObjectCache
 
 from controller.api.eventing import BROKER_CLASS_ANNOTATION, FLINT_REDIS_BROKER_CLASS
 from controller.app import EVENTING, PLAN_KINDS, SERVING
@@ -60,18 +61,6 @@ def obj(name: str, ns: str = "default", *, uid: str = "", labels: dict[str, str]
     return {"metadata": meta, **body}
 
 
-class FakeInformer:
-    def __init__(self, objects: list[Obj]) -> None:
-        self.objects = objects
-
-    def get(self, namespace: str, name: str) -> Obj | None:
-        return next((o for o in self.objects if o["metadata"]["namespace"] == namespace
-                     and o["metadata"]["name"] == name), None)
-
-    def list(self, namespace: str | None = None) -> list[Obj]:
-        return [o for o in self.objects if namespace is None or o["metadata"]["namespace"] == namespace]
-
-
 ALL_KINDS = (SERVICES, CONFIGURATIONS, REVISIONS, ROUTES, BROKERS, TRIGGERS, CHANNELS,
              IN_MEMORY_CHANNELS, REDIS_CHANNELS, SUBSCRIPTIONS)
 
@@ -80,9 +69,9 @@ def caches(**objects: list[Obj]) -> Informers:
     by_name = {"services": SERVICES, "configurations": CONFIGURATIONS, "revisions": REVISIONS,
                "routes": ROUTES, "brokers": BROKERS, "triggers": TRIGGERS, "channels": CHANNELS,
                "imcs": IN_MEMORY_CHANNELS, "rchans": REDIS_CHANNELS, "subscriptions": SUBSCRIPTIONS}
-    by_kind = {k: FakeInformer([]) for k in ALL_KINDS}
+    by_kind = {k: ObjectCache([]) for k in ALL_KINDS}
     for name, objs in objects.items():
-        by_kind[by_name[name]] = FakeInformer(objs)
+        by_kind[by_name[name]] = ObjectCache(objs)
     return Informers(cast(dict[Kind, Informer], by_kind))
 
 

@@ -8,24 +8,12 @@ import types
 from pathlib import Path
 from typing import Any
 
+from support.caches import ObjectCache
+
 from controller.reconcilers.route import reconcile_route
 from controller.settings import ControllerSettings
 
 Obj = dict[str, Any]
-
-
-class _Cache:
-    def __init__(self, objs: list[Obj]) -> None:
-        self.objs = objs
-
-    def get(self, ns: str, name: str) -> Obj | None:
-        return next((o for o in self.objs if o["metadata"]["name"] == name), None)
-
-    def list(self, ns: str | None = None) -> list[Obj]:
-        return list(self.objs)
-
-    def __iter__(self) -> Any:
-        return iter(list(self.objs))
 
 
 class _Store:
@@ -48,7 +36,7 @@ def ctx(tmp_path: Path, hook: Any) -> Any:
     hub = types.SimpleNamespace(snapshot=types.SimpleNamespace(routes=[]), acked_by_all=lambda _v: False,
                                 version=1, connected=lambda: 1)
     return types.SimpleNamespace(
-        routes=_Cache([ROUTE]), revisions=_Cache([REV]), configurations=_Cache([]),
+        routes=ObjectCache([ROUTE]), revisions=ObjectCache([REV]), configurations=ObjectCache([]),
         settings=ControllerSettings(state_dir=tmp_path, engine="kubernetes"), clock=lambda: 0.0,
         hub=hub, snapshot_dirty=lambda: None, store=_Store(), route_services=hook)
 
