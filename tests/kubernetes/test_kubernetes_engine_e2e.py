@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from support.kubelet import Kubelet, KubeletSettings
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
 from controller.autoscaling.settings import load_settings
+from controller.leader import LeaderSettings
 from controller.reconcilers.context import SERVICES
 from controller.settings import ControllerSettings
 from controller.store.kubernetes_config import KubernetesSettings
@@ -43,6 +45,8 @@ DEADLINE_S = 40.0
 FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-period": "0s",
                                  "tick-interval": "0.5s"}, allow_below_minimums=True)
 """An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
+FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0)
+"""An election of seconds (the library's floor is a second per period)."""
 
 
 def kubeconfig(path: Path, server: str) -> Path:
@@ -89,7 +93,8 @@ async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[tuple[Contro
         state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
         gateway_port=gateway_port, engine="kubernetes", autoscaler=FAST_AUTOSCALER,
         kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
-                                      namespace=kube.namespace))
+                                      namespace=kube.namespace),
+        leader=replace(FAST_LEADER, namespace=kube.namespace))
     controller = Controller(settings)
     gateway: Gateway | None = None
     try:
