@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import yaml
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
+from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 from support.kubelet import Kubelet, KubeletSettings
 
@@ -47,15 +47,6 @@ FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-per
 """An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
 FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0)
 """An election of seconds (the library's floor is a second per period)."""
-
-
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
-    return path
 
 
 class Gateway:
@@ -92,8 +83,9 @@ async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[tuple[Contro
     settings = ControllerSettings(
         state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
         gateway_port=gateway_port, engine="kubernetes", autoscaler=FAST_AUTOSCALER,
-        kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
-                                      namespace=kube.namespace),
+        kubernetes=KubernetesSettings(
+            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
+            namespace=kube.namespace),
         leader=replace(FAST_LEADER, namespace=kube.namespace))
     controller = Controller(settings)
     gateway: Gateway | None = None
