@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default {leader.renew_deadline_s:g})")
     p.add_argument("--leader-retry-period", type=float, default=leader.retry_period_s,
                    help=f"seconds between two renewals or campaigns (default {leader.retry_period_s:g})")
+    p.add_argument("--gateway-rejoin", type=float, default=10.0, metavar="SECONDS",
+                   help="after a leader's term starts, how long it waits for the gateways to link "
+                        "before their acks count as complete (default 10)")
     p.add_argument("--advertise", default=None, metavar="ADDR[:PORT]",
                    help="where gateways and dispatchers reach this controller while it leads "
                         "(default $POD_IP or 127.0.0.1, and --api-port)")
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         leader_election=a.leader_elect,
         leader=leader,
         advertise=advertise,
+        gateway_rejoin_s=a.gateway_rejoin,
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

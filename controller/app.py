@@ -300,7 +300,9 @@ class Controller:
         return self.leadership is None or self.leadership.leading
 
     def _on_lead(self) -> None:
-        """A term starts: a fresh autoscaler, and every object reconciled from the warm caches."""
+        """A term starts: the gateways given time to find us, a fresh autoscaler, and every
+        object reconciled from the warm caches."""
+        self.hub.rejoin(self.settings.gateway_rejoin_s)
         self.scaler.reset()
         self.scaler.start()
         assert self.informers is not None and self._runtime is not None

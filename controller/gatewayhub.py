@@ -45,8 +45,10 @@ class GatewayHub:
         on_report: Callable[[str, Stats | Poke], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
         accepting: Callable[[], bool] = lambda: True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._snapshot = Snapshot.empty()
+        self._monotonic = monotonic
         self._accepting = accepting
         """Whether this controller serves links (it leads): else each is closed at once with
         `NOT_LEADER`, and the gateway tries another controller."""
@@ -61,6 +63,8 @@ class GatewayHub:
         self._sends: set[asyncio.Task[None]] = set()
         self._floor = 0
         """Highest version any worker reported serving: every version we send is above it."""
+        self._rejoin_until = 0.0
+        """Until then (monotonic), no version counts as acked by all (`rejoin`)."""
 
     @property
     def version(self) -> int:
@@ -95,8 +99,19 @@ class GatewayHub:
         return self._snapshot.version
 
     def acked_by_all(self, version: int) -> bool:
-        """Every connected worker serves `version` or newer (vacuously true with none)."""
+        """Every connected worker serves `version` or newer (vacuously true with none); never
+        while the gateways rejoin (`rejoin`)."""
+        if self._rejoin_until and self._monotonic() < self._rejoin_until:
+            return False
         return all(w.version >= version for w in self._workers.values())
+
+    def rejoin(self, window_s: float) -> None:
+        """A new leader's term: for `window_s`, the gateways that linked to the last leader are
+        still finding this one, and until they are back the connected ones are not all of them
+        (a gateway away serves its last snapshot: its routes must not be taken from under it).
+        No version counts as acked by all until the window ends, then progress is reported."""
+        self._rejoin_until = self._monotonic() + window_s
+        asyncio.get_running_loop().call_later(window_s, self._progress)
 
     def connected(self) -> int:
         return len(self._workers)

@@ -105,6 +105,11 @@ class ControllerSettings:
     replica only). The embedded engine never elects."""
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     """The Lease (name, namespace, durations) of the election."""
+    gateway_rejoin_s: float = 10.0
+    """After a leader's term starts, how long it waits for the gateways to link before it takes
+    their acks as complete (routes Ready, rollouts advancing, old revisions scaled down): a
+    gateway serves its last snapshot while it looks for the new leader, and gets back within its
+    longest retry pause (5 s) and connect timeout (5 s)."""
     advertise: tuple[str, int] | None = None
     """Where gateways and dispatchers reach this controller's link and plan while it leads,
     written into the EndpointSlice of `flint-controller-leader` (`--advertise ADDR[:PORT]`).

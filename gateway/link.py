@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
-from flint_common.backoff import backoff_delay
 from flint_common.httpauth import describe_error
 from flint_common.secret import Secret
 from flint_common.snapshot import Snapshot
@@ -30,16 +29,13 @@ from flint_common.wire import (
     load_snapshot,
 )
 from gateway.config import GatewaySettings
+from gateway.failover import Failover
 
 if TYPE_CHECKING:
     from gateway.router import Router
 
 log = logging.getLogger("flint.gateway.link")
 
-BACKOFF_MIN_S = 0.1
-"""First reconnect delay (seconds)."""
-BACKOFF_MAX_S = 5.0
-"""Reconnect delay cap (seconds)."""
 HEARTBEAT_S = 10.0
 """Websocket ping interval (seconds); a controller silent for 2 intervals is considered gone."""
 CONNECT_TIMEOUT_S = 5.0
@@ -159,33 +155,25 @@ class ControllerLink:
         """Load the persisted snapshot, then connect, serve and reconnect until cancelled."""
         if load_persisted:
             await self.load_persisted()
-        failures = 0  # connections in a row that failed or were refused
         timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S
         )
         urls = self._settings.link_urls
-        turn = 0  # which of `urls` is tried next
+        failover = Failover(len(urls))
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
-                url = urls[turn % len(urls)]
-                delay = backoff_delay(BACKOFF_MIN_S, BACKOFF_MAX_S, failures)
+                url = urls[failover.index]
                 try:
                     served = await self._connection(session, url)
-                    if not served:  # a standby: the leader is another one (or none yet)
-                        log.info("event=link_not_leader worker=%s url=%s retry_s=%.2f",
-                                 self.worker_id, url, delay)
-                        turn += 1
-                        await asyncio.sleep(delay * (0.5 + 0.5 * self._rnd()))
-                        failures += 1
-                        continue
-                    failures, delay = 0, BACKOFF_MIN_S  # it was up: come back quickly
                 except aiohttp.WSServerHandshakeError as exc:
+                    delay = failover.failed()
                     level = logging.ERROR if exc.status in (401, 403) else logging.WARNING
                     log.log(level, "event=link_refused worker=%s url=%s status=%d retry_s=%.2f%s",
                             self.worker_id, url, exc.status, delay,
                             " (the controller wants the owner's token: see --token-file)"
                             if exc.status == 401 else "")
                 except (aiohttp.ClientError, OSError, TimeoutError, WireError) as exc:
+                    delay = failover.failed()
                     # never %r of an aiohttp response error: it carries the request's headers
                     error = exc if isinstance(exc, OSError | WireError) else (
                         describe_error(exc))
@@ -195,12 +183,15 @@ class ControllerLink:
                         self.worker_id, url, error, delay,
                     )
                 else:
-                    log.warning("event=link_closed worker=%s url=%s", self.worker_id, url)
-                if len(urls) > 1:  # the next controller: the leader may have moved
-                    turn += 1
+                    if served:
+                        delay = failover.served()
+                        log.warning("event=link_closed worker=%s url=%s", self.worker_id, url)
+                    else:  # a standby: the leader is another one (or none yet)
+                        delay = failover.failed(standby=True)
+                        log.info("event=link_not_leader worker=%s url=%s retry_s=%.2f",
+                                 self.worker_id, url, delay)
                 # equal jitter: uniform in [delay/2, delay]
                 await asyncio.sleep(delay * (0.5 + 0.5 * self._rnd()))
-                failures += 1
 
     async def load_persisted(self) -> bool:
         """Apply the snapshot persisted by an earlier run, if any; returns whether it did."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from controller.api import autoscaling as ak
 from controller.autoscaling.annotations import effective
 from controller.autoscaling.kpa import Decision
+from controller.gatewayhub import GatewayHub
 from controller.reconcilers.children import write_status
 from controller.reconcilers.conditions import roll_up, set_condition
 from controller.reconcilers.context import (
@@ -45,6 +46,19 @@ __all__ = ["RECONCILER", "KubeServingContext", "reconcile_revision_kubernetes"]
 NOT_READY_REQUEUE_S = 2.0
 """How soon a revision not Ready yet is looked at again (the Deployment and its pods progress
 without a change of the Revision itself)."""
+HELD_REQUEUE_S = 1.0
+"""How soon a revision held at its scale for the gateways (`gateways_let_go`) is looked at again."""
+
+
+def gateways_let_go(hub: GatewayHub, rev_key: str, routed: bool) -> bool:
+    """Whether the revision's last pods may go (to zero replicas): some gateway is linked, every
+    linked one acked the current snapshot (none while a new leader's gateways rejoin), and an
+    unrouted revision is out of that snapshot. A pod's preStop sleep covers the propagation of a
+    snapshot to linked gateways; a gateway that is not linked serves its last snapshot, which
+    may still send the revision requests, so its pods stay until the gateways are back."""
+    if not hub.connected() or not hub.acked_by_all(hub.version):
+        return False
+    return routed or all(t.key != rev_key for t in hub.snapshot.revisions)
 
 
 @dataclass(kw_only=True)
@@ -75,8 +89,10 @@ async def reconcile_revision_kubernetes(ctx: KubeServingContext, key: Key) -> fl
     was_ready = ever_ready(dict(rev, status=status))
     desired = desired_replicas(routed, was_ready, ctx.desired_scale(rev_key))
     hpa = scaling.cls == ak.HPA and (routed or not was_ready)
+    held = (desired == 0 and bool(ctx.workloads.endpoints(ns, name))
+            and not gateways_let_go(ctx.hub, rev_key, routed))
     try:
-        dep = await ctx.workloads.ensure(rev, None if hpa else desired)
+        dep = await ctx.workloads.ensure(rev, None if hpa or held else desired)
         if hpa:
             await ctx.workloads.ensure_hpa(rev, scaling)
         else:
@@ -101,6 +117,8 @@ async def reconcile_revision_kubernetes(ctx: KubeServingContext, key: Key) -> fl
     await write_status(ctx, REVISIONS, rev, status)
     ready_now = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status.get("conditions") or [])
+    if held:
+        return HELD_REQUEUE_S
     return None if ready_now else NOT_READY_REQUEUE_S
 
 

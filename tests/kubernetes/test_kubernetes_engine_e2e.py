@@ -86,7 +86,7 @@ async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[tuple[Contro
         kubernetes=KubernetesSettings(
             kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
             namespace=kube.namespace),
-        leader=replace(FAST_LEADER, namespace=kube.namespace))
+        leader=replace(FAST_LEADER, namespace=kube.namespace), gateway_rejoin_s=2.0)
     controller = Controller(settings)
     gateway: Gateway | None = None
     try:

@@ -30,6 +30,7 @@ from controller.settings import ControllerSettings
 from controller.store.base import Obj
 from controller.store.kubernetes import KubernetesStore
 from controller.store.kubernetes_config import KubernetesSettings
+from flint_common.snapshot import Snapshot
 
 pytestmark = pytest.mark.fake_only  # the stand-in plays the cluster's controllers and kubelet
 
@@ -239,13 +240,27 @@ async def _value(v: Any) -> Any:
     return v
 
 
+class AckedHub:
+    """The gateway hub as the reconciler reads it when one gateway is linked and has applied an
+    empty snapshot: the revision's last pods may go (`gateways_let_go`)."""
+
+    snapshot = Snapshot.empty()
+    version = 0
+
+    def connected(self) -> int:
+        return 1
+
+    def acked_by_all(self, version: int) -> bool:
+        return True
+
+
 def _ctx(kube: KubeTarget, workloads: KubernetesWorkloads, store: KubernetesStore, routes: ObjectCache,
          tmp_path: Path) -> KubeServingContext:
-    """The Kubernetes revision reconciler's context over the test's caches (no hub: it uses none)."""
+    """The Kubernetes revision reconciler's context over the test's caches."""
     caches: Any = {REVISIONS: ObjectCache([]), ROUTES: routes, CONFIGURATIONS: ObjectCache([])}
     settings = ControllerSettings(state_dir=tmp_path, engine="kubernetes")
-    no_hub: Any = None
-    return KubeServingContext(store=store, settings=settings, informers=Informers(caches), hub=no_hub,
+    hub: Any = AckedHub()
+    return KubeServingContext(store=store, settings=settings, informers=Informers(caches), hub=hub,
                               snapshot_dirty=lambda: None, workloads=workloads,
                               desired_scale=lambda _key: None)
 

@@ -396,3 +396,27 @@ def test_run_by_says_how_many_dispatchers() -> None:
     assert run_by(1) == "run by 1 dispatcher"
     assert run_by(2) == "run by 2 dispatchers"
 
+
+
+# ------------------------------------------------------------------------------------------
+# a standby controller (not the leader)
+# ------------------------------------------------------------------------------------------
+
+
+async def test_a_standby_answers_503_and_a_lost_term_ends_the_waiting_polls_with_it() -> None:
+    leading = [False]
+    hub = DispatchHub(embedded_id=EMB, clock=Clock(), accepting=lambda: leading[0])
+    v1 = hub.publish(plan("a"))
+    resp = await hub.handle(request(f"version={v1}"))
+    assert isinstance(resp, web.Response) and resp.status == 503
+    assert resp.headers["Retry-After"] == "1" and not hub.connected()  # no ack from a refused poll
+    assert isinstance(resp.body, bytes) and b"standby" in resp.body
+
+    leading[0] = True
+    task = asyncio.create_task(hub.handle(request(f"version={v1}")))
+    await settle()
+    assert not task.done()  # the leader holds the long poll
+    leading[0] = False  # the term ends
+    hub.refuse_all()
+    ended = await finished(task)
+    assert isinstance(ended, web.Response) and ended.status == 503

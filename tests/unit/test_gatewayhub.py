@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from controller.gatewayhub import GatewayHub
 from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
-from flint_common.wire import LINK_PATH, Ack, BucketLoad, Hello, Poke, SnapshotMessage, Stats
+from flint_common.wire import LINK_PATH, NOT_LEADER, Ack, BucketLoad, Hello, Poke, SnapshotMessage, Stats
 
 WAIT = 2.0
 
@@ -429,3 +429,49 @@ async def test_a_malformed_message_is_refused_with_the_reason_and_the_link_survi
     assert "stats.revisions['ns/a'].concurrency: missing" in refused[1]
     assert "hello.worker: expected a string, got integer" in refused[2]
     await ws.close()
+
+
+# ------------------------------------------------------------------------------------------
+# a standby controller, and a new leader's gateways rejoining
+# ------------------------------------------------------------------------------------------
+
+
+async def test_a_new_terms_acks_wait_for_the_gateways_to_rejoin() -> None:
+    now = [100.0]
+    progress = Progress()
+    hub = GatewayHub(on_progress=progress, monotonic=lambda: now[0])
+    hub.publish(snap("a"))
+    assert hub.acked_by_all(hub.version)  # nobody linked: vacuously
+    hub.rejoin(0.01)
+    assert not hub.acked_by_all(hub.version)  # the last leader's gateways may still be away
+    now[0] += 0.01
+    assert hub.acked_by_all(hub.version)
+    await progress.wait(1)  # told when the window ends, so what waited on acks is looked at again
+
+
+async def test_a_standby_closes_links_with_not_leader_and_a_lost_term_closes_the_open_ones() -> None:
+    leading = [False]
+    hub = GatewayHub(accepting=lambda: leading[0])
+    hub.publish(snap("a"))
+    app = web.Application()
+    app.router.add_get(LINK_PATH, hub.handle)
+    client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        ws = await client.ws_connect(LINK_PATH)
+        msg = await ws.receive(timeout=WAIT)
+        assert msg.type == WSMsgType.CLOSE and ws.close_code == NOT_LEADER
+        assert hub.connected() == 0
+
+        leading[0] = True
+        ws = await client.ws_connect(LINK_PATH)
+        await hello(ws, "gw/0")
+        await receive_snapshot(ws)
+        assert hub.connected() == 1
+        leading[0] = False
+        await hub.refuse_all()
+        msg = await ws.receive(timeout=WAIT)
+        assert msg.type == WSMsgType.CLOSE and ws.close_code == NOT_LEADER
+    finally:
+        await hub.close()
+        await client.close()

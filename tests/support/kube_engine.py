@@ -1,0 +1,112 @@
+"""Pieces of the Kubernetes engine's end-to-end tests: the gateway and controller processes (as
+their pods would run them), and a Knative Service created and asked through the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from controller.api.registry import admit, registry_for
+from controller.reconcilers.context import SERVICES
+from controller.store.base import Conflict, Store
+from flint_common.lifetime import die_with_parent
+from loadtests.flint_process import free_ports
+
+from .kubelet import KubeletSettings
+
+FAST_KUBELET = KubeletSettings(probe_period_s=0.05, grace_period_s=3.0, shutdown_grace_s=0.5,
+                               crash_backoff_s=0.1, crash_backoff_max_s=0.4, image_backoff_s=0.2,
+                               resync_s=0.1)
+"""The stand-in with periods of tens of milliseconds: pods ready, restarted and gone at once."""
+
+
+class Process:
+    """A `python -m …` process in a session of its own, its output in `log`; `stop()` ends it
+    (SIGTERM, then SIGKILL of its group) and `kill()` kills it outright, as a node failure would."""
+
+    def __init__(self, argv: Sequence[str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=die_with_parent, start_new_session=True)
+
+    async def stop(self, grace_s: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, grace_s)
+            except subprocess.TimeoutExpired:
+                await self.kill()
+        await asyncio.to_thread(self.proc.wait)
+
+    async def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(self.proc.wait)
+
+
+class GatewayProcess(Process):
+    """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is."""
+
+    def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, port: int,
+                 gateway_id: str = "gw-kube") -> None:
+        self.port, (self.admin,) = port, free_ports(1)
+        argv = ["-m", "gateway", "--domain", "localhost", "--token-file", str(token_file),
+                "--state-dir", str(state_dir), "--port", str(port), "--admin-port", str(self.admin),
+                "--workers", "1", "--gateway-id", gateway_id]
+        for url in controllers:
+            argv += ["--controller", url]
+        super().__init__(argv, state_dir.with_suffix(".log"))
+
+
+def ksvc(namespace: str, name: str = "hello", env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Knative Service of the echo app, admitted as the API would."""
+    container: dict[str, Any] = {"image": "flint.test/apps/echo"}
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    service, _ = admit(registry_for("kubernetes").lookup("ksvc"), {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"template": {"spec": {"containers": [container]}}}})
+    return service
+
+
+async def update_env(store: Store, namespace: str, env: dict[str, str], name: str = "hello") -> None:
+    """A new template (so a new revision) for the Service: its container's `env` (read again
+    and retried when the controller wrote its status in between: 409)."""
+    for _ in range(10):
+        current = await store.get(SERVICES, namespace, name)
+        current["spec"]["template"]["spec"]["containers"][0]["env"] = [
+            {"name": k, "value": v} for k, v in env.items()]
+        updated, _ = admit(registry_for("kubernetes").lookup("ksvc"), current, current)
+        try:
+            await store.update(SERVICES, updated)
+            return
+        except Conflict:
+            continue
+    raise AssertionError(f"the Service {namespace}/{name} kept changing under the update")
+
+
+async def answer(port: int, namespace: str, timeout_s: float = 10.0,
+                 host_prefix: str = "hello") -> Any:
+    """(200, JSON body) of a GET through the gateway on `port` of the Service (or one of its
+    tags: `host_prefix` `blue-hello`); else (what went wrong, None): the status and the
+    gateway's words, or the connection's error."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http, \
+                http.get(f"http://127.0.0.1:{port}/",
+                         headers={"Host": f"{host_prefix}.{namespace}.localhost"}) as r:
+            if r.status != 200:  # what the gateway said, for the assertion's message
+                return f"{r.status} {r.headers.get('X-Flint-Error', '')}: {(await r.text())[:200]}", None
+            return 200, orjson.loads(await r.read())
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return repr(exc), None
