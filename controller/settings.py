@@ -9,6 +9,7 @@ from pathlib import Path
 from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
 from controller.store.kubernetes_config import KubernetesSettings
+from controller.tokenreview import LinkAuthSettings
 from flint_common.redis_config import RedisSettings
 
 
@@ -97,6 +98,10 @@ class ControllerSettings:
     the embedded engine, Redis on Kubernetes)."""
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     """How the Kubernetes engine reaches its API server (kubeconfig, context, watch timeouts)."""
+    link_auth: LinkAuthSettings = field(default_factory=LinkAuthSettings)
+    """The Kubernetes engine's: which service accounts' projected tokens (audience
+    `flint-controller`, checked by TokenReview) are accepted on the gateway link and the dispatch
+    plan besides the owner's token, and how long verdicts are kept (`controller.tokenreview`)."""
 
     def __post_init__(self) -> None:
         default_backend(self.engine)  # a ValueError naming the known engines
