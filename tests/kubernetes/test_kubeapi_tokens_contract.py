@@ -30,7 +30,8 @@ async def make_account(kube: KubeTarget, name: str) -> Any:
 async def request_token(kube: KubeTarget, name: str, spec: dict[str, Any]) -> Any:
     core = untyped(client.CoreV1Api(kube.api))
     return await core.create_namespaced_service_account_token(
-        name, kube.namespace, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+        name, kube.namespace,
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
 
 
 async def review(kube: KubeTarget, token: str, audiences: list[str] | None = None) -> dict[str, Any]:
