@@ -90,11 +90,11 @@ async def test_a_token_request_needs_an_existing_account_and_ten_minutes(kube: K
     with pytest.raises(client.ApiException) as missing:
         await request_token(kube, "nobody", {"audiences": [AUDIENCE]})
     assert missing.value.status == 404
-    assert orjson.loads(missing.value.body)["message"] == 'serviceaccounts "nobody" not found'
+    assert orjson.loads(missing.value.body or b"{}")["message"] == 'serviceaccounts "nobody" not found'
     await make_account(kube, "sa")
     with pytest.raises(client.ApiException) as short:
         await request_token(kube, "sa", {"audiences": [AUDIENCE], "expirationSeconds": 10})
-    body = orjson.loads(short.value.body)
+    body = orjson.loads(short.value.body or b"{}")
     assert short.value.status == 422 and body["reason"] == "Invalid"
     assert "may not specify a duration less than 10 minutes" in body["message"]
     assert body["details"]["causes"][0]["field"] == "spec.expirationSeconds"
