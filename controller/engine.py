@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES, default_backend
 from controller.api.registry import registry_for, served_kinds
-from controller.link_auth import TokenReviewer, link_authenticator
+from controller.link_auth import TokenReviewer, api_review, link_authenticator
 from controller.runtime.base import ProcessRuntime, Runtime
 from controller.runtime.kubernetes import KubernetesRuntime, KubernetesWorkloads
 from controller.runtime.local import LocalRuntime
@@ -80,6 +80,6 @@ async def build(settings: ControllerSettings, *, store: Store | None = None,
         raise EngineUnavailable("the Kubernetes engine keeps its objects in the API server: "
                                 "its store must be a KubernetesStore")
     workloads = KubernetesWorkloads(opened.api_client, settings.kubernetes)
-    reviewer = TokenReviewer(opened.api_client, settings.link_auth)
+    reviewer = TokenReviewer(api_review(opened.api_client, settings.link_auth), settings.link_auth)
     return EngineParts(opened, KubernetesRuntime(workloads), None, workloads, backend,
                        link_auth=link_authenticator(reviewer))

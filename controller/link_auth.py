@@ -1,7 +1,7 @@
 """The Kubernetes engine's second way onto the gateway link and the dispatch plan: TokenReviews.
 
-`TokenReviewer` asks the API server (`POST /apis/authentication.k8s.io/v1/tokenreviews`, through
-kubernetes-asyncio) about a bearer token that is not the owner's, keeps the verdicts
+`TokenReviewer` asks the API server (`api_review`: `POST /apis/authentication.k8s.io/v1/tokenreviews`,
+through kubernetes-asyncio) about a bearer token that is not the owner's, keeps the verdicts
 (`controller.tokenreview.ReviewCache`) and lets concurrent requests with the same token share one
 review in flight. `link_authenticator` turns a verdict into what `flint_common.httpauth`'s
 `alternate` hook answers: through (None), 401 (refused) or 503 with `Retry-After` (no review could
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -36,24 +36,28 @@ from flint_common.status import failure
 log = logging.getLogger(__name__)
 
 
+Review = Callable[[str], Awaitable[Verdict]]
+"""Asks about one token (`api_review`; tests script it)."""
+
+
 class TokenReviewer:
     """Verdicts on bearer tokens by TokenReview, cached and single-flight per token."""
 
     def __init__(
         self,
-        api: client.ApiClient,
+        review: Review,
         settings: LinkAuthSettings,
         *,
         now: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._api: Any = client.AuthenticationV1Api(api)  # called raw: see `_review`
+        self._review = review
         self.settings = settings
         self.cache = ReviewCache(settings)
         self._now, self._wall = now, wall
         self._in_flight: dict[str, asyncio.Task[Verdict]] = {}
         self.reviews = 0
-        """TokenReviews sent so far (a cached or shared verdict sends none)."""
+        """TokenReviews asked so far (a cached or shared verdict asks none)."""
 
     async def verdict(self, token: str) -> Verdict:
         key = token_key(token)
@@ -69,21 +73,26 @@ class TokenReviewer:
         return await asyncio.shield(task)
 
     async def _review_and_keep(self, key: str, token: str) -> Verdict:
+        self.reviews += 1
         verdict = await self._review(token)
         exp = jwt_expiry(token)
         self.cache.put(key, verdict, self._now(), lives_s=None if exp is None else exp - self._wall())
         return verdict
 
-    async def _review(self, token: str) -> Verdict:
-        self.reviews += 1
+
+def api_review(api: client.ApiClient, settings: LinkAuthSettings) -> Review:
+    """A TokenReview on the API server `api` talks to, for tokens bound to `settings.audience`."""
+    authentication: Any = client.AuthenticationV1Api(api)  # called raw, below
+    timeout = aiohttp.ClientTimeout(total=settings.review_timeout_s)
+
+    async def review(token: str) -> Verdict:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                "spec": {"token": token, "audiences": [self.settings.audience]}}
+                "spec": {"token": token, "audiences": [settings.audience]}}
         try:
             # raw (`_preload_content=False`), as the store's calls: the status and body are
             # read here, and kubernetes-asyncio neither raises nor debug-logs the answer
-            response = await self._api.create_token_review(
-                body, _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(total=self.settings.review_timeout_s))
+            response = await authentication.create_token_review(
+                body, _preload_content=False, _request_timeout=timeout)
             try:
                 data = await response.read()
             finally:
@@ -97,11 +106,12 @@ class TokenReviewer:
             # failures to review, not verdicts on the token
             return Verdict(Outcome.UNAVAILABLE, f"the TokenReview was answered {response.status}")
         try:
-            review = orjson.loads(data)
-            status = review.get("status") or {}
+            status = orjson.loads(data).get("status") or {}
         except (orjson.JSONDecodeError, AttributeError):
             return Verdict(Outcome.UNAVAILABLE, "the TokenReview's answer is not a JSON object")
-        return decide(status if isinstance(status, dict) else {}, self.settings)
+        return decide(status if isinstance(status, dict) else {}, settings)
+
+    return review
 
 
 def link_authenticator(reviewer: TokenReviewer) -> AlternateAuth:
