@@ -16,6 +16,7 @@ from controller.api.eventing import ENGINE_EMBEDDED
 from controller.app import serve
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
 from controller.engine import ENGINES, EngineUnavailable
+from controller.leader import LeaderSettings
 from controller.reconcilers.gc import load_gc_settings
 from controller.reconcilers.rollout import load_network_settings
 from controller.settings import ControllerSettings, default_state_dir
@@ -56,6 +57,25 @@ def main(argv: list[str] | None = None) -> int:
                    help="the kubeconfig of --engine kubernetes outside a pod (default: $KUBECONFIG, "
                         "~/.kube/config; in a pod: its service account)")
     p.add_argument("--kube-context", default="", help="the kubeconfig context (default: current)")
+    p.add_argument("--kube-namespace", default="default",
+                   help="the namespace of an object that names none (default: default)")
+    leader = LeaderSettings()
+    p.add_argument("--no-leader-elect", dest="leader_elect", action="store_false",
+                   help="on --engine kubernetes, lead without an election (one replica only)")
+    p.add_argument("--leader-namespace", default=leader.namespace,
+                   help=f"the election Lease's namespace (default {leader.namespace})")
+    p.add_argument("--leader-lease", default=leader.lease,
+                   help=f"the election Lease's name (default {leader.lease})")
+    p.add_argument("--leader-lease-duration", type=int, default=leader.lease_duration_s,
+                   help=f"seconds a standby waits on a silent leader (default {leader.lease_duration_s})")
+    p.add_argument("--leader-renew-deadline", type=float, default=leader.renew_deadline_s,
+                   help=f"seconds a leader tries to renew before it steps down "
+                        f"(default {leader.renew_deadline_s:g})")
+    p.add_argument("--leader-retry-period", type=float, default=leader.retry_period_s,
+                   help=f"seconds between two renewals or campaigns (default {leader.retry_period_s:g})")
+    p.add_argument("--advertise", default=None, metavar="ADDR[:PORT]",
+                   help="where gateways and dispatchers reach this controller while it leads "
+                        "(default $POD_IP or 127.0.0.1, and --api-port)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     private_umask()
@@ -65,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         gc = load_gc_settings(_pairs(a.config, "gc", a.gc))
         network = load_network_settings(_pairs(a.config, "network", a.network))
         api_listen = tuple(parse_listen(v, a.api_tls_port) for v in a.api_listen)
+        advertise = parse_listen(a.advertise, a.api_port) if a.advertise else None
+        leader = LeaderSettings(
+            lease=a.leader_lease, namespace=a.leader_namespace,
+            lease_duration_s=a.leader_lease_duration, renew_deadline_s=a.leader_renew_deadline,
+            retry_period_s=a.leader_retry_period)
         # flint up passes the resolved settings in the environment (FLINT_REDIS_*).
         redis = redis_config.resolve(
             env=os.environ, config=_load(a.config),
@@ -85,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         progress_deadline_s=a.progress_deadline,
         redis=redis,
         engine=a.engine,
-        kubernetes=KubernetesSettings(kubeconfig=a.kubeconfig, context=a.kube_context),
+        kubernetes=KubernetesSettings(kubeconfig=a.kubeconfig, context=a.kube_context,
+                                      namespace=a.kube_namespace),
+        leader_election=a.leader_elect,
+        leader=leader,
+        advertise=advertise,
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

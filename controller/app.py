@@ -1,4 +1,5 @@
-"""The embedded engine's controller process: store, informers, reconcilers, runtime and gateway hub."""
+"""The controller process: store, informers, reconcilers, runtime, gateway hub and dispatch plan
+(on the Kubernetes engine, the leader's work only while it leads: `controller.leadership`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from controller import engine
-from controller.api.eventing import BACKEND_REDIS, ENGINE_EMBEDDED, broker_backend
+from controller.api.eventing import BACKEND_REDIS, ENGINE_EMBEDDED, ENGINE_KUBERNETES, broker_backend
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
 from controller.broker_backlog import add_backlog_routes, fetch_dispatcher_backlogs
@@ -25,6 +26,7 @@ from controller.dispatchhub import DispatchHub
 from controller.eventing.plan import PLAN_PATH, build_plan, dispatcher_id
 from controller.gatewayhub import GatewayHub
 from controller.informer import Informer
+from controller.leadership import Leadership
 from controller.listeners import start_sites
 from controller.logs_endpoint import add_log_routes
 from controller.observability import add_observability_routes
@@ -71,6 +73,7 @@ from controller.redis_sweep import store_owners
 from controller.runtime.base import ProcessRuntime, ReplicaStatus, Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
+from controller.store.kubernetes import KubernetesStore
 from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
@@ -125,6 +128,8 @@ class Controller:
         self.eventing: EventingContext | None = None
         self.credentials: Credentials | None = None
         self.urls: list[str] = []
+        self.leadership: Leadership | None = None
+        """The Kubernetes engine's election (None: this process leads alone)."""
 
     async def start(self) -> None:
         s = self.settings
@@ -151,7 +156,7 @@ class Controller:
         }
         self._informers = list(informers.values())
         hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report,
-                         on_disconnect=self._on_gateway_worker_gone)
+                         on_disconnect=self._on_gateway_worker_gone, accepting=lambda: self.leading)
         self.publisher = SnapshotPublisher(
             hub, runtime, informers[ROUTES], informers[REVISIONS], s.domain,
             drain_timeout_s=s.drain_timeout_s, stop_grace_s=s.stop_grace_s,
@@ -169,12 +174,13 @@ class Controller:
             self.redis_logs = RedisLogs(self.redis)
             self.redis_janitor = RedisJanitor(
                 self.redis, journal=s.state_dir / "eventing" / "redis-deletions.json",
-                live=lambda: store_owners(store), sweep_every_s=s.redis_sweep_every_s)
+                live=lambda: store_owners(store), sweep_every_s=s.redis_sweep_every_s,
+                active=lambda: self.leading)
             await self.redis_janitor.start()  # what a previous run could not delete yet
         # The dispatcher of our own state dir (`flint up` starts it) is the embedded one.
         self.dispatch = DispatchHub(
-            embedded_id=dispatcher_id(s.state_dir, socket.gethostname()), on_progress=self._requeue_eventing
-        )
+            embedded_id=dispatcher_id(s.state_dir, socket.gethostname()), on_progress=self._requeue_eventing,
+            accepting=lambda: self.leading)
         self._plan_scheduled = False
         self.hub = hub
         self.scaler = Scaler(
@@ -228,7 +234,12 @@ class Controller:
             self.enqueue(REVISIONS, (ns, name))
         self.publisher.mark_dirty()
         self._ticker = asyncio.create_task(self._tick())
-        self.scaler.start()
+        if s.engine == ENGINE_KUBERNETES and s.leader_election:
+            assert isinstance(store, KubernetesStore)  # the engine's (`engine.build`)
+            self.leadership = Leadership(store.api_client, s.leader, s.advertised,
+                                         on_lead=self._on_lead, on_standby=self._on_standby)
+        else:
+            self.scaler.start()
         if self.redis_health is not None:
             self.redis_health.start()  # logs event=redis_connected (or redis_unreachable)
 
@@ -247,8 +258,12 @@ class Controller:
         await self._runner.setup()
         self.urls = await start_sites(self._runner, s, creds)
         log.info("controller: API and gateway link on %s", ", ".join(self.urls))
+        if self.leadership is not None:  # serving /healthz (and the API) meanwhile
+            self.leadership.start()
 
     async def stop(self, *, stop_replicas: bool) -> None:
+        if self.leadership is not None:  # first: a standby takes over while we stop
+            await self.leadership.close()
         if self.informers is not None:
             await self.scaler.stop()
         if self._ticker is not None:
@@ -278,6 +293,33 @@ class Controller:
         if self._store is not None:
             await self._store.close()
 
+    # -- leadership -----------------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process does the leader's work (always, without an election)."""
+        return self.leadership is None or self.leadership.leading
+
+    def _on_lead(self) -> None:
+        """A term starts: a fresh autoscaler, and every object reconciled from the warm caches."""
+        self.scaler.reset()
+        self.scaler.start()
+        assert self.informers is not None and self._runtime is not None
+        for kind in self._queues:
+            for obj in self.informers.list(kind):
+                self.enqueue(kind, ns_name(obj))
+        for r in self._runtime.replicas():
+            ns, _, name = r.revision_key.partition("/")
+            self.enqueue(REVISIONS, (ns, name))
+        self.publisher.mark_dirty()
+        self._plan_dirty()
+
+    async def _on_standby(self) -> None:
+        """A term ends: no more decisions, and the gateways and dispatchers sent to the leader."""
+        await self.scaler.stop()
+        self.dispatch.refuse_all()
+        await self.hub.refuse_all()
+
     # -- event plumbing -------------------------------------------------------------------------
 
     def enqueue(self, kind: Kind, key: Key) -> None:
@@ -288,7 +330,8 @@ class Controller:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.publisher.check_drains()
+            if self.leading:
+                self.publisher.check_drains()
 
     def _on_report(self, worker: str, message: Stats | Poke) -> None:
         if isinstance(message, Poke):
@@ -333,7 +376,7 @@ class Controller:
 
     def _run(self, r: Reconciler[C], ctx: C) -> None:
         """Give `r` its queue, and put on it the keys its watches map each change to."""
-        self._queues[r.kind] = WorkQueue(r.kind.plural, _bind(r.reconcile, ctx),
+        self._queues[r.kind] = WorkQueue(r.kind.plural, _bind(r.reconcile, ctx, lambda: self.leading),
                                          workers=self.settings.reconcile_workers)
         assert self.informers is not None
         for w in r.watches:
@@ -413,8 +456,8 @@ class Controller:
                     self.enqueue(kind, ns_name(obj))
 
     def _forget_on_redis(self, kind: Kind, obj: Obj) -> None:
-        """A deleted object's log, or consumer group and state, go from Redis."""
-        if self.redis_janitor is None or self.eventing is None:
+        """A deleted object's log, or consumer group and state, go from Redis (the leader's)."""
+        if self.redis_janitor is None or self.eventing is None or not self.leading:
             return
         left = leftovers(self.eventing, kind, obj)
         for log_uid in left.logs:
@@ -464,9 +507,13 @@ def _split(key: str) -> Key:
     return ns, name
 
 
-def _bind(fn: Callable[[C, Key], Awaitable[float | None]], ctx: C
+def _bind(fn: Callable[[C, Key], Awaitable[float | None]], ctx: C, leading: Callable[[], bool]
           ) -> Callable[[Key], Awaitable[float | None]]:
+    """The queue's handler: `fn` with `ctx`, while this process leads (a standby drops the key:
+    a new term reconciles every object anyway)."""
     async def handler(key: Key) -> float | None:
+        if not leading():
+            return None
         return await fn(ctx, key)
 
     return handler

@@ -6,7 +6,9 @@ the answer comes at once when a newer plan exists, else when one is published or
 keeps one record per dispatcher id (which version it applied, when it was last seen, whether it
 is the embedded one), so Trigger and Subscription status can say how many dispatchers run them.
 Versions start from the wall clock in milliseconds, so a restarted controller's plans are newer
-than any the dispatcher holds.
+than any the dispatcher holds. A standby controller (not the leader) answers 503 with
+`Retry-After`, and ends the long polls it holds when it stops leading: the dispatcher keeps its
+plan and asks another controller.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from controller.eventing.plan import ConsumerPlan, DispatchPlan, SqliteLog
+from flint_common.status import failure
 
 LONG_POLL_S = 20.0
 SEEN_TIMEOUT_S = LONG_POLL_S + 10.0
@@ -59,8 +62,11 @@ class DispatchHub:
         embedded_id: str | None = None,
         clock: Callable[[], float] = time.time,
         on_progress: Callable[[], None] | None = None,
+        accepting: Callable[[], bool] = lambda: True,
     ) -> None:
         self._clock = clock
+        self._accepting = accepting
+        """Whether this controller serves the plan (it leads)."""
         self._embedded_id = embedded_id
         self._plan = DispatchPlan(version=0)
         self._changed = asyncio.Event()
@@ -86,6 +92,12 @@ class DispatchHub:
         """Answer every waiting long poll now (the controller is stopping)."""
         self._closing = True
         self._changed.set()
+
+    def refuse_all(self) -> None:
+        """End every waiting long poll (this controller stopped leading): each is answered
+        `not_leader()`."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def dispatchers(self, now: float | None = None) -> list[DispatcherRecord]:
         """The live dispatchers at `now` (default: the clock), by id."""
@@ -134,6 +146,8 @@ class DispatchHub:
         return bool(dropped) or returning or progressed
 
     async def handle(self, request: web.Request) -> web.Response:
+        if not self._accepting():
+            return not_leader()
         try:
             have = int(request.query.get("version", "0"))
         except ValueError:
@@ -146,9 +160,19 @@ class DispatchHub:
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), LONG_POLL_S)
+            if not self._accepting():
+                return not_leader()
             self._note(dispatcher, have)
         return web.Response(body=orjson.dumps(self._plan.to_wire()), content_type="application/json")
 
     def _note(self, dispatcher: str, version: int) -> None:
         if self.note(dispatcher, version, self._clock()) and self._on_progress is not None:
             self._on_progress()
+
+
+def not_leader() -> web.Response:
+    """A standby's answer to a plan poll: 503, retry (another controller) soon."""
+    return web.Response(
+        status=503, headers={"Retry-After": "1"}, content_type="application/json",
+        body=orjson.dumps(failure(503, "ServiceUnavailable",
+                                  "this controller is a standby: the plan is the leader's")))

@@ -12,7 +12,17 @@ from dataclasses import dataclass, field, replace
 from aiohttp import WSMsgType, web
 
 from flint_common.snapshot import Snapshot
-from flint_common.wire import Ack, Hello, Poke, SnapshotMessage, Stats, WireError, decode_up
+from flint_common.wire import (
+    NOT_LEADER,
+    NOT_LEADER_REASON,
+    Ack,
+    Hello,
+    Poke,
+    SnapshotMessage,
+    Stats,
+    WireError,
+    decode_up,
+)
 
 log = logging.getLogger("flint.gatewayhub")
 
@@ -34,8 +44,12 @@ class GatewayHub:
         on_progress: Callable[[], None] | None = None,
         on_report: Callable[[str, Stats | Poke], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        accepting: Callable[[], bool] = lambda: True,
     ) -> None:
         self._snapshot = Snapshot.empty()
+        self._accepting = accepting
+        """Whether this controller serves links (it leads): else each is closed at once with
+        `NOT_LEADER`, and the gateway tries another controller."""
         self._workers: dict[str, WorkerState] = {}
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._on_progress = on_progress
@@ -109,6 +123,9 @@ class GatewayHub:
         """aiohttp handler for the link websocket (`flint_common.wire.LINK_PATH`)."""
         ws = web.WebSocketResponse(heartbeat=5.0, max_msg_size=64 * 1024 * 1024)
         await ws.prepare(request)
+        if not self._accepting():
+            await ws.close(code=NOT_LEADER, message=NOT_LEADER_REASON)
+            return ws
         worker_id: str | None = None
         try:
             async for msg in ws:
@@ -165,6 +182,12 @@ class GatewayHub:
     def _progress(self) -> None:
         if self._on_progress is not None:
             self._on_progress()
+
+    async def refuse_all(self) -> None:
+        """Close every link with `NOT_LEADER` (this controller stopped leading): the gateways
+        keep serving their snapshot and look for the leader."""
+        for ws in list(self._sockets.values()):
+            await ws.close(code=NOT_LEADER, message=NOT_LEADER_REASON)
 
     async def close(self) -> None:
         for ws in list(self._sockets.values()):

@@ -80,11 +80,14 @@ class RedisJanitor:
         self, client: aioredis.Redis, *, journal: Path | None = None, settle_s: float = SETTLE_S,
         retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S,
         live: Callable[[], Awaitable[Live]] | None = None, sweep_every_s: float = SWEEP_EVERY_S,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._client = client
         self._live = live
         """What the store has, read afresh by each sweep (None: no sweeps)."""
         self._sweep_every_s = sweep_every_s
+        self._active = active
+        """Whether sweeps run now (a standby controller leaves them to the leader)."""
         self._sweeper: asyncio.Task[None] | None = None
         self._journal = journal
         self._settle_s = settle_s
@@ -158,6 +161,8 @@ class RedisJanitor:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_every_s)
+            if not self._active():
+                continue
             try:
                 await self.sweep()
             except Exception as exc:  # Redis or the store away: the next round tries again

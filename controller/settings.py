@@ -8,6 +8,7 @@ from pathlib import Path
 
 from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
+from controller.leader import LeaderSettings
 from controller.store.kubernetes_config import KubernetesSettings
 from controller.tokenreview import LinkAuthSettings
 from flint_common.redis_config import RedisSettings
@@ -98,6 +99,17 @@ class ControllerSettings:
     the embedded engine, Redis on Kubernetes)."""
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     """How the Kubernetes engine reaches its API server (kubeconfig, context, watch timeouts)."""
+    leader_election: bool = True
+    """On the Kubernetes engine, whether replicas elect one leader (`controller.leader`): only
+    the Lease's holder reconciles, scales, and serves the gateway link and the dispatch plan;
+    every replica serves the API and `/healthz`. False: this process leads alone (run one
+    replica only). The embedded engine never elects."""
+    leader: LeaderSettings = field(default_factory=LeaderSettings)
+    """The Lease (name, namespace, durations) of the election."""
+    advertise: tuple[str, int] | None = None
+    """Where gateways and dispatchers reach this controller's link and plan while it leads,
+    written into the EndpointSlice of `flint-controller-leader` (`--advertise ADDR[:PORT]`).
+    None: `$POD_IP` (the downward API) or 127.0.0.1, and `api_port`."""
     link_auth: LinkAuthSettings = field(default_factory=LinkAuthSettings)
     """The Kubernetes engine's: which service accounts' projected tokens (audience
     `flint-controller`, checked by TokenReview) are accepted on the gateway link and the dispatch
@@ -109,6 +121,13 @@ class ControllerSettings:
             raise ValueError(f"redis_check_every_s must be above 0, not {self.redis_check_every_s}")
         if self.redis_sweep_every_s <= 0:
             raise ValueError(f"redis_sweep_every_s must be above 0, not {self.redis_sweep_every_s}")
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        """`advertise`, or its default (`$POD_IP` or 127.0.0.1, and `api_port`)."""
+        if self.advertise is not None:
+            return self.advertise
+        return os.environ.get("POD_IP") or "127.0.0.1", self.api_port
 
     @property
     def store_path(self) -> Path:

@@ -55,6 +55,10 @@ T = TypeVar("T")
 
 LINK_PATH = "/internal/gateway/link"
 """Path of the controller's websocket for gateway workers."""
+NOT_LEADER = 4001
+"""Close code of a link a standby controller will not serve (a private-use code, RFC 6455
+§7.4.2): the gateway keeps its snapshot and tries another controller."""
+NOT_LEADER_REASON = b"not leader"
 
 
 class WireError(ValueError):

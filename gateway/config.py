@@ -50,7 +50,10 @@ class GatewaySettings:
     domain: str = "localhost"
     """DNS suffix of route hosts: `{route}.{namespace}.{domain}`."""
     controller_url: str = "http://127.0.0.1:8081"
-    """Base URL of the controller; the link is the websocket at `/internal/gateway/link`."""
+    """Base URL of the controller; the link is the websocket at `/internal/gateway/link`.
+    Several, comma-separated (`--controller` repeated), are tried in turn: the link moves on when
+    one is unreachable or closes it as a standby (`NOT_LEADER`). In a cluster, one URL: the
+    `flint-controller-leader` Service, whose only endpoint is the leader."""
     state_dir: Path = field(default_factory=lambda: Path(".flint"))
     """Where the last routing snapshot is persisted (`gateway/snapshot.json`) and worker sockets live."""
     max_request_body_bytes: int = 100 * 1024 * 1024
@@ -131,9 +134,19 @@ class GatewaySettings:
         return self.state_dir / "gateway" / "snapshot.json"
 
     @property
+    def controller_urls(self) -> tuple[str, ...]:
+        """`controller_url`'s URLs, in order."""
+        return tuple(u.strip().rstrip("/") for u in self.controller_url.split(",") if u.strip())
+
+    @property
     def link_url(self) -> str:
-        base = self.controller_url.rstrip("/")
-        return base + LINK_PATH
+        """The first controller's link."""
+        return self.link_urls[0]
+
+    @property
+    def link_urls(self) -> tuple[str, ...]:
+        """Every controller's link, in the order they are tried."""
+        return tuple(u + LINK_PATH for u in self.controller_urls) or (LINK_PATH,)
 
     @staticmethod
     def from_env(**overrides: Any) -> GatewaySettings:

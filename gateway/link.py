@@ -19,7 +19,16 @@ from flint_common.backoff import backoff_delay
 from flint_common.httpauth import describe_error
 from flint_common.secret import Secret, read_token
 from flint_common.snapshot import Snapshot
-from flint_common.wire import Ack, Hello, UpMessage, WireError, decode_down, encode_snapshot, load_snapshot
+from flint_common.wire import (
+    NOT_LEADER,
+    Ack,
+    Hello,
+    UpMessage,
+    WireError,
+    decode_down,
+    encode_snapshot,
+    load_snapshot,
+)
 from gateway.config import GatewaySettings
 
 if TYPE_CHECKING:
@@ -158,12 +167,21 @@ class ControllerLink:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S
         )
+        urls = self._settings.link_urls
+        turn = 0  # which of `urls` is tried next
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
-                url = self._settings.link_url
+                url = urls[turn % len(urls)]
                 delay = backoff_delay(BACKOFF_MIN_S, BACKOFF_MAX_S, failures)
                 try:
-                    await self._connection(session, url)
+                    served = await self._connection(session, url)
+                    if not served:  # a standby: the leader is another one (or none yet)
+                        log.info("event=link_not_leader worker=%s url=%s retry_s=%.2f",
+                                 self.worker_id, url, delay)
+                        turn += 1
+                        await asyncio.sleep(delay * (0.5 + 0.5 * self._rnd()))
+                        failures += 1
+                        continue
                     failures, delay = 0, BACKOFF_MIN_S  # it was up: come back quickly
                 except aiohttp.WSServerHandshakeError as exc:
                     level = logging.ERROR if exc.status in (401, 403) else logging.WARNING
@@ -184,6 +202,8 @@ class ControllerLink:
                     )
                 else:
                     log.warning("event=link_closed worker=%s url=%s", self.worker_id, url)
+                if len(urls) > 1:  # the next controller: the leader may have moved
+                    turn += 1
                 # equal jitter: uniform in [delay/2, delay]
                 await asyncio.sleep(delay * (0.5 + 0.5 * self._rnd()))
                 failures += 1
@@ -223,7 +243,9 @@ class ControllerLink:
         except (OSError, ValueError) as exc:  # neither names the content of the file
             raise LinkTokenUnreadable(f"path={path} error={type(exc).__name__}") from None
 
-    async def _connection(self, session: aiohttp.ClientSession, url: str) -> None:
+    async def _connection(self, session: aiohttp.ClientSession, url: str) -> bool:
+        """One link until it ends; False when the controller closed it as a standby
+        (`NOT_LEADER`: at once, or when it stopped leading)."""
         token = await self._credential()
         headers = {"Authorization": f"Bearer {token.reveal()}"} if token else None
         async with session.ws_connect(
@@ -247,6 +269,7 @@ class ControllerLink:
                         raise aiohttp.ClientError(f"websocket error: {ws.exception()!r}")
                     else:
                         break
+                return ws.close_code != NOT_LEADER
             finally:
                 self.connected = False
                 self._ws = None

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(Kubernetes: the projected service-account token, audience flint-controller); "
                    "read again at every reconnection")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
-    p.add_argument("--controller", dest="controller_url", help="controller base URL")
+    p.add_argument("--controller", dest="controller_url", action="append", default=None,
+                   help="controller base URL (repeatable: tried in turn, e.g. each replica's)")
     p.add_argument("--state-dir", type=Path, help="state directory (default .flint)")
     p.add_argument("--domain", help="route domain suffix (default localhost)")
     p.add_argument("--gateway-id", default=None, help="id reported to the controller "
@@ -109,6 +110,8 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     overrides = {
         f.name: getattr(args, f.name) for f in fields(GatewaySettings) if hasattr(args, f.name)
     }
+    if isinstance(overrides.get("controller_url"), list):
+        overrides["controller_url"] = ",".join(overrides["controller_url"])
     settings = GatewaySettings.from_env(**{**overrides, "listen": None})
     if args.listen:
         own = (settings.host, settings.port)

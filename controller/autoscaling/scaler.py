@@ -194,11 +194,22 @@ class Scaler:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="scaler")
 
+    def reset(self) -> None:
+        """Forget every revision's windows, deciders and learned limits, as a restarted
+        controller would have (a new leader's term starts with it): each revision gets a new
+        decider, and a new KPA decider scales nothing down before it has watched a whole stable
+        window of reports (it starts in panic with more than one ready replica, and takes a
+        single replica to zero only after a stable window of no traffic)."""
+        self._states.clear()
+        self._limits.clear()
+        self._limit_keys.clear()
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def _run(self) -> None:
         while True:

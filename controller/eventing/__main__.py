@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
     p = argparse.ArgumentParser(prog="python -m controller.eventing", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
-    p.add_argument("--controller", default="http://127.0.0.1:8081", help="controller base URL")
+    p.add_argument("--controller", action="append", default=None,
+                   help="controller base URL (default http://127.0.0.1:8081; repeatable: asked "
+                   "in turn, e.g. each replica's)")
     p.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
     p.add_argument("--domain", default="localhost")
     p.add_argument("--admin-port", type=int, default=8083)
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     except redis_config.RedisConfigError as exc:
         p.error(str(exc))
     settings = DispatcherSettings(
-        state_dir=a.state_dir.resolve(), controller_url=a.controller, gateway_url=a.gateway,
+        state_dir=a.state_dir.resolve(), gateway_url=a.gateway,
+        controller_url=",".join(a.controller or ["http://127.0.0.1:8081"]),
         domain=a.domain, admin_port=a.admin_port, token=token, redis=redis,
         link_token_file=a.link_token_file,
         redis_consumer=RedisConsumerSettings(lease_s=a.redis_lease_s),

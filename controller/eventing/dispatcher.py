@@ -103,7 +103,9 @@ class DispatcherSettings:
     state_dir: Path = field(default_factory=lambda: Path(".flint"))
     """The state dir shared with the controller and the gateway (logs, wake socket, own DB)."""
     controller_url: str = "http://127.0.0.1:8081"
-    """Base URL of the controller (the plan's long poll)."""
+    """Base URL of the controller (the plan's long poll). Several, comma-separated
+    (`--controller` repeated), are asked in turn: the poll moves on when one is unreachable or
+    answers as a standby (503). In a cluster, one: the `flint-controller-leader` Service."""
     gateway_url: str = "http://127.0.0.1:8080"
     """Where requests to hosts of `domain` go (subscribers that are Flint services, brokers)."""
     domain: str = "localhost"
@@ -250,7 +252,9 @@ class Dispatcher:
     # -- the plan ------------------------------------------------------------------------------
 
     async def _poll_plan(self) -> None:
-        url = self.settings.controller_url.rstrip("/") + PLAN_PATH
+        urls = [u.strip().rstrip("/") + PLAN_PATH
+                for u in self.settings.controller_url.split(",") if u.strip()]
+        turn = 0  # which of `urls` is asked next
         dispatcher_id_ = self.settings.id
         failures = 0  # polls in a row that failed
         refused = ("the controller refused the token of --link-token-file (a service-account token "
@@ -259,6 +263,7 @@ class Dispatcher:
                    else "the controller wants the owner's token (see --token-file)")
         async with aiohttp.ClientSession() as session:
             while True:
+                url = urls[turn % len(urls)]
                 try:
                     token = await self._plan_credential()
                     async with session.get(
@@ -278,7 +283,8 @@ class Dispatcher:
                     continue
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
                     # never %r: an aiohttp response error's repr carries the request's headers
-                    log.debug("event=plan_poll_failed error=%s", describe_error(exc))
+                    log.debug("event=plan_poll_failed url=%s error=%s", url, describe_error(exc))
+                    turn += 1  # another controller: this one is away, or a standby (503)
                     await asyncio.sleep(backoff_delay(0.2, 5.0, failures))
                     failures += 1
                     continue

@@ -23,7 +23,7 @@ from support.harness import free_port
 
 from flint_common.secret import load_or_create_token
 from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
-from flint_common.wire import LINK_PATH
+from flint_common.wire import LINK_PATH, NOT_LEADER
 from gateway.config import GatewaySettings
 from gateway.link import ControllerLink, load_snapshot_file
 from gateway.router import RouteMiss, Router
@@ -104,6 +104,10 @@ class FakeController:
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     runner: web.AppRunner | None = None
     closing: bool = False
+    standby: bool = False
+    """A standby controller: every link is closed with `NOT_LEADER` at once."""
+    refused: int = 0
+    """Links closed as a standby."""
 
     @property
     def url(self) -> str:
@@ -133,6 +137,12 @@ class FakeController:
             with contextlib.suppress(ConnectionError):
                 await ws.send_bytes(orjson.dumps({"type": "snapshot", "snapshot": snap}))
 
+    async def stand_by(self) -> None:
+        """Stop leading: close every link with `NOT_LEADER`, refuse the next ones."""
+        self.standby = True
+        for ws in list(self.sockets):
+            await ws.close(code=NOT_LEADER, message=b"not leader")
+
     def acked(self, worker: str) -> int:
         """Highest version `worker` acked (0 for none)."""
         return max((int(str(a["version"])) for a in self.acks.get(worker, [])), default=0)
@@ -142,6 +152,10 @@ class FakeController:
         await ws.prepare(request)
         if self.closing:
             await ws.close()
+            return ws
+        if self.standby:
+            self.refused += 1
+            await ws.close(code=NOT_LEADER, message=b"not leader")
             return ws
         hello = orjson.loads((await ws.receive()).data)
         assert hello["type"] == "hello"
@@ -363,6 +377,31 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
             assert router.version == 2 and c.acks["gw/0"][-1]["version"] == 2
             assert isinstance(router.resolve("b.default.localhost"), RevisionTarget)
             assert isinstance(router.resolve("a.default.localhost"), RouteMiss)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_link_finds_the_leader_among_several_controllers_and_follows_it(tmp_path: Path) -> None:
+    async with upstream_server() as up, controller(None) as first, controller(None) as second:
+        first.standby = True  # the second leads
+        await second.publish(snapshot(1, up, ("a.default.localhost",)))
+        settings = GatewaySettings(controller_url=f"{first.url},{second.url}", state_dir=tmp_path)
+        router = Router()
+        link = ControllerLink(settings, router, "gw/0", rnd=lambda: 0.0)
+        task = asyncio.create_task(link.run())
+        try:
+            await eventually(lambda: second.acked("gw/0") == 1, "the leader's snapshot acked")
+            assert first.refused == 1 and first.hellos == []
+            # The leadership moves: the old leader closes its links as a standby, the link looks
+            # for the new one and serves what it sends; the snapshot was kept meanwhile.
+            await first.publish(snapshot(2, up, ("b.default.localhost",)))
+            first.standby = False
+            await second.stand_by()
+            await eventually(lambda: first.acked("gw/0") == 2, "the new leader's snapshot acked")
+            assert router.version == 2
+            assert isinstance(router.resolve("b.default.localhost"), RevisionTarget)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

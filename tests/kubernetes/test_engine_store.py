@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from support.flint_crds import flint_crds, register_crds
+from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget
 
 from controller.engine import open_store
@@ -25,12 +25,7 @@ async def test_open_store_reaches_the_cluster_of_the_kubeconfig(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert kube.fake is not None
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": kube.fake.url}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-    }))
+    write_kubeconfig(path, kube.fake.url)
     await register_crds(kube.api, flint_crds())
     settings = ControllerSettings(state_dir=tmp_path, engine="kubernetes",
                                   kubernetes=KubernetesSettings(kubeconfig=str(path),

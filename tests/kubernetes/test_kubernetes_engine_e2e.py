@@ -13,21 +13,23 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-import yaml
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
+from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 from support.kubelet import Kubelet, KubeletSettings
 
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
 from controller.autoscaling.settings import load_settings
+from controller.leader import LeaderSettings
 from controller.reconcilers.context import SERVICES
 from controller.settings import ControllerSettings
 from controller.store.kubernetes_config import KubernetesSettings
@@ -43,15 +45,8 @@ DEADLINE_S = 40.0
 FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-period": "0s",
                                  "tick-interval": "0.5s"}, allow_below_minimums=True)
 """An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
-
-
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
-    return path
+FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0)
+"""An election of seconds (the library's floor is a second per period)."""
 
 
 class Gateway:
@@ -88,8 +83,10 @@ async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[tuple[Contro
     settings = ControllerSettings(
         state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
         gateway_port=gateway_port, engine="kubernetes", autoscaler=FAST_AUTOSCALER,
-        kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
-                                      namespace=kube.namespace))
+        kubernetes=KubernetesSettings(
+            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
+            namespace=kube.namespace),
+        leader=replace(FAST_LEADER, namespace=kube.namespace))
     controller = Controller(settings)
     gateway: Gateway | None = None
     try:

@@ -24,14 +24,15 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import yaml
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
+from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 
 from controller.app import Controller
 from controller.eventing.dispatcher import Dispatcher, DispatcherSettings
 from controller.eventing.plan import PLAN_PATH
+from controller.leader import LeaderSettings
 from controller.settings import ControllerSettings
 from controller.store.kubernetes_config import KubernetesSettings
 from flint_common.lifetime import die_with_parent
@@ -45,15 +46,6 @@ DEADLINE_S = 30.0
 SYSTEM = "flint-system"
 AUDIENCE = "flint-controller"
 SERVICES = "/apis/serving.knative.dev/v1/namespaces/default/services"
-
-
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}]}))
-    return path
 
 
 class Linked:
@@ -98,8 +90,11 @@ async def linked(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Linked]:
     settings = ControllerSettings(
         state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
         gateway_port=gateway_port, engine="kubernetes",
-        kubernetes=KubernetesSettings(kubeconfig=str(kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
-                                      namespace=kube.namespace))
+        kubernetes=KubernetesSettings(
+            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
+            namespace=kube.namespace),
+        leader=LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0,
+                              namespace=kube.namespace))
     controller = Controller(settings)
     try:
         await controller.start()

@@ -126,3 +126,39 @@ def test_a_disconnected_workers_learned_limits_are_forgotten() -> None:
     # a worker back on a new link reports afresh
     w.scaler.record_stats("gw/1", Stats(1000, load, {KEY: LearnedLimits({"r2": 4}, 0, 0)}))
     assert w.scaler.learned_limits(KEY) == {"replicas": {"r2": 4}, "lowered": 0, "raised": 0}
+
+
+def test_a_new_leaders_scaler_scales_nothing_down_before_a_stable_window_of_reports() -> None:
+    w = World()
+    w.ready = 3
+    for second in range(994, 1001):  # the old leader saw 210 concurrent: three replicas
+        w.scaler.record_stats("gw/0", Stats(second, {KEY: BucketLoad(210.0, 50)}))
+    w.scaler.tick(w.now)
+    assert w.scaler.desired(KEY) == 3
+    w.scaler.reset()  # a new term: what the last one learned is not ours
+    assert w.scaler.decision(KEY) is None
+    # The load has dropped to one replica's worth, but the new leader has only seconds of it.
+    for second in range(1001, 1006):
+        w.now = float(second)
+        w.scaler.record_stats("gw/0", Stats(second, {KEY: BucketLoad(20.0, 50)}))
+        w.scaler.tick(w.now)
+        assert w.scaler.desired(KEY) == 3, second
+    for second in range(1006, 1016):  # a whole stable window (6 s) of reports: now it may
+        w.now = float(second)
+        w.scaler.record_stats("gw/0", Stats(second, {KEY: BucketLoad(20.0, 50)}))
+        w.scaler.tick(w.now)
+    assert w.scaler.desired(KEY) == 1
+
+
+def test_a_new_leaders_scaler_keeps_a_single_idle_replica_for_a_stable_window() -> None:
+    w = World()
+    w.ready = 1
+    w.scaler.reset()
+    for second in range(1000, 1006):  # no traffic reported, but not yet a stable window of it
+        w.now = float(second)
+        w.scaler.tick(w.now)
+        assert w.scaler.desired(KEY) == 1, second
+    for second in range(1006, 1010):
+        w.now = float(second)
+        w.scaler.tick(w.now)
+    assert w.scaler.desired(KEY) == 0

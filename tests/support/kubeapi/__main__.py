@@ -11,28 +11,14 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-import yaml
-
+from .kubeconfig import kubeconfig_text
 from .server import KubeApiFake
-
-
-def _kubeconfig(url: str) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": url}}],
-            "users": [{"name": "fake", "user": {"token": "unused"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-            "current-context": "fake",
-        }
-    )
 
 
 async def _serve(kubeconfig: Path | None) -> None:
     async with KubeApiFake() as fake:
         if kubeconfig is not None:
-            await asyncio.to_thread(kubeconfig.write_text, _kubeconfig(fake.url))
+            await asyncio.to_thread(kubeconfig.write_text, kubeconfig_text(fake.url))
         print(f"serving the Kubernetes API fake at {fake.url}", flush=True)
         await asyncio.Event().wait()
 
