@@ -243,7 +243,8 @@ class Controller:
         if self.redis_health is not None:
             self.redis_health.start()  # logs event=redis_connected (or redis_unreachable)
 
-        app = make_api_app(store, guard=auth_middleware(creds.token))
+        app = make_api_app(store, guard=auth_middleware(  # on Kubernetes, SA tokens on these two
+            creds.token, alternate=parts.link_auth, alternate_paths=(LINK_PATH, PLAN_PATH)))
         app.router.add_get(LINK_PATH, hub.handle)
         app.router.add_get(PLAN_PATH, self.dispatch.handle)
         add_log_routes(app, runtime, informers[REVISIONS])

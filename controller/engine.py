@@ -6,6 +6,9 @@ default backend of the brokers' logs; nothing else in the controller asks which 
 | --- | --- | --- | --- | --- |
 | `embedded` | SQLite (`<state dir>/store.db`) | `LocalRuntime` | local processes | SQLite |
 | `kubernetes` | the API server (Flint's CRDs) | `KubernetesRuntime` | a Deployment | Redis |
+
+On Kubernetes the gateway link and the dispatch plan also accept the gateways' and dispatchers'
+projected service-account tokens, checked by TokenReview (`EngineParts.link_auth`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES, default_backend
 from controller.api.registry import registry_for, served_kinds
+from controller.link_auth import TokenReviewer, api_review, link_authenticator
 from controller.runtime.base import ProcessRuntime, Runtime
 from controller.runtime.kubernetes import KubernetesRuntime, KubernetesWorkloads
 from controller.runtime.local import LocalRuntime
@@ -21,6 +25,7 @@ from controller.settings import ControllerSettings
 from controller.store.base import Store
 from controller.store.kubernetes import KubernetesStore
 from controller.store.sqlite import SqliteStore
+from flint_common.httpauth import AlternateAuth
 
 __all__ = ["ENGINES", "EngineParts", "EngineUnavailable", "build", "open_store"]
 
@@ -44,6 +49,9 @@ class EngineParts:
     """The Kubernetes engine's: revisions' Deployments, Services, HPAs, and Routes' Services."""
     default_backend: str
     """The log backend of a broker of class `Flint` (`controller.api.eventing.default_backend`)."""
+    link_auth: AlternateAuth | None = None
+    """The Kubernetes engine's: the other credential of the gateway link and the dispatch plan
+    (a service-account token, by TokenReview: `controller.link_auth`); None: the owner's only."""
 
 
 async def open_store(settings: ControllerSettings) -> Store:
@@ -72,4 +80,6 @@ async def build(settings: ControllerSettings, *, store: Store | None = None,
         raise EngineUnavailable("the Kubernetes engine keeps its objects in the API server: "
                                 "its store must be a KubernetesStore")
     workloads = KubernetesWorkloads(opened.api_client, settings.kubernetes)
-    return EngineParts(opened, KubernetesRuntime(workloads), None, workloads, backend)
+    reviewer = TokenReviewer(api_review(opened.api_client, settings.link_auth), settings.link_auth)
+    return EngineParts(opened, KubernetesRuntime(workloads), None, workloads, backend,
+                       link_auth=link_authenticator(reviewer))

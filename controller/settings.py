@@ -10,6 +10,7 @@ from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
 from controller.leader import LeaderSettings
 from controller.store.kubernetes_config import KubernetesSettings
+from controller.tokenreview import LinkAuthSettings
 from flint_common.redis_config import RedisSettings
 
 
@@ -114,6 +115,10 @@ class ControllerSettings:
     """Where gateways and dispatchers reach this controller's link and plan while it leads,
     written into the EndpointSlice of `flint-controller-leader` (`--advertise ADDR[:PORT]`).
     None: `$POD_IP` (the downward API) or 127.0.0.1, and `api_port`."""
+    link_auth: LinkAuthSettings = field(default_factory=LinkAuthSettings)
+    """The Kubernetes engine's: which service accounts' projected tokens (audience
+    `flint-controller`, checked by TokenReview) are accepted on the gateway link and the dispatch
+    plan besides the owner's token, and how long verdicts are kept (`controller.tokenreview`)."""
 
     def __post_init__(self) -> None:
         default_backend(self.engine)  # a ValueError naming the known engines

@@ -10,6 +10,10 @@ the gateway and the dispatcher. The rules, per path:
   needs the token.
 - everything else: `Authorization: Bearer <token>` (compared in constant time), else 401 with a
   Kubernetes `Status` (`reason: Unauthorized`) that reveals nothing about what is served.
+- `alternate_paths` (none unless given): a bearer token that is not the owner's is handed to
+  `alternate`, which lets the request through (None) or answers it (401, 503...). The Kubernetes
+  engine's controller checks the gateways' and dispatchers' service-account tokens there
+  (`controller.link_auth`); every other path still needs the owner's token.
 
 It also refuses what a browser page could send on the owner's behalf: a request whose `Origin`
 is not the server's own origin gets 403, and a request with a body must say it is JSON, YAML or a
@@ -31,6 +35,9 @@ from flint_common.secret import Secret
 from flint_common.status import failure
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AlternateAuth = Callable[[str, web.Request], Awaitable[web.StreamResponse | None]]
+"""Checks a bearer token that is not the owner's: None lets the request through, else the answer.
+It must not log the token nor put it in its answer."""
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without a credential anywhere."""
@@ -61,6 +68,11 @@ def _answer(code: int, reason: str, message: str, **headers: str) -> web.Respons
         content_type="application/json",
         headers=headers,
     )
+
+
+def unauthorized() -> web.Response:
+    """The 401 of a missing or refused credential (the same whatever was wrong)."""
+    return _answer(401, "Unauthorized", "Unauthorized", **{"WWW-Authenticate": 'Bearer realm="flint"'})
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -116,8 +128,11 @@ def auth_middleware(
     *,
     open_paths: Collection[str] = OPEN_PATHS,
     loopback_open_paths: Collection[str] = LOOPBACK_OPEN_PATHS,
+    alternate: AlternateAuth | None = None,
+    alternate_paths: Collection[str] = (),
 ) -> Middleware:
     """The middleware described in the module docstring, for one server."""
+    alternate_paths = frozenset(alternate_paths) if alternate is not None else frozenset()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -126,9 +141,13 @@ def auth_middleware(
             return await handler(request)
         if foreign_origin(request) is not None:
             return _answer(403, "Forbidden", "requests from another origin are not accepted")
-        if not token.matches(bearer_token(request.headers.get("Authorization"))):
-            return _answer(401, "Unauthorized", "Unauthorized", **{
-                "WWW-Authenticate": 'Bearer realm="flint"'})
+        given = bearer_token(request.headers.get("Authorization"))
+        if not token.matches(given):
+            if given is None or path not in alternate_paths or alternate is None:
+                return unauthorized()
+            refused = await alternate(given, request)
+            if refused is not None:
+                return refused
         if request.body_exists and request.content_type not in BODY_TYPES:
             given = (request.headers.get("Content-Type") or "none").encode(
                 "ascii", "backslashreplace").decode("ascii")[:100]

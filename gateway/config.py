@@ -39,6 +39,12 @@ class GatewaySettings:
     """0600 file holding the owner's token, sent on the controller link and checked on the admin
     port. Default: `<state_dir>/auth/token`. The token itself is never a setting, a flag or an
     environment variable."""
+    link_token_file: Path | None = None
+    """A file holding the credential sent on the controller link instead of the owner's token: on
+    the Kubernetes engine the pod's projected service-account token (audience `flint-controller`,
+    e.g. `/var/run/secrets/flint/token`), which the controller checks by TokenReview. Read again
+    at every (re)connection, since the kubelet rotates it. None: the owner's token (`token_file`),
+    which guards the admin port either way."""
     workers: int = 1
     """Worker processes sharing `port`. Each has its own event loop and controller link."""
     domain: str = "localhost"

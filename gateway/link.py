@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 
 from flint_common.httpauth import describe_error
-from flint_common.secret import Secret
+from flint_common.secret import Secret, read_token
 from flint_common.snapshot import Snapshot
 from flint_common.wire import (
     NOT_LEADER,
@@ -113,6 +113,10 @@ def _persisted_version(path: Path) -> int | None:
 # ---------------------------------------------------------------------------------------------
 
 
+class LinkTokenUnreadable(Exception):
+    """The link token file could not be read (its path and the error's type; never its content)."""
+
+
 class ControllerLink:
     """Keeps one worker's router fed with the controller's snapshots, reconnecting forever.
 
@@ -170,8 +174,10 @@ class ControllerLink:
                     level = logging.ERROR if exc.status in (401, 403) else logging.WARNING
                     log.log(level, "event=link_refused worker=%s url=%s status=%d retry_s=%.2f%s",
                             self.worker_id, url, exc.status, delay,
-                            " (the controller wants the owner's token: see --token-file)"
-                            if exc.status == 401 else "")
+                            self._refusal_hint() if exc.status == 401 else "")
+                except LinkTokenUnreadable as exc:
+                    log.error("event=link_token_unreadable worker=%s %s retry_s=%.2f",
+                              self.worker_id, exc, delay)
                 except (aiohttp.ClientError, OSError, TimeoutError, WireError) as exc:
                     delay = failover.failed()
                     # never %r of an aiohttp response error: it carries the request's headers
@@ -211,10 +217,28 @@ class ControllerLink:
 
     # -- one connection -----------------------------------------------------------------------
 
+    def _refusal_hint(self) -> str:
+        if self._settings.link_token_file is not None:
+            return (" (the controller refused the token of --link-token-file: it must be a "
+                    "service-account token of an accepted account, audience flint-controller)")
+        return " (the controller wants the owner's token: see --token-file)"
+
+    async def _credential(self) -> Secret | None:
+        """The bearer of this connection: the link token file's content, read now (the kubelet
+        rotates a projected token), else the owner's token."""
+        path = self._settings.link_token_file
+        if path is None:
+            return self._token
+        try:
+            return await asyncio.to_thread(read_token, path)
+        except (OSError, ValueError) as exc:  # neither names the content of the file
+            raise LinkTokenUnreadable(f"path={path} error={type(exc).__name__}") from None
+
     async def _connection(self, session: aiohttp.ClientSession, url: str) -> bool:
         """One link until it ends; False when the controller closed it as a standby
         (`NOT_LEADER`: at once, or when it stopped leading)."""
-        headers = {"Authorization": f"Bearer {self._token.reveal()}"} if self._token else None
+        token = await self._credential()
+        headers = {"Authorization": f"Bearer {token.reveal()}"} if token else None
         async with session.ws_connect(
             url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES, headers=headers
         ) as ws:

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, help="admin port (default 8082; 0 = any)")
     p.add_argument("--token-file", type=Path, help="0600 file with the owner's token "
                    "(default <state-dir>/auth/token)")
+    p.add_argument("--link-token-file", type=Path, metavar="PATH",
+                   help="file with the token sent on the controller link instead of the owner's "
+                   "(Kubernetes: the projected service-account token, audience flint-controller); "
+                   "read again at every reconnection")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--controller", dest="controller_url", action="append", default=None,
                    help="controller base URL (repeatable: tried in turn, e.g. each replica's)")

@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-port", type=int, default=8083)
     p.add_argument("--token-file", type=Path, default=None,
                    help="0600 file with the owner's token (default <state-dir>/auth/token)")
+    p.add_argument("--link-token-file", type=Path, default=None, metavar="PATH",
+                   help="file with the token of the plan's long poll instead of the owner's "
+                   "(Kubernetes: the projected service-account token, audience flint-controller); "
+                   "read again for every poll")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--redis-lease-s", type=lease_s, metavar="SECONDS",
                    default=os.environ.get(ENV_LEASE_S, str(RedisConsumerSettings().lease_s)),
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=a.state_dir.resolve(), gateway_url=a.gateway,
         controller_url=",".join(a.controller or ["http://127.0.0.1:8081"]),
         domain=a.domain, admin_port=a.admin_port, token=token, redis=redis,
+        link_token_file=a.link_token_file,
         redis_consumer=RedisConsumerSettings(lease_s=a.redis_lease_s),
     )
 

@@ -50,7 +50,7 @@ from flint_common.channellog.sqlite_reader import SqliteLogReader
 from flint_common.channellog.wake import WakeReceiver
 from flint_common.httpauth import auth_middleware, describe_error
 from flint_common.redis_config import RedisSettings
-from flint_common.secret import Secret
+from flint_common.secret import Secret, read_token
 
 __all__ = ["AlreadyRunning", "Dispatcher", "DispatcherLock", "DispatcherSettings"]
 
@@ -119,6 +119,11 @@ class DispatcherSettings:
     """The owner's token (read from `--token-file`, never a flag): sent with the plan's long poll
     and required on the admin port but for `/healthz` (and `/metrics` on loopback). Prints as
     `***`."""
+    link_token_file: Path | None = None
+    """A file holding the credential of the plan's long poll instead of the owner's token: on the
+    Kubernetes engine the pod's projected service-account token (audience `flint-controller`,
+    e.g. `/var/run/secrets/flint/token`), checked by the controller with a TokenReview. Read again
+    for every poll (the kubelet rotates it). The admin port keeps needing the owner's `token`."""
     redis: RedisSettings | None = None
     """The Redis of the shared eventing backend (`flint up` passes it in the environment,
     `FLINT_REDIS_*`); None: this dispatcher refuses the consumers of Redis logs, saying why."""
@@ -250,22 +255,25 @@ class Dispatcher:
         urls = [u.strip().rstrip("/") + PLAN_PATH
                 for u in self.settings.controller_url.split(",") if u.strip()]
         turn = 0  # which of `urls` is asked next
-        token = self.settings.token
-        headers = {"Authorization": f"Bearer {token.reveal()}"} if token else {}
         dispatcher_id_ = self.settings.id
         failures = 0  # polls in a row that failed
-        async with aiohttp.ClientSession(headers=headers) as session:
+        refused = ("the controller refused the token of --link-token-file (a service-account token "
+                   "of an accepted account, audience flint-controller)"
+                   if self.settings.link_token_file is not None
+                   else "the controller wants the owner's token (see --token-file)")
+        async with aiohttp.ClientSession() as session:
             while True:
                 url = urls[turn % len(urls)]
                 try:
+                    token = await self._plan_credential()
                     async with session.get(
                         url,
                         params={"version": str(self.version), "id": dispatcher_id_},
+                        headers={"Authorization": f"Bearer {token.reveal()}"} if token else None,
                         timeout=aiohttp.ClientTimeout(total=60),
                     ) as resp:
                         if resp.status == 401:
-                            log.error("event=plan_refused status=401 reason=the controller "
-                                      "wants the owner's token (see --token-file)")
+                            log.error("event=plan_refused status=401 reason=%s", refused)
                         resp.raise_for_status()
                         plan = DispatchPlan.from_wire(orjson.loads(await resp.read()))
                     failures = 0
@@ -282,6 +290,18 @@ class Dispatcher:
                     continue
                 if plan.version != self.version:
                     await self.apply(plan)
+
+    async def _plan_credential(self) -> Secret | None:
+        """The bearer of one poll of the plan: the link token file, read now, else the owner's."""
+        path = self.settings.link_token_file
+        if path is None:
+            return self.settings.token
+        try:
+            return await asyncio.to_thread(read_token, path)
+        except (OSError, ValueError) as exc:  # an OSError: retried with the others' backoff
+            # (neither error names the file's content)
+            log.error("event=link_token_unreadable path=%s error=%s", path, type(exc).__name__)
+            raise OSError(f"cannot read {path}") from None
 
     async def apply(self, plan: DispatchPlan) -> None:
         """Run `plan`: start new triggers, restart changed ones (keeping their position), stop

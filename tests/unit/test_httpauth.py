@@ -215,3 +215,35 @@ def test_an_http_error_is_described_without_its_request() -> None:
     assert TOKEN.reveal() in repr(exc)  # why describe_error exists
     assert describe_error(exc) == "ClientResponseError status=500"
     assert describe_error(TimeoutError()) == "TimeoutError"
+
+
+async def test_alternate_paths_hand_other_tokens_to_the_alternate_and_only_those() -> None:
+    seen: list[str] = []
+
+    async def alternate(token: str, request: web.Request) -> web.StreamResponse | None:
+        seen.append(token)
+        return None if token == "sa-ok" else web.Response(status=503, headers={"Retry-After": "5"})
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[auth_middleware(TOKEN, alternate=alternate,
+                                                       alternate_paths=("/link",))])
+    app.router.add_get("/link", ok)
+    app.router.add_get("/api", ok)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    try:
+        def bearer(t: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {t}"}
+        assert (await _call("GET", base + "/link", headers=bearer("sa-ok")))[0] == 200
+        status, headers, _ = await _call("GET", base + "/link", headers=bearer("sa-down"))
+        assert status == 503 and headers["Retry-After"] == "5"
+        assert (await _call("GET", base + "/link", headers=GOOD))[0] == 200  # the owner's: not asked
+        assert (await _call("GET", base + "/link"))[0] == 401  # no bearer: not asked
+        status, _, body = await _call("GET", base + "/api", headers=bearer("sa-ok"))
+        assert status == 401 and b"sa-ok" not in body  # another path: the owner's token only
+        assert seen == ["sa-ok", "sa-down"]
+    finally:
+        await server.close()

@@ -70,7 +70,16 @@ What it copies from a real API server:
   `x-kubernetes-preserve-unknown-fields: true`; `fieldValidation=Strict` refuses an unknown
   field (400 "strict decoding error"), the default (Warn) prunes it with a `Warning` header;
 - Leases, Deployments, Pods, Services, EndpointSlices, HorizontalPodAutoscalers (autoscaling/v2),
-  ConfigMaps, Secrets and Namespaces as generic objects.
+  ConfigMaps, Secrets, ServiceAccounts and Namespaces as generic objects;
+- service-account tokens (`tokens.py`): TokenRequest (`POST .../serviceaccounts/{name}/token`,
+  201; `spec.audiences`, default the API server's audience `https://kubernetes.default.svc.cluster.local`;
+  `spec.expirationSeconds`, default 3600, under 600 a 422; the ServiceAccount must exist) answers
+  `status.token` and `status.expirationTimestamp`; TokenReview (`POST
+  /apis/authentication.k8s.io/v1/tokenreviews`, 201) authenticates a token the fake issued, not
+  expired by the fake's clock (`advance_clock`), whose ServiceAccount still exists with the same
+  uid and whose audiences meet the review's: `status.user` (`system:serviceaccount:<ns>:<name>`,
+  the account's uid, its groups), `status.audiences` the intersection; else no `authenticated`
+  (false is omitted on the wire) and `status.error`.
 
 What it does not (simplified or missing):
 
@@ -95,7 +104,10 @@ What it does not (simplified or missing):
   adds its `foregroundDeletion` finalizer only when there are dependents (a real server adds it
   always and its garbage collector removes it);
   garbage collection runs on the next loop iteration, not in a separate controller;
-- no authentication, authorization, admission (webhooks), dryRun, Tables or protobuf;
+- no authentication of its own clients, no authorization, admission (webhooks), dryRun, Tables or
+  protobuf; tokens are HS256 with the fake's key (a real server's are RS256, verifiable by its
+  OIDC discovery), not bound to Pods or Secrets (`boundObjectRef` is ignored), and there is no
+  maximum expiration (`--service-account-max-token-expiration`) nor legacy Secret-based tokens;
   `gracePeriodSeconds` matters only for Pods (other kinds go at once, as most do).
 """
 

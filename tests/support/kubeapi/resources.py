@@ -35,6 +35,8 @@ class Resource:
     custom: bool = False  # served because a CRD defines it
     schema: JSON | None = field(default=None, compare=False, hash=False)  # the CRD's openAPIV3Schema
     returns_deleted: bool = False  # DELETE answers the object (custom resources, pods), else a Status
+    verbs: tuple[str, ...] = ()  # what discovery lists (empty: every verb of a stored kind)
+    token: bool = False  # has the `token` subresource (ServiceAccounts: TokenRequest)
 
     @property
     def api_version(self) -> str:
@@ -61,6 +63,7 @@ def builtin_resources() -> list[Resource]:
         Resource("", "v1", "Namespace", "namespaces", namespaced=False, short_names=("ns",), status=True),
         Resource("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),
         Resource("", "v1", "Secret", "secrets"),
+        Resource("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), token=True),
         Resource("", "v1", "Service", "services", short_names=("svc",), status=True),
         Resource(
             "", "v1", "Pod", "pods", short_names=("po",), status=True, generation=True, returns_deleted=True
@@ -76,6 +79,9 @@ def builtin_resources() -> list[Resource]:
             generation=True,
         ),
         Resource("coordination.k8s.io", "v1", "Lease", "leases"),
+        # create only, nothing stored (tokens.py; the server answers it before generic routing)
+        Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", namespaced=False,
+                 verbs=("create",)),
         Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
         Resource(
             "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
@@ -97,12 +103,15 @@ def api_resource_list(group_version: str, resources: list[Resource]) -> JSON:
                 "singularName": res.singular,
                 "namespaced": res.namespaced,
                 "kind": res.kind,
-                "verbs": _VERBS,
+                "verbs": list(res.verbs) or _VERBS,
                 **({"shortNames": list(res.short_names)} if res.short_names else {}),
             }
         )
         if res.status:
             items.append(_subresource(res, "status", res.kind, ["get", "patch", "update"]))
+        if res.token:
+            items.append({**_subresource(res, "token", "TokenRequest", ["create"]),
+                          "group": "authentication.k8s.io", "version": "v1"})
         if res.scale is not None:
             items.append(
                 {

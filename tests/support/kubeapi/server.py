@@ -12,10 +12,12 @@ import yaml
 from aiohttp import web
 
 from . import errors, patches, pods, resources, scale
+from .clock import Clock
 from .errors import ApiError
 from .resources import Resource
 from .selectors import field_matcher, label_matcher
 from .store import Event, Store, Watcher
+from .tokens import Tokens
 
 JSON = dict[str, Any]
 _TRUE = ("true", "True", "TRUE", "t", "T", "1")  # Go's strconv.ParseBool; kubernetes-asyncio sends "True"
@@ -51,6 +53,9 @@ class KubeApiFake:
         """Watch requests served so far (each reconnection of a client is one more)."""
         self._live: dict[Watcher, web.Request] = {}
         self._hung: set[Watcher] = set()
+        self.clock = Clock()
+        """What issued tokens expire by (`advance_clock`); objects' timestamps keep the real time."""
+        self.tokens = Tokens(self.clock)
 
     # --- lifecycle and test controls ------------------------------------------------------------
 
@@ -106,6 +111,10 @@ class KubeApiFake:
         self._hung.update(self._live)
         return len(self._live)
 
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake's clock forward: tokens issued earlier may now have expired."""
+        self.clock.advance(seconds)
+
     # --- routing --------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -133,6 +142,10 @@ class KubeApiFake:
                 return _json(resources.api_group(parts[1], versions))
             if len(parts) == 3 and parts[0] == "apis":
                 return _json(self._resource_list(parts[1], parts[2]))
+        if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
+            if request.method != "POST":
+                raise _not_allowed()
+            return _json(self.tokens.review(await self._object_body(request), self._account), status=201)
         target = self._target(parts)
         method = request.method
         if target.name is None:
@@ -150,6 +163,10 @@ class KubeApiFake:
                 return _json(
                     pods.bind(self.store, target.res, target.namespace or "", target.name, body), status=201
                 )
+        elif target.sub == "token":
+            if method == "POST":
+                account = self.store.get(target.res, target.namespace or "", target.name)
+                return _json(self.tokens.request(account, await self._object_body(request)), status=201)
         else:
             if method == "GET":
                 return self._get(target)
@@ -159,9 +176,14 @@ class KubeApiFake:
                 return await self._patch(request, target)
             if method == "DELETE":
                 return await self._delete(request, target)
-        raise ApiError(
-            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-        )
+        raise _not_allowed()
+
+    def _account(self, namespace: str, name: str) -> JSON | None:
+        """The ServiceAccount `namespace/name`, or None (what a TokenReview checks a token against)."""
+        try:
+            return self.store.get(self.store.resource("", "v1", "serviceaccounts"), namespace, name)
+        except ApiError:
+            return None
 
     def _resource_list(self, group: str, version: str) -> JSON:
         served = self.store.by_group_version(group, version)
@@ -192,6 +214,7 @@ class KubeApiFake:
                 (sub == "status" and res.status)
                 or (sub == "scale" and res.scale)
                 or (sub == "binding" and pods.is_pod(res))
+                or (sub == "token" and res.token)
             )
         ):
             raise _no_path()
@@ -461,6 +484,12 @@ class KubeApiFake:
                 "items": out,
             }
         )
+
+
+def _not_allowed() -> ApiError:
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
 
 
 def _no_path() -> ApiError:
