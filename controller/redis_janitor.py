@@ -227,6 +227,7 @@ class RedisJanitor:
             if round_ == "settled":
                 await asyncio.sleep(self._settle_s)
             failures = 0
+            done = ""
             while True:
                 try:
                     done = await work()

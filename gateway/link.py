@@ -176,6 +176,7 @@ class ControllerLink:
                             self.worker_id, url, exc.status, delay,
                             self._refusal_hint() if exc.status == 401 else "")
                 except LinkTokenUnreadable as exc:
+                    delay = failover.failed()
                     log.error("event=link_token_unreadable worker=%s %s retry_s=%.2f",
                               self.worker_id, exc, delay)
                 except (aiohttp.ClientError, OSError, TimeoutError, WireError) as exc:

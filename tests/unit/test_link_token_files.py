@@ -4,9 +4,11 @@ the kubelet rotates projected tokens; without one, the owner's token is the bear
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
+from support.kubeapi.session import eventually
 
 from controller.eventing.dispatcher import Dispatcher, DispatcherSettings
 from flint_common.secret import Secret
@@ -48,3 +50,24 @@ async def test_the_dispatcher_reads_its_token_file_at_each_poll(tmp_path: Path) 
     assert (await dispatcher._plan_credential()) == Secret("rotated")
     owners = Dispatcher(DispatcherSettings(state_dir=tmp_path / "other", token=OWNER))
     assert (await owners._plan_credential()) is OWNER
+
+
+async def test_a_link_whose_token_file_is_missing_keeps_retrying_until_it_appears(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="flint.gateway.link")
+    path = tmp_path / "token"
+    settings = GatewaySettings(state_dir=tmp_path, link_token_file=path,
+                               controller_url="http://127.0.0.1:9")  # nothing listens there
+    link = ControllerLink(settings, Router(), "gw/0", token=OWNER, rnd=lambda: 0.0)
+    task = asyncio.create_task(link.run(load_persisted=False))
+    try:
+        async def logged(event: str) -> bool:
+            return f"event={event}" in caplog.text
+
+        await eventually(lambda: logged("link_token_unreadable"), bool, 5.0, "the missing file said")
+        await write(path, "now-there\n")  # the kubelet mounted it: the next attempt connects
+        await eventually(lambda: logged("link_down"), bool, 5.0, "a connection tried")
+        assert not task.done()  # still retrying, never crashed
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
