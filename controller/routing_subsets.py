@@ -12,14 +12,27 @@ replicas and at most R mod G gateways holding that many (⌊R/G⌋ for the rest)
 by one at most. It depends only on the two sets (not their order), and a gateway joining or
 leaving moves few replicas beyond those that must move (the leaver's, or the joiner's fair share:
 at most five more, over the sizes `tests/unit/test_routing_subsets.py` tries).
+
+`subset_snapshot` applies it to a whole snapshot (the publisher calls it on every build): every
+endpoint of a limited revision, ready or starting, gets an `Endpoint.owner` among the gateways
+that announced a peer address (`Hello.peer`), and the snapshot lists those gateways
+(`Snapshot.peers`) — one snapshot for every gateway, each of which keeps its own share
+(`gateway.subsets`). A draining replica is in no snapshot (the publisher leaves it out): its
+requests in flight finish at the gateways that sent them and no gateway sends it new ones, so it
+stays, in effect, with its previous owner until it stops. Unlimited revisions keep `owner` ""
+(every gateway balances over every replica, as without subsetting), and so does everything when
+no gateway announced a peer address (the embedded engine: the snapshot is unchanged).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
-__all__ = ["assign_owners", "owned_by"]
+from flint_common.snapshot import Peer, RevisionTarget, Snapshot
+
+__all__ = ["assign_owners", "owned_by", "subset_snapshot"]
 
 
 def _score(gateway: str, replica: str) -> int:
@@ -50,3 +63,21 @@ def assign_owners(replicas: Iterable[str], gateways: Iterable[str]) -> dict[str,
 def owned_by(owners: dict[str, str], gateway: str) -> list[str]:
     """The replicas `gateway` owns, sorted."""
     return sorted(r for r, g in owners.items() if g == gateway)
+
+
+def subset_snapshot(snapshot: Snapshot, peers: Mapping[str, tuple[str, int]]) -> Snapshot:
+    """`snapshot` with the owners of its limited revisions' endpoints among `peers` (gateway id →
+    its peer listener's (host, port)) and `Snapshot.peers`; unchanged without peers."""
+    if not peers:
+        return snapshot
+    gateways = sorted(peers)
+    revisions = tuple(_owned(rev, gateways) for rev in snapshot.revisions)
+    table = tuple(Peer(g, *peers[g]) for g in gateways)
+    return replace(snapshot, revisions=revisions, peers=table)
+
+
+def _owned(rev: RevisionTarget, gateways: list[str]) -> RevisionTarget:
+    if rev.container_concurrency <= 0 or not rev.endpoints:
+        return rev
+    owners = assign_owners((ep.id for ep in rev.endpoints), gateways)
+    return replace(rev, endpoints=tuple(replace(ep, owner=owners[ep.id]) for ep in rev.endpoints))

@@ -23,6 +23,7 @@ class ClientRequest:
         "error",
         "expect",
         "forwarded",
+        "from_peer",
         "head_done",
         "headers",
         "host",
@@ -85,6 +86,9 @@ class ClientRequest:
         self.internal_rev: bytes | None = None
         """`x-flint-revision` of a request forwarded by another worker (trusted socket only)."""
         self.internal_route: bytes | None = None
+        self.from_peer = False
+        """Forwarded by another gateway (`x-flint-peer` from a worker's peer listener, trusted
+        socket only): it is never forwarded to a gateway again."""
 
     @property
     def body_expected(self) -> bool:

@@ -23,6 +23,7 @@ from controller.reconcilers.conditions import get_condition
 from controller.reconcilers.context import BROKERS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, REVISIONS, ROUTES
 from controller.reconcilers.revision import failed
 from controller.routing import build_snapshot, plan_hosts
+from controller.routing_subsets import subset_snapshot
 from controller.runtime.base import ReplicaStatus, Runtime
 from flint_common.redis_keys import stream_key
 from flint_common.snapshot import BrokerEntry, Endpoint, Snapshot
@@ -107,7 +108,9 @@ class SnapshotPublisher:
 
     A replica being drained is left out of every snapshot; it is stopped once every connected
     worker has acked a snapshot without it and reports nothing in flight to it (or after
-    `drain_timeout_s`)."""
+    `drain_timeout_s`). With gateways that announce a peer listener, each replica of a limited
+    revision gets an owner among them (`controller.routing_subsets.subset_snapshot`); a gateway
+    joining or leaving republishes."""
 
     def __init__(
         self,
@@ -143,6 +146,7 @@ class SnapshotPublisher:
         self._scheduled = False
         self._stopping: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        hub.on_peers_changed(self.mark_dirty)  # a gateway joining or leaving moves owners
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -192,7 +196,8 @@ class SnapshotPublisher:
             routes, revisions, self.endpoints(), plan_hosts(routes, self._domain), version=0,
             failures=self.failures(),
         )
-        return replace(snapshot, brokers=self.broker_entries())
+        # Limited revisions' replicas get an owner among the gateways with a peer listener.
+        return subset_snapshot(replace(snapshot, brokers=self.broker_entries()), self._hub.peers())
 
     def broker_entries(self) -> tuple[BrokerEntry, ...]:
         """Every broker of Flint's classes, every InMemoryChannel and (with Redis) every

@@ -83,14 +83,27 @@ class FakeRuntime:
 
 
 class FakeHub(GatewayHub):
-    """The four things the publisher asks of the hub, with versions 1, 2, 3... and workers the
-    test acks for. Subclasses the real hub only so that mypy checks every override against it;
+    """The things the publisher asks of the hub, with versions 1, 2, 3..., workers the test acks
+    for and the gateway peers the test sets (`set_peers` republishes, as a gateway joining does). Subclasses the real hub only so that mypy checks every override against it;
     never calls its __init__ (no sockets), so anything not faked here fails at once."""
 
     def __init__(self) -> None:
         self._snap = Snapshot.empty()
         self.published: list[Snapshot] = []
         self.acks: dict[str, WorkerState] = {}
+        self._peer_table: dict[str, tuple[str, int]] = {}
+        self._peer_callbacks: list[Callable[[], None]] = []
+
+    def peers(self) -> dict[str, tuple[str, int]]:
+        return dict(self._peer_table)
+
+    def on_peers_changed(self, callback: Callable[[], None]) -> None:
+        self._peer_callbacks.append(callback)
+
+    def set_peers(self, peers: dict[str, tuple[str, int]]) -> None:
+        self._peer_table = dict(peers)
+        for callback in self._peer_callbacks:
+            callback()
 
     @property
     def version(self) -> int:
@@ -102,8 +115,8 @@ class FakeHub(GatewayHub):
 
     def publish(self, snapshot: Snapshot) -> int:
         old = self._snap
-        if self.version and (snapshot.routes, snapshot.revisions, snapshot.brokers) == (
-            old.routes, old.revisions, old.brokers
+        if self.version and (snapshot.routes, snapshot.revisions, snapshot.brokers, snapshot.peers) == (
+            old.routes, old.revisions, old.brokers, old.peers
         ):
             return self.version
         self._snap = replace(snapshot, version=self.version + 1)
