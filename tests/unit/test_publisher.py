@@ -84,7 +84,8 @@ class FakeRuntime:
 
 class FakeHub(GatewayHub):
     """The things the publisher asks of the hub, with versions 1, 2, 3..., workers the test acks
-    for and the gateway peers the test sets (`set_peers` republishes, as a gateway joining does). Subclasses the real hub only so that mypy checks every override against it;
+    for and the gateway peers the test sets (`set_peers` republishes, as a gateway joining does).
+    Subclasses the real hub only so that mypy checks every override against it;
     never calls its __init__ (no sockets), so anything not faked here fails at once."""
 
     def __init__(self) -> None:
