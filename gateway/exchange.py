@@ -228,7 +228,7 @@ class Exchange:
                 self._to_home(target, home_ep, req, host, now)
                 return True
         router = self._router
-        if self._peer or req.from_peer:  # from another gateway: served here, never sent on
+        if self._peer or req.from_peer_hop:  # from another gateway: served here, never sent on
             if target.endpoints or not router.forwarded(key):
                 return False
             self._client.respond_error(
@@ -330,7 +330,7 @@ class Exchange:
 
     def _internal_headers(self, key: str, req: ClientRequest) -> bytes:
         """The `x-flint-*` headers of a request forwarded to a home worker or a peer gateway."""
-        peer = H_INTERNAL_PEER + b": 1\r\n" if self._peer or req.from_peer else b""
+        peer = H_INTERNAL_PEER + b": 1\r\n" if self._peer or req.from_peer_hop else b""
         return b"".join((H_INTERNAL_REVISION, b": ", key.encode("latin-1"), CRLF,
                          H_INTERNAL_ROUTE, b": ", self._route_key.encode("latin-1"), CRLF, peer))
 
@@ -422,7 +422,7 @@ class Exchange:
             self._rs = None
             rs.leave(now)
         client.resume(P_QUEUED)
-        peer_ep = None if self._peer or req.from_peer else self._router.forward_for(rev.key)
+        peer_ep = None if self._peer or req.from_peer_hop else self._router.forward_for(rev.key)
         if peer_ep is None:
             client.respond_error(503, f"revision {rev.key}: its replicas are owned by other "
                                  "gateways now", retry_after=True)

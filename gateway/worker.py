@@ -47,7 +47,7 @@ PARENT_POLL_S = 1.0
 
 HOME_SIDE_COUNTERS = (
     "upstream_errors", "upstream_connect_errors", "upstream_timeouts", "upstream_retries",
-    "upstream_requeues", "learned_limit_lowered",
+    "upstream_requeues", "learned_limit_lowered", "peer_forwards",
 )
 """Counters of requests forwarded by the other workers that the forwarding worker cannot see
 (it gets an answer): added to this worker's on `/metrics`. Its requests and answers are not,

@@ -534,3 +534,45 @@ async def test_every_replica_crashed_before_ready_fails_fast(env: Env[FakeHub]) 
     env.runtime.add("r2", "starting")
     (target,) = env.pub.build().revisions
     assert target.failure == ""  # one is still on its way: keep waiting
+
+
+# ------------------------------------------------------------------------------------------
+# subsetting
+# ------------------------------------------------------------------------------------------
+
+
+async def test_peer_gateways_own_a_limited_revisions_replicas_and_a_join_republishes(
+        env: Env[FakeHub]) -> None:
+    env.revisions[0]["spec"] = {"containerConcurrency": 1}
+    for rid in ("r1", "r2", "r3"):
+        env.runtime.add(rid)
+    env.runtime.add("r4", "starting")
+    env.pub.mark_dirty()
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.owner for e in rev.endpoints] == ["", "", "", ""] and not env.hub.snapshot.peers
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090)})  # a gateway joins: a new snapshot at once
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.owner for e in rev.endpoints] == ["gw-a"] * 4
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090), "gw-b": ("10.0.0.2", 8090)})
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    owners = {e.id: e.owner for e in rev.endpoints}
+    assert sorted(owners.values()) == ["gw-a", "gw-a", "gw-b", "gw-b"]  # the starting one too
+    assert [peer.gateway for peer in env.hub.snapshot.peers] == ["gw-a", "gw-b"]
+    # A drained replica leaves every snapshot (its requests in flight finish where they were
+    # sent); the others are shared again, the loads differing by one at most.
+    env.pub.drain("r1")
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.id for e in rev.endpoints] == ["r2", "r3", "r4"]
+    assert sorted(e.owner for e in rev.endpoints) in (["gw-a", "gw-a", "gw-b"], ["gw-a", "gw-b", "gw-b"])
+
+
+async def test_an_unlimited_revision_has_no_owners_with_peers(env: Env[FakeHub]) -> None:
+    env.runtime.add("r1")
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090)})
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.owner for e in rev.endpoints] == [""] and len(env.hub.snapshot.peers) == 1
