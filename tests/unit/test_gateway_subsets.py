@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from unit.test_activator import W
 
+from controller.routing_subsets import HANDOFF
 from flint_common.snapshot import Endpoint, Peer, RevisionTarget, Snapshot
 from gateway.activator import Activator
 from gateway.config import GatewaySettings
@@ -117,3 +118,13 @@ def test_queued_requests_go_to_the_owners_when_a_snapshot_gives_them_all_away() 
     router.apply(snapshot(target("shared", 1, r1="gw-b"), version=2))
     assert [w.forwarded for w in waiters] == [1, 1] and act.waiting("default/shared") == 0
     assert all(w.eps == [] and w.failures == [] for w in waiters)
+
+
+def test_a_replica_being_handed_over_is_nobodys() -> None:
+    moving = snapshot(target("shared", 1, r1="gw-a", r2=HANDOFF), target("held", 1, h1=HANDOFF))
+    view = local_view(moving, "gw-b")
+    shared, held = view.snapshot.revisions
+    assert ids(shared) == [] and [e.id for e in view.forwards["default/shared"].endpoints] == [
+        "@gateway-peer-gw-a"]
+    assert ids(held) == [] and "default/held" not in view.forwards  # waits here for its owner
+    assert ids(local_view(moving, "gw-a").snapshot.revisions[0]) == ["r1"]

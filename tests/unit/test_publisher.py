@@ -18,6 +18,7 @@ from controller.gatewayhub import GatewayHub, WorkerState
 from controller.informer import Informer
 from controller.reconcilers import publisher as publisher_module
 from controller.reconcilers.publisher import SnapshotPublisher
+from controller.routing_subsets import HANDOFF
 from controller.runtime.base import ChangeCallback, ReplicaSpec, ReplicaState, ReplicaStatus
 from flint_common.snapshot import Endpoint, Snapshot
 from flint_common.wire import LINK_PATH, SnapshotMessage
@@ -576,3 +577,28 @@ async def test_an_unlimited_revision_has_no_owners_with_peers(env: Env[FakeHub])
     await env.flush()
     (rev,) = env.hub.snapshot.revisions
     assert [e.owner for e in rev.endpoints] == [""] and len(env.hub.snapshot.peers) == 1
+
+
+async def test_a_replica_changing_owner_is_handed_over_once_its_old_owner_let_go(
+        env: Env[FakeHub]) -> None:
+    env.revisions[0]["spec"] = {"containerConcurrency": 1}
+    env.runtime.add("r1")
+    env.runtime.add("r2")
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090)})
+    await env.flush()
+    env.hub.ack("gw-a/0", env.hub.version)
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090), "gw-b": ("10.0.0.2", 8090)})  # gw-b joins
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    held = [e.id for e in rev.endpoints if e.owner == HANDOFF]
+    assert len(held) == 1 and sorted(e.owner for e in rev.endpoints) == [HANDOFF, "gw-a"]
+    holding = env.hub.version
+    env.hub.ack("gw-a/0", holding, {held[0]: 1})  # gw-a still has a request in flight there
+    env.pub.check_drains()
+    await env.flush()
+    assert env.hub.version == holding
+    env.hub.ack("gw-a/0", holding)  # done: gw-b gets it
+    env.pub.check_drains()
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert env.hub.version > holding and sorted(e.owner for e in rev.endpoints) == ["gw-a", "gw-b"]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from controller.routing_subsets import assign_owners, owned_by, subset_snapshot
+from controller.routing_subsets import HANDOFF, assign_owners, hold_moves, owned_by, subset_snapshot
 from flint_common.snapshot import Endpoint, Peer, RevisionTarget, Snapshot
 
 
@@ -96,3 +96,21 @@ def test_a_revision_without_endpoints_and_a_gateway_leaving() -> None:
     assert sorted(e.owner for e in both.revisions[0].endpoints) == ["gw-a", "gw-b"]
     assert [e.owner for e in alone.revisions[0].endpoints] == ["gw-a", "gw-a"]
     assert alone.peers == (Peer("gw-a", "10.1.0.1", 8090),)
+
+
+def test_a_replica_changing_owner_is_nobodys_until_released() -> None:
+    two = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), PEERS)
+    new = {e.id: e.owner for e in two.revisions[0].endpoints}
+    moved = next(r for r, g in new.items() if g == "gw-b")
+    previous = {"r1": "gw-a", "r2": "gw-a"}  # gw-b joined: gw-a owned both
+    held_snap, held = hold_moves(two, previous, set())
+    assert held == {moved}
+    owners = {e.id: e.owner for e in held_snap.revisions[0].endpoints}
+    assert owners[moved] == HANDOFF and all(g == new[r] for r, g in owners.items() if r != moved)
+    released, none = hold_moves(two, previous, {moved})
+    assert none == set() and released is two
+    # The old owner gone (no longer a peer): no one to wait for.
+    gone = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), {"gw-b": PEERS["gw-b"]})
+    assert hold_moves(gone, previous, set()) == (gone, set())
+    # New replicas and unchanged owners are never held.
+    assert hold_moves(two, {}, set()) == (two, set()) and hold_moves(two, new, set()) == (two, set())
