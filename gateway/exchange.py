@@ -240,8 +240,7 @@ class Exchange:
         if peer_ep is None:
             return False
         # Other gateways own every replica of it: one of them queues and limits the request.
-        self._metrics.peer_forwards += 1
-        self._to_home(target, peer_ep, req, host, now, slack=2 * HOME_SLACK_S)
+        self._to_home(target, peer_ep, req, host, now, peer=True)
         return True
 
     def _respond_unknown_host(self, host: str) -> None:
@@ -279,13 +278,16 @@ class Exchange:
 
     def _to_home(
         self, target: RevisionTarget, home_ep: Endpoint, req: ClientRequest, host: bytes, now: float,
-        slack: float = HOME_SLACK_S,
+        peer: bool = False,
     ) -> None:
         """Forward the active request to the worker that owns `target` (a limited revision's
-        limit and queue, or a log's writes), or to an owner gateway (`slack`: two hops, its
-        peer listener's worker and that one's home worker); it waits a little longer than they would."""
-        if slack == HOME_SLACK_S:
+        limit and queue, or a log's writes), or to an owner gateway (`peer`: two hops, its peer
+        listener's worker and that one's home worker); it waits a little longer than they would."""
+        if peer:
+            self._metrics.peer_forwards += 1
+        else:
             self._metrics.home_forwards += 1
+        slack = 2 * HOME_SLACK_S if peer else HOME_SLACK_S
         timeout = target.timeout_s
         deadline = self._total_deadline = now + timeout + slack if timeout > 0 else INF
         head = self._build_head(req, host, target.key)
