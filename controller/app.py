@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from kubernetes_asyncio import client as kube_client
 
 from controller import engine
 from controller.api.eventing import BACKEND_REDIS, ENGINE_EMBEDDED, ENGINE_KUBERNETES, broker_backend
@@ -130,6 +131,7 @@ class Controller:
         self.urls: list[str] = []
         self.leadership: Leadership | None = None
         """The Kubernetes engine's election (None: this process leads alone)."""
+        self._election_api: kube_client.ApiClient | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -226,20 +228,22 @@ class Controller:
         runtime.subscribe(self._on_replica)
         for inf in informers.values():
             await inf.start()
-        for q in self._queues.values():
-            q.start()
+        if s.engine == ENGINE_KUBERNETES and s.leader_election:
+            assert isinstance(store, KubernetesStore)  # the engine's (`engine.build`)
+            # Connections of its own: Lease renewals never wait behind watches or TokenReviews.
+            self._election_api = kube_client.ApiClient(store.api_client.configuration)
+            self.leadership = Leadership(self._election_api, s.leader, s.advertised,
+                                         on_lead=self._on_lead, on_standby=self._on_standby)
+        else:  # this process leads alone; on Kubernetes the terms start and stop these
+            self.scaler.start()
+            for q in self._queues.values():
+                q.start()
         # Orphaned replicas (their revision is gone) are reconciled too.
         for r in runtime.replicas():
             ns, _, name = r.revision_key.partition("/")
             self.enqueue(REVISIONS, (ns, name))
         self.publisher.mark_dirty()
         self._ticker = asyncio.create_task(self._tick())
-        if s.engine == ENGINE_KUBERNETES and s.leader_election:
-            assert isinstance(store, KubernetesStore)  # the engine's (`engine.build`)
-            self.leadership = Leadership(store.api_client, s.leader, s.advertised,
-                                         on_lead=self._on_lead, on_standby=self._on_standby)
-        else:
-            self.scaler.start()
         if self.redis_health is not None:
             self.redis_health.start()  # logs event=redis_connected (or redis_unreachable)
 
@@ -264,6 +268,8 @@ class Controller:
     async def stop(self, *, stop_replicas: bool) -> None:
         if self.leadership is not None:  # first: a standby takes over while we stop
             await self.leadership.close()
+        if self._election_api is not None:
+            await self._election_api.close()
         if self.informers is not None:
             await self.scaler.stop()
         if self._ticker is not None:
@@ -306,6 +312,8 @@ class Controller:
         self.hub.rejoin(self.settings.gateway_rejoin_s)
         self.scaler.reset()
         self.scaler.start()
+        for q in self._queues.values():
+            q.start()
         assert self.informers is not None and self._runtime is not None
         for kind in self._queues:
             for obj in self.informers.list(kind):
@@ -317,7 +325,10 @@ class Controller:
         self._plan_dirty()
 
     async def _on_standby(self) -> None:
-        """A term ends: no more decisions, and the gateways and dispatchers sent to the leader."""
+        """A term ends: the reconciles under way cancelled and no more started (a standby writes
+        nothing), no more decisions, and the gateways and dispatchers sent to the leader."""
+        for q in self._queues.values():
+            await q.stop()
         await self.scaler.stop()
         self.dispatch.refuse_all()
         await self.hub.refuse_all()
@@ -370,6 +381,8 @@ class Controller:
         return referenced(c.list(ROUTES), c[CONFIGURATIONS].get(ns, cfg), ns, name)
 
     def _on_hub_progress(self) -> None:
+        if not self.leading:
+            return
         self.publisher.check_drains()
         self._requeue_unready_routes()
         self._requeue_eventing()

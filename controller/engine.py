@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES, default_backend
 from controller.api.registry import registry_for, served_kinds
+from controller.eventing.plan import PLAN_PATH
 from controller.link_auth import TokenReviewer, api_review, link_authenticator
 from controller.runtime.base import ProcessRuntime, Runtime
 from controller.runtime.kubernetes import KubernetesRuntime, KubernetesWorkloads
@@ -26,6 +27,7 @@ from controller.store.base import Store
 from controller.store.kubernetes import KubernetesStore
 from controller.store.sqlite import SqliteStore
 from flint_common.httpauth import AlternateAuth
+from flint_common.wire import LINK_PATH
 
 __all__ = ["ENGINES", "EngineParts", "EngineUnavailable", "build", "open_store"]
 
@@ -81,5 +83,7 @@ async def build(settings: ControllerSettings, *, store: Store | None = None,
                                 "its store must be a KubernetesStore")
     workloads = KubernetesWorkloads(opened.api_client, settings.kubernetes)
     reviewer = TokenReviewer(api_review(opened.api_client, settings.link_auth), settings.link_auth)
+    auth = settings.link_auth
     return EngineParts(opened, KubernetesRuntime(workloads), None, workloads, backend,
-                       link_auth=link_authenticator(reviewer))
+                       link_auth=link_authenticator(reviewer, {LINK_PATH: auth.gateway_accounts,
+                                                               PLAN_PATH: auth.dispatcher_accounts}))

@@ -40,6 +40,10 @@ class WorkerState:
     """Its gateway's peer listener (`Hello.peer`), or None."""
 
 
+REFUSE_TIMEOUT_S = 1.0
+"""How long a standby waits for one gateway's close handshake before it lets the link go."""
+
+
 class GatewayHub:
     """Pushes the newest snapshot to every connected gateway worker and records their acks."""
 
@@ -175,6 +179,9 @@ class GatewayHub:
                     log.warning("refused a link message from worker=%s: %s", worker_id, exc)
                     continue
                 if isinstance(message, Hello):
+                    if not self._accepting():  # the term ended since this link was accepted
+                        await ws.close(code=NOT_LEADER, message=NOT_LEADER_REASON)
+                        break
                     worker_id = message.worker
                     await self._hello(ws, message)
                 elif isinstance(message, Stats | Poke) and worker_id is not None:
@@ -227,10 +234,20 @@ class GatewayHub:
             self._on_progress()
 
     async def refuse_all(self) -> None:
-        """Close every link with `NOT_LEADER` (this controller stopped leading): the gateways
-        keep serving their snapshot and look for the leader."""
-        for ws in list(self._sockets.values()):
-            await ws.close(code=NOT_LEADER, message=NOT_LEADER_REASON)
+        """Close every link with `NOT_LEADER` (this controller stopped leading), all at once and
+        each within `REFUSE_TIMEOUT_S` (a partitioned gateway would hold its close handshake for
+        the websocket's 10 s), and forget them: the gateways keep serving their snapshot and look
+        for the leader, and nothing of this term is sent to them any more."""
+        sockets = list(self._sockets.values())
+        self._sockets.clear()
+        self._workers.clear()
+
+        async def refuse(ws: web.WebSocketResponse) -> None:
+            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                async with asyncio.timeout(REFUSE_TIMEOUT_S):
+                    await ws.close(code=NOT_LEADER, message=NOT_LEADER_REASON)
+
+        await asyncio.gather(*(refuse(ws) for ws in sockets))
 
     async def close(self) -> None:
         for ws in list(self._sockets.values()):

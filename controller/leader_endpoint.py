@@ -118,17 +118,21 @@ class LeaderEndpoint:
     async def _write(self, body: Obj) -> None:
         status, current = await self._call(self._discovery.read_namespaced_endpoint_slice,
                                            LEADER_SERVICE, self.namespace)
+        if status == 200 and current.get("addressType") != body["addressType"]:
+            # The address family is immutable: the slice is made again (once; a failed delete
+            # fails this write, and the term's publishing tries again).
+            status, _ = await self._call(self._discovery.delete_namespaced_endpoint_slice,
+                                         LEADER_SERVICE, self.namespace)
+            if status not in (200, 202, 404):
+                raise EndpointWriteFailed(
+                    f"deleting EndpointSlice {self.namespace}/{LEADER_SERVICE} of another family: {status}")
+            status = 404
         if status == 404:
             status, _ = await self._call(self._discovery.create_namespaced_endpoint_slice,
                                          self.namespace, body)
             if status in (201, 409):  # 409: another writer raced us; the next term fixes it
                 return
         elif status == 200:
-            if current.get("addressType") != body["addressType"]:  # immutable: make it again
-                await self._call(self._discovery.delete_namespaced_endpoint_slice,
-                                 LEADER_SERVICE, self.namespace)
-                await self._write(body)
-                return
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             status, _ = await self._call(self._discovery.replace_namespaced_endpoint_slice,
                                          LEADER_SERVICE, self.namespace, body)

@@ -53,6 +53,8 @@ class Leadership:
         self._on_lead = on_lead
         self._on_standby = on_standby
         self._standbys: set[asyncio.Task[None]] = set()
+        self._stood_down = False
+        """`close` already ran `on_standby` for the term that is ending."""
 
     @property
     def leading(self) -> bool:
@@ -66,10 +68,14 @@ class Leadership:
         self.elector.start()
 
     async def close(self) -> None:
-        """Stop leading (the slice emptied first, then the Lease released) and campaigning."""
+        """Stop leading and campaigning: the slice emptied, the leader's work stopped
+        (`on_standby`, reconciles under way cancelled), and only then the Lease released, so a
+        standby that takes it at once never works next to us."""
         if self.leading:
             with contextlib.suppress(EndpointWriteFailed):
                 await self.endpoint.withdraw()
+            self._stood_down = True  # the term's end below must not stand us down twice
+            await self._stand_by()
         await self.elector.close()
         if self._standbys:
             await asyncio.gather(*self._standbys, return_exceptions=True)
@@ -88,9 +94,12 @@ class Leadership:
     def _changed(self, leading: bool) -> None:
         if leading:
             log.info("event=leader_term_started identity=%s", self.identity)
+            self._stood_down = False
             self._on_lead()
             return
         log.info("event=leader_term_ended identity=%s", self.identity)
+        if self._stood_down:
+            return
         task = asyncio.get_running_loop().create_task(self._stand_by(), name="leader-standby")
         self._standbys.add(task)
         task.add_done_callback(self._standbys.discard)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from controller.tokenreview import (
     Verdict,
     decide,
     jwt_expiry,
+    prescreen,
     token_key,
 )
 from flint_common.httpauth import AlternateAuth, unauthorized
@@ -66,6 +67,8 @@ class TokenReviewer:
             return cached
         task = self._in_flight.get(key)
         if task is None:
+            if len(self._in_flight) >= self.settings.max_reviews:
+                return Verdict(Outcome.UNAVAILABLE, "too many TokenReviews under way")
             task = asyncio.create_task(self._review_and_keep(key, token), name="token-review")
             self._in_flight[key] = task
             task.add_done_callback(lambda _t: self._in_flight.pop(key, None))
@@ -86,6 +89,9 @@ def api_review(api: client.ApiClient, settings: LinkAuthSettings) -> Review:
     timeout = aiohttp.ClientTimeout(total=settings.review_timeout_s)
 
     async def review(token: str) -> Verdict:
+        early = prescreen(token, settings)
+        if early is not None:
+            return early
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                 "spec": {"token": token, "audiences": [settings.audience]}}
         try:
@@ -114,14 +120,23 @@ def api_review(api: client.ApiClient, settings: LinkAuthSettings) -> Review:
     return review
 
 
-def link_authenticator(reviewer: TokenReviewer) -> AlternateAuth:
-    """The `alternate` of `flint_common.httpauth.auth_middleware` for the link and the plan."""
+def link_authenticator(reviewer: TokenReviewer,
+                       path_accounts: Mapping[str, Collection[str]] | None = None) -> AlternateAuth:
+    """The `alternate` of `flint_common.httpauth.auth_middleware` for the link and the plan;
+    `path_accounts`: the accounts each path accepts (a path not named accepts every reviewed
+    one)."""
     retry_after = str(reviewer.settings.retry_after_s)
+    accounts = dict(path_accounts or {})
 
     async def check(token: str, request: web.Request) -> web.StreamResponse | None:
         verdict = await reviewer.verdict(token)
         if verdict.allowed:
-            return None
+            allowed = accounts.get(request.path)
+            if allowed is None or verdict.user in allowed:
+                return None
+            log.warning("event=token_refused path=%s why=%s may not use this path",
+                        request.path, verdict.user[:200])
+            return unauthorized()
         if verdict.outcome is Outcome.UNAVAILABLE:
             log.warning("event=token_review_unavailable path=%s why=%s retry_after_s=%s",
                         request.path, verdict.why, retry_after)

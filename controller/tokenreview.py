@@ -33,9 +33,15 @@ class LinkAuthSettings:
     audience: str = AUDIENCE
     """The audience a token must be bound to (the TokenReview's `spec.audiences`; the review's
     `status.audiences` must contain it). The pods' projected volumes name it."""
-    service_accounts: tuple[str, ...] = (GATEWAY_ACCOUNT, DISPATCHER_ACCOUNT)
-    """The users (`system:serviceaccount:<namespace>:<name>`) whose tokens are accepted; any
-    other authenticated user is refused (401)."""
+    gateway_accounts: tuple[str, ...] = (GATEWAY_ACCOUNT,)
+    """The users (`system:serviceaccount:<namespace>:<name>`) whose tokens open a gateway link;
+    any other authenticated user is refused there (401)."""
+    dispatcher_accounts: tuple[str, ...] = (DISPATCHER_ACCOUNT,)
+    """The users whose tokens poll the dispatch plan (a gateway's may not, nor a dispatcher's
+    open a link: it could announce itself as a gateway and a peer)."""
+    max_reviews: int = 32
+    """TokenReviews under way at once; a token that would start one more is answered 503 (a
+    flood of made-up tokens must not crowd the API server or the controller's connections)."""
     allowed_ttl_s: float = 60.0
     """Seconds an accepted token is believed without a new review (never past the token's own
     `exp` when it is a JWT): a revoked token (its pod or service account deleted) still links
@@ -55,8 +61,13 @@ class LinkAuthSettings:
         for name in ("allowed_ttl_s", "refused_ttl_s", "review_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"link_auth.{name} must be above 0, not {getattr(self, name)}")
-        if self.cache_entries < 1 or self.retry_after_s < 1:
-            raise ValueError("link_auth.cache_entries and retry_after_s must be at least 1")
+        if self.cache_entries < 1 or self.retry_after_s < 1 or self.max_reviews < 1:
+            raise ValueError("link_auth.cache_entries, retry_after_s and max_reviews must be at least 1")
+
+    @property
+    def service_accounts(self) -> tuple[str, ...]:
+        """Every account accepted on one path or the other."""
+        return self.gateway_accounts + self.dispatcher_accounts
 
 
 class Outcome(enum.Enum):
@@ -104,9 +115,9 @@ def decide(status: Mapping[str, Any], settings: LinkAuthSettings) -> Verdict:
     return Verdict(Outcome.ALLOWED, "reviewed", username)
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The `exp` claim (seconds since the epoch) of a JWT-shaped token, unverified; None if it is
-    not one. Used only to keep a reviewed verdict no longer than the token lives."""
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT-shaped token, unverified (the TokenReview verifies); None if it is not
+    one."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -115,8 +126,27 @@ def jwt_expiry(token: str) -> float | None:
         claims = orjson.loads(base64.urlsafe_b64decode(payload))
     except (binascii.Error, ValueError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The `exp` claim (seconds since the epoch) of a JWT-shaped token, unverified; None if it is
+    not one. Used only to keep a reviewed verdict no longer than the token lives."""
+    exp = (jwt_claims(token) or {}).get("exp")
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+def prescreen(token: str, settings: LinkAuthSettings) -> Verdict | None:
+    """A refusal that needs no TokenReview: the token is no JWT (projected service-account
+    tokens are), or it names audiences and not ours. None: ask the API server."""
+    claims = jwt_claims(token)
+    if claims is None:
+        return Verdict(Outcome.REFUSED, "the token is not a service-account token (a JWT)")
+    aud = claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else None
+    if audiences is not None and settings.audience not in audiences:
+        return Verdict(Outcome.REFUSED, f"the token is not bound to the audience {settings.audience}")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -285,7 +285,10 @@ class Dispatcher:
                     # never %r: an aiohttp response error's repr carries the request's headers
                     log.debug("event=plan_poll_failed url=%s error=%s", url, describe_error(exc))
                     turn += 1  # another controller: this one is away, or a standby (503)
-                    await asyncio.sleep(backoff_delay(0.2, 5.0, failures))
+                    # A standby answered: an election is under way, its winner leads within a
+                    # retry period or two, so look for it every second, as the gateway's link does.
+                    standby = isinstance(exc, aiohttp.ClientResponseError) and exc.status == 503
+                    await asyncio.sleep(backoff_delay(0.2, 1.0 if standby else 5.0, failures))
                     failures += 1
                     continue
                 if plan.version != self.version:

@@ -78,6 +78,10 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     def start(self) -> None:
+        """Start the workers (again after `stop`: what is queued is kept; a key whose reconcile
+        `stop` cancelled is not, its owner adds it again); a no-op while they run."""
+        if self._tasks:
+            return
         for i in range(self._workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"{self.name}-{i}"))
 

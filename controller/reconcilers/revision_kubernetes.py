@@ -13,6 +13,7 @@ Revision deletes its Deployment and Service through their owner references.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +44,8 @@ from controller.runtime.kubernetes import KubernetesWorkloads, NotOwned
 
 __all__ = ["RECONCILER", "KubeServingContext", "reconcile_revision_kubernetes"]
 
+log = logging.getLogger("flint.reconcilers.revision")
+
 NOT_READY_REQUEUE_S = 2.0
 """How soon a revision not Ready yet is looked at again (the Deployment and its pods progress
 without a change of the Revision itself)."""
@@ -69,12 +72,17 @@ class KubeServingContext(ServingBase):
     desired_scale: Callable[[str], int | None]
     """The autoscaler's desired replicas for a revision key; None: not decided by the KPA."""
     scale_decision: Callable[[str], Decision | None] = field(default=lambda _key: None)
+    held_since: dict[str, float] = field(default_factory=dict)
+    """Revision key → when its last pods were first held for the gateways (`gateways_let_go`):
+    held at most `drain_timeout_s`, as a drain is (a gateway that never links again must not
+    keep them forever)."""
 
 
 async def reconcile_revision_kubernetes(ctx: KubeServingContext, key: Key) -> float | None:
     ns, name = key
     rev = ctx.revisions.get(ns, name)
     if rev is None:
+        ctx.held_since.pop(f"{ns}/{name}", None)
         return None  # its Deployment and Service go by their owner references
     now = ctx.clock()
     status = copy.deepcopy(rev.get("status") or {})
@@ -91,6 +99,12 @@ async def reconcile_revision_kubernetes(ctx: KubeServingContext, key: Key) -> fl
     hpa = scaling.cls == ak.HPA and (routed or not was_ready)
     held = (desired == 0 and bool(ctx.workloads.endpoints(ns, name))
             and not gateways_let_go(ctx.hub, rev_key, routed))
+    if not held:
+        ctx.held_since.pop(rev_key, None)
+    elif now - ctx.held_since.setdefault(rev_key, now) > ctx.settings.drain_timeout_s:
+        log.warning("event=scale_down_unheld revision=%s held_s=%.0f: no gateway acked in time; "
+                    "scaling to zero anyway", rev_key, now - ctx.held_since.pop(rev_key))
+        held = False
     try:
         dep = await ctx.workloads.ensure(rev, None if hpa or held else desired)
         if hpa:

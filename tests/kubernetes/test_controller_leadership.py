@@ -8,6 +8,7 @@ this process, on the contract fake."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,10 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
+from support.kube_engine import ksvc
 from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 
-from controller.api.registry import admit, registry_for
 from controller.app import Controller
 from controller.eventing.plan import PLAN_PATH
 from controller.leader import LeaderSettings
@@ -88,19 +89,15 @@ def leads(c: Controller) -> Any:
 
 
 async def link_close_code(c: Controller) -> int | None:
-    """The close code of a link to `c` (None: it stayed open: it serves)."""
+    """How a link to `c` goes: None when it serves (a snapshot comes after the Hello), else the
+    code it was closed with."""
     assert c.credentials is not None
     headers = {"Authorization": f"Bearer {c.credentials.token.reveal()}"}
     async with aiohttp.ClientSession() as http, http.ws_connect(
             f"http://127.0.0.1:{c.settings.api_port}{LINK_PATH}", headers=headers) as ws:
         await ws.send_str('{"type":"hello","worker":"probe/0","version":0}')
-        try:
-            async with asyncio.timeout(2.0):
-                async for _ in ws:
-                    pass
-        except TimeoutError:
-            return None
-        return ws.close_code
+        msg = await ws.receive(timeout=DEADLINE_S)
+        return None if msg.type == aiohttp.WSMsgType.TEXT else ws.close_code
 
 
 async def plan_status(c: Controller) -> tuple[int, str | None]:
@@ -134,7 +131,7 @@ async def test_one_of_two_leads_names_itself_and_the_standby_refuses_links_and_p
     # The leader stops: it empties its slice and releases the Lease; the standby leads at once
     # (well within the lease duration, which a killed leader would cost).
     await a.stop(stop_replicas=True)
-    await eventually(leads(b), bool, 4.0, "the standby leading after a release")
+    await eventually(leads(b), bool, DEADLINE_S, "the standby leading after a release")
     slice_ = await eventually(lambda: leader_slice(kube),
                               lambda s: s is not None and s[0] == ["127.0.0.1"]
                               and s[1] == [b.settings.api_port], DEADLINE_S, "the slice naming b")
@@ -143,7 +140,7 @@ async def test_one_of_two_leads_names_itself_and_the_standby_refuses_links_and_p
 
 async def test_a_standby_reconciles_nothing_until_it_leads_then_everything(
         kube: KubeTarget, controllers: Start) -> None:
-    # The Lease is someone else's, renewed for as long as the test wants.
+    # The Lease is someone else's, who keeps renewing it for as long as the test wants.
     leases: Any = client.CoordinationV1Api(kube.api)
     now = "2026-01-01T00:00:00.000000Z"
     await leases.create_namespaced_lease(kube.namespace, {
@@ -151,22 +148,39 @@ async def test_a_standby_reconciles_nothing_until_it_leads_then_everything(
         "metadata": {"name": "flint-controller"},
         "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600,
                  "acquireTime": now, "renewTime": now}})
-    c = await controllers("standby")
-    service, _ = admit(registry_for("kubernetes").lookup("ksvc"), {
-        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
-        "metadata": {"name": "hello", "namespace": kube.namespace},
-        "spec": {"template": {"spec": {"containers": [{"image": "flint.test/apps/echo"}]}}}})
-    assert c._store is not None
-    await c._store.create(SERVICES, service)
+    held = asyncio.Event()
+    held.set()
 
-    async def seen_and_settled() -> bool:  # the informer has it, and its queue is done with it
-        assert c.informers is not None
-        return c.informers[SERVICES].get(kube.namespace, "hello") is not None and all(
-            q.idle() for q in c._queues.values())
+    async def renew() -> None:  # a live holder: the record changes, so no candidate takes it
+        beat = 0
+        while held.is_set():
+            beat += 1
+            lease = await leases.read_namespaced_lease("flint-controller", kube.namespace)
+            lease.spec.renew_time = f"2026-01-01T00:00:{beat % 60:02d}.{beat:06d}Z"
+            with contextlib.suppress(client.ApiException):  # 409: read again
+                await leases.replace_namespaced_lease("flint-controller", kube.namespace, lease)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await asyncio.Event().wait()
 
-    await eventually(seen_and_settled, bool, DEADLINE_S, "the standby's informer seeing the Service")
-    assert (await c._store.list(CONFIGURATIONS, kube.namespace))[0] == []
-    assert not c.leading
+    renewer = asyncio.create_task(renew())
+    try:
+        c = await controllers("standby")
+        assert c._store is not None
+        store = c._store
+        await store.create(SERVICES, ksvc(kube.namespace))
+        queue = c._queues[SERVICES]
+
+        async def seen_and_held() -> bool:  # the informer has it; its key waits in the queue
+            assert c.informers is not None
+            return c.informers[SERVICES].get(kube.namespace, "hello") is not None and not queue.idle()
+
+        await eventually(seen_and_held, bool, DEADLINE_S, "the standby's informer seeing the Service")
+        assert (await store.list(CONFIGURATIONS, kube.namespace))[0] == []
+        assert not c.leading
+    finally:
+        held.clear()
+        await renewer
 
     # The holder goes away (its Lease released): the standby leads and reconciles what it saw.
     lease = await leases.read_namespaced_lease("flint-controller", kube.namespace)
@@ -174,7 +188,6 @@ async def test_a_standby_reconciles_nothing_until_it_leads_then_everything(
     lease.spec.lease_duration_seconds = 1
     await leases.replace_namespaced_lease("flint-controller", kube.namespace, lease)
     await eventually(leads(c), bool, DEADLINE_S, "the standby leading")
-    store = c._store
 
     async def configurations() -> list[Any]:
         return (await store.list(CONFIGURATIONS, kube.namespace))[0]

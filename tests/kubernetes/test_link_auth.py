@@ -39,7 +39,7 @@ async def issue(kube: KubeTarget, account: str, audiences: list[str]) -> str:
 
 async def test_the_api_servers_review_allows_an_accepted_account_once_per_ttl(kube: KubeTarget) -> None:
     account = f"system:serviceaccount:{kube.namespace}:flint-gateway"
-    reviewer = reviewer_on(kube.api, service_accounts=(account,))
+    reviewer = reviewer_on(kube.api, gateway_accounts=(account,))
     token = await issue(kube, "flint-gateway", [AUDIENCE])
     for _ in range(3):
         verdict = await reviewer.verdict(token)
@@ -92,19 +92,23 @@ async def closed_port_api() -> AsyncIterator[client.ApiClient]:
     await api.close()
 
 
+SA_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsiZmxpbnQtY29udHJvbGxlciJdfQ.c2ln"
+"""JWT-shaped, for the audience `flint-controller` (so it is reviewed, not refused unread)."""
+
+
 async def test_an_unreachable_api_server_is_a_503_with_retry_after(
         guarded: Serve, closed_port_api: client.ApiClient) -> None:
     reviewer = reviewer_on(closed_port_api, retry_after_s=7)
     base = await guarded(reviewer)
     for _ in range(2):  # not cached: each request asks again
-        status, headers, body = await get(base + "/link", "a-service-account-token")
+        status, headers, body = await get(base + "/link", SA_TOKEN)
         assert status == 503 and headers["Retry-After"] == "7"
         doc = orjson.loads(body)
         assert doc["kind"] == "Status" and doc["reason"] == "ServiceUnavailable"
-        assert b"a-service-account-token" not in body
+        assert SA_TOKEN.encode() not in body
     assert reviewer.reviews == 2
     assert (await get(base + "/link", OWNER.reveal()))[0] == 200  # the owner's needs no review
-    assert (await get(base + "/api", "a-service-account-token"))[0] == 401  # nor is one asked here
+    assert (await get(base + "/api", SA_TOKEN))[0] == 401  # nor is one asked here
     assert reviewer.reviews == 2
 
 
@@ -121,7 +125,7 @@ async def test_an_api_server_answering_5xx_is_a_503(guarded: Serve) -> None:
     api = client.ApiClient(configuration)
     try:
         base = await guarded(reviewer_on(api))
-        status, headers, body = await get(base + "/link", "t")
+        status, headers, body = await get(base + "/link", SA_TOKEN)
         assert status == 503 and headers["Retry-After"] == "5" and b"answered 500" in body
     finally:
         await api.close()

@@ -129,6 +129,17 @@ async def test_the_gateways_token_opens_the_link_and_nothing_else(linked: Linked
     assert good.encode() not in body and orjson.loads(body)["reason"] == "Unauthorized"
 
 
+async def test_each_account_has_its_own_path_only(linked: Linked) -> None:
+    gateway = await linked.token("flint-gateway", [AUDIENCE])
+    dispatcher = await linked.token("flint-dispatcher", [AUDIENCE])
+    # A dispatcher's token opens no link (it could say it is a gateway, and a peer)...
+    assert await handshake(linked.url, dispatcher) == 401
+    # ... and a gateway's polls no plan; each on its own path is let through.
+    status, _, _ = await get(linked.url + PLAN_PATH + "?version=0&id=x", gateway)
+    assert status == 401
+    assert await handshake(linked.url, gateway) == 101
+
+
 @pytest.mark.parametrize(("account", "audiences", "namespace"), [
     ("flint-gateway", ["https://kubernetes.default.svc.cluster.local"], SYSTEM),  # wrong audience
     ("default", [AUDIENCE], SYSTEM),  # another account of flint-system

@@ -22,6 +22,7 @@ from controller.tokenreview import (
     Verdict,
     decide,
     jwt_expiry,
+    prescreen,
     token_key,
 )
 
@@ -55,7 +56,7 @@ def test_anything_else_is_refused_saying_which_rule(status: dict[str, Any], why:
 
 
 def test_the_accepted_accounts_and_audience_are_settings() -> None:
-    mine = LinkAuthSettings(audience="mine", service_accounts=("system:serviceaccount:a:b",))
+    mine = LinkAuthSettings(audience="mine", gateway_accounts=("system:serviceaccount:a:b",))
     assert decide({**OK, "audiences": ["mine"], "user": {"username": "system:serviceaccount:a:b"}},
                   mine).allowed
     assert not decide(OK, mine).allowed
@@ -179,3 +180,37 @@ async def test_the_authenticator_answers_401_or_503_with_retry_after() -> None:
     assert busy.headers["Retry-After"] == str(S.retry_after_s)
     body = orjson.loads(bytes(busy.body))  # type: ignore[arg-type]
     assert body["kind"] == "Status" and body["reason"] == "ServiceUnavailable" and "down" in body["message"]
+
+
+def test_what_is_no_service_account_token_is_refused_without_asking() -> None:
+    assert prescreen("not-a-jwt", S) == Verdict(
+        Outcome.REFUSED, "the token is not a service-account token (a JWT)")
+    other = prescreen(jwt({"aud": ["https://kubernetes.default.svc"]}), S)
+    assert other is not None and other.outcome is Outcome.REFUSED and S.audience in other.why
+    assert prescreen(jwt({"aud": [S.audience], "exp": 1}), S) is None  # the API server decides
+    assert prescreen(jwt({"sub": "x"}), S) is None
+
+
+async def test_a_flood_of_distinct_tokens_gets_503s_past_the_bound_of_reviews_under_way() -> None:
+    gate = asyncio.Event()
+
+    async def slow(_token: str) -> Verdict:
+        await gate.wait()
+        return ALLOWED
+
+    reviewer = TokenReviewer(slow, LinkAuthSettings(max_reviews=2))
+    first = [asyncio.create_task(reviewer.verdict(f"t{i}")) for i in range(2)]
+    await asyncio.sleep(0)
+    third = await reviewer.verdict("t2")
+    assert third.outcome is Outcome.UNAVAILABLE
+    gate.set()
+    assert [await t for t in first] == [ALLOWED, ALLOWED]
+    assert reviewer.reviews == 2  # the third never reached the API server
+
+
+async def test_a_reviewed_account_is_let_through_only_on_its_own_path() -> None:
+    check = link_authenticator(Scripted([ALLOWED, ALLOWED], now=[0.0]),
+                               {"/link": ("system:serviceaccount:x:other",)})
+    refused = await check("a", make_mocked_request("GET", "/link"))
+    assert isinstance(refused, web.Response) and refused.status == 401
+    assert await check("b", make_mocked_request("GET", "/elsewhere")) is None
