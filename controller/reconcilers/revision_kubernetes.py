@@ -102,8 +102,10 @@ async def reconcile_revision_kubernetes(ctx: KubeServingContext, key: Key) -> fl
     if not held:
         ctx.held_since.pop(rev_key, None)
     elif now - ctx.held_since.setdefault(rev_key, now) > ctx.settings.drain_timeout_s:
+        # kept until the pods are gone (then `held` is False and it goes), so the hold is not
+        # started again at the next reconcile
         log.warning("event=scale_down_unheld revision=%s held_s=%.0f: no gateway acked in time; "
-                    "scaling to zero anyway", rev_key, now - ctx.held_since.pop(rev_key))
+                    "scaling to zero anyway", rev_key, now - ctx.held_since[rev_key])
         held = False
     try:
         dep = await ctx.workloads.ensure(rev, None if hpa or held else desired)

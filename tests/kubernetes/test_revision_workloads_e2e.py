@@ -236,6 +236,33 @@ async def test_the_kubernetes_revision_reconciler_runs_a_routed_revision_and_sca
     await store.close()
 
 
+async def test_an_unrouted_revision_keeps_its_pod_while_no_gateway_is_linked_until_the_drain_timeout(
+        kube: KubeTarget, cluster: tuple[KubernetesWorkloads, Kubelet], tmp_path: Path) -> None:
+    workloads, kubelet = cluster
+    await revision(kube, "hello-00005", "flint.test/apps/echo")
+    routes = ObjectCache([route_to(kube, "hello-00005")])
+    store = KubernetesStore(kube.api, served_kinds(), KubernetesSettings(namespace=kube.namespace))
+    ctx = _ctx(kube, workloads, store, routes, tmp_path)
+    key = (kube.namespace, "hello-00005")
+    await reconciled_until(ctx, key, lambda r: condition(r, "Ready")[0] == "True", "the revision Ready", kube)
+    # No gateway is linked: one may still route to the pod from its last snapshot, so it stays...
+    ctx.hub = UnlinkedHub()
+    now = [1000.0]
+    ctx.clock = lambda: now[0]
+    routes.objs = []
+    held = await reconciled_until(ctx, key, lambda r: r["metadata"]["labels"].get(
+        "serving.knative.dev/routingState") == "reserve", "the revision unrouted", kube)
+    assert held["status"]["desiredReplicas"] == 1 and ctx.held_since
+    # ... until a drain would have timed out: then it goes anyway.
+    now[0] += ctx.settings.drain_timeout_s + 1
+    idle = await reconciled_until(ctx, key, lambda r: condition(r, "Active")[0] == "False",
+                                  "scaled to zero after the drain timeout", kube)
+    assert idle["status"]["desiredReplicas"] == 0
+    await eventually(lambda: _value(kubelet.pids()), lambda p: p == [], DEADLINE_S, "its pods gone")
+    await reconciled_until(ctx, key, lambda r: not ctx.held_since, "the hold forgotten", kube)
+    await store.close()
+
+
 async def _value(v: Any) -> Any:
     return v
 
@@ -296,3 +323,10 @@ async def test_an_hpa_class_revision_gets_its_autoscaler_and_a_name_taken_is_not
     assert condition(refused, "ResourcesAvailable") == ("False", "NotOwned")
     assert condition(refused, "Ready")[0] == "False"
     await store.close()
+
+
+class UnlinkedHub(AckedHub):
+    """No gateway linked to the controller."""
+
+    def connected(self) -> int:
+        return 0
