@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,15 @@ FAST_KUBELET = KubeletSettings(probe_period_s=0.05, grace_period_s=3.0, shutdown
 
 
 class Process:
-    """A `python -m …` process in a session of its own, its output in `log`; `stop()` ends it
-    (SIGTERM, then SIGKILL of its group) and `kill()` kills it outright, as a node failure would."""
+    """A `python -m …` process in a session of its own (this environment plus `env`), its output
+    in `log`; `stop()` ends it (SIGTERM, then SIGKILL of its group) and `kill()` kills it
+    outright, as a node failure would."""
 
-    def __init__(self, argv: Sequence[str], log: Path) -> None:
+    def __init__(self, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(env or {})},
                                          preexec_fn=die_with_parent, start_new_session=True)
 
     async def stop(self, grace_s: float = 20.0) -> None:
@@ -55,17 +57,34 @@ class Process:
 
 
 class GatewayProcess(Process):
-    """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is."""
+    """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is; `env`:
+    e.g. the Redis of the brokers (`RedisSettings.env()`)."""
 
     def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, port: int,
-                 gateway_id: str = "gw-kube") -> None:
+                 gateway_id: str = "gw-kube", env: Mapping[str, str] | None = None) -> None:
         self.port, (self.admin,) = port, free_ports(1)
         argv = ["-m", "gateway", "--domain", "localhost", "--token-file", str(token_file),
                 "--state-dir", str(state_dir), "--port", str(port), "--admin-port", str(self.admin),
                 "--workers", "1", "--gateway-id", gateway_id]
         for url in controllers:
             argv += ["--controller", url]
-        super().__init__(argv, state_dir.with_suffix(".log"))
+        super().__init__(argv, state_dir.with_suffix(".log"), env)
+
+
+class DispatcherProcess(Process):
+    """A `python -m controller.eventing` polling the plan of `controllers` and posting through the
+    gateway on `gateway_port`, as a dispatcher pod does; `redis_args`: its lease and claim flags,
+    `env`: its Redis (`RedisSettings.env()`). Its admin port (`/metrics`) is `admin`."""
+
+    def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, gateway_port: int,
+                 redis_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+        (self.admin,) = free_ports(1)
+        argv = ["-m", "controller.eventing", "--state-dir", str(state_dir), "--token-file", str(token_file),
+                "--gateway", f"http://127.0.0.1:{gateway_port}", "--domain", "localhost",
+                "--admin-port", str(self.admin), *redis_args]
+        for url in controllers:
+            argv += ["--controller", url]
+        super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
 def ksvc(namespace: str, name: str = "hello", env: dict[str, str] | None = None) -> dict[str, Any]:
