@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,13 +29,16 @@ from support.redis_server import RedisServer, start_redis, stop_redis
 
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
+from controller.eventing.plan import dispatcher_id
 from controller.leader import LeaderSettings
 from controller.reconcilers.conditions import run_by
 from controller.reconcilers.context import BROKERS, SERVICES, TRIGGERS
 from controller.settings import ControllerSettings
 from controller.store.base import NotFound, Store
 from controller.store.kubernetes_config import KubernetesSettings
+from flint_common import redis_conn
 from flint_common.redis_config import RedisSettings
+from flint_common.redis_keys import stream_key
 from loadtests.flint_process import free_ports
 
 pytestmark = [pytest.mark.fake_only, pytest.mark.timeout(240)]
@@ -221,19 +225,32 @@ async def test_broker_to_trigger_through_redis_to_a_pod_with_a_dispatcher_killed
     await eventually(lambda: asyncio.to_thread(lambda: [delivered(d) for d in engine.dispatchers]),
                      lambda counts: all(c > 0 for c in counts), DEADLINE_S,
                      "both dispatchers delivering from the group")
-    # Mid-stream: the second half is being sent while one dispatcher dies with entries in flight.
-    sending = asyncio.create_task(send(engine.gateway.port, ns, rest))
-    await eventually(lambda: asyncio.to_thread(sink_ids, sink_file), lambda got: len(set(got)) >= EVENTS // 2 + 10,
-                     DEADLINE_S, "the second half arriving")
+    broker_uid = (await store.get(BROKERS, ns, "default"))["metadata"]["uid"]
+    group = (await store.get(TRIGGERS, ns, "to-sink"))["metadata"]["uid"]
     killed, survivor = engine.dispatchers
-    await killed.kill()
-    status = await sending
-    assert all(s == 202 for s in status.values()), {i: s for i, s in status.items() if s != 202}
+    victim = dispatcher_id(killed.state_dir.resolve(), socket.gethostname())
+    redis = redis_conn.client(RedisSettings(url=engine.redis.url))
+    try:
+        async def pending() -> dict[str, int]:
+            """Entries read and not acked yet, by consumer (dispatcher id) of the trigger's group."""
+            summary = await redis.xpending(stream_key(broker_uid), group)
+            return {str(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []}
 
-    got = await eventually(lambda: asyncio.to_thread(sink_ids, sink_file),
-                           lambda got: set(ids) <= set(got), DEADLINE_S,
-                           "every event at the sink (the survivor taking over the dead one's)")
-    assert set(got) == set(ids), sorted(set(got) - set(ids))[:10]
-    await eventually(trigger_state, lambda s: s[1] == run_by(1), DEADLINE_S,
-                     "the trigger run by the survivor alone")
+        # Mid-stream: the second half is being sent, and one dispatcher dies with entries in flight.
+        sending = asyncio.create_task(send(engine.gateway.port, ns, rest))
+        await eventually(pending, lambda p: p.get(victim, 0) > 0, DEADLINE_S,
+                         f"entries pending with {victim}")
+        await killed.kill()
+        status = await sending
+        assert all(s == 202 for s in status.values()), {i: s for i, s in status.items() if s != 202}
+        async def missing() -> list[str]:
+            return sorted(set(ids) - set(await asyncio.to_thread(sink_ids, sink_file)))
+
+        await eventually(missing, lambda left: not left, DEADLINE_S,
+                         "every event at the sink (the survivor taking over the dead one's)")
+        assert set(sink_ids(sink_file)) == set(ids)  # none other either
+        left = await eventually(pending, lambda p: not any(p.values()), DEADLINE_S, "nothing pending")
+        assert left.get(victim, 0) == 0, left
+    finally:
+        await redis.aclose()
     assert await asyncio.to_thread(delivered, survivor) > 0

@@ -78,7 +78,7 @@ class DispatcherProcess(Process):
 
     def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, gateway_port: int,
                  redis_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
-        (self.admin,) = free_ports(1)
+        self.state_dir, (self.admin,) = state_dir, free_ports(1)
         argv = ["-m", "controller.eventing", "--state-dir", str(state_dir), "--token-file", str(token_file),
                 "--gateway", f"http://127.0.0.1:{gateway_port}", "--domain", "localhost",
                 "--admin-port", str(self.admin), *redis_args]
