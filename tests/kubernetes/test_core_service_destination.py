@@ -37,8 +37,9 @@ async def store(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Store]:
     api_port, tls_port = free_ports(2)
     controller = Controller(ControllerSettings(
         state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port, engine="kubernetes",
-        kubernetes=KubernetesSettings(kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
-                                      namespace=kube.namespace),
+        kubernetes=KubernetesSettings(
+            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
+            namespace=kube.namespace),
         leader=LeaderSettings(namespace=kube.namespace, lease_duration_s=6, renew_deadline_s=3.0,
                               retry_period_s=1.0),
         gateway_rejoin_s=2.0))
@@ -65,7 +66,8 @@ async def create_core_service(kube: KubeTarget, name: str) -> None:
 async def subscriber(store: Store, ns: str, name: str) -> tuple[Any, Any, Any]:
     """The trigger's (subscriberUri, SubscriberResolved status, its message)."""
     status = (await store.get(TRIGGERS, ns, name)).get("status") or {}
-    cond = next((c for c in status.get("conditions") or [] if c.get("type") == "SubscriberResolved"), {})
+    cond: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "SubscriberResolved"), {})
     return status.get("subscriberUri"), cond.get("status"), cond.get("message")
 
 
@@ -73,18 +75,20 @@ async def test_a_trigger_to_a_core_service_gets_its_cluster_url_once_it_exists(
         kube: KubeTarget, store: Store) -> None:
     ns = kube.namespace
     await store.create(BROKERS, admitted("broker", {
-        "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "metadata": {"name": "default", "namespace": ns}}))
+        "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+        "metadata": {"name": "default", "namespace": ns}}))
     for name, uri in (("to-core", None), ("to-core-path", "/events?x=1")):
         dest: dict[str, Any] = {"ref": {"apiVersion": "v1", "kind": "Service", "name": "legacy"}}
         if uri:
             dest["uri"] = uri
         await store.create(TRIGGERS, admitted("trigger", {
-            "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": name, "namespace": ns},
+            "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+            "metadata": {"name": name, "namespace": ns},
             "spec": {"broker": "default", "subscriber": dest}}))
 
     # Before the Service exists: unresolved, saying so.
-    uri, resolved, message = await eventually(lambda: subscriber(store, ns, "to-core"),
-                                              lambda s: s[1] == "False", DEADLINE_S, "unresolved")
+    uri, _, message = await eventually(lambda: subscriber(store, ns, "to-core"),
+                                       lambda s: s[1] == "False", DEADLINE_S, "unresolved")
     assert uri is None and 'services "legacy" not found' in message, message
     # The Service appears: its change wakes the triggers (no wait for a requeue).
     await create_core_service(kube, "legacy")
