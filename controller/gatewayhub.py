@@ -34,6 +34,10 @@ class WorkerState:
     """Last snapshot version the worker acked."""
     draining: dict[str, int] = field(default_factory=dict)
     """Endpoint id → requests still in flight on endpoints no longer in its snapshot."""
+    gateway: str = ""
+    """Its gateway's id (`Hello.gateway`)."""
+    peer: tuple[str, int] | None = None
+    """Its gateway's peer listener (`Hello.peer`), or None."""
 
 
 class GatewayHub:
@@ -65,6 +69,7 @@ class GatewayHub:
         """Highest version any worker reported serving: every version we send is above it."""
         self._rejoin_until = 0.0
         """Until then (monotonic), no version counts as acked by all (`rejoin`)."""
+        self._on_peers: list[Callable[[], None]] = []
 
     @property
     def version(self) -> int:
@@ -76,6 +81,23 @@ class GatewayHub:
 
     def workers(self) -> list[WorkerState]:
         return list(self._workers.values())
+
+    def peers(self) -> dict[str, tuple[str, int]]:
+        """Gateway id → peer listener, of the gateways with a connected worker that announced one
+        (subsetting: `controller.routing_subsets`)."""
+        return {w.gateway: w.peer for w in self._workers.values() if w.peer is not None}
+
+    def on_peers_changed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever `peers()` changes (a gateway joining or leaving)."""
+        self._on_peers.append(callback)
+
+    def _peers_changed(self, before: dict[str, tuple[str, int]]) -> None:
+        if self.peers() != before:
+            for callback in self._on_peers:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("handling a change of the gateway peers failed")
 
     def _next_version(self, floor: int = 0) -> int:
         # Versions are wall-clock milliseconds or more: a restarted controller never sends a
@@ -92,6 +114,7 @@ class GatewayHub:
             and snapshot.routes == self._snapshot.routes
             and snapshot.revisions == self._snapshot.revisions
             and snapshot.brokers == self._snapshot.brokers
+            and snapshot.peers == self._snapshot.peers
         ):
             return self._snapshot.version
         self._snapshot = replace(snapshot, version=self._next_version())
@@ -169,6 +192,7 @@ class GatewayHub:
                     self._progress()
         finally:
             if worker_id is not None and self._sockets.get(worker_id) is ws:
+                peers = self.peers()
                 self._sockets.pop(worker_id, None)
                 self._workers.pop(worker_id, None)
                 log.info("gateway worker disconnected worker=%s", worker_id)
@@ -177,6 +201,7 @@ class GatewayHub:
                         self._on_disconnect(worker_id)
                     except Exception:
                         log.exception("handling the disconnect failed worker=%s", worker_id)
+                self._peers_changed(peers)
                 self._progress()
         return ws
 
@@ -186,13 +211,16 @@ class GatewayHub:
             await old.close()
         self._sockets[hello.worker] = ws
         self._floor = max(self._floor, hello.version)
-        self._workers[hello.worker] = WorkerState(hello.worker, version=0)
+        peers = self.peers()
+        self._workers[hello.worker] = WorkerState(hello.worker, version=0, gateway=hello.gateway,
+                                                  peer=hello.peer)
         if hello.version >= self._snapshot.version and self._snapshot.version:
             self._snapshot = replace(self._snapshot, version=self._next_version(hello.version))
             self._broadcast()
         elif self._snapshot.version:
             await ws.send_str(self._encode())
         log.info("gateway worker connected worker=%s version=%d", hello.worker, hello.version)
+        self._peers_changed(peers)
 
     def _progress(self) -> None:
         if self._on_progress is not None:

@@ -12,14 +12,30 @@ replicas and at most R mod G gateways holding that many (⌊R/G⌋ for the rest)
 by one at most. It depends only on the two sets (not their order), and a gateway joining or
 leaving moves few replicas beyond those that must move (the leaver's, or the joiner's fair share:
 at most five more, over the sizes `tests/unit/test_routing_subsets.py` tries).
+
+`subset_snapshot` applies it to a whole snapshot (the publisher calls it on every build): every
+endpoint of a limited revision, ready or starting, gets an `Endpoint.owner` among the gateways
+that announced a peer address (`Hello.peer`), and the snapshot lists those gateways
+(`Snapshot.peers`) — one snapshot for every gateway, each of which keeps its own share
+(`gateway.subsets`). A replica whose owner changes (a gateway joining, replicas added or
+removed) is handed over (`hold_moves`): nobody's until its old owner has let go of it. A draining
+replica is in no snapshot (the publisher leaves it out): its requests in flight finish at the
+gateways that sent them and no gateway sends it new ones, so it stays, in effect, with its
+previous owner until it stops. Unlimited revisions keep `owner` ""
+(every gateway balances over every replica, as without subsetting), and so does everything when
+no gateway announced a peer address (the embedded engine: the snapshot is unchanged).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import replace
 
-__all__ = ["assign_owners", "owned_by"]
+from flint_common.snapshot import Peer, RevisionTarget, Snapshot
+
+__all__ = ["HANDOFF", "assign_owners", "hold_moves", "owned_by", "subset_snapshot"]
 
 
 def _score(gateway: str, replica: str) -> int:
@@ -50,3 +66,60 @@ def assign_owners(replicas: Iterable[str], gateways: Iterable[str]) -> dict[str,
 def owned_by(owners: dict[str, str], gateway: str) -> list[str]:
     """The replicas `gateway` owns, sorted."""
     return sorted(r for r, g in owners.items() if g == gateway)
+
+
+def subset_snapshot(snapshot: Snapshot, peers: Mapping[str, tuple[str, int]]) -> Snapshot:
+    """`snapshot` with the owners of its limited revisions' endpoints among `peers` (gateway id →
+    its peer listener's (host, port)) and `Snapshot.peers`; unchanged without peers."""
+    if not peers:
+        return snapshot
+    gateways = sorted(peers)
+    revisions = tuple(_owned(rev, gateways) for rev in snapshot.revisions)
+    table = tuple(Peer(g, *peers[g]) for g in gateways)
+    return replace(snapshot, revisions=revisions, peers=table)
+
+
+def _owned(rev: RevisionTarget, gateways: list[str]) -> RevisionTarget:
+    if rev.container_concurrency <= 0 or not rev.endpoints:
+        return rev
+    owners = assign_owners((ep.id for ep in rev.endpoints), gateways)
+    return replace(rev, endpoints=tuple(replace(ep, owner=owners[ep.id]) for ep in rev.endpoints))
+
+
+HANDOFF = "(handoff)"
+"""`Endpoint.owner` of a replica moving between two gateways: nobody's (no gateway id is this)."""
+
+
+def hold_moves(
+    snapshot: Snapshot, previous: Mapping[str, str], released: AbstractSet[str]
+) -> tuple[Snapshot, set[str]]:
+    """`snapshot` (owners assigned) with every replica whose owner changes from a gateway that is
+    still a peer held as nobody's (`HANDOFF`), unless `released`; and the ids held.
+
+    `previous`: replica id → the owner the gateways may still be sending it requests as (the
+    last one published). A held replica gets no new request from anyone; once every gateway
+    serves the snapshot that holds it and its old owner reports nothing in flight to it, the
+    publisher releases it to its new owner. So a replica never has two owners at once, even
+    while gateways move from one snapshot to the next (a gateway leaving gives up its replicas
+    at once: its link is gone)."""
+    peers = {p.gateway for p in snapshot.peers}
+    held: set[str] = set()
+    revisions = []
+    for rev in snapshot.revisions:
+        if rev.container_concurrency > 0 and any(_moving(ep.id, ep.owner, previous, peers, released)
+                                                 for ep in rev.endpoints):
+            eps = []
+            for ep in rev.endpoints:
+                if _moving(ep.id, ep.owner, previous, peers, released):
+                    held.add(ep.id)
+                    ep = replace(ep, owner=HANDOFF)
+                eps.append(ep)
+            rev = replace(rev, endpoints=tuple(eps))
+        revisions.append(rev)
+    return (replace(snapshot, revisions=tuple(revisions)) if held else snapshot), held
+
+
+def _moving(eid: str, owner: str, previous: Mapping[str, str], peers: AbstractSet[str],
+            released: AbstractSet[str]) -> bool:
+    was = previous.get(eid, "")
+    return bool(owner) and was not in ("", owner) and was in peers and eid not in released

@@ -22,6 +22,10 @@ class Endpoint:
     starting: bool = False
     """Spawned but not yet known ready: the gateway probes it itself (every few milliseconds)
     and forwards to it from its first successful connect, without waiting for the controller."""
+    owner: str = ""
+    """The gateway id that alone sends this replica requests (`Snapshot.peers`; subsetting of
+    a revision with `container_concurrency` > 0 across gateways, `controller.routing_subsets`);
+    "" = every gateway (no peers, an unlimited revision, snapshots written before the field)."""
 
 
 class _Keyed:
@@ -125,6 +129,18 @@ class BrokerEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Peer:
+    """A gateway that takes part in subsetting: where it accepts requests other gateways forward."""
+
+    gateway: str
+    """Its gateway id (`Hello.worker` up to the `/`)."""
+    host: str
+    """Address of its peer listener (`--peer-listen`): a pod IP on Kubernetes. Connections to
+    any gateway's peer listener are accepted only from the `host` of a peer in the snapshot."""
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything a gateway worker needs to route; versions increase monotonically."""
 
@@ -132,6 +148,9 @@ class Snapshot:
     routes: tuple[RouteEntry, ...]
     revisions: tuple[RevisionTarget, ...]
     brokers: tuple[BrokerEntry, ...] = ()
+    peers: tuple[Peer, ...] = ()
+    """The gateways that own replicas (`Endpoint.owner`), sorted by id; () without subsetting
+    (the embedded engine's single gateway, or no gateway announcing a peer address)."""
 
     @staticmethod
     def empty() -> Snapshot:

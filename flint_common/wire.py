@@ -10,8 +10,11 @@ down (controller → worker):
         dataclasses; `decode_snapshot` reads it back). The worker persists the same object to
         `GatewaySettings.snapshot_path` and loads it at start.
 up (worker → controller):
-    `Hello`  {"type": "hello", "worker": "<gateway-id>/<index>", "version": <last applied version>}
-        The first message of a connection.
+    `Hello`  {"type": "hello", "worker": "<gateway-id>/<index>", "version": <last applied version>,
+              "peer": "<host>:<port>"}
+        The first message of a connection. `peer` (optional, absent: none) is where the gateway
+        accepts requests other gateways forward (`--peer-listen`): only gateways announcing one
+        take part in subsetting (`Snapshot.peers`, `Endpoint.owner`).
     `Ack`    {"type": "ack", "version": N, "draining": {"<endpoint id>": <in-flight count>, ...}}
         Sent after applying snapshot N, and again whenever a draining endpoint's in-flight
         count changes to zero. `draining` lists endpoints no longer in the snapshot that still
@@ -29,8 +32,9 @@ up (worker → controller):
 Compatibility: a decoder ignores fields it does not know, and `decode_up` / `decode_down`
 return None for a message type they do not know, so either side may be newer. Fields added
 after the first release have defaults (the snapshot's `cluster_local`, `starting`, `failure`,
-`service`, `brokers`, ...). Anything else that is not of the documented shape raises `WireError`,
-whose text names the field (`snapshot.routes[0].hosts: expected an array, got string`).
+`service`, `brokers`, `owner`, `peers`, Hello's `peer`, ...). Anything else that is not of the
+documented shape raises `WireError`, whose text names the field
+(`snapshot.routes[0].hosts: expected an array, got string`).
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import orjson
 
+from flint_common.addresses import format_hostport, parse_listen
 from flint_common.snapshot import (
     BrokerEntry,
     Endpoint,
+    Peer,
     RevisionTarget,
     RouteEntry,
     Snapshot,
@@ -107,13 +113,24 @@ class Hello(_Message):
     """`<gateway-id>/<worker index>`: a reconnect with the same id replaces the old socket."""
     version: int
     """Version of the snapshot the worker serves (0: none yet)."""
+    peer: tuple[str, int] | None = None
+    """(host, port) of the gateway's peer listener, or None (it takes no part in subsetting)."""
+
+    @property
+    def gateway(self) -> str:
+        """The gateway id: `worker` up to its last `/`."""
+        return self.worker.rpartition("/")[0] or self.worker
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": self.type, "worker": self.worker, "version": self.version}
+        out: dict[str, Any] = {"type": self.type, "worker": self.worker, "version": self.version}
+        if self.peer is not None:
+            out["peer"] = format_hostport(*self.peer)
+        return out
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Self:
-        return cls(_req(obj, "hello", "worker", _str), _req(obj, "hello", "version", _int))
+        return cls(_req(obj, "hello", "worker", _str), _req(obj, "hello", "version", _int),
+                   _opt(obj, "hello", "peer", _peer_address, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +262,17 @@ class SnapshotMessage(_Message):
         return cls(_req(obj, "", "snapshot", _snapshot))
 
 
+def _peer_address(value: Any, parent: str, key: str | int) -> tuple[str, int]:
+    text = _str(value, parent, key)
+    try:
+        host, port = parse_listen(text, 0)
+    except ValueError as exc:
+        raise WireError(f"{_join(parent, key)}: {exc}") from None
+    if not port:
+        raise WireError(f"{_join(parent, key)}: {text!r} has no port")
+    return host, port
+
+
 UpMessage = Hello | Ack | Stats | Poke
 """A message a gateway worker sends."""
 
@@ -292,7 +320,14 @@ def _snapshot(value: Any, parent: str, key: str | int) -> Snapshot:
         routes=_req(obj, at, "routes", _tuple_of(_route)),
         revisions=_req(obj, at, "revisions", _tuple_of(_revision)),
         brokers=_opt(obj, at, "brokers", _tuple_of(_broker), ()),
+        peers=_opt(obj, at, "peers", _tuple_of(_peer), ()),
     )
+
+
+def _peer(value: Any, parent: str, key: str | int) -> Peer:
+    at = _join(parent, key)
+    obj = _obj(value, parent, key)
+    return Peer(_req(obj, at, "gateway", _str), _req(obj, at, "host", _str), _req(obj, at, "port", _int))
 
 
 def _route(value: Any, parent: str, key: str | int) -> RouteEntry:
@@ -344,7 +379,7 @@ def _endpoint(value: Any, parent: str, key: str | int) -> Endpoint:
     obj = _obj(value, parent, key)
     return Endpoint(
         _req(obj, at, "id", _str), _req(obj, at, "host", _str), _req(obj, at, "port", _int),
-        _opt(obj, at, "starting", _bool, False),
+        _opt(obj, at, "starting", _bool, False), _opt(obj, at, "owner", _str, ""),
     )
 
 

@@ -1,5 +1,9 @@
 """Per-revision wait queues: requests wait here while a revision scales from zero or is full.
 
+With subsetting (`gateway.subsets`), a limited revision's requests that wait here when a
+snapshot gives all of its replicas to other gateways are handed back to their owners, which
+forward them to one of those gateways (`Waiter.forward`).
+
 A request for a revision with no routable replica, or with every replica at its
 `container_concurrency`, is queued (FIFO per revision, per worker) and forwarded the moment
 capacity appears: a slot released (`Router.on_release`), an endpoint added by a snapshot
@@ -33,6 +37,7 @@ class Waiter(Protocol):
     """What a queued request's owner is told: a slot was reserved for it, or it failed."""
 
     def granted(self, rev: RevisionTarget, ep: Endpoint, ticket: Ticket, now: float) -> None: ...
+    def forward(self, ticket: Ticket, now: float) -> None: ...
     def rejected(self, status: int, message: str) -> None: ...
 
 
@@ -246,6 +251,9 @@ class Activator:
         if rev.failure:
             self._reject_all(key, 503, f"revision {key} cannot serve: {rev.failure}")
             return 0
+        if rev.container_concurrency > 0 and self._router.forwarded(key):
+            self._forward_all(key, q, now)
+            return 0
         granted = 0
         self._busy.add(key)
         try:
@@ -265,6 +273,16 @@ class Activator:
             if q.live <= 0 and self._queues.get(key) is q:
                 del self._queues[key]
         return granted
+
+    def _forward_all(self, key: str, q: _Queue, now: float) -> None:
+        """Every waiting request of `key` to its owner, to be forwarded to another gateway."""
+        victims = [t for t in q.entries if t.live]
+        for t in victims:
+            self._take(q, t)
+        if self._queues.get(key) is q:
+            del self._queues[key]
+        for t in victims:
+            t.owner.forward(t, now)
 
     def dispatch_now(self, key: str) -> None:
         """`dispatch` at the clock's now (a timer's callback)."""

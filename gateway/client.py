@@ -11,6 +11,7 @@ exchange has made ready (`ClientSink.sink`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import cast
 
@@ -24,6 +25,7 @@ from gateway.headers import (
     H_EXPECT,
     H_FORWARDED,
     H_HOST,
+    H_INTERNAL_PEER,
     H_INTERNAL_REVISION,
     H_INTERNAL_ROUTE,
     H_PROXY_CONNECTION,
@@ -41,8 +43,11 @@ from gateway.headers import (
 )
 from gateway.ports import P_PENDING, P_PIPELINE, P_UPGRADE, UpstreamPort
 from gateway.request import ClientRequest
+from gateway.subsets import normal_ip
 
-__all__ = ["ClientConnection"]
+__all__ = ["ClientConnection", "PeerConnection"]
+
+log = logging.getLogger("flint.gateway.client")
 
 PENDING_HIGH_WATER = 256 * 1024
 """Request-body bytes buffered while the upstream connection is being set up."""
@@ -106,11 +111,14 @@ class ClientConnection(asyncio.Protocol):
         "write_paused",
     )
 
-    def __init__(self, ctx: WorkerContext, *, trusted: bool = False, public: bool = False) -> None:
+    def __init__(
+        self, ctx: WorkerContext, *, trusted: bool = False, public: bool = False, peer: bool = False
+    ) -> None:
         """`trusted`: accepted on the unix socket on which the other workers forward requests
         (their `x-flint-*` headers are honoured, the forwarding headers they set are kept, and
         they are counted in `ctx.home_metrics`). `public`: accepted on a `--listen` address,
-        where cluster-local routes are not served."""
+        where cluster-local routes are not served. `peer` (with `trusted`): accepted on the
+        peer listener, from another gateway (`PeerConnection`)."""
         settings = ctx.settings
         metrics = ctx.home_metrics if trusted else ctx.metrics
         self._metrics = metrics
@@ -150,7 +158,7 @@ class ClientConnection(asyncio.Protocol):
         self.splice = False
         self._advancing = False
         self._advance_again = False
-        self._exchange = Exchange(ctx, self, metrics, trusted=trusted, public=public)
+        self._exchange = Exchange(ctx, self, metrics, trusted=trusted, public=public, peer=peer)
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -279,6 +287,8 @@ class ClientConnection(asyncio.Protocol):
                     req.internal_rev = value
                 elif lname == H_INTERNAL_ROUTE:
                     req.internal_route = value
+                elif lname == H_INTERNAL_PEER:
+                    req.from_peer = True
         elif kind == H_HOST:
             if req.host is not None:
                 self._abort_status = (400, "more than one Host header")
@@ -568,3 +578,27 @@ class ClientConnection(asyncio.Protocol):
                 transport = self.transport
                 if transport is not None and not transport.is_closing():
                     transport.resume_reading()
+
+
+class PeerConnection(ClientConnection):
+    """A connection to the peer listener (`GatewaySettings.peer_listen`): served as a trusted one
+    (another gateway names the revision in `x-flint-revision`) only when it comes from the
+    address of a peer in the current snapshot (`Router.peer_hosts`); anyone else in the cluster
+    gets a 403 and the connection closed, so nobody bypasses routing or limits through it."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx, trusted=True, peer=True)
+        self._ctx = ctx
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        source = normal_ip(str(peer[0])) if isinstance(peer, tuple) and peer else ""
+        if source not in self._ctx.router.peer_hosts:
+            self._ctx.metrics.peer_refusals += 1
+            log.warning("event=peer_refused source=%s (not a gateway peer of the snapshot)", source)
+            cast(asyncio.Transport, transport).write(error_response(
+                403, "the peer listener serves only the gateways of the routing snapshot", True))
+            self.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flint_common.addresses import format_listen, parse_listen_list
+from flint_common.addresses import format_listen, parse_listen, parse_listen_list
 from flint_common.wire import LINK_PATH
 
 # ---------------------------------------------------------------------------------------------
@@ -30,6 +30,14 @@ class GatewaySettings:
     """More (address, port) pairs the proxy serves (`--listen ADDR[:PORT]`, IPv6 too): where
     users reach their routes and the broker ingress on a real interface. Plain HTTP: put a TLS
     terminator in front for public traffic."""
+    peer_listen: str = ""
+    """`ADDR:PORT` of the peer listener (`--peer-listen`), "" for none. With it, this gateway takes
+    part in subsetting (several gateways, one owner per replica of a revision with
+    `containerConcurrency`: `gateway.subsets`): it announces the address to the controller, sends
+    a limited revision's requests only to the replicas it owns, forwards them to an owner gateway's
+    peer listener when it owns none, and accepts on its own peer listener the requests the other
+    gateways forward, from their addresses only (the snapshot's peers). On Kubernetes: the pod
+    IP and an internal port (`$(POD_IP):8090`). The embedded engine's gateway has none."""
     admin_host: str = "127.0.0.1"
     """Address of the admin server. Its `/metrics` needs the owner's token unless this is a
     loopback address."""
@@ -137,6 +145,22 @@ class GatewaySettings:
     def controller_urls(self) -> tuple[str, ...]:
         """`controller_url`'s URLs, in order."""
         return tuple(u.strip().rstrip("/") for u in self.controller_url.split(",") if u.strip())
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        """`peer_listen` as (host, port), or None; ValueError when it is not `ADDR:PORT`."""
+        if not self.peer_listen:
+            return None
+        host, port = parse_listen(self.peer_listen, 0)
+        if not port:
+            raise ValueError(f"--peer-listen {self.peer_listen!r}: want ADDR:PORT (a port is needed)")
+        return host, port
+
+    def tcp_addresses(self) -> list[tuple[str, int]]:
+        """Every TCP listener of a worker slot, in `gateway.slots` order: the loopback one, each
+        `listen` address, then the peer listener."""
+        peer = self.peer_address
+        return [(self.host, self.port), *self.listen, *(() if peer is None else (peer,))]
 
     @property
     def link_url(self) -> str:

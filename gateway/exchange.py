@@ -23,7 +23,14 @@ import httptools
 from flint_common.snapshot import Endpoint, RevisionTarget
 from gateway.activator import INF, Rejection, Ticket
 from gateway.context import WorkerContext
-from gateway.headers import CRLF, H_INTERNAL_REVISION, H_INTERNAL_ROUTE, forwarding_headers, new_traceparent
+from gateway.headers import (
+    CRLF,
+    H_INTERNAL_PEER,
+    H_INTERNAL_REVISION,
+    H_INTERNAL_ROUTE,
+    forwarding_headers,
+    new_traceparent,
+)
 from gateway.ingress import HOST_PREFIXES, REDIS, Answer, classify, home_key, ingress_target
 from gateway.local_upstream import LocalUpstream, respond_answer
 from gateway.ports import P_QUEUED, ClientSink
@@ -71,6 +78,7 @@ class Exchange:
         "_local",
         "_loop",
         "_metrics",
+        "_peer",
         "_public",
         "_relay",
         "_req",
@@ -87,9 +95,12 @@ class Exchange:
     )
 
     def __init__(
-        self, ctx: WorkerContext, client: ClientSink, metrics: ProxyMetrics, *, trusted: bool, public: bool
+        self, ctx: WorkerContext, client: ClientSink, metrics: ProxyMetrics, *, trusted: bool, public: bool,
+        peer: bool = False,
     ) -> None:
         self._ctx = ctx
+        self._peer = peer
+        """Accepted on the peer listener: another gateway forwarded its requests (`gateway.subsets`)."""
         self._client = client
         self._metrics = metrics
         self._trusted = trusted
@@ -186,13 +197,8 @@ class Exchange:
         self._rev = target
         self._t0 = now = self._loop.time()
         metrics.inflight_requests += 1
-        home = self._home
-        if home is not None and target.container_concurrency > 0:
-            home_ep = home.endpoint_for(key) if req.internal_rev is None else None
-            if home_ep is not None:
-                # Another worker owns this revision's limit, queue and stats.
-                self._to_home(target, home_ep, req, host, now)
-                return
+        if target.container_concurrency > 0 and self._elsewhere(target, req, host, now):
+            return
         head = self._build_head(req, host)
         timeout = target.timeout_s
         deadline = self._total_deadline = now + timeout if timeout > 0 else INF
@@ -208,6 +214,34 @@ class Exchange:
             self._relay.begin(target, ep, head, now, now, deadline, False)
             return
         self._enqueue(target, req, head, now)
+
+    def _elsewhere(self, target: RevisionTarget, req: ClientRequest, host: bytes, now: float) -> bool:
+        """Send a limited revision's request to where its limit is kept, if not here: this
+        gateway's home worker of the revision (`gateway.home`), else an owner gateway when this
+        gateway owns none of its replicas (`gateway.subsets`). True when it was sent (or refused)."""
+        key = target.key
+        home = self._home
+        if home is not None and (req.internal_rev is None or self._peer):
+            home_ep = home.endpoint_for(key)
+            if home_ep is not None:
+                # Another worker owns this revision's limit, queue and stats.
+                self._to_home(target, home_ep, req, host, now)
+                return True
+        router = self._router
+        if self._peer or req.from_peer_hop:  # from another gateway: served here, never sent on
+            if target.endpoints or not router.forwarded(key):
+                return False
+            self._client.respond_error(
+                503, f"revision {key}: this gateway owns none of its replicas in its routing "
+                f"snapshot (version {router.version}); the gateways' snapshots differ for a moment",
+                retry_after=True)
+            return True
+        peer_ep = router.forward_for(key)
+        if peer_ep is None:
+            return False
+        # Other gateways own every replica of it: one of them queues and limits the request.
+        self._to_home(target, peer_ep, req, host, now, peer=True)
+        return True
 
     def _respond_unknown_host(self, host: str) -> None:
         self._client.respond_error(404, f"no route for host {host!r}")
@@ -243,13 +277,19 @@ class Exchange:
         local.start(entry, req)
 
     def _to_home(
-        self, target: RevisionTarget, home_ep: Endpoint, req: ClientRequest, host: bytes, now: float
+        self, target: RevisionTarget, home_ep: Endpoint, req: ClientRequest, host: bytes, now: float,
+        peer: bool = False,
     ) -> None:
         """Forward the active request to the worker that owns `target` (a limited revision's
-        limit and queue, or a log's writes); it waits a little longer than that worker would."""
-        self._metrics.home_forwards += 1
+        limit and queue, or a log's writes), or to an owner gateway (`peer`: two hops, its peer
+        listener's worker and that one's home worker); it waits a little longer than they would."""
+        if peer:
+            self._metrics.peer_forwards += 1
+        else:
+            self._metrics.home_forwards += 1
+        slack = 2 * HOME_SLACK_S if peer else HOME_SLACK_S
         timeout = target.timeout_s
-        deadline = self._total_deadline = now + timeout + HOME_SLACK_S if timeout > 0 else INF
+        deadline = self._total_deadline = now + timeout + slack if timeout > 0 else INF
         head = self._build_head(req, host, target.key)
         self._relay.begin(target, home_ep, head, now, self._t0, deadline, True)
 
@@ -278,10 +318,7 @@ class Exchange:
                 self._fwd_host = host
             parts.append(self._fwd_block)
         if home_key is not None:
-            parts += (
-                H_INTERNAL_REVISION, b": ", home_key.encode("latin-1"), CRLF,
-                H_INTERNAL_ROUTE, b": ", self._route_key.encode("latin-1"), CRLF,
-            )
+            parts.append(self._internal_headers(home_key, req))
         if not req.traceparent:
             parts += (b"traceparent: ", new_traceparent(), CRLF)
         if req.chunked:
@@ -292,6 +329,12 @@ class Exchange:
             parts += (b"Connection: Upgrade\r\nUpgrade: ", req.upgrade_value or b"", CRLF)
         parts.append(CRLF)
         return b"".join(parts)
+
+    def _internal_headers(self, key: str, req: ClientRequest) -> bytes:
+        """The `x-flint-*` headers of a request forwarded to a home worker or a peer gateway."""
+        peer = H_INTERNAL_PEER + b": 1\r\n" if self._peer or req.from_peer_hop else b""
+        return b"".join((H_INTERNAL_REVISION, b": ", key.encode("latin-1"), CRLF,
+                         H_INTERNAL_ROUTE, b": ", self._route_key.encode("latin-1"), CRLF, peer))
 
     # -- wait ---------------------------------------------------------------------------------
 
@@ -366,6 +409,31 @@ class Exchange:
         client.resume(P_QUEUED)
         head, self._head = self._head, b""
         self._relay.begin(rev, ep, head, now, self._t0, self._total_deadline, False)
+
+    def forward(self, ticket: Ticket, now: float) -> None:
+        """The queued request's revision is now owned by other gateways only (the activator's
+        `Waiter`): send it to one of them, or answer 503 if it came from one."""
+        client = self._client
+        req = client.cur
+        rev = self._rev
+        if self._ticket is not ticket or req is None or rev is None or client.closing:
+            return
+        self._ticket = None
+        rs = self._rs
+        if rs is not None:  # the owner counts it from now on
+            self._rs = None
+            rs.leave(now)
+        client.resume(P_QUEUED)
+        peer_ep = None if self._peer or req.from_peer_hop else self._router.forward_for(rev.key)
+        if peer_ep is None:
+            client.respond_error(503, f"revision {rev.key}: its replicas are owned by other "
+                                 "gateways now", retry_after=True)
+            return
+        self._metrics.peer_forwards += 1
+        head, self._head = self._head, b""
+        head = head[:-2] + self._internal_headers(rev.key, req) + CRLF  # before the blank line
+        self._total_deadline += 2 * HOME_SLACK_S
+        self._relay.begin(rev, peer_ep, head, now, self._t0, self._total_deadline, True)
 
     def rejected(self, status: int, message: str) -> None:
         """The queued request failed: timed out, or its revision failed or is gone."""

@@ -48,6 +48,8 @@ H_INTERNAL_REVISION = b"x-flint-revision"
 """Worker → home worker (trusted unix socket only): `namespace/name` of the routed revision."""
 H_INTERNAL_ROUTE = b"x-flint-route"
 """Worker → home worker: `namespace/name` of the route that matched (for metrics)."""
+H_INTERNAL_PEER = b"x-flint-peer"
+"""Worker → home worker: the request came from another gateway's peer listener (`gateway.subsets`)."""
 
 # Response header kinds.
 R_DROP = 0

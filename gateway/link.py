@@ -250,7 +250,8 @@ class ControllerLink:
                      self.worker_id, url, self._router.version)
             drain_acks = asyncio.create_task(self._drain_acks(), name="link-drain-acks")
             try:
-                await self._send(Hello(self.worker_id, self._router.version).encode())
+                await self._send(Hello(self.worker_id, self._router.version,
+                                       self._settings.peer_address).encode())
                 if self._router.version > 0:
                     # tell a (re)started controller what we serve and what still drains
                     await self._send_ack()

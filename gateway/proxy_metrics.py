@@ -79,6 +79,10 @@ class ProxyMetrics:
     active_upgrades: int = 0
     home_forwards: int = 0
     """Requests for a limited revision forwarded to its home worker (see `gateway.home`)."""
+    peer_forwards: int = 0
+    """Requests for a limited revision forwarded to an owner gateway (see `gateway.subsets`)."""
+    peer_refusals: int = 0
+    """Connections to the peer listener refused: not from a peer of the snapshot."""
     inflight_requests: int = 0
     """Exchanges under way (queued, forwarded or answering), over all revisions."""
     latency: dict[str, Histogram] = field(default_factory=dict)

@@ -23,6 +23,7 @@ class ClientRequest:
         "error",
         "expect",
         "forwarded",
+        "from_peer",
         "head_done",
         "headers",
         "host",
@@ -47,6 +48,9 @@ class ClientRequest:
         "url",
         "xff",
     )
+
+    from_peer: bool
+    """Forwarded by another gateway (see `from_peer_hop`); set only when true, never in __init__."""
 
     def __init__(self) -> None:
         self.method = b"GET"
@@ -85,6 +89,14 @@ class ClientRequest:
         self.internal_rev: bytes | None = None
         """`x-flint-revision` of a request forwarded by another worker (trusted socket only)."""
         self.internal_route: bytes | None = None
+        # `from_peer` is set only on the rare request that has it (read it with `from_peer`):
+        # the hot path does not pay for one more attribute per request.
+
+    @property
+    def from_peer_hop(self) -> bool:
+        """Forwarded by another gateway (`x-flint-peer`, from a worker whose peer listener took
+        it; trusted socket only): it is never forwarded to a gateway again."""
+        return getattr(self, "from_peer", False)
 
     @property
     def body_expected(self) -> bool:

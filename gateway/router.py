@@ -9,6 +9,7 @@ from typing import Literal
 
 from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway.balancer import Balancer
+from gateway.subsets import PeerChoice, local_view
 from gateway.table import RoutingTable, pick
 
 MissReason = Literal["unknown-host", "missing-revision", "no-traffic"]
@@ -58,6 +59,8 @@ class Router:
     __slots__ = (
         "_balancer",
         "_cache",
+        "_forwards",
+        "_gateway_id",
         "_listeners",
         "_on_drained",
         "_on_release",
@@ -65,6 +68,7 @@ class Router:
         "_snapshot",
         "_table",
         "learned",
+        "peer_hosts",
     )
 
     def __init__(
@@ -76,6 +80,7 @@ class Router:
         listeners: Sequence[Callable[[Snapshot], None]] = (),
         on_drained: Callable[[], None] | None = None,
         learned_growth: int = 16,
+        gateway_id: str | None = None,
     ) -> None:
         """`snapshot` is applied at once (before any listener is told). The callbacks are the
         router's events, wired once by `gateway.worker.build_context`:
@@ -85,7 +90,15 @@ class Router:
         - `on_drained()` when a draining endpoint's in-flight count reaches 0 (the link re-acks).
 
         `learned_growth`: successes per step up of a replica's learned limit (`Balancer`).
+
+        `gateway_id`: this gateway's id when it has a peer listener (it takes part in
+        subsetting: it routes by its share of each snapshot, `gateway.subsets.local_view`);
+        None: owners are ignored.
         """
+        self._gateway_id = gateway_id
+        self._forwards: dict[str, PeerChoice] = {}
+        self.peer_hosts: frozenset[str] = frozenset()
+        """Addresses that may connect to the peer listener (the snapshot's peers)."""
         self._rnd = rnd
         self._balancer = Balancer(learned_growth)
         self.learned = self._balancer.learned
@@ -111,9 +124,15 @@ class Router:
         return self._snapshot
 
     def apply(self, snapshot: Snapshot) -> None:
-        """Switch to a newer snapshot; versions not above the current one are ignored."""
+        """Switch to a newer snapshot; versions not above the current one are ignored. With
+        subsetting, this gateway's share of it is what is routed and what `snapshot` returns."""
         if snapshot.version <= self._snapshot.version and self._snapshot.version != 0:
             return
+        if snapshot.peers:
+            view = local_view(snapshot, self._gateway_id)
+            snapshot, self._forwards, self.peer_hosts = view.snapshot, view.forwards, view.peer_hosts
+        elif self._forwards or self.peer_hosts:
+            self._forwards, self.peer_hosts = {}, frozenset()
         self._table = RoutingTable.from_snapshot(snapshot)
         self._cache = {}
         self._balancer.update(snapshot)
@@ -151,6 +170,17 @@ class Router:
                 cache.clear()
             cache[ck] = routed
         return routed
+
+    def forward_for(self, key: str) -> Endpoint | None:
+        """The peer gateway to forward a request of limited revision `key` to (round-robin over
+        its owners), or None when this gateway serves it (it owns replicas of it, or nobody
+        does yet: it waits here for one)."""
+        choice = self._forwards.get(key)
+        return None if choice is None else choice.next()
+
+    def forwarded(self, key: str) -> bool:
+        """Whether limited revision `key`'s replicas are all owned by other gateways."""
+        return key in self._forwards
 
     def current(self, key: str) -> RevisionTarget | None:
         """The current snapshot's revision `namespace/name`, or None."""

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", action="append", default=None, metavar="ADDR[:PORT]",
                    help="another address for the proxy, IPv6 as [::1]:8080 (repeatable; the "
                    "port defaults to --port)")
+    p.add_argument("--peer-listen", metavar="ADDR:PORT",
+                   help="peer listener for requests other gateways forward (subsetting of "
+                   "limited revisions across gateways; default none)")
     p.add_argument("--admin-host", help="admin address (default 127.0.0.1)")
     p.add_argument("--admin-port", type=int, help="admin port (default 8082; 0 = any)")
     p.add_argument("--token-file", type=Path, help="0600 file with the owner's token "
@@ -113,6 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     if isinstance(overrides.get("controller_url"), list):
         overrides["controller_url"] = ",".join(overrides["controller_url"])
     settings = GatewaySettings.from_env(**{**overrides, "listen": None})
+    settings.peer_address  # noqa: B018 - raises ValueError naming the flag when it is not ADDR:PORT
     if args.listen:
         own = (settings.host, settings.port)
         settings = replace(settings, listen=tuple(dict.fromkeys(
@@ -174,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.fds is None:
             parser.error("--worker needs --fds (the main process passes its sockets)")
         try:
-            sockets = adopt(parse_fds(args.fds), 1 + len(settings.listen), settings.workers > 1)
+            sockets = adopt(parse_fds(args.fds), len(settings.tcp_addresses()), settings.workers > 1)
         except ValueError as exc:
             parser.error(str(exc))
         try:
@@ -252,7 +256,7 @@ class Supervisor:
             return 2
         # Every slot's sockets, opened here once: a port taken by someone else fails here, port 0
         # picks one port for all slots, and a dead worker's connections wait in its slot's queue.
-        addresses = [(self.settings.host, self.settings.port), *self.settings.listen]
+        addresses = self.settings.tcp_addresses()
         paths = None
         if self.settings.workers > 1:
             paths = [proxy_socket_path(self.settings.state_dir, i)
@@ -266,7 +270,8 @@ class Supervisor:
             first = self._slots[0]
             bound = [(h, int(s.getsockname()[1]))
                      for (h, _), s in zip(addresses, (first.loopback, *first.public), strict=True)]
-            self.settings = replace(self.settings, port=bound[0][1], listen=tuple(bound[1:]))
+            self.settings = replace(self.settings, port=bound[0][1],
+                                    listen=tuple(bound[1:1 + len(self.settings.listen)]))
             admin = AdminServer(
                 self.settings.admin_host, self.settings.admin_port, self.settings.state_dir,
                 self.settings.workers, restarts=lambda: self.restarts, token=self.token,
@@ -391,7 +396,7 @@ class Supervisor:
             return True
         s = self.settings
         try:
-            reopened = await asyncio.to_thread(reopen_tcp, slot, [(s.host, s.port), *s.listen])
+            reopened = await asyncio.to_thread(reopen_tcp, slot, s.tcp_addresses())
         except OSError as exc:
             log.error("event=slot_reopen_failed worker=%d error=%r", index, exc)
             return False

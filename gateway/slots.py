@@ -2,7 +2,8 @@
 incarnation of that slot's worker.
 
 Slot i holds one SO_REUSEPORT TCP socket per proxy listener (the loopback `--host/--port` one,
-then each `--listen` address, in order) and, with more than one worker, the unix socket on which
+then each `--listen` address, in order, then the `--peer-listen` one if any:
+`GatewaySettings.tcp_addresses`) and, with more than one worker, the unix socket on which
 the other workers forward requests to worker i (`gateway.home.proxy_socket_path`). The main
 process binds them, listens on them and keeps its copies open while worker i is dead, so the
 kernel queues that slot's connections (and the forwarded ones) until the next incarnation
@@ -36,7 +37,7 @@ class SlotSockets:
     loopback: socket.socket
     """The `--host/--port` listener."""
     public: tuple[socket.socket, ...]
-    """One per `--listen` address, in their order."""
+    """One per `--listen` address, in their order, then the `--peer-listen` one if any."""
     internal: socket.socket | None
     """The unix socket of the requests the other workers forward (None with one worker)."""
 

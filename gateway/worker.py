@@ -23,7 +23,7 @@ from flint_common.wire import UpMessage
 from gateway.activator import Activator
 from gateway.admin import start_worker_admin, worker_socket_path
 from gateway.channels.redis_writer import open_redis_writer
-from gateway.client import ClientConnection
+from gateway.client import ClientConnection, PeerConnection
 from gateway.config import GatewaySettings
 from gateway.context import PokeSender, SendUp, WorkerContext
 from gateway.home import HomeRouter
@@ -47,7 +47,7 @@ PARENT_POLL_S = 1.0
 
 HOME_SIDE_COUNTERS = (
     "upstream_errors", "upstream_connect_errors", "upstream_timeouts", "upstream_retries",
-    "upstream_requeues", "learned_limit_lowered",
+    "upstream_requeues", "learned_limit_lowered", "peer_forwards",
 )
 """Counters of requests forwarded by the other workers that the forwarding worker cannot see
 (it gets an answer): added to this worker's on `/metrics`. Its requests and answers are not,
@@ -68,6 +68,7 @@ def build_context(
     send_up: SendUp = _unlinked,
     controller_connected: Callable[[], bool] = lambda: False,
     on_drained: Callable[[], None] | None = None,
+    gateway_id: str = "",
 ) -> WorkerContext:
     """Worker `index`'s proxy state, with every callback between its parts wired here.
 
@@ -86,6 +87,9 @@ def build_context(
 
     `snapshot`, when given, is applied last (through the same events); a worker gets its own
     from the link (`ControllerLink.load_persisted`).
+
+    `gateway_id`: with a peer listener (`settings.peer_listen`), the router routes by this
+    gateway's share of each snapshot (`gateway.subsets`); without one, owners are ignored.
     """
     workers = settings.workers
     router = Router(
@@ -97,6 +101,7 @@ def build_context(
         ),
         on_drained=on_drained,
         learned_growth=settings.learned_limit_growth,
+        gateway_id=gateway_id if settings.peer_listen else None,
     )
     ingress = BrokerIngress(
         settings.state_dir,
@@ -151,11 +156,14 @@ def build_context(
 
 
 def protocol_factory(
-    ctx: WorkerContext, *, trusted: bool = False, public: bool = False
+    ctx: WorkerContext, *, trusted: bool = False, public: bool = False, peer: bool = False
 ) -> Callable[[], asyncio.Protocol]:
     """The `loop.create_server` factory of one kind of listener: the loopback one (the
-    default), the unix socket on which the other workers forward requests (`trusted`) or a
-    `--listen` address (`public`: cluster-local routes answer 404 there)."""
+    default), the unix socket on which the other workers forward requests (`trusted`), a
+    `--listen` address (`public`: cluster-local routes answer 404 there) or the peer listener
+    (`peer`: other gateways' forwarded requests, `gateway.client.PeerConnection`)."""
+    if peer:
+        return lambda: PeerConnection(ctx)
     return lambda: ClientConnection(ctx, trusted=trusted, public=public)
 
 
@@ -196,6 +204,7 @@ async def run_worker(
         send_up=lambda message: link.send_up(message),
         controller_connected=lambda: link.connected,
         on_drained=lambda: link.endpoint_drained(),
+        gateway_id=gateway_id,
     )
     router, metrics, activator = ctx.router, ctx.metrics, ctx.activator
     link = ControllerLink(settings, router, f"{gateway_id}/{index}", token=token)
@@ -218,8 +227,13 @@ async def run_worker(
     # The `--listen` addresses: their connections are not served cluster-local routes, which
     # only the loopback listener (and the unix sockets the workers forward on) serves.
     public = protocol_factory(ctx, public=True)
-    for sock in sockets.public:
+    n_public = len(settings.listen)
+    for sock in sockets.public[:n_public]:
         servers.append(await loop.create_server(public, sock=sock, backlog=LISTEN_BACKLOG))
+    # The peer listener (`--peer-listen`, after the `--listen` ones): other gateways' forwards.
+    for sock in sockets.public[n_public:]:
+        servers.append(await loop.create_server(
+            protocol_factory(ctx, peer=True), sock=sock, backlog=LISTEN_BACKLOG))
     link_task = asyncio.create_task(link.run(load_persisted=False), name="controller-link")
     lag = [0.0]
 

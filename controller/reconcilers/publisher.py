@@ -23,6 +23,7 @@ from controller.reconcilers.conditions import get_condition
 from controller.reconcilers.context import BROKERS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, REVISIONS, ROUTES
 from controller.reconcilers.revision import failed
 from controller.routing import build_snapshot, plan_hosts
+from controller.routing_subsets import HANDOFF, hold_moves, subset_snapshot
 from controller.runtime.base import ReplicaStatus, Runtime
 from flint_common.redis_keys import stream_key
 from flint_common.snapshot import BrokerEntry, Endpoint, Snapshot
@@ -107,7 +108,9 @@ class SnapshotPublisher:
 
     A replica being drained is left out of every snapshot; it is stopped once every connected
     worker has acked a snapshot without it and reports nothing in flight to it (or after
-    `drain_timeout_s`)."""
+    `drain_timeout_s`). With gateways that announce a peer listener, each replica of a limited
+    revision gets an owner among them (`controller.routing_subsets.subset_snapshot`); a gateway
+    joining or leaving republishes."""
 
     def __init__(
         self,
@@ -143,6 +146,13 @@ class SnapshotPublisher:
         self._scheduled = False
         self._stopping: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._owners: dict[str, str] = {}
+        """Replica id → the gateway last published as its owner (a limited revision's)."""
+        self._moves: dict[str, _Drain] = {}
+        """Replicas being handed from one owner to another (published as nobody's)."""
+        self._released: set[str] = set()
+        """Replicas the next snapshot gives to their new owner (their old one let go)."""
+        hub.on_peers_changed(self.mark_dirty)  # a gateway joining or leaving moves owners
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -192,7 +202,27 @@ class SnapshotPublisher:
             routes, revisions, self.endpoints(), plan_hosts(routes, self._domain), version=0,
             failures=self.failures(),
         )
-        return replace(snapshot, brokers=self.broker_entries())
+        # Limited revisions' replicas get an owner among the gateways with a peer listener.
+        snapshot = subset_snapshot(replace(snapshot, brokers=self.broker_entries()), self._hub.peers())
+        return self._hand_over(snapshot) if snapshot.peers or self._owners else snapshot
+
+    def _hand_over(self, snapshot: Snapshot) -> Snapshot:
+        """Hold the replicas whose owner changes until their old owner lets go (`hold_moves`)."""
+        snapshot, held = hold_moves(snapshot, self._owners, self._released)
+        owners: dict[str, str] = {}
+        for rev in snapshot.revisions:
+            for ep in rev.endpoints:
+                if ep.owner == HANDOFF:
+                    owners[ep.id] = self._owners[ep.id]
+                elif ep.owner:
+                    owners[ep.id] = ep.owner
+        self._owners = owners
+        self._released.clear()  # given to their new owner now: a later move is held again
+        for rid in held:
+            self._moves.setdefault(rid, _Drain(started=time.monotonic()))
+        for rid in [r for r in self._moves if r not in held]:
+            del self._moves[rid]
+        return snapshot
 
     def broker_entries(self) -> tuple[BrokerEntry, ...]:
         """Every broker of Flint's classes, every InMemoryChannel and (with Redis) every
@@ -211,7 +241,7 @@ class SnapshotPublisher:
     def _publish(self) -> None:
         self._scheduled = False
         version = self._hub.publish(self.build())
-        for d in self._draining.values():
+        for d in (*self._draining.values(), *self._moves.values()):
             if d.version is None:
                 d.version = version
         if self._on_published is not None:
@@ -231,8 +261,15 @@ class SnapshotPublisher:
         self.mark_dirty()
 
     def check_drains(self) -> None:
-        """Called on every ack and publish: stop the replicas that no gateway holds any more."""
+        """Called on every ack and publish: stop the replicas that no gateway holds any more,
+        give the replicas being handed over to their new owner once the old one let go."""
         now = time.monotonic()
+        for rid, d in list(self._moves.items()):
+            if d.version is not None and rid not in self._released and (
+                    now - d.started > self._drain_timeout_s or (
+                        self._hub.acked_by_all(d.version) and not self._hub.draining(rid))):
+                self._released.add(rid)
+                self.mark_dirty()
         for rid, d in list(self._draining.items()):
             # With no gateway connected nobody can ack: a gateway restarting from its persisted
             # snapshot may still route to the replica, so wait (up to the drain timeout).

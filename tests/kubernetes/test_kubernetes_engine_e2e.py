@@ -8,108 +8,42 @@ Service)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import orjson
 import pytest
 from kubernetes_asyncio import client
-from support.flint_crds import flint_crds, register_crds
-from support.kubeapi.kubeconfig import write_kubeconfig
+from support.kube_engine import DEADLINE_S, GatewayProcess, answer, ksvc, running_engine, update_env
 from support.kubeapi.session import KubeTarget, eventually
-from support.kubelet import Kubelet, KubeletSettings
+from support.kubelet import Kubelet
 
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
-from controller.autoscaling.settings import load_settings
-from controller.leader import LeaderSettings
 from controller.reconcilers.context import SERVICES
-from controller.settings import ControllerSettings
-from controller.store.kubernetes_config import KubernetesSettings
-from flint_common.lifetime import die_with_parent
-from loadtests.flint_process import free_ports
 
 pytestmark = pytest.mark.fake_only  # a cluster of one machine: the fake and the stand-in
 
-KUBELET = KubeletSettings(probe_period_s=0.05, grace_period_s=3.0, shutdown_grace_s=0.5,
-                          crash_backoff_s=0.1, crash_backoff_max_s=0.4, image_backoff_s=0.2,
-                          resync_s=0.1)
-DEADLINE_S = 40.0
-FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-period": "0s",
-                                 "tick-interval": "0.5s"}, allow_below_minimums=True)
-"""An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
-FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0)
-"""An election of seconds (the library's floor is a second per period)."""
-
-
-class Gateway:
-    """A `python -m gateway` process linked to the controller (as the Kubernetes engine's
-    gateway pods are), reaped at the end."""
-
-    def __init__(self, controller_api: str, token_file: Path, state_dir: Path, port: int) -> None:
-        self.port, (self.admin,) = port, free_ports(1)
-        self.log = state_dir.with_suffix(".log")
-        argv = [sys.executable, "-m", "gateway", "--controller", controller_api, "--domain", "localhost",
-                "--token-file", str(token_file), "--state-dir", str(state_dir), "--port", str(self.port),
-                "--admin-port", str(self.admin), "--workers", "1", "--gateway-id", "gw-kube"]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                         preexec_fn=die_with_parent, start_new_session=True)
-
-    async def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(self.proc.wait)
 
 
 @pytest.fixture
-async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[tuple[Controller, Gateway, Kubelet]]:
-    assert kube.fake is not None
-    await register_crds(kube.api, flint_crds())
-    kubelet = Kubelet(kube.api, namespace=kube.namespace, settings=KUBELET)
-    await kubelet.start()
-    api_port, tls_port, gateway_port = free_ports(3)
-    settings = ControllerSettings(
-        state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
-        gateway_port=gateway_port, engine="kubernetes", autoscaler=FAST_AUTOSCALER,
-        kubernetes=KubernetesSettings(
-            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
-            namespace=kube.namespace),
-        leader=replace(FAST_LEADER, namespace=kube.namespace), gateway_rejoin_s=2.0)
-    controller = Controller(settings)
-    gateway: Gateway | None = None
-    try:
-        await controller.start()
-        gateway = Gateway(f"http://127.0.0.1:{api_port}", settings.state_dir / "auth" / "token",
-                          tmp_path / "gateway", gateway_port)
-        yield controller, gateway, kubelet
-    finally:
-        if gateway is not None:
+async def engine(kube: KubeTarget, tmp_path: Path
+                 ) -> AsyncIterator[tuple[Controller, GatewayProcess, Kubelet]]:
+    async with running_engine(kube, tmp_path) as (controller, settings, kubelet):
+        gateway = GatewayProcess(f"http://127.0.0.1:{settings.api_port}",
+                                 settings.state_dir / "auth" / "token", tmp_path / "gateway",
+                                 settings.gateway_port)
+        try:
+            yield controller, gateway, kubelet
+        finally:
             await gateway.stop()
-        await controller.stop(stop_replicas=True)
-        pids = kubelet.pids()
-        await kubelet.stop()
-        for pid in pids:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
 
 
 async def test_a_service_answers_through_the_gateway_from_pods_in_the_cluster(
-        kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
+        kube: KubeTarget, engine: tuple[Controller, GatewayProcess, Kubelet]) -> None:
     controller, gateway, kubelet = engine
-    await create_service(controller, kube)
-    _, body = await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S,
+    await create(controller, kube)
+    _, body = await eventually(lambda: ask(gateway, kube), lambda a: a[0] == 200, DEADLINE_S,
                                "the Service answering through the gateway")
     assert body["revision"] == "hello-00001" and body["service"] == "hello" and body["port"] == "8080"
     assert kubelet.pids(), "served by a pod the stand-in runs"
@@ -120,10 +54,10 @@ async def test_a_service_answers_through_the_gateway_from_pods_in_the_cluster(
 
 
 async def test_an_idle_service_goes_to_zero_pods_and_a_request_wakes_it(
-        kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
+        kube: KubeTarget, engine: tuple[Controller, GatewayProcess, Kubelet]) -> None:
     controller, gateway, kubelet = engine
-    await create_service(controller, kube)
-    await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
+    await create(controller, kube)
+    await eventually(lambda: ask(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
     apps: Any = client.AppsV1Api(kube.api)
 
     async def replicas() -> tuple[int, int]:
@@ -133,38 +67,16 @@ async def test_an_idle_service_goes_to_zero_pods_and_a_request_wakes_it(
     # Idle: the autoscaler takes it to zero — the Deployment scaled down, its pod gone.
     await eventually(replicas, lambda r: r == (0, 0), DEADLINE_S, "scaled to zero, no pod left")
     # A request at zero is held by the gateway while the autoscaler scales the Deployment up.
-    status, body = await answer(gateway, kube, timeout_s=DEADLINE_S)
+    status, body = await ask(gateway, kube, timeout_s=DEADLINE_S)
     assert status == 200 and body["revision"] == "hello-00001"
     assert (await replicas())[0] >= 1
 
 
-async def create_service(controller: Controller, kube: KubeTarget) -> None:
-    service, _ = admit(registry_for("kubernetes").lookup("ksvc"), {
-        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
-        "metadata": {"name": "hello", "namespace": kube.namespace},
-        "spec": {"template": {"spec": {"containers": [{"image": "flint.test/apps/echo"}]}}}})
-    assert controller._store is not None
-    await controller._store.create(SERVICES, service)
-
-
-async def answer(gateway: Gateway, kube: KubeTarget, timeout_s: float = 10.0,
-                 host_prefix: str = "hello") -> Any:
-    """(status, JSON body) of a GET through the gateway of the Service (or one of its tags:
-    `host_prefix` `blue-hello`); (error, None) when the connection fails (not linked yet)."""
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http, \
-                http.get(f"http://127.0.0.1:{gateway.port}/",
-                         headers={"Host": f"{host_prefix}.{kube.namespace}.localhost"}) as r:
-            return r.status, orjson.loads(await r.read()) if r.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return repr(exc), None
-
-
 async def test_a_split_and_tags_route_to_the_pods_of_each_revision(
-        kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
+        kube: KubeTarget, engine: tuple[Controller, GatewayProcess, Kubelet]) -> None:
     controller, gateway, _ = engine
-    await create_service(controller, kube)
-    await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
+    await create(controller, kube)
+    await eventually(lambda: ask(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
     store = controller._store
     assert store is not None
     current = await store.get(SERVICES, kube.namespace, "hello")
@@ -178,7 +90,7 @@ async def test_a_split_and_tags_route_to_the_pods_of_each_revision(
     async def revisions_answering(host_prefix: str = "hello", n: int = 40) -> dict[str, int]:
         seen: dict[str, int] = {}
         for _ in range(n):
-            status, body = await answer(gateway, kube, timeout_s=DEADLINE_S, host_prefix=host_prefix)
+            status, body = await ask(gateway, kube, timeout_s=DEADLINE_S, host_prefix=host_prefix)
             if status == 200:
                 seen[body["revision"]] = seen.get(body["revision"], 0) + 1
         return seen
@@ -191,26 +103,23 @@ async def test_a_split_and_tags_route_to_the_pods_of_each_revision(
 
 
 async def test_a_new_revision_rolls_out_under_a_prober_with_no_failed_request(
-        kube: KubeTarget, engine: tuple[Controller, Gateway, Kubelet]) -> None:
+        kube: KubeTarget, engine: tuple[Controller, GatewayProcess, Kubelet]) -> None:
     controller, gateway, _ = engine
-    await create_service(controller, kube)
-    await eventually(lambda: answer(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
+    await create(controller, kube)
+    await eventually(lambda: ask(gateway, kube), lambda a: a[0] == 200, DEADLINE_S, "first answer")
     outcomes: list[tuple[Any, str | None]] = []
     stop = asyncio.Event()
 
     async def probe() -> None:  # one request after another for as long as the rollout lasts
         while not stop.is_set():
-            status, body = await answer(gateway, kube, timeout_s=DEADLINE_S)
+            status, body = await ask(gateway, kube, timeout_s=DEADLINE_S)
             outcomes.append((status, body["revision"] if body else None))
 
     prober = asyncio.create_task(probe())
     try:
         store = controller._store
         assert store is not None
-        current = await store.get(SERVICES, kube.namespace, "hello")
-        current["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "TARGET", "value": "2"}]
-        updated, _ = admit(registry_for("kubernetes").lookup("ksvc"), current, current)
-        await store.update(SERVICES, updated)
+        await update_env(store, kube.namespace, {"TARGET": "2"})
 
         async def latest_answering() -> int:
             return sum(1 for _, rev in outcomes[-5:] if rev == "hello-00002")
@@ -237,3 +146,13 @@ async def test_a_new_revision_rolls_out_under_a_prober_with_no_failed_request(
     failed = [o for o in outcomes if o[0] != 200]
     assert not failed, f"{len(failed)} of {len(outcomes)} requests failed: {failed[:5]}"
     assert {rev for _, rev in outcomes} == {"hello-00001", "hello-00002"}
+
+
+async def create(controller: Controller, kube: KubeTarget) -> None:
+    assert controller._store is not None
+    await controller._store.create(SERVICES, ksvc(kube.namespace))
+
+
+def ask(gateway: GatewayProcess, kube: KubeTarget, **kw: Any) -> Awaitable[Any]:
+    """`answer` of the test's Service through `gateway`."""
+    return answer(gateway.port, kube.namespace, **kw)

@@ -20,9 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.flint_crds import flint_crds, register_crds
-from support.kube_engine import FAST_KUBELET, DispatcherProcess, GatewayProcess
-from support.kubeapi.kubeconfig import write_kubeconfig
+from support.kube_engine import DispatcherProcess, GatewayProcess, Process, running_engine
 from support.kubeapi.session import KubeTarget, eventually
 from support.kubelet import Kubelet
 from support.redis_server import RedisServer, start_redis, stop_redis
@@ -30,16 +28,12 @@ from support.redis_server import RedisServer, start_redis, stop_redis
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
 from controller.eventing.plan import dispatcher_id
-from controller.leader import LeaderSettings
 from controller.reconcilers.conditions import run_by
 from controller.reconcilers.context import BROKERS, SERVICES, TRIGGERS
-from controller.settings import ControllerSettings
 from controller.store.base import NotFound, Store
-from controller.store.kubernetes_config import KubernetesSettings
 from flint_common import redis_conn
 from flint_common.redis_config import RedisSettings
 from flint_common.redis_keys import stream_key
-from loadtests.flint_process import free_ports
 
 pytestmark = [pytest.mark.fake_only, pytest.mark.timeout(240)]
 
@@ -52,6 +46,8 @@ INGRESS_HOST = "broker-ingress.localhost"
 
 @dataclass
 class Engine:
+    """What a test drives: the controller and its store, the processes, the stand-in, Redis."""
+
     controller: Controller
     store: Store
     gateway: GatewayProcess
@@ -62,45 +58,30 @@ class Engine:
 
 @pytest.fixture
 async def engine(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Engine]:
-    assert kube.fake is not None
-    await register_crds(kube.api, flint_crds())
     redis = await asyncio.to_thread(start_redis, tmp_path / "redis")
     redis_env = RedisSettings(url=redis.url).env()
-    kubelet = Kubelet(kube.api, namespace=kube.namespace, settings=FAST_KUBELET)
-    api_port, tls_port, gateway_port = free_ports(3)
-    settings = ControllerSettings(
-        state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
-        gateway_port=gateway_port, engine="kubernetes", redis=RedisSettings(url=redis.url),
-        kubernetes=KubernetesSettings(
-            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
-            namespace=kube.namespace),
-        leader=LeaderSettings(namespace=kube.namespace, lease_duration_s=6, renew_deadline_s=3.0,
-                              retry_period_s=1.0),
-        gateway_rejoin_s=2.0)
-    controller = Controller(settings)
-    gateway: GatewayProcess | None = None
-    dispatchers: list[DispatcherProcess] = []
+    procs: list[Process] = []
     try:
-        await kubelet.start()
-        await controller.start()
-        assert controller._store is not None
-        token = settings.state_dir / "auth" / "token"
-        urls = [f"http://127.0.0.1:{api_port}"]
-        gateway = GatewayProcess(urls, token, tmp_path / "gateway", gateway_port, env=redis_env)
-        dispatchers = [DispatcherProcess(urls, token, tmp_path / f"dispatcher-{k}", gateway_port,
-                                         REDIS_ARGS, redis_env) for k in range(2)]
-        yield Engine(controller, controller._store, gateway, dispatchers, kubelet, redis)
+        async with running_engine(kube, tmp_path, redis=RedisSettings(url=redis.url)) as (
+                controller, settings, kubelet):
+            assert controller._store is not None
+            token = settings.state_dir / "auth" / "token"
+            urls = [f"http://127.0.0.1:{settings.api_port}"]
+            gateway = GatewayProcess(urls, token, tmp_path / "gateway", settings.gateway_port, env=redis_env)
+            procs.append(gateway)
+            dispatchers = [DispatcherProcess(urls, token, tmp_path / f"dispatcher-{k}", settings.gateway_port,
+                                             REDIS_ARGS, redis_env) for k in range(2)]
+            procs.extend(dispatchers)
+            try:
+                yield Engine(controller, controller._store, gateway, dispatchers, kubelet, redis)
+            finally:
+                for p in procs:
+                    await p.stop()
     finally:
-        procs = [*dispatchers, *([gateway] if gateway is not None else [])]
-        for p in procs:
-            await p.stop()
-        await controller.stop(stop_replicas=True)
-        pids = kubelet.pids()
-        await kubelet.stop()
         await asyncio.to_thread(stop_redis, redis)
-        for pid in [*pids, *(p.proc.pid for p in procs), redis.proc.pid]:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
+    for pid in [*(p.proc.pid for p in procs), redis.proc.pid]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def admitted(kind: str, obj: dict[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,18 @@
-"""Pieces of the Kubernetes engine's end-to-end tests: the gateway and controller processes (as
-their pods would run them), and a Knative Service created and asked through the gateway."""
+"""The Kubernetes engine on one machine, for its end-to-end tests: the kubelet stand-in's, the
+autoscaler's and the election's fast settings, the controller on the contract fake, the gateway
+and controller processes (as their pods would run them), and a Knative Service created and asked
+through a gateway."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +20,31 @@ import aiohttp
 import orjson
 
 from controller.api.registry import admit, registry_for
+from controller.app import Controller
+from controller.autoscaling.settings import load_settings
+from controller.leader import LeaderSettings
 from controller.reconcilers.context import SERVICES
+from controller.settings import ControllerSettings
 from controller.store.base import Conflict, Store
+from controller.store.kubernetes_config import KubernetesSettings
 from flint_common.lifetime import die_with_parent
 from loadtests.flint_process import free_ports
 
-from .kubelet import KubeletSettings
+from .flint_crds import flint_crds, register_crds
+from .kubeapi.kubeconfig import write_kubeconfig
+from .kubeapi.session import KubeTarget
+from .kubelet import Kubelet, KubeletSettings
 
 FAST_KUBELET = KubeletSettings(probe_period_s=0.05, grace_period_s=3.0, shutdown_grace_s=0.5,
                                crash_backoff_s=0.1, crash_backoff_max_s=0.4, image_backoff_s=0.2,
                                resync_s=0.1)
 """The stand-in with periods of tens of milliseconds: pods ready, restarted and gone at once."""
+DEADLINE_S = 40.0
+FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-period": "0s",
+                                 "tick-interval": "0.5s"}, allow_below_minimums=True)
+"""An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
+FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0)
+"""An election of seconds (the library's floor is a second per period)."""
 
 
 class Process:
@@ -57,17 +75,23 @@ class Process:
 
 
 class GatewayProcess(Process):
-    """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is; `env`:
-    e.g. the Redis of the brokers (`RedisSettings.env()`)."""
+    """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is;
+    `peer_port`: with a peer listener on 127.0.0.1 there (subsetting); `env`: e.g. the Redis of
+    the brokers (`RedisSettings.env()`)."""
 
-    def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, port: int,
-                 gateway_id: str = "gw-kube", env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, controllers: str | Sequence[str], token_file: Path, state_dir: Path, port: int,
+                 *, gateway_id: str = "gw-kube", workers: int = 1, peer_port: int | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.port, (self.admin,) = port, free_ports(1)
+        self.peer_port = peer_port
+        self.gateway_id = gateway_id
         argv = ["-m", "gateway", "--domain", "localhost", "--token-file", str(token_file),
                 "--state-dir", str(state_dir), "--port", str(port), "--admin-port", str(self.admin),
-                "--workers", "1", "--gateway-id", gateway_id]
-        for url in controllers:
+                "--workers", str(workers), "--gateway-id", gateway_id]
+        for url in [controllers] if isinstance(controllers, str) else controllers:
             argv += ["--controller", url]
+        if peer_port is not None:
+            argv += ["--peer-listen", f"127.0.0.1:{peer_port}"]
         super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
@@ -85,6 +109,46 @@ class DispatcherProcess(Process):
         for url in controllers:
             argv += ["--controller", url]
         super().__init__(argv, state_dir.with_suffix(".log"), env)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    kube: KubeTarget, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[Controller, ControllerSettings, Kubelet]]:
+    """The controller with `--engine kubernetes` on the contract fake (Flint's CRDs registered;
+    it leads at once, and waits for gateways to rejoin 2 s; `overrides`: other settings, e.g.
+    `redis`) and the kubelet stand-in running its pods; at the end both stopped and every pod
+    process checked gone."""
+    assert kube.fake is not None
+    await register_crds(kube.api, flint_crds())
+    kubelet = Kubelet(kube.api, namespace=kube.namespace, settings=FAST_KUBELET)
+    await kubelet.start()
+    api_port, tls_port, gateway_port = free_ports(3)
+    settings = ControllerSettings(
+        state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,
+        gateway_port=gateway_port, engine="kubernetes", autoscaler=FAST_AUTOSCALER,
+        kubernetes=KubernetesSettings(
+            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
+            namespace=kube.namespace),
+        leader=LeaderSettings(namespace=kube.namespace, lease_duration_s=FAST_LEADER.lease_duration_s,
+                              renew_deadline_s=FAST_LEADER.renew_deadline_s,
+                              retry_period_s=FAST_LEADER.retry_period_s),
+        gateway_rejoin_s=2.0)
+    settings = replace(settings, **overrides)
+    controller = Controller(settings)
+    try:
+        await controller.start()
+        yield controller, settings, kubelet
+    finally:
+        await controller.stop(stop_replicas=True)
+        pids = kubelet.pids()
+        await kubelet.stop()
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            raise AssertionError(f"pod process {pid} outlived the kubelet stand-in")
 
 
 def ksvc(namespace: str, name: str = "hello", env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -43,10 +43,14 @@ class W:
     log: list[str] = field(default_factory=list)
     eps: list[str] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
+    forwarded: int = 0
 
     def granted(self, rev: RevisionTarget, ep: Endpoint, ticket: Ticket, now: float) -> None:
         self.log.append(self.name)
         self.eps.append(ep.id)
+
+    def forward(self, ticket: Ticket, now: float) -> None:
+        self.forwarded += 1
 
     def rejected(self, status: int, message: str) -> None:
         self.failures.append((status, message))

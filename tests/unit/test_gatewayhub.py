@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.gatewayhub import GatewayHub
-from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
+from flint_common.snapshot import Endpoint, Peer, RevisionTarget, RouteEntry, Snapshot, TrafficSplit
 from flint_common.wire import LINK_PATH, NOT_LEADER, Ack, BucketLoad, Hello, Poke, SnapshotMessage, Stats
 
 WAIT = 2.0
@@ -475,3 +476,35 @@ async def test_a_standby_closes_links_with_not_leader_and_a_lost_term_closes_the
     finally:
         await hub.close()
         await client.close()
+
+
+async def test_gateways_announcing_a_peer_listener_are_the_peers_joining_and_leaving(link: Link) -> None:
+    changes: list[dict[str, tuple[str, int]]] = []
+    link.hub.on_peers_changed(lambda: changes.append(link.hub.peers()))
+    link.hub.publish(snap("a"))
+    a0, a1, b0, plain = [await link.connect() for _ in range(4)]
+    for ws, worker, peer in ((a0, "gw-a/0", "10.0.0.1:8090"), (a1, "gw-a/1", "10.0.0.1:8090"),
+                             (b0, "gw-b/0", "[fd00::2]:8090"), (plain, "gw-c/0", None)):
+        msg: dict[str, Any] = {"type": "hello", "worker": worker, "version": 0}
+        if peer is not None:
+            msg["peer"] = peer
+        await ws.send_str(orjson.dumps(msg).decode())
+        await receive_snapshot(ws)
+    both = {"gw-a": ("10.0.0.1", 8090), "gw-b": ("fd00::2", 8090)}
+    assert link.hub.peers() == both
+    assert changes == [{"gw-a": ("10.0.0.1", 8090)}, both]  # gw-a's second worker, gw-c: no change
+    await a0.close()
+    await link.progress.wait(1)
+    assert link.hub.peers() == both  # gw-a's other worker is still linked
+    await b0.close()
+    await link.progress.wait(2)
+    assert link.hub.peers() == {"gw-a": ("10.0.0.1", 8090)}
+    assert changes[-1] == {"gw-a": ("10.0.0.1", 8090)} and len(changes) == 3
+    await a1.close()
+    await plain.close()
+
+
+async def test_publish_sends_a_change_of_the_peers_alone() -> None:
+    hub = GatewayHub()
+    v1 = hub.publish(snap("a"))
+    assert hub.publish(replace(snap("a"), peers=(Peer("gw-a", "10.0.0.1", 8090),))) > v1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -13,6 +14,7 @@ import pytest
 from flint_common.snapshot import (
     BrokerEntry,
     Endpoint,
+    Peer,
     RevisionTarget,
     RouteEntry,
     Snapshot,
@@ -280,12 +282,17 @@ BROKER_FIELDS_ADDED = {"backend": "sqlite", "stream": ""}
 
 
 def without_added_fields(encoded: bytes) -> object:
-    """`encoded` parsed, the broker fields added since the fixtures dropped (each at its default)."""
+    """`encoded` parsed, the fields added since the fixtures dropped (each at its default): the
+    brokers' backend fields, the endpoints' `owner` and the snapshot's `peers` (subsetting)."""
     obj = orjson.loads(encoded)
     snap = obj.get("snapshot", obj)
     for broker in snap.get("brokers", []):
         for name, default in BROKER_FIELDS_ADDED.items():
             assert broker.pop(name) == default
+    for rev in snap.get("revisions", []):
+        for ep in rev["endpoints"]:
+            assert ep.pop("owner") == ""
+    assert snap.pop("peers") == []
     return obj
 
 
@@ -495,3 +502,31 @@ def test_a_snapshot_written_before_cluster_local_existed_decodes_as_public(tmp_p
     path.write_bytes(orjson.dumps(wire))  # a persisted snapshot left by the older gateway
     loaded = load_snapshot_file(path)
     assert loaded == snapshot(7) and not loaded.routes[0].cluster_local
+
+
+# --- subsetting: Hello's peer, the endpoints' owner, the snapshot's peers -----------------
+
+
+def test_a_hello_with_a_peer_listener_round_trips_and_names_its_gateway() -> None:
+    for peer, text in ((("10.0.0.7", 8090), "10.0.0.7:8090"), (("fd00::7", 8090), "[fd00::7]:8090")):
+        msg = Hello("gw-a/1", 3, peer)
+        assert msg.to_wire()["peer"] == text
+        assert decode_up(msg.encode()) == msg
+    assert Hello("gw-a/1", 3).gateway == "gw-a" and Hello("solo", 0).gateway == "solo"
+    assert "peer" not in Hello("gw/0", 0).to_wire()  # as an older controller expects
+
+
+@pytest.mark.parametrize("peer", ["10.0.0.7", "name:80", "10.0.0.7:0", 8090])
+def test_a_hello_with_a_bad_peer_is_refused_naming_the_field(peer: object) -> None:
+    with pytest.raises(WireError, match=r"hello\.peer"):
+        decode_up(orjson.dumps({"type": "hello", "worker": "gw/0", "version": 0, "peer": peer}))
+
+
+def test_owners_and_peers_round_trip() -> None:
+    base = fixture_snapshot()
+    rev = base.revisions[0]
+    owned = replace(base, peers=(Peer("gw-a", "10.0.0.1", 8090),), revisions=(
+        replace(rev, endpoints=tuple(replace(e, owner="gw-a") for e in rev.endpoints)),
+        *base.revisions[1:]))
+    assert decode_snapshot(orjson.loads(encode_snapshot(owned))) == owned
+    assert decode_down(SnapshotMessage(owned).encode()) == SnapshotMessage(owned)

@@ -18,6 +18,7 @@ from controller.gatewayhub import GatewayHub, WorkerState
 from controller.informer import Informer
 from controller.reconcilers import publisher as publisher_module
 from controller.reconcilers.publisher import SnapshotPublisher
+from controller.routing_subsets import HANDOFF
 from controller.runtime.base import ChangeCallback, ReplicaSpec, ReplicaState, ReplicaStatus
 from flint_common.snapshot import Endpoint, Snapshot
 from flint_common.wire import LINK_PATH, SnapshotMessage
@@ -83,14 +84,28 @@ class FakeRuntime:
 
 
 class FakeHub(GatewayHub):
-    """The four things the publisher asks of the hub, with versions 1, 2, 3... and workers the
-    test acks for. Subclasses the real hub only so that mypy checks every override against it;
+    """The things the publisher asks of the hub, with versions 1, 2, 3..., workers the test acks
+    for and the gateway peers the test sets (`set_peers` republishes, as a gateway joining does).
+    Subclasses the real hub only so that mypy checks every override against it;
     never calls its __init__ (no sockets), so anything not faked here fails at once."""
 
     def __init__(self) -> None:
         self._snap = Snapshot.empty()
         self.published: list[Snapshot] = []
         self.acks: dict[str, WorkerState] = {}
+        self._peer_table: dict[str, tuple[str, int]] = {}
+        self._peer_callbacks: list[Callable[[], None]] = []
+
+    def peers(self) -> dict[str, tuple[str, int]]:
+        return dict(self._peer_table)
+
+    def on_peers_changed(self, callback: Callable[[], None]) -> None:
+        self._peer_callbacks.append(callback)
+
+    def set_peers(self, peers: dict[str, tuple[str, int]]) -> None:
+        self._peer_table = dict(peers)
+        for callback in self._peer_callbacks:
+            callback()
 
     @property
     def version(self) -> int:
@@ -102,8 +117,8 @@ class FakeHub(GatewayHub):
 
     def publish(self, snapshot: Snapshot) -> int:
         old = self._snap
-        if self.version and (snapshot.routes, snapshot.revisions, snapshot.brokers) == (
-            old.routes, old.revisions, old.brokers
+        if self.version and (snapshot.routes, snapshot.revisions, snapshot.brokers, snapshot.peers) == (
+            old.routes, old.revisions, old.brokers, old.peers
         ):
             return self.version
         self._snap = replace(snapshot, version=self.version + 1)
@@ -520,3 +535,70 @@ async def test_every_replica_crashed_before_ready_fails_fast(env: Env[FakeHub]) 
     env.runtime.add("r2", "starting")
     (target,) = env.pub.build().revisions
     assert target.failure == ""  # one is still on its way: keep waiting
+
+
+# ------------------------------------------------------------------------------------------
+# subsetting
+# ------------------------------------------------------------------------------------------
+
+
+async def test_peer_gateways_own_a_limited_revisions_replicas_and_a_join_republishes(
+        env: Env[FakeHub]) -> None:
+    env.revisions[0]["spec"] = {"containerConcurrency": 1}
+    for rid in ("r1", "r2", "r3"):
+        env.runtime.add(rid)
+    env.runtime.add("r4", "starting")
+    env.pub.mark_dirty()
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.owner for e in rev.endpoints] == ["", "", "", ""] and not env.hub.snapshot.peers
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090)})  # a gateway joins: a new snapshot at once
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.owner for e in rev.endpoints] == ["gw-a"] * 4
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090), "gw-b": ("10.0.0.2", 8090)})
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    owners = {e.id: e.owner for e in rev.endpoints}
+    assert sorted(owners.values()) == ["gw-a", "gw-a", "gw-b", "gw-b"]  # the starting one too
+    assert [peer.gateway for peer in env.hub.snapshot.peers] == ["gw-a", "gw-b"]
+    # A drained replica leaves every snapshot (its requests in flight finish where they were
+    # sent); the others are shared again, the loads differing by one at most.
+    env.pub.drain("r1")
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.id for e in rev.endpoints] == ["r2", "r3", "r4"]
+    assert sorted(e.owner for e in rev.endpoints) in (["gw-a", "gw-a", "gw-b"], ["gw-a", "gw-b", "gw-b"])
+
+
+async def test_an_unlimited_revision_has_no_owners_with_peers(env: Env[FakeHub]) -> None:
+    env.runtime.add("r1")
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090)})
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert [e.owner for e in rev.endpoints] == [""] and len(env.hub.snapshot.peers) == 1
+
+
+async def test_a_replica_changing_owner_is_handed_over_once_its_old_owner_let_go(
+        env: Env[FakeHub]) -> None:
+    env.revisions[0]["spec"] = {"containerConcurrency": 1}
+    env.runtime.add("r1")
+    env.runtime.add("r2")
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090)})
+    await env.flush()
+    env.hub.ack("gw-a/0", env.hub.version)
+    env.hub.set_peers({"gw-a": ("10.0.0.1", 8090), "gw-b": ("10.0.0.2", 8090)})  # gw-b joins
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    held = [e.id for e in rev.endpoints if e.owner == HANDOFF]
+    assert len(held) == 1 and sorted(e.owner for e in rev.endpoints) == [HANDOFF, "gw-a"]
+    holding = env.hub.version
+    env.hub.ack("gw-a/0", holding, {held[0]: 1})  # gw-a still has a request in flight there
+    env.pub.check_drains()
+    await env.flush()
+    assert env.hub.version == holding
+    env.hub.ack("gw-a/0", holding)  # done: gw-b gets it
+    env.pub.check_drains()
+    await env.flush()
+    (rev,) = env.hub.snapshot.revisions
+    assert env.hub.version > holding and sorted(e.owner for e in rev.endpoints) == ["gw-a", "gw-b"]

@@ -1,4 +1,4 @@
-"""Which gateway owns which limited replica (`controller.routing_subsets`)."""
+"""Which gateway owns which limited replica, and the owners in the snapshot (`controller.routing_subsets`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from controller.routing_subsets import assign_owners, owned_by
+from controller.routing_subsets import HANDOFF, assign_owners, hold_moves, owned_by, subset_snapshot
+from flint_common.snapshot import Endpoint, Peer, RevisionTarget, Snapshot
 
 
 def names(prefix: str, n: int) -> list[str]:
@@ -46,3 +47,70 @@ def test_a_gateway_joining_or_leaving_moves_few_replicas() -> None:
                 left = assign_owners(rs, gs[1:])
                 must = len(owned_by(before, "gw-0"))
                 assert sum(before[x] != left[x] for x in rs) - must <= 5, (r, g)
+
+
+# ------------------------------------------------------------------------------------------
+# subset_snapshot: the owners in the snapshot
+# ------------------------------------------------------------------------------------------
+
+
+def target(name: str, cc: int, *endpoint_ids: str, starting: str = "") -> RevisionTarget:
+    return RevisionTarget(
+        namespace="default", name=name, service="s", timeout_s=300.0, response_start_timeout_s=300.0,
+        idle_timeout_s=0.0, container_concurrency=cc,
+        endpoints=tuple(Endpoint(e, "10.0.0.1", 8080 + i, starting=e == starting)
+                        for i, e in enumerate(endpoint_ids)),
+    )
+
+
+def snapshot(*revisions: RevisionTarget) -> Snapshot:
+    return Snapshot(version=3, routes=(), revisions=revisions)
+
+
+PEERS = {"gw-b": ("10.1.0.2", 8090), "gw-a": ("10.1.0.1", 8090)}
+
+
+def test_without_peers_the_snapshot_is_unchanged() -> None:
+    snap = snapshot(target("limited", 1, "r1", "r2"))
+    assert subset_snapshot(snap, {}) is snap
+
+
+def test_every_endpoint_of_a_limited_revision_gets_one_owner_ready_or_starting() -> None:
+    snap = subset_snapshot(snapshot(target("limited", 1, "r1", "r2", "r3", starting="r3"),
+                                    target("free", 0, "f1", "f2")), PEERS)
+    limited, free = snap.revisions
+    owners = {e.id: e.owner for e in limited.endpoints}
+    assert owners == assign_owners(["r1", "r2", "r3"], ["gw-a", "gw-b"])
+    assert sorted(owners.values()) in (["gw-a", "gw-a", "gw-b"], ["gw-a", "gw-b", "gw-b"])
+    assert [e.starting for e in limited.endpoints] == [False, False, True]  # the rest kept
+    assert [e.owner for e in free.endpoints] == ["", ""]  # unlimited: every gateway balances
+    assert snap.peers == (Peer("gw-a", "10.1.0.1", 8090), Peer("gw-b", "10.1.0.2", 8090))
+    assert (snap.version, snap.routes, limited.key) == (3, (), "default/limited")
+
+
+def test_a_revision_without_endpoints_and_a_gateway_leaving() -> None:
+    empty = subset_snapshot(snapshot(target("limited", 1)), PEERS)
+    assert empty.revisions[0].endpoints == () and len(empty.peers) == 2
+    both = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), PEERS)
+    alone = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), {"gw-a": PEERS["gw-a"]})
+    assert sorted(e.owner for e in both.revisions[0].endpoints) == ["gw-a", "gw-b"]
+    assert [e.owner for e in alone.revisions[0].endpoints] == ["gw-a", "gw-a"]
+    assert alone.peers == (Peer("gw-a", "10.1.0.1", 8090),)
+
+
+def test_a_replica_changing_owner_is_nobodys_until_released() -> None:
+    two = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), PEERS)
+    new = {e.id: e.owner for e in two.revisions[0].endpoints}
+    moved = next(r for r, g in new.items() if g == "gw-b")
+    previous = {"r1": "gw-a", "r2": "gw-a"}  # gw-b joined: gw-a owned both
+    held_snap, held = hold_moves(two, previous, set())
+    assert held == {moved}
+    owners = {e.id: e.owner for e in held_snap.revisions[0].endpoints}
+    assert owners[moved] == HANDOFF and all(g == new[r] for r, g in owners.items() if r != moved)
+    released, none = hold_moves(two, previous, {moved})
+    assert none == set() and released is two
+    # The old owner gone (no longer a peer): no one to wait for.
+    gone = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), {"gw-b": PEERS["gw-b"]})
+    assert hold_moves(gone, previous, set()) == (gone, set())
+    # New replicas and unchanged owners are never held.
+    assert hold_moves(two, {}, set()) == (two, set()) and hold_moves(two, new, set()) == (two, set())
