@@ -1,8 +1,9 @@
 """A core v1 Service as a Destination on the Kubernetes engine: a Trigger whose subscriber is
 `ref: {apiVersion: v1, kind: Service}` gets `status.subscriberUri` =
-`http://<name>.<namespace>.svc.cluster.local` (a `uri` resolved against it) once the Service
-exists, is woken when it appears, and is unresolved again when it goes. The controller runs in
-this process on the contract fake (its informer of core Services through the workloads)."""
+`http://<name>.<namespace>.svc.cluster.local` (a `uri` resolved against it; its dead-letter sink
+too) once the Service exists, is woken when it appears, and is unresolved again when it goes.
+The controller runs in this process on the contract fake (its informer of core Services through
+the workloads)."""
 
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ async def test_a_trigger_to_a_core_service_gets_its_cluster_url_once_it_exists(
         await store.create(TRIGGERS, admitted("trigger", {
             "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
             "metadata": {"name": name, "namespace": ns},
-            "spec": {"broker": "default", "subscriber": dest}}))
+            "spec": {"broker": "default", "subscriber": dest, "delivery": {"deadLetterSink": {
+                "ref": {"apiVersion": "v1", "kind": "Service", "name": "legacy"}, "uri": "/dead"}}}}))
 
     # Before the Service exists: unresolved, saying so.
     uri, _, message = await eventually(lambda: subscriber(store, ns, "to-core"),
@@ -98,6 +100,8 @@ async def test_a_trigger_to_a_core_service_gets_its_cluster_url_once_it_exists(
     got = await eventually(lambda: subscriber(store, ns, "to-core-path"), lambda s: s[1] == "True",
                            DEADLINE_S, "the uri resolved against it")
     assert got[0] == f"http://legacy.{ns}.svc.cluster.local/events?x=1"
+    trigger = await store.get(TRIGGERS, ns, "to-core-path")
+    assert trigger["status"]["deadLetterSinkUri"] == f"http://legacy.{ns}.svc.cluster.local/dead"
     # It goes: unresolved again.
     core: Any = client.CoreV1Api(kube.api)
     await core.delete_namespaced_service("legacy", ns)
