@@ -169,7 +169,7 @@ async def test_broker_to_trigger_through_redis_to_a_pod_with_a_dispatcher_killed
         "spec": {"template": {"spec": {"containers": [{
             "image": "flint.test/apps/eventsink",
             "env": [{"name": "SINK_FILE", "value": str(sink_file)},
-                    {"name": "DELAY_S", "value": "0.02"}]}]}}}}))  # deliveries stay in flight
+                    {"name": "DELAY_S", "value": "0.1"}]}]}}}}))  # deliveries stay in flight
     await store.create(BROKERS, admitted("broker", {
         "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
         "metadata": {"name": "default", "namespace": ns,
