@@ -46,6 +46,7 @@ from controller.reconcilers.context import (
     BROKERS,
     CHANNELS,
     CONFIGURATIONS,
+    CORE_SERVICES,
     IN_MEMORY_CHANNELS,
     LABEL_CONFIGURATION,
     REDIS_CHANNELS,
@@ -194,7 +195,9 @@ class Controller:
             on_change=lambda key: self.enqueue(REVISIONS, _split(key)),
             reporting=lambda: hub.connected() > 0,
         )
-        caches = Informers(informers)
+        # On Kubernetes the core Services a Destination may name: the workloads' informer.
+        core = {CORE_SERVICES: parts.workloads.services} if parts.workloads is not None else {}
+        caches = Informers({**informers, **core})
         self.informers = caches
         if parts.launcher is not None:  # the embedded engine: processes, image snapshots
             serving: ServingContext | KubeServingContext = ServingContext(
@@ -394,8 +397,9 @@ class Controller:
         self._queues[r.kind] = WorkQueue(r.kind.plural, _bind(r.reconcile, ctx, lambda: self.leading),
                                          workers=self.settings.reconcile_workers)
         assert self.informers is not None
-        for w in r.watches:
-            self.informers[w.kind].on_change(self._enqueuer(r.kind, w.keys))
+        for w in r.watches:  # a kind this engine does not cache has no watch (core Services)
+            if (informer := self.informers.by_kind.get(w.kind)) is not None:
+                informer.on_change(self._enqueuer(r.kind, w.keys))
 
     def _enqueuer(self, kind: Kind, keys: Mapper) -> Callable[[str, Obj, Obj | None], None]:
         def handle(type_: str, obj: Obj, old: Obj | None) -> None:

@@ -35,6 +35,16 @@ def lease_s(value: str) -> float:
     return seconds
 
 
+def consumer_settings(lease: float, claim_after: float, heartbeat: float) -> RedisConsumerSettings:
+    """The Redis consumers' settings of the flags; a ValueError when a live dispatcher's entries
+    could be taken over (`claim_after` under three heartbeats)."""
+    if heartbeat * 3 > claim_after:
+        raise ValueError(f"--redis-claim-after-s ({claim_after:g}) must be at least three heartbeats "
+                         f"(--redis-claim-heartbeat-s {heartbeat:g}): a live dispatcher's entries "
+                         "would be taken over")
+    return RedisConsumerSettings(lease_s=lease, claim_after_s=claim_after, claim_heartbeat_s=heartbeat)
+
+
 def main(argv: list[str] | None = None) -> int:
     guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
     p = argparse.ArgumentParser(prog="python -m controller.eventing", description=__doc__)
@@ -59,7 +69,21 @@ def main(argv: list[str] | None = None) -> int:
                    "another. The reader's is renewed every third of it, a retry's every second "
                    "(keep it well above that; small values are for tests). Default "
                    f"${ENV_LEASE_S}, else {RedisConsumerSettings().lease_s:g}")
+    p.add_argument("--redis-claim-after-s", type=lease_s, metavar="SECONDS",
+                   default=RedisConsumerSettings().claim_after_s,
+                   help="a Redis consumer's entries held this long by another dispatcher without "
+                   "a heartbeat are taken over (it is taken for dead), in seconds; keep it above "
+                   "three heartbeats (small values are for tests). Default "
+                   f"{RedisConsumerSettings().claim_after_s:g}")
+    p.add_argument("--redis-claim-heartbeat-s", type=lease_s, metavar="SECONDS",
+                   default=RedisConsumerSettings().claim_heartbeat_s,
+                   help="how often the entries a dispatcher holds are marked alive, in seconds. "
+                   f"Default {RedisConsumerSettings().claim_heartbeat_s:g}")
     a = p.parse_args(argv)
+    try:
+        consumer = consumer_settings(a.redis_lease_s, a.redis_claim_after_s, a.redis_claim_heartbeat_s)
+    except ValueError as exc:
+        p.error(str(exc))
     private_umask()
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     token_file = a.token_file or a.state_dir / "auth" / "token"
@@ -76,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         controller_url=",".join(a.controller or ["http://127.0.0.1:8081"]),
         domain=a.domain, admin_port=a.admin_port, token=token, redis=redis,
         link_token_file=a.link_token_file,
-        redis_consumer=RedisConsumerSettings(lease_s=a.redis_lease_s),
+        redis_consumer=consumer,
     )
 
     async def main_async() -> None:

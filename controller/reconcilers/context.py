@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.api.eventing import ENGINE_EMBEDDED
 from controller.autoscaling.kpa import Decision
 from controller.builds.artifacts import ArtifactStore
 from controller.dispatchhub import DispatchHub
@@ -28,6 +29,8 @@ TRIGGERS = Kind("eventing.knative.dev", "triggers")
 CHANNELS = Kind("messaging.knative.dev", "channels")
 IN_MEMORY_CHANNELS = Kind("messaging.knative.dev", "inmemorychannels")
 SUBSCRIPTIONS = Kind("messaging.knative.dev", "subscriptions")
+CORE_SERVICES = Kind("", "services")
+"""Core v1 Services: cached on the Kubernetes engine only (a Destination may name one)."""
 REDIS_CHANNELS = Kind("messaging.flint.dev", "redischannels")
 
 Key = tuple[str, str]
@@ -49,11 +52,13 @@ _LOOKUP_KINDS: dict[tuple[str, str], Kind] = {
     ("messaging.knative.dev", "InMemoryChannel"): IN_MEMORY_CHANNELS,
     ("messaging.knative.dev", "Subscription"): SUBSCRIPTIONS,
     ("messaging.flint.dev", "RedisChannel"): REDIS_CHANNELS,
+    ("", "Service"): CORE_SERVICES,
 }
 """The kinds a reference (a Destination, a dead-letter sink) may name, by API group and kind."""
-REFERABLE_KINDS = (SERVICES, ROUTES, BROKERS, CHANNELS, IN_MEMORY_CHANNELS, REDIS_CHANNELS)
+REFERABLE_KINDS = (SERVICES, ROUTES, BROKERS, CHANNELS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, CORE_SERVICES)
 """The addressable kinds a trigger, a subscription or a dead-letter sink may resolve to: their
-changes wake whatever may refer to them (Knative's tracker, by namespace)."""
+changes wake whatever may refer to them (Knative's tracker, by namespace). A kind without an
+informer (core Services on the embedded engine) has no watch."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,10 @@ class Informers:
         informer = None if k is None else self.by_kind.get(k)
         return None if informer is None else informer.get(namespace, name)
 
-    def resolve(self, destination: Any, namespace: str) -> tuple[str | None, str]:
-        """A Destination's URL, or None and why (see `reconcilers.destinations`)."""
-        return resolve_destination(destination, namespace, self.lookup)
+    def resolve(self, destination: Any, namespace: str, engine: str = ENGINE_EMBEDDED
+                ) -> tuple[str | None, str]:
+        """A Destination's URL on `engine`, or None and why (see `reconcilers.destinations`)."""
+        return resolve_destination(destination, namespace, self.lookup, engine=engine)
 
 
 @dataclass(kw_only=True)
@@ -188,7 +194,7 @@ class EventingContext(ReconcilerContext):
         return self.informers.lookup(group, kind, namespace, name)
 
     def resolve(self, destination: Any, namespace: str) -> tuple[str | None, str]:
-        return self.informers.resolve(destination, namespace)
+        return self.informers.resolve(destination, namespace, self.settings.engine)
 
 
 def ns_name(obj: Obj) -> Key:

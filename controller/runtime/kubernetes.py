@@ -54,10 +54,10 @@ __all__ = ["DEPLOYMENTS", "ENDPOINT_SLICES", "HPAS", "WORKLOAD_KINDS", "Kubernet
 DEPLOYMENTS = Kind("apps", "deployments")
 ENDPOINT_SLICES = Kind("discovery.k8s.io", "endpointslices")
 HPAS = Kind("autoscaling", "horizontalpodautoscalers")
-WORKLOAD_KINDS = {DEPLOYMENTS: ("v1", "Deployment"), ENDPOINT_SLICES: ("v1", "EndpointSlice"),
-                  HPAS: ("v2", "HorizontalPodAutoscaler")}
 PODS = Kind("", "pods")
 SERVICES = Kind("", "services")
+WORKLOAD_KINDS = {DEPLOYMENTS: ("v1", "Deployment"), ENDPOINT_SLICES: ("v1", "EndpointSlice"),
+                  HPAS: ("v2", "HorizontalPodAutoscaler"), SERVICES: ("v1", "Service")}
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 HASH_ANNOTATION = "flint.dev/manifest-hash"
 
@@ -109,6 +109,9 @@ class KubernetesWorkloads:
         self.deployments = Informer(self._store, DEPLOYMENTS)
         self.slices = Informer(self._store, ENDPOINT_SLICES)
         self.hpas = Informer(self._store, HPAS)
+        self.services = Informer(self._store, SERVICES)
+        """Core Services (read only: the store reads the core group): the Destinations that
+        name one (`ref: {apiVersion: v1, kind: Service}`) resolve from it and wake on it."""
         self._listeners: list[Callable[[str], None]] = []
         self._started = False
 
@@ -121,10 +124,11 @@ class KubernetesWorkloads:
             informer.on_change(self._changed)
             await informer.start()
         await self.hpas.start()
+        await self.services.start()
 
     async def close(self) -> None:
         """Stop watching; the cluster keeps running every workload."""
-        for informer in (self.hpas, self.slices, self.deployments):
+        for informer in (self.services, self.hpas, self.slices, self.deployments):
             await informer.stop()
         await self._store.close()
 

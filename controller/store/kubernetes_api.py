@@ -1,4 +1,6 @@
-"""Flint's custom resources through kubernetes-asyncio's CustomObjectsApi, as JSON in and JSON out.
+"""Flint's custom resources through kubernetes-asyncio's CustomObjectsApi, as JSON in and JSON out;
+kinds of the core group (`Kind("", "services")`) are read through its CoreV1Api (get, list, watch:
+what an informer needs; their writes are refused, the workloads make them with `core_call`).
 
 Every call goes with `_preload_content=False` and this module reads the body itself: the
 generated client deserializes only the status codes its OpenAPI lists (a 202 from a delete, a
@@ -9,6 +11,7 @@ refused): the one `Any` of the Kubernetes store is the CustomObjectsApi held her
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +49,7 @@ class CustomObjects:
         request_timeout_s: float,
     ) -> None:
         self._api: Any = client.CustomObjectsApi(api)  # see the module docstring
+        self._core: Any = client.CoreV1Api(api)
         self._kinds = {k: Served(version, name) for k, (version, name) in kinds.items()}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
 
@@ -60,10 +64,19 @@ class CustomObjects:
             known = ", ".join(sorted(str(k) for k in self._kinds))
             raise BadRequest(f"unknown kind {kind}; this store serves {known}", kind=kind) from None
 
+    def _core_method(self, kind: Kind, namespace: str | None, verb: str) -> str:
+        """The CoreV1Api method that `verb`s (`read`, `list`) a core kind, e.g.
+        `list_namespaced_service`, `list_service_for_all_namespaces`."""
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", self.served(kind).kind).lower()
+        if namespace is None:
+            return f"{verb}_{snake}_for_all_namespaces"
+        return f"{verb}_namespaced_{snake}"
+
     async def _call(self, kind: Kind, name: str, method: str, *args: Any, **kwargs: Any) -> Obj:
         kwargs.setdefault("_request_timeout", self._timeout)
+        api = self._core if not kind.group else self._api
         try:
-            response = await getattr(self._api, method)(*args, _preload_content=False, **kwargs)
+            response = await getattr(api, method)(*args, _preload_content=False, **kwargs)
             try:
                 data = await response.read()
             finally:
@@ -76,6 +89,8 @@ class CustomObjects:
         return body
 
     def _where(self, kind: Kind, namespace: str) -> tuple[str, str, str, str]:
+        if not kind.group:
+            raise BadRequest(f"{kind}: this store only reads the core group's kinds", kind=kind)
         return kind.group, self.served(kind).version, namespace, kind.plural
 
     async def create(self, kind: Kind, namespace: str, body: Obj, name: str) -> Obj:
@@ -84,6 +99,8 @@ class CustomObjects:
         )
 
     async def get(self, kind: Kind, namespace: str, name: str) -> Obj:
+        if not kind.group:
+            return await self._call(kind, name, self._core_method(kind, namespace, "read"), name, namespace)
         return await self._call(
             kind, name, "get_namespaced_custom_object", *self._where(kind, namespace), name
         )
@@ -91,6 +108,9 @@ class CustomObjects:
     async def list(self, kind: Kind, namespace: str | None, **query: Any) -> Obj:
         """A list (all namespaces when `namespace` is None) with query parameters as the
         generated client names them (`resource_version`, `resource_version_match`…)."""
+        if not kind.group:
+            where = () if namespace is None else (namespace,)
+            return await self._call(kind, "", self._core_method(kind, namespace, "list"), *where, **query)
         if namespace is None:
             version = self.served(kind).version
             return await self._call(
@@ -146,7 +166,10 @@ class CustomObjects:
             "_request_timeout": aiohttp.ClientTimeout(sock_connect=connect_timeout_s),
         }
         version = self.served(kind).version
-        if namespace is None:
+        if not kind.group:
+            where = () if namespace is None else (namespace,)
+            call = getattr(self._core, self._core_method(kind, namespace, "list"))(*where, **query)
+        elif namespace is None:
             call = self._api.list_cluster_custom_object(kind.group, version, kind.plural, **query)
         else:
             call = self._api.list_namespaced_custom_object(

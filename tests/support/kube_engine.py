@@ -11,7 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,15 @@ FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_per
 
 
 class Process:
-    """A `python -m …` process in a session of its own, its output in `log`; `stop()` ends it
-    (SIGTERM, then SIGKILL of its group) and `kill()` kills it outright, as a node failure would."""
+    """A `python -m …` process in a session of its own (this environment plus `env`), its output
+    in `log`; `stop()` ends it (SIGTERM, then SIGKILL of its group) and `kill()` kills it
+    outright, as a node failure would."""
 
-    def __init__(self, argv: Sequence[str], log: Path) -> None:
+    def __init__(self, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(env or {})},
                                          preexec_fn=die_with_parent, start_new_session=True)
 
     async def stop(self, grace_s: float = 20.0) -> None:
@@ -73,10 +76,12 @@ class Process:
 
 class GatewayProcess(Process):
     """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is;
-    `peer_port`: with a peer listener on 127.0.0.1 there (subsetting)."""
+    `peer_port`: with a peer listener on 127.0.0.1 there (subsetting); `env`: e.g. the Redis of
+    the brokers (`RedisSettings.env()`)."""
 
     def __init__(self, controllers: str | Sequence[str], token_file: Path, state_dir: Path, port: int,
-                 *, gateway_id: str = "gw-kube", workers: int = 1, peer_port: int | None = None) -> None:
+                 *, gateway_id: str = "gw-kube", workers: int = 1, peer_port: int | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.port, (self.admin,) = port, free_ports(1)
         self.peer_port = peer_port
         self.gateway_id = gateway_id
@@ -87,16 +92,33 @@ class GatewayProcess(Process):
             argv += ["--controller", url]
         if peer_port is not None:
             argv += ["--peer-listen", f"127.0.0.1:{peer_port}"]
-        super().__init__(argv, state_dir.with_suffix(".log"))
+        super().__init__(argv, state_dir.with_suffix(".log"), env)
+
+
+class DispatcherProcess(Process):
+    """A `python -m controller.eventing` polling the plan of `controllers` and posting through the
+    gateway on `gateway_port`, as a dispatcher pod does; `redis_args`: its lease and claim flags,
+    `env`: its Redis (`RedisSettings.env()`). Its admin port (`/metrics`) is `admin`."""
+
+    def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, gateway_port: int,
+                 redis_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+        self.state_dir, (self.admin,) = state_dir, free_ports(1)
+        argv = ["-m", "controller.eventing", "--state-dir", str(state_dir), "--token-file", str(token_file),
+                "--gateway", f"http://127.0.0.1:{gateway_port}", "--domain", "localhost",
+                "--admin-port", str(self.admin), *redis_args]
+        for url in controllers:
+            argv += ["--controller", url]
+        super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
 @contextlib.asynccontextmanager
 async def running_engine(
-    kube: KubeTarget, tmp_path: Path
+    kube: KubeTarget, tmp_path: Path, **overrides: Any
 ) -> AsyncIterator[tuple[Controller, ControllerSettings, Kubelet]]:
     """The controller with `--engine kubernetes` on the contract fake (Flint's CRDs registered;
-    it leads at once, and waits for gateways to rejoin 2 s) and the kubelet stand-in running its
-    pods; at the end both stopped and every pod process checked gone."""
+    it leads at once, and waits for gateways to rejoin 2 s; `overrides`: other settings, e.g.
+    `redis`) and the kubelet stand-in running its pods; at the end both stopped and every pod
+    process checked gone."""
     assert kube.fake is not None
     await register_crds(kube.api, flint_crds())
     kubelet = Kubelet(kube.api, namespace=kube.namespace, settings=FAST_KUBELET)
@@ -112,6 +134,7 @@ async def running_engine(
                               renew_deadline_s=FAST_LEADER.renew_deadline_s,
                               retry_period_s=FAST_LEADER.retry_period_s),
         gateway_rejoin_s=2.0)
+    settings = replace(settings, **overrides)
     controller = Controller(settings)
     try:
         await controller.start()

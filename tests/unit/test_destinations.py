@@ -164,19 +164,54 @@ def test_object_without_address_is_unresolved(cache: Cache, name: str) -> None:
     assert f"ns/{name}" in why
 
 
-def test_core_service_is_not_supported(cache: Cache) -> None:
-    ref = {"apiVersion": "v1", "kind": "Service", "name": "hello"}
-    url, why = resolve_destination({"ref": ref}, "ns", cache)
+CORE_REF = {"apiVersion": "v1", "kind": "Service", "name": "hello"}
+CORE_SVC: Obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello"}}
+
+
+def test_a_core_service_is_refused_on_the_embedded_engine_without_a_lookup(cache: Cache) -> None:
+    url, why = resolve_destination({"ref": CORE_REF}, "ns", cache)
     assert url is None
-    assert "Service" in why
-    assert "not an addressable kind" in why
+    assert "v1 Service ns/hello" in why and "DNS" in why and "Kubernetes engine" in why
+    assert "serving.knative.dev/v1" in why  # what would be right
     assert cache.calls == []
 
 
-def test_core_service_message_names_the_core_group(cache: Cache) -> None:
-    ref = {"apiVersion": "v1", "kind": "Service", "name": "hello"}
-    _, why = resolve_destination({"ref": ref}, "ns", cache)
-    assert "(core)" in why
+def test_a_core_service_resolves_to_its_cluster_dns_name_on_kubernetes() -> None:
+    cache = Cache({("", "Service", "ns", "hello"): CORE_SVC})
+    assert resolve_destination({"ref": CORE_REF}, "ns", cache, engine="kubernetes") == (
+        "http://hello.ns.svc.cluster.local", "")
+    assert cache.calls == [("", "Service", "ns", "hello")]
+
+
+def test_a_core_service_in_another_namespace_and_another_cluster_domain() -> None:
+    cache = Cache({("", "Service", "other", "hello"): CORE_SVC})
+    dest = {"ref": {**CORE_REF, "namespace": "other"}}
+    assert resolve_destination(dest, "ns", cache, engine="kubernetes", cluster_domain="corp.example") == (
+        "http://hello.other.svc.corp.example", "")
+
+
+@pytest.mark.parametrize(("uri", "want"), [
+    ("/events", "http://hello.ns.svc.cluster.local/events"),
+    ("a/b?x=1", "http://hello.ns.svc.cluster.local/a/b?x=1"),
+    ("http://elsewhere:8080/p", "http://elsewhere:8080/p"),
+])
+def test_a_uri_resolves_against_a_core_services_url(uri: str, want: str) -> None:
+    cache = Cache({("", "Service", "ns", "hello"): CORE_SVC})
+    assert resolve_destination({"ref": CORE_REF, "uri": uri}, "ns", cache, engine="kubernetes") == (want, "")
+
+
+def test_a_missing_core_service_is_named(cache: Cache) -> None:
+    url, why = resolve_destination({"ref": CORE_REF}, "ns", cache, engine="kubernetes")
+    assert url is None
+    assert why == 'failed to get ref ns/hello: services "hello" not found'
+
+
+def test_a_core_kind_other_than_service_is_not_addressable() -> None:
+    cache = Cache({})
+    ref = {"apiVersion": "v1", "kind": "Pod", "name": "p"}
+    url, why = resolve_destination({"ref": ref}, "ns", cache, engine="kubernetes")
+    assert url is None and "Pod (core) is not an addressable kind" in why
+    assert cache.calls == []
 
 
 def test_unknown_kind_is_not_supported(cache: Cache) -> None:

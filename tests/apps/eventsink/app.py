@@ -1,7 +1,8 @@
 """Event sink: records every CloudEvent it receives to $SINK_FILE (JSON lines), for e2e tests.
 
 Behaviour by environment: FAIL_EVERY=N answers 503 to every Nth request of this process;
-REPLY_TYPE=T answers each event with a reply event of type T (binary mode). stdlib only.
+REPLY_TYPE=T answers each event with a reply event of type T (binary mode); DELAY_S=S waits S
+seconds before recording and answering each request (deliveries stay in flight). stdlib only.
 """
 
 import json
@@ -9,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
@@ -26,6 +28,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        delay = float(os.environ.get("DELAY_S") or 0)
+        if delay:
+            time.sleep(delay)  # a handler thread of its own
         with LOCK:
             COUNT[0] += 1
             n = COUNT[0]
