@@ -246,7 +246,8 @@ async def test_an_unrouted_revision_keeps_its_pod_while_no_gateway_is_linked_unt
     key = (kube.namespace, "hello-00005")
     await reconciled_until(ctx, key, lambda r: condition(r, "Ready")[0] == "True", "the revision Ready", kube)
     # No gateway is linked: one may still route to the pod from its last snapshot, so it stays...
-    ctx.hub = UnlinkedHub()
+    unlinked: Any = UnlinkedHub()
+    ctx.hub = unlinked
     now = [1000.0]
     ctx.clock = lambda: now[0]
     routes.objs = []
