@@ -12,11 +12,7 @@ poll goes by its own token file.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ import orjson
 import pytest
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
+from support.kube_engine import GatewayProcess
 from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 
@@ -35,7 +32,6 @@ from controller.eventing.plan import PLAN_PATH
 from controller.leader import LeaderSettings
 from controller.settings import ControllerSettings
 from controller.store.kubernetes_config import KubernetesSettings
-from flint_common.lifetime import die_with_parent
 from flint_common.secret import Secret
 from flint_common.wire import LINK_PATH
 from loadtests.flint_process import free_ports
@@ -156,37 +152,14 @@ async def test_other_tokens_are_refused_with_401(linked: Linked, account: str, a
     assert await handshake(linked.url, "not-a-token-at-all") == 401
 
 
-class Gateway:
-    """A `python -m gateway` process with its own admin token and a link token file."""
-
-    def __init__(self, linked: Linked, link_token_file: Path, admin_token: Path, port: int) -> None:
-        (self.admin,) = free_ports(1)
-        state = linked.tmp / "gateway"
-        self.log = linked.tmp / "gateway.log"
-        argv = [sys.executable, "-m", "gateway", "--controller", linked.url, "--domain", "localhost",
-                "--token-file", str(admin_token), "--link-token-file", str(link_token_file),
-                "--state-dir", str(state), "--port", str(port), "--admin-port", str(self.admin),
-                "--workers", "1", "--gateway-id", "gw-sa"]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                         preexec_fn=die_with_parent, start_new_session=True)
-
-    async def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.proc.wait, 20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                await asyncio.to_thread(self.proc.wait)
-
-
 async def test_a_gateway_with_only_a_link_token_file_links_and_rereads_it(linked: Linked) -> None:
     hub = linked.controller.hub
     wrong = await linked.token("flint-gateway", ["someone-else"])
     token_file = await linked.file("link-token", wrong)
     admin_token = await linked.file("gateway-admin-token", secrets.token_urlsafe(32))
-    gateway = Gateway(linked, token_file, admin_token, linked.controller.settings.gateway_port)
+    gateway = GatewayProcess(linked.url, admin_token, linked.tmp / "gateway",
+                             linked.controller.settings.gateway_port, gateway_id="gw-sa",
+                             link_token_file=token_file)
     try:
         await eventually(lambda: asyncio.to_thread(gateway.log.read_text),
                          lambda text: "event=link_refused" in text and "status=401" in text,

@@ -76,12 +76,13 @@ class Process:
 
 class GatewayProcess(Process):
     """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is;
-    `peer_port`: with a peer listener on 127.0.0.1 there (subsetting); `env`: e.g. the Redis of
-    the brokers (`RedisSettings.env()`)."""
+    `peer_port`: with a peer listener on 127.0.0.1 there (subsetting); `link_token_file`: the
+    link's bearer from that file (a projected service-account token), the `token_file` then
+    guarding only its admin port; `env`: e.g. the Redis of the brokers (`RedisSettings.env()`)."""
 
     def __init__(self, controllers: str | Sequence[str], token_file: Path, state_dir: Path, port: int,
                  *, gateway_id: str = "gw-kube", workers: int = 1, peer_port: int | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 link_token_file: Path | None = None, env: Mapping[str, str] | None = None) -> None:
         self.port, (self.admin,) = port, free_ports(1)
         self.peer_port = peer_port
         self.gateway_id = gateway_id
@@ -92,6 +93,8 @@ class GatewayProcess(Process):
             argv += ["--controller", url]
         if peer_port is not None:
             argv += ["--peer-listen", f"127.0.0.1:{peer_port}"]
+        if link_token_file is not None:
+            argv += ["--link-token-file", str(link_token_file)]
         super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
