@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import uvloop
 import yaml
 
 from controller.api.eventing import ENGINE_EMBEDDED
-from controller.app import serve
+from controller.app import Controller
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
 from controller.engine import ENGINES, EngineUnavailable
 from controller.leader import LeaderSettings
@@ -158,6 +159,23 @@ def autoscaler_settings(config: Path | None, pairs: list[str]) -> AutoscalerSett
     """Global autoscaler settings: the config file's `autoscaler:` map, then `--autoscaler` flags.
     Like a test or benchmark profile, they may go below Knative's minimums (window, grace)."""
     return load_settings(_pairs(config, "autoscaler", pairs), allow_below_minimums=True)
+
+
+async def serve(settings: ControllerSettings, stop_replicas_on_exit: bool) -> None:
+    """Run until SIGTERM/SIGINT."""
+    controller = Controller(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await controller.start()
+    pid_file = settings.state_dir / "controller.pid"
+    await asyncio.to_thread(pid_file.write_text, f"{os.getpid()}\n")
+    print(f"controller: ready on {', '.join(controller.urls)}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await controller.stop(stop_replicas=stop_replicas_on_exit)
 
 
 if __name__ == "__main__":

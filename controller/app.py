@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -16,7 +15,7 @@ from aiohttp import web
 from kubernetes_asyncio import client as kube_client
 
 from controller import engine
-from controller.api.eventing import BACKEND_REDIS, ENGINE_EMBEDDED, ENGINE_KUBERNETES, broker_backend
+from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
 from controller.broker_backlog import add_backlog_routes, fetch_dispatcher_backlogs
@@ -31,17 +30,6 @@ from controller.leadership import Leadership
 from controller.listeners import start_sites
 from controller.logs_endpoint import add_log_routes
 from controller.observability import add_observability_routes
-from controller.reconcilers import (
-    broker,
-    channels,
-    configuration,
-    revision,
-    revision_kubernetes,
-    route,
-    service,
-    subscription,
-    trigger,
-)
 from controller.reconcilers.context import (
     BROKERS,
     CHANNELS,
@@ -67,11 +55,13 @@ from controller.reconcilers.queue import WorkQueue
 from controller.reconcilers.redis_leftovers import leftovers
 from controller.reconcilers.revision import referenced
 from controller.reconcilers.revision_kubernetes import KubeServingContext
+from controller.reconcilers.sets import EVENTING, KUBERNETES_SERVING, PLAN_KINDS, SERVING
 from controller.reconcilers.watches import Change, Mapper, Reconciler
 from controller.redis_health import RedisHealth, RedisView
 from controller.redis_janitor import RedisJanitor
 from controller.redis_logs import RedisLogs
 from controller.redis_sweep import store_owners
+from controller.requeues import owned, redis_dependents, unready_eventing, unready_routes
 from controller.runtime.base import ProcessRuntime, ReplicaStatus, Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
@@ -85,17 +75,6 @@ log = logging.getLogger("flint.controller")
 
 C = TypeVar("C")
 
-SERVING: tuple[Reconciler[ServingContext], ...] = (
-    service.RECONCILER, configuration.RECONCILER, revision.RECONCILER, route.RECONCILER)
-KUBERNETES_SERVING: tuple[Reconciler[KubeServingContext], ...] = (
-    service.RECONCILER, configuration.RECONCILER, revision_kubernetes.RECONCILER, route.RECONCILER)
-"""The Kubernetes engine's: its revisions run as Deployments."""
-EVENTING: tuple[Reconciler[EventingContext], ...] = (
-    broker.RECONCILER, trigger.RECONCILER, channels.CHANNEL, channels.IN_MEMORY_CHANNEL,
-    channels.REDIS_CHANNEL, subscription.RECONCILER)
-"""Every reconciler the controller runs, with what wakes it (each module's `WATCHES`)."""
-PLAN_KINDS = (BROKERS, TRIGGERS, CHANNELS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, SUBSCRIPTIONS)
-"""The kinds the dispatch plan is built from (`build_plan`): a change asks for a new plan."""
 
 
 class Controller:
@@ -450,29 +429,14 @@ class Controller:
         return self.redis_health.view if self.redis_health is not None else RedisView()
 
     def _requeue_redis_brokers(self) -> None:
-        """What we know of Redis changed: the Redis brokers' `Durable` condition follows."""
-        if self.informers is None:
-            return
-        for b in self.informers.list(BROKERS):
-            if broker_backend(b, self.settings.engine) == BACKEND_REDIS:
-                self.enqueue(BROKERS, ns_name(b))
-        for ch in self.informers.list(REDIS_CHANNELS):  # their `Durable` condition likewise
-            self.enqueue(REDIS_CHANNELS, ns_name(ch))
+        if self.informers is not None:
+            for kind, key in redis_dependents(self.informers, self.settings.engine):
+                self.enqueue(kind, key)
 
     def _requeue_eventing(self) -> None:
-        """The dispatcher or the gateways made progress: brokers and triggers not yet Ready
-        may be now."""
-        if self.informers is None:
-            return
-        for kind in (BROKERS, TRIGGERS, CHANNELS, IN_MEMORY_CHANNELS, REDIS_CHANNELS, SUBSCRIPTIONS):
-            # A Ready trigger or subscription too: its status says how many dispatchers run it,
-            # which changes when one joins or leaves (an unchanged status is not written again).
-            consumer = kind in (TRIGGERS, SUBSCRIPTIONS)
-            for obj in self.informers.list(kind):
-                conds = (obj.get("status") or {}).get("conditions") or []
-                ready = next((c for c in conds if c.get("type") == "Ready"), None)
-                if consumer or ready is None or ready.get("status") != "True":
-                    self.enqueue(kind, ns_name(obj))
+        if self.informers is not None:
+            for kind, key in unready_eventing(self.informers):
+                self.enqueue(kind, key)
 
     def _forget_on_redis(self, kind: Kind, obj: Obj) -> None:
         """A deleted object's log, or consumer group and state, go from Redis (the leader's)."""
@@ -485,13 +449,9 @@ class Controller:
             self.redis_janitor.delete_consumer(log_uid, consumer_uid)
 
     def _requeue_unready_routes(self) -> None:
-        if self.informers is None:
-            return
-        for r in self.informers.list(ROUTES):
-            conds = (r.get("status") or {}).get("conditions") or []
-            ingress = next((c for c in conds if c.get("type") == "IngressReady"), None)
-            if ingress is None or ingress.get("status") != "True":
-                self.enqueue(ROUTES, ns_name(r))
+        if self.informers is not None:
+            for kind, key in unready_routes(self.informers):
+                self.enqueue(kind, key)
 
     def _on_replica(self, replica: ReplicaStatus) -> None:
         ns, _, name = replica.revision_key.partition("/")
@@ -502,17 +462,10 @@ class Controller:
         """Delete what `owner` owned (Kubernetes' garbage collector, foreground-free): the
         embedded engine's, for every kind."""
         assert self.informers is not None
-        uid = owner["metadata"].get("uid")
-        if not uid:
-            return
-        ns = owner["metadata"].get("namespace", "default")
-        for kind in self.informers.by_kind:
-            for child in self.informers.list(kind, ns):
-                refs = child["metadata"].get("ownerReferences") or []
-                if any(ref.get("uid") == uid for ref in refs):
-                    task = asyncio.get_running_loop().create_task(self._delete(kind, child))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+        for kind, child in owned(self.informers, owner):
+            task = asyncio.get_running_loop().create_task(self._delete(kind, child))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _delete(self, kind: Kind, obj: Obj) -> None:
         assert self._store is not None
@@ -536,24 +489,3 @@ def _bind(fn: Callable[[C, Key], Awaitable[float | None]], ctx: C, leading: Call
         return await fn(ctx, key)
 
     return handler
-
-
-async def serve(settings: ControllerSettings, stop_replicas_on_exit: bool) -> None:
-    """Run until SIGTERM/SIGINT."""
-    import signal
-
-    controller = Controller(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await controller.start()
-    pid_file = settings.state_dir / "controller.pid"
-    await asyncio.to_thread(pid_file.write_text, f"{os.getpid()}\n")
-    print(f"controller: ready on {', '.join(controller.urls)}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await controller.stop(stop_replicas=stop_replicas_on_exit)
-
-

@@ -11,7 +11,6 @@ import pytest
 from support.caches import ObjectCache
 
 from controller.api.eventing import BROKER_CLASS_ANNOTATION, FLINT_REDIS_BROKER_CLASS
-from controller.app import EVENTING, PLAN_KINDS, SERVING
 from controller.informer import Informer
 from controller.reconcilers import (
     broker,
@@ -42,6 +41,7 @@ from controller.reconcilers.context import (
 )
 from controller.reconcilers.publisher import SNAPSHOT_KINDS
 from controller.reconcilers.redis_leftovers import Leftovers, leftovers
+from controller.reconcilers.sets import EVENTING, PLAN_KINDS, SERVING
 from controller.reconcilers.watches import ADDED, DELETED, MODIFIED, Change, Reconciler
 from controller.settings import ControllerSettings
 from controller.store.base import Kind
