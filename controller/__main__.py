@@ -16,6 +16,7 @@ import yaml
 from controller.api.eventing import ENGINE_EMBEDDED
 from controller.app import Controller
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
+from controller.domains import parse_config_domain
 from controller.engine import ENGINES, EngineUnavailable
 from controller.leader import LeaderSettings
 from controller.reconcilers.gc import load_gc_settings
@@ -29,6 +30,20 @@ from flint_common.private import UnsafeStateDir, private_umask
 
 def main(argv: list[str] | None = None) -> int:
     guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
+    settings, a = settings_from_argv(argv)
+    private_umask()
+    logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings, stop_replicas_on_exit=not a.keep_replicas_on_exit))
+    except (UnsafeStateDir, EngineUnavailable) as e:
+        print(f"controller: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argparse.Namespace]:
+    """The settings the flags and `--config` say (a bad one exits 2 naming it), and the flags."""
     p = argparse.ArgumentParser(prog="python -m controller", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
     p.add_argument("--api-port", type=int, default=8081, help="plain-HTTP API port (loopback)")
@@ -38,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dispatcher-url", default="http://127.0.0.1:8083",
                    help="the event dispatcher's admin URL (proxied under /internal/dispatcher/)")
     p.add_argument("--gateway-port", type=int, default=8080)
-    p.add_argument("--domain", default="localhost")
+    p.add_argument("--domain", default="localhost",
+                   help="the default route domain (Knative's config-domain default; other domains "
+                        "by label in --config's `domain:` section)")
     p.add_argument("--progress-deadline", type=float, default=600.0,
                    help="seconds a new revision may take to become ready")
     p.add_argument("--keep-replicas-on-exit", action="store_true",
@@ -82,14 +99,13 @@ def main(argv: list[str] | None = None) -> int:
                         "(default $POD_IP or 127.0.0.1, and --api-port)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
-    private_umask()
-    logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         autoscaler = autoscaler_settings(a.config, a.autoscaler)
         gc = load_gc_settings(_pairs(a.config, "gc", a.gc))
         network = load_network_settings(_pairs(a.config, "network", a.network))
         api_listen = tuple(parse_listen(v, a.api_tls_port) for v in a.api_listen)
         advertise = parse_listen(a.advertise, a.api_port) if a.advertise else None
+        domains = parse_config_domain(_section(a.config, "domain"), a.domain)
         leader = LeaderSettings(
             lease=a.leader_lease, namespace=a.leader_namespace,
             lease_duration_s=a.leader_lease_duration, renew_deadline_s=a.leader_renew_deadline,
@@ -110,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         api_listen=api_listen,
         dispatcher_url=a.dispatcher_url,
         gateway_port=a.gateway_port,
-        domain=a.domain,
+        domain=domains.default,
+        domain_rules=domains.rules,
         progress_deadline_s=a.progress_deadline,
         redis=redis,
         engine=a.engine,
@@ -121,13 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         advertise=advertise,
         gateway_rejoin_s=a.gateway_rejoin,
     )
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(settings, stop_replicas_on_exit=not a.keep_replicas_on_exit))
-    except (UnsafeStateDir, EngineUnavailable) as e:
-        print(f"controller: {e}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+    return settings, a
 
 
 def _load(config: Path | None) -> dict[str, object] | None:
@@ -136,6 +147,14 @@ def _load(config: Path | None) -> dict[str, object] | None:
         return None
     loaded = yaml.safe_load(config.read_text())
     return loaded if isinstance(loaded, dict) else None
+
+
+def _section(config: Path | None, name: str) -> dict[str, object]:
+    """The settings file's `<name>:` map ({} without one)."""
+    section = (_load(config) or {}).get(name) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{config}: `{name}` must be a map")
+    return {str(k): v for k, v in section.items()}
 
 
 def _pairs(config: Path | None, section_name: str, pairs: list[str]) -> dict[str, str]:

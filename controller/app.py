@@ -140,7 +140,7 @@ class Controller:
         hub = GatewayHub(on_progress=self._on_hub_progress, on_report=self._on_report,
                          on_disconnect=self._on_gateway_worker_gone, accepting=lambda: self.leading)
         self.publisher = SnapshotPublisher(
-            hub, runtime, informers[ROUTES], informers[REVISIONS], s.domain,
+            hub, runtime, informers[ROUTES], informers[REVISIONS], s.domains.of_route,
             drain_timeout_s=s.drain_timeout_s, stop_grace_s=s.stop_grace_s,
             on_published=lambda _v: self._requeue_unready_routes(),
             brokers=informers[BROKERS],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ def is_cluster_local(route: Obj) -> bool:
     return labels.get(VISIBILITY_LABEL) == VISIBILITY_CLUSTER_LOCAL
 
 
-def plan_hosts(routes: Iterable[Obj], domain: str) -> HostPlan:
+def plan_hosts(routes: Iterable[Obj], domain: str | Callable[[Obj], str]) -> HostPlan:
     """Assign hosts; with `-` in names, `a-b` + route `c` and `a` + route `b-c` share a host:
     the older route (by creationTimestamp, then name) keeps it; the other route loses only the
     colliding host(s) and gets a conflict naming them."""
@@ -56,8 +56,9 @@ def plan_hosts(routes: Iterable[Obj], domain: str) -> HostPlan:
     for r in sorted(routes, key=age):
         ns = r["metadata"].get("namespace", "default")
         name = r["metadata"]["name"]
-        wanted: list[tuple[str, str | None]] = [(route_host(name, ns, domain), None)]
-        wanted += [(tag_host(t, name, ns, domain), t) for t in _traffic_tags(r)]
+        d = domain(r) if callable(domain) else domain  # a route's, by its labels (config-domain)
+        wanted: list[tuple[str, str | None]] = [(route_host(name, ns, d), None)]
+        wanted += [(tag_host(t, name, ns, d), t) for t in _traffic_tags(r)]
         clashes: list[str] = []
         for h, t in wanted:
             if h in owners:

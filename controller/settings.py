@@ -8,6 +8,7 @@ from pathlib import Path
 
 from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
+from controller.domains import DomainRule, DomainSettings
 from controller.leader import LeaderSettings
 from controller.store.kubernetes_config import KubernetesSettings
 from controller.tokenreview import LinkAuthSettings
@@ -64,7 +65,11 @@ class ControllerSettings:
     dispatcher_url: str = "http://127.0.0.1:8083"
     """The event dispatcher's admin port, served through the API under `/internal/dispatcher/`."""
     domain: str = "localhost"
-    """DNS suffix of route URLs: `http://{route}.{namespace}.{domain}[:port]`."""
+    """DNS suffix of route URLs: `http://{route}.{namespace}.{domain}[:port]` (the default
+    domain, of every Route no `domain_rules` selects; brokers' and channels' addresses too)."""
+    domain_rules: tuple[DomainRule, ...] = ()
+    """Knative's `config-domain`: other domains for the Routes whose labels a selector matches
+    (`--config`'s `domain:` section; `controller.domains`)."""
     gateway_port: int = 8080
     """The gateway's public port, written into `status.url` when it is not 80."""
     progress_deadline_s: float = 600.0
@@ -126,6 +131,11 @@ class ControllerSettings:
             raise ValueError(f"redis_check_every_s must be above 0, not {self.redis_check_every_s}")
         if self.redis_sweep_every_s <= 0:
             raise ValueError(f"redis_sweep_every_s must be above 0, not {self.redis_sweep_every_s}")
+
+    @property
+    def domains(self) -> DomainSettings:
+        """The route domains: `domain` and `domain_rules`."""
+        return DomainSettings(self.domain, self.domain_rules)
 
     @property
     def advertised(self) -> tuple[str, int]:

@@ -37,6 +37,7 @@ from controller.credentials import (
     kubeconfig_path,
     token_path,
 )
+from controller.domains import parse_config_domain
 from controller.runtime.process import find_by_replica_id
 from controller.settings import default_state_dir
 from flint_common import guards, kubeconfig, redis_config
@@ -275,7 +276,8 @@ async def run(a: argparse.Namespace) -> int:
     ])
     dispatcher = Child("dispatcher", [
         py, "-m", "controller.eventing", "--state-dir", str(state_dir), "--controller", api,
-        "--gateway", f"http://127.0.0.1:{a.port}", "--domain", a.domain,
+        "--gateway", f"http://127.0.0.1:{a.port}",
+        *[arg for d in getattr(a, "route_domains", (a.domain,)) for arg in ("--domain", d)],
         "--admin-port", str(a.dispatcher_port), "--token-file", token_file,
     ])
     redis: RedisSettings | None = a.redis_settings
@@ -392,6 +394,19 @@ def redis_settings(a: argparse.Namespace, env: Mapping[str, str]) -> RedisSettin
         base_dir=Path(a.config).parent if a.config else None)
 
 
+def route_domains(a: argparse.Namespace) -> tuple[str, ...]:
+    """Every route domain: `--domain` and the settings file's `domain:` section (Knative's
+    config-domain), for the dispatcher, which sends their URLs through the gateway. Blocking."""
+    config: object = None
+    if a.config:
+        with open(a.config, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    section = config.get("domain") if isinstance(config, dict) else None
+    if not isinstance(section, dict):
+        return (a.domain,)
+    return parse_config_domain(section, a.domain).domains
+
+
 def main(argv: list[str]) -> int:
     # FLINT_BLOCKBUSTER=1 (its children inherit it): blocking calls on the loop are logged and raise.
     guards.enable_from_env()
@@ -407,7 +422,8 @@ def main(argv: list[str]) -> int:
         a.config = os.path.abspath(a.config)  # the controller runs with another working directory
     try:
         a.redis_settings = redis_settings(a, os.environ)
-    except (RedisConfigError, OSError, yaml.YAMLError) as exc:
+        a.route_domains = route_domains(a)
+    except (RedisConfigError, OSError, ValueError, yaml.YAMLError) as exc:
         p.error(str(exc))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run(a))

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="controller base URL (default http://127.0.0.1:8081; repeatable: asked "
                    "in turn, e.g. each replica's)")
     p.add_argument("--gateway", default="http://127.0.0.1:8080", help="gateway base URL")
-    p.add_argument("--domain", default="localhost")
+    p.add_argument("--domain", action="append", default=None,
+                   help="a route domain whose URLs go through the gateway (default localhost; "
+                        "repeatable: every domain of the controller's config-domain)")
     p.add_argument("--admin-port", type=int, default=8083)
     p.add_argument("--token-file", type=Path, default=None,
                    help="0600 file with the owner's token (default <state-dir>/auth/token)")
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = DispatcherSettings(
         state_dir=a.state_dir.resolve(), gateway_url=a.gateway,
         controller_url=",".join(a.controller or ["http://127.0.0.1:8081"]),
-        domain=a.domain, admin_port=a.admin_port, token=token, redis=redis,
+        domain=",".join(a.domain or ["localhost"]), admin_port=a.admin_port, token=token, redis=redis,
         link_token_file=a.link_token_file,
         redis_consumer=consumer,
     )

@@ -54,6 +54,9 @@ class Sender:
 
     def __init__(self, *, domain: str, gateway: str) -> None:
         self.domain = domain.lower()
+        self.domains = tuple(d.strip().lower() for d in self.domain.split(",") if d.strip())
+        """Where URLs go through the gateway: `domain`, or several comma-separated (Routes under
+        other domains by `config-domain`)."""
         self.gateway = urlsplit(gateway)
         self._session: aiohttp.ClientSession | None = None
 
@@ -69,7 +72,7 @@ class Sender:
         """(URL to connect to, Host header to send or None) for a destination URL."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-        if host == self.domain or host.endswith("." + self.domain):
+        if any(host == d or host.endswith("." + d) for d in self.domains):
             netloc = parts.netloc.rpartition("@")[2]
             return urlunsplit(
                 (self.gateway.scheme, self.gateway.netloc, parts.path or "/", parts.query, "")

@@ -118,7 +118,7 @@ class SnapshotPublisher:
         runtime: Runtime,
         routes: Informer,
         revisions: Informer,
-        domain: str,
+        domain: str | Callable[[Obj], str],
         *,
         drain_timeout_s: float,
         stop_grace_s: float,

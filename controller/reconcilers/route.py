@@ -188,16 +188,17 @@ async def reconcile_route(ctx: ServingBase, key: Key) -> float | None:
     s = ctx.settings
     status = copy.deepcopy(route.get("status") or {})
     status["observedGeneration"] = route["metadata"].get("generation", 1)
-    status["url"] = url_for(route_host(name, ns, s.domain), s.gateway_port)
+    domain = s.domains.of_route(route)
+    status["url"] = url_for(route_host(name, ns, domain), s.gateway_port)
     status["address"] = {"url": status["url"]}
     res = resolve_traffic(route, ctx.configurations.get, ctx.revisions.get)
     rolling: rollout.Rollout | None = None
     if res.traffic is not None:
         traffic, rolling = _roll_out(ctx, route, res.traffic, status, now)
-        status["traffic"] = _with_urls(traffic, name, ns, s.domain, s.gateway_port)
+        status["traffic"] = _with_urls(traffic, name, ns, domain, s.gateway_port)
     set_condition(status, "AllTrafficAssigned", res.status, res.reason, res.message, now=now)  # type: ignore[arg-type]
 
-    conflict = plan_hosts(ctx.routes, s.domain).conflicts.get(key)
+    conflict = plan_hosts(ctx.routes, s.domains.of_route).conflicts.get(key)
     requeue: float | None = None
     if rolling is not None and (due := rolling.next_step_time()) is not None:
         requeue = max(0.05, due - now)
