@@ -178,6 +178,15 @@ class Router:
         choice = self._forwards.get(key)
         return None if choice is None else choice.next()
 
+    def owned(self) -> tuple[str, ...]:
+        """The replica ids the current snapshot gives this gateway (subsetting), sorted: told to
+        the controller in `Hello.owned`."""
+        gid = self._gateway_id
+        if gid is None or not self._snapshot.peers:
+            return ()
+        return tuple(sorted(ep.id for rev in self._snapshot.revisions for ep in rev.endpoints
+                            if ep.owner == gid))
+
     def forwarded(self, key: str) -> bool:
         """Whether limited revision `key`'s replicas are all owned by other gateways."""
         return key in self._forwards
