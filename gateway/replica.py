@@ -5,7 +5,8 @@ on it. It takes a pooled keep-alive connection or opens one (failing over once t
 replica of the revision when the connect fails), writes the head and the body buffered so far,
 then streams the rest of the body as the client sends it (it is the client's `UpstreamPort`).
 When a reused connection is closed before it answers, it sends the request again over a fresh
-one, once, if the body could be kept for that (`replay_buffer_bytes`). A *fresh* connection
+one, once, if the body could be kept for that (`replay_buffer_bytes`) — toward a home worker or
+a peer gateway only an idempotent request, since that hop may have passed it on already. A *fresh* connection
 that fails before any response byte (refused, reset, timed out, stalled past
 `TCP_USER_TIMEOUT`, closed) is a hard overload signal: the replica's learned in-flight limit
 drops to what it was serving (`gateway.balancer`), and a request that can be replayed goes back
@@ -30,6 +31,9 @@ from gateway.upstream import OverLimit, UpstreamConn, UpstreamOwner, UpstreamPoo
 __all__ = ["LAST_CHUNK", "Failed", "ReplicaUpstream"]
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+"""RFC 9110 §9.2.2: the methods a request of which may be sent twice with the effect of once."""
 
 Failed = Callable[[int, str, bool], None]
 """Told that the exchange failed before a response: (status, message, retry_after)."""
@@ -297,6 +301,13 @@ class ReplicaUpstream:
         if ep is None:
             return False
         if self._reused:
+            # A home worker or a peer gateway (`_via_home`) closes a pooled connection only
+            # when it goes away (its client keep-alive timeout, 75 s, outlives our pool's idle
+            # 30 s), and it may have passed the request to a replica already: sent again only
+            # when doing so twice is harmless. A replica's close before it answers is the
+            # keep-alive race: it did not take the request.
+            if self._via_home and req.method not in IDEMPOTENT:
+                return False
             if not self._retried and req.replay is not None:
                 self._retried = self._replay = True
                 self._metrics.upstream_retries += 1
