@@ -21,11 +21,12 @@ import asyncio
 from collections.abc import Callable
 
 from flint_common.snapshot import Endpoint, RevisionTarget
-from gateway.headers import CRLF
+from gateway.headers import CRLF, H_PEER_REFUSED
 from gateway.ports import P_PENDING, P_UPWRITE, ClientSink
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.request import ClientRequest
 from gateway.router import Router
+from gateway.subsets import PEER_ENDPOINT_PREFIX
 from gateway.upstream import OverLimit, UpstreamConn, UpstreamOwner, UpstreamPool
 
 __all__ = ["LAST_CHUNK", "Failed", "ReplicaUpstream"]
@@ -317,6 +318,23 @@ class ReplicaUpstream:
         if not fresh or self._via_home:
             return False
         return self._not_taken(ep, req, refused=False)
+
+    def peer_refused(self, up: UpstreamConn) -> bool:
+        """`up` (a peer gateway's listener) answered 503 `x-flint-peer-refused`: it does not list
+        this gateway yet (its snapshot is older than ours) and did not read the request. Wait
+        and send it again (to an owner then: the next one round) rather than pass the refusal
+        on; True when it will be, or when it was answered 503 here (it could not wait)."""
+        ep, req = self._ep, self._client.cur
+        if (ep is None or req is None or not self._via_home
+                or not ep.id.startswith(PEER_ENDPOINT_PREFIX)
+                or not any(n.lower() == H_PEER_REFUSED for n, _ in up.headers)):
+            return False
+        self.stop(reuse=False)
+        if self._requeue(req, alone=True, refused=True):
+            return True
+        self._on_failed(503, f"the gateway that owns the replicas of revision "
+                        f"{self._rev.key if self._rev else '?'} does not admit this one yet", True)
+        return True
 
     def _not_taken(self, ep: Endpoint, req: ClientRequest, refused: bool) -> bool:
         """A fresh connection to `ep` failed before any response byte (`refused`: its connect

@@ -327,7 +327,8 @@ async def test_request_forwarded_on_a_pooled_connection_outlives_its_home_worker
         finally:
             held.cancel()
             writer.close()
-        pids = await eventually(lambda: _respawned(gw.pid, home, victim), "the home worker back")
+        await eventually(lambda: _respawned(gw.pid, home, victim), "the home worker back")
+        pids = await worker_pids(gw.pid)
         assert victim not in pids.values() and home in pids
         retries = (await gw.metrics())["flint_gateway_upstream_retries_total"]
         assert retries == (1 if method == "GET" else 0)
