@@ -292,6 +292,7 @@ class Controller:
         """A term starts: the gateways given time to find us, a fresh autoscaler, and every
         object reconciled from the warm caches."""
         self.hub.rejoin(self.settings.gateway_rejoin_s)
+        self.publisher.new_term()
         self.scaler.reset()
         self.scaler.start()
         for q in self._queues.values():

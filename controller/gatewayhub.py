@@ -38,6 +38,10 @@ class WorkerState:
     """Its gateway's id (`Hello.gateway`)."""
     peer: tuple[str, int] | None = None
     """Its gateway's peer listener (`Hello.peer`), or None."""
+    owned: frozenset[str] = frozenset()
+    """The replicas its snapshot gave it when it linked (`Hello.owned`), until it acks a
+    snapshot of ours (which then says what it owns)."""
+    hello_version: int = 0
 
 
 REFUSE_TIMEOUT_S = 1.0
@@ -91,6 +95,19 @@ class GatewayHub:
         (subsetting: `controller.routing_subsets`)."""
         return {w.gateway: w.peer for w in self._workers.values() if w.peer is not None}
 
+    def reported(self) -> dict[str, frozenset[str]]:
+        """Gateway id → the replicas its workers said they own when they linked and still own
+        as far as we know (they have not acked a snapshot of ours since): `Hello.owned`."""
+        out: dict[str, frozenset[str]] = {}
+        for w in self._workers.values():
+            if w.owned:
+                out[w.gateway] = out.get(w.gateway, frozenset()) | w.owned
+        return out
+
+    def rejoining(self) -> bool:
+        """Within a new term's rejoin window (`rejoin`): gateways may still be on their way."""
+        return bool(self._rejoin_until) and self._monotonic() < self._rejoin_until
+
     def on_peers_changed(self, callback: Callable[[], None]) -> None:
         """Call `callback` whenever `peers()` changes (a gateway joining or leaving)."""
         self._on_peers.append(callback)
@@ -138,7 +155,16 @@ class GatewayHub:
         (a gateway away serves its last snapshot: its routes must not be taken from under it).
         No version counts as acked by all until the window ends, then progress is reported."""
         self._rejoin_until = self._monotonic() + window_s
-        asyncio.get_running_loop().call_later(window_s, self._progress)
+        asyncio.get_running_loop().call_later(window_s, self._rejoined)
+
+    def _rejoined(self) -> None:
+        """The rejoin window ended: what waited on it may go on (acks, owners held for it)."""
+        self._progress()
+        for callback in self._on_peers:
+            try:
+                callback()
+            except Exception:
+                log.exception("handling the end of the rejoin window failed")
 
     def connected(self) -> int:
         return len(self._workers)
@@ -195,6 +221,8 @@ class GatewayHub:
                     state = self._workers.get(worker_id)
                     if state is not None:
                         state.version = max(state.version, message.version)
+                        if message.version > state.hello_version:
+                            state.owned = frozenset()  # it serves a snapshot of ours now
                         state.draining = dict(message.draining)
                     self._progress()
         finally:
@@ -220,7 +248,8 @@ class GatewayHub:
         self._floor = max(self._floor, hello.version)
         peers = self.peers()
         self._workers[hello.worker] = WorkerState(hello.worker, version=0, gateway=hello.gateway,
-                                                  peer=hello.peer)
+                                                  peer=hello.peer, owned=frozenset(hello.owned),
+                                                  hello_version=hello.version)
         if hello.version >= self._snapshot.version and self._snapshot.version:
             self._snapshot = replace(self._snapshot, version=self._next_version(hello.version))
             self._broadcast()

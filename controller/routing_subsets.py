@@ -91,26 +91,26 @@ HANDOFF = "(handoff)"
 
 
 def hold_moves(
-    snapshot: Snapshot, previous: Mapping[str, str], released: AbstractSet[str]
+    snapshot: Snapshot, claims: Mapping[str, AbstractSet[str]], *, unknown_held: bool = False
 ) -> tuple[Snapshot, set[str]]:
-    """`snapshot` (owners assigned) with every replica whose owner changes from a gateway that is
-    still a peer held as nobody's (`HANDOFF`), unless `released`; and the ids held.
+    """`snapshot` (owners assigned) with every replica that some other gateway may still be
+    sending requests to held as nobody's (`HANDOFF`); and the ids held.
 
-    `previous`: replica id → the owner the gateways may still be sending it requests as (the
-    last one published). A held replica gets no new request from anyone; once every gateway
-    serves the snapshot that holds it and its old owner reports nothing in flight to it, the
-    publisher releases it to its new owner. So a replica never has two owners at once, even
-    while gateways move from one snapshot to the next (a gateway leaving gives up its replicas
-    at once: its link is gone)."""
-    peers = {p.gateway for p in snapshot.peers}
+    `claims`: replica id → the gateways that may still serve it as its owner (the publisher's
+    `_claims`: the owner it last published, unless released, linked or away for less than the
+    bound, and the owners gateways reported when they linked). `unknown_held`: a new leader's
+    rejoin window, when a replica nobody claims yet may belong to a gateway not back yet: held
+    too. A held replica gets no new request from anyone, so a replica never has two owners at
+    once, across the union of what every gateway serves, even while gateways move from one
+    snapshot to the next or are away from the controller."""
     held: set[str] = set()
     revisions = []
     for rev in snapshot.revisions:
-        if rev.container_concurrency > 0 and any(_moving(ep.id, ep.owner, previous, peers, released)
+        if rev.container_concurrency > 0 and any(_moving(ep.id, ep.owner, claims, unknown_held)
                                                  for ep in rev.endpoints):
             eps = []
             for ep in rev.endpoints:
-                if _moving(ep.id, ep.owner, previous, peers, released):
+                if _moving(ep.id, ep.owner, claims, unknown_held):
                     held.add(ep.id)
                     ep = replace(ep, owner=HANDOFF)
                 eps.append(ep)
@@ -119,7 +119,10 @@ def hold_moves(
     return (replace(snapshot, revisions=tuple(revisions)) if held else snapshot), held
 
 
-def _moving(eid: str, owner: str, previous: Mapping[str, str], peers: AbstractSet[str],
-            released: AbstractSet[str]) -> bool:
-    was = previous.get(eid, "")
-    return bool(owner) and was not in ("", owner) and was in peers and eid not in released
+def _moving(eid: str, owner: str, claims: Mapping[str, AbstractSet[str]], unknown_held: bool) -> bool:
+    if not owner:
+        return False
+    claimed = claims.get(eid)
+    if not claimed:
+        return unknown_held
+    return any(g != owner for g in claimed)

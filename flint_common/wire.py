@@ -115,6 +115,10 @@ class Hello(_Message):
     """Version of the snapshot the worker serves (0: none yet)."""
     peer: tuple[str, int] | None = None
     """(host, port) of the gateway's peer listener, or None (it takes no part in subsetting)."""
+    owned: tuple[str, ...] = ()
+    """The replica ids its snapshot gives it (`Endpoint.owner` is its gateway): what it sends
+    requests to now, so that a new leader's publisher never gives them to another gateway before
+    this one has let go (`controller.routing_subsets`). Absent from older gateways: ()."""
 
     @property
     def gateway(self) -> str:
@@ -125,12 +129,15 @@ class Hello(_Message):
         out: dict[str, Any] = {"type": self.type, "worker": self.worker, "version": self.version}
         if self.peer is not None:
             out["peer"] = format_hostport(*self.peer)
+        if self.owned:
+            out["owned"] = list(self.owned)
         return out
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Self:
         return cls(_req(obj, "hello", "worker", _str), _req(obj, "hello", "version", _int),
-                   _opt(obj, "hello", "peer", _peer_address, None))
+                   _opt(obj, "hello", "peer", _peer_address, None),
+                   _opt(obj, "hello", "owned", _tuple_of(_str), ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from gateway.headers import (
     drop_named,
     error_response,
     forwarded_node,
+    peer_refused_response,
 )
 from gateway.ports import P_PENDING, P_PIPELINE, P_UPGRADE, UpstreamPort
 from gateway.request import ClientRequest
@@ -583,8 +584,12 @@ class ClientConnection(asyncio.Protocol):
 class PeerConnection(ClientConnection):
     """A connection to the peer listener (`GatewaySettings.peer_listen`): served as a trusted one
     (another gateway names the revision in `x-flint-revision`) only when it comes from the
-    address of a peer in the current snapshot (`Router.peer_hosts`); anyone else in the cluster
-    gets a 403 and the connection closed, so nobody bypasses routing or limits through it."""
+    address of a peer of the current or the previous snapshot (`Router.peer_hosts`). Anyone else
+    gets a 503 with `Retry-After` and `x-flint-peer-refused`, unread, and the connection closed,
+    so nobody bypasses routing or limits through it. Not a 403: at connect time a gateway that
+    joined in a snapshot newer than ours (a real peer, and we are behind) looks the same as a
+    stranger, and the forwarding gateway sends a refused request again (it was never read)
+    rather than pass the refusal on (`ReplicaUpstream.peer_refused`)."""
 
     __slots__ = ("_ctx",)
 
@@ -599,6 +604,5 @@ class PeerConnection(ClientConnection):
         if source not in self._ctx.router.peer_hosts:
             self._ctx.metrics.peer_refusals += 1
             log.warning("event=peer_refused source=%s (not a gateway peer of the snapshot)", source)
-            cast(asyncio.Transport, transport).write(error_response(
-                403, "the peer listener serves only the gateways of the routing snapshot", True))
+            cast(asyncio.Transport, transport).write(peer_refused_response())
             self.close()

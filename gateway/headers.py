@@ -49,6 +49,9 @@ H_INTERNAL_REVISION = b"x-flint-revision"
 H_INTERNAL_ROUTE = b"x-flint-route"
 """Worker → home worker: `namespace/name` of the route that matched (for metrics)."""
 H_INTERNAL_PEER = b"x-flint-peer"
+H_PEER_REFUSED = b"x-flint-peer-refused"
+"""On a peer listener's 503: the connection's source is not a peer of the receiver's snapshots
+(yet): the request was not read, so the forwarding gateway may send it again."""
 """Worker → home worker: the request came from another gateway's peer listener (`gateway.subsets`)."""
 
 # Response header kinds.
@@ -173,3 +176,13 @@ def error_response(status: int, message: str, close: bool, retry_after: bool = F
             body,
         )
     )
+
+
+def peer_refused_response() -> bytes:
+    """A peer listener's answer to a source it does not admit (`gateway.client.PeerConnection`)."""
+    body = b"the peer listener serves only the gateways of the routing snapshot\n"
+    return b"".join((
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n" % len(body),
+        H_PEER_REFUSED, b": 1\r\nX-Flint-Error: gateway\r\n\r\n", body,
+    ))

@@ -251,7 +251,7 @@ class ControllerLink:
             drain_acks = asyncio.create_task(self._drain_acks(), name="link-drain-acks")
             try:
                 await self._send(Hello(self.worker_id, self._router.version,
-                                       self._settings.peer_address).encode())
+                                       self._settings.peer_address, self._router.owned()).encode())
                 if self._router.version > 0:
                     # tell a (re)started controller what we serve and what still drains
                     await self._send_ack()

@@ -125,6 +125,8 @@ class Relay:
             if status == 100 and req.expect and not req.http10:
                 transport.write(CONTINUE)
             return
+        if status == 503 and self._replica.peer_refused(up):
+            return
         client.response_started = True
         upgrade = status == 101 and req.upgrade
         line = STATUS_LINES.get(status)

@@ -5,7 +5,8 @@ on it. It takes a pooled keep-alive connection or opens one (failing over once t
 replica of the revision when the connect fails), writes the head and the body buffered so far,
 then streams the rest of the body as the client sends it (it is the client's `UpstreamPort`).
 When a reused connection is closed before it answers, it sends the request again over a fresh
-one, once, if the body could be kept for that (`replay_buffer_bytes`). A *fresh* connection
+one, once, if the body could be kept for that (`replay_buffer_bytes`) — toward a home worker or
+a peer gateway only an idempotent request, since that hop may have passed it on already. A *fresh* connection
 that fails before any response byte (refused, reset, timed out, stalled past
 `TCP_USER_TIMEOUT`, closed) is a hard overload signal: the replica's learned in-flight limit
 drops to what it was serving (`gateway.balancer`), and a request that can be replayed goes back
@@ -20,16 +21,20 @@ import asyncio
 from collections.abc import Callable
 
 from flint_common.snapshot import Endpoint, RevisionTarget
-from gateway.headers import CRLF
+from gateway.headers import CRLF, H_PEER_REFUSED
 from gateway.ports import P_PENDING, P_UPWRITE, ClientSink
 from gateway.proxy_metrics import ProxyMetrics
 from gateway.request import ClientRequest
 from gateway.router import Router
+from gateway.subsets import PEER_ENDPOINT_PREFIX
 from gateway.upstream import OverLimit, UpstreamConn, UpstreamOwner, UpstreamPool
 
 __all__ = ["LAST_CHUNK", "Failed", "ReplicaUpstream"]
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+"""RFC 9110 §9.2.2: the methods a request of which may be sent twice with the effect of once."""
 
 Failed = Callable[[int, str, bool], None]
 """Told that the exchange failed before a response: (status, message, retry_after)."""
@@ -297,6 +302,13 @@ class ReplicaUpstream:
         if ep is None:
             return False
         if self._reused:
+            # A home worker or a peer gateway (`_via_home`) closes a pooled connection only
+            # when it goes away (its client keep-alive timeout, 75 s, outlives our pool's idle
+            # 30 s), and it may have passed the request to a replica already: sent again only
+            # when doing so twice is harmless. A replica's close before it answers is the
+            # keep-alive race: it did not take the request.
+            if self._via_home and req.method not in IDEMPOTENT:
+                return False
             if not self._retried and req.replay is not None:
                 self._retried = self._replay = True
                 self._metrics.upstream_retries += 1
@@ -306,6 +318,23 @@ class ReplicaUpstream:
         if not fresh or self._via_home:
             return False
         return self._not_taken(ep, req, refused=False)
+
+    def peer_refused(self, up: UpstreamConn) -> bool:
+        """`up` (a peer gateway's listener) answered 503 `x-flint-peer-refused`: it does not list
+        this gateway yet (its snapshot is older than ours) and did not read the request. Wait
+        and send it again (to an owner then: the next one round) rather than pass the refusal
+        on; True when it will be, or when it was answered 503 here (it could not wait)."""
+        ep, req = self._ep, self._client.cur
+        if (ep is None or req is None or not self._via_home
+                or not ep.id.startswith(PEER_ENDPOINT_PREFIX)
+                or not any(n.lower() == H_PEER_REFUSED for n, _ in up.headers)):
+            return False
+        self.stop(reuse=False)
+        if self._requeue(req, alone=True, refused=True):
+            return True
+        self._on_failed(503, f"the gateway that owns the replicas of revision "
+                        f"{self._rev.key if self._rev else '?'} does not admit this one yet", True)
+        return True
 
     def _not_taken(self, ep: Endpoint, req: ClientRequest, refused: bool) -> bool:
         """A fresh connection to `ep` failed before any response byte (`refused`: its connect

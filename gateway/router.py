@@ -9,7 +9,7 @@ from typing import Literal
 
 from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway.balancer import Balancer
-from gateway.subsets import PeerChoice, local_view
+from gateway.subsets import PeerChoice, local_view, normal_ip
 from gateway.table import RoutingTable, pick
 
 MissReason = Literal["unknown-host", "missing-revision", "no-traffic"]
@@ -98,7 +98,8 @@ class Router:
         self._gateway_id = gateway_id
         self._forwards: dict[str, PeerChoice] = {}
         self.peer_hosts: frozenset[str] = frozenset()
-        """Addresses that may connect to the peer listener (the snapshot's peers)."""
+        """Addresses that may connect to the peer listener: the peers of the current snapshot and
+        of the one before it."""
         self._rnd = rnd
         self._balancer = Balancer(learned_growth)
         self.learned = self._balancer.learned
@@ -130,7 +131,10 @@ class Router:
             return
         if snapshot.peers:
             view = local_view(snapshot, self._gateway_id)
-            snapshot, self._forwards, self.peer_hosts = view.snapshot, view.forwards, view.peer_hosts
+            previous = frozenset(normal_ip(p.host) for p in self._snapshot.peers)
+            # The previous snapshot's peers too: a gateway still on it forwards to us a while.
+            snapshot, self._forwards = view.snapshot, view.forwards
+            self.peer_hosts = view.peer_hosts | previous
         elif self._forwards or self.peer_hosts:
             self._forwards, self.peer_hosts = {}, frozenset()
         self._table = RoutingTable.from_snapshot(snapshot)
@@ -177,6 +181,15 @@ class Router:
         does yet: it waits here for one)."""
         choice = self._forwards.get(key)
         return None if choice is None else choice.next()
+
+    def owned(self) -> tuple[str, ...]:
+        """The replica ids the current snapshot gives this gateway (subsetting), sorted: told to
+        the controller in `Hello.owned`."""
+        gid = self._gateway_id
+        if gid is None or not self._snapshot.peers:
+            return ()
+        return tuple(sorted(ep.id for rev in self._snapshot.revisions for ep in rev.endpoints
+                            if ep.owner == gid))
 
     def forwarded(self, key: str) -> bool:
         """Whether limited revision `key`'s replicas are all owned by other gateways."""

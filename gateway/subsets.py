@@ -25,12 +25,15 @@ from dataclasses import dataclass, replace
 
 from flint_common.snapshot import Endpoint, Peer, RevisionTarget, Snapshot
 
-__all__ = ["LocalView", "PeerChoice", "local_view", "normal_ip", "peer_endpoint"]
+__all__ = ["PEER_ENDPOINT_PREFIX", "LocalView", "PeerChoice", "local_view", "normal_ip", "peer_endpoint"]
+
+
+PEER_ENDPOINT_PREFIX = "@gateway-peer-"
 
 
 def peer_endpoint(peer: Peer) -> Endpoint:
     """The upstream of a peer gateway's listener (its id is never a replica's)."""
-    return Endpoint(f"@gateway-peer-{peer.gateway}", peer.host, peer.port)
+    return Endpoint(f"{PEER_ENDPOINT_PREFIX}{peer.gateway}", peer.host, peer.port)
 
 
 def normal_ip(host: str) -> str:

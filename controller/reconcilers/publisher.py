@@ -152,6 +152,8 @@ class SnapshotPublisher:
         """Replicas being handed from one owner to another (published as nobody's)."""
         self._released: set[str] = set()
         """Replicas the next snapshot gives to their new owner (their old one let go)."""
+        self._away: dict[str, float] = {}
+        """Gateway id → when (monotonic) an owner was first seen unlinked (`_claims`)."""
         hub.on_peers_changed(self.mark_dirty)  # a gateway joining or leaving moves owners
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -207,13 +209,25 @@ class SnapshotPublisher:
         return self._hand_over(snapshot) if snapshot.peers or self._owners else snapshot
 
     def _hand_over(self, snapshot: Snapshot) -> Snapshot:
-        """Hold the replicas whose owner changes until their old owner lets go (`hold_moves`)."""
-        snapshot, held = hold_moves(snapshot, self._owners, self._released)
+        """Hold the replicas another gateway may still be sending requests to (`hold_moves`).
+
+        Who may: the owner we last published, while it is linked (until it lets go: released in
+        `check_drains`) or *away* — unlinked, since it keeps serving its last snapshot — until it
+        rejoins or `drain_timeout_s` passes (the same bound as a drain: a gateway that stays away
+        longer, partitioned yet serving, is the one case this cannot cover); and whatever
+        gateways reported owning when they linked (`Hello.owned`), which is how a new leader,
+        with no memory of the last one's owners, learns them. In the hub's rejoin window a
+        replica nobody claims is held too: its owner may be a gateway not back yet."""
+        snapshot, held = hold_moves(snapshot, self._claims(), unknown_held=self._hub.rejoining())
+        reported = self._hub.reported()
         owners: dict[str, str] = {}
         for rev in snapshot.revisions:
             for ep in rev.endpoints:
                 if ep.owner == HANDOFF:
-                    owners[ep.id] = self._owners[ep.id]
+                    old = self._owners.get(ep.id) if ep.id not in self._released else None
+                    old = old or next((g for g, rs in sorted(reported.items()) if ep.id in rs), None)
+                    if old:
+                        owners[ep.id] = old  # still its claim if it goes away before letting go
                 elif ep.owner:
                     owners[ep.id] = ep.owner
         self._owners = owners
@@ -223,6 +237,38 @@ class SnapshotPublisher:
         for rid in [r for r in self._moves if r not in held]:
             del self._moves[rid]
         return snapshot
+
+    def _claims(self) -> dict[str, set[str]]:
+        """Replica id → the gateways that may still send it requests (see `_hand_over`)."""
+        linked = set(self._hub.peers())
+        now = time.monotonic()
+        for g in set(self._owners.values()) - linked:
+            self._away.setdefault(g, now)
+        for g, since in list(self._away.items()):
+            if g in linked:
+                del self._away[g]
+            elif now - since > self._drain_timeout_s:
+                log.warning("gateway %s stayed away past the drain timeout; its replicas go to "
+                            "the others", g)
+                del self._away[g]
+                self._owners = {r: o for r, o in self._owners.items() if o != g}
+        claims: dict[str, set[str]] = {}
+        for rid, g in self._owners.items():
+            if rid not in self._released and (g in linked or g in self._away):
+                claims.setdefault(rid, set()).add(g)
+        for g, rids in self._hub.reported().items():
+            for rid in rids:
+                claims.setdefault(rid, set()).add(g)
+        return claims
+
+    def new_term(self) -> None:
+        """A leader's term starts (`controller.app`'s `_on_lead`): forget the owners, handoffs
+        and away gateways of any earlier term (the gateways tell us what they own as they link,
+        and the hub's rejoin window holds the rest)."""
+        self._owners.clear()
+        self._moves.clear()
+        self._released.clear()
+        self._away.clear()
 
     def broker_entries(self) -> tuple[BrokerEntry, ...]:
         """Every broker of Flint's classes, every InMemoryChannel and (with Redis) every
@@ -264,12 +310,19 @@ class SnapshotPublisher:
         """Called on every ack and publish: stop the replicas that no gateway holds any more,
         give the replicas being handed over to their new owner once the old one let go."""
         now = time.monotonic()
+        linked = self._hub.peers()
         for rid, d in list(self._moves.items()):
+            # Released by acks only when its old owner is linked and acked (an away one cannot;
+            # nor can anyone on a standby, with no gateway linked).
+            old = self._owners.get(rid)
             if d.version is not None and rid not in self._released and (
                     now - d.started > self._drain_timeout_s or (
-                        self._hub.acked_by_all(d.version) and not self._hub.draining(rid))):
+                        self._hub.connected() > 0 and (old is None or old in linked)
+                        and self._hub.acked_by_all(d.version) and not self._hub.draining(rid))):
                 self._released.add(rid)
                 self.mark_dirty()
+        if any(now - since > self._drain_timeout_s for since in self._away.values()):
+            self.mark_dirty()
         for rid, d in list(self._draining.items()):
             # With no gateway connected nobody can ack: a gateway restarting from its persisted
             # snapshot may still route to the replica, so wait (up to the drain timeout).

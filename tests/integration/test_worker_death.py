@@ -271,10 +271,12 @@ async def holding_server() -> AsyncIterator[tuple[int, collections.Counter[str]]
 
 
 async def keep_alive_get(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, method: str = "GET"
 ) -> tuple[int, bytes]:
-    """GET `path` on an open keep-alive connection: the status and body of the answer."""
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    """GET (or `method`, with an empty body) `path` on an open keep-alive connection: the
+    status and body of the answer."""
+    body = "Content-Length: 0\r\n" if method != "GET" else ""
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n{body}\r\n".encode())
     async with asyncio.timeout(DEADLINE_S):
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
@@ -283,12 +285,14 @@ async def keep_alive_get(
         return int(lines[0].split(b" ", 2)[1]), await reader.readexactly(length)
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_request_forwarded_on_a_pooled_connection_outlives_its_home_worker(
-    tmp_path: Path,
+    tmp_path: Path, method: str,
 ) -> None:
     """A CC=1 request that the other worker forwarded on a pooled (reused) connection, in flight
-    on the home worker when it is SIGKILLed, is sent again on a fresh connection, which waits in
-    the home slot's queue until the home worker's next incarnation answers it."""
+    on the home worker when it is SIGKILLed: a GET is sent again on a fresh connection, which
+    waits in the home slot's queue until the home worker's next incarnation answers it; a POST,
+    which the replica may have run already, is not (a 502: never run twice)."""
     async with (
         holding_server() as (port, seen),
         controller(limited_snapshot(1, port, cc=1)) as c,
@@ -311,17 +315,23 @@ async def test_request_forwarded_on_a_pooled_connection_outlives_its_home_worker
             writer.close()
         else:
             pytest.fail("40 connections in a row reached the home worker")
-        held = asyncio.create_task(keep_alive_get(reader, writer, "/hold"))
+        held = asyncio.create_task(keep_alive_get(reader, writer, "/hold", method))
         try:
             await eventually(lambda: seen["/hold"] == 1, "the request to reach the replica")
             os.kill(victim, signal.SIGKILL)
-            assert await held == (200, b"/hold #2")  # answered through the next incarnation
+            if method == "GET":
+                assert await held == (200, b"/hold #2")  # answered through the next incarnation
+            else:
+                status, _ = await held
+                assert status == 502 and seen["/hold"] == 1
         finally:
             held.cancel()
             writer.close()
+        await eventually(lambda: _respawned(gw.pid, home, victim), "the home worker back")
         pids = await worker_pids(gw.pid)
         assert victim not in pids.values() and home in pids
-        assert (await gw.metrics())["flint_gateway_upstream_retries_total"] == 1
+        retries = (await gw.metrics())["flint_gateway_upstream_retries_total"]
+        assert retries == (1 if method == "GET" else 0)
         await terminate(gw)
 
 

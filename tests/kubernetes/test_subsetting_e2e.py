@@ -164,9 +164,11 @@ async def test_the_peer_listener_serves_only_peers_and_the_public_port_ignores_t
         named = f"GET / HTTP/1.1\r\nHost: nowhere.example\r\nx-flint-revision: {key}\r\n\r\n"
         # From a peer's address (127.0.0.1): straight to the named revision, whatever the Host.
         assert (await raw(gateway.peer_port, named, "127.0.0.1")).startswith("HTTP/1.1 200")
-        # From anyone else in the cluster (here 127.0.0.9): refused.
+        # From anyone else in the cluster (here 127.0.0.9): refused, unread (a 503 a forwarding
+        # gateway sends again: a real peer not in our snapshot yet looks the same).
         refused = await raw(gateway.peer_port, named, "127.0.0.9")
-        assert refused == "" or refused.startswith("HTTP/1.1 403"), refused
+        assert refused == "" or (refused.startswith("HTTP/1.1 503")
+                                 and "x-flint-peer-refused: 1" in refused.lower()), refused
         # The public port drops the header: the unknown Host is a 404, not the revision.
         assert (await raw(gateway.port, named, "127.0.0.1")).startswith("HTTP/1.1 404")
 

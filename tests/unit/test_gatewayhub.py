@@ -508,3 +508,17 @@ async def test_publish_sends_a_change_of_the_peers_alone() -> None:
     hub = GatewayHub()
     v1 = hub.publish(snap("a"))
     assert hub.publish(replace(snap("a"), peers=(Peer("gw-a", "10.0.0.1", 8090),))) > v1
+
+
+async def test_what_a_gateway_owns_is_reported_until_it_acks_a_snapshot_of_ours(link: Link) -> None:
+    link.hub.publish(snap("a"))
+    ws = await link.connect()
+    await ws.send_str(Hello("gw/0", 5, ("10.0.0.1", 8090), ("r1", "r2")).encode())
+    await ws.send_str(Ack(5).encode())  # what it serves already: still its own snapshot
+    v = (await receive_snapshot(ws)).version
+    await link.progress.wait(1)
+    assert link.hub.reported() == {"gw": frozenset({"r1", "r2"})}
+    await ack(ws, v, {})
+    await link.progress.wait(2)
+    assert link.hub.reported() == {}
+    await ws.close()

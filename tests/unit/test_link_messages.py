@@ -530,3 +530,12 @@ def test_owners_and_peers_round_trip() -> None:
         *base.revisions[1:]))
     assert decode_snapshot(orjson.loads(encode_snapshot(owned))) == owned
     assert decode_down(SnapshotMessage(owned).encode()) == SnapshotMessage(owned)
+
+
+def test_a_hello_says_which_replicas_its_gateway_owns_and_older_ones_say_none() -> None:
+    hello = Hello("gw-a/0", 7, ("10.0.0.1", 8090), ("r1", "r2"))
+    assert decode_up(hello.encode()) == hello
+    old = orjson.dumps({"type": "hello", "worker": "gw-a/0", "version": 7})
+    assert decode_up(old) == Hello("gw-a/0", 7)
+    with pytest.raises(WireError, match=r"hello\.owned"):
+        decode_up(orjson.dumps({"type": "hello", "worker": "gw/0", "version": 0, "owned": "r1"}))

@@ -95,6 +95,14 @@ class FakeHub(GatewayHub):
         self.acks: dict[str, WorkerState] = {}
         self._peer_table: dict[str, tuple[str, int]] = {}
         self._peer_callbacks: list[Callable[[], None]] = []
+        self.reports: dict[str, frozenset[str]] = {}
+        self.rejoin_open = False
+
+    def reported(self) -> dict[str, frozenset[str]]:
+        return dict(self.reports)
+
+    def rejoining(self) -> bool:
+        return self.rejoin_open
 
     def peers(self) -> dict[str, tuple[str, int]]:
         return dict(self._peer_table)
@@ -558,6 +566,9 @@ async def test_peer_gateways_own_a_limited_revisions_replicas_and_a_join_republi
     assert [e.owner for e in rev.endpoints] == ["gw-a"] * 4
     env.hub.set_peers({"gw-a": ("10.0.0.1", 8090), "gw-b": ("10.0.0.2", 8090)})
     await env.flush()
+    env.hub.ack("gw-a/0", env.hub.version)  # gw-a let go of what moves to gw-b
+    env.pub.check_drains()
+    await env.flush()
     (rev,) = env.hub.snapshot.revisions
     owners = {e.id: e.owner for e in rev.endpoints}
     assert sorted(owners.values()) == ["gw-a", "gw-a", "gw-b", "gw-b"]  # the starting one too
@@ -565,6 +576,10 @@ async def test_peer_gateways_own_a_limited_revisions_replicas_and_a_join_republi
     # A drained replica leaves every snapshot (its requests in flight finish where they were
     # sent); the others are shared again, the loads differing by one at most.
     env.pub.drain("r1")
+    await env.flush()
+    env.hub.ack("gw-a/0", env.hub.version)  # both let go of what moves (a handoff, if any)
+    env.hub.ack("gw-b/0", env.hub.version)
+    env.pub.check_drains()
     await env.flush()
     (rev,) = env.hub.snapshot.revisions
     assert [e.id for e in rev.endpoints] == ["r2", "r3", "r4"]
@@ -602,3 +617,137 @@ async def test_a_replica_changing_owner_is_handed_over_once_its_old_owner_let_go
     await env.flush()
     (rev,) = env.hub.snapshot.revisions
     assert env.hub.version > holding and sorted(e.owner for e in rev.endpoints) == ["gw-a", "gw-b"]
+
+
+PEER_A, PEER_B = ("10.0.0.1", 8090), ("10.0.0.2", 8090)
+
+
+def owned(snap: Snapshot, gateway: str) -> set[str]:
+    return {e.id for r in snap.revisions for e in r.endpoints if e.owner == gateway}
+
+
+class Serving:
+    """What each gateway may be sending requests to: every snapshot from the one it acked last
+    to the newest (it may apply any of them), or its last one while it is unlinked."""
+
+    def __init__(self, hub: FakeHub) -> None:
+        self.hub = hub
+        self.frozen: dict[str, set[str]] = {}
+        self.acked: dict[str, int] = {}
+
+    def may_serve(self, gateway: str) -> set[str]:
+        if gateway in self.frozen:
+            return self.frozen[gateway]
+        since = self.acked.get(gateway, 0)
+        return set().union(*(owned(s, gateway) for s in self.hub.published if s.version >= since))
+
+    def check(self, *gateways: str) -> None:
+        for i, g in enumerate(gateways):
+            for h in gateways[i + 1:]:
+                both = self.may_serve(g) & self.may_serve(h)
+                assert not both, f"{sorted(both)} owned by {g} and {h} at once"
+
+
+async def test_a_new_term_never_gives_a_replica_two_owners_as_gateways_rejoin_one_by_one(
+        env: Env[FakeHub]) -> None:
+    env.revisions[0]["spec"] = {"containerConcurrency": 1}
+    for rid in ("r1", "r2", "r3", "r4", "r5", "r6"):
+        env.runtime.add(rid)
+    hub = env.hub
+    hub.set_peers({"gw-a": PEER_A, "gw-b": PEER_B})  # the last term: both linked, all acked
+    await env.flush()
+    last = hub.snapshot
+    share = {g: owned(last, g) for g in ("gw-a", "gw-b")}
+    assert share["gw-a"] and share["gw-b"]
+    # The leader goes: a new term, every gateway unlinked, each serving its last snapshot.
+    watch = Serving(hub)
+    watch.frozen = {g: set(share[g]) for g in share}
+    hub.set_peers({})
+    env.pub.new_term()
+    hub.rejoin_open = True
+    # gw-a is back first and says what it owns; gw-b still serves its share.
+    hub.reports = {"gw-a": frozenset(share["gw-a"])}
+    del watch.frozen["gw-a"]
+    watch.acked["gw-a"] = hub.version + 1
+    hub.set_peers({"gw-a": PEER_A})
+    await env.flush()
+    watch.check("gw-a", "gw-b")
+    assert owned(hub.snapshot, "gw-a") == share["gw-a"]  # what it already served, no more
+    # gw-b is back too, then both ack: no report left, still one owner each.
+    hub.reports["gw-b"] = frozenset(share["gw-b"])
+    del watch.frozen["gw-b"]
+    watch.acked["gw-b"] = watch.acked["gw-a"]
+    hub.set_peers({"gw-a": PEER_A, "gw-b": PEER_B})
+    await env.flush()
+    watch.check("gw-a", "gw-b")
+    hub.reports = {}
+    hub.ack("gw-a/0", hub.version)
+    hub.ack("gw-b/0", hub.version)
+    watch.acked = {"gw-a": hub.version, "gw-b": hub.version}
+    hub.rejoin_open = False  # the window ends (the hub tells the publisher as peers change)
+    for callback in hub._peer_callbacks:
+        callback()
+    await env.flush()
+    env.pub.check_drains()
+    await env.flush()
+    watch.check("gw-a", "gw-b")
+    (rev,) = hub.snapshot.revisions
+    assert HANDOFF not in {e.owner for e in rev.endpoints}
+    assert owned(hub.snapshot, "gw-a") | owned(hub.snapshot, "gw-b") == set(env.runtime.reps)
+
+
+async def test_an_unlinked_gateway_keeps_its_replicas_until_it_rejoins_or_the_bound(
+        env: Env[FakeHub], monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(publisher_module, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    env.revisions[0]["spec"] = {"containerConcurrency": 1}
+    for rid in ("r1", "r2", "r3", "r4"):
+        env.runtime.add(rid)
+    hub = env.hub
+    hub.set_peers({"gw-a": PEER_A, "gw-b": PEER_B})
+    await env.flush()
+    hub.ack("gw-a/0", hub.version)
+    hub.ack("gw-b/0", hub.version)
+    share_b = owned(hub.snapshot, "gw-b")
+    # gw-b's link drops; it keeps serving its share: nobody else gets it, acks or not.
+    del hub.acks["gw-b/0"]
+    hub.set_peers({"gw-a": PEER_A})
+    await env.flush()
+    hub.ack("gw-a/0", hub.version)
+    env.pub.check_drains()
+    await env.flush()
+    assert not owned(hub.snapshot, "gw-a") & share_b
+    # It rejoins: its share again, at once.
+    hub.set_peers({"gw-a": PEER_A, "gw-b": PEER_B})
+    await env.flush()
+    assert owned(hub.snapshot, "gw-b") == share_b
+    hub.ack("gw-b/0", hub.version)
+    # It goes for good: after the drain timeout its replicas go to gw-a.
+    del hub.acks["gw-b/0"]
+    hub.set_peers({"gw-a": PEER_A})
+    await env.flush()
+    assert not owned(hub.snapshot, "gw-a") & share_b
+    now[0] += TIMEOUT_S + 1
+    env.pub.check_drains()
+    await env.flush()
+    env.pub.check_drains()
+    await env.flush()
+    assert owned(hub.snapshot, "gw-a") == set(env.runtime.reps)
+
+
+async def test_no_handoff_is_released_on_a_standby(env: Env[FakeHub]) -> None:
+    env.revisions[0]["spec"] = {"containerConcurrency": 1}
+    env.runtime.add("r1")
+    env.runtime.add("r2")
+    env.hub.set_peers({"gw-a": PEER_A})
+    await env.flush()
+    env.hub.ack("gw-a/0", env.hub.version)
+    env.hub.set_peers({"gw-a": PEER_A, "gw-b": PEER_B})
+    await env.flush()
+    holding = env.hub.version
+    env.hub.acks.clear()  # the term ended: no gateway linked (vacuously all acked)
+    env.pub.check_drains()
+    await env.flush()
+    assert not env.pub._released and env.pub._moves
+    env.pub.new_term()
+    assert not env.pub._owners and not env.pub._moves and env.hub.version >= holding

@@ -102,15 +102,25 @@ def test_a_replica_changing_owner_is_nobodys_until_released() -> None:
     two = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), PEERS)
     new = {e.id: e.owner for e in two.revisions[0].endpoints}
     moved = next(r for r, g in new.items() if g == "gw-b")
-    previous = {"r1": "gw-a", "r2": "gw-a"}  # gw-b joined: gw-a owned both
-    held_snap, held = hold_moves(two, previous, set())
+    claims = {"r1": {"gw-a"}, "r2": {"gw-a"}}  # gw-b joined: gw-a owned both
+    held_snap, held = hold_moves(two, claims)
     assert held == {moved}
     owners = {e.id: e.owner for e in held_snap.revisions[0].endpoints}
     assert owners[moved] == HANDOFF and all(g == new[r] for r, g in owners.items() if r != moved)
-    released, none = hold_moves(two, previous, {moved})
-    assert none == set() and released is two
-    # The old owner gone (no longer a peer): no one to wait for.
-    gone = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), {"gw-b": PEERS["gw-b"]})
-    assert hold_moves(gone, previous, set()) == (gone, set())
+    released = {r: c for r, c in claims.items() if r != moved}  # its old owner let go
+    assert hold_moves(two, released) == (two, set())
     # New replicas and unchanged owners are never held.
-    assert hold_moves(two, {}, set()) == (two, set()) and hold_moves(two, new, set()) == (two, set())
+    assert hold_moves(two, {}) == (two, set())
+    assert hold_moves(two, {r: {g} for r, g in new.items()}) == (two, set())
+
+
+def test_in_a_rejoin_window_an_unclaimed_replica_is_nobodys() -> None:
+    two = subset_snapshot(snapshot(target("limited", 1, "r1", "r2")), PEERS)
+    held_snap, held = hold_moves(two, {}, unknown_held=True)
+    assert held == {"r1", "r2"}
+    assert {e.owner for e in held_snap.revisions[0].endpoints} == {HANDOFF}
+    # Two claimants (a stale report beside the published owner): held until one is left.
+    owner = two.revisions[0].endpoints[0].owner
+    other = "gw-a" if owner == "gw-b" else "gw-b"
+    _, held = hold_moves(two, {"r1": {owner, other}, "r2": {two.revisions[0].endpoints[1].owner}})
+    assert held == {"r1"}
