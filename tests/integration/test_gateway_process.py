@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from support.harness import free_port
+from support.harness import free_port, serving
 
 from flint_common.secret import load_or_create_token
 from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
@@ -660,15 +660,8 @@ async def overlap_server() -> AsyncIterator[tuple[int, dict[str, int]]]:
         finally:
             state["active"] -= 1
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield int(runner.addresses[0][1]), state
-    finally:
-        await runner.cleanup()
+    async with serving(handle) as port:
+        yield port, state
 
 
 async def test_two_workers_enforce_container_concurrency_1_exactly(tmp_path: Path) -> None:

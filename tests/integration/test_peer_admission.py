@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from aiohttp import ClientSession, ClientTimeout, web
 from integration.test_gateway_process import HOST, limited_snapshot
+from support.harness import serving
 
 from flint_common.snapshot import Peer, Snapshot
 from gateway.config import GatewaySettings
@@ -30,15 +31,8 @@ async def behind_peer(refusals: int) -> AsyncIterator[tuple[int, list[str]]]:
                 "x-flint-peer-refused": "1", "Retry-After": "1", "Connection": "close"})
         return web.Response(text="served by the owner")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield int(runner.addresses[0][1]), seen
-    finally:
-        await runner.cleanup()
+    async with serving(handle) as port:
+        yield port, seen
 
 
 def owned_by_b(peer_port: int) -> Snapshot:

@@ -37,6 +37,7 @@ from integration.test_gateway_process import (
     terminate,
     upstream_server,
 )
+from support.harness import serving
 
 from flint_common.snapshot import BrokerEntry, Snapshot
 from gateway.admin import WorkerClient, worker_socket_path
@@ -258,16 +259,11 @@ async def holding_server() -> AsyncIterator[tuple[int, collections.Counter[str]]
             await release.wait()
         return web.Response(text=f"{request.path} #{n}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield int(runner.addresses[0][1]), seen
+        async with serving(handle) as port:
+            yield port, seen
     finally:
         release.set()
-        await runner.cleanup()
 
 
 async def keep_alive_get(
