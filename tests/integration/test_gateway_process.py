@@ -184,15 +184,8 @@ async def upstream_server() -> AsyncIterator[int]:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=f"hello from upstream {request.path}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hello)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
+    async with serving(hello) as port:
+        yield port
 
 
 @contextlib.asynccontextmanager
