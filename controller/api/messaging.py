@@ -59,6 +59,16 @@ DEFAULT_CHANNEL_TEMPLATE: Mapping[str, Any] = MappingProxyType(
     {"apiVersion": API_VERSION, "kind": "InMemoryChannel"}
 )
 """A Channel's `spec.channelTemplate` when it names none (Knative's default-ch-webhook config)."""
+KUBERNETES_CHANNEL_TEMPLATE: Mapping[str, Any] = MappingProxyType(
+    {"apiVersion": FLINT_API_VERSION, "kind": REDIS_CHANNEL_KIND}
+)
+"""The Kubernetes engine's default template: dispatcher pods share no disk, so an InMemoryChannel's
+SQLite log (the embedded engine's) has no reader there; Redis is that engine's default backend."""
+
+
+def default_channel_template(engine: str) -> Mapping[str, Any]:
+    """The channel template a Channel naming none gets on `engine` (`embedded`, `kubernetes`)."""
+    return KUBERNETES_CHANNEL_TEMPLATE if engine == "kubernetes" else DEFAULT_CHANNEL_TEMPLATE
 
 # Condition types (channel_lifecycle.go, in_memory_channel_lifecycle.go, subscription_lifecycle.go).
 CONDITION_READY = "Ready"
@@ -180,14 +190,14 @@ def subscribers_errors(value: Any, path: str) -> list[FieldError]:
 # ---------------------------------------------------------------------------------------------
 
 
-def default_channel(obj: Obj) -> None:
+def default_channel(obj: Obj, template: Mapping[str, Any] = DEFAULT_CHANNEL_TEMPLATE) -> None:
     """Channel.SetDefaults: namespace, the subscribable duck annotation `v1`, the channel
-    template (InMemoryChannel) and the dead-letter sink's ref namespace."""
+    template (`template`: the engine's default) and the dead-letter sink's ref namespace."""
     set_default_namespace(obj)
     _subscribable_annotation(obj)
     if (spec := _spec_for_defaults(obj)) is not None:
         if spec.get("channelTemplate") is None:
-            spec["channelTemplate"] = dict(DEFAULT_CHANNEL_TEMPLATE)
+            spec["channelTemplate"] = dict(template)
         set_delivery_defaults(spec.get("delivery"), _namespace(obj))
 
 

@@ -228,14 +228,22 @@ class Registry:
 REGISTRY = Registry(TYPES)
 
 
+def _kubernetes_eventing(rt: ResourceType) -> ResourceType:
+    """An eventing type as the Kubernetes engine defaults it (a Channel: a RedisChannel)."""
+    if (rt.group, rt.kind) == (messaging.GROUP, "Channel"):
+        return replace(rt, default=partial(messaging.default_channel,
+                                           template=messaging.KUBERNETES_CHANNEL_TEMPLATE))
+    return rt
+
+
 def registry_for(engine: Engine = "embedded") -> Registry:
     """The embedded engine refuses and warns about fields it cannot honour; on Kubernetes the
-    cluster honours them, so only Knative's own rules apply."""
-    return (
-        REGISTRY
-        if engine == "embedded"
-        else Registry(_serving_types(engine) + TYPES[len(SERVING_TYPES) :])
-    )
+    cluster honours them, so only Knative's own rules apply (and a Channel's default template
+    is a RedisChannel)."""
+    if engine == "embedded":
+        return REGISTRY
+    return Registry(_serving_types(engine)
+                    + tuple(_kubernetes_eventing(rt) for rt in TYPES[len(SERVING_TYPES):]))
 
 
 def served_kinds(registry: Registry = REGISTRY) -> dict[Kind, tuple[str, str]]:

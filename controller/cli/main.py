@@ -7,7 +7,15 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-from controller.cli import channel_cmd, event_send, eventing_cmd, logs, resource_cmd, service_cmd
+from controller.cli import (
+    channel_cmd,
+    event_send,
+    eventing_cmd,
+    export_cmd,
+    logs,
+    resource_cmd,
+    service_cmd,
+)
 from controller.cli.client import ApiClient, CliError, Unreachable
 from controller.cli.endpoint import resolve
 
@@ -66,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     channel_cmd.add_parsers(sub, common)
     event_send.add_parser(sub, common)
     logs.add_parser(sub, common)
+    export_cmd.add_parser(sub, common)
     return root
 
 

@@ -22,10 +22,11 @@ RedisChannel instead of an InMemoryChannel.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from controller.api import messaging
-from controller.api.eventing import BACKEND_ANNOTATION, BACKEND_REDIS
+from controller.api.eventing import BACKEND_ANNOTATION, BACKEND_REDIS, ENGINE_KUBERNETES
 from controller.informer import Informer
 from controller.reconcilers.broker import channel_condition
 from controller.reconcilers.children import NotOwned, ensure_child, write_status
@@ -47,6 +48,10 @@ from controller.reconcilers.watches import Reconciler, Watch, all_in_namespace, 
 from controller.store.base import Kind
 
 IMC_KIND = messaging.IN_MEMORY_CHANNEL_KIND
+IMC_ON_KUBERNETES = (
+    "an InMemoryChannel's log is a SQLite file of the embedded engine, which no dispatcher pod reads: "
+    f"use a {messaging.REDIS_CHANNEL_KIND} ({messaging.FLINT_API_VERSION}), a Channel's default "
+    "template on this engine")
 REDIS_CHANNEL_KIND = messaging.REDIS_CHANNEL_KIND
 
 
@@ -152,13 +157,18 @@ async def _reconcile_log_channel(
             remove_condition(status, "Durable")
         else:
             set_condition(status, "Durable", *durable, now=now, severity="Info")
+    elif s.engine == ENGINE_KUBERNETES:
+        ch_status, ch_reason = "False", "EmbeddedOnly"
+        set_condition(status, "ChannelServiceReady", "False", ch_reason, IMC_ON_KUBERNETES, now=now)
     else:
         set_condition(status, "ChannelServiceReady", "True", now=now)
     requeue: float | None = 2.0 if not_created is not None else None
     served = any(
         b.kind == "channel" and b.namespace == ns and b.name == name for b in ctx.hub.snapshot.brokers
     )
-    if ch_status != "True":  # not served until Redis is configured and the stream exists
+    if ch_reason == "EmbeddedOnly":
+        set_condition(status, "ServiceReady", "False", ch_reason, IMC_ON_KUBERNETES, now=now)
+    elif ch_status != "True":  # not served until Redis is configured and the stream exists
         set_condition(status, "ServiceReady", "Unknown", ch_reason,
                       "the gateways serve the channel once its Redis stream exists", now=now)
     elif not served:
@@ -195,21 +205,29 @@ async def _reconcile_log_channel(
     return requeue
 
 
-def backing_kind(channel: Obj) -> tuple[str, str] | None:
+def template_of(channel: Obj, default: Mapping[str, Any] = messaging.DEFAULT_CHANNEL_TEMPLATE) -> Obj:
+    """A Channel's `channelTemplate`, else the engine's `default` (a Channel the webhook did
+    not default, e.g. written before it was installed)."""
+    return dict((channel.get("spec") or {}).get("channelTemplate") or default)
+
+
+def backing_kind(channel: Obj, default: Mapping[str, Any] = messaging.DEFAULT_CHANNEL_TEMPLATE
+                 ) -> tuple[str, str] | None:
     """(apiVersion, kind) of the channel a Channel's template names, if Flint provides it."""
-    template = (channel.get("spec") or {}).get("channelTemplate") or {}
+    template = template_of(channel, default)
     pair = (str(template.get("apiVersion", messaging.API_VERSION)), str(template.get("kind", IMC_KIND)))
     return pair if pair in messaging.CHANNEL_KINDS else None
 
 
-def backing_manifest(channel: Obj, existing: Obj | None = None) -> Obj:
+def backing_manifest(channel: Obj, existing: Obj | None = None,
+                     default: Mapping[str, Any] = messaging.DEFAULT_CHANNEL_TEMPLATE) -> Obj:
     """The InMemoryChannel (or RedisChannel, as the template says) a Channel owns: its name, the
     template's spec, the Channel's delivery; the `subscribers` (and their annotation) of the
     `existing` one, which are its own to keep."""
     meta = channel["metadata"]
     spec = channel.get("spec") or {}
-    template = spec.get("channelTemplate") or dict(messaging.DEFAULT_CHANNEL_TEMPLATE)
-    api_version, kind = backing_kind(channel) or (messaging.API_VERSION, IMC_KIND)
+    template = template_of(channel, default)
+    api_version, kind = backing_kind(channel, default) or (messaging.API_VERSION, IMC_KIND)
     imc_spec = copy.deepcopy(template.get("spec") or {})
     imc_spec.pop("subscribers", None)
     if spec.get("delivery"):
@@ -247,9 +265,10 @@ async def reconcile_channel(ctx: EventingContext, key: Key) -> float | None:
     now = ctx.clock()
     status = copy.deepcopy(ch.get("status") or {})
     status["observedGeneration"] = ch["metadata"].get("generation", 1)
-    template = (ch.get("spec") or {}).get("channelTemplate") or {}
+    default = messaging.default_channel_template(ctx.settings.engine)
+    template = template_of(ch, default)
     imc: Obj | None = None
-    backing = backing_kind(ch)
+    backing = backing_kind(ch, default)
     if backing is None:
         set_condition(
             status, "BackingChannelReady", "False", "ChannelTemplateUnsupported",
@@ -263,7 +282,8 @@ async def reconcile_channel(ctx: EventingContext, key: Key) -> float | None:
         assert informer is not None
         try:
             existing = informer.get(*key)
-            imc = await ensure_child(ctx, child_kind, informer, ch, backing_manifest(ch, existing))
+            imc = await ensure_child(ctx, child_kind, informer, ch,
+                                     backing_manifest(ch, existing, default))
         except NotOwned as exc:
             set_condition(status, "BackingChannelReady", "False", "NotOwned", str(exc), now=now)
     if imc is not None:
