@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.admin_secret import ensure_admin_secret
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES, default_backend
 from controller.api.registry import registry_for, served_kinds
 from controller.eventing.plan import PLAN_PATH
@@ -81,6 +82,7 @@ async def build(settings: ControllerSettings, *, store: Store | None = None,
     if not isinstance(opened, KubernetesStore):
         raise EngineUnavailable("the Kubernetes engine keeps its objects in the API server: "
                                 "its store must be a KubernetesStore")
+    await ensure_admin_secret(opened.api_client, settings.leader.namespace)
     workloads = KubernetesWorkloads(opened.api_client, settings.kubernetes)
     reviewer = TokenReviewer(api_review(opened.api_client, settings.link_auth), settings.link_auth)
     auth = settings.link_auth

@@ -10,6 +10,10 @@ the gateway and the dispatcher. The rules, per path:
   needs the token.
 - everything else: `Authorization: Bearer <token>` (compared in constant time), else 401 with a
   Kubernetes `Status` (`reason: Unauthorized`) that reveals nothing about what is served.
+- through a Kubernetes API server's service proxy (`services/proxy`, which `flint` uses for the
+  dispatcher's dead letters on a cluster) the caller's `Authorization` is the API server's — it
+  authenticates and authorizes the caller, then removes the header — so the owner's token of this
+  server rides in `X-Flint-Authorization: Bearer <token>`, read only when `Authorization` is absent.
 - `alternate_paths` (none unless given): a bearer token that is not the owner's is handed to
   `alternate`, which lets the request through (None) or answers it (401, 503...). The Kubernetes
   engine's controller checks the gateways' and dispatchers' service-account tokens there
@@ -39,6 +43,9 @@ AlternateAuth = Callable[[str, web.Request], Awaitable[web.StreamResponse | None
 """Checks a bearer token that is not the owner's: None lets the request through, else the answer.
 It must not log the token nor put it in its answer."""
 
+PROXIED_AUTHORIZATION = "X-Flint-Authorization"
+"""The header of the owner's token on a request the Kubernetes API server proxies (it consumes
+`Authorization`)."""
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without a credential anywhere."""
 LOOPBACK_OPEN_PATHS = frozenset({"/metrics"})
@@ -141,7 +148,10 @@ def auth_middleware(
             return await handler(request)
         if foreign_origin(request) is not None:
             return _answer(403, "Forbidden", "requests from another origin are not accepted")
-        given = bearer_token(request.headers.get("Authorization"))
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            authorization = request.headers.get(PROXIED_AUTHORIZATION)
+        given = bearer_token(authorization)
         if not token.matches(given):
             if given is None or path not in alternate_paths or alternate is None:
                 return unauthorized()

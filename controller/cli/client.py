@@ -28,6 +28,13 @@ _WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
 __all__ = ["DEFAULT_API", "ApiClient", "ApiError", "CliError", "Endpoint", "Unreachable"]
 
 _discovery: dict[str, list[ResourceInfo]] = {}
+_clusters: dict[str, bool] = {}
+
+
+def is_cluster_answer(doc: Obj) -> bool:
+    """Whether a `GET /api` answer is a Kubernetes API server's (the core group's APIVersions);
+    Flint's own API serves no core group (it answers 404)."""
+    return doc.get("kind") == "APIVersions" and "v1" in (doc.get("versions") or [])
 """Discovered resources per API base URL, cached for the life of the process."""
 
 
@@ -215,6 +222,19 @@ class ApiClient:
 
     async def resolve(self, name: str) -> ResourceInfo:
         return resolve_name(name, await self.resources())
+
+    async def on_cluster(self) -> bool:
+        """Whether this endpoint is a Kubernetes cluster's API server (the Kubernetes engine)
+        rather than Flint's own API (`flint up`), asked once per process."""
+        known = _clusters.get(self.base_url)
+        if known is None:
+            try:
+                doc = await self.request("GET", "/api")
+                known = is_cluster_answer(doc)
+            except ApiError:
+                known = False
+            _clusters[self.base_url] = known
+        return known
 
     async def resolve_manifest(self, obj: Obj) -> ResourceInfo:
         api_version, kind = str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")

@@ -5,17 +5,24 @@ admin port (`flint up --dispatcher-port`, default 8083): `GET /dead-letters/{ns}
 them, `POST /redeliver/{ns}/{trigger}[?ids=1,2]` queues them for delivery again. The API serves
 the same endpoints under `/internal/dispatcher/`, so these commands use the API's address and
 credential; `--dispatcher URL` (or FLINT_DISPATCHER) talks to an admin port directly, with the
-same token. The table is built by pure functions, testable alone.
+same token. On a cluster they go through the API server's service proxy to the dispatcher's
+Service (`flint-system/flint-dispatcher`, port `admin`), carrying the dispatcher's admin token
+(the Secret `flint-dispatcher-admin`, which the user's RBAC must let them read) in
+`X-Flint-Authorization`: the API server consumes `Authorization` itself. The table is built by
+pure functions, testable alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -24,17 +31,24 @@ import orjson
 import yaml
 
 from controller.api.ages import human_duration
-from controller.cli.client import ApiClient, Unauthorized
+from controller.cli.client import ApiClient, ApiError, Unauthorized
 from controller.cli.endpoint import may_carry_token
 from controller.cli.errors import CliError, usage
 from controller.cli.output import render_table
 from controller.cli.resource_cmd import add_output
+from flint_common.httpauth import PROXIED_AUTHORIZATION
 
 Obj = dict[str, Any]
 Row = list[str]
 
 DISPATCHER_PREFIX = "/internal/dispatcher"
 """Where the API proxies the dispatcher's admin endpoints."""
+SYSTEM_NAMESPACE = "flint-system"
+"""Where `kubectl apply -k deploy/` installs Flint on a cluster."""
+DISPATCHER_SERVICE = "flint-dispatcher"
+ADMIN_PORT = "admin"
+ADMIN_SECRET = "flint-dispatcher-admin"
+"""The dispatcher's admin token on a cluster (`controller.admin_secret`), key `token`."""
 DISPATCHER_TIMEOUT_S = 30.0
 DETAIL_WIDTH = 60
 """DETAIL is cut to this many characters in the table (`-o json|yaml` has it whole)."""
@@ -108,22 +122,68 @@ def refusal(status: int, reason: str, raw: bytes) -> str:
     return f"the dispatcher answered {answer}" + (f": {text}" if text else "")
 
 
-def dispatcher_base(api: ApiClient, override: str | None) -> str:
-    """`--dispatcher` when given, else the API's proxy of the dispatcher."""
-    return override or api.base_url + DISPATCHER_PREFIX
+@dataclass(frozen=True)
+class DispatcherRoute:
+    """How to reach the dispatcher's admin endpoints: a base URL, whether it is the API's (its
+    TLS and proxy settings apply), and the headers carrying the credential."""
+
+    base: str
+    via_api: bool
+    headers: dict[str, str] = field(repr=False)
+
+
+def proxy_base(api_url: str, namespace: str) -> str:
+    """The API server's service proxy of the dispatcher's admin port."""
+    return (f"{api_url}/api/v1/namespaces/{quote(namespace, safe='')}/services/"
+            f"{DISPATCHER_SERVICE}:{ADMIN_PORT}/proxy")
+
+
+async def admin_token(api: ApiClient, namespace: str) -> str:
+    """The dispatcher's admin token, from its Secret on the cluster."""
+    where = f"the Secret {namespace}/{ADMIN_SECRET}"
+    try:
+        secret = await api.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets/"
+                                          f"{ADMIN_SECRET}")
+    except ApiError as e:
+        if e.code_http == 404:
+            raise CliError(f"{where} does not exist: is Flint installed on this cluster "
+                           "(kubectl apply -k deploy/) and its controller running?") from None
+        if e.code_http == 403:
+            raise CliError(f"you may not read {where}, which holds the dispatcher's admin token: "
+                           "ask for the flint-cli role's dead-letters rules") from None
+        raise
+    try:
+        token = base64.b64decode(str((secret.get("data") or {}).get("token") or ""), validate=True)
+    except (binascii.Error, ValueError):
+        token = b""
+    if not token.strip():
+        raise CliError(f"{where} holds no token")
+    return token.decode("utf-8", "replace").strip()
+
+
+async def dispatcher_route(api: ApiClient, override: str | None,
+                           namespace: str = SYSTEM_NAMESPACE) -> DispatcherRoute:
+    """`--dispatcher` when given; else, on a cluster, the service proxy; else the API's proxy."""
+    if override:
+        return DispatcherRoute(override, False, api.auth_headers())
+    if await api.on_cluster():
+        token = await admin_token(api, namespace)
+        return DispatcherRoute(proxy_base(api.base_url, namespace), True,
+                               {**api.auth_headers(), PROXIED_AUTHORIZATION: f"Bearer {token}"})
+    return DispatcherRoute(api.base_url + DISPATCHER_PREFIX, True, api.auth_headers())
 
 
 async def call_dispatcher(
     api: ApiClient,
     method: str,
-    base: str,
+    route: DispatcherRoute,
     url: str,
     params: dict[str, str] | None = None,
 ) -> Any:
     """The JSON answer of one admin request; errors become CliErrors naming the dispatcher.
     Through the API it goes as any API request; to a `--dispatcher` of its own, with the token
     only over HTTPS or to a loopback address (and without the API's TLS and proxy settings)."""
-    via_api = base.startswith(api.base_url + DISPATCHER_PREFIX)
+    base, via_api = route.base, route.via_api
     if not via_api and api.endpoint.token is not None and not may_carry_token(base):
         raise usage(f"--dispatcher {base}: refusing to send the owner's token over plain HTTP "
                     "to an address that is not loopback")
@@ -132,7 +192,7 @@ async def call_dispatcher(
             method,
             url,
             params=params,
-            headers={"Accept": "application/json", **api.auth_headers()},
+            headers={"Accept": "application/json", **route.headers},
             timeout=aiohttp.ClientTimeout(total=DISPATCHER_TIMEOUT_S, sock_connect=5),
             **(api.transport() if via_api else {}),
         ) as resp:
@@ -161,9 +221,9 @@ async def call_dispatcher(
 
 
 async def run_dead_letters(api: ApiClient, args: argparse.Namespace) -> int:
-    base = dispatcher_base(api, args.dispatcher)
-    url = dispatcher_path(base, "dead-letters", args.namespace, args.name)
-    letters = await call_dispatcher(api, "GET", base, url)
+    route = await dispatcher_route(api, args.dispatcher, args.system_namespace)
+    url = dispatcher_path(route.base, "dead-letters", args.namespace, args.name)
+    letters = await call_dispatcher(api, "GET", route, url)
     if not isinstance(letters, list) or not all(isinstance(d, dict) for d in letters):
         raise CliError(f"{url} answered with something that is not a list of dead letters")
     if args.output == "json":
@@ -179,11 +239,11 @@ async def run_dead_letters(api: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def run_redeliver(api: ApiClient, args: argparse.Namespace) -> int:
-    base = dispatcher_base(api, args.dispatcher)
-    url = dispatcher_path(base, "redeliver", args.namespace, args.name)
+    route = await dispatcher_route(api, args.dispatcher, args.system_namespace)
+    url = dispatcher_path(route.base, "redeliver", args.namespace, args.name)
     ids: list[int] = args.id or []
     params = {"ids": ",".join(str(i) for i in ids)} if ids else None
-    answer = await call_dispatcher(api, "POST", base, url, params)
+    answer = await call_dispatcher(api, "POST", route, url, params)
     count = answer.get("requeued") if isinstance(answer, dict) else None
     if isinstance(count, bool) or not isinstance(count, int):
         raise CliError(f"{url} answered without a count of requeued dead letters")
@@ -201,6 +261,13 @@ def _add_dispatcher(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the event dispatcher's admin port, e.g. http://127.0.0.1:8083 (env "
         "FLINT_DISPATCHER; default: through the API)",
+    )
+    p.add_argument(
+        "--system-namespace",
+        default=os.environ.get("FLINT_SYSTEM_NAMESPACE") or SYSTEM_NAMESPACE,
+        metavar="NS",
+        help="on a cluster, the namespace Flint is installed in (env FLINT_SYSTEM_NAMESPACE; "
+        "default %(default)s)",
     )
 
 

@@ -378,7 +378,26 @@ def parser() -> argparse.ArgumentParser:
                    help="apply this manifest once up and print the URLs of its services")
     p.add_argument("--wait-timeout", type=float, default=300.0,
                    help="seconds to wait for applied services to become Ready")
+    cluster = p.add_argument_group("a cluster (refused: flint up runs Flint on this machine)")
+    cluster.add_argument("--kubeconfig", default=None, metavar="PATH", help=argparse.SUPPRESS)
+    cluster.add_argument("--context", default=None, metavar="NAME", help=argparse.SUPPRESS)
+    cluster.add_argument("--engine", default="embedded", metavar="ENGINE", help=argparse.SUPPRESS)
     return p
+
+
+ON_A_CLUSTER = (
+    "flint up runs Flint on this machine (the embedded engine); it does not run against a "
+    "cluster. To run Flint on Kubernetes, install it there with `kubectl apply -k deploy/` "
+    "(README: Install on Kubernetes), then use the other flint commands with --kubeconfig/"
+    "--context, and `flint export` to move what you made here")
+
+
+def cluster_refusal(a: argparse.Namespace) -> str | None:
+    """Why `flint up` will not run with these flags (a kubeconfig, a context, another engine)."""
+    given = [f"--{name}" for name in ("kubeconfig", "context") if getattr(a, name)]
+    if a.engine != "embedded":
+        given.append(f"--engine {a.engine}")
+    return f"{', '.join(given)}: {ON_A_CLUSTER}" if given else None
 
 
 def redis_settings(a: argparse.Namespace, env: Mapping[str, str]) -> RedisSettings | None:
@@ -413,6 +432,8 @@ def main(argv: list[str]) -> int:
     private_umask()
     p = parser()
     a = p.parse_args(argv)
+    if (refused := cluster_refusal(a)) is not None:
+        p.error(refused)
     try:
         a.listen = list(dict.fromkeys(parse_listen(v, a.port) for v in a.listen))
         a.api_listen = list(dict.fromkeys(parse_listen(v, a.api_tls_port) for v in a.api_listen))

@@ -16,6 +16,7 @@ from controller.eventing.dispatcher import AlreadyRunning, DispatcherSettings, r
 from controller.eventing.redis_consumer import RedisConsumerSettings
 from controller.settings import default_state_dir
 from flint_common import guards, redis_config, redis_conn
+from flint_common.addresses import parse_listen
 from flint_common.private import private_umask
 from flint_common.secret import read_token
 
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="a route domain whose URLs go through the gateway (default localhost; "
                         "repeatable: every domain of the controller's config-domain)")
     p.add_argument("--admin-port", type=int, default=8083)
+    p.add_argument("--admin-listen", action="append", default=[], metavar="ADDR[:PORT]",
+                   help="another address of the admin port (repeatable; the port defaults to "
+                   "--admin-port), e.g. the pod's IP for the API server's service proxy; the "
+                   "owner's token is required there too")
     p.add_argument("--token-file", type=Path, default=None,
                    help="0600 file with the owner's token (default <state-dir>/auth/token)")
     p.add_argument("--link-token-file", type=Path, default=None, metavar="PATH",
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         consumer = consumer_settings(a.redis_lease_s, a.redis_claim_after_s, a.redis_claim_heartbeat_s)
+        admin_listen = tuple(dict.fromkeys(parse_listen(v, a.admin_port) for v in a.admin_listen))
     except ValueError as exc:
         p.error(str(exc))
     private_umask()
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=a.state_dir.resolve(), gateway_url=a.gateway,
         controller_url=",".join(a.controller or ["http://127.0.0.1:8081"]),
         domain=",".join(a.domain or ["localhost"]), admin_port=a.admin_port, token=token, redis=redis,
-        link_token_file=a.link_token_file,
+        link_token_file=a.link_token_file, admin_listen=admin_listen,
         redis_consumer=consumer,
     )
 

@@ -113,6 +113,10 @@ class DispatcherSettings:
     admin_host: str = "127.0.0.1"
     admin_port: int = 8083
     """`/healthz`, `/metrics`, dead letters."""
+    admin_listen: tuple[tuple[str, int], ...] = ()
+    """More addresses of the admin port (`--admin-listen`): in a cluster the pod's IP, which the
+    API server's service proxy reaches (`flint dead-letters` there). The owner's token is needed
+    there as on loopback (`X-Flint-Authorization` through the proxy; `flint_common.httpauth`)."""
     durable: bool = True
     """Commit the dispatcher's database with synchronous=FULL (else NORMAL)."""
     token: Secret | None = None
@@ -218,6 +222,8 @@ class Dispatcher:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, s.admin_host, s.admin_port, reuse_address=True).start()
+        for host, port in s.admin_listen:
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
         self._tasks = [
             asyncio.create_task(self._poll_plan(), name="plan-poll"),
             asyncio.create_task(self._watch_lag(), name="loop-lag"),

@@ -126,6 +126,7 @@ async def running_engine(
     await register_crds(kube.api, flint_crds())
     kubelet = Kubelet(kube.api, namespace=kube.namespace, settings=FAST_KUBELET)
     await kubelet.start()
+    kube.fake.kubelet_logs = kubelet.log_dir  # pods/log reads the stand-in's container logs
     api_port, tls_port, gateway_port = free_ports(3)
     settings = ControllerSettings(
         state_dir=tmp_path / "controller", api_port=api_port, api_tls_port=tls_port,

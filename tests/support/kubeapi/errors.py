@@ -99,3 +99,8 @@ def too_large(requested: int, current: int) -> ApiError:
         {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
          "retryAfterSeconds": 1},
     )
+
+
+def service_unavailable(message: str) -> ApiError:
+    """A proxy whose backend cannot be reached (the API server's 503 ServiceUnavailable)."""
+    return ApiError(503, "ServiceUnavailable", message)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 from aiohttp import web
 
-from . import errors, patches, pods, resources, scale
+from . import errors, node_paths, patches, pods, resources, scale
 from .clock import Clock
 from .errors import ApiError
 from .resources import Resource
@@ -46,6 +47,8 @@ class KubeApiFake:
     def __init__(self, bookmark_interval: float = 0.5) -> None:
         self.store = Store()
         self.bookmark_interval = bookmark_interval
+        self.kubelet_logs: Path | None = None
+        """The kubelet stand-in's log directory, which `pods/log` reads (None: no node)."""
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
@@ -142,6 +145,13 @@ class KubeApiFake:
                 return _json(resources.api_group(parts[1], versions))
             if len(parts) == 3 and parts[0] == "apis":
                 return _json(self._resource_list(parts[1], parts[2]))
+        if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4:7:2] == ["pods", "log"]:
+            if request.method != "GET":
+                raise _not_allowed()
+            return await node_paths.pod_log(request, store, self.kubelet_logs, parts[3], parts[5])
+        if len(parts) >= 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "services" \
+                and parts[6] == "proxy":
+            return await node_paths.service_proxy(request, store, parts[3], parts[5], parts[7:])
         if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
             if request.method != "POST":
                 raise _not_allowed()

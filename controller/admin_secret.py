@@ -1,0 +1,47 @@
+"""The dispatcher's admin token on a cluster: a Secret the controller makes once, the dispatcher
+mounts and `flint` reads (RBAC: `get` on that one Secret), so that dead letters stay behind a
+credential of Flint's own even where the API server's service proxy reaches the dispatcher pod.
+
+Any controller replica may make it: creating is idempotent (409 AlreadyExists means another did,
+and its token stands). The token never appears in logs, status or errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from flint_common.secret import new_token
+
+log = logging.getLogger("flint.controller")
+
+ADMIN_SECRET = "flint-dispatcher-admin"
+"""The Secret's name (in the controller's namespace), key `token`."""
+ADMIN_SECRET_KEY = "token"
+
+
+def admin_secret_body(namespace: str, token: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": ADMIN_SECRET, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "flint"}},
+        "data": {ADMIN_SECRET_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+async def ensure_admin_secret(api: client.ApiClient, namespace: str) -> bool:
+    """Make the Secret unless it exists; True when this call made it."""
+    core: Any = client.CoreV1Api(api)
+    try:
+        await core.create_namespaced_secret(namespace, admin_secret_body(namespace, new_token().reveal()))
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise RuntimeError(f"cannot create the Secret {namespace}/{ADMIN_SECRET} (the dispatcher's "
+                           f"admin token): {e.status} {e.reason}") from None
+    log.info("event=admin_secret_created secret=%s/%s", namespace, ADMIN_SECRET)
+    return True
