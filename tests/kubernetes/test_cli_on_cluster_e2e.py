@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -67,7 +68,8 @@ async def aflint(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def expose_dispatcher(api: client.ApiClient, namespace: str, admin_port: int) -> None:
     """The Service and EndpointSlice a dispatcher pod would have (its admin port named `admin`)."""
-    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    core: Any = client.CoreV1Api(api)
+    discovery: Any = client.DiscoveryV1Api(api)
     await core.create_namespaced_service(namespace, {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "flint-dispatcher"},
         "spec": {"selector": {"app": "flint-dispatcher"},

@@ -61,7 +61,7 @@ def test_cleaning_drops_status_server_metadata_and_controller_written_fields() -
     assert out["metadata"] == {"name": "hello", "namespace": "default", "labels": {"team": "a"},
                                "annotations": {"autoscaling.knative.dev/target": "10"}}
     assert "status" not in out and svc["status"]  # a copy: the input is untouched
-    channel = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel",
+    channel: dict[str, Any] = {"apiVersion": "messaging.knative.dev/v1", "kind": "Channel",
                "metadata": {"name": "c", "annotations": {"messaging.flint.dev/subscription-uids": "a,b"}},
                "spec": {"channelTemplate": dict(messaging.DEFAULT_CHANNEL_TEMPLATE),
                         "subscribers": [{"uid": "a"}], "delivery": {"retry": 3}}}
