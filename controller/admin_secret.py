@@ -3,7 +3,8 @@ mounts and `flint` reads (RBAC: `get` on that one Secret), so that dead letters 
 credential of Flint's own even where the API server's service proxy reaches the dispatcher pod.
 
 Any controller replica may make it: creating is idempotent (409 AlreadyExists means another did,
-and its token stands). The token never appears in logs, status or errors.
+and its token stands). The token never appears in logs, status or errors. The names are read by
+the CLI too, so kubernetes_asyncio is imported only where the Secret is made.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 from typing import Any
-
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from flint_common.secret import new_token
 
@@ -33,8 +31,12 @@ def admin_secret_body(namespace: str, token: str) -> dict[str, object]:
     }
 
 
-async def ensure_admin_secret(api: client.ApiClient, namespace: str) -> bool:
-    """Make the Secret unless it exists; True when this call made it."""
+async def ensure_admin_secret(api: Any, namespace: str) -> bool:
+    """Make the Secret unless it exists (`api`: a kubernetes_asyncio ApiClient); True when this
+    call made it."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
     core: Any = client.CoreV1Api(api)
     try:
         await core.create_namespaced_secret(namespace, admin_secret_body(namespace, new_token().reveal()))

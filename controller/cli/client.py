@@ -28,14 +28,15 @@ _WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
 __all__ = ["DEFAULT_API", "ApiClient", "ApiError", "CliError", "Endpoint", "Unreachable"]
 
 _discovery: dict[str, list[ResourceInfo]] = {}
+"""Discovered resources per API base URL, cached for the life of the process."""
 _clusters: dict[str, bool] = {}
+"""Whether each API base URL is a Kubernetes API server's, asked once per process."""
 
 
 def is_cluster_answer(doc: Obj) -> bool:
     """Whether a `GET /api` answer is a Kubernetes API server's (the core group's APIVersions);
     Flint's own API serves no core group (it answers 404)."""
     return doc.get("kind") == "APIVersions" and "v1" in (doc.get("versions") or [])
-"""Discovered resources per API base URL, cached for the life of the process."""
 
 
 class Unreachable(CliError):

@@ -30,6 +30,7 @@ import aiohttp
 import orjson
 import yaml
 
+from controller.admin_secret import ADMIN_SECRET, ADMIN_SECRET_KEY
 from controller.api.ages import human_duration
 from controller.cli.client import ApiClient, ApiError, Unauthorized
 from controller.cli.endpoint import may_carry_token
@@ -47,8 +48,6 @@ SYSTEM_NAMESPACE = "flint-system"
 """Where `kubectl apply -k deploy/` installs Flint on a cluster."""
 DISPATCHER_SERVICE = "flint-dispatcher"
 ADMIN_PORT = "admin"
-ADMIN_SECRET = "flint-dispatcher-admin"
-"""The dispatcher's admin token on a cluster (`controller.admin_secret`), key `token`."""
 DISPATCHER_TIMEOUT_S = 30.0
 DETAIL_WIDTH = 60
 """DETAIL is cut to this many characters in the table (`-o json|yaml` has it whole)."""
@@ -153,7 +152,7 @@ async def admin_token(api: ApiClient, namespace: str) -> str:
                            "ask for the flint-cli role's dead-letters rules") from None
         raise
     try:
-        token = base64.b64decode(str((secret.get("data") or {}).get("token") or ""), validate=True)
+        token = base64.b64decode(str((secret.get("data") or {}).get(ADMIN_SECRET_KEY) or ""), validate=True)
     except (binascii.Error, ValueError):
         token = b""
     if not token.strip():

@@ -79,8 +79,7 @@ async def run_export(api: ApiClient, args: argparse.Namespace) -> int:
     images = parse_images(args.image or [])
     namespace = None if args.all_namespaces else args.namespace
     found = await read_all(api, namespace)
-    objs = export_objects(found, images,
-                          namespaces=namespace is None or namespace != "default")
+    objs = export_objects(found, images, namespaces=namespace != "default")
     for img in (i for o in objs for i in local_images(o)):
         print(f"Warning: {img.kind} {img.namespace}/{img.name}: {img.path} {img.image!r} exists on "
               f"this machine only: build it into a registry and pass --image {img.image}=REF",

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api.messaging import DEFAULT_CHANNEL_TEMPLATE
+
 Obj = dict[str, Any]
 
 SKIPPED_KINDS = frozenset({("serving.knative.dev", "Revision")})
@@ -30,9 +32,6 @@ SERVER_ANNOTATIONS = ("serving.knative.dev/creator", "serving.knative.dev/lastMo
                       "messaging.flint.dev/subscription-uids")
 """Annotations the server, its controllers or kubectl write (some name this server's uids): the
 cluster writes its own."""
-EMBEDDED_CHANNEL_TEMPLATE = {"apiVersion": "messaging.knative.dev/v1", "kind": "InMemoryChannel"}
-"""The embedded engine's default `channelTemplate`, left out so that the cluster's default (a
-RedisChannel: no dispatcher pod reads the embedded engine's SQLite logs) applies there."""
 CONTROLLER_SPEC = {"Channel": ("subscribers",), "InMemoryChannel": ("subscribers",),
                    "RedisChannel": ("subscribers",)}
 """Spec fields a controller writes (a channel's `spec.subscribers` is its Subscriptions'), by kind."""
@@ -89,7 +88,9 @@ def cleaned(obj: Mapping[str, Any]) -> Obj:
     if isinstance(spec, dict):
         for field in CONTROLLER_SPEC.get(str(out.get("kind") or ""), ()):
             spec.pop(field, None)
-        if out.get("kind") == "Channel" and spec.get("channelTemplate") == EMBEDDED_CHANNEL_TEMPLATE:
+        # the embedded engine's default, left out so that the cluster's (a RedisChannel: no
+        # dispatcher pod reads the embedded engine's SQLite logs) applies there
+        if out.get("kind") == "Channel" and spec.get("channelTemplate") == DEFAULT_CHANNEL_TEMPLATE:
             del spec["channelTemplate"]
     return out
 

@@ -22,12 +22,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.eventing.dispatcher_admin import admin_app, start_admin
 from controller.eventing.metrics import DispatcherMetrics
 from controller.eventing.plan import (
     PLAN_PATH,
@@ -48,7 +49,7 @@ from flint_common.backoff import backoff_delay
 from flint_common.channellog.floor import write_floor
 from flint_common.channellog.sqlite_reader import SqliteLogReader
 from flint_common.channellog.wake import WakeReceiver
-from flint_common.httpauth import auth_middleware, describe_error
+from flint_common.httpauth import describe_error
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret, read_token
 
@@ -214,16 +215,8 @@ class Dispatcher:
                 log_max_age_s=s.log_max_age_s, log_max_records=s.log_max_records,
                 trim_every_s=s.trim_every_s)
         await self._wake.start()
-        app = web.Application(middlewares=[auth_middleware(s.token)])
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/dead-letters/{namespace}/{name}", self._dead_letters)
-        app.router.add_post("/redeliver/{namespace}/{name}", self._redeliver)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, s.admin_host, s.admin_port, reuse_address=True).start()
-        for host, port in s.admin_listen:
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        app = admin_app(s.token, lambda: self.runners.values(), self._health, self.metrics.registry)
+        self._runner = await start_admin(app, [(s.admin_host, s.admin_port), *s.admin_listen])
         self._tasks = [
             asyncio.create_task(self._poll_plan(), name="plan-poll"),
             asyncio.create_task(self._watch_lag(), name="loop-lag"),
@@ -459,50 +452,8 @@ class Dispatcher:
             await asyncio.sleep(0.5)
             self.metrics.loop_lag.set(max(0.0, loop.time() - t0 - 0.5))
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "version": self.version, "triggers": len(self.runners)})
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    def _runner_for(self, request: web.Request) -> ConsumerRunner:
-        ns, name = request.match_info["namespace"], request.match_info["name"]
-        kind = request.query.get("kind", "trigger")
-        for r in self.runners.values():
-            if r.plan.namespace == ns and r.plan.name == name and r.plan.kind == kind:
-                return r
-        raise web.HTTPNotFound(text=f"the dispatcher runs no {kind} {ns}/{name}")
-
-    async def _dead_letters(self, request: web.Request) -> web.Response:
-        runner = self._runner_for(request)
-        letters = await runner.state.dead_letters()
-        body = [
-            {
-                "id": d.id,
-                "offset": d.offset,
-                "event_id": d.event_id,
-                "reason": d.reason,
-                "status": d.status,
-                "detail": d.detail,
-                "at": d.at,
-                "event": orjson.Fragment(d.event),
-            }
-            for d in letters
-        ]
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
-
-    async def _redeliver(self, request: web.Request) -> web.Response:
-        runner = self._runner_for(request)
-        raw = request.query.get("ids")
-        try:
-            ids = [int(x) for x in raw.split(",") if x] if raw else None
-        except ValueError:
-            raise web.HTTPBadRequest(text="ids must be a comma-separated list of integers") from None
-        count = await runner.state.redeliver(ids, time.time())
-        runner.requeued()
-        return web.json_response({"requeued": count})
+    def _health(self) -> dict[str, Any]:
+        return {"ok": True, "version": self.version, "triggers": len(self.runners)}
 
 
 async def run(settings: DispatcherSettings, stop: asyncio.Event) -> None:

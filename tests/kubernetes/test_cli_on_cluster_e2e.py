@@ -25,15 +25,15 @@ import orjson
 import pytest
 from kubernetes_asyncio import client
 from support.harness import BIN
-from support.kube_engine import DispatcherProcess, GatewayProcess, Process, ksvc, running_engine
+from support.kube_engine import DispatcherProcess, GatewayProcess, ksvc, reaped, running_engine
 from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 from support.redis_server import start_redis, stop_redis
 
-from controller.admin_secret import ADMIN_SECRET
+from controller.admin_secret import ADMIN_SECRET, ADMIN_SECRET_KEY
 from controller.api.registry import admit, registry_for
 from controller.reconcilers.context import BROKERS, SERVICES, TRIGGERS
-from controller.store.base import Store
+from controller.store.base import Kind, NotFound, Store
 from flint_common.lifetime import die_with_parent
 from flint_common.redis_config import RedisSettings
 
@@ -86,14 +86,13 @@ async def expose_dispatcher(api: client.ApiClient, namespace: str, admin_port: i
 async def cluster(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Cluster]:
     redis = await asyncio.to_thread(start_redis, tmp_path / "redis")
     env = RedisSettings(url=redis.url).env()
-    procs: list[Process] = []
     try:
         async with running_engine(kube, tmp_path, redis=RedisSettings(url=redis.url)) as (
-                controller, settings, kubelet):
+                controller, settings, kubelet), reaped() as procs:
             assert controller._store is not None and kube.fake is not None
             secret = await client.CoreV1Api(kube.api).read_namespaced_secret(ADMIN_SECRET, kube.namespace)
             admin_token = tmp_path / "admin-token"
-            admin_token.write_bytes(base64.b64decode(secret.data["token"]))
+            admin_token.write_bytes(base64.b64decode(secret.data[ADMIN_SECRET_KEY]))
             admin_token.chmod(0o600)
             owner = settings.state_dir / "auth" / "token"
             urls = [f"http://127.0.0.1:{settings.api_port}"]
@@ -103,23 +102,13 @@ async def cluster(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Cluster]:
                                            ("--link-token-file", str(owner)), env)
             procs.append(dispatcher)
             await expose_dispatcher(kube.api, kube.namespace, dispatcher.admin)
-            try:
-                yield Cluster(controller._store, write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url),
-                              settings.gateway_port, dispatcher, kubelet.log_dir)
-            finally:
-                for p in procs:
-                    await p.stop()
+            yield Cluster(controller._store, write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url),
+                          settings.gateway_port, dispatcher, kubelet.log_dir)
     finally:
         await asyncio.to_thread(stop_redis, redis)
-    for p in procs:
-        with pytest.raises(ProcessLookupError):
-            os.kill(p.proc.pid, 0)
 
 
-async def ready(store: Store, kind: object, ns: str, name: str) -> bool:
-    from controller.store.base import Kind, NotFound
-
-    assert isinstance(kind, Kind)
+async def ready(store: Store, kind: Kind, ns: str, name: str) -> bool:
     try:
         obj = await store.get(kind, ns, name)
     except NotFound:

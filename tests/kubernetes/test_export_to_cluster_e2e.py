@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from support.harness import APPS, BIN, Flint, start_flint, stop_flint
-from support.kube_engine import DispatcherProcess, GatewayProcess, Process, running_engine
+from support.kube_engine import DispatcherProcess, GatewayProcess, reaped, running_engine
 from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 from support.redis_server import start_redis, stop_redis
@@ -120,25 +120,17 @@ async def test_an_export_from_flint_up_is_applied_to_a_cluster_and_becomes_ready
     redis = await asyncio.to_thread(start_redis, tmp_path / "redis")
     try:
         settings_env = RedisSettings(url=redis.url)
-        async with running_engine(kube, tmp_path, redis=settings_env) as (controller, settings, _k):
-            assert controller._store is not None and kube.fake is not None
-            store = controller._store
+        async with running_engine(kube, tmp_path, redis=settings_env) as (controller, settings, _k), \
+                reaped() as procs:
+            assert controller._store is not None
             urls, token = [f"http://127.0.0.1:{settings.api_port}"], settings.state_dir / "auth" / "token"
-            procs: list[Process] = [
-                GatewayProcess(urls, token, tmp_path / "gateway", settings.gateway_port,
-                               env=settings_env.env()),
-                DispatcherProcess(urls, token, tmp_path / "dispatcher", settings.gateway_port, (),
-                                  settings_env.env())]
-            try:
-                await apply_and_wait(kube, store, exported, tmp_path)
-            finally:
-                for p in procs:
-                    await p.stop()
+            procs += [GatewayProcess(urls, token, tmp_path / "gateway", settings.gateway_port,
+                                     env=settings_env.env()),
+                      DispatcherProcess(urls, token, tmp_path / "dispatcher", settings.gateway_port, (),
+                                        settings_env.env())]
+            await apply_and_wait(kube, controller._store, exported, tmp_path)
     finally:
         await asyncio.to_thread(stop_redis, redis)
-    for p in procs:
-        with pytest.raises(ProcessLookupError):
-            os.kill(p.proc.pid, 0)
 
 
 async def apply_and_wait(kube: KubeTarget, store: Store, exported: Path, tmp_path: Path) -> None:

@@ -74,6 +74,23 @@ class Process:
         await asyncio.to_thread(self.proc.wait)
 
 
+@contextlib.asynccontextmanager
+async def reaped() -> AsyncIterator[list[Process]]:
+    """A list to put the test's processes in: each is stopped at the end and checked gone."""
+    procs: list[Process] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            await p.stop()
+    for p in procs:
+        try:
+            os.kill(p.proc.pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"process {p.proc.pid} ({p.log.name}) outlived its test")
+
+
 class GatewayProcess(Process):
     """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is;
     `peer_port`: with a peer listener on 127.0.0.1 there (subsetting); `link_token_file`: the
