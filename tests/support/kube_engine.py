@@ -22,6 +22,7 @@ import orjson
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
 from controller.autoscaling.settings import load_settings
+from controller.cluster_tls.settings import ClusterTLSSettings
 from controller.leader import LeaderSettings
 from controller.reconcilers.context import SERVICES
 from controller.settings import ControllerSettings
@@ -45,6 +46,12 @@ FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-per
 """An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
 FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0)
 """An election of seconds (the library's floor is a second per period)."""
+
+
+def loopback_cluster_tls(namespace: str) -> ClusterTLSSettings:
+    """The cluster certificates of a controller in `namespace` on this machine: its serving
+    certificate also names 127.0.0.1, where the tests' gateways and dispatchers reach it."""
+    return ClusterTLSSettings(namespace=namespace, extra_names=("127.0.0.1",), retry_s=0.5)
 
 
 class Process:
@@ -136,7 +143,7 @@ async def running_engine(
         leader=LeaderSettings(namespace=kube.namespace, lease_duration_s=FAST_LEADER.lease_duration_s,
                               renew_deadline_s=FAST_LEADER.renew_deadline_s,
                               retry_period_s=FAST_LEADER.retry_period_s),
-        gateway_rejoin_s=2.0)
+        gateway_rejoin_s=2.0, cluster_tls=loopback_cluster_tls(kube.namespace))
     settings = replace(settings, **overrides)
     controller = Controller(settings)
     try:
