@@ -85,11 +85,13 @@ class GatewayProcess(Process):
     """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is;
     `peer_port`: with a peer listener on 127.0.0.1 there (subsetting); `link_token_file`: the
     link's bearer from that file (a projected service-account token), the `token_file` then
-    guarding only its admin port; `env`: e.g. the Redis of the brokers (`RedisSettings.env()`)."""
+    guarding only its admin port; `env`: e.g. the Redis of the brokers (`RedisSettings.env()`);
+    `controller_ca`: the CA bundle an `https://` controller's certificate is verified with."""
 
     def __init__(self, controllers: str | Sequence[str], token_file: Path, state_dir: Path, port: int,
                  *, gateway_id: str = "gw-kube", workers: int = 1, peer_port: int | None = None,
-                 link_token_file: Path | None = None, env: Mapping[str, str] | None = None) -> None:
+                 link_token_file: Path | None = None, env: Mapping[str, str] | None = None,
+                 controller_ca: Path | None = None) -> None:
         self.port, (self.admin,) = port, free_ports(1)
         self.peer_port = peer_port
         self.gateway_id = gateway_id
@@ -102,22 +104,28 @@ class GatewayProcess(Process):
             argv += ["--peer-listen", f"127.0.0.1:{peer_port}"]
         if link_token_file is not None:
             argv += ["--link-token-file", str(link_token_file)]
+        if controller_ca is not None:
+            argv += ["--controller-ca", str(controller_ca)]
         super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
 class DispatcherProcess(Process):
     """A `python -m controller.eventing` polling the plan of `controllers` and posting through the
     gateway on `gateway_port`, as a dispatcher pod does; `redis_args`: its lease and claim flags,
-    `env`: its Redis (`RedisSettings.env()`). Its admin port (`/metrics`) is `admin`."""
+    `env`: its Redis (`RedisSettings.env()`), `controller_ca`: as the gateway's. Its admin port
+    (`/metrics`) is `admin`."""
 
     def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, gateway_port: int,
-                 redis_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+                 redis_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                 controller_ca: Path | None = None) -> None:
         self.state_dir, (self.admin,) = state_dir, free_ports(1)
         argv = ["-m", "controller.eventing", "--state-dir", str(state_dir), "--token-file", str(token_file),
                 "--gateway", f"http://127.0.0.1:{gateway_port}", "--domain", "localhost",
                 "--admin-port", str(self.admin), *redis_args]
         for url in controllers:
             argv += ["--controller", url]
+        if controller_ca is not None:
+            argv += ["--controller-ca", str(controller_ca)]
         super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
