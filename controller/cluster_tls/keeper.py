@@ -98,6 +98,10 @@ class CertKeeper:
         self._watcher: asyncio.Task[None] | None = None
         self._leader: asyncio.Task[None] | None = None
         self._absent_logged: set[str] = set()
+        self._taking = asyncio.Lock()
+        """One `_take` at a time: the watch's and the leader's never interleave their loads."""
+        self._deleted = False
+        """The Secret was deleted: the leader writes back what this replica holds."""
 
     @property
     def bundle(self) -> bytes:
@@ -171,9 +175,14 @@ class CertKeeper:
         """Make `obj` (the Secret as read) the certificates, and load its serving certificate
         into `context` when it changed. A malformed Secret is logged and left: the context keeps
         what it serves."""
+        async with self._taking:
+            await self._take_locked(obj)
+
+    async def _take_locked(self, obj: Obj) -> None:
         version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         if _older(version, self._version):  # a watch event behind what the leader wrote and took
             return
+        self._deleted = False
         try:
             certs = from_secret(obj)
         except ValueError as exc:
@@ -209,9 +218,10 @@ class CertKeeper:
                     failures = 0
                     if ev.object.get("metadata", {}).get("name") != self.settings.secret:
                         continue
-                    if ev.type == "DELETED":
+                    if ev.type == "DELETED":  # the leader writes back the same (the context keeps it)
                         log.warning("event=cluster_certs_deleted secret=%s", self._where)
-                        self._changed.set()  # the leader makes new ones (the context keeps its own)
+                        self._deleted = True
+                        self._changed.set()
                         continue
                     await self._take(ev.object)
                 return  # the store closed
@@ -255,10 +265,17 @@ class CertKeeper:
         schedule may have more."""
         self._changed.clear()
         s = self.settings
-        if self.certs is None:  # deleted (or unreadable): read it again, or make new ones
-            await self._take(await self._read_or_create())
-            if self.certs is None:
-                return s.recheck_s
+        if self._deleted and self.certs is not None:  # the same CA back: no client is cut off
+            status, obj = await self._call(self._core.create_namespaced_secret, s.namespace,
+                                           to_secret(self.certs, s.namespace, s.secret))
+            if status == 201:
+                log.info("event=cluster_certs_restored secret=%s", self._where)
+                await self._take(obj)
+            elif status != 409:  # 409: another wrote it meanwhile; its watch event follows
+                raise self._failure(status, f"creating Secret {self._where}")
+            return 0.0
+        if self.certs is None:  # unreadable: nothing to decide on until someone fixes it
+            return s.recheck_s
         await self._publish(self.certs.bundle)
         for _ in range(MAX_STEPS):
             assert self.certs is not None

@@ -227,3 +227,25 @@ async def test_a_full_ca_rotation_never_breaks_a_client_of_the_bundle(kube: Kube
                     "phase 3 (the old CA gone)")
         assert load_bundle(held, "bundle") == [leader.certs.ca.cert] != [original]
         assert ROTATE_CA not in ((await read_secret(kube))["metadata"].get("annotations") or {})
+
+
+async def test_a_deleted_secret_is_written_back_with_the_same_ca(kube: KubeTarget) -> None:
+    async with keepers(kube) as (keeper,):
+        keeper.lead()
+        await eventually(lambda: published(kube), lambda b: b == keeper.bundle, DEADLINE_S, "the bundle")
+        before = await read_secret(kube)
+        core: Any = client.CoreV1Api(kube.api)
+        await core.delete_namespaced_secret(SECRET, kube.namespace)
+
+        async def uid() -> str:
+            try:
+                return str((await read_secret(kube))["metadata"]["uid"])
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return ""
+                raise
+
+        await eventually(uid, lambda u: u not in ("", before["metadata"]["uid"]), DEADLINE_S,
+                         "the Secret written back")
+        after = await read_secret(kube)
+        assert after["data"] == before["data"] and await published(kube) == keeper.bundle
