@@ -6,22 +6,35 @@ The controller runs in-process with `--engine kubernetes` on the contract fake (
 also names 127.0.0.1, where these processes reach it); real `python -m gateway` and `python -m
 controller.eventing` processes link to its HTTPS port. A Knative Service answers through the
 gateway; a gateway whose CA file does not hold the controller's CA does not link and says why,
-and links once the file holds the bundle (read again at every reconnection)."""
+and links once the file holds the bundle (read again at every reconnection); after a CA rotation
+(overlaps of a second) a gateway whose file follows the ConfigMap links again with the new CA."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from support.kube_engine import DEADLINE_S, DispatcherProcess, GatewayProcess, answer, ksvc, running_engine
+from support.kube_engine import (
+    DEADLINE_S,
+    DispatcherProcess,
+    GatewayProcess,
+    answer,
+    ksvc,
+    loopback_cluster_tls,
+    running_engine,
+)
 from support.kubeapi.session import KubeTarget, eventually
 
+from controller.cluster_tls.settings import RotationSettings
+from controller.cluster_tls.state import ROTATE_CA
 from controller.reconcilers.context import SERVICES
-from flint_common.tls import new_authority
+from flint_common.tls import load_bundle, new_authority
 
 pytestmark = pytest.mark.fake_only  # the controller on the fake, in this process
 
@@ -98,4 +111,51 @@ async def test_a_gateway_not_trusting_the_controllers_ca_does_not_link(kube: Kub
 
             await eventually(connected, lambda n: n > 0, DEADLINE_S, "the gateway linked with the bundle")
         finally:
+            await gateway.stop()
+
+
+async def test_a_gateway_relinks_after_a_ca_rotation(kube: KubeTarget, tmp_path: Path) -> None:
+    fast = replace(loopback_cluster_tls(kube.namespace), rotation=RotationSettings(ca_overlap_s=1.0))
+    async with running_engine(kube, tmp_path, cluster_tls=fast) as (controller, settings, _kubelet):
+        ca = await published_bundle(kube, tmp_path / "controller-ca.crt")
+        original = await asyncio.to_thread(ca.read_bytes)
+
+        async def kubelet_mount() -> None:  # the mounted ConfigMap follows the leader's writes
+            while True:
+                await published_bundle(kube, ca)
+                await asyncio.sleep(0.05)
+
+        mount = asyncio.create_task(kubelet_mount())
+        gateway = GatewayProcess(f"https://127.0.0.1:{settings.api_tls_port}",
+                                 settings.state_dir / "auth" / "token", tmp_path / "gateway",
+                                 settings.gateway_port, controller_ca=ca)
+        try:
+            async def connected() -> int:
+                return controller.hub.connected()
+
+            await eventually(connected, lambda n: n > 0, DEADLINE_S, "the gateway linked")
+            core: Any = client.CoreV1Api(kube.api)
+            await core.patch_namespaced_secret("flint-controller-certs", kube.namespace,
+                                               {"metadata": {"annotations": {ROTATE_CA: "now"}}})
+
+            keeper = controller.cluster_tls
+            assert keeper is not None
+
+            async def rotated() -> bool:
+                secret = await core.read_namespaced_secret("flint-controller-certs", kube.namespace)
+                done = not {"ca-next.crt", "ca-previous.crt"} & set(secret.data or {})
+                held = await asyncio.to_thread(ca.read_bytes)
+                return (done and held != original and held == keeper.bundle
+                        and len(load_bundle(held, "file")) == 1)
+
+            await eventually(rotated, bool, DEADLINE_S, "the rotation done, the file holding the new CA only")
+            await controller.hub.refuse_all()  # the link made again: verified by the new CA alone
+            await eventually(lambda: log_of(gateway), lambda t: t.count("event=link_up") >= 2,
+                             DEADLINE_S, "the gateway linked again after the rotation")
+            await eventually(connected, lambda n: n > 0, DEADLINE_S, "the gateway linked again")
+            assert "event=link_tls_refused" not in await log_of(gateway)
+        finally:
+            mount.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mount
             await gateway.stop()
