@@ -16,6 +16,8 @@ import yaml
 from controller.api.eventing import ENGINE_EMBEDDED
 from controller.app import Controller
 from controller.autoscaling.settings import AutoscalerSettings, SettingsError, load_settings
+from controller.cluster_tls.keeper import ClusterTLSError
+from controller.cluster_tls.settings import ClusterTLSSettings, default_system_namespace
 from controller.domains import parse_config_domain
 from controller.engine import ENGINES, EngineUnavailable
 from controller.leader import LeaderSettings
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve(settings, stop_replicas_on_exit=not a.keep_replicas_on_exit))
-    except (UnsafeStateDir, EngineUnavailable) as e:
+    except (UnsafeStateDir, EngineUnavailable, ClusterTLSError) as e:
         print(f"controller: {e}", file=sys.stderr, flush=True)
         return 2
     return 0
@@ -97,6 +99,13 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
     p.add_argument("--advertise", default=None, metavar="ADDR[:PORT]",
                    help="where gateways and dispatchers reach this controller while it leads "
                         "(default $POD_IP or 127.0.0.1, and --api-port)")
+    p.add_argument("--system-namespace", default=default_system_namespace(),
+                   help="on --engine kubernetes, the controller's namespace: Secret "
+                        "flint-controller-certs and ConfigMap flint-controller-ca are there, and the "
+                        "certificate names its Services (default $POD_NAMESPACE, else flint-system)")
+    p.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                   help="on --engine kubernetes, another DNS name or IP address for the cluster "
+                        "certificate, besides the Services' (repeatable; the same on every replica)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     try:
@@ -110,6 +119,7 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
             lease=a.leader_lease, namespace=a.leader_namespace,
             lease_duration_s=a.leader_lease_duration, renew_deadline_s=a.leader_renew_deadline,
             retry_period_s=a.leader_retry_period)
+        cluster_tls = ClusterTLSSettings(namespace=a.system_namespace, extra_names=tuple(a.tls_name))
         # flint up passes the resolved settings in the environment (FLINT_REDIS_*).
         redis = redis_config.resolve(
             env=os.environ, config=_load(a.config),
@@ -137,6 +147,7 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
         leader=leader,
         advertise=advertise,
         gateway_rejoin_s=a.gateway_rejoin,
+        cluster_tls=cluster_tls,
     )
     return settings, a
 

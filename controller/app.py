@@ -20,6 +20,7 @@ from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
 from controller.broker_backlog import add_backlog_routes, fetch_dispatcher_backlogs
 from controller.builds.artifacts import ArtifactStore
+from controller.cluster_tls.keeper import CertKeeper
 from controller.credentials import Credentials, ensure_credentials
 from controller.dispatcher_proxy import DispatcherProxy
 from controller.dispatchhub import DispatchHub
@@ -112,6 +113,9 @@ class Controller:
         self.leadership: Leadership | None = None
         """The Kubernetes engine's election (None: this process leads alone)."""
         self._election_api: kube_client.ApiClient | None = None
+        self.cluster_tls: CertKeeper | None = None
+        """The Kubernetes engine's certificates (`controller.cluster_tls`): the HTTPS API's (and
+        the webhook's) `context`; rotated by the leader."""
 
     async def start(self) -> None:
         s = self.settings
@@ -129,6 +133,9 @@ class Controller:
         self._store, self._runtime = parts.store, parts.runtime
         store, runtime = parts.store, parts.runtime
         await runtime.start()
+        if isinstance(store, KubernetesStore):  # the cluster certificate: read or made, at once
+            self.cluster_tls = CertKeeper(store.api_client, s.cluster_tls, s.kubernetes)
+            await self.cluster_tls.start()
         artifacts = ArtifactStore(s.artifacts_dir, exclude=[s.state_dir])
 
         informers = {
@@ -217,6 +224,8 @@ class Controller:
             self.leadership = Leadership(self._election_api, s.leader, s.advertised,
                                          on_lead=self._on_lead, on_standby=self._on_standby)
         else:  # this process leads alone; on Kubernetes the terms start and stop these
+            if self.cluster_tls is not None:
+                self.cluster_tls.lead()
             self.scaler.start()
             for q in self._queues.values():
                 q.start()
@@ -242,7 +251,8 @@ class Controller:
         self._dispatcher_proxy.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        self.urls = await start_sites(self._runner, s, creds)
+        self.urls = await start_sites(
+            self._runner, s, creds, self.cluster_tls.context if self.cluster_tls is not None else None)
         log.info("controller: API and gateway link on %s", ", ".join(self.urls))
         if self.leadership is not None:  # serving /healthz (and the API) meanwhile
             self.leadership.start()
@@ -252,6 +262,8 @@ class Controller:
             await self.leadership.close()
         if self._election_api is not None:
             await self._election_api.close()
+        if self.cluster_tls is not None:
+            await self.cluster_tls.close()
         if self.informers is not None:
             await self.scaler.stop()
         if self._ticker is not None:
@@ -292,6 +304,8 @@ class Controller:
         """A term starts: the gateways given time to find us, a fresh autoscaler, and every
         object reconciled from the warm caches."""
         self.hub.rejoin(self.settings.gateway_rejoin_s)
+        if self.cluster_tls is not None:
+            self.cluster_tls.lead()
         self.publisher.new_term()
         self.scaler.reset()
         self.scaler.start()
@@ -313,6 +327,8 @@ class Controller:
         for q in self._queues.values():
             await q.stop()
         await self.scaler.stop()
+        if self.cluster_tls is not None:
+            await self.cluster_tls.stand_by()
         self.dispatch.refuse_all()
         await self.hub.refuse_all()
 

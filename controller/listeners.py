@@ -2,7 +2,10 @@
 
 Plain HTTP is for processes on this machine (the CLI, Flint's own processes); HTTPS, with the
 certificate the state dir's CA signed, is what kubectl needs, since client-go never sends a bearer
-token to an `http://` server. A non-loopback address is served over HTTPS only.
+token to an `http://` server. A non-loopback address is served over HTTPS only. On the Kubernetes
+engine HTTPS serves the cluster certificate instead (`controller.cluster_tls`: the context passed
+in, reloaded in place when it is rotated), which gateways and dispatchers in other pods verify by
+the leader Service's DNS name.
 """
 
 from __future__ import annotations
@@ -35,15 +38,17 @@ def https_addresses(s: ControllerSettings) -> list[tuple[str, int]]:
 
 
 async def start_sites(
-    runner: web.AppRunner, s: ControllerSettings, credentials: Credentials
+    runner: web.AppRunner, s: ControllerSettings, credentials: Credentials,
+    tls: ssl.SSLContext | None = None,
 ) -> list[str]:
-    """Start every listener of the API on `runner`; returns their URLs."""
+    """Start every listener of the API on `runner`; returns their URLs. HTTPS with `tls` (the
+    cluster certificate's context) when given, else with the state dir's certificate."""
     if not is_loopback(s.api_host):
         raise ListenError(
             f"api_host {s.api_host} is not a loopback address: plain HTTP is served on loopback "
             "only (use --api-listen for other addresses: they are served over HTTPS)"
         )
-    ctx: ssl.SSLContext = await asyncio.to_thread(server_context, credentials.api_cert)
+    ctx = tls if tls is not None else await asyncio.to_thread(server_context, credentials.api_cert)
     urls = []
     plain = web.TCPSite(runner, s.api_host, s.api_port, reuse_address=True)
     await plain.start()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from controller.api.eventing import default_backend
 from controller.autoscaling.settings import AutoscalerSettings
+from controller.cluster_tls.settings import ClusterTLSSettings
 from controller.domains import DomainRule, DomainSettings
 from controller.leader import LeaderSettings
 from controller.store.kubernetes_config import KubernetesSettings
@@ -120,6 +121,11 @@ class ControllerSettings:
     """Where gateways and dispatchers reach this controller's link and plan while it leads,
     written into the EndpointSlice of `flint-controller-leader` (`--advertise ADDR[:PORT]`).
     None: `$POD_IP` (the downward API) or 127.0.0.1, and `api_port`."""
+    cluster_tls: ClusterTLSSettings = field(default_factory=ClusterTLSSettings)
+    """The Kubernetes engine's certificates (`controller.cluster_tls`): the namespace of their
+    Secret and ConfigMap (`--system-namespace`), the names they carry, the rotation's overlap.
+    Its serving certificate is the HTTPS API's there (and the webhook's), in place of the state
+    dir's, since gateways and the API server verify it by the Services' DNS names."""
     link_auth: LinkAuthSettings = field(default_factory=LinkAuthSettings)
     """The Kubernetes engine's: which service accounts' projected tokens (audience
     `flint-controller`, checked by TokenReview) are accepted on the gateway link and the dispatch

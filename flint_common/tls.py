@@ -1,5 +1,6 @@
-"""A private CA per state dir and the server certificates it signs (the API's HTTPS listener now,
-the Kubernetes engine's admission webhook later), and the SSL contexts that use them.
+"""A private CA per state dir and the server certificates it signs (the API's HTTPS listener; on
+the Kubernetes engine the cluster's CA kept in a Secret, `controller.cluster_tls`), and the SSL
+contexts that use them (a server context can be given a new certificate in place).
 
 The CA is made once (`ca.crt`, `ca.key` 0600) and kept: clients trust it through the kubeconfig's
 `certificate-authority-data`. A server certificate is re-issued when the names it must carry
@@ -9,10 +10,12 @@ is a pure function of the certificate, the wanted names and `now`. Keys are ECDS
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import ssl
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +83,10 @@ def san_entries(names: Iterable[Name]) -> list[x509.GeneralName]:
     return out
 
 
-def new_authority(common_name: str, now: dt.datetime) -> Authority:
-    """A self-signed CA that may sign server certificates only (pathlen 0)."""
+def new_authority(
+    common_name: str, now: dt.datetime, validity: dt.timedelta = CA_VALIDITY
+) -> Authority:
+    """A self-signed CA that may sign server certificates only (pathlen 0), valid `validity`."""
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
@@ -91,7 +96,7 @@ def new_authority(common_name: str, now: dt.datetime) -> Authority:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + CA_VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -157,6 +162,62 @@ def reissue_reason(
     return None
 
 
+# -- PEM (pure) ------------------------------------------------------------------------------------
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 PEM: for a 0600 file or a Secret only, never a log."""
+    return _key_pem(key)
+
+
+def load_cert(data: bytes, what: str) -> x509.Certificate:
+    """One PEM certificate; a ValueError naming `what` (never the bytes) when it is not one."""
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise ValueError(f"{what}: not a PEM certificate") from None
+
+
+def load_key(data: bytes, what: str) -> ec.EllipticCurvePrivateKey:
+    """One unencrypted PEM EC private key; a ValueError naming `what` (never the key) else."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ValueError(f"{what}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{what}: not an EC private key")
+    return key
+
+
+def load_authority(cert: bytes, key: bytes, what: str) -> Authority:
+    """A CA from its PEM certificate and key; a ValueError naming `what` when they are not a pair."""
+    ca = Authority(load_cert(cert, f"{what} certificate"), load_key(key, f"{what} key"))
+    if not key_matches(ca.cert, ca.key):
+        raise ValueError(f"{what}: its key is not its certificate's")
+    return ca
+
+
+def bundle_pem(certs: Iterable[x509.Certificate]) -> bytes:
+    """Certificates as one PEM bundle (a `caBundle`, a `ca.crt` that trusts several CAs), each once."""
+    seen: dict[bytes, None] = {}
+    for cert in certs:
+        seen.setdefault(cert_pem(cert))
+    return b"".join(seen)
+
+
+def load_bundle(data: bytes, what: str) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle; a ValueError naming `what` when it holds none."""
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ValueError(f"{what}: holds no PEM certificate") from None
+    return certs
+
+
 # -- on disk (blocking) ----------------------------------------------------------------------------
 
 
@@ -219,9 +280,27 @@ def ensure_server_files(
 
 def server_context(files: ServerFiles) -> ssl.SSLContext:
     """TLS 1.2+ server context for an aiohttp site. Blocking: reads the files."""
+    ctx = new_server_context()
+    ctx.load_cert_chain(str(files.cert), str(files.key))
+    return ctx
+
+
+@contextlib.contextmanager
+def pem_files(cert: bytes, key: bytes) -> Iterator[tuple[str, str]]:
+    """The paths of `cert` and `key` written to 0600 files in a fresh 0700 directory, removed on
+    exit (what `SSLContext.load_cert_chain` reads: it takes no bytes). Blocking: file I/O."""
+    with tempfile.TemporaryDirectory(prefix="flint-tls-") as directory:
+        cert_path, key_path = Path(directory) / "tls.crt", Path(directory) / "tls.key"
+        write_private(key_path, key)
+        write_private(cert_path, cert)
+        yield str(cert_path), str(key_path)
+
+
+def new_server_context() -> ssl.SSLContext:
+    """A TLS 1.2+ server context with no certificate yet (`load_cert_chain` gives it one; called
+    again on the same object, the handshakes that follow present the new one)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(files.cert), str(files.key))
     return ctx
 
 

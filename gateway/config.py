@@ -53,6 +53,11 @@ class GatewaySettings:
     e.g. `/var/run/secrets/flint/token`), which the controller checks by TokenReview. Read again
     at every (re)connection, since the kubelet rotates it. None: the owner's token (`token_file`),
     which guards the admin port either way."""
+    controller_ca: Path | None = None
+    """A PEM file of the CAs that may sign an `https://` controller's certificate (on Kubernetes
+    the mounted ConfigMap `flint-controller-ca`, `/etc/flint/controller-ca/ca.crt`). Read again at
+    every (re)connection, so the bundle a CA rotation rewrites is picked up. None: the system's
+    CAs. The certificate and its name are always verified."""
     workers: int = 1
     """Worker processes sharing `port`. Each has its own event loop and controller link."""
     domain: str = "localhost"

@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from flint_common.httpauth import describe_error
+from flint_common.link_tls import ControllerCAUnusable, LinkTLS, refusal
 from flint_common.secret import Secret, read_token
 from flint_common.snapshot import Snapshot
 from flint_common.wire import (
@@ -146,6 +147,7 @@ class ControllerLink:
         self.connects = 0
         """Successful connections so far (a reconnect counts again)."""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._tls = LinkTLS(settings.controller_ca)
         self._send_lock = asyncio.Lock()
         self._drained = asyncio.Event()
 
@@ -179,6 +181,14 @@ class ControllerLink:
                     delay = failover.failed()
                     log.error("event=link_token_unreadable worker=%s %s retry_s=%.2f",
                               self.worker_id, exc, delay)
+                except ControllerCAUnusable as exc:
+                    delay = failover.failed()
+                    log.error("event=link_ca_unusable worker=%s error=%s retry_s=%.2f",
+                              self.worker_id, exc, delay)
+                except aiohttp.ClientConnectorCertificateError as exc:
+                    delay = failover.failed()
+                    log.error("event=link_tls_refused worker=%s url=%s reason=%r retry_s=%.2f",
+                              self.worker_id, url, refusal(exc, self._settings.controller_ca), delay)
                 except (aiohttp.ClientError, OSError, TimeoutError, WireError) as exc:
                     delay = failover.failed()
                     # never %r of an aiohttp response error: it carries the request's headers
@@ -240,8 +250,9 @@ class ControllerLink:
         (`NOT_LEADER`: at once, or when it stopped leading)."""
         token = await self._credential()
         headers = {"Authorization": f"Bearer {token.reveal()}"} if token else None
+        tls = await self._tls.for_url(url)  # the CA file read now: a rotated bundle is picked up
         async with session.ws_connect(
-            url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES, headers=headers
+            url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES, headers=headers, ssl=tls
         ) as ws:
             self._ws = ws
             self.connected = True

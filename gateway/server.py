@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file with the token sent on the controller link instead of the owner's "
                    "(Kubernetes: the projected service-account token, audience flint-controller); "
                    "read again at every reconnection")
+    p.add_argument("--controller-ca", type=Path, metavar="FILE",
+                   help="PEM file of the CAs that sign an https:// controller's certificate "
+                   "(Kubernetes: the mounted ConfigMap flint-controller-ca); read again at every "
+                   "reconnection (default: the system's CAs)")
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--controller", dest="controller_url", action="append", default=None,
                    help="controller base URL (repeatable: tried in turn, e.g. each replica's)")

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="file with the token of the plan's long poll instead of the owner's "
                    "(Kubernetes: the projected service-account token, audience flint-controller); "
                    "read again for every poll")
+    p.add_argument("--controller-ca", type=Path, default=None, metavar="FILE",
+                   help="PEM file of the CAs that sign an https:// controller's certificate "
+                   "(Kubernetes: the mounted ConfigMap flint-controller-ca); read again for every "
+                   "poll (default: the system's CAs)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--redis-lease-s", type=lease_s, metavar="SECONDS",
                    default=os.environ.get(ENV_LEASE_S, str(RedisConsumerSettings().lease_s)),
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=a.state_dir.resolve(), gateway_url=a.gateway,
         controller_url=",".join(a.controller or ["http://127.0.0.1:8081"]),
         domain=",".join(a.domain or ["localhost"]), admin_port=a.admin_port, token=token, redis=redis,
-        link_token_file=a.link_token_file, admin_listen=admin_listen,
+        link_token_file=a.link_token_file, admin_listen=admin_listen, controller_ca=a.controller_ca,
         redis_consumer=consumer,
     )
 

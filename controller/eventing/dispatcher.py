@@ -50,6 +50,7 @@ from flint_common.channellog.floor import write_floor
 from flint_common.channellog.sqlite_reader import SqliteLogReader
 from flint_common.channellog.wake import WakeReceiver
 from flint_common.httpauth import describe_error
+from flint_common.link_tls import ControllerCAUnusable, LinkTLS, refusal
 from flint_common.redis_config import RedisSettings
 from flint_common.secret import Secret, read_token
 
@@ -129,6 +130,10 @@ class DispatcherSettings:
     Kubernetes engine the pod's projected service-account token (audience `flint-controller`,
     e.g. `/var/run/secrets/flint/token`), checked by the controller with a TokenReview. Read again
     for every poll (the kubelet rotates it). The admin port keeps needing the owner's `token`."""
+    controller_ca: Path | None = None
+    """A PEM file of the CAs that may sign an `https://` controller's certificate (`--controller-ca`;
+    on Kubernetes the mounted ConfigMap `flint-controller-ca`), read again for every poll. None:
+    the system's CAs. The certificate and its name are always verified."""
     redis: RedisSettings | None = None
     """The Redis of the shared eventing backend (`flint up` passes it in the environment,
     `FLINT_REDIS_*`); None: this dispatcher refuses the consumers of Redis logs, saying why."""
@@ -260,16 +265,18 @@ class Dispatcher:
                    "of an accepted account, audience flint-controller)"
                    if self.settings.link_token_file is not None
                    else "the controller wants the owner's token (see --token-file)")
+        link_tls = LinkTLS(self.settings.controller_ca)
         async with aiohttp.ClientSession() as session:
             while True:
                 url = urls[turn % len(urls)]
                 try:
                     token = await self._plan_credential()
+                    tls = await link_tls.for_url(url)  # the CA file read now (a rotated bundle)
                     async with session.get(
                         url,
                         params={"version": str(self.version), "id": dispatcher_id_},
                         headers={"Authorization": f"Bearer {token.reveal()}"} if token else None,
-                        timeout=aiohttp.ClientTimeout(total=60),
+                        timeout=aiohttp.ClientTimeout(total=60), ssl=tls,
                     ) as resp:
                         if resp.status == 401:
                             log.error("event=plan_refused status=401 reason=%s", refused)
@@ -279,6 +286,14 @@ class Dispatcher:
                 except UnknownLogBackend as exc:  # a newer controller's plan: say so, keep trying
                     log.error("event=plan_refused error=%s", exc)
                     await asyncio.sleep(5.0)
+                    continue
+                except (ControllerCAUnusable, aiohttp.ClientConnectorCertificateError) as exc:
+                    why = str(exc) if isinstance(exc, ControllerCAUnusable) else refusal(
+                        exc, self.settings.controller_ca)
+                    log.error("event=plan_tls_refused url=%s reason=%r", url, why)
+                    turn += 1
+                    await asyncio.sleep(backoff_delay(0.2, 5.0, failures))
+                    failures += 1
                     continue
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError, KeyError) as exc:
                     # never %r: an aiohttp response error's repr carries the request's headers

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
-from support.kube_engine import ksvc
+from support.kube_engine import ksvc, loopback_cluster_tls
 from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 
@@ -46,7 +46,7 @@ def settings(kube: KubeTarget, state_dir: Path) -> ControllerSettings:
                                       namespace=kube.namespace),
         leader=LeaderSettings(namespace=kube.namespace, lease_duration_s=6,
                               renew_deadline_s=3.0, retry_period_s=1.0),
-        advertise=("127.0.0.1", api_port))
+        advertise=("127.0.0.1", api_port), cluster_tls=loopback_cluster_tls(kube.namespace))
 
 
 Start = Callable[[str], Awaitable[Controller]]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
+from support.kube_engine import loopback_cluster_tls
 from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 
@@ -43,7 +44,7 @@ async def store(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Store]:
             namespace=kube.namespace),
         leader=LeaderSettings(namespace=kube.namespace, lease_duration_s=6, renew_deadline_s=3.0,
                               retry_period_s=1.0),
-        gateway_rejoin_s=2.0))
+        gateway_rejoin_s=2.0, cluster_tls=loopback_cluster_tls(kube.namespace)))
     try:
         await controller.start()
         assert controller._store is not None

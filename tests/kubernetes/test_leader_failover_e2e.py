@@ -46,6 +46,7 @@ class ControllerProcess(Process):
             "-m", "controller", "--engine", "kubernetes",
             "--kubeconfig", str(write_kubeconfig(tmp / f"{name}.kubeconfig", kube.fake.url)),
             "--kube-namespace", kube.namespace, "--leader-namespace", kube.namespace,
+            "--system-namespace", kube.namespace,
             "--leader-lease-duration", str(LEASE_S), "--leader-renew-deadline", "3",
             "--leader-retry-period", "1", "--advertise", f"127.0.0.1:{self.api_port}",
             "--gateway-rejoin", "3",  # the gateway knows both: it finds the leader within a second

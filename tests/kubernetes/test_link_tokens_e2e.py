@@ -22,7 +22,7 @@ import orjson
 import pytest
 from kubernetes_asyncio import client
 from support.flint_crds import flint_crds, register_crds
-from support.kube_engine import GatewayProcess
+from support.kube_engine import GatewayProcess, loopback_cluster_tls
 from support.kubeapi.kubeconfig import write_kubeconfig
 from support.kubeapi.session import KubeTarget, eventually
 
@@ -90,7 +90,8 @@ async def linked(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Linked]:
             kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", kube.fake.url)),
             namespace=kube.namespace),
         leader=LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0,
-                              namespace=kube.namespace))
+                              namespace=kube.namespace),
+        cluster_tls=loopback_cluster_tls(SYSTEM))
     controller = Controller(settings)
     try:
         await controller.start()

@@ -22,6 +22,7 @@ import orjson
 from controller.api.registry import admit, registry_for
 from controller.app import Controller
 from controller.autoscaling.settings import load_settings
+from controller.cluster_tls.settings import ClusterTLSSettings
 from controller.leader import LeaderSettings
 from controller.reconcilers.context import SERVICES
 from controller.settings import ControllerSettings
@@ -45,6 +46,12 @@ FAST_AUTOSCALER = load_settings({"stable-window": "2s", "scale-to-zero-grace-per
 """An idle revision goes to zero within seconds (Knative's minimums are a minute and more)."""
 FAST_LEADER = LeaderSettings(lease_duration_s=6, renew_deadline_s=3.0, retry_period_s=1.0)
 """An election of seconds (the library's floor is a second per period)."""
+
+
+def loopback_cluster_tls(namespace: str) -> ClusterTLSSettings:
+    """The cluster certificates of a controller in `namespace` on this machine: its serving
+    certificate also names 127.0.0.1, where the tests' gateways and dispatchers reach it."""
+    return ClusterTLSSettings(namespace=namespace, extra_names=("127.0.0.1",), retry_s=0.5)
 
 
 class Process:
@@ -95,11 +102,13 @@ class GatewayProcess(Process):
     """A `python -m gateway` linked to `controllers` (tried in turn), as a gateway pod is;
     `peer_port`: with a peer listener on 127.0.0.1 there (subsetting); `link_token_file`: the
     link's bearer from that file (a projected service-account token), the `token_file` then
-    guarding only its admin port; `env`: e.g. the Redis of the brokers (`RedisSettings.env()`)."""
+    guarding only its admin port; `env`: e.g. the Redis of the brokers (`RedisSettings.env()`);
+    `controller_ca`: the CA bundle an `https://` controller's certificate is verified with."""
 
     def __init__(self, controllers: str | Sequence[str], token_file: Path, state_dir: Path, port: int,
                  *, gateway_id: str = "gw-kube", workers: int = 1, peer_port: int | None = None,
-                 link_token_file: Path | None = None, env: Mapping[str, str] | None = None) -> None:
+                 link_token_file: Path | None = None, env: Mapping[str, str] | None = None,
+                 controller_ca: Path | None = None) -> None:
         self.port, (self.admin,) = port, free_ports(1)
         self.peer_port = peer_port
         self.gateway_id = gateway_id
@@ -112,22 +121,28 @@ class GatewayProcess(Process):
             argv += ["--peer-listen", f"127.0.0.1:{peer_port}"]
         if link_token_file is not None:
             argv += ["--link-token-file", str(link_token_file)]
+        if controller_ca is not None:
+            argv += ["--controller-ca", str(controller_ca)]
         super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
 class DispatcherProcess(Process):
     """A `python -m controller.eventing` polling the plan of `controllers` and posting through the
     gateway on `gateway_port`, as a dispatcher pod does; `redis_args`: its lease and claim flags,
-    `env`: its Redis (`RedisSettings.env()`). Its admin port (`/metrics`) is `admin`."""
+    `env`: its Redis (`RedisSettings.env()`), `controller_ca`: as the gateway's. Its admin port
+    (`/metrics`) is `admin`."""
 
     def __init__(self, controllers: Sequence[str], token_file: Path, state_dir: Path, gateway_port: int,
-                 redis_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+                 redis_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                 controller_ca: Path | None = None) -> None:
         self.state_dir, (self.admin,) = state_dir, free_ports(1)
         argv = ["-m", "controller.eventing", "--state-dir", str(state_dir), "--token-file", str(token_file),
                 "--gateway", f"http://127.0.0.1:{gateway_port}", "--domain", "localhost",
                 "--admin-port", str(self.admin), *redis_args]
         for url in controllers:
             argv += ["--controller", url]
+        if controller_ca is not None:
+            argv += ["--controller-ca", str(controller_ca)]
         super().__init__(argv, state_dir.with_suffix(".log"), env)
 
 
@@ -154,7 +169,7 @@ async def running_engine(
         leader=LeaderSettings(namespace=kube.namespace, lease_duration_s=FAST_LEADER.lease_duration_s,
                               renew_deadline_s=FAST_LEADER.renew_deadline_s,
                               retry_period_s=FAST_LEADER.retry_period_s),
-        gateway_rejoin_s=2.0)
+        gateway_rejoin_s=2.0, cluster_tls=loopback_cluster_tls(kube.namespace))
     settings = replace(settings, **overrides)
     controller = Controller(settings)
     try:

@@ -70,7 +70,8 @@ What it copies from a real API server:
   `x-kubernetes-preserve-unknown-fields: true`; `fieldValidation=Strict` refuses an unknown
   field (400 "strict decoding error"), the default (Warn) prunes it with a `Warning` header;
 - Leases, Deployments, Pods, Services, EndpointSlices, HorizontalPodAutoscalers (autoscaling/v2),
-  ConfigMaps, Secrets, ServiceAccounts and Namespaces as generic objects;
+  ConfigMaps, Secrets, ServiceAccounts, Namespaces and the (cluster-scoped) Mutating- and
+  ValidatingWebhookConfigurations as generic objects;
 - service-account tokens (`tokens.py`): TokenRequest (`POST .../serviceaccounts/{name}/token`,
   201; `spec.audiences`, default the API server's audience `https://kubernetes.default.svc.cluster.local`;
   `spec.expirationSeconds`, default 3600, under 600 a 422; the ServiceAccount must exist) answers

@@ -83,6 +83,11 @@ def builtin_resources() -> list[Resource]:
         Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", namespaced=False,
                  verbs=("create",)),
         Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+        # stored only: the fake calls no webhook
+        Resource("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration",
+                 "mutatingwebhookconfigurations", namespaced=False),
+        Resource("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration",
+                 "validatingwebhookconfigurations", namespaced=False),
         Resource(
             "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
             status=True,
