@@ -23,6 +23,7 @@ from controller.reconcilers.gc import load_gc_settings
 from controller.reconcilers.rollout import load_network_settings
 from controller.settings import ControllerSettings, default_state_dir
 from controller.store.kubernetes_config import KubernetesSettings
+from controller.webhook.settings import WebhookSettings
 from flint_common import guards, redis_config
 from flint_common.addresses import parse_listen
 from flint_common.private import UnsafeStateDir, private_umask
@@ -97,6 +98,11 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
     p.add_argument("--advertise", default=None, metavar="ADDR[:PORT]",
                    help="where gateways and dispatchers reach this controller while it leads "
                         "(default $POD_IP or 127.0.0.1, and --api-port)")
+    p.add_argument("--webhook-port", type=int, default=0,
+                   help="on --engine kubernetes, the admission webhook's TLS port (deploy/: 8444; "
+                        "default 0: no webhook)")
+    p.add_argument("--webhook-host", default=WebhookSettings.host,
+                   help=f"the admission webhook's address (default {WebhookSettings.host})")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     try:
@@ -111,6 +117,10 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
             lease_duration_s=a.leader_lease_duration, renew_deadline_s=a.leader_renew_deadline,
             retry_period_s=a.leader_retry_period)
         # flint up passes the resolved settings in the environment (FLINT_REDIS_*).
+        webhook = WebhookSettings(port=a.webhook_port, host=a.webhook_host)
+        if webhook.port and a.engine != "kubernetes":
+            raise ValueError(f"--webhook-port {webhook.port}: the admission webhook is the "
+                             "Kubernetes engine's; add --engine kubernetes")
         redis = redis_config.resolve(
             env=os.environ, config=_load(a.config),
             base_dir=a.config.parent if a.config is not None else None)
@@ -137,6 +147,7 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
         leader=leader,
         advertise=advertise,
         gateway_rejoin_s=a.gateway_rejoin,
+        webhook=webhook,
     )
     return settings, a
 

@@ -66,6 +66,8 @@ from controller.runtime.base import ProcessRuntime, ReplicaStatus, Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
 from controller.store.kubernetes import KubernetesStore
+from controller.webhook.certificate import start_webhook
+from controller.webhook.server import WebhookServer
 from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
@@ -112,6 +114,8 @@ class Controller:
         self.leadership: Leadership | None = None
         """The Kubernetes engine's election (None: this process leads alone)."""
         self._election_api: kube_client.ApiClient | None = None
+        self.webhook: WebhookServer | None = None
+        """The Kubernetes engine's admission webhook (`settings.webhook.port`; None: not served)."""
 
     async def start(self) -> None:
         s = self.settings
@@ -244,6 +248,8 @@ class Controller:
         await self._runner.setup()
         self.urls = await start_sites(self._runner, s, creds)
         log.info("controller: API and gateway link on %s", ", ".join(self.urls))
+        if s.webhook.port:  # every replica, leading or not (`controller.webhook`)
+            self.webhook = await start_webhook(s.webhook, s.state_dir, creds.ca)
         if self.leadership is not None:  # serving /healthz (and the API) meanwhile
             self.leadership.start()
 
@@ -258,6 +264,8 @@ class Controller:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.webhook is not None:
+            await self.webhook.stop()
         if self._runner is not None:
             self.dispatch.close()  # its long polls would hold the cleanup up
             await self.hub.close()
