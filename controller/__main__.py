@@ -25,6 +25,7 @@ from controller.reconcilers.gc import load_gc_settings
 from controller.reconcilers.rollout import load_network_settings
 from controller.settings import ControllerSettings, default_state_dir
 from controller.store.kubernetes_config import KubernetesSettings
+from controller.webhook.settings import WebhookSettings
 from flint_common import guards, redis_config
 from flint_common.addresses import parse_listen
 from flint_common.private import UnsafeStateDir, private_umask
@@ -106,6 +107,11 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
     p.add_argument("--tls-name", action="append", default=[], metavar="NAME",
                    help="on --engine kubernetes, another DNS name or IP address for the cluster "
                         "certificate, besides the Services' (repeatable; the same on every replica)")
+    p.add_argument("--webhook-port", type=int, default=0,
+                   help="on --engine kubernetes, the admission webhook's TLS port (deploy/: 8444; "
+                        "default 0: no webhook)")
+    p.add_argument("--webhook-host", default=WebhookSettings.host,
+                   help=f"the admission webhook's address (default {WebhookSettings.host})")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     try:
@@ -121,6 +127,10 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
             retry_period_s=a.leader_retry_period)
         cluster_tls = ClusterTLSSettings(namespace=a.system_namespace, extra_names=tuple(a.tls_name))
         # flint up passes the resolved settings in the environment (FLINT_REDIS_*).
+        webhook = WebhookSettings(port=a.webhook_port, host=a.webhook_host)
+        if webhook.port and a.engine != "kubernetes":
+            raise ValueError(f"--webhook-port {webhook.port}: the admission webhook is the "
+                             "Kubernetes engine's; add --engine kubernetes")
         redis = redis_config.resolve(
             env=os.environ, config=_load(a.config),
             base_dir=a.config.parent if a.config is not None else None)
@@ -148,6 +158,7 @@ def settings_from_argv(argv: list[str] | None) -> tuple[ControllerSettings, argp
         advertise=advertise,
         gateway_rejoin_s=a.gateway_rejoin,
         cluster_tls=cluster_tls,
+        webhook=webhook,
     )
     return settings, a
 

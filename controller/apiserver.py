@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import MatchInfoError
 
 from controller.api.printer_columns import columns_for
+from controller.api.registry import invalid_status
 from controller.api.types import FieldError, Invalid, ResourceType
 from controller.apiserver_codec import (
     MERGE_PATCH,
@@ -465,12 +466,7 @@ def _dns1123(name: str) -> bool:
 
 
 def _invalid(rt: ResourceType, name: str, e: Invalid) -> ApiError:
-    """422 in Kubernetes' words: `Service.serving.knative.dev "hello" is invalid: ...`."""
-    qualified = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
-    errors = [str(fe) for fe in e.errors]
-    detail = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]" if errors else str(e)
-    causes = [
-        {"reason": "FieldValueInvalid", "message": fe.message, "field": fe.path} for fe in e.errors
-    ]
-    details: Obj = {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}
-    return ApiError(422, f'{qualified} "{name}" is invalid: {detail}', "Invalid", details)
+    """422 in Kubernetes' words: `Service.serving.knative.dev "hello" is invalid: ...` (the
+    admission webhook's denial says the same: `controller.api.registry.invalid_status`)."""
+    message, details = invalid_status(rt, name, e.errors)
+    return ApiError(422, message, "Invalid", details)

@@ -16,6 +16,7 @@ from kubernetes_asyncio import client as kube_client
 
 from controller import engine
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES
+from controller.api.registry import registry_for
 from controller.apiserver import make_api_app
 from controller.autoscaling.scaler import Scaler
 from controller.broker_backlog import add_backlog_routes, fetch_dispatcher_backlogs
@@ -67,6 +68,7 @@ from controller.runtime.base import ProcessRuntime, ReplicaStatus, Runtime
 from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
 from controller.store.kubernetes import KubernetesStore
+from controller.webhook.server import WebhookServer
 from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
@@ -116,6 +118,8 @@ class Controller:
         self.cluster_tls: CertKeeper | None = None
         """The Kubernetes engine's certificates (`controller.cluster_tls`): the HTTPS API's (and
         the webhook's) `context`; rotated by the leader."""
+        self.webhook: WebhookServer | None = None
+        """The Kubernetes engine's admission webhook (`settings.webhook.port`; None: not served)."""
 
     async def start(self) -> None:
         s = self.settings
@@ -254,6 +258,10 @@ class Controller:
         self.urls = await start_sites(
             self._runner, s, creds, self.cluster_tls.context if self.cluster_tls is not None else None)
         log.info("controller: API and gateway link on %s", ", ".join(self.urls))
+        if s.webhook.port:  # every replica, leading or not (`controller.webhook`)
+            assert self.cluster_tls is not None  # the flag is the Kubernetes engine's
+            self.webhook = WebhookServer(registry_for("kubernetes"), s.webhook, self.cluster_tls.context)
+            await self.webhook.start()
         if self.leadership is not None:  # serving /healthz (and the API) meanwhile
             self.leadership.start()
 
@@ -270,6 +278,8 @@ class Controller:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.webhook is not None:
+            await self.webhook.stop()
         if self._runner is not None:
             self.dispatch.close()  # its long polls would hold the cleanup up
             await self.hub.close()

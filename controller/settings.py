@@ -13,6 +13,7 @@ from controller.domains import DomainRule, DomainSettings
 from controller.leader import LeaderSettings
 from controller.store.kubernetes_config import KubernetesSettings
 from controller.tokenreview import LinkAuthSettings
+from controller.webhook.settings import WebhookSettings
 from flint_common.redis_config import RedisSettings
 
 
@@ -130,9 +131,15 @@ class ControllerSettings:
     """The Kubernetes engine's: which service accounts' projected tokens (audience
     `flint-controller`, checked by TokenReview) are accepted on the gateway link and the dispatch
     plan besides the owner's token, and how long verdicts are kept (`controller.tokenreview`)."""
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    """The Kubernetes engine's admission webhook listener (`--webhook-port`, `--webhook-host`;
+    port 0, the default: none; `controller.webhook`)."""
 
     def __post_init__(self) -> None:
         default_backend(self.engine)  # a ValueError naming the known engines
+        if self.webhook.port and self.engine != "kubernetes":
+            raise ValueError(f"webhook port {self.webhook.port}: the admission webhook is the "
+                             f"Kubernetes engine's (--engine kubernetes), not the {self.engine} one's")
         if self.redis_check_every_s <= 0:
             raise ValueError(f"redis_check_every_s must be above 0, not {self.redis_check_every_s}")
         if self.redis_sweep_every_s <= 0:

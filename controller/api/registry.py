@@ -264,9 +264,10 @@ def for_api_version_kind(api_version: str, kind: str) -> ResourceType:
     return REGISTRY.for_api_version_kind(api_version, kind)
 
 
-def admit(rt: ResourceType, new: Obj, old: Obj | None = None) -> tuple[Obj, list[str]]:
-    """Defaults a copy of `new`, validates it against `old` (None on create) and returns it with
-    the warnings for the client. Raises `Invalid` carrying every FieldError."""
+def default(rt: ResourceType, new: Obj) -> tuple[Obj, list[FieldError]]:
+    """Defaulting (Knative's SetDefaults, the mutating webhook's half): a defaulted copy of `new`,
+    with `apiVersion` and `kind` filled when missing, and the errors of an `apiVersion` or `kind`
+    that names another type (they are reported with the validation's)."""
     obj = copy.deepcopy(new)
     errs: list[FieldError] = []
     for field, expected in (("apiVersion", rt.api_version), ("kind", rt.kind)):
@@ -276,8 +277,42 @@ def admit(rt: ResourceType, new: Obj, old: Obj | None = None) -> tuple[Obj, list
         elif value != expected:
             errs.append(err_invalid_value(value, field, f"expected {expected}"))
     rt.default(obj)
-    errs += rt.validate(obj, old)
+    return obj, errs
+
+
+def validate(rt: ResourceType, obj: Obj, old: Obj | None = None) -> tuple[list[FieldError], list[str]]:
+    """Validation (Knative's Validate, the validating webhook's half) of an already defaulted
+    `obj` against `old` (None on create): its errors, and the warnings for the client (none
+    when there are errors)."""
+    errs = rt.validate(obj, old)
+    return errs, ([] if errs else rt.warnings(obj))
+
+
+def object_name(obj: Obj) -> str:
+    """How a refusal names the object: its name, else its generateName."""
+    meta = metadata(obj)
+    return str(meta.get("name") or meta.get("generateName") or "")
+
+
+def admit(rt: ResourceType, new: Obj, old: Obj | None = None) -> tuple[Obj, list[str]]:
+    """Defaults a copy of `new`, validates it against `old` (None on create) and returns it with
+    the warnings for the client. Raises `Invalid` carrying every FieldError (the embedded API's
+    admission: `default` then `validate`)."""
+    obj, errs = default(rt, new)
+    more, warnings = validate(rt, obj, old)
+    errs += more
     if errs:
-        meta = metadata(obj)
-        raise Invalid(rt.kind, str(meta.get("name") or meta.get("generateName") or ""), errs)
-    return obj, rt.warnings(obj)
+        raise Invalid(rt.kind, object_name(obj), errs)
+    return obj, warnings
+
+
+def invalid_status(rt: ResourceType, name: str, errors: list[FieldError]) -> tuple[str, Obj]:
+    """A refusal in Kubernetes' words, the same for the embedded API's 422 and the webhook's
+    denial: the message (`Service.serving.knative.dev "hello" is invalid: <error>: <path>`, a
+    bracketed list for several) and the Status `details` with one cause per field."""
+    qualified = f"{rt.kind}.{rt.group}" if rt.group else rt.kind
+    texts = [str(fe) for fe in errors]
+    detail = texts[0] if len(texts) == 1 else f"[{', '.join(texts)}]" if texts else ""
+    causes = [{"reason": "FieldValueInvalid", "message": fe.message, "field": fe.path} for fe in errors]
+    details: Obj = {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}
+    return f'{qualified} "{name}" is invalid: {detail}', details

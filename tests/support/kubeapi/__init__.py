@@ -70,8 +70,17 @@ What it copies from a real API server:
   `x-kubernetes-preserve-unknown-fields: true`; `fieldValidation=Strict` refuses an unknown
   field (400 "strict decoding error"), the default (Warn) prunes it with a `Warning` header;
 - Leases, Deployments, Pods, Services, EndpointSlices, HorizontalPodAutoscalers (autoscaling/v2),
-  ConfigMaps, Secrets, ServiceAccounts, Namespaces and the (cluster-scoped) Mutating- and
-  ValidatingWebhookConfigurations as generic objects;
+  ConfigMaps, Secrets, ServiceAccounts, Namespaces and admissionregistration.k8s.io/v1
+  Mutating- and ValidatingWebhookConfigurations as generic objects;
+- admission webhooks (`admission.py`): on a create or update of a main resource their rules
+  match, the mutating webhooks are called over HTTPS with an `admission.k8s.io/v1`
+  AdmissionReview and their JSONPatch applied, then the store's checks run (schema, names), then
+  the validating webhooks see the object as it would be stored; `caBundle` and the Service's name
+  `<svc>.<ns>.svc` are verified (`clientConfig.service` is reached at the address the test maps
+  it to: `KubeApiFake(webhook_addresses={"flint-system/flint-webhook": "127.0.0.1:PORT"})`, or
+  `clientConfig.url`); failurePolicy Fail (500 `Internal error occurred: failed calling webhook
+  ...`) or Ignore; a denial is `admission webhook "<name>" denied the request: ...` with the
+  webhook's code and details; warnings become `Warning` headers;
 - service-account tokens (`tokens.py`): TokenRequest (`POST .../serviceaccounts/{name}/token`,
   201; `spec.audiences`, default the API server's audience `https://kubernetes.default.svc.cluster.local`;
   `spec.expirationSeconds`, default 3600, under 600 a 422; the ServiceAccount must exist) answers
@@ -105,7 +114,8 @@ What it does not (simplified or missing):
   adds its `foregroundDeletion` finalizer only when there are dependents (a real server adds it
   always and its garbage collector removes it);
   garbage collection runs on the next loop iteration, not in a separate controller;
-- no authentication of its own clients, no authorization, admission (webhooks), dryRun, Tables or
+- no authentication of its own clients, no authorization, no built-in admission plugins (webhooks
+  without namespace/object selectors, matchConditions or reinvocation), no dryRun, Tables or
   protobuf; tokens are HS256 with the fake's key (a real server's are RS256, verifiable by its
   OIDC discovery), not bound to Pods or Secrets (`boundObjectRef` is ignored), and there is no
   maximum expiration (`--service-account-max-token-expiration`) nor legacy Secret-based tokens;

@@ -92,6 +92,11 @@ def builtin_resources() -> list[Resource]:
             "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
             status=True,
         ),
+        # the admission webhooks the fake calls on writes (admission.py)
+        Resource("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration",
+                 "mutatingwebhookconfigurations", namespaced=False, generation=True),
+        Resource("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration",
+                 "validatingwebhookconfigurations", namespaced=False, generation=True),
     ]
 
 

@@ -13,6 +13,7 @@ import yaml
 from aiohttp import web
 
 from . import errors, node_paths, patches, pods, resources, scale
+from .admission import Admission, AdmittedWrites
 from .clock import Clock
 from .errors import ApiError
 from .resources import Resource
@@ -44,8 +45,15 @@ class _Target:
 class KubeApiFake:
     """The contract fake of the Kubernetes API (see the package docstring for what it copies)."""
 
-    def __init__(self, bookmark_interval: float = 0.5) -> None:
+    def __init__(
+        self, bookmark_interval: float = 0.5, webhook_addresses: dict[str, str] | None = None
+    ) -> None:
         self.store = Store()
+        self.webhook_addresses: dict[str, str] = dict(webhook_addresses or {})
+        """Where a webhook configuration's `clientConfig.service` `<namespace>/<name>` listens
+        (`host:port`); admission.py calls it there, verifying the name `<name>.<namespace>.svc`."""
+        self.admission = Admission(self.store, self.webhook_addresses)
+        self._writes = AdmittedWrites(self.store, self.admission)
         self.bookmark_interval = bookmark_interval
         self.kubelet_logs: Path | None = None
         """The kubelet stand-in's log directory, which `pods/log` reads (None: no node)."""
@@ -353,7 +361,7 @@ class KubeApiFake:
 
     async def _create(self, request: web.Request, target: _Target) -> web.Response:
         body = await self._object_body(request)
-        obj, warnings = self.store.create(
+        obj, warnings = await self._writes.create(
             target.res, target.namespace or "", body, request.query.get("fieldValidation")
         )
         return _json(obj, status=201, warnings=warnings)
@@ -370,7 +378,7 @@ class KubeApiFake:
             new = scale.with_replicas(target.res, current, (body.get("spec") or {}).get("replicas", 0))
             obj, _ = self.store.update(target.res, namespace, target.name, new, require_rv=False)
             return _json(scale.to_scale(target.res, obj))
-        obj, warnings = self.store.update(
+        obj, warnings = await self._writes.update(
             target.res, namespace, target.name, body, target.sub, request.query.get("fieldValidation")
         )
         return _json(obj, warnings=warnings)
@@ -401,7 +409,7 @@ class KubeApiFake:
             except ApiError as e:
                 if e.code != 404 or target.sub is not None:
                     raise
-                obj, warnings = self.store.create(
+                obj, warnings = await self._writes.create(
                     res,
                     namespace,
                     {**patch, "metadata": {**(patch.get("metadata") or {}), "name": name}},
@@ -423,7 +431,8 @@ class KubeApiFake:
         new = self._patched(kind, current, patch)
         if "resourceVersion" not in (new.get("metadata") or {}):
             new.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
-        obj, warnings = self.store.update(res, namespace, name, new, target.sub, validation, require_rv=False)
+        obj, warnings = await self._writes.update(res, namespace, name, new, target.sub, validation,
+                                                  require_rv=False)
         return _json(obj, warnings=warnings)
 
     @staticmethod

@@ -217,8 +217,11 @@ class Store:
         return namespace
 
     def create(
-        self, res: Resource, namespace: str, body: JSON, field_validation: str | None = None
+        self, res: Resource, namespace: str, body: JSON, field_validation: str | None = None,
+        dry_run: bool = False,
     ) -> tuple[JSON, list[str]]:
+        """POST: the object as stored, and the warnings; `dry_run`: every check, nothing stored
+        (what the validating admission webhooks are shown: admission.py)."""
         obj = copy.deepcopy(body)
         meta = _meta(obj)
         if res.namespaced:
@@ -287,6 +290,8 @@ class Store:
         if res.plural == "namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
+        if dry_run:
+            return self.view(res, obj), warnings
         out = self.commit(res, "ADDED", key, obj)
         if meta.get("ownerReferences"):  # an owner deleted before its dependent was created
             asyncio.get_running_loop().call_soon(cascade.collect_dangling, self, key)
@@ -301,8 +306,11 @@ class Store:
         subresource: str | None = None,
         field_validation: str | None = None,
         require_rv: bool = True,
+        dry_run: bool = False,
     ) -> tuple[JSON, list[str]]:
-        """PUT (and the end of every PATCH): the rules of an update, main resource or `status`."""
+        """PUT (and the end of every PATCH): the rules of an update, main resource or `status`;
+        `dry_run`: every check, nothing stored (the object as it would be, before its new
+        resourceVersion and generation)."""
         key = self._key(res, namespace, name)
         current = self.objects.get(key)
         if current is None:
@@ -383,6 +391,8 @@ class Store:
                         )
                     ],
                 )
+        if dry_run:
+            return self.view(res, new), warnings
         if new == current:
             return self.view(res, current), warnings  # a no-op write: no new resourceVersion, no event
         if res.generation and "generation" in old_meta:
