@@ -45,8 +45,8 @@ def consumer_settings(lease: float, claim_after: float, heartbeat: float) -> Red
     return RedisConsumerSettings(lease_s=lease, claim_after_s=claim_after, claim_heartbeat_s=heartbeat)
 
 
-def main(argv: list[str] | None = None) -> int:
-    guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
+def build_parser() -> argparse.ArgumentParser:
+    """The dispatcher's command line (what deploy/'s manifests are checked against too)."""
     p = argparse.ArgumentParser(prog="python -m controller.eventing", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
     p.add_argument("--controller", action="append", default=None,
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain", action="append", default=None,
                    help="a route domain whose URLs go through the gateway (default localhost; "
                         "repeatable: every domain of the controller's config-domain)")
+    p.add_argument("--admin-host", default="127.0.0.1",
+                   help="address of the admin port (default 127.0.0.1; Kubernetes: $(POD_IP), "
+                   "for the flint-dispatcher Service; everything there but /healthz wants the token)")
     p.add_argument("--admin-port", type=int, default=8083)
     p.add_argument("--token-file", type=Path, default=None,
                    help="0600 file with the owner's token (default <state-dir>/auth/token)")
@@ -81,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                    default=RedisConsumerSettings().claim_heartbeat_s,
                    help="how often the entries a dispatcher holds are marked alive, in seconds. "
                    f"Default {RedisConsumerSettings().claim_heartbeat_s:g}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
+    p = build_parser()
     a = p.parse_args(argv)
     try:
         consumer = consumer_settings(a.redis_lease_s, a.redis_claim_after_s, a.redis_claim_heartbeat_s)
@@ -100,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = DispatcherSettings(
         state_dir=a.state_dir.resolve(), gateway_url=a.gateway,
         controller_url=",".join(a.controller or ["http://127.0.0.1:8081"]),
-        domain=",".join(a.domain or ["localhost"]), admin_port=a.admin_port, token=token, redis=redis,
+        domain=",".join(a.domain or ["localhost"]), admin_host=a.admin_host, admin_port=a.admin_port,
+        token=token, redis=redis,
         link_token_file=a.link_token_file,
         redis_consumer=consumer,
     )
