@@ -13,7 +13,7 @@ import base64
 import logging
 from typing import Any
 
-from flint_common.secret import new_token
+from flint_common.secret import Secret, new_token
 
 log = logging.getLogger("flint.controller")
 
@@ -31,19 +31,33 @@ def admin_secret_body(namespace: str, token: str) -> dict[str, object]:
     }
 
 
-async def ensure_admin_secret(api: Any, namespace: str) -> bool:
-    """Make the Secret unless it exists (`api`: a kubernetes_asyncio ApiClient); True when this
-    call made it."""
+async def admin_token(api: Any, namespace: str) -> Secret:
+    """The dispatcher's admin token (`api`: a kubernetes_asyncio ApiClient): the Secret's, made
+    first unless it exists (409: another replica made it, and its token is read)."""
     from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
     core: Any = client.CoreV1Api(api)
+    where = f"the Secret {namespace}/{ADMIN_SECRET} (the dispatcher's admin token)"
+    token = new_token()
     try:
-        await core.create_namespaced_secret(namespace, admin_secret_body(namespace, new_token().reveal()))
+        await core.create_namespaced_secret(namespace, admin_secret_body(namespace, token.reveal()))
     except ApiException as e:
-        if e.status == 409:
-            return False
-        raise RuntimeError(f"cannot create the Secret {namespace}/{ADMIN_SECRET} (the dispatcher's "
-                           f"admin token): {e.status} {e.reason}") from None
-    log.info("event=admin_secret_created secret=%s/%s", namespace, ADMIN_SECRET)
-    return True
+        if e.status != 409:
+            raise RuntimeError(f"cannot create {where}: {e.status} {e.reason}") from None
+    else:
+        log.info("event=admin_secret_created secret=%s/%s", namespace, ADMIN_SECRET)
+        return token
+    try:
+        secret = await core.read_namespaced_secret(ADMIN_SECRET, namespace)
+    except ApiException as e:
+        raise RuntimeError(f"cannot read {where}: {e.status} {e.reason}") from None
+    raw = (secret.data or {}).get(ADMIN_SECRET_KEY) or ""
+    try:
+        text = base64.b64decode(raw, validate=True).decode().strip()
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    if not text:
+        raise RuntimeError(f"{where} has no usable key {ADMIN_SECRET_KEY!r}: delete it and a "
+                           "controller replica makes it again")
+    return Secret(text)

@@ -242,6 +242,7 @@ class Controller:
         if self.redis_health is not None:
             self.redis_health.start()  # logs event=redis_connected (or redis_unreachable)
 
+        dispatcher_token = parts.dispatcher_token or creds.token  # what the dispatcher's admin port wants
         app = make_api_app(store, guard=auth_middleware(  # on Kubernetes, SA tokens on these two
             creds.token, alternate=parts.link_auth, alternate_paths=(LINK_PATH, PLAN_PATH)))
         app.router.add_get(LINK_PATH, hub.handle)
@@ -250,8 +251,8 @@ class Controller:
         add_observability_routes(app, self.scaler, runtime)
         add_backlog_routes(
             app, informers[BROKERS], informers[TRIGGERS], engine=s.engine, redis=lambda: self.redis,
-            sqlite=lambda: fetch_dispatcher_backlogs(s.dispatcher_url, creds.token.reveal()))
-        self._dispatcher_proxy = DispatcherProxy(s.dispatcher_url, creds.token)
+            sqlite=lambda: fetch_dispatcher_backlogs(s.dispatcher_url, dispatcher_token.reveal()))
+        self._dispatcher_proxy = DispatcherProxy(s.dispatcher_url, dispatcher_token)
         self._dispatcher_proxy.add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()

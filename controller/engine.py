@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.admin_secret import ensure_admin_secret
+from controller.admin_secret import admin_token
 from controller.api.eventing import ENGINE_EMBEDDED, ENGINE_KUBERNETES, default_backend
 from controller.api.registry import registry_for, served_kinds
 from controller.eventing.plan import PLAN_PATH
@@ -28,6 +28,7 @@ from controller.store.base import Store
 from controller.store.kubernetes import KubernetesStore
 from controller.store.sqlite import SqliteStore
 from flint_common.httpauth import AlternateAuth
+from flint_common.secret import Secret
 from flint_common.wire import LINK_PATH
 
 __all__ = ["ENGINES", "EngineParts", "EngineUnavailable", "build", "open_store"]
@@ -55,6 +56,9 @@ class EngineParts:
     link_auth: AlternateAuth | None = None
     """The Kubernetes engine's: the other credential of the gateway link and the dispatch plan
     (a service-account token, by TokenReview: `controller.link_auth`); None: the owner's only."""
+    dispatcher_token: Secret | None = None
+    """The Kubernetes engine's: the dispatcher's admin token (Secret `flint-dispatcher-admin`,
+    `controller.admin_secret`), which the dead-letter proxy sends; None: the owner's token."""
 
 
 async def open_store(settings: ControllerSettings) -> Store:
@@ -82,10 +86,11 @@ async def build(settings: ControllerSettings, *, store: Store | None = None,
     if not isinstance(opened, KubernetesStore):
         raise EngineUnavailable("the Kubernetes engine keeps its objects in the API server: "
                                 "its store must be a KubernetesStore")
-    await ensure_admin_secret(opened.api_client, settings.leader.namespace)
+    dispatcher_token = await admin_token(opened.api_client, settings.leader.namespace)
     workloads = KubernetesWorkloads(opened.api_client, settings.kubernetes)
     reviewer = TokenReviewer(api_review(opened.api_client, settings.link_auth), settings.link_auth)
     auth = settings.link_auth
     return EngineParts(opened, KubernetesRuntime(workloads), None, workloads, backend,
                        link_auth=link_authenticator(reviewer, {LINK_PATH: auth.gateway_accounts,
-                                                               PLAN_PATH: auth.dispatcher_accounts}))
+                                                               PLAN_PATH: auth.dispatcher_accounts}),
+                       dispatcher_token=dispatcher_token)

@@ -122,6 +122,7 @@ class AdminServer:
         workers: int,
         restarts: Callable[[], int] = lambda: 0,
         token: Secret | None = None,
+        probe: tuple[str, int] | None = None,
     ) -> None:
         if token is None and not is_loopback(host):
             raise ValueError(f"admin address {host} is not loopback: its /metrics needs a token")
@@ -137,33 +138,35 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
         self.port = port
         """The bound port (differs from the requested one when that was 0)."""
+        self._probe = probe
+        """(host, port) of the probes' listener (/healthz, /readyz only, no token), or None."""
+        self._probe_runner: web.AppRunner | None = None
+        self.probe_port: int | None = None
+        """The probes' listener's bound port, once started (None without one)."""
 
     async def start(self) -> int:
         app = web.Application(middlewares=[auth_middleware(self._token)] if self._token else [])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            await self._runner.cleanup()
-            raise
-        self.port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await _serve_on(app, self._host, self._port)
+        if self._probe is not None:
+            # only the two probes: nothing there needs the token, nothing there reveals a metric
+            probes = web.Application()
+            probes.router.add_get("/healthz", self._healthz)
+            probes.router.add_get("/readyz", self._readyz)
+            try:
+                self._probe_runner, self.probe_port = await _serve_on(probes, *self._probe)
+            except OSError:
+                await self.stop()
+                raise
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._probe_runner, self._runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._probe_runner = None
         for c in self._clients:
             await c.close()
 
@@ -196,3 +199,21 @@ class AdminServer:
             body=render(self._registry),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
+
+
+async def _serve_on(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """`app` served on (host, port): its runner and the bound port (another when `port` is 0)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        await runner.cleanup()
+        raise
+    bound = int(sock.getsockname()[1])
+    await web.SockSite(runner, sock).start()
+    return runner, bound

@@ -43,6 +43,10 @@ class GatewaySettings:
     loopback address."""
     admin_port: int = 8082
     """Port of the admin server: /healthz, /readyz, /metrics (aggregated over the workers)."""
+    probe_listen: str = ""
+    """`ADDR:PORT` of a listener serving only /healthz and /readyz, without a token
+    (`--probe-listen`), "" for none: on Kubernetes the kubelet probes the pod IP
+    (`$(POD_IP):8081`), while the admin port stays on loopback with its /metrics."""
     token_file: Path | None = None
     """0600 file holding the owner's token, sent on the controller link and checked on the admin
     port. Default: `<state_dir>/auth/token`. The token itself is never a setting, a flag or an
@@ -159,6 +163,16 @@ class GatewaySettings:
         host, port = parse_listen(self.peer_listen, 0)
         if not port:
             raise ValueError(f"--peer-listen {self.peer_listen!r}: want ADDR:PORT (a port is needed)")
+        return host, port
+
+    @property
+    def probe_address(self) -> tuple[str, int] | None:
+        """`probe_listen` as (host, port), or None; ValueError when it is not `ADDR:PORT`."""
+        if not self.probe_listen:
+            return None
+        host, port = parse_listen(self.probe_listen, 0)
+        if not port:
+            raise ValueError(f"--probe-listen {self.probe_listen!r}: want ADDR:PORT (a port is needed)")
         return host, port
 
     def tcp_addresses(self) -> list[tuple[str, int]]:

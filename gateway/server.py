@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "limited revisions across gateways; default none)")
     p.add_argument("--admin-host", help="admin address (default 127.0.0.1)")
     p.add_argument("--admin-port", type=int, help="admin port (default 8082; 0 = any)")
+    p.add_argument("--probe-listen", metavar="ADDR:PORT",
+                   help="listener serving only /healthz and /readyz, without a token, for a "
+                   "kubelet's probes (Kubernetes: $(POD_IP):8081; default none)")
     p.add_argument("--token-file", type=Path, help="0600 file with the owner's token "
                    "(default <state-dir>/auth/token)")
     p.add_argument("--link-token-file", type=Path, metavar="PATH",
@@ -121,6 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         overrides["controller_url"] = ",".join(overrides["controller_url"])
     settings = GatewaySettings.from_env(**{**overrides, "listen": None})
     settings.peer_address  # noqa: B018 - raises ValueError naming the flag when it is not ADDR:PORT
+    settings.probe_address  # noqa: B018 - the same for --probe-listen
     if args.listen:
         own = (settings.host, settings.port)
         settings = replace(settings, listen=tuple(dict.fromkeys(
@@ -279,6 +283,7 @@ class Supervisor:
             admin = AdminServer(
                 self.settings.admin_host, self.settings.admin_port, self.settings.state_dir,
                 self.settings.workers, restarts=lambda: self.restarts, token=self.token,
+                probe=self.settings.probe_address,
             )
             try:
                 admin_port = await admin.start()

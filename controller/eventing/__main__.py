@@ -46,8 +46,8 @@ def consumer_settings(lease: float, claim_after: float, heartbeat: float) -> Red
     return RedisConsumerSettings(lease_s=lease, claim_after_s=claim_after, claim_heartbeat_s=heartbeat)
 
 
-def main(argv: list[str] | None = None) -> int:
-    guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
+def build_parser() -> argparse.ArgumentParser:
+    """The dispatcher's command line (what deploy/'s manifests are checked against too)."""
     p = argparse.ArgumentParser(prog="python -m controller.eventing", description=__doc__)
     p.add_argument("--state-dir", type=Path, default=default_state_dir())
     p.add_argument("--controller", action="append", default=None,
@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
                    default=RedisConsumerSettings().claim_heartbeat_s,
                    help="how often the entries a dispatcher holds are marked alive, in seconds. "
                    f"Default {RedisConsumerSettings().claim_heartbeat_s:g}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    guards.enable_from_env()  # FLINT_BLOCKBUSTER=1: blocking calls on the loop are logged and raise
+    p = build_parser()
     a = p.parse_args(argv)
     try:
         consumer = consumer_settings(a.redis_lease_s, a.redis_claim_after_s, a.redis_claim_heartbeat_s)

@@ -79,6 +79,14 @@ def builtin_resources() -> list[Resource]:
             generation=True,
         ),
         Resource("coordination.k8s.io", "v1", "Lease", "leases"),
+        # what deploy/ installs besides (stored as sent: no authorization, no disruption checks)
+        Resource("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False),
+        Resource("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
+                 namespaced=False),
+        Resource("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+        Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+        Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", short_names=("pdb",),
+                 status=True),
         # create only, nothing stored (tokens.py; the server answers it before generic routing)
         Resource("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", namespaced=False,
                  verbs=("create",)),
