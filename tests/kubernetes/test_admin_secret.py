@@ -5,6 +5,7 @@ and a Secret without a usable token is refused with what to do."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -23,7 +24,8 @@ async def test_made_once_then_read_by_every_replica(kube: KubeTarget) -> None:
 
 
 async def test_a_secret_without_a_token_is_refused_saying_what_to_do(kube: KubeTarget) -> None:
-    await client.CoreV1Api(kube.api).create_namespaced_secret(kube.namespace, {
+    core: Any = client.CoreV1Api(kube.api)
+    await core.create_namespaced_secret(kube.namespace, {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": ADMIN_SECRET},
         "data": {"other": base64.b64encode(b"x").decode()}})
     with pytest.raises(RuntimeError, match="has no usable key 'token': delete it"):

@@ -141,7 +141,9 @@ def test_the_dispatcher_mounts_the_admin_secret_the_controller_makes() -> None:
 
 def _rules(kind: str, name: str) -> list[dict[str, Any]]:
     objs = render("deploy")
-    return next(o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)["rules"]
+    rules: list[dict[str, Any]] = next(
+        o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name)["rules"]
+    return rules
 
 
 def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str,
