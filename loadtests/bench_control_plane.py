@@ -176,7 +176,7 @@ def measure_pure(n: int, state_dir: Path) -> tuple[Report, Cluster]:
 
     async def decode_apply() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
-        times = []
+        times, applied = [], 0
         for round_ in range(3):
             ctx = build_context(settings, loop)
             gc.collect()
@@ -184,7 +184,7 @@ def measure_pure(n: int, state_dir: Path) -> tuple[Report, Cluster]:
                 tracemalloc.start()
             start = time.process_time()
             message = decode_down(text)
-            assert message is not None
+            assert isinstance(message, SnapshotMessage)
             ctx.router.apply(message.snapshot)
             times.append((time.process_time() - start) * 1000)
             if round_ == 2:
@@ -213,8 +213,8 @@ def measure_pure(n: int, state_dir: Path) -> tuple[Report, Cluster]:
 class Acks:
     """The hub's `on_progress`: when each worker first acked each version (monotonic)."""
 
-    def __init__(self, hub: GatewayHub) -> None:
-        self.hub = hub
+    def __init__(self) -> None:
+        self.hub = GatewayHub(on_progress=self)
         self.at: dict[tuple[str, int], float] = {}
         self.event = asyncio.Event()
 
@@ -291,9 +291,8 @@ def _ticks(pids: list[int]) -> int:
 
 async def measure_changes(report: Report, cluster: Cluster, state_dir: Path, workers: int,
                           changes: int) -> None:
-    hub = GatewayHub()
-    acks = Acks(hub)
-    hub._on_progress = acks  # noqa: SLF001 - the hub takes it at construction; set once here
+    acks = Acks()
+    hub = acks.hub
     async with serve_hub(hub) as port, gateway(state_dir, port, workers) as (root, pids):
         version = hub.publish(build(cluster))
         await acks.wait(version, workers)
