@@ -1,4 +1,10 @@
-"""The controller's end of the gateway link: publishes versioned snapshots, tracks every worker's acks."""
+"""The controller's end of the gateway link: publishes versioned snapshots, tracks every worker's acks.
+
+Each publish goes to a worker as a delta (`flint_common.delta`, `wire.DeltaMessage`) when its
+Hello said it reads them and its link was last sent the version just before (messages on one
+link arrive in order, so it serves that version by then, or links again on a gap), unless the
+delta is not much smaller than the snapshot; otherwise, and on every (re)link, as the whole
+snapshot. An ack counts the same either way: the worker serves that version."""
 
 from __future__ import annotations
 
@@ -11,11 +17,14 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import WSMsgType, web
 
+from flint_common.delta import SnapshotDelta, diff, worth_sending
 from flint_common.snapshot import Snapshot
 from flint_common.wire import (
+    DELTA_FORMAT,
     NOT_LEADER,
     NOT_LEADER_REASON,
     Ack,
+    DeltaMessage,
     Hello,
     Poke,
     SnapshotMessage,
@@ -42,6 +51,10 @@ class WorkerState:
     """The replicas its snapshot gave it when it linked (`Hello.owned`), until it acks a
     snapshot of ours (which then says what it owns)."""
     hello_version: int = 0
+    deltas: int = 0
+    """The delta format it reads (`Hello.deltas`; 0: full snapshots only)."""
+    sent: int = 0
+    """Version of the last snapshot (or delta) sent on its link (0: none yet)."""
 
 
 REFUSE_TIMEOUT_S = 1.0
@@ -60,6 +73,8 @@ class GatewayHub:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._snapshot = Snapshot.empty()
+        self._delta: SnapshotDelta | None = None
+        """The current snapshot as the changes to the one published before it (None: the first)."""
         self._monotonic = monotonic
         self._accepting = accepting
         """Whether this controller serves links (it leads): else each is closed at once with
@@ -138,9 +153,14 @@ class GatewayHub:
             and snapshot.peers == self._snapshot.peers
         ):
             return self._snapshot.version
-        self._snapshot = replace(snapshot, version=self._next_version())
-        self._broadcast()
+        self._advance(replace(snapshot, version=self._next_version()))
         return self._snapshot.version
+
+    def _advance(self, snapshot: Snapshot) -> None:
+        """Make `snapshot` (versioned) the current one and send it to every linked worker."""
+        self._delta = diff(self._snapshot, snapshot) if self._snapshot.version else None
+        self._snapshot = snapshot
+        self._broadcast()
 
     def acked_by_all(self, version: int) -> bool:
         """Every connected worker serves `version` or newer (vacuously true with none); never
@@ -173,12 +193,24 @@ class GatewayHub:
         return any(endpoint_id in w.draining for w in self._workers.values())
 
     def _broadcast(self) -> None:
-        data = self._encode()
-        for ws in list(self._sockets.values()):
-            if not ws.closed:
-                task = asyncio.get_running_loop().create_task(self._send(ws, data))
-                self._sends.add(task)  # the loop keeps only weak references to tasks
-                task.add_done_callback(self._sends.discard)
+        full: str | None = None
+        delta: str | None = None
+        d = self._delta
+        small = d is not None and worth_sending(d, self._snapshot)
+        for worker_id, ws in list(self._sockets.items()):
+            if ws.closed:
+                continue
+            state = self._workers.get(worker_id)
+            if small and d is not None and state is not None and (
+                    state.deltas >= DELTA_FORMAT and state.sent == d.base):
+                data = delta = delta or DeltaMessage(d).encode()
+            else:
+                data = full = full or self._encode()
+            if state is not None:
+                state.sent = self._snapshot.version
+            task = asyncio.get_running_loop().create_task(self._send(ws, data))
+            self._sends.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._sends.discard)
 
     def _encode(self) -> str:
         return SnapshotMessage(self._snapshot).encode()
@@ -247,13 +279,15 @@ class GatewayHub:
         self._sockets[hello.worker] = ws
         self._floor = max(self._floor, hello.version)
         peers = self.peers()
-        self._workers[hello.worker] = WorkerState(hello.worker, version=0, gateway=hello.gateway,
-                                                  peer=hello.peer, owned=frozenset(hello.owned),
-                                                  hello_version=hello.version)
+        state = WorkerState(hello.worker, version=0, gateway=hello.gateway, peer=hello.peer,
+                            owned=frozenset(hello.owned), hello_version=hello.version,
+                            deltas=hello.deltas)
+        self._workers[hello.worker] = state
         if hello.version >= self._snapshot.version and self._snapshot.version:
-            self._snapshot = replace(self._snapshot, version=self._next_version(hello.version))
-            self._broadcast()
+            # (this worker was sent nothing on this link yet: it gets the whole snapshot)
+            self._advance(replace(self._snapshot, version=self._next_version(hello.version)))
         elif self._snapshot.version:
+            state.sent = self._snapshot.version
             await ws.send_str(self._encode())
         log.info("gateway worker connected worker=%s version=%d", hello.worker, hello.version)
         self._peers_changed(peers)

@@ -9,16 +9,29 @@ down (controller → worker):
         The routing snapshot (`flint_common.snapshot.Snapshot` as orjson serialises the
         dataclasses; `decode_snapshot` reads it back). The worker persists the same object to
         `GatewaySettings.snapshot_path` and loads it at start.
+    `DeltaMessage`  {"type": "delta", "format": 1, "base": B, "version": V,
+                     "routes": [<RouteEntry>...], "removed_routes": ["<ns>/<name>"...],
+                     "revisions": [<RevisionTarget>...], "removed_revisions": ["<ns>/<name>"...],
+                     "brokers": [...], "peers": [...]}
+        Snapshot V as the changes to snapshot B (`flint_common.delta`; `brokers` and `peers`
+        present only when they changed, whole). Sent only to a worker whose Hello said it reads
+        this `format` (`Hello.deltas`) and whose link was last sent version B; a worker serving
+        another version than B does not apply it and links again (a relink gets a full snapshot).
+        Versioning: an old gateway sends no `deltas` and gets only full snapshots; an old
+        controller never sends a delta; a later format is a new `format` number, sent only to
+        workers announcing it (a decoder refuses a format it does not know).
 up (worker → controller):
     `Hello`  {"type": "hello", "worker": "<gateway-id>/<index>", "version": <last applied version>,
               "peer": "<host>:<port>"}
         The first message of a connection. `peer` (optional, absent: none) is where the gateway
         accepts requests other gateways forward (`--peer-listen`): only gateways announcing one
-        take part in subsetting (`Snapshot.peers`, `Endpoint.owner`).
+        take part in subsetting (`Snapshot.peers`, `Endpoint.owner`). `deltas` (optional,
+        absent: 0) is the highest `DeltaMessage` format the worker reads (0: none).
     `Ack`    {"type": "ack", "version": N, "draining": {"<endpoint id>": <in-flight count>, ...}}
-        Sent after applying snapshot N, and again whenever a draining endpoint's in-flight
-        count changes to zero. `draining` lists endpoints no longer in the snapshot that still
-        have requests in flight; an endpoint absent from it has none (so does an absent map).
+        Sent after applying snapshot N (or a delta to version N: it counts the same), and
+        again whenever a draining endpoint's in-flight count changes to zero. `draining` lists
+        endpoints no longer in the snapshot that still have requests in flight; an endpoint
+        absent from it has none (so does an absent map).
     `Stats`  {"type": "stats", "bucket": <unix second>,
               "revisions": {"<ns>/<name>": {"concurrency": F, "requests": N}, ...}}
         Every second, for the bucket that just ended: per revision the time-weighted average of
@@ -46,6 +59,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import orjson
 
 from flint_common.addresses import format_hostport, parse_listen
+from flint_common.delta import Key, SnapshotDelta
 from flint_common.snapshot import (
     BrokerEntry,
     Endpoint,
@@ -65,6 +79,8 @@ NOT_LEADER = 4001
 """Close code of a link a standby controller will not serve (a private-use code, RFC 6455
 §7.4.2): the gateway keeps its snapshot and tries another controller."""
 NOT_LEADER_REASON = b"not leader"
+DELTA_FORMAT = 1
+"""The `DeltaMessage` format this code writes and reads (`Hello.deltas`)."""
 
 
 class WireError(ValueError):
@@ -119,6 +135,8 @@ class Hello(_Message):
     """The replica ids its snapshot gives it (`Endpoint.owner` is its gateway): what it sends
     requests to now, so that a new leader's publisher never gives them to another gateway before
     this one has let go (`controller.routing_subsets`). Absent from older gateways: ()."""
+    deltas: int = 0
+    """The highest `DeltaMessage` format it reads; 0 (older gateways): full snapshots only."""
 
     @property
     def gateway(self) -> str:
@@ -131,13 +149,16 @@ class Hello(_Message):
             out["peer"] = format_hostport(*self.peer)
         if self.owned:
             out["owned"] = list(self.owned)
+        if self.deltas:
+            out["deltas"] = self.deltas
         return out
 
     @classmethod
     def from_wire(cls, obj: Mapping[str, Any]) -> Self:
         return cls(_req(obj, "hello", "worker", _str), _req(obj, "hello", "version", _int),
                    _opt(obj, "hello", "peer", _peer_address, None),
-                   _opt(obj, "hello", "owned", _tuple_of(_str), ()))
+                   _opt(obj, "hello", "owned", _tuple_of(_str), ()),
+                   _opt(obj, "hello", "deltas", _int, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +290,53 @@ class SnapshotMessage(_Message):
         return cls(_req(obj, "", "snapshot", _snapshot))
 
 
+@dataclass(frozen=True, slots=True)
+class DeltaMessage(_Message):
+    """controller → worker: the next snapshot as its changes to the one the worker serves."""
+
+    type: ClassVar[str] = "delta"
+    delta: SnapshotDelta
+
+    def to_wire(self) -> dict[str, Any]:
+        d = self.delta
+        out: dict[str, Any] = {
+            "type": self.type, "format": DELTA_FORMAT, "base": d.base, "version": d.version,
+            "routes": d.routes, "removed_routes": [f"{ns}/{n}" for ns, n in d.removed_routes],
+            "revisions": d.revisions,
+            "removed_revisions": [f"{ns}/{n}" for ns, n in d.removed_revisions],
+        }
+        if d.brokers is not None:
+            out["brokers"] = d.brokers
+        if d.peers is not None:
+            out["peers"] = d.peers
+        return out
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Self:
+        fmt = _req(obj, "delta", "format", _int)
+        if fmt != DELTA_FORMAT:
+            raise WireError(f"delta.format: {fmt} is not a format this gateway reads "
+                            f"(it reads {DELTA_FORMAT})")
+        return cls(SnapshotDelta(
+            base=_req(obj, "delta", "base", _int),
+            version=_req(obj, "delta", "version", _int),
+            routes=_req(obj, "delta", "routes", _tuple_of(_route)),
+            removed_routes=_req(obj, "delta", "removed_routes", _tuple_of(_key)),
+            revisions=_req(obj, "delta", "revisions", _tuple_of(_revision)),
+            removed_revisions=_req(obj, "delta", "removed_revisions", _tuple_of(_key)),
+            brokers=_opt(obj, "delta", "brokers", _tuple_of(_broker), None),
+            peers=_opt(obj, "delta", "peers", _tuple_of(_peer), None),
+        ))
+
+
+def _key(value: Any, parent: str, key: str | int) -> Key:
+    text = _str(value, parent, key)
+    ns, slash, name = text.partition("/")
+    if not slash or not ns or not name or "/" in name:
+        raise WireError(f"{_join(parent, key)}: expected '<namespace>/<name>', got {text!r}")
+    return ns, name
+
+
 def _peer_address(value: Any, parent: str, key: str | int) -> tuple[str, int]:
     text = _str(value, parent, key)
     try:
@@ -293,10 +361,17 @@ def decode_up(text: str | bytes) -> UpMessage | None:
     return kind.from_wire(obj) if kind is not None else None
 
 
-def decode_down(text: str | bytes) -> SnapshotMessage | None:
+DownMessage = SnapshotMessage | DeltaMessage
+"""A message the controller sends."""
+
+_DOWN: dict[str, type[DownMessage]] = {m.type: m for m in (SnapshotMessage, DeltaMessage)}
+
+
+def decode_down(text: str | bytes) -> DownMessage | None:
     """A controller → worker frame; None for a type this worker does not know."""
     obj = _parse(text)
-    return SnapshotMessage.from_wire(obj) if _type_of(obj) == SnapshotMessage.type else None
+    kind = _DOWN.get(_type_of(obj))
+    return kind.from_wire(obj) if kind is not None else None
 
 
 # ---------------------------------------------------------------------------------------------

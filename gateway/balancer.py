@@ -11,7 +11,7 @@ replaced replica has a new endpoint id). Exchanges that upgraded or stream their
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
 from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 
@@ -102,6 +102,48 @@ class Balancer:
         self._promoted &= still_starting  # ready now, or gone: no longer needed
         self._starting = starting
         self._routable = {key: self._routable_of(rev) for key, rev in starting.items()}
+
+    def update_revisions(self, gone: Iterable[RevisionTarget], new: Iterable[RevisionTarget]) -> None:
+        """`update` for a delta: `gone` are the revisions it replaced or removed (as they
+        were), `new` the ones it added or changed; the others are left as they are. Ends in
+        the state `update` of the new snapshot would."""
+        gone, new = list(gone), list(new)
+        new_eps = {ep.id for rev in new for ep in rev.endpoints}
+        new_keys = {rev.key for rev in new}
+        inflight, rev_of = self._inflight, self._rev_of
+        for rev in gone:
+            self._starting.pop(rev.key, None)
+            self._routable.pop(rev.key, None)
+            if rev.key not in new_keys:
+                self._rr.pop(rev.key, None)
+                self.changes.pop(rev.key, None)
+            for ep in rev.endpoints:
+                if ep.id in new_eps:
+                    continue
+                rev_of.pop(ep.id, None)
+                self._promoted.discard(ep.id)
+                if inflight.get(ep.id, 0) > 0:
+                    self._draining.add(ep.id)
+                else:
+                    inflight.pop(ep.id, None)
+                for table in (self.learned, self._grown, self._exempt):
+                    table.pop(ep.id, None)
+        for rev in new:
+            key = rev.key
+            starting = False
+            for ep in rev.endpoints:
+                rev_of[ep.id] = key
+                self._draining.discard(ep.id)
+                inflight.setdefault(ep.id, 0)
+                if ep.starting:
+                    starting = True
+                else:
+                    self._promoted.discard(ep.id)  # ready now: no longer needed
+            if starting:
+                self._starting[key] = rev
+        for rev in new:
+            if rev.key in self._starting:
+                self._routable[rev.key] = self._routable_of(rev)
 
     def _routable_of(self, rev: RevisionTarget) -> tuple[Endpoint, ...]:
         promoted = self._promoted

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from flint_common.delta import DeltaMismatch, SnapshotDelta, apply_delta, replaced
 from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway.balancer import Balancer
 from gateway.subsets import PeerChoice, local_view, normal_ip
@@ -64,6 +65,7 @@ class Router:
         "_listeners",
         "_on_drained",
         "_on_release",
+        "_received",
         "_rnd",
         "_snapshot",
         "_table",
@@ -106,6 +108,9 @@ class Router:
         """endpoint id → learned in-flight limit (the balancer's; empty unless one was learned)."""
         self._table = RoutingTable.empty()
         self._snapshot = Snapshot.empty()
+        self._received = self._snapshot
+        """The last snapshot as the controller sent it (before `local_view`): what a delta
+        applies to."""
         self._cache: dict[bytes | tuple[bytes, bytes], Routed] = {}
         """Raw Host header (and tag) → where it routes, for routes with a single target revision;
         emptied by every snapshot."""
@@ -124,11 +129,17 @@ class Router:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
+    @property
+    def received(self) -> Snapshot:
+        """The current snapshot as the controller sent it (with subsetting, all gateways')."""
+        return self._received
+
     def apply(self, snapshot: Snapshot) -> None:
         """Switch to a newer snapshot; versions not above the current one are ignored. With
         subsetting, this gateway's share of it is what is routed and what `snapshot` returns."""
         if snapshot.version <= self._snapshot.version and self._snapshot.version != 0:
             return
+        self._received = snapshot
         if snapshot.peers:
             view = local_view(snapshot, self._gateway_id)
             previous = frozenset(normal_ip(p.host) for p in self._snapshot.peers)
@@ -143,6 +154,31 @@ class Router:
         self._snapshot = snapshot
         for listener in self._listeners:
             listener(snapshot)
+
+    def apply_delta(self, delta: SnapshotDelta) -> bool:
+        """Switch to the snapshot `delta` makes of the current one, rebuilding only what it
+        touches (with subsetting, the whole local view is made again: `apply`). False when
+        `delta` is for another version than the current one (a gap: nothing changes); a delta
+        to a version not above the current one is ignored (True)."""
+        current = self._received
+        if delta.version <= current.version and current.version != 0:
+            return True
+        try:
+            snapshot = apply_delta(current, delta)
+        except DeltaMismatch:
+            return False
+        if snapshot.peers or current.peers:
+            self.apply(snapshot)
+            return True
+        gone_routes, new_routes = replaced(current.routes, delta.routes, delta.removed_routes)
+        gone_revs, new_revs = replaced(current.revisions, delta.revisions, delta.removed_revisions)
+        self._table = self._table.updated(gone_routes, new_routes, gone_revs, new_revs)
+        self._cache = {}
+        self._balancer.update_revisions(gone_revs, new_revs)
+        self._received = self._snapshot = snapshot
+        for listener in self._listeners:
+            listener(snapshot)
+        return True
 
     def resolve(self, host: str, tag: str | None = None) -> RevisionTarget | RouteMiss:
         """`route_raw` for str values, without the route."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flint_common.snapshot import RevisionTarget, RouteEntry, Snapshot
@@ -67,6 +68,23 @@ def _resolution(entry: RouteEntry, tag: str | None, splits: list[tuple[str, int]
     )
 
 
+def _add_route(
+    entry: RouteEntry,
+    by_host: dict[str, tuple[Resolution, str]],
+    tags_by_route: dict[tuple[str, str], dict[str, Resolution]],
+) -> None:
+    default = _resolution(entry, None, [(t.revision, t.percent) for t in entry.traffic])
+    for host in entry.hosts:
+        by_host[normalize_host(host)] = (default, "route")
+    tags: dict[str, Resolution] = {}
+    for tag in entry.tags:
+        res = _resolution(entry, tag.tag, [(tag.revision, 100)])
+        tags[tag.tag] = res
+        for host in tag.hosts:
+            by_host[normalize_host(host)] = (res, "tag")
+    tags_by_route[(entry.namespace, entry.name)] = tags
+
+
 class RoutingTable:
     """Immutable lookup structure built once per snapshot; `resolve` is a couple of dict hits."""
 
@@ -92,17 +110,38 @@ class RoutingTable:
         by_host: dict[str, tuple[Resolution, str]] = {}
         tags_by_route: dict[tuple[str, str], dict[str, Resolution]] = {}
         for entry in snapshot.routes:
-            default = _resolution(entry, None, [(t.revision, t.percent) for t in entry.traffic])
-            for host in entry.hosts:
-                by_host[normalize_host(host)] = (default, "route")
-            tags: dict[str, Resolution] = {}
-            for tag in entry.tags:
-                res = _resolution(entry, tag.tag, [(tag.revision, 100)])
-                tags[tag.tag] = res
-                for host in tag.hosts:
-                    by_host[normalize_host(host)] = (res, "tag")
-            tags_by_route[(entry.namespace, entry.name)] = tags
+            _add_route(entry, by_host, tags_by_route)
         revisions = {(r.namespace, r.name): r for r in snapshot.revisions}
+        return RoutingTable(by_host, tags_by_route, revisions)
+
+    def updated(
+        self,
+        gone_routes: Iterable[RouteEntry],
+        new_routes: Iterable[RouteEntry],
+        gone_revisions: Iterable[RevisionTarget],
+        new_revisions: Iterable[RevisionTarget],
+    ) -> RoutingTable:
+        """A new table with `gone_*` (the entries a delta replaced or removed) taken out and
+        `new_*` put in; the untouched entries are shared with this one (which stays as it was:
+        requests in progress may still hold it). Equal to `from_snapshot` of the new snapshot
+        (`flint_common.delta.replaced` gives both lists)."""
+        by_host = dict(self._by_host)
+        tags_by_route = dict(self._tags_by_route)
+        revisions = dict(self._revisions)
+        for entry in gone_routes:
+            key = (entry.namespace, entry.name)
+            tags_by_route.pop(key, None)
+            for host in (*entry.hosts, *(h for tag in entry.tags for h in tag.hosts)):
+                h = normalize_host(host)
+                found = by_host.get(h)
+                if found is not None and (found[0].namespace, found[0].route) == key:
+                    del by_host[h]
+        for entry in new_routes:
+            _add_route(entry, by_host, tags_by_route)
+        for rev in gone_revisions:
+            revisions.pop((rev.namespace, rev.name), None)
+        for rev in new_revisions:
+            revisions[(rev.namespace, rev.name)] = rev
         return RoutingTable(by_host, tags_by_route, revisions)
 
     def resolve(self, host: str, tag: str | None = None) -> Resolution | None:

@@ -350,7 +350,7 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
         task = asyncio.create_task(link.run())
         try:
             await eventually(lambda: c.acked("gw/0") == 1, "ack of version 1")
-            assert c.hellos == [{"type": "hello", "worker": "gw/0", "version": 0}]
+            assert c.hellos == [{"type": "hello", "worker": "gw/0", "version": 0, "deltas": 1}]
             assert link.connected and link.last_version == 1 and router.version == 1
             assert await asyncio.to_thread(load_snapshot_file, settings.snapshot_path) == c.snapshot
             assert c.acks["gw/0"][-1]["draining"] == {}

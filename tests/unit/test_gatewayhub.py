@@ -522,3 +522,34 @@ async def test_what_a_gateway_owns_is_reported_until_it_acks_a_snapshot_of_ours(
     await link.progress.wait(2)
     assert link.hub.reported() == {}
     await ws.close()
+
+
+def many(*extra: str) -> Snapshot:
+    """Ten revisions (a one-revision change goes as a delta), `extra` endpoints on the first."""
+    base = snap(*extra)
+    revs = (*base.revisions, *(replace(base.revisions[0], name=f"other-{i}", endpoints=())
+                               for i in range(9)))
+    return replace(base, revisions=tuple(sorted(revs, key=lambda r: (r.namespace, r.name))))
+
+
+async def test_a_worker_reading_deltas_gets_one_per_change_and_its_ack_counts(link: Link) -> None:
+    from flint_common.wire import DeltaMessage, decode_down
+
+    v1 = link.hub.publish(many("a"))
+    new, old = await link.connect(), await link.connect()
+    await new.send_str(Hello("gw/0", 0, deltas=1).encode())
+    await hello(old, "gw/1")
+    assert (await receive_snapshot(new)).version == v1  # a (re)link: the whole snapshot
+    assert (await receive_snapshot(old)).version == v1
+    v2 = link.hub.publish(many("a", "b"))
+    msg = decode_down((await new.receive(timeout=WAIT)).data)
+    assert isinstance(msg, DeltaMessage)
+    assert (msg.delta.base, msg.delta.version) == (v1, v2)
+    assert [r.name for r in msg.delta.revisions] == ["hello-00001"]
+    assert (await receive_snapshot(old)).version == v2  # no `deltas` in its hello: whole ones
+    await ack(new, v2)
+    await ack(old, v2)
+    await link.progress.wait(2)
+    assert link.hub.acked_by_all(v2)
+    await new.close()
+    await old.close()

@@ -487,7 +487,7 @@ def test_a_cluster_local_route_round_trips() -> None:
     wire = orjson.loads(down(snap))["snapshot"]
     assert wire["routes"][0]["cluster_local"] is True
     decoded = decode_down(down(snap))
-    assert decoded is not None
+    assert isinstance(decoded, SnapshotMessage)
     assert decoded.snapshot == snap and decoded.snapshot.routes[0].cluster_local
 
 
