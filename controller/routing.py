@@ -46,21 +46,30 @@ def plan_hosts(routes: Iterable[Obj], domain: str | Callable[[Obj], str]) -> Hos
     """Assign hosts; with `-` in names, `a-b` + route `c` and `a` + route `b-c` share a host:
     the older route (by creationTimestamp, then name) keeps it; the other route loses only the
     colliding host(s) and gets a conflict naming them."""
+    return assign_hosts(sorted(
+        wanted_hosts(r, domain(r) if callable(domain) else domain) for r in routes))
 
-    def age(r: Obj) -> tuple[str, str, str]:
-        m = r["metadata"]
-        return (m.get("creationTimestamp", ""), m.get("namespace", "default"), m["name"])
 
+Wanted = tuple[tuple[str, str, str], tuple[tuple[str, str | None], ...]]
+"""A route's age (creationTimestamp, namespace, name) and the hosts it wants, with their tag."""
+
+
+def wanted_hosts(route: Obj, domain: str) -> Wanted:
+    """The hosts `route` asks for under `domain` (its own, then one per traffic tag), and its age."""
+    meta = route["metadata"]
+    ns, name = meta.get("namespace", "default"), meta["name"]
+    hosts: list[tuple[str, str | None]] = [(route_host(name, ns, domain), None)]
+    hosts += [(tag_host(t, name, ns, domain), t) for t in _traffic_tags(route)]
+    return (meta.get("creationTimestamp", ""), ns, name), tuple(hosts)
+
+
+def assign_hosts(wanted: Iterable[Wanted]) -> HostPlan:
+    """`plan_hosts`'s decision over the routes' `wanted_hosts`, oldest first."""
     owners: dict[str, tuple[str, str, str | None]] = {}
     conflicts: dict[tuple[str, str], str] = {}
-    for r in sorted(routes, key=age):
-        ns = r["metadata"].get("namespace", "default")
-        name = r["metadata"]["name"]
-        d = domain(r) if callable(domain) else domain  # a route's, by its labels (config-domain)
-        wanted: list[tuple[str, str | None]] = [(route_host(name, ns, d), None)]
-        wanted += [(tag_host(t, name, ns, d), t) for t in _traffic_tags(r)]
+    for (_, ns, name), hosts in wanted:
         clashes: list[str] = []
-        for h, t in wanted:
+        for h, t in hosts:
             if h in owners:
                 ons, oname, otag = owners[h]
                 what = f'tag "{otag}" of route' if otag else "route"
@@ -93,6 +102,45 @@ def revision_target(revision: Obj, endpoints: tuple[Endpoint, ...], failure: str
     )
 
 
+def route_entry(
+    route: Obj, hosts: Iterable[tuple[str, str | None]]
+) -> tuple[RouteEntry | None, tuple[tuple[str, str], ...]]:
+    """`route`'s entry as its status says (the last fully resolved traffic) with the `hosts` it
+    owns (host, tag or None), and the revisions it references; (None, ()) when it has no
+    resolved traffic or no host."""
+    hosts = list(hosts)
+    status_traffic = (route.get("status") or {}).get("traffic") or []
+    if not status_traffic or not hosts:
+        return None, ()
+    ns = route["metadata"].get("namespace", "default")
+    split: dict[str, int] = {}
+    tags: dict[str, str] = {}
+    needed: dict[tuple[str, str], None] = {}
+    for t in status_traffic:
+        rev = t.get("revisionName")
+        if not rev:
+            continue
+        split[rev] = split.get(rev, 0) + int(t.get("percent") or 0)
+        if t.get("tag"):
+            tags[t["tag"]] = rev
+        needed[(ns, rev)] = None
+    default_hosts = tuple(sorted(h for h, tag in hosts if tag is None))
+    tag_targets = tuple(
+        TagTarget(tag, tags[tag], tuple(sorted(h for h, t in hosts if t == tag)))
+        for tag in sorted(tags)
+        if any(t == tag for _, t in hosts)
+    )
+    entry = RouteEntry(
+        namespace=ns,
+        name=route["metadata"]["name"],
+        hosts=default_hosts,
+        traffic=tuple(TrafficSplit(rev, pct) for rev, pct in sorted(split.items())),
+        tags=tag_targets,
+        cluster_local=is_cluster_local(route),
+    )
+    return entry, tuple(needed)
+
+
 def build_snapshot(
     routes: Iterable[Obj],
     revisions: Mapping[tuple[str, str], Obj],
@@ -102,45 +150,19 @@ def build_snapshot(
     failures: Mapping[tuple[str, str], str] | None = None,
 ) -> Snapshot:
     """Routes as their status says (the last fully resolved traffic), with their hosts from
-    `plan`; every revision a route references, with its ready, non-draining endpoints."""
+    `plan`; every revision a route references, with its ready, non-draining endpoints.
+    (`controller.snapshot_builder` gives the same, rebuilding only what changed.)"""
     entries: list[RouteEntry] = []
     needed: set[tuple[str, str]] = set()
     by_route: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
     for host, (ns, name, tag) in plan.owners.items():
         by_route.setdefault((ns, name), []).append((host, tag))
     for r in sorted(routes, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])):
-        ns = r["metadata"].get("namespace", "default")
-        name = r["metadata"]["name"]
-        status_traffic = (r.get("status") or {}).get("traffic") or []
-        hosts = by_route.get((ns, name))
-        if not status_traffic or not hosts:
-            continue
-        split: dict[str, int] = {}
-        tags: dict[str, str] = {}
-        for t in status_traffic:
-            rev = t.get("revisionName")
-            if not rev:
-                continue
-            split[rev] = split.get(rev, 0) + int(t.get("percent") or 0)
-            if t.get("tag"):
-                tags[t["tag"]] = rev
-            needed.add((ns, rev))
-        default_hosts = tuple(sorted(h for h, tag in hosts if tag is None))
-        tag_targets = tuple(
-            TagTarget(tag, tags[tag], tuple(sorted(h for h, t in hosts if t == tag)))
-            for tag in sorted(tags)
-            if any(t == tag for _, t in hosts)
-        )
-        entries.append(
-            RouteEntry(
-                namespace=ns,
-                name=name,
-                hosts=default_hosts,
-                traffic=tuple(TrafficSplit(rev, pct) for rev, pct in sorted(split.items())),
-                tags=tag_targets,
-                cluster_local=is_cluster_local(r),
-            )
-        )
+        key = (r["metadata"].get("namespace", "default"), r["metadata"]["name"])
+        entry, refs = route_entry(r, by_route.get(key, ()))
+        if entry is not None:
+            entries.append(entry)
+            needed.update(refs)
     targets = tuple(
         revision_target(revisions[k], endpoints.get(k, ()), (failures or {}).get(k, ""))
         for k in sorted(needed)

@@ -29,13 +29,14 @@ no gateway announced a peer address (the embedded engine: the snapshot is unchan
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 from flint_common.snapshot import Peer, RevisionTarget, Snapshot
 
-__all__ = ["HANDOFF", "assign_owners", "hold_moves", "owned_by", "subset_snapshot"]
+__all__ = ["HANDOFF", "assign_owners", "hold_moves", "owned_by", "owned_target", "peer_table",
+           "subset_snapshot"]
 
 
 def _score(gateway: str, replica: str) -> int:
@@ -74,13 +75,19 @@ def subset_snapshot(snapshot: Snapshot, peers: Mapping[str, tuple[str, int]]) ->
     if not peers:
         return snapshot
     gateways = sorted(peers)
-    revisions = tuple(_owned(rev, gateways) for rev in snapshot.revisions)
-    table = tuple(Peer(g, *peers[g]) for g in gateways)
-    return replace(snapshot, revisions=revisions, peers=table)
+    revisions = tuple(owned_target(rev, gateways) for rev in snapshot.revisions)
+    return replace(snapshot, revisions=revisions, peers=peer_table(peers))
 
 
-def _owned(rev: RevisionTarget, gateways: list[str]) -> RevisionTarget:
-    if rev.container_concurrency <= 0 or not rev.endpoints:
+def peer_table(peers: Mapping[str, tuple[str, int]]) -> tuple[Peer, ...]:
+    """`Snapshot.peers` of `peers` (gateway id → its peer listener), by gateway id."""
+    return tuple(Peer(g, *peers[g]) for g in sorted(peers))
+
+
+def owned_target(rev: RevisionTarget, gateways: Sequence[str]) -> RevisionTarget:
+    """`rev` with an owner among `gateways` (sorted) for each endpoint when it is limited
+    (containerConcurrency > 0); as it is otherwise, or without gateways."""
+    if rev.container_concurrency <= 0 or not rev.endpoints or not gateways:
         return rev
     owners = assign_owners((ep.id for ep in rev.endpoints), gateways)
     return replace(rev, endpoints=tuple(replace(ep, owner=owners[ep.id]) for ep in rev.endpoints))

@@ -58,13 +58,21 @@ E = TypeVar("E", RouteEntry, RevisionTarget)
 
 
 def _changes(old: Sequence[E], new: Sequence[E]) -> tuple[tuple[E, ...], tuple[Key, ...]]:
-    before = {_key(e): e for e in old}
+    """(entries of `new` added or changed, keys of `old` gone). Entries present in both as the
+    same object are passed over with set operations on their ids (in C, not per entry in
+    Python: a snapshot builder that reuses untouched entries makes a diff cost its changes)."""
+    if old is new:
+        return (), ()
+    old_by_id = dict(zip(map(id, old), old, strict=True))
+    new_by_id = dict(zip(map(id, new), new, strict=True))
+    before = {_key(e): e for i in old_by_id.keys() - new_by_id.keys() for e in (old_by_id[i],)}
     upserted = []
-    for e in new:
-        k = _key(e)
-        was = before.pop(k, None)
-        if was is None or (was is not e and was != e):
+    for i in new_by_id.keys() - old_by_id.keys():
+        e = new_by_id[i]
+        was = before.pop(_key(e), None)
+        if was is None or was != e:
             upserted.append(e)
+    upserted.sort(key=_key)
     return tuple(upserted), tuple(sorted(before))
 
 

@@ -33,7 +33,7 @@ from controller.reconcilers.watches import (
     matching,
     on,
 )
-from controller.routing import is_cluster_local, plan_hosts
+from controller.routing import is_cluster_local
 from flint_common.snapshot import Snapshot
 
 log = logging.getLogger("flint.route")
@@ -198,7 +198,7 @@ async def reconcile_route(ctx: ServingBase, key: Key) -> float | None:
         status["traffic"] = _with_urls(traffic, name, ns, domain, s.gateway_port)
     set_condition(status, "AllTrafficAssigned", res.status, res.reason, res.message, now=now)  # type: ignore[arg-type]
 
-    conflict = plan_hosts(ctx.routes, s.domains.of_route).conflicts.get(key)
+    conflict = ctx.hosts.plan(ctx.routes, s.domains.of_route).conflicts.get(key)
     requeue: float | None = None
     if rolling is not None and (due := rolling.next_step_time()) is not None:
         requeue = max(0.05, due - now)
