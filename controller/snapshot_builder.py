@@ -70,8 +70,8 @@ class SnapshotBuilder:
 
     What changed is found by identity with set operations (which run in C, not per entry in
     Python): the route and revision objects given last time (held here, so no id is reused
-    while it is remembered), the endpoint tuples per revision and the failures. Only the
-    entries those touch are made again."""
+    while it is remembered), the endpoint tuples per revision (one made again is compared by
+    value) and the failures. Only the entries those touch are made again."""
 
     def __init__(self) -> None:
         self._plan: HostPlan | None = None
@@ -85,7 +85,6 @@ class SnapshotBuilder:
         """Revision → how many entries reference it."""
         self._rev_objs: dict[int, Obj] = {}
         self._eps: dict[Key, tuple[Endpoint, ...]] = {}
-        self._ep_ids: dict[Key, int] = {}
         self._gateways: tuple[str, ...] = ()
         self._fails: dict[Key, str] = {}
         self._targets: dict[Key, RevisionTarget] = {}
@@ -154,10 +153,12 @@ class SnapshotBuilder:
         touched.update(_key(self._rev_objs[i]) for i in self._rev_objs.keys() - rev_objs.keys())
         touched.update(_key(rev_objs[i]) for i in rev_objs.keys() - self._rev_objs.keys())
         self._rev_objs = rev_objs
-        eps = dict(endpoints)  # held: their ids stay theirs while compared
-        ep_ids = dict(zip(eps, map(id, eps.values()), strict=True))
-        touched.update(k for k, _ in ep_ids.items() ^ self._ep_ids.items())
-        self._eps, self._ep_ids = eps, ep_ids
+        eps, old_eps = dict(endpoints), self._eps
+        touched.update(old_eps.keys() - eps.keys())
+        # a tuple made again with the same endpoints (the publisher lists them afresh) is equal
+        get = old_eps.get
+        touched.update(k for k, v in eps.items() if (o := get(k)) is not v and o != v)
+        self._eps = eps
         fails = dict(failures or {})
         touched.update(k for k, _ in fails.items() ^ self._fails.items())
         self._fails = fails

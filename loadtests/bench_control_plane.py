@@ -131,14 +131,18 @@ def build(cluster: Cluster, peers: dict[str, tuple[str, int]] | None = None) -> 
 
 class Rebuilder:
     """What `SnapshotPublisher.build` does on every change (no brokers, no failures, no peers):
-    the host plan and the entries rebuilt from what changed (`controller.snapshot_builder`)."""
+    the host plan and the entries rebuilt from what changed (`controller.snapshot_builder`),
+    the endpoints given as new tuples as the publisher's listing of the runtime gives them
+    (that listing itself, O(replicas), is the runtime's and not measured here)."""
 
     def __init__(self) -> None:
         self.planner, self.builder = HostPlanner(), SnapshotBuilder()
 
     def __call__(self, cluster: Cluster) -> Snapshot:
         plan = self.planner.plan(cluster.routes, "example.com")
-        return self.builder.build(cluster.routes, cluster.revisions, cluster.endpoints, plan, version=0)
+        # the publisher lists the runtime's replicas afresh for every build: new tuples
+        endpoints = {k: tuple([*v]) for k, v in cluster.endpoints.items()}
+        return self.builder.build(cluster.routes, cluster.revisions, endpoints, plan, version=0)
 
 
 # ---------------------------------------------------------------------------------------------

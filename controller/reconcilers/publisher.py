@@ -166,9 +166,12 @@ class SnapshotPublisher:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._publish)
 
-    def endpoints(self) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
+    def endpoints(self, replicas: list[ReplicaStatus] | None = None
+                  ) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
+        """Each revision's ready or starting replicas that are not draining (`replicas`: the
+        runtime's, listed once per build)."""
         out: dict[tuple[str, str], list[Endpoint]] = {}
-        for r in self._runtime.replicas():
+        for r in self._runtime.replicas() if replicas is None else replicas:
             if r.state not in ("ready", "starting") or r.id in self._draining or r.id in self._stopping:
                 continue
             ns, _, name = r.revision_key.partition("/")
@@ -177,12 +180,12 @@ class SnapshotPublisher:
             )
         return {k: tuple(sorted(v, key=lambda e: e.id)) for k, v in out.items()}
 
-    def failures(self) -> dict[tuple[str, str], str]:
+    def failures(self, replicas: list[ReplicaStatus] | None = None) -> dict[tuple[str, str], str]:
         """Revisions whose waiting requests should fail fast, with the reason: the revision
         failed, or every replica it has exited before becoming ready."""
         out: dict[tuple[str, str], str] = {}
         by_rev: dict[str, list[ReplicaStatus]] = {}
-        for r in self._runtime.replicas():
+        for r in self._runtime.replicas() if replicas is None else replicas:
             if r.id not in self._draining and r.id not in self._stopping:
                 by_rev.setdefault(r.revision_key, []).append(r)
         for rev in self._revisions:
@@ -204,10 +207,11 @@ class SnapshotPublisher:
             for o in self._revisions
         }
         peers = self._hub.peers()
+        replicas = self._runtime.replicas()
         # Limited revisions' replicas get an owner among the gateways with a peer listener.
         snapshot = self._builder.build(
-            routes, revisions, self.endpoints(), self._planner.plan(routes, self._domain), version=0,
-            failures=self.failures(), gateways=sorted(peers),
+            routes, revisions, self.endpoints(replicas), self._planner.plan(routes, self._domain),
+            version=0, failures=self.failures(replicas), gateways=sorted(peers),
         )
         snapshot = replace(snapshot, brokers=self.broker_entries(), peers=peer_table(peers))
         return self._hand_over(snapshot) if snapshot.peers or self._owners else snapshot
