@@ -25,8 +25,9 @@ from flint_common.secret import load_or_create_token
 from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
 from flint_common.wire import LINK_PATH, NOT_LEADER
 from gateway.config import GatewaySettings
-from gateway.link import ControllerLink, load_snapshot_file
+from gateway.link import ControllerLink
 from gateway.router import RouteMiss, Router
+from gateway.snapshot_journal import load_snapshot_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
