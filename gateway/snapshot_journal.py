@@ -81,7 +81,9 @@ class JournalSettings:
 
     max_lines: int = 1000
     """Lines after which the next persist writes the full snapshot: bounds the replay on load
-    (each line costs an `apply_delta`, O(entries), about 0.2 ms at 10,000 Services)."""
+    (a line costs a decode and an `apply_delta`, O(entries): about 0.3 ms at 10,000 Services,
+    so at most ~0.3 s on top of the snapshot's own ~0.5 s) and amortises the full write (~120
+    ms at 10,000 Services) to ~0.12 ms a change, next to ~0.1-0.15 ms for the append itself."""
     max_bytes_ratio: float = 0.25
     """The journal's bytes past this fraction of the snapshot file's also compact: a journal
     of big deltas is not replayed when loading the snapshot they sum to is cheaper."""
