@@ -183,6 +183,19 @@ def test_the_line_bound_compacts_and_empties_the_journal(path: Path) -> None:
     assert load_snapshot_file(path) == snaps[6]
 
 
+def test_the_byte_bound_compacts_a_journal_of_big_deltas(path: Path) -> None:
+    j = SnapshotJournal(path, JournalSettings(max_bytes_ratio=0.5, min_compact_bytes=0))
+    services = {f"s{i}": 1 for i in range(4)}
+    snaps = [snapshot(10 + k, {n: k for n in services}) for k in range(4)]  # all change each time
+    j.persist_snapshot(snaps[0])
+    actions = [j.persist_delta(diff(a, b), b) for a, b in pairwise(snaps)]
+    # one line is over half the snapshot file: the next delta compacts
+    assert actions == [Action.APPEND, Action.COMPACT, Action.APPEND]
+    assert path.read_bytes() == encode_snapshot(snaps[2])
+    assert len(journal_lines(j)) == 1
+    assert load_snapshot_file(path) == snaps[-1]
+
+
 def test_the_byte_bound_is_relative_to_the_snapshot_file() -> None:
     settings = JournalSettings(max_lines=1000, max_bytes_ratio=0.25, min_compact_bytes=100)
     delta = SnapshotDelta(base=5, version=6)
