@@ -8,7 +8,8 @@ down (controller → worker):
     `SnapshotMessage`  {"type": "snapshot", "snapshot": <Snapshot>}
         The routing snapshot (`flint_common.snapshot.Snapshot` as orjson serialises the
         dataclasses; `decode_snapshot` reads it back). The worker persists the same object to
-        `GatewaySettings.snapshot_path` and loads it at start.
+        `GatewaySettings.snapshot_path` and loads it at start (with the deltas applied since,
+        journalled as their `DeltaMessage` lines: `gateway.snapshot_journal`).
     `DeltaMessage`  {"type": "delta", "format": 1, "base": B, "version": V,
                      "routes": [<RouteEntry>...], "removed_routes": ["<ns>/<name>"...],
                      "revisions": [<RevisionTarget>...], "removed_revisions": ["<ns>/<name>"...],

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import logging
-import os
 import random
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
-import orjson
 
+from flint_common.delta import SnapshotDelta
 from flint_common.httpauth import describe_error
 from flint_common.link_tls import ControllerCAUnusable, LinkTLS, refusal
 from flint_common.secret import Secret, read_token
@@ -28,11 +24,10 @@ from flint_common.wire import (
     UpMessage,
     WireError,
     decode_down,
-    encode_snapshot,
-    load_snapshot,
 )
 from gateway.config import GatewaySettings
 from gateway.failover import Failover
+from gateway.snapshot_journal import SnapshotJournal
 
 if TYPE_CHECKING:
     from gateway.router import Router
@@ -47,78 +42,6 @@ DRAIN_ACK_COALESCE_S = 0.02
 """Drained-endpoint notifications within this window (seconds) are sent as one ack."""
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """Largest down message accepted (a snapshot of a very large installation)."""
-DELTA_PERSIST_DELAY_S = 1.0
-"""A snapshot reached by deltas is persisted this long (seconds) after the first of them, once
-for all that came meanwhile: writing a 10,000-Service snapshot costs a worker about 100 ms of
-CPU, more than many deltas' worth. A gateway restarted in that window serves the snapshot of
-up to this long before until it links again. Full snapshots are persisted before their ack."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Persistence (blocking: call through asyncio.to_thread)
-# ---------------------------------------------------------------------------------------------
-
-
-def load_snapshot_file(path: Path) -> Snapshot | None:
-    """The persisted snapshot, or None when there is none. Raises `WireError` on a corrupt file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return load_snapshot(raw)
-
-
-def persist_snapshot_file(path: Path, snapshot: Snapshot) -> bool:
-    """Atomically replace `path` with `snapshot` unless it already holds that version or newer.
-
-    Safe with several workers writing: an exclusive lock file serialises writers, the version
-    check keeps the newest, and temp file + fsync + os.replace make readers see whole files.
-    Returns whether the file was written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            current = _persisted_version(path)
-            if current is not None and current >= snapshot.version:
-                return False
-            data = encode_snapshot(snapshot)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-            return True
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def _persisted_version(path: Path) -> int | None:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        data = orjson.loads(raw)
-        return int(data["version"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None  # corrupt: overwrite it
-
-
-# ---------------------------------------------------------------------------------------------
-# The link
-# ---------------------------------------------------------------------------------------------
 
 
 class LinkTokenUnreadable(Exception):
@@ -157,8 +80,8 @@ class ControllerLink:
         self._tls = LinkTLS(settings.controller_ca)
         self._send_lock = asyncio.Lock()
         self._drained = asyncio.Event()
-        self._persisting: asyncio.Task[None] | None = None
-        """The pending persistence of a snapshot reached by deltas (`DELTA_PERSIST_DELAY_S`)."""
+        self._journal = SnapshotJournal(settings.snapshot_path)
+        """The persisted snapshot and its delta journal (`gateway.snapshot_journal`)."""
 
     def endpoint_drained(self) -> None:
         """The last request of a draining endpoint ended (the router's `on_drained`): re-ack."""
@@ -173,11 +96,7 @@ class ControllerLink:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S
         )
-        try:
-            await self._run(client_timeout=timeout)
-        finally:
-            if self._persisting is not None:
-                self._persisting.cancel()
+        await self._run(client_timeout=timeout)
 
     async def _run(self, *, client_timeout: aiohttp.ClientTimeout) -> None:
         urls = self._settings.link_urls
@@ -230,7 +149,7 @@ class ControllerLink:
         """Apply the snapshot persisted by an earlier run, if any; returns whether it did."""
         path = self._settings.snapshot_path
         try:
-            snapshot = await asyncio.to_thread(load_snapshot_file, path)
+            snapshot = await asyncio.to_thread(self._journal.load)
         except (OSError, ValueError) as exc:  # a WireError is a ValueError
             log.warning("event=persisted_snapshot_unreadable path=%s error=%r", path, exc)
             return False
@@ -316,9 +235,6 @@ class ControllerLink:
                      self.worker_id, snapshot.version, len(snapshot.routes),
                      len(snapshot.revisions))
             if self._persist:
-                if self._persisting is not None:
-                    self._persisting.cancel()  # this one is newer
-                    self._persisting = None
                 await self._persist_snapshot(snapshot)
         await self._send_ack()
         return True
@@ -335,27 +251,24 @@ class ControllerLink:
             log.debug("event=delta_applied worker=%s version=%d routes=%d revisions=%d",
                       self.worker_id, delta.version, len(delta.routes) + len(delta.removed_routes),
                       len(delta.revisions) + len(delta.removed_revisions))
-            if self._persist and self._persisting is None:
-                self._persisting = asyncio.create_task(self._persist_later(),
-                                                       name="link-persist-delta")
+            if self._persist:  # appended before the ack: a restart loses nothing acked
+                await self._persist_delta(delta, self._router.received)
         await self._send_ack()
         return True
 
-    async def _persist_later(self) -> None:
-        try:
-            await asyncio.sleep(DELTA_PERSIST_DELAY_S)
-        finally:
-            if self._persisting is asyncio.current_task():
-                self._persisting = None
-        await self._persist_snapshot(self._router.received)
-
     async def _persist_snapshot(self, snapshot: Snapshot) -> None:
-        path = self._settings.snapshot_path
         try:
-            await asyncio.to_thread(persist_snapshot_file, path, snapshot)
+            await asyncio.to_thread(self._journal.persist_snapshot, snapshot)
         except OSError as exc:  # serve it anyway; the file only matters after a restart
             log.warning("event=snapshot_persist_failed path=%s version=%d error=%r",
-                        path, snapshot.version, exc)
+                        self._journal.path, snapshot.version, exc)
+
+    async def _persist_delta(self, delta: SnapshotDelta, snapshot: Snapshot) -> None:
+        try:
+            await asyncio.to_thread(self._journal.persist_delta, delta, snapshot)
+        except OSError as exc:  # as above
+            log.warning("event=snapshot_persist_failed path=%s version=%d error=%r",
+                        self._journal.path, delta.version, exc)
 
     # -- acks ---------------------------------------------------------------------------------
 

@@ -21,12 +21,14 @@ import pytest
 from aiohttp import web
 from support.harness import free_port, serving
 
+from flint_common.delta import diff
 from flint_common.secret import load_or_create_token
 from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
-from flint_common.wire import LINK_PATH, NOT_LEADER
+from flint_common.wire import LINK_PATH, NOT_LEADER, DeltaMessage
 from gateway.config import GatewaySettings
-from gateway.link import ControllerLink, load_snapshot_file
+from gateway.link import ControllerLink
 from gateway.router import RouteMiss, Router
+from gateway.snapshot_journal import SnapshotJournal, load_snapshot_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 20.0
@@ -136,6 +138,15 @@ class FakeController:
         for ws in list(self.sockets):
             with contextlib.suppress(ConnectionError):
                 await ws.send_bytes(orjson.dumps({"type": "snapshot", "snapshot": snap}))
+
+    async def publish_delta(self, snap: Snapshot) -> None:
+        """Send `snap` as its delta to the last published snapshot (`DeltaMessage`)."""
+        assert self.snapshot is not None
+        text = DeltaMessage(diff(self.snapshot, snap)).encode()
+        self.snapshot = snap
+        for ws in list(self.sockets):
+            with contextlib.suppress(ConnectionError):
+                await ws.send_str(text)
 
     async def stand_by(self) -> None:
         """Stop leading: close every link with `NOT_LEADER`, refuse the next ones."""
@@ -374,6 +385,46 @@ async def test_link_hellos_applies_persists_and_acks(tmp_path: Path) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def acked(c: FakeController, version: int) -> bool:
+    return c.acked("gw/0") == version
+
+
+async def test_link_journals_each_delta_before_its_ack_and_a_new_link_serves_it(
+    tmp_path: Path,
+) -> None:
+    hosts = [(f"h{k}.default.localhost",) for k in range(5)]
+    async with upstream_server() as up:
+        async with controller(snapshot(1, up, hosts[0])) as c:
+            settings = GatewaySettings(controller_url=c.url, state_dir=tmp_path)
+            journal = SnapshotJournal(settings.snapshot_path)
+            router = Router()
+            task = asyncio.create_task(ControllerLink(settings, router, "gw/0").run())
+            try:
+                await eventually(lambda: c.acked("gw/0") == 1, "ack of version 1")
+                full = settings.snapshot_path.read_bytes()
+                for version in (2, 3, 4):
+                    await c.publish_delta(snapshot(version, up, hosts[version - 1]))
+                    await eventually(functools.partial(acked, c, version), f"ack of {version}")
+                    # persisted before the ack: nothing waits for a timer
+                    assert await asyncio.to_thread(load_snapshot_file, settings.snapshot_path) == (
+                        snapshot(version, up, hosts[version - 1]))
+                persisted = await asyncio.to_thread(journal.persisted)
+                assert (persisted.snapshot_version, persisted.version, persisted.journal_lines) == (
+                    1, 4, 3)
+                assert settings.snapshot_path.read_bytes() == full  # only the journal grew
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+        # controller down: a new link serves the snapshot with the journal replayed
+        router = Router()
+        link = ControllerLink(settings, router, "gw/0")
+        assert await link.load_persisted()
+        assert router.version == 4 and router.received == snapshot(4, up, hosts[3])
+        assert isinstance(router.resolve(hosts[3][0]), RevisionTarget)
 
 
 async def test_link_finds_the_leader_among_several_controllers_and_follows_it(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from flint_common.wire import (
     decode_up,
     encode_snapshot,
 )
-from gateway.link import load_snapshot_file, persist_snapshot_file
+from gateway.snapshot_journal import load_snapshot_file, persist_snapshot_file
 
 
 def snapshot(version: int = 3) -> Snapshot:
