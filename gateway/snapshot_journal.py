@@ -39,8 +39,12 @@ to the new snapshot (its first base is older), so it is neither replayed nor app
 
 Decision on `DELTA_PERSIST_DELAY_S` (the 1 s batching of the whole-snapshot writes): removed.
 An append is O(delta) and cheaper than a timer task, so each delta is appended at once, before
-its ack: a worker restarted in place loses nothing it acked (with `sync_appends`, not even on a
-power loss), and no write is pending when the link stops.
+its ack: a worker restarted in place loses nothing it acked, and no write is pending when the
+link stops. Appends are not fdatasync'ed by default (`sync_appends`): a sync before every ack
+put the disk's latency into every change's way to the gateways, and the files are a cache of
+what the controller sends again on the next link, so a power loss costs at most the last
+deltas' routes until the gateway links again (a process crash costs nothing: the page cache
+keeps them).
 """
 
 from __future__ import annotations
@@ -90,9 +94,10 @@ class JournalSettings:
     min_compact_bytes: int = 64 * 1024
     """But never for a journal under this many bytes (a small installation's snapshot is a few
     KiB: without this floor nearly every delta would rewrite it)."""
-    sync_appends: bool = True
-    """fdatasync each appended line before the ack (a power loss loses no acked change; a
-    process crash never does, the page cache keeps it). Full writes are always fsync'ed."""
+    sync_appends: bool = False
+    """fdatasync each appended line before the ack, so that not even a power loss loses an
+    acked change (default off: see the module docstring; a process crash never loses one, the
+    page cache keeps it). Full writes are always fsync'ed."""
 
 
 @dataclass(frozen=True, slots=True)
