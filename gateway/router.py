@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from flint_common.delta import DeltaMismatch, SnapshotDelta, apply_delta, replaced
 from flint_common.snapshot import Endpoint, RevisionTarget, Snapshot
 from gateway.balancer import Balancer
-from gateway.subsets import PeerChoice, local_view, normal_ip
+from gateway.subsets import PeerChoice, local_revision, local_view, normal_ip
 from gateway.table import RoutingTable, pick
 
 MissReason = Literal["unknown-host", "missing-revision", "no-traffic"]
@@ -157,9 +157,10 @@ class Router:
 
     def apply_delta(self, delta: SnapshotDelta) -> bool:
         """Switch to the snapshot `delta` makes of the current one, rebuilding only what it
-        touches (with subsetting, the whole local view is made again: `apply`). False when
-        `delta` is for another version than the current one (a gap: nothing changes); a delta
-        to a version not above the current one is ignored (True)."""
+        touches (with subsetting, the delta's revisions cut to this gateway's share: the same
+        as `local_view` of the whole; when the peers change, the whole local view is made
+        again: `apply`). False when `delta` is for another version than the current one (a gap:
+        nothing changes); a delta to a version not above the current one is ignored (True)."""
         current = self._received
         if delta.version <= current.version and current.version != 0:
             return True
@@ -167,17 +168,37 @@ class Router:
             snapshot = apply_delta(current, delta)
         except DeltaMismatch:
             return False
-        if snapshot.peers or current.peers:
+        if delta.peers is not None and (snapshot.peers or current.peers):
             self.apply(snapshot)
             return True
-        gone_routes, new_routes = replaced(current.routes, delta.routes, delta.removed_routes)
-        gone_revs, new_revs = replaced(current.revisions, delta.revisions, delta.removed_revisions)
+        local = delta
+        if snapshot.peers and self._gateway_id is not None:
+            peers = {p.gateway: p for p in snapshot.peers}
+            forwards = dict(self._forwards)
+            revisions = []
+            for rev in delta.revisions:
+                mine, choice = local_revision(rev, self._gateway_id, peers)
+                revisions.append(mine)
+                if choice is None:
+                    forwards.pop(rev.key, None)
+                else:
+                    forwards[rev.key] = choice
+            for ns, name in delta.removed_revisions:
+                forwards.pop(f"{ns}/{name}", None)
+            self._forwards = forwards
+            local = replace(delta, base=self._snapshot.version, revisions=tuple(revisions))
+        if snapshot.peers:  # unchanged: the one before has the same
+            self.peer_hosts = frozenset(normal_ip(p.host) for p in snapshot.peers)
+        view = apply_delta(self._snapshot, local)
+        was = self._snapshot
+        gone_routes, new_routes = replaced(was.routes, local.routes, local.removed_routes)
+        gone_revs, new_revs = replaced(was.revisions, local.revisions, local.removed_revisions)
         self._table = self._table.updated(gone_routes, new_routes, gone_revs, new_revs)
         self._cache = {}
         self._balancer.update_revisions(gone_revs, new_revs)
-        self._received = self._snapshot = snapshot
+        self._received, self._snapshot = snapshot, view
         for listener in self._listeners:
-            listener(snapshot)
+            listener(view)
         return True
 
     def resolve(self, host: str, tag: str | None = None) -> RevisionTarget | RouteMiss:

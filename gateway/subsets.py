@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from flint_common.snapshot import Endpoint, Peer, RevisionTarget, Snapshot
 
-__all__ = ["PEER_ENDPOINT_PREFIX", "LocalView", "PeerChoice", "local_view", "normal_ip", "peer_endpoint"]
+__all__ = ["PEER_ENDPOINT_PREFIX", "LocalView", "PeerChoice", "local_revision", "local_view", "normal_ip",
+           "peer_endpoint"]
 
 
 PEER_ENDPOINT_PREFIX = "@gateway-peer-"
@@ -88,21 +89,29 @@ def local_view(snapshot: Snapshot, gateway_id: str | None) -> LocalView:
     revisions: list[RevisionTarget] = []
     changed = False
     for rev in snapshot.revisions:
-        if rev.container_concurrency <= 0 or not any(ep.owner for ep in rev.endpoints):
-            revisions.append(rev)
-            continue
-        owned = tuple(ep for ep in rev.endpoints if ep.owner in ("", gateway_id))
-        if not owned:
-            choice = _owners(rev.endpoints, peers)
-            if choice is not None:
-                forwards[rev.key] = choice
-        if len(owned) != len(rev.endpoints):
-            changed = True
-            rev = replace(rev, endpoints=owned)
-        revisions.append(rev)
+        local, choice = local_revision(rev, gateway_id, peers)
+        if choice is not None:
+            forwards[rev.key] = choice
+        changed |= local is not rev
+        revisions.append(local)
     if changed:
         snapshot = replace(snapshot, revisions=tuple(revisions))
     return LocalView(snapshot, forwards, hosts)
+
+
+def local_revision(
+    rev: RevisionTarget, gateway_id: str, peers: dict[str, Peer]
+) -> tuple[RevisionTarget, PeerChoice | None]:
+    """One revision as gateway `gateway_id` routes it (`local_view`'s, for a delta's revisions):
+    a limited revision with only the endpoints it owns (the same object when that is all of
+    them), and its owners' peer listeners when it owns none (else None)."""
+    if rev.container_concurrency <= 0 or not any(ep.owner for ep in rev.endpoints):
+        return rev, None
+    owned = tuple(ep for ep in rev.endpoints if ep.owner in ("", gateway_id))
+    choice = None if owned else _owners(rev.endpoints, peers)
+    if len(owned) != len(rev.endpoints):
+        rev = replace(rev, endpoints=owned)
+    return rev, choice
 
 
 def _owners(endpoints: tuple[Endpoint, ...], peers: dict[str, Peer]) -> PeerChoice | None:

@@ -9,7 +9,15 @@ from dataclasses import replace
 import pytest
 
 from flint_common.delta import DeltaMismatch, apply_delta, diff, replaced, worth_sending
-from flint_common.snapshot import Endpoint, RevisionTarget, RouteEntry, Snapshot, TagTarget, TrafficSplit
+from flint_common.snapshot import (
+    Endpoint,
+    Peer,
+    RevisionTarget,
+    RouteEntry,
+    Snapshot,
+    TagTarget,
+    TrafficSplit,
+)
 from flint_common.wire import DeltaMessage, Hello, WireError, decode_down
 from gateway.balancer import Balancer
 from gateway.router import Router
@@ -154,3 +162,48 @@ def test_a_router_refuses_a_delta_across_a_gap_and_ignores_an_old_one() -> None:
     assert not router.apply_delta(replace(diff(a, b), base=5, version=12))
     assert router.version == 11
     assert router.apply_delta(diff(a, b)) and router.snapshot is b
+
+
+def subsetted(s: Snapshot, gateways: tuple[str, ...]) -> Snapshot:
+    """`s` with every other revision limited and its endpoints owned in turn by `gateways`,
+    as `controller.routing_subsets` gives them, and the gateways as peers."""
+    revs = []
+    for i, rev in enumerate(s.revisions):
+        if i % 2 == 0:
+            rev = replace(rev, container_concurrency=5, endpoints=tuple(
+                replace(ep, owner=gateways[(i + k) % len(gateways)]) for k, ep in enumerate(rev.endpoints)))
+        revs.append(rev)
+    peers = tuple(Peer(g, f"10.9.0.{n + 1}", 8090) for n, g in enumerate(gateways))
+    return replace(s, revisions=tuple(revs), peers=peers)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_with_subsetting_a_router_given_deltas_holds_the_local_view_a_whole_snapshot_gives(
+        seed: int) -> None:
+    a, b = random_pair(random.Random(seed))
+    rnd = random.Random(seed)
+    gateways = ("gw-a", "gw-b", "gw-c")[: rnd.randint(2, 3)]
+    a, b = subsetted(a, gateways), subsetted(b, gateways)
+    for me in gateways:
+        by_delta, by_snapshot = Router(a, gateway_id=me), Router(a, gateway_id=me)
+        delta = diff(a, b)
+        assert delta.peers is None  # the peers stayed: the incremental path
+        assert by_delta.apply_delta(delta)
+        by_snapshot.apply(b)
+        assert by_delta.received == b
+        assert by_delta.snapshot == by_snapshot.snapshot != b  # this gateway's share only
+        assert by_delta.peer_hosts == by_snapshot.peer_hosts
+        for rev in b.revisions:
+            assert by_delta.forwarded(rev.key) == by_snapshot.forwarded(rev.key), rev.key
+        for r in (*a.routes, *b.routes):
+            for host in (*r.hosts, *(h for t in r.tags for h in t.hosts)):
+                assert by_delta.resolve(host) == by_snapshot.resolve(host), host
+
+
+def test_with_subsetting_a_change_of_peers_makes_the_whole_local_view_again() -> None:
+    a, b = random_pair(random.Random(5))
+    a, b = subsetted(a, ("gw-a", "gw-b")), subsetted(b, ("gw-a", "gw-b", "gw-c"))
+    by_delta, by_snapshot = Router(a, gateway_id="gw-a"), Router(a, gateway_id="gw-a")
+    assert by_delta.apply_delta(diff(a, b))
+    by_snapshot.apply(b)
+    assert by_delta.snapshot == by_snapshot.snapshot and by_delta.peer_hosts == by_snapshot.peer_hosts
