@@ -33,6 +33,7 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -47,7 +48,7 @@ from aiohttp import web
 
 from controller.gatewayhub import GatewayHub
 from controller.routing import build_snapshot, plan_hosts
-from controller.routing_subsets import subset_snapshot
+from controller.routing_subsets import peer_table, subset_snapshot
 from controller.snapshot_builder import HostPlanner, SnapshotBuilder
 from flint_common.secret import load_or_create_token
 from flint_common.snapshot import Endpoint, Snapshot
@@ -130,19 +131,24 @@ def build(cluster: Cluster, peers: dict[str, tuple[str, int]] | None = None) -> 
 
 
 class Rebuilder:
-    """What `SnapshotPublisher.build` does on every change (no brokers, no failures, no peers):
+    """What `SnapshotPublisher.build` does on every change (no brokers, no failures; `peers`:
+    the gateways with a peer listener, for subsetting):
     the host plan and the entries rebuilt from what changed (`controller.snapshot_builder`),
     the endpoints given as new tuples as the publisher's listing of the runtime gives them
     (that listing itself, O(replicas), is the runtime's and not measured here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, peers: Callable[[], dict[str, tuple[str, int]]] = dict) -> None:
         self.planner, self.builder = HostPlanner(), SnapshotBuilder()
+        self.peers = peers
 
     def __call__(self, cluster: Cluster) -> Snapshot:
         plan = self.planner.plan(cluster.routes, "example.com")
         # the publisher lists the runtime's replicas afresh for every build: new tuples
         endpoints = {k: tuple([*v]) for k, v in cluster.endpoints.items()}
-        return self.builder.build(cluster.routes, cluster.revisions, endpoints, plan, version=0)
+        peers = self.peers()
+        snapshot = self.builder.build(cluster.routes, cluster.revisions, endpoints, plan, version=0,
+                                      gateways=sorted(peers))
+        return replace(snapshot, peers=peer_table(peers)) if peers else snapshot
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +172,7 @@ class Report:
     bytes_per_route: float
     workers: int = 0
     changes: int = 0
+    subsetting: bool = False
     change_p50_ms: float | None = None
     change_p99_ms: float | None = None
     change_max_ms: float | None = None
@@ -284,11 +291,14 @@ async def serve_hub(hub: GatewayHub) -> AsyncIterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def gateway(state_dir: Path, port: int, workers: int) -> AsyncIterator[tuple[int, list[int]]]:
-    """`python -m gateway` linked to the hub on `port`; killed with its workers on the way out."""
+async def gateway(state_dir: Path, port: int, workers: int, peer_port: int | None = None
+                  ) -> AsyncIterator[tuple[int, list[int]]]:
+    """`python -m gateway` linked to the hub on `port` (with a peer listener on `peer_port`: it
+    takes part in subsetting); killed with its workers on the way out."""
     await asyncio.to_thread(load_or_create_token, state_dir / "auth" / "token")
+    peer = ["--peer-listen", f"127.0.0.1:{peer_port}"] if peer_port else []
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "--port", "0", "--admin-port", "0",
+        sys.executable, "-m", "gateway", "--port", "0", "--admin-port", "0", *peer,
         "--workers", str(workers), "--controller", f"http://127.0.0.1:{port}",
         "--state-dir", str(state_dir), "--domain", "example.com", "--gateway-id", "bench",
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
@@ -313,16 +323,28 @@ async def gateway(state_dir: Path, port: int, workers: int) -> AsyncIterator[tup
                 os.kill(pid, signal.SIGKILL)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _ticks(pids: list[int]) -> int:
     return sum(t or 0 for t in (process_ticks(p) for p in pids))
 
 
+OTHER_PEER = ("bench-other", ("127.0.0.2", 9))
+"""With `--subsetting`, a second gateway in the peer table (never linked, never sent to): it owns
+about half of each limited revision's replicas, so the bench gateway forwards some revisions."""
+
+
 async def measure_changes(report: Report, cluster: Cluster, state_dir: Path, workers: int,
-                          changes: int) -> None:
+                          changes: int, subsetting: bool = False) -> None:
     acks = Acks()
     hub = acks.hub
-    async with serve_hub(hub) as port, gateway(state_dir, port, workers) as (root, pids):
-        rebuild = Rebuilder()
+    peer_port = _free_port() if subsetting else None
+    async with serve_hub(hub) as port, gateway(state_dir, port, workers, peer_port) as (root, pids):
+        rebuild = Rebuilder(lambda: {**hub.peers(), OTHER_PEER[0]: OTHER_PEER[1]} if subsetting else {})
         version = hub.publish(rebuild(cluster))
         await acks.wait(version, workers)
         latencies: list[float] = []
@@ -336,7 +358,7 @@ async def measure_changes(report: Report, cluster: Cluster, state_dir: Path, wor
         after = await asyncio.to_thread(_ticks, pids)
         memory = await asyncio.to_thread(procs.tree_memory, [root])
     latencies.sort()
-    report.workers, report.changes = workers, changes
+    report.workers, report.changes, report.subsetting = workers, changes, subsetting
     report.change_p50_ms = statistics.median(latencies)
     report.change_p99_ms = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     report.change_max_ms = latencies[-1]
@@ -359,8 +381,9 @@ def render(r: Report) -> str:
         f"{r.bytes_per_route:.0f} bytes per route",
     ]
     if r.changes:
+        how = f"{r.workers} workers, {r.changes} changes" + (", subsetting" if r.subsetting else "")
         lines += [
-            f"  4. one change → every worker ({r.workers} workers, {r.changes} changes): "
+            f"  4. one change → every worker ({how}): "
             f"p50 {r.change_p50_ms:.1f} ms, p99 {r.change_p99_ms:.1f} ms, "
             f"max {r.change_max_ms:.1f} ms",
             f"     worker CPU per change              {r.worker_cpu_ms_per_change:8.1f} ms",
@@ -376,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gateway workers (default 2)")
     parser.add_argument("--changes", type=int, default=50,
                         help="Service changes sent end to end (default 50; 0 skips part 4)")
+    parser.add_argument("--subsetting", action="store_true",
+                        help="the gateway with a peer listener, limited revisions' replicas owned "
+                        "by it and by a second gateway (as deploy/'s gateways are)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     args = parser.parse_args(argv)
     if args.services < 1 or args.workers < 1 or args.changes < 0:
@@ -384,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         report, cluster = measure_pure(args.services, Path(tmp) / "pure")
         if args.changes:
             asyncio.run(measure_changes(report, cluster, Path(tmp) / "state", args.workers,
-                                        args.changes))
+                                        args.changes, args.subsetting))
     print(render(report))
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
