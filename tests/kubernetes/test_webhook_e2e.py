@@ -1,0 +1,104 @@
+"""The admission webhook end to end on the contract fake: a real controller (`--engine kubernetes`
+with its webhook listener) whose leader fills the `caBundle` of the two configurations of
+deploy/flint/webhook.yaml, the fake calling them over HTTPS (the certificate checked against that
+bundle and the Service name `flint-webhook.<ns>.svc`), and the real `kubectl` applying Knative
+objects: a valid Service stored with the embedded API's defaults and Ready, invalid ones refused
+in Knative's words with their field paths, a warning shown, an invalid update refused.
+
+The cases are tests/support/webhook_cases.py's, which test_installed_cluster.py runs on a real
+cluster."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support import webhook_cases as cases
+from support.harness import REPO
+from support.kube_engine import GatewayProcess, reaped, running_engine
+from support.kubeapi.kubeconfig import write_kubeconfig
+from support.kubeapi.session import KubeTarget, eventually
+
+from controller.cluster_tls.settings import CA_CONFIGMAP, WEBHOOK_SERVICE
+from controller.webhook.settings import WebhookSettings
+from loadtests.flint_process import free_ports
+
+pytestmark = [pytest.mark.fake_only, pytest.mark.timeout(240)]
+
+DEADLINE_S = 60.0
+WEBHOOK_YAML = REPO / "deploy" / "flint" / "webhook.yaml"
+CONFIGURATIONS = (("mutatingwebhookconfiguration", "flint-defaulting"),
+                  ("validatingwebhookconfiguration", "flint-validation"))
+
+
+def webhook_manifests(namespace: str) -> list[dict[str, Any]]:
+    """deploy/flint/webhook.yaml with the Service (and the configurations' references to it) in
+    `namespace`, the controller's there (its certificate names `flint-webhook.<namespace>.svc`)."""
+    docs = [d for d in yaml.safe_load_all(WEBHOOK_YAML.read_text()) if d]
+    for d in docs:
+        if d["kind"] == "Service":
+            d["metadata"]["namespace"] = namespace
+        for hook in d.get("webhooks") or []:
+            assert "caBundle" not in hook["clientConfig"], "shipped without: the leader writes it"
+            hook["clientConfig"]["service"]["namespace"] = namespace
+    assert sorted(d["kind"] for d in docs) == [
+        "MutatingWebhookConfiguration", "Service", "ValidatingWebhookConfiguration"]
+    return docs
+
+
+@dataclass
+class Cluster:
+    kubectl: cases.Kubectl
+    kube: KubeTarget
+
+
+@pytest.fixture
+async def cluster(kube: KubeTarget, tmp_path: Path) -> AsyncIterator[Cluster]:
+    assert kube.fake is not None
+    ns = kube.namespace
+    kubectl = cases.Kubectl(write_kubeconfig(tmp_path / "kubectl-config", kube.fake.url), tmp_path / "home",
+                            apply_flags=("--validate=false",))
+    (tmp_path / "home").mkdir()
+    applied = await kubectl.apply(*webhook_manifests(ns))  # before the leader's term: it publishes then
+    assert applied.returncode == 0, applied.stderr
+    (port,) = free_ports(1)
+    kube.fake.webhook_addresses[f"{ns}/{WEBHOOK_SERVICE}"] = f"127.0.0.1:{port}"
+    async with running_engine(kube, tmp_path, webhook=WebhookSettings(port=port, host="127.0.0.1")) as (
+            controller, settings, _kubelet), reaped() as procs:
+        assert controller.webhook is not None and controller.webhook.url == f"https://127.0.0.1:{port}"
+        procs.append(GatewayProcess(f"http://127.0.0.1:{settings.api_port}",
+                                    settings.state_dir / "auth" / "token", tmp_path / "gateway",
+                                    settings.gateway_port))
+        await eventually(lambda: ca_bundles(kubectl, ns), lambda b: len(b) == 1 and "" not in b, DEADLINE_S,
+                         "the leader's CA bundle in both webhook configurations")
+        yield Cluster(kubectl, kube)
+
+
+async def ca_bundles(kubectl: cases.Kubectl, namespace: str) -> set[str]:
+    """Each webhook's caBundle, decoded ("" where unset), and the ConfigMap's trust bundle must
+    be the same."""
+    found: set[str] = set()
+    for kind, name in CONFIGURATIONS:
+        config = await kubectl.get(kind, None, name)
+        assert config is not None
+        for hook in config["webhooks"]:
+            raw = hook["clientConfig"].get("caBundle") or ""
+            found.add(base64.b64decode(raw).decode() if raw else "")
+    cm = await kubectl.get("configmap", namespace, CA_CONFIGMAP)
+    found.add((cm or {}).get("data", {}).get("ca.crt", ""))
+    return found
+
+
+async def test_kubectl_apply_goes_through_the_controllers_webhook(cluster: Cluster) -> None:
+    ns, kubectl = cluster.kube.namespace, cluster.kubectl
+    await cases.valid_service_is_defaulted_and_ready(kubectl, ns, cases.FAKE_IMAGE, wait_ready=True,
+                                                     deadline_s=DEADLINE_S)
+    refused = await cases.invalid_services_are_refused(kubectl, cluster.kube.api, ns, cases.FAKE_IMAGE)
+    print("\n".join(refused.values()))
+    print(await cases.warning_is_shown(kubectl, ns))
+    print(await cases.invalid_update_is_refused(kubectl, ns, cases.FAKE_IMAGE))
