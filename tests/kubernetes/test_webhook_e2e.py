@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from support import webhook_cases as cases
+from support.flint_crds import flint_crds, register_crds
 from support.harness import REPO
 from support.kube_engine import GatewayProcess, reaped, running_engine
 from support.kubeapi.kubeconfig import write_kubeconfig
@@ -94,11 +95,39 @@ async def ca_bundles(kubectl: cases.Kubectl, namespace: str) -> set[str]:
     return found
 
 
-async def test_kubectl_apply_goes_through_the_controllers_webhook(cluster: Cluster) -> None:
+async def test_a_valid_service_gets_the_embedded_defaults_and_an_invalid_update_is_refused(
+        cluster: Cluster) -> None:
     ns, kubectl = cluster.kube.namespace, cluster.kubectl
     await cases.valid_service_is_defaulted_and_ready(kubectl, ns, cases.FAKE_IMAGE, wait_ready=True,
                                                      deadline_s=DEADLINE_S)
-    refused = await cases.invalid_services_are_refused(kubectl, cluster.kube.api, ns, cases.FAKE_IMAGE)
-    print("\n".join(refused.values()))
-    print(await cases.warning_is_shown(kubectl, ns))
-    print(await cases.invalid_update_is_refused(kubectl, ns, cases.FAKE_IMAGE))
+    refused = await cases.invalid_update_is_refused(kubectl, ns, cases.FAKE_IMAGE)
+    assert refused == ('The Service "hello" is invalid: spec.template.spec.containerConcurrency: '
+                       'expected 0 <= 5000 <= 1000'), refused
+    await cases.named_template_change_is_refused(kubectl, ns, cases.FAKE_IMAGE)
+
+
+async def test_invalid_services_are_refused_with_the_field_path_in_knatives_words(cluster: Cluster) -> None:
+    kube = cluster.kube
+    shown = await cases.invalid_services_are_refused(cluster.kubectl, kube.api, kube.namespace,
+                                                     cases.FAKE_IMAGE)
+    assert shown["traffic-sum"] == (
+        'The Service "bad-traffic-sum" is invalid: spec.traffic: Traffic targets sum to 90, want 100')
+
+
+async def test_a_warning_of_the_registry_is_a_kubectl_warning_line(cluster: Cluster) -> None:
+    line = await cases.warning_is_shown(cluster.kubectl, cluster.kube.namespace)
+    assert f'broker class "{cases.WARNED_BROKER_CLASS}" is not reconciled by Flint' in line
+
+
+async def test_the_webhook_fails_closed_when_it_cannot_be_reached(kube: KubeTarget, tmp_path: Path) -> None:
+    """failurePolicy Fail (deploy/flint/webhook.yaml): with no controller serving the webhook,
+    kubectl's Service is refused and nothing is stored."""
+    assert kube.fake is not None
+    kubectl = cases.Kubectl(write_kubeconfig(tmp_path / "kubectl-config", kube.fake.url), tmp_path,
+                            apply_flags=("--validate=false",))
+    await register_crds(kube.api, flint_crds())
+    assert (await kubectl.apply(*webhook_manifests(kube.namespace))).returncode == 0
+    done = await kubectl.apply(cases.service(kube.namespace, "hello", cases.FAKE_IMAGE))
+    assert done.returncode != 0
+    assert 'failed calling webhook "defaulting.webhook.flint.dev"' in done.stderr, done.stderr
+    assert await kubectl.get("ksvc", kube.namespace, "hello") is None

