@@ -88,6 +88,7 @@ async def test_a_valid_service_is_defaulted_and_an_invalid_update_refused(
         kubectl, kube.namespace, image(), wait_ready=bool(os.environ.get(IMAGE_ENV)),
         deadline_s=READY_DEADLINE_S)
     await cases.invalid_update_is_refused(kubectl, kube.namespace, image())
+    await cases.every_write_path_is_checked(kubectl, kube.namespace, image())
     await cases.named_template_change_is_refused(kubectl, kube.namespace, image())
 
 

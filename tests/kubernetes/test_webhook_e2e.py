@@ -103,6 +103,7 @@ async def test_a_valid_service_gets_the_embedded_defaults_and_an_invalid_update_
     refused = await cases.invalid_update_is_refused(kubectl, ns, cases.FAKE_IMAGE)
     assert refused == ('The Service "hello" is invalid: spec.template.spec.containerConcurrency: '
                        'expected 0 <= 5000 <= 1000'), refused
+    await cases.every_write_path_is_checked(kubectl, ns, cases.FAKE_IMAGE)
     await cases.named_template_change_is_refused(kubectl, ns, cases.FAKE_IMAGE)
 
 

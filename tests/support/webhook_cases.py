@@ -297,3 +297,33 @@ async def named_template_change_is_refused(kubectl: Kubectl, namespace: str, ima
     assert "service.serving.knative.dev/named configured" in renamed.stdout, renamed.stdout
     return refused.stderr.strip()
 
+
+
+async def every_write_path_is_checked(kubectl: Kubectl, namespace: str, image: str) -> None:
+    """Case (d) by the other ways kubectl writes: server-side apply (create and update), a merge
+    patch and a JSON patch of the stored valid Service `hello` are each refused in Knative's
+    words, and it stays as it was."""
+    before = await kubectl.get("ksvc", namespace, "hello")
+    assert before is not None, "case (a) first"
+    ssa = ("apply", "--server-side", *kubectl.apply_flags, "-f", "-")
+    bad = REFUSALS[0].manifest(namespace, image)
+    created = await kubectl.arun(*ssa, stdin=orjson.dumps(bad).decode())
+    assert created.returncode != 0, created.stdout
+    expected = kubectl_refusal(bad["metadata"]["name"], REFUSALS[0].path, REFUSALS[0].wording)
+    assert expected in created.stderr, created.stderr
+    update = UPDATE_REFUSAL.manifest(namespace, image, name="hello")
+    changes = [
+        (ssa, orjson.dumps(update).decode(), UPDATE_REFUSAL.path, UPDATE_REFUSAL.wording),
+        (("patch", "ksvc", "hello", "-n", namespace, "--type=merge",
+          "-p", '{"spec": {"template": {"spec": {"timeoutSeconds": 7200}}}}'),
+         None, REFUSALS[3].path, REFUSALS[3].wording),
+        (("patch", "ksvc", "hello", "-n", namespace, "--type=json",
+          "-p", '[{"op": "replace", "path": "/spec/traffic/0/percent", "value": 90}]'),
+         None, REFUSALS[0].path, REFUSALS[0].wording),
+    ]
+    for args, stdin, path, wording in changes:
+        done = await kubectl.arun(*args, stdin=stdin)
+        assert done.returncode != 0, f"{args}: {done.stdout}"
+        assert kubectl_refusal("hello", path, wording) in done.stderr, f"{args}: {done.stderr}"
+    after = await kubectl.get("ksvc", namespace, "hello")
+    assert after is not None and _kept(after) == _kept(before)
