@@ -130,5 +130,8 @@ async def test_the_webhook_fails_closed_when_it_cannot_be_reached(kube: KubeTarg
     assert (await kubectl.apply(*webhook_manifests(kube.namespace))).returncode == 0
     done = await kubectl.apply(cases.service(kube.namespace, "hello", cases.FAKE_IMAGE))
     assert done.returncode != 0
-    assert 'failed calling webhook "defaulting.webhook.flint.dev"' in done.stderr, done.stderr
+    url = f"https://flint-webhook.{kube.namespace}.svc:443/admission/defaulting?timeout=10s"
+    assert ('Internal error occurred: failed calling webhook "defaulting.webhook.flint.dev": failed to call '
+            f'webhook: Post "{url}": no endpoints available for service "flint-webhook"') in done.stderr, \
+        done.stderr
     assert await kubectl.get("ksvc", kube.namespace, "hello") is None
