@@ -97,9 +97,12 @@ async def ca_bundles(kubectl: cases.Kubectl, namespace: str) -> set[str]:
 
 async def test_a_valid_service_gets_the_embedded_defaults_and_an_invalid_update_is_refused(
         cluster: Cluster) -> None:
-    ns, kubectl = cluster.kube.namespace, cluster.kubectl
+    ns, kubectl, fake = cluster.kube.namespace, cluster.kubectl, cluster.kube.fake
+    assert fake is not None
+    calls = fake.admission.calls
     await cases.valid_service_is_defaulted_and_ready(kubectl, ns, cases.FAKE_IMAGE, wait_ready=True,
                                                      deadline_s=DEADLINE_S)
+    assert fake.admission.calls > calls  # defaulted by the webhook (and its children admitted by it)
     refused = await cases.invalid_update_is_refused(kubectl, ns, cases.FAKE_IMAGE)
     assert refused == ('The Service "hello" is invalid: spec.template.spec.containerConcurrency: '
                        'expected 0 <= 5000 <= 1000'), refused
