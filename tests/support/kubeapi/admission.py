@@ -10,9 +10,10 @@ the test maps `<namespace>/<name>` to (`KubeApiFake.webhook_addresses`, "127.0.0
 the call fails with `service "<name>" not found`, or `no endpoints available for service "<name>"`
 when that Service object exists), with its certificate verified against `caBundle` (the system's
 CAs without one) for the host name `<name>.<namespace>.svc`. An unreachable or misbehaving
-webhook fails the request (`failurePolicy: Fail`, the default: 500 `Internal error occurred: failed calling webhook ...`) or
-is skipped (`Ignore`); a denial is its `status` with kube-apiserver's prefix (`admission webhook
-"<name>" denied the request: ...`, code 400 at least); warnings become `Warning` headers.
+webhook fails the request (`failurePolicy: Fail`, the default: 500 `Internal error occurred:
+failed calling webhook ...`) or is skipped (`Ignore`); a denial is its `status` with
+kube-apiserver's prefix (`admission webhook "<name>" denied the request: ...`, code 400 at
+least); warnings become `Warning` headers.
 
 Not copied: `namespaceSelector`, `objectSelector`, `matchConditions`, `matchPolicy: Equivalent`
 (versions must match exactly), reinvocation, parallel validating calls, CRD schema defaulting
