@@ -123,6 +123,16 @@ def cm(name: str = "one", **labels: str) -> JSON:
             "metadata": {"name": name, **({"labels": labels} if labels else {})}}
 
 
+async def expose_hook(kube: KubeTarget) -> None:
+    """Service flint-system/hook, as a webhook's Service would be (its namespace made first)."""
+    async with aiohttp.ClientSession() as http:
+        for url, body in ((f"{_url(kube)}/api/v1/namespaces", {"metadata": {"name": "flint-system"}}),
+                          (f"{_url(kube)}/api/v1/namespaces/flint-system/services",
+                           {"metadata": {"name": "hook"}, "spec": {"ports": [{"port": 443}]}})):
+            async with http.post(url, json=body) as r:
+                assert r.status == 201, await r.text()
+
+
 @pytest.fixture
 def mapped(kube: KubeTarget, hook: Hook) -> Hook:
     assert kube.fake is not None
@@ -176,9 +186,14 @@ async def test_unreachable_untrusted_or_misnamed_webhooks_fail_the_write(
     await register(kube, configuration("ValidatingWebhookConfiguration", "validate", ca))
     status, body, _ = await write(kube, "POST", cm())  # no address for the Service
     assert status == 500 and body["reason"] == "InternalError"
-    assert body["message"].startswith(
+    assert body["message"] == (
         'Internal error occurred: failed calling webhook "validate.hook.test": failed to call webhook: '
-        'Post "https://hook.flint-system.svc:443/validate?timeout=10s"')
+        'Post "https://hook.flint-system.svc:443/validate?timeout=10s": service "hook" not found')
+    await expose_hook(kube)  # the Service exists, nothing behind it
+    status, body, _ = await write(kube, "POST", cm())
+    assert status == 500 and body["message"].endswith(
+        'Post "https://hook.flint-system.svc:443/validate?timeout=10s": '
+        'no endpoints available for service "hook"'), body
     (closed,) = free_ports(1)
     kube.fake.webhook_addresses["flint-system/hook"] = f"127.0.0.1:{closed}"
     status, body, _ = await write(kube, "POST", cm())

@@ -6,12 +6,14 @@ a webhook's `rules` match goes: mutating webhooks (configurations by name, webho
 returned JSONPatch applied with the `jsonpatch` library), the store's own checks (schema,
 pruning, names: a dry run), validating webhooks shown the object as it would be stored, then the
 write. A webhook is reached at `clientConfig.url`, or for `clientConfig.service` at the address
-the test maps `<namespace>/<name>` to (`KubeApiFake.webhook_addresses`, "127.0.0.1:PORT"), with
-its certificate verified against `caBundle` (the system's CAs without one) for the host name
-`<name>.<namespace>.svc`. An unreachable or misbehaving webhook fails the request
-(`failurePolicy: Fail`, the default: 500 `Internal error occurred: failed calling webhook ...`) or
-is skipped (`Ignore`); a denial is its `status` with kube-apiserver's prefix (`admission webhook
-"<name>" denied the request: ...`, code 400 at least); warnings become `Warning` headers.
+the test maps `<namespace>/<name>` to (`KubeApiFake.webhook_addresses`, "127.0.0.1:PORT"; unmapped,
+the call fails with `service "<name>" not found`, or `no endpoints available for service "<name>"`
+when that Service object exists), with its certificate verified against `caBundle` (the system's
+CAs without one) for the host name `<name>.<namespace>.svc`. An unreachable or misbehaving
+webhook fails the request (`failurePolicy: Fail`, the default: 500 `Internal error occurred:
+failed calling webhook ...`) or is skipped (`Ignore`); a denial is its `status` with
+kube-apiserver's prefix (`admission webhook "<name>" denied the request: ...`, code 400 at
+least); warnings become `Warning` headers.
 
 Not copied: `namespaceSelector`, `objectSelector`, `matchConditions`, `matchPolicy: Equivalent`
 (versions must match exactly), reinvocation, parallel validating calls, CRD schema defaulting
@@ -156,9 +158,7 @@ class Admission:
         query = f"?timeout={timeout:g}s"
         shown, target, hostname = self._endpoint(config)
         if target is None:
-            service = (config.get("service") or {}).get("name", "")
-            raise WebhookFailed(
-                f'failed to call webhook: Post "{shown}{query}": service "{service}" not found')
+            raise WebhookFailed(f'failed to call webhook: Post "{shown}{query}": {self._unserved(config)}')
         uid = str(uuid.uuid4())
         review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                   "request": _request(uid, write)}
@@ -193,6 +193,22 @@ class Admission:
         if response.get("uid") != uid:
             raise WebhookFailed(f'expected response.uid="{uid}", got "{response.get("uid")}"')
         return response
+
+    def _unserved(self, config: JSON) -> str:
+        """Why a `clientConfig.service` without a mapped address cannot be called: kube-apiserver's
+        service resolver finds no Service by that name, or (the Service exists) nothing behind it
+        (the endpoint resolver's words; the fake assigns no cluster IPs to dial)."""
+        service = config.get("service") or {}
+        namespace, name = str(service.get("namespace", "")), str(service.get("name", ""))
+        res = self.store.resource_of("", "services")
+        if res is not None and namespace and name:
+            try:
+                self.store.get(res, namespace, name)
+                return f'no endpoints available for service "{name}"'
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+        return f'service "{name}" not found'
 
     def _endpoint(self, config: JSON) -> tuple[str, str | None, str | None]:
         """(the URL as messages show it, the URL posted to (None: the Service has no address),
