@@ -10,12 +10,15 @@ from typing import Any
 from controller.api.eventing import (
     BACKEND_ANNOTATION,
     BACKEND_REDIS,
+    BROKER_CLASS_ANNOTATION,
     BROKER_CONDITION_ADDRESSABLE,
     BROKER_CONDITION_DURABLE,
     BROKER_CONDITION_FILTER,
     BROKER_CONDITION_INGRESS,
     BROKER_CONDITION_TRIGGER_CHANNEL,
     BROKER_CONDITIONS,
+    ENGINE_EMBEDDED,
+    ENGINE_KUBERNETES,
     FLINT_REDIS_BROKER_CLASS,
     broker_address_url,
     broker_backend,
@@ -38,11 +41,32 @@ from controller.reconcilers.watches import Change, Reconciler, Watch, itself, ma
 from controller.redis_health import RedisView
 from flint_common.redis_keys import stream_key
 
-REDIS_NOT_CONFIGURED = (
-    f"the broker's class is {FLINT_REDIS_BROKER_CLASS} but this Flint has no Redis: start it with "
-    "`flint up --redis redis://HOST:PORT/DB` (or set FLINT_REDIS_URL, or `redis: {url: …}` in the "
-    "settings file), or create the broker with another class (its class cannot change)"
-)
+
+def redis_not_configured(subject: str, engine: str = ENGINE_EMBEDDED) -> str:
+    """Why an object whose log is on Redis is not Ready without one, and what to do on `engine`
+    (`subject`: what keeps it there, e.g. "the broker's class is FlintRedis")."""
+    if engine == ENGINE_KUBERNETES:
+        return (f"{subject} but this Flint has no Redis: set FLINT_REDIS_URL on the controller, the "
+                "gateways and the dispatcher (`kubectl apply -k deploy/overlays/redis` does, with a "
+                "Redis of its own)")
+    return (f"{subject} but this Flint has no Redis: start it with `flint up --redis "
+            "redis://HOST:PORT/DB` (or set FLINT_REDIS_URL, or `redis: {url: …}` in the settings file)")
+
+
+REDIS_NOT_CONFIGURED = redis_not_configured(
+    f"the broker's class is {FLINT_REDIS_BROKER_CLASS}") + (
+    ", or create the broker with another class (its class cannot change)")
+"""The embedded engine's message for a broker of class FlintRedis."""
+
+
+def broker_needs_redis(broker: Obj, engine: str) -> str:
+    """`redis_not_configured` for `broker` (of class FlintRedis, or of class Flint on the
+    Kubernetes engine, whose log is on Redis there)."""
+    cls = ((broker.get("metadata") or {}).get("annotations") or {}).get(BROKER_CLASS_ANNOTATION, "")
+    if engine == ENGINE_EMBEDDED:
+        return REDIS_NOT_CONFIGURED
+    return redis_not_configured(f"the broker's class {cls or '(default)'} keeps its log on Redis here",
+                                engine)
 
 
 def durable_condition(view: RedisView) -> tuple[Status, str, str]:
@@ -56,15 +80,17 @@ def durable_condition(view: RedisView) -> tuple[Status, str, str]:
 
 
 def channel_condition(
-    backend: str, uid: str, *, redis: bool, view: RedisView, not_created: NotCreated | None = None
+    backend: str, uid: str, *, redis: bool, view: RedisView, not_created: NotCreated | None = None,
+    no_redis: str = REDIS_NOT_CONFIGURED,
 ) -> tuple[Status, str, str, tuple[Status, str, str] | None]:
     """The `TriggerChannelReady` condition of a broker on `backend`, and its `Durable` one (None:
     it has none, a SQLite broker or a Redis one without Redis); `not_created`: why a Redis
-    broker's stream does not exist yet (`redis_marks.ensure_stream`). Pure."""
+    broker's stream does not exist yet (`redis_marks.ensure_stream`); `no_redis`: the message
+    without Redis (`redis_not_configured`). Pure."""
     if backend != BACKEND_REDIS:
         return "True", "ChannelLogReady", f"durable SQLite log {broker_log_relpath(uid)}", None
     if not redis:
-        return "False", "RedisNotConfigured", REDIS_NOT_CONFIGURED, None
+        return "False", "RedisNotConfigured", no_redis, None
     if not_created is not None:
         return "Unknown", not_created[0], not_created[1], durable_condition(view)
     return "True", "StreamReady", f"Redis stream {stream_key(uid)}", durable_condition(view)
@@ -98,7 +124,8 @@ async def reconcile_broker(ctx: EventingContext, key: Key) -> float | None:
 
     not_created = await ensure_stream(ctx, status, uid, wake_triggers) if on_redis else None
     ch_status, ch_reason, ch_message, durable = channel_condition(
-        backend, uid, redis=s.redis is not None, view=ctx.redis_view(), not_created=not_created)
+        backend, uid, redis=s.redis is not None, view=ctx.redis_view(), not_created=not_created,
+        no_redis=broker_needs_redis(broker, s.engine))
     set_condition(status, BROKER_CONDITION_TRIGGER_CHANNEL, ch_status, ch_reason, ch_message, now=now)
     if durable is None:
         remove_condition(status, BROKER_CONDITION_DURABLE)

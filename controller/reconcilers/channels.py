@@ -28,7 +28,7 @@ from typing import Any
 from controller.api import messaging
 from controller.api.eventing import BACKEND_ANNOTATION, BACKEND_REDIS, ENGINE_KUBERNETES
 from controller.informer import Informer
-from controller.reconcilers.broker import channel_condition
+from controller.reconcilers.broker import channel_condition, redis_not_configured
 from controller.reconcilers.children import NotOwned, ensure_child, write_status
 from controller.reconcilers.conditions import get_condition, remove_condition, roll_up, set_condition
 from controller.reconcilers.context import (
@@ -151,7 +151,8 @@ async def _reconcile_log_channel(
             not_created = await ensure_stream(ctx, status, uid, wake_subscriptions)
         ch_status, ch_reason, ch_message, durable = channel_condition(
             BACKEND_REDIS, uid, redis=s.redis is not None, view=ctx.redis_view(),
-            not_created=not_created)
+            not_created=not_created, no_redis=redis_not_configured(
+                "a RedisChannel keeps its log on Redis", s.engine))
         set_condition(status, "ChannelServiceReady", ch_status, ch_reason, ch_message, now=now)
         if durable is None:
             remove_condition(status, "Durable")

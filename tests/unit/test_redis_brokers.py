@@ -408,3 +408,16 @@ def test_the_controllers_engine_must_be_known() -> None:
         ControllerSettings(engine="nomad")
     with pytest.raises(ValueError, match="redis_check_every_s must be above 0"):
         ControllerSettings(redis_check_every_s=0)
+
+
+def test_without_redis_the_message_says_what_to_do_on_each_engine() -> None:
+    from controller.reconcilers.broker import broker_needs_redis, redis_not_configured
+
+    flint = {"metadata": {"annotations": {"eventing.knative.dev/broker.class": "Flint"}}}
+    on_cluster = broker_needs_redis(flint, "kubernetes")
+    assert on_cluster.startswith("the broker's class Flint keeps its log on Redis here")
+    assert "FLINT_REDIS_URL" in on_cluster and "deploy/overlays/redis" in on_cluster
+    assert "flint up" not in on_cluster
+    assert broker_needs_redis(flint, "embedded") == REDIS_NOT_CONFIGURED
+    channel = redis_not_configured("a RedisChannel keeps its log on Redis", "kubernetes")
+    assert channel.startswith("a RedisChannel keeps its log on Redis but") and "broker" not in channel
