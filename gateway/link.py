@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from flint_common import heap
 from flint_common.delta import SnapshotDelta
 from flint_common.httpauth import describe_error
 from flint_common.link_tls import ControllerCAUnusable, LinkTLS, refusal
@@ -234,6 +235,7 @@ class ControllerLink:
             log.info("event=snapshot_applied worker=%s version=%d routes=%d revisions=%d",
                      self.worker_id, snapshot.version, len(snapshot.routes),
                      len(snapshot.revisions))
+            heap.settle()  # the routing structures live until the next snapshot
             if self._persist:
                 await self._persist_snapshot(snapshot)
         await self._send_ack()

@@ -50,6 +50,7 @@ from controller.gatewayhub import GatewayHub
 from controller.routing import build_snapshot, plan_hosts
 from controller.routing_subsets import peer_table, subset_snapshot
 from controller.snapshot_builder import HostPlanner, SnapshotBuilder
+from flint_common import heap
 from flint_common.secret import load_or_create_token
 from flint_common.snapshot import Endpoint, Snapshot
 from flint_common.wire import LINK_PATH, SnapshotMessage, decode_down
@@ -347,6 +348,7 @@ async def measure_changes(report: Report, cluster: Cluster, state_dir: Path, wor
         rebuild = Rebuilder(lambda: {**hub.peers(), OTHER_PEER[0]: OTHER_PEER[1]} if subsetting else {})
         version = hub.publish(rebuild(cluster))
         await acks.wait(version, workers)
+        heap.settle()  # as the controller does once its caches are listed
         latencies: list[float] = []
         before = await asyncio.to_thread(_ticks, pids)
         for i in range(changes):
