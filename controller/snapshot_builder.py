@@ -47,19 +47,20 @@ class HostPlanner:
 
     def plan(self, routes: Iterable[Obj], domain: str | Callable[[Obj], str]) -> HostPlan:
         """`controller.routing.plan_hosts(routes, domain)`, reused while its inputs stay."""
-        if domain is not self._domain and domain != self._domain:
+        fresh = domain is not self._domain and domain != self._domain
+        if fresh:  # another domain: every host again
             self._domain, self._objs, self._wanted = domain, {}, {}
         objs = {id(r): r for r in routes}
         gone = [self._objs[i] for i in self._objs.keys() - objs.keys()]
         came = [objs[i] for i in objs.keys() - self._objs.keys()]
         self._objs = objs
-        if not gone and not came:
+        if not gone and not came and not fresh:
             return self._plan
         was = {k: self._wanted.pop(k) for k in map(_key, gone) if k in self._wanted}
         for r in came:
             self._wanted[_key(r)] = wanted_hosts(r, domain(r) if callable(domain) else domain)
         # a route came, went, or wants other hosts (renamed, tagged): plan every host again
-        if any(self._wanted.get(k) != w for k, w in was.items()) or any(
+        if fresh or any(self._wanted.get(k) != w for k, w in was.items()) or any(
                 was.get(k) is None for k in map(_key, came)):
             self._plan = assign_hosts(sorted(self._wanted.values()))
         return self._plan

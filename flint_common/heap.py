@@ -9,8 +9,11 @@ import gc
 
 
 def settle() -> None:
-    """Freeze every object alive now (`gc.freeze`): later passes skip them. They are still freed
-    by reference counting when dropped (routing entries and API objects hold no cycles); call it
-    once what a process keeps for long has just been made: the controller's caches after they are
-    listed, a worker's routing structures after a whole snapshot."""
+    """Collect what is garbage now, then freeze every object still alive (`gc.freeze`): later
+    passes skip them. Frozen objects are still freed by reference counting when dropped, but a
+    frozen cycle that dies is never collected, so call it once per process, when what it keeps
+    for long has just been made: the controller's caches once listed, a worker's routing
+    structures after its first whole snapshot (not after every one: in-flight requests' cycles
+    would pile up)."""
+    gc.collect()
     gc.freeze()

@@ -77,6 +77,8 @@ class ControllerLink:
         """Version of the snapshot the router serves (from the controller or the persisted file)."""
         self.connects = 0
         """Successful connections so far (a reconnect counts again)."""
+        self._settled = False
+        """`heap.settle` ran (once per worker: after the first whole snapshot it applied)."""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tls = LinkTLS(settings.controller_ca)
         self._send_lock = asyncio.Lock()
@@ -235,7 +237,9 @@ class ControllerLink:
             log.info("event=snapshot_applied worker=%s version=%d routes=%d revisions=%d",
                      self.worker_id, snapshot.version, len(snapshot.routes),
                      len(snapshot.revisions))
-            heap.settle()  # the routing structures live until the next snapshot
+            if not self._settled:  # the routing structures live on: out of the full passes
+                heap.settle()
+                self._settled = True
             if self._persist:
                 await self._persist_snapshot(snapshot)
         await self._send_ack()

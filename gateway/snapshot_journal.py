@@ -50,6 +50,7 @@ keeps them).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -251,7 +252,9 @@ class SnapshotJournal:
             st = os.fstat(fd)
             if st.st_size != persisted.journal_end:
                 os.ftruncate(fd, persisted.journal_end)  # a torn or stale tail
-            os.write(fd, line)  # one write of a regular file in append mode: not interleaved
+            written = os.write(fd, line)  # one write of a regular file in append mode: not interleaved
+            if written != len(line):  # a full disk: the link logs it, the next append cuts it off
+                raise OSError(errno.ENOSPC, f"{self.journal_path}: wrote {written} of {len(line)} bytes")
             if self.settings.sync_appends:
                 os.fdatasync(fd)
         finally:

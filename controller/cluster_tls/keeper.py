@@ -166,8 +166,8 @@ class CertKeeper:
     def _failure(self, status: int, what: str) -> Exception:
         if status == 0 or status == 429 or status >= 500:
             return _Retry(f"{what}: {status or 'no answer'}")
-        hint = {403: " (forbidden: the controller's service account needs get, create, update "
-                     "and watch on Secrets in its namespace)",
+        hint = {403: " (forbidden: the controller's service account needs create on Secrets in "
+                     "its namespace, and get, update, list and watch on this one)",
                 404: " (not found: does the namespace exist? see --system-namespace)"}.get(status, "")
         return ClusterTLSError(f"{what}: {status}{hint}")
 
@@ -214,10 +214,11 @@ class CertKeeper:
         failures = 0
         while True:
             try:
-                async for ev in self._store.watch(SECRETS, self.settings.namespace, since=self._version):
+                async for ev in self._store.watch(SECRETS, self.settings.namespace, since=self._version,
+                                                  name=self.settings.secret):
                     failures = 0
                     if ev.object.get("metadata", {}).get("name") != self.settings.secret:
-                        continue
+                        continue  # (the API server sends only it)
                     if ev.type == "DELETED":  # the leader writes back the same (the context keeps it)
                         log.warning("event=cluster_certs_deleted secret=%s", self._where)
                         self._deleted = True

@@ -167,11 +167,13 @@ class KubernetesStore:
         return await self._api.delete(kind, namespace, name)
 
     def watch(
-        self, kind: Kind, namespace: str | None = None, since: str = ""
+        self, kind: Kind, namespace: str | None = None, since: str = "", *, name: str | None = None
     ) -> AsyncIterator[WatchEvent]:
-        """A `KubeWatch`; a `since` the API server refuses raises at the first event."""
+        """A `KubeWatch`; a `since` the API server refuses raises at the first event. `name`:
+        that one object only (`fieldSelector=metadata.name=…`: RBAC can grant it by name)."""
         return KubeWatch(
-            self._api, kind, namespace, since, self.settings, self._closing, self._watch_responses
+            self._api, kind, namespace, since, self.settings, self._closing, self._watch_responses,
+            f"metadata.name={name}" if name else None,
         )
 
 

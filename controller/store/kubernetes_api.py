@@ -154,9 +154,11 @@ class CustomObjects:
         resource_version: str,
         timeout_s: int,
         connect_timeout_s: float,
+        field_selector: str | None = None,
     ) -> aiohttp.ClientResponse:
         """The raw response of a watch (200 checked), to read line by line; the caller releases
-        it. A refused watch (not 200) raises the store error its Status says."""
+        it. A refused watch (not 200) raises the store error its Status says. `field_selector`:
+        e.g. `metadata.name=X` (one object: RBAC may then grant the watch by resourceNames)."""
         query: dict[str, Any] = {
             "watch": True,
             "allow_watch_bookmarks": True,
@@ -165,6 +167,8 @@ class CustomObjects:
             "_preload_content": False,
             "_request_timeout": aiohttp.ClientTimeout(sock_connect=connect_timeout_s),
         }
+        if field_selector:
+            query["field_selector"] = field_selector
         version = self.served(kind).version
         if not kind.group:
             where = () if namespace is None else (namespace,)

@@ -69,8 +69,11 @@ class KubeWatch:
         settings: KubernetesSettings,
         closing: asyncio.Event,
         open_responses: set[aiohttp.ClientResponse],
+        field_selector: str | None = None,
     ) -> None:
         self.kind = kind
+        self.field_selector = field_selector
+        """Only the objects it matches (`metadata.name=X`), on the list and on every watch."""
         self.namespace = namespace
         self.resource_version = "" if since == "0" else since
         """Where the next watch request resumes: the last event's or BOOKMARK's version."""
@@ -94,7 +97,8 @@ class KubeWatch:
 
     async def _run(self) -> AsyncGenerator[WatchEvent, None]:
         if not self.resource_version:
-            listed = await self._api.list(self.kind, self.namespace)
+            query = {"field_selector": self.field_selector} if self.field_selector else {}
+            listed = await self._api.list(self.kind, self.namespace, **query)
             for obj in listed.get("items") or []:
                 yield WatchEvent("ADDED", obj, resource_version_of(obj))
             self.resource_version = resource_version_of(listed)
@@ -108,6 +112,7 @@ class KubeWatch:
                         self.resource_version,
                         self._settings.watch_timeout_s,
                         self._settings.request_timeout_s,
+                        self.field_selector,
                     ),
                     self._settings.inactivity_s,
                 )

@@ -4,6 +4,7 @@ Runs on the contract fake or a cluster (in the test's namespace)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -58,3 +59,26 @@ async def test_core_services_are_read_listed_watched_and_never_written(kube: Kub
 
 async def _cached(informer: Informer, namespace: str, name: str) -> bool:
     return informer.get(namespace, name) is not None
+
+
+async def test_a_watch_by_name_lists_and_follows_that_object_only(kube: KubeTarget) -> None:
+    store = KubernetesStore(kube.api, {CORE_SERVICES: ("v1", "Service")},
+                            KubernetesSettings(namespace=kube.namespace))
+    core: Any = client.CoreV1Api(kube.api)
+    ns = kube.namespace
+    await core.create_namespaced_service(ns, service("other"))
+    await core.create_namespaced_service(ns, service("mine"))
+    seen: list[tuple[str, str]] = []
+    try:
+        async with asyncio.timeout(20):
+            watch = store.watch(CORE_SERVICES, ns, name="mine")
+            async for ev in watch:
+                seen.append((ev.type, ev.object["metadata"]["name"]))
+                if len(seen) == 1:  # listed; now a change to each
+                    await core.delete_namespaced_service("other", ns)
+                    await core.delete_namespaced_service("mine", ns)
+                if ev.type == "DELETED":
+                    break
+    finally:
+        await store.close()
+    assert seen == [("ADDED", "mine"), ("DELETED", "mine")]

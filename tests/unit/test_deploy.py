@@ -13,6 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from controller.webhook.settings import WebhookSettings
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 K8S_VERSION = "1.30.0"
@@ -82,46 +84,47 @@ def test_exposed_ports_are_the_flint_containers_ports() -> None:
     assert exposed == ports
 
 
-POD_ENV = {"POD_IP": "10.1.2.3", "POD_NAMESPACE": "flint-system"}
-
-
-def _flint_args(target: str) -> dict[str, list[str]]:
+def _flint_args(target: str, pod_ip: str) -> dict[str, list[str]]:
     """Each Flint container's `python -m` arguments in `target`, `$(VAR)` expanded as the kubelet
     does from the downward API."""
+    env = {"POD_IP": pod_ip, "POD_NAMESPACE": "flint-system"}
     out: dict[str, list[str]] = {}
     for pod in _pods(render(target)):
         for c in pod.get("initContainers", []) + pod["containers"]:
             if c["image"].startswith("flint"):
                 args = [str(a) for a in c["args"]]
-                for var, value in POD_ENV.items():
+                for var, value in env.items():
                     args = [a.replace(f"$({var})", value) for a in args]
                 out[c["name"]] = args
     return out
 
 
+@pytest.mark.parametrize("pod_ip", ["10.1.2.3", "fd00::5"])  # single-stack IPv4 and IPv6 clusters
 @pytest.mark.parametrize("target", TARGETS)
-def test_every_flint_container_s_arguments_are_what_its_parser_takes(target: str) -> None:
+def test_every_flint_container_s_arguments_are_what_its_parser_takes(target: str, pod_ip: str) -> None:
     from controller.__main__ import settings_from_argv
     from controller.eventing.__main__ import build_parser as dispatcher_parser
     from gateway.server import build_parser as gateway_parser
     from gateway.server import settings_from_args
 
-    args = _flint_args(target)
+    args = _flint_args(target, pod_ip)
     assert {"controller", "gateway", "dispatcher", "owner-token"} <= set(args)
     module, *rest = args["controller"]
     assert module == "controller"
     controller, _ = settings_from_argv(rest)
-    assert controller.engine == "kubernetes" and controller.webhook.port == 8444
+    assert controller.engine == "kubernetes" and controller.webhook == WebhookSettings(8444, pod_ip)
     assert controller.cluster_tls.namespace == "flint-system" == controller.leader.namespace
+    assert controller.advertise == (pod_ip, 8443) and (pod_ip, 8443) in controller.api_listen
     module, *rest = args["gateway"]
     assert module == "gateway"
     gateway = settings_from_args(gateway_parser().parse_args(rest))
-    assert ("10.1.2.3", 8080) in gateway.listen and gateway.probe_address == ("10.1.2.3", 8081)
+    assert (pod_ip, 8080) in gateway.listen and gateway.probe_address == (pod_ip, 8081)
+    assert gateway.peer_address == (pod_ip, 8090)
     assert gateway.link_token_file is not None and gateway.controller_ca is not None
     module, *rest = args["dispatcher"]
     assert module == "controller.eventing"
     dispatcher = dispatcher_parser().parse_args(rest)
-    assert dispatcher.admin_listen == ["10.1.2.3"]
+    assert dispatcher.admin_listen == [pod_ip]
     assert str(dispatcher.token_file) == "/etc/flint/dispatcher-admin/token"
     assert args["owner-token"][0] == "flint_common.owner_token"
 
@@ -153,7 +156,7 @@ def _allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str,
                for r in rules)
 
 
-def test_rbac_grants_the_calls_the_code_makes_on_its_own_objects() -> None:
+def test_rbac_on_flint_s_own_secrets_and_configmap_is_by_name() -> None:
     from controller.admin_secret import ADMIN_SECRET
     from controller.cluster_tls.settings import CA_CONFIGMAP, CERTS_SECRET
 
@@ -163,6 +166,9 @@ def test_rbac_grants_the_calls_the_code_makes_on_its_own_objects() -> None:
         assert _allows(role, "", "configmaps", verb, CA_CONFIGMAP)
     assert _allows(role, "", "secrets", "get", ADMIN_SECRET) and _allows(role, "", "secrets", "create")
     assert not _allows(role, "", "secrets", "update", ADMIN_SECRET)  # made once, never rewritten
+    for verb in ("list", "watch"):  # the keeper's watch names its Secret (fieldSelector)
+        assert _allows(role, "", "secrets", verb, CERTS_SECRET)
+        assert not _allows(role, "", "secrets", verb, "flint-owner-token")
     cli = _rules("ClusterRole", "flint-cli")
     assert _allows(cli, "", "secrets", "get", ADMIN_SECRET)
     assert not _allows(cli, "", "secrets", "get", CERTS_SECRET)  # the CA's key stays the controller's

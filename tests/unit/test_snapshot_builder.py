@@ -142,3 +142,10 @@ def test_a_status_update_with_the_same_hosts_keeps_the_plan() -> None:
     world.routes[k] = {**world.routes[k], "status": {}}
     assert planner.plan(list(world.routes.values()), "example.com") is first
     assert planner.plan(list(world.routes.values()), "other.example") != first  # another domain
+
+
+def test_another_domain_plans_again_even_with_no_routes() -> None:
+    planner = HostPlanner()
+    world = World(random.Random(1), 5)
+    assert planner.plan(list(world.routes.values()), "one.example").owners
+    assert planner.plan([], "two.example") == plan_hosts([], "two.example")

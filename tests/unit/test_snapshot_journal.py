@@ -265,3 +265,21 @@ def test_no_files_load_as_none_and_a_first_delta_writes_the_snapshot(path: Path)
     a, b = snapshot(2, {"a": 1}), snapshot(3, {"a": 2})
     assert SnapshotJournal(path).persist_delta(diff(a, b), b) is Action.COMPACT
     assert load_snapshot_file(path) == b == apply_delta(a, diff(a, b))
+
+
+def test_a_short_write_raises_and_the_next_append_cuts_the_partial_line(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    snaps = history(4)
+    j = SnapshotJournal(path)
+    j.persist_snapshot(snaps[0])
+    assert j.persist_delta(diff(snaps[0], snaps[1]), snaps[1]) is Action.APPEND
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:7]))
+    with pytest.raises(OSError, match="wrote 7 of"):
+        j.persist_delta(diff(snaps[1], snaps[2]), snaps[2])
+    monkeypatch.undo()
+    assert load_snapshot_file(path) == snaps[1]  # the partial line is not replayed
+    assert SnapshotJournal(path).persist_delta(diff(snaps[1], snaps[2]), snaps[2]) is Action.APPEND
+    assert load_snapshot_file(path) == snaps[2]
