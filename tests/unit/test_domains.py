@@ -16,6 +16,7 @@ from controller.eventing.sender import Sender
 from controller.reconcilers.route import reconcile_route
 from controller.routing import plan_hosts
 from controller.settings import ControllerSettings
+from controller.snapshot_builder import HostPlanner
 
 CONFIG = {
     "example.com": "",
@@ -80,7 +81,8 @@ async def test_a_routes_url_and_tag_urls_are_under_its_domain(tmp_path: Path) ->
     ctx: Any = types.SimpleNamespace(
         routes=ObjectCache([route]), revisions=ObjectCache([rev]), configurations=ObjectCache([]),
         settings=settings, clock=lambda: 0.0, hub=hub, snapshot_dirty=lambda: None,
-        store=types.SimpleNamespace(update_status=update_status), route_services=None)
+        store=types.SimpleNamespace(update_status=update_status), route_services=None,
+        hosts=HostPlanner())
     await reconcile_route(ctx, ("ns", "vault"))
     status = written[-1]["status"]
     assert status["url"] == "http://vault.ns.internal.example.com"

@@ -12,6 +12,7 @@ from support.caches import ObjectCache
 
 from controller.reconcilers.route import reconcile_route
 from controller.settings import ControllerSettings
+from controller.snapshot_builder import HostPlanner
 
 Obj = dict[str, Any]
 
@@ -38,7 +39,7 @@ def ctx(tmp_path: Path, hook: Any) -> Any:
     return types.SimpleNamespace(
         routes=ObjectCache([ROUTE]), revisions=ObjectCache([REV]), configurations=ObjectCache([]),
         settings=ControllerSettings(state_dir=tmp_path, engine="kubernetes"), clock=lambda: 0.0,
-        hub=hub, snapshot_dirty=lambda: None, store=_Store(), route_services=hook)
+        hub=hub, snapshot_dirty=lambda: None, store=_Store(), route_services=hook, hosts=HostPlanner())
 
 
 async def test_the_hook_gets_the_route_with_its_status(tmp_path: Path) -> None:
