@@ -26,7 +26,7 @@ from controller.reconcilers.rollout import load_network_settings
 from controller.settings import ControllerSettings, default_state_dir
 from controller.store.kubernetes_config import KubernetesSettings
 from controller.webhook.settings import WebhookSettings
-from flint_common import guards, redis_config
+from flint_common import guards, heap, redis_config
 from flint_common.addresses import parse_listen
 from flint_common.private import UnsafeStateDir, private_umask
 
@@ -210,6 +210,7 @@ async def serve(settings: ControllerSettings, stop_replicas_on_exit: bool) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await controller.start()
+    heap.settle()  # the informers' caches are listed: out of the collector's full passes
     pid_file = settings.state_dir / "controller.pid"
     await asyncio.to_thread(pid_file.write_text, f"{os.getpid()}\n")
     print(f"controller: ready on {', '.join(controller.urls)}", flush=True)

@@ -69,7 +69,7 @@ from controller.settings import ControllerSettings
 from controller.store.base import Kind, NotFound, Store
 from controller.store.kubernetes import KubernetesStore
 from controller.webhook.server import WebhookServer
-from flint_common import heap, redis_conn
+from flint_common import redis_conn
 from flint_common.httpauth import auth_middleware
 from flint_common.private import ensure_private_dir
 from flint_common.wire import LINK_PATH, Poke, Stats
@@ -265,7 +265,6 @@ class Controller:
             await self.webhook.start()
         if self.leadership is not None:  # serving /healthz (and the API) meanwhile
             self.leadership.start()
-        heap.settle()  # the informers' caches are listed: out of the collector's full passes
 
     async def stop(self, *, stop_replicas: bool) -> None:
         if self.leadership is not None:  # first: a standby takes over while we stop

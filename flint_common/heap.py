@@ -14,6 +14,7 @@ def settle() -> None:
     frozen cycle that dies is never collected, so call it once per process, when what it keeps
     for long has just been made: the controller's caches once listed, a worker's routing
     structures after its first whole snapshot (not after every one: in-flight requests' cycles
-    would pile up)."""
+    would pile up). A process's entry point calls it, never a library: in a test process it
+    would freeze the test runner's heap too."""
     gc.collect()
     gc.freeze()

@@ -64,8 +64,12 @@ class ControllerLink:
         persist: bool = True,
         rnd: Callable[[], float] = random.random,
         token: Secret | None = None,
+        settle_heap: bool = False,
     ) -> None:
         self._settings = settings
+        self._settle_heap = settle_heap
+        """`heap.settle` after the first whole snapshot (a worker process's own link: it freezes
+        the whole process's heap)."""
         self._token = token
         self._router = router
         self.worker_id = worker_id
@@ -237,7 +241,7 @@ class ControllerLink:
             log.info("event=snapshot_applied worker=%s version=%d routes=%d revisions=%d",
                      self.worker_id, snapshot.version, len(snapshot.routes),
                      len(snapshot.revisions))
-            if not self._settled:  # the routing structures live on: out of the full passes
+            if self._settle_heap and not self._settled:  # the routing structures live on
                 heap.settle()
                 self._settled = True
             if self._persist:

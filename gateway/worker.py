@@ -207,7 +207,7 @@ async def run_worker(
         gateway_id=gateway_id,
     )
     router, metrics, activator = ctx.router, ctx.metrics, ctx.activator
-    link = ControllerLink(settings, router, f"{gateway_id}/{index}", token=token)
+    link = ControllerLink(settings, router, f"{gateway_id}/{index}", token=token, settle_heap=True)
     await link.load_persisted()  # serve the last known routes from the first connection on
 
     # Closing a server closes this process's copy of its socket only: the main process keeps
