@@ -12,14 +12,13 @@ the writer empties it). Manifests are pure functions; `LeaderEndpoint` does the 
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 from typing import Any
 
-import aiohttp
-import orjson
 from kubernetes_asyncio import client
+
+from controller import kube_calls
 
 __all__ = ["LEADER_SERVICE", "LeaderEndpoint", "leader_service", "leader_slice"]
 
@@ -142,20 +141,5 @@ class LeaderEndpoint:
 
     async def _call(self, method: Any, *args: Any) -> tuple[int, Obj]:
         """(HTTP status, JSON body) of one call; 0 when the API server did not answer."""
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await method(*args, _preload_content=False)
-                try:
-                    data = await response.read()
-                finally:
-                    response.release()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("event=leader_endpoint_unreachable error=%r", exc)
-            return 0, {}
-        except client.ApiException as exc:  # kubernetes-asyncio raises on errors even unloaded
-            return int(exc.status or 0), {}
-        try:
-            body = orjson.loads(data) if data else {}
-        except orjson.JSONDecodeError:
-            body = {}
-        return response.status, body if isinstance(body, dict) else {}
+        return await kube_calls.call(method, *args, timeout_s=self.timeout_s,
+                                     event="leader_endpoint_unreachable", log=log)

@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-import orjson
 from kubernetes_asyncio import client
 
+from controller import kube_calls
 from controller.cluster_tls.rotation import advance, decide, initial, seconds_until_due
 from controller.cluster_tls.settings import ClusterTLSSettings
 from controller.cluster_tls.state import ClusterCerts, from_secret, to_secret
@@ -357,20 +356,5 @@ class CertKeeper:
 
     async def _call(self, method: Any, *args: Any) -> tuple[int, Obj]:
         """(HTTP status, JSON body) of one call; 0 when the API server did not answer."""
-        try:
-            async with asyncio.timeout(self.settings.retry_s * 2):
-                response = await method(*args, _preload_content=False)
-                try:
-                    data = await response.read()
-                finally:
-                    response.release()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("event=cluster_certs_api_unreachable error=%s", type(exc).__name__)
-            return 0, {}
-        except client.ApiException as exc:  # kubernetes-asyncio raises on errors even unloaded
-            return int(exc.status or 0), {}
-        try:
-            body = orjson.loads(data) if data else {}
-        except orjson.JSONDecodeError:
-            body = {}
-        return response.status, body if isinstance(body, dict) else {}
+        return await kube_calls.call(method, *args, timeout_s=self.settings.retry_s * 2,
+                                     event="cluster_certs_api_unreachable", log=log)
